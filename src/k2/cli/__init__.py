@@ -1,0 +1,35 @@
+"""The ``k2`` command line: one typer app assembled from one module per pipeline stage.
+
+Each stage owns a module here exposing ``register(app)``; this file only wires them together.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+from k2.config import SettingsError
+
+app = typer.Typer(name="k2", help="K2 market data lakehouse (L3 cold path).", no_args_is_help=True, add_completion=False)
+
+# One module per stage; each defines register(app: typer.Typer) -> None.
+_MODULES = ("core",)
+
+
+def _register_all() -> None:
+    for name in _MODULES:
+        module = importlib.import_module(f"k2.cli.{name}")
+        module.register(app)
+
+
+_register_all()
+
+
+def main() -> None:
+    """Entry point of the ``k2`` console script."""
+    try:
+        app()
+    except SettingsError as exc:
+        typer.echo(f"configuration error: {exc}", err=True)
+        raise SystemExit(2) from None

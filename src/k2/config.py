@@ -1,0 +1,357 @@
+"""K2 settings: one typed model, loaded from ``K2_*`` environment variables and an optional ``k2.toml``.
+
+Precedence (highest first): explicit keyword arguments, environment variables, the TOML file named by
+``K2_CONFIG_FILE`` (default ``./k2.toml`` when it exists), then the defaults below.
+
+Every field carries a description and an ``example`` value; ``docs/configuration.md`` is generated from
+this class (``k2 config docs``) and a test checks that each field loads from its environment variable and
+that the document is current. A bad value fails at start-up with :class:`SettingsError` naming the key.
+
+Example:
+    >>> from k2.config import Settings
+    >>> Settings(topic_partitions=8).topic_partitions
+    8
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "K2_"
+
+
+class SettingsError(ValueError):
+    """A configuration value is invalid; the message names the offending ``K2_*`` key."""
+
+
+def _f(default: Any, description: str, example: Any, section: str) -> Any:
+    return Field(default, description=description, json_schema_extra={"example": example, "section": section})
+
+
+class Settings(BaseSettings):
+    """All of K2's configuration. See ``docs/configuration.md`` for the generated reference."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        validate_default=True,
+        case_sensitive=False,
+    )
+
+    # -- general ---------------------------------------------------------------------------------
+    data_dir: Path = _f(Path(".k2"), "Directory for K2's local state: catalog DB, warehouse, pid files, logs.", "/var/lib/k2", "general")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = _f("INFO", "Minimum log level.", "DEBUG", "general")
+    log_json: bool = _f(False, "Emit logs as JSON lines (one object per event) instead of console text.", True, "general")
+
+    # -- Kafka bus ---------------------------------------------------------------------------------
+    kafka_bootstrap_servers: str | None = _f(
+        None,
+        "Kafka bootstrap servers. Unset: the local Tansu broker started by `k2 up` on 127.0.0.1:`broker_port`.",
+        "b-1.msk.example:9092,b-2.msk.example:9092",
+        "kafka",
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = _f(
+        "PLAINTEXT", "librdkafka security.protocol for production clusters (MSK, Confluent Cloud).", "SASL_SSL", "kafka"
+    )
+    kafka_sasl_mechanism: str | None = _f(None, "librdkafka sasl.mechanism (e.g. SCRAM-SHA-512, PLAIN).", "SCRAM-SHA-512", "kafka")
+    kafka_sasl_username: str | None = _f(None, "SASL username.", "k2", "kafka")
+    kafka_sasl_password: str | None = _f(None, "SASL password.", "s3cret", "kafka")
+    broker_port: int = _f(9092, "Port of the local Tansu broker started by `k2 up`.", 19092, "kafka")
+    broker_storage: str = _f(
+        "memory://tansu/",
+        "Tansu storage URL for the local broker: `memory://tansu/` or `s3://BUCKET/` (uses `s3_*` settings).",
+        "s3://k2-broker/",
+        "kafka",
+    )
+    topic_partitions: int = _f(4, "Partitions for topics K2 creates.", 8, "kafka")
+    topic_replication_factor: int = _f(1, "Replication factor for topics K2 creates.", 3, "kafka")
+    producer_compression: Literal["lz4", "zstd", "none"] = _f("lz4", "Producer compression codec.", "zstd", "kafka")
+    producer_linger_ms: int = _f(20, "Producer linger.ms (batching delay).", 5, "kafka")
+    producer_queue_max_messages: int = _f(
+        200_000, "Producer local queue bound (messages); a full queue blocks the caller, never drops.", 50_000, "kafka"
+    )
+    producer_queue_max_kbytes: int = _f(262_144, "Producer local queue bound (KiB).", 65_536, "kafka")
+    consumer_group: str = _f("k2-landing", "Consumer group of the landing consumers.", "k2-landing-prod", "kafka")
+    consumer_session_timeout_ms: int = _f(
+        10_000, "Consumer session.timeout.ms (Tansu's group join takes half of this).", 6_000, "kafka"
+    )
+    consumer_fetch_max_bytes: int = _f(
+        16_777_216, "Consumer fetch.max.bytes and queued.max.messages.kbytes*1024 bound.", 8_388_608, "kafka"
+    )
+
+    # -- schema registry ---------------------------------------------------------------------------
+    schema_registry_url: str | None = _f(
+        None,
+        "URL of a Confluent-compatible schema registry. Unset: K2's own registry at 127.0.0.1:`registry_port`.",
+        "https://registry.example:8081",
+        "registry",
+    )
+    registry_port: int = _f(8081, "Port of K2's local schema registry started by `k2 up`.", 18081, "registry")
+    registry_database_url: str | None = _f(
+        None,
+        "SQLAlchemy URL where K2's registry stores schemas. Unset: SQLite file under `data_dir`.",
+        "postgresql+psycopg2://k2@127.0.0.1:5432/k2",
+        "registry",
+    )
+    registry_default_compatibility: Literal[
+        "NONE", "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE"
+    ] = _f("BACKWARD", "Global compatibility level of K2's registry.", "FULL", "registry")
+
+    # -- Iceberg lake ------------------------------------------------------------------------------
+    catalog_type: Literal["sql", "rest"] = _f("sql", "Iceberg catalog kind: `sql` (SQLite/PostgreSQL) or `rest`.", "rest", "lake")
+    catalog_name: str = _f("k2", "Iceberg catalog name.", "prod", "lake")
+    catalog_uri: str | None = _f(
+        None,
+        "Catalog URI: a SQLAlchemy URL for `sql` (unset: SQLite under `data_dir`), the HTTP URL for `rest`.",
+        "postgresql+psycopg2://k2@127.0.0.1:5432/k2",
+        "lake",
+    )
+    catalog_credential: str | None = _f(None, "REST catalog OAuth2 credential `client_id:secret`.", "key:secret", "lake")
+    catalog_token: str | None = _f(None, "REST catalog bearer token.", "tok", "lake")
+    catalog_warehouse_name: str | None = _f(
+        None, "REST catalog `warehouse` property (e.g. an S3 Tables bucket name).", "k2-tables", "lake"
+    )
+    warehouse: str | None = _f(
+        None, "Warehouse location: `file:///path` or `s3://bucket/prefix`. Unset: `data_dir`/warehouse.", "s3://k2-lake/warehouse", "lake"
+    )
+    s3_endpoint: str | None = _f(None, "S3 endpoint URL (unset: AWS).", "http://127.0.0.1:8333", "lake")
+    s3_access_key_id: str | None = _f(None, "S3 access key id.", "AKIA...", "lake")
+    s3_secret_access_key: str | None = _f(None, "S3 secret access key.", "secret", "lake")
+    s3_region: str = _f("us-east-1", "S3 region.", "eu-west-1", "lake")
+    symbol_buckets: int = _f(16, "Number of bucket(symbol) partitions of the market data tables.", 32, "lake")
+    target_file_size_bytes: int = _f(
+        134_217_728, "Target Parquet data-file size for writes and compaction.", 268_435_456, "lake"
+    )
+
+    # -- landing -----------------------------------------------------------------------------------
+    landing_commit_rows: int = _f(200_000, "Commit to Iceberg after this many buffered rows.", 50_000, "landing")
+    landing_commit_interval_seconds: float = _f(
+        5.0, "Commit to Iceberg at least this often when rows are buffered.", 1.0, "landing"
+    )
+    landing_max_buffered_bytes: int = _f(
+        268_435_456, "Pause partitions when buffered raw bytes exceed this (backpressure).", 67_108_864, "landing"
+    )
+    landing_on_offset_reset: Literal["restart", "fail"] = _f(
+        "restart",
+        "When the broker's log is behind the offsets stored in Iceberg (reset/recreated topic): `restart` "
+        "from the log start with dedup, or `fail` with an error.",
+        "fail",
+        "landing",
+    )
+    landing_max_clock_skew_seconds: float = _f(
+        86_400.0 * 3650,
+        "Dead-letter messages whose exchange time is further than this from the receipt time.",
+        3_600.0,
+        "landing",
+    )
+    landing_metrics_port: int = _f(9464, "Port of the landing service's /metrics endpoint (0 disables).", 0, "landing")
+
+    # -- query -------------------------------------------------------------------------------------
+    query_max_rows: int = _f(5_000_000, "Maximum rows one query may return.", 100_000, "query")
+    query_max_range_days: float = _f(366.0, "Maximum time range of one query, in days.", 31.0, "query")
+    query_pool_size: int = _f(4, "DuckDB connections in the query pool.", 8, "query")
+    query_recent_window_seconds: float = _f(
+        300.0, "`include_recent` defaults on when the range ends within this many seconds of now.", 120.0, "query"
+    )
+    query_recent_max_rows: int = _f(1_000_000, "Most rows read from Kafka for the hybrid query.", 100_000, "query")
+    query_recent_timeout_seconds: float = _f(2.0, "Longest time spent reading Kafka for the hybrid query.", 1.0, "query")
+
+    # -- REST API ----------------------------------------------------------------------------------
+    api_host: str = _f("127.0.0.1", "REST API bind address.", "0.0.0.0", "api")
+    api_port: int = _f(8000, "REST API port.", 18000, "api")
+    api_rate_limit_per_second: float = _f(50.0, "Per-key token bucket refill rate (requests/s).", 10.0, "api")
+    api_rate_limit_burst: int = _f(100, "Per-key token bucket size.", 20, "api")
+    api_request_timeout_seconds: float = _f(30.0, "Request timeout; slower queries get 504.", 10.0, "api")
+    api_max_body_bytes: int = _f(1_048_576, "Largest accepted request body.", 65_536, "api")
+    api_page_size: int = _f(10_000, "Default rows per page for cursor-paged endpoints.", 1_000, "api")
+
+    # -- sources -----------------------------------------------------------------------------------
+    binance_ws_url: str = _f("wss://stream.binance.com:9443", "Binance WebSocket base URL (spot, Binance US or USD-M futures).", "wss://fstream.binance.com", "sources")
+    binance_rest_url: str = _f("https://api.binance.com", "Binance REST base URL used for gap backfill and exchange info.", "https://fapi.binance.com", "sources")
+    coinbase_ws_url: str = _f("wss://ws-feed.exchange.coinbase.com", "Coinbase Exchange WebSocket URL.", "wss://ws-feed-public.sandbox.exchange.coinbase.com", "sources")
+    source_stall_seconds: float = _f(30.0, "Reconnect a live feed that sends nothing for this long.", 10.0, "sources")
+    source_max_connection_seconds: float = _f(
+        23.5 * 3600, "Reconnect proactively after this long (Binance closes connections at 24 h).", 3600.0, "sources"
+    )
+
+    @field_validator(
+        "topic_partitions",
+        "topic_replication_factor",
+        "symbol_buckets",
+        "landing_commit_rows",
+        "query_pool_size",
+        "query_max_rows",
+        "producer_queue_max_messages",
+        "producer_queue_max_kbytes",
+        "consumer_session_timeout_ms",
+        "api_rate_limit_burst",
+        "api_page_size",
+        "target_file_size_bytes",
+        "landing_max_buffered_bytes",
+        "consumer_fetch_max_bytes",
+        "query_recent_max_rows",
+    )
+    @classmethod
+    def _positive_int(cls, value: int) -> int:
+        if value <= 0:
+            raise ValueError(f"expected a positive integer, found {value}")
+        return value
+
+    @field_validator(
+        "landing_commit_interval_seconds",
+        "query_max_range_days",
+        "api_rate_limit_per_second",
+        "api_request_timeout_seconds",
+        "query_recent_timeout_seconds",
+        "source_stall_seconds",
+        "source_max_connection_seconds",
+        "landing_max_clock_skew_seconds",
+    )
+    @classmethod
+    def _positive_float(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError(f"expected a positive number, found {value}")
+        return value
+
+    @field_validator("broker_port", "registry_port", "api_port")
+    @classmethod
+    def _port(cls, value: int) -> int:
+        if not 1 <= value <= 65535:
+            raise ValueError(f"expected a TCP port 1..65535, found {value}")
+        return value
+
+    @field_validator("landing_metrics_port")
+    @classmethod
+    def _port_or_zero(cls, value: int) -> int:
+        if not 0 <= value <= 65535:
+            raise ValueError(f"expected a TCP port 1..65535 or 0 to disable, found {value}")
+        return value
+
+    @field_validator("broker_storage")
+    @classmethod
+    def _storage(cls, value: str) -> str:
+        if not (value.startswith("memory://") or value.startswith("s3://")):
+            raise ValueError(f"expected memory://... or s3://BUCKET/, found {value!r}")
+        return value
+
+    @field_validator("warehouse")
+    @classmethod
+    def _warehouse(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("file://", "s3://", "/")):
+            raise ValueError(f"expected file:///path, /path or s3://bucket/prefix, found {value!r}")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = os.environ.get(ENV_PREFIX + "CONFIG_FILE", "k2.toml")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if Path(toml_path).is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        elif ENV_PREFIX + "CONFIG_FILE" in os.environ:
+            raise SettingsError(f"K2_CONFIG_FILE: expected an existing TOML file, found no file at {toml_path!r}")
+        return tuple(sources)
+
+    # -- derived values ----------------------------------------------------------------------------
+    @property
+    def bootstrap_servers(self) -> str:
+        """Kafka bootstrap servers actually used (the local broker when none is configured)."""
+        return self.kafka_bootstrap_servers or f"127.0.0.1:{self.broker_port}"
+
+    @property
+    def registry_url(self) -> str:
+        """Schema registry URL actually used (K2's local registry when none is configured)."""
+        return (self.schema_registry_url or f"http://127.0.0.1:{self.registry_port}").rstrip("/")
+
+    @property
+    def warehouse_location(self) -> str:
+        """Warehouse location actually used, as a URI."""
+        if self.warehouse is None:
+            return (self.data_dir.resolve() / "warehouse").as_uri()
+        if self.warehouse.startswith("/"):
+            return Path(self.warehouse).as_uri()
+        return self.warehouse
+
+    @property
+    def catalog_url(self) -> str:
+        """Catalog URI actually used (SQLite under ``data_dir`` for the SQL catalog by default)."""
+        if self.catalog_uri:
+            return self.catalog_uri
+        if self.catalog_type == "rest":
+            raise SettingsError("K2_CATALOG_URI: expected the REST catalog URL when K2_CATALOG_TYPE=rest, found none")
+        return f"sqlite:///{(self.data_dir.resolve() / 'catalog.db').as_posix()}"
+
+    @property
+    def registry_db_url(self) -> str:
+        """SQLAlchemy URL of K2's own registry store."""
+        return self.registry_database_url or f"sqlite:///{(self.data_dir.resolve() / 'registry.db').as_posix()}"
+
+    def kafka_client_config(self) -> dict[str, Any]:
+        """librdkafka settings shared by every K2 Kafka client (bootstrap and security)."""
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism:
+            config["sasl.mechanism"] = self.kafka_sasl_mechanism
+        if self.kafka_sasl_username:
+            config["sasl.username"] = self.kafka_sasl_username
+        if self.kafka_sasl_password:
+            config["sasl.password"] = self.kafka_sasl_password
+        return config
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Load settings from the environment and ``k2.toml``; raise :class:`SettingsError` naming bad keys.
+
+    Example:
+        >>> load_settings(api_port=18000).api_port
+        18000
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            key = ENV_PREFIX + "_".join(str(part) for part in error["loc"]).upper()
+            problems.append(f"{key}: {error['msg']} (found {error.get('input')!r})")
+        raise SettingsError("invalid K2 configuration: " + "; ".join(problems)) from None
+
+
+def settings_reference_markdown() -> str:
+    """Render the configuration reference (``docs/configuration.md``) from :class:`Settings`."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated from `k2.config.Settings` by `k2 config docs`; a test keeps it current.",
+        "Every setting is read from the environment variable shown, or from `k2.toml` (path in",
+        "`K2_CONFIG_FILE`) using the lower-case name as the key. Invalid values stop K2 at start-up",
+        "with an error naming the variable.",
+        "",
+    ]
+    section = None
+    for name, field in Settings.model_fields.items():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        if extra.get("section") != section:
+            section = extra.get("section")
+            lines += ["", f"## {section}", "", "| variable | default | description | example |", "|---|---|---|---|"]
+        default = field.default
+        shown = "(unset)" if default is None else f"`{default}`"
+        lines.append(f"| `{ENV_PREFIX}{name.upper()}` | {shown} | {field.description} | `{extra.get('example')}` |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,168 @@
+"""The Iceberg catalog and K2's tables, from settings.
+
+Catalog kinds: a SQL catalog on SQLite (default, under ``data_dir``) or PostgreSQL, or a REST catalog
+(SeaweedFS, Polaris, Glue's REST endpoint, S3 Tables...). Warehouse on local disk (default) or S3.
+
+Hazards: pyiceberg writes files in the order given (the table's sort order is metadata only), so K2
+sorts every batch itself before appending (:mod:`k2.lake.writer`). pyiceberg writes no version-hint
+file: readers (DuckDB) get the exact metadata JSON path from :func:`metadata_location`.
+
+Example:
+    >>> from k2.config import Settings
+    >>> from k2.lake.catalog import TABLES
+    >>> TABLES["trades"].identifier
+    ('market_data', 'trades')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
+from pyiceberg.partitioning import PartitionField, PartitionSpec
+from pyiceberg.table import Table
+from pyiceberg.table.sorting import SortField, SortOrder
+from pyiceberg.transforms import BucketTransform, DayTransform, IdentityTransform
+
+from k2.config import Settings
+from k2.model import GAP, INSTRUMENT, QUOTE, TRADE, RecordType
+
+
+@dataclass(frozen=True)
+class TableDef:
+    """One of K2's Iceberg tables: identifier, record type, partitioning and sort columns."""
+
+    short_name: str
+    namespace: str
+    name: str
+    record: RecordType
+    partition_by_time: bool
+    bucket_symbol: bool
+    sort_columns: tuple[str, ...]
+
+    @property
+    def identifier(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.namespace}.{self.name}"
+
+    def partition_spec(self, symbol_buckets: int) -> PartitionSpec:
+        schema = self.record.iceberg_schema()
+        fields = []
+        next_id = 1000
+        if self.partition_by_time and self.record.time_field:
+            source = schema.find_field(self.record.time_field).field_id
+            fields.append(PartitionField(source, next_id, DayTransform(), f"{self.record.time_field}_day"))
+            next_id += 1
+        if self.bucket_symbol:
+            source = schema.find_field("symbol").field_id
+            fields.append(PartitionField(source, next_id, BucketTransform(symbol_buckets), "symbol_bucket"))
+        elif self.short_name == "instruments":
+            source = schema.find_field("exchange").field_id
+            fields.append(PartitionField(source, next_id, IdentityTransform(), "exchange"))
+        return PartitionSpec(*fields)
+
+    def sort_order(self) -> SortOrder:
+        schema = self.record.iceberg_schema()
+        return SortOrder(
+            *[SortField(source_id=schema.find_field(c).field_id, transform=IdentityTransform()) for c in self.sort_columns]
+        )
+
+
+TABLES: dict[str, TableDef] = {
+    "trades": TableDef("trades", "market_data", "trades", TRADE, True, True, ("symbol", "exchange_ts", "trade_id")),
+    "quotes": TableDef("quotes", "market_data", "quotes", QUOTE, True, True, ("symbol", "exchange_ts", "update_id")),
+    "instruments": TableDef("instruments", "reference", "instruments", INSTRUMENT, False, False, ("exchange", "symbol")),
+    "gaps": TableDef("gaps", "quality", "gaps", GAP, False, False, ("exchange", "symbol", "first_missing_id")),
+}
+
+
+def s3_properties(settings: Settings) -> dict[str, str]:
+    """pyiceberg FileIO properties for S3 from settings (empty when S3 is not configured)."""
+    props: dict[str, str] = {}
+    if settings.s3_endpoint:
+        props["s3.endpoint"] = settings.s3_endpoint
+        props["s3.path-style-access"] = "true"
+    if settings.s3_access_key_id:
+        props["s3.access-key-id"] = settings.s3_access_key_id
+    if settings.s3_secret_access_key:
+        props["s3.secret-access-key"] = settings.s3_secret_access_key
+    if settings.s3_endpoint or settings.s3_access_key_id or settings.warehouse_location.startswith("s3://"):
+        props["s3.region"] = settings.s3_region
+    return props
+
+
+def load_catalog(settings: Settings) -> Catalog:
+    """Open the catalog the settings describe (creating K2's local directories for the default)."""
+    props: dict[str, Any] = {"warehouse": settings.warehouse_location, **s3_properties(settings)}
+    if settings.catalog_type == "sql":
+        from pyiceberg.catalog.sql import SqlCatalog
+
+        if settings.catalog_uri is None:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        if settings.warehouse_location.startswith("file://"):
+            Path(settings.warehouse_location.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+        props["uri"] = settings.catalog_url
+        props["init_catalog_tables"] = "true"
+        return SqlCatalog(settings.catalog_name, **props)
+    from pyiceberg.catalog.rest import RestCatalog
+
+    props["uri"] = settings.catalog_url
+    if settings.catalog_credential:
+        props["credential"] = settings.catalog_credential
+    if settings.catalog_token:
+        props["token"] = settings.catalog_token
+    if settings.catalog_warehouse_name:
+        props["warehouse"] = settings.catalog_warehouse_name
+    return RestCatalog(settings.catalog_name, **props)
+
+
+def table_properties(settings: Settings) -> dict[str, str]:
+    return {
+        "write.parquet.compression-codec": "zstd",
+        "write.target-file-size-bytes": str(settings.target_file_size_bytes),
+        "format-version": "2",
+    }
+
+
+def ensure_tables(catalog: Catalog, settings: Settings) -> dict[str, Table]:
+    """Create K2's namespaces and tables when missing (idempotent: ``k2 init``); return them by short name."""
+    tables: dict[str, Table] = {}
+    for namespace in sorted({t.namespace for t in TABLES.values()}):
+        try:
+            catalog.create_namespace(namespace)
+        except NamespaceAlreadyExistsError:
+            pass
+    for short, tdef in TABLES.items():
+        try:
+            tables[short] = catalog.load_table(tdef.identifier)
+        except NoSuchTableError:
+            try:
+                tables[short] = catalog.create_table(
+                    tdef.identifier,
+                    schema=tdef.record.iceberg_schema(),
+                    partition_spec=tdef.partition_spec(settings.symbol_buckets),
+                    sort_order=tdef.sort_order(),
+                    properties=table_properties(settings),
+                )
+            except TableAlreadyExistsError:  # another process won the race
+                tables[short] = catalog.load_table(tdef.identifier)
+    return tables
+
+
+def load_table(catalog: Catalog, short_name: str) -> Table:
+    """Load one of K2's tables by short name (trades, quotes, instruments, gaps)."""
+    tdef = TABLES.get(short_name)
+    if tdef is None:
+        raise KeyError(f"expected one of {sorted(TABLES)}, found table {short_name!r}")
+    return catalog.load_table(tdef.identifier)
+
+
+def metadata_location(table: Table) -> str:
+    """The exact metadata JSON path of the table's current state (what DuckDB's iceberg_scan needs)."""
+    return str(table.metadata_location)

@@ -1,0 +1,92 @@
+"""Columnar conversion of canonical records (wire form) to Arrow, without per-value Decimal objects.
+
+*Wire form* is how K2 passes records between stages in Python: a dict per record with decimals as
+unscaled integers (x 10**8), timestamps as integer microseconds since the epoch (UTC), dates as
+``datetime.date``, ``conditions`` as a list of strings and ``vendor`` as a dict of strings.
+
+Example:
+    >>> from k2.model import TRADE
+    >>> t = decimal_array([6183763000000, None])
+    >>> t.to_pylist()
+    [Decimal('61837.63000000'), None]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from k2.model.schema import PRICE_PRECISION, PRICE_SCALE, RecordType
+
+DECIMAL_TYPE = pa.decimal128(PRICE_PRECISION, PRICE_SCALE)
+
+
+def decimal_array(unscaled: Sequence[int | None] | pa.Array) -> pa.Array:
+    """A ``decimal128(18, 8)`` array from unscaled integers (None for null), built from buffers."""
+    ints = unscaled if isinstance(unscaled, pa.Array) else pa.array(unscaled, type=pa.int64())
+    if isinstance(ints, pa.ChunkedArray):
+        ints = ints.combine_chunks()
+    n = len(ints)
+    validity, data = ints.buffers()[0], ints.buffers()[1]
+    low = np.frombuffer(data, dtype=np.int64, count=n + ints.offset)[ints.offset :] if data is not None else np.zeros(n, np.int64)
+    wide = np.empty(2 * n, dtype=np.int64)
+    wide[0::2] = low
+    wide[1::2] = low >> 63  # sign extension into the high 64 bits
+    if validity is not None and ints.offset:
+        validity = pa.array(ints.is_valid()).buffers()[1]
+    return pa.Array.from_buffers(DECIMAL_TYPE, n, [validity, pa.py_buffer(wide)], null_count=ints.null_count)
+
+
+def unscaled_from_decimal(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """The unscaled int64 values of a ``decimal128(18, 8)`` array (nulls become 0)."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    wide = np.frombuffer(array.buffers()[1], dtype=np.int64, count=2 * (len(array) + array.offset))
+    return wide[0::2][array.offset :].copy()
+
+
+def column_to_arrow(kind: str, values: list[Any]) -> pa.Array:
+    """Build one Arrow column of the given canonical kind from wire-form values."""
+    if kind == "decimal":
+        return decimal_array(values)
+    if kind == "timestamp":
+        return pa.array(values, type=pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+    if kind == "string":
+        return pa.array(values, type=pa.string())
+    if kind == "long":
+        return pa.array(values, type=pa.int64())
+    if kind == "date":
+        return pa.array(values, type=pa.date32())
+    if kind == "boolean":
+        return pa.array(values, type=pa.bool_())
+    if kind == "string_list":
+        return pa.array(values, type=pa.list_(pa.field("element", pa.string(), nullable=False)))
+    if kind == "string_map":
+        return pa.array(
+            [list(v.items()) if isinstance(v, dict) else v for v in values],
+            type=pa.map_(pa.string(), pa.field("value", pa.string(), nullable=False)),
+        )
+    raise ValueError(f"expected a canonical field kind, found {kind!r}")
+
+
+def records_to_arrow(record: RecordType, rows: Sequence[dict[str, Any]]) -> pa.Table:
+    """A table with ``record``'s canonical Arrow schema from wire-form dicts.
+
+    >>> from k2.model import TRADE
+    >>> row = dict(exchange="binance", symbol="BTCUSDT", instrument="BTC-USDT", asset_class="crypto",
+    ...     trade_id=1, price=100000000, quantity=1, quote_quantity=None, side="BUY", exchange_ts=0,
+    ...     receipt_ts=0, ingest_ts=0, source_sequence=None, conditions=[], vendor={})
+    >>> records_to_arrow(TRADE, [row])["price"].to_pylist()
+    [Decimal('1.00000000')]
+    """
+    arrays = [column_to_arrow(spec.kind, [r.get(spec.name) for r in rows]) for spec in record.fields]
+    return pa.Table.from_arrays(arrays, schema=record.arrow_schema())
+
+
+def columns_to_arrow(record: RecordType, columns: dict[str, list[Any]]) -> pa.Table:
+    """Like :func:`records_to_arrow` but from column lists (faster for bulk sources)."""
+    arrays = [column_to_arrow(spec.kind, columns[spec.name]) for spec in record.fields]
+    return pa.Table.from_arrays(arrays, schema=record.arrow_schema())

@@ -1,0 +1,144 @@
+"""Managed subprocesses for the local stack: start, wait until listening, pid files, logs, stop.
+
+The same helpers start the broker, the registry and K2's services for ``k2 up`` and for the tests,
+so that the tests exercise the exact command lines users run.
+
+Example:
+    >>> port = free_port()
+    >>> 1024 < port < 65536
+    True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
+    """True when something accepts TCP connections on host:port."""
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout):
+        return True
+    return False
+
+
+def wait_for_port(host: str, port: int, timeout: float = 30.0, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Block until host:port accepts connections; raise if the process dies or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_open(host, port):
+            return
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"expected a server on {host}:{port}, found its process exited with {process.returncode}")
+        time.sleep(0.05)
+    raise TimeoutError(f"expected a server on {host}:{port} within {timeout}s, found none listening")
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process with this pid exists (and is not a zombie)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    return True
+
+
+@dataclass
+class ManagedProcess:
+    """A server process with a log file and, optionally, a pid file under K2's data directory."""
+
+    name: str
+    argv: Sequence[str]
+    port: int
+    log_path: Path
+    pid_path: Path | None = None
+    env: Mapping[str, str] | None = None
+    cwd: Path | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    def start(self, timeout: float = 30.0, detach: bool = False) -> ManagedProcess:
+        """Start the process and wait until its port accepts connections."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        if self.env:
+            env.update(self.env)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(  # noqa: S603 - argv is built by K2, not from user strings
+                list(self.argv),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=self.cwd,
+                start_new_session=detach,
+            )
+        if self.pid_path is not None:
+            self.pid_path.parent.mkdir(parents=True, exist_ok=True)
+            self.pid_path.write_text(f"{self.process.pid}\n{self.port}\n")
+        try:
+            wait_for_port("127.0.0.1", self.port, timeout=timeout, process=self.process)
+        except Exception:
+            self.stop()
+            tail = self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
+            raise RuntimeError(f"{self.name} failed to start; log tail:\n{tail}") from None
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the process (SIGTERM, then SIGKILL after ``timeout``) and remove its pid file."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=timeout)
+        if self.pid_path is not None:
+            self.pid_path.unlink(missing_ok=True)
+
+    def kill(self) -> None:
+        """SIGKILL the process (crash tests)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def __enter__(self) -> ManagedProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def stop_pid(pid: int, timeout: float = 10.0) -> bool:
+    """Terminate a process by pid (used by ``k2 down``); True when it was running."""
+    if not pid_alive(pid):
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return True
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    return True
