@@ -148,11 +148,24 @@ class Settings(BaseSettings):
         "fail",
         "landing",
     )
-    landing_max_clock_skew_seconds: float = _f(
-        86_400.0 * 3650,
-        "Dead-letter messages whose exchange time is further than this from the receipt time.",
+    landing_max_future_seconds: float = _f(
         3_600.0,
+        "Dead-letter messages whose exchange time is more than this ahead of the landing clock "
+        "(exchange times before 1990-01-01 are always rejected).",
+        300.0,
         "landing",
+    )
+    landing_sequential_exchanges: str = _f(
+        "binance,binance-futures,coinbase",
+        "Comma-separated exchanges whose trade ids are contiguous per symbol: gaps in them are recorded in quality.gaps.",
+        "binance,coinbase",
+        "landing",
+    )
+    landing_hwm_cache_size: int = _f(
+        100_000, "Most (exchange, symbol) high-water marks kept in memory (LRU; misses are recovered from the table).", 10_000, "landing"
+    )
+    landing_verify_timeout_seconds: float = _f(
+        5.0, "How long to wait for the last landed message when checking a partition's log on assignment.", 2.0, "landing"
     )
     landing_metrics_port: int = _f(9464, "Port of the landing service's /metrics endpoint (0 disables).", 0, "landing")
 
@@ -200,6 +213,7 @@ class Settings(BaseSettings):
         "landing_max_buffered_bytes",
         "consumer_fetch_max_bytes",
         "query_recent_max_rows",
+        "landing_hwm_cache_size",
     )
     @classmethod
     def _positive_int(cls, value: int) -> int:
@@ -215,7 +229,8 @@ class Settings(BaseSettings):
         "query_recent_timeout_seconds",
         "source_stall_seconds",
         "source_max_connection_seconds",
-        "landing_max_clock_skew_seconds",
+        "landing_max_future_seconds",
+        "landing_verify_timeout_seconds",
     )
     @classmethod
     def _positive_float(cls, value: float) -> float:

@@ -97,9 +97,7 @@ class MarketDataProducer:
 
     def send(self, record: RecordType, row: dict[str, Any], topic: str | None = None, headers: dict[str, str] | None = None) -> None:
         """Encode and enqueue one record; blocks (never drops) while the local queue is full."""
-        if "ingest_ts" in row and row["ingest_ts"] is None:
-            row = {**row, "ingest_ts": now_micros()}
-        elif "ingest_ts" not in row and any(f.name == "ingest_ts" for f in record.fields):
+        if "ingest_ts" in row and row["ingest_ts"] is None or "ingest_ts" not in row and any(f.name == "ingest_ts" for f in record.fields):
             row = {**row, "ingest_ts": now_micros()}
         target = topic or self.topic_for(record, row)
         value = self.encoder(record, target).encode(row)

@@ -63,6 +63,15 @@ def _strip_logical(schema: Any) -> Any:
     return schema
 
 
+def _shape(schema: Any) -> Any:
+    """A schema without documentation, for comparing two schemas' encodings."""
+    if isinstance(schema, dict):
+        return {k: _shape(v) for k, v in schema.items() if k not in ("doc", "namespace")}
+    if isinstance(schema, list):
+        return [_shape(s) for s in schema]
+    return schema
+
+
 def _decimal_bytes(unscaled: int) -> bytes:
     return unscaled.to_bytes((unscaled.bit_length() + 8) // 8 or 1, "big", signed=True)
 
@@ -113,9 +122,12 @@ class DecodedBatch:
 class AvroBatchDecoder:
     """Decode Confluent-framed Avro messages of one record type into Arrow, in batches."""
 
-    def __init__(self, registry: SchemaRegistryClient, record: RecordType) -> None:
+    def __init__(self, registry: SchemaRegistryClient, record: RecordType, fast: bool = True) -> None:
         self.registry = registry
         self.record = record
+        self.fast = fast
+        self._block: Any = None
+        self._canonical: dict[int, bool] = {}
         self._reader = fastavro.parse_schema(_strip_logical(record.avro_schema()))
         self._writers: dict[int, Any] = {}
         self._kinds = [(f.name, f.kind) for f in record.fields]
@@ -153,8 +165,58 @@ class AvroBatchDecoder:
             raise DecodeError("trailing_bytes", f"expected {stream.tell()} bytes, found {len(value)}")
         return row  # type: ignore[return-value]
 
+    def _is_canonical(self, schema_id: int) -> bool:
+        verdict = self._canonical.get(schema_id)
+        if verdict is None:
+            try:
+                writer = json.loads(self.registry.get_schema(schema_id).schema_str)
+            except Exception:
+                return False
+            verdict = self._canonical[schema_id] = _shape(writer) == _shape(self.record.avro_schema())
+        return verdict
+
     def decode(self, values: Sequence[bytes | None]) -> DecodedBatch:
-        """Decode a batch; undecodable messages are returned as failures, never raised."""
+        """Decode a batch; undecodable messages are returned as failures, never raised.
+
+        Messages written with the canonical schema go through the fast block path
+        (:mod:`k2.bus.avro_block`); everything else, and any block the fast path cannot prove
+        correct, is decoded message by message.
+        """
+        groups: dict[bytes, list[int]] = {}
+        failures: list[tuple[int, DecodeError]] = []
+        for position, value in enumerate(values):
+            if value is None or len(value) < 5:
+                failures.append((position, DecodeError("truncated", f"expected at least 5 bytes, found {0 if value is None else len(value)}")))
+            elif value[0] != MAGIC:
+                failures.append((position, DecodeError("bad_magic", f"expected magic byte 0, found {value[0]}")))
+            else:
+                groups.setdefault(bytes(value[:5]), []).append(position)
+        tables: list[pa.Table] = []
+        indices: list[int] = []
+        for head, positions in groups.items():
+            schema_id = _HEADER.unpack(head)[1]
+            if self.fast and len(positions) >= 64 and self._is_canonical(schema_id):
+                if self._block is None:
+                    from k2.bus.avro_block import BlockDecoder
+
+                    self._block = BlockDecoder(self.record)
+                try:
+                    tables.append(self._block.decode([values[i][5:] for i in positions]))  # type: ignore[index]
+                    indices.extend(positions)
+                    continue
+                except ValueError:
+                    pass  # BlockMismatch: fall back to per-message decoding for this group
+            batch = self._decode_each([values[i] for i in positions])
+            tables.append(batch.table)
+            indices.extend(positions[i] for i in batch.indices)
+            failures.extend((positions[i], err) for i, err in batch.failures)
+        failures.sort(key=lambda f: f[0])
+        if not tables:
+            return DecodedBatch(self.record.arrow_schema().empty_table(), [], failures)
+        return DecodedBatch(pa.concat_tables(tables) if len(tables) > 1 else tables[0], indices, failures)
+
+    def _decode_each(self, values: Sequence[bytes | None]) -> DecodedBatch:
+        """Per-message decoding (isolates malformed messages)."""
         rows: list[dict[str, Any]] = []
         indices: list[int] = []
         failures: list[tuple[int, DecodeError]] = []
@@ -165,7 +227,6 @@ class AvroBatchDecoder:
             except DecodeError as exc:
                 failures.append((position, exc))
         columns = []
-        kept = list(range(len(rows)))
         for name, kind in self._kinds:
             raw = [r[name] for r in rows]
             if kind == "decimal":
@@ -177,7 +238,6 @@ class AvroBatchDecoder:
                     return self._decode_slow(rows, indices, failures)
             else:
                 columns.append(column_to_arrow(kind, raw))
-        del kept
         table = pa.Table.from_arrays(columns, schema=self.record.arrow_schema()) if rows else self.record.arrow_schema().empty_table()
         return DecodedBatch(table, indices, failures)
 
@@ -200,9 +260,8 @@ class AvroBatchDecoder:
                 good_rows.append(row)
                 good_idx.append(position)
         failures.sort(key=lambda f: f[0])
-        batch = self.decode([])  # empty schema-correct table
         if not good_rows:
-            return DecodedBatch(batch.table, [], failures)
+            return DecodedBatch(self.record.arrow_schema().empty_table(), [], failures)
         columns = []
         for name, kind in self._kinds:
             raw = [r[name] for r in good_rows]

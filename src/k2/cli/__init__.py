@@ -14,7 +14,7 @@ from k2.config import SettingsError
 app = typer.Typer(name="k2", help="K2 market data lakehouse (L3 cold path).", no_args_is_help=True, add_completion=False)
 
 # One module per stage; each defines register(app: typer.Typer) -> None.
-_MODULES = ("core",)
+_MODULES = ("core", "landing", "demo")
 
 
 def _register_all() -> None:

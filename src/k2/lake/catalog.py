@@ -127,6 +127,9 @@ def table_properties(settings: Settings) -> dict[str, str]:
         "write.parquet.compression-codec": "zstd",
         "write.target-file-size-bytes": str(settings.target_file_size_bytes),
         "format-version": "2",
+        # K2 writers recompute snapshot summaries (Kafka offsets) on conflict themselves; pyiceberg's
+        # built-in retry would re-apply a stale summary on top of another writer's commit.
+        "commit.retry.num-retries": "0",
     }
 
 
@@ -141,6 +144,9 @@ def ensure_tables(catalog: Catalog, settings: Settings) -> dict[str, Table]:
     for short, tdef in TABLES.items():
         try:
             tables[short] = catalog.load_table(tdef.identifier)
+            if tables[short].properties.get("commit.retry.num-retries") != "0":
+                with tables[short].transaction() as tx:
+                    tx.set_properties({"commit.retry.num-retries": "0"})
         except NoSuchTableError:
             try:
                 tables[short] = catalog.create_table(

@@ -83,7 +83,7 @@ class ManagedProcess:
         if self.env:
             env.update(self.env)
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(  # noqa: S603 - argv is built by K2, not from user strings
+            self.process = subprocess.Popen(
                 list(self.argv),
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -1,0 +1,146 @@
+"""Commands of the landing stage and the local stack: init, land, up, down, status, dlq, gaps."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import typer
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from k2.config import load_settings
+
+console = Console()
+
+
+def _ts(micros: int | None) -> str:
+    if micros is None or micros < 0:
+        return "-"
+    return datetime.fromtimestamp(micros / 1e6, tz=UTC).isoformat(timespec="milliseconds")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("init")
+    def init() -> None:
+        """Create K2's namespaces and Iceberg tables (idempotent)."""
+        from k2.lake.catalog import TABLES, ensure_tables, load_catalog
+
+        settings = load_settings()
+        tables = ensure_tables(load_catalog(settings), settings)
+        for short, table in tables.items():
+            console.print(f"[green]ok[/green] {TABLES[short].full_name}  ({table.location()})")
+
+    @app.command("land")
+    def land(
+        idle_exit: float = typer.Option(None, help="Exit after this many seconds without messages."),
+        topic: list[str] = typer.Option(None, help="Topics to land (default: every market.*.trades|quotes.* topic)."),
+    ) -> None:
+        """Run the landing consumer (Kafka -> Iceberg, exactly once) until SIGTERM."""
+        from k2.landing import run_landing
+        from k2.ops.metrics import declare_all
+
+        declare_all()
+        stats = run_landing(load_settings(), idle_exit_seconds=idle_exit, topics=topic or None)
+        console.print(
+            f"landed {stats.landed} rows in {stats.commits} commits; duplicates {stats.duplicates}, "
+            f"dead-lettered {stats.dead_lettered}, gaps {stats.gaps}"
+        )
+
+    @app.command("up")
+    def up(part: list[str] = typer.Option(None, help="Only these parts (broker, registry, landing, api).")) -> None:
+        """Start the local stack (idempotent): broker, schema registry, landing service, REST API."""
+        from k2.ops import stack
+
+        settings = load_settings()
+        for name, state in stack.up(settings, part or None):
+            console.print(f"{name:10} {state}")
+        from k2.lake.catalog import ensure_tables, load_catalog
+
+        ensure_tables(load_catalog(settings), settings)
+
+    @app.command("down")
+    def down() -> None:
+        """Stop every part of the local stack started by `k2 up`."""
+        from k2.ops import stack
+
+        for name, state in stack.down(load_settings()):
+            console.print(f"{name:10} {state}")
+
+    @app.command("status")
+    def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+        """One-screen operator view: parts, topics, tables, freshness, gaps, DLQ."""
+        from k2.ops.status import collect_status, render_status
+
+        report = collect_status(load_settings())
+        if as_json:
+            console.print_json(json.dumps(report, default=str))
+        else:
+            render_status(report, console)
+
+    dlq_app = typer.Typer(help="Inspect and replay the dead-letter queue.", no_args_is_help=True)
+
+    @dlq_app.command("list")
+    def dlq_list(topic: str = typer.Option(None, help="One DLQ topic."), limit: int = typer.Option(100)) -> None:
+        """List dead letters: source position, reason, detail."""
+        from k2.landing.dlq import read_dead_letters
+
+        letters = read_dead_letters(load_settings(), topic, limit=limit)
+        table = RichTable("dlq", "offset", "source", "reason", "detail", "size")
+        for d in letters:
+            table.add_row(d.dlq_topic, f"{d.dlq_partition}:{d.dlq_offset}", f"{d.source_topic}[{d.source_partition}]@{d.source_offset}", d.reason, d.detail[:80], str(len(d.value or b"")))
+        console.print(table)
+        console.print(f"{len(letters)} dead letters")
+
+    @dlq_app.command("show")
+    def dlq_show(topic: str, partition: int, offset: int) -> None:
+        """Show one dead letter with its original bytes (hex) and headers."""
+        from k2.landing.dlq import read_dead_letters
+
+        for d in read_dead_letters(load_settings(), topic):
+            if d.dlq_partition == partition and d.dlq_offset == offset:
+                console.print(f"source   {d.source_topic}[{d.source_partition}]@{d.source_offset} at {_ts(d.source_timestamp * 1000 if d.source_timestamp > 0 else None)}")
+                console.print(f"reason   {d.reason}\ndetail   {d.detail}")
+                console.print(f"key      {d.key!r}")
+                console.print(f"headers  {d.original_headers}")
+                console.print(f"value    {(d.value or b'').hex()}")
+                return
+        console.print(f"[red]no dead letter at {topic}[{partition}]@{offset}[/red]")
+        raise typer.Exit(1)
+
+    @dlq_app.command("replay")
+    def dlq_replay(
+        topic: str = typer.Option(None, help="One DLQ topic (default: all)."),
+        reason: str = typer.Option(None, help="Only dead letters with this reason."),
+        limit: int = typer.Option(100_000),
+    ) -> None:
+        """Re-publish dead letters to their source topics (through the normal landing path)."""
+        from k2.landing.dlq import read_dead_letters, replay_dead_letters
+
+        settings = load_settings()
+        letters = [d for d in read_dead_letters(settings, topic, limit=limit) if reason is None or d.reason == reason]
+        console.print(f"replayed {replay_dead_letters(settings, letters)} dead letters")
+
+    app.add_typer(dlq_app, name="dlq")
+
+    @app.command("gaps")
+    def gaps(
+        status: str = typer.Option(None, help="open, backfilled or lost."),
+        symbol: str = typer.Option(None),
+        exchange: str = typer.Option(None),
+    ) -> None:
+        """List gaps in exchange id sequences (the gap ledger, quality.gaps)."""
+        from k2.lake.catalog import ensure_tables, load_catalog
+        from k2.landing.ledger import current_gaps
+
+        settings = load_settings()
+        tables = ensure_tables(load_catalog(settings), settings)
+        data = current_gaps(tables["gaps"], status=status, exchange=exchange, symbol=symbol)
+        table = RichTable("exchange", "symbol", "type", "first", "last", "count", "status", "source", "detected")
+        for row in data.to_pylist():
+            table.add_row(
+                row["exchange"], row["symbol"], row["data_type"], str(row["first_missing_id"]), str(row["last_missing_id"]),
+                str(row["missing_count"]), row["status"], row["source"], str(row["detected_ts"]),
+            )
+        console.print(table)
+        console.print(f"{data.num_rows} gaps")
