@@ -187,11 +187,24 @@ class Settings(BaseSettings):
     api_request_timeout_seconds: float = _f(30.0, "Request timeout; slower queries get 504.", 10.0, "api")
     api_max_body_bytes: int = _f(1_048_576, "Largest accepted request body.", 65_536, "api")
     api_page_size: int = _f(10_000, "Default rows per page for cursor-paged endpoints.", 1_000, "api")
+    api_keys_database_url: str | None = _f(
+        None,
+        "SQLAlchemy URL of the REST API's key store (hashed keys, scopes). Unset: SQLite file `api_keys.db` under `data_dir`.",
+        "postgresql+psycopg2://k2@127.0.0.1:5432/k2",
+        "api",
+    )
 
     # -- sources -----------------------------------------------------------------------------------
     binance_ws_url: str = _f("wss://stream.binance.com:9443", "Binance WebSocket base URL (spot, Binance US or USD-M futures).", "wss://fstream.binance.com", "sources")
     binance_rest_url: str = _f("https://api.binance.com", "Binance REST base URL used for gap backfill and exchange info.", "https://fapi.binance.com", "sources")
     coinbase_ws_url: str = _f("wss://ws-feed.exchange.coinbase.com", "Coinbase Exchange WebSocket URL.", "wss://ws-feed-public.sandbox.exchange.coinbase.com", "sources")
+    coinbase_rest_url: str = _f(
+        "https://api.exchange.coinbase.com", "Coinbase Exchange REST base URL used for gap backfill.", "https://api-public.sandbox.exchange.coinbase.com", "sources"
+    )
+    source_backoff_initial_seconds: float = _f(
+        0.5, "First reconnect delay cap of a live feed; doubles per failed attempt, each delay drawn from [cap/2, cap] (jitter).", 1.0, "sources"
+    )
+    source_backoff_max_seconds: float = _f(30.0, "Longest reconnect delay of a live feed.", 60.0, "sources")
     source_stall_seconds: float = _f(30.0, "Reconnect a live feed that sends nothing for this long.", 10.0, "sources")
     source_max_connection_seconds: float = _f(
         23.5 * 3600, "Reconnect proactively after this long (Binance closes connections at 24 h).", 3600.0, "sources"
@@ -229,6 +242,8 @@ class Settings(BaseSettings):
         "query_recent_timeout_seconds",
         "source_stall_seconds",
         "source_max_connection_seconds",
+        "source_backoff_initial_seconds",
+        "source_backoff_max_seconds",
         "landing_max_future_seconds",
         "landing_verify_timeout_seconds",
     )

@@ -70,6 +70,8 @@ class MarketDataProducer:
         self.errors: list[tuple[str, str]] = []
         self.delivered = 0
         self.sent = 0
+        self._delivered_by_topic: dict[str, int] = {}
+        self._topics: dict[tuple[str, str, str], str] = {}
         self._m_delivered = metric("k2_producer_messages_total")
         self._m_errors = metric("k2_producer_errors_total")
         self._m_depth = metric("k2_producer_queue_depth").unlabelled()
@@ -85,15 +87,27 @@ class MarketDataProducer:
         return enc
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        # Called once per message: keep it cheap, publish the counters in bulk (_publish_metrics).
         if err is not None:
             self.errors.append((str(msg.topic()), str(err)))
             self._m_errors.labels(topic=msg.topic(), error=err.name()).inc()
         else:
-            self.delivered += 1
-            self._m_delivered.labels(topic=msg.topic()).inc()
+            topic = msg.topic()
+            self._delivered_by_topic[topic] = self._delivered_by_topic.get(topic, 0) + 1
+
+    def _publish_metrics(self) -> None:
+        counts, self._delivered_by_topic = self._delivered_by_topic, {}
+        for topic, count in counts.items():
+            self.delivered += count
+            self._m_delivered.labels(topic=topic).inc(count)
+        self._m_depth.set(len(self._producer))
 
     def topic_for(self, record: RecordType, row: dict[str, Any]) -> str:
-        return topic_name(row["asset_class"], record.data_type.value, row["exchange"])
+        key = (row["asset_class"], record.data_type.value, row["exchange"])
+        topic = self._topics.get(key)
+        if topic is None:
+            topic = self._topics[key] = topic_name(*key)
+        return topic
 
     def send(self, record: RecordType, row: dict[str, Any], topic: str | None = None, headers: dict[str, str] | None = None) -> None:
         """Encode and enqueue one record; blocks (never drops) while the local queue is full."""
@@ -120,7 +134,7 @@ class MarketDataProducer:
         self.sent += 1
         if self.sent % 1000 == 0:
             self._producer.poll(0)
-            self._m_depth.set(len(self._producer))
+            self._publish_metrics()
 
     def send_many(self, record: RecordType, rows: Iterable[dict[str, Any]], topic: str | None = None) -> int:
         """Send many records; returns how many were enqueued."""
@@ -133,7 +147,7 @@ class MarketDataProducer:
     def flush(self, timeout: float = 120.0) -> None:
         """Wait for every delivery report; raise :class:`DeliveryError` if any message failed."""
         remaining = self._producer.flush(timeout)
-        self._m_depth.set(remaining)
+        self._publish_metrics()
         if remaining:
             raise DeliveryError([("(queue)", f"{remaining} messages still unacknowledged after {timeout}s")])
         if self.errors:

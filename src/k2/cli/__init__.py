@@ -13,8 +13,18 @@ from k2.config import SettingsError
 
 app = typer.Typer(name="k2", help="K2 market data lakehouse (L3 cold path).", no_args_is_help=True, add_completion=False)
 
+
+@app.callback()
+def _start() -> None:
+    """Every command: load the settings first (a bad value fails here, naming the key) and set up logging."""
+    from k2.config import load_settings
+    from k2.ops.logging import configure_logging
+
+    configure_logging(load_settings())
+
+
 # One module per stage; each defines register(app: typer.Typer) -> None.
-_MODULES = ("core", "landing", "demo")
+_MODULES = ("core", "landing", "demo", "sources_live", "sources_files", "query", "api", "ops")
 
 
 def _register_all() -> None:

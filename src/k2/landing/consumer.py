@@ -145,6 +145,9 @@ class LandingConsumer:
         self._buffered_rows = 0
         self._first_buffered = 0.0
         self._expected: dict[tuple[str, int], int | None] = {}
+        # Next offset to read per partition; librdkafka drops prefetched messages on pause(), and after
+        # resume() K2 seeks here explicitly rather than trusting the client's notion of position.
+        self._next: dict[tuple[str, int], int] = {}
         self._assigned: list[TopicPartition] = []
         self._dlq_producer: MarketDataProducer | None = None
         self._dlq_topics: set[str] = set()
@@ -215,6 +218,8 @@ class LandingConsumer:
                 if not verdict[(tp.topic, tp.partition)]:
                     self._handle_reset(tp.topic, tp.partition, "last landed message missing or different")
                     tp.offset = OFFSET_BEGINNING
+        for tp in partitions:
+            self._next[(tp.topic, tp.partition)] = tp.offset
         self._assigned = list(partitions)
         consumer.assign(partitions)
         log.info("assigned", consumer=self.name, partitions=[(tp.topic, tp.partition, tp.offset) for tp in partitions])
@@ -310,6 +315,7 @@ class LandingConsumer:
                     self.stats.consumed += len(messages)
                 if self._should_flush():
                     self.flush()
+                    last_message = time.monotonic()  # time spent committing is not idle time
             self.flush()
         finally:
             self.close()
@@ -330,6 +336,7 @@ class LandingConsumer:
         if error.code() == KafkaError._AUTO_OFFSET_RESET or error.code() == KafkaError.OFFSET_OUT_OF_RANGE:
             topic, partition = msg.topic(), msg.partition()
             self._handle_reset(str(topic), int(partition or 0), f"offset out of range ({error.str()})")
+            self._next[(str(topic), int(partition or 0))] = OFFSET_BEGINNING
             self.consumer.seek(TopicPartition(topic, partition, OFFSET_BEGINNING))
             return
         if error.fatal():
@@ -378,8 +385,12 @@ class LandingConsumer:
             if paused:
                 try:
                     self.consumer.resume(paused)
-                except KafkaException:
-                    pass
+                    for tp in paused:
+                        position = self._next.get((tp.topic, tp.partition))
+                        if position is not None:
+                            self.consumer.seek(TopicPartition(tp.topic, tp.partition, position))
+                except KafkaException as exc:
+                    log.warning("resume/seek failed; partitions will be reassigned", error=str(exc))
                 self._m_paused.set(0)
         self._update_lag()
 
@@ -393,13 +404,13 @@ class LandingConsumer:
         good = decoded.table
         positions = np.asarray(decoded.indices, dtype=np.int64)
         if good.num_rows:
-            topics_of_rows = [messages[int(i)].topic() for i in positions]
+            topics_of_rows = np.array([messages[int(i)].topic() for i in positions], dtype=object)
             # Validate per topic so the exchange/asset class can be checked against the topic name.
             invalid_mask = np.zeros(good.num_rows, dtype=bool)
-            for topic in set(topics_of_rows):
+            for topic in set(topics_of_rows.tolist()):
                 asset_class, _, exchange = parse_topic(topic)
-                rows = np.flatnonzero(np.array([t == topic for t in topics_of_rows]))
-                subset = good.take(pa.array(rows))
+                rows = np.flatnonzero(topics_of_rows == topic)
+                subset = good if len(rows) == good.num_rows else good.take(pa.array(rows))
                 for row, reason, detail in validate(
                     record,
                     subset,
@@ -418,19 +429,21 @@ class LandingConsumer:
         # Offsets covered: every consumed message, landed or dead-lettered or deduplicated.
         ranges: dict[tuple[str, int], list[int]] = {}
         last_crc: dict[tuple[str, int], tuple[int, int]] = {}
-        for msg in messages:
-            key = (msg.topic(), msg.partition())
-            offset = msg.offset()
-            span = ranges.get(key)
-            if span is None:
-                ranges[key] = [offset, offset]
-            else:
-                span[0] = min(span[0], offset)
-                span[1] = max(span[1], offset)
-            if key not in last_crc or offset > last_crc[key][0]:
-                last_crc[key] = (offset, zlib.crc32(msg.value() or b""))
-        row_partitions = np.array([messages[int(i)].partition() for i in positions], dtype=np.int64)
-        row_topics = np.array([messages[int(i)].topic() for i in positions], dtype=object)
+        msg_partitions = np.fromiter((m.partition() for m in messages), dtype=np.int64, count=len(messages))
+        msg_offsets = np.fromiter((m.offset() for m in messages), dtype=np.int64, count=len(messages))
+        msg_topics = [m.topic() for m in messages]
+        topic_names = sorted(set(msg_topics))
+        topic_codes = np.array([topic_names.index(t) for t in msg_topics], dtype=np.int64) if len(topic_names) > 1 else np.zeros(len(messages), dtype=np.int64)
+        for code, topic in enumerate(topic_names):
+            for partition in np.unique(msg_partitions[topic_codes == code]):
+                selected = np.flatnonzero((topic_codes == code) & (msg_partitions == partition))
+                offsets = msg_offsets[selected]
+                top = int(selected[int(np.argmax(offsets))])
+                key = (topic, int(partition))
+                ranges[key] = [int(offsets.min()), int(offsets.max())]
+                last_crc[key] = (int(msg_offsets[top]), zlib.crc32(messages[top].value() or b""))
+        row_partitions = msg_partitions[positions]
+        row_topics = np.array(topic_names, dtype=object)[topic_codes[positions]] if len(positions) else np.array([], dtype=object)
 
         landed = 0
         for attempt in range(20):
@@ -450,6 +463,7 @@ class LandingConsumer:
                     last_crc.pop(key, None)
                     value = stored_value(stored, key[0], key[1])
                     self._expected[key] = value
+                    self._next[key] = value if value is not None else OFFSET_BEGINNING
                     if any(tp.topic == key[0] and tp.partition == key[1] for tp in self._assigned):
                         self.consumer.seek(TopicPartition(key[0], key[1], value if value is not None else OFFSET_BEGINNING))
                 if not ranges:
@@ -506,6 +520,7 @@ class LandingConsumer:
                 self._m_fresh.labels(table=short).set(max(0.0, (now_micros() - self._newest[short]) / 1e6))
             for (t, p), span in ranges.items():
                 self._expected[(t, p)] = span[1] + 1
+                self._next[(t, p)] = span[1] + 1
             if self.on_commit is not None:
                 self.on_commit(short, landed)
             return [TopicPartition(t, p, span[1] + 1) for (t, p), span in ranges.items()]

@@ -1,0 +1,75 @@
+"""K2's query layer: DuckDB over the Iceberg tables, time travel and the hybrid Kafka + Iceberg query.
+
+Interface contract (the REST API builds on exactly these names and keywords)
+==========================================================================
+
+``k2.connect(**settings) -> Client`` (same as ``k2.query.client.connect``). ``Client(settings)`` also works.
+A client is thread-safe: it holds a bounded pool of ``query_pool_size`` DuckDB connections.
+
+Client methods (every time argument accepts a timezone-aware ``datetime`` or an ISO-8601 string with an
+offset or ``Z``; naive values raise :class:`InvalidRangeError`; ``start`` is inclusive, ``end`` exclusive)::
+
+    trades(symbol, start=None, end=None, *, exchange=None, limit=None, as_of=None, include_recent=None) -> QueryResult
+    quotes(symbol, start=None, end=None, *, exchange=None, limit=None, as_of=None, include_recent=None) -> QueryResult
+    bars(symbol, interval="1m", start=None, end=None, *, exchange=None, kind="time", size=None,
+         fill_empty=False, as_of=None, include_recent=None) -> QueryResult
+        # kind="time": interval "1s".."1d" (units s, m, h, d; e.g. "1s", "5m", "1h", "1d").
+        # kind="volume": size = base volume per bar (Decimal/str/float); kind="tick": size = trades per bar (int).
+    vwap(symbol, start, end, *, exchange=None, as_of=None, include_recent=None) -> QueryResult   # one row per (exchange, symbol)
+    twap(symbol, start, end, *, exchange=None, as_of=None, include_recent=None) -> QueryResult   # one row per (exchange, symbol)
+    spread_stats(symbol, start, end, *, exchange=None, as_of=None) -> QueryResult
+    asof_join(symbol, start, end, *, exchange=None, tolerance="1s", as_of=None) -> QueryResult   # tolerance: "500ms", "1s", "2m" or timedelta
+    snapshots(table="trades") -> QueryResult        # snapshot_id, parent_id, committed_at, operation, added_rows,
+                                                    # total_rows, kafka_offsets (JSON text), summary (JSON text)
+    as_of(snapshot_id_or_datetime) -> Client        # a client pinned to that moment for every table
+    snapshot_id(table="trades", as_of=None) -> int | None   # resolve the snapshot a query would read now
+    gaps(status=None, exchange=None, symbol=None) -> QueryResult
+    symbols(exchange=None) -> QueryResult           # exchange, symbol, trades, quotes, first_ts, last_ts
+    sql(query, params=None) -> QueryResult          # read-only SELECT/WITH over views trades, quotes, instruments, gaps
+    close()                                         # also a context manager
+
+``as_of`` may be an ``int`` snapshot id (of the table being read; for multi-table queries like
+``asof_join`` an int applies to trades and quotes are read as of that snapshot's commit time), or a
+timezone-aware datetime / ISO string (the latest snapshot committed at or before it, per table).
+A pinned query never reads Kafka (``include_recent`` is forced off; passing ``include_recent=True``
+with ``as_of`` raises :class:`QueryError`).
+
+``include_recent=None`` means on when ``end`` is None or within ``query_recent_window_seconds`` of now
+(only for trades/quotes/bars/vwap/twap). Recent rows come from Kafka after the offsets stored in the
+latest snapshot, bounded by ``query_recent_timeout_seconds`` and ``query_recent_max_rows``, deduplicated
+by natural key (exchange, symbol, trade_id / update_id) against the table and within the batch.
+
+Results: :class:`QueryResult`, a thin wrapper around a ``pyarrow.Table``:
+
+* ``result.table`` is the ``pyarrow.Table``; attribute access, ``len()``, ``result["col"]`` and
+  ``pa.table(result)`` (Arrow C stream) delegate to it, so ``.to_pylist()``, ``.num_rows``,
+  ``.sort_by(...)``, ``.column_names`` work as on a table.
+* ``result.to_pandas()``, ``result.to_polars()``.
+* ``result.snapshot_ids``: ``{"trades": 123456789, ...}`` the Iceberg snapshot id each table was read at
+  (``None`` for a table that has no snapshot yet); ``result.recent_rows``: rows that came from Kafka.
+* Types: timestamps are ``timestamp[us, tz=UTC]``; trade/quote prices and sizes are exact
+  ``decimal128(18, 8)`` (``Decimal`` in Python); bar open/high/low/close are exact decimals,
+  volume/quote_volume/taker_buy_* are ``decimal128(38, 8)``; vwap, twap and spread statistics are
+  ``double``.
+
+How the API should pin pagination: read ``result.snapshot_ids[table]`` from the first page (or call
+``client.snapshot_id(table)`` before querying) and pass that id as ``as_of=`` for every later page:
+pinned results never change and never include Kafka rows.
+
+Errors (:mod:`k2.query.errors`), all subclasses of ``K2QueryError(ValueError)``, messages say expected
+vs found -> map to HTTP 4xx: ``UnknownSymbolError`` (404), ``InvalidRangeError`` (400, inverted or
+naive or unparsable time, bad interval/kind/size), ``LimitExceededError`` (400/413: more than
+``query_max_rows`` rows, or a range longer than ``query_max_range_days``), ``QueryError`` (400: bad SQL,
+write attempts, unknown snapshot, ...).
+
+Example:
+    >>> from k2.query.errors import K2QueryError, UnknownSymbolError
+    >>> issubclass(UnknownSymbolError, K2QueryError) and issubclass(K2QueryError, ValueError)
+    True
+"""
+
+from __future__ import annotations
+
+from k2.query.errors import InvalidRangeError, K2QueryError, LimitExceededError, QueryError, UnknownSymbolError
+
+__all__ = ["InvalidRangeError", "K2QueryError", "LimitExceededError", "QueryError", "UnknownSymbolError"]

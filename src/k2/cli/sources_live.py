@@ -1,0 +1,157 @@
+"""Live-feed commands: ``k2 stream binance|coinbase`` (exchange -> Kafka) and ``k2 fake-exchange serve``.
+
+Example::
+
+    k2 stream binance --symbols BTCUSDT,ETHUSDT
+    k2 stream binance --symbols BTCUSDT --market usdm
+    k2 fake-exchange serve --port 9100 --drop-every 2000 --reconnect-advance 40 &
+    k2 stream binance --symbols BTCUSDT --url ws://127.0.0.1:9100 --rest-url http://127.0.0.1:9100 --idle-exit 5
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from k2.config import Settings, load_settings
+
+console = Console()
+
+
+def _summary(names: list[str], stats: list[object]) -> None:
+    from k2.sources.live import FeedStats
+
+    table = RichTable("feed", "trades", "quotes", "duplicates", "backfilled", "malformed", "reconnects", "gaps", title="Feed summary")
+    for name, item in zip(names, stats, strict=True):
+        assert isinstance(item, FeedStats)
+        reconnects = ", ".join(f"{k}={v}" for k, v in sorted(item.reconnects.items())) or "0"
+        gaps = ", ".join(f"{k}={v}" for k, v in sorted(item.gaps.items())) or "0"
+        table.add_row(name, str(item.trades), str(item.quotes), str(item.duplicates), str(item.backfilled_trades), str(item.malformed), reconnects, gaps)
+    console.print(table)
+
+
+def _run(settings: Settings, feeds: list, idle_exit: float | None, metrics_port: int) -> None:  # type: ignore[type-arg]
+    from k2.ops.metrics import declare_all
+    from k2.sources.live import run_feeds
+
+    declare_all()
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr="127.0.0.1")
+    for feed in feeds:
+        console.print(f"[bold]{feed.source}[/bold] {feed.url()}")
+    stats = asyncio.run(run_feeds(settings, feeds, idle_exit_seconds=idle_exit))
+    _summary([f"{f.source} #{i + 1}" for i, f in enumerate(feeds)], list(stats))
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``k2 stream ...`` and ``k2 fake-exchange serve`` to the ``k2`` app."""
+    stream_app = typer.Typer(help="Live exchange feeds into Kafka (trades and best bid/offer).", no_args_is_help=True)
+
+    @stream_app.command("binance")
+    def stream_binance(
+        symbols: str = typer.Option(..., help="Comma-separated symbols, e.g. BTCUSDT,ETHUSDT."),
+        market: str = typer.Option(None, help="spot, us or usdm (default: inferred from K2_BINANCE_WS_URL)."),
+        url: str = typer.Option(None, help="WebSocket base URL (default: the market preset or K2_BINANCE_WS_URL)."),
+        rest_url: str = typer.Option(None, help="REST base URL for gap backfill (default: the market preset or K2_BINANCE_REST_URL)."),
+        no_quotes: bool = typer.Option(False, "--no-quotes", help="Trades only (no bookTicker)."),
+        idle_exit: float = typer.Option(None, help="Exit after this many seconds without data."),
+        metrics_port: int = typer.Option(0, help="Serve Prometheus /metrics on 127.0.0.1:PORT (0: off)."),
+    ) -> None:
+        """Stream Binance trades and best bid/offer into Kafka, backfilling gaps from REST, until Ctrl-C."""
+        from k2.sources.binance import MARKETS, feeds_for_symbols
+
+        settings = load_settings()
+        if market is not None and market not in MARKETS:
+            raise typer.BadParameter(f"expected one of {sorted(MARKETS)}, found {market!r}", param_hint="--market")
+        try:
+            feeds = feeds_for_symbols(settings, symbols.split(","), MARKETS[market] if market else None, url, rest_url, quotes=not no_quotes)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--symbols") from None
+        _run(settings, feeds, idle_exit, metrics_port)
+
+    @stream_app.command("coinbase")
+    def stream_coinbase(
+        products: str = typer.Option(..., help="Comma-separated product ids, e.g. BTC-USD,ETH-USD."),
+        url: str = typer.Option(None, help="WebSocket URL (default: K2_COINBASE_WS_URL)."),
+        rest_url: str = typer.Option(None, help="REST base URL for gap backfill (default: K2_COINBASE_REST_URL)."),
+        idle_exit: float = typer.Option(None, help="Exit after this many seconds without data."),
+        metrics_port: int = typer.Option(0, help="Serve Prometheus /metrics on 127.0.0.1:PORT (0: off)."),
+    ) -> None:
+        """Stream Coinbase matches and ticker into Kafka, backfilling gaps from REST, until Ctrl-C."""
+        from k2.sources.coinbase import CoinbaseFeed
+
+        settings = load_settings()
+        try:
+            feed = CoinbaseFeed(products.split(","), url or settings.coinbase_ws_url, rest_url or settings.coinbase_rest_url)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--products") from None
+        _run(settings, [feed], idle_exit, metrics_port)
+
+    app.add_typer(stream_app, name="stream")
+
+    fake_app = typer.Typer(help="A local fake exchange replaying real captures, with fault injection.", no_args_is_help=True)
+
+    @fake_app.command("serve")
+    def fake_serve(
+        port: int = typer.Option(9100, help="Port on 127.0.0.1 (WebSocket and REST)."),
+        host: str = typer.Option("127.0.0.1", help="Bind address."),
+        mode: str = typer.Option("binance", help="binance or coinbase."),
+        capture: list[Path] = typer.Option(None, help="Capture file(s) (default for binance: data/samples/binance/*.gz)."),
+        speed: float = typer.Option(0.0, help="Replay speed: 1 = real time, 10 = ten times faster, 0 = as fast as possible."),
+        drop_every: int = typer.Option(0, help="Drop the connection after every N messages sent on it."),
+        max_drops: int = typer.Option(None, help="Stop dropping after this many drops."),
+        drop_mode: str = typer.Option("mixed", help="close (close frame), abort (TCP reset) or mixed."),
+        skip_every: int = typer.Option(0, help="Skip (never send) --skip-count messages after every N."),
+        skip_count: int = typer.Option(1, help="Messages skipped each time."),
+        stall_every: int = typer.Option(0, help="Stall before every N-th message."),
+        stall_seconds: float = typer.Option(0.0, help="How long each stall lasts."),
+        malformed_every: int = typer.Option(0, help="Inject a malformed frame before every N-th message."),
+        reconnect_advance: int = typer.Option(0, help="Messages that pass while a client is disconnected (negative: re-send)."),
+        rest_missing: str = typer.Option("", help="Trade id ranges REST cannot supply, e.g. 5-9,12."),
+        rest_weight_limit: int = typer.Option(6000, help="REST request weight per window (Binance mode)."),
+        rest_weight_window: float = typer.Option(60.0, help="REST weight window in seconds."),
+        max_messages: int = typer.Option(None, help="Serve only the first N capture messages."),
+        at_end: str = typer.Option("idle", help="At the end of the capture: idle (keep the connection) or close."),
+    ) -> None:
+        """Serve a capture as a Binance or Coinbase feed (WebSocket + REST) until Ctrl-C."""
+        from k2.sources.fake_exchange import FakeExchange, Faults, parse_ranges
+
+        if mode not in ("binance", "coinbase") or drop_mode not in ("close", "abort", "mixed") or at_end not in ("idle", "close"):
+            raise typer.BadParameter(
+                f"expected --mode binance|coinbase, --drop-mode close|abort|mixed, --at-end idle|close; found {mode}, {drop_mode}, {at_end}"
+            )
+        try:
+            faults = Faults(
+                drop_every=drop_every, max_drops=max_drops, drop_mode=drop_mode,  # type: ignore[arg-type]
+                skip_every=skip_every, skip_count=skip_count, stall_every=stall_every, stall_seconds=stall_seconds,
+                malformed_every=malformed_every, reconnect_advance=reconnect_advance, rest_missing=parse_ranges(rest_missing),
+                rest_weight_limit=rest_weight_limit, rest_weight_window_seconds=rest_weight_window,
+                max_messages=max_messages, at_end=at_end,  # type: ignore[arg-type]
+            )
+            fake = FakeExchange(mode, list(capture) if capture else None, faults, speed, host, port)  # type: ignore[arg-type]
+        except (ValueError, OSError) as exc:
+            raise typer.BadParameter(str(exc)) from None
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, fake.stop)
+
+            def ready(server: FakeExchange) -> None:
+                console.print(
+                    f"fake {mode} exchange: {len(server.messages):,} messages; WebSocket {server.ws_url}, REST {server.rest_url}", highlight=False
+                )
+
+            await fake.serve_forever(ready)
+
+        asyncio.run(main())
+        console.print(f"stopped: {fake.stats}")
+
+    app.add_typer(fake_app, name="fake-exchange")

@@ -1,0 +1,103 @@
+"""The commands users run: ``k2 fake-exchange serve`` and ``k2 stream binance`` as real processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.sources.helpers import BINANCE_CAPTURES, consume
+
+from k2.config import Settings
+from k2.landing.ledger import current_gaps
+from k2.model import TRADE
+from k2.ops.procs import ManagedProcess, free_port
+from k2.sources.fake_exchange import CaptureMessage
+from k2.sources.gaps import GapLedger
+
+
+def test_stream_command_lands_a_faulty_feed_in_kafka(private_settings: Settings, tmp_path: Path, binance_messages: list[CaptureMessage]) -> None:
+    port = free_port()
+    served = [m.trade_id for m in binance_messages[:6_000] if m.channel == "btcusdt@trade"]
+    fake = ManagedProcess(
+        "fake-exchange",
+        [sys.executable, "-m", "k2.cli", "fake-exchange", "serve", "--port", str(port), "--max-messages", "6000",
+         "--drop-every", "1500", "--max-drops", "3", "--reconnect-advance", "30",
+         "--capture", str(BINANCE_CAPTURES[0]), "--capture", str(BINANCE_CAPTURES[1])],
+        port,
+        tmp_path / "fake.log",
+    ).start()
+    data_dir = tmp_path / "k2"
+    env = {
+        **os.environ,
+        "K2_KAFKA_BOOTSTRAP_SERVERS": str(private_settings.kafka_bootstrap_servers),
+        "K2_SCHEMA_REGISTRY_URL": str(private_settings.schema_registry_url),
+        "K2_DATA_DIR": str(data_dir),
+        "K2_SOURCE_STALL_SECONDS": "1",
+        "K2_SOURCE_BACKOFF_INITIAL_SECONDS": "0.05",
+    }
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "k2.cli", "stream", "binance", "--symbols", "BTCUSDT",
+             "--url", f"ws://127.0.0.1:{port}", "--rest-url", f"http://127.0.0.1:{port}", "--idle-exit", "3"],
+            env=env, capture_output=True, text=True, timeout=180,
+        )
+    finally:
+        fake.stop()
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Feed summary" in result.stdout and f"ws://127.0.0.1:{port}/stream?streams=btcusdt@trade/btcusdt@bookTicker" in result.stdout
+    assert "drops=3" in (tmp_path / "fake.log").read_text()
+
+    ids = consume(private_settings, "market.crypto.trades.binance", TRADE, expected=len(served))["trade_id"].to_pylist()
+    assert sorted(ids) == served  # every trade once, 3 reconnect gaps backfilled
+    settings = private_settings.model_copy(update={"data_dir": data_dir})
+    gaps = current_gaps(GapLedger.for_settings(settings).table)  # type: ignore[arg-type]
+    assert gaps.num_rows >= 3 and set(gaps["status"].to_pylist()) == {"backfilled"}
+
+
+def test_bad_arguments_are_refused_with_the_expected_form() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "k2.cli", "stream", "binance", "--symbols", "BTC/USDT"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0 and "expected a Binance symbol like BTCUSDT" in result.stderr
+    result = subprocess.run(
+        [sys.executable, "-m", "k2.cli", "stream", "binance", "--symbols", "BTCUSDT", "--market", "moon"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0 and "expected one of ['spot', 'us', 'usdm']" in result.stderr
+
+
+def test_sigterm_stops_the_stream_cleanly(private_settings: Settings, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    port = free_port()
+    fake = ManagedProcess(
+        "fake-exchange",
+        [sys.executable, "-m", "k2.cli", "fake-exchange", "serve", "--port", str(port), "--speed", "5",
+         "--capture", str(BINANCE_CAPTURES[0])],
+        port,
+        tmp_path / "fake.log",
+    ).start()
+    env = {
+        **os.environ,
+        "K2_KAFKA_BOOTSTRAP_SERVERS": str(private_settings.kafka_bootstrap_servers),
+        "K2_SCHEMA_REGISTRY_URL": str(private_settings.schema_registry_url),
+        "K2_DATA_DIR": str(tmp_path / "k2"),
+    }
+    try:
+        stream = subprocess.Popen(
+            [sys.executable, "-m", "k2.cli", "stream", "binance", "--symbols", "BTCUSDT", "--no-quotes",
+             "--url", f"ws://127.0.0.1:{port}", "--rest-url", f"http://127.0.0.1:{port}"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        time.sleep(6)  # start-up, then a few seconds of trades at 5x real time
+        stream.send_signal(signal.SIGTERM)
+        out, err = stream.communicate(timeout=30)
+    finally:
+        fake.stop()
+    assert stream.returncode == 0, err[-3000:]
+    assert "Feed summary" in out
+    ids = consume(private_settings, "market.crypto.trades.binance", TRADE, expected=1, idle_seconds=1.0)["trade_id"].to_pylist()
+    # Everything produced before the signal was flushed: a gap-free prefix of the capture.
+    assert len(ids) > 10 and sorted(ids) == list(range(min(ids), min(ids) + len(ids)))
