@@ -169,6 +169,35 @@ class Settings(BaseSettings):
     )
     landing_metrics_port: int = _f(9464, "Port of the landing service's /metrics endpoint (0 disables).", 0, "landing")
 
+    # -- table maintenance -------------------------------------------------------------------------
+    maintenance_interval_seconds: float = _f(
+        0.0, "Run table maintenance (`k2 maintain`) inside the landing service this often (0 = off).", 3_600.0, "maintenance"
+    )
+    maintenance_small_file_ratio: float = _f(
+        0.5, "Data files smaller than this fraction of `target_file_size_bytes` are compaction input.", 0.75, "maintenance"
+    )
+    maintenance_min_input_files: int = _f(
+        5, "Compact a partition only when it holds at least this many small files.", 2, "maintenance"
+    )
+    maintenance_snapshot_max_age_hours: float = _f(
+        168.0,
+        "Expire snapshots older than this (time travel reaches back this far); `maintenance_snapshots_keep` newest are always kept.",
+        72.0,
+        "maintenance",
+    )
+    maintenance_snapshots_keep: int = _f(
+        100, "The newest snapshots never expired, whatever their age (the current snapshot is always kept).", 20, "maintenance"
+    )
+    maintenance_orphan_min_age_hours: float = _f(
+        24.0,
+        "Only delete unreferenced files older than this: a writer may have written files it has not committed yet.",
+        72.0,
+        "maintenance",
+    )
+    maintenance_target_manifest_entries: int = _f(
+        20_000, "Manifest rewrite: data-file entries per rewritten manifest.", 50_000, "maintenance"
+    )
+
     # -- query -------------------------------------------------------------------------------------
     query_max_rows: int = _f(5_000_000, "Maximum rows one query may return.", 100_000, "query")
     query_max_range_days: float = _f(366.0, "Maximum time range of one query, in days.", 31.0, "query")
@@ -209,6 +238,24 @@ class Settings(BaseSettings):
     source_max_connection_seconds: float = _f(
         23.5 * 3600, "Reconnect proactively after this long (Binance closes connections at 24 h).", 3600.0, "sources"
     )
+    source_metrics_port: int = _f(
+        0, "Port of `k2 stream`'s /metrics endpoint on 127.0.0.1 (0: off; `--metrics-port` overrides).", 9465, "sources"
+    )
+    import_block_bytes: int = _f(
+        64 * 1024 * 1024, "`k2 import`: bytes of CSV parsed at a time (bounds memory whatever the file size).", 16_777_216, "sources"
+    )
+    import_commit_rows: int = _f(
+        4_000_000, "`k2 import`: rows per Iceberg commit (or Kafka flush); a smaller file is one commit.", 1_000_000, "sources"
+    )
+
+    # -- observability -----------------------------------------------------------------------------
+    prometheus_enabled: Literal["auto", "true", "false"] = _f(
+        "auto",
+        "Start Prometheus with `k2 up` (scraping every K2 part): `auto` when a `prometheus` binary is on PATH.",
+        "false",
+        "observability",
+    )
+    prometheus_port: int = _f(9090, "Port of the Prometheus started by `k2 up` (on 127.0.0.1).", 19090, "observability")
 
     @field_validator(
         "topic_partitions",
@@ -227,6 +274,12 @@ class Settings(BaseSettings):
         "consumer_fetch_max_bytes",
         "query_recent_max_rows",
         "landing_hwm_cache_size",
+        "import_block_bytes",
+        "import_commit_rows",
+        "api_max_body_bytes",
+        "maintenance_min_input_files",
+        "maintenance_snapshots_keep",
+        "maintenance_target_manifest_entries",
     )
     @classmethod
     def _positive_int(cls, value: int) -> int:
@@ -246,6 +299,7 @@ class Settings(BaseSettings):
         "source_backoff_max_seconds",
         "landing_max_future_seconds",
         "landing_verify_timeout_seconds",
+        "maintenance_small_file_ratio",
     )
     @classmethod
     def _positive_float(cls, value: float) -> float:
@@ -253,14 +307,31 @@ class Settings(BaseSettings):
             raise ValueError(f"expected a positive number, found {value}")
         return value
 
-    @field_validator("broker_port", "registry_port", "api_port")
+    @field_validator(
+        "maintenance_interval_seconds", "maintenance_snapshot_max_age_hours", "maintenance_orphan_min_age_hours",
+        "query_recent_window_seconds",
+    )
+    @classmethod
+    def _non_negative_float(cls, value: float) -> float:
+        if value < 0:
+            raise ValueError(f"expected a number >= 0, found {value}")
+        return value
+
+    @field_validator("broker_port", "registry_port", "api_port", "prometheus_port")
     @classmethod
     def _port(cls, value: int) -> int:
         if not 1 <= value <= 65535:
             raise ValueError(f"expected a TCP port 1..65535, found {value}")
         return value
 
-    @field_validator("landing_metrics_port")
+    @field_validator("producer_linger_ms")
+    @classmethod
+    def _non_negative_int(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError(f"expected an integer >= 0, found {value}")
+        return value
+
+    @field_validator("landing_metrics_port", "source_metrics_port")
     @classmethod
     def _port_or_zero(cls, value: int) -> int:
         if not 0 <= value <= 65535:

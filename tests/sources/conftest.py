@@ -10,12 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.sources.helpers import BINANCE_CAPTURES
 
 from k2.bus.broker import tansu_process
 from k2.config import Settings
 from k2.ops.procs import free_port
 from k2.sources.fake_exchange import CaptureMessage, load_binance
+from tests.sources.helpers import BINANCE_CAPTURES
 
 
 @pytest.fixture(scope="session")

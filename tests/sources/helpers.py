@@ -7,7 +7,6 @@ the session's Tansu broker and schema registry, gap rows go to a real Iceberg ca
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from collections.abc import Callable
@@ -22,14 +21,16 @@ from k2.config import Settings
 from k2.model import DataType, RecordType
 from k2.sources.live import FeedAdapter, LiveRunner
 
-# Same location rule as tests/conftest.py (K2_SHARED_DATA, else ../shared/data next to the repo).
-SHARED_DATA = Path(os.environ.get("K2_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = REPO / "tests" / "fixtures"
+# Real captures kept in the repository (sources named in data/samples/README.md and tests/fixtures/README.md).
 BINANCE_CAPTURES = [
-    SHARED_DATA / "binance" / "websocket" / "spot_btcusdt_20240808.gz",
-    SHARED_DATA / "binance" / "websocket" / "spot_btcusdt_20240809.gz",
+    REPO / "data" / "samples" / "binance" / "spot_btcusdt_20240808.gz",
+    REPO / "data" / "samples" / "binance" / "spot_btcusdt_20240809.gz",
 ]
-COINBASE_CAPTURE = SHARED_DATA / "coinbase" / "cryptofeed-coinbase-2021-04-17.raw.txt"
-BINANCE_SPOT_2021 = SHARED_DATA / "binance" / "websocket" / "cryptofeed-binance-spot-2021-10-12.raw.txt"
+COINBASE_CAPTURE = FIXTURES / "coinbase" / "cryptofeed-coinbase-2021-04-17.sample.raw.txt"
+BINANCE_SPOT_2021 = FIXTURES / "binance_ws" / "cryptofeed-binance-spot-2021-10-12.raw.txt"
+EXCHANGE_INFO = FIXTURES / "binance_exchange_info.json"
 FIRST_ID, LAST_ID = 3_735_683_259, 3_735_703_162  # the capture's 19,904 trades (data README)
 
 
@@ -106,3 +107,27 @@ def consume(
 def stop_at_trade(symbol: str, trade_id: int) -> Callable[[LiveRunner], bool]:
     """A ``stop_when`` that ends the run once ``symbol``'s last produced trade id reaches ``trade_id``."""
     return lambda runner: runner.last_trade.get(symbol, -1) >= trade_id
+
+
+def store_rows(settings: Settings, short_name: str, record: RecordType, rows: list[dict[str, Any]]) -> None:
+    """Append wire-form rows straight to one of K2's tables (one commit): stored data for replay/reference tests."""
+    from k2.lake.catalog import ensure_tables, load_catalog
+    from k2.lake.writer import append
+    from k2.model.arrow import records_to_arrow
+
+    table = ensure_tables(load_catalog(settings), settings)[short_name]
+    # Parsed capture rows were never produced: their ingest time is taken as their receipt time.
+    ready = [row if row.get("ingest_ts") is not None else {**row, "ingest_ts": row["receipt_ts"]} for row in rows]
+    append(table, records_to_arrow(record, ready), short_name)
+
+
+def cli_env(settings: Settings) -> dict[str, str]:
+    """Environment for a ``k2`` subprocess using the test's broker, registry and data dir."""
+    import os
+
+    return {
+        **os.environ,
+        "K2_KAFKA_BOOTSTRAP_SERVERS": str(settings.kafka_bootstrap_servers),
+        "K2_SCHEMA_REGISTRY_URL": str(settings.schema_registry_url),
+        "K2_DATA_DIR": str(settings.data_dir),
+    }

@@ -8,7 +8,6 @@ from decimal import Decimal
 
 import orjson
 import pytest
-from tests.sources.helpers import BINANCE_CAPTURES, BINANCE_SPOT_2021, FIRST_ID, LAST_ID
 
 from k2.config import Settings
 from k2.model import QUOTE, TRADE, DataType
@@ -28,6 +27,7 @@ from k2.sources.binance import (
     parse_rest_trade,
 )
 from k2.sources.live import MalformedMessage
+from tests.sources.helpers import BINANCE_CAPTURES, BINANCE_SPOT_2021, FIRST_ID, LAST_ID
 
 
 def _capture_lines(kind: str, count: int) -> list[tuple[int, bytes]]:

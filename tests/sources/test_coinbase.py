@@ -6,7 +6,6 @@ from collections import defaultdict
 
 import orjson
 import pytest
-from tests.sources.helpers import COINBASE_CAPTURE
 
 from k2.model import QUOTE, TRADE, DataType
 from k2.model.values import to_unscaled
@@ -20,6 +19,7 @@ from k2.sources.coinbase import (
     parse_time,
 )
 from k2.sources.live import FatalSourceError, MalformedMessage
+from tests.sources.helpers import COINBASE_CAPTURE
 
 
 def _messages(kind: str) -> list[dict]:  # type: ignore[type-arg]

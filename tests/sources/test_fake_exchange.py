@@ -7,12 +7,12 @@ import time
 import httpx
 import orjson
 import pytest
-from tests.sources.helpers import COINBASE_CAPTURE, FIRST_ID
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
 from k2.sources.fake_exchange import CaptureMessage, FakeExchange, Faults, load_coinbase, parse_ranges
+from tests.sources.helpers import COINBASE_CAPTURE, FIRST_ID
 
 TRADE_STREAMS = "/stream?streams=btcusdt@trade"
 BOTH_STREAMS = "/stream?streams=btcusdt@trade/btcusdt@bookTicker"

@@ -8,15 +8,6 @@ import time
 from collections import Counter
 
 import pytest
-from tests.sources.helpers import (
-    COINBASE_CAPTURE,
-    FIRST_ID,
-    consume,
-    feed_topics,
-    live_settings,
-    run_feed,
-    stop_at_trade,
-)
 
 from k2.bus import dlq_topic
 from k2.config import Settings
@@ -28,6 +19,15 @@ from k2.sources.coinbase import CoinbaseFeed
 from k2.sources.fake_exchange import CaptureMessage, FakeExchange, Faults, load_coinbase
 from k2.sources.gaps import GapLedger
 from k2.sources.live import Backoff, FatalSourceError, TokenBucket
+from tests.sources.helpers import (
+    COINBASE_CAPTURE,
+    FIRST_ID,
+    consume,
+    feed_topics,
+    live_settings,
+    run_feed,
+    stop_at_trade,
+)
 
 
 def _served_trades(messages: list[CaptureMessage], count: int) -> list[int]:

@@ -7,14 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.sources.helpers import BINANCE_CAPTURES, consume
-
 from k2.config import Settings
 from k2.landing.ledger import current_gaps
 from k2.model import TRADE
 from k2.ops.procs import ManagedProcess, free_port
 from k2.sources.fake_exchange import CaptureMessage
 from k2.sources.gaps import GapLedger
+from tests.sources.helpers import BINANCE_CAPTURES, consume
 
 
 def test_stream_command_lands_a_faulty_feed_in_kafka(private_settings: Settings, tmp_path: Path, binance_messages: list[CaptureMessage]) -> None:

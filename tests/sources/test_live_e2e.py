@@ -10,18 +10,30 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from decimal import Decimal
 
-from tests.sources.helpers import FIRST_ID, LAST_ID, consume, live_settings, run_feed, stop_at_trade
+import orjson
 
 from k2.bus import dlq_topic, topic_name
 from k2.config import Settings
+from k2.lake.catalog import ensure_tables, load_catalog
 from k2.landing import LandingConsumer
 from k2.landing.dlq import read_dead_letters
 from k2.landing.ledger import current_gaps
 from k2.model import QUOTE, TRADE
 from k2.sources.binance import BinanceFeed
-from k2.sources.fake_exchange import CaptureMessage, FakeExchange, Faults
+from k2.sources.coinbase import CoinbaseFeed
+from k2.sources.fake_exchange import CaptureMessage, FakeExchange, Faults, load_coinbase
 from k2.sources.gaps import GapLedger
+from tests.sources.helpers import (
+    COINBASE_CAPTURE,
+    FIRST_ID,
+    LAST_ID,
+    consume,
+    live_settings,
+    run_feed,
+    stop_at_trade,
+)
 
 TRADES_TOPIC = topic_name("crypto", "trades", "binance")
 QUOTES_TOPIC = topic_name("crypto", "quotes", "binance")
@@ -86,14 +98,57 @@ def test_twenty_forced_disconnects_land_every_trade_exactly_once(private_setting
 
     # Landing into Iceberg: the same 19,904 trades, and the landing consumer sees no gap either.
     consumer = LandingConsumer(settings, topics=[TRADES_TOPIC])
-    consumer.run(idle_exit_seconds=3)
+    landing = consumer.run(idle_exit_seconds=3)
+    assert (landing.landed, landing.duplicates, landing.dead_lettered, landing.gaps) == (19_904, 0, 0, 0)
     table = consumer.tables["trades"]
     table.refresh()
-    landed = table.scan(row_filter="exchange == 'binance' and symbol == 'BTCUSDT'", selected_fields=("trade_id",)).to_arrow()
+    landed = table.scan(
+        row_filter="exchange == 'binance' and symbol == 'BTCUSDT'", selected_fields=("trade_id", "price", "quantity")
+    ).to_arrow()
     landed_ids = landed["trade_id"].to_pylist()
-    assert len(landed_ids) == 19_904 == len(set(landed_ids))
-    assert set(current_gaps(consumer.tables["gaps"])["status"].to_pylist()) == {"backfilled"}
+    assert len(landed_ids) == 19_904 == len(set(landed_ids)) and set(landed_ids) == set(range(FIRST_ID, LAST_ID + 1))
+    assert [
+        i for i, p, q in zip(landed_ids, landed["price"].to_pylist(), landed["quantity"].to_pylist(), strict=True)
+        if (f"{p:.8f}", f"{q:.8f}") != (source[i]["p"], source[i]["q"])  # type: ignore[index]
+    ] == []
+    # The gap ledger holds nothing unresolved: no open or lost gap, and none found at landing.
+    ledger_now = current_gaps(consumer.tables["gaps"])
+    assert set(ledger_now["status"].to_pylist()) == {"backfilled"} and "landing" not in set(ledger_now["source"].to_pylist())
     print(
         f"streamed {fake.stats.sent:,} frames ({fake.stats.sent_trade_ids:,} trades) with {fake.stats.drops} drops in {streamed:.1f}s; "
         f"{runner.stats.backfilled_trades:,} trades backfilled in {len(gaps)} gaps; {fake.stats.rest_requests} REST calls"
     )
+
+
+def test_coinbase_capture_streams_end_to_end(private_settings: Settings) -> None:
+    """The Coinbase capture (matches and ticker, 10 products) through the fake exchange, Kafka and landing into Iceberg."""
+    settings = live_settings(private_settings, source_stall_seconds=1.0)
+    ledger = GapLedger.for_settings(settings)
+    messages = load_coinbase(COINBASE_CAPTURE)
+    trades = {(m.symbol, m.trade_id): m.payload for m in messages if m.trade_id is not None and m.payload is not None}
+    tickers = {(m.symbol, orjson.loads(m.text)["sequence"]): orjson.loads(m.text) for m in messages if m.kind == "ticker"}
+    last_ids: dict[str, int] = {}
+    for symbol, ident in trades:
+        last_ids[symbol] = max(last_ids.get(symbol, 0), ident)
+    faults = Faults(drop_every=40, max_drops=3, reconnect_advance=30, skip_at=frozenset({100}), skip_count=3)
+    with FakeExchange("coinbase", faults=faults, messages=messages) as fake:
+        feed = CoinbaseFeed(sorted(last_ids), ws_url=fake.ws_url, rest_url=fake.rest_url)
+        runner = run_feed(feed, settings, topics={}, ledger=ledger, stop_when=lambda r: all(r.last_trade.get(p) == i for p, i in last_ids.items()))
+    assert fake.stats.drops == 3 and runner.stats.backfilled_trades > 0
+
+    topics = [topic_name("crypto", "trades", "coinbase"), topic_name("crypto", "quotes", "coinbase")]
+    landing = LandingConsumer(settings, topics=topics).run(idle_exit_seconds=3)
+    assert (landing.dead_lettered, landing.gaps) == (0, 0)
+    tables = ensure_tables(load_catalog(settings), settings)
+    landed = tables["trades"].scan(row_filter="exchange == 'coinbase'").to_arrow().to_pylist()
+    assert sorted((r["symbol"], r["trade_id"]) for r in landed) == sorted(trades)  # every trade once, drops backfilled
+    for row in landed:
+        raw = trades[(row["symbol"], row["trade_id"])]
+        assert (row["price"], row["quantity"]) == (Decimal(raw["price"]), Decimal(raw["size"]))  # exact: Decimal equality
+        assert row["side"] == {"buy": "SELL", "sell": "BUY"}[raw["side"]] and row["instrument"] == row["symbol"]
+    quotes = tables["quotes"].scan(row_filter="exchange == 'coinbase'").to_arrow().to_pylist()
+    assert len(quotes) == runner.stats.quotes > 50  # tickers are not backfilled: those sent while connected
+    for quote in quotes:
+        raw = tickers[(quote["symbol"], quote["update_id"])]
+        assert quote["bid_price"] == Decimal(raw["best_bid"]) and quote["ask_price"] == Decimal(raw["best_ask"])
+    assert set(current_gaps(ledger.table)["status"].to_pylist()) == {"backfilled"}  # type: ignore[arg-type]

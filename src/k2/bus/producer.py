@@ -25,6 +25,7 @@ from k2.bus.topics import ensure_topics, topic_name
 from k2.config import Settings
 from k2.model import RecordType
 from k2.model.values import now_micros
+from k2.ops.logging import CID_HEADER, new_correlation_id
 from k2.ops.metrics import metric
 
 
@@ -70,6 +71,9 @@ class MarketDataProducer:
         self.errors: list[tuple[str, str]] = []
         self.delivered = 0
         self.sent = 0
+        # ops: every message sent gets a `k2.cid` header naming this producer session (see k2.ops.logging).
+        self.correlation_id = new_correlation_id()
+        self._cid_headers = [(CID_HEADER, self.correlation_id.encode())]
         self._delivered_by_topic: dict[str, int] = {}
         self._topics: dict[tuple[str, str, str], str] = {}
         self._m_delivered = metric("k2_producer_messages_total")
@@ -115,7 +119,7 @@ class MarketDataProducer:
             row = {**row, "ingest_ts": now_micros()}
         target = topic or self.topic_for(record, row)
         value = self.encoder(record, target).encode(row)
-        self.produce_raw(target, row["symbol"].encode(), value, headers)
+        self.produce_raw(target, row["symbol"].encode(), value, headers if headers is not None else self._cid_headers)
 
     def produce_raw(self, topic: str, key: bytes | None, value: bytes | None, headers: dict[str, str] | list[tuple[str, bytes]] | None = None) -> None:
         """Enqueue already-encoded bytes (DLQ, replay); blocks while the queue is full."""

@@ -1,9 +1,185 @@
-"""Commands of this stage (filled in by its owner)."""
+"""``k2 import ...``: vendor files -> K2 tables (directly to Iceberg, or ``--via-kafka``).
+
+Example::
+
+    k2 import binance-trades BTCUSDT-trades-2021-01-03.zip          # verifies BTCUSDT-...zip.CHECKSUM
+    k2 import binance-trades --market usdm BTCUSDT-trades-2024-01-01.csv
+    k2 import asx-trades ../shared/data/asx/trades/7078.csv         # ticker from company_info.csv
+    k2 import tardis-quotes --via-kafka binance_quotes_2024-01-01_BTCUSDT.csv
+"""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
 import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from k2.config import Settings, load_settings
+
+console = Console()
+err_console = Console(stderr=True)
+
+FILES = typer.Argument(..., help="CSV files, or official ZIPs holding one CSV (a .CHECKSUM beside them is verified).")
+SYMBOL = typer.Option(None, "--symbol", help="Symbol (default: from the file name / the file's rows).")
+MARKET = typer.Option("auto", "--market", help="Binance market: spot, usdm (USD-M futures) or auto (header row = usdm).")
+VIA_KAFKA = typer.Option(False, "--via-kafka", help="Produce Avro to Kafka for the landing consumer instead of writing Iceberg.")
+QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar and no per-file table (errors still printed).")
+
+
+class _RowsPerSecond(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        rows = int(task.fields.get("rows", 0))
+        elapsed = task.elapsed or 0.0
+        rate = rows / elapsed if elapsed > 0 else 0.0
+        return Text(f"{rows:,} rows  {rate:,.0f} rows/s", style="cyan")
+
+
+def _run(
+    format_name: str, files: list[Path], quiet: bool, via_kafka: bool, symbol: str | None = None, market: str = "auto",
+    interval: str | None = None, asset_class: str | None = None, reference: Path | None = None,
+) -> None:
+    from k2.sources.files import FileImportError, ImportOptions, import_files
+    from k2.sources.files.asx_reference import default_reference, ticker_map
+    from k2.sources.files.source import SourceFile
+
+    settings = load_settings()
+    options = ImportOptions(symbol=symbol, market=market, interval=interval, asset_class=asset_class)
+    show = not quiet and sys.stderr.isatty()
+    try:
+        if format_name.startswith("asx-") and symbol is None:
+            ref = reference or (default_reference(files[0]) if files else None)
+            if ref is None:
+                raise FileImportError("expected --reference company_info.csv (or --symbol) to map ASX company ids to tickers, found neither")
+            options.tickers = ticker_map(ref)
+        progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), DownloadColumn(), _RowsPerSecond(), TimeElapsedColumn(),
+            console=err_console, disable=not show, transient=True,
+        )
+        with progress:
+
+            def hook_for(source: SourceFile) -> Callable[[int, int], None]:
+                task = progress.add_task(source.csv_name, total=source.size, rows=0)
+
+                def hook(nbytes: int, rows: int) -> None:
+                    progress.update(task, advance=nbytes, rows=int(progress.tasks[task].fields["rows"]) + rows)
+
+                return hook
+
+            reports = import_files(format_name, files, settings, options, via_kafka=via_kafka, progress=hook_for)
+    except FileImportError as exc:
+        err_console.print(f"[red]import failed:[/red] {exc}")
+        raise typer.Exit(1) from None
+    _print_reports(reports, quiet, via_kafka)
+
+
+def _print_reports(reports: Sequence[object], quiet: bool, via_kafka: bool) -> None:
+    from k2.sources.files import ImportReport
+
+    rejected = 0
+    for report in reports:
+        assert isinstance(report, ImportReport)
+        rejected += report.rejected
+        for note in report.notes:
+            err_console.print(f"[yellow]note:[/yellow] {note}")
+        if report.rejected:
+            reasons = ", ".join(f"{k}={v}" for k, v in sorted(report.rejected_by_reason.items()))
+            err_console.print(
+                f"[yellow]{report.file}: {report.rejected} bad lines ({reasons}) -> {report.rejects_destination}[/yellow]"
+            )
+    if quiet:
+        return
+    table = Table(title="k2 import" + (" (via Kafka)" if via_kafka else ""))
+    for column in ("file", "rows read", "imported" if not via_kafka else "produced", "duplicates", "rejected", "rows/s", "checksum"):
+        table.add_column(column, justify="left" if column == "file" else "right")
+    for report in reports:
+        assert isinstance(report, ImportReport)
+        table.add_row(
+            Path(report.file).name, f"{report.rows_read:,}", f"{report.imported:,}", f"{report.duplicates:,}",
+            f"{report.rejected:,}", f"{report.rows_per_second:,.0f}", "verified" if report.checksum_verified else "-",
+        )
+    console.print(table)
+
+
+def _reference(settings: Settings, path: Path, quiet: bool) -> None:
+    from k2.sources.files import FileImportError
+    from k2.sources.files.asx_reference import import_asx_reference
+
+    try:
+        report = import_asx_reference(path, settings)
+    except FileImportError as exc:
+        err_console.print(f"[red]import failed:[/red] {exc}")
+        raise typer.Exit(1) from None
+    _print_reports([report], quiet, False)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this stage's commands to ``app``."""
+    """Add the ``k2 import`` command group to ``app``."""
+    imp = typer.Typer(help="Import vendor files (Binance public data, Tardis.dev CSV, ASX) into K2's tables.", no_args_is_help=True)
+
+    @imp.command("binance-trades")
+    def binance_trades(files: list[Path] = FILES, symbol: str | None = SYMBOL, market: str = MARKET,
+                       via_kafka: bool = VIA_KAFKA, quiet: bool = QUIET) -> None:
+        """Binance public-data trades (spot: 7 columns, no header; USD-M futures: 6 columns, header)."""
+        _run("binance-trades", files, quiet, via_kafka, symbol, market)
+
+    @imp.command("binance-aggtrades")
+    def binance_aggtrades(files: list[Path] = FILES, symbol: str | None = SYMBOL, market: str = MARKET,
+                          via_kafka: bool = VIA_KAFKA, quiet: bool = QUIET) -> None:
+        """Binance public-data aggTrades (exchange code <exchange>-agg in the trades table)."""
+        _run("binance-aggtrades", files, quiet, via_kafka, symbol, market)
+
+    @imp.command("binance-klines")
+    def binance_klines(files: list[Path] = FILES, symbol: str | None = SYMBOL, market: str = MARKET,
+                       interval: str | None = typer.Option(None, help="Bar interval (default: from the file name)."),
+                       via_kafka: bool = VIA_KAFKA, quiet: bool = QUIET) -> None:
+        """Binance public-data klines (12 columns) into market_data.klines (direct only)."""
+        _run("binance-klines", files, quiet, via_kafka, symbol, market, interval=interval)
+
+    @imp.command("tardis-trades")
+    def tardis_trades(files: list[Path] = FILES, symbol: str | None = SYMBOL,
+                      asset_class: str | None = typer.Option(None, help="Asset class (default: from the exchange id)."),
+                      via_kafka: bool = VIA_KAFKA, quiet: bool = QUIET) -> None:
+        """Tardis.dev trades CSV (exchange,symbol,timestamp,local_timestamp,id,side,price,amount)."""
+        _run("tardis-trades", files, quiet, via_kafka, symbol, asset_class=asset_class)
+
+    @imp.command("tardis-quotes")
+    def tardis_quotes(files: list[Path] = FILES, symbol: str | None = SYMBOL,
+                      asset_class: str | None = typer.Option(None, help="Asset class (default: from the exchange id)."),
+                      via_kafka: bool = VIA_KAFKA, quiet: bool = QUIET) -> None:
+        """Tardis.dev quotes CSV (exchange,symbol,timestamp,local_timestamp,ask_amount,ask_price,bid_price,bid_amount)."""
+        _run("tardis-quotes", files, quiet, via_kafka, symbol, asset_class=asset_class)
+
+    reference_opt = typer.Option(None, "--reference", help="company_info.csv (default: reference-data/ beside the data folder).")
+
+    @imp.command("asx-trades")
+    def asx_trades(files: list[Path] = FILES, symbol: str | None = SYMBOL, reference: Path | None = reference_opt,
+                   via_kafka: bool = VIA_KAFKA, quiet: bool = QUIET) -> None:
+        """ASX trades (Date,Time,Price,Volume,Qualifiers,Venue,BuyerID; Sydney local time -> UTC)."""
+        _run("asx-trades", files, quiet, via_kafka, symbol, reference=reference)
+
+    @imp.command("asx-quotes")
+    def asx_quotes(files: list[Path] = FILES, symbol: str | None = SYMBOL, reference: Path | None = reference_opt,
+                   via_kafka: bool = VIA_KAFKA, quiet: bool = QUIET) -> None:
+        """ASX quotes (Date,Time,Bid,Ask,BidVolume,AskVolume; Sydney local time -> UTC)."""
+        _run("asx-quotes", files, quiet, via_kafka, symbol, reference=reference)
+
+    @imp.command("asx-reference")
+    def asx_reference(file: Path = typer.Argument(..., help="company_info.csv"), quiet: bool = QUIET) -> None:
+        """ASX company_info.csv into reference.instruments (duplicated tickers reported)."""
+        _reference(load_settings(), file, quiet)
+
+    app.add_typer(imp, name="import")

@@ -1,4 +1,5 @@
-"""Live-feed commands: ``k2 stream binance|coinbase`` (exchange -> Kafka) and ``k2 fake-exchange serve``.
+"""Source commands: ``k2 stream binance|coinbase`` (exchange -> Kafka), ``k2 fake-exchange serve``,
+``k2 replay`` (Iceberg -> Kafka in exchange-time order) and ``k2 reference binance|unknown``.
 
 Example::
 
@@ -6,12 +7,16 @@ Example::
     k2 stream binance --symbols BTCUSDT --market usdm
     k2 fake-exchange serve --port 9100 --drop-every 2000 --reconnect-advance 40 &
     k2 stream binance --symbols BTCUSDT --url ws://127.0.0.1:9100 --rest-url http://127.0.0.1:9100 --idle-exit 5
+    k2 replay --symbols BTCUSDT --start 2024-08-08T23:54:00Z --end 2024-08-09T00:06:00Z --speed 10x --to-topic backtest.trades
+    k2 reference binance --symbols BTCUSDT,ETHUSDT
+    k2 reference unknown
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
+from datetime import datetime
 from pathlib import Path
 
 import typer
@@ -40,6 +45,7 @@ def _run(settings: Settings, feeds: list, idle_exit: float | None, metrics_port:
     from k2.sources.live import run_feeds
 
     declare_all()
+    metrics_port = metrics_port or settings.source_metrics_port  # ops: K2_SOURCE_METRICS_PORT default
     if metrics_port:
         from prometheus_client import start_http_server
 
@@ -119,6 +125,7 @@ def register(app: typer.Typer) -> None:
         rest_weight_window: float = typer.Option(60.0, help="REST weight window in seconds."),
         max_messages: int = typer.Option(None, help="Serve only the first N capture messages."),
         at_end: str = typer.Option("idle", help="At the end of the capture: idle (keep the connection) or close."),
+        exchange_info: Path = typer.Option(None, help="JSON served at GET /api/v3/exchangeInfo (default: the test fixture)."),
     ) -> None:
         """Serve a capture as a Binance or Coinbase feed (WebSocket + REST) until Ctrl-C."""
         from k2.sources.fake_exchange import FakeExchange, Faults, parse_ranges
@@ -135,7 +142,7 @@ def register(app: typer.Typer) -> None:
                 rest_weight_limit=rest_weight_limit, rest_weight_window_seconds=rest_weight_window,
                 max_messages=max_messages, at_end=at_end,  # type: ignore[arg-type]
             )
-            fake = FakeExchange(mode, list(capture) if capture else None, faults, speed, host, port)  # type: ignore[arg-type]
+            fake = FakeExchange(mode, list(capture) if capture else None, faults, speed, host, port, exchange_info=exchange_info)  # type: ignore[arg-type]
         except (ValueError, OSError) as exc:
             raise typer.BadParameter(str(exc)) from None
 
@@ -155,3 +162,108 @@ def register(app: typer.Typer) -> None:
         console.print(f"stopped: {fake.stats}")
 
     app.add_typer(fake_app, name="fake-exchange")
+
+    _register_replay(app)
+    _register_reference(app)
+
+
+def _parse_time(text: str, option: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise typer.BadParameter(f"expected an ISO-8601 time like 2024-08-08T23:54:00Z, found {text!r}", param_hint=option) from None
+    if moment.tzinfo is None:
+        raise typer.BadParameter(f"expected a time with a zone (Z or +hh:mm), found {text!r}", param_hint=option)
+    return moment
+
+
+def _register_replay(app: typer.Typer) -> None:
+    @app.command("replay")
+    def replay_command(
+        symbols: str = typer.Option(..., help="Comma-separated exchange symbols, e.g. BTCUSDT,ETHUSDT."),
+        start: str = typer.Option(..., help="First exchange time (inclusive), ISO-8601 with zone."),
+        end: str = typer.Option(..., help="Last exchange time (exclusive), ISO-8601 with zone."),
+        to_topic: str = typer.Option(..., help="Kafka topic to publish to (Avro, key = symbol)."),
+        speed: str = typer.Option("max", help="10x, 1x, 0.5x ... (exchange-time deltas divided by the factor) or max."),
+        table: str = typer.Option("trades", help="trades or quotes."),
+        exchange: str = typer.Option(None, help="Only this exchange's rows (default: every exchange with these symbols)."),
+        window_seconds: float = typer.Option(900.0, help="Exchange-time window read from Iceberg at a time (bounds memory)."),
+    ) -> None:
+        """Re-publish stored trades or quotes to a topic in exchange-time order, at a chosen speed."""
+        from k2.ops.metrics import declare_all
+        from k2.sources.replay import parse_speed, replay
+
+        names = [s.strip() for s in symbols.split(",") if s.strip()]
+        if not names:
+            raise typer.BadParameter(f"expected comma-separated symbols, found {symbols!r}", param_hint="--symbols")
+        if table not in ("trades", "quotes"):
+            raise typer.BadParameter(f"expected trades or quotes, found {table!r}", param_hint="--table")
+        try:
+            pace = parse_speed(speed)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--speed") from None
+        first, last = _parse_time(start, "--start"), _parse_time(end, "--end")
+        if last <= first:
+            raise typer.BadParameter(f"expected --end after --start, found {start} .. {end}", param_hint="--end")
+        if window_seconds <= 0:
+            raise typer.BadParameter(f"expected a positive window, found {window_seconds}", param_hint="--window-seconds")
+        declare_all()
+        stats = replay(load_settings(), names, first, last, to_topic, pace, table, exchange, window_seconds)
+        rate = stats.rows / stats.seconds if stats.seconds > 0 else 0.0
+        console.print(
+            f"replayed {stats.rows:,} {table} rows to {to_topic} in {stats.seconds:.2f}s ({rate:,.0f} rows/s, "
+            f"{stats.windows} windows read, speed {speed})",
+            highlight=False,
+        )
+
+
+def _register_reference(app: typer.Typer) -> None:
+    ref_app = typer.Typer(help="Reference data: instruments (reference.instruments) and unknown symbols.", no_args_is_help=True)
+
+    @ref_app.command("binance")
+    def reference_binance(
+        symbols: str = typer.Option(None, help="Only these symbols (default: every symbol the venue lists)."),
+        market: str = typer.Option(None, help="spot, us or usdm (default: inferred from K2_BINANCE_REST_URL)."),
+        rest_url: str = typer.Option(None, help="REST base URL (default: the market preset or K2_BINANCE_REST_URL)."),
+    ) -> None:
+        """Load Binance's exchange info into reference.instruments (replaces rows of the same exchange and symbol)."""
+        from k2.sources.binance import MARKETS
+        from k2.sources.live import RestRefused, RestUnavailable
+        from k2.sources.reference import ReferenceDataError, load_binance_instruments
+
+        if market is not None and market not in MARKETS:
+            raise typer.BadParameter(f"expected one of {sorted(MARKETS)}, found {market!r}", param_hint="--market")
+        wanted = [s for s in symbols.split(",") if s.strip()] if symbols else None
+        try:
+            result = load_binance_instruments(load_settings(), wanted, MARKETS[market] if market else None, rest_url)
+        except (ReferenceDataError, RestRefused, RestUnavailable) as exc:
+            console.print(f"[red]error[/red] {exc}", highlight=False)
+            raise typer.Exit(1) from None
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--symbols") from None
+        console.print(
+            f"{result.exchange}: {result.written} instruments written to reference.instruments "
+            f"({result.active} trading, {result.symbols - result.active} not trading)",
+            highlight=False,
+        )
+
+    @ref_app.command("unknown")
+    def reference_unknown(
+        exchange: str = typer.Option(None, help="Only this exchange."),
+        fail: bool = typer.Option(False, "--fail", help="Exit with status 1 when any symbol is unknown (for checks)."),
+    ) -> None:
+        """Report symbols seen in market_data.trades but missing from reference.instruments."""
+        from k2.sources.reference import unknown_symbols
+
+        rows = unknown_symbols(load_settings(), exchange)
+        if not rows:
+            console.print("every traded symbol is in reference.instruments")
+            return
+        table = RichTable("exchange", "symbol", "trades", title=f"{len(rows)} symbols unknown in reference.instruments")
+        for ex, sym, count in rows:
+            table.add_row(ex, sym, f"{count:,}")
+        console.print(table)
+        if fail:
+            raise typer.Exit(1)
+
+    app.add_typer(ref_app, name="reference")

@@ -21,14 +21,19 @@ from pathlib import Path
 from typing import Any
 
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
+from pyiceberg.exceptions import (
+    CommitFailedException,
+    NamespaceAlreadyExistsError,
+    NoSuchTableError,
+    TableAlreadyExistsError,
+)
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.table import Table
 from pyiceberg.table.sorting import SortField, SortOrder
 from pyiceberg.transforms import BucketTransform, DayTransform, IdentityTransform
 
 from k2.config import Settings
-from k2.model import GAP, INSTRUMENT, QUOTE, TRADE, RecordType
+from k2.model import GAP, INSTRUMENT, KLINE, QUOTE, TRADE, RecordType
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,7 @@ TABLES: dict[str, TableDef] = {
     "quotes": TableDef("quotes", "market_data", "quotes", QUOTE, True, True, ("symbol", "exchange_ts", "update_id")),
     "instruments": TableDef("instruments", "reference", "instruments", INSTRUMENT, False, False, ("exchange", "symbol")),
     "gaps": TableDef("gaps", "quality", "gaps", GAP, False, False, ("exchange", "symbol", "first_missing_id")),
+    "klines": TableDef("klines", "market_data", "klines", KLINE, True, True, ("symbol", "interval", "open_time")),
 }
 
 
@@ -147,6 +153,10 @@ def ensure_tables(catalog: Catalog, settings: Settings) -> dict[str, Table]:
             if tables[short].properties.get("commit.retry.num-retries") != "0":
                 with tables[short].transaction() as tx:
                     tx.set_properties({"commit.retry.num-retries": "0"})
+            try:
+                evolve_schema(tables[short], tdef.record)  # a model upgrade added optional fields
+            except CommitFailedException:  # another process evolved it at the same moment
+                tables[short] = catalog.load_table(tdef.identifier)
         except NoSuchTableError:
             try:
                 tables[short] = catalog.create_table(
@@ -159,6 +169,33 @@ def ensure_tables(catalog: Catalog, settings: Settings) -> dict[str, Table]:
             except TableAlreadyExistsError:  # another process won the race
                 tables[short] = catalog.load_table(tdef.identifier)
     return tables
+
+
+def evolve_schema(table: Table, record: RecordType) -> list[str]:
+    """Add the model's columns that ``table`` lacks (after a model upgrade); return their names.
+
+    Iceberg assigns the new columns fresh field ids; existing rows read them as null. Only optional
+    columns can be added this way: a new required column is refused, naming it. Renames, removals and
+    type changes are not automatic (see docs/upgrade.md).
+
+    Example::
+
+        evolve_schema(catalog.load_table(("market_data", "trades")), TRADE)   # [] when up to date
+    """
+    present = {f.name for f in table.schema().fields}
+    missing = [f for f in record.iceberg_schema().fields if f.name not in present]
+    if not missing:
+        return []
+    required = [f.name for f in missing if f.required]
+    if required:
+        raise ValueError(
+            f"{'.'.join(table.name())}: expected new columns to be optional (existing rows have no value), "
+            f"found required {required}"
+        )
+    with table.update_schema() as update:
+        for field in missing:
+            update.add_column(field.name, field.field_type, doc=field.doc)
+    return [f.name for f in missing]
 
 
 def load_table(catalog: Catalog, short_name: str) -> Table:

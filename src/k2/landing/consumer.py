@@ -27,6 +27,7 @@ Example (needs a broker, registry and catalog)::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import threading
@@ -36,6 +37,7 @@ import zlib
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import compress
 from typing import Any
 
 import numpy as np
@@ -66,6 +68,7 @@ from k2.landing.validate import validate
 from k2.model import GAP, QUOTE, TRADE, RecordType
 from k2.model.arrow import records_to_arrow
 from k2.model.values import now_micros
+from k2.ops.logging import CIDS_SUMMARY_KEY, correlation_ids
 from k2.ops.metrics import metric
 
 log = structlog.get_logger("k2.landing")
@@ -101,10 +104,19 @@ class LandingStats:
     commit_conflicts: int = 0
     resets: int = 0
     dropped_stale: int = 0
+    redelivered: int = 0
+    peak_buffered_bytes: int = 0
+    largest_fetch_bytes: int = 0
     per_table: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
 def stored_value(offsets: OffsetMap, topic: str, partition: int) -> int | None:
+    """The next offset to land stored for ``topic[partition]`` (None when the table has none).
+
+    Example:
+        >>> stored_value({"t": {"0": 5}}, "t", 0), stored_value({}, "t", 1)
+        (5, None)
+    """
     parts = offsets.get(topic)
     if parts is None:
         return None
@@ -119,8 +131,35 @@ def _summary_json(summary: Any, key: str) -> dict[str, Any]:
     return json.loads(raw) if raw else {}
 
 
+_ERROR = Message.error
+_FETCH_MESSAGES = 10_000
+_GAUGE_INTERVAL = 1.0
+
+
+def commit_view(table: Table) -> Table:
+    """A view of ``table`` whose commits fail on a conflict instead of being rebased by pyiceberg.
+
+    pyiceberg (>= 0.10) retries a conflicting append by rebasing it onto the new snapshot with the
+    *same* snapshot properties; K2's properties hold the cumulative Kafka offsets computed from the
+    snapshot the batch was checked against, so a silent rebase would overwrite another writer's offsets.
+    The view only changes the local copy of the table properties; nothing is written to the table.
+
+    Example (needs a catalog)::
+
+        append(commit_view(table), data, "trades", properties)
+    """
+    properties = {**table.metadata.properties, "commit.retry.num-retries": "0"}
+    metadata = table.metadata.model_copy(update={"properties": properties})
+    return Table(table.name(), metadata, table.metadata_location, table.io, table.catalog)
+
+
 class LandingConsumer:
-    """One landing consumer process (several may run in one consumer group)."""
+    """One landing consumer process (several may run in one consumer group).
+
+    Example (needs a broker, registry and catalog)::
+
+        stats = LandingConsumer(settings, topics=["market.crypto.trades.binance"]).run(idle_exit_seconds=5)
+    """
 
     def __init__(
         self,
@@ -138,15 +177,22 @@ class LandingConsumer:
         self.marks = {short: HighWaterMarks(settings.landing_hwm_cache_size) for short, _, _ in _ROUTES.values()}
         self.sequential = frozenset(e.strip() for e in settings.landing_sequential_exchanges.split(",") if e.strip())
         self.on_commit = on_commit
+        # Called just before each Iceberg append (table, rows): tests use it to make Iceberg slow.
+        self.before_commit: Callable[[str, int], None] | None = None
         self.stats = LandingStats()
         self._topics = topics
-        self._buffers: dict[str, list[Message]] = defaultdict(list)
+        self._buffers: dict[str, list[Message]] = defaultdict(list)  # table short name -> messages
+        self._topic_tables: dict[str, str] = {}
         self._buffered_bytes = 0
         self._buffered_rows = 0
         self._first_buffered = 0.0
+        self._avg_size = 0.0
+        self._last_gauges = 0.0
+        self._assigned_at = 0.0
+        # The table's stored next offset per partition as this consumer last saw it (zombie check).
         self._expected: dict[tuple[str, int], int | None] = {}
-        # Next offset to read per partition; librdkafka drops prefetched messages on pause(), and after
-        # resume() K2 seeks here explicitly rather than trusting the client's notion of position.
+        # Next offset to land per partition (OFFSET_BEGINNING: from the log start). After resume() K2
+        # seeks here explicitly, and messages below it (a redelivery) are dropped before landing.
         self._next: dict[tuple[str, int], int] = {}
         self._assigned: list[TopicPartition] = []
         self._dlq_producer: MarketDataProducer | None = None
@@ -166,6 +212,8 @@ class LandingConsumer:
                 "heartbeat.interval.ms": max(100, settings.consumer_session_timeout_ms // 5),
                 "max.poll.interval.ms": max(settings.consumer_session_timeout_ms + 1, 600_000),
                 "fetch.max.bytes": settings.consumer_fetch_max_bytes,
+                "message.max.bytes": min(1_000_000, settings.consumer_fetch_max_bytes),  # librdkafka: <= fetch.max.bytes
+                "max.partition.fetch.bytes": min(1_048_576, settings.consumer_fetch_max_bytes),
                 "queued.max.messages.kbytes": max(1024, settings.consumer_fetch_max_bytes // 1024),
                 "topic.metadata.refresh.interval.ms": 5_000,
                 "partition.assignment.strategy": "range",
@@ -189,6 +237,12 @@ class LandingConsumer:
     def _table_for_topic(self, topic: str) -> tuple[str, RecordType, str]:
         _, data_type, _ = parse_topic(topic)
         return _ROUTES[data_type]
+
+    def _short_for_topic(self, topic: str) -> str:
+        short = self._topic_tables.get(topic)
+        if short is None:
+            short = self._topic_tables[topic] = self._table_for_topic(topic)[0]
+        return short
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for marks in self.marks.values():
@@ -221,6 +275,7 @@ class LandingConsumer:
         for tp in partitions:
             self._next[(tp.topic, tp.partition)] = tp.offset
         self._assigned = list(partitions)
+        self._assigned_at = time.monotonic()
         consumer.assign(partitions)
         log.info("assigned", consumer=self.name, partitions=[(tp.topic, tp.partition, tp.offset) for tp in partitions])
 
@@ -283,43 +338,83 @@ class LandingConsumer:
         """Ask :meth:`run` to flush and return."""
         self._stop.set()
 
-    def run(self, idle_exit_seconds: float | None = None, max_seconds: float | None = None) -> LandingStats:
-        """Consume and land until :meth:`stop`, SIGTERM, ``idle_exit_seconds`` without messages, or ``max_seconds``."""
+    def subscribe(self) -> None:
+        """Join the consumer group (the given topics, or every market trades/quotes topic)."""
         if self._topics:
             ensure_topics(self.settings, self._topics)
             self.consumer.subscribe(self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
         else:
             self.consumer.subscribe([TOPIC_REGEX], on_assign=self._on_assign, on_revoke=self._on_revoke)
+
+    def run(self, idle_exit_seconds: float | None = None, max_seconds: float | None = None) -> LandingStats:
+        """Consume and land until :meth:`stop`, SIGTERM, ``idle_exit_seconds`` without messages, or ``max_seconds``."""
+        self.subscribe()
         started = last_message = time.monotonic()
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
                 if max_seconds is not None and now - started > max_seconds:
                     break
-                if idle_exit_seconds is not None and now - last_message > idle_exit_seconds and not self._buffered_rows:
-                    break
-                messages = self.consumer.consume(num_messages=10_000, timeout=0.2)
-                for msg in messages:
-                    error = msg.error()
-                    if error is not None:
-                        self._on_error(msg, error)
-                        continue
-                    self._buffers[msg.topic()].append(msg)
-                    value = msg.value()
-                    self._buffered_bytes += len(value) if value else 0
-                    if not self._buffered_rows:
-                        self._first_buffered = time.monotonic()
-                    self._buffered_rows += 1
-                if messages:
-                    last_message = time.monotonic()
-                    self.stats.consumed += len(messages)
-                if self._should_flush():
-                    self.flush()
+                if idle_exit_seconds is not None and now - last_message > idle_exit_seconds:
+                    break  # what is buffered is flushed below
+                consumed, flushed = self.poll_once()
+                if consumed or flushed:
                     last_message = time.monotonic()  # time spent committing is not idle time
+                last_message = max(last_message, self._assigned_at)  # nor is joining and verifying the log
             self.flush()
         finally:
             self.close()
         return self.stats
+
+    def _fetch_limit(self) -> int:
+        """Messages to ask for so the buffer stays within the row and byte bounds (at least one)."""
+        limit = min(_FETCH_MESSAGES, self.settings.landing_commit_rows - self._buffered_rows)
+        if self._avg_size:
+            room = self.settings.landing_max_buffered_bytes - self._buffered_bytes
+            limit = min(limit, int(room / self._avg_size) + 1)
+        else:
+            limit = min(limit, 100)  # message size unknown yet: a small first fetch measures it
+        return max(1, limit)
+
+    def poll_once(self, timeout: float = 0.2) -> tuple[int, bool]:
+        """Consume one batch into the buffer, then flush if the commit policy says so.
+
+        Returns (messages consumed, whether a flush happened). The per-message work here is kept to a
+        few C calls: decoding, validation and dedup are vectorised per batch in :meth:`flush`.
+        """
+        messages = self.consumer.consume(num_messages=self._fetch_limit(), timeout=timeout)
+        if messages and any(map(_ERROR, messages)):
+            good = []
+            for msg in messages:
+                error = msg.error()
+                if error is None:
+                    good.append(msg)
+                else:
+                    self._on_error(msg, error)
+            messages = good
+        if messages:
+            size = sum(map(len, messages))
+            if not self._buffered_rows:
+                self._first_buffered = time.monotonic()
+            shorts = {self._short_for_topic(tp.topic) for tp in self._assigned}
+            if len(shorts) == 1:
+                self._buffers[next(iter(shorts))].extend(messages)
+            else:
+                for msg in messages:
+                    self._buffers[self._short_for_topic(msg.topic())].append(msg)
+            self._buffered_rows += len(messages)
+            self._buffered_bytes += size
+            self._avg_size = size / len(messages) if not self._avg_size else 0.8 * self._avg_size + 0.2 * size / len(messages)
+            self.stats.consumed += len(messages)
+            self.stats.largest_fetch_bytes = max(self.stats.largest_fetch_bytes, size)
+            self.stats.peak_buffered_bytes = max(self.stats.peak_buffered_bytes, self._buffered_bytes)
+        flushed = False
+        if self._should_flush():
+            self.flush()
+            flushed = True
+        elif time.monotonic() - self._last_gauges >= _GAUGE_INTERVAL:
+            self.update_gauges()
+        return len(messages), flushed
 
     def _should_flush(self) -> bool:
         if not self._buffered_rows:
@@ -345,10 +440,8 @@ class LandingConsumer:
 
     def close(self) -> None:
         """Leave the group and release clients (buffer must already be flushed)."""
-        try:
+        with contextlib.suppress(KafkaException, RuntimeError):
             self.consumer.close()
-        except (KafkaException, RuntimeError):
-            pass
         if self._dlq_producer is not None:
             self._dlq_producer.flush()
 
@@ -360,13 +453,15 @@ class LandingConsumer:
 
     # -- committing ----------------------------------------------------------------------------------
     def flush(self) -> None:
-        """Land everything buffered (one Iceberg commit per table), then commit group offsets."""
+        """Land everything buffered (one Iceberg commit per table), then commit group offsets.
+
+        The assigned partitions are paused while Iceberg commits, so a slow Iceberg stops fetching
+        instead of growing memory; on resume each partition is sought to its next offset to land.
+        """
         if not self._buffered_rows:
             return
         self._m_buffered.set(self._buffered_bytes)
-        by_table: dict[str, list[Message]] = defaultdict(list)
-        for topic, messages in self._buffers.items():
-            by_table[self._table_for_topic(topic)[0]].extend(messages)
+        by_table = {short: messages for short, messages in self._buffers.items() if messages}
         paused = list(self._assigned)
         if paused:
             self.consumer.pause(paused)
@@ -392,24 +487,48 @@ class LandingConsumer:
                 except KafkaException as exc:
                     log.warning("resume/seek failed; partitions will be reassigned", error=str(exc))
                 self._m_paused.set(0)
-        self._update_lag()
+        self.update_gauges()
 
     def _land(self, short: str, messages: list[Message]) -> list[TopicPartition]:
-        _, record, id_column = _ROUTES["trades" if short == "trades" else "quotes"]
+        _, record, id_column = _ROUTES[short]
         table = self.tables[short]
-        decoder = self.decoders["trades" if short == "trades" else "quotes"]
+        decoder = self.decoders[short]
+
+        # Positions of the messages, vectorised once; a message below its partition's next offset to
+        # land was already landed (a redelivery after a seek) and is dropped here, before decoding.
+        msg_partitions = np.fromiter((m.partition() for m in messages), dtype=np.int64, count=len(messages))
+        msg_offsets = np.fromiter((m.offset() for m in messages), dtype=np.int64, count=len(messages))
+        msg_topics = [m.topic() for m in messages]
+        topic_names = sorted(set(msg_topics))
+        if len(topic_names) > 1:
+            codes = {t: i for i, t in enumerate(topic_names)}
+            topic_codes = np.fromiter((codes[t] for t in msg_topics), dtype=np.int64, count=len(messages))
+        else:
+            topic_codes = np.zeros(len(messages), dtype=np.int64)
+        floors = np.zeros(len(messages), dtype=np.int64)
+        for code, topic in enumerate(topic_names):
+            for partition in np.unique(msg_partitions[topic_codes == code]):
+                floors[(topic_codes == code) & (msg_partitions == partition)] = max(0, self._next.get((topic, int(partition)), 0))
+        fresh = msg_offsets >= floors
+        if not fresh.all():
+            self.stats.redelivered += int((~fresh).sum())
+            messages = list(compress(messages, fresh.tolist()))
+            msg_partitions, msg_offsets, topic_codes = msg_partitions[fresh], msg_offsets[fresh], topic_codes[fresh]
+            if not messages:
+                return []
+
         values = [m.value() for m in messages]
         decoded = decoder.decode(values)
         rejects: list[tuple[int, str, str]] = [(pos, err.reason, err.detail) for pos, err in decoded.failures]
         good = decoded.table
         positions = np.asarray(decoded.indices, dtype=np.int64)
         if good.num_rows:
-            topics_of_rows = np.array([messages[int(i)].topic() for i in positions], dtype=object)
+            row_codes = topic_codes[positions]
             # Validate per topic so the exchange/asset class can be checked against the topic name.
             invalid_mask = np.zeros(good.num_rows, dtype=bool)
-            for topic in set(topics_of_rows.tolist()):
-                asset_class, _, exchange = parse_topic(topic)
-                rows = np.flatnonzero(topics_of_rows == topic)
+            for code in np.unique(row_codes):
+                asset_class, _, exchange = parse_topic(topic_names[int(code)])
+                rows = np.flatnonzero(row_codes == code)
                 subset = good if len(rows) == good.num_rows else good.take(pa.array(rows))
                 for row, reason, detail in validate(
                     record,
@@ -429,11 +548,7 @@ class LandingConsumer:
         # Offsets covered: every consumed message, landed or dead-lettered or deduplicated.
         ranges: dict[tuple[str, int], list[int]] = {}
         last_crc: dict[tuple[str, int], tuple[int, int]] = {}
-        msg_partitions = np.fromiter((m.partition() for m in messages), dtype=np.int64, count=len(messages))
-        msg_offsets = np.fromiter((m.offset() for m in messages), dtype=np.int64, count=len(messages))
-        msg_topics = [m.topic() for m in messages]
-        topic_names = sorted(set(msg_topics))
-        topic_codes = np.array([topic_names.index(t) for t in msg_topics], dtype=np.int64) if len(topic_names) > 1 else np.zeros(len(messages), dtype=np.int64)
+        cids: set[str] = set()  # ops: producer correlation ids (k2.cid header) of each partition's first/last message
         for code, topic in enumerate(topic_names):
             for partition in np.unique(msg_partitions[topic_codes == code]):
                 selected = np.flatnonzero((topic_codes == code) & (msg_partitions == partition))
@@ -442,6 +557,12 @@ class LandingConsumer:
                 key = (topic, int(partition))
                 ranges[key] = [int(offsets.min()), int(offsets.max())]
                 last_crc[key] = (int(msg_offsets[top]), zlib.crc32(messages[top].value() or b""))
+                cids.update(correlation_ids(messages[top].headers()) + correlation_ids(messages[int(selected[0])].headers()))
+                floor = self._next.get(key, OFFSET_BEGINNING)
+                if floor >= 0 and ranges[key][0] > floor:
+                    # Not an error on Kafka (compaction, transaction markers leave offset holes), but
+                    # worth seeing: K2's producers write neither.
+                    log.warning("offset hole before batch", topic=topic, partition=int(partition), expected=floor, found=ranges[key][0])
         row_partitions = msg_partitions[positions]
         row_topics = np.array(topic_names, dtype=object)[topic_codes[positions]] if len(positions) else np.array([], dtype=object)
 
@@ -471,17 +592,23 @@ class LandingConsumer:
             marks = self.marks[short]
             result = deduplicate(good, id_column, table, marks, self.sequential if short == "trades" else frozenset())
             data = good.filter(pa.array(result.keep))
-            new_offsets = merge_offsets(stored, {t: {str(p): span[1] + 1} for (t, p), span in ranges.items()})
+            covered: OffsetMap = {}
+            spans: dict[str, dict[str, list[int]]] = {}
+            for (t, p), span in ranges.items():
+                covered.setdefault(t, {})[str(p)] = span[1] + 1
+                spans.setdefault(t, {})[str(p)] = span
+            new_offsets = merge_offsets(stored, covered)
             last = _summary_json(summary, LAST_KEY)
             for (t, p), (offset, crc) in last_crc.items():
                 last.setdefault(t, {})[str(p)] = f"{offset}:{crc}"
             quality = {f"{e}/{s}": [d, late] for (e, s), (d, late) in result.per_symbol.items()}
             properties = {
                 OFFSETS_KEY: json.dumps(new_offsets, sort_keys=True),
-                RANGES_KEY: json.dumps({t: {str(p): span} for (t, p), span in ranges.items()}, sort_keys=True),
+                RANGES_KEY: json.dumps(spans, sort_keys=True),
                 LAST_KEY: json.dumps(last, sort_keys=True),
                 CLUSTER_KEY: self._cluster(),
                 WRITER_KEY: self.name,
+                CIDS_SUMMARY_KEY: ",".join(sorted(cids)),
                 "k2.rows.landed": str(data.num_rows),
                 "k2.rows.duplicates": str(result.duplicates),
                 "k2.rows.late": str(result.late),
@@ -492,8 +619,11 @@ class LandingConsumer:
             if result.gaps or result.late_keys:
                 self._record_gaps(short, result.gaps, result.late_keys)
             started = time.monotonic()
+            view = commit_view(table)
+            if self.before_commit is not None:
+                self.before_commit(short, data.num_rows)
             try:
-                append(table, data, short, properties)
+                append(view, data, short, properties)
             except CommitFailedException:
                 self.stats.commit_conflicts += 1
                 self._m_commits.labels(table=short, outcome="conflict").inc()
@@ -502,6 +632,7 @@ class LandingConsumer:
                 time.sleep(min(0.05 * (attempt + 1), 1.0) * (0.5 + np.random.random()))
                 continue
             elapsed = time.monotonic() - started
+            table.metadata, table.metadata_location = view.metadata, view.metadata_location
             landed = data.num_rows
             self._m_commits.labels(table=short, outcome="ok").inc()
             self._m_latency.labels(table=short).observe(elapsed)
@@ -514,6 +645,7 @@ class LandingConsumer:
             self.stats.duplicates += result.duplicates
             self.stats.late += result.late
             self.stats.commits += 1
+            log.info("committed", table=short, rows=landed, writer=self.name, cids=sorted(cids), seconds=round(elapsed, 3))
             if landed:
                 newest = int(pa.compute.max(data["exchange_ts"]).cast(pa.int64()).as_py())
                 self._newest[short] = max(newest, self._newest.get(short, 0))
@@ -611,15 +743,35 @@ class LandingConsumer:
             "detail": detail,
         }
 
-    def _update_lag(self) -> None:
-        for tp in self._assigned:
+    def update_gauges(self) -> None:
+        """Publish lag per assigned partition and freshness per table.
+
+        Lag = (end of the partition as known to this consumer) - (next offset to land). The known end
+        is the larger of the broker's high watermark and the consumer's position (one past the last
+        message consumed, buffered or landed). Tansu reports the high watermark as the first offset of
+        the last batch + 1, so on Tansu the lag is a lower bound (short by at most the rest of the
+        last producer batch); on Kafka it is exact. K2 never loops until an end offset.
+        """
+        self._last_gauges = time.monotonic()
+        self._m_buffered.set(self._buffered_bytes)
+        if self._assigned:
             try:
-                low, high = self.consumer.get_watermark_offsets(tp, timeout=1, cached=True)
-                position = self.consumer.position([TopicPartition(tp.topic, tp.partition)])[0].offset
+                positions = self.consumer.position([TopicPartition(tp.topic, tp.partition) for tp in self._assigned])
             except KafkaException:
-                continue
-            if high >= 0 and position >= 0:
-                self._m_lag.labels(topic=tp.topic, partition=tp.partition).set(max(0, high - position))
+                positions = []
+            for tp in positions:
+                try:
+                    low, high = self.consumer.get_watermark_offsets(tp, timeout=1, cached=True)
+                except KafkaException:
+                    low, high = -1, -1
+                landed_next = self._next.get((tp.topic, tp.partition), OFFSET_BEGINNING)
+                if landed_next < 0:
+                    landed_next = max(low, 0)
+                known_end = max(high, tp.offset, landed_next)
+                self._m_lag.labels(topic=tp.topic, partition=tp.partition).set(known_end - landed_next)
+        now = now_micros()
+        for short, newest in self._newest.items():
+            self._m_fresh.labels(table=short).set(max(0.0, (now - newest) / 1e6))
 
 
 def run_landing(settings: Settings, idle_exit_seconds: float | None = None, topics: list[str] | None = None) -> LandingStats:

@@ -3,6 +3,7 @@
 from k2.model.schema import (
     GAP,
     INSTRUMENT,
+    KLINE,
     PRICE_PRECISION,
     PRICE_SCALE,
     QUOTE,
@@ -25,6 +26,7 @@ from k2.model.values import (
 __all__ = [
     "GAP",
     "INSTRUMENT",
+    "KLINE",
     "PRICE_PRECISION",
     "PRICE_SCALE",
     "QUOTE",

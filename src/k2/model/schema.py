@@ -72,6 +72,7 @@ class DataType(StrEnum):
     QUOTES = "quotes"
     INSTRUMENTS = "instruments"
     GAPS = "gaps"
+    KLINES = "klines"
 
 
 @dataclass(frozen=True)
@@ -270,4 +271,29 @@ GAP = RecordType(
     doc="A hole in an exchange's id sequence, recorded as data (latest row per gap_key wins).",
 )
 
-RECORD_TYPES: dict[DataType, RecordType] = {r.data_type: r for r in (TRADE, QUOTE, INSTRUMENT, GAP)}
+KLINE = RecordType(
+    name="Kline",
+    data_type=DataType.KLINES,
+    fields=(
+        *_IDENTITY,
+        _s("interval", "string", "Bar interval as the venue names it (1s, 1m, 1h, 1d, 1w, 1mo)."),
+        _s("open_time", "timestamp", "Bar open time (UTC, microseconds)."),
+        _s("close_time", "timestamp", "Bar close time as published (UTC, microseconds; Binance: open + interval - 1 ms)."),
+        _s("open", "decimal", "Open price, exact."),
+        _s("high", "decimal", "High price, exact."),
+        _s("low", "decimal", "Low price, exact."),
+        _s("close", "decimal", "Close price, exact."),
+        _s("volume", "decimal", "Base volume, exact."),
+        _s("quote_volume", "decimal", "Quote volume, exact.", required=False),
+        _s("trade_count", "long", "Number of trades in the bar.", required=False),
+        _s("taker_buy_base", "decimal", "Base volume bought by takers.", required=False),
+        _s("taker_buy_quote", "decimal", "Quote volume bought by takers.", required=False),
+        _s("receipt_ts", "timestamp", "When K2 received the bar (import time for files)."),
+        _s("vendor", "string_map", "Vendor-specific fields kept as strings."),
+    ),
+    key=("exchange", "symbol", "interval", "open_time"),
+    time_field="open_time",
+    doc="One OHLCV bar (kline/candlestick) as published by a venue.",
+)
+
+RECORD_TYPES: dict[DataType, RecordType] = {r.data_type: r for r in (TRADE, QUOTE, INSTRUMENT, GAP, KLINE)}

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import sys
 import uuid
+from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
 import structlog
@@ -35,6 +36,20 @@ from k2.config import Settings
 
 CID_HEADER = "k2.cid"
 CIDS_SUMMARY_KEY = "k2.cids"
+# Chatty INFO loggers of libraries (one line per HTTP request): shown only at DEBUG.
+QUIET_LOGGERS = ("httpx", "httpx2", "httpcore", "urllib3", "botocore", "s3fs", "aiobotocore")
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at emit time (test runners swap and close it)."""
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
 
 
 def _processors(json_lines: bool) -> list[Any]:
@@ -68,15 +83,17 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
         foreign_pre_chain=shared,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler: logging.Handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
     handler.setFormatter(formatter)
     root = logging.getLogger()
     for old in list(root.handlers):
         if getattr(old, "_k2", False):
             root.removeHandler(old)
-    handler._k2 = True  # type: ignore[attr-defined]
+    handler._k2 = True  # type: ignore[attr-defined]  # marks K2's own handler for reconfiguration
     root.addHandler(handler)
     root.setLevel(level)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(level if settings.log_level == "DEBUG" else logging.WARNING)
     structlog.configure(
         processors=[structlog.stdlib.filter_by_level, *shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
@@ -117,8 +134,8 @@ def bind_correlation_id(cid: str) -> None:
     structlog.contextvars.bind_contextvars(cid=cid)
 
 
-def correlation_ids(headers: list[tuple[str, bytes]] | None) -> list[str]:
-    """The ``k2.cid`` values among a Kafka message's headers.
+def correlation_ids(headers: Sequence[tuple[str, str | bytes | None]] | Mapping[str, str | bytes | None] | None) -> list[str]:
+    """The ``k2.cid`` values among a Kafka message's headers (as ``Message.headers()`` returns them).
 
     Example:
         >>> correlation_ids([("k2.cid", b"abc"), ("other", b"x")])
@@ -126,4 +143,9 @@ def correlation_ids(headers: list[tuple[str, bytes]] | None) -> list[str]:
     """
     if not headers:
         return []
-    return [value.decode("utf-8", "replace") for key, value in headers if key == CID_HEADER and value is not None]
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    return [
+        value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+        for key, value in pairs
+        if key == CID_HEADER and value is not None
+    ]

@@ -50,6 +50,7 @@ DECLARATIONS: tuple[MetricDecl, ...] = (
     MetricDecl("k2_source_lag_seconds", "gauge", "Receipt time minus exchange time of the latest message.", ("source",)),
     MetricDecl("k2_source_gaps_total", "counter", "Sequence gaps detected by a source.", ("source", "outcome")),
     MetricDecl("k2_source_errors_total", "counter", "Malformed or rejected source messages.", ("source", "reason")),
+    MetricDecl("k2_replay_rows_total", "counter", "Stored rows re-published to Kafka by k2 replay.", ("table",)),
     # producer
     MetricDecl("k2_producer_messages_total", "counter", "Messages delivered to Kafka (acknowledged).", ("topic",)),
     MetricDecl("k2_producer_errors_total", "counter", "Delivery failures reported by the broker.", ("topic", "error")),

@@ -85,6 +85,10 @@ def planned_parts(settings: Settings) -> list[Part]:
     if settings.landing_metrics_port:
         parts.append(Part("landing", settings.landing_metrics_port, _k2("land")))
     parts.append(Part("api", settings.api_port, _k2("api", "serve")))
+    from k2.ops.prometheus import prometheus_wanted  # ops: Prometheus scraping the parts above
+
+    if prometheus_wanted(settings):
+        parts.append(Part("prometheus", settings.prometheus_port, _k2("prometheus", "serve")))
     return parts
 
 

@@ -1,9 +1,18 @@
-"""``k2 status``: one screen for the operator — parts, topics, tables, freshness, gaps, DLQ.
+"""``k2 status``: one screen for the operator — parts, sources, topics, tables, gaps, DLQ.
 
-Everything is read from the real services: pid files and ports for local parts, broker metadata for
-topics, Iceberg snapshots for table sizes, last commit and the Kafka offsets landed, and the gap ledger.
-Consumer lag per partition is the broker's high watermark minus the offset stored in the table (on Tansu
-the high watermark is known to be wrong; the figure is then approximate and says so).
+Everything is read from the real services, never from the processes' memory:
+
+* parts: pid files and ports of the local stack (or a network check of external services);
+* per topic (from the broker and the Iceberg snapshot summaries, which hold the Kafka offsets landed):
+  the offset landed up to, the landing **rate** (messages covered by commits in the last
+  ``window_seconds``), the **last commit** that covered the topic, and the **lag** (log end minus the
+  offset landed). Tansu reports as high watermark the first offset of its last batch + 1, not the log
+  end: on Tansu the lag is a lower bound and is shown as ``≥ N``; K2 never reads "until the end offset";
+* per source (exchange): its topics' rate, lag and last commit, the **freshness** (now minus the newest
+  landed exchange time: a DuckDB query over the newest two days of the table, pruned by partition), and
+  its **open gaps** from ``quality.gaps``;
+* per table: rows, data files, bytes and snapshots (from the current snapshot's summary);
+* the DLQ: messages in each ``<topic>.dlq`` (high watermark minus low watermark; approximate on Tansu).
 
 Example (needs the stack)::
 
@@ -12,6 +21,7 @@ Example (needs the stack)::
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from datetime import UTC, datetime
@@ -23,6 +33,9 @@ from rich.table import Table as RichTable
 from k2.config import Settings
 from k2.ops.procs import pid_alive, port_open
 
+TANSU_CLUSTER_ID = "tansu_cluster"  # Tansu's default --cluster-id
+DAY_US = 86_400_000_000
+
 
 def _iso(ms: int | None) -> str:
     if not ms:
@@ -30,20 +43,36 @@ def _iso(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="seconds")
 
 
-def collect_status(settings: Settings) -> dict[str, Any]:
-    """Gather the status report as plain data (also used by ``k2 status --json``)."""
+def _age(seconds: float | None) -> str:
+    """A short human age: 4s, 12m, 3h, 5d."""
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds >= size * 2:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def _exchange_of(topic: str) -> str | None:
+    parts = topic.split(".")
+    if len(parts) == 4 and parts[0] == "market":
+        return parts[3]
+    return None
+
+
+def _parts(settings: Settings) -> list[dict[str, Any]]:
     from k2.ops import stack
 
-    report: dict[str, Any] = {"parts": [], "topics": {}, "tables": {}, "gaps": {}, "dlq": {}, "errors": []}
+    parts = []
     for part in stack.planned_parts(settings):
         found = stack.read_pid(settings, part.name)
         alive = found is not None and pid_alive(found[0])
-        report["parts"].append(
+        parts.append(
             {"name": part.name, "port": part.port, "pid": found[0] if found else None, "healthy": alive and port_open("127.0.0.1", part.port)}
         )
     if settings.kafka_bootstrap_servers is not None:
         host, _, port = settings.kafka_bootstrap_servers.split(",")[0].rpartition(":")
-        report["parts"].append({"name": "broker (external)", "port": int(port or 0), "pid": None, "healthy": port_open(host, int(port or 0), 2.0)})
+        parts.append({"name": "broker (external)", "port": int(port or 0), "pid": None, "healthy": port_open(host, int(port or 0), 2.0)})
     if settings.schema_registry_url is not None:
         import httpx
 
@@ -51,32 +80,109 @@ def collect_status(settings: Settings) -> dict[str, Any]:
             ok = httpx.get(settings.registry_url + "/subjects", timeout=3).status_code == 200
         except httpx.HTTPError:
             ok = False
-        report["parts"].append({"name": "registry (external)", "port": 0, "pid": None, "healthy": ok})
+        parts.append({"name": "registry (external)", "port": 0, "pid": None, "healthy": ok})
+    return parts
 
-    watermarks: dict[tuple[str, int], int] = {}
+
+def _broker(settings: Settings, report: dict[str, Any]) -> dict[tuple[str, int], tuple[int, int]]:
+    """Topic partitions and their (low, high) watermarks; fills report["topics"] and ["broker"]."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    marks: dict[tuple[str, int], tuple[int, int]] = {}
+    consumer = Consumer({**settings.kafka_client_config(), "group.id": f"k2-status-{uuid.uuid4().hex[:6]}"})
     try:
-        from confluent_kafka import Consumer, TopicPartition
+        metadata = consumer.list_topics(timeout=5)
+        cluster = str(metadata.cluster_id or "")
+        approx = cluster == TANSU_CLUSTER_ID
+        report["broker"] = {"cluster_id": cluster, "brokers": len(metadata.brokers), "watermarks_exact": not approx}
+        for topic, info in sorted(metadata.topics.items()):
+            if topic.startswith("__") or info.error is not None:
+                continue
+            total = 0
+            for p in sorted(info.partitions):
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=3)
+                marks[(topic, p)] = (low, high)
+                total += max(high - max(low, 0), 0)
+            report["topics"][topic] = {"partitions": len(info.partitions), "messages": total, "messages_exact": not approx}
+    finally:
+        consumer.close()
+    return marks
 
-        from k2.bus.topics import list_topics
 
-        topics = list_topics(settings, timeout=5)
-        consumer = Consumer({**settings.kafka_client_config(), "group.id": f"k2-status-{uuid.uuid4().hex[:6]}"})
-        try:
-            for topic, partitions in sorted(topics.items()):
-                total = 0
-                for p in range(partitions):
-                    _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=3)
-                    watermarks[(topic, p)] = high
-                    total += max(high, 0)
-                report["topics"][topic] = {"partitions": partitions, "messages_approx": total}
-        finally:
-            consumer.close()
+def _snapshot_history(table: Any, window_seconds: float, now_ms: int) -> tuple[dict[str, int], dict[str, int]]:
+    """Per topic: messages covered by commits in the window, and the newest commit time (ms) covering it."""
+    from k2.landing.offsets import RANGES_KEY
+
+    covered: dict[str, int] = {}
+    last: dict[str, int] = {}
+    since = now_ms - window_seconds * 1000
+    for snapshot in sorted(table.metadata.snapshots, key=lambda s: s.timestamp_ms, reverse=True):
+        raw = snapshot.summary.additional_properties.get(RANGES_KEY) if snapshot.summary is not None else None
+        if not raw:
+            continue
+        for topic, parts in json.loads(raw).items():
+            last.setdefault(topic, snapshot.timestamp_ms)
+            if snapshot.timestamp_ms >= since:
+                covered[topic] = covered.get(topic, 0) + sum(int(hi) - int(lo) + 1 for lo, hi in parts.values())
+    return covered, last
+
+
+def _newest_exchange_times(settings: Settings, tables: dict[str, Any]) -> dict[str, int]:
+    """Newest landed exchange_ts (µs) per exchange over trades and quotes: DuckDB on the newest two days."""
+    from k2.lake.catalog import metadata_location
+    from k2.query.engine import new_connection
+
+    newest: dict[str, int] = {}
+    con = None
+    try:
+        for short in ("trades", "quotes"):
+            table = tables.get(short)
+            if table is None or table.current_snapshot() is None:
+                continue
+            files = table.inspect.files()
+            if not files.num_rows:
+                continue
+            bounds = [m["exchange_ts"]["upper_bound"] for m in files["readable_metrics"].to_pylist() if m and m.get("exchange_ts")]
+            if not bounds:
+                continue
+            top = max(bounds)
+            top_us = int(top.timestamp() * 1_000_000) if isinstance(top, datetime) else int(top)
+            con = con or new_connection(settings)
+            rows = con.execute(
+                "SELECT exchange, epoch_us(max(exchange_ts)) FROM iceberg_scan(?) WHERE exchange_ts >= make_timestamptz(?) GROUP BY exchange",
+                [metadata_location(table), top_us - 2 * DAY_US],
+            ).fetchall()
+            for exchange, ts in rows:
+                newest[exchange] = max(newest.get(exchange, 0), int(ts))
+    finally:
+        if con is not None:
+            con.close()
+    return newest
+
+
+def collect_status(settings: Settings, window_seconds: float = 300.0) -> dict[str, Any]:
+    """Gather the status report as plain data (also printed by ``k2 status --json``).
+
+    Example (needs the stack)::
+
+        report = collect_status(load_settings())
+        report["sources"]["binance"]["freshness_s"]
+    """
+    now_ms = int(time.time() * 1000)
+    report: dict[str, Any] = {
+        "generated": _iso(now_ms), "window_seconds": window_seconds, "parts": _parts(settings), "broker": {},
+        "sources": {}, "topics": {}, "tables": {}, "gaps": {}, "dlq": {}, "errors": [],
+    }  # fmt: skip
+    marks: dict[tuple[str, int], tuple[int, int]] = {}
+    try:
+        marks = _broker(settings, report)
     except Exception as exc:  # the broker is down: say so, keep going
         report["errors"].append(f"broker: {exc}")
+    exact = bool(report["broker"].get("watermarks_exact", False))
 
+    tables: dict[str, Any] = {}
     try:
         from k2.lake.catalog import TABLES, ensure_tables, load_catalog
-        from k2.landing.ledger import current_gaps
         from k2.landing.offsets import offsets_from_summary
 
         tables = ensure_tables(load_catalog(settings), settings)
@@ -84,55 +190,134 @@ def collect_status(settings: Settings) -> dict[str, Any]:
             snapshot = table.current_snapshot()
             summary = snapshot.summary if snapshot is not None else None
             props = summary.additional_properties if summary is not None else {}
-            offsets = offsets_from_summary(summary)
-            lag = {}
-            for topic, parts in offsets.items():
-                for p, nxt in parts.items():
-                    high = watermarks.get((topic, int(p)))
-                    if high is not None and high >= 0:
-                        lag[f"{topic}[{p}]"] = max(0, high - nxt)
+            covered, last = _snapshot_history(table, window_seconds, now_ms)
+            for topic, parts in offsets_from_summary(summary).items():
+                entry = report["topics"].setdefault(topic, {"partitions": len(parts), "messages": None, "messages_exact": exact})
+                lag = 0
+                known = True
+                for p, landed_to in parts.items():
+                    mark = marks.get((topic, int(p)))
+                    if mark is None:
+                        known = False
+                        continue
+                    lag += max(0, mark[1] - landed_to)
+                entry.update(
+                    table=TABLES[short].full_name,
+                    landed_offsets={p: int(o) for p, o in parts.items()},
+                    lag=lag if known else None,
+                    lag_exact=exact,
+                    rate_per_s=round(covered.get(topic, 0) / window_seconds, 2),
+                    last_commit=_iso(last.get(topic)),
+                    last_commit_age_s=round((now_ms - last[topic]) / 1000, 1) if topic in last else None,
+                )
             report["tables"][TABLES[short].full_name] = {
                 "rows": int(props.get("total-records", 0)),
                 "files": int(props.get("total-data-files", 0)),
                 "bytes": int(props.get("total-files-size", 0)),
                 "snapshots": len(table.metadata.snapshots),
                 "last_commit": _iso(snapshot.timestamp_ms) if snapshot else "-",
-                "last_commit_age_s": round(time.time() - snapshot.timestamp_ms / 1000, 1) if snapshot else None,
-                "lag": lag,
+                "last_commit_age_s": round((now_ms - snapshot.timestamp_ms) / 1000, 1) if snapshot else None,
             }
-        gaps = current_gaps(tables["gaps"])
-        for row in gaps.to_pylist():
-            key = f"{row['exchange']}/{row['symbol']}"
-            entry = report["gaps"].setdefault(key, {"open": 0, "backfilled": 0, "lost": 0})
-            entry[row["status"]] = entry.get(row["status"], 0) + int(row["missing_count"])
     except Exception as exc:
         report["errors"].append(f"catalog: {exc}")
+
+    open_gaps: dict[str, int] = {}
+    if "gaps" in tables:
+        try:
+            from k2.landing.ledger import current_gaps
+
+            for row in current_gaps(tables["gaps"]).to_pylist():
+                key = f"{row['exchange']}/{row['symbol']}"
+                entry = report["gaps"].setdefault(key, {"open": 0, "backfilled": 0, "lost": 0})
+                entry[row["status"]] = entry.get(row["status"], 0) + int(row["missing_count"])
+                if row["status"] == "open":
+                    open_gaps[row["exchange"]] = open_gaps.get(row["exchange"], 0) + int(row["missing_count"])
+        except Exception as exc:
+            report["errors"].append(f"gaps: {exc}")
+
+    newest: dict[str, int] = {}
+    try:
+        newest = _newest_exchange_times(settings, tables)
+    except Exception as exc:
+        report["errors"].append(f"freshness: {exc}")
+
     for topic, info in report["topics"].items():
         if topic.endswith(".dlq"):
-            report["dlq"][topic] = info["messages_approx"]
+            report["dlq"][topic] = info["messages"]
+            continue
+        exchange = _exchange_of(topic)
+        if exchange is None:
+            continue
+        if "lag" not in info:  # nothing landed from this topic yet: everything in it is waiting
+            info.update(lag=info["messages"], lag_exact=exact, rate_per_s=0.0, last_commit="-", last_commit_age_s=None)
+        source = report["sources"].setdefault(
+            exchange, {"topics": [], "rate_per_s": 0.0, "lag": 0, "lag_exact": exact, "last_commit_age_s": None, "open_gaps": 0}
+        )
+        source["topics"].append(topic)
+        source["rate_per_s"] = round(source["rate_per_s"] + info.get("rate_per_s", 0.0), 2)
+        if source["lag"] is not None:
+            source["lag"] = None if info["lag"] is None else source["lag"] + info["lag"]
+        age = info.get("last_commit_age_s")
+        if age is not None and (source["last_commit_age_s"] is None or age < source["last_commit_age_s"]):
+            source["last_commit_age_s"] = age
+    for exchange, source in report["sources"].items():
+        ts = newest.get(exchange)
+        source["newest_exchange_ts"] = _iso(ts // 1000) if ts else None
+        source["freshness_s"] = round(now_ms / 1000 - ts / 1e6, 1) if ts else None
+        source["open_gaps"] = open_gaps.get(exchange, 0)
     return report
 
 
+def _lag_text(lag: int | None, exact: bool) -> str:
+    if lag is None:
+        return "?"
+    return f"{lag:,}" if exact else f"≥ {lag:,}"
+
+
 def render_status(report: dict[str, Any], console: Console) -> None:
-    """Print the report as rich tables."""
+    """Print the report as rich tables (one screen)."""
     parts = RichTable("part", "port", "pid", "health", title="K2 stack")
     for p in report["parts"]:
         parts.add_row(p["name"], str(p["port"]), str(p["pid"] or "-"), "[green]up[/green]" if p["healthy"] else "[red]down[/red]")
     console.print(parts)
-    topics = RichTable("topic", "partitions", "messages (approx.)", title="Topics")
-    for name, info in report["topics"].items():
-        topics.add_row(name, str(info["partitions"]), str(info["messages_approx"]))
+    window = int(report.get("window_seconds", 300))
+    sources = RichTable(
+        "source", f"rate (msg/s, {window}s)", "lag (msgs)", "freshness", "newest exchange time", "last commit", "open gaps",
+        title="Sources",
+    )
+    for name, s in sorted(report["sources"].items()):
+        sources.add_row(
+            name, f"{s['rate_per_s']:,.1f}", _lag_text(s["lag"], s["lag_exact"]), _age(s.get("freshness_s")),
+            s.get("newest_exchange_ts") or "-", f"{_age(s['last_commit_age_s'])} ago" if s["last_commit_age_s"] is not None else "-",
+            str(s["open_gaps"]),
+        )  # fmt: skip
+    console.print(sources)
+    exact = report.get("broker", {}).get("watermarks_exact", True)
+    topics = RichTable("topic", "partitions", "messages" + ("" if exact else " (approx.)"), "landed to", "lag", "rate (msg/s)", "last commit", title="Topics")
+    for name, info in sorted(report["topics"].items()):
+        if name.endswith(".dlq"):
+            continue
+        landed = info.get("landed_offsets")
+        topics.add_row(
+            name, str(info["partitions"]), "-" if info["messages"] is None else f"{info['messages']:,}",
+            ", ".join(f"{p}:{o}" for p, o in sorted(landed.items())) if landed else "-",
+            _lag_text(info.get("lag"), info.get("lag_exact", exact)) if "lag" in info else "-",
+            f"{info.get('rate_per_s', 0.0):,.1f}", info.get("last_commit", "-"),
+        )  # fmt: skip
     console.print(topics)
-    tables = RichTable("table", "rows", "files", "bytes", "snapshots", "last commit", "lag (msgs, approx.)", title="Tables")
+    tables = RichTable("table", "rows", "files", "bytes", "snapshots", "last commit", title="Tables")
     for name, info in report["tables"].items():
-        lag = sum(info["lag"].values()) if info["lag"] else 0
-        tables.add_row(name, f"{info['rows']:,}", str(info["files"]), f"{info['bytes']:,}", str(info["snapshots"]), info["last_commit"], str(lag))
+        tables.add_row(name, f"{info['rows']:,}", str(info["files"]), f"{info['bytes']:,}", str(info["snapshots"]), info["last_commit"])
     console.print(tables)
     if report["gaps"]:
         gaps = RichTable("symbol", "open", "backfilled", "lost", title="Gaps (missing ids)")
         for key, entry in report["gaps"].items():
             gaps.add_row(key, str(entry.get("open", 0)), str(entry.get("backfilled", 0)), str(entry.get("lost", 0)))
         console.print(gaps)
-    console.print(f"DLQ: {sum(report['dlq'].values())} messages" + (f" ({report['dlq']})" if report["dlq"] else ""))
+    dlq = {k: v for k, v in report["dlq"].items() if v}
+    total = sum(v or 0 for v in report["dlq"].values())
+    console.print(f"DLQ: {'' if exact else '≈ '}{total:,} messages" + (f" {dlq}" if dlq else "") + ("  (k2 dlq list)" if total else ""))
+    if not exact:
+        console.print("[dim]lag and message counts are approximate: Tansu's high watermark is the start of its last batch[/dim]")
     for error in report["errors"]:
         console.print(f"[red]{error}[/red]")

@@ -46,7 +46,9 @@ Results: :class:`QueryResult`, a thin wrapper around a ``pyarrow.Table``:
   ``.sort_by(...)``, ``.column_names`` work as on a table.
 * ``result.to_pandas()``, ``result.to_polars()``.
 * ``result.snapshot_ids``: ``{"trades": 123456789, ...}`` the Iceberg snapshot id each table was read at
-  (``None`` for a table that has no snapshot yet); ``result.recent_rows``: rows that came from Kafka.
+  (``None`` for a table that has no snapshot yet); ``result.recent_rows``: rows read from Kafka for the
+  query (after in-batch de-duplication, before dropping those already in the snapshot);
+  ``result.recent_error``: why the Kafka part was skipped when ``include_recent`` was defaulted on.
 * Types: timestamps are ``timestamp[us, tz=UTC]``; trade/quote prices and sizes are exact
   ``decimal128(18, 8)`` (``Decimal`` in Python); bar open/high/low/close are exact decimals,
   volume/quote_volume/taker_buy_* are ``decimal128(38, 8)``; vwap, twap and spread statistics are
@@ -70,6 +72,12 @@ Example:
 
 from __future__ import annotations
 
-from k2.query.errors import InvalidRangeError, K2QueryError, LimitExceededError, QueryError, UnknownSymbolError
+from k2.query.errors import (
+    InvalidRangeError,
+    K2QueryError,
+    LimitExceededError,
+    QueryError,
+    UnknownSymbolError,
+)
 
 __all__ = ["InvalidRangeError", "K2QueryError", "LimitExceededError", "QueryError", "UnknownSymbolError"]

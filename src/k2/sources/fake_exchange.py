@@ -9,7 +9,8 @@ Made for tests and demos without internet. One server (``websockets``; REST is a
   ``control_limit_per_second`` client messages in a second -> close 1008, as Binance does), and
   ``GET /api/v3/historicalTrades`` / ``/api/v3/trades`` from the capture's trades with Binance's
   request-weight accounting (``X-MBX-USED-WEIGHT-<n><unit>`` header, 429 + ``Retry-After`` over the
-  limit, 418 for a client that keeps asking during ``Retry-After``).
+  limit, 418 for a client that keeps asking during ``Retry-After``), and ``GET /api/v3/exchangeInfo``
+  (``symbol=``/``symbols=[...]``) from an exchange-info document (default: the test fixture).
 * **coinbase** mode: the cryptofeed raw capture with the subscribe handshake (``subscriptions``
   reply, ``error`` + close for unknown products, ``last_match`` per product on every subscription)
   and ``GET /products/<id>/trades`` (newest first, ``after`` cursor, ``CB-AFTER`` header, 10 req/s).
@@ -62,6 +63,8 @@ DEFAULT_BINANCE_CAPTURES = (
     REPO / "data" / "samples" / "binance" / "spot_btcusdt_20240808.gz",
     REPO / "data" / "samples" / "binance" / "spot_btcusdt_20240809.gz",
 )
+# Constructed following Binance's documented exchangeInfo layout (not captured); see tests/fixtures/README.md.
+DEFAULT_EXCHANGE_INFO = REPO / "tests" / "fixtures" / "binance_exchange_info.json"
 Mode = Literal["binance", "coinbase"]
 _COINBASE_CHANNELS = {"match": "matches", "last_match": "matches", "ticker": "ticker", "l2update": "level2", "snapshot": "level2", "heartbeat": "heartbeat"}
 # Which field a "missing field" / "bad number" malformed copy of each message kind breaks.
@@ -206,6 +209,7 @@ class FakeExchange:
         port: int = 0,
         ssl_context: Any = None,
         messages: list[CaptureMessage] | None = None,
+        exchange_info: dict[str, Any] | str | Path | None = None,
     ) -> None:
         if mode not in ("binance", "coinbase"):
             raise ValueError(f"expected mode 'binance' or 'coinbase', found {mode!r}")
@@ -223,6 +227,11 @@ class FakeExchange:
                     raise ValueError("expected a Coinbase capture file (cryptofeed raw format), found none")
                 messages = load_coinbase(captures[0])
         self.messages = messages
+        if exchange_info is None and DEFAULT_EXCHANGE_INFO.exists():
+            exchange_info = DEFAULT_EXCHANGE_INFO
+        self.exchange_info: dict[str, Any] | None = (
+            orjson.loads(Path(exchange_info).read_bytes()) if isinstance(exchange_info, (str, Path)) else exchange_info
+        )
         self.end = len(messages) if self.faults.max_messages is None else min(len(messages), self.faults.max_messages)
         self.stats = FakeStats()
         self.position = 0
@@ -341,7 +350,7 @@ class FakeExchange:
         return any(a <= ident <= b for a, b in self.faults.rest_missing)
 
     def _binance_rest(self, path: str, params: dict[str, str]) -> Response:
-        weights = {"/api/v3/historicalTrades": 25, "/api/v3/trades": 25, "/api/v3/ping": 1}
+        weights = {"/api/v3/historicalTrades": 25, "/api/v3/trades": 25, "/api/v3/ping": 1, "/api/v3/exchangeInfo": 20}
         if path not in weights:
             return _json_response(404, {"code": -1, "msg": f"unknown endpoint {path}"})
         now = time.time()
@@ -368,6 +377,8 @@ class FakeExchange:
         headers = [(f"X-MBX-USED-WEIGHT-{unit}", str(self._used_weight))]
         if path == "/api/v3/ping":
             return _json_response(200, {}, headers)
+        if path == "/api/v3/exchangeInfo":
+            return self._exchange_info(params, headers)
         symbol = params.get("symbol")
         if not symbol:
             return _json_response(400, {"code": -1102, "msg": "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed."}, headers)
@@ -393,6 +404,29 @@ class FakeExchange:
                  "time": data["T"], "isBuyerMaker": data["m"], "isBestMatch": data.get("M", True)}
             )
         return _json_response(200, body, headers)
+
+    def _exchange_info(self, params: dict[str, str], headers: list[tuple[str, str]]) -> Response:
+        """``GET /api/v3/exchangeInfo`` with Binance's ``symbol=`` / ``symbols=["A","B"]`` filters."""
+        if self.exchange_info is None:
+            return _json_response(404, {"code": -1, "msg": "no exchangeInfo document configured"}, headers)
+        entries = self.exchange_info.get("symbols", [])
+        wanted: list[str] | None = None
+        if "symbol" in params:
+            wanted = [params["symbol"]]
+        elif "symbols" in params:
+            try:
+                parsed = orjson.loads(params["symbols"])
+            except orjson.JSONDecodeError:
+                parsed = None
+            if not isinstance(parsed, list) or not all(isinstance(x, str) for x in parsed):
+                return _json_response(400, {"code": -1100, "msg": "Illegal characters found in parameter 'symbols'."}, headers)
+            wanted = parsed
+        if wanted is not None:
+            known = {e.get("symbol") for e in entries}
+            if any(w not in known for w in wanted):
+                return _json_response(400, {"code": -1121, "msg": "Invalid symbol."}, headers)
+            entries = [e for e in entries if e.get("symbol") in wanted]
+        return _json_response(200, {**self.exchange_info, "symbols": entries}, headers)
 
     def _coinbase_rest(self, path: str, params: dict[str, str]) -> Response:
         now = time.monotonic()

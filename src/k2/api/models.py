@@ -1,0 +1,223 @@
+"""Response models of the REST API (they render the OpenAPI schemas of the JSON format).
+
+Row models of stored tables are derived from the canonical data model (:mod:`k2.model`), so the
+documented columns cannot drift from the tables. JSON conventions: exact decimals are strings, times
+ISO-8601 UTC strings, lists arrays, maps objects.
+
+Example:
+    >>> sorted(TradeRow.model_json_schema()["properties"])[:3]
+    ['asset_class', 'conditions', 'exchange']
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from k2.model import GAP, QUOTE, TRADE, RecordType
+
+DECIMAL_DOC = "Exact decimal as a string (e.g. '61837.63000000')."
+
+
+def _row_model(record: RecordType, name: str) -> type[BaseModel]:
+    fields: dict[str, Any] = {}
+    for spec in record.fields:
+        base: Any = {
+            "string": str,
+            "long": int,
+            "decimal": str,
+            "timestamp": datetime,
+            "date": date,
+            "boolean": bool,
+            "string_list": list[str],
+            "string_map": dict[str, str],
+        }[spec.kind]
+        doc = spec.doc + (" " + DECIMAL_DOC if spec.kind == "decimal" else "")
+        if spec.required:
+            fields[spec.name] = (base, Field(description=doc))
+        else:
+            fields[spec.name] = (base | None, Field(None, description=doc))
+    model: type[BaseModel] = create_model(name, __config__=ConfigDict(extra="allow"), **fields)
+    model.__doc__ = record.doc
+    return model
+
+
+TradeRow = _row_model(TRADE, "TradeRow")
+QuoteRow = _row_model(QUOTE, "QuoteRow")
+GapRow = _row_model(GAP, "GapRow")
+
+
+class Envelope(BaseModel):
+    """Fields every JSON data response carries next to ``data``."""
+
+    row_count: int = Field(description="Rows in this response.", examples=[2])
+    snapshot_ids: dict[str, int | None] = Field(
+        default_factory=dict, description="Iceberg snapshot id each table was read at (null: table empty).", examples=[{"trades": 4410861702153537123}]
+    )
+
+
+class PagedEnvelope(Envelope):
+    """Envelope of cursor-paged responses."""
+
+    next_cursor: str | None = Field(
+        None, description="Opaque cursor of the next page (null on the last page); also in the X-Next-Cursor header."
+    )
+
+
+class TradesPage(PagedEnvelope):
+    """A page of trades in (exchange_ts, trade_id) order."""
+
+    data: list[TradeRow]  # type: ignore[valid-type]
+
+
+class QuotesPage(PagedEnvelope):
+    """A page of quotes in (exchange_ts, update_id) order."""
+
+    data: list[QuoteRow]  # type: ignore[valid-type]
+
+
+class ReplayPage(PagedEnvelope):
+    """A page of a range export (trades or quotes rows) in (exchange_ts, exchange, symbol, id) order."""
+
+    data: list[dict[str, Any]] = Field(description="TradeRow or QuoteRow objects, depending on `table`.")
+
+
+class BarRow(BaseModel):
+    """One OHLCV bar (columns as returned by the query layer's ``bars``)."""
+
+    model_config = ConfigDict(extra="allow")
+    exchange: str | None = None
+    symbol: str | None = None
+    open: str | None = Field(None, description="First trade price. " + DECIMAL_DOC)
+    high: str | None = Field(None, description="Highest trade price. " + DECIMAL_DOC)
+    low: str | None = Field(None, description="Lowest trade price. " + DECIMAL_DOC)
+    close: str | None = Field(None, description="Last trade price. " + DECIMAL_DOC)
+    volume: str | None = Field(None, description="Base volume. " + DECIMAL_DOC)
+
+
+class BarsResponse(Envelope):
+    """OHLCV bars."""
+
+    data: list[BarRow]
+
+
+class StatRow(BaseModel):
+    """One row per (exchange, symbol) of an aggregate (vwap, twap)."""
+
+    model_config = ConfigDict(extra="allow")
+    exchange: str | None = None
+    symbol: str | None = None
+
+
+class StatResponse(Envelope):
+    """An aggregate over a range."""
+
+    data: list[StatRow]
+
+
+class AsofRow(BaseModel):
+    """A trade joined with the latest quote at or before it (within the tolerance)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class AsofResponse(Envelope):
+    """Trades with the prevailing quote."""
+
+    data: list[AsofRow]
+
+
+class SymbolRow(BaseModel):
+    """A stored (exchange, symbol) with its row counts and time range."""
+
+    model_config = ConfigDict(extra="allow")
+    exchange: str
+    symbol: str
+
+
+class SymbolsResponse(Envelope):
+    """Stored symbols."""
+
+    data: list[SymbolRow]
+
+
+class SnapshotRow(BaseModel):
+    """One Iceberg snapshot of a table."""
+
+    model_config = ConfigDict(extra="allow")
+    snapshot_id: int
+
+
+class SnapshotsResponse(Envelope):
+    """Snapshots of a table (time travel targets for ``as_of``)."""
+
+    data: list[SnapshotRow]
+
+
+class GapsResponse(Envelope):
+    """Rows of the gap ledger (quality.gaps)."""
+
+    data: list[GapRow]  # type: ignore[valid-type]
+
+
+class DeadLetterRow(BaseModel):
+    """A dead letter: where it came from, why, and its original bytes (base64)."""
+
+    dlq_topic: str
+    dlq_partition: int
+    dlq_offset: int
+    reason: str
+    detail: str
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    source_timestamp: int = Field(description="Source record timestamp (epoch ms, -1 when unknown).")
+    dead_lettered_at: datetime | None
+    key_base64: str | None
+    value_base64: str | None
+
+
+class DeadLettersResponse(Envelope):
+    """Dead letters (read-only view of ``<topic>.dlq``)."""
+
+    data: list[DeadLetterRow]
+
+
+class KeyRow(BaseModel):
+    """An API key's metadata (never its secret)."""
+
+    key_id: str
+    name: str
+    scope: str
+    created_at: datetime
+    revoked_at: datetime | None
+    active: bool
+
+
+class KeysResponse(BaseModel):
+    """API keys."""
+
+    data: list[KeyRow]
+
+
+class Health(BaseModel):
+    """Liveness."""
+
+    status: str = Field(examples=["ok"])
+
+
+class CheckResult(BaseModel):
+    """One readiness check."""
+
+    ok: bool
+    detail: str
+    seconds: float
+
+
+class Ready(BaseModel):
+    """Readiness: every dependency answered."""
+
+    status: str = Field(examples=["ready"])
+    checks: dict[str, CheckResult]

@@ -1,0 +1,71 @@
+"""QueryResult: a ``pyarrow.Table`` plus the Iceberg snapshot ids it was read at.
+
+Attribute access, ``len()``, ``result["col"]`` and the Arrow C stream protocol delegate to the table,
+so a result behaves like a table (``.num_rows``, ``.to_pylist()``, ``.sort_by(...)``) and can be passed
+to ``pa.table(result)`` or ``polars.from_arrow(result.table)``.
+
+Example:
+    >>> import pyarrow as pa
+    >>> r = QueryResult(pa.table({"x": [1, 2]}), {"trades": 42})
+    >>> r.num_rows, r["x"].to_pylist(), r.snapshot_ids["trades"]
+    (2, [1, 2], 42)
+    >>> pa.table(r).num_rows
+    2
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pyarrow as pa
+
+
+class QueryResult:
+    """The rows of one query (``table``) and what they were read from (``snapshot_ids``, ``recent_rows``)."""
+
+    __slots__ = ("recent_error", "recent_rows", "snapshot_ids", "table")
+
+    def __init__(
+        self,
+        table: pa.Table,
+        snapshot_ids: Mapping[str, int | None] | None = None,
+        recent_rows: int = 0,
+        recent_error: str | None = None,
+    ) -> None:
+        self.table = table
+        self.snapshot_ids: dict[str, int | None] = dict(snapshot_ids or {})
+        self.recent_rows = recent_rows
+        self.recent_error = recent_error
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for names not found on the wrapper: delegate to the Arrow table.
+        if name in QueryResult.__slots__:
+            raise AttributeError(name)
+        return getattr(self.table, name)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.table[key]
+
+    def __len__(self) -> int:
+        return int(self.table.num_rows)
+
+    def __arrow_c_stream__(self, requested_schema: Any = None) -> Any:
+        return self.table.__arrow_c_stream__(requested_schema)
+
+    def __repr__(self) -> str:
+        return f"QueryResult(rows={self.table.num_rows}, columns={self.table.column_names}, snapshot_ids={self.snapshot_ids})"
+
+    def to_pandas(self, **kwargs: Any) -> Any:
+        """The rows as a pandas DataFrame (timestamps tz-aware UTC; decimals as ``Decimal`` objects)."""
+        return self.table.to_pandas(**kwargs)
+
+    def to_polars(self) -> Any:
+        """The rows as a polars DataFrame."""
+        import polars as pl
+
+        return pl.from_arrow(self.table)
+
+    def to_arrow(self) -> pa.Table:
+        """The rows as a ``pyarrow.Table``."""
+        return self.table

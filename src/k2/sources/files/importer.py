@@ -1,0 +1,364 @@
+"""The import driver: vendor file -> parse (block by block) -> validate -> dedup -> Iceberg or Kafka.
+
+Per file:
+
+1. :func:`~k2.sources.files.source.open_source` verifies the ``.CHECKSUM`` (mismatch: nothing imported).
+2. The CSV is read in blocks of whole lines (``import_block_bytes``); each block is parsed column-wise
+   (:mod:`k2.sources.files.parse`), mapped to the canonical record, and checked with the landing
+   consumer's own validator (:func:`k2.landing.validate.validate`), so a direct import rejects exactly
+   what the landing consumer would.
+3. Every ``import_commit_rows`` rows (and at the end) the pending rows are deduplicated against the
+   table by natural key -- one pruned scan of the key column for the file's symbol and id range, then a
+   vectorised anti-join -- and duplicates inside the file are dropped (first wins). Re-importing a file
+   therefore adds nothing.
+4. Bad lines are persisted first (:mod:`k2.sources.files.rejects`), then the rows are appended in one
+   Iceberg commit (sorted, :func:`k2.lake.writer.append`) whose snapshot summary records
+   ``k2.import.file``, ``k2.import.sha256``, ``k2.import.format`` and ``k2.import.rows`` -- or, with
+   ``via_kafka``, produced as Avro to ``market.<asset_class>.<type>.<exchange>`` for the landing
+   consumer (which dedups again and records its Kafka offsets; klines and reference data have no
+   landing route and are direct only).
+
+``receipt_ts`` and ``ingest_ts`` are the import time for direct imports (nothing was received from a
+feed); via Kafka the producer sets ``ingest_ts``.
+
+Example (needs a catalog)::
+
+    reports = import_files("binance-trades", [Path("BTCUSDT-trades-2021-01-03.csv")], load_settings())
+    print(reports[0].imported)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyiceberg.expressions as _expressions
+from pyiceberg.table import Table
+
+from k2.bus.producer import MarketDataProducer
+from k2.bus.topics import topic_name
+from k2.config import Settings
+from k2.lake.catalog import TABLES, ensure_tables, load_catalog
+from k2.lake.writer import append, conform
+from k2.landing.validate import validate
+from k2.model import RecordType
+from k2.model.arrow import unscaled_from_decimal
+from k2.model.values import now_micros
+from k2.ops.metrics import metric
+from k2.sources.files.formats import FORMATS, FileFormat, ImportOptions, Layout
+from k2.sources.files.lakewrite import append_runs
+from k2.sources.files.parse import BadRow, Parsed, parse_block
+from k2.sources.files.rejects import RejectSink
+from k2.sources.files.source import FileImportError, SourceFile, first_line, iter_blocks, open_source
+
+_X: Any = _expressions  # pyiceberg's expression classes defeat mypy's dataclass checks; typed loosely
+FILE_KEY = "k2.import.file"
+SHA_KEY = "k2.import.sha256"
+FORMAT_KEY = "k2.import.format"
+ROWS_KEY = "k2.import.rows"
+ProgressHook = Callable[[int, int], None]  # (bytes read, rows parsed) since the last call
+
+# Natural key of each table: group columns, then the ordered id column used for the range scan.
+KEYS: dict[str, tuple[tuple[str, ...], str]] = {
+    "trades": (("exchange", "symbol"), "trade_id"),
+    "quotes": (("exchange", "symbol"), "update_id"),
+    "klines": (("exchange", "symbol", "interval"), "open_time"),
+}
+
+
+@dataclass
+class ImportReport:
+    """The outcome of importing one file."""
+
+    file: str
+    format: str
+    sha256: str = ""
+    checksum_verified: bool = False
+    rows_read: int = 0
+    imported: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    rejects_destination: str | None = None
+    snapshots: list[int] = field(default_factory=list)
+    topic: str | None = None
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows_read / self.seconds if self.seconds > 0 else 0.0
+
+
+def existing_ids(table: Table, group: dict[str, Any], id_column: str, low: Any, high: Any) -> pa.Array:
+    """Ids already in ``table`` for one key group within [low, high] (pruned scan of one column)."""
+    table.refresh()
+    if table.current_snapshot() is None:
+        return pa.array([], pa.int64())
+    expr = _X.And(_X.GreaterThanOrEqual(id_column, low), _X.LessThanOrEqual(id_column, high))
+    for name, value in group.items():
+        expr = _X.And(_X.EqualTo(name, value), expr)
+    found = table.scan(row_filter=expr, selected_fields=(id_column,)).to_arrow()
+    return found.column(id_column).combine_chunks()
+
+
+def deduplicate_against(table: Table, data: pa.Table, short_name: str) -> tuple[pa.Table, int]:
+    """Drop rows whose natural key is already in ``table`` or earlier in ``data``; return (rows, dropped)."""
+    if data.num_rows == 0:
+        return data, 0
+    group_columns, id_column = KEYS[short_name]
+    n = data.num_rows
+    keep = np.ones(n, dtype=bool)
+    ids = data.column(id_column).combine_chunks()
+    id_ints = np.asarray(ids.cast(pa.int64()) if pa.types.is_timestamp(ids.type) else ids, dtype=np.int64)
+    for group, rows in _groups(data, group_columns):
+        group_ids = id_ints[rows]
+        # Duplicates inside the batch: the first occurrence wins (vendor files are usually increasing).
+        if rows.size > 1 and not bool(np.all(group_ids[1:] > group_ids[:-1])):
+            _, first = np.unique(group_ids, return_index=True)
+            inner = np.ones(rows.size, dtype=bool)
+            inner[first] = False
+            keep[rows[inner]] = False
+        low, high = int(group_ids.min()), int(group_ids.max())
+        found = existing_ids(table, group, id_column, low, high)
+        if len(found):
+            found_ints = found.cast(pa.int64()) if pa.types.is_timestamp(found.type) else found
+            present = np.asarray(pc.is_in(pa.array(group_ids), value_set=found_ints))
+            keep[rows[present]] = False
+    dropped = n - int(keep.sum())
+    return (data.filter(pa.array(keep)) if dropped else data), dropped
+
+
+def _groups(data: pa.Table, columns: tuple[str, ...]) -> list[tuple[dict[str, Any], np.ndarray]]:
+    """(key values, row indices) per distinct combination of ``columns``."""
+    n = data.num_rows
+    codes = np.zeros(n, dtype=np.int64)
+    uniques: list[list[Any]] = []
+    for name in columns:
+        encoded = pc.dictionary_encode(data.column(name).combine_chunks())
+        values = encoded.dictionary.to_pylist()
+        codes = codes * max(len(values), 1) + np.asarray(encoded.indices, dtype=np.int64)
+        uniques.append(values)
+    if n and bool(np.all(codes == codes[0])):
+        return [({name: data.column(name)[0].as_py() for name in columns}, np.arange(n))]
+    out = []
+    for code in np.unique(codes).tolist():
+        rows = np.flatnonzero(codes == code)
+        out.append(({name: data.column(name)[int(rows[0])].as_py() for name in columns}, rows))
+    return out
+
+
+def to_wire(record: RecordType, data: pa.Table) -> list[dict[str, Any]]:
+    """Canonical Arrow rows to wire-form dicts (unscaled decimals, integer microseconds) for the producer."""
+    columns: dict[str, list[Any]] = {}
+    for spec in record.fields:
+        column = data.column(spec.name).combine_chunks()
+        if spec.kind == "decimal":
+            values = unscaled_from_decimal(column).tolist()
+            valid = np.asarray(column.is_valid())
+            columns[spec.name] = [v if ok else None for v, ok in zip(values, valid, strict=True)]
+        elif spec.kind == "timestamp":
+            columns[spec.name] = column.cast(pa.int64()).to_pylist()
+        elif spec.kind == "string_map":
+            columns[spec.name] = [dict(v) if v is not None else {} for v in column.to_pylist()]
+        else:
+            columns[spec.name] = column.to_pylist()
+    names = list(columns)
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+
+class _Target:
+    """Where checked rows go: one Iceberg commit per flush, or the Kafka topic."""
+
+    def __init__(self, settings: Settings, fmt: FileFormat, via_kafka: bool, producer: MarketDataProducer | None) -> None:
+        self.settings = settings
+        self.fmt = fmt
+        self.via_kafka = via_kafka
+        self.producer = producer
+        self.table = ensure_tables(load_catalog(settings), settings)[fmt.table]
+
+    def write(self, data: pa.Table, properties: dict[str, str], report: ImportReport) -> None:
+        if self.via_kafka:
+            assert self.producer is not None
+            for row in to_wire(self.fmt.record, data):
+                self.producer.send(self.fmt.record, row)
+            self.producer.flush()
+        elif is_sorted(data, self.fmt.table):
+            # Vendor files are already in (symbol, time, id) order: skip writer.append's sort (a full
+            # copy of every column, the vendor map included), keep its conform + one commit.
+            prepared = conform(data, self.fmt.table)
+            snapshot_id = append_runs(self.table, prepared, properties)
+            if snapshot_id is None:
+                self.table.append(prepared, snapshot_properties=properties)
+                snapshot = self.table.current_snapshot()
+                assert snapshot is not None
+                snapshot_id = int(snapshot.snapshot_id)
+            report.snapshots.append(snapshot_id)
+        else:
+            report.snapshots.append(append(self.table, data, self.fmt.table, properties))
+
+
+def is_sorted(data: pa.Table, short_name: str) -> bool:
+    """Whether ``data`` is already in the table's sort order (checked column-wise, no copy)."""
+    columns = [c for c in TABLES[short_name].sort_columns if c in data.column_names]
+    n = data.num_rows
+    if n <= 1:
+        return True
+    # Rows are in order when each adjacent pair is ordered lexicographically over the sort columns.
+    undecided = np.ones(n - 1, dtype=bool)
+    for name in columns:
+        column = data.column(name).combine_chunks()
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            if column.null_count == 0 and pc.all(pc.equal(column, column[0])).as_py():
+                continue  # one value (one symbol / interval): no order among rows
+            values = np.asarray(column.to_numpy(zero_copy_only=False), dtype=object)
+        else:
+            values = np.asarray(column.cast(pa.int64()) if pa.types.is_timestamp(column.type) else column)
+        before, after = values[:-1], values[1:]
+        if bool(np.any(undecided & (before > after))):
+            return False
+        undecided &= before == after
+        if not undecided.any():
+            return True
+    return True
+
+
+def import_files(
+    format_name: str,
+    paths: list[Path],
+    settings: Settings,
+    options: ImportOptions | None = None,
+    via_kafka: bool = False,
+    progress: Callable[[SourceFile], ProgressHook | None] | None = None,
+) -> list[ImportReport]:
+    """Import vendor files of one format; one :class:`ImportReport` per file.
+
+    Raises :class:`FileImportError` (a wrong layout, a checksum mismatch) before anything of that file
+    is imported; files before it stay imported.
+    """
+    fmt = FORMATS.get(format_name)
+    if fmt is None:
+        raise FileImportError(f"expected a format among {sorted(FORMATS)}, found {format_name!r}")
+    if via_kafka and fmt.table not in ("trades", "quotes"):
+        raise FileImportError(
+            f"{format_name}: --via-kafka carries trades and quotes only (the landing consumer has no route for "
+            f"{TABLES[fmt.table].full_name}); import it directly"
+        )
+    options = options or ImportOptions()
+    producer = MarketDataProducer(settings) if via_kafka else None
+    target = _Target(settings, fmt, via_kafka, producer)
+    reports = [import_one(fmt, path, settings, options, target, producer, progress) for path in paths]
+    if producer is not None:
+        producer.flush()
+    return reports
+
+
+def import_one(
+    fmt: FileFormat,
+    path: Path,
+    settings: Settings,
+    options: ImportOptions,
+    target: _Target,
+    producer: MarketDataProducer | None,
+    progress: Callable[[SourceFile], ProgressHook | None] | None = None,
+) -> ImportReport:
+    """Import one file (see the module docstring)."""
+    started = time.perf_counter()
+    source = open_source(path)
+    report = ImportReport(file=str(path), format=fmt.name, sha256=source.sha256, checksum_verified=source.checksum_verified)
+    import_us = now_micros()
+    layout = fmt.layout(first_line(source), source.csv_name, options, import_us)
+    hook = progress(source) if progress else None
+    rows_metric = metric("k2_source_messages_total").labels(source=f"file:{fmt.name}", kind=fmt.table)
+    rejects: RejectSink | None = None
+    pending: list[pa.Table] = []
+    pending_rows = 0
+    max_future_us = int(settings.landing_max_future_seconds * 1_000_000)
+
+    def reject_sink() -> RejectSink:
+        nonlocal rejects
+        if rejects is None:
+            asset_class, exchange = fmt.topic_identity(layout)
+            topic = topic_name(asset_class, fmt.record.data_type.value, exchange)
+            rejects = RejectSink(settings, topic, source.csv_name, source.sha256, layout.symbol or exchange, producer)
+        return rejects
+
+    def flush() -> None:
+        nonlocal pending, pending_rows
+        if rejects is not None:
+            rejects.flush()  # bad lines are persisted before the rows after them are committed
+        if not pending:
+            return
+        data = pa.concat_tables(pending) if len(pending) > 1 else pending[0]
+        pending, pending_rows = [], 0
+        data, dropped = deduplicate_against(target.table, data, fmt.table)
+        report.duplicates += dropped
+        if data.num_rows:
+            properties = {
+                FILE_KEY: source.csv_name if source.csv_name == path.name else f"{path.name}!{source.csv_name}",
+                SHA_KEY: source.sha256,
+                FORMAT_KEY: fmt.name,
+                ROWS_KEY: str(data.num_rows),
+            }
+            target.write(data, properties, report)
+            report.imported += data.num_rows
+
+    with source.open() as stream:
+        for first, block in iter_blocks(stream, settings.import_block_bytes):
+            parsed = parse_block(block, first, layout.cols, header=layout.header and first == 1)
+            bad = list(parsed.bad)
+            read = parsed.num_rows + len(parsed.bad)
+            if parsed.num_rows:
+                data, build_rejects = fmt.build(parsed, layout)
+                problems = dict((i, (r, d)) for i, r, d in build_rejects)
+                for i, reason, detail in validate(fmt.record, data, now_micros(), max_future_us):
+                    problems.setdefault(i, (reason, detail))
+                if problems:
+                    rows = np.asarray(sorted(problems), dtype=np.int64)
+                    bad.extend(_bad_rows(parsed, rows, problems))
+                    keep = np.ones(data.num_rows, dtype=bool)
+                    keep[rows] = False
+                    data = data.filter(pa.array(keep))
+                pending.append(data)
+                pending_rows += data.num_rows
+            if bad:
+                reject_sink().add(sorted(bad, key=lambda b: b.line))
+            report.rows_read += read
+            rows_metric.inc(read)
+            if hook:
+                hook(len(block), read)
+            if pending_rows >= settings.import_commit_rows:
+                flush()
+    flush()
+    if rejects is not None:
+        rejects.close()
+        report.rejected = rejects.count
+        report.rejected_by_reason = dict(rejects.by_reason)
+        report.rejects_destination = rejects.destination
+        report.topic = rejects.topic
+    if via_kafka_topic := (producer is not None and fmt.topic_identity(layout)):
+        report.topic = topic_name(via_kafka_topic[0], fmt.record.data_type.value, via_kafka_topic[1])
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _bad_rows(parsed: Parsed, rows: np.ndarray, problems: dict[int, tuple[str, str]]) -> list[BadRow]:
+    out = []
+    for index in rows.tolist():
+        line = int(parsed.lines[index])
+        reason, detail = problems[index]
+        out.append(BadRow(line, parsed.raw_line(line), reason, detail))
+    return out
+
+
+def layout_for(format_name: str, path: Path, options: ImportOptions) -> Layout:
+    """The layout K2 would use for a file (for ``--dry-run`` style inspection and tests)."""
+    fmt = FORMATS[format_name]
+    source = open_source(path)
+    return fmt.layout(first_line(source), source.csv_name, options, now_micros())

@@ -1,0 +1,142 @@
+"""Opening vendor files: CSV or the official one-CSV ZIP, ``.CHECKSUM`` verification, line-aligned blocks.
+
+Binance publishes each file as ``<name>.zip`` (one CSV inside) with ``<name>.zip.CHECKSUM`` beside it,
+holding ``<sha256 hex>  <name>.zip``. When such a file is present it is verified *before* anything is
+read; a mismatch raises :class:`ChecksumMismatch` and nothing is imported.
+
+Files are read in blocks of whole lines (``import_block_bytes``), so memory stays bounded whatever the
+file size, and every block knows the 1-based line number of its first line (bad rows are reported by
+file and line).
+
+Example:
+    >>> import io
+    >>> [(line, block) for line, block in iter_blocks(io.BytesIO(b"a\\nb\\nc"), 3)]
+    [(1, b'a\\n'), (2, b'b\\n'), (3, b'c')]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+
+class FileImportError(ValueError):
+    """A vendor file cannot be imported as asked (layout, checksum, name); the message says why."""
+
+
+class ChecksumMismatch(FileImportError):
+    """The file's sha256 differs from its ``.CHECKSUM`` file."""
+
+
+def sha256_of(path: Path, chunk: int = 4 << 20) -> str:
+    """Hex sha256 of a file, read in chunks.
+
+    >>> import tempfile, os
+    >>> with tempfile.NamedTemporaryFile(delete=False) as f:
+    ...     _ = f.write(b"abc")
+    >>> sha256_of(Path(f.name))[:16]
+    'ba7816bf8f01cfea'
+    >>> os.unlink(f.name)
+    """
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while data := stream.read(chunk):
+            digest.update(data)
+    return digest.hexdigest()
+
+
+def parse_checksum_file(text: str, path: Path) -> str:
+    """The hex digest in a Binance ``.CHECKSUM`` file (``<hex>  <name>``).
+
+    >>> parse_checksum_file("ab" * 32 + "  X.zip\\n", Path("X.zip.CHECKSUM")) == "ab" * 32
+    True
+    """
+    parts = text.split()
+    if not parts or len(parts[0]) != 64 or any(c not in "0123456789abcdefABCDEF" for c in parts[0]):
+        raise FileImportError(f"{path}: expected '<sha256 hex>  <file name>', found {text[:100]!r}")
+    return parts[0].lower()
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One vendor file ready to read: the path given, the CSV inside it, its sha256 and size."""
+
+    path: Path
+    csv_name: str  # the CSV's own name (the ZIP member for zips)
+    sha256: str  # of the file as given (the zip for zips): what .CHECKSUM covers
+    size: int  # uncompressed CSV bytes (progress total)
+    checksum_verified: bool
+
+    @property
+    def is_zip(self) -> bool:
+        return self.path.suffix.lower() == ".zip"
+
+    def open(self) -> IO[bytes]:
+        """A binary stream of the CSV text (decompressed for zips)."""
+        if self.is_zip:
+            archive = zipfile.ZipFile(self.path)
+            return archive.open(self.csv_name)
+        return self.path.open("rb")
+
+
+def open_source(path: Path) -> SourceFile:
+    """Check ``path`` (CSV or one-CSV ZIP), verify its ``.CHECKSUM`` when present, and describe it.
+
+    Raises :class:`FileImportError` for a missing file or an unexpected ZIP, and
+    :class:`ChecksumMismatch` when the checksum differs.
+    """
+    if not path.is_file():
+        raise FileImportError(f"expected a CSV or ZIP file, found no file at {path}")
+    digest = sha256_of(path)
+    verified = False
+    checksum = path.with_name(path.name + ".CHECKSUM")
+    if checksum.is_file():
+        expected = parse_checksum_file(checksum.read_text(errors="replace"), checksum)
+        if expected != digest:
+            raise ChecksumMismatch(
+                f"{path.name}: sha256 {digest} does not match {checksum.name} ({expected}); nothing imported"
+            )
+        verified = True
+    if path.suffix.lower() == ".zip":
+        try:
+            with zipfile.ZipFile(path) as archive:
+                members = [m for m in archive.infolist() if not m.is_dir()]
+        except zipfile.BadZipFile as exc:
+            raise FileImportError(f"{path.name}: expected a ZIP archive, found an unreadable file ({exc})") from None
+        if len(members) != 1:
+            raise FileImportError(
+                f"{path.name}: expected a ZIP holding exactly one CSV, found {[m.filename for m in members]}"
+            )
+        return SourceFile(path, members[0].filename, digest, members[0].file_size, verified)
+    return SourceFile(path, path.name, digest, path.stat().st_size, verified)
+
+
+def iter_blocks(stream: IO[bytes], block_bytes: int) -> Iterator[tuple[int, bytes]]:
+    """Split a stream into blocks of whole lines of about ``block_bytes``; yield (first line number, block)."""
+    line = 1
+    carry = b""
+    while True:
+        data = stream.read(block_bytes)
+        if not data:
+            break
+        data = carry + data
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            carry = data
+            continue
+        block, carry = data[: cut + 1], data[cut + 1 :]
+        yield line, block
+        line += block.count(b"\n")
+    if carry.strip():
+        yield line, carry
+
+
+def first_line(source: SourceFile) -> bytes:
+    """The first line of the CSV (to detect a header and the layout)."""
+    with source.open() as stream:
+        head = stream.read(64 * 1024)
+    return head.split(b"\n", 1)[0].rstrip(b"\r")

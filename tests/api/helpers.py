@@ -1,0 +1,163 @@
+"""Helpers for the REST API tests: seeding real tables, serving the app with real uvicorn, normalising rows."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import random
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pyarrow as pa
+import pyarrow.parquet as pq
+import uvicorn
+from pyiceberg.table import Table
+
+from k2.api.app import create_app
+from k2.config import Settings
+from k2.lake.writer import append
+from k2.model import QUOTE, TRADE
+from k2.model.arrow import records_to_arrow
+from k2.model.values import to_unscaled
+from k2.ops.procs import free_port
+from tests.landing.helpers import BASE_TS, make_trades
+
+
+def trades_table(symbol: str, first_id: int, count: int, *, ts0: int = BASE_TS, same_ts: int = 1, exchange: str = "binance") -> pa.Table:
+    """Real-shaped trades (tests/landing/helpers.make_trades); ``same_ts`` consecutive trades share a timestamp."""
+    rows = make_trades(symbol, first_id, count, exchange=exchange)
+    for i, row in enumerate(rows):
+        row["exchange_ts"] = ts0 + (i // same_ts) * 2_000
+        row["receipt_ts"] = row["exchange_ts"] + 1_270_000
+        row["ingest_ts"] = row["receipt_ts"] + 1_000
+    return records_to_arrow(TRADE, rows)
+
+
+def quotes_table(symbol: str, first_id: int, count: int, *, ts0: int = BASE_TS, exchange: str = "binance") -> pa.Table:
+    """Real-shaped top-of-book quotes around the trades' price walk (spread of 0.01)."""
+    rng = random.Random(first_id)
+    bid = 61_837.62
+    rows = []
+    for i in range(count):
+        bid = max(1.0, bid + rng.choice((-0.01, 0.0, 0.01)) * rng.randint(0, 30))
+        ts = ts0 + i * 3_000
+        rows.append(
+            {
+                "exchange": exchange,
+                "symbol": symbol,
+                "instrument": symbol[:-4] + "-" + symbol[-4:],
+                "asset_class": "crypto",
+                "update_id": first_id + i,
+                "bid_price": to_unscaled(f"{bid:.2f}"),
+                "bid_size": to_unscaled(f"{rng.randint(1, 500_000) / 100_000:.5f}"),
+                "ask_price": to_unscaled(f"{bid + 0.01:.2f}"),
+                "ask_size": to_unscaled(f"{rng.randint(1, 500_000) / 100_000:.5f}"),
+                "exchange_ts": ts,
+                "receipt_ts": ts + 900_000,
+                "ingest_ts": ts + 901_000,
+                "vendor": {},
+            }
+        )
+    return records_to_arrow(QUOTE, rows)
+
+
+def seed(tables: dict[str, Table]) -> dict[str, int]:
+    """Write the standard test data set; returns expected row counts by symbol."""
+    append(tables["trades"], trades_table("BTCUSDT", 1_000_000, 3_000), "trades")
+    append(tables["trades"], trades_table("ETHUSDT", 5_000_000, 1_000), "trades")
+    # Ten trades per timestamp: pagination must split ties correctly.
+    append(tables["trades"], trades_table("TIEUSDT", 9_000_000, 400, same_ts=10), "trades")
+    append(tables["quotes"], quotes_table("BTCUSDT", 2_000_000, 2_000), "quotes")
+    return {"BTCUSDT": 3_000, "ETHUSDT": 1_000, "TIEUSDT": 400}
+
+
+class ServerThread:
+    """The API app under a real uvicorn server on a random loopback port, in a background thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.port = free_port()
+        self.app = create_app(settings)
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError(f"expected uvicorn to start on port {self.port}, found it did not")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@contextlib.contextmanager
+def serve(settings: Settings) -> Iterator[ServerThread]:
+    """Serve ``create_app(settings)`` for the duration of the block."""
+    server = ServerThread(settings).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def normalise(value: Any, dtype: pa.DataType | None = None) -> Any:
+    """One comparable form for a value read back from any format (decimals and times as canonical strings)."""
+    if value is None:
+        return None
+    if dtype is not None and pa.types.is_map(dtype):
+        return dict(value)
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return value
+
+
+def rows_from_arrow(table: pa.Table) -> list[dict[str, Any]]:
+    types = {f.name: f.type for f in table.schema}
+    return [{k: normalise(v, types[k]) for k, v in row.items()} for row in table.to_pylist()]
+
+
+def rows_from_response(response: httpx.Response, fmt: str, schema: pa.Schema | None = None) -> list[dict[str, Any]]:
+    """Rows of a response in any format, normalised (CSV cells typed back using ``schema``)."""
+    if fmt == "json":
+        return [dict(r) for r in response.json()["data"]]
+    if fmt == "parquet":
+        return rows_from_arrow(pq.read_table(io.BytesIO(response.content)))
+    if fmt == "arrow":
+        return rows_from_arrow(pa.ipc.open_stream(response.content).read_all())
+    assert schema is not None
+    out = []
+    for raw in csv.DictReader(io.StringIO(response.text)):
+        row: dict[str, Any] = {}
+        for field in schema:
+            cell = raw[field.name]
+            if cell == "":
+                row[field.name] = None
+            elif pa.types.is_integer(field.type):
+                row[field.name] = int(cell)
+            elif pa.types.is_nested(field.type):
+                row[field.name] = json.loads(cell)
+            elif pa.types.is_floating(field.type):
+                row[field.name] = float(cell)
+            else:
+                row[field.name] = cell
+        out.append(row)
+    return out

@@ -1,0 +1,202 @@
+"""Time travel (as_of snapshot id / timestamp), snapshot listing, errors, the pool and read-only SQL."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from k2.query.client import Client
+from k2.query.errors import (
+    InvalidRangeError,
+    K2QueryError,
+    LimitExceededError,
+    QueryError,
+    UnknownSymbolError,
+)
+
+from .helpers import csv_rows, csv_trades, lake_settings, load
+
+
+@pytest.fixture(scope="module")
+def raw() -> list[dict[str, str]]:
+    return csv_rows()
+
+
+def make_lake(root: Path, raw: list[dict[str, str]]) -> tuple[Client, list[int]]:
+    """Three commits of the real trades (first 600, next 600, the rest), with Kafka offsets in the summaries."""
+    settings = lake_settings(root, query_max_rows=1500, query_max_range_days=2, query_pool_size=2)
+    ids = []
+    for lo, hi in ((0, 600), (600, 1200), (1200, len(raw))):
+        offsets = {"market.crypto.trades.binance": {"0": hi}}
+        ids.append(load(settings, "trades", csv_trades(raw[lo:hi]), {"k2.kafka.offsets": json.dumps(offsets)}))
+        time.sleep(0.01)  # distinct commit milliseconds
+    return Client(settings), ids
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory: pytest.TempPathFactory, raw: list[dict[str, str]]) -> Iterator[tuple[Client, list[int]]]:
+    client, ids = make_lake(Path(tmp_path_factory.mktemp("travel")), raw)
+    with client:
+        yield client, ids
+
+
+def test_as_of_snapshot_unchanged_after_later_commits(raw: list[dict[str, str]], tmp_path: Path) -> None:
+    client, ids = make_lake(tmp_path, raw)
+    first = client.trades("BTCUSDT", as_of=ids[0])
+    assert first.num_rows == 600 and first.snapshot_ids == {"trades": ids[0]}
+    bars_then = client.bars("BTCUSDT", "1m", as_of=ids[1]).to_pylist()
+    assert bars_then[0]["trade_count"] == 1200
+    # A later commit (more rows, another symbol) changes the latest view but not the pinned one.
+    load(client.settings, "trades", csv_trades(raw[:50], symbol="ETHUSDT"))
+    assert client.trades("BTCUSDT", as_of=ids[0]).to_pylist() == first.to_pylist()
+    assert client.bars("BTCUSDT", "1m", as_of=ids[1]).to_pylist() == bars_then
+    assert client.bars("BTCUSDT", "1m", include_recent=False)["trade_count"].to_pylist() == [1830]
+    with pytest.raises(UnknownSymbolError):
+        client.trades("ETHUSDT", as_of=ids[2])
+    assert client.trades("ETHUSDT", include_recent=False).num_rows == 50
+
+
+def test_as_of_timestamp_and_pinned_client(lake: tuple[Client, list[int]]) -> None:
+    client, ids = lake
+    snaps = client.snapshots("trades").to_pylist()
+    second_at: datetime = snaps[1]["committed_at"]
+    assert client.trades("BTCUSDT", as_of=second_at).num_rows == 1200
+    assert client.trades("BTCUSDT", as_of=second_at.isoformat()).snapshot_ids == {"trades": ids[1]}
+    pinned = client.as_of(ids[0])
+    assert pinned.trades("BTCUSDT").num_rows == 600
+    assert pinned.snapshot_id("trades") == ids[0]
+    assert client.snapshot_id("trades") == ids[2]
+    assert pinned.vwap("BTCUSDT", "2021-01-03T00:00:00Z", "2021-01-03T00:01:00Z")["trade_count"].to_pylist() == [600]
+    # Before the first commit the table was empty: the symbol was unknown then.
+    with pytest.raises(UnknownSymbolError):
+        client.as_of(snaps[0]["committed_at"] - timedelta(seconds=5)).trades("BTCUSDT")
+    with pytest.raises(QueryError, match="unknown snapshot"):
+        client.as_of(12345)
+    with pytest.raises(QueryError, match="include_recent"):
+        client.trades("BTCUSDT", as_of=ids[0], include_recent=True)
+
+
+def test_snapshots_list_summaries(lake: tuple[Client, list[int]]) -> None:
+    client, ids = lake
+    snaps = client.snapshots("trades")
+    rows = snaps.to_pylist()
+    assert [r["snapshot_id"] for r in rows] == ids
+    assert [r["added_rows"] for r in rows] == [600, 600, 630]
+    assert [r["total_rows"] for r in rows] == [600, 1200, 1830]
+    assert [json.loads(r["kafka_offsets"]) for r in rows] == [{"market.crypto.trades.binance": {"0": n}} for n in (600, 1200, 1830)]
+    assert rows[1]["parent_id"] == ids[0] and rows[0]["operation"] == "append"
+    assert snaps.snapshot_ids == {"trades": ids[2]}
+    assert client.as_of(ids[1]).snapshots("trades")["snapshot_id"].to_pylist() == ids[:2]
+    assert client.snapshots("quotes").num_rows == 0
+    with pytest.raises(QueryError, match="expected a table"):
+        client.snapshots("orders")
+
+
+def test_errors_say_expected_and_found(lake: tuple[Client, list[int]]) -> None:
+    client, _ = lake
+    with pytest.raises(UnknownSymbolError, match="found 'NOPE'"):
+        client.trades("NOPE", include_recent=False)
+    with pytest.raises(UnknownSymbolError):
+        client.bars("BTCUSDT", exchange="coinbase", include_recent=False)
+    with pytest.raises(InvalidRangeError, match="expected start before end"):
+        client.trades("BTCUSDT", "2021-01-03T00:01:00Z", "2021-01-03T00:00:00Z")
+    with pytest.raises(InvalidRangeError, match="naive"):
+        client.trades("BTCUSDT", datetime(2021, 1, 3), "2021-01-03T00:01:00Z")  # noqa: DTZ001 - the error under test
+    with pytest.raises(InvalidRangeError, match="naive"):
+        client.trades("BTCUSDT", "2021-01-03T00:00:00", "2021-01-03T00:01:00Z")
+    with pytest.raises(InvalidRangeError, match="ISO-8601"):
+        client.trades("BTCUSDT", "yesterday")
+    with pytest.raises(LimitExceededError, match="at most 2 days"):
+        client.trades("BTCUSDT", "2021-01-01T00:00:00Z", "2021-01-04T00:00:00Z")
+    with pytest.raises(LimitExceededError, match="at most 1,500 rows"):
+        client.trades("BTCUSDT", include_recent=False)  # 1,830 rows > query_max_rows (1,500)
+    with pytest.raises(LimitExceededError, match="found 5,000"):
+        client.trades("BTCUSDT", limit=5000, include_recent=False)
+    assert client.trades("BTCUSDT", limit=10, include_recent=False)["trade_id"].to_pylist() == list(range(540342126, 540342136))
+    with pytest.raises(InvalidRangeError, match="both start and end"):
+        client.vwap("BTCUSDT", "2021-01-03T00:00:00Z", None)  # type: ignore[arg-type]
+    with pytest.raises(InvalidRangeError, match="tolerance"):
+        client.asof_join("BTCUSDT", "2021-01-03T00:00:00Z", "2021-01-03T00:01:00Z", tolerance="soon")
+    assert issubclass(LimitExceededError, K2QueryError) and issubclass(K2QueryError, ValueError)
+
+
+def test_result_conveniences(lake: tuple[Client, list[int]]) -> None:
+    client, _ = lake
+    result = client.trades("BTCUSDT", "2021-01-03T00:00:00Z", "2021-01-03T00:00:01Z", include_recent=False)
+    assert result.schema.field("exchange_ts").type == pa.timestamp("us", tz="UTC")
+    assert result.schema.field("price").type == pa.decimal128(18, 8)
+    frame = result.to_pandas()
+    assert len(frame) == result.num_rows == len(result) > 0
+    assert str(frame["exchange_ts"].dt.tz) == "UTC"
+    assert result.to_polars().height == result.num_rows
+    assert pa.table(result).num_rows == result.num_rows
+    assert result.sort_by([("trade_id", "descending")])["trade_id"][0].as_py() == max(result["trade_id"].to_pylist())
+
+
+def test_pool_under_concurrent_threads(lake: tuple[Client, list[int]]) -> None:
+    client, ids = lake
+    expected = client.bars("BTCUSDT", "1s", as_of=ids[2]).to_pylist()
+    results: list[object] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            for _ in range(3):
+                results.append(client.bars("BTCUSDT", "1s", as_of=ids[2]).to_pylist())
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(results) == 24 and all(r == expected for r in results)
+    assert client._pool.created == 2  # query_pool_size bounds the connections
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "COPY (SELECT * FROM trades) TO '/tmp/k2-stolen.csv'",
+        "ATTACH '/tmp/k2-other.db' AS other",
+        "INSERT INTO trades SELECT * FROM trades",
+        "CREATE TABLE x AS SELECT 1",
+        "DROP VIEW trades",
+        "SET enable_external_access = true",
+        "SELECT 1; SELECT 2",
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "SELECT * FROM read_text('/etc/hostname')",
+        "SELECT * FROM glob('/*')",
+        "SELECT * FROM 'tests/fixtures/binance/BTCUSDT-trades-2021-01-03.first-minute.csv'",
+        "INSTALL httpfs",
+        "SELEKT 1",
+    ],
+)
+def test_sql_refuses_anything_but_reads_of_the_views(lake: tuple[Client, list[int]], statement: str) -> None:
+    client, _ = lake
+    with pytest.raises(QueryError):
+        client.sql(statement)
+
+
+def test_sql_reads_views_with_parameters(lake: tuple[Client, list[int]]) -> None:
+    client, ids = lake
+    result = client.sql(
+        "WITH t AS (SELECT * FROM trades WHERE symbol = ? AND side = ?) SELECT count(*) AS n, sum(quantity) AS v FROM t",
+        ["BTCUSDT", "BUY"],
+    )
+    buys = [r for r in csv_rows() if r["is_buyer_maker"] == "False"]
+    assert result.to_pylist() == [{"n": len(buys), "v": sum(__import__("decimal").Decimal(r["qty"]) for r in buys)}]
+    assert result.snapshot_ids["trades"] == ids[2]
+    assert client.as_of(ids[0]).sql("SELECT count(*) AS n FROM trades").to_pylist() == [{"n": 600}]
+    assert client.sql("SELECT count(*) AS n FROM quotes").to_pylist() == [{"n": 0}]
+    with pytest.raises(LimitExceededError):
+        client.sql("SELECT * FROM trades")
