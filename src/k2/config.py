@@ -121,6 +121,13 @@ class Settings(BaseSettings):
     catalog_warehouse_name: str | None = _f(
         None, "REST catalog `warehouse` property (e.g. an S3 Tables bucket name).", "k2-tables", "lake"
     )
+    catalog_properties: str | None = _f(
+        None,
+        "Extra pyiceberg catalog properties as a JSON object of strings, e.g. SigV4 signing for AWS Glue's or "
+        "S3 Tables' REST endpoint (`rest.sigv4-enabled`, `rest.signing-name`, `rest.signing-region`).",
+        '{"rest.sigv4-enabled": "true", "rest.signing-name": "glue", "rest.signing-region": "eu-west-1"}',
+        "lake",
+    )
     warehouse: str | None = _f(
         None, "Warehouse location: `file:///path` or `s3://bucket/prefix`. Unset: `data_dir`/warehouse.", "s3://k2-lake/warehouse", "lake"
     )
@@ -343,6 +350,21 @@ class Settings(BaseSettings):
     def _storage(cls, value: str) -> str:
         if not (value.startswith("memory://") or value.startswith("s3://")):
             raise ValueError(f"expected memory://... or s3://BUCKET/, found {value!r}")
+        return value
+
+    @field_validator("catalog_properties")
+    @classmethod
+    def _json_object(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        import json
+
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in parsed.items()):
+            raise ValueError(f'expected a JSON object of strings like {{"rest.signing-name": "glue"}}, found {value!r}')
         return value
 
     @field_validator("warehouse")

@@ -107,6 +107,8 @@ def _bad_values(name: str) -> list[str]:
         return ["NOT-A-CHOICE"]
     if name in ("broker_storage", "warehouse"):
         return ["ftp://example/x"]
+    if name == "catalog_properties":
+        return ["not-json", '{"rest.signing-name": 1}']
     return []
 
 

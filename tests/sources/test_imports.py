@@ -89,6 +89,16 @@ def test_official_trades_file_lands_exactly_and_reimport_adds_nothing(lake: Sett
     assert (again.imported, again.duplicates) == (0, 1_830)
     assert _table(lake).num_rows == 1_830
 
+    # The files K2 wrote are read by DuckDB's iceberg extension (the query layer) with the same values.
+    from k2.lake.catalog import metadata_location
+    from k2.lake.duck import connect
+
+    con = connect()
+    count, total = con.execute(
+        "SELECT count(*), sum(quantity) FROM iceberg_scan(?)", [metadata_location(table.refresh())]
+    ).fetchone()
+    assert count == 1_830 and total == sum(Decimal(r[2]) for r in source)
+
 
 def _zip(folder: Path, csv_name: str, payload: bytes) -> Path:
     folder.mkdir(parents=True, exist_ok=True)

@@ -27,12 +27,17 @@ from typing import Any
 import fastavro
 import pyarrow as pa
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from k2.model import RecordType
 from k2.model.arrow import column_to_arrow
 
 MAGIC = 0
 _HEADER = struct.Struct(">bI")
+
+
+class RegistryUnavailableError(RuntimeError):
+    """The schema registry could not answer (as opposed to answering "no such schema")."""
 
 
 class DecodeError(ValueError):
@@ -137,8 +142,12 @@ class AvroBatchDecoder:
         if parsed is None:
             try:
                 schema = self.registry.get_schema(schema_id)
-            except Exception as exc:  # registry says no such id, or is unreachable
-                raise DecodeError("unknown_schema_id", f"schema id {schema_id}: {exc}") from None
+            except SchemaRegistryError as exc:
+                if exc.http_status_code == 404:  # the registry says no such id: the message's fault
+                    raise DecodeError("unknown_schema_id", f"expected a registered schema id, found {schema_id}") from None
+                raise RegistryUnavailableError(f"schema registry failed looking up id {schema_id}: {exc}") from exc
+            except Exception as exc:  # unreachable registry: not the message's fault, never dead-letter for it
+                raise RegistryUnavailableError(f"schema registry unreachable looking up id {schema_id}: {exc}") from exc
             if schema.schema_type not in (None, "AVRO"):
                 raise DecodeError("wrong_schema_type", f"expected AVRO, found {schema.schema_type}")
             writer = json.loads(schema.schema_str)
@@ -195,6 +204,11 @@ class AvroBatchDecoder:
         indices: list[int] = []
         for head, positions in groups.items():
             schema_id = _HEADER.unpack(head)[1]
+            try:
+                self._writer_schema(schema_id)  # one registry look-up per schema id and batch
+            except DecodeError as exc:
+                failures.extend((i, exc) for i in positions)
+                continue
             if self.fast and len(positions) >= 64 and self._is_canonical(schema_id):
                 if self._block is None:
                     from k2.bus.avro_block import BlockDecoder

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,8 @@ def s3_properties(settings: Settings) -> dict[str, str]:
 def load_catalog(settings: Settings) -> Catalog:
     """Open the catalog the settings describe (creating K2's local directories for the default)."""
     props: dict[str, Any] = {"warehouse": settings.warehouse_location, **s3_properties(settings)}
+    if settings.catalog_properties:  # e.g. SigV4 signing for Glue's / S3 Tables' REST endpoints
+        props.update(json.loads(settings.catalog_properties))
     if settings.catalog_type == "sql":
         from pyiceberg.catalog.sql import SqlCatalog
 

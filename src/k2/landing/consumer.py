@@ -49,7 +49,7 @@ from pyiceberg.table import Table
 
 from k2.bus.dlq import dlq_headers
 from k2.bus.producer import MarketDataProducer
-from k2.bus.serde import AvroBatchDecoder, registry_client
+from k2.bus.serde import AvroBatchDecoder, RegistryUnavailableError, registry_client
 from k2.bus.topics import dlq_topic, ensure_topics, parse_topic
 from k2.config import Settings
 from k2.lake.catalog import ensure_tables, load_catalog
@@ -518,7 +518,16 @@ class LandingConsumer:
                 return []
 
         values = [m.value() for m in messages]
-        decoded = decoder.decode(values)
+        for attempt in range(6):
+            try:
+                decoded = decoder.decode(values)
+                break
+            except RegistryUnavailableError as exc:
+                # Never dead-letter good messages because the registry is down: wait, then give up loudly.
+                if attempt == 5:
+                    raise LandingError(f"expected the schema registry to answer, found it failing: {exc}") from exc
+                log.warning("schema registry unavailable; retrying", error=str(exc), attempt=attempt + 1)
+                time.sleep(2.0**attempt)
         rejects: list[tuple[int, str, str]] = [(pos, err.reason, err.detail) for pos, err in decoded.failures]
         good = decoded.table
         positions = np.asarray(decoded.indices, dtype=np.int64)
