@@ -234,6 +234,9 @@ class Settings(BaseSettings):
     binance_ws_url: str = _f("wss://stream.binance.com:9443", "Binance WebSocket base URL (spot, Binance US or USD-M futures).", "wss://fstream.binance.com", "sources")
     binance_rest_url: str = _f("https://api.binance.com", "Binance REST base URL used for gap backfill and exchange info.", "https://fapi.binance.com", "sources")
     coinbase_ws_url: str = _f("wss://ws-feed.exchange.coinbase.com", "Coinbase Exchange WebSocket URL.", "wss://ws-feed-public.sandbox.exchange.coinbase.com", "sources")
+    binance_api_key: str | None = _f(
+        None, "Optional Binance API key, sent as X-MBX-APIKEY on REST backfill requests (for deployments where historicalTrades requires one).", "abc123", "sources"
+    )
     coinbase_rest_url: str = _f(
         "https://api.exchange.coinbase.com", "Coinbase Exchange REST base URL used for gap backfill.", "https://api-public.sandbox.exchange.coinbase.com", "sources"
     )
@@ -263,6 +266,9 @@ class Settings(BaseSettings):
         "observability",
     )
     prometheus_port: int = _f(9090, "Port of the Prometheus started by `k2 up` (on 127.0.0.1).", 19090, "observability")
+    prometheus_scrape_interval_seconds: int = _f(
+        15, "Scrape and rule-evaluation interval in the Prometheus configuration K2 generates.", 5, "observability"
+    )
 
     @field_validator(
         "topic_partitions",
@@ -284,6 +290,7 @@ class Settings(BaseSettings):
         "import_block_bytes",
         "import_commit_rows",
         "api_max_body_bytes",
+        "prometheus_scrape_interval_seconds",
         "maintenance_min_input_files",
         "maintenance_snapshots_keep",
         "maintenance_target_manifest_entries",

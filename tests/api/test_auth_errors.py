@@ -125,3 +125,33 @@ def test_request_id_echoed_or_generated(api: Api) -> None:
         generated = c.get("/health", headers={"X-Request-ID": "bad id with spaces"}).headers["x-request-id"]
         assert generated != "bad id with spaces" and len(generated) == 16
         assert c.get("/v1/nope").headers["x-request-id"]
+
+
+def test_dlq_lists_real_dead_letters(api: Api, unique: str) -> None:
+    """A dead letter produced to a real DLQ topic is listed (admin only) with reason and original bytes."""
+    import base64
+
+    from confluent_kafka import Producer
+
+    from k2.bus.dlq import dlq_headers
+    from k2.bus.topics import ensure_topics
+
+    topic = f"market.crypto.trades.api{unique}.dlq"
+    ensure_topics(api.settings, [topic], partitions=1)
+    producer = Producer(api.settings.kafka_client_config())
+    original = b"\x00\x00\x00\x00\x07not avro at all"
+    producer.produce(topic, key=b"BTCUSDT", value=original,
+                     headers=dlq_headers("avro_decode", "expected an Avro body", topic[:-4], 0, 41))
+    assert producer.flush(10) == 0
+    with api.client(api.admin_key) as c:
+        response = c.get("/v1/dlq", params={"topic": topic})
+        assert response.status_code == 200, response.text
+        letters = response.json()["data"]
+        assert len(letters) == 1
+        letter = letters[0]
+        assert (letter["reason"], letter["source_topic"], letter["source_offset"]) == ("avro_decode", topic[:-4], 41)
+        assert base64.b64decode(letter["value_base64"]) == original
+        assert base64.b64decode(letter["key_base64"]) == b"BTCUSDT"
+        assert_error(c.get("/v1/dlq", params={"topic": f"nope{unique}.dlq"}), 404, "unknown_topic")
+    with api.client(api.read_key) as c:
+        assert_error(c.get("/v1/dlq", params={"topic": topic}), 403, "forbidden")

@@ -89,3 +89,15 @@ def test_request_timeout_is_504(tmp_path, broker: str, schema_registry: str, pat
     with serve(settings) as server, httpx.Client(base_url=server.url, timeout=30, headers={"X-API-Key": key}) as c:
         error = assert_error(c.get(path), 504, "timeout")
         assert error["details"] == {"timeout_seconds": 0.001}
+
+
+def test_ready_is_503_when_the_broker_is_down(tmp_path, schema_registry: str) -> None:  # type: ignore[no-untyped-def]
+    from k2.ops.procs import free_port
+
+    settings = api_settings(tmp_path / "k2", f"127.0.0.1:{free_port()}", schema_registry)
+    ensure_tables(load_catalog(settings), settings)
+    with serve(settings) as server, httpx.Client(base_url=server.url, timeout=30) as c:
+        error = assert_error(c.get("/ready"), 503, "not_ready")
+        checks = error["details"]["checks"]  # type: ignore[index]
+        assert checks["broker"]["ok"] is False and checks["catalog"]["ok"] is True and checks["engine"]["ok"] is True
+        assert c.get("/health").status_code == 200

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 from pyiceberg.table import Table
-from tests.landing.helpers import make_trades, table_keys
 
 from k2.bus import MarketDataProducer
 from k2.bus.broker import tansu_process
@@ -32,6 +31,7 @@ from k2.landing import LandingConsumer
 from k2.landing.ledger import current_gaps
 from k2.model import TRADE
 from k2.ops.procs import free_port
+from tests.landing.helpers import make_trades, table_keys
 
 pytestmark = pytest.mark.slow
 

@@ -9,13 +9,14 @@ message that was neither). Each example uses its own exchange (so its own topics
 from __future__ import annotations
 
 import itertools
-import uuid
 import json
+import uuid
 from typing import Any
 
 from confluent_kafka import Message, Producer
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
-from tests.landing.helpers import make_trades, table_keys
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from k2.bus import topic_name
 from k2.bus.producer import MarketDataProducer
@@ -26,6 +27,7 @@ from k2.landing.dlq import read_dead_letters
 from k2.landing.offsets import OFFSETS_KEY
 from k2.model import QUOTE, TRADE
 from k2.model.values import to_unscaled
+from tests.landing.helpers import make_trades, table_keys
 
 # kind -> reasons accepted for it (random bytes may fail in any of the decode checks)
 EXPECTED: dict[str, set[str]] = {

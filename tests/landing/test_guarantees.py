@@ -11,7 +11,6 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 from pyiceberg.table import Table
-from tests.landing.helpers import make_trades, table_keys
 
 from k2.bus import MarketDataProducer, topic_name
 from k2.config import Settings
@@ -20,6 +19,7 @@ from k2.landing.ledger import current_gaps
 from k2.landing.offsets import RANGES_KEY
 from k2.model import TRADE
 from k2.model.values import now_micros
+from tests.landing.helpers import make_trades, table_keys
 
 
 def _settings(settings: Settings, unique: str, **update: Any) -> Settings:

@@ -8,7 +8,6 @@ from decimal import Decimal
 import pyarrow as pa
 import pytest
 from confluent_kafka import Consumer
-from tests.landing.helpers import make_trades, table_keys
 
 from k2.bus import MarketDataProducer, topic_name
 from k2.bus.dlq import DeadLetter
@@ -18,6 +17,7 @@ from k2.landing.ledger import current_gaps
 from k2.landing.offsets import OFFSETS_KEY, RANGES_KEY
 from k2.model import QUOTE, TRADE
 from k2.model.values import to_unscaled
+from tests.landing.helpers import make_trades, table_keys
 
 
 def _settings(settings: Settings, unique: str) -> Settings:

@@ -185,6 +185,12 @@ def check_exactly_once_with_duckdb(settings: Settings, observed: dict[str, Any],
     assert landed == source  # every trade, bit-exact prices and quantities
     quotes = con.execute("SELECT count(*), count(DISTINCT update_id) FROM iceberg_scan(?)", [metadata_location(tables["quotes"])]).fetchone()
     assert quotes == (observed["quotes_expected"], observed["quotes_expected"])
+    # K2's own Python API reads the same tables over S3 (the path the CLI and REST API use).
+    import k2
+
+    with k2.connect(**{k: v for k, v in settings.model_dump().items() if v is not None}) as client:
+        via_api = client.trades("BTCUSDT", include_recent=False, limit=None).table
+    assert via_api.num_rows == EXPECTED_TRADES
     # Both consumers of the group committed: the first stopped after one commit, the other took over.
     writers = {name for name, _, _ in observed["commits"]}
     assert writers == {"landing-a", "landing-b"}, observed["commits"]

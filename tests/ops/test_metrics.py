@@ -170,3 +170,15 @@ def test_call_site_scanner_catches_a_wrong_label(tmp_path: Path) -> None:
     assert not problems
     assert (6, "k2_landing_rows_total", frozenset({"tabel"})) in uses
     assert (7, "k2_landing_dlq_total", frozenset({"topic", "reason"})) in uses
+
+
+def test_every_declared_metric_is_emitted_somewhere() -> None:
+    """A declared metric no code records would be an empty panel and an alert that can never fire."""
+    used: set[str] = set()
+    for path in sorted(SRC.rglob("*.py")):
+        if path.name == "metrics.py" and path.parent.name == "ops":
+            continue
+        uses, _ = call_sites(path)
+        used |= {name for _, name, _ in uses}
+    unused = sorted({d.name for d in DECLARATIONS} - used)
+    assert not unused, f"declared but never recorded in src/: {unused}"

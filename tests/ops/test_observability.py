@@ -211,14 +211,14 @@ def test_k2_up_starts_prometheus_which_scrapes_the_landing_metrics(tmp_path: Pat
     metric("k2_landing_rows_total").labels(table="scrape-test").inc(42)
     settings = Settings(
         data_dir=tmp_path / "k2", landing_metrics_port=landing_port, api_port=free_port(), prometheus_port=prom_port,
-        prometheus_enabled="true", kafka_bootstrap_servers="127.0.0.1:1", schema_registry_url="http://127.0.0.1:1",
+        prometheus_enabled="true", prometheus_scrape_interval_seconds=1,
+        kafka_bootstrap_servers="127.0.0.1:1", schema_registry_url="http://127.0.0.1:1",
     )
     assert [p.name for p in stack.planned_parts(settings)][-1] == "prometheus"
     try:
         assert stack.up(settings, ["prometheus"], timeout=60) == [("prometheus", "started")]
         config = (tmp_path / "k2" / "prometheus" / "prometheus.yml").read_text()
-        assert f"127.0.0.1:{landing_port}" in config
-        # Prometheus scrapes every 15 s; its first scrape happens soon after start.
+        assert f"127.0.0.1:{landing_port}" in config and "scrape_interval: 1s" in config
         deadline = time.monotonic() + 40
         value = None
         while time.monotonic() < deadline and value is None:
@@ -323,6 +323,7 @@ def test_correlation_id_follows_a_message_from_producer_to_landing_log_and_snaps
     from tests.landing.helpers import make_trades
 
     exchange = f"cid{unique}"
+    settings = settings.model_copy(update={"consumer_group": f"cid-{unique}"})
     topic = topic_name("crypto", "trades", exchange)
     with MarketDataProducer(settings) as producer:
         for row in make_trades("ETHUSDT", 1, 50, exchange=exchange):

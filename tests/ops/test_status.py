@@ -24,7 +24,7 @@ def landed(settings: Settings, unique: str) -> dict[str, Any]:
     from k2.model import TRADE
 
     exchange = f"st{unique}"
-    settings = settings.model_copy(update={"landing_sequential_exchanges": exchange})
+    settings = settings.model_copy(update={"landing_sequential_exchanges": exchange, "consumer_group": f"status-{unique}"})
     topic = topic_name("crypto", "trades", exchange)
     first = make_trades("BTCUSDT", 1, 500, exchange=exchange)
     second = make_trades("BTCUSDT", GAP[1] + 1, 500, exchange=exchange)

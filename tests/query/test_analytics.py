@@ -23,7 +23,12 @@ END = datetime(2024, 8, 8, 23, 57, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 def data() -> tuple[pa.Table, pa.Table]:
-    return capture_tables()
+    trades, quotes = capture_tables(max_lines=26_000)  # 23:54:15 .. past 23:57, enough around the window
+    assert trades["exchange_ts"][-1].as_py() > END and quotes["exchange_ts"][-1].as_py() > END
+    return trades, quotes
+
+
+_WINDOWS: dict[tuple[int, datetime, datetime], list[dict[str, Any]]] = {}
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +41,11 @@ def client(tmp_path_factory: pytest.TempPathFactory, data: tuple[pa.Table, pa.Ta
 
 
 def _in_window(table: pa.Table, start: datetime, end: datetime, id_column: str) -> list[dict[str, Any]]:
-    rows = [r for r in table.to_pylist() if start <= r["exchange_ts"] < end]
-    return sorted(rows, key=lambda r: (r["exchange_ts"], r[id_column]))
+    key = (id(table), start, end)
+    if key not in _WINDOWS:
+        rows = [r for r in table.to_pylist() if start <= r["exchange_ts"] < end]
+        _WINDOWS[key] = sorted(rows, key=lambda r: (r["exchange_ts"], r[id_column]))
+    return _WINDOWS[key]
 
 
 def test_vwap(client: Client, data: tuple[pa.Table, pa.Table]) -> None:

@@ -200,3 +200,31 @@ def test_sql_reads_views_with_parameters(lake: tuple[Client, list[int]]) -> None
     assert client.sql("SELECT count(*) AS n FROM quotes").to_pylist() == [{"n": 0}]
     with pytest.raises(LimitExceededError):
         client.sql("SELECT * FROM trades")
+
+
+def test_gaps_latest_state_matches_the_ledger(tmp_path: Path) -> None:
+    from k2.lake.catalog import ensure_tables, load_catalog
+    from k2.landing.ledger import current_gaps
+    from k2.model import GAP
+    from k2.model.arrow import records_to_arrow
+
+    settings = lake_settings(tmp_path)
+    t0 = 1_723_161_255_342_000
+
+    def gap(symbol: str, first: int, last: int, status: str, detected: int) -> dict[str, object]:
+        return {
+            "exchange": "binance", "symbol": symbol, "data_type": "trades", "first_missing_id": first, "last_missing_id": last,
+            "missing_count": last - first + 1, "start_ts": t0, "end_ts": t0 + 1000, "detected_ts": detected, "source": "landing",
+            "status": status, "gap_key": f"binance/{symbol}/trades/{first}-{last}", "detail": None,
+        }
+
+    load(settings, "gaps", records_to_arrow(GAP, [gap("BTCUSDT", 10, 12, "open", t0), gap("ETHUSDT", 5, 5, "open", t0)]))
+    load(settings, "gaps", records_to_arrow(GAP, [gap("BTCUSDT", 10, 12, "backfilled", t0 + 5_000_000)]))
+    ledger_table = ensure_tables(load_catalog(settings), settings)["gaps"]
+    with Client(settings) as client:
+        for kwargs in ({}, {"status": "open"}, {"status": "backfilled"}, {"symbol": "BTCUSDT"}, {"exchange": "coinbase"}):
+            ours = client.gaps(**kwargs).to_pylist()  # type: ignore[arg-type]
+            assert ours == current_gaps(ledger_table, **kwargs).to_pylist(), kwargs  # type: ignore[arg-type]
+        assert [(g["symbol"], g["status"]) for g in client.gaps().to_pylist()] == [("BTCUSDT", "backfilled"), ("ETHUSDT", "open")]
+        with pytest.raises(QueryError, match="status: expected"):
+            client.gaps(status="closed")

@@ -7,6 +7,7 @@ never computed by the importer.
 from __future__ import annotations
 
 import csv
+import gzip
 import hashlib
 import zipfile
 from datetime import UTC, datetime, timedelta
@@ -223,7 +224,7 @@ def test_klines_exact(lake: Settings) -> None:
     assert import_files("binance-klines", [KLINES], lake)[0].imported == 0
 
 
-def test_tardis_trades_and_quotes(lake: Settings) -> None:
+def test_tardis_trades_and_quotes(tmp_path: Path, lake: Settings) -> None:
     binance = TARDIS / "binance_trades_2024-08-09_BTCUSDT.csv"
     bitmex = TARDIS / "bitmex_trades_2020-04-01_XBTUSD.csv"
     quotes = TARDIS / "binance_quotes_2024-08-09_BTCUSDT.csv"
@@ -251,8 +252,11 @@ def test_tardis_trades_and_quotes(lake: Settings) -> None:
     for q, (_exchange, _symbol, _ts, _local, ask_amount, ask_price, bid_price, bid_amount) in zip(stored_quotes, source_quotes, strict=True):
         for value, text in ((q["ask_size"], ask_amount), (q["ask_price"], ask_price), (q["bid_price"], bid_price), (q["bid_size"], bid_amount)):
             assert (value is None) if text == "" else Decimal(str(value)) == Decimal(text)
-    # Deterministic synthetic ids: importing again adds nothing.
-    assert import_files("tardis-trades", [bitmex], lake)[0].imported == 0
+    # Deterministic synthetic ids: importing again adds nothing (also as .csv.gz, as Tardis ships files).
+    gz = tmp_path / (bitmex.name + ".gz")
+    gz.write_bytes(gzip.compress(bitmex.read_bytes()))
+    again = import_files("tardis-trades", [gz], lake)[0]
+    assert (again.rows_read, again.imported, again.duplicates) == (3, 0, 3)
     assert import_files("tardis-quotes", [quotes], lake)[0].imported == 0
 
 
@@ -334,3 +338,52 @@ def test_wrong_layout_is_a_clear_error(tmp_path: Path, lake: Settings) -> None:
     odd.write_text(TRADES.read_text())
     with pytest.raises(FileImportError, match="expected the symbol in the file name"):
         import_files("binance-trades", [odd], lake)
+
+
+def test_concurrent_overlapping_imports_never_duplicate(tmp_path: Path, lake: Settings) -> None:
+    import threading
+
+    lines = TRADES.read_text().splitlines()
+    parts = [tmp_path / "BTCUSDT-trades-2021-01-03.a.csv", tmp_path / "BTCUSDT-trades-2021-01-03.b.csv"]
+    parts[0].write_text("\n".join(lines[:1_200]) + "\n")
+    parts[1].write_text("\n".join(lines[600:]) + "\n")
+    ensure_tables(load_catalog(lake), lake)  # tables exist (`k2 init`); the race under test is the commit
+    errors: list[BaseException] = []
+    reports = []
+
+    def run(path: Path) -> None:
+        try:
+            reports.append(import_files("binance-trades", [path], lake)[0])
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(p,)) for p in parts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors
+    ids = _table(lake)["trade_id"].to_pylist()
+    assert len(ids) == len(set(ids)) == 1_830
+    assert sum(r.imported for r in reports) == 1_830 and sum(r.duplicates for r in reports) == 600
+
+
+def test_commit_conflict_is_retried_after_a_fresh_dedup(tmp_path: Path, lake: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another writer commits the same rows between our dedup and our commit: ours must fail, re-check, add nothing."""
+    import k2.sources.files.importer as importer
+
+    real = importer.append_runs
+    calls = []
+
+    def concurrent_writer_first(table, data, properties):  # type: ignore[no-untyped-def]
+        if not calls:
+            calls.append(1)
+            other = ensure_tables(load_catalog(lake), lake)["trades"]  # a separate table object: another writer
+            importer.append_runs(other, data, properties)
+        return real(table, data, properties)
+
+    monkeypatch.setattr(importer, "append_runs", concurrent_writer_first)
+    report = import_files("binance-trades", [TRADES], lake)[0]
+    assert calls and report.imported == 0 and report.duplicates == 1_830
+    ids = _table(lake)["trade_id"].to_pylist()
+    assert len(ids) == len(set(ids)) == 1_830

@@ -167,6 +167,26 @@ def test_rest_client_that_knows_the_limit_never_gets_a_429(binance_messages: lis
     assert elapsed >= 1.0  # 8 x 25 weight needs at least three 1-second windows at 90 % of 100
 
 
+def test_configured_api_key_is_sent_with_backfill_requests(binance_messages: list[CaptureMessage]) -> None:
+    import asyncio
+
+    from k2.sources.binance import feeds_for_symbols
+
+    with FakeExchange(messages=binance_messages[:200]) as fake:
+        for key in (None, "k2-test-key"):
+            feed = feeds_for_symbols(Settings(binance_api_key=key), ["BTCUSDT"], ws_url=fake.ws_url, rest_url=fake.rest_url)[0]
+
+            async def call(feed: BinanceFeed = feed) -> None:
+                rest = feed.rest_client()
+                try:
+                    await feed.fetch_trades(rest, "BTCUSDT", FIRST_ID, FIRST_ID + 5)
+                finally:
+                    await rest.aclose()
+
+            asyncio.run(call())
+    assert fake.stats.rest_requests == 2 and fake.stats.rest_api_keys == ["k2-test-key"]
+
+
 def test_an_open_gap_is_retried_until_backfilled(settings: Settings, unique: str, binance_messages: list[CaptureMessage]) -> None:
     settings = live_settings(settings)
     topics = feed_topics("binance", unique)
@@ -301,7 +321,7 @@ def test_coinbase_feed_survives_drops_and_skips(settings: Settings, unique: str)
     for m in messages:
         if m.trade_id is not None:
             last_ids[m.symbol] = max(last_ids.get(m.symbol, 0), m.trade_id)
-    faults = Faults(drop_every=40, max_drops=4, reconnect_advance=200, skip_at=frozenset({60, 150}), skip_count=3, malformed_at=frozenset({20}))
+    faults = Faults(drop_every=30, max_drops=4, reconnect_advance=15, skip_at=frozenset({60, 150}), skip_count=3, malformed_at=frozenset({20}))
     with FakeExchange("coinbase", faults=faults, messages=messages) as fake:
         feed = CoinbaseFeed(sorted(last_ids), ws_url=fake.ws_url, rest_url=fake.rest_url)
         runner = run_feed(

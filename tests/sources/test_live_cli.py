@@ -56,14 +56,22 @@ def test_stream_command_lands_a_faulty_feed_in_kafka(private_settings: Settings,
 
 
 def test_bad_arguments_are_refused_with_the_expected_form() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "k2.cli", "stream", "binance", "--symbols", "BTC/USDT"], capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode != 0 and "expected a Binance symbol like BTCUSDT" in result.stderr
-    result = subprocess.run(
-        [sys.executable, "-m", "k2.cli", "stream", "binance", "--symbols", "BTCUSDT", "--market", "moon"], capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode != 0 and "expected one of ['spot', 'us', 'usdm']" in result.stderr
+    from typer.testing import CliRunner
+
+    from k2.cli import app
+
+    runner = CliRunner()
+    for args, message in (
+        (["stream", "binance", "--symbols", "BTC/USDT"], "expected a Binance symbol like BTCUSDT"),
+        (["stream", "binance", "--symbols", "BTCUSDT", "--market", "moon"], "expected one of ['spot', 'us', 'usdm']"),
+        (["replay", "--symbols", "BTCUSDT", "--start", "2024-08-08T23:54:00Z", "--end", "2024-08-09T00:06:00Z", "--to-topic", "t", "--speed", "fast"],
+         "expected a speed like 10x"),
+        (["replay", "--symbols", "BTCUSDT", "--start", "2024-08-08T23:54:00", "--end", "2024-08-09T00:06:00Z", "--to-topic", "t"],
+         "expected a time with a zone"),
+        (["reference", "binance", "--market", "moon"], "expected one of ['spot', 'us', 'usdm']"),
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and message in " ".join(result.output.split()), (args, result.output)
 
 
 def test_sigterm_stops_the_stream_cleanly(private_settings: Settings, tmp_path: Path) -> None:
@@ -83,6 +91,7 @@ def test_sigterm_stops_the_stream_cleanly(private_settings: Settings, tmp_path: 
         "K2_KAFKA_BOOTSTRAP_SERVERS": str(private_settings.kafka_bootstrap_servers),
         "K2_SCHEMA_REGISTRY_URL": str(private_settings.schema_registry_url),
         "K2_DATA_DIR": str(tmp_path / "k2"),
+        "PYTHONUNBUFFERED": "1",
     }
     try:
         stream = subprocess.Popen(
@@ -90,9 +99,12 @@ def test_sigterm_stops_the_stream_cleanly(private_settings: Settings, tmp_path: 
              "--url", f"ws://127.0.0.1:{port}", "--rest-url", f"http://127.0.0.1:{port}"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
-        time.sleep(6)  # start-up, then a few seconds of trades at 5x real time
+        assert stream.stdout is not None
+        first = stream.stdout.readline()  # printed once the command has started (imports done; a loaded machine is slow)
+        time.sleep(4)  # connect, then a few seconds of trades at 5x real time
         stream.send_signal(signal.SIGTERM)
         out, err = stream.communicate(timeout=30)
+        out = first + out
     finally:
         fake.stop()
     assert stream.returncode == 0, err[-3000:]

@@ -130,7 +130,7 @@ def test_coinbase_capture_streams_end_to_end(private_settings: Settings) -> None
     last_ids: dict[str, int] = {}
     for symbol, ident in trades:
         last_ids[symbol] = max(last_ids.get(symbol, 0), ident)
-    faults = Faults(drop_every=40, max_drops=3, reconnect_advance=30, skip_at=frozenset({100}), skip_count=3)
+    faults = Faults(drop_every=30, max_drops=3, reconnect_advance=20, skip_at=frozenset({100}), skip_count=3)
     with FakeExchange("coinbase", faults=faults, messages=messages) as fake:
         feed = CoinbaseFeed(sorted(last_ids), ws_url=fake.ws_url, rest_url=fake.rest_url)
         runner = run_feed(feed, settings, topics={}, ledger=ledger, stop_when=lambda r: all(r.last_trade.get(p) == i for p, i in last_ids.items()))

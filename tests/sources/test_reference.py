@@ -55,6 +55,26 @@ def test_exchange_info_entries_map_to_instruments() -> None:
     assert {s for s, r in rows.items() if not r["active"]} == {"BLZETH", "RUNEEUR"}
 
 
+def test_usdm_futures_entries_keep_contract_fields() -> None:
+    from datetime import date
+
+    from k2.sources.binance import USDM
+
+    # A /fapi/v1/exchangeInfo entry (constructed following Binance's documented futures layout).
+    entry = {
+        "symbol": "BTCUSDT", "pair": "BTCUSDT", "contractType": "PERPETUAL", "deliveryDate": 4133404800000, "onboardDate": 1569398400000,
+        "status": "TRADING", "baseAsset": "BTC", "quoteAsset": "USDT", "marginAsset": "USDT", "pricePrecision": 2, "quantityPrecision": 3,
+        "filters": [{"filterType": "PRICE_FILTER", "minPrice": "556.80", "maxPrice": "4529764", "tickSize": "0.10"},
+                    {"filterType": "LOT_SIZE", "stepSize": "0.001", "maxQty": "1000", "minQty": "0.001"},
+                    {"filterType": "MIN_NOTIONAL", "notional": "100"}],
+    }
+    row = parse_exchange_info({"symbols": [entry]}, USDM, updated_us=0)[0]
+    assert (row["exchange"], row["asset_class"], row["instrument"]) == ("binance-futures", "futures", "BTC-USDT")
+    assert row["listing_date"] == date(2019, 9, 25)
+    assert row["vendor"]["contractType"] == "PERPETUAL" and row["vendor"]["minNotional"] == "100"
+    assert records_to_arrow(INSTRUMENT, [row]).to_pylist()[0]["tick_size"] == Decimal("0.10")
+
+
 def test_malformed_exchange_info_says_what_was_expected() -> None:
     with pytest.raises(ReferenceDataError, match="expected an exchangeInfo object with a 'symbols' list"):
         parse_exchange_info({"code": -1121, "msg": "Invalid symbol."})

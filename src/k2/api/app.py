@@ -103,7 +103,7 @@ PAGED_HEADERS: dict[str, Any] = {
     "X-Next-Cursor": {"description": "Cursor of the next page (absent on the last page).", "schema": {"type": "string"}},
     "Link": {"description": 'URL of the next page with rel="next" (absent on the last page).', "schema": {"type": "string"}},
 }
-DATA_ERRORS = (400, 401, 403, 404, 406, 413, 422, 429, 500, 504)
+DATA_ERRORS = (400, 401, 403, 404, 406, 413, 422, 429, 500, 503, 504)
 
 
 def _data_responses(paged: bool = False) -> dict[int | str, dict[str, Any]]:

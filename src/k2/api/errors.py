@@ -103,7 +103,7 @@ STANDARD_ERRORS: dict[int, tuple[str, str]] = {
     422: ("invalid_parameter", "A parameter failed validation, or the result exceeds `query_max_rows`."),
     429: ("rate_limited", "The key's token bucket is empty; retry after the `Retry-After` seconds."),
     500: ("internal_error", "Unexpected server error (quote the request id)."),
-    503: ("not_ready", "A dependency (catalog, engine, broker) is unavailable."),
+    503: ("unavailable", "A dependency is unavailable (/ready: catalog, engine or broker; include_recent=true: Kafka)."),
     504: ("timeout", "The request took longer than `api_request_timeout_seconds`."),
 }
 

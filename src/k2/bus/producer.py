@@ -94,9 +94,9 @@ class MarketDataProducer:
         # Called once per message: keep it cheap, publish the counters in bulk (_publish_metrics).
         if err is not None:
             self.errors.append((str(msg.topic()), str(err)))
-            self._m_errors.labels(topic=msg.topic(), error=err.name()).inc()
+            self._m_errors.labels(topic=str(msg.topic()), error=err.name()).inc()
         else:
-            topic = msg.topic()
+            topic = str(msg.topic())
             self._delivered_by_topic[topic] = self._delivered_by_topic.get(topic, 0) + 1
 
     def _publish_metrics(self) -> None:
@@ -123,7 +123,7 @@ class MarketDataProducer:
 
     def produce_raw(self, topic: str, key: bytes | None, value: bytes | None, headers: dict[str, str] | list[tuple[str, bytes]] | None = None) -> None:
         """Enqueue already-encoded bytes (DLQ, replay); blocks while the queue is full."""
-        hdrs = list(headers.items()) if isinstance(headers, dict) else headers
+        hdrs: Any = list(headers.items()) if isinstance(headers, dict) else headers
         waited = 0.0
         while True:
             try:

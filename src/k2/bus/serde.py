@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import fastavro
+import numpy as np
 import pyarrow as pa
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
@@ -120,7 +121,7 @@ class DecodedBatch:
     """
 
     table: pa.Table
-    indices: list[int]
+    indices: list[int] | np.ndarray
     failures: list[tuple[int, DecodeError]]
 
 
@@ -150,7 +151,7 @@ class AvroBatchDecoder:
                 raise RegistryUnavailableError(f"schema registry unreachable looking up id {schema_id}: {exc}") from exc
             if schema.schema_type not in (None, "AVRO"):
                 raise DecodeError("wrong_schema_type", f"expected AVRO, found {schema.schema_type}")
-            writer = json.loads(schema.schema_str)
+            writer = json.loads(schema.schema_str or "{}")
             if writer.get("name") != self.record.name:
                 raise DecodeError("wrong_record", f"expected record {self.record.name}, found {writer.get('name')}")
             parsed = self._writers[schema_id] = fastavro.parse_schema(_strip_logical(copy.deepcopy(writer)))
@@ -178,7 +179,7 @@ class AvroBatchDecoder:
         verdict = self._canonical.get(schema_id)
         if verdict is None:
             try:
-                writer = json.loads(self.registry.get_schema(schema_id).schema_str)
+                writer = json.loads(self.registry.get_schema(schema_id).schema_str or "{}")
             except Exception:
                 return False
             verdict = self._canonical[schema_id] = _shape(writer) == _shape(self.record.avro_schema())
@@ -191,6 +192,53 @@ class AvroBatchDecoder:
         (:mod:`k2.bus.avro_block`); everything else, and any block the fast path cannot prove
         correct, is decoded message by message.
         """
+        uniform = self._decode_uniform(values)
+        if uniform is not None:
+            return uniform
+        return self._decode_groups(values, try_block=self.fast)
+
+    def _decode_uniform(self, values: Sequence[bytes | None]) -> DecodedBatch | None:
+        """The common case in one go: every message framed with the same canonical schema id.
+
+        Headers are checked and stripped with numpy on the concatenated values, so the only per-message
+        Python work is ``len``; None when the batch is not uniform or the block decoder cannot prove it.
+        """
+        n = len(values)
+        if not self.fast or n < 64:
+            return None
+        try:
+            lengths = np.fromiter(map(len, values), dtype=np.int64, count=n)  # type: ignore[arg-type]
+            joined = b"".join(values)  # type: ignore[arg-type]
+        except TypeError:  # a None value somewhere
+            return None
+        if int(lengths.min()) < 5:
+            return None
+        blob = np.frombuffer(joined, dtype=np.uint8)
+        starts = np.cumsum(lengths) - lengths
+        header_at = starts[:, None] + np.arange(5)
+        heads = blob[header_at]
+        if not (heads == heads[0]).all() or heads[0, 0] != MAGIC:
+            return None
+        schema_id = _HEADER.unpack(heads[0].tobytes())[1]
+        try:
+            self._writer_schema(schema_id)
+        except DecodeError:
+            return None
+        if not self._is_canonical(schema_id):
+            return None
+        keep = np.ones(blob.size, dtype=bool)
+        keep[header_at.ravel()] = False
+        if self._block is None:
+            from k2.bus.avro_block import BlockDecoder
+
+            self._block = BlockDecoder(self.record)
+        try:
+            table = self._block.decode_joined(blob[keep].tobytes(), lengths - 5)
+        except ValueError:  # BlockMismatch: the per-group path isolates the bad messages
+            return None
+        return DecodedBatch(table, np.arange(n, dtype=np.int64), [])
+
+    def _decode_groups(self, values: Sequence[bytes | None], try_block: bool) -> DecodedBatch:
         groups: dict[bytes, list[int]] = {}
         failures: list[tuple[int, DecodeError]] = []
         for position, value in enumerate(values):
@@ -209,7 +257,7 @@ class AvroBatchDecoder:
             except DecodeError as exc:
                 failures.extend((i, exc) for i in positions)
                 continue
-            if self.fast and len(positions) >= 64 and self._is_canonical(schema_id):
+            if try_block and len(positions) >= 64 and self._is_canonical(schema_id):
                 if self._block is None:
                     from k2.bus.avro_block import BlockDecoder
 

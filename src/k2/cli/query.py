@@ -64,7 +64,7 @@ def _json_default(value: Any) -> Any:
 def _flatten(table: pa.Table) -> pa.Table:
     """Nested columns (conditions, vendor) as JSON text, for CSV."""
     columns = []
-    for name, column in zip(table.column_names, table.columns, strict=True):
+    for column in table.columns:
         if pa.types.is_nested(column.type):
             values = [None if v is None else json.dumps(dict(v) if isinstance(v, list) and v and isinstance(v[0], tuple) else v) for v in column.to_pylist()]
             column = pa.chunked_array([pa.array(values, type=pa.string())])
@@ -141,23 +141,24 @@ def _plot_png(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
 
-    times = [mdates.date2num(r["open_time"]) for r in rows]
+    times = [float(mdates.date2num(r["open_time"])) for r in rows]  # type: ignore[no-untyped-call]
     width = (times[1] - times[0]) * 0.7 if len(times) > 1 else 1 / 1440 * 0.7
     fig, (ax, axv) = plt.subplots(2, 1, sharex=True, figsize=(12, 6), gridspec_kw={"height_ratios": [3, 1]})
     for t, r in zip(times, rows, strict=True):
         o, h, lo, c = (float(r[k]) for k in ("open", "high", "low", "close"))
         color = "#26a69a" if c >= o else "#ef5350"
         ax.vlines(t, lo, h, color=color, linewidth=1)
-        ax.add_patch(plt.Rectangle((t - width / 2, min(o, c)), width, max(abs(c - o), 1e-12), color=color))
+        ax.add_patch(Rectangle((t - width / 2, min(o, c)), width, max(abs(c - o), 1e-12), color=color))
         axv.bar(t, float(r["volume"]), width=width, color=color)
     ax.set_title(title)
     ax.set_ylabel("price")
     axv.set_ylabel("volume")
     ax.autoscale_view()
-    locator = mdates.AutoDateLocator()
+    locator = mdates.AutoDateLocator()  # type: ignore[no-untyped-call]
     axv.xaxis.set_major_locator(locator)
-    axv.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    axv.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
     fig.autofmt_xdate()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -202,11 +203,14 @@ def _svg(rows: list[dict[str, Any]], title: str) -> str:
 
 @contextmanager
 def _client() -> Iterator[Any]:
+    from k2.ops.logging import configure_logging
     from k2.query.client import Client
     from k2.query.errors import K2QueryError
     from k2.query.recent import RecentUnavailableError
 
-    client = Client(load_settings())
+    settings = load_settings()
+    configure_logging(settings)  # logs to stderr: stdout carries the data
+    client = Client(settings)
     try:
         yield client
     except K2QueryError as exc:
@@ -229,7 +233,13 @@ EXCHANGE = typer.Option(None, "--exchange", "-e", help="Only this exchange (e.g.
 
 
 def register(app: typer.Typer) -> None:
-    """Add the query commands to ``app``."""
+    """Add the query commands to ``app``.
+
+    Example::
+
+        app = typer.Typer()
+        register(app)
+    """
 
     def rows_command(kind: str) -> Callable[..., None]:
         def command(

@@ -33,7 +33,7 @@ from k2.config import Settings, load_settings
 console = Console()
 err_console = Console(stderr=True)
 
-FILES = typer.Argument(..., help="CSV files, or official ZIPs holding one CSV (a .CHECKSUM beside them is verified).")
+FILES = typer.Argument(..., help="CSV files, .csv.gz, or official ZIPs holding one CSV (a .CHECKSUM beside a file is verified).")
 SYMBOL = typer.Option(None, "--symbol", help="Symbol (default: from the file name / the file's rows).")
 MARKET = typer.Option("auto", "--market", help="Binance market: spot, usdm (USD-M futures) or auto (header row = usdm).")
 VIA_KAFKA = typer.Option(False, "--via-kafka", help="Produce Avro to Kafka for the landing consumer instead of writing Iceberg.")
@@ -98,8 +98,13 @@ def _print_reports(reports: Sequence[object], quiet: bool, via_kafka: bool) -> N
         if report.rejected:
             reasons = ", ".join(f"{k}={v}" for k, v in sorted(report.rejected_by_reason.items()))
             err_console.print(
-                f"[yellow]{report.file}: {report.rejected} bad lines ({reasons}) -> {report.rejects_destination}[/yellow]"
+                f"[yellow]{report.file}: {report.rejected} bad lines ({reasons}) -> {report.rejects_destination}[/yellow]",
+                markup=True, highlight=False,
             )
+            for sample in report.rejected_samples:
+                err_console.print(f"  {sample}", markup=False, highlight=False)
+            if report.rejected > len(report.rejected_samples):
+                err_console.print(f"  ... and {report.rejected - len(report.rejected_samples)} more")
     if quiet:
         return
     table = Table(title="k2 import" + (" (via Kafka)" if via_kafka else ""))

@@ -57,7 +57,7 @@ def _run(settings: Settings, feeds: list, idle_exit: float | None, metrics_port:
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``k2 stream ...`` and ``k2 fake-exchange serve`` to the ``k2`` app."""
+    """Add ``k2 stream ...``, ``k2 fake-exchange serve``, ``k2 replay`` and ``k2 reference ...`` to the ``k2`` app."""
     stream_app = typer.Typer(help="Live exchange feeds into Kafka (trades and best bid/offer).", no_args_is_help=True)
 
     @stream_app.command("binance")

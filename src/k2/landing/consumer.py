@@ -324,10 +324,11 @@ class LandingConsumer:
                         pending.discard(key)  # out of range or similar: verdict stays False
                         continue
                     offset, crc = expected[key]
-                    if msg.offset() == offset:
+                    found = int(msg.offset() or 0)
+                    if found == offset:
                         verdict[key] = zlib.crc32(msg.value() or b"") == crc
                         pending.discard(key)
-                    elif msg.offset() > offset:
+                    elif found > offset:
                         pending.discard(key)
         finally:
             probe.close()
@@ -401,7 +402,7 @@ class LandingConsumer:
                 self._buffers[next(iter(shorts))].extend(messages)
             else:
                 for msg in messages:
-                    self._buffers[self._short_for_topic(msg.topic())].append(msg)
+                    self._buffers[self._short_for_topic(str(msg.topic()))].append(msg)
             self._buffered_rows += len(messages)
             self._buffered_bytes += size
             self._avg_size = size / len(messages) if not self._avg_size else 0.8 * self._avg_size + 0.2 * size / len(messages)
@@ -429,9 +430,9 @@ class LandingConsumer:
         if error.code() == KafkaError._PARTITION_EOF:
             return
         if error.code() == KafkaError._AUTO_OFFSET_RESET or error.code() == KafkaError.OFFSET_OUT_OF_RANGE:
-            topic, partition = msg.topic(), msg.partition()
-            self._handle_reset(str(topic), int(partition or 0), f"offset out of range ({error.str()})")
-            self._next[(str(topic), int(partition or 0))] = OFFSET_BEGINNING
+            topic, partition = str(msg.topic()), int(msg.partition() or 0)
+            self._handle_reset(topic, partition, f"offset out of range ({error.str()})")
+            self._next[(topic, partition)] = OFFSET_BEGINNING
             self.consumer.seek(TopicPartition(topic, partition, OFFSET_BEGINNING))
             return
         if error.fatal():
@@ -498,8 +499,13 @@ class LandingConsumer:
         # land was already landed (a redelivery after a seek) and is dropped here, before decoding.
         msg_partitions = np.fromiter((m.partition() for m in messages), dtype=np.int64, count=len(messages))
         msg_offsets = np.fromiter((m.offset() for m in messages), dtype=np.int64, count=len(messages))
-        msg_topics = [m.topic() for m in messages]
-        topic_names = sorted(set(msg_topics))
+        mine = {tp.topic for tp in self._assigned if self._short_for_topic(tp.topic) == short}
+        if len(mine) == 1 and str(messages[0].topic()) in mine and str(messages[-1].topic()) in mine:
+            topic_names = sorted(mine)  # one topic feeds this table: no per-message topic look-up
+            msg_topics = topic_names
+        else:
+            msg_topics = [str(m.topic()) for m in messages]
+            topic_names = sorted(set(msg_topics))
         if len(topic_names) > 1:
             codes = {t: i for i, t in enumerate(topic_names)}
             topic_codes = np.fromiter((codes[t] for t in msg_topics), dtype=np.int64, count=len(messages))
@@ -683,14 +689,16 @@ class LandingConsumer:
             self._dlq_producer = MarketDataProducer(self.settings, create_topics=False)
         for position, reason, detail in sorted(rejects):
             msg = messages[position]
-            target = dlq_topic(msg.topic())
+            source = str(msg.topic())
+            target = dlq_topic(source)
             if target not in self._dlq_topics:
                 ensure_topics(self.settings, [target])
                 self._dlq_topics.add(target)
             timestamp = msg.timestamp()[1] if msg.timestamp() else -1
-            headers = dlq_headers(reason, detail, msg.topic(), msg.partition(), msg.offset(), timestamp, msg.headers())
+            original: Any = msg.headers()
+            headers = dlq_headers(reason, detail, source, int(msg.partition() or 0), int(msg.offset() or 0), timestamp, original)
             self._dlq_producer.produce_raw(target, msg.key(), msg.value(), headers)
-            self._m_dlq.labels(topic=msg.topic(), reason=reason).inc()
+            self._m_dlq.labels(topic=source, reason=reason).inc()
         self._dlq_producer.flush()  # raises DeliveryError: then nothing is committed past these messages
         self.stats.dead_lettered += len(rejects)
 

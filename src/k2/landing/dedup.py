@@ -25,12 +25,16 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, In, LessThanOrEqual
+from pyiceberg import expressions as _expressions
 from pyiceberg.table import Table
+
+# pyiceberg's expression classes are positional at runtime; their stubs only describe keywords.
+_X: Any = _expressions
 
 
 def find_gaps(high_water_mark: int | None, new_ids: Iterable[int]) -> list[tuple[int, int]]:
@@ -104,8 +108,8 @@ def recover_marks(table: Table, id_column: str, pairs: list[tuple[str, str]]) ->
         return {}
     exchanges = sorted({e for e, _ in pairs})
     symbols = sorted({s for _, s in pairs})
-    row_filter = And(In("exchange", exchanges), In("symbol", symbols)) if len(exchanges) > 1 else And(
-        EqualTo("exchange", exchanges[0]), In("symbol", symbols)
+    row_filter = _X.And(_X.In("exchange", exchanges), _X.In("symbol", symbols)) if len(exchanges) > 1 else _X.And(
+        _X.EqualTo("exchange", exchanges[0]), _X.In("symbol", symbols)
     )
     data = table.scan(row_filter=row_filter, selected_fields=("exchange", "symbol", id_column)).to_arrow()
     if data.num_rows == 0:
@@ -134,15 +138,26 @@ def existing_keys(table: Table, id_column: str, candidates: pa.Table) -> set[tup
         grouped[f"{id_column}_max"].to_pylist(),
         strict=True,
     ):
-        row_filter = And(
-            EqualTo("exchange", exchange),
-            EqualTo("symbol", symbol),
-            GreaterThanOrEqual(id_column, int(low)),
-            LessThanOrEqual(id_column, int(high)),
+        row_filter = _X.And(
+            _X.EqualTo("exchange", exchange),
+            _X.EqualTo("symbol", symbol),
+            _X.GreaterThanOrEqual(id_column, int(low)),
+            _X.LessThanOrEqual(id_column, int(high)),
         )
         data = table.scan(row_filter=row_filter, selected_fields=(id_column,)).to_arrow()
         found.update((exchange, symbol, int(i)) for i in data.column(id_column).to_pylist())
     return found
+
+
+def _pair_codes(data: pa.Table) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """Integer code per row for its (exchange, symbol) and the pairs in code order (no per-row Python)."""
+    joined = pc.binary_join_element_wise(data["exchange"], data["symbol"], "\x1f")
+    encoded = pc.dictionary_encode(joined)
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
+    codes = np.asarray(encoded.indices, dtype=np.int64)
+    pairs = [(p.split("\x1f", 1)[0], p.split("\x1f", 1)[1]) for p in encoded.dictionary.to_pylist()]
+    return codes, pairs
 
 
 def deduplicate(
@@ -153,71 +168,72 @@ def deduplicate(
     sequential_exchanges: frozenset[str],
     time_column: str = "exchange_ts",
 ) -> DedupResult:
-    """Decide which rows of ``data`` land (see the module docstring); updates ``marks``."""
+    """Decide which rows of ``data`` land (see the module docstring); updates ``marks``.
+
+    Vectorised: rows are reduced to (pair code, id) integers; Python loops run per (exchange, symbol)
+    and per row only for ids at or below their mark (duplicates and late arrivals).
+
+    Example (needs a table)::
+
+        result = deduplicate(batch, "trade_id", trades_table, HighWaterMarks(1000), frozenset({"binance"}))
+    """
     n = data.num_rows
     if n == 0:
         return DedupResult(np.zeros(0, dtype=bool), 0, 0)
-    index = pa.array(np.arange(n, dtype=np.int64))
-    keyed = pa.table({"exchange": data["exchange"], "symbol": data["symbol"], "id": data[id_column], "i": index})
-    first = keyed.group_by(["exchange", "symbol", "id"]).aggregate([("i", "min")])
+    codes, pairs = _pair_codes(data)
+    ids = np.asarray(data[id_column].combine_chunks() if isinstance(data[id_column], pa.ChunkedArray) else data[id_column], dtype=np.int64)
+    index = np.arange(n, dtype=np.int64)
+
+    # 1. In-batch duplicates: first occurrence of each (pair, id) wins.
+    order = np.lexsort((index, ids, codes))
+    sorted_codes, sorted_ids = codes[order], ids[order]
+    first_sorted = np.ones(n, dtype=bool)
+    first_sorted[1:] = (sorted_codes[1:] != sorted_codes[:-1]) | (sorted_ids[1:] != sorted_ids[:-1])
     keep = np.zeros(n, dtype=bool)
-    keep[np.asarray(first["i_min"])] = True
-    first_mask = keep.copy()
-    in_batch_dups = n - int(keep.sum())
-    table_dups = 0
-    per_symbol: dict[tuple[str, str], list[int]] = {}
+    keep[order[first_sorted]] = True
+    dups_per_pair = np.bincount(codes[~keep], minlength=len(pairs))
+    late_per_pair = np.zeros(len(pairs), dtype=np.int64)
 
-    unique = keyed.filter(pa.array(keep))
-    pairs_table = unique.group_by(["exchange", "symbol"]).aggregate([])
-    pairs = list(zip(pairs_table["exchange"].to_pylist(), pairs_table["symbol"].to_pylist(), strict=True))
+    # 2. Rows at or below their pair's mark need a look-up in the table.
     current = marks.get_many(table, id_column, pairs)
-
-    # Rows at or below their pair's mark need a look-up in the table.
-    mark_values = pa.array([current[p] if current[p] is not None else -(2**63) for p in pairs], type=pa.int64())
-    mark_table = pa.table({"exchange": pairs_table["exchange"], "symbol": pairs_table["symbol"], "mark": mark_values})
-    joined = unique.join(mark_table, keys=["exchange", "symbol"], join_type="left outer")
-    is_old = pc.less_equal(joined["id"], joined["mark"])
-    old = joined.filter(is_old)
-    duplicates_in_table: set[tuple[str, str, int]] = set()
+    mark_of_pair = np.array([-(2**63) if current[p] is None else current[p] for p in pairs], dtype=np.int64)
+    is_old = keep & (ids <= mark_of_pair[codes])
     late_keys: list[tuple[str, str, int]] = []
-    if old.num_rows:
-        duplicates_in_table = existing_keys(
-            table, id_column, pa.table({"exchange": old["exchange"], "symbol": old["symbol"], id_column: old["id"]})
+    table_dups = 0
+    if is_old.any():
+        rows = np.flatnonzero(is_old)
+        old = pa.table(
+            {
+                "exchange": pa.array([pairs[c][0] for c in codes[rows]], pa.string()),
+                "symbol": pa.array([pairs[c][1] for c in codes[rows]], pa.string()),
+                id_column: pa.array(ids[rows], pa.int64()),
+            }
         )
-        for exchange, symbol, ident, row in zip(
-            old["exchange"].to_pylist(), old["symbol"].to_pylist(), old["id"].to_pylist(), old["i"].to_pylist(), strict=True
-        ):
-            stats = per_symbol.setdefault((exchange, symbol), [0, 0])
-            if (exchange, symbol, ident) in duplicates_in_table:
+        found = existing_keys(table, id_column, old)
+        for row in rows.tolist():
+            exchange, symbol = pairs[codes[row]]
+            ident = int(ids[row])
+            if (exchange, symbol, ident) in found:
                 keep[row] = False
-                stats[0] += 1
+                dups_per_pair[codes[row]] += 1
                 table_dups += 1
             else:
                 late_keys.append((exchange, symbol, ident))
-                stats[1] += 1
+                late_per_pair[codes[row]] += 1
 
-    # Count in-batch duplicates per symbol too.
-    if in_batch_dups:
-        dropped = keyed.filter(pa.array(~first_mask))
-        for exchange, symbol in zip(dropped["exchange"].to_pylist(), dropped["symbol"].to_pylist(), strict=True):
-            per_symbol.setdefault((exchange, symbol), [0, 0])[0] += 1
-
-    # New ids: gaps and new marks.
-    new_rows = joined.filter(pc.invert(is_old))
+    # 3. New ids: gaps (sequential venues) and new marks, per pair on sorted ids.
     gaps: list[tuple[str, str, int, int, int | None, int | None]] = []
-    if new_rows.num_rows:
-        new_rows = new_rows.sort_by([("exchange", "ascending"), ("symbol", "ascending"), ("id", "ascending")])
-        ex = new_rows["exchange"].to_numpy(zero_copy_only=False)
-        sy = new_rows["symbol"].to_numpy(zero_copy_only=False)
-        ids = new_rows["id"].to_numpy()
-        rows = new_rows["i"].to_numpy()
+    new = keep & ~is_old
+    if new.any():
         times = np.asarray(data[time_column].cast(pa.int64())) if time_column in data.column_names else None
-        boundaries = np.flatnonzero((ex[1:] != ex[:-1]) | (sy[1:] != sy[:-1])) + 1
-        starts = np.concatenate(([0], boundaries))
-        ends = np.concatenate((boundaries, [len(ids)]))
-        for start, end in zip(starts, ends, strict=True):
-            pair = (str(ex[start]), str(sy[start]))
-            segment = ids[start:end]
+        new_rows = np.flatnonzero(new)
+        by_pair = new_rows[np.lexsort((ids[new_rows], codes[new_rows]))]
+        pair_of = codes[by_pair]
+        bounds = np.flatnonzero(pair_of[1:] != pair_of[:-1]) + 1
+        for start, end in zip(np.concatenate(([0], bounds)), np.concatenate((bounds, [len(by_pair)])), strict=True):
+            pair = pairs[int(pair_of[start])]
+            segment_rows = by_pair[start:end]
+            segment = ids[segment_rows]
             previous = current.get(pair)
             if pair[0] in sequential_exchanges:
                 for low, high in find_gaps(previous, segment):
@@ -225,16 +241,20 @@ def deduplicate(
                     if times is not None:
                         after_pos = int(np.searchsorted(segment, high + 1))
                         if after_pos < len(segment):
-                            after = int(times[rows[start + after_pos]])
+                            after = int(times[segment_rows[after_pos]])
                         if after_pos > 0:
-                            before = int(times[rows[start + after_pos - 1]])
+                            before = int(times[segment_rows[after_pos - 1]])
                     gaps.append((pair[0], pair[1], low, high, before, after))
-            marks.put(pair, int(segment[-1]) if previous is None else max(previous, int(segment[-1])))
+            top = int(segment[-1])
+            marks.put(pair, top if previous is None else max(previous, top))
+    per_symbol = {
+        pairs[c]: (int(dups_per_pair[c]), int(late_per_pair[c])) for c in range(len(pairs)) if dups_per_pair[c] or late_per_pair[c]
+    }
     return DedupResult(
         keep=keep,
-        duplicates=in_batch_dups + table_dups,
+        duplicates=int(n - int(keep.sum())),
         late=len(late_keys),
         gaps=gaps,
-        per_symbol={k: (v[0], v[1]) for k, v in per_symbol.items()},
+        per_symbol=per_symbol,
         late_keys=late_keys,
     )

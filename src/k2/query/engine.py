@@ -84,7 +84,12 @@ class ConnectionPool:
 
     @property
     def created(self) -> int:
-        """How many connections exist (never more than ``size``)."""
+        """How many connections exist (never more than ``size``).
+
+        >>> from k2.config import Settings
+        >>> ConnectionPool(Settings()).created
+        0
+        """
         return self._created
 
     def _take(self) -> duckdb.DuckDBPyConnection:
@@ -112,7 +117,13 @@ class ConnectionPool:
 
     @contextmanager
     def connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """Borrow a connection for one query (blocks while all ``size`` connections are busy)."""
+        """Borrow a connection for one query (blocks while all ``size`` connections are busy).
+
+        Example::
+
+            with pool.connection() as con:
+                con.execute("SELECT 1").fetchone()
+        """
         con = self._take()
         try:
             yield con
@@ -123,7 +134,11 @@ class ConnectionPool:
                 self._idle.put(con)
 
     def close(self) -> None:
-        """Close every idle connection; busy ones close when returned."""
+        """Close every idle connection; busy ones close when returned.
+
+        >>> from k2.config import Settings
+        >>> ConnectionPool(Settings()).close()
+        """
         with self._lock:
             self._closed = True
         while True:

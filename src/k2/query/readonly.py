@@ -30,7 +30,10 @@ _PARSER = duckdb.connect()
 
 
 def check_select(query: str) -> None:
-    """Raise :class:`QueryError` unless ``query`` is exactly one SELECT statement (DuckDB's parser decides)."""
+    """Raise :class:`QueryError` unless ``query`` is exactly one SELECT statement (DuckDB's parser decides).
+
+    >>> check_select("WITH t AS (SELECT 1 AS x) SELECT x FROM t")
+    """
     if not isinstance(query, str) or not query.strip():
         raise QueryError(f"expected a SELECT statement, found {query!r}")
     try:
@@ -50,7 +53,13 @@ def _quote(value: str) -> str:
 
 
 def lock_down(con: duckdb.DuckDBPyConnection, warehouse: str) -> None:
-    """Disable file/network access except the warehouse, and lock the configuration of ``con``."""
+    """Disable file/network access except the warehouse, and lock the configuration of ``con``.
+
+    >>> con = duckdb.connect()
+    >>> lock_down(con, "file:///tmp/k2-warehouse")
+    >>> con.execute("SELECT current_setting('enable_external_access')").fetchone()[0]
+    False
+    """
     allowed = [warehouse.rstrip("/") + "/"]
     if warehouse.startswith("file://"):
         allowed.append(warehouse.removeprefix("file://").rstrip("/") + "/")

@@ -54,15 +54,15 @@ class RecentRows:
 def dedupe_keys(table: pa.Table, key: tuple[str, ...]) -> pa.Table:
     """Keep the first row of each natural key (order preserved).
 
-    >>> t = pa.table({"e": ["a", "a", "a"], "id": [1, 1, 2]})
-    >>> dedupe_keys(t, ("e", "id"))["id"].to_pylist()
-    [1, 2]
+    >>> t = pa.table({"e": ["a", "a", "a", "a", "b"], "id": [3, 1, 1, 3, 3], "v": [0, 1, 2, 3, 4]})
+    >>> dedupe_keys(t, ("e", "id"))["v"].to_pylist()
+    [0, 1, 4]
     """
     if table.num_rows <= 1:
         return table
     indexed = table.select(list(key)).append_column("__i", pa.array(np.arange(table.num_rows, dtype=np.int64)))
     first = indexed.group_by(list(key), use_threads=False).aggregate([("__i", "min")])["__i_min"]
-    return table.take(pc.sort_indices(first))
+    return table.take(pa.array(np.sort(first.to_numpy())))
 
 
 def _topics(consumer: Consumer, data_type: str, exchange: str | None, timeout: float) -> list[tuple[str, int]]:
@@ -82,7 +82,12 @@ def read_recent(
     symbol: str,
     exchange: str | None = None,
 ) -> RecentRows:
-    """Messages of ``symbol`` (and ``exchange``) after the ``stored`` offsets, decoded and de-duplicated in batch."""
+    """Messages of ``symbol`` (and ``exchange``) after the ``stored`` offsets, decoded and de-duplicated in batch.
+
+    Example (needs a broker and registry)::
+
+        read_recent(settings, "trades", {"market.crypto.trades.binance": {"0": 19904}}, "BTCUSDT").table
+    """
     record, id_column = RECORDS[short_name]
     started = time.monotonic()
     deadline = started + settings.query_recent_timeout_seconds

@@ -57,15 +57,27 @@ class QueryResult:
         return f"QueryResult(rows={self.table.num_rows}, columns={self.table.column_names}, snapshot_ids={self.snapshot_ids})"
 
     def to_pandas(self, **kwargs: Any) -> Any:
-        """The rows as a pandas DataFrame (timestamps tz-aware UTC; decimals as ``Decimal`` objects)."""
+        """The rows as a pandas DataFrame (timestamps tz-aware UTC; decimals as ``Decimal`` objects).
+
+        >>> QueryResult(pa.table({"x": [1]})).to_pandas()["x"].tolist()
+        [1]
+        """
         return self.table.to_pandas(**kwargs)
 
     def to_polars(self) -> Any:
-        """The rows as a polars DataFrame."""
+        """The rows as a polars DataFrame.
+
+        >>> QueryResult(pa.table({"x": [1]})).to_polars().height
+        1
+        """
         import polars as pl
 
         return pl.from_arrow(self.table)
 
     def to_arrow(self) -> pa.Table:
-        """The rows as a ``pyarrow.Table``."""
+        """The rows as a ``pyarrow.Table``.
+
+        >>> QueryResult(pa.table({"x": [1]})).to_arrow().num_rows
+        1
+        """
         return self.table

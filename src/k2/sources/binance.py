@@ -386,8 +386,10 @@ class BinanceFeed(FeedAdapter):
         rest_url: str | None = None,
         quotes: bool = True,
         rest_max_wait_seconds: float = 60.0,
+        api_key: str | None = None,
     ) -> None:
         self.symbols = normalise_symbols(symbols)
+        self.api_key = api_key
         self.market = market
         self.source = market.exchange
         self.exchange = market.exchange
@@ -421,8 +423,9 @@ class BinanceFeed(FeedAdapter):
         return parse_frame(frame, receipt_us, self.market)
 
     def rest_client(self) -> RestClient:
-        """A REST client with the market's request-weight budget."""
-        return RestClient(self.rest_url, weight_limit=self.market.weight_limit, max_wait_seconds=self.rest_max_wait_seconds)
+        """A REST client with the market's request-weight budget (and the API key header when one is configured)."""
+        headers = {"X-MBX-APIKEY": self.api_key} if self.api_key else None
+        return RestClient(self.rest_url, weight_limit=self.market.weight_limit, max_wait_seconds=self.rest_max_wait_seconds, headers=headers)
 
     async def fetch_trades(self, rest: RestClient, symbol: str, first: int, last: int | None) -> list[dict[str, Any]]:
         """Trades ``first..last`` by id from ``historicalTrades`` (``aggTrades`` on futures), 1000 per call."""
@@ -479,7 +482,7 @@ def feeds_for_symbols(
         rest_url = rest_url or settings.binance_rest_url
     per_feed = market.max_streams // (2 if quotes else 1)
     return [
-        BinanceFeed(names[i : i + per_feed], market, ws_url, rest_url, quotes)
+        BinanceFeed(names[i : i + per_feed], market, ws_url, rest_url, quotes, api_key=settings.binance_api_key)
         for i in range(0, len(names), per_feed)
     ]
 

@@ -122,6 +122,7 @@ class FakeStats:
     stalls: int = 0
     malformed: list[str | bytes] = field(default_factory=list)
     rest_requests: int = 0
+    rest_api_keys: list[str] = field(default_factory=list)  # X-MBX-APIKEY header values seen
     rest_429: int = 0
     rest_418: int = 0
     pings: int = 0
@@ -337,6 +338,8 @@ class FakeExchange:
             return _json_response(404, {"code": -1, "msg": f"no WebSocket endpoint at {path}"})
         params = {k: v[-1] for k, v in parse_qs(query).items()}
         self.stats.rest_requests += 1
+        if "X-MBX-APIKEY" in request.headers:
+            self.stats.rest_api_keys.append(request.headers["X-MBX-APIKEY"])
         if self.mode == "binance":
             return self._binance_rest(path, params)
         return self._coinbase_rest(path, params)

@@ -259,6 +259,7 @@ class RestClient:
         timeout: float = 10.0,
         verify: ssl.SSLContext | bool = True,
         backoff: Backoff | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.weight_limit = weight_limit
@@ -267,7 +268,7 @@ class RestClient:
         self._bucket = TokenBucket(requests_per_second, max(1.0, burst)) if requests_per_second else None
         self._backoff = backoff or Backoff(0.25, 5.0)
         context: ssl.SSLContext | bool = tls_context() if verify is True else verify
-        self._client = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, verify=context, headers={"User-Agent": "k2-lakehouse"})
+        self._client = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, verify=context, headers={"User-Agent": "k2-lakehouse", **(headers or {})})
         self.used_weight = 0
         self.window_seconds = 60.0
         self._window_end = 0.0

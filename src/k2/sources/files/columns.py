@@ -26,8 +26,12 @@ MS_US_THRESHOLD = 10**14  # 1e14 ms is the year 5138 while 1e14 us is 1973-03-03
 
 
 def const_strings(value: str, n: int) -> pa.Array:
-    """``n`` copies of one string, built in Arrow (no Python list)."""
-    return pc.take(pa.array([value], pa.string()), pa.array(np.zeros(n, dtype=np.int32)))
+    """``n`` copies of one string, built straight from buffers (no Python list, no gather)."""
+    raw = value.encode()
+    if n * len(raw) >= 2**31 - 1:
+        return pc.take(pa.array([value], pa.string()), pa.array(np.zeros(n, dtype=np.int32)))
+    offsets = np.arange(0, (n + 1) * len(raw), len(raw) or 1, dtype=np.int32)[: n + 1] if raw else np.zeros(n + 1, np.int32)
+    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(raw * n)])
 
 
 def timestamps_us(micros: np.ndarray) -> pa.Array:

@@ -39,6 +39,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyiceberg.expressions as _expressions
+from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
 
 from k2.bus.producer import MarketDataProducer
@@ -51,13 +52,14 @@ from k2.model import RecordType
 from k2.model.arrow import unscaled_from_decimal
 from k2.model.values import now_micros
 from k2.ops.metrics import metric
-from k2.sources.files.formats import FORMATS, FileFormat, ImportOptions, Layout
+from k2.sources.files.formats import FORMATS, FileFormat, ImportOptions
 from k2.sources.files.lakewrite import append_runs
 from k2.sources.files.parse import BadRow, Parsed, parse_block
 from k2.sources.files.rejects import RejectSink
 from k2.sources.files.source import FileImportError, SourceFile, first_line, iter_blocks, open_source
 
 _X: Any = _expressions  # pyiceberg's expression classes defeat mypy's dataclass checks; typed loosely
+_COMMIT_ATTEMPTS = 5
 FILE_KEY = "k2.import.file"
 SHA_KEY = "k2.import.sha256"
 FORMAT_KEY = "k2.import.format"
@@ -86,6 +88,7 @@ class ImportReport:
     rejected: int = 0
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     rejects_destination: str | None = None
+    rejected_samples: list[str] = field(default_factory=list)  # "file:line: reason: detail", the first few
     snapshots: list[int] = field(default_factory=list)
     topic: str | None = None
     seconds: float = 0.0
@@ -295,19 +298,28 @@ def import_one(
             rejects.flush()  # bad lines are persisted before the rows after them are committed
         if not pending:
             return
-        data = pa.concat_tables(pending) if len(pending) > 1 else pending[0]
+        batch = pa.concat_tables(pending) if len(pending) > 1 else pending[0]
         pending, pending_rows = [], 0
-        data, dropped = deduplicate_against(target.table, data, fmt.table)
-        report.duplicates += dropped
-        if data.num_rows:
+        for attempt in range(_COMMIT_ATTEMPTS):
+            data, dropped = deduplicate_against(target.table, batch, fmt.table)
+            if not data.num_rows:
+                break
             properties = {
                 FILE_KEY: source.csv_name if source.csv_name == path.name else f"{path.name}!{source.csv_name}",
                 SHA_KEY: source.sha256,
                 FORMAT_KEY: fmt.name,
                 ROWS_KEY: str(data.num_rows),
             }
-            target.write(data, properties, report)
-            report.imported += data.num_rows
+            try:
+                target.write(data, properties, report)
+                break
+            except CommitFailedException:
+                # Another writer committed meanwhile (maybe the same rows): refresh, dedup again, retry.
+                if attempt == _COMMIT_ATTEMPTS - 1:
+                    raise
+                target.table.refresh()
+        report.duplicates += dropped
+        report.imported += data.num_rows
 
     with source.open() as stream:
         for first, block in iter_blocks(stream, settings.import_block_bytes):
@@ -341,9 +353,11 @@ def import_one(
         report.rejected = rejects.count
         report.rejected_by_reason = dict(rejects.by_reason)
         report.rejects_destination = rejects.destination
+        report.rejected_samples = list(rejects.samples)
         report.topic = rejects.topic
-    if via_kafka_topic := (producer is not None and fmt.topic_identity(layout)):
-        report.topic = topic_name(via_kafka_topic[0], fmt.record.data_type.value, via_kafka_topic[1])
+    if producer is not None:
+        asset_class, exchange = fmt.topic_identity(layout)
+        report.topic = topic_name(asset_class, fmt.record.data_type.value, exchange)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -355,10 +369,3 @@ def _bad_rows(parsed: Parsed, rows: np.ndarray, problems: dict[int, tuple[str, s
         reason, detail = problems[index]
         out.append(BadRow(line, parsed.raw_line(line), reason, detail))
     return out
-
-
-def layout_for(format_name: str, path: Path, options: ImportOptions) -> Layout:
-    """The layout K2 would use for a file (for ``--dry-run`` style inspection and tests)."""
-    fmt = FORMATS[format_name]
-    source = open_source(path)
-    return fmt.layout(first_line(source), source.csv_name, options, now_micros())

@@ -25,16 +25,18 @@ import os
 from pathlib import Path
 
 from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
 
 from k2.bus.dlq import dlq_headers
 from k2.bus.producer import MarketDataProducer
-from k2.bus.topics import dlq_topic, ensure_topics, list_topics
+from k2.bus.topics import dlq_topic, ensure_topics
 from k2.config import Settings
 from k2.ops.metrics import metric
 from k2.sources.files.parse import BadRow
 
 FILE_HEADER = "k2.source.file"
 LINE_HEADER = "k2.source.line"
+SAMPLES = 10
 
 
 def file_headers(file_name: str, line: int) -> list[tuple[str, bytes]]:
@@ -60,6 +62,7 @@ class RejectSink:
         self.count = 0
         self.by_reason: dict[str, int] = {}
         self.destination: str | None = None  # "dlq:<topic>" or the local file path
+        self.samples: list[str] = []  # the first bad lines, for the user
         self._metric = metric("k2_source_errors_total")
 
     def add(self, rows: list[BadRow]) -> None:
@@ -68,8 +71,10 @@ class RejectSink:
     def _broker(self) -> MarketDataProducer | None:
         if self._producer is not None:
             return self._producer
+        # A quiet probe (librdkafka would log every refused connection): is any broker answering?
+        probe = AdminClient({**self.settings.kafka_client_config(), "log_level": 0})
         try:
-            list_topics(self.settings, timeout=5.0)
+            probe.list_topics(timeout=5.0)
             ensure_topics(self.settings, [self.dlq])
         except (KafkaException, TimeoutError):
             return None
@@ -108,6 +113,8 @@ class RejectSink:
             self.destination = str(path)
         for row in rows:
             self.by_reason[row.reason] = self.by_reason.get(row.reason, 0) + 1
+            if len(self.samples) < SAMPLES:
+                self.samples.append(f"{self.file_name}:{row.line}: {row.reason}: {row.detail}")
             self._metric.labels(source=f"file:{self.topic}", reason=row.reason).inc()
         self.count += len(rows)
 

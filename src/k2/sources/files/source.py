@@ -1,4 +1,4 @@
-"""Opening vendor files: CSV or the official one-CSV ZIP, ``.CHECKSUM`` verification, line-aligned blocks.
+"""Opening vendor files: CSV, the official one-CSV ZIP or ``.csv.gz``, ``.CHECKSUM`` checks, line blocks.
 
 Binance publishes each file as ``<name>.zip`` (one CSV inside) with ``<name>.zip.CHECKSUM`` beside it,
 holding ``<sha256 hex>  <name>.zip``. When such a file is present it is verified *before* anything is
@@ -16,12 +16,13 @@ Example:
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 
 class FileImportError(ValueError):
@@ -76,10 +77,12 @@ class SourceFile:
         return self.path.suffix.lower() == ".zip"
 
     def open(self) -> IO[bytes]:
-        """A binary stream of the CSV text (decompressed for zips)."""
+        """A binary stream of the CSV text (decompressed for ``.zip`` and ``.gz``)."""
         if self.is_zip:
             archive = zipfile.ZipFile(self.path)
             return archive.open(self.csv_name)
+        if self.path.suffix.lower() == ".gz":
+            return cast(IO[bytes], gzip.open(self.path, "rb"))
         return self.path.open("rb")
 
 
@@ -112,6 +115,11 @@ def open_source(path: Path) -> SourceFile:
                 f"{path.name}: expected a ZIP holding exactly one CSV, found {[m.filename for m in members]}"
             )
         return SourceFile(path, members[0].filename, digest, members[0].file_size, verified)
+    if path.suffix.lower() == ".gz":  # Tardis.dev ships .csv.gz; the gzip trailer holds the size mod 2**32
+        with path.open("rb") as stream:
+            stream.seek(-4, 2)
+            size = int.from_bytes(stream.read(4), "little")
+        return SourceFile(path, path.name.removesuffix(".gz").removesuffix(".GZ"), digest, size, verified)
     return SourceFile(path, path.name, digest, path.stat().st_size, verified)
 
 
