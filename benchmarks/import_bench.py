@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -111,6 +112,7 @@ def main() -> None:
         t0, c0 = time.perf_counter(), time.process_time()
         report = import_files("binance-trades", [csv_path], settings)[0]
         k2_s, k2_cpu = time.perf_counter() - t0, time.process_time() - c0
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         assert report.imported == rows, (report.imported, rows)
         stored, files = data_bytes(settings)
         t0, c0 = time.perf_counter(), time.process_time()
@@ -132,6 +134,7 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
     print(f"commit {commit} + uncommitted work; {os.cpu_count()} CPUs (shared machine)")
     print(f"rows: {rows:,}")
+    print(f"peak RSS after the k2 import: {peak_mb:,.0f} MB (import_commit_rows={Settings().import_commit_rows:,})")
     load = os.getloadavg()[0]
     print(f"load average at the end: {load:.1f} on {os.cpu_count()} CPUs (rows per CPU-second = throughput with a free core)")
     for label, wall, cpu in (

@@ -255,7 +255,10 @@ class Settings(BaseSettings):
         64 * 1024 * 1024, "`k2 import`: bytes of CSV parsed at a time (bounds memory whatever the file size).", 16_777_216, "sources"
     )
     import_commit_rows: int = _f(
-        4_000_000, "`k2 import`: rows per Iceberg commit (or Kafka flush); a smaller file is one commit.", 1_000_000, "sources"
+        2_000_000,
+        "`k2 import`: rows per Iceberg commit (or Kafka flush); a smaller file is one commit. Memory grows ~250 B per row.",
+        1_000_000,
+        "sources",
     )
 
     # -- observability -----------------------------------------------------------------------------

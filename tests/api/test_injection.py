@@ -85,3 +85,31 @@ def test_injection_in_headers(api: Api) -> None:
                 assert response.headers["x-request-id"] != safe or safe.isalnum()
             accept = c.get("/health", headers={"Accept": safe})
             assert accept.status_code == 200
+
+
+EXTREMES: list[tuple[str, dict[str, Any]]] = [
+    ("/v1/bars", {"symbol": "BTCUSDT", "kind": "volume", "size": "99999999999999999999999999999"}),
+    ("/v1/bars", {"symbol": "BTCUSDT", "kind": "volume", "size": "0.000000001"}),
+    ("/v1/bars", {"symbol": "BTCUSDT", "kind": "tick", "size": "99999999999999999999999999"}),
+    ("/v1/bars", {"symbol": "BTCUSDT", "interval": "99999999d"}),
+    ("/v1/bars", {"symbol": "BTCUSDT", "interval": "0s"}),
+    ("/v1/bars", {"symbol": "BTCUSDT", "as_of": "99999999999999999999"}),
+    ("/v1/bars", {"symbol": "BTCUSDT", "as_of": "-1"}),
+    ("/v1/bars", {"symbol": "BTCUSDT", "start": "0001-01-01T00:00:00Z"}),
+    ("/v1/bars", {"symbol": "BTCUSDT", "end": "9999-12-31T23:59:59Z"}),
+    ("/v1/asof", {"symbol": "BTCUSDT", "start": START, "end": END, "tolerance": "999999999d"}),
+    ("/v1/asof", {"symbol": "BTCUSDT", "start": START, "end": END, "tolerance": "25h"}),
+    ("/v1/asof", {"symbol": "BTCUSDT", "start": START, "end": END, "tolerance": "0ms"}),
+    ("/v1/trades", {"symbol": "B" * 64, "limit": 1}),
+    ("/v1/trades", {"symbol": "B" * 65}),
+    ("/v1/replay", {"start": START, "end": END, "limit": 1, "as_of": "0"}),
+]
+
+
+@pytest.mark.parametrize(("path", "params"), EXTREMES)
+def test_extreme_values_are_4xx_not_5xx(api: Api, path: str, params: dict[str, Any]) -> None:
+    with api.client(api.read_key) as c:
+        response = c.get(path, params={"include_recent": "false", **params} if path != "/v1/replay" else params)
+    assert 400 <= response.status_code < 500 or response.status_code == 200, (path, params, response.text)
+    if response.status_code != 200:
+        assert response.json()["error"]["message"]

@@ -158,6 +158,7 @@ def test_compaction_after_1000_batches_keeps_rows_time_travel_offsets_and_concur
             append_retrying(writer_table, make_batch(i), i + 1)
             appended.append(i)
             i += 1
+            time.sleep(0.3)  # a landing commit cadence (K2 commits every landing_commit_interval_seconds)
 
     thread = threading.Thread(target=landing)
     thread.start()
@@ -245,10 +246,13 @@ def test_expiry_and_orphan_removal_on_real_files(lake: tuple[Settings, Table]) -
 
     # Two hours later they are old enough to go; everything referenced stays and reads back.
     later = maintain_table(table, cfg, "trades", actions=("orphans",), now=datetime.now(UTC) + timedelta(hours=2))
-    assert not any(Path(p).exists() for p in small_files)
-    assert not fresh_orphan.exists()
-    assert later.orphans_removed >= len(small_files) + 1
     table.refresh()
+    still_needed = referenced_files(table)  # the 3 kept snapshots may still reference some small files
+    gone = [p for p in small_files if p not in still_needed]
+    assert len(gone) >= len(small_files) // 2
+    assert all(not Path(p).exists() for p in gone) and all(Path(p).exists() for p in small_files if p in still_needed)
+    assert not fresh_orphan.exists()
+    assert later.orphans_removed >= len(gone) + 1
     for path in referenced_files(table):
         assert Path(path).exists(), path
     assert row_set(table.scan().to_arrow()) == rows
@@ -263,7 +267,7 @@ def test_dry_run_changes_nothing(lake: tuple[Settings, Table]) -> None:
     for i in range(12):
         append(table, make_batch(i), "trades", landing_props(i + 1))
     location = metadata_location(table)
-    cfg = settings.model_copy(update={"maintenance_snapshots_keep": 2, "maintenance_snapshot_max_age_hours": 0.0})
+    cfg = settings.model_copy(update={"maintenance_snapshots_keep": 2, "maintenance_snapshot_max_age_hours": 0.0, "maintenance_min_input_files": 2})
     report = maintain_table(table, cfg, "trades", dry_run=True)
     table.refresh()
     assert metadata_location(table) == location
@@ -314,12 +318,13 @@ def test_cli_maintain(lake: tuple[Settings, Table], monkeypatch: pytest.MonkeyPa
     for i in range(10):
         append(table, make_batch(i), "trades", landing_props(i + 1))
     monkeypatch.setenv("K2_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("K2_MAINTENANCE_MIN_INPUT_FILES", "2")
     from k2.cli import app
 
     runner = CliRunner()
     dry = runner.invoke(app, ["maintain", "--table", "trades", "--dry-run", "--json"])
     assert dry.exit_code == 0, dry.output
-    parsed: list[dict[str, Any]] = json.loads(dry.output)
+    parsed: list[dict[str, Any]] = json.loads(dry.stdout)
     assert parsed[0]["table"] == "trades" and parsed[0]["dry_run"] is True and parsed[0]["files_rewritten"] == 10
     assert len(live_files(table)) == 10
     done = runner.invoke(app, ["maintain", "--table", "trades"])

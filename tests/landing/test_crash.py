@@ -19,12 +19,14 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pyiceberg.table import Table
 
 from k2.bus import MarketDataProducer
 from k2.bus.broker import tansu_process
+from k2.bus.topics import ensure_topics
 from k2.config import Settings
 from k2.lake.catalog import ensure_tables, load_catalog
 from k2.landing import LandingConsumer
@@ -37,7 +39,8 @@ pytestmark = pytest.mark.slow
 
 TOTAL = int(os.environ.get("K2_CRASH_TEST_TRADES", "500000"))
 KILLS = 10
-PRODUCE_SECONDS = 30.0
+PRODUCE_SECONDS = 40.0
+TOPIC = "market.crypto.trades.binance"
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT", "ADAUSDT", "DOGEUSDT", "LTCUSDT", "DOTUSDT", "TRXUSDT"]
 
 
@@ -66,10 +69,12 @@ def _assignments(log: Path) -> int:
     return log.read_text(errors="replace").count("[info     ] assigned") if log.exists() else 0
 
 
-def _produce(settings: Settings, rows_per_symbol: int, done: threading.Event, failed: list[BaseException]) -> None:
+def _produce(
+    settings: Settings, streams: list[list[dict[str, Any]]], done: threading.Event, failed: list[BaseException]
+) -> None:
     """Produce the symbols interleaved, paced to last about PRODUCE_SECONDS."""
     try:
-        streams = [make_trades(symbol, 1_000_000 * (i + 1), rows_per_symbol, seed=i) for i, symbol in enumerate(SYMBOLS)]
+        rows_per_symbol = len(streams[0])
         rate = rows_per_symbol * len(SYMBOLS) / PRODUCE_SECONDS
         with MarketDataProducer(settings) as producer:
             started = time.monotonic()
@@ -99,9 +104,11 @@ def _row_count(table: Table) -> int:
 def _run_crash_test(settings: Settings, tmp_path: Path, consumers: int) -> None:
     rows_per_symbol = TOTAL // len(SYMBOLS)
     tables = ensure_tables(load_catalog(settings), settings)
+    streams = [make_trades(symbol, 1_000_000 * (i + 1), rows_per_symbol, seed=i) for i, symbol in enumerate(SYMBOLS)]
+    ensure_topics(settings, [TOPIC])  # the consumers' regex subscription finds it at once
     done = threading.Event()
     failed: list[BaseException] = []
-    producer = threading.Thread(target=_produce, args=(settings, rows_per_symbol, done, failed), daemon=True)
+    producer = threading.Thread(target=_produce, args=(settings, streams, done, failed), daemon=True)
     producer.start()
     rng = random.Random(20261122 + consumers)
     logs = [tmp_path / f"land{i}.log" for i in range(consumers)]
@@ -115,7 +122,7 @@ def _run_crash_test(settings: Settings, tmp_path: Path, consumers: int) -> None:
         while _assignments(logs[victim]) == seen and time.monotonic() < deadline:
             assert procs[victim].poll() is None, logs[victim].read_text()[-3000:]
             time.sleep(0.05)
-        time.sleep(rng.uniform(0.2, 2.5))  # a random point in the consume/decode/commit cycle
+        time.sleep(rng.uniform(0.1, 2.0))  # a random point in the consume/decode/commit cycle
         procs[victim].kill()
         procs[victim].wait()
         kill_points.append(round(time.monotonic() - started, 1))

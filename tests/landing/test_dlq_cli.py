@@ -37,7 +37,7 @@ def test_dlq_list_show_replay_after_fix_lands_exactly_once(settings: Settings, u
     exchange = f"v{unique}"
     topic = topic_name("crypto", "trades", exchange)
     dlq = topic + ".dlq"
-    settings = settings.model_copy(update={"consumer_group": f"g-{unique}", "landing_max_future_seconds": 3_600.0})
+    settings = settings.model_copy(update={"consumer_group": f"g-{unique}", "landing_max_future_seconds": 3_600.0, "consumer_session_timeout_ms": 1000})
     good = make_trades("BTCUSDT", 1, 5, exchange=exchange)
     ahead = {**make_trades("BTCUSDT", 6, 1, exchange=exchange)[0], "exchange_ts": now_micros() + 2 * 3_600 * 1_000_000}
     with MarketDataProducer(settings) as producer:

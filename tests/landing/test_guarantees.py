@@ -23,7 +23,7 @@ from tests.landing.helpers import make_trades, table_keys
 
 
 def _settings(settings: Settings, unique: str, **update: Any) -> Settings:
-    return settings.model_copy(update={"consumer_group": f"g-{unique}", **update})
+    return settings.model_copy(update={"consumer_group": f"g-{unique}", "consumer_session_timeout_ms": 1000, **update})
 
 
 def _commit_sizes(table: Table) -> list[int]:

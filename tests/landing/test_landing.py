@@ -21,7 +21,7 @@ from tests.landing.helpers import make_trades, table_keys
 
 
 def _settings(settings: Settings, unique: str) -> Settings:
-    return settings.model_copy(update={"consumer_group": f"g-{unique}"})
+    return settings.model_copy(update={"consumer_group": f"g-{unique}", "consumer_session_timeout_ms": 1000})
 
 
 def test_lands_trades_with_offsets_in_the_same_commit(settings: Settings, unique: str) -> None:

@@ -138,7 +138,9 @@ def test_promtool_checks_the_generated_config(tmp_path: Path) -> None:
     text = config.read_text()
     for target in scrape_targets(settings):
         assert target.address in text
-    assert {t.job for t in scrape_targets(settings)} == {"k2-landing", "k2-api", "k2-source", "prometheus"}
+    assert {t.job for t in scrape_targets(settings)} == {"k2-registry", "k2-landing", "k2-api", "k2-source", "prometheus"}
+    external = Settings(schema_registry_url="https://registry.example", landing_metrics_port=9464)
+    assert "k2-registry" not in {t.job for t in scrape_targets(external)}
     result = subprocess.run([str(PROMTOOL), "check", "config", str(config)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -352,3 +354,57 @@ def test_correlation_id_follows_a_message_from_producer_to_landing_log_and_snaps
     snapshot = trades.current_snapshot()
     assert snapshot is not None
     assert snapshot.summary.additional_properties[CIDS_SUMMARY_KEY] == cid
+
+
+def test_k2_stream_serves_metrics_on_the_source_metrics_port(schema_registry: str, tmp_path: Path) -> None:
+    """`k2 stream` with K2_SOURCE_METRICS_PORT serves /metrics while it streams (fake exchange, private broker)."""
+    from k2.bus.broker import tansu_process
+    from k2.ops.procs import ManagedProcess
+
+    captures = sorted((Path(__file__).resolve().parents[2] / "data" / "samples" / "binance").glob("spot_btcusdt_*.gz"))
+    broker_port, fake_port, metrics_port = free_port(), free_port(), free_port()
+    broker = tansu_process(broker_port, tmp_path / "tansu.log").start()
+    fake = ManagedProcess(
+        "fake-exchange",
+        [sys.executable, "-m", "k2.cli", "fake-exchange", "serve", "--port", str(fake_port), "--max-messages", "3000",
+         "--capture", str(captures[0])],
+        fake_port, tmp_path / "fake.log",
+    )  # fmt: skip
+    env = {
+        **os.environ, "K2_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{broker_port}", "K2_SCHEMA_REGISTRY_URL": schema_registry,
+        "K2_DATA_DIR": str(tmp_path / "k2"), "K2_SOURCE_METRICS_PORT": str(metrics_port),
+    }  # fmt: skip
+    seen: dict[str, float] = {}
+    try:
+        fake.start()
+        stream = subprocess.Popen(
+            [sys.executable, "-m", "k2.cli", "stream", "binance", "--symbols", "BTCUSDT", "--url", f"ws://127.0.0.1:{fake_port}",
+             "--rest-url", f"http://127.0.0.1:{fake_port}", "--idle-exit", "3"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 90
+        while stream.poll() is None and time.monotonic() < deadline:
+            try:
+                body = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2).text
+            except httpx.HTTPError:
+                time.sleep(0.1)
+                continue
+            for line in body.splitlines():
+                if line.startswith(("k2_source_messages_total{", "k2_producer_messages_total{")):
+                    name, _, value = line.rpartition(" ")
+                    seen[name] = float(value)
+            time.sleep(0.2)
+        stream.wait(60)
+        assert stream.returncode == 0, stream.stderr.read() if stream.stderr else ""
+    finally:
+        fake.stop()
+        broker.stop()
+    trades = [v for k, v in seen.items() if k.startswith("k2_source_messages_total{") and 'kind="trade"' in k]
+    assert trades and max(trades) > 0, seen
+
+
+def test_k2_registry_serves_metrics(schema_registry: str) -> None:
+    """K2's registry process answers /metrics (what the k2-registry scrape job and K2TargetDown rely on)."""
+    reply = httpx.get(f"{schema_registry}/metrics", timeout=10)
+    assert reply.status_code == 200
+    assert "python_info" in reply.text and reply.headers["content-type"].startswith("text/plain")

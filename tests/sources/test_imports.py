@@ -387,3 +387,16 @@ def test_commit_conflict_is_retried_after_a_fresh_dedup(tmp_path: Path, lake: Se
     assert calls and report.imported == 0 and report.duplicates == 1_830
     ids = _table(lake)["trade_id"].to_pylist()
     assert len(ids) == len(set(ids)) == 1_830
+
+
+def test_synthetic_ids_do_not_depend_on_block_boundaries(tmp_path: Path) -> None:
+    """Runs of equal timestamps split across read blocks keep counting (same ids as one block)."""
+    tickers = ticker_map(ASX / "reference-data" / "company_info.csv")
+    trades_file = ASX / "trades" / "7458.csv"
+    ids = []
+    for block in (1 << 20, 120):  # 120 bytes: about 3 lines per block
+        settings = Settings(data_dir=tmp_path / f"k2-{block}", kafka_bootstrap_servers="127.0.0.1:1", import_block_bytes=block)
+        report = import_files("asx-trades", [trades_file], settings, ImportOptions(tickers=tickers))[0]
+        assert report.imported == 151
+        ids.append(sorted(_table(settings)["trade_id"].to_pylist()))
+    assert ids[0] == ids[1] and len(set(ids[0])) == 151

@@ -7,6 +7,7 @@ import csv
 import json
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,23 @@ def test_via_kafka_lands_through_the_landing_consumer(settings: Settings, privat
     again = import_files("binance-trades", [TRADES], settings, via_kafka=True)[0]
     assert (again.imported, again.duplicates) == (0, 1_830)
     consumer.close()
+
+
+def test_asx_trades_via_kafka_keep_times_conditions_and_vendor(settings: Settings, private_broker: str, unique: str) -> None:
+    from k2.sources.files import ImportOptions
+    from k2.sources.files.asx_reference import ticker_map
+
+    settings = settings.model_copy(update={"kafka_bootstrap_servers": private_broker, "consumer_group": f"asx-{unique}"})
+    asx = FIXTURES / "asx"
+    options = ImportOptions(tickers=ticker_map(asx / "reference-data" / "company_info.csv"))
+    report = import_files("asx-trades", [asx / "trades" / "7458.csv"], settings, options, via_kafka=True)[0]
+    assert report.imported == 151 and report.topic == "market.equities.trades.asx"
+    consumer = LandingConsumer(settings, topics=["market.equities.trades.asx"])
+    assert consumer.run(idle_exit_seconds=3, max_seconds=60).landed == 151
+    rows = consumer.tables["trades"].scan().to_arrow().to_pylist()
+    consumer.close()
+    source = list(csv.reader((asx / "trades" / "7458.csv").read_text().splitlines()))
+    assert sorted(str(r["price"]) for r in rows) == sorted(f"{Decimal(r[2]):.8f}" for r in source)
+    auction = [r for r in rows if r["conditions"] == ["AUCTION"]]
+    assert len(auction) == sum(1 for r in source if r[5] == "X") and all(dict(r["vendor"])["venue"] == "X" for r in auction)
+    assert {r["asset_class"] for r in rows} == {"equities"} and {r["symbol"] for r in rows} == {"RIO"}

@@ -70,14 +70,14 @@ def test_stall_is_detected_and_the_feed_reconnects(settings: Settings, unique: s
     settings = live_settings(settings, source_stall_seconds=0.5)
     topics = feed_topics("binance", unique)
     expected = _served_trades(binance_messages, 8_000)
-    faults = Faults(max_messages=8_000, stall_at=frozenset({2_000}), stall_seconds=6.0)
+    faults = Faults(max_messages=8_000, stall_at=frozenset({2_000}), stall_seconds=30.0)
     stalls_before = _sample("k2_source_reconnects_total", source="binance", reason="stall")
     trades_before = _sample("k2_source_messages_total", source="binance", kind="trade")
     started = time.monotonic()
     with FakeExchange(faults=faults, messages=binance_messages) as fake:
         feed = BinanceFeed(["BTCUSDT"], ws_url=fake.ws_url, rest_url=fake.rest_url)
         runner = run_feed(feed, settings, topics=topics, stop_when=stop_at_trade("BTCUSDT", expected[-1]))
-    assert time.monotonic() - started < 6.0  # it did not wait the stall out
+    assert time.monotonic() - started < 25.0  # it did not wait the 30 s stall out (loose bound: shared machine)
     assert fake.stats.stalls == 1 and runner.stats.reconnects == {"stall": 1}
     # The declared Prometheus metrics moved with it.
     assert _sample("k2_source_reconnects_total", source="binance", reason="stall") == stalls_before + 1
@@ -346,4 +346,4 @@ def test_unknown_coinbase_product_is_fatal(settings: Settings, unique: str) -> N
         started = time.monotonic()
         with pytest.raises(FatalSourceError, match="FOO-BAR is not a valid product"):
             run_feed(feed, settings, topics=feed_topics("coinbase", unique))
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 20  # not retried until run_feed's 120 s timeout (loose bound: shared machine)

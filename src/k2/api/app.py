@@ -34,6 +34,7 @@ import base64
 import json
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -85,6 +86,8 @@ TEXT_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 TOPIC_PATTERN = r"^[A-Za-z0-9._-]+$"
 CURSOR_PATTERN = r"^[A-Za-z0-9_.-]+$"
 SHORT_TOKEN_PATTERN = r"^[A-Za-z0-9.]+$"
+TOLERANCE_PATTERN = r"^[0-9]{1,9}(ms|s|m|h|d)$"
+MAX_TOLERANCE = timedelta(days=1)
 
 DATA_CONTENT: dict[str, Any] = {
     MEDIA_TYPES["csv"]: {
@@ -228,6 +231,19 @@ def _check_as_of(value: int | datetime | None) -> int | datetime | None:
     return value
 
 
+def _check_tolerance(value: str) -> None:
+    match = re.match(TOLERANCE_PATTERN, value)
+    if match is None:  # the Query pattern already refused it; kept for direct callers
+        raise APIError(400, "invalid_parameter", f"tolerance: expected a duration like 500ms, 1s or 2m, found {value!r}", {"parameter": "tolerance"})
+    unit = match.group(1)
+    amount = int(value[: -len(unit)])
+    seconds = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[unit] * amount
+    if seconds > MAX_TOLERANCE.total_seconds():
+        raise APIError(
+            400, "invalid_parameter", f"tolerance: expected at most 1d, found {value!r}", {"parameter": "tolerance", "max_seconds": MAX_TOLERANCE.total_seconds()}
+        )
+
+
 def _micros(value: Any) -> int:
     if isinstance(value, datetime):
         return int((value - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(microseconds=1))
@@ -250,6 +266,12 @@ def _as_table(result: Any) -> pa.Table:
     if not isinstance(table, pa.Table):
         table = pa.table(table)
     return table
+
+
+def _recent(result: Any) -> dict[str, Any]:
+    """Envelope fields about the Kafka part of a hybrid query (only when it was skipped)."""
+    error = getattr(result, "recent_error", None)
+    return {"recent_error": str(error)} if error else {}
 
 
 def _snapshot_ids(result: Any) -> dict[str, int | None]:
@@ -513,8 +535,11 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
                 recent_included = recent > 0
                 if data.num_rows > page_size and recent and snap is not None:
                     # A multi-page walk reads the pinned snapshot only (Kafka rows are not pinnable).
-                    result = method(symbol, start, end, exchange=exchange, limit=fetch, as_of=snap, include_recent=False)
-                    data = _as_table(result)
+                    try:
+                        result = method(symbol, start, end, exchange=exchange, limit=fetch, as_of=snap, include_recent=False)
+                        data = _as_table(result)
+                    except UnknownSymbolError:  # the symbol exists only in Kafka so far
+                        data = data.slice(0, 0)
                     recent_included = False
                 capped = capped and data.num_rows == fetch
             capped = False
@@ -539,7 +564,8 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
                 at_last = sum(1 for s in stamps if s == last)
                 skip = at_last + (prev_skip if last == prev_ts else 0)
                 next_cursor = state.cursors.encode({"ep": table_name, "q": digest, "snap": snap, "ts": last, "skip": skip})
-            extra = {"recent_included": recent_included} if recent_included is not None else {}
+            extra: dict[str, Any] = {"recent_included": recent_included} if recent_included is not None else {}
+            extra.update(_recent(result))
             return _respond(request, fmt, page, snapshot_ids, next_cursor=next_cursor, paged=True, extra=extra)
 
         return work
@@ -638,7 +664,7 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
                 symbol, interval, start, end, exchange=exchange, kind=kind, size=size_value, fill_empty=fill_empty,
                 as_of=checked_as_of, include_recent=include_recent,
             )
-            return _respond(request, fmt, _as_table(result), _snapshot_ids(result))
+            return _respond(request, fmt, _as_table(result), _snapshot_ids(result), extra=_recent(result))
 
         return await _run(state, work)
 
@@ -661,7 +687,7 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
             def work() -> StreamingResponse:
                 fn = getattr(state.client(), name)
                 result = fn(symbol, s, e, exchange=exchange, as_of=checked_as_of, include_recent=include_recent)
-                return _respond(request, fmt, _as_table(result), _snapshot_ids(result))
+                return _respond(request, fmt, _as_table(result), _snapshot_ids(result), extra=_recent(result))
 
             return await _run(state, work)
 
@@ -701,7 +727,10 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
         end: ReqEnd,
         exchange: Exchange = None,
         tolerance: Annotated[
-            str, Query(min_length=1, max_length=16, pattern=SHORT_TOKEN_PATTERN, description="Oldest quote age joined: e.g. 500ms, 1s, 2m.", examples=["1s"])
+            str,
+            Query(
+                min_length=2, max_length=12, pattern=TOLERANCE_PATTERN, description="Oldest quote age joined, at most 1d: e.g. 500ms, 1s, 2m.", examples=["1s"]
+            ),
         ] = "1s",
         as_of: AsOf = None,
         format: Fmt = None,
@@ -711,6 +740,7 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
         s, e = _check_time("start", start), _check_time("end", end)
         _check_range(settings, s, e)
         checked_as_of = _check_as_of(as_of)
+        _check_tolerance(tolerance)
 
         def work() -> StreamingResponse:
             result = state.client().asof_join(symbol, s, e, exchange=exchange, tolerance=tolerance, as_of=checked_as_of)

@@ -52,6 +52,9 @@ GapRow = _row_model(GAP, "GapRow")
 class Envelope(BaseModel):
     """Fields every JSON data response carries next to ``data``."""
 
+    recent_error: str | None = Field(
+        None, description="Present when include_recent was defaulted on but Kafka could not be read (table rows only)."
+    )
     row_count: int = Field(description="Rows in this response.", examples=[2])
     snapshot_ids: dict[str, int | None] = Field(
         default_factory=dict, description="Iceberg snapshot id each table was read at (null: table empty).", examples=[{"trades": 4410861702153537123}]
@@ -61,19 +64,39 @@ class Envelope(BaseModel):
 class PagedEnvelope(Envelope):
     """Envelope of cursor-paged responses."""
 
+    recent_included: bool | None = Field(
+        None, description="First page only: whether rows still in Kafka (include_recent) were read for this page."
+    )
+
     next_cursor: str | None = Field(
         None, description="Opaque cursor of the next page (null on the last page); also in the X-Next-Cursor header."
     )
 
 
+_TRADE_EXAMPLE: dict[str, Any] = {
+    "exchange": "binance", "symbol": "BTCUSDT", "instrument": "BTC-USDT", "asset_class": "crypto", "trade_id": 3721405481,
+    "price": "61837.63000000", "quantity": "0.00081000", "quote_quantity": None, "side": "SELL",
+    "exchange_ts": "2024-08-08T23:54:15.342000Z", "receipt_ts": "2024-08-08T23:54:16.612000Z",
+    "ingest_ts": "2024-08-08T23:54:16.613000Z", "source_sequence": 3721405481, "conditions": ["BEST_MATCH"], "vendor": {},
+}
+
+
 class TradesPage(PagedEnvelope):
-    """A page of trades in (exchange_ts, trade_id) order."""
+    """A page of trades in (exchange_ts, exchange, trade_id) order."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"data": [_TRADE_EXAMPLE], "row_count": 1, "snapshot_ids": {"trades": 4410861702153537123}, "next_cursor": "eyJlcCI6InRyYWRlcyJ9.c2ln"}
+            ]
+        }
+    )
 
     data: list[TradeRow]  # type: ignore[valid-type]
 
 
 class QuotesPage(PagedEnvelope):
-    """A page of quotes in (exchange_ts, update_id) order."""
+    """A page of quotes in (exchange_ts, exchange, update_id) order."""
 
     data: list[QuoteRow]  # type: ignore[valid-type]
 
@@ -99,6 +122,26 @@ class BarRow(BaseModel):
 
 class BarsResponse(Envelope):
     """OHLCV bars."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "data": [
+                        {
+                            "exchange": "binance", "symbol": "BTCUSDT", "open_time": "2024-08-08T23:54:00.000000Z",
+                            "open": "61837.63000000", "high": "61852.79000000", "low": "61830.33000000", "close": "61836.83000000",
+                            "volume": "12.34567000", "close_time": "2024-08-08T23:54:59.999000Z", "quote_volume": "763421.12345678",
+                            "trade_count": 1830, "taker_buy_base_volume": "6.10000000", "taker_buy_quote_volume": "377202.11000000",
+                            "vwap": 61839.12, "first_trade_id": 3721405481, "last_trade_id": 3721407310,
+                        }
+                    ],
+                    "row_count": 1,
+                    "snapshot_ids": {"trades": 4410861702153537123},
+                }
+            ]
+        }
+    )
 
     data: list[BarRow]
 

@@ -32,6 +32,7 @@ Example (needs a catalog)::
 from __future__ import annotations
 
 import math
+import random
 import threading
 import time
 import uuid
@@ -47,8 +48,10 @@ from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, Valida
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
 from pyiceberg.manifest import DataFile, ManifestContent, ManifestEntry, ManifestEntryStatus, ManifestFile
-from pyiceberg.table import FileScanTask, Table
+from pyiceberg.table import FileScanTask, Table, Transaction
+from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.snapshots import Operation, Snapshot, Summary
+from pyiceberg.table.update import update_table_metadata
 from pyiceberg.table.update.snapshot import _OverwriteFiles, _SnapshotProducer
 from pyiceberg.typedef import EMPTY_DICT, Record
 
@@ -207,18 +210,36 @@ class _RewriteManifests(_SnapshotProducer["_RewriteManifests"]):
         return Summary(Operation.REPLACE, **summary.additional_properties)
 
 
+class _Transaction(Transaction):
+    """pyiceberg's Transaction re-derives (deep-copies) the table metadata on every access; cache it.
+
+    A snapshot producer reads ``table_metadata`` dozens of times per commit and the copy grows with the
+    snapshot history, which made each maintenance commit slow enough to lose every race with landing.
+    The cache is keyed on the identity of the base metadata and of the staged updates (both immutable).
+    """
+
+    _cached: tuple[int, int, TableMetadata] | None = None
+
+    @property
+    def table_metadata(self) -> TableMetadata:
+        key = (id(self._table.metadata), id(self._updates))
+        if self._cached is None or self._cached[:2] != key:
+            self._cached = (*key, update_table_metadata(self._table.metadata, self._updates))
+        return self._cached[2]
+
+
 def _commit_with_retry(table: Table, build: Callable[[Any], None], report: MaintenanceReport) -> bool:
     """Commit a maintenance snapshot; on a concurrent commit refresh and rebuild it. False: gave up."""
     for attempt in range(_MAX_ATTEMPTS):
         table.refresh()
-        tx = table.transaction()
+        tx = _Transaction(table, autocommit=False)
         try:
             build(tx)
             tx.commit_transaction()
             return True
         except CommitFailedException:
             report.commit_conflicts += 1
-            time.sleep(min(0.02 * (attempt + 1), 0.5))
+            time.sleep(min(0.02 * (attempt + 1), 0.5) * random.uniform(0.5, 1.5))
         except ValidationException as exc:
             report.notes.append(f"gave up a commit: {exc}")
             return False

@@ -5,8 +5,9 @@
 ``K2_PROMETHEUS_ENABLED`` is ``true``, or ``auto`` and a ``prometheus`` binary is installed (Debian:
 ``apt-get install --no-install-recommends prometheus``).
 
-Scraped: the landing service (``/metrics`` on ``landing_metrics_port``), the REST API (``/metrics`` on
-``api_port``), ``k2 stream`` when ``source_metrics_port`` is set, and Prometheus itself. The Tansu
+Scraped: K2's schema registry when ``k2 up`` runs it (``/metrics`` on ``registry_port``: process
+metrics, and liveness), the landing service (``/metrics`` on ``landing_metrics_port``), the REST API
+(``/metrics`` on ``api_port``), ``k2 stream`` when ``source_metrics_port`` is set, and Prometheus itself. The Tansu
 broker exports no Prometheus metrics (only OTLP), so broker health shows up as consumer lag, producer
 errors and ``k2 status``. The alert rules (``assets/alerts.yml``) and the Grafana dashboard
 (``assets/grafana-dashboard.json``) only use metrics declared in :mod:`k2.ops.metrics` (a test checks).
@@ -14,7 +15,7 @@ errors and ``k2 status``. The alert rules (``assets/alerts.yml``) and the Grafan
 Example:
     >>> from k2.config import Settings
     >>> [t.job for t in scrape_targets(Settings(landing_metrics_port=9464, api_port=8000))]
-    ['k2-landing', 'k2-api', 'prometheus']
+    ['k2-registry', 'k2-landing', 'k2-api', 'prometheus']
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ def prometheus_wanted(settings: Settings) -> bool:
 def scrape_targets(settings: Settings) -> list[Target]:
     """Every K2 process with a /metrics endpoint for these settings (see the module docstring)."""
     targets = []
+    if settings.schema_registry_url is None:  # K2's own registry, started by `k2 up`
+        targets.append(Target("k2-registry", f"127.0.0.1:{settings.registry_port}"))
     if settings.landing_metrics_port:
         targets.append(Target("k2-landing", f"127.0.0.1:{settings.landing_metrics_port}"))
     api_host = "127.0.0.1" if settings.api_host in ("0.0.0.0", "::", "") else settings.api_host

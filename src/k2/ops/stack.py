@@ -1,7 +1,8 @@
 """The local stack: ``k2 up`` / ``k2 down`` / ``k2 status``.
 
 Parts (each a managed subprocess with a pid file under ``<data_dir>/run`` and a log under
-``<data_dir>/logs``): the Tansu broker, K2's schema registry, the landing service and the REST API.
+``<data_dir>/logs``): the Tansu broker, K2's schema registry, the landing service, the REST API and,
+when installed (``K2_PROMETHEUS_ENABLED``), Prometheus scraping them (:mod:`k2.ops.prometheus`).
 A part whose settings point at an external service (``K2_KAFKA_BOOTSTRAP_SERVERS``,
 ``K2_SCHEMA_REGISTRY_URL``) is not started; ``k2 status`` checks it over the network instead.
 

@@ -19,8 +19,8 @@ offset or ``Z``; naive values raise :class:`InvalidRangeError`; ``start`` is inc
     twap(symbol, start, end, *, exchange=None, as_of=None, include_recent=None) -> QueryResult   # one row per (exchange, symbol)
     spread_stats(symbol, start, end, *, exchange=None, as_of=None) -> QueryResult
     asof_join(symbol, start, end, *, exchange=None, tolerance="1s", as_of=None) -> QueryResult   # tolerance: "500ms", "1s", "2m" or timedelta
-    snapshots(table="trades") -> QueryResult        # snapshot_id, parent_id, committed_at, operation, added_rows,
-                                                    # total_rows, kafka_offsets (JSON text), summary (JSON text)
+    snapshots(table="trades") -> QueryResult        # snapshot_id, parent_id, committed_at, operation, added_rows, total_rows,
+                                                    # kafka_offsets, kafka_ranges, summary (JSON text columns)
     as_of(snapshot_id_or_datetime) -> Client        # a client pinned to that moment for every table
     snapshot_id(table="trades", as_of=None) -> int | None   # resolve the snapshot a query would read now
     gaps(status=None, exchange=None, symbol=None) -> QueryResult
@@ -28,9 +28,11 @@ offset or ``Z``; naive values raise :class:`InvalidRangeError`; ``start`` is inc
     sql(query, params=None) -> QueryResult          # read-only SELECT/WITH over views trades, quotes, instruments, gaps
     close()                                         # also a context manager
 
-``as_of`` may be an ``int`` snapshot id (of the table being read; for multi-table queries like
-``asof_join`` an int applies to trades and quotes are read as of that snapshot's commit time), or a
-timezone-aware datetime / ISO string (the latest snapshot committed at or before it, per table).
+``as_of`` may be an ``int`` snapshot id (or a string of digits) of any of K2's tables: the table that
+owns it is read at exactly that snapshot, every other table at its latest snapshot committed at or
+before that snapshot's commit time (so ``asof_join(as_of=<trades snapshot>)`` reads quotes as they were
+then); or a timezone-aware datetime / ISO string: per table, the latest snapshot committed at or before
+it (no snapshot then -> the table reads as empty). An unknown id raises :class:`QueryError`.
 A pinned query never reads Kafka (``include_recent`` is forced off; passing ``include_recent=True``
 with ``as_of`` raises :class:`QueryError`).
 
@@ -58,11 +60,21 @@ How the API should pin pagination: read ``result.snapshot_ids[table]`` from the 
 ``client.snapshot_id(table)`` before querying) and pass that id as ``as_of=`` for every later page:
 pinned results never change and never include Kafka rows.
 
+Result columns: trades/quotes: the canonical columns of ``k2.model.TRADE`` / ``QUOTE``, ordered by
+(exchange_ts, exchange, trade_id / update_id). bars: exchange, symbol, open_time, open, high, low,
+close, volume, close_time, quote_volume, trade_count, taker_buy_base_volume, taker_buy_quote_volume,
+vwap, first_trade_id, last_trade_id. vwap: exchange, symbol, vwap, volume, notional, trade_count,
+first_ts, last_ts. twap: exchange, symbol, twap, trade_count, first_ts, last_ts, seconds.
+spread_stats / asof_join: see their docstrings in :mod:`k2.query.client`.
+
 Errors (:mod:`k2.query.errors`), all subclasses of ``K2QueryError(ValueError)``, messages say expected
 vs found -> map to HTTP 4xx: ``UnknownSymbolError`` (404), ``InvalidRangeError`` (400, inverted or
 naive or unparsable time, bad interval/kind/size), ``LimitExceededError`` (400/413: more than
 ``query_max_rows`` rows, or a range longer than ``query_max_range_days``), ``QueryError`` (400: bad SQL,
-write attempts, unknown snapshot, ...).
+write attempts, unknown snapshot, ...). Not a user error: ``k2.query.recent.RecentUnavailableError``
+(``RuntimeError``, -> 503) when ``include_recent=True`` was passed explicitly and Kafka or the schema
+registry cannot be read (with ``include_recent=None`` the Kafka part is skipped with a warning and
+``result.recent_error`` set instead).
 
 Example:
     >>> from k2.query.errors import K2QueryError, UnknownSymbolError

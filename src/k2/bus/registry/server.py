@@ -170,6 +170,13 @@ def create_app(store: RegistryStore) -> FastAPI:
     def root() -> Response:
         return _ok({})
 
+    @app.get("/metrics")
+    def metrics() -> Response:
+        # ops: Prometheus scrapes every K2 process (process metrics; liveness for K2TargetDown).
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
     @app.get("/v1/metadata/stats")
     def metadata_stats() -> Response:
         """K2 extension: request count, error count and total handling time since start."""

@@ -46,6 +46,9 @@ wall-clock times):
   file order), deterministic for a given file; qualifiers, venue and BuyerID are kept in ``vendor``.
 * quotes ``Date,Time,Bid,Ask,BidVolume,AskVolume``: ``update_id`` synthetic the same way; a zero price
   (no order on that side, e.g. pre-open) is kept as published, as the landing validator expects.
+  Pre-open books where bid > ask (the auction overlap) fail the landing validator's
+  ``crossed_quote`` rule and are rejected with their lines like any other bad row (25 of the first
+  200 lines of RIO's file).
 * the file name is the ASX company id (``7078.csv``), mapped to the ticker through
   ``reference-data/company_info.csv``.
 
@@ -72,7 +75,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from k2.lake.writer import conform
-from k2.model import KLINE, QUOTE, TRADE, RecordType
+from k2.model import KLINE, QUOTE, TRADE, AssetClass, RecordType
 from k2.model.values import canonical_instrument
 from k2.sources.files.columns import (
     const_strings,
@@ -151,6 +154,11 @@ def parse_binance_name(name: str) -> tuple[str, str, str | None] | None:
     return match.group("symbol"), kind, None
 
 
+def _check_asset_class(value: str | None) -> None:
+    if value is not None and value not in {a.value for a in AssetClass}:
+        raise FileImportError(f"expected --asset-class among {[a.value for a in AssetClass]}, found {value!r}")
+
+
 def _width(first: bytes) -> int:
     return len(first.rstrip(b"\r").split(b","))
 
@@ -179,6 +187,7 @@ class _Binance(FileFormat):
             raise FileImportError(f"expected --market auto, spot or usdm, found {market!r}")
         if market == "auto":
             market = "usdm" if header else "spot"
+        _check_asset_class(options.asset_class)
         exchange = ("binance-futures" if market == "usdm" else "binance") + self.agg_suffix
         asset_class = options.asset_class or ("futures" if market == "usdm" else "crypto")
         return Layout(cols, header, source_file, import_us, exchange, asset_class, symbol.upper())
@@ -384,6 +393,7 @@ class _Tardis(FileFormat):
 
     def layout(self, first: bytes, source_file: str, options: ImportOptions, import_us: int) -> Layout:
         _check_header(first, [c.name for c in self.expected], source_file)
+        _check_asset_class(options.asset_class)
         layout = Layout(self.expected, True, source_file, import_us, symbol=options.symbol or "")
         if options.asset_class:
             layout.asset_class = options.asset_class
