@@ -150,6 +150,11 @@ def ensure_tables(catalog: Catalog, settings: Settings) -> dict[str, Table]:
             catalog.create_namespace(namespace)
         except NamespaceAlreadyExistsError:
             pass
+        except Exception:
+            # Two processes creating the namespace at once: SQLite reports the loser's insert as an
+            # IntegrityError rather than NamespaceAlreadyExistsError. Fine if it exists now.
+            if namespace not in {ns[0] for ns in catalog.list_namespaces()}:
+                raise
     for short, tdef in TABLES.items():
         try:
             tables[short] = catalog.load_table(tdef.identifier)
@@ -171,6 +176,13 @@ def ensure_tables(catalog: Catalog, settings: Settings) -> dict[str, Table]:
                 )
             except TableAlreadyExistsError:  # another process won the race
                 tables[short] = catalog.load_table(tdef.identifier)
+            except Exception as exc:
+                # The same race as reported by the SQL catalog on SQLite (IntegrityError): the table
+                # exists now; otherwise the error was real and is raised as it was.
+                try:
+                    tables[short] = catalog.load_table(tdef.identifier)
+                except NoSuchTableError:
+                    raise exc from None
     return tables
 
 
