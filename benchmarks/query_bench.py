@@ -164,11 +164,18 @@ RAW_SQL = {
         "SELECT CAST(sum(CAST(price AS DECIMAL(38,8)) * quantity) AS DOUBLE) / CAST(sum(quantity) AS DOUBLE) AS vwap, sum(quantity), count(*) "
         "FROM iceberg_scan(?) WHERE symbol = ? AND exchange_ts >= ? AND exchange_ts < ?"
     ),
+    # The same semantics as K2's asof_join: ties on quote time keep the highest update id, 1 s tolerance.
     "asof": (
         "WITH t AS (SELECT * FROM iceberg_scan(?) WHERE symbol = ? AND exchange_ts >= ? AND exchange_ts < ?), "
-        "q AS (SELECT * FROM iceberg_scan(?) WHERE symbol = ? AND exchange_ts >= ? AND exchange_ts < ?) "
-        "SELECT t.trade_id, t.exchange_ts, t.price, q.bid_price, q.ask_price, (CAST(q.bid_price AS DECIMAL(38,8)) + q.ask_price) * 0.5 AS mid "
-        "FROM t ASOF LEFT JOIN q ON t.symbol = q.symbol AND t.exchange_ts >= q.exchange_ts ORDER BY t.exchange_ts"
+        "q AS (SELECT * FROM iceberg_scan(?) WHERE symbol = ? AND exchange_ts >= ? AND exchange_ts < ? "
+        "QUALIFY row_number() OVER (PARTITION BY exchange, symbol, exchange_ts ORDER BY update_id DESC) = 1) "
+        "SELECT t.trade_id, t.exchange_ts, t.price, t.quantity, t.side, "
+        "CASE WHEN t.exchange_ts - q.exchange_ts <= INTERVAL 1 second THEN q.bid_price END AS bid_price, "
+        "CASE WHEN t.exchange_ts - q.exchange_ts <= INTERVAL 1 second THEN q.ask_price END AS ask_price, "
+        "CASE WHEN t.exchange_ts - q.exchange_ts <= INTERVAL 1 second THEN (CAST(q.bid_price AS DECIMAL(38,8)) + q.ask_price) * 0.5 END AS mid, "
+        "CASE WHEN t.exchange_ts - q.exchange_ts <= INTERVAL 1 second THEN abs(2 * t.price - q.bid_price - q.ask_price) END AS effective_spread "
+        "FROM t ASOF LEFT JOIN q ON t.exchange = q.exchange AND t.symbol = q.symbol AND t.exchange_ts >= q.exchange_ts "
+        "ORDER BY t.exchange_ts, t.exchange, t.trade_id"
     ),
 }
 
@@ -194,6 +201,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--data", type=Path, default=None, help="Data directory (default benchmarks/data/query-<trades>).")
     parser.add_argument("--rebuild", action="store_true", help="Regenerate the data even if present.")
+    parser.add_argument("--only", default="hour,bars,vwap,asof", help="Comma-separated subset of: hour, bars, vwap, asof.")
     args = parser.parse_args()
 
     root = args.data or REPO / "benchmarks" / "data" / f"query-{args.trades}"
@@ -231,26 +239,32 @@ def main() -> None:
         return int(raw.execute(sql, params).to_arrow_table().num_rows)
 
     cases: dict[str, tuple[Callable[[str, datetime, datetime], int], Callable[[str, datetime, datetime], int]]] = {
-        "one symbol, one hour of trades": (
+        "hour": (
             lambda s, d, h: client.trades(s, h, h + timedelta(hours=1), include_recent=False).num_rows,
             lambda s, d, h: raw_rows(RAW_SQL["hour"], [trades_loc, s, h, h + timedelta(hours=1)]),
         ),
-        "1-minute bars, one symbol-day": (
+        "bars": (
             lambda s, d, h: client.bars(s, "1m", d, d + timedelta(days=1), include_recent=False).num_rows,
             lambda s, d, h: raw_rows(RAW_SQL["bars"], [trades_loc, s, d, d + timedelta(days=1)]),
         ),
-        "VWAP, one symbol-day": (
+        "vwap": (
             lambda s, d, h: client.vwap(s, d, d + timedelta(days=1), include_recent=False).num_rows,
             lambda s, d, h: raw_rows(RAW_SQL["vwap"], [trades_loc, s, d, d + timedelta(days=1)]),
         ),
-        "as-of join, one symbol-hour": (
+        "asof": (
             lambda s, d, h: client.asof_join(s, h, h + timedelta(hours=1), tolerance="1s").num_rows,
             lambda s, d, h: raw_rows(RAW_SQL["asof"], [trades_loc, s, h, h + timedelta(hours=1), quotes_loc, s, h - timedelta(seconds=1), h + timedelta(hours=1)]),
         ),
     }
     print(f"\n{'query':34} {'rows':>8} {'K2 p50':>9} {'K2 p99':>9} {'raw p50':>9} {'raw p99':>9} {'p50 x':>7} {'p99 x':>7}")
     results = {}
-    for name, (k2_fn, raw_fn) in cases.items():
+    titles = {
+        "hour": "one symbol, one hour of trades", "bars": "1-minute bars, one symbol-day",
+        "vwap": "VWAP, one symbol-day", "asof": "as-of join, one symbol-hour",
+    }
+    for key in args.only.split(","):
+        name = titles[key]
+        k2_fn, raw_fn = cases[key]
         k2_ms: list[float] = []
         raw_ms: list[float] = []
         rows: list[int] = []

@@ -230,3 +230,46 @@ def test_lag_and_freshness_gauges(settings: Settings, unique: str) -> None:
         assert lag() == 0
     finally:
         consumer.close()
+
+
+def test_concurrent_commit_conflict_is_retried_without_losing_offsets(settings: Settings, unique: str) -> None:
+    """Writer B commits between writer A's offset check and A's append: A must refresh, recompute, retry.
+
+    pyiceberg would otherwise rebase A's append with A's stale summary and erase B's offsets.
+    """
+    settings = _settings(settings, unique, landing_commit_rows=1_000_000, landing_commit_interval_seconds=300.0)
+    topic_a, topic_b = topic_name("crypto", "trades", f"ca{unique}"), topic_name("crypto", "trades", f"cb{unique}")
+    rows_a = make_trades("BTCUSDT", 1, 500, exchange=f"ca{unique}")
+    rows_b = make_trades("BTCUSDT", 1, 300, exchange=f"cb{unique}")
+    with MarketDataProducer(settings) as producer:
+        producer.send_many(TRADE, rows_a + rows_b)
+    a = LandingConsumer(settings.model_copy(update={"consumer_group": f"ga-{unique}"}), topics=[topic_a], name="writer-a")
+    b = LandingConsumer(settings.model_copy(update={"consumer_group": f"gb-{unique}"}), topics=[topic_b], name="writer-b")
+    try:
+        for consumer, count in ((a, len(rows_a)), (b, len(rows_b))):
+            consumer.subscribe()
+            deadline = time.monotonic() + 30
+            while consumer.stats.consumed < count and time.monotonic() < deadline:
+                consumer.poll_once()
+        interleaved: list[int] = []
+
+        def b_commits_first(short: str, rows: int) -> None:
+            if not interleaved:
+                interleaved.append(rows)
+                b.flush()  # lands between A's summary computation and A's append
+
+        a.before_commit = b_commits_first
+        a.flush()
+    finally:
+        a.close()
+        b.close()
+    assert interleaved and b.stats.commits == 1
+    assert a.stats.commit_conflicts == 1 and a.stats.commits == 1
+    table = a.tables["trades"]
+    table.refresh()
+    stored = json.loads(table.current_snapshot().summary.additional_properties["k2.kafka.offsets"])  # type: ignore[union-attr]
+    assert sum(stored[topic_a].values()) == len(rows_a)
+    assert sum(stored[topic_b].values()) == len(rows_b)  # B's offsets survived A's retried commit
+    keys = table_keys(table)
+    assert [k for k in keys if k[0] == f"ca{unique}"] == [(f"ca{unique}", "BTCUSDT", i) for i in range(1, 501)]
+    assert [k for k in keys if k[0] == f"cb{unique}"] == [(f"cb{unique}", "BTCUSDT", i) for i in range(1, 301)]

@@ -9,7 +9,7 @@ from k2.bus.topics import topic_name
 from k2.config import Settings
 from k2.lake.catalog import ensure_tables, load_catalog
 from k2.landing.consumer import LandingConsumer
-from k2.model import TRADE
+from k2.model import QUOTE, TRADE
 from k2.model.values import micros_to_datetime, now_micros, to_unscaled
 from k2.query.client import Client
 
@@ -23,9 +23,18 @@ def _trade(exchange: str, trade_id: int, price: str, ts: int) -> dict[str, Any]:
     }
 
 
+def _quote(exchange: str, update_id: int, ts: int) -> dict[str, Any]:
+    return {
+        "exchange": exchange, "symbol": "BTCUSDT", "instrument": "BTC-USDT", "asset_class": "crypto", "update_id": update_id,
+        "bid_price": to_unscaled("61837.63"), "bid_size": to_unscaled("3.78826"), "ask_price": to_unscaled("61837.64"),
+        "ask_size": to_unscaled("1.54698"), "exchange_ts": ts, "receipt_ts": ts, "ingest_ts": None, "vendor": {},
+    }
+
+
 def test_unlanded_trade_returned_once_before_and_after_landing(settings: Settings, unique: str) -> None:
     exchange = f"qx{unique}"
     topic = topic_name("crypto", "trades", exchange)
+    quote_topic = topic_name("crypto", "quotes", exchange)
     ensure_tables(load_catalog(settings), settings)
     base = now_micros() - 5_000_000
     client = Client(settings)
@@ -34,19 +43,27 @@ def test_unlanded_trade_returned_once_before_and_after_landing(settings: Setting
         producer.send(TRADE, _trade(exchange, 101, "61837.64", base + 1000))
         producer.send(TRADE, _trade(exchange, 101, "61837.64", base + 1000))  # a producer-retry duplicate
         producer.send(TRADE, _trade("other" + unique, 101, "1.0", base + 1000))  # another exchange: filtered out
+        producer.send(QUOTE, _quote(exchange, 7, base))
+        producer.send(QUOTE, _quote(exchange, 7, base))
 
     # Not landed yet: only Kafka has them; include_recent defaults on for a range ending now.
     recent = client.trades("BTCUSDT", exchange=exchange)
     assert recent["trade_id"].to_pylist() == [100, 101]
     assert recent.recent_rows == 2 and recent.snapshot_ids == {"trades": None}
     assert [str(p) for p in recent["price"].to_pylist()] == ["61837.63000000", "61837.64000000"]
+    assert client.quotes("BTCUSDT", exchange=exchange)["update_id"].to_pylist() == [7]
+    # Bounded by rows: query_recent_max_rows caps what is read from Kafka.
+    capped = Client(settings.model_copy(update={"query_recent_max_rows": 1}))
+    assert capped.trades("BTCUSDT", exchange=exchange)["trade_id"].to_pylist() == [100]
+    capped.close()
     assert client.bars("BTCUSDT", "1m", exchange=exchange)["trade_count"].to_pylist() in ([2], [1, 1])
     window = (micros_to_datetime(base - 60_000_000), micros_to_datetime(base + 60_000_000))
     assert client.vwap("BTCUSDT", *window, exchange=exchange, include_recent=True)["trade_count"].to_pylist() == [2]
 
     # Land them (the real landing consumer, one commit with the Kafka offsets in the summary).
-    stats = LandingConsumer(settings, topics=[topic]).run(idle_exit_seconds=2.0, max_seconds=30)
-    assert stats.landed == 2
+    stats = LandingConsumer(settings, topics=[topic, quote_topic]).run(idle_exit_seconds=2.0, max_seconds=30)
+    assert stats.landed == 3
+    assert client.quotes("BTCUSDT", exchange=exchange, include_recent=True)["update_id"].to_pylist() == [7]
     landed = client.trades("BTCUSDT", exchange=exchange, include_recent=False)
     assert landed["trade_id"].to_pylist() == [100, 101]
     after = client.trades("BTCUSDT", exchange=exchange, include_recent=True)
