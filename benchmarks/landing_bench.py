@@ -97,7 +97,7 @@ def land(settings: Settings, profile: bool) -> tuple[int, float, int, float]:
     stats = consumer.run(idle_exit_seconds=3.0)
     if profiler:
         profiler.disable()
-        pstats.Stats(profiler).sort_stats("cumulative").print_stats(35)
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
     # consumer._assigned_at is on the monotonic clock; convert to perf_counter via the offset measured now.
     offset = time.perf_counter() - time.monotonic()
     started = consumer._assigned_at + offset if consumer._assigned_at else assigned_wall + offset

@@ -170,7 +170,7 @@ tests:
           - exp_labels: {{severity: warning, topic: market.crypto.trades.binance, reason: decode}}
             exp_annotations:
               summary: "4 messages from market.crypto.trades.binance dead-lettered (decode)"
-              runbook: "docs/runbooks.md#dead-letter-queue (k2 dlq list)"
+              runbook: "docs/runbooks.md#dead-letter-queue-dlq (k2 dlq list)"
       - eval_time: 19m
         alertname: K2DeadLettersGrowing
         exp_alerts: []
@@ -408,3 +408,10 @@ def test_k2_registry_serves_metrics(schema_registry: str) -> None:
     reply = httpx.get(f"{schema_registry}/metrics", timeout=10)
     assert reply.status_code == 200
     assert "python_info" in reply.text and reply.headers["content-type"].startswith("text/plain")
+
+
+def test_alert_runbook_links_point_at_existing_sections() -> None:
+    runbooks = (Path(__file__).resolve().parents[2] / "docs" / "runbooks.md").read_text()
+    anchors = {re.sub(r"[^a-z0-9 -]", "", h.lower()).strip().replace(" ", "-") for h in re.findall(r"^## (.+)$", runbooks, re.M)}
+    links = re.findall(r"runbooks\.md#([a-z0-9-]+)", asset_path("alerts.yml").read_text())
+    assert links and set(links) <= anchors, sorted(set(links) - anchors)

@@ -6,7 +6,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -200,6 +200,11 @@ def test_sql_reads_views_with_parameters(lake: tuple[Client, list[int]]) -> None
     assert client.sql("SELECT count(*) AS n FROM quotes").to_pylist() == [{"n": 0}]
     with pytest.raises(LimitExceededError):
         client.sql("SELECT * FROM trades")
+    # Locked-down connections are pooled: views are re-pointed per statement, the lock-down stays.
+    assert client._sql_pool.created <= client.settings.query_pool_size
+    with pytest.raises(QueryError, match="Permission"):
+        client.sql("SELECT * FROM read_csv('/etc/passwd')")
+    assert client.sql("SELECT count(*) AS n FROM trades").to_pylist() == [{"n": 1830}]
 
 
 def test_gaps_latest_state_matches_the_ledger(tmp_path: Path) -> None:
@@ -228,3 +233,22 @@ def test_gaps_latest_state_matches_the_ledger(tmp_path: Path) -> None:
         assert [(g["symbol"], g["status"]) for g in client.gaps().to_pylist()] == [("BTCUSDT", "backfilled"), ("ETHUSDT", "open")]
         with pytest.raises(QueryError, match="status: expected"):
             client.gaps(status="closed")
+
+
+def test_include_recent_default_follows_the_window(tmp_path: Path, raw: list[dict[str, str]]) -> None:
+    from k2.query.recent import RecentUnavailableError
+
+    # No broker listens on port 1: whether Kafka was tried shows in recent_error.
+    settings = lake_settings(tmp_path, kafka_bootstrap_servers="127.0.0.1:1", query_recent_timeout_seconds=0.5, query_recent_window_seconds=60)
+    load(settings, "trades", csv_trades(raw))
+    now = datetime.now(UTC)
+    with Client(settings) as client:
+        old = client.trades("BTCUSDT", "2021-01-03T00:00:00Z", "2021-01-03T00:01:00Z", limit=5)
+        assert old.recent_error is None and old.num_rows == 5  # range ends long ago: Iceberg only
+        near = client.trades("BTCUSDT", now - timedelta(days=1), now - timedelta(seconds=30), exchange="binance")
+        assert near.recent_error is not None and "127.0.0.1:1" in near.recent_error  # within the window: Kafka tried
+        assert client.trades("BTCUSDT", limit=5).recent_error is not None  # open-ended range: Kafka tried
+        with pytest.raises(UnknownSymbolError):
+            client.trades("BTCUSDT", now - timedelta(days=1), now - timedelta(seconds=30), exchange="coinbase")
+        with pytest.raises(RecentUnavailableError, match="expected Kafka"):
+            client.trades("BTCUSDT", "2021-01-03T00:00:00Z", "2021-01-03T00:01:00Z", include_recent=True)

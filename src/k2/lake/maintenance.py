@@ -9,8 +9,11 @@ pyiceberg 0.12 has no compaction, so K2 does it itself, safely under concurrent 
   exactly the files read (never "everything matching a predicate"), so rows another writer appends to
   the same partition meanwhile are never lost. The commit is a ``replace`` snapshot (same data, new
   files). Concurrency: the table's ``commit.retry.num-retries`` is 0, so a concurrent commit makes ours
-  fail; K2 then refreshes, checks the files it read are all still live (else gives up on the partition
-  and deletes what it wrote) and commits again with the summary recomputed from the new parent.
+  fail; K2 then refreshes and *rebases*: the manifests it wrote are kept, the new parent's manifests
+  (including those a concurrent append added) are carried, and the summary is recomputed from the new
+  parent, so a retry costs one manifest-list write and maintenance wins races with landing commits a
+  few hundred milliseconds apart. If the manifests it replaced are gone (another maintenance run), it
+  plans again; if the files it read are gone, it gives up on the partition and deletes what it wrote.
 * **Kafka offsets carried forward**: the landing consumer resumes from the *current* snapshot's summary
   (``k2.kafka.offsets``, ``k2.kafka.last``...), so every maintenance snapshot copies the parent's
   ``k2.kafka.*`` properties (except ``k2.kafka.ranges``, which describes what one landing commit added).
@@ -31,6 +34,7 @@ Example (needs a catalog)::
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import threading
@@ -158,7 +162,61 @@ def _sort(data: pa.Table, table: Table, short_name: str | None) -> pa.Table:
     return data.sort_by(keys) if keys and data.num_rows > 1 else data
 
 
-class _ReplaceFiles(_OverwriteFiles):
+@dataclass
+class _Plan:
+    """The manifests one maintenance commit wrote, so a retry only rewrites the manifest list."""
+
+    snapshot_id: int
+    new_manifests: list[ManifestFile]
+    replaced_paths: set[str]
+
+
+class _Replan(Exception):
+    """The parent no longer holds the manifests the plan replaces: plan again from scratch."""
+
+
+class _Rebasing:
+    """Mixin for maintenance producers: record the first attempt's manifests; rebase retries onto them.
+
+    After a concurrent commit, pyiceberg would rewrite every manifest again, which takes longer than
+    the gap between landing commits, so maintenance would never win a race. Landing only fast-appends
+    (adds manifests), so a retry keeps the manifests already written (same snapshot id, so their
+    entries stay valid), drops the parent's manifests the plan replaced and keeps every other parent
+    manifest, including those a concurrent append added: nothing it landed can be lost. If a replaced
+    manifest is gone from the parent (another maintenance run), :class:`_Replan`.
+    """
+
+    plan: _Plan | None = None
+    recorded: _Plan | None = None
+
+    def _manifests(self) -> list[ManifestFile]:
+        producer: Any = self
+        parent = producer._transaction.table_metadata.snapshot_by_id(producer._parent_snapshot_id) if producer._parent_snapshot_id else None
+        parent_manifests = parent.manifests(producer._io) if parent is not None else []
+        parent_paths = {m.manifest_path for m in parent_manifests}
+        if self.plan is not None:
+            if not self.plan.replaced_paths <= parent_paths:
+                raise _Replan()
+            return self.plan.new_manifests + [m for m in parent_manifests if m.manifest_path not in self.plan.replaced_paths]
+        result: list[ManifestFile] = super()._manifests()  # type: ignore[misc]
+        result_paths = {m.manifest_path for m in result}
+        self.recorded = _Plan(
+            snapshot_id=producer._snapshot_id,
+            new_manifests=[m for m in result if m.manifest_path not in parent_paths],
+            replaced_paths=parent_paths - result_paths,
+        )
+        return result
+
+    def _clean_all_uncommitted(self) -> None:
+        # Keep the manifests for the rebased retry; only this attempt's manifest list is garbage.
+        producer: Any = self
+        for path in producer._written_manifest_lists:
+            with contextlib.suppress(OSError):
+                producer._io.delete(path)
+        producer._written_manifest_lists.clear()
+
+
+class _ReplaceFiles(_Rebasing, _OverwriteFiles):
     """Delete exactly the given files and add new ones, recorded as a ``replace`` snapshot (same rows)."""
 
     def _summary(self, snapshot_properties: dict[str, str] = EMPTY_DICT) -> Summary:
@@ -167,7 +225,7 @@ class _ReplaceFiles(_OverwriteFiles):
         return Summary(Operation.REPLACE, **summary.additional_properties)
 
 
-class _RewriteManifests(_SnapshotProducer["_RewriteManifests"]):
+class _RewriteManifests(_Rebasing, _SnapshotProducer["_RewriteManifests"]):
     """Repack the parent's live manifest entries into few manifests, as a ``replace`` snapshot."""
 
     entries_per_manifest: int = 20_000
@@ -228,21 +286,42 @@ class _Transaction(Transaction):
         return self._cached[2]
 
 
-def _commit_with_retry(table: Table, build: Callable[[Any], None], report: MaintenanceReport) -> bool:
-    """Commit a maintenance snapshot; on a concurrent commit refresh and rebuild it. False: gave up."""
+def _commit_with_retry(table: Table, build: Callable[[Any, _Plan | None], Any], report: MaintenanceReport) -> bool:
+    """Commit a maintenance snapshot; on a concurrent commit refresh and rebase it. False: gave up.
+
+    ``build(tx, plan)`` stages the producer in ``tx`` (reusing ``plan``'s snapshot id and manifests when
+    given) and returns it.
+    """
+    plan: _Plan | None = None
+    written: list[str] = []
+
+    def discard() -> None:
+        for path in written:
+            with contextlib.suppress(OSError):
+                table.io.delete(path)
+        written.clear()
+
     for attempt in range(_MAX_ATTEMPTS):
         table.refresh()
         tx = _Transaction(table, autocommit=False)
         try:
-            build(tx)
+            producer = build(tx, plan)
+            if plan is None and producer.recorded is not None:
+                plan = producer.recorded
+                written = [m.manifest_path for m in plan.new_manifests]
             tx.commit_transaction()
             return True
         except CommitFailedException:
             report.commit_conflicts += 1
-            time.sleep(min(0.02 * (attempt + 1), 0.5) * random.uniform(0.5, 1.5))
+            time.sleep(min(0.01 * (attempt + 1), 0.2) * random.uniform(0.5, 1.5))
+        except _Replan:
+            discard()
+            plan = None
         except ValidationException as exc:
+            discard()
             report.notes.append(f"gave up a commit: {exc}")
             return False
+    discard()
     report.notes.append(f"gave up a commit after {_MAX_ATTEMPTS} concurrent-commit conflicts")
     return False
 
@@ -289,14 +368,17 @@ def _compact_partition(
     )
     written = list(_dataframe_to_data_files(table_metadata=metadata, df=data, io=table.io, write_uuid=uuid.uuid4()))
 
-    def build(tx: Any) -> None:
+    def build(tx: Any, plan: _Plan | None) -> _ReplaceFiles:
         props = {**carried_properties(table.current_snapshot()), "k2.writer": MAINTENANCE_WRITER, MAINTENANCE_KEY: "compaction"}
         producer = _ReplaceFiles(operation=Operation.OVERWRITE, transaction=tx, io=table.io, snapshot_properties=props)
+        if plan is not None:
+            producer._snapshot_id, producer.plan = plan.snapshot_id, plan
         for f in files:
             producer.delete_data_file(f)
         for f in written:
             producer.append_data_file(f)
         producer.commit()
+        return producer
 
     # pyiceberg checks every deleted file is still live in the parent (ValidationException otherwise:
     # another maintenance run got there first), so a retry never drops a file it did not read.
@@ -304,10 +386,8 @@ def _compact_partition(
     if not ok:
         report.partitions_skipped.append(f"{label}: its files were changed by another writer")
         for f in written:  # never committed: remove now rather than leave them to orphan removal
-            try:
+            with contextlib.suppress(OSError):
                 table.io.delete(f.file_path)
-            except OSError:
-                pass
         return False
     report.partitions_compacted += 1
     report.files_rewritten += len(files)
@@ -358,13 +438,21 @@ def expire_snapshots(table: Table, settings: Settings, report: MaintenanceReport
 
         expire_snapshots(table, settings, MaintenanceReport("trades"))
     """
-    table.refresh()
-    ids = snapshots_to_expire(table, settings, now)
-    if ids and not dry_run:
-        # Expiry asserts nothing about the head: the catalog applies it on top of whatever is current.
-        table.maintenance.expire_snapshots().by_ids(ids).commit()
+    for attempt in range(_MAX_ATTEMPTS):
         table.refresh()
-    report.snapshots_expired = len(ids)
+        ids = snapshots_to_expire(table, settings, now)
+        report.snapshots_expired = len(ids)
+        if not ids or dry_run:
+            return
+        try:
+            table.maintenance.expire_snapshots().by_ids(ids).commit()
+            table.refresh()
+            return
+        except CommitFailedException:  # a landing commit in between: recompute on the new state
+            report.commit_conflicts += 1
+            time.sleep(min(0.01 * (attempt + 1), 0.2) * random.uniform(0.5, 1.5))
+    report.snapshots_expired = 0
+    report.notes.append(f"gave up expiring snapshots after {_MAX_ATTEMPTS} concurrent-commit conflicts")
 
 
 # -- manifest rewrite --------------------------------------------------------------------------------
@@ -392,11 +480,14 @@ def rewrite_manifests(table: Table, settings: Settings, report: MaintenanceRepor
         report.manifests_rewritten = True
         return
 
-    def build(tx: Any) -> None:
+    def build(tx: Any, plan: _Plan | None) -> _RewriteManifests:
         props = {**carried_properties(table.current_snapshot()), "k2.writer": MAINTENANCE_WRITER, MAINTENANCE_KEY: "rewrite-manifests"}
         producer = _RewriteManifests(operation=Operation.OVERWRITE, transaction=tx, io=table.io, snapshot_properties=props)
+        if plan is not None:
+            producer._snapshot_id, producer.plan = plan.snapshot_id, plan
         producer.entries_per_manifest = settings.maintenance_target_manifest_entries
         producer.commit()
+        return producer
 
     report.manifests_rewritten = _commit_with_retry(table, build, report) or report.manifests_rewritten
 

@@ -606,7 +606,7 @@ class LandingConsumer:
                     return []
             marks = self.marks[short]
             result = deduplicate(good, id_column, table, marks, self.sequential if short == "trades" else frozenset())
-            data = good.filter(pa.array(result.keep))
+            data = good if result.keep.all() else good.filter(pa.array(result.keep))  # the common case: no copy
             covered: OffsetMap = {}
             spans: dict[str, dict[str, list[int]]] = {}
             for (t, p), span in ranges.items():
@@ -806,4 +806,12 @@ def run_landing(settings: Settings, idle_exit_seconds: float | None = None, topi
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: consumer.stop())
         signal.signal(signal.SIGINT, lambda *_: consumer.stop())
-    return consumer.run(idle_exit_seconds=idle_exit_seconds)
+    # Scheduled table maintenance (k2.lake.maintenance; off unless K2_MAINTENANCE_INTERVAL_SECONDS > 0).
+    from k2.lake.maintenance import start_scheduler
+
+    maintenance = start_scheduler(settings)
+    try:
+        return consumer.run(idle_exit_seconds=idle_exit_seconds)
+    finally:
+        if maintenance is not None:
+            maintenance.stop()

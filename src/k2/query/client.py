@@ -34,7 +34,7 @@ from k2.config import Settings, load_settings
 from k2.lake.catalog import TABLES, load_catalog, metadata_location
 from k2.landing.offsets import OFFSETS_KEY, RANGES_KEY, offsets_from_summary
 from k2.model import RecordType, to_unscaled
-from k2.query.engine import ConnectionPool, new_connection
+from k2.query.engine import ConnectionPool
 from k2.query.errors import (
     InvalidRangeError,
     K2QueryError,
@@ -145,6 +145,7 @@ class Client:
         self._catalog_lock: threading.Lock
         self._symbols_cache: dict[tuple[Any, ...], pa.Table]
         self._tables: dict[str, Table]
+        self._sql_pool: ConnectionPool
         if _parent is not None:
             self.settings = _parent.settings
             self._pool = _parent._pool
@@ -152,6 +153,7 @@ class Client:
             self._catalog_lock = _parent._catalog_lock
             self._symbols_cache = _parent._symbols_cache
             self._tables = _parent._tables
+            self._sql_pool = _parent._sql_pool
             self._owns_pool = False
         else:
             self.settings = settings or load_settings()
@@ -160,6 +162,8 @@ class Client:
             self._catalog_lock = threading.Lock()
             self._symbols_cache = {}
             self._tables = {}
+            warehouse = self.settings.warehouse_location
+            self._sql_pool = ConnectionPool(self.settings, setup=lambda con: lock_down(con, warehouse))
             self._owns_pool = True
         self._pin = _pin
 
@@ -174,6 +178,7 @@ class Client:
         """
         if self._owns_pool:
             self._pool.close()
+            self._sql_pool.close()
 
     def __enter__(self) -> Client:
         return self
@@ -843,8 +848,10 @@ class Client:
     def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> QueryResult:
         """Run one read-only SELECT over the views trades, quotes, instruments and gaps (as of the pin, if any).
 
-        Only a single SELECT / WITH statement is accepted (DuckDB's parser decides); it runs on a fresh
-        connection where file and network access are disabled except for the warehouse. At most
+        Only a single SELECT / WITH statement is accepted (DuckDB's parser decides); it runs on a pooled
+        connection (at most ``query_pool_size``, separate from the query pool) where file and network access
+        are disabled except for the warehouse and the configuration is locked; the views are re-pointed at
+        the snapshots to read before each statement. At most
         ``query_max_rows`` rows. ``?`` or ``$name`` parameters are bound, never interpolated.
 
         Example::
@@ -853,19 +860,17 @@ class Client:
         """
         check_select(query)
         reads = {short: self._resolve(short) for short in VIEWS}
-        con = new_connection(self.settings)
-        try:
+        with self._sql_pool.connection() as con:
             for short, read in reads.items():
                 record = TABLES[short].record
                 if read.snapshot_id is None or read.location is None:
-                    con.execute(f"CREATE VIEW {short} AS {_empty_select(record)}")
+                    con.execute(f"CREATE OR REPLACE VIEW {short} AS {_empty_select(record)}")
                 else:
                     # A view body cannot take bound parameters; both values come from the catalog, not the user.
                     location = read.location.replace("'", "''")
                     con.execute(
-                        f"CREATE VIEW {short} AS SELECT * FROM iceberg_scan('{location}', snapshot_from_id => {int(read.snapshot_id)})"  # noqa: S608
+                        f"CREATE OR REPLACE VIEW {short} AS SELECT * FROM iceberg_scan('{location}', snapshot_from_id => {int(read.snapshot_id)})"  # noqa: S608
                     )
-            lock_down(con, self.settings.warehouse_location)
             try:
                 reader = con.execute(query, params if params is not None else []).to_arrow_reader(65_536)
                 batches = []
@@ -882,6 +887,4 @@ class Client:
                 raise
             except duckdb.Error as exc:
                 raise QueryError(f"expected a query over the views {', '.join(VIEWS)}, found an error: {exc}") from None
-        finally:
-            con.close()
         return QueryResult(table, {short: read.snapshot_id for short, read in reads.items()})

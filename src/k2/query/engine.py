@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from urllib.parse import urlparse
 
@@ -71,10 +71,14 @@ def new_connection(settings: Settings) -> duckdb.DuckDBPyConnection:
 
 
 class ConnectionPool:
-    """At most ``settings.query_pool_size`` DuckDB connections, created lazily, shared by threads."""
+    """At most ``settings.query_pool_size`` DuckDB connections, created lazily, shared by threads.
 
-    def __init__(self, settings: Settings) -> None:
+    ``setup`` runs once on each new connection (the read-only SQL pool locks its connections down).
+    """
+
+    def __init__(self, settings: Settings, setup: Callable[[duckdb.DuckDBPyConnection], None] | None = None) -> None:
         self.settings = settings
+        self._setup = setup
         self.size = settings.query_pool_size
         self._idle: queue.LifoQueue[duckdb.DuckDBPyConnection] = queue.LifoQueue()
         self._created = 0
@@ -106,6 +110,8 @@ class ConnectionPool:
         if create:
             try:
                 con = new_connection(self.settings)
+                if self._setup is not None:
+                    self._setup(con)
             except BaseException:
                 with self._lock:
                     self._created -= 1
