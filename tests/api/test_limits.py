@@ -101,3 +101,16 @@ def test_ready_is_503_when_the_broker_is_down(tmp_path, schema_registry: str) ->
         checks = error["details"]["checks"]  # type: ignore[index]
         assert checks["broker"]["ok"] is False and checks["catalog"]["ok"] is True and checks["engine"]["ok"] is True
         assert c.get("/health").status_code == 200
+
+
+def test_asof_tolerance_bounded_by_the_range_setting(api: Api) -> None:
+    days = api.settings.query_max_range_days
+    base = {"symbol": "BTCUSDT", "start": "2024-08-08T23:54:00Z", "end": "2024-08-09T00:06:00Z"}
+    with api.client(api.read_key) as c:
+        for huge in ("100000d", "999999999d", f"{int(days) + 1}d"):
+            error = assert_error(c.get("/v1/asof", params={**base, "tolerance": huge}), 400, "invalid_parameter")
+            assert f"expected a duration from 1us to {days:g} days (query_max_range_days), found '{huge}'" in str(error["message"])
+        # Longer than the old fixed 1-day cap, within the setting: answered.
+        ok = c.get("/v1/asof", params={**base, "tolerance": "25h"})
+        assert ok.status_code == 200, ok.text
+        assert ok.json()["row_count"] > 0

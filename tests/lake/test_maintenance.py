@@ -1,7 +1,7 @@
 """Table maintenance on real Iceberg tables (SQLite catalog, local warehouse): nothing mocked.
 
-The main test lands 1,000 small batches (each its own data file; the first 100 through
-``k2.lake.writer.append`` one commit each, the rest 20 batches per commit because 1,000 single-batch
+The main test lands 1,000 small batches (each its own data file; the first 50 through
+``k2.lake.writer.append`` one commit each, the rest 25 batches per commit because 1,000 single-batch
 pyiceberg commits take ~4 minutes on the shared machine; ``benchmarks/maintenance_bench.py`` runs the
 1,000-commit shape), then compacts while another thread keeps appending to the same partitions.
 """
@@ -129,12 +129,12 @@ def lake(tmp_path: Path) -> tuple[Settings, Table]:
 
 def test_compaction_after_1000_batches_keeps_rows_time_travel_offsets_and_concurrent_appends(lake: tuple[Settings, Table]) -> None:
     settings, table = lake
-    for i in range(100):
+    for i in range(50):
         append(table, make_batch(i), "trades", landing_props(i + 1))
     middle = table.current_snapshot()
     assert middle is not None
-    for first in range(100, 1000, 20):
-        append_files(table, [make_batch(i) for i in range(first, first + 20)], first + 20)
+    for first in range(50, 1000, 25):
+        append_files(table, [make_batch(i) for i in range(first, first + 25)], first + 25)
     table.refresh()
     before = table.current_snapshot()
     assert before is not None
@@ -143,7 +143,7 @@ def test_compaction_after_1000_batches_keeps_rows_time_travel_offsets_and_concur
     manifests_before = len(before.manifests(table.io))
     rows_middle = row_set(table.scan(snapshot_id=middle.snapshot_id).to_arrow())
     rows_before = row_set(table.scan().to_arrow())
-    assert len(rows_middle) == 100 * ROWS_PER_BATCH and len(rows_before) == 1000 * ROWS_PER_BATCH
+    assert len(rows_middle) == 50 * ROWS_PER_BATCH and len(rows_before) == 1000 * ROWS_PER_BATCH
     location_before = metadata_location(table)
 
     # Another writer keeps landing into the same partitions while compaction runs.
@@ -332,3 +332,68 @@ def test_cli_maintain(lake: tuple[Settings, Table], monkeypatch: pytest.MonkeyPa
     assert len(live_files(table)) == len(SYMBOLS)
     bad = runner.invoke(app, ["maintain", "--table", "nope"])
     assert bad.exit_code != 0 and "expected tables among" in bad.output
+
+
+def test_landing_consumer_resumes_after_maintenance_snapshots(settings: Settings, unique: str) -> None:
+    """Real broker, registry and landing consumer: after compaction the table's offsets still resume landing."""
+    from k2.bus import MarketDataProducer, topic_name
+    from k2.landing import LandingConsumer
+    from tests.landing.helpers import make_trades, table_keys
+
+    settings = settings.model_copy(update={"consumer_group": f"g-{unique}", "consumer_session_timeout_ms": 1000, "landing_commit_rows": 50})
+    exchange = f"m{unique}"
+    topics = [topic_name("crypto", "trades", exchange)]
+    first, second = make_trades("BTCUSDT", 1, 1_000, exchange=exchange), make_trades("BTCUSDT", 1_001, 500, exchange=exchange)
+    with MarketDataProducer(settings) as producer:
+        producer.send_many(TRADE, first)
+    landed = LandingConsumer(settings, topics=topics)
+    assert landed.run(idle_exit_seconds=2).commits >= 10
+    table = landed.tables["trades"]
+    offsets_before = table_offsets(table)
+    report = maintain_table(table, settings, "trades")
+    assert report.partitions_compacted >= 1 and report.files_after < report.files_before
+    table.refresh()
+    assert table.current_snapshot().summary.get("k2.writer") == MAINTENANCE_WRITER  # type: ignore[union-attr]
+    assert table_offsets(table) == offsets_before
+    other = settings.model_copy(update={"consumer_group": f"other-{unique}"})  # no group offsets: the table decides
+    with MarketDataProducer(other) as producer:
+        producer.send_many(TRADE, second)
+    consumer = LandingConsumer(other, topics=topics)
+    stats = consumer.run(idle_exit_seconds=2)
+    assert stats.consumed == len(second) and stats.duplicates == 0 and stats.resets == 0
+    keys = [k for k in table_keys(consumer.tables["trades"]) if k[0] == exchange]
+    assert keys == [(exchange, "BTCUSDT", i) for i in range(1, 1_501)]
+
+
+def test_orphan_removal_on_an_s3_warehouse(tmp_path: Path) -> None:
+    """The same maintenance on an S3 warehouse (moto's S3 server over HTTP on loopback)."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from k2.ops.procs import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="k", aws_secret_access_key="s", region_name="us-east-1")
+        s3.create_bucket(Bucket="lake")
+        settings = Settings(
+            data_dir=tmp_path / "k2", warehouse="s3://lake/wh", s3_endpoint=endpoint, s3_access_key_id="k", s3_secret_access_key="s",
+            maintenance_snapshots_keep=1, maintenance_snapshot_max_age_hours=0.0, maintenance_min_input_files=2,
+        )
+        table = ensure_tables(load_catalog(settings), settings)["trades"]
+        for i in range(12):
+            append(table, make_batch(i), "trades", landing_props(i + 1))
+        rows = row_set(table.scan().to_arrow())
+        prefix = table.location().removeprefix("s3://lake/")
+        s3.put_object(Bucket="lake", Key=f"{prefix}/data/crashed-writer.parquet", Body=b"not committed")
+        report = maintain_table(table, settings, "trades", now=datetime.now(UTC) + timedelta(hours=48))
+        table.refresh()
+        objects = {"lake/" + o["Key"] for o in s3.list_objects_v2(Bucket="lake", Prefix=prefix + "/")["Contents"] if not o["Key"].endswith("/")}
+        assert objects == referenced_files(table)  # orphans (old small files, the planted one) gone, nothing needed lost
+        assert report.files_after == len(SYMBOLS) and report.orphans_removed > 12 and len(table.metadata.snapshots) == 1
+        assert row_set(table.scan().to_arrow()) == rows
+    finally:
+        server.stop()

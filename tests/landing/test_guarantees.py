@@ -11,8 +11,10 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 from pyiceberg.table import Table
+from typer.testing import CliRunner
 
 from k2.bus import MarketDataProducer, topic_name
+from k2.cli import app
 from k2.config import Settings
 from k2.landing import LandingConsumer
 from k2.landing.ledger import current_gaps
@@ -84,6 +86,13 @@ def test_feed_with_duplicates_and_dropped_ids(settings: Settings, unique: str) -
     assert listed == dropped
     assert set(gaps["status"].to_pylist()) == {"open"}
     assert sum(gaps["missing_count"].to_pylist()) == len(dropped)
+    # `k2 gaps` lists the same ledger.
+    env = {"K2_DATA_DIR": str(settings.data_dir), "COLUMNS": "300"}
+    listed_cli = CliRunner().invoke(app, ["gaps", "--exchange", exchange], env=env)
+    assert listed_cli.exit_code == 0, listed_cli.output
+    assert f"{gaps.num_rows} gaps" in listed_cli.output
+    first = gaps.to_pylist()[0]
+    assert first["symbol"] in listed_cli.output and str(first["first_missing_id"]) in listed_cli.output
 
 
 def test_dedup_across_restarts_and_reimports_with_bounded_marks(settings: Settings, unique: str) -> None:

@@ -124,6 +124,15 @@ def test_errors_say_expected_and_found(lake: tuple[Client, list[int]]) -> None:
         client.vwap("BTCUSDT", "2021-01-03T00:00:00Z", None)  # type: ignore[arg-type]
     with pytest.raises(InvalidRangeError, match="tolerance"):
         client.asof_join("BTCUSDT", "2021-01-03T00:00:00Z", "2021-01-03T00:01:00Z", tolerance="soon")
+    # Huge tolerances (start - tolerance would overflow a datetime) are a range error naming the bound.
+    for huge in ("100000d", "99999999999999d", timedelta.max, 1e300, float("nan")):
+        with pytest.raises(InvalidRangeError, match=r"tolerance: expected a duration from 1us to 2 days \(K2_QUERY_MAX_RANGE_DAYS\)"):
+            client.asof_join("BTCUSDT", "2021-01-03T00:00:00Z", "2021-01-03T00:01:00Z", tolerance=huge)  # type: ignore[arg-type]
+    assert client.asof_join("BTCUSDT", "2021-01-03T00:00:00Z", "2021-01-03T00:00:01Z", tolerance="2d").num_rows > 0
+    # A start near year 1 minus a tolerance is not an overflow either.
+    assert client.asof_join("BTCUSDT", "0001-01-01T00:00:00Z", "0001-01-02T00:00:00Z", tolerance="1d").num_rows == 0
+    with pytest.raises(InvalidRangeError, match="between 0001-01-01 and 9999-12-31"):
+        client.trades("BTCUSDT", "9999-12-31T23:59:59-05:00")
     assert issubclass(LimitExceededError, K2QueryError) and issubclass(K2QueryError, ValueError)
 
 

@@ -70,6 +70,7 @@ from k2.query.errors import (
     QueryError,
     UnknownSymbolError,
 )
+from k2.query.params import parse_duration
 from k2.query.recent import RecentUnavailableError
 
 log = logging.getLogger("k2.api")
@@ -87,7 +88,6 @@ TOPIC_PATTERN = r"^[A-Za-z0-9._-]+$"
 CURSOR_PATTERN = r"^[A-Za-z0-9_.-]+$"
 SHORT_TOKEN_PATTERN = r"^[A-Za-z0-9.]+$"
 TOLERANCE_PATTERN = r"^[0-9]{1,9}(ms|s|m|h|d)$"
-MAX_TOLERANCE = timedelta(days=1)
 
 DATA_CONTENT: dict[str, Any] = {
     MEDIA_TYPES["csv"]: {
@@ -231,17 +231,16 @@ def _check_as_of(value: int | datetime | None) -> int | datetime | None:
     return value
 
 
-def _check_tolerance(value: str) -> None:
-    match = re.match(TOLERANCE_PATTERN, value)
-    if match is None:  # the Query pattern already refused it; kept for direct callers
+def _check_tolerance(settings: Settings, value: str) -> None:
+    # The query client enforces the same bound (InvalidRangeError); checking here answers before any work.
+    if re.match(TOLERANCE_PATTERN, value) is None:  # the Query pattern already refused it; kept for direct callers
         raise APIError(400, "invalid_parameter", f"tolerance: expected a duration like 500ms, 1s or 2m, found {value!r}", {"parameter": "tolerance"})
-    unit = match.group(1)
-    amount = int(value[: -len(unit)])
-    seconds = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[unit] * amount
-    if seconds > MAX_TOLERANCE.total_seconds():
+    try:
+        parse_duration(value, "tolerance", maximum=timedelta(days=settings.query_max_range_days), maximum_hint=" (query_max_range_days)")
+    except InvalidRangeError as exc:
         raise APIError(
-            400, "invalid_parameter", f"tolerance: expected at most 1d, found {value!r}", {"parameter": "tolerance", "max_seconds": MAX_TOLERANCE.total_seconds()}
-        )
+            400, "invalid_parameter", str(exc), {"parameter": "tolerance", "max_seconds": settings.query_max_range_days * 86400}
+        ) from None
 
 
 def _micros(value: Any) -> int:
@@ -729,7 +728,7 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
         tolerance: Annotated[
             str,
             Query(
-                min_length=2, max_length=12, pattern=TOLERANCE_PATTERN, description="Oldest quote age joined, at most 1d: e.g. 500ms, 1s, 2m.", examples=["1s"]
+                min_length=2, max_length=12, pattern=TOLERANCE_PATTERN, description=f"Oldest quote age joined, e.g. 500ms, 1s, 2m; at most query_max_range_days={settings.query_max_range_days:g} days.", examples=["1s"]
             ),
         ] = "1s",
         as_of: AsOf = None,
@@ -740,7 +739,7 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
         s, e = _check_time("start", start), _check_time("end", end)
         _check_range(settings, s, e)
         checked_as_of = _check_as_of(as_of)
-        _check_tolerance(tolerance)
+        _check_tolerance(settings, tolerance)
 
         def work() -> StreamingResponse:
             result = state.client().asof_join(symbol, s, e, exchange=exchange, tolerance=tolerance, as_of=checked_as_of)

@@ -63,7 +63,12 @@ def container(schema: dict[str, Any], bodies: list[bytes]) -> bytes:
 
 
 def container_joined(schema: dict[str, Any], data: bytes, count: int) -> bytes:
-    """An Avro object-container file with one block of ``count`` records whose bodies are ``data``."""
+    """An Avro object-container file with one block of ``count`` records whose bodies are ``data``.
+
+    Example:
+        >>> container_joined({"type": "record", "name": "R", "fields": []}, b"", 2)[:4]
+        b'Obj\\x01'
+    """
     sync = os.urandom(16)
     out = io.BytesIO()
     out.write(b"Obj\x01")
@@ -122,7 +127,12 @@ class BlockDecoder:
         return self.decode_joined(b"".join(bodies), lengths)
 
     def decode_joined(self, data: bytes, lengths: np.ndarray) -> pa.Table:
-        """Like :meth:`decode` for bodies given concatenated, with each body's length."""
+        """Like :meth:`decode` for bodies given concatenated, with each body's length.
+
+        Example::
+
+            table = BlockDecoder(TRADE).decode_joined(b"".join(bodies), np.array([len(b) for b in bodies]))
+        """
         count = len(lengths)
         blob = container_joined(self.schema, data, count)
         with self._lock, tempfile.NamedTemporaryFile(suffix=".avro", dir=_SHM) as handle:

@@ -131,7 +131,11 @@ def _summary_json(summary: Any, key: str) -> dict[str, Any]:
     return json.loads(raw) if raw else {}
 
 
+# Unbound accessors: map(_VALUE, messages) runs at C speed, unlike a generator of method calls.
 _ERROR = Message.error
+_PARTITION = Message.partition
+_OFFSET = Message.offset
+_VALUE = Message.value
 _FETCH_MESSAGES = 10_000
 _GAUGE_INTERVAL = 1.0
 
@@ -340,7 +344,14 @@ class LandingConsumer:
         self._stop.set()
 
     def subscribe(self) -> None:
-        """Join the consumer group (the given topics, or every market trades/quotes topic)."""
+        """Join the consumer group (the given topics, or every market trades/quotes topic).
+
+        Example (needs a broker)::
+
+            consumer.subscribe()
+            while consumer.stats.consumed < 1000:
+                consumer.poll_once()
+        """
         if self._topics:
             ensure_topics(self.settings, self._topics)
             self.consumer.subscribe(self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
@@ -382,6 +393,10 @@ class LandingConsumer:
 
         Returns (messages consumed, whether a flush happened). The per-message work here is kept to a
         few C calls: decoding, validation and dedup are vectorised per batch in :meth:`flush`.
+
+        Example (needs a broker)::
+
+            consumed, flushed = consumer.poll_once(timeout=0.5)
         """
         messages = self.consumer.consume(num_messages=self._fetch_limit(), timeout=timeout)
         if messages and any(map(_ERROR, messages)):
@@ -497,8 +512,8 @@ class LandingConsumer:
 
         # Positions of the messages, vectorised once; a message below its partition's next offset to
         # land was already landed (a redelivery after a seek) and is dropped here, before decoding.
-        msg_partitions = np.fromiter((m.partition() for m in messages), dtype=np.int64, count=len(messages))
-        msg_offsets = np.fromiter((m.offset() for m in messages), dtype=np.int64, count=len(messages))
+        msg_partitions = np.fromiter(map(_PARTITION, messages), dtype=np.int64, count=len(messages))
+        msg_offsets = np.fromiter(map(_OFFSET, messages), dtype=np.int64, count=len(messages))
         mine = {tp.topic for tp in self._assigned if self._short_for_topic(tp.topic) == short}
         if len(mine) == 1 and str(messages[0].topic()) in mine and str(messages[-1].topic()) in mine:
             topic_names = sorted(mine)  # one topic feeds this table: no per-message topic look-up
@@ -523,7 +538,7 @@ class LandingConsumer:
             if not messages:
                 return []
 
-        values = [m.value() for m in messages]
+        values = list(map(_VALUE, messages))
         for attempt in range(6):
             try:
                 decoded = decoder.decode(values)
@@ -768,6 +783,10 @@ class LandingConsumer:
         message consumed, buffered or landed). Tansu reports the high watermark as the first offset of
         the last batch + 1, so on Tansu the lag is a lower bound (short by at most the rest of the
         last producer batch); on Kafka it is exact. K2 never loops until an end offset.
+
+        Example (needs a broker)::
+
+            consumer.update_gauges()  # k2_landing_consumer_lag{topic,partition}, k2_landing_freshness_seconds{table}
         """
         self._last_gauges = time.monotonic()
         self._m_buffered.set(self._buffered_bytes)

@@ -34,6 +34,7 @@ from k2.config import Settings, load_settings
 from k2.lake.catalog import TABLES, load_catalog, metadata_location
 from k2.landing.offsets import OFFSETS_KEY, RANGES_KEY, offsets_from_summary
 from k2.model import RecordType, to_unscaled
+from k2.query.cancel import guard
 from k2.query.engine import ConnectionPool
 from k2.query.errors import (
     InvalidRangeError,
@@ -146,6 +147,7 @@ class Client:
         self._symbols_cache: dict[tuple[Any, ...], pa.Table]
         self._tables: dict[str, Table]
         self._sql_pool: ConnectionPool
+        self._sql_views: dict[int, dict[str, tuple[str | None, int | None]]]
         if _parent is not None:
             self.settings = _parent.settings
             self._pool = _parent._pool
@@ -154,6 +156,7 @@ class Client:
             self._symbols_cache = _parent._symbols_cache
             self._tables = _parent._tables
             self._sql_pool = _parent._sql_pool
+            self._sql_views = _parent._sql_views
             self._owns_pool = False
         else:
             self.settings = settings or load_settings()
@@ -164,6 +167,8 @@ class Client:
             self._tables = {}
             warehouse = self.settings.warehouse_location
             self._sql_pool = ConnectionPool(self.settings, setup=lambda con: lock_down(con, warehouse))
+            # id(connection) -> view name -> (metadata location, snapshot id) the view reads.
+            self._sql_views = {}
             self._owns_pool = True
         self._pin = _pin
 
@@ -435,11 +440,13 @@ class Client:
         return source
 
     def _execute(self, sql: str, params: Sequence[Any], register: dict[str, pa.Table] | None = None) -> pa.Table:
-        with self._pool.connection() as con:
+        with self._pool.connection() as con, guard(con):
             for name, data in (register or {}).items():
                 con.register(name, data)
             try:
                 return con.execute(sql, list(params)).to_arrow_table()
+            except duckdb.InterruptException:
+                raise  # guard() turns it into QueryCancelledError
             except duckdb.Error as exc:
                 raise QueryError(f"expected the query to run, found DuckDB error: {exc}") from exc
             finally:
@@ -749,6 +756,7 @@ class Client:
     ) -> QueryResult:
         """Each trade in ``[start, end)`` with the quote prevailing at its time (latest quote at or before it,
         at most ``tolerance`` old; otherwise null quote columns): the transaction-cost-analysis join.
+        ``tolerance`` is positive and at most ``query_max_range_days`` days (else :class:`InvalidRangeError`).
 
         Columns: exchange, symbol, trade_id, exchange_ts, price, quantity, side, quote_ts, bid_price,
         bid_size, ask_price, ask_size, mid = (bid + ask) / 2 and spread = ask - bid (exact),
@@ -761,13 +769,20 @@ class Client:
         """
         s, e = self._range(start, end, required=True)
         assert s is not None
-        tol = parse_duration(tolerance, "tolerance")
+        # The quotes scanned span (end - start) + tolerance, so the tolerance is bounded like a range.
+        tol = parse_duration(
+            tolerance, "tolerance", maximum=timedelta(days=self.settings.query_max_range_days), maximum_hint=" (K2_QUERY_MAX_RANGE_DAYS)"
+        )
         tol_us = tol // timedelta(microseconds=1)
+        try:
+            quotes_from = s - tol
+        except OverflowError:  # a start near year 1: every earlier quote qualifies
+            quotes_from = datetime.min.replace(tzinfo=UTC)
         trades = self._source("trades", symbol, exchange, s, e, as_of, False)
         quote_as_of: AsOf | None = as_of
         if as_of is not None and isinstance(self._normalise_as_of(as_of), int):
             quote_as_of = self._snapshot_owner_time(int(self._normalise_as_of(as_of)))  # type: ignore[arg-type]
-        quotes = self._source("quotes", symbol, exchange, s - tol, e, quote_as_of, False)
+        quotes = self._source("quotes", symbol, exchange, quotes_from, e, quote_as_of, False)
         fetch = self.settings.query_max_rows + 1
         sql = (
             f"WITH t AS ({trades.sql}), q AS (SELECT * FROM ({quotes.sql}) "  # noqa: S608 - constant fragments
@@ -850,8 +865,8 @@ class Client:
 
         Only a single SELECT / WITH statement is accepted (DuckDB's parser decides); it runs on a pooled
         connection (at most ``query_pool_size``, separate from the query pool) where file and network access
-        are disabled except for the warehouse and the configuration is locked; the views are re-pointed at
-        the snapshots to read before each statement. At most
+        are disabled except for the warehouse and the configuration is locked; each connection keeps its views
+        and re-points one only when the snapshot to read changed (a new commit, or another ``as_of``). At most
         ``query_max_rows`` rows. ``?`` or ``$name`` parameters are bound, never interpolated.
 
         Example::
@@ -860,8 +875,14 @@ class Client:
         """
         check_select(query)
         reads = {short: self._resolve(short) for short in VIEWS}
-        with self._sql_pool.connection() as con:
+        with self._sql_pool.connection() as con, guard(con):
+            # The views of a pooled connection are kept between calls and re-created only when the table
+            # to read changed (new metadata location or another snapshot, e.g. a pinned client).
+            views = self._sql_views.setdefault(id(con), {})
             for short, read in reads.items():
+                target = (read.location, read.snapshot_id)
+                if views.get(short) == target:
+                    continue
                 record = TABLES[short].record
                 if read.snapshot_id is None or read.location is None:
                     con.execute(f"CREATE OR REPLACE VIEW {short} AS {_empty_select(record)}")
@@ -871,6 +892,7 @@ class Client:
                     con.execute(
                         f"CREATE OR REPLACE VIEW {short} AS SELECT * FROM iceberg_scan('{location}', snapshot_from_id => {int(read.snapshot_id)})"  # noqa: S608
                     )
+                views[short] = target
             try:
                 reader = con.execute(query, params if params is not None else []).to_arrow_reader(65_536)
                 batches = []
@@ -885,6 +907,8 @@ class Client:
                 table = pa.Table.from_batches(batches, schema=reader.schema)
             except K2QueryError:
                 raise
+            except duckdb.InterruptException:
+                raise  # guard() turns it into QueryCancelledError
             except duckdb.Error as exc:
                 raise QueryError(f"expected a query over the views {', '.join(VIEWS)}, found an error: {exc}") from None
         return QueryResult(table, {short: read.snapshot_id for short, read in reads.items()})

@@ -29,3 +29,10 @@ class LimitExceededError(K2QueryError):
 
 class QueryError(K2QueryError):
     """Any other invalid query: rejected SQL, unknown snapshot, unknown table, bad parameter."""
+
+
+class QueryCancelledError(RuntimeError):
+    """The query was interrupted through its :class:`k2.query.cancel.CancelScope` (timeout or caller).
+
+    Not a user error: the REST API answers 504 for the request whose time ran out.
+    """

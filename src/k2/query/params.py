@@ -43,12 +43,21 @@ def parse_time(value: datetime | str | None, name: str = "time") -> datetime | N
             raise InvalidRangeError(f"{name}: expected an ISO-8601 time such as 2024-08-08T23:54:00Z, found {value!r}") from None
         if parsed.tzinfo is None:
             raise InvalidRangeError(f"{name}: expected a timezone-aware time (offset or Z), found naive {value!r}")
-        return parsed.astimezone(UTC)
+        return _to_utc(parsed, name)
     if isinstance(value, datetime):
         if value.tzinfo is None or value.utcoffset() is None:
             raise InvalidRangeError(f"{name}: expected a timezone-aware datetime, found naive {value.isoformat()!r}")
-        return value.astimezone(UTC)
+        return _to_utc(value, name)
     raise InvalidRangeError(f"{name}: expected a datetime or an ISO-8601 string, found {type(value).__name__} {value!r}")
+
+
+def _to_utc(value: datetime, name: str) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-05:00 is after datetime.max in UTC
+        raise InvalidRangeError(
+            f"{name}: expected a time between 0001-01-01 and 9999-12-31 in UTC, found {value.isoformat()!r}"
+        ) from None
 
 
 def check_range(start: datetime | None, end: datetime | None, max_days: float) -> None:
@@ -71,25 +80,42 @@ def check_range(start: datetime | None, end: datetime | None, max_days: float) -
             )
 
 
-def parse_duration(value: str | timedelta | float | int, name: str = "tolerance") -> timedelta:
+def parse_duration(
+    value: str | timedelta | float | int, name: str = "tolerance", maximum: timedelta | None = None, maximum_hint: str = ""
+) -> timedelta:
     """A positive duration from ``"500ms"``, ``"1s"``, ``"2m"``, ``"1h"``, ``"1d"``, a timedelta or seconds.
+
+    With ``maximum``, longer durations are refused (``maximum_hint`` names the setting behind it). Values
+    too large for a ``timedelta`` are refused the same way, never with ``OverflowError``.
 
     >>> parse_duration(timedelta(seconds=2))
     datetime.timedelta(seconds=2)
+    >>> parse_duration("100000d", maximum=timedelta(days=366))
+    Traceback (most recent call last):
+    ...
+    k2.query.errors.InvalidRangeError: tolerance: expected a duration from 1us to 366 days, found '100000d'
     """
-    if isinstance(value, timedelta):
-        duration = value
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        duration = timedelta(seconds=float(value))
-    elif isinstance(value, str):
-        match = _DURATION.match(value)
-        if match is None:
-            raise InvalidRangeError(f"{name}: expected a duration like 500ms, 1s, 5m, 1h or 1d, found {value!r}")
-        duration = int(match.group(1)) * _UNITS[match.group(2)]
-    else:
-        raise InvalidRangeError(f"{name}: expected a duration string or timedelta, found {type(value).__name__}")
+    limit = f"from 1us to {maximum / DAY:g} days{maximum_hint}" if maximum is not None else "of at most 999999999 days"
+    try:
+        if isinstance(value, timedelta):
+            duration = value
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            duration = timedelta(seconds=float(value))
+        elif isinstance(value, str):
+            match = _DURATION.match(value)
+            if match is None:
+                raise InvalidRangeError(f"{name}: expected a duration like 500ms, 1s, 5m, 1h or 1d, found {value!r}")
+            duration = int(match.group(1)) * _UNITS[match.group(2)]
+        else:
+            raise InvalidRangeError(f"{name}: expected a duration string or timedelta, found {type(value).__name__}")
+    except (OverflowError, ValueError) as exc:  # beyond timedelta's range, or NaN
+        if isinstance(exc, InvalidRangeError):
+            raise
+        raise InvalidRangeError(f"{name}: expected a duration {limit}, found {value!r}") from None
     if duration <= timedelta(0):
         raise InvalidRangeError(f"{name}: expected a positive duration, found {value!r}")
+    if maximum is not None and duration > maximum:
+        raise InvalidRangeError(f"{name}: expected a duration {limit}, found {value!r}")
     return duration
 
 
