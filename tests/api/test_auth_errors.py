@@ -27,7 +27,7 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
 
 def test_missing_key_is_401_with_clear_body(api: Api) -> None:
     with api.client() as c:
-        for path in (TRADES, "/v1/bars?symbol=BTCUSDT", "/v1/symbols", "/v1/dlq", "/v1/keys", "/v1/replay?start=x"):
+        for path in (TRADES, "/v1/bars?symbol=BTCUSDT", "/v1/spread?symbol=BTCUSDT", "/v1/symbols", "/v1/dlq", "/v1/keys", "/v1/replay?start=x"):
             error = assert_error(c.get(path), 401, "unauthorized")
             assert "X-API-Key" in str(error["message"])
 

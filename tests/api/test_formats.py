@@ -41,6 +41,7 @@ CASES: dict[str, tuple[str, dict[str, Any], Callable[[Client], Any]]] = {
         lambda c: c.bars("BTCUSDT", "1s", START, END, include_recent=False),
     ),
     "vwap": ("/v1/vwap", {"symbol": "ETHUSDT", "start": START, "end": END}, lambda c: c.vwap("ETHUSDT", START, END, include_recent=False)),
+    "spread": ("/v1/spread", {"symbol": "BTCUSDT", "start": START, "end": END}, lambda c: c.spread_stats("BTCUSDT", START, END)),
     "asof": ("/v1/asof", {"symbol": "BTCUSDT", "start": START, "end": END}, lambda c: c.asof_join("BTCUSDT", START, END)),
     "symbols": ("/v1/symbols", {}, lambda c: c.symbols()),
     "snapshots": ("/v1/snapshots", {"table": "trades"}, lambda c: c.snapshots("trades")),

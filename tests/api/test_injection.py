@@ -37,6 +37,7 @@ ENDPOINTS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
     "/v1/bars": ({"symbol": "BTCUSDT", "start": START, "end": END}, ("symbol", "exchange", "interval", "kind", "size", "format")),
     "/v1/vwap": ({"symbol": "BTCUSDT", "start": START, "end": END}, ("symbol", "exchange", "as_of", "start")),
     "/v1/twap": ({"symbol": "BTCUSDT", "start": START, "end": END}, ("symbol", "exchange", "end")),
+    "/v1/spread": ({"symbol": "BTCUSDT", "start": START, "end": END}, ("symbol", "exchange", "as_of", "start")),
     "/v1/asof": ({"symbol": "BTCUSDT", "start": START, "end": END}, ("symbol", "exchange", "tolerance")),
     "/v1/symbols": ({}, ("exchange", "as_of")),
     "/v1/snapshots": ({"table": "trades"}, ("table", "as_of")),

@@ -114,3 +114,34 @@ def test_asof_tolerance_bounded_by_the_range_setting(api: Api) -> None:
         ok = c.get("/v1/asof", params={**base, "tolerance": "25h"})
         assert ok.status_code == 200, ok.text
         assert ok.json()["row_count"] > 0
+
+
+def test_timeout_interrupts_the_query_and_frees_the_connection(tmp_path, broker: str, schema_registry: str) -> None:  # type: ignore[no-untyped-def]
+    from tests.api.helpers import seed
+
+    # One pooled connection: if the timed-out query kept running, the next request would wait for it.
+    settings = api_settings(
+        tmp_path / "k2", broker, schema_registry, api_request_timeout_seconds=0.5, query_pool_size=1,
+        query_max_rows=10_000_000, query_max_range_days=1000,
+    )
+    seed(ensure_tables(load_catalog(settings), settings))
+    key, _ = KeyStore.from_settings(settings).create("t", "read")
+    with serve(settings) as server, httpx.Client(base_url=server.url, timeout=30, headers={"X-API-Key": key}) as c:
+        # Warm up (connection, extensions, catalog); on a busy machine the first tries may time out too.
+        for _ in range(20):
+            if c.get(TRADES).status_code == 200:
+                break
+        # Filled 1-second bars over 10 days: seconds of DuckDB work (measured 3 s idle), far beyond 0.5 s.
+        slow = {"symbol": "BTCUSDT", "interval": "1s", "fill_empty": "true", "include_recent": "false",
+                "start": "2024-08-01T00:00:00Z", "end": "2024-08-11T00:00:00Z"}
+        assert_error(c.get("/v1/bars", params=slow), 504, "timeout")
+        answered = time.perf_counter()
+        pool = server.app.state.k2.client()._pool
+        while pool._idle.qsize() < 1 and time.perf_counter() - answered < 5:
+            time.sleep(0.005)
+        freed = time.perf_counter() - answered
+        assert pool._idle.qsize() == pool.created == 1, "expected the interrupted query's connection back in the pool"
+        assert freed < 0.3, f"expected the connection back within 0.3 s of the 504 (interrupted), found {freed:.2f} s"
+        ok = c.get(TRADES)
+        assert ok.status_code == 200, ok.text
+        assert ok.json()["row_count"] == 3

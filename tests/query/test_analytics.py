@@ -60,19 +60,49 @@ def test_vwap(client: Client, data: tuple[pa.Table, pa.Table]) -> None:
     assert row[0]["vwap"] == pytest.approx(float(notional / volume), rel=1e-12)
 
 
-def test_twap(client: Client, data: tuple[pa.Table, pa.Table]) -> None:
-    trades = _in_window(data[0], START, END, "trade_id")
-    weighted = Decimal(0)
-    total = 0
-    for i, r in enumerate(trades):
-        until = trades[i + 1]["exchange_ts"] if i + 1 < len(trades) else END
-        micros = (until - r["exchange_ts"]) // timedelta(microseconds=1)
-        weighted += r["price"] * micros
+def _independent_twap(trades: list[dict[str, Any]], start: datetime, end: datetime) -> tuple[Decimal, int, dict[str, Any] | None]:
+    """(time-weighted price x micros summed, micros, prevailing trade): each price weighted by how long it prevailed."""
+    ordered = sorted(trades, key=lambda r: (r["exchange_ts"], r["trade_id"]))
+    before = [r for r in ordered if r["exchange_ts"] < start]
+    inside = [r for r in ordered if start <= r["exchange_ts"] < end]
+    prevailing = before[-1] if before else None
+    points = ([(start, prevailing["price"])] if prevailing else []) + [(r["exchange_ts"], r["price"]) for r in inside]
+    weighted, total = Decimal(0), 0
+    for i, (at, price) in enumerate(points):
+        until = points[i + 1][0] if i + 1 < len(points) else end
+        micros = (until - at) // timedelta(microseconds=1)
+        weighted += price * micros
         total += micros
+    return weighted, total, prevailing
+
+
+def test_twap_weights_each_price_by_how_long_it_prevailed(client: Client, data: tuple[pa.Table, pa.Table]) -> None:
+    all_trades = data[0].to_pylist()
+    inside = _in_window(data[0], START, END, "trade_id")
+    weighted, total, prevailing = _independent_twap(all_trades, START, END)
+    assert prevailing is not None and inside[0]["exchange_ts"] > START  # the window opens on the prevailing price
     row = client.twap("BTCUSDT", START.isoformat(), END.isoformat(), include_recent=False).to_pylist()[0]
     assert row["twap"] == pytest.approx(float(weighted / total), rel=1e-12)
-    assert row["trade_count"] == len(trades)
-    assert row["seconds"] == pytest.approx(total / 1e6)
+    assert row["trade_count"] == len(inside)
+    assert row["seconds"] == pytest.approx((END - START).total_seconds())  # the whole window is covered
+    assert (row["prevailing_price"], row["prevailing_ts"]) == (prevailing["price"], prevailing["exchange_ts"])
+    assert (row["first_ts"], row["last_ts"]) == (inside[0]["exchange_ts"], inside[-1]["exchange_ts"])
+
+    # Before the first stored trade there is no prevailing price: the average starts at the first trade.
+    early = START - timedelta(minutes=10)
+    weighted, total, prevailing = _independent_twap(all_trades, early, END)
+    assert prevailing is None
+    row = client.twap("BTCUSDT", early, END, include_recent=False).to_pylist()[0]
+    assert row["twap"] == pytest.approx(float(weighted / total), rel=1e-12)
+    assert row["prevailing_price"] is None and row["seconds"] < (END - early).total_seconds()
+
+    # A window between two trades holds no trade: its TWAP is the price prevailing throughout.
+    ordered = sorted(all_trades, key=lambda r: (r["exchange_ts"], r["trade_id"]))
+    a, b = next((x, y) for x, y in zip(ordered, ordered[1:], strict=False) if y["exchange_ts"] - x["exchange_ts"] > timedelta(milliseconds=50))
+    quiet_start, quiet_end = a["exchange_ts"] + timedelta(milliseconds=1), b["exchange_ts"]
+    row = client.twap("BTCUSDT", quiet_start, quiet_end, include_recent=False).to_pylist()[0]
+    assert row["trade_count"] == 0 and row["twap"] == float(a["price"]) and row["prevailing_ts"] == a["exchange_ts"]
+    assert row["seconds"] == pytest.approx((quiet_end - quiet_start).total_seconds())
 
 
 def test_spread_stats(client: Client, data: tuple[pa.Table, pa.Table]) -> None:

@@ -261,3 +261,48 @@ def test_include_recent_default_follows_the_window(tmp_path: Path, raw: list[dic
             client.trades("BTCUSDT", now - timedelta(days=1), now - timedelta(seconds=30), exchange="coinbase")
         with pytest.raises(RecentUnavailableError, match="expected Kafka"):
             client.trades("BTCUSDT", "2021-01-03T00:00:00Z", "2021-01-03T00:01:00Z", include_recent=True)
+
+
+def test_sql_views_follow_new_commits_on_a_reused_connection(raw: list[dict[str, str]], tmp_path: Path) -> None:
+    settings = lake_settings(tmp_path, query_pool_size=1)
+    first = load(settings, "trades", csv_trades(raw[:600]))
+    count = "SELECT count(*) AS n FROM trades"
+    with Client(settings) as client:
+        assert client.sql(count).to_pylist() == [{"n": 600}]
+        time.sleep(0.01)
+        load(settings, "trades", csv_trades(raw[600:]))
+        # Same (only) connection: its cached view is re-pointed because the table's metadata moved on.
+        assert client.sql(count).to_pylist() == [{"n": len(raw)}]
+        assert client.as_of(first).sql(count).to_pylist() == [{"n": 600}]
+        assert client.sql(count).to_pylist() == [{"n": len(raw)}]
+        assert client._sql_pool.created == 1
+
+
+def test_cancel_scope_interrupts_and_frees_the_connection(raw: list[dict[str, str]], tmp_path: Path) -> None:
+    from k2.query.cancel import CancelScope
+    from k2.query.errors import QueryCancelledError
+
+    settings = lake_settings(tmp_path, query_pool_size=1, query_max_rows=50_000_000, query_max_range_days=1000)
+    load(settings, "trades", csv_trades(raw))
+    with Client(settings) as client:
+        client.sql("SELECT 1")
+        client.trades("BTCUSDT", limit=1, include_recent=False)
+        # A statement that would run for hours, cancelled by the scope's timeout.
+        started = time.perf_counter()
+        with pytest.raises(QueryCancelledError, match="interrupted"), CancelScope(timeout=0.3):
+            client.sql("SELECT count(*) FROM range(10000000000000)")
+        assert time.perf_counter() - started < 5
+        # The query pool path, cancelled from another thread: 4 days of filled 1-second bars take seconds.
+        scope = CancelScope()
+        threading.Timer(0.3, scope.cancel).start()
+        started = time.perf_counter()
+        with pytest.raises(QueryCancelledError), scope:
+            client.bars("BTCUSDT", "1s", "2021-01-03T00:00:00Z", "2021-01-07T00:00:00Z", fill_empty=True, include_recent=False)
+        assert time.perf_counter() - started < 2
+        # A cancelled scope refuses new statements; the connections went back to their pools and work.
+        with pytest.raises(QueryCancelledError, match="before it started"), scope:
+            client.sql("SELECT 1")
+        assert client._pool._idle.qsize() == client._pool.created == 1
+        assert client._sql_pool._idle.qsize() == client._sql_pool.created == 1
+        assert client.sql("SELECT count(*) AS n FROM trades").to_pylist() == [{"n": len(raw)}]
+        assert client.bars("BTCUSDT", "1m", include_recent=False).to_pylist()[0]["trade_count"] == len(raw)

@@ -1,7 +1,7 @@
 """The REST API: ``create_app(settings)`` builds the FastAPI application served by ``k2 api serve``.
 
 Endpoints (all ``GET``): ``/v1/trades``, ``/v1/quotes`` (cursor-paged), ``/v1/bars``, ``/v1/vwap``,
-``/v1/twap``, ``/v1/asof``, ``/v1/symbols``, ``/v1/snapshots``, ``/v1/gaps``, ``/v1/replay``
+``/v1/twap``, ``/v1/spread``, ``/v1/asof``, ``/v1/symbols``, ``/v1/snapshots``, ``/v1/gaps``, ``/v1/replay``
 (cursor-paged export of a range of a table) with the ``read`` scope; ``/v1/dlq`` and ``/v1/keys``
 with the ``admin`` scope; ``/health``, ``/ready`` and ``/metrics`` without a key (probes, Prometheus).
 
@@ -63,6 +63,7 @@ from k2.api.middleware import RequestContextMiddleware
 from k2.api.ratelimit import TokenBuckets
 from k2.config import Settings
 from k2.ops.metrics import declare_all, metric
+from k2.query.cancel import CancelScope
 from k2.query.errors import (
     InvalidRangeError,
     K2QueryError,
@@ -165,13 +166,28 @@ def _request_id(request: Request) -> str:
 
 
 async def _run(state: ApiState, fn: Callable[[], T]) -> T:
-    """Run blocking query work in the API's pool, bounded by ``api_request_timeout_seconds`` (504)."""
+    """Run blocking query work in the API's pool, bounded by ``api_request_timeout_seconds`` (504).
+
+    On timeout the DuckDB statements of the request are interrupted (:class:`CancelScope`), so the worker
+    thread and its pooled connection are free again within milliseconds instead of finishing the query.
+    """
     loop = asyncio.get_running_loop()
-    future = loop.run_in_executor(state.executor, fn)
+    scope = CancelScope()
+
+    def call() -> T:
+        with scope:
+            return fn()
+
+    inner = state.executor.submit(call)
+    # Once the request has answered 504, the worker's QueryCancelledError has nobody to report to.
+    inner.add_done_callback(lambda f: f.cancelled() or f.exception())
+    future = asyncio.wrap_future(inner, loop=loop)
     timeout = state.settings.api_request_timeout_seconds
     try:
         return await asyncio.wait_for(future, timeout=timeout)
     except TimeoutError:
+        scope.cancel()
+        inner.cancel()  # not started yet (all workers busy): never start it
         raise APIError(
             504,
             "timeout",
@@ -708,8 +724,41 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
         response_model=models.StatResponse,
         responses=_data_responses(),
         summary="Time-weighted average price over a range",
-        description="One row per (exchange, symbol): the time-weighted average trade price over [start, end).",
+        description="One row per (exchange, symbol): the time-weighted average trade price over [start, min(end, now)), "
+        "each price weighted by how long it prevailed, starting with the last trade before start (within query_max_range_days) "
+        "when there is one.",
     )(stat_endpoint("twap"))
+
+    @app.get(
+        "/v1/spread",
+        tags=["data"],
+        dependencies=read_auth,
+        response_model=models.SpreadResponse,
+        responses=_data_responses(),
+        summary="Bid-ask spread statistics over a range (from quotes)",
+    )
+    async def spread(
+        request: Request,
+        symbol: Symbol,
+        start: ReqStart,
+        end: ReqEnd,
+        exchange: Exchange = None,
+        as_of: AsOf = None,
+        format: Fmt = None,
+    ) -> Any:
+        """One row per (exchange, symbol): count, mean/median/min/max and time-weighted spread, mean spread in
+        basis points of the mid, crossed and locked counts, over quotes with both sides > 0 in [start, end).
+        Reads the quotes table only (no Kafka rows)."""
+        fmt = fmt_of(request, format)
+        s, e = _check_time("start", start), _check_time("end", end)
+        _check_range(settings, s, e)
+        checked_as_of = _check_as_of(as_of)
+
+        def work() -> StreamingResponse:
+            result = state.client().spread_stats(symbol, s, e, exchange=exchange, as_of=checked_as_of)
+            return _respond(request, fmt, _as_table(result), _snapshot_ids(result))
+
+        return await _run(state, work)
 
     @app.get(
         "/v1/asof",
@@ -992,8 +1041,14 @@ def _dead_letter_table(letters: list[Any]) -> pa.Table:
 
 async def _check(state: ApiState, name: str, fn: Callable[[], str]) -> tuple[str, bool, str, float]:
     started = time.perf_counter()
+    scope = CancelScope(timeout=5.0)  # a stuck engine check is interrupted, not left running
+
+    def call() -> str:
+        with scope:
+            return fn()
+
     try:
-        detail = await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(state.executor, fn), timeout=5.0)
+        detail = await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(state.executor, call), timeout=5.0)
         return name, True, detail, time.perf_counter() - started
     except Exception as exc:  # a failing dependency is the check's answer, not a server error
         return name, False, f"{type(exc).__name__}: {exc}"[:500], time.perf_counter() - started

@@ -160,6 +160,50 @@ class StatResponse(Envelope):
     data: list[StatRow]
 
 
+class SpreadRow(BaseModel):
+    """Bid-ask spread statistics of one (exchange, symbol) over a range (spreads in quote currency)."""
+
+    model_config = ConfigDict(extra="allow")
+    exchange: str
+    symbol: str
+    quote_count: int
+    mean_spread: float | None = None
+    median_spread: float | None = None
+    min_spread: str | None = Field(None, description="Exact decimal, as a string.")
+    max_spread: str | None = Field(None, description="Exact decimal, as a string.")
+    time_weighted_spread: float | None = Field(None, description="Each quote weighted by how long it stood (the last until end).")
+    mean_spread_bps: float | None = Field(None, description="Mean of (ask - bid) / mid x 10,000.")
+    crossed_count: int = Field(description="Quotes with ask < bid.")
+    locked_count: int = Field(description="Quotes with ask = bid.")
+    first_ts: datetime | None = None
+    last_ts: datetime | None = None
+
+
+class SpreadResponse(Envelope):
+    """Spread statistics over a range."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "data": [
+                        {
+                            "exchange": "binance", "symbol": "BTCUSDT", "quote_count": 5210, "mean_spread": 0.0123,
+                            "median_spread": 0.01, "min_spread": "0.01000000", "max_spread": "0.52000000",
+                            "time_weighted_spread": 0.0131, "mean_spread_bps": 0.00199, "crossed_count": 0, "locked_count": 0,
+                            "first_ts": "2024-08-08T23:55:00.012000Z", "last_ts": "2024-08-08T23:56:59.987000Z",
+                        }
+                    ],
+                    "row_count": 1,
+                    "snapshot_ids": {"quotes": 4410861702153537123},
+                }
+            ]
+        }
+    )
+
+    data: list[SpreadRow]
+
+
 class AsofRow(BaseModel):
     """A trade joined with the latest quote at or before it (within the tolerance)."""
 

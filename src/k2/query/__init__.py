@@ -65,7 +65,9 @@ Result columns: trades/quotes: the canonical columns of ``k2.model.TRADE`` / ``Q
 (exchange_ts, exchange, trade_id / update_id). bars: exchange, symbol, open_time, open, high, low,
 close, volume, close_time, quote_volume, trade_count, taker_buy_base_volume, taker_buy_quote_volume,
 vwap, first_trade_id, last_trade_id. vwap: exchange, symbol, vwap, volume, notional, trade_count,
-first_ts, last_ts. twap: exchange, symbol, twap, trade_count, first_ts, last_ts, seconds.
+first_ts, last_ts. twap: exchange, symbol, twap, trade_count, first_ts, last_ts, seconds, prevailing_price,
+prevailing_ts (the TWAP weights each price by how long it prevailed in [start, min(end, now)), starting with
+the last trade before start, looked up within query_max_range_days, when there is one).
 spread_stats / asof_join: see their docstrings in :mod:`k2.query.client`.
 
 Errors (:mod:`k2.query.errors`), all subclasses of ``K2QueryError(ValueError)``, messages say expected

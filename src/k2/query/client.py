@@ -690,29 +690,45 @@ class Client:
         self, symbol: str, start: datetime | str, end: datetime | str, *, exchange: str | None = None,
         as_of: AsOf | None = None, include_recent: bool | None = None,
     ) -> QueryResult:
-        """Time-weighted average of the last traded price over ``[first trade in the window, min(end, now))``.
+        """Time-weighted average price over ``[start, min(end, now))``: each price weighted by how long it prevailed.
 
-        Each trade's price holds until the next trade (by time, then trade id); the last one until the
-        window end. Columns: exchange, symbol, twap (double), trade_count, first_ts, last_ts, seconds.
+        The price prevailing at ``start`` is the last trade before it (by time, then trade id) within the
+        ``query_max_range_days`` before ``start``; it holds from ``start`` until the first trade in the window.
+        Each trade's price then holds until the next trade, the last one until the window end. Without an
+        earlier trade, the average starts at the first trade in the window. One row per (exchange, symbol)
+        with a trade in the window or a prevailing price. Columns: exchange, symbol, twap (double),
+        trade_count (trades in the window), first_ts, last_ts (of those trades), seconds (time weighted),
+        prevailing_price, prevailing_ts (the trade before ``start``; null when none).
 
         Example::
 
             client.twap("BTCUSDT", "2024-08-08T23:54:00Z", "2024-08-09T00:06:00Z")["twap"][0]
         """
         s, e = self._range(start, end, required=True)
-        assert e is not None
+        assert s is not None and e is not None
         stop = min(e, datetime.now(UTC))
-        source = self._source("trades", symbol, exchange, s, e, as_of, include_recent)
+        try:
+            lookback = s - timedelta(days=self.settings.query_max_range_days)
+        except OverflowError:
+            lookback = datetime.min.replace(tzinfo=UTC)
+        # One scan (and one Kafka read when hybrid) covers the lookback and the window; SQL splits them at start.
+        source = self._source("trades", symbol, exchange, lookback, e, as_of, include_recent)
         sql = (
-            f"WITH src AS ({source.sql}), w AS (SELECT exchange, symbol, price, exchange_ts, "  # noqa: S608 - constant fragments
-            "greatest(epoch_us(coalesce(lead(exchange_ts) OVER (PARTITION BY exchange, symbol ORDER BY exchange_ts, trade_id), ?::TIMESTAMPTZ)) "
-            "- epoch_us(exchange_ts), 0) AS dur FROM src) "
-            "SELECT exchange, symbol, CASE WHEN sum(dur) > 0 THEN CAST(sum(price * dur) AS DOUBLE) / sum(dur) "
-            "ELSE CAST(arg_max(price, exchange_ts) AS DOUBLE) END AS twap, count(*) AS trade_count, "
-            "min(exchange_ts) AS first_ts, max(exchange_ts) AS last_ts, sum(dur) / 1e6 AS seconds "
-            "FROM w GROUP BY exchange, symbol ORDER BY exchange, symbol"
+            f"WITH src AS ({source.sql}), "  # noqa: S608 - constant fragments
+            "prev AS (SELECT exchange, symbol, arg_max(price, (exchange_ts, trade_id)) AS price, max(exchange_ts) AS ts "
+            "FROM src WHERE exchange_ts < ?::TIMESTAMPTZ GROUP BY exchange, symbol), "
+            "pts AS (SELECT exchange, symbol, price, ?::TIMESTAMPTZ AS exchange_ts, 0 AS is_trade, NULL::BIGINT AS trade_id FROM prev "
+            "UNION ALL SELECT exchange, symbol, price, exchange_ts, 1, trade_id FROM src WHERE exchange_ts >= ?::TIMESTAMPTZ), "
+            "w AS (SELECT *, greatest(epoch_us(coalesce(lead(exchange_ts) OVER (PARTITION BY exchange, symbol "
+            "ORDER BY exchange_ts, is_trade, trade_id), ?::TIMESTAMPTZ)) - epoch_us(exchange_ts), 0) AS dur FROM pts), "
+            "agg AS (SELECT exchange, symbol, CASE WHEN sum(dur) > 0 THEN CAST(sum(price * dur) AS DOUBLE) / sum(dur) "
+            "ELSE CAST(arg_max(price, (exchange_ts, is_trade, trade_id)) AS DOUBLE) END AS twap, "
+            "count(*) FILTER (WHERE is_trade = 1) AS trade_count, min(exchange_ts) FILTER (WHERE is_trade = 1) AS first_ts, "
+            "max(exchange_ts) FILTER (WHERE is_trade = 1) AS last_ts, sum(dur) / 1e6 AS seconds FROM w GROUP BY exchange, symbol) "
+            "SELECT agg.*, prev.price AS prevailing_price, prev.ts AS prevailing_ts FROM agg "
+            "LEFT JOIN prev ON prev.exchange = agg.exchange AND prev.symbol = agg.symbol ORDER BY agg.exchange, agg.symbol"
         )
-        table = self._execute(sql, [*source.params, stop], source.register)
+        table = self._execute(sql, [*source.params, s, s, s, stop], source.register)
         if table.num_rows == 0:
             self._check_symbol(source, symbol, exchange)
         return self._result(table, [source])
