@@ -7,7 +7,8 @@ sorted Iceberg commit with offsets), beside baselines measured in the same run.
 * Landing: ``LandingConsumer.run`` with the production commit policy (200,000 rows or 5 s per commit);
   rate = rows landed / (last commit - partitions assigned), so neither the group join nor the idle
   wait at the end counts.
-* Baseline 1 (Kafka floor): a plain confluent-kafka consumer reading the same N messages (no decoding).
+* Baseline 1 (Kafka floor): a plain confluent-kafka consumer reading the same N messages (no decoding), with
+  the landing consumer's fetch settings and batch size.
 * Baseline 2 (Iceberg floor): pyiceberg appending the same rows, already in Arrow, in commits of the same
   size, into a fresh table.
 
@@ -43,6 +44,7 @@ from k2.config import Settings  # noqa: E402
 from k2.lake.catalog import ensure_tables, load_catalog  # noqa: E402
 from k2.lake.writer import append  # noqa: E402
 from k2.landing import LandingConsumer  # noqa: E402
+from k2.landing.consumer import _FETCH_MESSAGES, fetch_config  # noqa: E402
 from k2.model import TRADE  # noqa: E402
 from k2.model.arrow import records_to_arrow  # noqa: E402
 from k2.ops.procs import free_port  # noqa: E402
@@ -68,13 +70,15 @@ def produce(settings: Settings, rows: list[dict[str, Any]]) -> float:
 
 def consume_only(settings: Settings, total: int) -> float:
     """Plain consumer, no decoding: the Kafka floor. Stops at the known message count, not an end offset."""
-    consumer = Consumer({**settings.kafka_client_config(), "group.id": f"raw-{uuid.uuid4().hex[:6]}", "enable.auto.commit": False})
+    consumer = Consumer(
+        {**settings.kafka_client_config(), **fetch_config(settings), "group.id": f"raw-{uuid.uuid4().hex[:6]}", "enable.auto.commit": False}
+    )
     consumer.assign([TopicPartition(TOPIC, p, OFFSET_BEGINNING) for p in range(settings.topic_partitions)])
     count = size = 0
     start = 0.0
     deadline = time.monotonic() + 300
     while count < total and time.monotonic() < deadline:
-        batch = consumer.consume(num_messages=10_000, timeout=0.5)
+        batch = consumer.consume(num_messages=_FETCH_MESSAGES, timeout=0.5)
         if batch and not start:
             start = time.perf_counter()
         count += len(batch)

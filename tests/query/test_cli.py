@@ -78,6 +78,9 @@ def test_vwap_snapshots_sql(env: None, tmp_path: Path) -> None:
     vwap = json.loads(run("vwap", "BTCUSDT", *RANGE, "--twap", "-f", "json", "--no-include-recent"))
     expected = sum(Decimal(r["price"]) * Decimal(r["qty"]) for r in raw) / sum(Decimal(r["qty"]) for r in raw)
     assert vwap[0]["vwap"] == pytest.approx(float(expected), rel=1e-12) and vwap[0]["twap"] > 0
+    # After the last trade: no VWAP row, while the TWAP has the prevailing price; the table stays consistent.
+    after = ("--start", "2021-01-03T00:05:00Z", "--end", "2021-01-03T00:06:00Z")
+    assert json.loads(run("vwap", "BTCUSDT", *after, "--twap", "-f", "json", "--no-include-recent")) == []
     snaps = json.loads(run("snapshots", "trades", "-f", "json"))
     assert [s["added_rows"] for s in snaps] == [1000, 830]
     first = str(snaps[0]["snapshot_id"])

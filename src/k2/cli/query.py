@@ -316,7 +316,10 @@ def register(app: typer.Typer) -> None:
             result = client.vwap(symbol, start, end, exchange=exchange, as_of=as_of, include_recent=include_recent).table
             if twap:
                 t = client.twap(symbol, start, end, exchange=exchange, as_of=as_of, include_recent=include_recent).table
-                result = result.append_column("twap", t["twap"])
+                # TWAP may also have rows for venues with only a prevailing price (no trade in the window): match by key.
+                by_key = {(r["exchange"], r["symbol"]): r["twap"] for r in t.select(["exchange", "symbol", "twap"]).to_pylist()}
+                keys = zip(result["exchange"].to_pylist(), result["symbol"].to_pylist(), strict=True)
+                result = result.append_column("twap", pa.array([by_key.get(k) for k in keys], pa.float64()))
             render(result, fmt, output, f"VWAP {symbol}")
 
     @app.command("snapshots")

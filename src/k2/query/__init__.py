@@ -57,6 +57,11 @@ Results: :class:`QueryResult`, a thin wrapper around a ``pyarrow.Table``:
   volume/quote_volume/taker_buy_* are ``decimal128(38, 8)``; vwap, twap and spread statistics are
   ``double``.
 
+Cancelling: queries run inside ``with k2.query.cancel.CancelScope(timeout=None):`` (in the calling thread) are
+interrupted when the scope is cancelled from any thread (``scope.cancel()``) or its ``timeout`` passes: DuckDB's
+``interrupt()`` stops the running statement, its pooled connection goes back to the pool ready for the next
+query, and the method raises ``QueryCancelledError`` (``RuntimeError``; the REST API answers 504).
+
 How the API should pin pagination: read ``result.snapshot_ids[table]`` from the first page (or call
 ``client.snapshot_id(table)`` before querying) and pass that id as ``as_of=`` for every later page:
 pinned results never change and never include Kafka rows.
