@@ -489,14 +489,18 @@ class LandingConsumer:
     def flush(self) -> None:
         """Land everything buffered (one Iceberg commit per table), then commit group offsets.
 
-        The assigned partitions are paused while Iceberg commits, so a slow Iceberg stops fetching
-        instead of growing memory; on resume each partition is sought to its next offset to land.
+        When the buffer reached ``landing_max_buffered_bytes`` (backpressure), the assigned partitions
+        are paused while Iceberg commits, so a slow Iceberg stops fetching instead of growing memory; on
+        resume each partition is sought to its next offset to land. A flush by row count or interval
+        does not pause: librdkafka keeps pre-fetching during the commit (its queue is bounded by
+        ``consumer_fetch_max_bytes``), because pausing and seeking would discard that queue and make
+        every commit wait for fresh broker round trips.
         """
         if not self._buffered_rows:
             return
         self._m_buffered.set(self._buffered_bytes)
         by_table = {short: messages for short, messages in self._buffers.items() if messages}
-        paused = list(self._assigned)
+        paused = list(self._assigned) if self._buffered_bytes >= self.settings.landing_max_buffered_bytes else []
         if paused:
             self.consumer.pause(paused)
             self._m_paused.set(len(paused))
