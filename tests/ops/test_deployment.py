@@ -186,11 +186,15 @@ def check_exactly_once_with_duckdb(settings: Settings, observed: dict[str, Any],
     quotes = con.execute("SELECT count(*), count(DISTINCT update_id) FROM iceberg_scan(?)", [metadata_location(tables["quotes"])]).fetchone()
     assert quotes == (observed["quotes_expected"], observed["quotes_expected"])
     # K2's own Python API reads the same tables over S3 (the path the CLI and REST API use).
+    from prometheus_client import REGISTRY
+
     import k2
 
+    before = REGISTRY.get_sample_value("k2_query_seconds_count", {"query": "rows"}) or 0.0
     with k2.connect(**{k: v for k, v in settings.model_dump().items() if v is not None}) as client:
         via_api = client.trades("BTCUSDT", include_recent=False, limit=None).table
     assert via_api.num_rows == EXPECTED_TRADES
+    assert (REGISTRY.get_sample_value("k2_query_seconds_count", {"query": "rows"}) or 0.0) > before  # query latency recorded
     # Both consumers of the group committed: the first stopped after one commit, the other took over.
     writers = {name for name, _, _ in observed["commits"]}
     assert writers == {"landing-a", "landing-b"}, observed["commits"]

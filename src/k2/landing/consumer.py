@@ -444,7 +444,7 @@ class LandingConsumer:
             self.stats.peak_buffered_bytes = max(self.stats.peak_buffered_bytes, self._buffered_bytes)
         flushed = False
         if self._should_flush():
-            self.flush()
+            self.flush(keep_fetching=True)
             flushed = True
         elif time.monotonic() - self._last_gauges >= _GAUGE_INTERVAL:
             self.update_gauges()
@@ -486,21 +486,26 @@ class LandingConsumer:
         self._m_buffered.set(0)
 
     # -- committing ----------------------------------------------------------------------------------
-    def flush(self) -> None:
+    def flush(self, keep_fetching: bool = False) -> None:
         """Land everything buffered (one Iceberg commit per table), then commit group offsets.
 
-        When the buffer reached ``landing_max_buffered_bytes`` (backpressure), the assigned partitions
-        are paused while Iceberg commits, so a slow Iceberg stops fetching instead of growing memory; on
-        resume each partition is sought to its next offset to land. A flush by row count or interval
-        does not pause: librdkafka keeps pre-fetching during the commit (its queue is bounded by
-        ``consumer_fetch_max_bytes``), because pausing and seeking would discard that queue and make
+        The assigned partitions are paused while Iceberg commits, so a slow Iceberg stops fetching
+        instead of growing memory; on resume each partition is sought to its next offset to land.
+        ``keep_fetching`` (the poll loop's flushes by row count or interval, never by the byte bound)
+        skips the pause: librdkafka keeps pre-fetching during the commit (its queue is bounded by
+        ``consumer_fetch_max_bytes``), whereas pausing and seeking would discard that queue and make
         every commit wait for fresh broker round trips.
+
+        Example (needs a broker and catalog)::
+
+            consumer.flush()
         """
         if not self._buffered_rows:
             return
         self._m_buffered.set(self._buffered_bytes)
         by_table = {short: messages for short, messages in self._buffers.items() if messages}
-        paused = list(self._assigned) if self._buffered_bytes >= self.settings.landing_max_buffered_bytes else []
+        backpressure = self._buffered_bytes >= self.settings.landing_max_buffered_bytes
+        paused = [] if keep_fetching and not backpressure else list(self._assigned)
         if paused:
             self.consumer.pause(paused)
             self._m_paused.set(len(paused))

@@ -16,7 +16,9 @@ Example::
 from __future__ import annotations
 
 import json
+import sys
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -34,6 +36,7 @@ from k2.config import Settings, load_settings
 from k2.lake.catalog import TABLES, load_catalog, metadata_location
 from k2.landing.offsets import OFFSETS_KEY, RANGES_KEY, offsets_from_summary
 from k2.model import RecordType, to_unscaled
+from k2.ops.metrics import metric
 from k2.query.cancel import guard
 from k2.query.engine import ConnectionPool
 from k2.query.errors import (
@@ -440,6 +443,10 @@ class Client:
         return source
 
     def _execute(self, sql: str, params: Sequence[Any], register: dict[str, pa.Table] | None = None) -> pa.Table:
+        # ops: k2_query_seconds / k2_query_errors_total, labelled by the client method running the query
+        # (rows, bars, vwap, ...: a small fixed set).
+        kind = sys._getframe(1).f_code.co_name.lstrip("_")
+        started = time.perf_counter()
         with self._pool.connection() as con, guard(con):
             for name, data in (register or {}).items():
                 con.register(name, data)
@@ -448,10 +455,12 @@ class Client:
             except duckdb.InterruptException:
                 raise  # guard() turns it into QueryCancelledError
             except duckdb.Error as exc:
+                metric("k2_query_errors_total").labels(query=kind, error=type(exc).__name__).inc()
                 raise QueryError(f"expected the query to run, found DuckDB error: {exc}") from exc
             finally:
                 for name in register or {}:
                     con.unregister(name)
+                metric("k2_query_seconds").labels(query=kind).observe(time.perf_counter() - started)
 
     def _check_symbol(self, source: _Source, symbol: str, exchange: str | None) -> None:
         """Raise UnknownSymbolError when the table (at the snapshot read) holds no row of the symbol."""
