@@ -12,11 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.support.postgres import PostgresServer
 
 from k2.bus.broker import tansu_process
 from k2.config import Settings
 from k2.ops.procs import free_port
+from tests.support.postgres import PostgresServer
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("K2_SHARED_DATA", REPO.parent / "shared" / "data"))

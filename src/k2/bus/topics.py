@@ -15,7 +15,7 @@ import re
 import time
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from k2.config import Settings
 from k2.model import AssetClass, DataType
@@ -66,7 +66,7 @@ def ensure_topics(settings: Settings, topics: list[str], partitions: int | None 
         [NewTopic(t, num_partitions=partitions or settings.topic_partitions, replication_factor=settings.topic_replication_factor) for t in wanted],
         operation_timeout=timeout,
     )
-    for topic, future in futures.items():
+    for future in futures.values():
         try:
             future.result()
         except KafkaException as exc:

@@ -45,7 +45,7 @@ def _wait_for_landing(settings: Settings, expected_trades: int, expected_quotes:
             table = tables[short]
             table.refresh()
             data = table.scan(
-                row_filter=f"exchange == 'binance' and symbol == 'BTCUSDT'", selected_fields=("exchange",)
+                row_filter="exchange == 'binance' and symbol == 'BTCUSDT'", selected_fields=("exchange",)
             ).to_arrow() if table.current_snapshot() else None
             counts.append((data.num_rows if data is not None else 0) >= expected)
         if all(counts):
@@ -100,7 +100,7 @@ def run_demo(settings: Settings, sample_dir: Path = SAMPLES, timeout: float = 12
         table = tables[short]
         table.refresh()
         snap = table.current_snapshot()
-        counts.add_row(f"{table.name()[0]}.{table.name()[1]}" if isinstance(table.name(), tuple) else str(table.name()), str(snap.summary.additional_properties.get("total-records", 0) if snap else 0))
+        counts.add_row(f"{table.name()[0]}.{table.name()[1]}" if isinstance(table.name(), tuple) else str(table.name()), str(snap.summary.additional_properties.get("total-records", 0) if snap and snap.summary else 0))
     console.print(counts)
 
     # Exactness: every landed trade equals the source JSON strings.
@@ -136,7 +136,7 @@ def run_demo(settings: Settings, sample_dir: Path = SAMPLES, timeout: float = 12
     trades_iceberg = tables["trades"]
     trades_iceberg.refresh()
     snap = trades_iceberg.current_snapshot()
-    if snap is not None:
+    if snap is not None and snap.summary is not None:
         props = snap.summary.additional_properties
         console.print(
             f"Iceberg snapshot {snap.snapshot_id} at {datetime.fromtimestamp(snap.timestamp_ms / 1000, tz=UTC).isoformat()}: "

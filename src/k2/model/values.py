@@ -46,7 +46,7 @@ def to_unscaled(value: str | Decimal | int) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         unscaled = value * _SCALE_FACTOR
     else:
-        text = str(value).strip() if isinstance(value, Decimal) else value.strip()
+        text = str(value).strip()  # a bool lands here too and is refused below as not a number
         negative = text.startswith("-")
         body = text[1:] if negative or text.startswith("+") else text
         whole, dot, frac = body.partition(".")
