@@ -83,3 +83,14 @@ def settings(tmp_path: Path, broker: str, schema_registry: str) -> Settings:
         landing_commit_interval_seconds=0.5,
         landing_metrics_port=0,
     )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Destroy Kafka clients that tests left for the garbage collector while pytest still runs.
+
+    A client whose broker fixture has already stopped otherwise logs connection errors from
+    interpreter shutdown, after pytest's summary line.
+    """
+    import gc
+
+    gc.collect()
