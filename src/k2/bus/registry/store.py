@@ -16,6 +16,7 @@ import hashlib
 import importlib.util
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,7 +45,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.pool import StaticPool
 
 from k2.bus.registry.compat import COMPATIBILITY_LEVELS, check, parse_avro
@@ -188,7 +189,7 @@ class RegistryStore:
             )
         self.default_compatibility = level
         self.engine = _engine(database_url)
-        metadata.create_all(self.engine)
+        _create_tables(self.engine)
         # One writer at a time inside this process; the unique constraints + retry cover several processes.
         self._write_lock = threading.Lock()
         self.retries = 0  # write transactions lost to a concurrent writer and retried
@@ -575,6 +576,23 @@ def _validate(text: object, schema_type: str, references: list[dict[str, Any]]) 
         return compact(text)
     except Exception as exc:
         raise RegistryError(422, 42201, f"Invalid schema: {exc}") from None
+
+
+def _create_tables(engine: Engine, attempts: int = 10) -> None:
+    """Create the registry's tables; safe when several registries start on one fresh database.
+
+    PostgreSQL reports the loser of two concurrent ``CREATE TABLE`` statements as a unique violation
+    on its own catalog (``pg_class``/``pg_type``), not as "already exists": retry, and the second
+    ``create_all`` sees the tables and does nothing.
+    """
+    for attempt in range(attempts):
+        try:
+            metadata.create_all(engine)
+            return
+        except (IntegrityError, ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.1 * (attempt + 1))
 
 
 def _engine(database_url: str) -> Engine:
