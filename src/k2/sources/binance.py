@@ -49,6 +49,7 @@ from k2.sources.live import (
     MalformedMessage,
     RestClient,
     RestRefused,
+    normalise_names,
     now_us,
 )
 
@@ -161,24 +162,31 @@ def _trade_row(
     }
 
 
+def _parse_trade_payload(
+    data: Mapping[str, Any], receipt_us: int, market: BinanceMarket, kind: str, id_key: str, used: frozenset[str]
+) -> dict[str, Any]:
+    """A ``trade`` or ``aggTrade`` payload (they differ in the id key and the extra fields) -> wire-form TRADE."""
+    try:
+        symbol, ident, price, qty, trade_ms, maker = data["s"], data[id_key], data["p"], data["q"], data["T"], data["m"]
+    except KeyError as exc:
+        raise _missing(kind, exc.args[0], data, DataType.TRADES) from None
+    if not isinstance(symbol, str):
+        raise MalformedMessage("bad_field", f"expected s as a string, found {symbol!r}", DataType.TRADES, None)
+    vendor = {k: str(v) for k, v in data.items() if k not in used}
+    return _trade_row(
+        market, symbol, _int(ident, id_key, DataType.TRADES, symbol), _decimal(price, "p", DataType.TRADES, symbol),
+        _decimal(qty, "q", DataType.TRADES, symbol), None, maker, _int(trade_ms, "T", DataType.TRADES, symbol),
+        receipt_us, data.get("M"), vendor,
+    )
+
+
 def parse_trade(data: Mapping[str, Any], receipt_us: int, market: BinanceMarket = SPOT) -> dict[str, Any]:
     """A ``trade`` stream payload -> wire-form TRADE (raises :class:`MalformedMessage`).
 
     >>> parse_trade({"s": "BTCUSDT", "t": 1, "p": "2.5", "q": "1", "T": 3, "m": False}, 4)["side"]
     'BUY'
     """
-    try:
-        symbol, ident, price, qty, trade_ms, maker = data["s"], data["t"], data["p"], data["q"], data["T"], data["m"]
-    except KeyError as exc:
-        raise _missing("trade", exc.args[0], data, DataType.TRADES) from None
-    if not isinstance(symbol, str):
-        raise MalformedMessage("bad_field", f"expected s as a string, found {symbol!r}", DataType.TRADES, None)
-    vendor = {k: str(v) for k, v in data.items() if k not in _TRADE_KEYS}
-    return _trade_row(
-        market, symbol, _int(ident, "t", DataType.TRADES, symbol), _decimal(price, "p", DataType.TRADES, symbol),
-        _decimal(qty, "q", DataType.TRADES, symbol), None, maker, _int(trade_ms, "T", DataType.TRADES, symbol),
-        receipt_us, data.get("M"), vendor,
-    )
+    return _parse_trade_payload(data, receipt_us, market, "trade", "t", _TRADE_KEYS)
 
 
 def parse_agg_trade(data: Mapping[str, Any], receipt_us: int, market: BinanceMarket = USDM) -> dict[str, Any]:
@@ -188,18 +196,7 @@ def parse_agg_trade(data: Mapping[str, Any], receipt_us: int, market: BinanceMar
     ...     "T": 4, "m": False}, 9)["vendor"]
     {'E': '5', 'f': '10', 'l': '12'}
     """
-    try:
-        symbol, ident, price, qty, trade_ms, maker = data["s"], data["a"], data["p"], data["q"], data["T"], data["m"]
-    except KeyError as exc:
-        raise _missing("aggTrade", exc.args[0], data, DataType.TRADES) from None
-    if not isinstance(symbol, str):
-        raise MalformedMessage("bad_field", f"expected s as a string, found {symbol!r}", DataType.TRADES, None)
-    vendor = {k: str(v) for k, v in data.items() if k not in _AGG_KEYS}
-    return _trade_row(
-        market, symbol, _int(ident, "a", DataType.TRADES, symbol), _decimal(price, "p", DataType.TRADES, symbol),
-        _decimal(qty, "q", DataType.TRADES, symbol), None, maker, _int(trade_ms, "T", DataType.TRADES, symbol),
-        receipt_us, data.get("M"), vendor,
-    )
+    return _parse_trade_payload(data, receipt_us, market, "aggTrade", "a", _AGG_KEYS)
 
 
 def parse_book_ticker(data: Mapping[str, Any], receipt_us: int, market: BinanceMarket = SPOT) -> dict[str, Any]:
@@ -355,18 +352,7 @@ def normalise_symbols(symbols: Iterable[str]) -> list[str]:
     >>> normalise_symbols(["btcusdt", " ETHUSDT", "BTCUSDT"])
     ['BTCUSDT', 'ETHUSDT']
     """
-    out: list[str] = []
-    for raw in symbols:
-        symbol = raw.strip().upper()
-        if not symbol:
-            continue
-        if not _SYMBOL.match(symbol):
-            raise ValueError(f"expected a Binance symbol like BTCUSDT, found {raw!r}")
-        if symbol not in out:
-            out.append(symbol)
-    if not out:
-        raise ValueError("expected at least one symbol, found none")
-    return out
+    return normalise_names(symbols, _SYMBOL, "a Binance symbol like BTCUSDT", "symbol")
 
 
 class BinanceFeed(FeedAdapter):

@@ -50,6 +50,7 @@ from k2.sources.live import (
     MalformedMessage,
     RestClient,
     RestRefused,
+    normalise_names,
     now_us,
 )
 
@@ -276,18 +277,7 @@ def normalise_products(products: Iterable[str]) -> list[str]:
     >>> normalise_products(["btc-usd", "ETH-USD", "BTC-USD"])
     ['BTC-USD', 'ETH-USD']
     """
-    out: list[str] = []
-    for raw in products:
-        product = raw.strip().upper()
-        if not product:
-            continue
-        if not _PRODUCT.match(product):
-            raise ValueError(f"expected a Coinbase product id like BTC-USD, found {raw!r}")
-        if product not in out:
-            out.append(product)
-    if not out:
-        raise ValueError("expected at least one product, found none")
-    return out
+    return normalise_names(products, _PRODUCT, "a Coinbase product id like BTC-USD", "product")
 
 
 class CoinbaseFeed(FeedAdapter):

@@ -54,7 +54,7 @@ import ssl
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
@@ -194,6 +194,28 @@ class Backoff:
     def reset(self) -> None:
         """Start again from ``initial`` (after a healthy connection)."""
         self.attempt = 0
+
+
+def normalise_names(names: Iterable[str], pattern: re.Pattern[str], expected: str, noun: str) -> list[str]:
+    """Upper-cased, de-duplicated venue names in order; ValueError naming ``expected`` for a bad one.
+
+    The shared rule behind each venue's symbol list (Binance symbols, Coinbase product ids).
+
+    >>> normalise_names(["btc-usd", "BTC-USD"], re.compile(r"^[A-Z]+-[A-Z]+$"), "BTC-USD", "product")
+    ['BTC-USD']
+    """
+    out: list[str] = []
+    for raw in names:
+        name = raw.strip().upper()
+        if not name:
+            continue
+        if not pattern.match(name):
+            raise ValueError(f"expected {expected}, found {raw!r}")
+        if name not in out:
+            out.append(name)
+    if not out:
+        raise ValueError(f"expected at least one {noun}, found none")
+    return out
 
 
 def tls_context(cafile: str | None = None) -> ssl.SSLContext:
