@@ -247,6 +247,15 @@ def _check_as_of(value: int | datetime | None) -> int | datetime | None:
     return value
 
 
+def _check_window(
+    settings: Settings, start: datetime | None, end: datetime | None, as_of: int | datetime | None
+) -> tuple[datetime | None, datetime | None, int | datetime | None]:
+    """The checks every data endpoint applies to its time window and ``as_of``, in one place."""
+    start, end = _check_time("start", start), _check_time("end", end)
+    _check_range(settings, start, end)
+    return start, end, _check_as_of(as_of)
+
+
 def _check_tolerance(settings: Settings, value: str) -> None:
     # The query client enforces the same bound (InvalidRangeError); checking here answers before any work.
     if re.match(TOLERANCE_PATTERN, value) is None:  # the Query pattern already refused it; kept for direct callers
@@ -517,9 +526,7 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
         include_recent: bool | None,
         fmt: Format,
     ) -> Callable[[], StreamingResponse]:
-        start, end = _check_time("start", start), _check_time("end", end)
-        _check_range(settings, start, end)
-        as_of = _check_as_of(as_of)
+        start, end, as_of = _check_window(settings, start, end, as_of)
         page_size = limit or min(settings.api_page_size, settings.query_max_rows)
         digest = params_digest(
             {"t": table_name, "symbol": symbol, "start": start, "end": end, "exchange": exchange, "as_of": as_of, "recent": include_recent}
@@ -665,9 +672,7 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
     ) -> Any:
         """Bars from trades; at most ``query_max_rows`` bars per request (422 ``limit_exceeded`` beyond)."""
         fmt = fmt_of(request, format)
-        start, end = _check_time("start", start), _check_time("end", end)
-        _check_range(settings, start, end)
-        checked_as_of = _check_as_of(as_of)
+        start, end, checked_as_of = _check_window(settings, start, end, as_of)
         size_value: Any = size
         if size is not None and kind == "tick":
             if "." in size:
@@ -695,9 +700,7 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
             format: Fmt = None,
         ) -> Any:
             fmt = fmt_of(request, format)
-            s, e = _check_time("start", start), _check_time("end", end)
-            _check_range(settings, s, e)
-            checked_as_of = _check_as_of(as_of)
+            s, e, checked_as_of = _check_window(settings, start, end, as_of)
 
             def work() -> StreamingResponse:
                 fn = getattr(state.client(), name)
@@ -750,9 +753,7 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
         basis points of the mid, crossed and locked counts, over quotes with both sides > 0 in [start, end).
         Reads the quotes table only (no Kafka rows)."""
         fmt = fmt_of(request, format)
-        s, e = _check_time("start", start), _check_time("end", end)
-        _check_range(settings, s, e)
-        checked_as_of = _check_as_of(as_of)
+        s, e, checked_as_of = _check_window(settings, start, end, as_of)
 
         def work() -> StreamingResponse:
             result = state.client().spread_stats(symbol, s, e, exchange=exchange, as_of=checked_as_of)
@@ -785,9 +786,7 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
     ) -> Any:
         """Each trade with the latest quote at or before its time, no older than ``tolerance``."""
         fmt = fmt_of(request, format)
-        s, e = _check_time("start", start), _check_time("end", end)
-        _check_range(settings, s, e)
-        checked_as_of = _check_as_of(as_of)
+        s, e, checked_as_of = _check_window(settings, start, end, as_of)
         _check_tolerance(settings, tolerance)
 
         def work() -> StreamingResponse:
@@ -891,9 +890,7 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
     ) -> Any:
         """Every row of ``table`` in [start, end) in (exchange_ts, exchange, symbol, id) order, pinned to one snapshot."""
         fmt = fmt_of(request, format)
-        s, e = _check_time("start", start), _check_time("end", end)
-        _check_range(settings, s, e)
-        checked_as_of = _check_as_of(as_of)
+        s, e, checked_as_of = _check_window(settings, start, end, as_of)
         assert s is not None and e is not None
         page_size = limit or min(settings.api_page_size, settings.query_max_rows)
         digest = params_digest({"t": table, "start": s, "end": e, "exchange": exchange, "symbol": symbol, "as_of": checked_as_of})
