@@ -295,9 +295,10 @@ def register(app: typer.Typer) -> None:
                 symbol, interval, start, end, exchange=exchange, kind=kind, size=bar_size, fill_empty=fill_empty,
                 as_of=as_of, include_recent=include_recent,
             )
-            render(result.table, fmt, output, f"{symbol} {interval if kind == 'time' else kind + ' ' + str(size)} bars")
+            title = f"{symbol} {interval if kind == 'time' else kind + ' ' + str(size)} bars"
+            render(result.table, fmt, output, title)
             if plot is not None:
-                plot_bars(result.table, plot, f"{symbol} {interval if kind == 'time' else kind + ' ' + str(size)} bars")
+                plot_bars(result.table, plot, title)
 
     @app.command("vwap")
     def vwap(
