@@ -16,7 +16,6 @@ Example::
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -442,10 +441,12 @@ class Client:
         source.recent_rows = recent.table.num_rows
         return source
 
-    def _execute(self, sql: str, params: Sequence[Any], register: dict[str, pa.Table] | None = None) -> pa.Table:
-        # ops: k2_query_seconds / k2_query_errors_total, labelled by the client method running the query
-        # (rows, bars, vwap, ...: a small fixed set).
-        kind = sys._getframe(1).f_code.co_name.lstrip("_")
+    def _execute(
+        self, sql: str, params: Sequence[Any], register: dict[str, pa.Table] | None = None, *, query: str
+    ) -> pa.Table:
+        # ops: k2_query_seconds / k2_query_errors_total, labelled `query` by the caller (rows, bars, vwap, ...:
+        # a small fixed set, named explicitly rather than read from the call stack).
+        kind = query
         started = time.perf_counter()
         with self._pool.connection() as con, guard(con):
             for name, data in (register or {}).items():
@@ -470,7 +471,7 @@ class Client:
             return
         where, params = self._filters(symbol, exchange, None, None)
         sql, all_params = self._scan(read, where, params, "1")
-        if self._execute(sql + " LIMIT 1", all_params).num_rows:
+        if self._execute(sql + " LIMIT 1", all_params, query="check_symbol").num_rows:
             return
         on = f" on exchange {exchange!r}" if exchange else ""
         raise UnknownSymbolError(
@@ -521,7 +522,7 @@ class Client:
         source = self._source(short, symbol, exchange, s, e, as_of, include_recent)
         id_column = _ID_COLUMN[short]
         sql = f"WITH src AS ({source.sql}) SELECT * FROM src ORDER BY exchange_ts, exchange, {id_column} LIMIT ?"  # noqa: S608 - constant fragments
-        table = self._execute(sql, [*source.params, fetch], source.register)
+        table = self._execute(sql, [*source.params, fetch], source.register, query="rows")
         if strict and table.num_rows > self.settings.query_max_rows:
             raise LimitExceededError(
                 f"expected at most {self.settings.query_max_rows:,} rows (K2_QUERY_MAX_ROWS), found more; "
@@ -662,7 +663,7 @@ class Client:
                 "FROM keyed GROUP BY exchange, symbol, bucket ORDER BY exchange, symbol, open_time, first_trade_id"
             )
             params = [*source.params, *key_params]
-        table = self._execute(sql, params, source.register)
+        table = self._execute(sql, params, source.register, query="bars")
         if table.num_rows == 0:
             self._check_symbol(source, symbol, exchange)
         if table.num_rows > self.settings.query_max_rows:
@@ -690,7 +691,7 @@ class Client:
             "CAST(sum(quantity) AS DECIMAL(38,8)) AS volume, sum(CAST(price AS DECIMAL(38,8)) * quantity) AS notional, count(*) AS trade_count, "
             "min(exchange_ts) AS first_ts, max(exchange_ts) AS last_ts FROM src GROUP BY exchange, symbol ORDER BY exchange, symbol"
         )
-        table = self._execute(sql, source.params, source.register)
+        table = self._execute(sql, source.params, source.register, query="vwap")
         if table.num_rows == 0:
             self._check_symbol(source, symbol, exchange)
         return self._result(table, [source])
@@ -737,7 +738,7 @@ class Client:
             "SELECT agg.*, prev.price AS prevailing_price, prev.ts AS prevailing_ts FROM agg "
             "LEFT JOIN prev ON prev.exchange = agg.exchange AND prev.symbol = agg.symbol ORDER BY agg.exchange, agg.symbol"
         )
-        table = self._execute(sql, [*source.params, s, s, s, stop], source.register)
+        table = self._execute(sql, [*source.params, s, s, s, stop], source.register, query="twap")
         if table.num_rows == 0:
             self._check_symbol(source, symbol, exchange)
         return self._result(table, [source])
@@ -770,7 +771,7 @@ class Client:
             "count(*) FILTER (WHERE spread < 0) AS crossed_count, count(*) FILTER (WHERE spread = 0) AS locked_count, "
             "min(exchange_ts) AS first_ts, max(exchange_ts) AS last_ts FROM q GROUP BY exchange, symbol ORDER BY exchange, symbol"
         )
-        table = self._execute(sql, [*source.params, e], source.register)
+        table = self._execute(sql, [*source.params, e], source.register, query="spread_stats")
         if table.num_rows == 0:
             self._check_symbol(source, symbol, exchange)
         return self._result(table, [source])
@@ -825,7 +826,7 @@ class Client:
             "AS effective_spread_bps, CASE WHEN ok THEN epoch_us(exchange_ts) - epoch_us(q_ts) END AS quote_age_us "
             "FROM j ORDER BY exchange_ts, exchange, trade_id LIMIT ?"
         )
-        table = self._execute(sql, [*trades.params, *quotes.params, tol_us, fetch])
+        table = self._execute(sql, [*trades.params, *quotes.params, tol_us, fetch], query="asof_join")
         if table.num_rows > self.settings.query_max_rows:
             raise LimitExceededError(f"expected at most {self.settings.query_max_rows:,} trades (K2_QUERY_MAX_ROWS), found more")
         if table.num_rows == 0:
@@ -854,7 +855,7 @@ class Client:
                 "coalesce(t.n, 0) AS trades, coalesce(q.n, 0) AS quotes, least(t.lo, q.lo) AS first_ts, greatest(t.hi, q.hi) AS last_ts "
                 "FROM t FULL OUTER JOIN q ON t.exchange = q.exchange AND t.symbol = q.symbol ORDER BY exchange, symbol"
             )
-            cached = self._execute(sql, [*t_params, *q_params])
+            cached = self._execute(sql, [*t_params, *q_params], query="symbols")
             if len(self._symbols_cache) > 64:
                 self._symbols_cache.clear()
             self._symbols_cache[key] = cached
@@ -881,7 +882,7 @@ class Client:
             "ORDER BY detected_ts DESC, (status <> 'open') DESC) = 1) "
             f"WHERE {' AND '.join(clauses)} ORDER BY exchange, symbol, first_missing_id"
         )
-        table = self._execute(sql, [*inner_params, *params])
+        table = self._execute(sql, [*inner_params, *params], query="gaps")
         return QueryResult(self._conform(table, TABLES["gaps"].record), {"gaps": read.snapshot_id})
 
     # -- read-only SQL ---------------------------------------------------------------------------------
