@@ -41,8 +41,8 @@ from k2.api.keys import KeyStore  # noqa: E402
 from k2.config import Settings  # noqa: E402
 from k2.lake.catalog import ensure_tables, load_catalog  # noqa: E402
 from k2.lake.writer import append  # noqa: E402
-from k2.ops.procs import ManagedProcess, free_port  # noqa: E402
 from k2.query.client import Client  # noqa: E402
+from k2.telemetry.procs import ManagedProcess, free_port  # noqa: E402
 
 T0 = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=BASE_TS)
 

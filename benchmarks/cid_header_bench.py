@@ -27,8 +27,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from k2.bus.broker import tansu_process
 from k2.bus.producer import MarketDataProducer, producer_config
 from k2.config import Settings
-from k2.ops.logging import CID_HEADER, new_correlation_id
-from k2.ops.procs import free_port
+from k2.telemetry.logging import CID_HEADER, new_correlation_id
+from k2.telemetry.procs import free_port
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples" / "binance"
 

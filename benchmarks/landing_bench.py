@@ -47,7 +47,7 @@ from k2.landing import LandingConsumer  # noqa: E402
 from k2.landing.consumer import _FETCH_MESSAGES, fetch_config  # noqa: E402
 from k2.model import TRADE  # noqa: E402
 from k2.model.arrow import records_to_arrow  # noqa: E402
-from k2.ops.procs import free_port  # noqa: E402
+from k2.telemetry.procs import free_port  # noqa: E402
 
 TOPIC = "market.crypto.trades.binance"
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT", "ADAUSDT", "DOGEUSDT", "LTCUSDT", "DOTUSDT", "TRXUSDT"]

@@ -36,8 +36,8 @@ from k2.lake.catalog import ensure_tables, load_catalog  # noqa: E402
 from k2.lake.writer import append  # noqa: E402
 from k2.landing import LandingConsumer  # noqa: E402
 from k2.model import TRADE  # noqa: E402
-from k2.ops.procs import free_port  # noqa: E402
 from k2.sources.binance import iter_capture_trades  # noqa: E402
+from k2.telemetry.procs import free_port  # noqa: E402
 
 CAPTURES = sorted((REPO / "data" / "samples" / "binance").glob("spot_btcusdt_*.gz"))
 

@@ -30,9 +30,9 @@ from k2.lake.writer import append  # noqa: E402
 from k2.model import TRADE  # noqa: E402
 from k2.model.arrow import records_to_arrow  # noqa: E402
 from k2.model.values import micros_to_datetime  # noqa: E402
-from k2.ops.procs import free_port  # noqa: E402
 from k2.sources.binance import iter_capture_trades  # noqa: E402
 from k2.sources.replay import replay  # noqa: E402
+from k2.telemetry.procs import free_port  # noqa: E402
 
 CAPTURES = sorted((REPO / "data" / "samples" / "binance").glob("spot_btcusdt_*.gz"))
 HOUR_US = 3_600_000_000

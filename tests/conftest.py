@@ -15,7 +15,7 @@ import pytest
 
 from k2.bus.broker import tansu_process
 from k2.config import Settings
-from k2.ops.procs import free_port
+from k2.telemetry.procs import free_port
 from tests.support.postgres import PostgresServer
 
 REPO = Path(__file__).resolve().parents[1]

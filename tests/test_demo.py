@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from k2.ops.procs import free_port, pid_alive, port_open
+from k2.telemetry.procs import free_port, pid_alive, port_open
 
 REPO = Path(__file__).resolve().parents[1]
 

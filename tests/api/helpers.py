@@ -26,7 +26,7 @@ from k2.lake.writer import append
 from k2.model import QUOTE, TRADE
 from k2.model.arrow import records_to_arrow
 from k2.model.values import to_unscaled
-from k2.ops.procs import free_port
+from k2.telemetry.procs import free_port
 from tests.landing.helpers import BASE_TS, make_trades
 
 

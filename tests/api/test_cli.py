@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from k2.ops.procs import ManagedProcess, free_port
+from k2.telemetry.procs import ManagedProcess, free_port
 from tests.conftest import REPO
 
 

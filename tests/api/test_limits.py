@@ -92,7 +92,7 @@ def test_request_timeout_is_504(tmp_path, broker: str, schema_registry: str, pat
 
 
 def test_ready_is_503_when_the_broker_is_down(tmp_path, schema_registry: str) -> None:  # type: ignore[no-untyped-def]
-    from k2.ops.procs import free_port
+    from k2.telemetry.procs import free_port
 
     settings = api_settings(tmp_path / "k2", f"127.0.0.1:{free_port()}", schema_registry)
     ensure_tables(load_catalog(settings), settings)

@@ -27,7 +27,7 @@ from k2.bus.registry.server import registry_process
 from k2.bus.serde import AvroBatchDecoder, AvroEncoder, subject_for
 from k2.model import TRADE
 from k2.model.values import micros_to_datetime, to_unscaled, unscaled_to_decimal
-from k2.ops.procs import ManagedProcess, free_port
+from k2.telemetry.procs import ManagedProcess, free_port
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "binance-BTCUSDT-trades-2021-01-03-first40.csv"
 

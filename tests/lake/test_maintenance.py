@@ -37,9 +37,9 @@ from k2.lake.maintenance import (
     referenced_files,
     start_scheduler,
 )
+from k2.lake.summary import OFFSETS_KEY, RANGES_KEY, offsets_from_summary, table_offsets
 from k2.lake.writer import append, conform, sort_for_table
 from k2.landing.consumer import LAST_KEY
-from k2.landing.offsets import OFFSETS_KEY, RANGES_KEY, offsets_from_summary, table_offsets
 from k2.model import TRADE
 
 BASE_TS = 1_723_161_255_342_000  # 2024-08-08T23:54:15.342Z
@@ -370,7 +370,7 @@ def test_orphan_removal_on_an_s3_warehouse(tmp_path: Path) -> None:
     import boto3
     from moto.server import ThreadedMotoServer
 
-    from k2.ops.procs import free_port
+    from k2.telemetry.procs import free_port
 
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)

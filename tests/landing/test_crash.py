@@ -32,7 +32,7 @@ from k2.lake.catalog import ensure_tables, load_catalog
 from k2.landing import LandingConsumer
 from k2.landing.ledger import current_gaps
 from k2.model import TRADE
-from k2.ops.procs import free_port
+from k2.telemetry.procs import free_port
 from tests.landing.helpers import make_trades, table_keys
 
 pytestmark = pytest.mark.slow

@@ -22,9 +22,9 @@ from k2.bus import topic_name
 from k2.bus.producer import MarketDataProducer
 from k2.bus.topics import ensure_topics
 from k2.config import Settings
+from k2.lake.summary import OFFSETS_KEY
 from k2.landing import LandingConsumer
 from k2.landing.dlq import read_dead_letters
-from k2.landing.offsets import OFFSETS_KEY
 from k2.model import QUOTE, TRADE
 from k2.model.values import to_unscaled
 from tests.landing.helpers import make_trades, table_keys

@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 from k2.bus import MarketDataProducer, topic_name
 from k2.cli import app
 from k2.config import Settings
+from k2.lake.summary import RANGES_KEY
 from k2.landing import LandingConsumer
 from k2.landing.ledger import current_gaps
-from k2.landing.offsets import RANGES_KEY
 from k2.model import TRADE
 from k2.model.values import now_micros
 from tests.landing.helpers import make_trades, table_keys

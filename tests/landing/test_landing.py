@@ -12,9 +12,9 @@ from confluent_kafka import Consumer
 from k2.bus import MarketDataProducer, topic_name
 from k2.bus.dlq import DeadLetter
 from k2.config import Settings
+from k2.lake.summary import OFFSETS_KEY, RANGES_KEY
 from k2.landing import LandingConsumer
 from k2.landing.ledger import current_gaps
-from k2.landing.offsets import OFFSETS_KEY, RANGES_KEY
 from k2.model import QUOTE, TRADE
 from k2.model.values import to_unscaled
 from tests.landing.helpers import make_trades, table_keys
@@ -216,7 +216,7 @@ def test_broker_reset_is_detected(tmp_path, schema_registry: str, unique: str, p
     """A broker whose log was reset (memory broker restarted) is detected, never silently skipped."""
     from k2.bus.broker import tansu_process
     from k2.landing import OffsetResetError
-    from k2.ops.procs import free_port
+    from k2.telemetry.procs import free_port
 
     port = free_port()
     settings = Settings(

@@ -20,7 +20,7 @@ import pytest
 
 from k2.bus.broker import tansu_process
 from k2.config import Settings
-from k2.ops.procs import ManagedProcess, free_port
+from k2.telemetry.procs import ManagedProcess, free_port
 from tests.support.postgres import PostgresServer
 from tests.support.seaweed import ACCESS_KEY, SECRET_KEY, TABLE_BUCKET, SeaweedServer
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
-from k2.ops.metrics import DECLARATIONS, MetricLabelError, declare_all, metric
-from k2.ops.procs import free_port
+from k2.telemetry.metrics import DECLARATIONS, MetricLabelError, declare_all, metric
+from k2.telemetry.procs import free_port
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "k2"
 
@@ -140,7 +140,7 @@ def test_every_call_site_names_a_declared_metric_with_its_declared_labels() -> N
     problems: list[str] = []
     used: set[str] = set()
     for path in sorted(SRC.rglob("*.py")):
-        if path.name == "metrics.py" and path.parent.name == "ops":
+        if path.name == "metrics.py" and path.parent.name == "telemetry":
             continue
         uses, found = call_sites(path)
         problems += found
@@ -158,7 +158,7 @@ def test_every_call_site_names_a_declared_metric_with_its_declared_labels() -> N
 def test_call_site_scanner_catches_a_wrong_label(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text(
-        "from k2.ops.metrics import metric\n"
+        "from k2.telemetry.metrics import metric\n"
         "class A:\n"
         "    def __init__(self):\n"
         "        self._m = metric('k2_landing_rows_total')\n"
@@ -176,7 +176,7 @@ def test_every_declared_metric_is_emitted_somewhere() -> None:
     """A declared metric no code records would be an empty panel and an alert that can never fire."""
     used: set[str] = set()
     for path in sorted(SRC.rglob("*.py")):
-        if path.name == "metrics.py" and path.parent.name == "ops":
+        if path.name == "metrics.py" and path.parent.name == "telemetry":
             continue
         uses, _ = call_sites(path)
         used |= {name for _, name, _ in uses}

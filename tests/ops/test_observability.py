@@ -20,10 +20,10 @@ import pytest
 import yaml
 
 from k2.config import Settings
-from k2.ops.logging import configure_logging, correlation_ids, get_logger
-from k2.ops.metrics import DECLARATIONS, declare_all, metric
-from k2.ops.procs import free_port
 from k2.ops.prometheus import asset_path, prometheus_config, scrape_targets, write_config
+from k2.telemetry.logging import configure_logging, correlation_ids, get_logger
+from k2.telemetry.metrics import DECLARATIONS, declare_all, metric
+from k2.telemetry.procs import free_port
 
 DECLARED = {d.name: d for d in DECLARATIONS}
 PROMTOOL = shutil.which("promtool")
@@ -67,7 +67,7 @@ def check_expression(expr: str) -> list[str]:
     for name in names:
         base = declared_base(name)
         if base is None:
-            problems.append(f"{name} is not declared in k2.ops.metrics")
+            problems.append(f"{name} is not declared in k2.telemetry.metrics")
         else:
             bases.add(base)
     for name, selector in re.findall(r"\b(k2_[a-z0-9_]+)\{([^}]*)\}", expr):
@@ -321,7 +321,7 @@ def test_correlation_id_follows_a_message_from_producer_to_landing_log_and_snaps
     from k2.lake.catalog import ensure_tables, load_catalog
     from k2.landing import LandingConsumer
     from k2.model import TRADE
-    from k2.ops.logging import CIDS_SUMMARY_KEY
+    from k2.telemetry.logging import CIDS_SUMMARY_KEY
     from tests.landing.helpers import make_trades
 
     exchange = f"cid{unique}"
@@ -359,7 +359,7 @@ def test_correlation_id_follows_a_message_from_producer_to_landing_log_and_snaps
 def test_k2_stream_serves_metrics_on_the_source_metrics_port(schema_registry: str, tmp_path: Path) -> None:
     """`k2 stream` with K2_SOURCE_METRICS_PORT serves /metrics while it streams (fake exchange, private broker)."""
     from k2.bus.broker import tansu_process
-    from k2.ops.procs import ManagedProcess
+    from k2.telemetry.procs import ManagedProcess
 
     captures = sorted((Path(__file__).resolve().parents[2] / "data" / "samples" / "binance").glob("spot_btcusdt_*.gz"))
     broker_port, fake_port, metrics_port = free_port(), free_port(), free_port()

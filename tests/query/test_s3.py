@@ -10,9 +10,9 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from k2.config import Settings
-from k2.ops.procs import free_port
 from k2.query.client import Client
 from k2.query.errors import QueryError
+from k2.telemetry.procs import free_port
 
 from .helpers import csv_rows, csv_trades, load
 

@@ -13,8 +13,8 @@ import pytest
 
 from k2.bus.broker import tansu_process
 from k2.config import Settings
-from k2.ops.procs import free_port
 from k2.sources.fake_exchange import CaptureMessage, load_binance
+from k2.telemetry.procs import free_port
 from tests.sources.helpers import BINANCE_CAPTURES
 
 

@@ -17,10 +17,10 @@ from k2.bus.broker import tansu_process
 from k2.bus.dlq import DeadLetter
 from k2.config import Settings
 from k2.lake.catalog import ensure_tables, load_catalog
+from k2.lake.summary import OFFSETS_KEY
 from k2.landing import LandingConsumer
-from k2.landing.offsets import OFFSETS_KEY
-from k2.ops.procs import free_port
 from k2.sources.files import import_files
+from k2.telemetry.procs import free_port
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 TRADES = FIXTURES / "binance" / "BTCUSDT-trades-2021-01-03.first-minute.csv"

@@ -10,9 +10,9 @@ from pathlib import Path
 from k2.config import Settings
 from k2.landing.ledger import current_gaps
 from k2.model import TRADE
-from k2.ops.procs import ManagedProcess, free_port
 from k2.sources.fake_exchange import CaptureMessage
 from k2.sources.gaps import GapLedger
+from k2.telemetry.procs import ManagedProcess, free_port
 from tests.sources.helpers import BINANCE_CAPTURES, consume
 
 

@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from k2.ops.procs import free_port, wait_for_port
+from k2.telemetry.procs import free_port, wait_for_port
 
 
 def _bindir() -> Path:

@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from k2.ops.procs import ManagedProcess, free_port, port_open
+from k2.telemetry.procs import ManagedProcess, free_port, port_open
 
 ACCESS_KEY = "k2testkey"
 SECRET_KEY = "k2testsecret"

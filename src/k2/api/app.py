@@ -62,7 +62,6 @@ from k2.api.keys import KeyInfo, KeyStore
 from k2.api.middleware import RequestContextMiddleware
 from k2.api.ratelimit import TokenBuckets
 from k2.config import Settings
-from k2.ops.metrics import declare_all, metric
 from k2.query.cancel import CancelScope
 from k2.query.errors import (
     InvalidRangeError,
@@ -73,6 +72,7 @@ from k2.query.errors import (
 )
 from k2.query.params import parse_duration
 from k2.query.recent import RecentUnavailableError
+from k2.telemetry.metrics import declare_all, metric
 
 log = logging.getLogger("k2.api")
 T = TypeVar("T")

@@ -19,7 +19,7 @@ import uuid
 from typing import Any
 
 from k2.api.errors import error_body
-from k2.ops.metrics import metric
+from k2.telemetry.metrics import metric
 
 log = logging.getLogger("k2.api")
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from k2.ops.procs import ManagedProcess
+from k2.telemetry.procs import ManagedProcess
 
 
 def tansu_binary() -> Path:

@@ -25,8 +25,8 @@ from k2.bus.topics import ensure_topics, topic_name
 from k2.config import Settings
 from k2.model import RecordType
 from k2.model.values import now_micros
-from k2.ops.logging import CID_HEADER, new_correlation_id
-from k2.ops.metrics import metric
+from k2.telemetry.logging import CID_HEADER, new_correlation_id
+from k2.telemetry.metrics import metric
 
 
 class DeliveryError(RuntimeError):
@@ -71,7 +71,7 @@ class MarketDataProducer:
         self.errors: list[tuple[str, str]] = []
         self.delivered = 0
         self.sent = 0
-        # ops: every message sent gets a `k2.cid` header naming this producer session (see k2.ops.logging).
+        # ops: every message sent gets a `k2.cid` header naming this producer session (see k2.telemetry.logging).
         self.correlation_id = new_correlation_id()
         self._cid_headers = [(CID_HEADER, self.correlation_id.encode())]
         self._delivered_by_topic: dict[str, int] = {}

@@ -18,7 +18,7 @@ app = typer.Typer(name="k2", help="K2 market data lakehouse (L3 cold path).", no
 def _start() -> None:
     """Every command: load the settings first (a bad value fails here, naming the key) and set up logging."""
     from k2.config import load_settings
-    from k2.ops.logging import configure_logging
+    from k2.telemetry.logging import configure_logging
 
     configure_logging(load_settings())
 

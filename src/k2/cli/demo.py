@@ -60,7 +60,7 @@ def run_demo(settings: Settings, sample_dir: Path = SAMPLES, timeout: float = 12
     """Run the demo end to end (see the module docstring)."""
     from k2.bus import MarketDataProducer
     from k2.lake.catalog import ensure_tables, load_catalog
-    from k2.landing.offsets import OFFSETS_KEY
+    from k2.lake.summary import OFFSETS_KEY
     from k2.model import QUOTE, TRADE
     from k2.ops import stack
     from k2.sources.binance import iter_capture

@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the landing consumer (Kafka -> Iceberg, exactly once) until SIGTERM."""
         from k2.landing import run_landing
-        from k2.ops.metrics import declare_all
+        from k2.telemetry.metrics import declare_all
 
         declare_all()
         stats = run_landing(load_settings(), idle_exit_seconds=idle_exit, topics=topic or None)

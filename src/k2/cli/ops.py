@@ -30,8 +30,8 @@ def register(app: typer.Typer) -> None:
         output: Path = typer.Option(None, help="Directory to write prometheus.yml and alerts.yml (default: <data_dir>/prometheus)."),
     ) -> None:
         """Write a Prometheus configuration scraping every K2 process `k2 up` starts, with K2's alert rules."""
-        from k2.ops.logging import get_logger
         from k2.ops.prometheus import asset_path, scrape_targets, write_config
+        from k2.telemetry.logging import get_logger
 
         settings = load_settings()
         path = write_config(settings, output)
@@ -57,9 +57,9 @@ def register(app: typer.Typer) -> None:
     @app.command("metrics")
     def metrics() -> None:
         """List every metric K2 declares: name, type, labels, help."""
-        from k2.ops.metrics import DECLARATIONS
+        from k2.telemetry.metrics import DECLARATIONS
 
-        table = RichTable("metric", "type", "labels", "help", title="K2 metrics (k2.ops.metrics.DECLARATIONS)")
+        table = RichTable("metric", "type", "labels", "help", title="K2 metrics (k2.telemetry.metrics.DECLARATIONS)")
         for decl in DECLARATIONS:
             table.add_row(decl.name, decl.type, ", ".join(decl.labels), decl.help)
         console.print(table)

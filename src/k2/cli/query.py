@@ -203,10 +203,10 @@ def _svg(rows: list[dict[str, Any]], title: str) -> str:
 
 @contextmanager
 def _client() -> Iterator[Any]:
-    from k2.ops.logging import configure_logging
     from k2.query.client import Client
     from k2.query.errors import K2QueryError
     from k2.query.recent import RecentUnavailableError
+    from k2.telemetry.logging import configure_logging
 
     settings = load_settings()
     configure_logging(settings)  # logs to stderr: stdout carries the data

@@ -41,8 +41,8 @@ def _summary(names: list[str], stats: list[object]) -> None:
 
 
 def _run(settings: Settings, feeds: list, idle_exit: float | None, metrics_port: int) -> None:  # type: ignore[type-arg]
-    from k2.ops.metrics import declare_all
     from k2.sources.live import run_feeds
+    from k2.telemetry.metrics import declare_all
 
     declare_all()
     metrics_port = metrics_port or settings.source_metrics_port  # ops: K2_SOURCE_METRICS_PORT default
@@ -190,8 +190,8 @@ def _register_replay(app: typer.Typer) -> None:
         window_seconds: float = typer.Option(900.0, help="Exchange-time window read from Iceberg at a time (bounds memory)."),
     ) -> None:
         """Re-publish stored trades or quotes to a topic in exchange-time order, at a chosen speed."""
-        from k2.ops.metrics import declare_all
         from k2.sources.replay import parse_speed, replay
+        from k2.telemetry.metrics import declare_all
 
         names = [s.strip() for s in symbols.split(",") if s.strip()]
         if not names:

@@ -62,7 +62,7 @@ from pyiceberg.typedef import EMPTY_DICT, Record
 from k2.config import Settings
 from k2.lake.catalog import TABLES, load_catalog, load_table, s3_properties
 from k2.lake.writer import sort_for_table
-from k2.ops.metrics import metric
+from k2.telemetry.metrics import metric
 
 log = structlog.get_logger("k2.maintenance")
 

@@ -1,6 +1,6 @@
 """The landing consumer: Kafka -> Avro decode -> validate -> dedup -> Iceberg, exactly once.
 
-Protocol (see also :mod:`k2.landing.offsets`):
+Protocol (see also :mod:`k2.lake.summary`):
 
 1. Messages are buffered per table until ``landing_commit_rows`` rows, ``landing_commit_interval_seconds``
    or ``landing_max_buffered_bytes`` is reached. While a batch is being committed the consumer's
@@ -53,9 +53,7 @@ from k2.bus.serde import AvroBatchDecoder, RegistryUnavailableError, registry_cl
 from k2.bus.topics import dlq_topic, ensure_topics, parse_topic
 from k2.config import Settings
 from k2.lake.catalog import ensure_tables, load_catalog
-from k2.lake.writer import append
-from k2.landing.dedup import HighWaterMarks, deduplicate
-from k2.landing.offsets import (
+from k2.lake.summary import (
     CLUSTER_KEY,
     OFFSETS_KEY,
     RANGES_KEY,
@@ -64,12 +62,14 @@ from k2.landing.offsets import (
     merge_offsets,
     offsets_from_summary,
 )
-from k2.landing.validate import validate
+from k2.lake.writer import append
+from k2.landing.dedup import HighWaterMarks, deduplicate
 from k2.model import GAP, QUOTE, TRADE, RecordType
 from k2.model.arrow import records_to_arrow
+from k2.model.validate import validate
 from k2.model.values import now_micros
-from k2.ops.logging import CIDS_SUMMARY_KEY, correlation_ids
-from k2.ops.metrics import metric
+from k2.telemetry.logging import CIDS_SUMMARY_KEY, correlation_ids
+from k2.telemetry.metrics import metric
 
 log = structlog.get_logger("k2.landing")
 

@@ -13,7 +13,7 @@ For each batch:
    a late (out-of-order) arrival, which lands and may close a recorded gap.
 
 Hazard: exactness of step 3 rests on the table being the truth, which it is because K2 resumes from the
-offsets stored with the data (see :mod:`k2.landing.offsets`).
+offsets stored with the data (see :mod:`k2.lake.summary`).
 
 Example:
     >>> find_gaps(10, [11, 12, 15, 16, 20])

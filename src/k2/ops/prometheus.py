@@ -10,7 +10,7 @@ metrics, and liveness), the landing service (``/metrics`` on ``landing_metrics_p
 (``/metrics`` on ``api_port``), ``k2 stream`` when ``source_metrics_port`` is set, and Prometheus itself. The Tansu
 broker exports no Prometheus metrics (only OTLP), so broker health shows up as consumer lag, producer
 errors and ``k2 status``. The alert rules (``assets/alerts.yml``) and the Grafana dashboard
-(``assets/grafana-dashboard.json``) only use metrics declared in :mod:`k2.ops.metrics` (a test checks).
+(``assets/grafana-dashboard.json``) only use metrics declared in :mod:`k2.telemetry.metrics` (a test checks).
 
 Example:
     >>> from k2.config import Settings

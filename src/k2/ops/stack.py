@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from k2.config import Settings
-from k2.ops.procs import ManagedProcess, pid_alive, port_open, stop_pid
+from k2.telemetry.procs import ManagedProcess, pid_alive, port_open, stop_pid
 
 
 @dataclass(frozen=True)

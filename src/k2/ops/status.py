@@ -31,7 +31,7 @@ from rich.console import Console
 from rich.table import Table as RichTable
 
 from k2.config import Settings
-from k2.ops.procs import pid_alive, port_open
+from k2.telemetry.procs import pid_alive, port_open
 
 TANSU_CLUSTER_ID = "tansu_cluster"  # Tansu's default --cluster-id
 DAY_US = 86_400_000_000
@@ -111,7 +111,7 @@ def _broker(settings: Settings, report: dict[str, Any]) -> dict[tuple[str, int],
 
 def _snapshot_history(table: Any, window_seconds: float, now_ms: int) -> tuple[dict[str, int], dict[str, int]]:
     """Per topic: messages covered by commits in the window, and the newest commit time (ms) covering it."""
-    from k2.landing.offsets import RANGES_KEY
+    from k2.lake.summary import RANGES_KEY
 
     covered: dict[str, int] = {}
     last: dict[str, int] = {}
@@ -183,7 +183,7 @@ def collect_status(settings: Settings, window_seconds: float = 300.0) -> dict[st
     tables: dict[str, Any] = {}
     try:
         from k2.lake.catalog import TABLES, ensure_tables, load_catalog
-        from k2.landing.offsets import offsets_from_summary
+        from k2.lake.summary import offsets_from_summary
 
         tables = ensure_tables(load_catalog(settings), settings)
         for short, table in tables.items():

@@ -33,9 +33,8 @@ from pyiceberg.table import Table
 
 from k2.config import Settings, load_settings
 from k2.lake.catalog import TABLES, load_catalog, metadata_location
-from k2.landing.offsets import OFFSETS_KEY, RANGES_KEY, offsets_from_summary
+from k2.lake.summary import OFFSETS_KEY, RANGES_KEY, offsets_from_summary
 from k2.model import RecordType, to_unscaled
-from k2.ops.metrics import metric
 from k2.query.cancel import guard
 from k2.query.engine import ConnectionPool
 from k2.query.errors import (
@@ -49,6 +48,7 @@ from k2.query.params import check_range, parse_duration, parse_interval, parse_t
 from k2.query.readonly import VIEWS, check_select, lock_down
 from k2.query.recent import RecentUnavailableError, read_recent
 from k2.query.result import QueryResult
+from k2.telemetry.metrics import metric
 
 log = structlog.get_logger("k2.query")
 

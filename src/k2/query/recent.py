@@ -30,7 +30,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 
 from k2.bus.serde import AvroBatchDecoder, registry_client
 from k2.config import Settings
-from k2.landing.offsets import OffsetMap
+from k2.lake.summary import OffsetMap
 from k2.model import QUOTE, TRADE, RecordType
 
 IDLE_SECONDS = 0.15

@@ -70,8 +70,8 @@ from k2.bus.producer import DeliveryError, MarketDataProducer
 from k2.bus.topics import dlq_topic, ensure_topics, topic_name
 from k2.config import Settings
 from k2.model import QUOTE, TRADE, DataType, RecordType
-from k2.ops.metrics import metric
 from k2.sources.gaps import GapLedger, format_ranges, missing_ranges
+from k2.telemetry.metrics import metric
 
 log = structlog.get_logger("k2.sources.live")
 

@@ -39,7 +39,7 @@ from k2.lake.catalog import TABLES, ensure_tables, load_catalog
 from k2.model import RecordType
 from k2.model.arrow import unscaled_from_decimal
 from k2.model.values import datetime_to_micros
-from k2.ops.metrics import metric
+from k2.telemetry.metrics import metric
 
 # pyiceberg's expression classes are pydantic models whose positional constructors mypy cannot see.
 _X: Any = expressions

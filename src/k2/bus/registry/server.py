@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from k2.bus.registry.store import GLOBAL, RegistryError, RegistryStore, check_level
-from k2.ops.procs import ManagedProcess
+from k2.telemetry.procs import ManagedProcess
 
 MEDIA_TYPE = "application/vnd.schemaregistry.v1+json"
 

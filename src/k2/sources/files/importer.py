@@ -5,7 +5,7 @@ Per file:
 1. :func:`~k2.sources.files.source.open_source` verifies the ``.CHECKSUM`` (mismatch: nothing imported).
 2. The CSV is read in blocks of whole lines (``import_block_bytes``); each block is parsed column-wise
    (:mod:`k2.sources.files.parse`), mapped to the canonical record, and checked with the landing
-   consumer's own validator (:func:`k2.landing.validate.validate`), so a direct import rejects exactly
+   consumer's own validator (:func:`k2.model.validate.validate`), so a direct import rejects exactly
    what the landing consumer would.
 3. Every ``import_commit_rows`` rows (and at the end) the pending rows are deduplicated against the
    table by natural key -- one pruned scan of the key column for the file's symbol and id range, then a
@@ -47,16 +47,16 @@ from k2.bus.topics import topic_name
 from k2.config import Settings
 from k2.lake.catalog import TABLES, ensure_tables, load_catalog
 from k2.lake.writer import append, conform
-from k2.landing.validate import validate
 from k2.model import RecordType
 from k2.model.arrow import unscaled_from_decimal
+from k2.model.validate import validate
 from k2.model.values import now_micros
-from k2.ops.metrics import metric
 from k2.sources.files.formats import FORMATS, FileFormat, ImportOptions
 from k2.sources.files.lakewrite import append_runs
 from k2.sources.files.parse import BadRow, Parsed, parse_block
 from k2.sources.files.rejects import RejectSink
 from k2.sources.files.source import FileImportError, SourceFile, first_line, iter_blocks, open_source
+from k2.telemetry.metrics import metric
 
 _X: Any = _expressions  # pyiceberg's expression classes defeat mypy's dataclass checks; typed loosely
 _COMMIT_ATTEMPTS = 5

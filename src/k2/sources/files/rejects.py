@@ -31,8 +31,8 @@ from k2.bus.dlq import dlq_headers
 from k2.bus.producer import MarketDataProducer
 from k2.bus.topics import dlq_topic, ensure_topics
 from k2.config import Settings
-from k2.ops.metrics import metric
 from k2.sources.files.parse import BadRow
+from k2.telemetry.metrics import metric
 
 FILE_HEADER = "k2.source.file"
 LINE_HEADER = "k2.source.line"

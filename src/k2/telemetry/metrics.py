@@ -7,12 +7,12 @@ replaces was broken for a day by a call site passing a label its declaration lac
 every declared metric, and dashboards/alerts are checked against :data:`DECLARATIONS`.
 
 Example:
-    >>> from k2.ops.metrics import metric
+    >>> from k2.telemetry.metrics import metric
     >>> metric("k2_landing_rows_total").labels(table="market_data.trades").inc(10)
     >>> metric("k2_landing_rows_total").labels(tabel="x")
     Traceback (most recent call last):
     ...
-    k2.ops.metrics.MetricLabelError: k2_landing_rows_total: expected labels ['table'], found ['tabel']
+    k2.telemetry.metrics.MetricLabelError: k2_landing_rows_total: expected labels ['table'], found ['tabel']
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def metric(name: str) -> DeclaredMetric:
     if inst is None:
         decl = _BY_NAME.get(name)
         if decl is None:
-            raise KeyError(f"expected a metric declared in k2.ops.metrics.DECLARATIONS, found {name!r}")
+            raise KeyError(f"expected a metric declared in k2.telemetry.metrics.DECLARATIONS, found {name!r}")
         inst = _INSTANCES[name] = DeclaredMetric(decl, REGISTRY)
     return inst
 
