@@ -22,9 +22,24 @@ import pyarrow as pa
 
 
 class QueryResult:
-    """The rows of one query (``table``) and what they were read from (``snapshot_ids``, ``recent_rows``)."""
+    """The rows of one query (``table``) and what they were read from.
 
-    __slots__ = ("recent_error", "recent_rows", "snapshot_ids", "table")
+    ``snapshot_ids`` are the Iceberg snapshots read. With the hybrid read (``include_recent``),
+    ``recent_rows`` counts the rows added from Kafka; ``recent_error`` says why Kafka could not be read;
+    ``recent_truncated`` is True when the Kafka read stopped early (``recent_truncated_reason``:
+    ``"max_rows"`` or ``"time_bound"``) and ``recent_stopped_at`` gives, per topic and partition, the
+    next offset it did not read. A truncated result is partial and says so; it is never silent.
+    """
+
+    __slots__ = (
+        "recent_error",
+        "recent_rows",
+        "recent_stopped_at",
+        "recent_truncated",
+        "recent_truncated_reason",
+        "snapshot_ids",
+        "table",
+    )
 
     def __init__(
         self,
@@ -32,11 +47,17 @@ class QueryResult:
         snapshot_ids: Mapping[str, int | None] | None = None,
         recent_rows: int = 0,
         recent_error: str | None = None,
+        recent_truncated: bool = False,
+        recent_truncated_reason: str | None = None,
+        recent_stopped_at: Mapping[str, Mapping[str, int]] | None = None,
     ) -> None:
         self.table = table
         self.snapshot_ids: dict[str, int | None] = dict(snapshot_ids or {})
         self.recent_rows = recent_rows
         self.recent_error = recent_error
+        self.recent_truncated = recent_truncated
+        self.recent_truncated_reason = recent_truncated_reason
+        self.recent_stopped_at: dict[str, dict[str, int]] = {t: dict(p) for t, p in (recent_stopped_at or {}).items()}
 
     def __getattr__(self, name: str) -> Any:
         # Only called for names not found on the wrapper: delegate to the Arrow table.
