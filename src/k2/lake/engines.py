@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Literal
+from urllib.parse import urlsplit
 
 from k2.config import Settings
 from k2.lake.catalog import s3_properties
@@ -66,13 +67,14 @@ def pyiceberg_properties(settings: Settings, show_secrets: bool = True) -> dict[
     return _redact(props, show_secrets)
 
 
-def _jdbc_url(sqlalchemy_url: str) -> str:
-    """``postgresql+psycopg2://u:p@h:5432/db`` -> ``jdbc:postgresql://h:5432/db``; ``sqlite:///p`` -> ``jdbc:sqlite:/p``."""
-    scheme, _, rest = sqlalchemy_url.partition("://")
-    if scheme.startswith("sqlite"):
-        return f"jdbc:sqlite:{rest[1:]}"  # sqlite:////abs/path -> jdbc:sqlite:/abs/path
-    host = rest.rpartition("@")[2]
-    return f"jdbc:{scheme.partition('+')[0]}://{host}"
+def _jdbc(sqlalchemy_url: str) -> tuple[str, str | None, str | None]:
+    """``postgresql+psycopg2://u:p@h:5432/db`` -> (``jdbc:postgresql://h:5432/db``, u, p); SQLite -> ``jdbc:sqlite:/path``."""
+    parts = urlsplit(sqlalchemy_url)
+    scheme = parts.scheme.partition("+")[0]
+    if scheme == "sqlite":
+        return f"jdbc:sqlite:{sqlalchemy_url.partition(':///')[2]}", None, None  # sqlite:////abs/path -> /abs/path
+    host = parts.netloc.rpartition("@")[2]
+    return f"jdbc:{scheme}://{host}{parts.path}", parts.username, parts.password
 
 
 def spark_properties(settings: Settings, show_secrets: bool = True) -> dict[str, str]:
@@ -93,8 +95,13 @@ def spark_properties(settings: Settings, show_secrets: bool = True) -> dict[str,
         if settings.catalog_warehouse_name:
             props[f"{prefix}.warehouse"] = settings.catalog_warehouse_name
     else:
+        url, user, password = _jdbc(settings.catalog_url)
         props[f"{prefix}.type"] = "jdbc"
-        props[f"{prefix}.uri"] = _jdbc_url(settings.catalog_url)
+        props[f"{prefix}.uri"] = url
+        if user:
+            props[f"{prefix}.jdbc.user"] = user
+        if password:
+            props[f"{prefix}.jdbc.password"] = password
     if settings.warehouse_location.startswith("s3://") or settings.s3_endpoint:
         props[f"{prefix}.io-impl"] = "org.apache.iceberg.aws.s3.S3FileIO"
         props[f"{prefix}.client.region"] = settings.s3_region
@@ -118,9 +125,14 @@ def trino_properties(settings: Settings, show_secrets: bool = True) -> dict[str,
             settings.catalog_warehouse_name or settings.warehouse_location
         )
     else:
+        url, user, password = _jdbc(settings.catalog_url)
         props["iceberg.catalog.type"] = "jdbc"
         props["iceberg.jdbc-catalog.driver-class"] = "org.postgresql.Driver"
-        props["iceberg.jdbc-catalog.connection-url"] = _jdbc_url(settings.catalog_url)
+        props["iceberg.jdbc-catalog.connection-url"] = url
+        if user:
+            props["iceberg.jdbc-catalog.connection-user"] = user
+        if password:
+            props["iceberg.jdbc-catalog.connection-password"] = password
         props["iceberg.jdbc-catalog.catalog-name"] = settings.catalog_name
         props["iceberg.jdbc-catalog.default-warehouse-dir"] = settings.warehouse_location
     if settings.warehouse_location.startswith("s3://") or settings.s3_endpoint:
