@@ -139,7 +139,7 @@ def run_cluster(
     import daft
     import ray
     from pyiceberg.catalog import load_catalog as pyiceberg_catalog
-    from tests.support.ray_cluster import NODE_IP, RayCluster
+    from tests.support.ray_cluster import RayCluster
 
     from k2.lake.distributed import daft_minute_bars
 
@@ -147,8 +147,8 @@ def run_cluster(
     out: dict[str, Any] = {}
     t0 = time.perf_counter()
     with RayCluster(workers=workers) as cluster:
-        ray.init(address=cluster.address, _node_ip_address=NODE_IP, log_to_driver=False)
         try:
+            cluster.connect()
             cluster.wait_for_nodes(workers + 1)
             out["cluster_start_s"] = time.perf_counter() - t0
             daft.set_runner_ray(address=cluster.address)

@@ -32,7 +32,7 @@ from tests.support.seaweed import ACCESS_KEY, SECRET_KEY, TABLE_BUCKET, SeaweedS
 pytest.importorskip("daft")
 pytest.importorskip("ray")
 
-from tests.support.ray_cluster import NODE_IP, RayCluster
+from tests.support.ray_cluster import RayCluster
 
 pytestmark = [pytest.mark.s3, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
@@ -113,8 +113,8 @@ def test_daft_on_three_node_ray_cluster_equals_k2_bars(seaweed: SeaweedServer, t
     table = load_catalog("k2", **properties).load_table("market_data.trades")
 
     with RayCluster(workers=2) as cluster:
-        ray.init(address=cluster.address, _node_ip_address=NODE_IP, log_to_driver=False)
         try:
+            cluster.connect()
             cluster.wait_for_nodes(3)
             daft.set_runner_ray(address=cluster.address)
             got = daft_minute_bars(table, DAY, DAY + timedelta(days=1))

@@ -41,7 +41,7 @@ def ray_binary() -> str:
 
 
 class RayCluster:
-    """``with RayCluster(workers=2) as cluster: ray.init(address=cluster.address, _node_ip_address=NODE_IP)``."""
+    """``with RayCluster(workers=2) as cluster: cluster.connect(); cluster.wait_for_nodes(3); ...; ray.shutdown()``."""
 
     def __init__(self, workers: int = 2, cpus_per_node: int = 1) -> None:
         self.worker_count = workers
@@ -95,6 +95,27 @@ class RayCluster:
         for _ in range(count):
             self.workers.append(self._node(f"worker{len(self.workers)}", [f"--address={self.address}"]))
 
+    def connect(self, timeout: float = 240.0) -> None:
+        """``ray.init`` this process as a driver of the cluster, retrying while the head's GCS is still starting.
+
+        On a loaded machine the GCS port opens well before the GCS answers, and ``ray.init`` then fails with
+        "Timed out while waiting for GCS to become available" (seen at load average 30 on 2 cores).
+        """
+        import ray
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                ray.init(address=self.address, _node_ip_address=NODE_IP, log_to_driver=False)
+                return
+            except Exception as exc:  # RpcError / RuntimeError / ConnectionError, depending on the stage
+                ray.shutdown()
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"expected to connect to Ray at {self.address}, found {exc!r}; head log:\n{self.log('head')}"
+                    ) from exc
+                time.sleep(1.0)
+
     def wait_for_nodes(self, expected: int, timeout: float = 120.0) -> None:
         """Wait (in a connected driver) until ``expected`` nodes are alive."""
         import ray
@@ -140,5 +161,7 @@ def _stop(processes: list[subprocess.Popen[bytes]], timeout: float = 60.0) -> No
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(10)
-        with contextlib.suppress(ProcessLookupError):  # the node's children share its group: none may outlive it
+        with contextlib.suppress(
+            ProcessLookupError
+        ):  # the node's children share its group: none may outlive it
             os.killpg(process.pid, signal.SIGKILL)
