@@ -13,6 +13,7 @@ repository, on random ports, with no ``PYTHONPATH``, and must land the 19,904 tr
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -101,6 +102,21 @@ def test_installed_wheel_runs_the_demo_from_outside_the_repository(tmp_path: Pat
         f"expected K2 imported from the venv, found {where.stdout}{where.stderr}"
     )
     assert not str(outside).startswith(str(REPO))
+    # The fake exchange's default captures and exchangeInfo are the package data of the installed wheel.
+    probe = (
+        "import json; from k2.sources import fake_exchange as f; "
+        "print(json.dumps([str(p) for p in (*f.DEFAULT_BINANCE_CAPTURES, f.DEFAULT_EXCHANGE_INFO) if p.is_file()]))"
+    )
+    fake = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", probe],
+        env=env,
+        cwd=outside,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    found = json.loads(fake.stdout or "[]")
+    assert len(found) == 3 and all(p.startswith(str(venv)) for p in found), fake.stdout + fake.stderr
     k2_bin = str(venv / "bin" / "k2")
     try:
         demo = subprocess.run(
