@@ -86,8 +86,9 @@ from k2.sources.files.columns import (
     string_map,
     timestamps_us,
 )
+from k2.sources.files.detect import binance_path, boolean_style, decide_market
 from k2.sources.files.parse import Col, Parsed, detect_header
-from k2.sources.files.source import FileImportError
+from k2.sources.files.source import FileImportError, Sniff
 
 _BINANCE_NAME = re.compile(
     r"^(?P<symbol>[A-Z0-9]{2,30})-(?P<kind>trades|aggTrades|(?P<interval>\d+[smhdw]|1mo|1M))-\d{4}-\d{2}(-\d{2})?(\.|$)"
@@ -121,6 +122,7 @@ class Layout:
     symbol: str = ""
     interval: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # told to the user (ImportReport.notes)
     carry: dict[tuple[str, int], int] = field(default_factory=dict)  # synthetic-id runs across blocks
 
 
@@ -131,7 +133,8 @@ class FileFormat:
     table = "trades"
     record: RecordType = TRADE
 
-    def layout(self, first: bytes, source_file: str, options: ImportOptions, import_us: int) -> Layout:
+    def layout(self, sniff: Sniff, source_file: str, options: ImportOptions, import_us: int) -> Layout:
+        """How to read the file (``sniff``: its first lines and path); raises FileImportError naming what was found."""
         raise NotImplementedError
 
     def build(self, parsed: Parsed, layout: Layout) -> tuple[pa.Table, list[tuple[int, str, str]]]:
@@ -172,25 +175,48 @@ def _check_header(first: bytes, expected: list[str], source_file: str) -> None:
 class _Binance(FileFormat):
     kind = ""
     agg_suffix = ""
+    spot_width = 0  # column count of the spot layout (futures: one fewer); 0 = width says nothing
+    bool_column = -1  # index of is_buyer_maker (boolean style is evidence), -1 = none
 
-    def _identity(self, first: bytes, source_file: str, options: ImportOptions, import_us: int, cols: list[Col]) -> Layout:
-        header = detect_header(first)
-        parsed_name = parse_binance_name(source_file)
-        symbol = options.symbol or (parsed_name[0] if parsed_name else None)
+    def _identity(self, sniff: Sniff, source_file: str, options: ImportOptions, import_us: int, cols: list[Col]) -> Layout:
+        """Header, market (content + path + --market, see :mod:`k2.sources.files.detect`), symbol."""
+        header = detect_header(sniff.first)
+        hints = binance_path(sniff.path)
+        if hints.kind is not None and hints.kind != self.kind:
+            raise FileImportError(
+                f"{source_file}: expected Binance {self.kind} for k2 import {self.name}, found {hints.kind} in the path "
+                f"({sniff.path}); use k2 import binance-{hints.kind.lower()}"
+            )
+        symbol = options.symbol.upper() if options.symbol else hints.symbol
+        if options.symbol and hints.symbol and hints.symbol != symbol:
+            raise FileImportError(f"{source_file}: expected --symbol {symbol} to match the path, found {hints.symbol} in it")
         if not symbol:
             raise FileImportError(
-                f"{source_file}: expected the symbol in the file name (e.g. BTCUSDT-{self.kind}-2021-01-03.csv) "
-                "or --symbol, found neither"
+                f"{source_file}: expected the symbol in the file name (e.g. BTCUSDT-{self.kind}-2021-01-03.csv, "
+                f"futures-um-BTCUSDT-{self.kind}-...) or Binance's directory layout (.../{self.kind}/BTCUSDT/...) or --symbol, "
+                "found none"
             )
-        market = options.market
-        if market not in ("auto", "spot", "usdm"):
-            raise FileImportError(f"expected --market auto, spot or usdm, found {market!r}")
-        if market == "auto":
-            market = "usdm" if header else "spot"
+        market = decide_market(self._content_evidence(sniff, header, len(cols)) + [
+            (f"path {hints.market_clue}" if hints.market else "no market in the path", hints.market)
+        ], options.market, source_file)
         _check_asset_class(options.asset_class)
         exchange = ("binance-futures" if market == "usdm" else "binance") + self.agg_suffix
         asset_class = options.asset_class or ("futures" if market == "usdm" else "crypto")
         return Layout(cols, header, source_file, import_us, exchange, asset_class, symbol.upper())
+
+    def _content_evidence(self, sniff: Sniff, header: bool, width: int) -> list[tuple[str, str | None]]:
+        evidence: list[tuple[str, str | None]] = []
+        if self.spot_width:
+            evidence.append((f"{width} columns", "spot" if width == self.spot_width else "usdm"))
+        if self.bool_column >= 0 and self.bool_column < width:
+            lines = sniff.sample if header else [sniff.first, *sniff.sample]
+            style = boolean_style(lines, self.bool_column)
+            evidence.append((
+                "booleans " + ("True/False" if style == "spot" else "true/false" if style == "usdm" else "of unknown style"), style,
+            ))
+        if not self.spot_width:
+            evidence.append(("a header row" if header else "no header row", "usdm" if header else None))
+        return evidence
 
 
 SPOT_TRADES = [
@@ -241,15 +267,18 @@ class BinanceTrades(_Binance):
 
     name = "binance-trades"
     kind = "trades"
+    spot_width = 7
+    bool_column = 5
 
-    def layout(self, first: bytes, source_file: str, options: ImportOptions, import_us: int) -> Layout:
+    def layout(self, sniff: Sniff, source_file: str, options: ImportOptions, import_us: int) -> Layout:
+        first = sniff.first
         width = _width(first)
         if width not in (6, 7):
             raise FileImportError(
                 f"{source_file}: expected Binance trades with 7 columns (spot: {','.join(c.name for c in SPOT_TRADES)}) "
                 f"or 6 (USD-M futures, header row), found {width} columns"
             )
-        return self._identity(first, source_file, options, import_us, SPOT_TRADES if width == 7 else USDM_TRADES)
+        return self._identity(sniff, source_file, options, import_us, SPOT_TRADES if width == 7 else USDM_TRADES)
 
     def build(self, parsed: Parsed, layout: Layout) -> tuple[pa.Table, list[tuple[int, str, str]]]:
         c = parsed.columns
@@ -266,15 +295,17 @@ class BinanceAggTrades(_Binance):
     name = "binance-aggtrades"
     kind = "aggTrades"
     agg_suffix = "-agg"
+    spot_width = 8
+    bool_column = 6
 
-    def layout(self, first: bytes, source_file: str, options: ImportOptions, import_us: int) -> Layout:
-        width = _width(first)
+    def layout(self, sniff: Sniff, source_file: str, options: ImportOptions, import_us: int) -> Layout:
+        width = _width(sniff.first)
         if width not in (7, 8):
             raise FileImportError(
                 f"{source_file}: expected Binance aggTrades with 8 columns ({','.join(c.name for c in AGG_TRADES)}) "
                 f"or 7 (futures, no is_best_match), found {width} columns"
             )
-        return self._identity(first, source_file, options, import_us, AGG_TRADES[:width])
+        return self._identity(sniff, source_file, options, import_us, AGG_TRADES[:width])
 
     def build(self, parsed: Parsed, layout: Layout) -> tuple[pa.Table, list[tuple[int, str, str]]]:
         c = parsed.columns
@@ -290,19 +321,18 @@ class BinanceKlines(_Binance):
     """Binance public-data klines (12 columns) -> ``market_data.klines``."""
 
     name = "binance-klines"
-    kind = "1m"
+    kind = "klines"
     table = "klines"
     record = KLINE
 
-    def layout(self, first: bytes, source_file: str, options: ImportOptions, import_us: int) -> Layout:
-        width = _width(first)
+    def layout(self, sniff: Sniff, source_file: str, options: ImportOptions, import_us: int) -> Layout:
+        width = _width(sniff.first)
         if width != 12:
             raise FileImportError(
                 f"{source_file}: expected Binance klines with 12 columns ({','.join(c.name for c in KLINES)}), found {width}"
             )
-        layout = self._identity(first, source_file, options, import_us, KLINES)
-        parsed_name = parse_binance_name(source_file)
-        interval = options.interval or (parsed_name[2] if parsed_name else None)
+        layout = self._identity(sniff, source_file, options, import_us, KLINES)
+        interval = options.interval or binance_path(sniff.path).interval
         if not interval:
             raise FileImportError(
                 f"{source_file}: expected the interval in the file name (e.g. BTCUSDT-1m-2024-09-21.csv) or --interval, found neither"
@@ -391,8 +421,8 @@ def _synthetic_ids(times: np.ndarray, groups: pa.Array, layout: Layout) -> np.nd
 class _Tardis(FileFormat):
     expected: list[Col] = []
 
-    def layout(self, first: bytes, source_file: str, options: ImportOptions, import_us: int) -> Layout:
-        _check_header(first, [c.name for c in self.expected], source_file)
+    def layout(self, sniff: Sniff, source_file: str, options: ImportOptions, import_us: int) -> Layout:
+        _check_header(sniff.first, [c.name for c in self.expected], source_file)
         _check_asset_class(options.asset_class)
         layout = Layout(self.expected, True, source_file, import_us, symbol=options.symbol or "")
         if options.asset_class:
@@ -575,7 +605,8 @@ def asx_local_micros(date: pa.Array, time: pa.Array) -> tuple[np.ndarray, np.nda
 class _Asx(FileFormat):
     cols: list[Col] = []
 
-    def layout(self, first: bytes, source_file: str, options: ImportOptions, import_us: int) -> Layout:
+    def layout(self, sniff: Sniff, source_file: str, options: ImportOptions, import_us: int) -> Layout:
+        first = sniff.first
         width = _width(first)
         if width != len(self.cols):
             raise FileImportError(

@@ -94,6 +94,7 @@ def open_source(path: Path) -> SourceFile:
     """
     if not path.is_file():
         raise FileImportError(f"expected a CSV or ZIP file, found no file at {path}")
+    _refuse_unsupported(path)
     digest = sha256_of(path)
     verified = False
     checksum = path.with_name(path.name + ".CHECKSUM")
@@ -123,6 +124,26 @@ def open_source(path: Path) -> SourceFile:
     return SourceFile(path, path.name, digest, path.stat().st_size, verified)
 
 
+_MAGIC = {b"PAR1": "a Parquet file", b"\x89HDF": "an HDF5 file", b"ARROW1": "an Arrow IPC file", b"\x28\xb5\x2f\xfd": "a zstd file"}
+
+
+def _refuse_unsupported(path: Path) -> None:
+    """Refuse, by name, a file K2 cannot read as CSV (Parquet and other binary formats)."""
+    with path.open("rb") as stream:
+        head = stream.read(8)
+    suffix = path.suffix.lower()
+    if head[:2] == b"\x1f\x8b" and suffix != ".gz":
+        raise FileImportError(f"{path.name}: expected a .gz name for gzip data, found {path.suffix or 'no suffix'}; rename it to .csv.gz")
+    if head[:4] == b"PK\x03\x04" and suffix != ".zip":
+        raise FileImportError(f"{path.name}: expected a .zip name for ZIP data, found {path.suffix or 'no suffix'}; rename it to .zip")
+    for magic, what in _MAGIC.items():
+        if head.startswith(magic):
+            raise FileImportError(
+                f"{path.name}: expected CSV text (or a ZIP / .csv.gz of one), found {what}; K2 imports vendor CSV only "
+                "(export the Parquet/Arrow data to CSV with the vendor's column names, e.g. Tardis trades/quotes)"
+            )
+
+
 def iter_blocks(stream: IO[bytes], block_bytes: int) -> Iterator[tuple[int, bytes]]:
     """Split a stream into blocks of whole lines of about ``block_bytes``; yield (first line number, block)."""
     line = 1
@@ -148,3 +169,28 @@ def first_line(source: SourceFile) -> bytes:
     with source.open() as stream:
         head = stream.read(64 * 1024)
     return head.split(b"\n", 1)[0].rstrip(b"\r")
+
+
+@dataclass(frozen=True)
+class Sniff:
+    """What layout detection looks at: the first line, the next few lines, and the path as given."""
+
+    first: bytes
+    sample: list[bytes]  # up to SAMPLE_LINES complete non-empty lines after the first
+    path: str  # the path as given (and ``!member`` for a ZIP): Binance's directory layout is a hint
+
+
+SAMPLE_LINES = 50
+
+
+def sniff(path: Path, source: SourceFile) -> Sniff:
+    """Read the head of a file for detection; raises :class:`FileImportError` for an empty file."""
+    with source.open() as stream:
+        head = stream.read(64 * 1024)
+    lines = [line.rstrip(b"\r") for line in head.split(b"\n")]
+    complete = lines if len(head) < 64 * 1024 else lines[:-1]
+    rows = [line for line in complete if line.strip()]
+    if not rows:
+        raise FileImportError(f"{source.csv_name}: expected CSV rows, found an empty file ({len(head)} bytes, no line of data)")
+    member = "" if source.csv_name == path.name else f"!{source.csv_name}"
+    return Sniff(rows[0], rows[1 : 1 + SAMPLE_LINES], f"{path}{member}")
