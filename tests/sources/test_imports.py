@@ -229,7 +229,8 @@ def test_tardis_trades_and_quotes(tmp_path: Path, lake: Settings) -> None:
     binance = TARDIS / "binance_trades_2024-08-09_BTCUSDT.csv"
     bitmex = TARDIS / "bitmex_trades_2020-04-01_XBTUSD.csv"
     quotes = TARDIS / "binance_quotes_2024-08-09_BTCUSDT.csv"
-    import_files("tardis-trades", [binance, bitmex], lake)
+    import_files("tardis-trades", [binance], lake)
+    import_files("tardis-trades", [bitmex], lake, ImportOptions(contract="inverse"))  # XBTUSD amounts are USD contracts
     import_files("tardis-quotes", [quotes], lake)
     trades = _table(lake).to_pylist()
     assert len(trades) == 12 + 3
@@ -256,7 +257,7 @@ def test_tardis_trades_and_quotes(tmp_path: Path, lake: Settings) -> None:
     # Deterministic synthetic ids: importing again adds nothing (also as .csv.gz, as Tardis ships files).
     gz = tmp_path / (bitmex.name + ".gz")
     gz.write_bytes(gzip.compress(bitmex.read_bytes()))
-    again = import_files("tardis-trades", [gz], lake)[0]
+    again = import_files("tardis-trades", [gz], lake, ImportOptions(contract="inverse"))[0]
     assert (again.rows_read, again.imported, again.duplicates) == (3, 0, 3)
     assert import_files("tardis-quotes", [quotes], lake)[0].imported == 0
 

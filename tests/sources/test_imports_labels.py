@@ -237,3 +237,40 @@ def test_direct_and_kafka_imports_interleaved_never_move_positions_back(
     assert sum(json.loads(table.current_snapshot().summary.additional_properties[OFFSETS_KEY])[topic].values()) == produced
     ids = table.scan().to_arrow()["trade_id"].to_pylist()
     assert len(ids) == len(set(ids)) == 1_830
+
+
+# -- Tardis: venue names, contract units, file order, receipt time --------------------------------
+
+TARDIS_BITMEX = Path(__file__).resolve().parents[1] / "fixtures" / "tardis" / "bitmex_trades_2020-04-01_XBTUSD.csv"
+
+
+def test_tardis_bitmex_names_contracts_order_and_receipt_time(tmp_path: Path, lake: Settings) -> None:
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    header, *rows = TARDIS_BITMEX.read_text().splitlines()
+    with pytest.raises(FileImportError, match="expected --contract inverse or --contract linear"):
+        import_files("tardis-trades", [TARDIS_BITMEX], lake)
+    # Three trades in one microsecond, UUID ids in file order (a hash of the ids would reorder them),
+    # and times written in milliseconds by the tool that exported the file.
+    same = rows[0].split(",")[2]
+    tied = []
+    for n, row in enumerate(rows):
+        fields = row.split(",")
+        fields[2], fields[3] = str(int(same) // 1000), str(int(fields[3]) // 1000)
+        fields[4] = ["f0000000-0000-0000-0000-000000000000", "00000000-0000-0000-0000-000000000001", ""][n]
+        tied.append(",".join(fields))
+    path = tmp_path / "bitmex_trades_2020-04-01_XBTUSD.csv"
+    path.write_text(header + "\n" + "\n".join(tied) + "\n")
+    report = import_files("tardis-trades", [path], lake, ImportOptions(contract="inverse"))[0]
+    assert (report.imported, report.rejected) == (3, 0)
+    stored = sorted(_trades(lake).to_pylist(), key=lambda r: r["trade_id"])
+    assert [dict(r["vendor"])["id"] for r in stored] == [t.split(",")[4] for t in tied]  # file order kept
+    for row, line in zip(stored, tied, strict=True):
+        _, symbol, ts, local, _, _, price, amount = line.split(",")
+        assert (row["symbol"], row["instrument"], row["exchange"], row["asset_class"]) == ("XBTUSD", "BTC-USD", "bitmex", "futures")
+        assert row["exchange_ts"] == datetime.fromtimestamp(int(ts) / 1e3, UTC)
+        assert row["receipt_ts"] == datetime.fromtimestamp(int(local) / 1e3, UTC)  # local_timestamp, not the import time
+        assert Decimal(str(row["quote_quantity"])) == Decimal(amount)  # USD contracts of 1 USD
+        assert Decimal(str(row["quantity"])) == (Decimal(amount) / Decimal(price)).quantize(Decimal("0.00000001"))
+        assert Decimal(dict(row["vendor"])["contracts"]) == Decimal(amount)

@@ -242,9 +242,12 @@ def register(app: typer.Typer) -> None:
     @imp.command("tardis-trades")
     def tardis_trades(files: list[Path] = FILES, symbol: str | None = SYMBOL,
                       asset_class: str | None = typer.Option(None, help="Asset class (default: from the exchange id)."),
+                      contract: str | None = typer.Option(None, help="inverse or linear: amounts are contracts (needed on bitmex, deribit...)."),
+                      multiplier: str | None = typer.Option(None, help="Contract multiplier (default 1): USD per inverse contract, coins per linear one."),
                       via_kafka: bool = VIA_KAFKA, quiet: bool = QUIET, max_rejects: str = MAX_REJECTS) -> None:
         """Tardis.dev trades CSV (exchange,symbol,timestamp,local_timestamp,id,side,price,amount)."""
-        _run("tardis-trades", files, quiet, via_kafka, symbol, asset_class=asset_class, max_rejects=max_rejects)
+        _run("tardis-trades", files, quiet, via_kafka, symbol, asset_class=asset_class, max_rejects=max_rejects,
+             contract=contract, multiplier=multiplier)
 
     @imp.command("tardis-quotes")
     def tardis_quotes(files: list[Path] = FILES, symbol: str | None = SYMBOL,

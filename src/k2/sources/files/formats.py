@@ -23,9 +23,14 @@
 **Tardis.dev CSV** (header row, microsecond timestamps, exchange and symbol per row):
 
 * trades ``exchange,symbol,timestamp,local_timestamp,id,side,price,amount``: ``side`` (buy/sell/unknown)
-  is the aggressor; a numeric ``id`` (up to 18 digits) is the trade id, any other id gets a
-  deterministic synthetic id (blake2b of the id, 63 bits; an empty id hashes the row's values and its
-  occurrence number); the original id and ``local_timestamp`` are kept in ``vendor``.
+  is the aggressor; a numeric ``id`` (up to 18 digits) is the trade id; any other id (UUIDs, empty) gets
+  a synthetic id ``timestamp_us * 1000 + n`` (``n`` = file order among the symbol's rows of that time),
+  so ties keep the file's order; the original id is kept in ``vendor``. ``local_timestamp`` (when the
+  collector received the message) is ``receipt_ts``. ``symbol`` is kept as the venue writes it
+  (``XBTUSD``); ``instrument`` is K2's ``BASE-QUOTE`` where defined (``BTC-USD``). Amounts on contract
+  venues (bitmex, deribit, ...) need ``--contract inverse|linear`` (and ``--multiplier``), see
+  :func:`_contract_amounts`; the import is refused without it.
+* times (``timestamp``, ``local_timestamp``) are read per value as s/ms/us/ns (Tardis writes us).
 * quotes ``exchange,symbol,timestamp,local_timestamp,ask_amount,ask_price,bid_price,bid_amount`` (the
   Tardis "quotes" data type: top of book; an empty field means no level on that side and is stored
   as null). ``update_id`` is synthetic: ``local_timestamp * 1000 + n`` where ``n`` counts earlier rows
@@ -67,6 +72,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -76,13 +82,13 @@ import pyarrow.compute as pc
 
 from k2.lake.writer import conform
 from k2.model import KLINE, QUOTE, TRADE, AssetClass, RecordType
-from k2.model.values import canonical_instrument
+from k2.model.arrow import decimal_array
+from k2.model.values import canonical_instrument, to_unscaled
 from k2.sources.files.columns import (
     const_strings,
     epoch_to_micros,
     flag_list,
     occurrence_rank,
-    stable_id,
     string_map,
     timestamps_us,
 )
@@ -107,6 +113,8 @@ class ImportOptions:
     interval: str | None = None
     asset_class: str | None = None
     tickers: dict[str, str] = field(default_factory=dict)  # ASX company id -> ticker
+    contract: str | None = None  # Tardis: inverse | linear (amounts are contracts)
+    multiplier: str | None = None  # Tardis: contract multiplier (decimal text; default 1)
 
 
 @dataclass
@@ -386,6 +394,65 @@ def tardis_asset_class(exchange: str) -> str:
     return "crypto"
 
 
+_TARDIS_BASES = {"XBT": "BTC"}  # BitMEX names bitcoin XBT
+_CONTRACT_VENUES = ("bitmex", "deribit", "binance-delivery", "okex-swap", "okex-futures", "huobi-dm", "huobi-dm-swap")
+
+
+def tardis_instrument(exchange_and_symbol: str) -> str:
+    """K2's instrument for a Tardis (exchange, symbol): ``BASE-QUOTE`` where it is defined, else the venue's name.
+
+    >>> tardis_instrument("bitmex\x1fXBTUSD"), tardis_instrument("binance\x1fBTCUSDT"), tardis_instrument("deribit\x1fBTC-PERPETUAL")
+    ('BTC-USD', 'BTC-USDT', 'BTC-PERPETUAL')
+    """
+    exchange, _, symbol = exchange_and_symbol.partition("\x1f")
+    if exchange == "bitmex":
+        for base, canonical in _TARDIS_BASES.items():
+            if symbol.startswith(base) and symbol[len(base):].isalpha() and symbol[len(base):] in ("USD", "USDT", "EUR"):
+                return f"{canonical}-{symbol[len(base):]}"
+        return symbol
+    return canonical_instrument(symbol)
+
+
+def _contract_amounts(price: pa.Array, amount: pa.Array, layout: Layout) -> tuple[pa.Array, pa.Array, dict[str, pa.Array]]:
+    """(quantity in the base asset, quote quantity, vendor fields) from Tardis ``amount`` and ``--contract``.
+
+    Linear (default for spot venues): quantity = amount x multiplier, quote = quantity x price. Inverse
+    (BitMEX XBTUSD, Deribit BTC-PERPETUAL: amount is a number of USD contracts): quote = amount x
+    multiplier, quantity = quote / price **rounded to 8 decimals** (the one inexact value; the contract
+    count is kept in ``vendor.contracts``). Venues that quote contracts need ``--contract``.
+    """
+    contract = layout.extra.get("contract", "")
+    if not contract:
+        if layout.exchange in _CONTRACT_VENUES:
+            raise FileImportError(
+                f"{layout.source_file}: expected --contract inverse or --contract linear (and --multiplier) for {layout.exchange}, "
+                "whose amounts are contracts, found neither; volume would be in the wrong unit"
+            )
+        return amount, pa.nulls(len(amount), price.type), {}
+    multiplier = Decimal(layout.extra.get("multiplier") or "1")
+    prices, amounts = price.to_pylist(), amount.to_pylist()
+    quantities: list[int | None] = []
+    quotes: list[int | None] = []
+    for p, a in zip(prices, amounts, strict=True):
+        if p is None or a is None or p == 0:
+            quantities.append(None if a is None else to_unscaled(a))
+            quotes.append(None)
+            continue
+        if contract == "inverse":
+            quote = a * multiplier
+            quantity = (quote / p).quantize(_EIGHT, rounding=ROUND_HALF_EVEN)
+        else:
+            quantity = a * multiplier
+            quote = (quantity * p).quantize(_EIGHT, rounding=ROUND_HALF_EVEN)
+        quantities.append(to_unscaled(quantity))
+        quotes.append(to_unscaled(quote))
+    vendor = {"contracts": pc.cast(amount, pa.string()), "contract": const_strings(contract, len(amount))}
+    return decimal_array(quantities), decimal_array(quotes), vendor
+
+
+_EIGHT = Decimal("0.00000001")
+
+
 def _per_value(array: pa.Array, fn: Any) -> pa.Array:
     """Apply ``fn`` to each distinct value of a (low-cardinality) string column."""
     encoded = pc.dictionary_encode(array).combine_chunks() if isinstance(array, pa.ChunkedArray) else pc.dictionary_encode(array)
@@ -427,6 +494,17 @@ class _Tardis(FileFormat):
         layout = Layout(self.expected, True, source_file, import_us, symbol=options.symbol or "")
         if options.asset_class:
             layout.asset_class = options.asset_class
+        if options.contract not in (None, "inverse", "linear"):
+            raise FileImportError(f"expected --contract inverse or linear, found {options.contract!r}")
+        if options.contract:
+            layout.extra["contract"] = options.contract
+        if options.multiplier is not None:
+            try:
+                if Decimal(options.multiplier) <= 0:
+                    raise InvalidOperation
+            except InvalidOperation:
+                raise FileImportError(f"expected --multiplier a positive decimal, found {options.multiplier!r}") from None
+            layout.extra["multiplier"] = options.multiplier
         return layout
 
     def identity(self, parsed: Parsed, layout: Layout) -> dict[str, pa.Array]:
@@ -441,7 +519,7 @@ class _Tardis(FileFormat):
         return {
             "exchange": exchange,
             "symbol": symbol,
-            "instrument": _per_value(symbol, canonical_instrument),
+            "instrument": _per_value(pc.binary_join_element_wise(exchange, symbol, "\x1f"), tardis_instrument),
             "asset_class": asset,
         }
 
@@ -466,42 +544,33 @@ class TardisTrades(_Tardis):
             (int(i), "bad_side", f"side: expected buy, sell or unknown, found {c['side'][int(i)].as_py()!r}")
             for i in np.flatnonzero(bad_side)
         ]
+        times = epoch_to_micros(np.asarray(c["timestamp"], dtype=np.int64))
+        local = epoch_to_micros(np.asarray(c["local_timestamp"], dtype=np.int64))
         numeric = np.asarray(pc.fill_null(pc.match_substring_regex(c["id"], r"^\d{1,18}$"), False))
         ids = np.asarray(pc.cast(pc.if_else(pa.array(numeric), c["id"], "0"), pa.int64())).copy()
         if not numeric.all():
-            texts = c["id"].to_pylist()
-            empties = [i for i in np.flatnonzero(~numeric) if not texts[i]]
-            composite: list[str] = []
-            if empties:
-                cols = [c[k].to_pylist() for k in ("exchange", "symbol", "timestamp", "local_timestamp", "side", "price", "amount")]
-                composite = ["|".join(str(col[i]) for col in cols) for i in empties]
-            seen: dict[str, int] = {}
-            by_row = dict(zip(empties, composite, strict=True))
-            for i in np.flatnonzero(~numeric):
-                text = texts[i]
-                if not text:
-                    key = by_row[i]
-                    seen[key] = seen.get(key, 0) + 1
-                    text = f"{key}#{seen[key]}"
-                ids[i] = stable_id(text)
-        times = np.asarray(c["timestamp"], dtype=np.int64)
-        now = timestamps_us(np.full(n, layout.import_us, dtype=np.int64))
+            # UUIDs / empty ids: time * 1000 + n (n = file order among the symbol's rows of that time), so
+            # trades sharing a timestamp keep the file's order (a hash would reorder them).
+            synthetic = _synthetic_ids(times, ident["symbol"], layout)
+            ids[~numeric] = synthetic[~numeric]
+        quantity, quote_quantity, contract_vendor = _contract_amounts(c["price"], c["amount"], layout)
         data = {
             **ident,
             "trade_id": pa.array(ids, pa.int64()),
             "price": c["price"],
-            "quantity": c["amount"],
-            "quote_quantity": pa.nulls(n, c["price"].type),
+            "quantity": quantity,
+            "quote_quantity": quote_quantity,
             "side": pc.if_else(pa.array(bad_side), "UNKNOWN", side),
             "exchange_ts": timestamps_us(times),
-            "receipt_ts": now,
-            "ingest_ts": now,
+            "receipt_ts": timestamps_us(local),  # when the venue's message reached Tardis' collector
+            "ingest_ts": timestamps_us(np.full(n, layout.import_us, dtype=np.int64)),
             "source_sequence": pa.nulls(n, pa.int64()),
             "conditions": flag_list(np.zeros(n, dtype=bool), ""),
             "vendor": string_map({
                 "source_file": const_strings(layout.source_file, n),
                 "id": c["id"],
                 "local_timestamp": c["local_timestamp"],
+                **contract_vendor,
             }),
         }
         return conform(pa.table(data), "trades"), rejects
@@ -519,7 +588,7 @@ class TardisQuotes(_Tardis):
         c = parsed.columns
         n = parsed.num_rows
         ident = self.identity(parsed, layout)
-        local = np.asarray(c["local_timestamp"], dtype=np.int64)
+        local = epoch_to_micros(np.asarray(c["local_timestamp"], dtype=np.int64))
         now = timestamps_us(np.full(n, layout.import_us, dtype=np.int64))
         data = {
             **ident,
@@ -528,8 +597,8 @@ class TardisQuotes(_Tardis):
             "bid_size": c["bid_amount"],
             "ask_price": c["ask_price"],
             "ask_size": c["ask_amount"],
-            "exchange_ts": timestamps_us(np.asarray(c["timestamp"], dtype=np.int64)),
-            "receipt_ts": now,
+            "exchange_ts": timestamps_us(epoch_to_micros(np.asarray(c["timestamp"], dtype=np.int64))),
+            "receipt_ts": timestamps_us(local),
             "ingest_ts": now,
             "vendor": string_map({
                 "source_file": const_strings(layout.source_file, n),
