@@ -274,3 +274,26 @@ def test_tardis_bitmex_names_contracts_order_and_receipt_time(tmp_path: Path, la
         assert Decimal(str(row["quote_quantity"])) == Decimal(amount)  # USD contracts of 1 USD
         assert Decimal(str(row["quantity"])) == (Decimal(amount) / Decimal(price)).quantize(Decimal("0.00000001"))
         assert Decimal(dict(row["vendor"])["contracts"]) == Decimal(amount)
+
+
+def test_bars_over_aggtrades_count_underlying_trades(tmp_path: Path, lake: Settings) -> None:
+    from k2.query.client import Client
+
+    # Aggregate the real trades as Binance does (same time, price and side), with the real trade ids.
+    groups: list[list[list[str]]] = []
+    for row in (line.split(",") for line in LINES):
+        if groups and (groups[-1][0][1], groups[-1][0][4], groups[-1][0][5]) == (row[1], row[4], row[5]):
+            groups[-1].append(row)
+        else:
+            groups.append([row])
+    lines = [
+        f"{480_000_000 + n},{g[0][1]},{sum(float(r[2]) for r in g):.8f},{g[0][0]},{g[-1][0]},{g[0][4]},{g[0][5]},{g[0][6]}"
+        for n, g in enumerate(groups)
+    ]
+    path = tmp_path / "BTCUSDT-aggTrades-2021-01-03.csv"
+    path.write_text("\n".join(lines) + "\n")
+    assert import_files("binance-aggtrades", [path], lake)[0].imported == len(groups) < 1_830
+    with Client(lake) as client:
+        bar = client.bars("BTCUSDT", "1m", "2021-01-03T00:00:00Z", "2021-01-03T00:01:00Z", exchange="binance-agg").to_pylist()[0]
+    assert bar["trade_count"] == 1_830  # trades, as a Binance kline counts them, not aggregates
+    assert (bar["first_trade_id"], bar["last_trade_id"]) == (int(LINES[0].split(",")[0]), int(LINES[-1].split(",")[0]))
