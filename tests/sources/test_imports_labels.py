@@ -297,3 +297,23 @@ def test_bars_over_aggtrades_count_underlying_trades(tmp_path: Path, lake: Setti
         bar = client.bars("BTCUSDT", "1m", "2021-01-03T00:00:00Z", "2021-01-03T00:01:00Z", exchange="binance-agg").to_pylist()[0]
     assert bar["trade_count"] == 1_830  # trades, as a Binance kline counts them, not aggregates
     assert (bar["first_trade_id"], bar["last_trade_id"]) == (int(LINES[0].split(",")[0]), int(LINES[-1].split(",")[0]))
+
+
+def test_headerless_usdm_file_via_kafka_never_merges_with_spot(tmp_path: Path, settings: Settings, private_broker: str, unique: str) -> None:
+    from k2.cli.sources_files import import_landed
+
+    settings = settings.model_copy(update={"kafka_bootstrap_servers": private_broker, "consumer_group": f"um-{unique}"})
+    spot = tmp_path / "spot" / "BTCUSDT-trades-2021-01-03.csv"
+    spot.parent.mkdir()
+    spot.write_text("\n".join(LINES[:300]) + "\n")
+    futures = tmp_path / "BTCUSDT-trades-2021-01-03.csv"
+    futures.write_text(_usdm(LINES[:300], header=False))  # the same ids: a merge would drop them as duplicates
+    assert import_landed("binance-trades", [spot], settings, via_kafka=True)[0].topic == "market.crypto.trades.binance"
+    report = import_landed("binance-trades", [futures], settings, via_kafka=True)[0]
+    assert (report.topic, report.imported) == ("market.futures.trades.binance-futures", 300)
+    topics = ["market.crypto.trades.binance", "market.futures.trades.binance-futures"]
+    stats = LandingConsumer(settings, topics=topics).run(idle_exit_seconds=3, max_seconds=60)
+    assert (stats.landed, stats.duplicates, stats.gaps) == (600, 0, 0)
+    data = _trades(settings)
+    pairs = sorted(set(zip(data["exchange"].to_pylist(), data["asset_class"].to_pylist(), strict=True)))
+    assert pairs == [("binance", "crypto"), ("binance-futures", "futures")]
