@@ -33,7 +33,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+from pyiceberg import expressions as _expressions
 from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.table import Table
 
 from k2.config import Settings
 from k2.lake.catalog import ensure_tables, load_catalog
@@ -46,6 +49,7 @@ from k2.model import GAP
 from k2.model.arrow import records_to_arrow
 from k2.model.values import now_micros
 
+_X: Any = _expressions  # pyiceberg's expression classes are positional at runtime; their stubs only describe keywords
 WRITER = "k2-import"
 ID_COLUMNS = {"trades": "trade_id", "quotes": "update_id"}
 _ATTEMPTS = 20
@@ -72,10 +76,11 @@ class DirectLanding:
         """Land one batch: dedup, record gaps, commit (retried on a concurrent commit, deduplicated again)."""
         for attempt in range(_ATTEMPTS):
             self.table.refresh()
-            result = deduplicate(data, self.id_column, self.table, self.marks, self.sequential)
-            rows = data if result.keep.all() else data.filter(pa.array(result.keep))
+            fresh, known = _drop_known(self.table, data, self.id_column)
+            result = deduplicate(fresh, self.id_column, self.table, self.marks, self.sequential)
+            rows = fresh if result.keep.all() else fresh.filter(pa.array(result.keep))
             if rows.num_rows == 0:
-                return Landed(duplicates=result.duplicates)
+                return Landed(duplicates=known + result.duplicates)
             opened = self._record_gaps(result.gaps)
             properties = commit_summary(
                 self.table.current_snapshot(), self.writer, {**adds, IMPORT_ROWS_KEY: str(rows.num_rows), GAPS_KEY: str(opened)}
@@ -88,7 +93,7 @@ class DirectLanding:
                 continue
             if result.late_keys:
                 self._close_backfilled(result.late_keys)
-            return Landed(rows.num_rows, result.duplicates, opened, snapshot_id)
+            return Landed(rows.num_rows, known + result.duplicates, opened, snapshot_id)
         raise CommitFailedException(f"expected a commit to {self.short} within {_ATTEMPTS} attempts, found continuous conflicts")
 
     def _record_gaps(self, gaps: list[Gap]) -> int:
@@ -104,7 +109,7 @@ class DirectLanding:
         for exchange, symbol in sorted({(e, s) for e, s, _ in late_keys}):
             ids = np.array(sorted(i for e, s, i in late_keys if (e, s) == (exchange, symbol)), dtype=np.int64)
             open_gaps = current_gaps(self.gaps_table, "open", exchange, symbol)
-            open_gaps = open_gaps.filter(pa.compute.equal(open_gaps["data_type"], self.short)) if open_gaps.num_rows else open_gaps
+            open_gaps = open_gaps.filter(pc.equal(open_gaps["data_type"], self.short)) if open_gaps.num_rows else open_gaps
             for gap in open_gaps.to_pylist():
                 low, high = int(gap["first_missing_id"]), int(gap["last_missing_id"])
                 if not np.any((ids >= low) & (ids <= high)):
@@ -127,6 +132,33 @@ class DirectLanding:
                 if attempt == _ATTEMPTS - 1:
                     raise
                 time.sleep(0.05)
+
+
+def _drop_known(table: Table, data: pa.Table, id_column: str) -> tuple[pa.Table, int]:
+    """``data`` without the rows whose key is already in the table; (rows, dropped).
+
+    A vectorised pre-filter (one pruned scan of the id range per (exchange, symbol), then an anti-join):
+    re-importing a file is the common case, and :func:`deduplicate` looks rows below the high-water mark
+    up one by one. Dropping known keys first changes none of its decisions (a key in the table is a
+    duplicate there too, and never a gap).
+    """
+    if data.num_rows == 0 or table.current_snapshot() is None:
+        return data, 0
+    keep = np.ones(data.num_rows, dtype=bool)
+    ids = np.asarray(data[id_column].combine_chunks() if isinstance(data[id_column], pa.ChunkedArray) else data[id_column], dtype=np.int64)
+    pairs = pc.binary_join_element_wise(data["exchange"], data["symbol"], "\x1f")
+    for pair in pc.unique(pairs).to_pylist():
+        rows = np.flatnonzero(np.asarray(pc.equal(pairs, pair)))
+        exchange, symbol = pair.split("\x1f", 1)
+        row_filter = _X.And(
+            _X.And(_X.EqualTo("exchange", exchange), _X.EqualTo("symbol", symbol)),
+            _X.And(_X.GreaterThanOrEqual(id_column, int(ids[rows].min())), _X.LessThanOrEqual(id_column, int(ids[rows].max()))),
+        )
+        found = table.scan(row_filter=row_filter, selected_fields=(id_column,)).to_arrow().column(id_column).combine_chunks()
+        if len(found):
+            keep[rows[np.asarray(pc.is_in(pa.array(ids[rows]), value_set=found))]] = False
+    dropped = int((~keep).sum())
+    return (data.filter(pa.array(keep)) if dropped else data), dropped
 
 
 def _gap_row(*args: Any) -> dict[str, Any]:

@@ -1,16 +1,17 @@
 """Vendor file layouts and their mapping to K2's canonical records.
 
 **Binance public data** (data.binance.vision), symbol from the file name (``BTCUSDT-trades-2021-01-03.csv``,
-``BTCUSDT-aggTrades-...``, ``BTCUSDT-1m-2024-09-21.csv``) or ``--symbol``:
+``futures-um-BTCUSDT-trades-...``, ``BTCUSDT-aggTrades-...``, ``BTCUSDT-1m-2024-09-21.csv``), Binance's
+directory layout (``.../futures/um/daily/trades/BTCUSDT/...``) or ``--symbol``:
 
 * trades, spot: no header, 7 columns ``trade_id,price,qty,quote_qty,time,is_buyer_maker,is_best_match``,
   booleans ``True``/``False``; USD-M futures: a header row, 6 columns (no ``is_best_match``), lowercase
-  booleans. The layout is recognised by its column count and header; ``--market auto`` (default) takes
-  a file with a header row as USD-M futures (exchange ``binance-futures``, asset class ``futures``) and
-  one without as spot (``binance``, ``crypto``).
+  booleans. The market (spot: exchange ``binance``, asset class ``crypto``; USD-M: ``binance-futures``,
+  ``futures``) is decided from the column count, the boolean style, the path and ``--market`` together;
+  they must agree (:mod:`k2.sources.files.detect`). A headerless USD-M file is still USD-M (6 columns).
 * ``time`` is epoch **milliseconds** until 2024-12-31 and **microseconds** from 2025-01-01 (spot). K2
-  decides per value by magnitude (below 1e14 = ms): unambiguous for every real date (1e14 ms is the
-  year 5138, 1e14 us is 1973).
+  decides per value by magnitude among s, ms, us and ns (:func:`~k2.sources.files.columns.epoch_to_micros`):
+  unambiguous for every real date from 1973 to 5138.
 * side: ``is_buyer_maker`` true means the buyer was the resting order, so the aggressor SOLD
   (``SELL``), else ``BUY``; ``is_best_match`` true adds the ``BEST_MATCH`` condition.
 * aggTrades (8 columns spot, 7 futures without ``is_best_match``) go to the trades table under the
@@ -18,7 +19,8 @@
   different id space from trade ids and must never collide with them; ``first_trade_id`` and
   ``last_trade_id`` go to ``vendor``; ``quote_quantity`` is null (not published).
 * klines (12 columns, the last ``ignore``) go to ``market_data.klines``; the interval comes from the
-  file name or ``--interval``.
+  file name or ``--interval``. A headerless klines file says nothing of its market: the path or
+  ``--market`` must.
 
 **Tardis.dev CSV** (header row, microsecond timestamps, exchange and symbol per row):
 

@@ -7,19 +7,25 @@ Per file:
    (:mod:`k2.sources.files.parse`), mapped to the canonical record, and checked with the landing
    consumer's own validator (:func:`k2.model.validate.validate`), so a direct import rejects exactly
    what the landing consumer would.
-3. Every ``import_commit_rows`` rows (and at the end) the pending rows are deduplicated against the
-   table by natural key -- one pruned scan of the key column for the file's symbol and id range, then a
-   vectorised anti-join -- and duplicates inside the file are dropped (first wins). Re-importing a file
-   therefore adds nothing.
-4. Bad lines are persisted first (:mod:`k2.sources.files.rejects`), then the rows are appended in one
-   Iceberg commit (sorted, :func:`k2.lake.writer.append`) whose snapshot summary records
-   ``k2.import.file``, ``k2.import.sha256``, ``k2.import.format`` and ``k2.import.rows`` -- or, with
-   ``via_kafka``, produced as Avro to ``market.<asset_class>.<type>.<exchange>`` for the landing
-   consumer (which dedups again and records its Kafka offsets; klines and reference data have no
-   landing route and are direct only).
+3. Every ``import_commit_rows`` rows (and at the end) the pending rows go to a *lander*, after the bad
+   lines are persisted (:mod:`k2.sources.files.rejects`): ``k2 import`` wires
+   :class:`k2.landing.direct.DirectLanding` for trades and quotes (the landing consumer's own dedup,
+   high-water marks and ``quality.gaps`` rows: a direct import records exactly the gaps the Kafka path
+   would); :class:`LakeLander` (natural-key dedup, no gap ledger) serves klines and callers that wire
+   nothing. Either commits once per batch with a snapshot summary built by
+   :func:`k2.lake.summary.commit_summary` -- the landing's Kafka offsets carried forward, plus
+   ``k2.import.file``, ``k2.import.sha256``, ``k2.import.format`` and ``k2.import.rows``. Re-importing a
+   file adds nothing.
+4. With ``via_kafka`` the rows not yet in the table are produced as Avro to
+   ``market.<asset_class>.<type>.<exchange>`` for the landing consumer (which dedups again and records
+   its Kafka offsets; klines and reference data have no landing route and are direct only).
 
-``receipt_ts`` and ``ingest_ts`` are the import time for direct imports (nothing was received from a
-feed); via Kafka the producer sets ``ingest_ts``.
+Which market/exchange a Binance file belongs to is decided from its content and path
+(:mod:`k2.sources.files.detect`); a disagreement refuses the file before anything is imported.
+
+``receipt_ts`` and ``ingest_ts`` are the import time for direct imports of Binance and ASX files (nothing
+was received from a feed; Tardis files carry ``local_timestamp``, the receipt time); via Kafka the
+producer sets ``ingest_ts``.
 
 Example (needs a catalog)::
 
