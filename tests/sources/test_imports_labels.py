@@ -317,3 +317,47 @@ def test_headerless_usdm_file_via_kafka_never_merges_with_spot(tmp_path: Path, s
     data = _trades(settings)
     pairs = sorted(set(zip(data["exchange"].to_pylist(), data["asset_class"].to_pylist(), strict=True)))
     assert pairs == [("binance", "crypto"), ("binance-futures", "futures")]
+
+
+def test_reference_klines_and_asx_reference_writers_carry_offsets_forward(tmp_path: Path, lake: Settings) -> None:
+    """Every K2 writer builds its summary from the parent's: a stored Kafka position survives any commit."""
+    from k2.lake.summary import commit_summary
+    from k2.lake.writer import append
+    from k2.model import INSTRUMENT
+    from k2.model.arrow import records_to_arrow
+    from k2.sources.files.asx_reference import import_asx_reference
+    from k2.sources.reference import parse_exchange_info, write_instruments
+
+    tables = ensure_tables(load_catalog(lake), lake)
+    position = {"market.crypto.trades.binance": {"0": 41}}
+    doc = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "binance_exchange_info.json").read_text())
+    rows = parse_exchange_info(doc)
+    # A commit that holds Kafka offsets (as a landing commit would), then each writer in turn.
+    append(tables["instruments"], records_to_arrow(INSTRUMENT, rows[:1]), "instruments", commit_summary(None, "landing-x", offsets=position))
+    write_instruments(tables["instruments"], rows)
+    assert offsets_from_summary(tables["instruments"].refresh().current_snapshot()) == position
+    import_asx_reference(Path(__file__).resolve().parents[1] / "fixtures" / "asx" / "reference-data" / "company_info.csv", lake)
+    assert offsets_from_summary(tables["instruments"].refresh().current_snapshot()) == position
+
+    klines = SHARED_DATA / "binance" / "public-data" / "BTCUSDT-1m-2024-09-21.csv"
+    append(tables["klines"], _kline_seed(klines), "klines", commit_summary(None, "landing-x", offsets=position))
+    assert import_files("binance-klines", [klines], lake, ImportOptions(market="spot"))[0].imported == 1_439
+    assert offsets_from_summary(tables["klines"].refresh().current_snapshot()) == position
+
+
+def _kline_seed(path: Path) -> pa.Table:
+    """The file's first kline, as the importer maps it (a commit to put offsets under)."""
+    import tempfile
+
+    from k2.sources.files.formats import FORMATS
+    from k2.sources.files.parse import parse_block
+    from k2.sources.files.source import open_source, sniff
+
+    first = path.read_text().splitlines()[0] + "\n"
+    with tempfile.TemporaryDirectory() as folder:
+        one = Path(folder) / path.name
+        one.write_text(first)
+        fmt = FORMATS["binance-klines"]
+        layout = fmt.layout(sniff(one, open_source(one)), one.name, ImportOptions(market="spot"), 0)
+        data, _ = fmt.build(parse_block(first.encode(), 1, layout.cols, header=False), layout)
+    return data
