@@ -6,6 +6,13 @@ Example::
     k2 import binance-trades --market usdm BTCUSDT-trades-2024-01-01.csv
     k2 import asx-trades ../shared/data/asx/trades/7078.csv         # ticker from company_info.csv
     k2 import tardis-quotes --via-kafka binance_quotes_2024-01-01_BTCUSDT.csv
+    k2 import tardis-trades --contract inverse bitmex_trades_2020-04-01_XBTUSD.csv.gz
+    k2 import binance-trades --max-rejects 0.1% data/futures/um/daily/trades/BTCUSDT/*.zip
+
+Trades and quotes land through the landing's own dedup and gap ledger (:mod:`k2.landing.direct`), so a
+direct import records the same ``quality.gaps`` rows as ``--via-kafka``. Exit codes: 0 every row landed or
+was a known duplicate, 3 (``EXIT_REJECTED``) rows were rejected beyond ``--max-rejects``, 1 a file was
+refused (layout, checksum, market); a summary line goes to stderr either way.
 """
 
 from __future__ import annotations
@@ -41,7 +48,10 @@ err_console = Console(stderr=True)
 
 FILES = typer.Argument(..., help="CSV files, .csv.gz, or official ZIPs holding one CSV (a .CHECKSUM beside a file is verified).")
 SYMBOL = typer.Option(None, "--symbol", help="Symbol (default: from the file name / the file's rows).")
-MARKET = typer.Option("auto", "--market", help="Binance market: spot, usdm (USD-M futures) or auto (header row = usdm).")
+MARKET = typer.Option(
+    "auto", "--market",
+    help="Binance market: spot, usdm (USD-M futures) or auto (from the columns, booleans and the path; refused when they disagree).",
+)
 VIA_KAFKA = typer.Option(False, "--via-kafka", help="Produce Avro to Kafka for the landing consumer instead of writing Iceberg.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar and no per-file table (errors still printed).")
 MAX_REJECTS = typer.Option(
@@ -193,13 +203,13 @@ def _print_reports(reports: Sequence[object], quiet: bool, via_kafka: bool) -> N
     if quiet:
         return
     table = Table(title="k2 import" + (" (via Kafka)" if via_kafka else ""))
-    for column in ("file", "rows read", "imported" if not via_kafka else "produced", "duplicates", "rejected", "rows/s", "checksum"):
+    for column in ("file", "rows read", "imported" if not via_kafka else "produced", "duplicates", "rejected", "gaps", "rows/s", "checksum"):
         table.add_column(column, justify="left" if column == "file" else "right")
     for report in reports:
         assert isinstance(report, ImportReport)
         table.add_row(
             Path(report.file).name, f"{report.rows_read:,}", f"{report.imported:,}", f"{report.duplicates:,}",
-            f"{report.rejected:,}", f"{report.rows_per_second:,.0f}", "verified" if report.checksum_verified else "-",
+            f"{report.rejected:,}", f"{report.gaps:,}", f"{report.rows_per_second:,.0f}", "verified" if report.checksum_verified else "-",
         )
     console.print(table)
 
