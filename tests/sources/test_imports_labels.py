@@ -118,8 +118,32 @@ def test_empty_and_parquet_files_are_refused_by_name(tmp_path: Path, lake: Setti
     import pyarrow.parquet as pq
 
     pq.write_table(pa.table({"exchange": ["binance"], "price": [1.0]}), parquet)
-    with pytest.raises(FileImportError, match="found a Parquet file"):
+    with pytest.raises(FileImportError, match=r"expected Parquet columns exchange,symbol,timestamp.*found exchange,price"):
         import_files("tardis-trades", [parquet], lake)
+    binance = tmp_path / "BTCUSDT-trades-2021-01-03.parquet"
+    pq.write_table(pa.table({"trade_id": [1]}), binance)
+    with pytest.raises(FileImportError, match="found a Parquet file"):
+        import_files("binance-trades", [binance], lake)
+    assert _trades(lake).num_rows == 0
+
+
+def test_tardis_parquet_lands_like_its_csv(tmp_path: Path, lake: Settings) -> None:
+    import pyarrow.csv as pa_csv
+    import pyarrow.parquet as pq
+
+    source = Path(__file__).resolve().parents[1] / "fixtures" / "tardis" / "binance_trades_2024-08-09_BTCUSDT.csv"
+    table = pa_csv.read_csv(source, convert_options=pa_csv.ConvertOptions(column_types={"id": pa.string()}))
+    # As Tardis/nautilus tools write Parquet: real timestamp columns, float prices, columns in another order.
+    table = table.set_column(2, "timestamp", table["timestamp"].cast(pa.timestamp("us", tz="UTC")))
+    parquet = tmp_path / "binance_trades_2024-08-09_BTCUSDT.parquet"
+    pq.write_table(table.select(["price", "amount", "side", "id", "exchange", "symbol", "timestamp", "local_timestamp"]), parquet)
+    report = import_files("tardis-trades", [parquet], lake)[0]
+    assert (report.rows_read, report.imported, report.rejected) == (table.num_rows, table.num_rows, 0)
+    from_parquet = sorted((r["trade_id"], str(r["price"]), str(r["quantity"]), r["exchange_ts"], r["receipt_ts"]) for r in _trades(lake).to_pylist())
+    csv_lake = Settings(data_dir=tmp_path / "csv", kafka_bootstrap_servers="127.0.0.1:1")
+    import_files("tardis-trades", [source], csv_lake)
+    from_csv = sorted((r["trade_id"], str(r["price"]), str(r["quantity"]), r["exchange_ts"], r["receipt_ts"]) for r in _trades(csv_lake).to_pylist())
+    assert from_parquet == from_csv
 
 
 # -- gaps: the same ledger on both paths ---------------------------------------------------------

@@ -151,6 +151,11 @@ class FileFormat:
         """The canonical table for the parsed rows and the rows to reject (index, reason, detail)."""
         raise NotImplementedError
 
+    @property
+    def parquet_columns(self) -> list[str] | None:
+        """Column names when this layout is also read from Parquet (by name), else None (Parquet refused)."""
+        return None
+
     def topic_identity(self, layout: Layout) -> tuple[str, str]:
         """(asset_class, exchange) of the topic this file's rows belong to (also names its DLQ)."""
         return layout.asset_class, layout.exchange
@@ -489,6 +494,10 @@ def _synthetic_ids(times: np.ndarray, groups: pa.Array, layout: Layout) -> np.nd
 
 class _Tardis(FileFormat):
     expected: list[Col] = []
+
+    @property
+    def parquet_columns(self) -> list[str] | None:
+        return [c.name for c in self.expected]
 
     def layout(self, sniff: Sniff, source_file: str, options: ImportOptions, import_us: int) -> Layout:
         _check_header(sniff.first, [c.name for c in self.expected], source_file)

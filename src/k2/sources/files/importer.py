@@ -289,7 +289,7 @@ def import_one(
 ) -> ImportReport:
     """Import one file (see the module docstring)."""
     started = time.perf_counter()
-    source = open_source(path)
+    source = open_source(path, fmt.parquet_columns)
     report = ImportReport(file=str(path), format=fmt.name, sha256=source.sha256, checksum_verified=source.checksum_verified)
     import_us = now_micros()
     layout = fmt.layout(sniff(path, source), source.csv_name, options, import_us)
