@@ -91,8 +91,8 @@ def test_official_trades_file_lands_exactly_and_reimport_adds_nothing(lake: Sett
     assert _table(lake).num_rows == 1_830
 
     # The files K2 wrote are read by DuckDB's iceberg extension (the query layer) with the same values.
+    from k2.duck import connect
     from k2.lake.catalog import metadata_location
-    from k2.lake.duck import connect
 
     con = connect()
     count, total = con.execute(

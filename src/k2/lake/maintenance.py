@@ -62,6 +62,7 @@ from pyiceberg.typedef import EMPTY_DICT, Record
 from k2.config import Settings
 from k2.lake.catalog import TABLES, load_catalog, load_table, s3_properties
 from k2.lake.summary import MAINTENANCE_KEY, carried, commit_summary
+from k2.lake.tags import drop_expired_tags
 from k2.lake.writer import sort_for_table
 from k2.telemetry.metrics import metric
 
@@ -432,6 +433,10 @@ def expire_snapshots(table: Table, settings: Settings, report: MaintenanceReport
 
         expire_snapshots(table, settings, MaintenanceReport("trades"))
     """
+    # Tags keep their snapshot forever unless they carry a retention; those past it go first.
+    dropped = drop_expired_tags(table, now or datetime.now(UTC), dry_run)
+    if dropped:
+        report.notes.append(f"tags past their retention {'to drop' if dry_run else 'dropped'}: {', '.join(dropped)}")
     for attempt in range(_MAX_ATTEMPTS):
         table.refresh()
         ids = snapshots_to_expire(table, settings, now)
