@@ -562,7 +562,7 @@ class Client:
         "arg_max(price, (exchange_ts, trade_id)) AS close, CAST(sum(quantity) AS DECIMAL(38,8)) AS volume, "
         "CAST(sum(coalesce(quote_quantity, CAST(price AS DECIMAL(38,8)) * quantity)) AS DECIMAL(38,8)) AS quote_volume, "
         # aggTrades rows (exchange <venue>-agg) stand for last - first + 1 trades (ids kept in vendor), as klines count.
-        "sum(coalesce(TRY_CAST(map_extract(vendor, 'last_trade_id')[1] AS BIGINT) - TRY_CAST(map_extract(vendor, 'first_trade_id')[1] AS BIGINT) + 1, 1)) AS trade_count, "
+        "CAST(sum(coalesce(TRY_CAST(map_extract(vendor, 'last_trade_id')[1] AS BIGINT) - TRY_CAST(map_extract(vendor, 'first_trade_id')[1] AS BIGINT) + 1, 1)) AS BIGINT) AS trade_count, "
         "CAST(coalesce(sum(quantity) FILTER (WHERE side = 'BUY'), 0) AS DECIMAL(38,8)) AS taker_buy_base_volume, "
         "CAST(coalesce(sum(coalesce(quote_quantity, CAST(price AS DECIMAL(38,8)) * quantity)) FILTER (WHERE side = 'BUY'), 0) AS DECIMAL(38,8)) AS taker_buy_quote_volume, "
         "CAST(sum(CAST(price AS DECIMAL(38,8)) * quantity) AS DOUBLE) / CAST(sum(quantity) AS DOUBLE) AS vwap, "
