@@ -46,7 +46,7 @@ from k2.query.errors import (
 )
 from k2.query.params import check_range, parse_duration, parse_interval, parse_time
 from k2.query.readonly import VIEWS, check_select, lock_down
-from k2.query.recent import RecentUnavailableError, read_recent
+from k2.query.recent import RecentUnavailableError, last_landed, read_recent
 from k2.query.result import QueryResult
 from k2.telemetry.metrics import metric
 
@@ -98,6 +98,9 @@ class _Source:
     read: _Read | None = None
     recent_rows: int = 0
     recent_error: str | None = None
+    recent_truncated: bool = False
+    recent_truncated_reason: str | None = None
+    recent_stopped_at: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 _counter = iter(range(1, 1 << 62))
@@ -173,6 +176,8 @@ class Client:
             self._sql_views = {}
             self._owns_pool = True
         self._pin = _pin
+        # Why Kafka could not be read, already logged once by this client (later queries only set recent_error).
+        self._recent_warned: set[str] = _parent._recent_warned if _parent is not None else set()
 
     # -- lifecycle -------------------------------------------------------------------------------
     def close(self) -> None:
@@ -416,15 +421,29 @@ class Client:
         if not self._want_recent(include_recent, end, read):
             return source
         try:
-            recent = read_recent(self.settings, short, offsets_from_summary(read.summary), symbol, exchange)
+            recent = read_recent(
+                self.settings, short, offsets_from_summary(read.summary), symbol, exchange, last=last_landed(read.summary)
+            )
         except RecentUnavailableError as exc:
             if include_recent:
                 raise
-            log.warning("hybrid query: Kafka part skipped", error=str(exc))
+            if str(exc) not in self._recent_warned:
+                self._recent_warned.add(str(exc))
+                log.warning("hybrid query: Kafka part skipped; answering from Iceberg only", error=str(exc))
             source.recent_error = str(exc)
             return source
         if recent.truncated:
-            log.warning("hybrid query: Kafka rows truncated", max_rows=self.settings.query_recent_max_rows)
+            log.warning(
+                "hybrid query: Kafka read truncated", reason=recent.reason, rows=recent.table.num_rows,
+                max_rows=self.settings.query_recent_max_rows, stopped_at=recent.stopped_at,
+            )
+            source.recent_truncated = True
+            source.recent_truncated_reason = recent.reason
+            source.recent_stopped_at = recent.stopped_at
+        if recent.invalid or recent.undecodable:
+            log.info("hybrid query: Kafka rows the landing would refuse were skipped", invalid=recent.invalid, undecodable=recent.undecodable)
+        if recent.resets:
+            log.warning("hybrid query: Kafka log reset since the last landing; partitions read from the start", partitions=recent.resets)
         if recent.table.num_rows == 0:
             return source
         name = _unique("k2_recent")
@@ -482,7 +501,17 @@ class Client:
     def _result(self, table: pa.Table, sources: Sequence[_Source]) -> QueryResult:
         snapshot_ids = {s.read.short: s.read.snapshot_id for s in sources if s.read is not None}
         errors = [s.recent_error for s in sources if s.recent_error]
-        return QueryResult(table, snapshot_ids, sum(s.recent_rows for s in sources), errors[0] if errors else None)
+        truncated = [s for s in sources if s.recent_truncated]
+        stopped: dict[str, dict[str, int]] = {}
+        for s in truncated:
+            for topic, parts in s.recent_stopped_at.items():
+                stopped.setdefault(topic, {}).update(parts)
+        return QueryResult(
+            table, snapshot_ids, sum(s.recent_rows for s in sources), errors[0] if errors else None,
+            recent_truncated=bool(truncated),
+            recent_truncated_reason=truncated[0].recent_truncated_reason if truncated else None,
+            recent_stopped_at=stopped,
+        )
 
     def _row_limit(self, limit: int | None) -> tuple[int, bool]:
         """(rows to fetch, whether exceeding means an error)."""
