@@ -361,6 +361,28 @@ END = typer.Option(None, "--end", help="Exclusive end, ISO-8601 with offset or Z
 AS_OF = typer.Option(None, "--as-of", help="Read the tables as of a snapshot id or an ISO-8601 time.")
 RECENT = typer.Option(None, "--include-recent/--no-include-recent", help="Add messages still in Kafka (default: when the range ends near now).")
 EXCHANGE = typer.Option(None, "--exchange", "-e", help="Only this exchange (e.g. binance).")
+SYMBOL = typer.Argument(None, help="Exchange-native symbol, e.g. BTCUSDT, or several: BTCUSDT,ETHUSDT.")
+SYMBOLS = typer.Option(None, "--symbols", "-s", help="Several symbols, comma-separated (instead of the argument).")
+
+
+def symbols_of(symbol: str | None, symbols: str | None) -> str | list[str]:
+    """The symbol argument or ``--symbols`` (exactly one of them) as one symbol or a list.
+
+    >>> symbols_of("BTCUSDT", None), symbols_of(None, "BTCUSDT,ETHUSDT")
+    ('BTCUSDT', ['BTCUSDT', 'ETHUSDT'])
+    """
+    if (symbol is None) == (symbols is None):
+        raise typer.BadParameter(f"expected a SYMBOL argument or --symbols A,B, found {'both' if symbol else 'neither'}")
+    text = symbol if symbol is not None else symbols
+    assert text is not None
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise typer.BadParameter(f"expected at least one symbol, found {text!r}")
+    return names[0] if len(names) == 1 else names
+
+
+def _label(names: str | list[str]) -> str:
+    return names if isinstance(names, str) else ",".join(names)
 
 
 def register(app: typer.Typer) -> None:
@@ -374,7 +396,7 @@ def register(app: typer.Typer) -> None:
 
     def rows_command(kind: str) -> Callable[..., None]:
         def command(
-            symbol: str = typer.Argument(..., help="Exchange-native symbol, e.g. BTCUSDT."),
+            symbol: str | None = SYMBOL,
             start: str | None = START,
             end: str | None = END,
             exchange: str | None = EXCHANGE,
@@ -383,17 +405,19 @@ def register(app: typer.Typer) -> None:
             include_recent: bool | None = RECENT,
             fmt: OutputFormat = FORMAT,
             output: Path | None = OUTPUT,
+            symbols: str | None = SYMBOLS,
         ) -> None:
+            names = symbols_of(symbol, symbols)
             with _client() as client:
                 method = client.trades if kind == "trades" else client.quotes
                 result = run_query(
-                    client.settings, lambda: method(symbol, start, end, exchange=exchange, limit=limit, as_of=as_of, include_recent=include_recent)
+                    client.settings, lambda: method(names, start, end, exchange=exchange, limit=limit, as_of=as_of, include_recent=include_recent)
                 )
                 report_recent(result)
                 table = result.table
                 if fmt is OutputFormat.table:  # the terminal gets the columns that fit; files get all of them
                     table = table.select(list(TABLE_COLUMNS[kind]))
-                render(table, fmt, output, f"{kind} {symbol}")
+                render(table, fmt, output, f"{kind} {_label(names)}")
 
         command.__doc__ = f"Print the {kind} of a symbol in [start, end), oldest first."
         return command
@@ -403,7 +427,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("bars")
     def bars(
-        symbol: str = typer.Argument(..., help="Exchange-native symbol, e.g. BTCUSDT."),
+        symbol: str | None = SYMBOL,
         interval: str = typer.Option("1m", "--interval", "-i", help="Time-bar interval 1s..1d (1s, 5s, 1m, 5m, 15m, 1h, 4h, 1d ...)."),
         start: str | None = START,
         end: str | None = END,
@@ -416,8 +440,10 @@ def register(app: typer.Typer) -> None:
         include_recent: bool | None = RECENT,
         fmt: OutputFormat = FORMAT,
         output: Path | None = OUTPUT,
+        symbols: str | None = SYMBOLS,
     ) -> None:
         """Print OHLCV bars (Binance kline fields) of a symbol; optionally plot them."""
+        names = symbols_of(symbol, symbols)
         with _client() as client:
             bar_size: Any = size
             if kind == "tick" and size is not None:
@@ -426,18 +452,18 @@ def register(app: typer.Typer) -> None:
                 except ValueError:
                     raise typer.BadParameter(f"--size: expected a whole number of trades for tick bars, found {size!r}") from None
             result = run_query(client.settings, lambda: client.bars(
-                symbol, interval, start, end, exchange=exchange, kind=kind, size=bar_size, fill_empty=fill_empty,
+                names, interval, start, end, exchange=exchange, kind=kind, size=bar_size, fill_empty=fill_empty,
                 as_of=as_of, include_recent=include_recent,
             ))
             report_recent(result)
-            title = f"{symbol} {interval if kind == 'time' else kind + ' ' + str(size)} bars"
+            title = f"{_label(names)} {interval if kind == 'time' else kind + ' ' + str(size)} bars"
             render(result.table, fmt, output, title)
             if plot is not None:
                 plot_bars(result.table, plot, title)
 
     @app.command("vwap")
     def vwap(
-        symbol: str = typer.Argument(..., help="Exchange-native symbol, e.g. BTCUSDT."),
+        symbol: str | None = SYMBOL,
         start: str = typer.Option(..., "--start", help="Inclusive start, ISO-8601 with offset or Z."),
         end: str = typer.Option(..., "--end", help="Exclusive end, ISO-8601 with offset or Z."),
         exchange: str | None = EXCHANGE,
@@ -446,21 +472,47 @@ def register(app: typer.Typer) -> None:
         include_recent: bool | None = RECENT,
         fmt: OutputFormat = FORMAT,
         output: Path | None = OUTPUT,
+        symbols: str | None = SYMBOLS,
     ) -> None:
-        """Print the volume-weighted average price of a symbol over [start, end)."""
+        """Print the volume-weighted average price (exact decimal) of symbols over [start, end)."""
+        names = symbols_of(symbol, symbols)
         with _client() as client:
-            answer = run_query(client.settings, lambda: client.vwap(symbol, start, end, exchange=exchange, as_of=as_of, include_recent=include_recent))
+            answer = run_query(client.settings, lambda: client.vwap(names, start, end, exchange=exchange, as_of=as_of, include_recent=include_recent))
             report_recent(answer)
             result = answer.table
             if twap:
-                t_answer = run_query(client.settings, lambda: client.twap(symbol, start, end, exchange=exchange, as_of=as_of, include_recent=include_recent))
+                t_answer = run_query(client.settings, lambda: client.twap(names, start, end, exchange=exchange, as_of=as_of, include_recent=include_recent))
                 report_recent(t_answer)
                 t = t_answer.table
                 # TWAP may also have rows for venues with only a prevailing price (no trade in the window): match by key.
                 by_key = {(r["exchange"], r["symbol"]): r["twap"] for r in t.select(["exchange", "symbol", "twap"]).to_pylist()}
                 keys = zip(result["exchange"].to_pylist(), result["symbol"].to_pylist(), strict=True)
                 result = result.append_column("twap", pa.array([by_key.get(k) for k in keys], pa.float64()))
-            render(result, fmt, output, f"VWAP {symbol}")
+            render(result, fmt, output, f"VWAP {_label(names)}")
+
+    @app.command("klines")
+    def klines(
+        symbol: str | None = SYMBOL,
+        interval: str | None = typer.Option(None, "--interval", "-i", help="As the venue names it (1m, 1h, 1d ...); default: all."),
+        start: str | None = START,
+        end: str | None = END,
+        exchange: str | None = EXCHANGE,
+        limit: int | None = typer.Option(None, "--limit", "-n", help="At most this many klines (default: up to K2_QUERY_MAX_ROWS)."),
+        as_of: str | None = AS_OF,
+        fmt: OutputFormat = FORMAT,
+        output: Path | None = OUTPUT,
+        symbols: str | None = SYMBOLS,
+    ) -> None:
+        """Print venue-published klines (imported with k2 import binance-klines) with open_time in [start, end)."""
+        names = symbols_of(symbol, symbols)
+        with _client() as client:
+            result = run_query(
+                client.settings, lambda: client.klines(names, interval, start, end, exchange=exchange, limit=limit, as_of=as_of)
+            )
+            table = result.table
+            if fmt is OutputFormat.table:
+                table = table.drop_columns([c for c in ("instrument", "asset_class", "receipt_ts", "vendor") if c in table.column_names])
+            render(table, fmt, output, f"klines {_label(names)}")
 
     @app.command("snapshots")
     def snapshots(
@@ -479,7 +531,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("sql")
     def sql(
-        query: str = typer.Argument(..., help="One SELECT over the views trades, quotes, instruments, gaps."),
+        query: str = typer.Argument(..., help="One SELECT over the views trades, quotes, instruments, gaps, klines."),
         param: list[str] = typer.Option([], "--param", "-p", help="A positional ? parameter (repeatable), bound as text."),
         as_of: str | None = AS_OF,
         fmt: OutputFormat = FORMAT,

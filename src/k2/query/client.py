@@ -55,6 +55,14 @@ log = structlog.get_logger("k2.query")
 AsOf = int | datetime | str
 _ID_COLUMN = {"trades": "trade_id", "quotes": "update_id"}
 _SCHEMAS: dict[str, pa.Schema] = {}
+# VWAP exact to 8 decimals (half up): integer units of 1e-16 (price x quantity) over units of 1e-8 (quantity),
+# in HUGEINT, so no float ever rounds it. decimal(18,8): a VWAP lies between the lowest and highest price.
+_UNITS = "CAST(CAST({} AS DECIMAL(38,8)) * 100000000 AS BIGINT)"
+_VWAP_EXACT = (
+    f"CAST(CAST((2 * sum(CAST({_UNITS.format('price')} AS HUGEINT) * {_UNITS.format('quantity')}) "
+    f"+ sum({_UNITS.format('quantity')})) // (2 * CAST(sum({_UNITS.format('quantity')}) AS HUGEINT)) "
+    "AS DECIMAL(38,0)) * 0.00000001 AS DECIMAL(18,8))"
+)
 _DUCK_TYPES = {
     "string": "VARCHAR",
     "long": "BIGINT",
@@ -113,12 +121,32 @@ def _unique(prefix: str) -> str:
 
 
 def _columns(record: RecordType, alias: str = "") -> str:
-    return ", ".join(f"{alias}{f.name}" for f in record.fields)
+    # Quoted: klines has a column named "interval", a DuckDB keyword.
+    return ", ".join(f'{alias}"{f.name}"' for f in record.fields)
 
 
 def _empty_select(record: RecordType) -> str:
-    cols = ", ".join(f"CAST(NULL AS {_DUCK_TYPES[f.kind]}) AS {f.name}" for f in record.fields)
+    cols = ", ".join(f'CAST(NULL AS {_DUCK_TYPES[f.kind]}) AS "{f.name}"' for f in record.fields)
     return f"SELECT {cols} WHERE false"
+
+
+Symbols = str | Sequence[str]
+MAX_SYMBOLS = 100
+
+
+def symbol_list(symbol: Symbols) -> list[str]:
+    """One symbol or several (a list, or one string with commas) as a list without repeats, order kept.
+
+    >>> symbol_list("BTCUSDT"), symbol_list(["BTCUSDT", "ETHUSDT", "BTCUSDT"]), symbol_list("BTCUSDT, ETHUSDT")
+    (['BTCUSDT'], ['BTCUSDT', 'ETHUSDT'], ['BTCUSDT', 'ETHUSDT'])
+    """
+    items = [part.strip() for part in symbol.split(",")] if isinstance(symbol, str) else list(symbol) if isinstance(symbol, Sequence) else [symbol]
+    if not items or any(not isinstance(item, str) or not item for item in items):
+        raise UnknownSymbolError(f"expected a symbol such as BTCUSDT (or a list of them), found {symbol!r}")
+    names = list(dict.fromkeys(items))
+    if len(names) > MAX_SYMBOLS:
+        raise QueryError(f"symbols: expected at most {MAX_SYMBOLS} symbols per query, found {len(names)}")
+    return names
 
 
 def _micros(moment: datetime) -> int:
@@ -387,32 +415,36 @@ class Client:
             [read.location, read.snapshot_id, *params],
         )
 
-    def _filters(self, symbol: str, exchange: str | None, start: datetime | None, end: datetime | None, alias: str = "") -> tuple[str, list[Any]]:
-        clauses = [f"{alias}symbol = ?"]
-        params: list[Any] = [symbol]
+    def _filters(
+        self, symbol: Symbols, exchange: str | None, start: datetime | None, end: datetime | None, alias: str = "",
+        time_column: str = "exchange_ts",
+    ) -> tuple[str, list[Any]]:
+        names = symbol_list(symbol)
+        # One symbol: an equality DuckDB pushes into the Iceberg scan; several: IN with one placeholder each.
+        clauses = [f"{alias}symbol = ?" if len(names) == 1 else f"{alias}symbol IN ({', '.join('?' * len(names))})"]
+        params: list[Any] = list(names)
         if exchange is not None:
             clauses.append(f"{alias}exchange = ?")
             params.append(exchange)
         if start is not None:
-            clauses.append(f"{alias}exchange_ts >= ?")
+            clauses.append(f"{alias}{time_column} >= ?")
             params.append(start)
         if end is not None:
-            clauses.append(f"{alias}exchange_ts < ?")
+            clauses.append(f"{alias}{time_column} < ?")
             params.append(end)
         return " AND ".join(clauses), params
 
     def _source(
         self,
         short: str,
-        symbol: str,
+        symbol: Symbols,
         exchange: str | None,
         start: datetime | None,
         end: datetime | None,
         as_of: AsOf | None,
         include_recent: bool | None,
     ) -> _Source:
-        if not isinstance(symbol, str) or not symbol:
-            raise UnknownSymbolError(f"expected a symbol such as BTCUSDT, found {symbol!r}")
+        symbol = symbol_list(symbol)
         read = self._resolve(short, as_of)
         record = TABLES[short].record
         where, params = self._filters(symbol, exchange, start, end)
@@ -482,20 +514,25 @@ class Client:
                     con.unregister(name)
                 metric("k2_query_seconds").labels(query=kind).observe(time.perf_counter() - started)
 
-    def _check_symbol(self, source: _Source, symbol: str, exchange: str | None) -> None:
-        """Raise UnknownSymbolError when the table (at the snapshot read) holds no row of the symbol."""
+    def _check_symbol(self, source: _Source, symbol: Symbols, exchange: str | None) -> None:
+        """Raise UnknownSymbolError naming the symbols with no row in the table (at the snapshot read), if any."""
         read = source.read
         assert read is not None
         if source.recent_rows:
             return
-        where, params = self._filters(symbol, exchange, None, None)
-        sql, all_params = self._scan(read, where, params, "1")
-        if self._execute(sql + " LIMIT 1", all_params, query="check_symbol").num_rows:
+        unknown = []
+        for name in symbol_list(symbol):
+            where, params = self._filters(name, exchange, None, None)
+            sql, all_params = self._scan(read, where, params, "1")
+            if not self._execute(sql + " LIMIT 1", all_params, query="check_symbol").num_rows:
+                unknown.append(name)
+        if not unknown:
             return
         on = f" on exchange {exchange!r}" if exchange else ""
+        found = repr(unknown[0]) if len(unknown) == 1 else ", ".join(map(repr, unknown))
         raise UnknownSymbolError(
             f"expected a symbol stored in {TABLES[read.short].full_name}{on}"
-            f"{' at snapshot ' + str(read.snapshot_id) if read.pinned else ''}, found {symbol!r} with no rows"
+            f"{' at snapshot ' + str(read.snapshot_id) if read.pinned else ''}, found {found} with no rows"
         )
 
     def _result(self, table: pa.Table, sources: Sequence[_Source]) -> QueryResult:
@@ -543,14 +580,14 @@ class Client:
 
     # -- rows ----------------------------------------------------------------------------------------
     def _rows(
-        self, short: str, symbol: str, start: datetime | str | None, end: datetime | str | None,
+        self, short: str, symbol: Symbols, start: datetime | str | None, end: datetime | str | None,
         exchange: str | None, limit: int | None, as_of: AsOf | None, include_recent: bool | None,
     ) -> QueryResult:
         s, e = self._range(start, end)
         fetch, strict = self._row_limit(limit)
         source = self._source(short, symbol, exchange, s, e, as_of, include_recent)
         id_column = _ID_COLUMN[short]
-        sql = f"WITH src AS ({source.sql}) SELECT * FROM src ORDER BY exchange_ts, exchange, {id_column} LIMIT ?"  # noqa: S608 - constant fragments
+        sql = f"WITH src AS ({source.sql}) SELECT * FROM src ORDER BY exchange_ts, exchange, symbol, {id_column} LIMIT ?"  # noqa: S608 - constant fragments
         table = self._execute(sql, [*source.params, fetch], source.register, query="rows")
         if strict and table.num_rows > self.settings.query_max_rows:
             raise LimitExceededError(
@@ -562,7 +599,7 @@ class Client:
         return self._result(self._conform(table, TABLES[short].record), [source])
 
     def trades(
-        self, symbol: str, start: datetime | str | None = None, end: datetime | str | None = None, *,
+        self, symbol: Symbols, start: datetime | str | None = None, end: datetime | str | None = None, *,
         exchange: str | None = None, limit: int | None = None, as_of: AsOf | None = None, include_recent: bool | None = None,
     ) -> QueryResult:
         """Trades of ``symbol`` in ``[start, end)``, ordered by exchange time (canonical columns, exact decimals).
@@ -574,7 +611,7 @@ class Client:
         return self._rows("trades", symbol, start, end, exchange, limit, as_of, include_recent)
 
     def quotes(
-        self, symbol: str, start: datetime | str | None = None, end: datetime | str | None = None, *,
+        self, symbol: Symbols, start: datetime | str | None = None, end: datetime | str | None = None, *,
         exchange: str | None = None, limit: int | None = None, as_of: AsOf | None = None, include_recent: bool | None = None,
     ) -> QueryResult:
         """Top-of-book quotes of ``symbol`` in ``[start, end)``, ordered by exchange time.
@@ -585,6 +622,39 @@ class Client:
         """
         return self._rows("quotes", symbol, start, end, exchange, limit, as_of, include_recent)
 
+    def klines(
+        self, symbol: Symbols, interval: str | None = None, start: datetime | str | None = None, end: datetime | str | None = None, *,
+        exchange: str | None = None, limit: int | None = None, as_of: AsOf | None = None,
+    ) -> QueryResult:
+        """Venue-published OHLCV bars (``k2 import binance-klines``) with ``open_time`` in ``[start, end)``.
+
+        ``interval`` as the venue names it (``1m``, ``1h``, ``1d`` ...; None: every interval stored). Columns:
+        the canonical columns of ``k2.model.KLINE``, ordered by (exchange, symbol, interval, open_time).
+        Klines never come from Kafka (they are imported directly).
+
+        Example::
+
+            client.klines("BTCUSDT", "1m", "2024-08-08T00:00:00Z", "2024-08-09T00:00:00Z")
+        """
+        s, e = self._range(start, end)
+        fetch, strict = self._row_limit(limit)
+        read = self._resolve("klines", as_of)
+        where, params = self._filters(symbol, exchange, s, e, time_column="open_time")
+        if interval is not None:
+            where += ' AND "interval" = ?'
+            params.append(interval)
+        scan, scan_params = self._scan(read, where, params, _columns(TABLES["klines"].record))
+        sql = f'WITH src AS ({scan}) SELECT * FROM src ORDER BY exchange, symbol, "interval", open_time LIMIT ?'  # noqa: S608 - constant fragments
+        table = self._execute(sql, [*scan_params, fetch], query="klines")
+        if strict and table.num_rows > self.settings.query_max_rows:
+            raise LimitExceededError(
+                f"expected at most {self.settings.query_max_rows:,} klines (K2_QUERY_MAX_ROWS), found more; narrow the range or pass limit="
+            )
+        source = _Source(scan, scan_params, read=read)
+        if table.num_rows == 0:
+            self._check_symbol(source, symbol, exchange)
+        return self._result(self._conform(table, TABLES["klines"].record), [source])
+
     # -- bars ------------------------------------------------------------------------------------------
     _BAR_AGGREGATES = (
         "arg_min(price, (exchange_ts, trade_id)) AS open, max(price) AS high, min(price) AS low, "
@@ -593,7 +663,7 @@ class Client:
         "count(*) AS trade_count, "
         "CAST(coalesce(sum(quantity) FILTER (WHERE side = 'BUY'), 0) AS DECIMAL(38,8)) AS taker_buy_base_volume, "
         "CAST(coalesce(sum(coalesce(quote_quantity, CAST(price AS DECIMAL(38,8)) * quantity)) FILTER (WHERE side = 'BUY'), 0) AS DECIMAL(38,8)) AS taker_buy_quote_volume, "
-        "CAST(sum(CAST(price AS DECIMAL(38,8)) * quantity) AS DOUBLE) / CAST(sum(quantity) AS DOUBLE) AS vwap, "
+        f"{_VWAP_EXACT} AS vwap, "
         "min(trade_id) AS first_trade_id, max(trade_id) AS last_trade_id"
     )
     _BAR_COLUMNS = (
@@ -602,7 +672,7 @@ class Client:
     )
 
     def bars(
-        self, symbol: str, interval: str | timedelta = "1m", start: datetime | str | None = None, end: datetime | str | None = None, *,
+        self, symbol: Symbols, interval: str | timedelta = "1m", start: datetime | str | None = None, end: datetime | str | None = None, *,
         exchange: str | None = None, kind: str = "time", size: Any = None, fill_empty: bool = False,
         as_of: AsOf | None = None, include_recent: bool | None = None,
     ) -> QueryResult:
@@ -701,12 +771,14 @@ class Client:
 
     # -- analytics --------------------------------------------------------------------------------------
     def vwap(
-        self, symbol: str, start: datetime | str, end: datetime | str, *, exchange: str | None = None,
+        self, symbol: Symbols, start: datetime | str, end: datetime | str, *, exchange: str | None = None,
         as_of: AsOf | None = None, include_recent: bool | None = None,
     ) -> QueryResult:
         """Volume-weighted average price over ``[start, end)``: sum(price x qty) / sum(qty), per exchange.
 
-        Columns: exchange, symbol, vwap (double), volume, notional (exact), trade_count, first_ts, last_ts.
+        Columns: exchange, symbol, vwap (exact ``decimal(18,8)``: sum(price x qty) / sum(qty) rounded half up to
+        8 decimals in integer arithmetic), volume, notional (exact), trade_count, first_ts, last_ts.
+        ``symbol`` may be a list: one row per (exchange, symbol).
 
         Example::
 
@@ -715,8 +787,7 @@ class Client:
         s, e = self._range(start, end, required=True)
         source = self._source("trades", symbol, exchange, s, e, as_of, include_recent)
         sql = (
-            f"WITH src AS ({source.sql}) SELECT exchange, symbol, "  # noqa: S608 - constant fragments
-            "CAST(sum(CAST(price AS DECIMAL(38,8)) * quantity) AS DOUBLE) / CAST(sum(quantity) AS DOUBLE) AS vwap, "
+            f"WITH src AS ({source.sql}) SELECT exchange, symbol, {_VWAP_EXACT} AS vwap, "  # noqa: S608 - constant fragments
             "CAST(sum(quantity) AS DECIMAL(38,8)) AS volume, sum(CAST(price AS DECIMAL(38,8)) * quantity) AS notional, count(*) AS trade_count, "
             "min(exchange_ts) AS first_ts, max(exchange_ts) AS last_ts FROM src GROUP BY exchange, symbol ORDER BY exchange, symbol"
         )
@@ -726,7 +797,7 @@ class Client:
         return self._result(table, [source])
 
     def twap(
-        self, symbol: str, start: datetime | str, end: datetime | str, *, exchange: str | None = None,
+        self, symbol: Symbols, start: datetime | str, end: datetime | str, *, exchange: str | None = None,
         as_of: AsOf | None = None, include_recent: bool | None = None,
     ) -> QueryResult:
         """Time-weighted average price over ``[start, min(end, now))``: each price weighted by how long it prevailed.
