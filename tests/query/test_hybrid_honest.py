@@ -64,6 +64,22 @@ def test_backlog_over_max_rows_is_flagged_with_where_it_stopped(settings: Settin
     client.close()
 
 
+def test_time_bound_read_is_flagged(settings: Settings, unique: str) -> None:
+    """A Kafka read cut by query_recent_timeout_seconds says so (here the bound passes before the first fetch)."""
+    exchange = f"ht{unique}"
+    ensure_tables(load_catalog(settings), settings)
+    base = now_micros() - 60_000_000
+    with MarketDataProducer(settings) as producer:
+        producer.send_many(TRADE, [_trade(exchange, i, ts=base + i) for i in range(1, 101)])
+    client = Client(settings.model_copy(update={"query_recent_timeout_seconds": 0.01}))
+    rows = client.trades("BTCUSDT", exchange=exchange, include_recent=True)
+    assert rows.recent_truncated and rows.recent_truncated_reason == "time_bound"
+    topic = topic_name("crypto", "trades", exchange)
+    # Where it stopped matches what it returned (one partition holds the symbol, read from offset 0).
+    assert sum(rows.recent_stopped_at[topic].values()) == rows.num_rows == rows.recent_rows <= 100
+    client.close()
+
+
 def test_rows_the_landing_refuses_are_not_returned(settings: Settings, unique: str) -> None:
     exchange = f"hv{unique}"
     ensure_tables(load_catalog(settings), settings)

@@ -162,6 +162,7 @@ class _Reader:
         self.messages = 0
         self.reason: str | None = None
         self.resets: list[str] = []
+        self.streaming = False  # a batch arrived since the partitions were assigned
 
     def run(self) -> None:
         assigned = last_message = time.monotonic()
@@ -176,7 +177,9 @@ class _Reader:
             if not pending and now - last_message >= IDLE_SECONDS:
                 return
             if now >= self.deadline:
-                self.reason = "time_bound"
+                # Partial only when the log still had messages for us: below the minimum, or still arriving.
+                if pending or (self.streaming and now - last_message < IDLE_SECONDS):
+                    self.reason = "time_bound"
                 return
             batch = self.consumer.consume(num_messages=10_000, timeout=min(0.05, max(0.001, self.deadline - now)))
             for msg in batch:
@@ -187,6 +190,7 @@ class _Reader:
                 part.skip = False
             if batch:
                 last_message = time.monotonic()
+                self.streaming = True
 
     def _take(self, msg: Message) -> bool:
         """Account for one message; False when it is a matching row beyond ``query_recent_max_rows``."""
