@@ -214,6 +214,9 @@ class Settings(BaseSettings):
     )
     query_recent_max_rows: int = _f(1_000_000, "Most rows read from Kafka for the hybrid query.", 100_000, "query")
     query_recent_timeout_seconds: float = _f(2.0, "Longest time spent reading Kafka for the hybrid query.", 1.0, "query")
+    query_cli_timeout_seconds: float = _f(
+        300.0, "Longest time one CLI query (`k2 sql`, `k2 trades`, `k2 bars`, ...) may run before it is cancelled.", 60.0, "query"
+    )
 
     # -- REST API ----------------------------------------------------------------------------------
     api_host: str = _f("127.0.0.1", "REST API bind address.", "0.0.0.0", "api")
@@ -310,6 +313,7 @@ class Settings(BaseSettings):
         "api_rate_limit_per_second",
         "api_request_timeout_seconds",
         "query_recent_timeout_seconds",
+        "query_cli_timeout_seconds",
         "source_stall_seconds",
         "source_max_connection_seconds",
         "source_backoff_initial_seconds",

@@ -6,7 +6,7 @@ import bisect
 import statistics
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ def test_vwap(client: Client, data: tuple[pa.Table, pa.Table]) -> None:
     assert len(row) == 1
     assert row[0]["trade_count"] == len(trades)
     assert row[0]["volume"] == volume and row[0]["notional"] == notional
-    assert row[0]["vwap"] == pytest.approx(float(notional / volume), rel=1e-12)
+    assert row[0]["vwap"] == (notional / volume).quantize(Decimal("0.00000001"), ROUND_HALF_UP)  # exact, not a float
 
 
 def _independent_twap(trades: list[dict[str, Any]], start: datetime, end: datetime) -> tuple[Decimal, int, dict[str, Any] | None]:

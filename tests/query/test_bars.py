@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -58,7 +58,7 @@ def expected_bar(rows: list[dict[str, str]], open_ms: int, interval_ms: int) -> 
 def assert_bar(bar: dict[str, object], want: dict[str, object]) -> None:
     for key, value in want.items():
         if key == "vwap":
-            assert bar[key] == pytest.approx(float(value), rel=1e-12), key  # type: ignore[arg-type]
+            assert bar[key] == Decimal(value).quantize(Decimal("0.00000001"), ROUND_HALF_UP), key  # type: ignore[arg-type]
         else:
             assert bar[key] == value, key
 

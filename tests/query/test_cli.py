@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -77,7 +77,7 @@ def test_vwap_snapshots_sql(env: None, tmp_path: Path) -> None:
     raw = csv_rows()
     vwap = json.loads(run("vwap", "BTCUSDT", *RANGE, "--twap", "-f", "json", "--no-include-recent"))
     expected = sum(Decimal(r["price"]) * Decimal(r["qty"]) for r in raw) / sum(Decimal(r["qty"]) for r in raw)
-    assert vwap[0]["vwap"] == pytest.approx(float(expected), rel=1e-12) and vwap[0]["twap"] > 0
+    assert vwap[0]["vwap"] == str(expected.quantize(Decimal("0.00000001"), ROUND_HALF_UP)) and vwap[0]["twap"] > 0  # exact text
     # After the last trade: no VWAP row, while the TWAP has the prevailing price; the table stays consistent.
     after = ("--start", "2021-01-03T00:05:00Z", "--end", "2021-01-03T00:06:00Z")
     assert json.loads(run("vwap", "BTCUSDT", *after, "--twap", "-f", "json", "--no-include-recent")) == []

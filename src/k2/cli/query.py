@@ -17,21 +17,28 @@ from __future__ import annotations
 import html
 import io
 import json
+import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import structlog
 import typer
 from rich.console import Console
 from rich.table import Table as RichTable
+from rich.text import Text
 
-from k2.config import load_settings
+from k2.cli.safe import markup, plain
+from k2.config import Settings, load_settings
 
 console = Console()
 err_console = Console(stderr=True)
@@ -51,9 +58,33 @@ class OutputFormat(StrEnum):
     parquet = "parquet"
 
 
+T = TypeVar("T")
+EXIT_INTERRUPTED = 130  # the shell's code for a command ended by SIGINT
+EXIT_TIMEOUT = 124  # as timeout(1)
+
+
+def decimal_text(value: Decimal) -> str:
+    """A decimal in fixed notation, every stored digit kept: ``0.00000000``, never ``0E-8``.
+
+    >>> decimal_text(Decimal("0E-8")), decimal_text(Decimal("1E-8")), decimal_text(Decimal("61837.63000000"))
+    ('0.00000000', '0.00000001', '61837.63000000')
+    """
+    return format(value, "f")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return decimal_text(value)
+    return str(value)
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, Decimal):
-        return str(value)  # exact, never a float
+        return decimal_text(value)  # exact, never a float
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, bytes):
@@ -61,10 +92,28 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"expected a JSON-serialisable value, found {type(value).__name__}")
 
 
-def _flatten(table: pa.Table) -> pa.Table:
-    """Nested columns (conditions, vendor) as JSON text, for CSV."""
+def _fixed_decimals(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A decimal column as text in fixed notation (Arrow writes 0 and values below 1e-6 as ``0E-8``)."""
+    text = pc.cast(column, pa.string())
+    scientific = pc.match_substring(text, "E")
+    if not pc.any(scientific).as_py():
+        return text
+    values = column.to_pylist()
+    fixed = [None if v is None else decimal_text(v) for v in values]
+    return pa.chunked_array([pa.array(fixed, pa.string())])
+
+
+def _flatten(table: pa.Table, terminal: bool = False) -> pa.Table:
+    """Nested columns (conditions, vendor) as JSON text and decimals in fixed notation, for CSV.
+
+    ``terminal``: text columns with control characters escaped (the CSV goes to a terminal, not a file).
+    """
     columns = []
     for column in table.columns:
+        if pa.types.is_decimal(column.type):
+            column = _fixed_decimals(column)
+        elif terminal and pa.types.is_string(column.type):
+            column = pa.chunked_array([pa.array([None if v is None else plain(v) for v in column.to_pylist()], pa.string())])
         if pa.types.is_nested(column.type):
             values = [None if v is None else json.dumps(dict(v) if isinstance(v, list) and v and isinstance(v[0], tuple) else v) for v in column.to_pylist()]
             column = pa.chunked_array([pa.array(values, type=pa.string())])
@@ -85,20 +134,20 @@ def render(table: pa.Table, fmt: OutputFormat, output: Path | None, title: str |
         import pyarrow.parquet as pq
 
         pq.write_table(table, output)
-        err_console.print(f"wrote {table.num_rows:,} rows to {output}")
+        err_console.print(f"wrote {table.num_rows:,} rows to {markup(output)}")
         return
     if fmt is OutputFormat.csv:
         import pyarrow.csv as pacsv
 
         buffer = io.BytesIO()
-        pacsv.write_csv(_flatten(table), buffer)
+        pacsv.write_csv(_flatten(table, terminal=output is None and sys.stdout.isatty()), buffer)
         text = buffer.getvalue().decode()
     elif fmt is OutputFormat.json:
         text = json.dumps(table.to_pylist(), default=_json_default, indent=1) + "\n"
     else:
-        rich = RichTable(*table.column_names, title=title, show_lines=False)
+        rich = RichTable(*(markup(c) for c in table.column_names), title=None if title is None else Text(plain(title)), show_lines=False)
         for row in table.slice(0, TABLE_ROWS_SHOWN).to_pylist():
-            rich.add_row(*("" if v is None else v.isoformat() if isinstance(v, datetime) else str(v) for v in row.values()))
+            rich.add_row(*(Text(plain(_cell(v))) for v in row.values()))
         if output is None:
             console.print(rich)
             if table.num_rows > TABLE_ROWS_SHOWN:
@@ -111,7 +160,7 @@ def render(table: pa.Table, fmt: OutputFormat, output: Path | None, title: str |
         sys.stdout.write(text)
     else:
         output.write_text(text)
-        err_console.print(f"wrote {table.num_rows:,} rows to {output}")
+        err_console.print(f"wrote {table.num_rows:,} rows to {markup(output)}")
 
 
 def plot_bars(bars: pa.Table, path: Path, title: str) -> None:
@@ -132,7 +181,7 @@ def plot_bars(bars: pa.Table, path: Path, title: str) -> None:
         path.write_text(svg if suffix == ".svg" else f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head><body>{svg}</body></html>\n")
     else:
         raise typer.BadParameter(f"expected --plot FILE ending in .png, .html or .svg, found {path.name!r}")
-    err_console.print(f"wrote candlestick chart of {len(rows)} bars to {path}")
+    err_console.print(f"wrote candlestick chart of {len(rows)} bars to {markup(path)}")
 
 
 def _plot_png(rows: list[dict[str, Any]], path: Path, title: str) -> None:
@@ -201,6 +250,91 @@ def _svg(rows: list[dict[str, Any]], title: str) -> str:
     return "".join(parts)
 
 
+def _exit_now(code: int) -> NoReturn:
+    """Leave the process at once after a cancelled statement.
+
+    DuckDB's worker threads may still be unwinding the interrupted statement; running its C++
+    destructors at interpreter exit then aborts the process ("terminate called without an active
+    exception", exit -6 instead of the documented code; seen in 4 of 6 Ctrl-C runs). Output is flushed
+    first; nothing else is pending in a CLI query that was cancelled.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+class _Interrupted(Exception):
+    """The user pressed Ctrl-C while a query ran (it was cancelled)."""
+
+
+class _TimedOut(Exception):
+    """The query ran longer than ``query_cli_timeout_seconds`` (it was cancelled)."""
+
+
+def run_query(settings: Settings, work: Callable[[], T]) -> T:
+    """Run ``work`` (client calls) in a worker thread that Ctrl-C and ``query_cli_timeout_seconds`` cancel.
+
+    DuckDB holds the main thread inside C++ while a statement runs, so a SIGINT handler would only run after
+    the statement ended (606 s for a cross join): the statement runs in a worker under a
+    :class:`k2.query.cancel.CancelScope` while the main thread waits in short, interruptible joins; Ctrl-C (or
+    the timeout) interrupts the DuckDB connection. A Kafka read in progress is bounded by
+    ``query_recent_timeout_seconds``; the main thread waits for the worker at most 5 s more.
+
+    Example::
+
+        result = run_query(settings, lambda: client.sql("SELECT count(*) FROM trades"))
+    """
+    from k2.query.cancel import CancelScope
+    from k2.query.errors import QueryCancelledError
+
+    scope = CancelScope(timeout=settings.query_cli_timeout_seconds)
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            with scope:
+                structlog.get_logger("k2.cli").debug("cli query running", timeout_seconds=settings.query_cli_timeout_seconds)
+                outcome["value"] = work()
+        except BaseException as exc:  # handed to the main thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=target, name="k2-cli-query", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.1)
+    except KeyboardInterrupt:
+        scope.cancel()
+        with suppress(KeyboardInterrupt):
+            worker.join(5.0)
+        raise _Interrupted from None
+    error = outcome.get("error")
+    if isinstance(error, QueryCancelledError):
+        raise _TimedOut from None
+    if error is not None:
+        raise error
+    return outcome["value"]
+
+
+def report_recent(result: Any) -> None:
+    """Say on stderr when the Kafka part of a hybrid result is partial (the data on stdout stays clean).
+
+    Example::
+
+        report_recent(client.trades("BTCUSDT"))
+    """
+    if not getattr(result, "recent_truncated", False):
+        return
+    reason = result.recent_truncated_reason
+    why = "it read K2_QUERY_RECENT_MAX_ROWS rows" if reason == "max_rows" else "K2_QUERY_RECENT_TIMEOUT_SECONDS passed"
+    where = ", ".join(f"{t}[{p}]@{o}" for t, parts in sorted(result.recent_stopped_at.items()) for p, o in sorted(parts.items()))
+    err_console.print(
+        f"warning: partial result: the Kafka read stopped early ({markup(reason)}: {why}) after "
+        f"{result.recent_rows:,} rows; stopped at {markup(where) or 'the start'}. Rows and aggregates after that are missing.",
+        soft_wrap=True,
+    )
+
+
 @contextmanager
 def _client() -> Iterator[Any]:
     from k2.query.client import Client
@@ -211,14 +345,25 @@ def _client() -> Iterator[Any]:
     settings = load_settings()
     configure_logging(settings)  # logs to stderr: stdout carries the data
     client = Client(settings)
+    # SIGINT must raise KeyboardInterrupt in the main thread even where a parent process ignored it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield client
     except K2QueryError as exc:
-        err_console.print(f"error: {exc}")
+        err_console.print(f"error: {markup(exc)}", soft_wrap=True)
         raise typer.Exit(2) from None
     except RecentUnavailableError as exc:
-        err_console.print(f"error: {exc} (use --no-include-recent to query Iceberg only)")
+        err_console.print(f"error: {markup(exc)} (use --no-include-recent to query Iceberg only)", soft_wrap=True)
         raise typer.Exit(1) from None
+    except _Interrupted:
+        err_console.print("error: expected the query to finish, found it cancelled by Ctrl-C")
+        _exit_now(EXIT_INTERRUPTED)
+    except _TimedOut:
+        err_console.print(
+            f"error: expected the query to finish within {settings.query_cli_timeout_seconds:g} s "
+            "(K2_QUERY_CLI_TIMEOUT_SECONDS), found it still running; it was cancelled"
+        )
+        _exit_now(EXIT_TIMEOUT)
     finally:
         client.close()
 
@@ -230,6 +375,28 @@ END = typer.Option(None, "--end", help="Exclusive end, ISO-8601 with offset or Z
 AS_OF = typer.Option(None, "--as-of", help="Read the tables as of a snapshot id or an ISO-8601 time.")
 RECENT = typer.Option(None, "--include-recent/--no-include-recent", help="Add messages still in Kafka (default: when the range ends near now).")
 EXCHANGE = typer.Option(None, "--exchange", "-e", help="Only this exchange (e.g. binance).")
+SYMBOL = typer.Argument(None, help="Exchange-native symbol, e.g. BTCUSDT, or several: BTCUSDT,ETHUSDT.")
+SYMBOLS = typer.Option(None, "--symbols", "-s", help="Several symbols, comma-separated (instead of the argument).")
+
+
+def symbols_of(symbol: str | None, symbols: str | None) -> str | list[str]:
+    """The symbol argument or ``--symbols`` (exactly one of them) as one symbol or a list.
+
+    >>> symbols_of("BTCUSDT", None), symbols_of(None, "BTCUSDT,ETHUSDT")
+    ('BTCUSDT', ['BTCUSDT', 'ETHUSDT'])
+    """
+    if (symbol is None) == (symbols is None):
+        raise typer.BadParameter(f"expected a SYMBOL argument or --symbols A,B, found {'both' if symbol else 'neither'}")
+    text = symbol if symbol is not None else symbols
+    assert text is not None
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise typer.BadParameter(f"expected at least one symbol, found {text!r}")
+    return names[0] if len(names) == 1 else names
+
+
+def _label(names: str | list[str]) -> str:
+    return names if isinstance(names, str) else ",".join(names)
 
 
 def register(app: typer.Typer) -> None:
@@ -243,7 +410,7 @@ def register(app: typer.Typer) -> None:
 
     def rows_command(kind: str) -> Callable[..., None]:
         def command(
-            symbol: str = typer.Argument(..., help="Exchange-native symbol, e.g. BTCUSDT."),
+            symbol: str | None = SYMBOL,
             start: str | None = START,
             end: str | None = END,
             exchange: str | None = EXCHANGE,
@@ -252,14 +419,19 @@ def register(app: typer.Typer) -> None:
             include_recent: bool | None = RECENT,
             fmt: OutputFormat = FORMAT,
             output: Path | None = OUTPUT,
+            symbols: str | None = SYMBOLS,
         ) -> None:
+            names = symbols_of(symbol, symbols)
             with _client() as client:
                 method = client.trades if kind == "trades" else client.quotes
-                result = method(symbol, start, end, exchange=exchange, limit=limit, as_of=as_of, include_recent=include_recent)
+                result = run_query(
+                    client.settings, lambda: method(names, start, end, exchange=exchange, limit=limit, as_of=as_of, include_recent=include_recent)
+                )
+                report_recent(result)
                 table = result.table
                 if fmt is OutputFormat.table:  # the terminal gets the columns that fit; files get all of them
                     table = table.select(list(TABLE_COLUMNS[kind]))
-                render(table, fmt, output, f"{kind} {symbol}")
+                render(table, fmt, output, f"{kind} {_label(names)}")
 
         command.__doc__ = f"Print the {kind} of a symbol in [start, end), oldest first."
         return command
@@ -269,7 +441,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("bars")
     def bars(
-        symbol: str = typer.Argument(..., help="Exchange-native symbol, e.g. BTCUSDT."),
+        symbol: str | None = SYMBOL,
         interval: str = typer.Option("1m", "--interval", "-i", help="Time-bar interval 1s..1d (1s, 5s, 1m, 5m, 15m, 1h, 4h, 1d ...)."),
         start: str | None = START,
         end: str | None = END,
@@ -282,8 +454,10 @@ def register(app: typer.Typer) -> None:
         include_recent: bool | None = RECENT,
         fmt: OutputFormat = FORMAT,
         output: Path | None = OUTPUT,
+        symbols: str | None = SYMBOLS,
     ) -> None:
         """Print OHLCV bars (Binance kline fields) of a symbol; optionally plot them."""
+        names = symbols_of(symbol, symbols)
         with _client() as client:
             bar_size: Any = size
             if kind == "tick" and size is not None:
@@ -291,18 +465,19 @@ def register(app: typer.Typer) -> None:
                     bar_size = int(size)
                 except ValueError:
                     raise typer.BadParameter(f"--size: expected a whole number of trades for tick bars, found {size!r}") from None
-            result = client.bars(
-                symbol, interval, start, end, exchange=exchange, kind=kind, size=bar_size, fill_empty=fill_empty,
+            result = run_query(client.settings, lambda: client.bars(
+                names, interval, start, end, exchange=exchange, kind=kind, size=bar_size, fill_empty=fill_empty,
                 as_of=as_of, include_recent=include_recent,
-            )
-            title = f"{symbol} {interval if kind == 'time' else kind + ' ' + str(size)} bars"
+            ))
+            report_recent(result)
+            title = f"{_label(names)} {interval if kind == 'time' else kind + ' ' + str(size)} bars"
             render(result.table, fmt, output, title)
             if plot is not None:
                 plot_bars(result.table, plot, title)
 
     @app.command("vwap")
     def vwap(
-        symbol: str = typer.Argument(..., help="Exchange-native symbol, e.g. BTCUSDT."),
+        symbol: str | None = SYMBOL,
         start: str = typer.Option(..., "--start", help="Inclusive start, ISO-8601 with offset or Z."),
         end: str = typer.Option(..., "--end", help="Exclusive end, ISO-8601 with offset or Z."),
         exchange: str | None = EXCHANGE,
@@ -311,17 +486,47 @@ def register(app: typer.Typer) -> None:
         include_recent: bool | None = RECENT,
         fmt: OutputFormat = FORMAT,
         output: Path | None = OUTPUT,
+        symbols: str | None = SYMBOLS,
     ) -> None:
-        """Print the volume-weighted average price of a symbol over [start, end)."""
+        """Print the volume-weighted average price (exact decimal) of symbols over [start, end)."""
+        names = symbols_of(symbol, symbols)
         with _client() as client:
-            result = client.vwap(symbol, start, end, exchange=exchange, as_of=as_of, include_recent=include_recent).table
+            answer = run_query(client.settings, lambda: client.vwap(names, start, end, exchange=exchange, as_of=as_of, include_recent=include_recent))
+            report_recent(answer)
+            result = answer.table
             if twap:
-                t = client.twap(symbol, start, end, exchange=exchange, as_of=as_of, include_recent=include_recent).table
+                t_answer = run_query(client.settings, lambda: client.twap(names, start, end, exchange=exchange, as_of=as_of, include_recent=include_recent))
+                report_recent(t_answer)
+                t = t_answer.table
                 # TWAP may also have rows for venues with only a prevailing price (no trade in the window): match by key.
                 by_key = {(r["exchange"], r["symbol"]): r["twap"] for r in t.select(["exchange", "symbol", "twap"]).to_pylist()}
                 keys = zip(result["exchange"].to_pylist(), result["symbol"].to_pylist(), strict=True)
                 result = result.append_column("twap", pa.array([by_key.get(k) for k in keys], pa.float64()))
-            render(result, fmt, output, f"VWAP {symbol}")
+            render(result, fmt, output, f"VWAP {_label(names)}")
+
+    @app.command("klines")
+    def klines(
+        symbol: str | None = SYMBOL,
+        interval: str | None = typer.Option(None, "--interval", "-i", help="As the venue names it (1m, 1h, 1d ...); default: all."),
+        start: str | None = START,
+        end: str | None = END,
+        exchange: str | None = EXCHANGE,
+        limit: int | None = typer.Option(None, "--limit", "-n", help="At most this many klines (default: up to K2_QUERY_MAX_ROWS)."),
+        as_of: str | None = AS_OF,
+        fmt: OutputFormat = FORMAT,
+        output: Path | None = OUTPUT,
+        symbols: str | None = SYMBOLS,
+    ) -> None:
+        """Print venue-published klines (imported with k2 import binance-klines) with open_time in [start, end)."""
+        names = symbols_of(symbol, symbols)
+        with _client() as client:
+            result = run_query(
+                client.settings, lambda: client.klines(names, interval, start, end, exchange=exchange, limit=limit, as_of=as_of)
+            )
+            table = result.table
+            if fmt is OutputFormat.table:
+                table = table.drop_columns([c for c in ("instrument", "asset_class", "receipt_ts", "vendor") if c in table.column_names])
+            render(table, fmt, output, f"klines {_label(names)}")
 
     @app.command("snapshots")
     def snapshots(
@@ -333,14 +538,14 @@ def register(app: typer.Typer) -> None:
         """List a table's Iceberg commits with rows added and the Kafka offsets each covers."""
         with _client() as client:
             source = client.as_of(as_of) if as_of is not None else client
-            result = source.snapshots(table).table
+            result = run_query(client.settings, lambda: source.snapshots(table)).table
             if fmt is OutputFormat.table:
                 result = result.drop_columns(["summary", "kafka_ranges", "parent_id"])
             render(result, fmt, output, f"snapshots of {table}")
 
     @app.command("sql")
     def sql(
-        query: str = typer.Argument(..., help="One SELECT over the views trades, quotes, instruments, gaps."),
+        query: str = typer.Argument(..., help="One SELECT over the views trades, quotes, instruments, gaps, klines."),
         param: list[str] = typer.Option([], "--param", "-p", help="A positional ? parameter (repeatable), bound as text."),
         as_of: str | None = AS_OF,
         fmt: OutputFormat = FORMAT,
@@ -349,4 +554,4 @@ def register(app: typer.Typer) -> None:
         """Run a read-only SQL query (SELECT/WITH only) over the views of K2's tables."""
         with _client() as client:
             source = client.as_of(as_of) if as_of is not None else client
-            render(source.sql(query, list(param) if param else None).table, fmt, output)
+            render(run_query(client.settings, lambda: source.sql(query, list(param) if param else None)).table, fmt, output)

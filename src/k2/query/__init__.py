@@ -9,8 +9,12 @@ A client is thread-safe: it holds a bounded pool of ``query_pool_size`` DuckDB c
 Client methods (every time argument accepts a timezone-aware ``datetime`` or an ISO-8601 string with an
 offset or ``Z``; naive values raise :class:`InvalidRangeError`; ``start`` is inclusive, ``end`` exclusive)::
 
+    # symbol: one symbol ("BTCUSDT"), a list (["BTCUSDT", "ETHUSDT"]) or a comma string ("BTCUSDT,ETHUSDT"),
+    # at most 100 (trades, quotes, bars, vwap, twap, klines); rows are ordered with the symbol as a tie-breaker.
     trades(symbol, start=None, end=None, *, exchange=None, limit=None, as_of=None, include_recent=None) -> QueryResult
     quotes(symbol, start=None, end=None, *, exchange=None, limit=None, as_of=None, include_recent=None) -> QueryResult
+    klines(symbol, interval=None, start=None, end=None, *, exchange=None, limit=None, as_of=None) -> QueryResult
+        # venue-published bars (k2 import binance-klines), open_time in [start, end); never from Kafka
     bars(symbol, interval="1m", start=None, end=None, *, exchange=None, kind="time", size=None,
          fill_empty=False, as_of=None, include_recent=None) -> QueryResult
         # kind="time": interval "1s".."1d" (units s, m, h, d; e.g. "1s", "5m", "1h", "1d").
@@ -26,7 +30,7 @@ offset or ``Z``; naive values raise :class:`InvalidRangeError`; ``start`` is inc
     snapshot_id(table="trades", as_of=None) -> int | None   # resolve the snapshot a query would read now
     gaps(status=None, exchange=None, symbol=None) -> QueryResult
     symbols(exchange=None) -> QueryResult           # exchange, symbol, trades, quotes, first_ts, last_ts
-    sql(query, params=None) -> QueryResult          # read-only SELECT/WITH over views trades, quotes, instruments, gaps
+    sql(query, params=None) -> QueryResult          # read-only SELECT/WITH over views trades, quotes, instruments, gaps, klines
     close()                                         # also a context manager
 
 ``as_of`` may be an ``int`` snapshot id (or a string of digits) of any of K2's tables: the table that
@@ -39,8 +43,14 @@ with ``as_of`` raises :class:`QueryError`).
 
 ``include_recent=None`` means on when ``end`` is None or within ``query_recent_window_seconds`` of now
 (only for trades/quotes/bars/vwap/twap). Recent rows come from Kafka after the offsets stored in the
-latest snapshot, bounded by ``query_recent_timeout_seconds`` and ``query_recent_max_rows``, deduplicated
-by natural key (exchange, symbol, trade_id / update_id) against the table and within the batch.
+latest snapshot, bounded by ``query_recent_timeout_seconds`` and ``query_recent_max_rows``, checked with
+the landing's rules (``k2.model.validate``: a row the landing would dead-letter is never returned) and
+deduplicated by natural key (exchange, symbol, trade_id / update_id) against the table and within the batch
+(``k2.model.dedup``). A Kafka log reset since the last landing (broker restarted) is detected by the last
+landed message's offset and CRC and read from its start. A bounded read that stopped early sets
+``result.recent_truncated`` (``recent_truncated_reason`` "max_rows" or "time_bound", ``recent_stopped_at``
+{topic: {partition: next offset not read}}), for rows and for aggregates (bars, vwap, twap) alike. When no
+broker accepts a connection the Kafka part is skipped at once (``recent_error``; logged once per client).
 
 Results: :class:`QueryResult`, a thin wrapper around a ``pyarrow.Table``:
 
@@ -51,10 +61,12 @@ Results: :class:`QueryResult`, a thin wrapper around a ``pyarrow.Table``:
 * ``result.snapshot_ids``: ``{"trades": 123456789, ...}`` the Iceberg snapshot id each table was read at
   (``None`` for a table that has no snapshot yet); ``result.recent_rows``: rows read from Kafka for the
   query (after in-batch de-duplication, before dropping those already in the snapshot);
-  ``result.recent_error``: why the Kafka part was skipped when ``include_recent`` was defaulted on.
+  ``result.recent_error``: why the Kafka part was skipped when ``include_recent`` was defaulted on;
+  ``result.recent_truncated`` / ``recent_truncated_reason`` / ``recent_stopped_at``: the Kafka part is partial.
 * Types: timestamps are ``timestamp[us, tz=UTC]``; trade/quote prices and sizes are exact
   ``decimal128(18, 8)`` (``Decimal`` in Python); bar open/high/low/close are exact decimals,
-  volume/quote_volume/taker_buy_* are ``decimal128(38, 8)``; vwap, twap and spread statistics are
+  volume/quote_volume/taker_buy_* are ``decimal128(38, 8)``; vwap (of ``vwap()`` and of bars) is an exact
+  ``decimal128(18, 8)`` (rounded half up to 8 decimals in integer arithmetic); twap and spread statistics are
   ``double``.
 
 Cancelling: queries run inside ``with k2.query.cancel.CancelScope(timeout=None):`` (in the calling thread) are

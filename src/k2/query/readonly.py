@@ -6,7 +6,7 @@ Two independent guards:
    SELECT (which includes ``WITH ... SELECT``, ``FROM t``, ``VALUES``, ``DESCRIBE``, ``SUMMARIZE``).
    COPY, ATTACH, INSERT, CREATE, SET, PRAGMA with effects, EXPLAIN, CALL ... are rejected.
 2. The statement runs on a fresh connection where the only things reachable are the views
-   ``trades``, ``quotes``, ``instruments`` and ``gaps``: after the views are created, external access
+   ``trades``, ``quotes``, ``instruments``, ``gaps`` and ``klines``: after the views are created, external access
    is disabled except for the warehouse directory (``allowed_directories``) and the configuration is
    locked, so ``read_csv('/etc/passwd')``, ``glob``, ``ATTACH`` and ``SET`` all fail even inside a SELECT.
 
@@ -24,7 +24,7 @@ import duckdb
 
 from k2.query.errors import QueryError
 
-VIEWS = ("trades", "quotes", "instruments", "gaps")
+VIEWS = ("trades", "quotes", "instruments", "gaps", "klines")
 
 _PARSER = duckdb.connect()
 

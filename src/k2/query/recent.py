@@ -1,39 +1,67 @@
-"""The Kafka half of the hybrid query: messages not yet landed in Iceberg, decoded like the landing path.
+"""The Kafka half of the hybrid query: messages not yet landed in Iceberg, read and checked like the landing does.
 
 Reads every partition of the table's topics from the offsets stored in the snapshot the Iceberg half
 reads (every message below those offsets is in that snapshot, dead-lettered or deduplicated), with a
 fresh consumer: partitions assigned explicitly, no group membership, nothing committed.
 
+What the landing would refuse is never returned: values are decoded with the landing's decoder
+(:class:`k2.bus.serde.AvroBatchDecoder`; undecodable messages are skipped), checked with the landing's
+rules (:func:`k2.model.validate.validate`, per topic, with the exchange and asset class the topic names and
+``landing_max_future_seconds``; invalid rows are skipped and counted) and de-duplicated in batch by natural
+key (:func:`k2.model.dedup.first_of_each_key`; the client then drops keys already in the snapshot).
+
+A reset log (a memory broker restarted, a topic recreated) is detected like the landing does: each
+partition is read from the *last landed* message (offset and CRC stored by the landing under
+``k2.kafka.last``); when that message is not there, or differs, the partition is read from the log start
+(the client's natural-key anti-join drops what is already in Iceberg) and ``resets`` names it.
+Hazard: Tansu answers a fetch past the log end with nothing, so "not there" means "not delivered within
+``VERIFY_SECONDS``": a broker slower than that makes a partition be re-read from its start (correct, slower).
+
 Stopping never trusts the broker's end offsets (Tansu reports the first offset of the last batch + 1):
 the reported high watermark is only a *minimum* to read up to; reading then continues until no message
-arrived for ``IDLE_SECONDS``, ``query_recent_timeout_seconds`` passed, or ``query_recent_max_rows``
-matching messages were read. Values are decoded with :class:`k2.bus.serde.AvroBatchDecoder` (the
-landing consumer's decoder); undecodable messages are skipped (the landing consumer dead-letters them).
+arrived for ``IDLE_SECONDS``. A read that stops early says so: ``truncated`` with ``reason``
+``"max_rows"`` (``query_recent_max_rows`` matching messages read) or ``"time_bound"``
+(``query_recent_timeout_seconds`` passed while the log still had messages to read), and ``stopped_at``
+({topic: {partition: next offset not read}}).
+
+When nothing accepts a TCP connection at any bootstrap address, :class:`RecentUnavailableError` is raised
+at once (no Kafka client is created, so no reconnect noise and no wait).
 
 Example (needs a broker and registry)::
 
     recent = read_recent(settings, "trades", stored_offsets, symbol="BTCUSDT")
-    recent.table.num_rows
+    recent.table.num_rows, recent.truncated, recent.reason
 """
 
 from __future__ import annotations
 
 import re
+import socket
 import time
 import uuid
-from dataclasses import dataclass
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
 from k2.bus.serde import AvroBatchDecoder, registry_client
+from k2.bus.topics import parse_topic
 from k2.config import Settings
 from k2.lake.summary import OffsetMap
 from k2.model import QUOTE, TRADE, RecordType
+from k2.model.dedup import first_of_each_key
+from k2.model.validate import validate
+from k2.model.values import now_micros
 
 IDLE_SECONDS = 0.15
+VERIFY_SECONDS = 0.5
+PROBE_SECONDS = 0.5
+# Written by the landing consumer in every commit: {topic: {partition: "offset:crc32"}} of the last message landed.
+LAST_KEY = "k2.kafka.last"
 RECORDS: dict[str, tuple[RecordType, str]] = {"trades": (TRADE, "trade_id"), "quotes": (QUOTE, "update_id")}
 
 
@@ -43,26 +71,64 @@ class RecentUnavailableError(RuntimeError):
 
 @dataclass
 class RecentRows:
-    """Rows read from Kafka (canonical Arrow schema, in-batch duplicates removed) and what it took."""
+    """Rows read from Kafka (canonical Arrow schema, validated, in-batch duplicates removed) and what it took."""
 
     table: pa.Table
     messages: int
     truncated: bool
     seconds: float
+    reason: str | None = None
+    stopped_at: OffsetMap = field(default_factory=dict)
+    invalid: int = 0
+    undecodable: int = 0
+    resets: list[str] = field(default_factory=list)
 
 
 def dedupe_keys(table: pa.Table, key: tuple[str, ...]) -> pa.Table:
-    """Keep the first row of each natural key (order preserved).
+    """Keep the first row of each natural key (order preserved): :func:`k2.model.dedup.first_of_each_key`.
 
     >>> t = pa.table({"e": ["a", "a", "a", "a", "b"], "id": [3, 1, 1, 3, 3], "v": [0, 1, 2, 3, 4]})
     >>> dedupe_keys(t, ("e", "id"))["v"].to_pylist()
     [0, 1, 4]
     """
-    if table.num_rows <= 1:
-        return table
-    indexed = table.select(list(key)).append_column("__i", pa.array(np.arange(table.num_rows, dtype=np.int64)))
-    first = indexed.group_by(list(key), use_threads=False).aggregate([("__i", "min")])["__i_min"]
-    return table.take(pa.array(np.sort(first.to_numpy())))
+    return first_of_each_key(table, key)
+
+
+def broker_unreachable(bootstrap: str, timeout: float = PROBE_SECONDS) -> str | None:
+    """None when some bootstrap address accepts a TCP connection, else why none did (no Kafka client involved).
+
+    >>> broker_unreachable("127.0.0.1:1", 0.2) is not None
+    True
+    """
+    problems = []
+    for address in (a.strip() for a in bootstrap.split(",") if a.strip()):
+        hostport = address.split("://", 1)[-1]
+        host, _, port = hostport.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]") or "localhost", int(port)), timeout=timeout):
+                return None
+        except (OSError, ValueError) as exc:
+            problems.append(f"{address}: {exc}")
+    return "; ".join(problems) or f"no bootstrap address in {bootstrap!r}"
+
+
+def last_landed(summary: Mapping[str, str] | None) -> dict[tuple[str, int], tuple[int, int]]:
+    """(topic, partition) -> (offset, crc32) of the last message the landing committed (``k2.kafka.last``).
+
+    >>> last_landed({"k2.kafka.last": '{"t": {"0": "41:123"}}'})
+    {('t', 0): (41, 123)}
+    """
+    import json
+
+    raw = (summary or {}).get(LAST_KEY)
+    if not raw:
+        return {}
+    out: dict[tuple[str, int], tuple[int, int]] = {}
+    for topic, parts in json.loads(raw).items():
+        for partition, value in parts.items():
+            offset, _, crc = str(value).partition(":")
+            out[(topic, int(partition))] = (int(offset), int(crc or 0))
+    return out
 
 
 def _topics(consumer: Consumer, data_type: str, exchange: str | None, timeout: float) -> list[tuple[str, int]]:
@@ -75,22 +141,123 @@ def _topics(consumer: Consumer, data_type: str, exchange: str | None, timeout: f
     return sorted(found)
 
 
+@dataclass
+class _Part:
+    """One partition's reading state."""
+
+    next: int  # next offset not read (the stored offset until a message is read)
+    high: int  # the reported high watermark: a lower bound of the log end
+    check: tuple[int, int | None] | None  # the last landed message (offset, crc) still to be seen
+    skip: bool = False  # just re-positioned: ignore what is left of the current batch
+
+
+class _Reader:
+    """The consume loop of :func:`read_recent` (bounded by rows and time)."""
+
+    def __init__(self, consumer: Consumer, settings: Settings, parts: dict[tuple[str, int], _Part], keys: set[bytes] | None, deadline: float) -> None:
+        self.consumer, self.parts, self.keys, self.deadline = consumer, parts, keys, deadline
+        self.max_rows = settings.query_recent_max_rows
+        self.values: list[bytes | None] = []
+        self.topics: list[str] = []
+        self.messages = 0
+        self.reason: str | None = None
+        self.resets: list[str] = []
+        self.streaming = False  # a batch arrived since the partitions were assigned
+
+    def run(self) -> None:
+        assigned = last_message = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now - assigned >= VERIFY_SECONDS:
+                for key, part in self.parts.items():
+                    if part.check is not None:
+                        self._reset(key, part)
+                        part.skip = False  # between batches: the next batch already reads the new position
+            pending = any(p.check is not None or p.next < p.high for p in self.parts.values())
+            if not pending and now - last_message >= IDLE_SECONDS:
+                return
+            if now >= self.deadline:
+                # Partial only when the log still had messages for us: below the minimum, or still arriving.
+                if pending or (self.streaming and now - last_message < IDLE_SECONDS):
+                    self.reason = "time_bound"
+                return
+            batch = self.consumer.consume(num_messages=10_000, timeout=min(0.05, max(0.001, self.deadline - now)))
+            for msg in batch:
+                if not self._take(msg):
+                    self.reason = "max_rows"
+                    return
+            for part in self.parts.values():
+                part.skip = False
+            if batch:
+                last_message = time.monotonic()
+                self.streaming = True
+
+    def _take(self, msg: Message) -> bool:
+        """Account for one message; False when it is a matching row beyond ``query_recent_max_rows``."""
+        if msg.error() is not None:
+            return True
+        key = (str(msg.topic()), int(msg.partition() or 0))
+        part = self.parts.get(key)
+        offset = msg.offset()
+        if part is None or part.skip or offset is None or offset < part.next - (1 if part.check else 0):
+            return True
+        value = msg.value()
+        if part.check is not None:
+            expected, crc = part.check
+            part.check = None
+            if offset == expected and (crc is None or zlib.crc32(value or b"") == crc):
+                return True  # the log still holds what was landed: continue after it
+            self._reset(key, part)
+            return True
+        self.messages += 1
+        if self.keys is not None and msg.key() is not None and msg.key() not in self.keys:
+            part.next = offset + 1
+            return True
+        if len(self.values) >= self.max_rows:
+            return False
+        self.values.append(value)
+        self.topics.append(key[0])
+        part.next = offset + 1
+        return True
+
+    def _reset(self, key: tuple[str, int], part: _Part) -> None:
+        part.check, part.next, part.skip = None, 0, True
+        self.resets.append(f"{key[0]}[{key[1]}]")
+        # seek() to a logical offset does not restart a partition Tansu answered with empty fetches: re-assign
+        # every partition at its current position instead (this also drops what was fetched past it).
+        self.consumer.assign([TopicPartition(t, p, _position(s)) for (t, p), s in self.parts.items()])
+
+
+def _position(part: _Part) -> int:
+    if part.check is not None:
+        return part.check[0]
+    return part.next if part.next > 0 else OFFSET_BEGINNING
+
+
 def read_recent(
     settings: Settings,
     short_name: str,
     stored: OffsetMap,
-    symbol: str,
+    symbol: str | Sequence[str] | None,
     exchange: str | None = None,
+    *,
+    last: Mapping[tuple[str, int], tuple[int, int]] | None = None,
 ) -> RecentRows:
-    """Messages of ``symbol`` (and ``exchange``) after the ``stored`` offsets, decoded and de-duplicated in batch.
+    """Valid messages of ``symbol`` (one or several; None: all) after the ``stored`` offsets, de-duplicated in batch.
+
+    ``last`` (from :func:`last_landed`) lets each partition be checked for a reset log first.
 
     Example (needs a broker and registry)::
 
         read_recent(settings, "trades", {"market.crypto.trades.binance": {"0": 19904}}, "BTCUSDT").table
     """
     record, id_column = RECORDS[short_name]
+    symbols = None if symbol is None else [symbol] if isinstance(symbol, str) else list(symbol)
     started = time.monotonic()
     deadline = started + settings.query_recent_timeout_seconds
+    down = broker_unreachable(settings.bootstrap_servers, min(PROBE_SECONDS, settings.query_recent_timeout_seconds))
+    if down is not None:
+        raise RecentUnavailableError(f"expected Kafka at {settings.bootstrap_servers} for the hybrid query, found no broker answering ({down})")
     consumer = Consumer(
         {
             **settings.kafka_client_config(),
@@ -102,10 +269,6 @@ def read_recent(
             "socket.connection.setup.timeout.ms": max(1000, int(settings.query_recent_timeout_seconds * 1000)),
         }
     )
-    values: list[bytes | None] = []
-    messages = 0
-    truncated = False
-    key_bytes = symbol.encode()
     try:
         try:
             partitions = _topics(consumer, record.data_type.value, exchange, max(0.1, deadline - time.monotonic()))
@@ -113,57 +276,77 @@ def read_recent(
             raise RecentUnavailableError(f"expected Kafka at {settings.bootstrap_servers} for the hybrid query, found {exc}") from None
         if not partitions:
             return RecentRows(record.arrow_schema().empty_table(), 0, False, time.monotonic() - started)
-        assignment = []
-        minimum: dict[tuple[str, int], int] = {}
-        for topic, partition in partitions:
-            start = stored.get(topic, {}).get(str(partition))
-            assignment.append(TopicPartition(topic, partition, int(start) if start else OFFSET_BEGINNING))
-            try:
-                # A lower bound only: Tansu's high watermark can be below the true end of the log.
-                _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=max(0.1, deadline - time.monotonic()), cached=False)
-            except KafkaException:
-                high = -1
-            if high > (int(start) if start else 0):
-                minimum[(topic, partition)] = high
-        consumer.assign(assignment)
-        last_message = time.monotonic()
-        while True:
-            now = time.monotonic()
-            if now >= deadline:
-                break
-            if not minimum and now - last_message >= IDLE_SECONDS:
-                break
-            batch = consumer.consume(num_messages=10_000, timeout=min(0.05, max(0.001, deadline - now)))
-            for msg in batch:
-                if msg.error() is not None:
-                    continue
-                messages += 1
-                position = (msg.topic(), msg.partition())
-                offset = msg.offset()
-                if position in minimum and offset is not None and offset + 1 >= minimum[position]:
-                    del minimum[position]
-                key = msg.key()
-                if key is not None and key != key_bytes:
-                    continue
-                values.append(msg.value())
-            if batch:
-                last_message = time.monotonic()
-            if len(values) >= settings.query_recent_max_rows:
-                truncated = True
-                values = values[: settings.query_recent_max_rows]
-                break
+        parts = _positions(consumer, partitions, stored, last or {}, deadline)
+        consumer.assign([TopicPartition(t, p, _position(s)) for (t, p), s in parts.items()])
+        reader = _Reader(consumer, settings, parts, None if symbols is None else {s.encode() for s in symbols}, deadline)
+        reader.run()
     finally:
         consumer.close()
+    result = _decode_and_check(settings, record, id_column, reader.values, reader.topics, symbols, exchange)
+    result.messages, result.seconds, result.resets = reader.messages, time.monotonic() - started, reader.resets
+    if reader.reason is not None:
+        result.truncated, result.reason = True, reader.reason
+        for (t, p), part in parts.items():
+            result.stopped_at.setdefault(t, {})[str(p)] = part.next
+    return result
+
+
+def _positions(
+    consumer: Consumer, partitions: list[tuple[str, int]], stored: OffsetMap, last: Mapping[tuple[str, int], tuple[int, int]], deadline: float,
+) -> dict[tuple[str, int], _Part]:
+    """Where each partition starts, the message that proves the log was not reset, and the minimum to read."""
+    parts: dict[tuple[str, int], _Part] = {}
+    for topic, partition in partitions:
+        start = int(stored.get(topic, {}).get(str(partition), 0))
+        check: tuple[int, int | None] | None = None
+        if start > 0:
+            landed = last.get((topic, partition))
+            check = (landed[0], landed[1]) if landed is not None and landed[0] == start - 1 else (start - 1, None)
+        try:
+            # A lower bound only: Tansu's high watermark can be below the true end of the log.
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=max(0.1, deadline - time.monotonic()), cached=False)
+        except KafkaException:
+            high = -1
+        parts[(topic, partition)] = _Part(next=start, high=int(high), check=check)
+    return parts
+
+
+def _decode_and_check(
+    settings: Settings, record: RecordType, id_column: str, values: list[bytes | None], topics: list[str],
+    symbols: list[str] | None, exchange: str | None,
+) -> RecentRows:
+    """Decode (landing's decoder), validate (landing's rules, per topic), filter and de-duplicate in batch."""
+    empty = RecentRows(record.arrow_schema().empty_table(), 0, False, 0.0)
     if not values:
-        return RecentRows(record.arrow_schema().empty_table(), messages, truncated, time.monotonic() - started)
+        return empty
     try:
         decoded = AvroBatchDecoder(registry_client(settings.registry_url), record).decode(values)
     except Exception as exc:  # the registry being unreachable surfaces here
         raise RecentUnavailableError(f"expected the schema registry at {settings.registry_url} for the hybrid query, found {exc}") from None
-    table = decoded.table
-    if table.num_rows:
-        mask = pc.equal(table["symbol"], symbol)
+    positions = np.asarray(decoded.indices, dtype=np.int64)
+    order = np.argsort(positions, kind="stable")  # log order, so "first occurrence" means first in the log
+    table, positions = decoded.table.take(pa.array(order)), positions[order]
+    keep = np.ones(table.num_rows, dtype=bool)
+    row_topics = np.array(topics, dtype=object)[positions] if len(positions) else np.array([], dtype=object)
+    for topic in sorted(set(row_topics.tolist())):
+        asset_class, _, topic_exchange = parse_topic(topic)
+        rows = np.flatnonzero(row_topics == topic)
+        subset = table if len(rows) == table.num_rows else table.take(pa.array(rows))
+        problems = validate(
+            record, subset, now_us=now_micros(), max_future_us=int(settings.landing_max_future_seconds * 1_000_000),
+            expected_exchange=topic_exchange, expected_asset_class=asset_class,
+        )
+        for row, _, _ in problems:
+            keep[rows[row]] = False
+    invalid = int((~keep).sum())
+    if invalid:
+        table = table.filter(pa.array(keep))
+    if table.num_rows and symbols is not None:
+        mask = pc.is_in(table["symbol"], value_set=pa.array(symbols, pa.string()))
         if exchange is not None:
             mask = pc.and_(mask, pc.equal(table["exchange"], exchange))
-        table = dedupe_keys(table.filter(mask), ("exchange", "symbol", id_column))
-    return RecentRows(table, messages, truncated, time.monotonic() - started)
+        table = table.filter(mask)
+    elif table.num_rows and exchange is not None:
+        table = table.filter(pc.equal(table["exchange"], exchange))
+    table = first_of_each_key(table, ("exchange", "symbol", id_column))
+    return RecentRows(table, 0, False, 0.0, invalid=invalid, undecodable=len(decoded.failures))

@@ -1,0 +1,321 @@
+"""SQL building: the scans, filters and hybrid (Iceberg + Kafka) sources every query method composes.
+
+The second room of the query client. SQL text is assembled only from constant fragments in this module
+and :mod:`k2.query.analytics`, never from user strings; every value is a bound parameter. ``_source``
+returns a CTE body named ``src`` over one table (plus the Kafka rows of the hybrid read, anti-joined on the
+natural key against the snapshot) and records what the Kafka part did (rows, error, truncation).
+
+Example::
+
+    source = client._source("trades", ["BTCUSDT"], None, start, end, None, False)
+    client._execute(f"WITH src AS ({source.sql}) SELECT count(*) FROM src", source.params, query="rows")
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import structlog
+
+from k2.lake.catalog import TABLES
+from k2.lake.summary import offsets_from_summary
+from k2.model import RecordType, to_unscaled
+from k2.query.cancel import guard
+from k2.query.errors import (
+    InvalidRangeError,
+    LimitExceededError,
+    QueryError,
+    UnknownSymbolError,
+)
+from k2.query.params import check_range, parse_time
+from k2.query.recent import RecentUnavailableError, last_landed, read_recent
+from k2.query.resolve import AsOf, Resolver, _Read
+from k2.query.result import QueryResult
+from k2.telemetry.metrics import metric
+
+log = structlog.get_logger("k2.query")
+
+_ID_COLUMN = {"trades": "trade_id", "quotes": "update_id"}
+_SCHEMAS: dict[str, pa.Schema] = {}
+# VWAP exact to 8 decimals (half up): integer units of 1e-16 (price x quantity) over units of 1e-8 (quantity),
+# in HUGEINT, so no float ever rounds it. decimal(18,8): a VWAP lies between the lowest and highest price.
+_UNITS = "CAST(CAST({} AS DECIMAL(38,8)) * 100000000 AS BIGINT)"
+_VWAP_EXACT = (
+    f"CAST(CAST((2 * sum(CAST({_UNITS.format('price')} AS HUGEINT) * {_UNITS.format('quantity')}) "
+    f"+ sum({_UNITS.format('quantity')})) // (2 * CAST(sum({_UNITS.format('quantity')}) AS HUGEINT)) "
+    "AS DECIMAL(38,0)) * 0.00000001 AS DECIMAL(18,8))"
+)
+_DUCK_TYPES = {
+    "string": "VARCHAR",
+    "long": "BIGINT",
+    "decimal": "DECIMAL(18,8)",
+    "timestamp": "TIMESTAMPTZ",
+    "date": "DATE",
+    "boolean": "BOOLEAN",
+    "string_list": "VARCHAR[]",
+    "string_map": "MAP(VARCHAR, VARCHAR)",
+}
+
+
+@dataclass
+class _Source:
+    """A CTE named ``src`` over one table (Iceberg, plus Kafka rows when hybrid) and its parameters."""
+
+    sql: str
+    params: list[Any]
+    register: dict[str, pa.Table] = field(default_factory=dict)
+    read: _Read | None = None
+    recent_rows: int = 0
+    recent_error: str | None = None
+    recent_truncated: bool = False
+    recent_truncated_reason: str | None = None
+    recent_stopped_at: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+_counter = iter(range(1, 1 << 62))
+_counter_lock = threading.Lock()
+
+
+def _unique(prefix: str) -> str:
+    with _counter_lock:
+        return f"{prefix}_{next(_counter)}"
+
+
+def _columns(record: RecordType, alias: str = "") -> str:
+    # Quoted: klines has a column named "interval", a DuckDB keyword.
+    return ", ".join(f'{alias}"{f.name}"' for f in record.fields)
+
+
+def _empty_select(record: RecordType) -> str:
+    cols = ", ".join(f'CAST(NULL AS {_DUCK_TYPES[f.kind]}) AS "{f.name}"' for f in record.fields)
+    return f"SELECT {cols} WHERE false"
+
+
+Symbols = str | Sequence[str]
+MAX_SYMBOLS = 100
+
+
+def symbol_list(symbol: Symbols) -> list[str]:
+    """One symbol or several (a list, or one string with commas) as a list without repeats, order kept.
+
+    >>> symbol_list("BTCUSDT"), symbol_list(["BTCUSDT", "ETHUSDT", "BTCUSDT"]), symbol_list("BTCUSDT, ETHUSDT")
+    (['BTCUSDT'], ['BTCUSDT', 'ETHUSDT'], ['BTCUSDT', 'ETHUSDT'])
+    """
+    items = [part.strip() for part in symbol.split(",")] if isinstance(symbol, str) else list(symbol) if isinstance(symbol, Sequence) else [symbol]
+    if not items or any(not isinstance(item, str) or not item for item in items):
+        raise UnknownSymbolError(f"expected a symbol such as BTCUSDT (or a list of them), found {symbol!r}")
+    names = list(dict.fromkeys(items))
+    if len(names) > MAX_SYMBOLS:
+        raise QueryError(f"symbols: expected at most {MAX_SYMBOLS} symbols per query, found {len(names)}")
+    return names
+
+
+def _micros(moment: datetime) -> int:
+    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+
+def _to_decimal(value: Any, name: str) -> Decimal:
+    try:
+        unscaled = to_unscaled(str(value))
+    except (ValueError, TypeError):
+        raise InvalidRangeError(f"{name}: expected a positive decimal number, found {value!r}") from None
+    if unscaled <= 0:
+        raise InvalidRangeError(f"{name}: expected a positive decimal number, found {value!r}")
+    return Decimal(unscaled).scaleb(-8)
+
+
+class SqlBuilder(Resolver):
+    """Scans, filters, hybrid sources, execution and result assembly shared by every query method."""
+
+    # -- building blocks ---------------------------------------------------------------------------
+    def _want_recent(self, include_recent: bool | None, end: datetime | None, read: _Read) -> bool:
+        if read.pinned:
+            if include_recent:
+                raise QueryError("include_recent: expected False with as_of (a pinned query never reads Kafka), found True")
+            return False
+        if include_recent is not None:
+            return bool(include_recent)
+        if end is None:
+            return True
+        return end >= datetime.now(UTC) - timedelta(seconds=self.settings.query_recent_window_seconds)
+
+    def _scan(self, read: _Read, where: str, params: list[Any], select: str) -> tuple[str, list[Any]]:
+        """``SELECT <select> FROM iceberg_scan(...) WHERE <where>`` (constant fragments) and its parameters."""
+        record = TABLES[read.short].record
+        if read.snapshot_id is None or read.location is None:
+            return f"SELECT {select} FROM ({_empty_select(record)}) WHERE {where}", list(params)  # noqa: S608 - constant fragments
+        return (
+            f"SELECT {select} FROM iceberg_scan(?, snapshot_from_id => ?) WHERE {where}",  # noqa: S608 - constant fragments
+            [read.location, read.snapshot_id, *params],
+        )
+
+    def _filters(
+        self, symbol: Symbols, exchange: str | None, start: datetime | None, end: datetime | None, alias: str = "",
+        time_column: str = "exchange_ts",
+    ) -> tuple[str, list[Any]]:
+        names = symbol_list(symbol)
+        # One symbol: an equality DuckDB pushes into the Iceberg scan; several: IN with one placeholder each.
+        clauses = [f"{alias}symbol = ?" if len(names) == 1 else f"{alias}symbol IN ({', '.join('?' * len(names))})"]
+        params: list[Any] = list(names)
+        if exchange is not None:
+            clauses.append(f"{alias}exchange = ?")
+            params.append(exchange)
+        if start is not None:
+            clauses.append(f"{alias}{time_column} >= ?")
+            params.append(start)
+        if end is not None:
+            clauses.append(f"{alias}{time_column} < ?")
+            params.append(end)
+        return " AND ".join(clauses), params
+
+    def _source(
+        self,
+        short: str,
+        symbol: Symbols,
+        exchange: str | None,
+        start: datetime | None,
+        end: datetime | None,
+        as_of: AsOf | None,
+        include_recent: bool | None,
+    ) -> _Source:
+        symbol = symbol_list(symbol)
+        read = self._resolve(short, as_of)
+        record = TABLES[short].record
+        where, params = self._filters(symbol, exchange, start, end)
+        base_sql, base_params = self._scan(read, where, params, _columns(record))
+        source = _Source(base_sql, base_params, read=read)
+        if not self._want_recent(include_recent, end, read):
+            return source
+        try:
+            recent = read_recent(
+                self.settings, short, offsets_from_summary(read.summary), symbol, exchange, last=last_landed(read.summary)
+            )
+        except RecentUnavailableError as exc:
+            if include_recent:
+                raise
+            if str(exc) not in self._recent_warned:
+                self._recent_warned.add(str(exc))
+                log.warning("hybrid query: Kafka part skipped; answering from Iceberg only", error=str(exc))
+            source.recent_error = str(exc)
+            return source
+        if recent.truncated:
+            log.warning(
+                "hybrid query: Kafka read truncated", reason=recent.reason, rows=recent.table.num_rows,
+                max_rows=self.settings.query_recent_max_rows, stopped_at=recent.stopped_at,
+            )
+            source.recent_truncated = True
+            source.recent_truncated_reason = recent.reason
+            source.recent_stopped_at = recent.stopped_at
+        if recent.invalid or recent.undecodable:
+            log.info("hybrid query: Kafka rows the landing would refuse were skipped", invalid=recent.invalid, undecodable=recent.undecodable)
+        if recent.resets:
+            log.warning("hybrid query: Kafka log reset since the last landing; partitions read from the start", partitions=recent.resets)
+        if recent.table.num_rows == 0:
+            return source
+        name = _unique("k2_recent")
+        id_column = _ID_COLUMN[short]
+        r_where, r_params = self._filters(symbol, exchange, start, end, alias="r.")
+        # Kafka rows already in the snapshot (producer retries landed once) are dropped by natural key.
+        source.sql = (
+            f"SELECT * FROM ({base_sql}) UNION ALL SELECT {_columns(record, 'r.')} FROM {name} r "  # noqa: S608 - constant fragments
+            f"ANTI JOIN ({base_sql}) b ON r.exchange = b.exchange AND r.symbol = b.symbol AND r.{id_column} = b.{id_column} "
+            f"WHERE {r_where}"
+        )
+        source.params = [*base_params, *base_params, *r_params]
+        source.register[name] = recent.table
+        source.recent_rows = recent.table.num_rows
+        return source
+
+    def _execute(
+        self, sql: str, params: Sequence[Any], register: dict[str, pa.Table] | None = None, *, query: str
+    ) -> pa.Table:
+        # ops: k2_query_seconds / k2_query_errors_total, labelled `query` by the caller (rows, bars, vwap, ...:
+        # a small fixed set, named explicitly rather than read from the call stack).
+        kind = query
+        started = time.perf_counter()
+        with self._pool.connection() as con, guard(con):
+            for name, data in (register or {}).items():
+                con.register(name, data)
+            try:
+                return con.execute(sql, list(params)).to_arrow_table()
+            except duckdb.InterruptException:
+                raise  # guard() turns it into QueryCancelledError
+            except duckdb.Error as exc:
+                metric("k2_query_errors_total").labels(query=kind, error=type(exc).__name__).inc()
+                raise QueryError(f"expected the query to run, found DuckDB error: {exc}") from exc
+            finally:
+                for name in register or {}:
+                    con.unregister(name)
+                metric("k2_query_seconds").labels(query=kind).observe(time.perf_counter() - started)
+
+    def _check_symbol(self, source: _Source, symbol: Symbols, exchange: str | None) -> None:
+        """Raise UnknownSymbolError naming the symbols with no row in the table (at the snapshot read), if any."""
+        read = source.read
+        assert read is not None
+        if source.recent_rows or source.recent_truncated:
+            return  # a cut Kafka read proves nothing about the symbol: an empty, flagged result, never a 404
+        unknown = []
+        for name in symbol_list(symbol):
+            where, params = self._filters(name, exchange, None, None)
+            sql, all_params = self._scan(read, where, params, "1")
+            if not self._execute(sql + " LIMIT 1", all_params, query="check_symbol").num_rows:
+                unknown.append(name)
+        if not unknown:
+            return
+        on = f" on exchange {exchange!r}" if exchange else ""
+        found = repr(unknown[0]) if len(unknown) == 1 else ", ".join(map(repr, unknown))
+        raise UnknownSymbolError(
+            f"expected a symbol stored in {TABLES[read.short].full_name}{on}"
+            f"{' at snapshot ' + str(read.snapshot_id) if read.pinned else ''}, found {found} with no rows"
+        )
+
+    def _result(self, table: pa.Table, sources: Sequence[_Source]) -> QueryResult:
+        snapshot_ids = {s.read.short: s.read.snapshot_id for s in sources if s.read is not None}
+        errors = [s.recent_error for s in sources if s.recent_error]
+        truncated = [s for s in sources if s.recent_truncated]
+        stopped: dict[str, dict[str, int]] = {}
+        for s in truncated:
+            for topic, parts in s.recent_stopped_at.items():
+                stopped.setdefault(topic, {}).update(parts)
+        return QueryResult(
+            table, snapshot_ids, sum(s.recent_rows for s in sources), errors[0] if errors else None,
+            recent_truncated=bool(truncated),
+            recent_truncated_reason=truncated[0].recent_truncated_reason if truncated else None,
+            recent_stopped_at=stopped,
+        )
+
+    def _row_limit(self, limit: int | None) -> tuple[int, bool]:
+        """(rows to fetch, whether exceeding means an error)."""
+        maximum = self.settings.query_max_rows
+        if limit is None:
+            return maximum + 1, True
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
+            raise QueryError(f"limit: expected a positive integer, found {limit!r}")
+        if limit > maximum:
+            raise LimitExceededError(f"limit: expected at most {maximum:,} rows (K2_QUERY_MAX_ROWS), found {limit:,}")
+        return limit, False
+
+    def _range(self, start: datetime | str | None, end: datetime | str | None, required: bool = False) -> tuple[datetime | None, datetime | None]:
+        s, e = parse_time(start, "start"), parse_time(end, "end")
+        if required and (s is None or e is None):
+            raise InvalidRangeError(f"expected both start and end, found start={start!r} end={end!r}")
+        check_range(s, e, self.settings.query_max_range_days)
+        return s, e
+
+    @staticmethod
+    def _conform(table: pa.Table, record: RecordType) -> pa.Table:
+        schema = _SCHEMAS.get(record.name)
+        if schema is None:
+            schema = _SCHEMAS[record.name] = record.arrow_schema()
+        try:
+            return table.cast(schema)
+        except (pa.ArrowInvalid, ValueError):
+            return table
