@@ -133,3 +133,24 @@ def test_cli_create_list_drop(lake: tuple[Settings, Table], monkeypatch: pytest.
     assert dropped.exit_code == 0 and "dropped audit-1 from 1 table" in dropped.output
     missing = runner.invoke(app, ["tag", "drop", "audit-1"])
     assert missing.exit_code == 2
+
+
+def test_every_query_reads_as_of_a_tag(lake: tuple[Settings, Table]) -> None:
+    import k2
+    from k2.query.errors import QueryError
+
+    settings, table = lake
+    append(table, trade_batch(1, 10), "trades", _props(1))
+    create_tag(table, "before-more")
+    append(table, trade_batch(11, 10), "trades", _props(2))
+    client = k2.connect(data_dir=settings.data_dir)
+    try:
+        tagged = client.trades("BTCUSDT", as_of="tag:before-more", include_recent=False)
+        assert tagged.num_rows == 10
+        assert client.trades("BTCUSDT", include_recent=False).num_rows == 20
+        assert client.bars("BTCUSDT", "1m", as_of="tag:before-more", include_recent=False).to_pylist()[0]["trade_count"] == 10
+        assert client.as_of("tag:before-more").trades("BTCUSDT", include_recent=False).num_rows == 10
+        with pytest.raises(QueryError, match="expected a tag 'nope' on one of K2's tables, found none"):
+            client.trades("BTCUSDT", as_of="tag:nope", include_recent=False)
+    finally:
+        client.close()

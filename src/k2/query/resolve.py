@@ -28,6 +28,7 @@ from pyiceberg.table import Table
 from k2.config import Settings
 from k2.lake.catalog import TABLES, load_catalog, metadata_location
 from k2.lake.summary import OFFSETS_KEY, RANGES_KEY, offsets_from_summary
+from k2.lake.tags import TAG_PREFIX, list_tags, resolve_tag
 from k2.query.engine import ConnectionPool
 from k2.query.errors import (
     InvalidRangeError,
@@ -37,6 +38,13 @@ from k2.query.params import parse_time
 from k2.query.result import QueryResult
 
 AsOf = int | datetime | str
+
+
+def _tag_name(as_of: object) -> str | None:
+    """``NAME`` for ``as_of="tag:NAME"``, else None."""
+    if isinstance(as_of, str) and as_of.strip().startswith(TAG_PREFIX):
+        return as_of.strip()[len(TAG_PREFIX) :]
+    return None
 
 
 @dataclass(frozen=True)
@@ -108,20 +116,34 @@ class Resolver(ClientState):
             self._tables[short] = table
             return table
 
-    @staticmethod
-    def _normalise_as_of(as_of: AsOf | None) -> int | datetime | None:
+    def _normalise_as_of(self, as_of: AsOf | None) -> int | datetime | None:
         if as_of is None:
             return None
         if isinstance(as_of, bool):
-            raise QueryError(f"as_of: expected a snapshot id or a timezone-aware time, found {as_of!r}")
+            raise QueryError(f"as_of: expected a snapshot id, a tag:NAME or a timezone-aware time, found {as_of!r}")
         if isinstance(as_of, int):
             return as_of
+        tag = _tag_name(as_of)
+        if tag is not None:
+            return self._tagged_snapshot(tag)
         if isinstance(as_of, str) and as_of.strip().lstrip("-").isdigit():
             return int(as_of.strip())
         try:
             return parse_time(as_of, "as_of")
         except InvalidRangeError as exc:
-            raise InvalidRangeError(f"{exc} (or a snapshot id)") from None
+            raise InvalidRangeError(f"{exc} (or a snapshot id, or tag:NAME)") from None
+
+    def _tagged_snapshot(self, tag: str, short: str | None = None) -> int:
+        """The snapshot a tag names: on table ``short`` when it holds the tag, else on the first table that does.
+
+        A snapshot of another table then pins this one by commit time, as a snapshot id does.
+        """
+        order = ([short] if short else []) + [t for t in TABLES if t != short]
+        for name in order:
+            table = self._load(name)
+            if table is not None and tag in {t.name for t in list_tags(table)}:
+                return resolve_tag(table, tag)
+        raise QueryError(f"as_of: expected a tag {tag!r} on one of K2's tables, found none (k2 tag list shows them)")
 
     def _snapshot_owner_time(self, snapshot_id: int) -> datetime:
         for short in TABLES:
@@ -133,7 +155,8 @@ class Resolver(ClientState):
         raise QueryError(f"as_of: expected a snapshot id of one of K2's tables, found unknown snapshot {snapshot_id}")
 
     def _resolve(self, short: str, as_of: AsOf | None = None) -> _Read:
-        pin = self._normalise_as_of(as_of)
+        tag = _tag_name(as_of)
+        pin = self._tagged_snapshot(tag, short) if tag is not None else self._normalise_as_of(as_of)
         if pin is None:
             pin = self._pin
         table = self._load(short)
