@@ -50,3 +50,15 @@ def swagger_ui_dir() -> Path:
         if not (path / name).is_file():
             raise RuntimeError(f"console: expected {name} in {path} (PyPI fastapi-offline), found no such file")
     return path
+
+
+def console_url(api_host: str, api_port: int) -> str:
+    """Where a browser on this machine finds the console (a wildcard bind address becomes 127.0.0.1).
+
+    >>> console_url("0.0.0.0", 8000)
+    'http://127.0.0.1:8000/console/'
+    """
+    host = "127.0.0.1" if api_host in ("0.0.0.0", "::", "") else api_host
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{api_port}/console/"

@@ -42,8 +42,13 @@ export async function api(path, params = {}, { method = "GET", body, key = getKe
   });
   if (!response.ok) throw await failure(response);
   if (format && format !== "json") return { blob: await response.blob(), headers: response.headers };
-  const json = await response.json();
-  return json;
+  return parseJson(await response.text());
+}
+
+/** JSON.parse, keeping integers beyond 2^53 (Iceberg snapshot ids) exact, as strings. */
+export function parseJson(text) {
+  return JSON.parse(text, (key, value, context) => (
+    typeof value === "number" && !Number.isSafeInteger(value) && context && /^-?\d+$/.test(context.source) ? context.source : value));
 }
 
 /** Every page of a cursor-paged endpoint, up to maxRows rows. */

@@ -12,7 +12,7 @@ async function views(holder) {
     const result = await sql(COLUMNS_SQL);
     const byView = new Map();
     for (const r of result.data) { if (!byView.has(r.table_name)) byView.set(r.table_name, []); byView.get(r.table_name).push(r); }
-    clear(holder).append(el("h2", {}, "Views"), [...byView].map(([name, cols]) => el("details", { open: name === "trades" },
+    clear(holder).append(el("h2", {}, "Views"), ...[...byView].map(([name, cols]) => el("details", { open: name === "trades" },
       el("summary", {}, name), el("ul", {}, cols.map((c) => el("li", {}, el("code", {}, c.column_name), " ", el("span", { class: "muted" }, c.data_type)))))));
   } catch (error) {
     clear(holder).append(el("p", { class: "error" }, error.message));
