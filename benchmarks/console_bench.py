@@ -26,12 +26,13 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src"), str(REPO)]
 
-from k2.lake.writer import append  # noqa: E402
-from k2.model import TRADE  # noqa: E402
-from k2.model.arrow import records_to_arrow  # noqa: E402
 from tests.console.conftest import CHROMIUM, CHROMIUM_ARGS, start_console  # noqa: E402
 from tests.console.lake import land_capture  # noqa: E402
 from tests.landing.helpers import make_trades  # noqa: E402
+
+from k2.lake.writer import append  # noqa: E402
+from k2.model import TRADE  # noqa: E402
+from k2.model.arrow import records_to_arrow  # noqa: E402
 
 DAY_START_US = 1_725_062_400_000_000  # 2024-08-31T00:00:00Z
 
@@ -48,7 +49,9 @@ def day_of_trades(spacing_s: float) -> Any:
 
 def measure(browser: Any, url: str, key: str, path: str, candles: int) -> dict[str, float]:
     context = browser.new_context(viewport={"width": 1400, "height": 900})
-    context.add_init_script(f"sessionStorage.setItem('k2.apiKey', {key!r}); sessionStorage.setItem('k2.scope', 'read');")
+    context.add_init_script(
+        f"sessionStorage.setItem('k2.apiKey', {key!r}); sessionStorage.setItem('k2.scope', 'read');"
+    )
     page = context.new_page()
     page.goto(url + path)
     page.wait_for_selector(f"#chart[data-candles='{candles}']", timeout=60_000)
@@ -56,13 +59,18 @@ def measure(browser: Any, url: str, key: str, path: str, candles: int) -> dict[s
         "() => Object.fromEntries(['k2-bars-response', 'k2-first-draw'].map(n => [n, performance.getEntriesByName(n)[0].startTime]))"
     )
     context.close()
-    return {"first_draw_ms": marks["k2-first-draw"], "draw_after_response_ms": marks["k2-first-draw"] - marks["k2-bars-response"]}
+    return {
+        "first_draw_ms": marks["k2-first-draw"],
+        "draw_after_response_ms": marks["k2-first-draw"] - marks["k2-bars-response"],
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="console chart benchmark (headless Chromium)")
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--spacing", type=float, default=2.0, help="seconds between the synthetic day's trades")
+    parser.add_argument(
+        "--spacing", type=float, default=2.0, help="seconds between the synthetic day's trades"
+    )
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -73,18 +81,32 @@ def main() -> None:
             append(console.tables["trades"], day_of_trades(args.spacing), "trades")
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-                demo = [measure(browser, console.url, console.read_key, "/console/?page=chart&exchange=binance&symbol=BTCUSDT&interval=1m", 12)
-                        for _ in range(args.runs)]
+                demo = [
+                    measure(
+                        browser,
+                        console.url,
+                        console.read_key,
+                        "/console/?page=chart&exchange=binance&symbol=BTCUSDT&interval=1m",
+                        12,
+                    )
+                    for _ in range(args.runs)
+                ]
                 day_path = "/console/?page=chart&exchange=binance&symbol=DAYUSDT&interval=1m&start=2024-08-31T00:00:00Z&end=2024-09-01T00:00:00Z"
-                day = [measure(browser, console.url, console.read_key, day_path, 1440) for _ in range(args.runs)]
+                day = [
+                    measure(browser, console.url, console.read_key, day_path, 1440) for _ in range(args.runs)
+                ]
                 browser.close()
         finally:
             server.stop()
-    for name, runs, key in (("demo, first candle after navigation", demo, "first_draw_ms"),
-                            ("1,440 candles drawn after the response", day, "draw_after_response_ms"),
-                            ("1,440 candles, first candle after navigation", day, "first_draw_ms")):
+    for name, runs, key in (
+        ("demo, first candle after navigation", demo, "first_draw_ms"),
+        ("1,440 candles drawn after the response", day, "draw_after_response_ms"),
+        ("1,440 candles, first candle after navigation", day, "first_draw_ms"),
+    ):
         values = sorted(r[key] for r in runs)
-        print(f"{name}: median {statistics.median(values):.0f} ms, min {values[0]:.0f}, max {values[-1]:.0f} ({len(values)} runs)")
+        print(
+            f"{name}: median {statistics.median(values):.0f} ms, min {values[0]:.0f}, max {values[-1]:.0f} ({len(values)} runs)"
+        )
 
 
 if __name__ == "__main__":

@@ -34,7 +34,12 @@ def main() -> None:
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
                 page = browser.new_page(viewport={"width": 1280, "height": 760})
-                enter_key(page, console.url, console.read_key, "/console/?page=chart&exchange=binance&symbol=BTCUSDT&interval=1m")
+                enter_key(
+                    page,
+                    console.url,
+                    console.read_key,
+                    "/console/?page=chart&exchange=binance&symbol=BTCUSDT&interval=1m",
+                )
                 page.wait_for_selector("#chart[data-candles='12']")
                 page.wait_for_timeout(300)  # let Plotly finish its last paint
                 args.output.parent.mkdir(parents=True, exist_ok=True)

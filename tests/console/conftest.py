@@ -27,8 +27,15 @@ from tests.console.lake import land_capture
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("K2_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
 ]
 
 
@@ -54,7 +61,9 @@ def start_console(root: Path, broker: str, registry: str) -> tuple[Console, Serv
 
 
 @pytest.fixture(scope="module")
-def demo_console(tmp_path_factory: pytest.TempPathFactory, broker: str, schema_registry: str) -> Iterator[Console]:
+def demo_console(
+    tmp_path_factory: pytest.TempPathFactory, broker: str, schema_registry: str
+) -> Iterator[Console]:
     """The demo capture (19,904 BTCUSDT trades and its quotes) in a lake, served by the real API."""
     console, server = start_console(tmp_path_factory.mktemp("console"), broker, schema_registry)
     land_capture(console.tables)
@@ -65,7 +74,9 @@ def demo_console(tmp_path_factory: pytest.TempPathFactory, broker: str, schema_r
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"expected Chromium at {CHROMIUM} (scripts/install-system-deps.sh installs Debian's chromium), found none")
+        pytest.fail(
+            f"expected Chromium at {CHROMIUM} (scripts/install-system-deps.sh installs Debian's chromium), found none"
+        )
     from playwright.sync_api import sync_playwright
 
     # Playwright starts each browser with a fresh, empty profile of its own (a new --user-data-dir).

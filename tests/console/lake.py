@@ -17,9 +17,9 @@ from typing import Any
 from pyiceberg.table import Table
 
 from k2.cli.demo import SAMPLES
+from k2.lake.writer import append
 from k2.landing.consumer import LandingConsumer
 from k2.landing.dedup import find_gaps
-from k2.lake.writer import append
 from k2.model import GAP, QUOTE, TRADE
 from k2.model.arrow import records_to_arrow
 from k2.sources.binance import iter_capture
@@ -30,7 +30,9 @@ def capture_rows(sample_dir: Path = SAMPLES) -> tuple[list[dict[str, Any]], list
     trades: list[dict[str, Any]] = []
     quotes: dict[int, dict[str, Any]] = {}
     for record_type, row, _raw in iter_capture(sorted(sample_dir.glob("spot_btcusdt_*.gz"))):
-        row["ingest_ts"] = row.get("ingest_ts") or row["receipt_ts"]  # the landing service stamps it when it lands
+        row["ingest_ts"] = (
+            row.get("ingest_ts") or row["receipt_ts"]
+        )  # the landing service stamps it when it lands
         if record_type is TRADE:
             trades.append(row)
         elif record_type is QUOTE:
@@ -48,7 +50,9 @@ def land_capture(tables: dict[str, Table], drop_trade_ids: Iterable[int] = ()) -
     return kept
 
 
-def record_gaps(tables: dict[str, Table], trades: list[dict[str, Any]], dropped: Iterable[int]) -> list[dict[str, Any]]:
+def record_gaps(
+    tables: dict[str, Table], trades: list[dict[str, Any]], dropped: Iterable[int]
+) -> list[dict[str, Any]]:
     """Write the open gaps the landing service would record for trades whose ids ``dropped`` are missing."""
     ids = sorted(t["trade_id"] for t in trades)
     times = {t["trade_id"]: t["exchange_ts"] for t in trades}
@@ -58,7 +62,11 @@ def record_gaps(tables: dict[str, Table], trades: list[dict[str, Any]], dropped:
     rows = []
     for low, high in find_gaps(present[0] - 1, present):
         before, after = times.get(low - 1), times.get(high + 1)
-        rows.append(LandingConsumer._gap_row("binance", "BTCUSDT", "trades", low, high, before, after, detected, "open", None))
+        rows.append(
+            LandingConsumer._gap_row(
+                "binance", "BTCUSDT", "trades", low, high, before, after, detected, "open", None
+            )
+        )
     append(tables["gaps"], records_to_arrow(GAP, rows), "gaps")
     time.sleep(0.01)
     return rows

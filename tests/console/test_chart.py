@@ -17,16 +17,41 @@ from tests.console.conftest import REPO, Console, enter_key
 def k2_bars(console: Console) -> list[list[str]]:
     """`k2 bars BTCUSDT --interval 1m --format csv` on the same lake: the reference the page must match."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("K2_")}
-    env.update({"PYTHONPATH": str(REPO / "src"), "K2_DATA_DIR": str(console.settings.data_dir),
-                "K2_KAFKA_BOOTSTRAP_SERVERS": console.settings.kafka_bootstrap_servers, "K2_QUERY_RECENT_TIMEOUT_SECONDS": "0.3"})
-    out = subprocess.run([sys.executable, "-m", "k2.cli", "bars", "BTCUSDT", "--interval", "1m", "--no-include-recent", "--format", "csv"],
-                         env=env, cwd=REPO, capture_output=True, text=True, timeout=180)
+    env.update(
+        {
+            "PYTHONPATH": str(REPO / "src"),
+            "K2_DATA_DIR": str(console.settings.data_dir),
+            "K2_KAFKA_BOOTSTRAP_SERVERS": console.settings.kafka_bootstrap_servers,
+            "K2_QUERY_RECENT_TIMEOUT_SECONDS": "0.3",
+        }
+    )
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "k2.cli",
+            "bars",
+            "BTCUSDT",
+            "--interval",
+            "1m",
+            "--no-include-recent",
+            "--format",
+            "csv",
+        ],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     return list(csv.reader(io.StringIO(out.stdout.strip())))
 
 
 def test_chart_shows_the_12_candles_of_k2_bars(demo_console: Console, page: Any, artifacts: Path) -> None:
-    enter_key(page, demo_console.url, demo_console.read_key, "/console/?page=chart&symbol=BTCUSDT&interval=1m")
+    enter_key(
+        page, demo_console.url, demo_console.read_key, "/console/?page=chart&symbol=BTCUSDT&interval=1m"
+    )
     page.wait_for_selector("#chart[data-candles='12']")
     page.wait_for_function("document.querySelectorAll('#chart g.boxlayer path.box').length === 12")
     page.screenshot(path=str(artifacts / "chart.png"), full_page=True)
@@ -43,5 +68,7 @@ def test_chart_shows_the_12_candles_of_k2_bars(demo_console: Console, page: Any,
         assert shown[0].removesuffix("Z").startswith(wanted[0].replace(" ", "T")[:16]), (shown, wanted)
         assert [Decimal(v) for v in shown[1:]] == [Decimal(v) for v in wanted[1:]], (shown, wanted)
     # What is drawn is what the table says: the Plotly trace holds the same numbers.
-    drawn = page.evaluate("() => { const t = document.getElementById('chart').data[0]; return [t.open, t.high, t.low, t.close]; }")
+    drawn = page.evaluate(
+        "() => { const t = document.getElementById('chart').data[0]; return [t.open, t.high, t.low, t.close]; }"
+    )
     assert [list(x) for x in zip(*drawn, strict=True)] == [[float(v) for v in row[1:5]] for row in expected]

@@ -31,14 +31,25 @@ def offline(page: Any, url: str) -> list[str]:
     return blocked
 
 
-def test_quality_calendar_shows_the_demo_days_complete(demo_console: Console, page: Any, artifacts: Path) -> None:
+def test_quality_calendar_shows_the_demo_days_complete(
+    demo_console: Console, page: Any, artifacts: Path
+) -> None:
     blocked = offline(page, demo_console.url)
-    enter_key(page, demo_console.url, demo_console.read_key, "/console/?page=quality&exchange=binance&symbol=BTCUSDT")
+    enter_key(
+        page,
+        demo_console.url,
+        demo_console.read_key,
+        "/console/?page=quality&exchange=binance&symbol=BTCUSDT",
+    )
     page.wait_for_selector("#page[data-loaded='true'] #calendar")
     page.screenshot(path=str(artifacts / "quality.png"), full_page=True)
-    verdicts = page.eval_on_selector_all("#calendar tbody tr", "rows => rows.map(r => [r.dataset.day, r.dataset.verdict])")
+    verdicts = page.eval_on_selector_all(
+        "#calendar tbody tr", "rows => rows.map(r => [r.dataset.day, r.dataset.verdict])"
+    )
     assert verdicts == [["2024-08-08", "complete"], ["2024-08-09", "complete"]]
-    cells = page.eval_on_selector_all("td.cell[data-state='ok']", "cells => cells.map(c => [c.dataset.hour, Number(c.dataset.rows)])")
+    cells = page.eval_on_selector_all(
+        "td.cell[data-state='ok']", "cells => cells.map(c => [c.dataset.hour, Number(c.dataset.rows)])"
+    )
     trades, quotes = capture_rows()
     assert [hour for hour, _ in cells] == ["2024-08-08T23:00:00.000Z", "2024-08-09T00:00:00.000Z"]
     assert sum(rows for _, rows in cells) == len(trades) + len(quotes)
@@ -59,13 +70,19 @@ def gapped_console(tmp_path: Path, broker: str, schema_registry: str) -> Iterato
     server.stop()
 
 
-def test_quality_cell_turns_and_lists_the_missing_ids(gapped_console: tuple[Console, list[int]], page: Any, artifacts: Path) -> None:
+def test_quality_cell_turns_and_lists_the_missing_ids(
+    gapped_console: tuple[Console, list[int]], page: Any, artifacts: Path
+) -> None:
     console, dropped = gapped_console
     enter_key(page, console.url, console.read_key, "/console/?page=quality&exchange=binance&symbol=BTCUSDT")
     page.wait_for_selector("#page[data-loaded='true'] #calendar")
     cell = page.locator("td.cell[data-hour='2024-08-09T00:00:00.000Z']")
     assert cell.get_attribute("data-state") == "gap-open"
-    verdicts = dict(page.eval_on_selector_all("#calendar tbody tr", "rows => rows.map(r => [r.dataset.day, r.dataset.verdict])"))
+    verdicts = dict(
+        page.eval_on_selector_all(
+            "#calendar tbody tr", "rows => rows.map(r => [r.dataset.day, r.dataset.verdict])"
+        )
+    )
     assert verdicts == {"2024-08-08": "complete", "2024-08-09": "incomplete"}
     cell.click()
     page.wait_for_selector("#cell-gaps")
@@ -76,14 +93,27 @@ def test_quality_cell_turns_and_lists_the_missing_ids(gapped_console: tuple[Cons
     assert "cell=2024-08-09T00" in page.url  # the chosen cell is in the address
 
 
-def test_sql_page_shows_a_result_and_k2s_error_text(demo_console: Console, page: Any, artifacts: Path) -> None:
+def test_sql_page_shows_a_result_and_k2s_error_text(
+    demo_console: Console, page: Any, artifacts: Path
+) -> None:
     enter_key(page, demo_console.url, demo_console.read_key, "/console/?page=sql")
     page.wait_for_selector("#views details summary")
-    assert sorted(page.eval_on_selector_all("#views summary", "s => s.map(x => x.textContent)")) == ["gaps", "instruments", "quotes", "trades"]
-    page.fill("#sql-text", "SELECT symbol, count(*) AS n, min(trade_id) AS first_id FROM trades GROUP BY symbol")
+    assert sorted(page.eval_on_selector_all("#views summary", "s => s.map(x => x.textContent)")) == [
+        "gaps",
+        "instruments",
+        "quotes",
+        "trades",
+    ]
+    page.fill(
+        "#sql-text", "SELECT symbol, count(*) AS n, min(trade_id) AS first_id FROM trades GROUP BY symbol"
+    )
     page.click("#sql-run")
     page.wait_for_selector("#sql-grid tbody tr")
-    assert page.eval_on_selector("#sql-grid tbody tr", "r => [...r.cells].map(c => c.textContent)") == ["BTCUSDT", "19904", "3735683259"]
+    assert page.eval_on_selector("#sql-grid tbody tr", "r => [...r.cells].map(c => c.textContent)") == [
+        "BTCUSDT",
+        "19904",
+        "3735683259",
+    ]
     meta = page.text_content("#sql-meta") or ""
     assert "1 rows" in meta and "query" in meta and '"trades":' in meta
     page.screenshot(path=str(artifacts / "sql-result.png"), full_page=True)
@@ -94,7 +124,9 @@ def test_sql_page_shows_a_result_and_k2s_error_text(demo_console: Console, page:
     page.click("#sql-run")
     page.wait_for_function("document.getElementById('sql-error').textContent.length > 0")
     error = page.text_content("#sql-error") or ""
-    assert error.startswith("invalid_query: expected a query over the views trades, quotes, instruments, gaps, found an error")
+    assert error.startswith(
+        "invalid_query: expected a query over the views trades, quotes, instruments, gaps, found an error"
+    )
     assert "no_such_column" in error
     page.fill("#sql-text", "COPY trades TO '/tmp/x.csv'")
     page.click("#sql-run")
@@ -116,7 +148,11 @@ def test_overview_shows_parts_tables_and_sources(demo_console: Console, page: An
     enter_key(page, demo_console.url, demo_console.admin_key)
     page.wait_for_selector("#page[data-loaded='true'] #sources")
     page.screenshot(path=str(artifacts / "overview.png"), full_page=True)
-    parts = dict(page.eval_on_selector_all("#parts tbody tr", "rows => rows.map(r => [r.dataset.part, r.dataset.state])"))
+    parts = dict(
+        page.eval_on_selector_all(
+            "#parts tbody tr", "rows => rows.map(r => [r.dataset.part, r.dataset.state])"
+        )
+    )
     assert parts == {"api": "ok", "catalog": "ok", "engine": "ok", "broker": "ok"}
     source = page.eval_on_selector("#sources tbody tr", "r => [...r.cells].map(c => c.textContent)")
     assert source[:3] == ["binance", "BTCUSDT", "19,904"]

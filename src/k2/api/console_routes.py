@@ -47,12 +47,22 @@ Runner = Callable[[Callable[[], Any]], Awaitable[Any]]
 class SqlRequest(BaseModel):
     """Body of ``POST /v1/sql``."""
 
-    sql: str = Field(min_length=1, max_length=100_000, description="One read-only SELECT (or WITH ... SELECT) over the views "
-                     "trades, quotes, instruments and gaps; `?` placeholders for `params`.",
-                     examples=["SELECT symbol, count(*) AS n FROM trades WHERE exchange = ? GROUP BY symbol"])
-    params: list[SqlValue] | None = Field(None, max_length=1000, description="Values bound to the `?` placeholders, in order.",
-                                         examples=[["binance"]])
-    as_of: int | datetime | None = Field(None, description="Time travel: a snapshot id (see /v1/snapshots) or an ISO-8601 time with offset.")
+    sql: str = Field(
+        min_length=1,
+        max_length=100_000,
+        description="One read-only SELECT (or WITH ... SELECT) over the views "
+        "trades, quotes, instruments and gaps; `?` placeholders for `params`.",
+        examples=["SELECT symbol, count(*) AS n FROM trades WHERE exchange = ? GROUP BY symbol"],
+    )
+    params: list[SqlValue] | None = Field(
+        None,
+        max_length=1000,
+        description="Values bound to the `?` placeholders, in order.",
+        examples=[["binance"]],
+    )
+    as_of: int | datetime | None = Field(
+        None, description="Time travel: a snapshot id (see /v1/snapshots) or an ISO-8601 time with offset."
+    )
 
 
 class SqlColumn(BaseModel):
@@ -65,12 +75,16 @@ class SqlResponse(BaseModel):
 
     data: list[dict[str, Any]]
     row_count: int
-    snapshot_ids: dict[str, int | None] = Field(description="Iceberg snapshot id each view read (null: table empty).")
+    snapshot_ids: dict[str, int | None] = Field(
+        description="Iceberg snapshot id each view read (null: table empty)."
+    )
     columns: list[SqlColumn]
     query_seconds: float = Field(description="Time the query layer took (also the X-Query-Seconds header).")
 
 
-def install_console(app: FastAPI, *, run: Runner, read_auth: Sequence[Any], client: Callable[[], Any]) -> None:
+def install_console(
+    app: FastAPI, *, run: Runner, read_auth: Sequence[Any], client: Callable[[], Any]
+) -> None:
     """Add the console, offline ``/docs`` and ``POST /v1/sql`` to ``app`` (see the module docstring).
 
     ``run`` runs blocking work in the API's pool with its timeout; ``client`` gives the shared query client.
@@ -79,7 +93,9 @@ def install_console(app: FastAPI, *, run: Runner, read_auth: Sequence[Any], clie
     _install_sql(app, run, read_auth, client)
 
     async def plotly() -> FileResponse:
-        return FileResponse(plotly_js(), media_type="text/javascript", headers={"Cache-Control": "public, max-age=86400"})
+        return FileResponse(
+            plotly_js(), media_type="text/javascript", headers={"Cache-Control": "public, max-age=86400"}
+        )
 
     async def console_root() -> RedirectResponse:
         return RedirectResponse("/console/", status_code=307)
@@ -110,9 +126,15 @@ def _install_docs(app: FastAPI) -> None:
 
 def _check_as_of(value: int | datetime | None) -> int | datetime | None:
     if isinstance(value, datetime) and value.tzinfo is None:
-        raise APIError(400, "invalid_range", f"as_of: expected an ISO-8601 time with an offset or Z, found {value.isoformat()!r}")
+        raise APIError(
+            400,
+            "invalid_range",
+            f"as_of: expected an ISO-8601 time with an offset or Z, found {value.isoformat()!r}",
+        )
     if isinstance(value, int) and not 0 < value < 2**63:
-        raise APIError(400, "invalid_query", f"as_of: expected a snapshot id between 1 and 2^63-1, found {value}")
+        raise APIError(
+            400, "invalid_query", f"as_of: expected a snapshot id between 1 and 2^63-1, found {value}"
+        )
     return value
 
 
@@ -129,9 +151,13 @@ def _install_sql(app: FastAPI, run: Runner, read_auth: Sequence[Any], client: Ca
         response_model=SqlResponse,
         summary="Read-only SQL over the views trades, quotes, instruments, gaps",
         responses={
-            200: {"content": {MEDIA_TYPES["csv"]: {"schema": {"type": "string"}},
-                              MEDIA_TYPES["parquet"]: {"schema": {"type": "string", "format": "binary"}},
-                              MEDIA_TYPES["arrow"]: {"schema": {"type": "string", "format": "binary"}}}},
+            200: {
+                "content": {
+                    MEDIA_TYPES["csv"]: {"schema": {"type": "string"}},
+                    MEDIA_TYPES["parquet"]: {"schema": {"type": "string", "format": "binary"}},
+                    MEDIA_TYPES["arrow"]: {"schema": {"type": "string", "format": "binary"}},
+                }
+            },
             **error_responses(400, 401, 403, 406, 413, 422, 429, 500, 504),
         },
     )
@@ -155,7 +181,14 @@ def _install_sql(app: FastAPI, run: Runner, read_auth: Sequence[Any], client: Ca
                 "X-Snapshot-Ids": json.dumps(ids, separators=(",", ":")),
                 "X-Query-Seconds": f"{seconds:.6f}",
             }
-            envelope = {"row_count": table.num_rows, "snapshot_ids": ids, "columns": columns, "query_seconds": seconds}
-            return StreamingResponse(encode(table, fmt, envelope), media_type=MEDIA_TYPES[fmt], headers=headers)
+            envelope = {
+                "row_count": table.num_rows,
+                "snapshot_ids": ids,
+                "columns": columns,
+                "query_seconds": seconds,
+            }
+            return StreamingResponse(
+                encode(table, fmt, envelope), media_type=MEDIA_TYPES[fmt], headers=headers
+            )
 
         return await run(work)

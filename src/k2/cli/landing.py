@@ -74,9 +74,8 @@ def register(app: typer.Typer) -> None:
     @app.command("status")
     def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
         """One-screen operator view: parts, topics, tables, freshness, gaps, DLQ."""
-        from k2.ops.status import collect_status, render_status
-
         from k2.console import console_url
+        from k2.ops.status import collect_status, render_status
 
         settings = load_settings()
         report = collect_status(settings)

@@ -31,7 +31,9 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 def _package_dir(name: str) -> Path:
     spec = importlib.util.find_spec(name)
     if spec is None or spec.origin is None:
-        raise RuntimeError(f"console: expected the Python package {name!r} to be installed (pip install {name.replace('_', '-')}), found none")
+        raise RuntimeError(
+            f"console: expected the Python package {name!r} to be installed (pip install {name.replace('_', '-')}), found none"
+        )
     return Path(spec.origin).resolve().parent
 
 
@@ -48,7 +50,9 @@ def swagger_ui_dir() -> Path:
     path = _package_dir("fastapi_offline") / "static"
     for name in ("swagger-ui-bundle.js", "swagger-ui.css", "favicon.png"):
         if not (path / name).is_file():
-            raise RuntimeError(f"console: expected {name} in {path} (PyPI fastapi-offline), found no such file")
+            raise RuntimeError(
+                f"console: expected {name} in {path} (PyPI fastapi-offline), found no such file"
+            )
     return path
 
 
