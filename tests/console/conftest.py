@@ -25,6 +25,7 @@ from tests.api.helpers import ServerThread
 from tests.console.lake import land_capture
 
 REPO = Path(__file__).resolve().parents[2]
+MIDNIGHT_US = 1_723_161_600_000_000  # 2024-08-09T00:00:00Z: the demo's trades land in two commits split here
 CHROMIUM = os.environ.get("K2_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -64,9 +65,12 @@ def start_console(root: Path, broker: str, registry: str) -> tuple[Console, Serv
 def demo_console(
     tmp_path_factory: pytest.TempPathFactory, broker: str, schema_registry: str
 ) -> Iterator[Console]:
-    """The demo capture (19,904 BTCUSDT trades and its quotes) in a lake, served by the real API."""
+    """The demo capture (19,904 BTCUSDT trades and its quotes) in a lake, served by the real API.
+
+    The trades land in two commits (before / after midnight UTC), so time travel has two snapshots.
+    """
     console, server = start_console(tmp_path_factory.mktemp("console"), broker, schema_registry)
-    land_capture(console.tables)
+    land_capture(console.tables, split_at_us=MIDNIGHT_US)
     yield console
     server.stop()
 

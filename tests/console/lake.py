@@ -40,12 +40,27 @@ def capture_rows(sample_dir: Path = SAMPLES) -> tuple[list[dict[str, Any]], list
     return trades, list(quotes.values())
 
 
-def land_capture(tables: dict[str, Table], drop_trade_ids: Iterable[int] = ()) -> list[dict[str, Any]]:
-    """Append the capture's trades (minus ``drop_trade_ids``) and quotes; returns the trades written."""
+def land_capture(
+    tables: dict[str, Table], drop_trade_ids: Iterable[int] = (), split_at_us: int | None = None
+) -> list[dict[str, Any]]:
+    """Append the capture's trades (minus ``drop_trade_ids``) and quotes; returns the trades written.
+
+    With ``split_at_us`` the trades land in two commits (before / from that exchange time), as the landing
+    service commits batch by batch, so the trades table has two snapshots to time-travel between.
+    """
     dropped = set(drop_trade_ids)
     trades, quotes = capture_rows()
     kept = [t for t in trades if t["trade_id"] not in dropped]
-    append(tables["trades"], records_to_arrow(TRADE, kept), "trades")
+    parts = (
+        [kept]
+        if split_at_us is None
+        else [
+            [t for t in kept if t["exchange_ts"] < split_at_us],
+            [t for t in kept if t["exchange_ts"] >= split_at_us],
+        ]
+    )
+    for part in parts:
+        append(tables["trades"], records_to_arrow(TRADE, part), "trades")
     append(tables["quotes"], records_to_arrow(QUOTE, quotes), "quotes")
     return kept
 

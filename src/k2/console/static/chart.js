@@ -111,9 +111,10 @@ class ChartView {
 
   /** Zoom or pan: fetch only what lies outside the loaded range, then trades if the span is short. */
   async onRelayout(event) {
-    if (this.busy || !("xaxis.range[0]" in event)) return;
-    const a = fromPlot(event["xaxis.range[0]"]).getTime();
-    const b = fromPlot(event["xaxis.range[1]"]).getTime();
+    const range = "xaxis.range[0]" in event ? [event["xaxis.range[0]"], event["xaxis.range[1]"]] : event["xaxis.range"];
+    if (this.busy || !range) return;
+    const a = fromPlot(range[0]).getTime();
+    const b = fromPlot(range[1]).getTime();
     this.busy = true;
     try {
       const [lo, hi] = this.loaded;
@@ -123,6 +124,7 @@ class ChartView {
       for (const [s, e] of wants) await this.fetchBars(s, e);
       this.loaded = [Math.min(lo, floorTo(a, this.step)), Math.max(hi, ceilTo(b, this.step))];
       this.ctx.setParams({ start: isoUtc(floorTo(a, 1000)), end: isoUtc(ceilTo(b, 1000)) });
+      this.tradesPartial = false;
       this.trades = b - a <= TRADES_MAX_SPAN_MS ? await this.fetchTrades(a, b) : [];
       await this.draw([a, b]);
     } catch (error) {
@@ -134,6 +136,7 @@ class ChartView {
 
   async fetchTrades(a, b) {
     const body = await api("/v1/trades", { exchange: this.exchange, symbol: this.symbol, start: isoUtc(floorTo(a, 1000)), end: isoUtc(ceilTo(b, 1000)), limit: TRADES_LIMIT, as_of: this.asOf });
+    this.tradesPartial = Boolean(body.next_cursor);
     return body.data;
   }
 
@@ -170,7 +173,7 @@ class ChartView {
     };
     await this.Plotly.react(this.plot, this.traces(rows), layout, { responsive: true, displaylogo: false, scrollZoom: true });
     this.plot.dataset.candles = String(rows.length);
-    this.status.textContent = `${rows.length.toLocaleString()} bars · ${this.trades.length.toLocaleString()} trades shown · snapshot ${JSON.stringify(this.snapshotIds || {})} · bar requests ${this.fetches.length}`;
+    this.status.textContent = `${rows.length.toLocaleString()} bars · ${this.trades.length.toLocaleString()} trades shown${this.tradesPartial ? ` (only the first ${TRADES_LIMIT.toLocaleString()}: zoom in for all)` : ""} · snapshot ${JSON.stringify(this.snapshotIds || {})} · bar requests ${this.fetches.length}`;
     this.renderTable(rows);
   }
 
