@@ -15,7 +15,7 @@ export function loadPlotly() {
   if (window.Plotly) return Promise.resolve(window.Plotly);
   plotlyLoading = plotlyLoading || new Promise((resolve, reject) => {
     const script = el("script", { src: "vendor/plotly.min.js" });
-    script.addEventListener("load", () => resolve(window.Plotly));
+    script.addEventListener("load", () => { performance.mark("k2-plotly-ready"); resolve(window.Plotly); });
     script.addEventListener("error", () => reject(new Error("expected the chart library at /console/vendor/plotly.min.js, found none")));
     document.head.append(script);
   });
@@ -44,6 +44,7 @@ class ChartView {
 
   async start() {
     const p = this.ctx.params;
+    loadPlotly().catch(() => {});  // start the 4.8 MB download and parse now, alongside the API calls
     const [symbols, snapshots] = await Promise.all([api("/v1/symbols"), api("/v1/snapshots", { table: "trades" })]);
     this.symbols = symbols.data;
     this.snapshots = snapshots.data;
