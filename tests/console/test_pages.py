@@ -57,27 +57,49 @@ def test_quality_calendar_shows_the_demo_days_complete(
     assert not blocked
 
 
+def dead_letter(console: Console, unique: str, source_ms: int) -> tuple[str, str, bytes]:
+    """A real dead letter in a real DLQ topic, as landing writes one; returns (DLQ topic, source topic, bytes)."""
+    from confluent_kafka import Producer
+
+    from k2.bus.dlq import dlq_headers
+    from k2.bus.topics import ensure_topics
+
+    source = f"market.crypto.trades.binance{unique}"
+    ensure_topics(console.settings, [source, f"{source}.dlq"], partitions=1)
+    original = b"\x00\x00\x00\x00\x07not avro at all"
+    producer = Producer(console.settings.kafka_client_config())
+    headers = dlq_headers("avro_decode", "expected an Avro body, found 'not avro'", source, 0, 41, source_ms)
+    producer.produce(f"{source}.dlq", key=b"BTCUSDT", value=original, headers=headers)
+    assert producer.flush(10) == 0
+    return f"{source}.dlq", source, original
+
+
 @pytest.fixture
-def gapped_console(tmp_path: Path, broker: str, schema_registry: str) -> Iterator[tuple[Console, list[int]]]:
-    """The capture landed with 3 trade ids missing (00:02 UTC), and the open gap landing records for them."""
+def gapped_console(
+    tmp_path: Path, broker: str, schema_registry: str, unique: str
+) -> Iterator[tuple[Console, list[int], tuple[str, str, bytes]]]:
+    """The capture landed with 3 trade ids missing (00:02 UTC), the open gap landing records for them,
+    and one dead letter whose source message was produced at 00:03 UTC."""
     console, server = start_console(tmp_path, broker, schema_registry)
     trades, _ = capture_rows()
     in_minute = [t["trade_id"] for t in trades if 1723161720_000_000 <= t["exchange_ts"] < 1723161780_000_000]
     dropped = in_minute[100:103]
     land_capture(console.tables, dropped)
     record_gaps(console.tables, trades, dropped)
-    yield console, dropped
+    letter = dead_letter(console, unique, 1723161780_000)
+    yield console, dropped, letter
     server.stop()
 
 
-def test_quality_cell_turns_and_lists_the_missing_ids(
-    gapped_console: tuple[Console, list[int]], page: Any, artifacts: Path
+def test_quality_cell_turns_lists_the_missing_ids_and_replays_dead_letters(
+    gapped_console: tuple[Console, list[int], tuple[str, str, bytes]], page: Any, artifacts: Path
 ) -> None:
-    console, dropped = gapped_console
-    enter_key(page, console.url, console.read_key, "/console/?page=quality&exchange=binance&symbol=BTCUSDT")
+    console, dropped, (dlq_topic, source_topic, original) = gapped_console
+    enter_key(page, console.url, console.admin_key, "/console/?page=quality&exchange=binance&symbol=BTCUSDT")
     page.wait_for_selector("#page[data-loaded='true'] #calendar")
     cell = page.locator("td.cell[data-hour='2024-08-09T00:00:00.000Z']")
     assert cell.get_attribute("data-state") == "gap-open"
+    assert cell.get_attribute("data-dead-letters") == "1"
     verdicts = dict(
         page.eval_on_selector_all(
             "#calendar tbody tr", "rows => rows.map(r => [r.dataset.day, r.dataset.verdict])"
@@ -86,11 +108,41 @@ def test_quality_cell_turns_and_lists_the_missing_ids(
     assert verdicts == {"2024-08-08": "complete", "2024-08-09": "incomplete"}
     cell.click()
     page.wait_for_selector("#cell-gaps")
-    page.screenshot(path=str(artifacts / "quality-gap.png"), full_page=True)
     row = page.eval_on_selector("#cell-gaps tbody tr", "r => [...r.cells].map(c => c.textContent)")
     assert row[0] == "open" and row[1] == "trades"
     assert (int(row[2]), int(row[3]), int(row[4])) == (dropped[0], dropped[-1], len(dropped))
+    letter = page.eval_on_selector("#cell-dead-letters tbody tr", "r => [...r.cells].map(c => c.textContent)")
+    assert letter[:5] == ["avro_decode", "expected an Avro body, found 'not avro'", source_topic, "0", "41"]
     assert "cell=2024-08-09T00" in page.url  # the chosen cell is in the address
+    page.screenshot(path=str(artifacts / "quality-gap.png"), full_page=True)
+    # Admin: replay the dead letter; its original bytes are back in the source topic.
+    page.click("#replay-dead-letters")
+    page.wait_for_function("document.getElementById('replay-result').textContent.startsWith('replayed')")
+    assert page.text_content("#replay-result") == f"replayed 1 to {source_topic}"
+    assert read_one(console, source_topic) == original
+    page.screenshot(path=str(artifacts / "quality-replayed.png"), full_page=True)
+
+
+def read_one(console: Console, topic: str) -> bytes | None:
+    from confluent_kafka import Consumer
+
+    consumer = Consumer(
+        {
+            **console.settings.kafka_client_config(),
+            "group.id": f"check-{topic}",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    try:
+        consumer.subscribe([topic])
+        for _ in range(60):
+            msg = consumer.poll(1.0)
+            if msg is not None and msg.error() is None:
+                value: bytes | None = msg.value()
+                return value
+        return None
+    finally:
+        consumer.close()
 
 
 def test_sql_page_shows_a_result_and_k2s_error_text(

@@ -976,7 +976,7 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
             ]
         }
 
-    install_console(app, run=lambda fn: _run(state, fn), read_auth=read_auth, client=state.client)  # /console, offline /docs, POST /v1/sql
+    install_console(app, settings=settings, run=lambda fn: _run(state, fn), read_auth=read_auth, admin_auth=admin_auth, client=state.client)  # /console, offline /docs, POST /v1/sql, POST /v1/dlq/replay
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

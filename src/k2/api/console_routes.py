@@ -6,6 +6,8 @@
   ``/console/vendor/plotly.min.js``, straight from the installed ``plotly`` wheel;
 * replaces FastAPI's ``/docs`` (which loads Swagger UI from a CDN and is blank offline) with the same
   page whose script, style and icon come from ``/docs-assets/`` (the installed ``fastapi-offline`` wheel);
+* adds ``POST /v1/dlq/replay`` (admin scope, :mod:`k2.api.dlq_replay_route`): what the Quality page's
+  replay button calls;
 * adds ``POST /v1/sql`` (read scope): the read-only SQL of ``k2 sql`` (``Client.sql``: one SELECT over the
   views trades, quotes, instruments, gaps; parameters bound, never interpolated) in every response format,
   with the snapshot ids read, the column types and the query time.
@@ -35,8 +37,10 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.routing import Route
 
+from k2.api.dlq_replay_route import install_dlq_replay
 from k2.api.errors import APIError, error_responses
 from k2.api.formats import MEDIA_TYPES, encode, negotiate
+from k2.config import Settings
 from k2.console import STATIC_DIR, plotly_js, swagger_ui_dir
 
 # Bound values a query may take: scalars only (DuckDB binds them; nothing is pasted into the text).
@@ -83,14 +87,21 @@ class SqlResponse(BaseModel):
 
 
 def install_console(
-    app: FastAPI, *, run: Runner, read_auth: Sequence[Any], client: Callable[[], Any]
+    app: FastAPI,
+    *,
+    settings: Settings,
+    run: Runner,
+    read_auth: Sequence[Any],
+    admin_auth: Sequence[Any],
+    client: Callable[[], Any],
 ) -> None:
-    """Add the console, offline ``/docs`` and ``POST /v1/sql`` to ``app`` (see the module docstring).
+    """Add the console, offline ``/docs``, ``POST /v1/sql`` and ``POST /v1/dlq/replay`` to ``app``.
 
     ``run`` runs blocking work in the API's pool with its timeout; ``client`` gives the shared query client.
     """
     _install_docs(app)
     _install_sql(app, run, read_auth, client)
+    install_dlq_replay(app, settings, run, admin_auth)
 
     async def plotly() -> FileResponse:
         return FileResponse(

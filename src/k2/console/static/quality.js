@@ -31,6 +31,13 @@ function cellsFrom(counts, gaps, letters) {
   return cells;
 }
 
+/** Dead letters whose source time falls outside the days shown (e.g. a replay of old data: produced now). */
+function outside(cells, firstDay, lastDay) {
+  let n = 0;
+  for (const [hour, c] of cells) if (Math.floor(hour / 24) < firstDay || Math.floor(hour / 24) > lastDay) n += c.letters.length;
+  return n ? ` · ${n} dead letter(s) from outside these days` : "";
+}
+
 function stateOf(c) {
   if (!c) return "empty";
   let state = c.rows ? "ok" : "empty";
@@ -93,7 +100,8 @@ export async function render(page, ctx) {
     el("table", { class: "calendar", id: "calendar" },
       el("thead", {}, el("tr", {}, el("th", {}, "day (UTC)"), Array.from({ length: 24 }, (_, h) => el("th", {}, String(h).padStart(2, "0"))), el("th", {}, "day"), el("th", {}, "rows"))),
       el("tbody", {}, rows)),
-    el("p", { class: "status-line" }, `snapshots read: ${JSON.stringify({ ...counts.snapshot_ids, ...gaps.snapshot_ids })}`,
+    el("p", { class: "status-line", id: "quality-status" }, `snapshots read: ${JSON.stringify({ ...counts.snapshot_ids, ...gaps.snapshot_ids })}`,
+      outside(cells, firstDay, lastDay),
       letters.error ? ` · dead letters: ${letters.error.status === 403 ? "need an admin key" : letters.error.message}` : ""),
     details);
   page.dataset.loaded = "true";
@@ -119,8 +127,39 @@ function showCell(details, td, hour, c, ctx) {
   if (letters.length) {
     details.append(table(["reason", "detail", "source topic", "partition", "offset", "dead-lettered at"],
       letters.map((d) => [d.reason, d.detail, d.source_topic, d.source_partition, d.source_offset, shortTime(d.dead_lettered_at)]), { id: "cell-dead-letters" }),
-    el("p", { class: "muted" }, "Replay them after fixing the cause: k2 dlq replay (admin)."));
+    replayControl(letters));
   }
+}
+
+/** Admin keys: replay the cell's dead letters (POST /v1/dlq/replay, one call per DLQ topic). */
+function replayControl(letters) {
+  if (sessionStorage.getItem("k2.scope") !== "admin") {
+    return el("p", { class: "muted" }, "Replaying dead letters needs an admin key (or run k2 dlq replay).");
+  }
+  const result = el("span", { id: "replay-result", class: "status-line" });
+  const button = el("button", { type: "button", id: "replay-dead-letters" }, `Replay these ${letters.length} dead letter(s) to their source topics`);
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    const byTopic = new Map();
+    for (const d of letters) {
+      if (!byTopic.has(d.dlq_topic)) byTopic.set(d.dlq_topic, []);
+      byTopic.get(d.dlq_topic).push({ partition: d.dlq_partition, offset: d.dlq_offset });
+    }
+    const done = [];
+    try {
+      for (const [topic, positions] of byTopic) {
+        const answer = await api("/v1/dlq/replay", {}, { method: "POST", body: { topic, positions } });
+        done.push(`${answer.replayed} to ${answer.source_topics.join(", ")}`);
+      }
+      result.textContent = `replayed ${done.join("; ")}`;
+    } catch (error) {
+      result.textContent = `${done.length ? `replayed ${done.join("; ")}; then ` : ""}${error.code}: ${error.message}`;
+      result.classList.add("error");
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return el("p", {}, button, " ", result);
 }
 
 export function leave() {}
