@@ -55,6 +55,7 @@ def test_chart_shows_the_12_candles_of_k2_bars(demo_console: Console, page: Any,
     page.wait_for_selector("#chart[data-candles='12']")
     page.wait_for_function("document.querySelectorAll('#chart g.boxlayer path.box').length === 12")
     page.screenshot(path=str(artifacts / "chart.png"), full_page=True)
+    page.click("#candles-details summary")  # the bars as a table, under the chart
     candles = page.eval_on_selector_all(
         "#candles tr.candle",
         "rows => rows.map(r => [r.dataset.openTime, r.dataset.open, r.dataset.high, r.dataset.low, r.dataset.close, r.dataset.volume])",
@@ -88,6 +89,7 @@ def test_time_travel_redraws_as_of_the_chosen_snapshot(
     page.select_option("#as-of", first_commit)
     page.wait_for_selector("#chart[data-candles='6']")  # only the trades before midnight existed then
     assert f"as_of={first_commit}" in page.url
+    page.click("#candles-details summary")
     times = page.eval_on_selector_all("#candles tr.candle", "rows => rows.map(r => r.dataset.openTime)")
     assert times[0].startswith("2024-08-08T23:54") and times[-1].startswith("2024-08-08T23:59")
     assert first_commit in (page.text_content("#chart-status") or "")

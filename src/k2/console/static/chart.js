@@ -82,7 +82,9 @@ class ChartView {
     });
     this.status = el("p", { class: "status-line", id: "chart-status" });
     this.plot = el("div", { id: "chart" });
+    // The table is built when opened (1,440 rows of DOM would double the time to the first candle).
     this.tableHolder = el("details", { id: "candles-details" }, el("summary", {}, "Bars as a table"));
+    this.tableHolder.addEventListener("toggle", () => { if (this.tableHolder.open && this.rows) this.renderTable(this.rows); });
     clear(this.page).append(
       el("div", { class: "controls" },
         el("label", {}, "symbol", symbolSelect), el("label", {}, "interval", intervalSelect),
@@ -175,7 +177,8 @@ class ChartView {
     await this.Plotly.react(this.plot, this.traces(rows), layout, { responsive: true, displaylogo: false, scrollZoom: true });
     this.plot.dataset.candles = String(rows.length);
     this.status.textContent = `${rows.length.toLocaleString()} bars · ${this.trades.length.toLocaleString()} trades shown${this.tradesPartial ? ` (only the first ${TRADES_LIMIT.toLocaleString()}: zoom in for all)` : ""} · snapshot ${JSON.stringify(this.snapshotIds || {})} · bar requests ${this.fetches.length}`;
-    this.renderTable(rows);
+    this.rows = rows;
+    if (this.tableHolder.open) this.renderTable(rows);
   }
 
   /** The drawn bars as text (also what tests and screen readers read): one row per candle. */
