@@ -226,3 +226,54 @@ def test_docs_render_offline(demo_console: Console, page: Any, artifacts: Path) 
     assert "/v1/bars" in paths and "/v1/sql" in paths
     page.screenshot(path=str(artifacts / "docs.png"), full_page=False)
     assert not blocked, blocked
+
+
+def test_untrusted_text_is_shown_as_text(
+    tmp_path: Path, broker: str, schema_registry: str, page: Any, artifacts: Path
+) -> None:
+    """A symbol and a gap detail holding markup are displayed literally and run nothing."""
+    from k2.lake.writer import append
+    from k2.model import GAP, TRADE
+    from k2.model.arrow import records_to_arrow
+    from tests.landing.helpers import make_trades
+
+    hostile = '<img src=x onerror="window.pwned=1">'
+    console, server = start_console(tmp_path, broker, schema_registry)
+    try:
+        rows = make_trades(hostile, 1, 50)
+        for row in rows:
+            row["ingest_ts"] = row["receipt_ts"]
+        append(console.tables["trades"], records_to_arrow(TRADE, rows), "trades")
+        gap = {
+            "exchange": "binance",
+            "symbol": hostile,
+            "data_type": "trades",
+            "first_missing_id": 60,
+            "last_missing_id": 61,
+            "missing_count": 2,
+            "start_ts": rows[-1]["exchange_ts"],
+            "end_ts": rows[-1]["exchange_ts"],
+            "detected_ts": rows[-1]["exchange_ts"],
+            "source": "landing",
+            "status": "open",
+            "gap_key": f"binance/{hostile}/trades/60-61",
+            "detail": "<b>bold</b><script>window.pwned=2</script>",
+        }
+        append(console.tables["gaps"], records_to_arrow(GAP, [gap]), "gaps")
+        enter_key(page, console.url, console.read_key, "/console/?page=quality")
+        page.wait_for_selector("#page[data-loaded='true'] #calendar")
+        page.click("td.cell.gap-open")
+        page.wait_for_selector("#cell-gaps")
+        assert page.text_content("#cell-gaps tbody tr td:nth-child(10)") == gap["detail"]
+        assert page.locator("#page img, #page b, #page script").count() == 0
+        page.click("#nav a[data-page=overview]")
+        page.wait_for_selector("#page[data-loaded='true'] #sources")
+        assert page.eval_on_selector("#sources tbody tr td:nth-child(2)", "td => td.textContent") == hostile
+        page.click("#nav a[data-page=chart]")
+        page.wait_for_selector("#chart[data-candles]")
+        assert hostile in (page.text_content("#symbol") or "")
+        assert page.locator("#page img").count() == 0
+        assert page.evaluate("window.pwned") is None
+        page.screenshot(path=str(artifacts / "hostile-text.png"), full_page=True)
+    finally:
+        server.stop()
