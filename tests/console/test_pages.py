@@ -90,6 +90,12 @@ def gapped_console(
     letter = dead_letter(console, unique, 1723161780_000)
     yield console, dropped, letter
     server.stop()
+    # The broker is shared by the whole session: leave no DLQ topic for other tests' "no dead letters".
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(console.settings.kafka_client_config())
+    for future in admin.delete_topics([letter[0], letter[1]], operation_timeout=30).values():
+        future.result(30)
 
 
 def test_quality_cell_turns_lists_the_missing_ids_and_replays_dead_letters(
