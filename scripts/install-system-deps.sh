@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages K2's tests and demo need, from the machine's package manager:
-# PostgreSQL server binaries (initdb/pg_ctl) and Prometheus' promtool. Idempotent; quiet when present.
+# PostgreSQL server binaries (initdb/pg_ctl), Prometheus' promtool and Chromium (the console's browser tests drive
+# /usr/bin/chromium through Playwright). Idempotent; quiet when present.
 set -euo pipefail
 
 have_pg() {
@@ -12,6 +13,7 @@ have_pg() {
 need=()
 have_pg || need+=(postgresql)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
@@ -31,4 +33,7 @@ if printf '%s\n' "${need[@]}" | grep -qx postgresql; then
 fi
 if printf '%s\n' "${need[@]}" | grep -qx prometheus; then
   $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null || echo "warning: prometheus (promtool) not installed" >&2
+fi
+if printf '%s\n' "${need[@]}" | grep -qx chromium; then
+  $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi

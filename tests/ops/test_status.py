@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -96,6 +97,8 @@ def test_k2_status_command_renders_one_screen(landed: dict[str, Any], monkeypatc
     assert "market_data.trades" in out and "1,000" in out
     assert "≥" in out and "approximate" in out
     assert "DLQ:" in out
+    assert re.search(r"console: http://127\.0\.0\.1:\d+/console/", out), out[-500:]  # issue 16: where the console is
     json_result = CliRunner().invoke(app, ["status", "--json"])
     assert json_result.exit_code == 0
     assert landed["topic"] in json_result.output
+    assert re.search(r'"console_url": "http://127\.0\.0\.1:\d+/console/"', json_result.output)

@@ -55,6 +55,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from k2 import __version__ as K2_VERSION
 from k2.api import models
+from k2.api.console_routes import install_console
 from k2.api.cursor import CursorCodec, params_digest
 from k2.api.errors import APIError, error_body, error_responses
 from k2.api.formats import MEDIA_TYPES, Format, encode, negotiate
@@ -975,6 +976,7 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
             ]
         }
 
+    install_console(app, settings=settings, run=lambda fn: _run(state, fn), read_auth=read_auth, admin_auth=admin_auth, client=state.client)  # /console, offline /docs, POST /v1/sql, POST /v1/dlq/replay
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

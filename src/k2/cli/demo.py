@@ -146,6 +146,10 @@ def run_demo(settings: Settings, sample_dir: Path = SAMPLES, timeout: float = 12
         )
     console.print(f"demo finished in {time.monotonic() - started:.1f}s. The stack is still running: try `.venv/bin/k2 status`, "
                   "`.venv/bin/k2 bars BTCUSDT --interval 1m`; stop it with `.venv/bin/k2 down`.")
+    from k2.console import console_url
+
+    console.print(f"research console: {console_url(settings.api_host, settings.api_port)} "
+                  "(a key: `.venv/bin/k2 keys create --name me --scope read`)")
     if not ok:
         raise typer.Exit(1)
 

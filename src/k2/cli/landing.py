@@ -58,6 +58,10 @@ def register(app: typer.Typer) -> None:
         from k2.lake.catalog import ensure_tables, load_catalog
 
         ensure_tables(load_catalog(settings), settings)
+        if not part or "api" in part:
+            from k2.console import console_url
+
+            console.print(f"console    {console_url(settings.api_host, settings.api_port)} (key: k2 keys create --name me --scope read)")
 
     @app.command("down")
     def down() -> None:
@@ -70,13 +74,17 @@ def register(app: typer.Typer) -> None:
     @app.command("status")
     def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
         """One-screen operator view: parts, topics, tables, freshness, gaps, DLQ."""
+        from k2.console import console_url
         from k2.ops.status import collect_status, render_status
 
-        report = collect_status(load_settings())
+        settings = load_settings()
+        report = collect_status(settings)
+        report["console_url"] = console_url(settings.api_host, settings.api_port)
         if as_json:
             console.print_json(json.dumps(report, default=str))
         else:
             render_status(report, console)
+            console.print(f"console: {report['console_url']}")
 
     dlq_app = typer.Typer(help="Inspect and replay the dead-letter queue.", no_args_is_help=True)
 

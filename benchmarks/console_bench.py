@@ -1,0 +1,138 @@
+"""Console benchmark in Debian's headless Chromium (Playwright): how fast the chart page draws.
+
+Measured from the page's own ``performance`` marks (set by chart.js), ``--runs`` fresh page loads each:
+
+1. **first candle visible after navigation**: the demo capture (19,904 trades, 12 one-minute candles);
+   ``k2-first-draw`` (Plotly has drawn) relative to the navigation start, the key already in the tab.
+   Includes loading the 4.8 MB plotly.min.js from the local server (cold browser cache per run).
+2. **1,440 candles drawn after the response**: one symbol-day of 1-minute bars (a day of trades, one every
+   ``--spacing`` seconds, written with the lake writer); ``k2-first-draw`` minus the later of
+   ``k2-bars-response`` (the JSON parsed) and ``k2-plotly-ready`` (the chart library parsed), i.e. the
+   client's cost of turning the response into a drawn chart plus its table.
+3. **plotly.min.js ready after navigation** (``k2-plotly-ready``), reported apart: on a loaded machine
+   parsing the 4.8 MB library dominates the first paint.
+
+Run::
+
+    PYTHONPATH=src:. .venv/bin/python benchmarks/console_bench.py --runs 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "src"), str(REPO)]
+
+from tests.console.conftest import CHROMIUM, CHROMIUM_ARGS, start_console  # noqa: E402
+from tests.console.lake import land_capture  # noqa: E402
+from tests.landing.helpers import make_trades  # noqa: E402
+
+from k2.lake.writer import append  # noqa: E402
+from k2.model import TRADE  # noqa: E402
+from k2.model.arrow import records_to_arrow  # noqa: E402
+
+VERBOSE = "--verbose" in sys.argv
+DEMO_PATH = "/console/?page=chart&exchange=binance&symbol=BTCUSDT&interval=1m"
+DAY_START_US = 1_725_062_400_000_000  # 2024-08-31T00:00:00Z
+
+
+def day_of_trades(spacing_s: float) -> Any:
+    count = int(86_400 / spacing_s)
+    rows = make_trades("DAYUSDT", 1, count)
+    for i, row in enumerate(rows):
+        row["exchange_ts"] = DAY_START_US + int(i * spacing_s * 1_000_000)
+        row["receipt_ts"] = row["exchange_ts"] + 1_000
+        row["ingest_ts"] = row["receipt_ts"] + 1_000
+    return records_to_arrow(TRADE, rows)
+
+
+def measure(
+    browser: Any, url: str, key: str, path: str, candles: int, warm: bool = False
+) -> dict[str, float]:
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    context.add_init_script(
+        f"sessionStorage.setItem('k2.apiKey', {key!r}); sessionStorage.setItem('k2.scope', 'read');"
+    )
+    page = context.new_page()
+    if warm:  # a returning user: plotly.min.js in the HTTP cache and V8's code cache
+        for _ in range(2):
+            page.goto(url + path)
+            page.wait_for_selector(f"#chart[data-candles='{candles}']", timeout=60_000)
+    page.goto(url + path)
+    page.wait_for_selector(f"#chart[data-candles='{candles}']", timeout=60_000)
+    marks = page.evaluate(
+        "() => Object.fromEntries(['k2-bars-response', 'k2-plotly-ready', 'k2-first-draw'].map(n => [n, performance.getEntriesByName(n)[0].startTime]))"
+    )
+    resources = page.evaluate(
+        "() => performance.getEntriesByType('resource').map(r => [r.name.split('/').slice(3).join('/').slice(0, 60), Math.round(r.startTime), Math.round(r.responseEnd)])"
+    )
+    if VERBOSE:
+        print(marks, *resources, sep="\n  ")
+    context.close()
+    return {
+        "first_draw_ms": marks["k2-first-draw"],
+        "draw_after_response_ms": marks["k2-first-draw"]
+        - max(marks["k2-bars-response"], marks["k2-plotly-ready"]),
+        "plotly_ready_ms": marks["k2-plotly-ready"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="console chart benchmark (headless Chromium)")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--verbose", action="store_true", help="print each run's marks and resource timings")
+    parser.add_argument(
+        "--spacing", type=float, default=2.0, help="seconds between the synthetic day's trades"
+    )
+    args = parser.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as root:
+        console, server = start_console(Path(root), "127.0.0.1:1", "http://127.0.0.1:1")
+        try:
+            land_capture(console.tables)
+            append(console.tables["trades"], day_of_trades(args.spacing), "trades")
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                demo = [
+                    measure(
+                        browser,
+                        console.url,
+                        console.read_key,
+                        DEMO_PATH,
+                        12,
+                    )
+                    for _ in range(args.runs)
+                ]
+                day_path = "/console/?page=chart&exchange=binance&symbol=DAYUSDT&interval=1m&start=2024-08-31T00:00:00Z&end=2024-09-01T00:00:00Z"
+                day = [
+                    measure(browser, console.url, console.read_key, day_path, 1440) for _ in range(args.runs)
+                ]
+                demo_warm = [
+                    measure(browser, console.url, console.read_key, DEMO_PATH, 12, warm=True)
+                    for _ in range(args.runs)
+                ]
+                browser.close()
+        finally:
+            server.stop()
+    for name, runs, key in (
+        ("demo, first candle after navigation", demo, "first_draw_ms"),
+        ("demo, first candle after navigation, warm browser cache", demo_warm, "first_draw_ms"),
+        ("1,440 candles drawn after the response", day, "draw_after_response_ms"),
+        ("1,440 candles, first candle after navigation", day, "first_draw_ms"),
+        ("plotly.min.js loaded and parsed after navigation", demo + day, "plotly_ready_ms"),
+    ):
+        values = sorted(r[key] for r in runs)
+        print(
+            f"{name}: median {statistics.median(values):.0f} ms, min {values[0]:.0f}, max {values[-1]:.0f} ({len(values)} runs)"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""The chart page in headless Chromium shows the demo capture's 1-minute candles exactly as `k2 bars` does."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from tests.console.conftest import REPO, Console, enter_key
+
+
+def k2_bars(console: Console) -> list[list[str]]:
+    """`k2 bars BTCUSDT --interval 1m --format csv` on the same lake: the reference the page must match."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("K2_")}
+    env.update(
+        {
+            "PYTHONPATH": str(REPO / "src"),
+            "K2_DATA_DIR": str(console.settings.data_dir),
+            "K2_KAFKA_BOOTSTRAP_SERVERS": console.settings.kafka_bootstrap_servers,
+            "K2_QUERY_RECENT_TIMEOUT_SECONDS": "0.3",
+        }
+    )
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "k2.cli",
+            "bars",
+            "BTCUSDT",
+            "--interval",
+            "1m",
+            "--no-include-recent",
+            "--format",
+            "csv",
+        ],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    return list(csv.reader(io.StringIO(out.stdout.strip())))
+
+
+def test_chart_shows_the_12_candles_of_k2_bars(demo_console: Console, page: Any, artifacts: Path) -> None:
+    enter_key(
+        page, demo_console.url, demo_console.read_key, "/console/?page=chart&symbol=BTCUSDT&interval=1m"
+    )
+    page.wait_for_selector("#chart[data-candles='12']")
+    page.wait_for_function("document.querySelectorAll('#chart g.boxlayer path.box').length === 12")
+    page.screenshot(path=str(artifacts / "chart.png"), full_page=True)
+    page.click("#candles-details summary")  # the bars as a table, under the chart
+    candles = page.eval_on_selector_all(
+        "#candles tr.candle",
+        "rows => rows.map(r => [r.dataset.openTime, r.dataset.open, r.dataset.high, r.dataset.low, r.dataset.close, r.dataset.volume])",
+    )
+    reference = k2_bars(demo_console)
+    header, rows = reference[0], reference[1:]
+    columns = [header.index(name) for name in ("open_time", "open", "high", "low", "close", "volume")]
+    expected = [[row[i] for i in columns] for row in rows]
+    assert len(candles) == len(expected) == 12
+    for shown, wanted in zip(candles, expected, strict=True):
+        assert shown[0].removesuffix("Z").startswith(wanted[0].replace(" ", "T")[:16]), (shown, wanted)
+        assert [Decimal(v) for v in shown[1:]] == [Decimal(v) for v in wanted[1:]], (shown, wanted)
+    # What is drawn is what the table says: the Plotly trace holds the same numbers.
+    drawn = page.evaluate(
+        "() => { const t = document.getElementById('chart').data[0]; return [t.open, t.high, t.low, t.close]; }"
+    )
+    assert [list(x) for x in zip(*drawn, strict=True)] == [[float(v) for v in row[1:5]] for row in expected]
+
+
+def test_time_travel_redraws_as_of_the_chosen_snapshot(
+    demo_console: Console, page: Any, artifacts: Path
+) -> None:
+    enter_key(
+        page, demo_console.url, demo_console.read_key, "/console/?page=chart&symbol=BTCUSDT&interval=1m"
+    )
+    page.wait_for_selector("#chart[data-candles='12']")
+    options = page.eval_on_selector_all("#as-of option", "o => o.map(x => [x.value, x.textContent])")
+    assert options[0] == ["", "latest"] and len(options) == 3  # latest + the two trade commits, newest first
+    first_commit = options[-1][0]
+    assert first_commit.isdigit() and len(first_commit) > 15  # an exact 64-bit id, not a rounded float
+    page.select_option("#as-of", first_commit)
+    page.wait_for_selector("#chart[data-candles='6']")  # only the trades before midnight existed then
+    assert f"as_of={first_commit}" in page.url
+    page.click("#candles-details summary")
+    times = page.eval_on_selector_all("#candles tr.candle", "rows => rows.map(r => r.dataset.openTime)")
+    assert times[0].startswith("2024-08-08T23:54") and times[-1].startswith("2024-08-08T23:59")
+    assert first_commit in (page.text_content("#chart-status") or "")
+    page.screenshot(path=str(artifacts / "as-of.png"), full_page=True)
+
+
+def test_pan_fetches_only_the_new_range_and_zoom_shows_trades(
+    demo_console: Console, page: Any, artifacts: Path
+) -> None:
+    enter_key(
+        page,
+        demo_console.url,
+        demo_console.read_key,
+        "/console/?page=chart&symbol=BTCUSDT&interval=1m&start=2024-08-09T00:00:00Z&end=2024-08-09T00:06:00Z",
+    )
+    page.wait_for_selector("#chart[data-candles='6']")
+    # Pan six minutes back: only [23:54, 00:00) is requested, and the six earlier candles join the chart.
+    page.evaluate(
+        "Plotly.relayout('chart', {'xaxis.range[0]': '2024-08-08 23:54:00', 'xaxis.range[1]': '2024-08-09 00:00:00'})"
+    )
+    page.wait_for_selector("#chart[data-candles='12']")
+    fetches = page.evaluate("window.k2Chart.fetches.map(f => [f.start, f.end, f.rows])")
+    assert fetches == [
+        ["2024-08-09T00:00:00Z", "2024-08-09T00:06:00Z", 6],
+        ["2024-08-08T23:54:00Z", "2024-08-09T00:00:00Z", 6],
+    ]
+    assert "start=2024-08-08T23%3A54%3A00Z" in page.url
+    # Zoom into two minutes: no bar request (loaded already), the trades appear as buy/sell points.
+    page.evaluate(
+        "Plotly.relayout('chart', {'xaxis.range[0]': '2024-08-08 23:58:00', 'xaxis.range[1]': '2024-08-09 00:00:00'})"
+    )
+    page.wait_for_function("document.getElementById('chart').data.some(t => t.name === 'buy trades')")
+    names = page.evaluate("document.getElementById('chart').data.map(t => [t.name, t.x.length])")
+    points = dict(names)
+    trades_in_range = sum(n for name, n in names if name in ("buy trades", "sell trades"))
+    assert points["buy trades"] > 0 and points["sell trades"] > 0
+    assert trades_in_range == int(page.evaluate("window.k2Chart.trades.length"))
+    assert len(page.evaluate("window.k2Chart.fetches")) == 2
+    page.screenshot(path=str(artifacts / "zoomed-trades.png"), full_page=True)
