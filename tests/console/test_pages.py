@@ -190,7 +190,7 @@ def test_sql_page_shows_a_result_and_k2s_error_text(
     page.wait_for_function("document.getElementById('sql-error').textContent.length > 0")
     error = page.text_content("#sql-error") or ""
     assert error.startswith(
-        "invalid_query: expected a query over the views trades, quotes, instruments, gaps, found an error"
+        "invalid_query: expected a query over the views trades, quotes, instruments, gaps, klines, found an error"
     )
     assert "no_such_column" in error
     page.fill("#sql-text", "COPY trades TO '/tmp/x.csv'")
