@@ -168,6 +168,14 @@ class Settings(BaseSettings):
         "binance,coinbase",
         "landing",
     )
+    landing_max_id_jump: int = _f(
+        100_000_000,
+        "Dead-letter (reason `id_out_of_window`) a trade/update id more than this above its (exchange, symbol) "
+        "high-water mark (or, for a pair with nothing landed yet, this far from the median id of its batch): "
+        "one absurd id must not open a giant gap or make every later id look late.",
+        10_000_000,
+        "landing",
+    )
     landing_hwm_cache_size: int = _f(
         100_000, "Most (exchange, symbol) high-water marks kept in memory (LRU; misses are recovered from the table).", 10_000, "landing"
     )
@@ -290,6 +298,7 @@ class Settings(BaseSettings):
         "consumer_fetch_max_bytes",
         "query_recent_max_rows",
         "landing_hwm_cache_size",
+        "landing_max_id_jump",
         "import_block_bytes",
         "import_commit_rows",
         "api_max_body_bytes",

@@ -12,6 +12,12 @@ For each batch:
 3. ids at or below the mark are looked up in the table: found means duplicate (dropped), not found means
    a late (out-of-order) arrival, which lands and may close a recorded gap.
 
+Before dedup, :func:`screen_ids` takes out ids that would poison the marks: negative ids and ids more than
+``landing_max_id_jump`` above their pair's mark (with no mark yet: that far from the median id of the pair's
+rows in the batch). They go to the DLQ and never move a mark, so one ``2**63 - 1`` cannot open a gap of
+9.2e18 ids nor make every later id look late. Ids far *below* the mark are not screened: they cannot move
+the mark or open a gap (they take the late path), and a legacy poisoned mark then still lets real ids land.
+
 Hazard: exactness of step 3 rests on the table being the truth, which it is because K2 resumes from the
 offsets stored with the data (see :mod:`k2.lake.summary`).
 
@@ -160,6 +166,62 @@ def _pair_codes(data: pa.Table) -> tuple[np.ndarray, list[tuple[str, str]]]:
     return codes, pairs
 
 
+ID_OUT_OF_WINDOW = "id_out_of_window"
+NEGATIVE_ID = "negative_id"
+
+
+def _ids(data: pa.Table, id_column: str) -> np.ndarray:
+    column = data[id_column]
+    return np.asarray(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column, dtype=np.int64)
+
+
+def screen_ids(
+    data: pa.Table, id_column: str, table: Table, marks: HighWaterMarks, max_jump: int
+) -> list[tuple[int, str, str]]:
+    """Rows of ``data`` whose id must not land: ``(row, reason, detail)`` for the DLQ (see module docstring).
+
+    Pure over the batch, the table (marks recovered on a miss) and ``marks`` (read, never updated): the
+    landing and direct imports can both call it before :func:`deduplicate`.
+
+    Example (needs a table)::
+
+        rejects = screen_ids(batch, "trade_id", trades_table, HighWaterMarks(1000), 100_000_000)
+    """
+    if data.num_rows == 0:
+        return []
+    codes, pairs = _pair_codes(data)
+    ids = _ids(data, id_column)
+    current = marks.get_many(table, id_column, pairs)
+    rejects: list[tuple[int, str, str]] = []
+    for row in np.flatnonzero(ids < 0).tolist():
+        exchange, symbol = pairs[codes[row]]
+        rejects.append((row, NEGATIVE_ID, f"expected {id_column} >= 0 for {exchange}/{symbol}, found {int(ids[row])}"))
+    for code, pair in enumerate(pairs):
+        rows = np.flatnonzero((codes == code) & (ids >= 0))
+        if rows.size == 0:
+            continue
+        pair_ids = ids[rows]
+        mark = current.get(pair)
+        if mark is None:  # nothing landed for the pair: the batch's own median (exact, no float) is the reference
+            reference = int(np.sort(pair_ids)[(pair_ids.size - 1) // 2])
+            outside = np.abs(pair_ids - reference) > max_jump  # no overflow: both are >= 0
+            where = f"the median {reference} of its batch (nothing landed yet)"
+        else:
+            reference = max(int(mark), 0)
+            outside = pair_ids - reference > max_jump
+            where = f"the high-water mark {reference}"
+        for row in rows[outside].tolist():
+            rejects.append(
+                (
+                    int(row),
+                    ID_OUT_OF_WINDOW,
+                    f"expected {id_column} within {max_jump} of {where} for {pair[0]}/{pair[1]} "
+                    f"(K2_LANDING_MAX_ID_JUMP), found {int(ids[row])}",
+                )
+            )
+    return sorted(rejects)
+
+
 def deduplicate(
     data: pa.Table,
     id_column: str,
@@ -181,7 +243,7 @@ def deduplicate(
     if n == 0:
         return DedupResult(np.zeros(0, dtype=bool), 0, 0)
     codes, pairs = _pair_codes(data)
-    ids = np.asarray(data[id_column].combine_chunks() if isinstance(data[id_column], pa.ChunkedArray) else data[id_column], dtype=np.int64)
+    ids = _ids(data, id_column)
     index = np.arange(n, dtype=np.int64)
 
     # 1. In-batch duplicates: first occurrence of each (pair, id) wins.
