@@ -13,10 +13,10 @@ import pytest
 
 from k2.bus import MarketDataProducer, topic_name
 from k2.config import Settings
+from k2.lake.writer import append
 from k2.landing import LandingConsumer
 from k2.landing.dlq import read_dead_letters
 from k2.landing.ledger import current_gaps
-from k2.lake.writer import append
 from k2.model import GAP, TRADE
 from k2.model.arrow import records_to_arrow
 from tests.landing.helpers import make_trades, table_keys

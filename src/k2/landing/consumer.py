@@ -84,6 +84,17 @@ _ROUTES: dict[str, tuple[str, RecordType, str]] = {
 }
 
 
+def route(topic: str) -> tuple[str, RecordType, str]:
+    """(table short name, record type, id column) that a market topic lands into (ValueError/KeyError otherwise).
+
+    Example:
+        >>> route("market.crypto.trades.binance")[0], route("market.crypto.quotes.binance")[2]
+        ('trades', 'update_id')
+    """
+    _, data_type, _ = parse_topic(topic)
+    return _ROUTES[data_type]
+
+
 class OffsetResetError(RuntimeError):
     """The broker's log no longer holds what the table says was landed, and the policy is ``fail``."""
 
@@ -298,8 +309,7 @@ class LandingConsumer:
 
     # -- assignment ---------------------------------------------------------------------------------
     def _table_for_topic(self, topic: str) -> tuple[str, RecordType, str]:
-        _, data_type, _ = parse_topic(topic)
-        return _ROUTES[data_type]
+        return route(topic)
 
     def _short_for_topic(self, topic: str) -> str:
         short = self._topic_tables.get(topic)
