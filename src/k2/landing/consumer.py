@@ -28,6 +28,7 @@ Example (needs a broker, registry and catalog)::
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import signal
 import threading
@@ -172,6 +173,12 @@ _OFFSET = Message.offset
 _VALUE = Message.value
 _FETCH_MESSAGES = 50_000
 _OPEN_GAPS_PER_PAIR = 1000
+# What one buffered message costs in memory besides its value bytes, until its rows are committed: the
+# confluent-kafka Message object (topic, key, headers), its decoded Arrow row and its share of the Parquet
+# write. Measured with benchmarks/landing_bench.py (200,000 real-shaped trades, ~100 B values: peak RSS
+# grew ~2 KiB per buffered message). Counting it makes landing_max_buffered_bytes a bound on memory, not
+# on value bytes alone (which were a tenth of it).
+_ROW_MEMORY = 2_048
 _GAUGE_INTERVAL = 1.0
 
 
@@ -210,6 +217,28 @@ class _Coverage:
     ranges: dict[tuple[str, int], list[int]]
     last_crc: dict[tuple[str, int], tuple[int, int]]
     cids: set[str]
+
+
+def _libc_trim() -> Callable[[], object] | None:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim  # type: ignore[no-any-return]
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
+        return None
+
+
+_MALLOC_TRIM = _libc_trim()
+
+
+def release_memory() -> None:
+    """Give freed memory back to the OS: glibc's heap (``malloc_trim``) and Arrow's pool.
+
+    Python objects (the buffered Messages), DuckDB's decode and Arrow's Parquet write use three different
+    allocators; memory one of them frees is not reused by the next, so without this the peak of a flush
+    was the *sum* of its phases. Cheap (a few ms), called between the phases of each flush.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+    pa.default_memory_pool().release_unused()
 
 
 def commit_view(table: Table) -> Table:
@@ -479,7 +508,7 @@ class LandingConsumer:
                     self._on_error(msg, error)
             messages = good
         if messages:
-            size = sum(map(len, messages))
+            size = sum(map(len, messages)) + len(messages) * _ROW_MEMORY
             if not self._buffered_rows:
                 self._first_buffered = time.monotonic()
             shorts = {self._short_for_topic(tp.topic) for tp in self._assigned}
@@ -555,7 +584,10 @@ class LandingConsumer:
         if not self._buffered_rows:
             return
         self._m_buffered.set(self._buffered_bytes)
+        # Taken out of the buffer so that each table's messages are freed as soon as its rows are decoded
+        # (see _land): the Message objects cost ~10x their value bytes.
         by_table = {short: messages for short, messages in self._buffers.items() if messages}
+        self._buffers.clear()
         backpressure = self._buffered_bytes >= self.settings.landing_max_buffered_bytes
         paused = [] if keep_fetching and not backpressure else list(self._assigned)
         if paused:
@@ -563,8 +595,8 @@ class LandingConsumer:
             self._m_paused.set(len(paused))
         try:
             group_offsets: list[TopicPartition] = []
-            for short, messages in by_table.items():
-                group_offsets.extend(self._land(short, messages))
+            for short in list(by_table):
+                group_offsets.extend(self._land(short, by_table.pop(short)))
             self._clear_buffers()
             if group_offsets:
                 try:
@@ -588,12 +620,17 @@ class LandingConsumer:
     def _land(self, short: str, messages: list[Message]) -> list[TopicPartition]:
         """Land one table's buffered messages; returns the group offsets to commit (empty: nothing to do)."""
         batch = self._fresh(short, messages)
+        del messages  # memory: from here on only the batch holds the Message objects
         if batch is None:
             return []
         decoded = self._decode(short, batch)
         good, positions, rejects = self._validate(short, batch, decoded)
+        del decoded
         self._dead_letter(batch.messages, rejects)  # flushed: nothing is committed past an unrecorded reject
-        return self._commit(short, batch, _Rows(good, positions), self._coverage(batch), len(rejects))
+        coverage = self._coverage(batch)
+        batch.messages = []  # memory: the Message objects are freed before the Iceberg write needs its share
+        release_memory()
+        return self._commit(short, batch, _Rows(good, positions), coverage, len(rejects))
 
     def _fresh(self, short: str, messages: list[Message]) -> _Batch | None:
         """The batch's positions as arrays, without redeliveries (messages below their partition's next
