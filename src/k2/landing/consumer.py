@@ -219,9 +219,9 @@ class _Coverage:
     cids: set[str]
 
 
-def _libc_trim() -> Callable[[], object] | None:
+def _libc_trim() -> Callable[[int], object] | None:
     try:
-        return ctypes.CDLL("libc.so.6").malloc_trim  # type: ignore[no-any-return]
+        return ctypes.CDLL("libc.so.6").malloc_trim
     except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
         return None
 
