@@ -21,6 +21,7 @@ def _ts(micros: int | None) -> str:
 
 
 def register(app: typer.Typer) -> None:
+    """Add the landing and local-stack commands to ``app`` (long: one short nested function per command)."""
     @app.command("init")
     def init() -> None:
         """Create K2's namespaces and Iceberg tables (idempotent)."""

@@ -4,7 +4,10 @@ Protocol (see also :mod:`k2.lake.summary`):
 
 1. Messages are buffered per table until ``landing_commit_rows`` rows, ``landing_commit_interval_seconds``
    or ``landing_max_buffered_bytes`` is reached. While a batch is being committed the consumer's
-   partitions are paused, so a slow Iceberg never makes the consumer buffer without limit.
+   partitions are paused, so a slow Iceberg never makes the consumer buffer without limit. The byte bound
+   counts each message's value plus ``_ROW_MEMORY`` (its Message object, decoded row and share of the
+   Parquet write), so it bounds memory: peak RSS <= RSS after the first commit + the bound + 2 x
+   ``consumer_fetch_max_bytes`` (librdkafka's queue and a fetch in flight) + 64 MiB (tests/landing/test_memory.py).
 2. Undecodable and invalid messages go to ``<topic>.dlq`` (original bytes, key, headers, source offset,
    reason) and the DLQ producer is flushed *before* the Iceberg commit, so nothing is committed past a
    message that was neither landed nor dead-lettered.

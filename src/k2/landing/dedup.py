@@ -260,55 +260,12 @@ def deduplicate(
     current = marks.get_many(table, id_column, pairs)
     mark_of_pair = np.array([-(2**63) if current[p] is None else current[p] for p in pairs], dtype=np.int64)
     is_old = keep & (ids <= mark_of_pair[codes])
-    late_keys: list[tuple[str, str, int]] = []
-    table_dups = 0
-    if is_old.any():
-        rows = np.flatnonzero(is_old)
-        old = pa.table(
-            {
-                "exchange": pa.array([pairs[c][0] for c in codes[rows]], pa.string()),
-                "symbol": pa.array([pairs[c][1] for c in codes[rows]], pa.string()),
-                id_column: pa.array(ids[rows], pa.int64()),
-            }
-        )
-        found = existing_keys(table, id_column, old)
-        for row in rows.tolist():
-            exchange, symbol = pairs[codes[row]]
-            ident = int(ids[row])
-            if (exchange, symbol, ident) in found:
-                keep[row] = False
-                dups_per_pair[codes[row]] += 1
-                table_dups += 1
-            else:
-                late_keys.append((exchange, symbol, ident))
-                late_per_pair[codes[row]] += 1
+    coded = _Coded(codes, pairs, ids)
+    late_keys = _check_old(coded, is_old, keep, table, id_column, dups_per_pair, late_per_pair)
 
     # 3. New ids: gaps (sequential venues) and new marks, per pair on sorted ids.
-    gaps: list[tuple[str, str, int, int, int | None, int | None]] = []
-    new = keep & ~is_old
-    if new.any():
-        times = np.asarray(data[time_column].cast(pa.int64())) if time_column in data.column_names else None
-        new_rows = np.flatnonzero(new)
-        by_pair = new_rows[np.lexsort((ids[new_rows], codes[new_rows]))]
-        pair_of = codes[by_pair]
-        bounds = np.flatnonzero(pair_of[1:] != pair_of[:-1]) + 1
-        for start, end in zip(np.concatenate(([0], bounds)), np.concatenate((bounds, [len(by_pair)])), strict=True):
-            pair = pairs[int(pair_of[start])]
-            segment_rows = by_pair[start:end]
-            segment = ids[segment_rows]
-            previous = current.get(pair)
-            if pair[0] in sequential_exchanges:
-                for low, high in find_gaps(previous, segment):
-                    before = after = None
-                    if times is not None:
-                        after_pos = int(np.searchsorted(segment, high + 1))
-                        if after_pos < len(segment):
-                            after = int(times[segment_rows[after_pos]])
-                        if after_pos > 0:
-                            before = int(times[segment_rows[after_pos - 1]])
-                    gaps.append((pair[0], pair[1], low, high, before, after))
-            top = int(segment[-1])
-            marks.put(pair, top if previous is None else max(previous, top))
+    times = np.asarray(data[time_column].cast(pa.int64())) if time_column in data.column_names else None
+    gaps = _new_ids(coded, keep & ~is_old, times, current, marks, sequential_exchanges)
     per_symbol = {
         pairs[c]: (int(dups_per_pair[c]), int(late_per_pair[c])) for c in range(len(pairs)) if dups_per_pair[c] or late_per_pair[c]
     }
@@ -320,3 +277,76 @@ def deduplicate(
         per_symbol=per_symbol,
         late_keys=late_keys,
     )
+
+
+@dataclass
+class _Coded:
+    """A batch reduced to integers: (exchange, symbol) code per row, the pairs in code order, the ids."""
+
+    codes: np.ndarray
+    pairs: list[tuple[str, str]]
+    ids: np.ndarray
+
+
+def _check_old(
+    rows_: _Coded, is_old: np.ndarray, keep: np.ndarray, table: Table, id_column: str,
+    dups_per_pair: np.ndarray, late_per_pair: np.ndarray,
+) -> list[tuple[str, str, int]]:
+    """Step 2: look ids at or below their mark up in the table; found = duplicate (``keep`` cleared),
+    not found = late. Updates the per-pair counters in place; returns the late keys."""
+    codes, pairs, ids = rows_.codes, rows_.pairs, rows_.ids
+    late_keys: list[tuple[str, str, int]] = []
+    if not is_old.any():
+        return late_keys
+    rows = np.flatnonzero(is_old)
+    old = pa.table(
+        {
+            "exchange": pa.array([pairs[c][0] for c in codes[rows]], pa.string()),
+            "symbol": pa.array([pairs[c][1] for c in codes[rows]], pa.string()),
+            id_column: pa.array(ids[rows], pa.int64()),
+        }
+    )
+    found = existing_keys(table, id_column, old)
+    for row in rows.tolist():
+        exchange, symbol = pairs[codes[row]]
+        ident = int(ids[row])
+        if (exchange, symbol, ident) in found:
+            keep[row] = False
+            dups_per_pair[codes[row]] += 1
+        else:
+            late_keys.append((exchange, symbol, ident))
+            late_per_pair[codes[row]] += 1
+    return late_keys
+
+
+def _new_ids(
+    rows_: _Coded, new: np.ndarray, times: np.ndarray | None, current: dict[tuple[str, str], int | None],
+    marks: HighWaterMarks, sequential_exchanges: frozenset[str],
+) -> list[tuple[str, str, int, int, int | None, int | None]]:
+    """Step 3: gaps among the new ids of sequential venues (with the times around each), new marks."""
+    codes, pairs, ids = rows_.codes, rows_.pairs, rows_.ids
+    gaps: list[tuple[str, str, int, int, int | None, int | None]] = []
+    if not new.any():
+        return gaps
+    new_rows = np.flatnonzero(new)
+    by_pair = new_rows[np.lexsort((ids[new_rows], codes[new_rows]))]
+    pair_of = codes[by_pair]
+    bounds = np.flatnonzero(pair_of[1:] != pair_of[:-1]) + 1
+    for start, end in zip(np.concatenate(([0], bounds)), np.concatenate((bounds, [len(by_pair)])), strict=True):
+        pair = pairs[int(pair_of[start])]
+        segment_rows = by_pair[start:end]
+        segment = ids[segment_rows]
+        previous = current.get(pair)
+        if pair[0] in sequential_exchanges:
+            for low, high in find_gaps(previous, segment):
+                before = after = None
+                if times is not None:
+                    after_pos = int(np.searchsorted(segment, high + 1))
+                    if after_pos < len(segment):
+                        after = int(times[segment_rows[after_pos]])
+                    if after_pos > 0:
+                        before = int(times[segment_rows[after_pos - 1]])
+                gaps.append((pair[0], pair[1], low, high, before, after))
+        top = int(segment[-1])
+        marks.put(pair, top if previous is None else max(previous, top))
+    return gaps
