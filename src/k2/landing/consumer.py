@@ -882,7 +882,8 @@ class LandingConsumer:
         """Read the ledger's open gaps of the pairs this process has not seen yet, and close at once those
         whose ids are all in the table already (a close lost to a crash, or an ``open`` row written just
         before a data commit that never happened)."""
-        pairs = {(e, s) for e, s in zip(good["exchange"].to_pylist(), good["symbol"].to_pylist(), strict=True) if e in self.sequential}
+        unique = good.select(["exchange", "symbol"]).group_by(["exchange", "symbol"]).aggregate([])  # vectorised
+        pairs = {(e, s) for e, s in zip(unique["exchange"].to_pylist(), unique["symbol"].to_pylist(), strict=True) if e in self.sequential}
         new = sorted(p for p in pairs if (short, *p) not in self._open_gaps)
         if not new:
             return
