@@ -19,7 +19,7 @@ sorted Iceberg commit with offsets), beside baselines measured in the same run.
 Starts its own Tansu broker and K2 registry on random ports (memory storage, temp dir); target
 >= 100,000 trades/s on the 2-core machine.
 
-    .venv/bin/python benchmarks/landing_bench.py [--trades 1000000] [--max-buffered-mib 256] [--profile]
+    .venv/bin/python benchmarks/landing_bench.py [--trades 1000000] [--max-buffered-mib 512] [--profile]
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trades", type=int, default=1_000_000)
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the landing run")
-    parser.add_argument("--max-buffered-mib", type=int, default=256, help="landing_max_buffered_bytes in MiB")
+    parser.add_argument("--max-buffered-mib", type=int, default=None, help="landing_max_buffered_bytes in MiB (default: K2's)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="k2-landing-bench-"))
     broker = tansu_process(free_port(), root / "tansu.log").start()
@@ -164,8 +164,10 @@ def main() -> None:
         base = Settings(
             data_dir=root / "landing", kafka_bootstrap_servers=f"127.0.0.1:{broker.port}",
             schema_registry_url=f"http://127.0.0.1:{registry.port}", consumer_session_timeout_ms=2000,
-            landing_metrics_port=0, consumer_group="bench-landing", landing_max_buffered_bytes=args.max_buffered_mib * 1_048_576,
+            landing_metrics_port=0, consumer_group="bench-landing",
         )
+        if args.max_buffered_mib:
+            base = base.model_copy(update={"landing_max_buffered_bytes": args.max_buffered_mib * 1_048_576})
         t0 = time.perf_counter()
         rows = generate(args.trades)
         print(f"generated {len(rows):,} trades in {time.perf_counter() - t0:.1f}s", flush=True)
@@ -185,7 +187,7 @@ def main() -> None:
         )
         lines.append(
             f"landing peak RSS {peak_kib / 1024:,.0f} MiB (ready {ready_kib / 1024:,.0f} MiB, peak - ready "
-            f"{(peak_kib - ready_kib) / 1024:,.0f} MiB) with landing_max_buffered_bytes {args.max_buffered_mib} MiB"
+            f"{(peak_kib - ready_kib) / 1024:,.0f} MiB) with landing_max_buffered_bytes {base.landing_max_buffered_bytes / 1_048_576:,.0f} MiB"
         )
         lines.append(f"baseline consume-only (confluent-kafka, no decode): {raw:,.0f} msgs/s; landing / consume-only = {rate / raw:.2f}")
         lines.append(f"baseline pyiceberg append of the same rows as Arrow, same commit size: {ice:,.0f} rows/s; landing / append = {rate / ice:.2f}")

@@ -146,7 +146,13 @@ class Settings(BaseSettings):
         5.0, "Commit to Iceberg at least this often when rows are buffered.", 1.0, "landing"
     )
     landing_max_buffered_bytes: int = _f(
-        268_435_456, "Pause partitions when buffered raw bytes exceed this (backpressure).", 67_108_864, "landing"
+        536_870_912,
+        "Memory bound of the landing's buffer: commit (and pause partitions) when the buffered messages' estimated "
+        "memory (value bytes + ~2 KiB per message for its Message object, decoded row and Parquet write) reaches "
+        "this. Peak RSS stays within the RSS after the first commit + this + 2 x consumer_fetch_max_bytes + 64 MiB. "
+        "The default keeps 200,000-row commits.",
+        268_435_456,
+        "landing",
     )
     landing_on_offset_reset: Literal["restart", "fail"] = _f(
         "restart",
