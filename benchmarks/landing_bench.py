@@ -12,16 +12,21 @@ sorted Iceberg commit with offsets), beside baselines measured in the same run.
 * Baseline 2 (Iceberg floor): pyiceberg appending the same rows, already in Arrow, in commits of the same
   size, into a fresh table.
 
+* Memory: the landing runs in a child process (spawned, so it holds none of the generated rows); its peak
+  RSS (``VmHWM`` of /proc/<pid>/status) is reported beside the RSS it had once ready (consumer created,
+  nothing consumed) and the buffer bound ``landing_max_buffered_bytes`` (``--max-buffered-mib``).
+
 Starts its own Tansu broker and K2 registry on random ports (memory storage, temp dir); target
 >= 100,000 trades/s on the 2-core machine.
 
-    .venv/bin/python benchmarks/landing_bench.py [--trades 1000000] [--profile]
+    .venv/bin/python benchmarks/landing_bench.py [--trades 1000000] [--max-buffered-mib 512] [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import multiprocessing
 import pstats
 import subprocess
 import sys
@@ -90,8 +95,35 @@ def consume_only(settings: Settings, total: int) -> float:
     return total / elapsed
 
 
-def land(settings: Settings, profile: bool) -> tuple[int, float, int, float]:
+def rss_kib(field: str = "VmHWM", pid: str = "self") -> int:
+    """A memory figure of /proc/<pid>/status in KiB (VmHWM: peak resident set; VmRSS: current)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"expected {field} in /proc/{pid}/status, found none")
+
+
+def _land_child(settings: Settings, profile: bool, out: Any) -> None:
+    ready: list[int] = []
+    landed, rate, commits, elapsed = land(settings, profile, ready)
+    out.send((landed, rate, commits, elapsed, ready[0] if ready else 0, rss_kib("VmHWM")))
+
+
+def land_in_child(settings: Settings, profile: bool) -> tuple[int, float, int, float, int, int]:
+    """``land`` in a spawned process: (landed, rows/s, commits, seconds, ready RSS KiB, peak RSS KiB)."""
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_land_child, args=(settings, profile, send))
+    child.start()
+    result = receive.recv()
+    child.join()
+    return result  # type: ignore[no-any-return]
+
+
+def land(settings: Settings, profile: bool, ready: list[int] | None = None) -> tuple[int, float, int, float]:
     consumer = LandingConsumer(settings, topics=[TOPIC])
+    if ready is not None:
+        ready.append(rss_kib("VmRSS"))
     commits: list[float] = []
     consumer.on_commit = lambda short, landed: commits.append(time.perf_counter())
     profiler = cProfile.Profile() if profile else None
@@ -122,6 +154,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trades", type=int, default=1_000_000)
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the landing run")
+    parser.add_argument("--max-buffered-mib", type=int, default=None, help="landing_max_buffered_bytes in MiB (default: K2's)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="k2-landing-bench-"))
     broker = tansu_process(free_port(), root / "tansu.log").start()
@@ -133,6 +166,8 @@ def main() -> None:
             schema_registry_url=f"http://127.0.0.1:{registry.port}", consumer_session_timeout_ms=2000,
             landing_metrics_port=0, consumer_group="bench-landing",
         )
+        if args.max_buffered_mib:
+            base = base.model_copy(update={"landing_max_buffered_bytes": args.max_buffered_mib * 1_048_576})
         t0 = time.perf_counter()
         rows = generate(args.trades)
         print(f"generated {len(rows):,} trades in {time.perf_counter() - t0:.1f}s", flush=True)
@@ -140,8 +175,8 @@ def main() -> None:
         print(f"produced at {prod:,.0f} msgs/s", flush=True)
         raw = consume_only(base, len(rows))
         print(f"consume-only {raw:,.0f} msgs/s", flush=True)
-        landed, rate, commits, elapsed = land(base, args.profile)
-        print(f"landed {landed:,} at {rate:,.0f} rows/s", flush=True)
+        landed, rate, commits, elapsed, ready_kib, peak_kib = land_in_child(base, args.profile)
+        print(f"landed {landed:,} at {rate:,.0f} rows/s; RSS ready {ready_kib / 1024:,.0f} MiB, peak {peak_kib / 1024:,.0f} MiB", flush=True)
         ice = iceberg_only(base.model_copy(update={"data_dir": root / "baseline"}), rows, base.landing_commit_rows)
         if landed != len(rows):
             raise RuntimeError(f"expected {len(rows)} rows landed, found {landed}")
@@ -149,6 +184,10 @@ def main() -> None:
         lines.append(
             f"landing (one consumer process, Kafka -> Avro decode -> validate -> dedup -> Iceberg, {commits} commits "
             f"of <= {base.landing_commit_rows:,} rows): **{rate:,.0f} rows/s** ({elapsed:.1f} s); target 100,000 (ratio {rate / 100_000:.2f})"
+        )
+        lines.append(
+            f"landing peak RSS {peak_kib / 1024:,.0f} MiB (ready {ready_kib / 1024:,.0f} MiB, peak - ready "
+            f"{(peak_kib - ready_kib) / 1024:,.0f} MiB) with landing_max_buffered_bytes {base.landing_max_buffered_bytes / 1_048_576:,.0f} MiB"
         )
         lines.append(f"baseline consume-only (confluent-kafka, no decode): {raw:,.0f} msgs/s; landing / consume-only = {rate / raw:.2f}")
         lines.append(f"baseline pyiceberg append of the same rows as Arrow, same commit size: {ice:,.0f} rows/s; landing / append = {rate / ice:.2f}")

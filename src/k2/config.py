@@ -146,7 +146,13 @@ class Settings(BaseSettings):
         5.0, "Commit to Iceberg at least this often when rows are buffered.", 1.0, "landing"
     )
     landing_max_buffered_bytes: int = _f(
-        268_435_456, "Pause partitions when buffered raw bytes exceed this (backpressure).", 67_108_864, "landing"
+        536_870_912,
+        "Memory bound of the landing's buffer: commit (and pause partitions) when the buffered messages' estimated "
+        "memory (value bytes + ~2 KiB per message for its Message object, decoded row and Parquet write) reaches "
+        "this. Peak RSS stays within the RSS after the first commit + this + 2 x consumer_fetch_max_bytes + 64 MiB. "
+        "The default keeps 200,000-row commits.",
+        268_435_456,
+        "landing",
     )
     landing_on_offset_reset: Literal["restart", "fail"] = _f(
         "restart",
@@ -166,6 +172,14 @@ class Settings(BaseSettings):
         "binance,binance-futures,coinbase",
         "Comma-separated exchanges whose trade ids are contiguous per symbol: gaps in them are recorded in quality.gaps.",
         "binance,coinbase",
+        "landing",
+    )
+    landing_max_id_jump: int = _f(
+        100_000_000,
+        "Dead-letter (reason `id_out_of_window`) a trade/update id more than this above its (exchange, symbol) "
+        "high-water mark (or, for a pair with nothing landed yet, this far from the median id of its batch): "
+        "one absurd id must not open a giant gap or make every later id look late.",
+        10_000_000,
         "landing",
     )
     landing_hwm_cache_size: int = _f(
@@ -293,6 +307,7 @@ class Settings(BaseSettings):
         "consumer_fetch_max_bytes",
         "query_recent_max_rows",
         "landing_hwm_cache_size",
+        "landing_max_id_jump",
         "import_block_bytes",
         "import_commit_rows",
         "api_max_body_bytes",

@@ -2,7 +2,8 @@
 
 Scenario: a feed whose clock runs two hours ahead is dead-lettered (timestamp_out_of_window); the operator
 lists and inspects it, fixes the setting (K2_LANDING_MAX_FUTURE_SECONDS), replays, and the message lands
-through the normal path, exactly once even when replayed twice.
+through the normal path, exactly once; a second replay moves nothing (the letter was moved, not copied).
+Replay validates first: letters that still fail stay in the DLQ, reported, however often replay runs.
 """
 
 from __future__ import annotations
@@ -64,12 +65,55 @@ def test_dlq_list_show_replay_after_fix_lands_exactly_once(settings: Settings, u
 
     fixed = settings.model_copy(update={"landing_max_future_seconds": 86_400.0})
     fix_env = _env(fixed, K2_LANDING_MAX_FUTURE_SECONDS="86400")
-    for _ in range(2):  # replayed twice: still exactly once
+    for moved in (1, 0):  # replayed twice: moved once
         replayed = runner.invoke(app, ["dlq", "replay", "--topic", dlq], env=fix_env)
         assert replayed.exit_code == 0, replayed.output
-        assert "replayed 1 dead letters" in replayed.output
+        assert f"replayed {moved} dead letters" in replayed.output
         stats = LandingConsumer(fixed, topics=[topic]).run(idle_exit_seconds=2)
-        assert stats.consumed == 1 and stats.dead_lettered == 0
+        assert stats.consumed == moved and stats.dead_lettered == 0
+    assert "1 already replayed" in replayed.output
     keys = [k[2] for k in table_keys(trades) if k[0] == exchange]
     assert keys == [1, 2, 3, 4, 5, 6]
     assert len(read_dead_letters(settings, dlq, idle_seconds=1.0)) == 1  # the fix did not dead-letter it again
+    listed = runner.invoke(app, ["dlq", "list", "--topic", dlq], env=_env(settings))
+    assert "1 dead letters, 1 replayed" in listed.output, listed.output
+
+
+def test_repeated_replays_leave_still_invalid_letters_where_they_are(settings: Settings, unique: str) -> None:
+    """Issue 10 §8: replay used to re-dead-letter still-invalid letters (18 -> 36 -> 40 -> 52)."""
+    exchange = f"w{unique}"
+    topic = topic_name("crypto", "trades", exchange)
+    dlq = topic + ".dlq"
+    settings = settings.model_copy(update={"consumer_group": f"g-{unique}", "landing_max_future_seconds": 3_600.0, "consumer_session_timeout_ms": 1000})
+    rows = make_trades("BTCUSDT", 1, 4, exchange=exchange)
+    bad = [
+        {**rows[0], "price": 0},  # never valid
+        {**rows[1], "side": "SIDEWAYS"},  # never valid
+        {**rows[2], "exchange_ts": now_micros() + 2 * 3_600 * 1_000_000},  # valid once the clock window is widened
+    ]
+    with MarketDataProducer(settings) as producer:
+        producer.send_many(TRADE, [*bad, rows[3]])
+        producer.produce_raw(topic, b"BTCUSDT", b"\x00\x00\x00\x00\x01not avro")  # never decodable
+    LandingConsumer(settings, topics=[topic]).run(idle_exit_seconds=2)
+    assert len(read_dead_letters(settings, dlq, idle_seconds=1.0)) == 4
+
+    runner = CliRunner()
+    for _ in range(3):
+        replayed = runner.invoke(app, ["dlq", "replay", "--topic", dlq], env=_env(settings))
+        assert replayed.exit_code == 0, replayed.output
+        assert "replayed 0 dead letters" in replayed.output and "4 still invalid, left in the DLQ" in replayed.output
+        assert "non_positive_price: 1" in replayed.output and "timestamp_out_of_window: 1" in replayed.output
+        LandingConsumer(settings, topics=[topic]).run(idle_exit_seconds=1.5)
+        assert len(read_dead_letters(settings, dlq, idle_seconds=1.0)) == 4
+
+    fixed = settings.model_copy(update={"landing_max_future_seconds": 86_400.0})
+    fix_env = _env(fixed, K2_LANDING_MAX_FUTURE_SECONDS="86400")
+    for moved in (1, 0, 0):
+        replayed = runner.invoke(app, ["dlq", "replay", "--topic", dlq], env=fix_env)
+        assert f"replayed {moved} dead letters" in replayed.output and "3 still invalid" in replayed.output, replayed.output
+        LandingConsumer(fixed, topics=[topic]).run(idle_exit_seconds=1.5)
+    trades = ensure_tables(load_catalog(settings), settings)["trades"]
+    assert [k[2] for k in table_keys(trades) if k[0] == exchange] == [3, 4]
+    assert len(read_dead_letters(settings, dlq, idle_seconds=1.0)) == 4
+    listed = runner.invoke(app, ["dlq", "list", "--topic", dlq], env=_env(settings))
+    assert "4 dead letters, 1 replayed" in listed.output, listed.output

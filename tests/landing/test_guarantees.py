@@ -18,6 +18,7 @@ from k2.cli import app
 from k2.config import Settings
 from k2.lake.summary import RANGES_KEY
 from k2.landing import LandingConsumer
+from k2.landing.consumer import _ROW_MEMORY
 from k2.landing.ledger import current_gaps
 from k2.model import TRADE
 from k2.model.values import now_micros
@@ -162,7 +163,7 @@ def test_commit_every_t_seconds(settings: Settings, unique: str) -> None:
 def test_slow_iceberg_pauses_and_bounds_buffered_bytes(settings: Settings, unique: str) -> None:
     """With Iceberg made slow, memory stays within landing_max_buffered_bytes (plus at most one fetch)."""
     exchange = f"b{unique}"
-    bound = 100_000
+    bound = 1_000_000  # each buffered message counts its value bytes + _ROW_MEMORY (~2 KiB): ~460 per commit
     fetch = 65_536
     settings = _settings(
         settings, unique, landing_max_buffered_bytes=bound, consumer_fetch_max_bytes=fetch,
@@ -183,7 +184,7 @@ def test_slow_iceberg_pauses_and_bounds_buffered_bytes(settings: Settings, uniqu
     assert stats.landed == len(rows)
     assert stats.peak_buffered_bytes <= bound + fetch
     # Commits were triggered by the byte bound (rows and time were set out of reach).
-    assert stats.commits >= len(rows) * 100 // (bound + fetch)
+    assert stats.commits >= len(rows) * (100 + _ROW_MEMORY) // (bound + fetch)
     assert paused_during_commit and all(p == 4 for p in paused_during_commit)  # all 4 partitions paused
     assert _metric("k2_landing_paused_partitions") == 0
 

@@ -21,6 +21,7 @@ def _ts(micros: int | None) -> str:
 
 
 def register(app: typer.Typer) -> None:
+    """Add the landing and local-stack commands to ``app`` (long: one short nested function per command)."""
     @app.command("init")
     def init() -> None:
         """Create K2's namespaces and Iceberg tables (idempotent)."""
@@ -90,15 +91,22 @@ def register(app: typer.Typer) -> None:
 
     @dlq_app.command("list")
     def dlq_list(topic: str = typer.Option(None, help="One DLQ topic."), limit: int = typer.Option(100)) -> None:
-        """List dead letters: source position, reason, detail."""
-        from k2.landing.dlq import read_dead_letters
+        """List dead letters: source position, reason, detail, and when a letter was replayed."""
+        from k2.landing.dlq import read_dead_letters, replayed_letters
 
-        letters = read_dead_letters(load_settings(), topic, limit=limit)
-        table = RichTable("dlq", "offset", "source", "reason", "detail", "size")
+        settings = load_settings()
+        letters = read_dead_letters(settings, topic, limit=limit)
+        replayed = replayed_letters(settings, sorted({d.dlq_topic for d in letters})) if letters else {}
+        table = RichTable("dlq", "offset", "source", "reason", "detail", "size", "replayed")
         for d in letters:
-            table.add_row(d.dlq_topic, f"{d.dlq_partition}:{d.dlq_offset}", f"{d.source_topic}[{d.source_partition}]@{d.source_offset}", d.reason, d.detail[:80], str(len(d.value or b"")))
+            marker = replayed.get((d.dlq_topic, d.dlq_partition, d.dlq_offset))
+            when = _ts(int(str(marker.get("replayed_ts", -1)))) if marker else "-"
+            table.add_row(
+                d.dlq_topic, f"{d.dlq_partition}:{d.dlq_offset}", f"{d.source_topic}[{d.source_partition}]@{d.source_offset}",
+                d.reason, d.detail[:80], str(len(d.value or b"")), when,
+            )
         console.print(table)
-        console.print(f"{len(letters)} dead letters")
+        console.print(f"{len(letters)} dead letters, {sum(1 for d in letters if (d.dlq_topic, d.dlq_partition, d.dlq_offset) in replayed)} replayed")
 
     @dlq_app.command("show")
     def dlq_show(topic: str, partition: int, offset: int) -> None:
@@ -122,12 +130,18 @@ def register(app: typer.Typer) -> None:
         reason: str = typer.Option(None, help="Only dead letters with this reason."),
         limit: int = typer.Option(100_000),
     ) -> None:
-        """Re-publish dead letters to their source topics (through the normal landing path)."""
+        """Move the dead letters that now pass the landing's checks back to their source topics (each once)."""
         from k2.landing.dlq import read_dead_letters, replay_dead_letters
 
         settings = load_settings()
         letters = [d for d in read_dead_letters(settings, topic, limit=limit) if reason is None or d.reason == reason]
-        console.print(f"replayed {replay_dead_letters(settings, letters)} dead letters")
+        report = replay_dead_letters(settings, letters)
+        console.print(f"replayed {len(report.replayed)} dead letters")
+        if report.still_invalid:
+            why = ", ".join(f"{r}: {n}" for r, n in sorted(report.reasons().items()))
+            console.print(f"{len(report.still_invalid)} still invalid, left in the DLQ ({why})")
+        if report.already_replayed:
+            console.print(f"{report.already_replayed} already replayed, skipped")
 
     app.add_typer(dlq_app, name="dlq")
 

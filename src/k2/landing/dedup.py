@@ -12,6 +12,12 @@ For each batch:
 3. ids at or below the mark are looked up in the table: found means duplicate (dropped), not found means
    a late (out-of-order) arrival, which lands and may close a recorded gap.
 
+Before dedup, :func:`screen_ids` takes out ids that would poison the marks: negative ids and ids more than
+``landing_max_id_jump`` above their pair's mark (with no mark yet: that far from the median id of the pair's
+rows in the batch). They go to the DLQ and never move a mark, so one ``2**63 - 1`` cannot open a gap of
+9.2e18 ids nor make every later id look late. Ids far *below* the mark are not screened: they cannot move
+the mark or open a gap (they take the late path), and a legacy poisoned mark then still lets real ids land.
+
 Hazard: exactness of step 3 rests on the table being the truth, which it is because K2 resumes from the
 offsets stored with the data (see :mod:`k2.lake.summary`).
 
@@ -39,9 +45,11 @@ _X: Any = _expressions
 
 def find_gaps(high_water_mark: int | None, new_ids: Iterable[int]) -> list[tuple[int, int]]:
     """Missing id ranges (inclusive) given the previous mark and the sorted-or-not new ids above it."""
-    ids = np.unique(np.fromiter(new_ids, dtype=np.int64))
+    # Sort, then drop repeats: numpy 2.4's hash-based np.unique took 0.85 s per 1M ids here, this 0.015 s.
+    ids = np.sort(np.fromiter(new_ids, dtype=np.int64))
     if ids.size == 0:
         return []
+    ids = ids[np.concatenate(([True], ids[1:] != ids[:-1]))]
     gaps: list[tuple[int, int]] = []
     if high_water_mark is not None and ids[0] > high_water_mark + 1:
         gaps.append((high_water_mark + 1, int(ids[0]) - 1))
@@ -160,6 +168,62 @@ def _pair_codes(data: pa.Table) -> tuple[np.ndarray, list[tuple[str, str]]]:
     return codes, pairs
 
 
+ID_OUT_OF_WINDOW = "id_out_of_window"
+NEGATIVE_ID = "negative_id"
+
+
+def _ids(data: pa.Table, id_column: str) -> np.ndarray:
+    column = data[id_column]
+    return np.asarray(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column, dtype=np.int64)
+
+
+def screen_ids(
+    data: pa.Table, id_column: str, table: Table, marks: HighWaterMarks, max_jump: int
+) -> list[tuple[int, str, str]]:
+    """Rows of ``data`` whose id must not land: ``(row, reason, detail)`` for the DLQ (see module docstring).
+
+    Pure over the batch, the table (marks recovered on a miss) and ``marks`` (read, never updated): the
+    landing and direct imports can both call it before :func:`deduplicate`.
+
+    Example (needs a table)::
+
+        rejects = screen_ids(batch, "trade_id", trades_table, HighWaterMarks(1000), 100_000_000)
+    """
+    if data.num_rows == 0:
+        return []
+    codes, pairs = _pair_codes(data)
+    ids = _ids(data, id_column)
+    current = marks.get_many(table, id_column, pairs)
+    rejects: list[tuple[int, str, str]] = []
+    for row in np.flatnonzero(ids < 0).tolist():
+        exchange, symbol = pairs[codes[row]]
+        rejects.append((row, NEGATIVE_ID, f"expected {id_column} >= 0 for {exchange}/{symbol}, found {int(ids[row])}"))
+    for code, pair in enumerate(pairs):
+        rows = np.flatnonzero((codes == code) & (ids >= 0))
+        if rows.size == 0:
+            continue
+        pair_ids = ids[rows]
+        mark = current.get(pair)
+        if mark is None:  # nothing landed for the pair: the batch's own median (exact, no float) is the reference
+            reference = int(np.sort(pair_ids)[(pair_ids.size - 1) // 2])
+            outside = np.abs(pair_ids - reference) > max_jump  # no overflow: both are >= 0
+            where = f"the median {reference} of its batch (nothing landed yet)"
+        else:
+            reference = max(int(mark), 0)
+            outside = pair_ids - reference > max_jump
+            where = f"the high-water mark {reference}"
+        for row in rows[outside].tolist():
+            rejects.append(
+                (
+                    int(row),
+                    ID_OUT_OF_WINDOW,
+                    f"expected {id_column} within {max_jump} of {where} for {pair[0]}/{pair[1]} "
+                    f"(K2_LANDING_MAX_ID_JUMP), found {int(ids[row])}",
+                )
+            )
+    return sorted(rejects)
+
+
 def deduplicate(
     data: pa.Table,
     id_column: str,
@@ -181,7 +245,7 @@ def deduplicate(
     if n == 0:
         return DedupResult(np.zeros(0, dtype=bool), 0, 0)
     codes, pairs = _pair_codes(data)
-    ids = np.asarray(data[id_column].combine_chunks() if isinstance(data[id_column], pa.ChunkedArray) else data[id_column], dtype=np.int64)
+    ids = _ids(data, id_column)
     index = np.arange(n, dtype=np.int64)
 
     # 1. In-batch duplicates: first occurrence of each (pair, id) wins.
@@ -198,55 +262,12 @@ def deduplicate(
     current = marks.get_many(table, id_column, pairs)
     mark_of_pair = np.array([-(2**63) if current[p] is None else current[p] for p in pairs], dtype=np.int64)
     is_old = keep & (ids <= mark_of_pair[codes])
-    late_keys: list[tuple[str, str, int]] = []
-    table_dups = 0
-    if is_old.any():
-        rows = np.flatnonzero(is_old)
-        old = pa.table(
-            {
-                "exchange": pa.array([pairs[c][0] for c in codes[rows]], pa.string()),
-                "symbol": pa.array([pairs[c][1] for c in codes[rows]], pa.string()),
-                id_column: pa.array(ids[rows], pa.int64()),
-            }
-        )
-        found = existing_keys(table, id_column, old)
-        for row in rows.tolist():
-            exchange, symbol = pairs[codes[row]]
-            ident = int(ids[row])
-            if (exchange, symbol, ident) in found:
-                keep[row] = False
-                dups_per_pair[codes[row]] += 1
-                table_dups += 1
-            else:
-                late_keys.append((exchange, symbol, ident))
-                late_per_pair[codes[row]] += 1
+    coded = _Coded(codes, pairs, ids)
+    late_keys = _check_old(coded, is_old, keep, table, id_column, dups_per_pair, late_per_pair)
 
     # 3. New ids: gaps (sequential venues) and new marks, per pair on sorted ids.
-    gaps: list[tuple[str, str, int, int, int | None, int | None]] = []
-    new = keep & ~is_old
-    if new.any():
-        times = np.asarray(data[time_column].cast(pa.int64())) if time_column in data.column_names else None
-        new_rows = np.flatnonzero(new)
-        by_pair = new_rows[np.lexsort((ids[new_rows], codes[new_rows]))]
-        pair_of = codes[by_pair]
-        bounds = np.flatnonzero(pair_of[1:] != pair_of[:-1]) + 1
-        for start, end in zip(np.concatenate(([0], bounds)), np.concatenate((bounds, [len(by_pair)])), strict=True):
-            pair = pairs[int(pair_of[start])]
-            segment_rows = by_pair[start:end]
-            segment = ids[segment_rows]
-            previous = current.get(pair)
-            if pair[0] in sequential_exchanges:
-                for low, high in find_gaps(previous, segment):
-                    before = after = None
-                    if times is not None:
-                        after_pos = int(np.searchsorted(segment, high + 1))
-                        if after_pos < len(segment):
-                            after = int(times[segment_rows[after_pos]])
-                        if after_pos > 0:
-                            before = int(times[segment_rows[after_pos - 1]])
-                    gaps.append((pair[0], pair[1], low, high, before, after))
-            top = int(segment[-1])
-            marks.put(pair, top if previous is None else max(previous, top))
+    times = np.asarray(data[time_column].cast(pa.int64())) if time_column in data.column_names else None
+    gaps = _new_ids(coded, keep & ~is_old, times, current, marks, sequential_exchanges)
     per_symbol = {
         pairs[c]: (int(dups_per_pair[c]), int(late_per_pair[c])) for c in range(len(pairs)) if dups_per_pair[c] or late_per_pair[c]
     }
@@ -258,3 +279,76 @@ def deduplicate(
         per_symbol=per_symbol,
         late_keys=late_keys,
     )
+
+
+@dataclass
+class _Coded:
+    """A batch reduced to integers: (exchange, symbol) code per row, the pairs in code order, the ids."""
+
+    codes: np.ndarray
+    pairs: list[tuple[str, str]]
+    ids: np.ndarray
+
+
+def _check_old(
+    rows_: _Coded, is_old: np.ndarray, keep: np.ndarray, table: Table, id_column: str,
+    dups_per_pair: np.ndarray, late_per_pair: np.ndarray,
+) -> list[tuple[str, str, int]]:
+    """Step 2: look ids at or below their mark up in the table; found = duplicate (``keep`` cleared),
+    not found = late. Updates the per-pair counters in place; returns the late keys."""
+    codes, pairs, ids = rows_.codes, rows_.pairs, rows_.ids
+    late_keys: list[tuple[str, str, int]] = []
+    if not is_old.any():
+        return late_keys
+    rows = np.flatnonzero(is_old)
+    old = pa.table(
+        {
+            "exchange": pa.array([pairs[c][0] for c in codes[rows]], pa.string()),
+            "symbol": pa.array([pairs[c][1] for c in codes[rows]], pa.string()),
+            id_column: pa.array(ids[rows], pa.int64()),
+        }
+    )
+    found = existing_keys(table, id_column, old)
+    for row in rows.tolist():
+        exchange, symbol = pairs[codes[row]]
+        ident = int(ids[row])
+        if (exchange, symbol, ident) in found:
+            keep[row] = False
+            dups_per_pair[codes[row]] += 1
+        else:
+            late_keys.append((exchange, symbol, ident))
+            late_per_pair[codes[row]] += 1
+    return late_keys
+
+
+def _new_ids(
+    rows_: _Coded, new: np.ndarray, times: np.ndarray | None, current: dict[tuple[str, str], int | None],
+    marks: HighWaterMarks, sequential_exchanges: frozenset[str],
+) -> list[tuple[str, str, int, int, int | None, int | None]]:
+    """Step 3: gaps among the new ids of sequential venues (with the times around each), new marks."""
+    codes, pairs, ids = rows_.codes, rows_.pairs, rows_.ids
+    gaps: list[tuple[str, str, int, int, int | None, int | None]] = []
+    if not new.any():
+        return gaps
+    new_rows = np.flatnonzero(new)
+    by_pair = new_rows[np.lexsort((ids[new_rows], codes[new_rows]))]
+    pair_of = codes[by_pair]
+    bounds = np.flatnonzero(pair_of[1:] != pair_of[:-1]) + 1
+    for start, end in zip(np.concatenate(([0], bounds)), np.concatenate((bounds, [len(by_pair)])), strict=True):
+        pair = pairs[int(pair_of[start])]
+        segment_rows = by_pair[start:end]
+        segment = ids[segment_rows]
+        previous = current.get(pair)
+        if pair[0] in sequential_exchanges:
+            for low, high in find_gaps(previous, segment):
+                before = after = None
+                if times is not None:
+                    after_pos = int(np.searchsorted(segment, high + 1))
+                    if after_pos < len(segment):
+                        after = int(times[segment_rows[after_pos]])
+                    if after_pos > 0:
+                        before = int(times[segment_rows[after_pos - 1]])
+                gaps.append((pair[0], pair[1], low, high, before, after))
+        top = int(segment[-1])
+        marks.put(pair, top if previous is None else max(previous, top))
+    return gaps

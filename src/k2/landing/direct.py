@@ -42,9 +42,8 @@ from k2.config import Settings
 from k2.lake.catalog import ensure_tables, load_catalog
 from k2.lake.summary import GAPS_KEY, IMPORT_ROWS_KEY, WRITER_KEY, commit_summary
 from k2.lake.writer import Landed, append, append_sorted
-from k2.landing.consumer import LandingConsumer
-from k2.landing.dedup import HighWaterMarks, deduplicate, existing_keys
-from k2.landing.ledger import current_gaps
+from k2.landing.dedup import HighWaterMarks, deduplicate
+from k2.landing.ledger import filled_gaps, gap_row, open_gaps
 from k2.model import GAP
 from k2.model.arrow import records_to_arrow
 from k2.model.values import now_micros
@@ -98,26 +97,24 @@ class DirectLanding:
 
     def _record_gaps(self, gaps: list[Gap]) -> int:
         detected = now_micros()
-        rows = [_gap_row(e, s, self.short, low, high, before, after, detected, "open", None) for e, s, low, high, before, after in gaps]
+        rows = [gap_row(e, s, self.short, low, high, detected, "open", before, after) for e, s, low, high, before, after in gaps]
         self._write_gap_rows(rows)
         return len(rows)
 
     def _close_backfilled(self, late_keys: list[tuple[str, str, int]]) -> None:
-        """Gaps whose every id is now in the table become ``backfilled``."""
+        """Open gaps that late ids fell into become ``backfilled`` once every id is in the table.
+
+        The landing consumer's own ledger functions (:func:`k2.landing.ledger.open_gaps`,
+        :func:`k2.landing.ledger.filled_gaps`, :func:`k2.landing.ledger.gap_row`) decide and write it.
+        """
+        pairs = sorted({(e, s) for e, s, _ in late_keys})
         detected = now_micros()
         rows = []
-        for exchange, symbol in sorted({(e, s) for e, s, _ in late_keys}):
-            ids = np.array(sorted(i for e, s, i in late_keys if (e, s) == (exchange, symbol)), dtype=np.int64)
-            open_gaps = current_gaps(self.gaps_table, "open", exchange, symbol)
-            open_gaps = open_gaps.filter(pc.equal(open_gaps["data_type"], self.short)) if open_gaps.num_rows else open_gaps
-            for gap in open_gaps.to_pylist():
-                low, high = int(gap["first_missing_id"]), int(gap["last_missing_id"])
-                if not np.any((ids >= low) & (ids <= high)):
-                    continue
-                probe = pa.table({"exchange": [exchange, exchange], "symbol": [symbol, symbol], self.id_column: pa.array([low, high], pa.int64())})
-                found = existing_keys(self.table, self.id_column, probe)
-                if len(found) == high - low + 1:
-                    rows.append(_gap_row(exchange, symbol, self.short, low, high, None, None, detected, "backfilled", "late arrivals filled it"))
+        for (exchange, symbol), gaps in open_gaps(self.gaps_table, self.short, pairs).items():
+            ids = np.sort(np.array([i for e, s, i in late_keys if (e, s) == (exchange, symbol)], dtype=np.int64))
+            hit = [(lo, hi) for lo, hi in gaps if np.searchsorted(ids, hi, side="right") > np.searchsorted(ids, lo, side="left")]
+            for low, high in filled_gaps(self.table, self.id_column, exchange, symbol, hit):
+                rows.append(gap_row(exchange, symbol, self.short, low, high, detected, "backfilled", detail="late arrivals filled it"))
         self._write_gap_rows(rows)
 
     def _write_gap_rows(self, rows: list[dict[str, Any]]) -> None:
@@ -159,9 +156,3 @@ def _drop_known(table: Table, data: pa.Table, id_column: str) -> tuple[pa.Table,
             keep[rows[np.asarray(pc.is_in(pa.array(ids[rows]), value_set=found))]] = False
     dropped = int((~keep).sum())
     return (data.filter(pa.array(keep)) if dropped else data), dropped
-
-
-def _gap_row(*args: Any) -> dict[str, Any]:
-    """The landing consumer's own gap-ledger row (same fields, same ``gap_key``, ``source`` = landing)."""
-    row: dict[str, Any] = LandingConsumer._gap_row(*args)
-    return row

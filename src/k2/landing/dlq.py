@@ -1,8 +1,19 @@
 """Reading and replaying the dead-letter queue (``k2 dlq list|show|replay``).
 
-Replay re-publishes a dead letter's original key, value and headers to its source topic, where it
-goes through the normal landing path again (decode, validate, dedup): if the fix worked it lands exactly
-once; if not, it is dead-lettered again with the new reason.
+Replay **moves** letters, it never copies them back:
+
+1. letters already replayed are skipped: each replayed letter gets a marker record (key
+   ``partition:offset``, value JSON with when and where to) in ``<dlq topic>.replayed``, read back before
+   every replay and shown by ``k2 dlq list``;
+2. every other letter is checked with the landing's own checks first -- Avro decode, k2.model.validate
+   (against its topic's exchange and asset class) and the id window of :func:`k2.landing.dedup.screen_ids`;
+3. only letters that now pass are re-published to their source topic (original key, value and headers,
+   plus ``k2.replayed_from``); the others stay in the DLQ, untouched, and are reported with why.
+
+Hazard: the re-published letters are flushed *before* their markers; a crash between the two re-sends
+them on the next replay, where the landing's dedup drops them (at-least-once replay, exactly once in
+the table). A letter that is re-published but rejected by a landing with other settings comes back as
+a *new* letter (new DLQ offset), which a later replay checks again.
 
 Reading never relies on end offsets (Tansu reports them wrong): it reads until the topic is idle for
 ``idle_seconds``.
@@ -10,24 +21,70 @@ Reading never relies on end offsets (Tansu reports them wrong): it reads until t
 Example (needs a broker)::
 
     letters = read_dead_letters(settings, "market.crypto.trades.binance.dlq")
+    report = replay_dead_letters(settings, letters)
 """
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
+from collections import Counter
+from dataclasses import dataclass, field
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+import numpy as np
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
 from k2.bus.dlq import DeadLetter
 from k2.bus.producer import MarketDataProducer
-from k2.bus.topics import list_topics
+from k2.bus.serde import AvroBatchDecoder, registry_client
+from k2.bus.topics import ensure_topics, list_topics, parse_topic
 from k2.config import Settings
+from k2.lake.catalog import ensure_tables, load_catalog
+from k2.landing.consumer import route
+from k2.landing.dedup import HighWaterMarks, screen_ids
+from k2.model.validate import validate
+from k2.model.values import now_micros
+
+REPLAYED_SUFFIX = ".replayed"
+
+
+def replayed_topic(dlq: str) -> str:
+    """The topic of ``dlq``'s replay markers.
+
+    >>> replayed_topic("market.crypto.trades.binance.dlq")
+    'market.crypto.trades.binance.dlq.replayed'
+    """
+    return dlq + REPLAYED_SUFFIX
 
 
 def dlq_topics(settings: Settings) -> dict[str, int]:
     """DLQ topic -> partition count."""
     return {t: n for t, n in list_topics(settings).items() if t.endswith(".dlq")}
+
+
+def _read_topics(settings: Settings, topics: dict[str, int], limit: int, idle_seconds: float, max_seconds: float) -> list[Message]:
+    """Every message of ``topics`` from the start, until idle (at most ``limit``)."""
+    consumer = Consumer(
+        {
+            **settings.kafka_client_config(),
+            "group.id": f"k2-dlq-reader-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    messages: list[Message] = []
+    try:
+        consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, n in topics.items() for p in range(n)])
+        started = last = time.monotonic()
+        while len(messages) < limit and time.monotonic() - last < idle_seconds and time.monotonic() - started < max_seconds:
+            batch = consumer.consume(num_messages=min(1000, limit - len(messages)), timeout=0.2)
+            messages.extend(msg for msg in batch if msg.error() is None)
+            if batch:
+                last = time.monotonic()
+    finally:
+        consumer.close()
+    return messages
 
 
 def read_dead_letters(
@@ -41,41 +98,105 @@ def read_dead_letters(
         topics = {topic: topics[topic]}
     if not topics:
         return []
-    consumer = Consumer(
-        {
-            **settings.kafka_client_config(),
-            "group.id": f"k2-dlq-reader-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }
-    )
-    letters: list[DeadLetter] = []
-    try:
-        consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, n in topics.items() for p in range(n)])
-        started = last = time.monotonic()
-        while len(letters) < limit and time.monotonic() - last < idle_seconds and time.monotonic() - started < max_seconds:
-            batch = consumer.consume(num_messages=min(1000, limit - len(letters)), timeout=0.2)
-            for msg in batch:
-                if msg.error() is None:
-                    letters.append(DeadLetter.from_message(msg))
-            if batch:
-                last = time.monotonic()
-    finally:
-        consumer.close()
+    letters = [DeadLetter.from_message(msg) for msg in _read_topics(settings, topics, limit, idle_seconds, max_seconds)]
     letters.sort(key=lambda d: (d.dlq_topic, d.dlq_partition, d.dlq_offset))
     return letters
 
 
-def replay_dead_letters(settings: Settings, letters: list[DeadLetter]) -> int:
-    """Re-publish dead letters to their source topics (original key, value, headers); returns the count."""
+def replayed_letters(settings: Settings, dlqs: list[str], idle_seconds: float = 1.0) -> dict[tuple[str, int, int], dict[str, object]]:
+    """(DLQ topic, partition, offset) -> replay marker (``replayed_ts``, ``to``) for the letters of ``dlqs``."""
+    existing = list_topics(settings)
+    topics = {replayed_topic(d): existing[replayed_topic(d)] for d in dlqs if replayed_topic(d) in existing}
+    if not topics:
+        return {}
+    found: dict[tuple[str, int, int], dict[str, object]] = {}
+    for msg in _read_topics(settings, topics, 10_000_000, idle_seconds, 120.0):
+        partition, offset = (int(x) for x in (msg.key() or b"-1:-1").decode().split(":"))
+        found[(str(msg.topic()).removesuffix(REPLAYED_SUFFIX), partition, offset)] = json.loads(msg.value() or b"{}")
+    return found
+
+
+@dataclass
+class ReplayReport:
+    """What one replay did: letters re-published, letters left in the DLQ (with why), letters skipped."""
+
+    replayed: list[DeadLetter] = field(default_factory=list)
+    still_invalid: list[tuple[DeadLetter, str, str]] = field(default_factory=list)  # (letter, reason, detail)
+    already_replayed: int = 0
+
+    def reasons(self) -> dict[str, int]:
+        """Why the letters left in the DLQ still fail, counted by reason."""
+        return dict(Counter(reason for _, reason, _ in self.still_invalid))
+
+
+def check_letters(settings: Settings, letters: list[DeadLetter]) -> list[tuple[str, str] | None]:
+    """For each letter: None if it would land now, else ``(reason, detail)`` from the landing's own checks
+    (decode, k2.model.validate against its topic, the id window of the high-water mark)."""
+    verdicts: list[tuple[str, str] | None] = [None] * len(letters)
+    by_topic: dict[str, list[int]] = {}
+    for i, letter in enumerate(letters):
+        by_topic.setdefault(letter.source_topic, []).append(i)
+    registry = registry_client(settings.registry_url)
+    tables = None
+    for topic, indices in by_topic.items():
+        try:
+            short, record, id_column = route(topic)
+            asset_class, _, exchange = parse_topic(topic)
+        except (KeyError, ValueError):
+            for i in indices:
+                verdicts[i] = ("unknown_topic", f"expected a market trades/quotes topic, found {topic!r}")
+            continue
+        decoded = AvroBatchDecoder(registry, record).decode([letters[i].value for i in indices])
+        for position, error in decoded.failures:
+            verdicts[indices[position]] = (error.reason, error.detail)
+        positions = np.asarray(decoded.indices, dtype=np.int64)
+        rows = decoded.table
+        max_future = int(settings.landing_max_future_seconds * 1_000_000)
+        for row, reason, detail in validate(record, rows, now_micros(), max_future, exchange, asset_class):
+            verdicts[indices[int(positions[row])]] = (reason, detail)
+        passed = np.array([verdicts[indices[int(p)]] is None for p in positions], dtype=bool)
+        if passed.any():
+            tables = tables or ensure_tables(load_catalog(settings), settings)
+            table = tables[short]
+            subset = rows.filter(passed) if not passed.all() else rows
+            kept = positions[passed]
+            for row, reason, detail in screen_ids(subset, id_column, table, HighWaterMarks(1000), settings.landing_max_id_jump):
+                verdicts[indices[int(kept[row])]] = (reason, detail)
+    return verdicts
+
+
+def replay_dead_letters(settings: Settings, letters: list[DeadLetter]) -> ReplayReport:
+    """Move the letters that now pass the landing's checks back to their source topics (see module docstring)."""
+    report = ReplayReport()
     if not letters:
-        return 0
-    producer = MarketDataProducer(settings, create_topics=False)
-    for letter in letters:
-        headers = list(letter.original_headers) + [("k2.replayed_from", f"{letter.dlq_topic}:{letter.dlq_partition}:{letter.dlq_offset}".encode())]
-        producer.produce_raw(letter.source_topic, letter.key, letter.value, headers)
+        return report
+    done = replayed_letters(settings, sorted({d.dlq_topic for d in letters}))
+    pending = [d for d in letters if (d.dlq_topic, d.dlq_partition, d.dlq_offset) not in done]
+    report.already_replayed = len(letters) - len(pending)
+    pending = list({(d.dlq_topic, d.dlq_partition, d.dlq_offset): d for d in pending}.values())  # each letter once
+    for letter, verdict in zip(pending, check_letters(settings, pending), strict=True):
+        if verdict is None:
+            report.replayed.append(letter)
+        else:
+            report.still_invalid.append((letter, *verdict))
+    if not report.replayed:
+        return report
+    ensure_topics(settings, sorted({replayed_topic(d.dlq_topic) for d in report.replayed}), partitions=1)
     try:
-        producer.flush()
+        with MarketDataProducer(settings, create_topics=False) as producer:
+            _publish(producer, report.replayed)
     except KafkaException as exc:  # pragma: no cover - surfaced as a DeliveryError normally
         raise RuntimeError(f"DLQ replay failed: {exc}") from exc
-    return len(letters)
+    return report
+
+
+def _publish(producer: MarketDataProducer, letters: list[DeadLetter]) -> None:
+    for letter in letters:
+        origin = f"{letter.dlq_topic}:{letter.dlq_partition}:{letter.dlq_offset}".encode()
+        producer.produce_raw(letter.source_topic, letter.key, letter.value, [*letter.original_headers, ("k2.replayed_from", origin)])
+    producer.flush()  # the letters first: a crash before the markers re-sends them, and dedup drops them
+    replayed_ts = now_micros()
+    for letter in letters:
+        marker = json.dumps({"replayed_ts": replayed_ts, "to": letter.source_topic}).encode()
+        producer.produce_raw(replayed_topic(letter.dlq_topic), f"{letter.dlq_partition}:{letter.dlq_offset}".encode(), marker)
+    producer.flush()

@@ -2,7 +2,7 @@
 
 Reasons: ``non_positive_price``, ``non_positive_quantity``, ``unknown_side``, ``unknown_asset_class``,
 ``empty_symbol``, ``timestamp_out_of_window``, ``crossed_quote``, ``negative_size``,
-``decimal_out_of_range``, ``topic_mismatch``.
+``decimal_out_of_range``, ``topic_mismatch``, ``negative_id`` (a negative id in the natural key).
 
 Example:
     >>> import pyarrow as pa
@@ -62,6 +62,11 @@ def validate(
         if spec.kind == "decimal":
             values, valid = decimal_col(spec.name)
             flag(valid & (np.abs(values) > _MAX_UNSCALED), "decimal_out_of_range", f"{spec.name} does not fit decimal(18,8)")
+
+    for name in record.key:  # trade_id, update_id: venues number from 0 or 1, never below
+        if record.field(name).kind == "long":
+            ids = table.column(name)
+            flag(np.asarray(pc.fill_null(pc.less(ids, 0), False)), "negative_id", f"expected {name} >= 0, found {{{name}}}")
 
     flag(np.asarray(pc.equal(pc.utf8_length(table.column("symbol")), 0)), "empty_symbol", "symbol is empty")
     flag(
