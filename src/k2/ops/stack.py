@@ -1,12 +1,16 @@
 """The local stack: ``k2 up`` / ``k2 down`` / ``k2 status``.
 
 Parts (each a managed subprocess with a pid file under ``<data_dir>/run`` and a log under
-``<data_dir>/logs``): the Tansu broker, K2's schema registry, the landing service, the REST API and,
+``<data_dir>/logs``): the local SeaweedFS holding the broker's log (``storage``, see
+:mod:`k2.ops.storage`; not with ``memory://`` storage), the Tansu broker, K2's schema registry, the landing service, the REST API and,
 when installed (``K2_PROMETHEUS_ENABLED``), Prometheus scraping them (:mod:`k2.ops.prometheus`).
 A part whose settings point at an external service (``K2_KAFKA_BOOTSTRAP_SERVERS``,
 ``K2_SCHEMA_REGISTRY_URL``) is not started; ``k2 status`` checks it over the network instead.
 
 ``k2 up`` is idempotent: a part whose pid is alive and whose port answers is left alone.
+
+A pid file records the process's start time and command line; ``k2 down`` signals a pid only when both
+still match (a recycled pid belongs to someone else) and otherwise refuses and says so.
 
 Example:
     >>> from k2.config import Settings
@@ -21,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from k2.config import Settings
-from k2.telemetry.procs import ManagedProcess, pid_alive, port_open, stop_pid
+from k2.ops.storage import s3_env, storage_wanted, wait_for_bucket, weed_argv
+from k2.telemetry.procs import ManagedProcess, pid_alive, port_open, stop_pid, verify_pid
 
 
 @dataclass(frozen=True)
@@ -49,31 +54,15 @@ def _k2(*args: str) -> tuple[str, ...]:
 def planned_parts(settings: Settings) -> list[Part]:
     """The parts ``k2 up`` starts for these settings, in start order."""
     parts: list[Part] = []
+    if storage_wanted(settings):
+        parts.append(Part("storage", settings.storage_port, weed_argv(settings, log_dir(settings)), tuple(s3_env(settings).items())))
     if settings.kafka_bootstrap_servers is None:
         from k2.bus.broker import tansu_binary
 
         url = f"tcp://127.0.0.1:{settings.broker_port}"
-        env: tuple[tuple[str, str], ...] = ()
-        if settings.broker_storage.startswith("s3://"):
-            env = tuple(
-                (k, v)
-                for k, v in (
-                    ("AWS_ACCESS_KEY_ID", settings.s3_access_key_id or ""),
-                    ("AWS_SECRET_ACCESS_KEY", settings.s3_secret_access_key or ""),
-                    ("AWS_DEFAULT_REGION", settings.s3_region),
-                    ("AWS_ENDPOINT", settings.s3_endpoint or ""),
-                    ("AWS_ALLOW_HTTP", "true" if (settings.s3_endpoint or "").startswith("http://") else "false"),
-                )
-                if v
-            )
-        parts.append(
-            Part(
-                "broker",
-                settings.broker_port,
-                (str(tansu_binary()), "broker", "--storage-engine", settings.broker_storage, "--listener-url", url, "--advertised-listener-url", url),
-                env,
-            )
-        )
+        env = tuple(s3_env(settings).items()) if settings.broker_storage.startswith("s3://") else ()
+        argv = (str(tansu_binary()), "broker", "--storage-engine", settings.broker_storage, "--listener-url", url, "--advertised-listener-url", url)
+        parts.append(Part("broker", settings.broker_port, argv, env))
     if settings.schema_registry_url is None:
         parts.append(
             Part(
@@ -99,17 +88,34 @@ def _pid_file(settings: Settings, name: str) -> Path:
 
 def read_pid(settings: Settings, name: str) -> tuple[int, int] | None:
     """(pid, port) from a part's pid file, or None."""
+    found = read_pid_identity(settings, name)
+    return None if found is None else (found[0], found[1])
+
+
+def read_pid_identity(settings: Settings, name: str) -> tuple[int, int, float | None, list[str] | None] | None:
+    """(pid, port, start time, command line) from a part's pid file (the last two None in an old file)."""
+    import json
+
     path = _pid_file(settings, name)
     try:
-        pid, port = path.read_text().split()[:2]
-        return int(pid), int(port)
-    except (OSError, ValueError):
+        lines = path.read_text().splitlines()
+        pid, port = int(lines[0]), int(lines[1])
+    except (OSError, ValueError, IndexError):
         return None
+    try:
+        return pid, port, float(lines[2]), [str(a) for a in json.loads(lines[3])]
+    except (ValueError, IndexError, TypeError):
+        return pid, port, None, None
+
+
+def is_ours(settings: Settings, name: str) -> bool:
+    """True when the part's pid file names a live process that is still the one K2 started."""
+    found = read_pid_identity(settings, name)
+    return found is not None and pid_alive(found[0]) and verify_pid(found[0], found[2], found[3]) is None
 
 
 def part_running(settings: Settings, part: Part) -> bool:
-    found = read_pid(settings, part.name)
-    return found is not None and pid_alive(found[0]) and port_open("127.0.0.1", part.port)
+    return is_ours(settings, part.name) and port_open("127.0.0.1", part.port)
 
 
 def up(settings: Settings, parts: list[str] | None = None, timeout: float = 60.0) -> list[tuple[str, str]]:
@@ -139,20 +145,33 @@ def up(settings: Settings, parts: list[str] | None = None, timeout: float = 60.0
             pid_path=_pid_file(settings, part.name),
             env=env,
         ).start(timeout=timeout, detach=True)
+        if part.name == "storage":
+            wait_for_bucket(settings, timeout)
         report.append((part.name, "started"))
     return report
 
 
 def down(settings: Settings) -> list[tuple[str, str]]:
-    """Stop every part with a pid file (reverse start order)."""
+    """Stop every part with a pid file (reverse start order); a pid that is no longer K2's is left alone.
+
+    Returns (name, 'stopped' | 'was not running' | 'refused: <why>') per part. Draining (waiting for the
+    landing to catch up) is :func:`k2.ops.drain.drain`'s job, before this.
+    """
     report = []
     names = [p.name for p in planned_parts(settings)]
     extra = sorted(p.stem for p in run_dir(settings).glob("*.pid") if p.stem not in names) if run_dir(settings).exists() else []
     for name in reversed(names + extra):
-        found = read_pid(settings, name)
+        found = read_pid_identity(settings, name)
         if found is None:
             continue
-        stopped = stop_pid(found[0])
+        pid = found[0]
+        if not pid_alive(pid):
+            state = "was not running"
+        elif (why := verify_pid(pid, found[2], found[3])) is not None:
+            report.append((name, f"refused: {why}; pid file kept at {_pid_file(settings, name)}"))
+            continue
+        else:
+            state = "stopped" if stop_pid(pid) else "was not running"
         _pid_file(settings, name).unlink(missing_ok=True)
-        report.append((name, "stopped" if stopped else "was not running"))
+        report.append((name, state))
     return report

@@ -1022,8 +1022,13 @@ class LiveRunner:
                     self._signal(link, "catchup", symbol)
             if any(g.retry_at <= now for g in self._pending_gaps):
                 self._signal(link, "retry_gaps")
-        if self.producer.errors:
+        try:
+            self.producer.check()  # recovers a producer stuck on a restarted broker; raises past the bound
+        except DeliveryError as exc:
+            self._fatal = exc
+        if self.producer.errors and self._fatal is None:
             self._fatal = DeliveryError(list(self.producer.errors))
+        if self._fatal is not None:
             self.stop()
         if now - self._last_flush >= self.ledger_flush_seconds:
             self._last_flush = now

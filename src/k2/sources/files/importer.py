@@ -255,11 +255,12 @@ def import_files(
         )
     options = options or ImportOptions()
     producer = MarketDataProducer(settings) if via_kafka else None
-    target = _Target(settings, fmt, via_kafka, producer)
-    reports = [import_one(fmt, path, settings, options, target, producer, progress) for path in paths]
-    if producer is not None:
-        producer.flush()
-    return reports
+    if producer is None:
+        target = _Target(settings, fmt, via_kafka, producer)
+        return [import_one(fmt, path, settings, options, target, producer, progress) for path in paths]
+    with producer:  # flushed and released; DeliveryError when the broker cannot take the rows in time
+        target = _Target(settings, fmt, via_kafka, producer)
+        return [import_one(fmt, path, settings, options, target, producer, progress) for path in paths]
 
 
 def import_one(
