@@ -97,6 +97,14 @@ class Settings(BaseSettings):
         200_000, "Producer local queue bound (messages); a full queue blocks the caller, never drops.", 50_000, "kafka"
     )
     producer_queue_max_kbytes: int = _f(262_144, "Producer local queue bound (KiB).", 65_536, "kafka")
+    producer_idempotence: Literal["auto", "on", "off"] = _f(
+        "auto",
+        "Idempotent producer. `auto`: off against Tansu (its cluster id, or the local broker when unreachable), "
+        "on otherwise. Tansu 0.6 acknowledges retried idempotent batches after a restart without writing them "
+        "(silent loss); off means one request in flight (order kept) and duplicates on retry, which the landing drops.",
+        "on",
+        "kafka",
+    )
     producer_delivery_timeout_seconds: float = _f(
         120.0,
         "Longest time a producer may go without an acknowledgement while messages wait; then imports and streams "
