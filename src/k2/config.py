@@ -77,8 +77,8 @@ class Settings(BaseSettings):
     )
     storage_port: int = _f(
         8333,
-        "S3 port of the local SeaweedFS (`weed mini`) that `k2 up` starts for the broker's `s3://` storage; its other "
-        "listeners take the next 5 ports and each of those six + 10000 (gRPC), all on 127.0.0.1.",
+        "S3 port of the local SeaweedFS (`weed mini`) that `k2 up` starts for the broker's `s3://` storage (its gRPC "
+        "port is this + 10000; its other listeners take free ports at each start), all on 127.0.0.1.",
         18333,
         "kafka",
     )
@@ -384,8 +384,8 @@ class Settings(BaseSettings):
     @field_validator("storage_port")
     @classmethod
     def _storage_port(cls, value: int) -> int:
-        if not 1 <= value <= 65535 - 10005:
-            raise ValueError(f"expected a TCP port 1..55530 (the port + 5 + 10000 must exist), found {value}")
+        if not 1 <= value <= 65535 - 10000:
+            raise ValueError(f"expected a TCP port 1..55535 (its gRPC port is the port + 10000), found {value}")
         return value
 
     @field_validator("producer_linger_ms")

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from k2.config import Settings
-from k2.ops.storage import s3_env, storage_wanted, wait_for_bucket, weed_argv
+from k2.ops.storage import filer_port, s3_env, storage_wanted, wait_for_bucket, weed_argv
 from k2.telemetry.procs import ManagedProcess, pid_alive, port_open, stop_pid, verify_pid
 
 
@@ -118,60 +118,90 @@ def part_running(settings: Settings, part: Part) -> bool:
     return is_ours(settings, part.name) and port_open("127.0.0.1", part.port)
 
 
-def up(settings: Settings, parts: list[str] | None = None, timeout: float = 60.0) -> list[tuple[str, str]]:
-    """Start the parts that are not running; returns (name, 'started'|'running') for each."""
-    import os
+# Parts started one after the other (each needs the previous); the rest start together.
+_SEQUENTIAL = ("storage", "broker")
 
-    report = []
-    env_base = {"K2_" + k.upper(): str(v) for k, v in settings.model_dump(exclude_none=True).items()}
-    env_base["K2_DATA_DIR"] = str(settings.data_dir.resolve())
-    for part in planned_parts(settings):
-        if parts and part.name not in parts:
-            continue
+
+def up(settings: Settings, parts: list[str] | None = None, timeout: float = 60.0) -> list[tuple[str, str]]:
+    """Start the parts that are not running; returns (name, 'started'|'running') for each, in start order.
+
+    Storage then the broker start first, one after the other; the registry, landing, API and Prometheus
+    then start concurrently (each is a Python process whose start-up is mostly imports).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    states: dict[str, str] = {}
+    wanted = [p for p in planned_parts(settings) if not parts or p.name in parts]
+    for part in wanted:
         if part_running(settings, part):
-            report.append((part.name, "running"))
-            continue
-        if port_open("127.0.0.1", part.port):
+            states[part.name] = "running"
+        elif port_open("127.0.0.1", part.port):
             raise RuntimeError(
                 f"{part.name}: expected port {part.port} to be free, found another process listening "
                 f"(set K2_{'BROKER' if part.name == 'broker' else part.name.upper()}_PORT or stop it)"
             )
-        env = {**os.environ, **env_base, **dict(part.env)}
-        ManagedProcess(
-            part.name,
-            part.argv,
-            part.port,
-            log_dir(settings) / f"{part.name}.log",
-            pid_path=_pid_file(settings, part.name),
-            env=env,
-        ).start(timeout=timeout, detach=True)
-        if part.name == "storage":
-            wait_for_bucket(settings, timeout)
-        report.append((part.name, "started"))
-    return report
+    to_start = [p for p in wanted if p.name not in states]
+    for part in [p for p in to_start if p.name in _SEQUENTIAL]:
+        _start_part(settings, part, timeout)
+        states[part.name] = "started"
+    rest = [p for p in to_start if p.name not in _SEQUENTIAL]
+    if rest:
+        with ThreadPoolExecutor(max_workers=len(rest)) as pool:
+            for future in [pool.submit(_start_part, settings, p, timeout) for p in rest]:
+                future.result()  # the first failure is raised (the others still finish starting)
+        states.update({p.name: "started" for p in rest})
+    return [(p.name, states[p.name]) for p in wanted]
+
+
+def _start_part(settings: Settings, part: Part, timeout: float) -> None:
+    import os
+
+    env_base = {"K2_" + k.upper(): str(v) for k, v in settings.model_dump(exclude_none=True).items()}
+    env_base["K2_DATA_DIR"] = str(settings.data_dir.resolve())
+    env = {**os.environ, **env_base, **dict(part.env)}
+    ManagedProcess(
+        part.name,
+        part.argv,
+        part.port,
+        log_dir(settings) / f"{part.name}.log",
+        pid_path=_pid_file(settings, part.name),
+        env=env,
+    ).start(timeout=timeout, detach=True)
+    if part.name == "storage":
+        wait_for_bucket(settings, filer_port(part.argv), timeout)
 
 
 def down(settings: Settings) -> list[tuple[str, str]]:
-    """Stop every part with a pid file (reverse start order); a pid that is no longer K2's is left alone.
+    """Stop every part with a pid file; a pid that is no longer K2's is left alone.
 
-    Returns (name, 'stopped' | 'was not running' | 'refused: <why>') per part. Draining (waiting for the
-    landing to catch up) is :func:`k2.ops.drain.drain`'s job, before this.
+    The landing, API, registry and Prometheus stop together first, then the broker, then storage.
+    Returns (name, 'stopped' | 'was not running' | 'refused: <why>') per part in stop order. Draining
+    (waiting for the landing to catch up) is :func:`k2.ops.drain.drain`'s job, before this.
     """
-    report = []
+    from concurrent.futures import ThreadPoolExecutor
+
     names = [p.name for p in planned_parts(settings)]
     extra = sorted(p.stem for p in run_dir(settings).glob("*.pid") if p.stem not in names) if run_dir(settings).exists() else []
-    for name in reversed(names + extra):
-        found = read_pid_identity(settings, name)
-        if found is None:
-            continue
-        pid = found[0]
-        if not pid_alive(pid):
-            state = "was not running"
-        elif (why := verify_pid(pid, found[2], found[3])) is not None:
-            report.append((name, f"refused: {why}; pid file kept at {_pid_file(settings, name)}"))
-            continue
-        else:
-            state = "stopped" if stop_pid(pid) else "was not running"
-        _pid_file(settings, name).unlink(missing_ok=True)
-        report.append((name, state))
+    present = [n for n in reversed(names + extra) if read_pid_identity(settings, n) is not None]
+    first = [n for n in present if n not in _SEQUENTIAL]
+    report: list[tuple[str, str]] = []
+    if first:
+        with ThreadPoolExecutor(max_workers=len(first)) as pool:
+            report += zip(first, pool.map(lambda n: _stop_part(settings, n), first), strict=True)
+    report += [(n, _stop_part(settings, n)) for n in reversed(_SEQUENTIAL) if n in present]
     return report
+
+
+def _stop_part(settings: Settings, name: str) -> str:
+    found = read_pid_identity(settings, name)
+    if found is None:
+        return "was not running"
+    pid = found[0]
+    if not pid_alive(pid):
+        state = "was not running"
+    elif (why := verify_pid(pid, found[2], found[3])) is not None:
+        return f"refused: {why}; pid file kept at {_pid_file(settings, name)}"
+    else:
+        state = "stopped" if stop_pid(pid) else "was not running"
+    _pid_file(settings, name).unlink(missing_ok=True)
+    return state

@@ -8,14 +8,18 @@ Hazards:
 
 * ``weed mini``'s defaults listen on every interface and send telemetry: every listener here is bound to
   127.0.0.1, telemetry, the admin UI, WebDAV, Iceberg REST and Lance are off.
-* It uses ``storage_port`` (S3) and the next four ports (master, volume, filer, admin), and each of those
-  five + 10000 (gRPC). A busy port there makes ``k2 up`` fail with the log tail.
+* Only the S3 port (``storage_port``, and ``storage_port`` + 10000 for its gRPC) is fixed: Tansu is
+  configured with it. The master, volume, filer and admin listeners take free ports ``p`` (with ``p`` +
+  10000 free for gRPC, SeaweedFS's convention) at each start: ``weed mini`` refuses a port with a
+  TIME_WAIT socket on it, which its own shutdown leaves behind for a minute, so fixed ports would make
+  ``k2 down`` followed by ``k2 up`` fail. A busy S3 port makes ``k2 up`` fail with the log tail.
 * The S3 credentials are ``s3_access_key_id`` / ``s3_secret_access_key`` when set, otherwise a random pair
   generated once into ``<data_dir>/storage/credentials`` (mode 0600). Changing them later locks Tansu out
   of the bucket it wrote.
 
 Example:
     >>> from k2.config import Settings
+from k2.telemetry.procs import free_port, port_bindable
     >>> storage_wanted(Settings(broker_storage="memory://tansu/"))
     False
 """
@@ -31,8 +35,9 @@ from pathlib import Path
 import httpx
 
 from k2.config import Settings
+from k2.telemetry.procs import free_port, port_bindable
 
-_OFFSETS = {"master": 1, "volume": 2, "filer": 3, "admin": 4}
+_COMPONENTS = ("master", "volume", "filer", "admin")
 
 
 def storage_wanted(settings: Settings) -> bool:
@@ -90,12 +95,22 @@ def s3_env(settings: Settings) -> dict[str, str]:
     return {k: v for k, v in env.items() if v}
 
 
+def _port_pair() -> int:
+    """A free port p < 55000 whose p + 10000 (SeaweedFS's gRPC port for it) is free too."""
+    for _ in range(200):
+        port = free_port()
+        if port < 55000 and port_bindable(port + 10000):
+            return port
+    raise RuntimeError("expected a free pair of ports (p, p+10000) for SeaweedFS, found none")
+
+
 def weed_argv(settings: Settings, log_dir: Path) -> tuple[str, ...]:
     """The ``weed mini`` command line: loopback only, no telemetry, the broker's bucket created at start."""
     port = settings.storage_port
     ports = [f"-s3.port={port}", f"-s3.port.grpc={port + 10000}"]
-    for name, offset in _OFFSETS.items():
-        ports += [f"-{name}.port={port + offset}", f"-{name}.port.grpc={port + offset + 10000}"]
+    for name in _COMPONENTS:
+        other = _port_pair()
+        ports += [f"-{name}.port={other}", f"-{name}.port.grpc={other + 10000}"]
     return (
         str(weed_binary()), f"-logdir={log_dir}", "mini", f"-dir={storage_dir(settings) / 'data'}",
         "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false", "-admin.ui=false", "-webdav=false",
@@ -103,9 +118,14 @@ def weed_argv(settings: Settings, log_dir: Path) -> tuple[str, ...]:
     )  # fmt: skip
 
 
-def wait_for_bucket(settings: Settings, timeout: float = 60.0) -> None:
+def filer_port(argv: tuple[str, ...]) -> int:
+    """The filer port chosen in a :func:`weed_argv` command line."""
+    return int(next(a for a in argv if a.startswith("-filer.port=")).split("=", 1)[1])
+
+
+def wait_for_bucket(settings: Settings, filer: int, timeout: float = 60.0) -> None:
     """Block until the broker's bucket exists (S3 answers before ``weed mini`` has created it)."""
-    url = f"http://127.0.0.1:{settings.storage_port + _OFFSETS['filer']}/buckets/{bucket(settings)}/"
+    url = f"http://127.0.0.1:{filer}/buckets/{bucket(settings)}/"
     deadline = time.monotonic() + timeout
     status: int | str | None = None
     while time.monotonic() < deadline:
