@@ -62,6 +62,7 @@ from typing import Any, Literal
 import certifi
 import httpx
 import structlog
+from confluent_kafka import KafkaException
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
@@ -863,8 +864,11 @@ class LiveRunner:
         topic = self._topics[exc.data_type or DataType.TRADES]
         target = dlq_topic(topic)
         if target not in self._ensured:
-            ensure_topics(self.settings, [target])
-            self._ensured.add(target)
+            try:
+                ensure_topics(self.settings, [target], timeout=5.0)
+                self._ensured.add(target)
+            except (KafkaException, TimeoutError) as error:  # broker down: the producer re-sends; ensure again next time
+                log.warning("feed_dlq_topic_unchecked", topic=target, error=str(error)[:200])
         raw = frame if isinstance(frame, bytes) else frame.encode()
         key = exc.symbol.encode() if exc.symbol else None
         self.producer.produce_raw(target, key, raw, dlq_headers(exc.reason, exc.detail, topic))
