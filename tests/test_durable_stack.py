@@ -139,8 +139,15 @@ def _cycles_while_importing_and_streaming(tmp_path: Path, env: dict[str, str], s
     import_results: list[subprocess.CompletedProcess[str]] = []
 
     def run_imports() -> None:
+        # An import started while the stack is down cannot reach the registry and exits non-zero at once;
+        # the operator re-runs it (a re-sent row is dropped by the landing's dedup).
         for path, _, _ in files:
-            import_results.append(k2(["import", "binance-trades", str(path), "--via-kafka", "--quiet"], env, timeout=300))
+            for _attempt in range(10):
+                result = k2(["import", "binance-trades", str(path), "--via-kafka", "--quiet"], env, timeout=300)
+                import_results.append(result)
+                if result.returncode == 0:
+                    break
+                time.sleep(3)
             time.sleep(2)
 
     importer = threading.Thread(target=run_imports)
@@ -169,9 +176,8 @@ def _cycles_while_importing_and_streaming(tmp_path: Path, env: dict[str, str], s
             stream.kill()
         fake.stop()
         importer.join(timeout=60)
-    for result in import_results:
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    assert len(import_results) == FILES
+    succeeded = [r for r in import_results if r.returncode == 0]
+    assert len(succeeded) == FILES, [r.stderr[-500:] for r in import_results if r.returncode != 0]
 
     _wait_landed(settings)
     final_dlq = _dead_letters(settings)

@@ -110,6 +110,8 @@ class ManagedProcess:
             self.stop()
             tail = self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
             raise RuntimeError(f"{self.name} failed to start; log tail:\n{tail}") from None
+        if self.pid_path is not None:  # again once listening: a part that exec()s (prometheus) has its final command line now
+            write_pid_file(self.pid_path, self.process.pid, self.port)
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
