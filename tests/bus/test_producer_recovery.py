@@ -65,20 +65,23 @@ def test_broker_sigkilled_and_restarted_mid_produce_every_message_lands_once(
     settings = Settings(
         data_dir=tmp_path / "k2", kafka_bootstrap_servers=f"127.0.0.1:{port}", schema_registry_url=schema_registry,
         consumer_session_timeout_ms=2000, landing_commit_interval_seconds=0.5, landing_metrics_port=0,
-        producer_stall_seconds=2, producer_delivery_timeout_seconds=60,
-    )  # fmt: skip
-    rows = make_trades("BTCUSDT", 1_000, 6_000) + make_trades("ETHUSDT", 50_000, 6_000)
+    )  # fmt: skip (default producer settings, so the same test runs against main's producer)
+    rows = make_trades("BTCUSDT", 1_000, 12_000) + make_trades("ETHUSDT", 50_000, 12_000)
     producer = MarketDataProducer(settings)
     try:
-        for row in rows[:3_000]:
+        for row in rows[:2_000]:
             producer.send(TRADE, row)
         producer.flush()  # the topic exists and holds these on the durable log
-        for row in rows[3_000:8_000]:
-            producer.send(TRADE, row)
-        broker.kill()  # mid-produce: most of these are queued or in flight
-        broker = _broker(port, tmp_path / "tansu.log", seaweed)
+        topic = producer.topic_for(TRADE, rows[0])
+        encoder = producer.encoder(TRADE, topic)
+        for first in range(2_000, 20_000, 6_000):  # three SIGKILLs + restarts, each mid-produce
+            for row in rows[first : first + 6_000]:  # pre-encoded, so they are queued within milliseconds
+                producer.produce_raw(topic, row["symbol"].encode(), encoder.encode({**row, "ingest_ts": 1}))
+            producer.check() if hasattr(producer, "check") else producer._producer.poll(0)
+            broker.kill()  # most of these are queued or in flight
+            broker = _broker(port, tmp_path / "tansu.log", seaweed)
         started = time.monotonic()
-        for row in rows[8_000:]:
+        for row in rows[20_000:]:
             producer.send(TRADE, row)
         producer.flush()  # on main: stuck on UnknownProducerId until the 120 s message timeout
         assert time.monotonic() - started < 45, "expected the producer to recover well within the delivery bound"
@@ -144,3 +147,38 @@ def _wait_for_first_message(bootstrap: str, topic: str, job: subprocess.Popen[st
     finally:
         consumer.close()
     raise TimeoutError(f"expected the import to produce to {topic} within {timeout}s, found nothing")
+
+
+def test_broker_restarted_empty_the_producer_delivers_again_instead_of_unknown_producer_id_forever(
+    tmp_path: Path, schema_registry: str
+) -> None:
+    """The issue's case: a restarted memory:// broker forgets producer ids; new messages must still go through."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    port = free_port()
+    broker = tansu_process(port, tmp_path / "tansu.log").start()
+    bootstrap = f"127.0.0.1:{port}"
+    settings = Settings(data_dir=tmp_path / "k2", kafka_bootstrap_servers=bootstrap, schema_registry_url=schema_registry)
+
+    def create_topic() -> None:
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        admin.create_topics([NewTopic("restart-test", 2, 1)])["restart-test"].result()
+
+    create_topic()
+    producer = MarketDataProducer(settings, create_topics=False)
+    try:
+        for i in range(2_000):
+            producer.produce_raw("restart-test", b"k%d" % (i % 7), b"before-%d" % i)
+        producer.flush()
+        broker.kill()
+        broker = tansu_process(port, tmp_path / "tansu.log").start()  # empty: memory storage
+        create_topic()  # as `k2 up` + the first producer of the topic would
+        started = time.monotonic()
+        for i in range(2_000):
+            producer.produce_raw("restart-test", b"k%d" % (i % 7), b"after-%d" % i)
+        producer.flush()  # on main: UnknownProducerId retried until every message times out (120 s)
+        assert time.monotonic() - started < 60
+    finally:
+        broker.stop()
+        if hasattr(producer, "close"):
+            producer.close(flush=False)
