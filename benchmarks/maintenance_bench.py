@@ -21,8 +21,8 @@ import numpy as np
 import pyarrow as pa
 from pyiceberg.io.pyarrow import _dataframe_to_data_files
 
+from k2 import duck
 from k2.config import Settings
-from k2.lake import duck
 from k2.lake.catalog import ensure_tables, load_catalog, metadata_location
 from k2.lake.maintenance import maintain_table
 from k2.lake.writer import append, conform, sort_for_table

@@ -25,8 +25,8 @@ from pyiceberg.io.pyarrow import _dataframe_to_data_files
 from pyiceberg.table import Table
 from typer.testing import CliRunner
 
+from k2 import duck
 from k2.config import Settings
-from k2.lake import duck
 from k2.lake.catalog import ensure_tables, load_catalog, metadata_location
 from k2.lake.maintenance import (
     MAINTENANCE_WRITER,

@@ -91,8 +91,8 @@ def test_official_trades_file_lands_exactly_and_reimport_adds_nothing(lake: Sett
     assert _table(lake).num_rows == 1_830
 
     # The files K2 wrote are read by DuckDB's iceberg extension (the query layer) with the same values.
+    from k2.duck import connect
     from k2.lake.catalog import metadata_location
-    from k2.lake.duck import connect
 
     con = connect()
     count, total = con.execute(
@@ -209,7 +209,8 @@ def test_aggtrades(tmp_path: Path, lake: Settings) -> None:
 
 
 def test_klines_exact(lake: Settings) -> None:
-    report = import_files("binance-klines", [KLINES], lake)[0]
+    spot = ImportOptions(market="spot")  # a headerless klines file says nothing of its market (issue 11)
+    report = import_files("binance-klines", [KLINES], lake, spot)[0]
     assert report.imported == 1_440
     stored = _by(_table(lake, "klines"), "open_time")
     source = _rows(KLINES)
@@ -221,14 +222,15 @@ def test_klines_exact(lake: Settings) -> None:
         ]
         assert row["close_time"] == _ms(close_ms) and row["trade_count"] == int(count)
         assert (row["interval"], row["symbol"], row["exchange"]) == ("1m", "BTCUSDT", "binance")
-    assert import_files("binance-klines", [KLINES], lake)[0].imported == 0
+    assert import_files("binance-klines", [KLINES], lake, spot)[0].imported == 0
 
 
 def test_tardis_trades_and_quotes(tmp_path: Path, lake: Settings) -> None:
     binance = TARDIS / "binance_trades_2024-08-09_BTCUSDT.csv"
     bitmex = TARDIS / "bitmex_trades_2020-04-01_XBTUSD.csv"
     quotes = TARDIS / "binance_quotes_2024-08-09_BTCUSDT.csv"
-    import_files("tardis-trades", [binance, bitmex], lake)
+    import_files("tardis-trades", [binance], lake)
+    import_files("tardis-trades", [bitmex], lake, ImportOptions(contract="inverse"))  # XBTUSD amounts are USD contracts
     import_files("tardis-quotes", [quotes], lake)
     trades = _table(lake).to_pylist()
     assert len(trades) == 12 + 3
@@ -255,7 +257,7 @@ def test_tardis_trades_and_quotes(tmp_path: Path, lake: Settings) -> None:
     # Deterministic synthetic ids: importing again adds nothing (also as .csv.gz, as Tardis ships files).
     gz = tmp_path / (bitmex.name + ".gz")
     gz.write_bytes(gzip.compress(bitmex.read_bytes()))
-    again = import_files("tardis-trades", [gz], lake)[0]
+    again = import_files("tardis-trades", [gz], lake, ImportOptions(contract="inverse"))[0]
     assert (again.rows_read, again.imported, again.duplicates) == (3, 0, 3)
     assert import_files("tardis-quotes", [quotes], lake)[0].imported == 0
 
@@ -372,17 +374,17 @@ def test_commit_conflict_is_retried_after_a_fresh_dedup(tmp_path: Path, lake: Se
     """Another writer commits the same rows between our dedup and our commit: ours must fail, re-check, add nothing."""
     import k2.sources.files.importer as importer
 
-    real = importer.append_runs
+    real = importer.append_sorted
     calls = []
 
-    def concurrent_writer_first(table, data, properties):  # type: ignore[no-untyped-def]
+    def concurrent_writer_first(table, data, short, properties):  # type: ignore[no-untyped-def]
         if not calls:
             calls.append(1)
             other = ensure_tables(load_catalog(lake), lake)["trades"]  # a separate table object: another writer
-            importer.append_runs(other, data, properties)
-        return real(table, data, properties)
+            real(other, data, short, properties)
+        return real(table, data, short, properties)
 
-    monkeypatch.setattr(importer, "append_runs", concurrent_writer_first)
+    monkeypatch.setattr(importer, "append_sorted", concurrent_writer_first)
     report = import_files("binance-trades", [TRADES], lake)[0]
     assert calls and report.imported == 0 and report.duplicates == 1_830
     ids = _table(lake)["trade_id"].to_pylist()

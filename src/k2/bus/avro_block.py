@@ -112,7 +112,7 @@ class BlockDecoder:
     """Decode batches of message bodies of one canonical record type with DuckDB's Avro reader."""
 
     def __init__(self, record: RecordType) -> None:
-        from k2.lake.duck import connect
+        from k2.duck import connect
 
         self.record = record
         self.schema = record.avro_schema()

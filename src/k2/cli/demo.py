@@ -1,7 +1,7 @@
 """``k2 demo``: the whole pipeline on real data in one command (what ``make demo`` runs).
 
 1. ``k2 up``: the Tansu broker, K2's schema registry, the landing service (and the REST API).
-2. Replays the real Binance capture in ``data/samples/binance`` (19,904 BTCUSDT trades and the
+2. Replays the real Binance capture in the package data (``k2.sources.samples``: 19,904 BTCUSDT trades and the
    bookTicker quotes) through Kafka as Avro, exactly as the live feed would produce it.
 3. Waits for the landing service to commit them to Iceberg, then prints row counts, 1-minute OHLCV bars,
    the last trades and the Iceberg snapshot it committed (with the Kafka offsets it covers), and checks
@@ -20,9 +20,10 @@ from rich.console import Console
 from rich.table import Table as RichTable
 
 from k2.config import Settings, load_settings
+from k2.sources.samples import samples_dir
 
 console = Console()
-SAMPLES = Path(__file__).resolve().parents[3] / "data" / "samples" / "binance"
+SAMPLES = samples_dir() / "binance"  # package data: found by an installed K2 too, not only in a checkout
 EXPECTED_TRADES = 19_904
 FIRST_ID, LAST_ID = 3_735_683_259, 3_735_703_162
 

@@ -6,6 +6,13 @@ Example::
     k2 import binance-trades --market usdm BTCUSDT-trades-2024-01-01.csv
     k2 import asx-trades ../shared/data/asx/trades/7078.csv         # ticker from company_info.csv
     k2 import tardis-quotes --via-kafka binance_quotes_2024-01-01_BTCUSDT.csv
+    k2 import tardis-trades --contract inverse bitmex_trades_2020-04-01_XBTUSD.csv.gz
+    k2 import binance-trades --max-rejects 0.1% data/futures/um/daily/trades/BTCUSDT/*.zip
+
+Trades and quotes land through the landing's own dedup and gap ledger (:mod:`k2.landing.direct`), so a
+direct import records the same ``quality.gaps`` rows as ``--via-kafka``. Exit codes: 0 every row landed or
+was a known duplicate, 3 (``EXIT_REJECTED``) rows were rejected beyond ``--max-rejects``, 1 a file was
+refused (layout, checksum, market); a summary line goes to stderr either way.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -30,14 +38,79 @@ from rich.text import Text
 
 from k2.config import Settings, load_settings
 
+if TYPE_CHECKING:
+    from k2.landing.direct import DirectLanding
+    from k2.sources.files import ImportOptions, ImportReport
+    from k2.sources.files.source import SourceFile
+
 console = Console()
 err_console = Console(stderr=True)
 
 FILES = typer.Argument(..., help="CSV files, .csv.gz, or official ZIPs holding one CSV (a .CHECKSUM beside a file is verified).")
 SYMBOL = typer.Option(None, "--symbol", help="Symbol (default: from the file name / the file's rows).")
-MARKET = typer.Option("auto", "--market", help="Binance market: spot, usdm (USD-M futures) or auto (header row = usdm).")
+MARKET = typer.Option(
+    "auto", "--market",
+    help="Binance market: spot, usdm (USD-M futures) or auto (from the columns, booleans and the path; refused when they disagree).",
+)
 VIA_KAFKA = typer.Option(False, "--via-kafka", help="Produce Avro to Kafka for the landing consumer instead of writing Iceberg.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar and no per-file table (errors still printed).")
+MAX_REJECTS = typer.Option(
+    "0", "--max-rejects", help="Rejected lines accepted before the exit code says so: a count (N) or a share of rows read (P%)."
+)
+EXIT_REJECTED = 3  # some rows were rejected (beyond --max-rejects): distinct from 1 (nothing imported, an error)
+
+
+def parse_max_rejects(text: str) -> tuple[int | None, float | None]:
+    """(count, percent) from ``--max-rejects`` (``10`` or ``0.5%``); raises typer.BadParameter.
+
+    >>> parse_max_rejects("10"), parse_max_rejects("2.5%")
+    ((10, None), (None, 2.5))
+    """
+    value = text.strip()
+    try:
+        if value.endswith("%"):
+            percent = float(value[:-1])
+            if not 0 <= percent <= 100:
+                raise ValueError
+            return None, percent
+        count = int(value)
+        if count < 0:
+            raise ValueError
+        return count, None
+    except ValueError:
+        raise typer.BadParameter(f"expected a count (10) or a percentage (0.5%), found {text!r}", param_hint="--max-rejects") from None
+
+
+def rejects_exceeded(rows_read: int, rejected: int, limit: tuple[int | None, float | None]) -> bool:
+    """Whether ``rejected`` of ``rows_read`` is beyond the ``--max-rejects`` limit."""
+    count, percent = limit
+    if percent is not None:
+        return rejected > rows_read * percent / 100
+    return rejected > (count or 0)
+
+
+def landing_lander(settings: Settings) -> Callable[[str], DirectLanding]:
+    """Direct imports of trades and quotes land through the landing's dedup and gap ledger (same code as Kafka)."""
+    from k2.landing.direct import DirectLanding
+
+    landers: dict[str, DirectLanding] = {}
+
+    def make(short: str) -> DirectLanding:
+        if short not in landers:
+            landers[short] = DirectLanding(settings, short)
+        return landers[short]
+
+    return make
+
+
+def import_landed(
+    format_name: str, files: list[Path], settings: Settings, options: ImportOptions | None = None, via_kafka: bool = False,
+    progress: Callable[[SourceFile], Callable[[int, int], None] | None] | None = None,
+) -> list[ImportReport]:
+    """:func:`k2.sources.files.import_files` wired to :mod:`k2.landing.direct` (what ``k2 import`` runs)."""
+    from k2.sources.files import import_files
+
+    return import_files(format_name, files, settings, options, via_kafka=via_kafka, progress=progress, lander=landing_lander(settings))
 
 
 class _RowsPerSecond(ProgressColumn):
@@ -50,14 +123,17 @@ class _RowsPerSecond(ProgressColumn):
 
 def _run(
     format_name: str, files: list[Path], quiet: bool, via_kafka: bool, symbol: str | None = None, market: str = "auto",
-    interval: str | None = None, asset_class: str | None = None, reference: Path | None = None,
+    interval: str | None = None, asset_class: str | None = None, reference: Path | None = None, max_rejects: str = "0",
+    **extra: object,
 ) -> None:
-    from k2.sources.files import FileImportError, ImportOptions, import_files
+    from k2.sources.files import FileImportError, ImportOptions
     from k2.sources.files.asx_reference import default_reference, ticker_map
-    from k2.sources.files.source import SourceFile
 
+    limit = parse_max_rejects(max_rejects)
     settings = load_settings()
     options = ImportOptions(symbol=symbol, market=market, interval=interval, asset_class=asset_class)
+    for key, value in extra.items():
+        setattr(options, key, value)
     show = not quiet and sys.stderr.isatty()
     try:
         if format_name.startswith("asx-") and symbol is None:
@@ -79,11 +155,30 @@ def _run(
 
                 return hook
 
-            reports = import_files(format_name, files, settings, options, via_kafka=via_kafka, progress=hook_for)
+            reports = import_landed(format_name, files, settings, options, via_kafka=via_kafka, progress=hook_for)
     except FileImportError as exc:
-        err_console.print(f"[red]import failed:[/red] {exc}")
+        err_console.print(f"[red]import failed:[/red] {exc}", markup=True, highlight=False)
         raise typer.Exit(1) from None
     _print_reports(reports, quiet, via_kafka)
+    _exit_for(reports, limit, via_kafka)
+
+
+def _exit_for(reports: Sequence[object], limit: tuple[int | None, float | None], via_kafka: bool) -> None:
+    """One summary line (always, on stderr); exit EXIT_REJECTED when rejects exceed ``--max-rejects``."""
+    from k2.sources.files import ImportReport
+
+    typed = [r for r in reports if isinstance(r, ImportReport)]
+    read = sum(r.rows_read for r in typed)
+    rejected = sum(r.rejected for r in typed)
+    verb = "produced" if via_kafka else "imported"
+    line = (
+        f"k2 import: {len(typed)} file(s), {read:,} rows read, {sum(r.imported for r in typed):,} {verb}, "
+        f"{sum(r.duplicates for r in typed):,} duplicates, {rejected:,} rejected, {sum(r.gaps for r in typed):,} gaps opened"
+    )
+    if rejected and rejects_exceeded(read, rejected, limit):
+        err_console.print(f"{line} - FAILED: {rejected:,} rejected rows (beyond --max-rejects)", markup=False, highlight=False)
+        raise typer.Exit(EXIT_REJECTED)
+    err_console.print(line, markup=False, highlight=False)
 
 
 def _print_reports(reports: Sequence[object], quiet: bool, via_kafka: bool) -> None:
@@ -108,13 +203,13 @@ def _print_reports(reports: Sequence[object], quiet: bool, via_kafka: bool) -> N
     if quiet:
         return
     table = Table(title="k2 import" + (" (via Kafka)" if via_kafka else ""))
-    for column in ("file", "rows read", "imported" if not via_kafka else "produced", "duplicates", "rejected", "rows/s", "checksum"):
+    for column in ("file", "rows read", "imported" if not via_kafka else "produced", "duplicates", "rejected", "gaps", "rows/s", "checksum"):
         table.add_column(column, justify="left" if column == "file" else "right")
     for report in reports:
         assert isinstance(report, ImportReport)
         table.add_row(
             Path(report.file).name, f"{report.rows_read:,}", f"{report.imported:,}", f"{report.duplicates:,}",
-            f"{report.rejected:,}", f"{report.rows_per_second:,.0f}", "verified" if report.checksum_verified else "-",
+            f"{report.rejected:,}", f"{report.gaps:,}", f"{report.rows_per_second:,.0f}", "verified" if report.checksum_verified else "-",
         )
     console.print(table)
 
@@ -137,50 +232,53 @@ def register(app: typer.Typer) -> None:
 
     @imp.command("binance-trades")
     def binance_trades(files: list[Path] = FILES, symbol: str | None = SYMBOL, market: str = MARKET,
-                       via_kafka: bool = VIA_KAFKA, quiet: bool = QUIET) -> None:
+                       via_kafka: bool = VIA_KAFKA, quiet: bool = QUIET, max_rejects: str = MAX_REJECTS) -> None:
         """Binance public-data trades (spot: 7 columns, no header; USD-M futures: 6 columns, header)."""
-        _run("binance-trades", files, quiet, via_kafka, symbol, market)
+        _run("binance-trades", files, quiet, via_kafka, symbol, market, max_rejects=max_rejects)
 
     @imp.command("binance-aggtrades")
     def binance_aggtrades(files: list[Path] = FILES, symbol: str | None = SYMBOL, market: str = MARKET,
-                          via_kafka: bool = VIA_KAFKA, quiet: bool = QUIET) -> None:
+                          via_kafka: bool = VIA_KAFKA, quiet: bool = QUIET, max_rejects: str = MAX_REJECTS) -> None:
         """Binance public-data aggTrades (exchange code <exchange>-agg in the trades table)."""
-        _run("binance-aggtrades", files, quiet, via_kafka, symbol, market)
+        _run("binance-aggtrades", files, quiet, via_kafka, symbol, market, max_rejects=max_rejects)
 
     @imp.command("binance-klines")
     def binance_klines(files: list[Path] = FILES, symbol: str | None = SYMBOL, market: str = MARKET,
                        interval: str | None = typer.Option(None, help="Bar interval (default: from the file name)."),
-                       via_kafka: bool = VIA_KAFKA, quiet: bool = QUIET) -> None:
+                       via_kafka: bool = VIA_KAFKA, quiet: bool = QUIET, max_rejects: str = MAX_REJECTS) -> None:
         """Binance public-data klines (12 columns) into market_data.klines (direct only)."""
-        _run("binance-klines", files, quiet, via_kafka, symbol, market, interval=interval)
+        _run("binance-klines", files, quiet, via_kafka, symbol, market, interval=interval, max_rejects=max_rejects)
 
     @imp.command("tardis-trades")
     def tardis_trades(files: list[Path] = FILES, symbol: str | None = SYMBOL,
                       asset_class: str | None = typer.Option(None, help="Asset class (default: from the exchange id)."),
-                      via_kafka: bool = VIA_KAFKA, quiet: bool = QUIET) -> None:
+                      contract: str | None = typer.Option(None, help="inverse or linear: amounts are contracts (needed on bitmex, deribit...)."),
+                      multiplier: str | None = typer.Option(None, help="Contract multiplier (default 1): USD per inverse contract, coins per linear one."),
+                      via_kafka: bool = VIA_KAFKA, quiet: bool = QUIET, max_rejects: str = MAX_REJECTS) -> None:
         """Tardis.dev trades CSV (exchange,symbol,timestamp,local_timestamp,id,side,price,amount)."""
-        _run("tardis-trades", files, quiet, via_kafka, symbol, asset_class=asset_class)
+        _run("tardis-trades", files, quiet, via_kafka, symbol, asset_class=asset_class, max_rejects=max_rejects,
+             contract=contract, multiplier=multiplier)
 
     @imp.command("tardis-quotes")
     def tardis_quotes(files: list[Path] = FILES, symbol: str | None = SYMBOL,
                       asset_class: str | None = typer.Option(None, help="Asset class (default: from the exchange id)."),
-                      via_kafka: bool = VIA_KAFKA, quiet: bool = QUIET) -> None:
+                      via_kafka: bool = VIA_KAFKA, quiet: bool = QUIET, max_rejects: str = MAX_REJECTS) -> None:
         """Tardis.dev quotes CSV (exchange,symbol,timestamp,local_timestamp,ask_amount,ask_price,bid_price,bid_amount)."""
-        _run("tardis-quotes", files, quiet, via_kafka, symbol, asset_class=asset_class)
+        _run("tardis-quotes", files, quiet, via_kafka, symbol, asset_class=asset_class, max_rejects=max_rejects)
 
     reference_opt = typer.Option(None, "--reference", help="company_info.csv (default: reference-data/ beside the data folder).")
 
     @imp.command("asx-trades")
     def asx_trades(files: list[Path] = FILES, symbol: str | None = SYMBOL, reference: Path | None = reference_opt,
-                   via_kafka: bool = VIA_KAFKA, quiet: bool = QUIET) -> None:
+                   via_kafka: bool = VIA_KAFKA, quiet: bool = QUIET, max_rejects: str = MAX_REJECTS) -> None:
         """ASX trades (Date,Time,Price,Volume,Qualifiers,Venue,BuyerID; Sydney local time -> UTC)."""
-        _run("asx-trades", files, quiet, via_kafka, symbol, reference=reference)
+        _run("asx-trades", files, quiet, via_kafka, symbol, reference=reference, max_rejects=max_rejects)
 
     @imp.command("asx-quotes")
     def asx_quotes(files: list[Path] = FILES, symbol: str | None = SYMBOL, reference: Path | None = reference_opt,
-                   via_kafka: bool = VIA_KAFKA, quiet: bool = QUIET) -> None:
+                   via_kafka: bool = VIA_KAFKA, quiet: bool = QUIET, max_rejects: str = MAX_REJECTS) -> None:
         """ASX quotes (Date,Time,Bid,Ask,BidVolume,AskVolume; Sydney local time -> UTC)."""
-        _run("asx-quotes", files, quiet, via_kafka, symbol, reference=reference)
+        _run("asx-quotes", files, quiet, via_kafka, symbol, reference=reference, max_rejects=max_rejects)
 
     @imp.command("asx-reference")
     def asx_reference(file: Path = typer.Argument(..., help="company_info.csv"), quiet: bool = QUIET) -> None:

@@ -109,7 +109,7 @@ def register(app: typer.Typer) -> None:
         port: int = typer.Option(9100, help="Port on 127.0.0.1 (WebSocket and REST)."),
         host: str = typer.Option("127.0.0.1", help="Bind address."),
         mode: str = typer.Option("binance", help="binance or coinbase."),
-        capture: list[Path] = typer.Option(None, help="Capture file(s) (default for binance: data/samples/binance/*.gz)."),
+        capture: list[Path] = typer.Option(None, help="Capture file(s) (default for binance: the captures shipped in k2.sources.samples)."),
         speed: float = typer.Option(0.0, help="Replay speed: 1 = real time, 10 = ten times faster, 0 = as fast as possible."),
         drop_every: int = typer.Option(0, help="Drop the connection after every N messages sent on it."),
         max_drops: int = typer.Option(None, help="Stop dropping after this many drops."),

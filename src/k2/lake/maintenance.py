@@ -61,16 +61,14 @@ from pyiceberg.typedef import EMPTY_DICT, Record
 
 from k2.config import Settings
 from k2.lake.catalog import TABLES, load_catalog, load_table, s3_properties
+from k2.lake.summary import MAINTENANCE_KEY, carried, commit_summary
+from k2.lake.tags import drop_expired_tags
 from k2.lake.writer import sort_for_table
 from k2.telemetry.metrics import metric
 
 log = structlog.get_logger("k2.maintenance")
 
 MAINTENANCE_WRITER = "k2-maintenance"
-MAINTENANCE_KEY = "k2.maintenance"
-# Snapshot summary keys never carried into a maintenance snapshot: they describe one landing commit.
-_NOT_CARRIED = frozenset({"k2.kafka.ranges"})
-_CARRIED_PREFIX = "k2.kafka."
 _MAX_ATTEMPTS = 30
 
 
@@ -127,10 +125,7 @@ def carried_properties(snapshot: Snapshot | None) -> dict[str, str]:
         >>> carried_properties(s)
         {'k2.kafka.offsets': '{}'}
     """
-    if snapshot is None or snapshot.summary is None:
-        return {}
-    props = snapshot.summary.additional_properties
-    return {k: v for k, v in props.items() if k.startswith(_CARRIED_PREFIX) and k not in _NOT_CARRIED}
+    return carried(snapshot)
 
 
 def _live_data_files(table: Table, snapshot: Snapshot | None) -> tuple[list[DataFile], list[DataFile], int]:
@@ -369,7 +364,7 @@ def _compact_partition(
     written = list(_dataframe_to_data_files(table_metadata=metadata, df=data, io=table.io, write_uuid=uuid.uuid4()))
 
     def build(tx: Any, plan: _Plan | None) -> _ReplaceFiles:
-        props = {**carried_properties(table.current_snapshot()), "k2.writer": MAINTENANCE_WRITER, MAINTENANCE_KEY: "compaction"}
+        props = commit_summary(table.current_snapshot(), MAINTENANCE_WRITER, {MAINTENANCE_KEY: "compaction"})
         producer = _ReplaceFiles(operation=Operation.OVERWRITE, transaction=tx, io=table.io, snapshot_properties=props)
         if plan is not None:
             producer._snapshot_id, producer.plan = plan.snapshot_id, plan
@@ -438,6 +433,10 @@ def expire_snapshots(table: Table, settings: Settings, report: MaintenanceReport
 
         expire_snapshots(table, settings, MaintenanceReport("trades"))
     """
+    # Tags keep their snapshot forever unless they carry a retention; those past it go first.
+    dropped = drop_expired_tags(table, now or datetime.now(UTC), dry_run)
+    if dropped:
+        report.notes.append(f"tags past their retention {'to drop' if dry_run else 'dropped'}: {', '.join(dropped)}")
     for attempt in range(_MAX_ATTEMPTS):
         table.refresh()
         ids = snapshots_to_expire(table, settings, now)
@@ -481,7 +480,7 @@ def rewrite_manifests(table: Table, settings: Settings, report: MaintenanceRepor
         return
 
     def build(tx: Any, plan: _Plan | None) -> _RewriteManifests:
-        props = {**carried_properties(table.current_snapshot()), "k2.writer": MAINTENANCE_WRITER, MAINTENANCE_KEY: "rewrite-manifests"}
+        props = commit_summary(table.current_snapshot(), MAINTENANCE_WRITER, {MAINTENANCE_KEY: "rewrite-manifests"})
         producer = _RewriteManifests(operation=Operation.OVERWRITE, transaction=tx, io=table.io, snapshot_properties=props)
         if plan is not None:
             producer._snapshot_id, producer.plan = plan.snapshot_id, plan

@@ -55,11 +55,9 @@ from k2.config import Settings
 from k2.lake.catalog import ensure_tables, load_catalog
 from k2.lake.summary import (
     CLUSTER_KEY,
-    OFFSETS_KEY,
-    RANGES_KEY,
     WRITER_KEY,
     OffsetMap,
-    merge_offsets,
+    commit_summary,
     offsets_from_summary,
 )
 from k2.lake.writer import append
@@ -654,23 +652,20 @@ class LandingConsumer:
             for (t, p), span in ranges.items():
                 covered.setdefault(t, {})[str(p)] = span[1] + 1
                 spans.setdefault(t, {})[str(p)] = span
-            new_offsets = merge_offsets(stored, covered)
             last = _summary_json(summary, LAST_KEY)
             for (t, p), (offset, crc) in last_crc.items():
                 last.setdefault(t, {})[str(p)] = f"{offset}:{crc}"
             quality = {f"{e}/{s}": [d, late] for (e, s), (d, late) in result.per_symbol.items()}
-            properties = {
-                OFFSETS_KEY: json.dumps(new_offsets, sort_keys=True),
-                RANGES_KEY: json.dumps(spans, sort_keys=True),
+            # The one summary builder (k2.lake.summary): parent's positions carried, this batch's merged over them.
+            properties = commit_summary(summary, self.name, {
                 LAST_KEY: json.dumps(last, sort_keys=True),
                 CLUSTER_KEY: self._cluster(),
-                WRITER_KEY: self.name,
                 CIDS_SUMMARY_KEY: ",".join(sorted(cids)),
                 "k2.rows.landed": str(data.num_rows),
                 "k2.rows.duplicates": str(result.duplicates),
                 "k2.rows.late": str(result.late),
                 "k2.rows.dead_lettered": str(len(rejects)),
-            }
+            }, offsets=covered, ranges=spans)
             if quality:
                 properties[QUALITY_KEY] = json.dumps(quality, sort_keys=True)
             if result.gaps or result.late_keys:

@@ -561,11 +561,13 @@ class Client:
         "arg_min(price, (exchange_ts, trade_id)) AS open, max(price) AS high, min(price) AS low, "
         "arg_max(price, (exchange_ts, trade_id)) AS close, CAST(sum(quantity) AS DECIMAL(38,8)) AS volume, "
         "CAST(sum(coalesce(quote_quantity, CAST(price AS DECIMAL(38,8)) * quantity)) AS DECIMAL(38,8)) AS quote_volume, "
-        "count(*) AS trade_count, "
+        # aggTrades rows (exchange <venue>-agg) stand for last - first + 1 trades (ids kept in vendor), as klines count.
+        "CAST(sum(coalesce(TRY_CAST(map_extract(vendor, 'last_trade_id')[1] AS BIGINT) - TRY_CAST(map_extract(vendor, 'first_trade_id')[1] AS BIGINT) + 1, 1)) AS BIGINT) AS trade_count, "
         "CAST(coalesce(sum(quantity) FILTER (WHERE side = 'BUY'), 0) AS DECIMAL(38,8)) AS taker_buy_base_volume, "
         "CAST(coalesce(sum(coalesce(quote_quantity, CAST(price AS DECIMAL(38,8)) * quantity)) FILTER (WHERE side = 'BUY'), 0) AS DECIMAL(38,8)) AS taker_buy_quote_volume, "
         "CAST(sum(CAST(price AS DECIMAL(38,8)) * quantity) AS DOUBLE) / CAST(sum(quantity) AS DOUBLE) AS vwap, "
-        "min(trade_id) AS first_trade_id, max(trade_id) AS last_trade_id"
+        "min(coalesce(TRY_CAST(map_extract(vendor, 'first_trade_id')[1] AS BIGINT), trade_id)) AS first_trade_id, "
+        "max(coalesce(TRY_CAST(map_extract(vendor, 'last_trade_id')[1] AS BIGINT), trade_id)) AS last_trade_id"
     )
     _BAR_COLUMNS = (
         "exchange, symbol, open_time, open, high, low, close, volume, close_time, quote_volume, trade_count, "

@@ -1,6 +1,6 @@
 """The query engine: a bounded, thread-safe pool of DuckDB connections reading Iceberg through ``iceberg_scan``.
 
-Each connection has the iceberg/avro/httpfs extensions loaded offline (:mod:`k2.lake.duck`), the UTC time
+Each connection has the iceberg/avro/httpfs extensions loaded offline (:mod:`k2.duck`), the UTC time
 zone (timestamps come back as ``timestamp[us, tz=UTC]``) and, for S3 warehouses, a DuckDB secret built from
 the ``s3_*`` settings. At most ``query_pool_size`` connections exist; callers beyond that wait for one.
 
@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 import duckdb
 
 from k2.config import Settings
-from k2.lake.duck import connect as duck_connect
+from k2.duck import connect as duck_connect
 
 
 def _literal(value: str) -> str:

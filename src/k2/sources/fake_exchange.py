@@ -57,14 +57,12 @@ from websockets.protocol import State
 
 from k2.sources import binance as binance_capture
 from k2.sources import coinbase as coinbase_capture
+from k2.sources import samples
 
-REPO = Path(__file__).resolve().parents[3]
-DEFAULT_BINANCE_CAPTURES = (
-    REPO / "data" / "samples" / "binance" / "spot_btcusdt_20240808.gz",
-    REPO / "data" / "samples" / "binance" / "spot_btcusdt_20240809.gz",
-)
+# Package data (k2.sources.samples), so an installed K2 serves them without a git checkout.
+DEFAULT_BINANCE_CAPTURES = tuple(samples.binance_captures())
 # Constructed following Binance's documented exchangeInfo layout (not captured); see tests/fixtures/README.md.
-DEFAULT_EXCHANGE_INFO = REPO / "tests" / "fixtures" / "binance_exchange_info.json"
+DEFAULT_EXCHANGE_INFO = samples.binance_exchange_info()
 Mode = Literal["binance", "coinbase"]
 _COINBASE_CHANNELS = {"match": "matches", "last_match": "matches", "ticker": "ticker", "l2update": "level2", "snapshot": "level2", "heartbeat": "heartbeat"}
 # Which field a "missing field" / "bad number" malformed copy of each message kind breaks.

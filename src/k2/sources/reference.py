@@ -46,6 +46,7 @@ from pyiceberg.table import Table
 
 from k2.config import Settings
 from k2.lake.catalog import ensure_tables, load_catalog
+from k2.lake.summary import REFERENCE_KEY, commit_summary
 from k2.lake.writer import conform, sort_for_table
 from k2.model import INSTRUMENT
 from k2.model.arrow import records_to_arrow
@@ -209,7 +210,7 @@ def write_instruments(table: Table, rows: list[dict[str, Any]], attempts: int = 
             table.refresh()
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Delete operation did not match any records")
-                table.overwrite(data, overwrite_filter=condition, snapshot_properties={"k2.reference.source": exchange})
+                table.overwrite(data, overwrite_filter=condition, snapshot_properties=commit_summary(table.current_snapshot(), "k2-reference", {REFERENCE_KEY: exchange}))
             return data.num_rows
         except CommitFailedException:
             if attempt == attempts - 1:

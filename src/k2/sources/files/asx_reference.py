@@ -34,11 +34,12 @@ import pyiceberg.expressions as _expressions
 
 from k2.config import Settings
 from k2.lake.catalog import ensure_tables, load_catalog
+from k2.lake.summary import commit_summary
 from k2.lake.writer import append
 from k2.model import INSTRUMENT
 from k2.model.arrow import records_to_arrow
 from k2.model.values import now_micros
-from k2.sources.files.importer import FILE_KEY, FORMAT_KEY, ROWS_KEY, SHA_KEY, ImportReport
+from k2.sources.files.importer import FILE_KEY, FORMAT_KEY, ROWS_KEY, SHA_KEY, WRITER, ImportReport
 from k2.sources.files.source import FileImportError, open_source
 
 _X: Any = _expressions  # pyiceberg's expression classes defeat mypy's dataclass checks
@@ -150,7 +151,8 @@ def import_asx_reference(path: Path, settings: Settings) -> ImportReport:
         fresh.append({**row, "updated_ts": now_micros()})
     if fresh:
         data = records_to_arrow(INSTRUMENT, fresh)
-        props = {FILE_KEY: source.csv_name, SHA_KEY: source.sha256, FORMAT_KEY: "asx-reference", ROWS_KEY: str(len(fresh))}
+        adds = {FILE_KEY: source.csv_name, SHA_KEY: source.sha256, FORMAT_KEY: "asx-reference", ROWS_KEY: str(len(fresh))}
+        props = commit_summary(table.current_snapshot(), WRITER, adds)
         report.snapshots.append(append(table, data, "instruments", props))
         report.imported = len(fresh)
     return report

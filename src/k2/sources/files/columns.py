@@ -22,7 +22,11 @@ import pyarrow.compute as pc
 
 _LIST_TYPE = pa.list_(pa.field("element", pa.string(), nullable=False))
 _MAP_TYPE = pa.map_(pa.string(), pa.field("value", pa.string(), nullable=False))
-MS_US_THRESHOLD = 10**14  # 1e14 ms is the year 5138 while 1e14 us is 1973-03-03: no real time is ambiguous
+# Epoch units decided per value by magnitude. Each threshold is 1973-03-03 in the finer unit and the year
+# 5138 in the coarser one, so no real time (1973..5138) is ambiguous: s < 1e11 <= ms < 1e14 <= us < 1e17 <= ns.
+S_MS_THRESHOLD = 10**11
+MS_US_THRESHOLD = 10**14
+US_NS_THRESHOLD = 10**17
 
 
 def const_strings(value: str, n: int) -> pa.Array:
@@ -40,16 +44,21 @@ def timestamps_us(micros: np.ndarray) -> pa.Array:
 
 
 def epoch_to_micros(values: np.ndarray) -> np.ndarray:
-    """Binance epoch times to microseconds: milliseconds below 1e14, microseconds above.
+    """Vendor epoch times to microseconds, the unit decided per value: s, ms, us or ns (see the thresholds).
 
-    Binance spot files switched from ms to us on 2025-01-01; deciding per value by magnitude handles
-    both and any file that mixes them.
+    Binance spot files switched from ms to us on 2025-01-01; other tools write seconds or nanoseconds.
+    Deciding per value handles all of them and any file that mixes them. Nanoseconds are truncated to
+    the microsecond (K2's resolution). Values before 1973 come out as seconds and are then rejected by
+    the validator (times before 1990).
 
-    >>> epoch_to_micros(np.array([1609632000039, 1735689600000123])).tolist()
-    [1609632000039000, 1735689600000123]
+    >>> epoch_to_micros(np.array([1609632000, 1609632000039, 1735689600000123, 1735689600000123456])).tolist()
+    [1609632000000000, 1609632000039000, 1735689600000123, 1735689600000123]
     """
     values = np.asarray(values, dtype=np.int64)
-    return np.where(values < MS_US_THRESHOLD, values * 1000, values)
+    scale = np.select(
+        [values < S_MS_THRESHOLD, values < MS_US_THRESHOLD, values < US_NS_THRESHOLD], [1_000_000, 1_000, 1], 0
+    ).astype(np.int64)
+    return np.where(scale > 0, values * scale, values // 1000)
 
 
 def flag_list(mask: np.ndarray, flag: str) -> pa.Array:

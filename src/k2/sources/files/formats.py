@@ -1,16 +1,17 @@
 """Vendor file layouts and their mapping to K2's canonical records.
 
 **Binance public data** (data.binance.vision), symbol from the file name (``BTCUSDT-trades-2021-01-03.csv``,
-``BTCUSDT-aggTrades-...``, ``BTCUSDT-1m-2024-09-21.csv``) or ``--symbol``:
+``futures-um-BTCUSDT-trades-...``, ``BTCUSDT-aggTrades-...``, ``BTCUSDT-1m-2024-09-21.csv``), Binance's
+directory layout (``.../futures/um/daily/trades/BTCUSDT/...``) or ``--symbol``:
 
 * trades, spot: no header, 7 columns ``trade_id,price,qty,quote_qty,time,is_buyer_maker,is_best_match``,
   booleans ``True``/``False``; USD-M futures: a header row, 6 columns (no ``is_best_match``), lowercase
-  booleans. The layout is recognised by its column count and header; ``--market auto`` (default) takes
-  a file with a header row as USD-M futures (exchange ``binance-futures``, asset class ``futures``) and
-  one without as spot (``binance``, ``crypto``).
+  booleans. The market (spot: exchange ``binance``, asset class ``crypto``; USD-M: ``binance-futures``,
+  ``futures``) is decided from the column count, the boolean style, the path and ``--market`` together;
+  they must agree (:mod:`k2.sources.files.detect`). A headerless USD-M file is still USD-M (6 columns).
 * ``time`` is epoch **milliseconds** until 2024-12-31 and **microseconds** from 2025-01-01 (spot). K2
-  decides per value by magnitude (below 1e14 = ms): unambiguous for every real date (1e14 ms is the
-  year 5138, 1e14 us is 1973).
+  decides per value by magnitude among s, ms, us and ns (:func:`~k2.sources.files.columns.epoch_to_micros`):
+  unambiguous for every real date from 1973 to 5138.
 * side: ``is_buyer_maker`` true means the buyer was the resting order, so the aggressor SOLD
   (``SELL``), else ``BUY``; ``is_best_match`` true adds the ``BEST_MATCH`` condition.
 * aggTrades (8 columns spot, 7 futures without ``is_best_match``) go to the trades table under the
@@ -18,14 +19,20 @@
   different id space from trade ids and must never collide with them; ``first_trade_id`` and
   ``last_trade_id`` go to ``vendor``; ``quote_quantity`` is null (not published).
 * klines (12 columns, the last ``ignore``) go to ``market_data.klines``; the interval comes from the
-  file name or ``--interval``.
+  file name or ``--interval``. A headerless klines file says nothing of its market: the path or
+  ``--market`` must.
 
 **Tardis.dev CSV** (header row, microsecond timestamps, exchange and symbol per row):
 
 * trades ``exchange,symbol,timestamp,local_timestamp,id,side,price,amount``: ``side`` (buy/sell/unknown)
-  is the aggressor; a numeric ``id`` (up to 18 digits) is the trade id, any other id gets a
-  deterministic synthetic id (blake2b of the id, 63 bits; an empty id hashes the row's values and its
-  occurrence number); the original id and ``local_timestamp`` are kept in ``vendor``.
+  is the aggressor; a numeric ``id`` (up to 18 digits) is the trade id; any other id (UUIDs, empty) gets
+  a synthetic id ``timestamp_us * 1000 + n`` (``n`` = file order among the symbol's rows of that time),
+  so ties keep the file's order; the original id is kept in ``vendor``. ``local_timestamp`` (when the
+  collector received the message) is ``receipt_ts``. ``symbol`` is kept as the venue writes it
+  (``XBTUSD``); ``instrument`` is K2's ``BASE-QUOTE`` where defined (``BTC-USD``). Amounts on contract
+  venues (bitmex, deribit, ...) need ``--contract inverse|linear`` (and ``--multiplier``), see
+  :func:`_contract_amounts`; the import is refused without it.
+* times (``timestamp``, ``local_timestamp``) are read per value as s/ms/us/ns (Tardis writes us).
 * quotes ``exchange,symbol,timestamp,local_timestamp,ask_amount,ask_price,bid_price,bid_amount`` (the
   Tardis "quotes" data type: top of book; an empty field means no level on that side and is stored
   as null). ``update_id`` is synthetic: ``local_timestamp * 1000 + n`` where ``n`` counts earlier rows
@@ -67,6 +74,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -76,18 +84,19 @@ import pyarrow.compute as pc
 
 from k2.lake.writer import conform
 from k2.model import KLINE, QUOTE, TRADE, AssetClass, RecordType
-from k2.model.values import canonical_instrument
+from k2.model.arrow import decimal_array
+from k2.model.values import canonical_instrument, to_unscaled
 from k2.sources.files.columns import (
     const_strings,
     epoch_to_micros,
     flag_list,
     occurrence_rank,
-    stable_id,
     string_map,
     timestamps_us,
 )
+from k2.sources.files.detect import binance_path, boolean_style, decide_market
 from k2.sources.files.parse import Col, Parsed, detect_header
-from k2.sources.files.source import FileImportError
+from k2.sources.files.source import FileImportError, Sniff
 
 _BINANCE_NAME = re.compile(
     r"^(?P<symbol>[A-Z0-9]{2,30})-(?P<kind>trades|aggTrades|(?P<interval>\d+[smhdw]|1mo|1M))-\d{4}-\d{2}(-\d{2})?(\.|$)"
@@ -106,6 +115,8 @@ class ImportOptions:
     interval: str | None = None
     asset_class: str | None = None
     tickers: dict[str, str] = field(default_factory=dict)  # ASX company id -> ticker
+    contract: str | None = None  # Tardis: inverse | linear (amounts are contracts)
+    multiplier: str | None = None  # Tardis: contract multiplier (decimal text; default 1)
 
 
 @dataclass
@@ -121,6 +132,7 @@ class Layout:
     symbol: str = ""
     interval: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # told to the user (ImportReport.notes)
     carry: dict[tuple[str, int], int] = field(default_factory=dict)  # synthetic-id runs across blocks
 
 
@@ -131,12 +143,18 @@ class FileFormat:
     table = "trades"
     record: RecordType = TRADE
 
-    def layout(self, first: bytes, source_file: str, options: ImportOptions, import_us: int) -> Layout:
+    def layout(self, sniff: Sniff, source_file: str, options: ImportOptions, import_us: int) -> Layout:
+        """How to read the file (``sniff``: its first lines and path); raises FileImportError naming what was found."""
         raise NotImplementedError
 
     def build(self, parsed: Parsed, layout: Layout) -> tuple[pa.Table, list[tuple[int, str, str]]]:
         """The canonical table for the parsed rows and the rows to reject (index, reason, detail)."""
         raise NotImplementedError
+
+    @property
+    def parquet_columns(self) -> list[str] | None:
+        """Column names when this layout is also read from Parquet (by name), else None (Parquet refused)."""
+        return None
 
     def topic_identity(self, layout: Layout) -> tuple[str, str]:
         """(asset_class, exchange) of the topic this file's rows belong to (also names its DLQ)."""
@@ -172,25 +190,48 @@ def _check_header(first: bytes, expected: list[str], source_file: str) -> None:
 class _Binance(FileFormat):
     kind = ""
     agg_suffix = ""
+    spot_width = 0  # column count of the spot layout (futures: one fewer); 0 = width says nothing
+    bool_column = -1  # index of is_buyer_maker (boolean style is evidence), -1 = none
 
-    def _identity(self, first: bytes, source_file: str, options: ImportOptions, import_us: int, cols: list[Col]) -> Layout:
-        header = detect_header(first)
-        parsed_name = parse_binance_name(source_file)
-        symbol = options.symbol or (parsed_name[0] if parsed_name else None)
+    def _identity(self, sniff: Sniff, source_file: str, options: ImportOptions, import_us: int, cols: list[Col]) -> Layout:
+        """Header, market (content + path + --market, see :mod:`k2.sources.files.detect`), symbol."""
+        header = detect_header(sniff.first)
+        hints = binance_path(sniff.path)
+        if hints.kind is not None and hints.kind != self.kind:
+            raise FileImportError(
+                f"{source_file}: expected Binance {self.kind} for k2 import {self.name}, found {hints.kind} in the path "
+                f"({sniff.path}); use k2 import binance-{hints.kind.lower()}"
+            )
+        symbol = options.symbol.upper() if options.symbol else hints.symbol
+        if options.symbol and hints.symbol and hints.symbol != symbol:
+            raise FileImportError(f"{source_file}: expected --symbol {symbol} to match the path, found {hints.symbol} in it")
         if not symbol:
             raise FileImportError(
-                f"{source_file}: expected the symbol in the file name (e.g. BTCUSDT-{self.kind}-2021-01-03.csv) "
-                "or --symbol, found neither"
+                f"{source_file}: expected the symbol in the file name (e.g. BTCUSDT-{self.kind}-2021-01-03.csv, "
+                f"futures-um-BTCUSDT-{self.kind}-...) or Binance's directory layout (.../{self.kind}/BTCUSDT/...) or --symbol, "
+                "found none"
             )
-        market = options.market
-        if market not in ("auto", "spot", "usdm"):
-            raise FileImportError(f"expected --market auto, spot or usdm, found {market!r}")
-        if market == "auto":
-            market = "usdm" if header else "spot"
+        market = decide_market(self._content_evidence(sniff, header, len(cols)) + [
+            (f"path {hints.market_clue}" if hints.market else "no market in the path", hints.market)
+        ], options.market, source_file)
         _check_asset_class(options.asset_class)
         exchange = ("binance-futures" if market == "usdm" else "binance") + self.agg_suffix
         asset_class = options.asset_class or ("futures" if market == "usdm" else "crypto")
         return Layout(cols, header, source_file, import_us, exchange, asset_class, symbol.upper())
+
+    def _content_evidence(self, sniff: Sniff, header: bool, width: int) -> list[tuple[str, str | None]]:
+        evidence: list[tuple[str, str | None]] = []
+        if self.spot_width:
+            evidence.append((f"{width} columns", "spot" if width == self.spot_width else "usdm"))
+        if self.bool_column >= 0 and self.bool_column < width:
+            lines = sniff.sample if header else [sniff.first, *sniff.sample]
+            style = boolean_style(lines, self.bool_column)
+            evidence.append((
+                "booleans " + ("True/False" if style == "spot" else "true/false" if style == "usdm" else "of unknown style"), style,
+            ))
+        if not self.spot_width:
+            evidence.append(("a header row" if header else "no header row", "usdm" if header else None))
+        return evidence
 
 
 SPOT_TRADES = [
@@ -241,15 +282,18 @@ class BinanceTrades(_Binance):
 
     name = "binance-trades"
     kind = "trades"
+    spot_width = 7
+    bool_column = 5
 
-    def layout(self, first: bytes, source_file: str, options: ImportOptions, import_us: int) -> Layout:
+    def layout(self, sniff: Sniff, source_file: str, options: ImportOptions, import_us: int) -> Layout:
+        first = sniff.first
         width = _width(first)
         if width not in (6, 7):
             raise FileImportError(
                 f"{source_file}: expected Binance trades with 7 columns (spot: {','.join(c.name for c in SPOT_TRADES)}) "
                 f"or 6 (USD-M futures, header row), found {width} columns"
             )
-        return self._identity(first, source_file, options, import_us, SPOT_TRADES if width == 7 else USDM_TRADES)
+        return self._identity(sniff, source_file, options, import_us, SPOT_TRADES if width == 7 else USDM_TRADES)
 
     def build(self, parsed: Parsed, layout: Layout) -> tuple[pa.Table, list[tuple[int, str, str]]]:
         c = parsed.columns
@@ -266,15 +310,17 @@ class BinanceAggTrades(_Binance):
     name = "binance-aggtrades"
     kind = "aggTrades"
     agg_suffix = "-agg"
+    spot_width = 8
+    bool_column = 6
 
-    def layout(self, first: bytes, source_file: str, options: ImportOptions, import_us: int) -> Layout:
-        width = _width(first)
+    def layout(self, sniff: Sniff, source_file: str, options: ImportOptions, import_us: int) -> Layout:
+        width = _width(sniff.first)
         if width not in (7, 8):
             raise FileImportError(
                 f"{source_file}: expected Binance aggTrades with 8 columns ({','.join(c.name for c in AGG_TRADES)}) "
                 f"or 7 (futures, no is_best_match), found {width} columns"
             )
-        return self._identity(first, source_file, options, import_us, AGG_TRADES[:width])
+        return self._identity(sniff, source_file, options, import_us, AGG_TRADES[:width])
 
     def build(self, parsed: Parsed, layout: Layout) -> tuple[pa.Table, list[tuple[int, str, str]]]:
         c = parsed.columns
@@ -290,19 +336,18 @@ class BinanceKlines(_Binance):
     """Binance public-data klines (12 columns) -> ``market_data.klines``."""
 
     name = "binance-klines"
-    kind = "1m"
+    kind = "klines"
     table = "klines"
     record = KLINE
 
-    def layout(self, first: bytes, source_file: str, options: ImportOptions, import_us: int) -> Layout:
-        width = _width(first)
+    def layout(self, sniff: Sniff, source_file: str, options: ImportOptions, import_us: int) -> Layout:
+        width = _width(sniff.first)
         if width != 12:
             raise FileImportError(
                 f"{source_file}: expected Binance klines with 12 columns ({','.join(c.name for c in KLINES)}), found {width}"
             )
-        layout = self._identity(first, source_file, options, import_us, KLINES)
-        parsed_name = parse_binance_name(source_file)
-        interval = options.interval or (parsed_name[2] if parsed_name else None)
+        layout = self._identity(sniff, source_file, options, import_us, KLINES)
+        interval = options.interval or binance_path(sniff.path).interval
         if not interval:
             raise FileImportError(
                 f"{source_file}: expected the interval in the file name (e.g. BTCUSDT-1m-2024-09-21.csv) or --interval, found neither"
@@ -356,6 +401,65 @@ def tardis_asset_class(exchange: str) -> str:
     return "crypto"
 
 
+_TARDIS_BASES = {"XBT": "BTC"}  # BitMEX names bitcoin XBT
+_CONTRACT_VENUES = ("bitmex", "deribit", "binance-delivery", "okex-swap", "okex-futures", "huobi-dm", "huobi-dm-swap")
+
+
+def tardis_instrument(exchange_and_symbol: str) -> str:
+    """K2's instrument for a Tardis (exchange, symbol): ``BASE-QUOTE`` where it is defined, else the venue's name.
+
+    >>> tardis_instrument("bitmex\x1fXBTUSD"), tardis_instrument("binance\x1fBTCUSDT"), tardis_instrument("deribit\x1fBTC-PERPETUAL")
+    ('BTC-USD', 'BTC-USDT', 'BTC-PERPETUAL')
+    """
+    exchange, _, symbol = exchange_and_symbol.partition("\x1f")
+    if exchange == "bitmex":
+        for base, canonical in _TARDIS_BASES.items():
+            if symbol.startswith(base) and symbol[len(base):].isalpha() and symbol[len(base):] in ("USD", "USDT", "EUR"):
+                return f"{canonical}-{symbol[len(base):]}"
+        return symbol
+    return canonical_instrument(symbol)
+
+
+def _contract_amounts(price: pa.Array, amount: pa.Array, layout: Layout) -> tuple[pa.Array, pa.Array, dict[str, pa.Array]]:
+    """(quantity in the base asset, quote quantity, vendor fields) from Tardis ``amount`` and ``--contract``.
+
+    Linear (default for spot venues): quantity = amount x multiplier, quote = quantity x price. Inverse
+    (BitMEX XBTUSD, Deribit BTC-PERPETUAL: amount is a number of USD contracts): quote = amount x
+    multiplier, quantity = quote / price **rounded to 8 decimals** (the one inexact value; the contract
+    count is kept in ``vendor.contracts``). Venues that quote contracts need ``--contract``.
+    """
+    contract = layout.extra.get("contract", "")
+    if not contract:
+        if layout.exchange in _CONTRACT_VENUES:
+            raise FileImportError(
+                f"{layout.source_file}: expected --contract inverse or --contract linear (and --multiplier) for {layout.exchange}, "
+                "whose amounts are contracts, found neither; volume would be in the wrong unit"
+            )
+        return amount, pa.nulls(len(amount), price.type), {}
+    multiplier = Decimal(layout.extra.get("multiplier") or "1")
+    prices, amounts = price.to_pylist(), amount.to_pylist()
+    quantities: list[int | None] = []
+    quotes: list[int | None] = []
+    for p, a in zip(prices, amounts, strict=True):
+        if p is None or a is None or p == 0:
+            quantities.append(None if a is None else to_unscaled(a))
+            quotes.append(None)
+            continue
+        if contract == "inverse":
+            quote = a * multiplier
+            quantity = (quote / p).quantize(_EIGHT, rounding=ROUND_HALF_EVEN)
+        else:
+            quantity = a * multiplier
+            quote = (quantity * p).quantize(_EIGHT, rounding=ROUND_HALF_EVEN)
+        quantities.append(to_unscaled(quantity))
+        quotes.append(to_unscaled(quote))
+    vendor = {"contracts": pc.cast(amount, pa.string()), "contract": const_strings(contract, len(amount))}
+    return decimal_array(quantities), decimal_array(quotes), vendor
+
+
+_EIGHT = Decimal("0.00000001")
+
+
 def _per_value(array: pa.Array, fn: Any) -> pa.Array:
     """Apply ``fn`` to each distinct value of a (low-cardinality) string column."""
     encoded = pc.dictionary_encode(array).combine_chunks() if isinstance(array, pa.ChunkedArray) else pc.dictionary_encode(array)
@@ -391,12 +495,27 @@ def _synthetic_ids(times: np.ndarray, groups: pa.Array, layout: Layout) -> np.nd
 class _Tardis(FileFormat):
     expected: list[Col] = []
 
-    def layout(self, first: bytes, source_file: str, options: ImportOptions, import_us: int) -> Layout:
-        _check_header(first, [c.name for c in self.expected], source_file)
+    @property
+    def parquet_columns(self) -> list[str] | None:
+        return [c.name for c in self.expected]
+
+    def layout(self, sniff: Sniff, source_file: str, options: ImportOptions, import_us: int) -> Layout:
+        _check_header(sniff.first, [c.name for c in self.expected], source_file)
         _check_asset_class(options.asset_class)
         layout = Layout(self.expected, True, source_file, import_us, symbol=options.symbol or "")
         if options.asset_class:
             layout.asset_class = options.asset_class
+        if options.contract not in (None, "inverse", "linear"):
+            raise FileImportError(f"expected --contract inverse or linear, found {options.contract!r}")
+        if options.contract:
+            layout.extra["contract"] = options.contract
+        if options.multiplier is not None:
+            try:
+                if Decimal(options.multiplier) <= 0:
+                    raise InvalidOperation
+            except InvalidOperation:
+                raise FileImportError(f"expected --multiplier a positive decimal, found {options.multiplier!r}") from None
+            layout.extra["multiplier"] = options.multiplier
         return layout
 
     def identity(self, parsed: Parsed, layout: Layout) -> dict[str, pa.Array]:
@@ -411,7 +530,7 @@ class _Tardis(FileFormat):
         return {
             "exchange": exchange,
             "symbol": symbol,
-            "instrument": _per_value(symbol, canonical_instrument),
+            "instrument": _per_value(pc.binary_join_element_wise(exchange, symbol, "\x1f"), tardis_instrument),
             "asset_class": asset,
         }
 
@@ -436,42 +555,33 @@ class TardisTrades(_Tardis):
             (int(i), "bad_side", f"side: expected buy, sell or unknown, found {c['side'][int(i)].as_py()!r}")
             for i in np.flatnonzero(bad_side)
         ]
+        times = epoch_to_micros(np.asarray(c["timestamp"], dtype=np.int64))
+        local = epoch_to_micros(np.asarray(c["local_timestamp"], dtype=np.int64))
         numeric = np.asarray(pc.fill_null(pc.match_substring_regex(c["id"], r"^\d{1,18}$"), False))
         ids = np.asarray(pc.cast(pc.if_else(pa.array(numeric), c["id"], "0"), pa.int64())).copy()
         if not numeric.all():
-            texts = c["id"].to_pylist()
-            empties = [i for i in np.flatnonzero(~numeric) if not texts[i]]
-            composite: list[str] = []
-            if empties:
-                cols = [c[k].to_pylist() for k in ("exchange", "symbol", "timestamp", "local_timestamp", "side", "price", "amount")]
-                composite = ["|".join(str(col[i]) for col in cols) for i in empties]
-            seen: dict[str, int] = {}
-            by_row = dict(zip(empties, composite, strict=True))
-            for i in np.flatnonzero(~numeric):
-                text = texts[i]
-                if not text:
-                    key = by_row[i]
-                    seen[key] = seen.get(key, 0) + 1
-                    text = f"{key}#{seen[key]}"
-                ids[i] = stable_id(text)
-        times = np.asarray(c["timestamp"], dtype=np.int64)
-        now = timestamps_us(np.full(n, layout.import_us, dtype=np.int64))
+            # UUIDs / empty ids: time * 1000 + n (n = file order among the symbol's rows of that time), so
+            # trades sharing a timestamp keep the file's order (a hash would reorder them).
+            synthetic = _synthetic_ids(times, ident["symbol"], layout)
+            ids[~numeric] = synthetic[~numeric]
+        quantity, quote_quantity, contract_vendor = _contract_amounts(c["price"], c["amount"], layout)
         data = {
             **ident,
             "trade_id": pa.array(ids, pa.int64()),
             "price": c["price"],
-            "quantity": c["amount"],
-            "quote_quantity": pa.nulls(n, c["price"].type),
+            "quantity": quantity,
+            "quote_quantity": quote_quantity,
             "side": pc.if_else(pa.array(bad_side), "UNKNOWN", side),
             "exchange_ts": timestamps_us(times),
-            "receipt_ts": now,
-            "ingest_ts": now,
+            "receipt_ts": timestamps_us(local),  # when the venue's message reached Tardis' collector
+            "ingest_ts": timestamps_us(np.full(n, layout.import_us, dtype=np.int64)),
             "source_sequence": pa.nulls(n, pa.int64()),
             "conditions": flag_list(np.zeros(n, dtype=bool), ""),
             "vendor": string_map({
                 "source_file": const_strings(layout.source_file, n),
                 "id": c["id"],
                 "local_timestamp": c["local_timestamp"],
+                **contract_vendor,
             }),
         }
         return conform(pa.table(data), "trades"), rejects
@@ -489,7 +599,7 @@ class TardisQuotes(_Tardis):
         c = parsed.columns
         n = parsed.num_rows
         ident = self.identity(parsed, layout)
-        local = np.asarray(c["local_timestamp"], dtype=np.int64)
+        local = epoch_to_micros(np.asarray(c["local_timestamp"], dtype=np.int64))
         now = timestamps_us(np.full(n, layout.import_us, dtype=np.int64))
         data = {
             **ident,
@@ -498,8 +608,8 @@ class TardisQuotes(_Tardis):
             "bid_size": c["bid_amount"],
             "ask_price": c["ask_price"],
             "ask_size": c["ask_amount"],
-            "exchange_ts": timestamps_us(np.asarray(c["timestamp"], dtype=np.int64)),
-            "receipt_ts": now,
+            "exchange_ts": timestamps_us(epoch_to_micros(np.asarray(c["timestamp"], dtype=np.int64))),
+            "receipt_ts": timestamps_us(local),
             "ingest_ts": now,
             "vendor": string_map({
                 "source_file": const_strings(layout.source_file, n),
@@ -575,7 +685,8 @@ def asx_local_micros(date: pa.Array, time: pa.Array) -> tuple[np.ndarray, np.nda
 class _Asx(FileFormat):
     cols: list[Col] = []
 
-    def layout(self, first: bytes, source_file: str, options: ImportOptions, import_us: int) -> Layout:
+    def layout(self, sniff: Sniff, source_file: str, options: ImportOptions, import_us: int) -> Layout:
+        first = sniff.first
         width = _width(first)
         if width != len(self.cols):
             raise FileImportError(

@@ -7,19 +7,25 @@ Per file:
    (:mod:`k2.sources.files.parse`), mapped to the canonical record, and checked with the landing
    consumer's own validator (:func:`k2.model.validate.validate`), so a direct import rejects exactly
    what the landing consumer would.
-3. Every ``import_commit_rows`` rows (and at the end) the pending rows are deduplicated against the
-   table by natural key -- one pruned scan of the key column for the file's symbol and id range, then a
-   vectorised anti-join -- and duplicates inside the file are dropped (first wins). Re-importing a file
-   therefore adds nothing.
-4. Bad lines are persisted first (:mod:`k2.sources.files.rejects`), then the rows are appended in one
-   Iceberg commit (sorted, :func:`k2.lake.writer.append`) whose snapshot summary records
-   ``k2.import.file``, ``k2.import.sha256``, ``k2.import.format`` and ``k2.import.rows`` -- or, with
-   ``via_kafka``, produced as Avro to ``market.<asset_class>.<type>.<exchange>`` for the landing
-   consumer (which dedups again and records its Kafka offsets; klines and reference data have no
-   landing route and are direct only).
+3. Every ``import_commit_rows`` rows (and at the end) the pending rows go to a *lander*, after the bad
+   lines are persisted (:mod:`k2.sources.files.rejects`): ``k2 import`` wires
+   :class:`k2.landing.direct.DirectLanding` for trades and quotes (the landing consumer's own dedup,
+   high-water marks and ``quality.gaps`` rows: a direct import records exactly the gaps the Kafka path
+   would); :class:`LakeLander` (natural-key dedup, no gap ledger) serves klines and callers that wire
+   nothing. Either commits once per batch with a snapshot summary built by
+   :func:`k2.lake.summary.commit_summary` -- the landing's Kafka offsets carried forward, plus
+   ``k2.import.file``, ``k2.import.sha256``, ``k2.import.format`` and ``k2.import.rows``. Re-importing a
+   file adds nothing.
+4. With ``via_kafka`` the rows not yet in the table are produced as Avro to
+   ``market.<asset_class>.<type>.<exchange>`` for the landing consumer (which dedups again and records
+   its Kafka offsets; klines and reference data have no landing route and are direct only).
 
-``receipt_ts`` and ``ingest_ts`` are the import time for direct imports (nothing was received from a
-feed); via Kafka the producer sets ``ingest_ts``.
+Which market/exchange a Binance file belongs to is decided from its content and path
+(:mod:`k2.sources.files.detect`); a disagreement refuses the file before anything is imported.
+
+``receipt_ts`` and ``ingest_ts`` are the import time for direct imports of Binance and ASX files (nothing
+was received from a feed; Tardis files carry ``local_timestamp``, the receipt time); via Kafka the
+producer sets ``ingest_ts``.
 
 Example (needs a catalog)::
 
@@ -30,10 +36,10 @@ Example (needs a catalog)::
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -46,24 +52,28 @@ from k2.bus.producer import MarketDataProducer
 from k2.bus.topics import topic_name
 from k2.config import Settings
 from k2.lake.catalog import TABLES, ensure_tables, load_catalog
-from k2.lake.writer import append, conform
+from k2.lake.summary import (
+    IMPORT_FILE_KEY,
+    IMPORT_FORMAT_KEY,
+    IMPORT_ROWS_KEY,
+    IMPORT_SHA_KEY,
+    commit_summary,
+)
+from k2.lake.writer import Landed, append_sorted
 from k2.model import RecordType
 from k2.model.arrow import unscaled_from_decimal
 from k2.model.validate import validate
 from k2.model.values import now_micros
-from k2.sources.files.formats import FORMATS, FileFormat, ImportOptions
-from k2.sources.files.lakewrite import append_runs
+from k2.sources.files.formats import FORMATS, FileFormat, ImportOptions, Layout
 from k2.sources.files.parse import BadRow, Parsed, parse_block
 from k2.sources.files.rejects import RejectSink
-from k2.sources.files.source import FileImportError, SourceFile, first_line, iter_blocks, open_source
+from k2.sources.files.source import FileImportError, SourceFile, iter_blocks, open_source, sniff
 from k2.telemetry.metrics import metric
 
 _X: Any = _expressions  # pyiceberg's expression classes defeat mypy's dataclass checks; typed loosely
 _COMMIT_ATTEMPTS = 5
-FILE_KEY = "k2.import.file"
-SHA_KEY = "k2.import.sha256"
-FORMAT_KEY = "k2.import.format"
-ROWS_KEY = "k2.import.rows"
+FILE_KEY, SHA_KEY, FORMAT_KEY, ROWS_KEY = IMPORT_FILE_KEY, IMPORT_SHA_KEY, IMPORT_FORMAT_KEY, IMPORT_ROWS_KEY
+WRITER = "k2-import"
 ProgressHook = Callable[[int, int], None]  # (bytes read, rows parsed) since the last call
 
 # Natural key of each table: group columns, then the ordered id column used for the range scan.
@@ -86,6 +96,7 @@ class ImportReport:
     imported: int = 0
     duplicates: int = 0
     rejected: int = 0
+    gaps: int = 0  # gaps opened in quality.gaps (direct imports through the landing, or the landing later)
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     rejects_destination: str | None = None
     rejected_samples: list[str] = field(default_factory=list)  # "file:line: reason: detail", the first few
@@ -176,61 +187,57 @@ def to_wire(record: RecordType, data: pa.Table) -> list[dict[str, Any]]:
     return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
 
 
-class _Target:
-    """Where checked rows go: one Iceberg commit per flush, or the Kafka topic."""
+class Lander(Protocol):
+    """Where checked rows of a direct import go: dedup, (gaps,) one commit. See :mod:`k2.landing.direct`."""
 
-    def __init__(self, settings: Settings, fmt: FileFormat, via_kafka: bool, producer: MarketDataProducer | None) -> None:
-        self.settings = settings
+    def land(self, data: pa.Table, adds: Mapping[str, str]) -> Landed: ...
+
+
+LanderFactory = Callable[[str], Lander]  # table short name -> lander (the CLI wires k2.landing.direct)
+
+
+class LakeLander:
+    """The stage-local direct writer: natural-key dedup and one commit, **no gap ledger**.
+
+    Used for klines (no landing route) and by callers that do not wire :mod:`k2.landing.direct`; the
+    ``k2 import`` CLI lands trades and quotes through the landing's own dedup and gap ledger instead.
+    Its summary carries the landing's Kafka offsets forward (:func:`k2.lake.summary.commit_summary`).
+    """
+
+    def __init__(self, settings: Settings, short: str) -> None:
+        self.short = short
+        self.table = ensure_tables(load_catalog(settings), settings)[short]
+
+    def land(self, data: pa.Table, adds: Mapping[str, str]) -> Landed:
+        for attempt in range(_COMMIT_ATTEMPTS):
+            rows, dropped = deduplicate_against(self.table, data, self.short)
+            if not rows.num_rows:
+                return Landed(duplicates=dropped)
+            properties = commit_summary(self.table.current_snapshot(), WRITER, {**adds, ROWS_KEY: str(rows.num_rows)})
+            try:
+                return Landed(rows.num_rows, dropped, 0, append_sorted(self.table, rows, self.short, properties))
+            except CommitFailedException:
+                # Another writer committed meanwhile (maybe the same rows): refresh, dedup again, retry.
+                if attempt == _COMMIT_ATTEMPTS - 1:
+                    raise
+                self.table.refresh()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+class KafkaLander:
+    """``--via-kafka``: rows not yet in the table are produced for the landing consumer."""
+
+    def __init__(self, settings: Settings, fmt: FileFormat, producer: MarketDataProducer) -> None:
         self.fmt = fmt
-        self.via_kafka = via_kafka
         self.producer = producer
         self.table = ensure_tables(load_catalog(settings), settings)[fmt.table]
 
-    def write(self, data: pa.Table, properties: dict[str, str], report: ImportReport) -> None:
-        if self.via_kafka:
-            assert self.producer is not None
-            for row in to_wire(self.fmt.record, data):
-                self.producer.send(self.fmt.record, row)
-            self.producer.flush()
-        elif is_sorted(data, self.fmt.table):
-            # Vendor files are already in (symbol, time, id) order: skip writer.append's sort (a full
-            # copy of every column, the vendor map included), keep its conform + one commit.
-            prepared = conform(data, self.fmt.table)
-            snapshot_id = append_runs(self.table, prepared, properties)
-            if snapshot_id is None:
-                self.table.append(prepared, snapshot_properties=properties)
-                snapshot = self.table.current_snapshot()
-                assert snapshot is not None
-                snapshot_id = int(snapshot.snapshot_id)
-            report.snapshots.append(snapshot_id)
-        else:
-            report.snapshots.append(append(self.table, data, self.fmt.table, properties))
-
-
-def is_sorted(data: pa.Table, short_name: str) -> bool:
-    """Whether ``data`` is already in the table's sort order (checked column-wise, no copy)."""
-    columns = [c for c in TABLES[short_name].sort_columns if c in data.column_names]
-    n = data.num_rows
-    if n <= 1:
-        return True
-    # Rows are in order when each adjacent pair is ordered lexicographically over the sort columns.
-    undecided = np.ones(n - 1, dtype=bool)
-    for name in columns:
-        column = data.column(name).combine_chunks()
-        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-            if column.null_count == 0 and pc.all(pc.equal(column, column[0])).as_py():
-                continue  # one value (one symbol / interval): no order among rows
-            values = np.asarray(column.to_numpy(zero_copy_only=False), dtype=object)
-        else:
-            values = np.asarray(column.cast(pa.int64()) if pa.types.is_timestamp(column.type) else column)
-        before, after = values[:-1], values[1:]
-        if bool(np.any(undecided & (before > after))):
-            return False
-        undecided &= before == after
-        if not undecided.any():
-            return True
-    return True
-
+    def land(self, data: pa.Table, adds: Mapping[str, str]) -> Landed:
+        rows, dropped = deduplicate_against(self.table, data, self.fmt.table)
+        for row in to_wire(self.fmt.record, rows):
+            self.producer.send(self.fmt.record, row)
+        self.producer.flush()
+        return Landed(rows.num_rows, dropped)
 
 def import_files(
     format_name: str,
@@ -239,11 +246,14 @@ def import_files(
     options: ImportOptions | None = None,
     via_kafka: bool = False,
     progress: Callable[[SourceFile], ProgressHook | None] | None = None,
+    lander: LanderFactory | None = None,
 ) -> list[ImportReport]:
     """Import vendor files of one format; one :class:`ImportReport` per file.
 
-    Raises :class:`FileImportError` (a wrong layout, a checksum mismatch) before anything of that file
-    is imported; files before it stay imported.
+    ``lander`` makes the direct writer of a table (default :class:`LakeLander`, without gap ledger;
+    ``k2 import`` passes :class:`k2.landing.direct.DirectLanding` for trades and quotes). Raises
+    :class:`FileImportError` (a wrong layout, a checksum mismatch) before anything of that file is
+    imported; files before it stay imported.
     """
     fmt = FORMATS.get(format_name)
     if fmt is None:
@@ -255,11 +265,16 @@ def import_files(
         )
     options = options or ImportOptions()
     producer = MarketDataProducer(settings) if via_kafka else None
+    target: Lander
+    if producer is not None:
+        target = KafkaLander(settings, fmt, producer)
+    elif lander is not None and fmt.table in ("trades", "quotes"):
+        target = lander(fmt.table)
+    else:
+        target = LakeLander(settings, fmt.table)
     if producer is None:
-        target = _Target(settings, fmt, via_kafka, producer)
         return [import_one(fmt, path, settings, options, target, producer, progress) for path in paths]
     with producer:  # flushed and released; DeliveryError when the broker cannot take the rows in time
-        target = _Target(settings, fmt, via_kafka, producer)
         return [import_one(fmt, path, settings, options, target, producer, progress) for path in paths]
 
 
@@ -268,22 +283,27 @@ def import_one(
     path: Path,
     settings: Settings,
     options: ImportOptions,
-    target: _Target,
+    target: Lander,
     producer: MarketDataProducer | None,
     progress: Callable[[SourceFile], ProgressHook | None] | None = None,
 ) -> ImportReport:
     """Import one file (see the module docstring)."""
     started = time.perf_counter()
-    source = open_source(path)
+    source = open_source(path, fmt.parquet_columns)
     report = ImportReport(file=str(path), format=fmt.name, sha256=source.sha256, checksum_verified=source.checksum_verified)
     import_us = now_micros()
-    layout = fmt.layout(first_line(source), source.csv_name, options, import_us)
+    layout = fmt.layout(sniff(path, source), source.csv_name, options, import_us)
     hook = progress(source) if progress else None
     rows_metric = metric("k2_source_messages_total").labels(source=f"file:{fmt.name}", kind=fmt.table)
     rejects: RejectSink | None = None
     pending: list[pa.Table] = []
     pending_rows = 0
     max_future_us = int(settings.landing_max_future_seconds * 1_000_000)
+    adds = {
+        FILE_KEY: source.csv_name if source.csv_name == path.name else f"{path.name}!{source.csv_name}",
+        SHA_KEY: source.sha256,
+        FORMAT_KEY: fmt.name,
+    }
 
     def reject_sink() -> RejectSink:
         nonlocal rejects
@@ -301,26 +321,12 @@ def import_one(
             return
         batch = pa.concat_tables(pending) if len(pending) > 1 else pending[0]
         pending, pending_rows = [], 0
-        for attempt in range(_COMMIT_ATTEMPTS):
-            data, dropped = deduplicate_against(target.table, batch, fmt.table)
-            if not data.num_rows:
-                break
-            properties = {
-                FILE_KEY: source.csv_name if source.csv_name == path.name else f"{path.name}!{source.csv_name}",
-                SHA_KEY: source.sha256,
-                FORMAT_KEY: fmt.name,
-                ROWS_KEY: str(data.num_rows),
-            }
-            try:
-                target.write(data, properties, report)
-                break
-            except CommitFailedException:
-                # Another writer committed meanwhile (maybe the same rows): refresh, dedup again, retry.
-                if attempt == _COMMIT_ATTEMPTS - 1:
-                    raise
-                target.table.refresh()
-        report.duplicates += dropped
-        report.imported += data.num_rows
+        landed = target.land(batch, adds)
+        report.imported += landed.rows
+        report.duplicates += landed.duplicates
+        report.gaps += landed.gaps
+        if landed.snapshot_id is not None:
+            report.snapshots.append(landed.snapshot_id)
 
     with source.open() as stream:
         for first, block in iter_blocks(stream, settings.import_block_bytes):
@@ -328,16 +334,7 @@ def import_one(
             bad = list(parsed.bad)
             read = parsed.num_rows + len(parsed.bad)
             if parsed.num_rows:
-                data, build_rejects = fmt.build(parsed, layout)
-                problems = dict((i, (r, d)) for i, r, d in build_rejects)
-                for i, reason, detail in validate(fmt.record, data, now_micros(), max_future_us):
-                    problems.setdefault(i, (reason, detail))
-                if problems:
-                    rows = np.asarray(sorted(problems), dtype=np.int64)
-                    bad.extend(_bad_rows(parsed, rows, problems))
-                    keep = np.ones(data.num_rows, dtype=bool)
-                    keep[rows] = False
-                    data = data.filter(pa.array(keep))
+                data = _checked(fmt, parsed, layout, max_future_us, bad)
                 pending.append(data)
                 pending_rows += data.num_rows
             if bad:
@@ -359,8 +356,24 @@ def import_one(
     if producer is not None:
         asset_class, exchange = fmt.topic_identity(layout)
         report.topic = topic_name(asset_class, fmt.record.data_type.value, exchange)
+    report.notes.extend(layout.notes)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _checked(fmt: FileFormat, parsed: Parsed, layout: Layout, max_future_us: int, bad: list[BadRow]) -> pa.Table:
+    """The canonical rows of a parsed block that pass the mapping and the landing validator (the rest to ``bad``)."""
+    data, build_rejects = fmt.build(parsed, layout)
+    problems = dict((i, (r, d)) for i, r, d in build_rejects)
+    for i, reason, detail in validate(fmt.record, data, now_micros(), max_future_us):
+        problems.setdefault(i, (reason, detail))
+    if problems:
+        rows = np.asarray(sorted(problems), dtype=np.int64)
+        bad.extend(_bad_rows(parsed, rows, problems))
+        keep = np.ones(data.num_rows, dtype=bool)
+        keep[rows] = False
+        data = data.filter(pa.array(keep))
+    return data
 
 
 def _bad_rows(parsed: Parsed, rows: np.ndarray, problems: dict[int, tuple[str, str]]) -> list[BadRow]:

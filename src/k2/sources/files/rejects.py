@@ -10,7 +10,8 @@ Choice for direct-to-Iceberg imports when no broker is reachable: the bad lines 
 reason, detail, raw text) and the import says so, rather than failing a bulk backfill for want of a
 broker. Either way the rejects are persisted (DLQ flushed / file synced) *before* the rows around them
 are committed, so no line is ever neither imported nor rejected. Re-importing a file rejects its bad
-lines again.
+lines again. "No broker" is decided at once: when no bootstrap address accepts a TCP connection within
+half a second the local file is used (no multi-second Kafka probe per import).
 
 Example:
     >>> headers = file_headers("x.csv", 7)
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 
 from confluent_kafka import KafkaException
@@ -42,6 +44,24 @@ SAMPLES = 10
 def file_headers(file_name: str, line: int) -> list[tuple[str, bytes]]:
     """The extra DLQ headers naming the source file and line."""
     return [(FILE_HEADER, file_name.encode()), (LINE_HEADER, str(line).encode())]
+
+
+def broker_answers(bootstrap: str, timeout: float = 0.5) -> bool:
+    """Whether any ``host:port`` of ``bootstrap`` accepts a TCP connection within ``timeout`` seconds.
+
+    >>> broker_answers(""), broker_answers("127.0.0.1:1")
+    (False, False)
+    """
+    for server in (s.strip() for s in bootstrap.split(",")):
+        host, _, port = server.rpartition(":")
+        if not host or not port.isdigit():
+            continue
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 class RejectSink:
@@ -71,7 +91,9 @@ class RejectSink:
     def _broker(self) -> MarketDataProducer | None:
         if self._producer is not None:
             return self._producer
-        # A quiet probe (librdkafka would log every refused connection): is any broker answering?
+        if not broker_answers(self.settings.bootstrap_servers):
+            return None  # no broker configured or none accepts a connection at once: the local file, no wait
+        # A quiet probe (librdkafka would log every refused connection): is the broker answering Kafka?
         probe = AdminClient({**self.settings.kafka_client_config(), "log_level": 0})
         try:
             probe.list_topics(timeout=5.0)

@@ -16,10 +16,13 @@ Example:
 
 from __future__ import annotations
 
+import atexit
 import gzip
 import hashlib
+import os
+import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, cast
@@ -86,14 +89,19 @@ class SourceFile:
         return self.path.open("rb")
 
 
-def open_source(path: Path) -> SourceFile:
+def open_source(path: Path, parquet_columns: Sequence[str] | None = None) -> SourceFile:
     """Check ``path`` (CSV or one-CSV ZIP), verify its ``.CHECKSUM`` when present, and describe it.
 
-    Raises :class:`FileImportError` for a missing file or an unexpected ZIP, and
-    :class:`ChecksumMismatch` when the checksum differs.
+    ``parquet_columns``: the layout's column names when the format also reads Parquet (Tardis); such a
+    file is converted to CSV text first (:func:`parquet_as_csv`). Raises :class:`FileImportError` for a
+    missing file, an unexpected ZIP or another binary format (named), and :class:`ChecksumMismatch`
+    when the checksum differs.
     """
     if not path.is_file():
         raise FileImportError(f"expected a CSV or ZIP file, found no file at {path}")
+    if parquet_columns is not None and _is_parquet(path):
+        return parquet_as_csv(path, list(parquet_columns))
+    _refuse_unsupported(path)
     digest = sha256_of(path)
     verified = False
     checksum = path.with_name(path.name + ".CHECKSUM")
@@ -123,6 +131,70 @@ def open_source(path: Path) -> SourceFile:
     return SourceFile(path, path.name, digest, path.stat().st_size, verified)
 
 
+def _is_parquet(path: Path) -> bool:
+    with path.open("rb") as stream:
+        return stream.read(4) == b"PAR1"
+
+
+def parquet_as_csv(path: Path, columns: list[str]) -> SourceFile:
+    """A vendor Parquet file (Tardis layout) as CSV text in a temporary file, block by block.
+
+    The columns are matched by name (case-insensitive); timestamp columns become integer microseconds,
+    as the CSV layout has them. The sha256 is the Parquet file's. Hazard: the CSV copy needs disk space
+    about the size of the uncompressed data; it is deleted when the process exits.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise FileImportError(f"{path.name}: expected a readable Parquet file, found {exc}") from None
+    found = {name.lower(): name for name in parquet.schema_arrow.names}
+    missing = [c for c in columns if c not in found]
+    if missing:
+        raise FileImportError(
+            f"{path.name}: expected Parquet columns {','.join(columns)}, found {','.join(parquet.schema_arrow.names)} (missing {missing})"
+        )
+    handle, name = tempfile.mkstemp(prefix="k2-parquet-", suffix=".csv")
+    os.close(handle)
+    atexit.register(lambda: Path(name).unlink(missing_ok=True))
+    with open(name, "wb") as out:
+        out.write((",".join(columns) + "\n").encode())
+        for batch in parquet.iter_batches(batch_size=65_536, columns=[found[c] for c in columns]):
+            arrays = []
+            for array in batch.columns:
+                if pa.types.is_timestamp(array.type):
+                    array = array.cast(pa.timestamp("us", tz=array.type.tz)).cast(pa.int64())
+                arrays.append(array)
+            sink = pa.BufferOutputStream()
+            pa_csv.write_csv(pa.table(arrays, names=columns), sink, pa_csv.WriteOptions(include_header=False, quoting_style="needed"))
+            out.write(sink.getvalue().to_pybytes())
+    csv_name = path.name.removesuffix(".parquet") + ".csv"
+    return SourceFile(Path(name), csv_name, sha256_of(path), Path(name).stat().st_size, False)
+
+
+_MAGIC = {b"PAR1": "a Parquet file", b"\x89HDF": "an HDF5 file", b"ARROW1": "an Arrow IPC file", b"\x28\xb5\x2f\xfd": "a zstd file"}
+
+
+def _refuse_unsupported(path: Path) -> None:
+    """Refuse, by name, a file K2 cannot read as CSV (Parquet and other binary formats)."""
+    with path.open("rb") as stream:
+        head = stream.read(8)
+    suffix = path.suffix.lower()
+    if head[:2] == b"\x1f\x8b" and suffix != ".gz":
+        raise FileImportError(f"{path.name}: expected a .gz name for gzip data, found {path.suffix or 'no suffix'}; rename it to .csv.gz")
+    if head[:4] == b"PK\x03\x04" and suffix != ".zip":
+        raise FileImportError(f"{path.name}: expected a .zip name for ZIP data, found {path.suffix or 'no suffix'}; rename it to .zip")
+    for magic, what in _MAGIC.items():
+        if head.startswith(magic):
+            raise FileImportError(
+                f"{path.name}: expected CSV text (or a ZIP / .csv.gz of one), found {what}; this format reads CSV only "
+                "(Parquet is read for the Tardis layouts: k2 import tardis-trades / tardis-quotes)"
+            )
+
+
 def iter_blocks(stream: IO[bytes], block_bytes: int) -> Iterator[tuple[int, bytes]]:
     """Split a stream into blocks of whole lines of about ``block_bytes``; yield (first line number, block)."""
     line = 1
@@ -148,3 +220,28 @@ def first_line(source: SourceFile) -> bytes:
     with source.open() as stream:
         head = stream.read(64 * 1024)
     return head.split(b"\n", 1)[0].rstrip(b"\r")
+
+
+@dataclass(frozen=True)
+class Sniff:
+    """What layout detection looks at: the first line, the next few lines, and the path as given."""
+
+    first: bytes
+    sample: list[bytes]  # up to SAMPLE_LINES complete non-empty lines after the first
+    path: str  # the path as given (and ``!member`` for a ZIP): Binance's directory layout is a hint
+
+
+SAMPLE_LINES = 50
+
+
+def sniff(path: Path, source: SourceFile) -> Sniff:
+    """Read the head of a file for detection; raises :class:`FileImportError` for an empty file."""
+    with source.open() as stream:
+        head = stream.read(64 * 1024)
+    lines = [line.rstrip(b"\r") for line in head.split(b"\n")]
+    complete = lines if len(head) < 64 * 1024 else lines[:-1]
+    rows = [line for line in complete if line.strip()]
+    if not rows:
+        raise FileImportError(f"{source.csv_name}: expected CSV rows, found an empty file ({len(head)} bytes, no line of data)")
+    member = "" if source.csv_name == path.name else f"!{source.csv_name}"
+    return Sniff(rows[0], rows[1 : 1 + SAMPLE_LINES], f"{path}{member}")

@@ -11,7 +11,7 @@ This writes the same data files, with the same partition values (computed by the
 pyiceberg uses), through pyiceberg's own ``write_file`` and a fast-append snapshot in one transaction
 (one commit, the snapshot summary properties included). Anything else (several symbols, rows not in
 time order, an unpartitioned or differently partitioned table) returns ``None`` and the caller falls
-back to :func:`k2.lake.writer.append`.
+back to :func:`k2.lake.writer.append` (:func:`k2.lake.writer.append_sorted` does both).
 
 Example (needs a catalog)::
 

@@ -1,0 +1,49 @@
+"""Row factories shared by the tests: canonical records as Arrow tables, made from plain numbers."""
+
+from __future__ import annotations
+
+import decimal
+
+import pyarrow as pa
+
+from k2.model import TRADE
+
+DAY_US = 86_400_000_000
+BASE_TS = 1_723_161_255_342_000  # 2024-08-08T23:54:15.342Z
+
+
+def trade_batch(first_id: int, count: int, *, symbol: str = "BTCUSDT", start_us: int = BASE_TS, step_us: int = 1_000) -> pa.Table:
+    """``count`` Binance trades of ``symbol`` with ids from ``first_id``, one every ``step_us`` from ``start_us``.
+
+    Prices and quantities vary with the id so that any mix-up between rows shows in a comparison.
+    """
+    rows = []
+    for k in range(count):
+        ident = first_id + k
+        ts = start_us + k * step_us
+        rows.append(
+            {
+                "exchange": "binance",
+                "symbol": symbol,
+                "instrument": symbol[:-4] + "-USDT",
+                "asset_class": "crypto",
+                "trade_id": ident,
+                "price": decimal.Decimal(f"{100 + (ident % 97) / 100:.2f}"),
+                "quantity": decimal.Decimal(f"0.{ident % 1000 + 1:05d}"),
+                "quote_quantity": None,
+                "side": "BUY" if ident % 2 else "SELL",
+                "exchange_ts": ts,
+                "receipt_ts": ts + 1_000,
+                "ingest_ts": ts + 2_000,
+                "source_sequence": ident,
+                "conditions": ["BEST_MATCH"],
+                "vendor": [("m", str(ident % 3))],
+            }
+        )
+    return pa.Table.from_pylist(rows, schema=TRADE.arrow_schema())
+
+
+def row_set(data: pa.Table) -> list[tuple[str, ...]]:
+    """Every row, all columns, as sortable strings (duplicates kept): equal sets mean bit-exact rows."""
+    columns = data.column_names
+    return sorted(tuple(str(row[c]) for c in columns) for row in data.to_pylist())
