@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from k2.telemetry.procs import free_port, pid_alive, port_open
+from tests.support.stack import storage_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,6 +29,7 @@ def test_demo_lands_the_capture_exactly_and_down_stops_the_stack(tmp_path: Path)
     ports = {name: free_port() for name in ("BROKER", "REGISTRY", "API", "LANDING_METRICS", "PROMETHEUS")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("K2_")}
     env.update({f"K2_{name}_PORT": str(port) for name, port in ports.items()})
+    env["K2_STORAGE_PORT"] = str(storage_port())  # the local SeaweedFS that keeps the broker's log
     env["K2_DATA_DIR"] = str(tmp_path / "k2")
     env["K2_CONFIG_FILE"] = str(REPO / "tests" / "k2-test.toml")
     env["COLUMNS"] = "200"

@@ -68,9 +68,25 @@ class Settings(BaseSettings):
     kafka_sasl_password: str | None = _f(None, "SASL password.", "s3cret", "kafka")
     broker_port: int = _f(9092, "Port of the local Tansu broker started by `k2 up`.", 19092, "kafka")
     broker_storage: str = _f(
-        "memory://tansu/",
-        "Tansu storage URL for the local broker: `memory://tansu/` or `s3://BUCKET/` (uses `s3_*` settings).",
         "s3://k2-broker/",
+        "Tansu storage URL for the local broker: `s3://BUCKET/` (durable; on the local SeaweedFS `k2 up` starts "
+        "on `storage_port` unless `s3_endpoint` is set) or `memory://tansu/` (everything is lost on `k2 down`, "
+        "a broker restart or crash; `k2 up` warns).",
+        "memory://tansu/",
+        "kafka",
+    )
+    storage_port: int = _f(
+        8333,
+        "S3 port of the local SeaweedFS (`weed mini`) that `k2 up` starts for the broker's `s3://` storage (its gRPC "
+        "port is this + 10000; its other listeners take free ports at each start), all on 127.0.0.1.",
+        18333,
+        "kafka",
+    )
+    down_drain_seconds: float = _f(
+        30.0,
+        "How long `k2 down` waits for the landing consumer to land every message (lag 0 on every partition, "
+        "DLQ flushed) before stopping; what is left is printed. `k2 down --force` skips the wait.",
+        120.0,
         "kafka",
     )
     topic_partitions: int = _f(4, "Partitions for topics K2 creates.", 8, "kafka")
@@ -81,6 +97,28 @@ class Settings(BaseSettings):
         200_000, "Producer local queue bound (messages); a full queue blocks the caller, never drops.", 50_000, "kafka"
     )
     producer_queue_max_kbytes: int = _f(262_144, "Producer local queue bound (KiB).", 65_536, "kafka")
+    producer_idempotence: Literal["auto", "on", "off"] = _f(
+        "auto",
+        "Idempotent producer. `auto`: off against Tansu (its cluster id, or the local broker when unreachable), "
+        "on otherwise. Tansu 0.6 acknowledges retried idempotent batches after a restart without writing them "
+        "(silent loss); off means one request in flight (order kept) and duplicates on retry, which the landing drops.",
+        "on",
+        "kafka",
+    )
+    producer_delivery_timeout_seconds: float = _f(
+        120.0,
+        "Longest time a producer may go without an acknowledgement while messages wait; then imports and streams "
+        "stop with a delivery error (non-zero exit).",
+        30.0,
+        "kafka",
+    )
+    producer_stall_seconds: float = _f(
+        10.0,
+        "A producer with waiting messages and no acknowledgement for this long is recreated and re-sends them "
+        "(recovers from a restarted broker that no longer knows its producer id).",
+        5.0,
+        "kafka",
+    )
     consumer_group: str = _f("k2-landing", "Consumer group of the landing consumers.", "k2-landing-prod", "kafka")
     consumer_session_timeout_ms: int = _f(
         10_000, "Consumer session.timeout.ms (Tansu's group join takes half of this).", 6_000, "kafka"
@@ -336,6 +374,8 @@ class Settings(BaseSettings):
         "landing_max_future_seconds",
         "landing_verify_timeout_seconds",
         "maintenance_small_file_ratio",
+        "producer_delivery_timeout_seconds",
+        "producer_stall_seconds",
     )
     @classmethod
     def _positive_float(cls, value: float) -> float:
@@ -345,7 +385,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "maintenance_interval_seconds", "maintenance_snapshot_max_age_hours", "maintenance_orphan_min_age_hours",
-        "query_recent_window_seconds",
+        "query_recent_window_seconds", "down_drain_seconds",
     )
     @classmethod
     def _non_negative_float(cls, value: float) -> float:
@@ -358,6 +398,13 @@ class Settings(BaseSettings):
     def _port(cls, value: int) -> int:
         if not 1 <= value <= 65535:
             raise ValueError(f"expected a TCP port 1..65535, found {value}")
+        return value
+
+    @field_validator("storage_port")
+    @classmethod
+    def _storage_port(cls, value: int) -> int:
+        if not 1 <= value <= 65535 - 10000:
+            raise ValueError(f"expected a TCP port 1..55535 (its gRPC port is the port + 10000), found {value}")
         return value
 
     @field_validator("producer_linger_ms")

@@ -5,15 +5,33 @@
   ``k2_producer_blocked_seconds_total``; data is never dropped.
 * Every delivery error is counted (``k2_producer_errors_total``) and kept; :meth:`flush` raises
   :class:`DeliveryError` listing them, so a failed delivery can never pass silently.
+* **Recovery.** A restarted broker (Tansu forgets producer ids) makes librdkafka's idempotent producer
+  retry ``UnknownProducerId`` forever without a report. So: a message that fails with a transient,
+  producer-state or timeout error is kept and re-sent; a fatal error, a producer-state error or no
+  acknowledgement for ``producer_stall_seconds`` while messages wait makes the producer **recreate** its
+  librdkafka handle (new producer id, so idempotence starts afresh), purge the old one and re-send every
+  message it had not acknowledged. Hazard: a purged in-flight message may already be in the log, so a
+  re-send can duplicate it in Kafka; the landing deduplicates by natural key, so the lake does not.
+* **Tansu and idempotence.** Tansu 0.6 on ``s3://`` acknowledges an idempotent producer's retried
+  batches after a SIGKILL + restart without writing them (measured: 1,042 and 4,186 of 10,000 in-flight
+  messages reported delivered, absent from the log). Against Tansu the producer is therefore not
+  idempotent (``producer_idempotence=auto``): one request in flight keeps each partition's order, and a
+  retry may duplicate a message, which the landing drops by natural key (measured: 0 lost, 5,542 dups).
+* **Bound.** When messages have waited ``producer_delivery_timeout_seconds`` without any acknowledgement,
+  :meth:`send`, :meth:`flush` and :meth:`check` raise :class:`DeliveryError`: callers exit non-zero
+  instead of hanging.
 
 Example:
     >>> from k2.config import Settings
     >>> producer_config(Settings(kafka_bootstrap_servers="127.0.0.1:9092"))["enable.idempotence"]
     True
+    >>> producer_config(Settings(), idempotent=False)["max.in.flight.requests.per.connection"]
+    1
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -25,31 +43,75 @@ from k2.bus.topics import ensure_topics, topic_name
 from k2.config import Settings
 from k2.model import RecordType
 from k2.model.values import now_micros
-from k2.telemetry.logging import CID_HEADER, new_correlation_id
+from k2.telemetry.logging import CID_HEADER, get_logger, new_correlation_id
 from k2.telemetry.metrics import metric
+
+log = get_logger(__name__)
+
+# Errors after which the message is re-sent (under the delivery bound) rather than reported.
+_RESEND = {
+    KafkaError._MSG_TIMED_OUT, KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT, KafkaError._TRANSPORT,
+    KafkaError._ALL_BROKERS_DOWN, KafkaError._FATAL, KafkaError.UNKNOWN_PRODUCER_ID,
+    KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, KafkaError.INVALID_PRODUCER_EPOCH, KafkaError.PRODUCER_FENCED,
+    KafkaError.INVALID_PRODUCER_ID_MAPPING, KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION,
+    KafkaError.REQUEST_TIMED_OUT, KafkaError.NOT_ENOUGH_REPLICAS,
+}  # fmt: skip
+# Errors that mean the librdkafka handle's producer state is unusable: recreate it.
+_RECREATE = {
+    KafkaError._FATAL, KafkaError._MSG_TIMED_OUT, KafkaError.UNKNOWN_PRODUCER_ID, KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
+    KafkaError.INVALID_PRODUCER_EPOCH, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_ID_MAPPING,
+}
+_PURGED = {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}
 
 
 class DeliveryError(RuntimeError):
     """One or more messages were not acknowledged by the broker."""
 
-    def __init__(self, errors: list[tuple[str, str]]) -> None:
+    def __init__(self, errors: list[tuple[str, str]], message: str | None = None) -> None:
         sample = "; ".join(f"{t}: {e}" for t, e in errors[:5])
-        super().__init__(f"expected every message to be acknowledged, found {len(errors)} delivery errors ({sample})")
+        super().__init__(message or f"expected every message to be acknowledged, found {len(errors)} delivery errors ({sample})")
         self.errors = errors
 
 
-def producer_config(settings: Settings) -> dict[str, Any]:
-    """librdkafka producer settings K2 uses (idempotent, acks=all, bounded queue)."""
+TANSU_CLUSTER_ID = "tansu_cluster"  # Tansu's default --cluster-id
+_IDEMPOTENT: dict[str, bool] = {}
+
+
+def idempotence_wanted(settings: Settings) -> bool:
+    """Whether the producer may be idempotent on this broker (``producer_idempotence``; see its hazard).
+
+    ``auto`` asks the broker for its cluster id once per process and bootstrap address: Tansu's means off.
+    """
+    if settings.producer_idempotence != "auto":
+        return settings.producer_idempotence == "on"
+    key = settings.bootstrap_servers
+    if key not in _IDEMPOTENT:
+        from confluent_kafka.admin import AdminClient
+
+        try:
+            cluster = AdminClient({**settings.kafka_client_config(), "log_level": 0}).list_topics(timeout=5).cluster_id
+        except Exception:  # broker unreachable now: decide by whether it is the local (Tansu) broker
+            return settings.kafka_bootstrap_servers is not None
+        _IDEMPOTENT[key] = cluster != TANSU_CLUSTER_ID
+    return _IDEMPOTENT[key]
+
+
+def producer_config(settings: Settings, idempotent: bool = True) -> dict[str, Any]:
+    """librdkafka producer settings K2 uses (acks=all, bounded queue; idempotent, or one request in flight)."""
+    ordering: dict[str, Any] = (
+        {"enable.idempotence": True} if idempotent else {"enable.idempotence": False, "max.in.flight.requests.per.connection": 1}
+    )
     return {
         **settings.kafka_client_config(),
-        "enable.idempotence": True,
+        **ordering,
         "acks": "all",
         "compression.type": settings.producer_compression,
         "linger.ms": settings.producer_linger_ms,
         "queue.buffering.max.messages": settings.producer_queue_max_messages,
         "queue.buffering.max.kbytes": settings.producer_queue_max_kbytes,
         "batch.num.messages": 10_000,
-        "message.timeout.ms": 120_000,
+        "message.timeout.ms": int(settings.producer_delivery_timeout_seconds * 1000),
     }
 
 
@@ -64,7 +126,16 @@ class MarketDataProducer:
 
     def __init__(self, settings: Settings, create_topics: bool = True) -> None:
         self.settings = settings
-        self._producer = Producer(producer_config(settings))
+        self._resend: list[tuple[str, bytes | None, bytes | None, Any]] = []
+        self._recreate_wanted = False
+        self._busy = False
+        self._last_progress = self._last_recreate = self._last_check = time.monotonic()
+        self.recreated = 0
+        self._idempotent = idempotence_wanted(settings)
+        self._closed = False
+        self._resending = False
+        self._retired: list[Producer] = []
+        self._producer = self._new_producer()
         self._registry = registry_client(settings.registry_url)
         self._encoders: dict[tuple[str, str], AvroEncoder] = {}
         self._create_topics = create_topics
@@ -80,6 +151,16 @@ class MarketDataProducer:
         self._m_errors = metric("k2_producer_errors_total")
         self._m_depth = metric("k2_producer_queue_depth").unlabelled()
         self._m_blocked = metric("k2_producer_blocked_seconds_total").unlabelled()
+        self._m_recreated = metric("k2_producer_recreated_total").unlabelled()
+
+    def _new_producer(self) -> Producer:
+        return Producer({**producer_config(self.settings, self._idempotent), "error_cb": self._on_error})
+
+    def _on_error(self, err: KafkaError) -> None:
+        # librdkafka's client-level errors: only a fatal one (idempotence state lost) needs action.
+        if err.fatal():
+            log.warning("producer_fatal_error", error=str(err))
+            self._recreate_wanted = True
 
     def encoder(self, record: RecordType, topic: str) -> AvroEncoder:
         key = (record.name, topic)
@@ -93,14 +174,23 @@ class MarketDataProducer:
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         # Called once per message: keep it cheap, publish the counters in bulk (_publish_metrics).
         if err is not None:
-            self.errors.append((str(msg.topic()), str(err)))
-            self._m_errors.labels(topic=str(msg.topic()), error=err.name()).inc()
+            code = err.code()
+            if code not in _PURGED:
+                self._m_errors.labels(topic=str(msg.topic()), error=err.name()).inc()
+            if err.fatal() or code in _RECREATE:
+                self._recreate_wanted = True
+            if code in _RESEND or err.fatal() or err.retriable():
+                self._resend.append((str(msg.topic()), msg.key(), msg.value(), msg.headers()))
+            else:
+                self.errors.append((str(msg.topic()), str(err)))
         else:
             topic = str(msg.topic())
             self._delivered_by_topic[topic] = self._delivered_by_topic.get(topic, 0) + 1
 
     def _publish_metrics(self) -> None:
         counts, self._delivered_by_topic = self._delivered_by_topic, {}
+        if counts:
+            self._last_progress = time.monotonic()
         for topic, count in counts.items():
             self.delivered += count
             self._m_delivered.labels(topic=topic).inc(count)
@@ -122,8 +212,18 @@ class MarketDataProducer:
         self.produce_raw(target, row["symbol"].encode(), value, headers if headers is not None else self._cid_headers)
 
     def produce_raw(self, topic: str, key: bytes | None, value: bytes | None, headers: dict[str, str] | list[tuple[str, bytes]] | None = None) -> None:
-        """Enqueue already-encoded bytes (DLQ, replay); blocks while the queue is full."""
+        """Enqueue already-encoded bytes (DLQ, replay); blocks while the queue is full (never past the bound)."""
         hdrs: Any = list(headers.items()) if isinstance(headers, dict) else headers
+        if not self._busy:  # the delivery clock starts when the first message waits, not at the last ack
+            self._busy = True
+            self._last_progress = time.monotonic()
+        self._enqueue(topic, key, value, hdrs)
+        self.sent += 1
+        if self.sent % 1000 == 0:
+            self._producer.poll(0)
+            self.check()
+
+    def _enqueue(self, topic: str, key: bytes | None, value: bytes | None, hdrs: Any) -> None:
         waited = 0.0
         while True:
             try:
@@ -133,12 +233,70 @@ class MarketDataProducer:
                 start = time.monotonic()
                 self._producer.poll(0.05)
                 waited += time.monotonic() - start
+                self.check()
         if waited:
             self._m_blocked.inc(waited)
-        self.sent += 1
-        if self.sent % 1000 == 0:
-            self._producer.poll(0)
-            self._publish_metrics()
+
+    def outstanding(self) -> int:
+        """Messages sent but not acknowledged yet (queued, in flight or waiting to be re-sent)."""
+        return len(self._producer) + len(self._resend) + sum(len(old) for old in self._retired)
+
+    def check(self) -> None:
+        """Serve delivery reports, recover a stuck producer, re-send; raise :class:`DeliveryError` past the bound.
+
+        Cheap enough to call often (streams call it from their housekeeping tick).
+        """
+        now = time.monotonic()
+        self._last_check = now
+        self._producer.poll(0)
+        for old in list(self._retired):  # a recreated handle's purge reports arrive on its own poll
+            old.poll(0)
+            if len(old) == 0:
+                self._retired.remove(old)
+        self._publish_metrics()
+        if self.outstanding() == 0:
+            self._busy = False
+            self._last_progress = now
+            return
+        idle = now - self._last_progress
+        if idle >= self.settings.producer_delivery_timeout_seconds:
+            self._give_up(idle)
+        stalled = idle >= self.settings.producer_stall_seconds and now - self._last_recreate >= self.settings.producer_stall_seconds
+        if self._recreate_wanted or stalled:
+            self._recreate(f"no acknowledgement for {idle:.1f}s" if stalled and not self._recreate_wanted else "producer state lost")
+        if self._resend and not self._resending:  # a check() nested in the re-send loop only recreates
+            self._resending = True
+            try:
+                while self._resend:
+                    pending, self._resend = self._resend, []
+                    for topic, key, value, hdrs in pending:
+                        self._enqueue(topic, key, value, hdrs)
+            finally:
+                self._resending = False
+
+    def _give_up(self, idle: float) -> None:
+        waiting = self.outstanding()
+        message = (
+            f"expected the broker at {self.settings.bootstrap_servers} to acknowledge messages within "
+            f"{self.settings.producer_delivery_timeout_seconds:g}s (K2_PRODUCER_DELIVERY_TIMEOUT_SECONDS), found "
+            f"{waiting} messages unacknowledged for {idle:.0f}s after {self.recreated} producer restarts"
+        )
+        self.errors.append(("(producer)", message))
+        raise DeliveryError([("(producer)", message)], message)
+
+    def _recreate(self, why: str) -> None:
+        """Replace the librdkafka handle; every message it had not acknowledged is queued for re-sending."""
+        old = self._producer
+        old.purge(in_queue=True, in_flight=True, blocking=False)
+        old.poll(0)  # the purge's delivery reports move the messages to self._resend
+        if len(old):
+            self._retired.append(old)  # polled by check() until every report has come back
+        self._producer = self._new_producer()
+        self._recreate_wanted = False
+        self._last_recreate = time.monotonic()
+        self.recreated += 1
+        self._m_recreated.inc()
+        log.warning("producer_recreated", reason=why, resend=len(self._resend), restarts=self.recreated)
 
     def send_many(self, record: RecordType, rows: Iterable[dict[str, Any]], topic: str | None = None) -> int:
         """Send many records; returns how many were enqueued."""
@@ -148,21 +306,49 @@ class MarketDataProducer:
             count += 1
         return count
 
-    def flush(self, timeout: float = 120.0) -> None:
-        """Wait for every delivery report; raise :class:`DeliveryError` if any message failed."""
-        remaining = self._producer.flush(timeout)
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait for every delivery report, recovering as :meth:`check` does; raise :class:`DeliveryError`.
+
+        Raises when a message failed for good, or when nothing was acknowledged for the delivery bound
+        (or ``timeout`` seconds, when given) while messages wait.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.outstanding():
+            self._producer.flush(0.2)
+            self.check()
+            if deadline is not None and time.monotonic() > deadline and self.outstanding():
+                raise DeliveryError([("(queue)", f"{self.outstanding()} messages still unacknowledged after {timeout}s")])
         self._publish_metrics()
-        if remaining:
-            raise DeliveryError([("(queue)", f"{remaining} messages still unacknowledged after {timeout}s")])
+        self._busy = False
         if self.errors:
             errors, self.errors = self.errors, []
             raise DeliveryError(errors)
+
+    def close(self, timeout: float | None = None, flush: bool = True) -> None:
+        """Flush (see :meth:`flush`; skipped with ``flush=False``), then release the librdkafka handle; idempotent.
+
+        When the flush fails the handle is released anyway (unacknowledged messages are dropped from
+        this process) and the error is raised.
+        """
+        if self._closed:
+            return
+        try:
+            if flush:
+                self.flush(timeout)
+        finally:
+            self._closed = True
+            self._producer.purge(in_queue=True, in_flight=True, blocking=False)
+            self._producer.poll(0)
+            self._resend, self._retired = [], []
+            del self._producer
 
     def __enter__(self) -> MarketDataProducer:
         return self
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
         if exc_type is None:
-            self.flush()
-        else:
-            self._producer.flush(10)
+            self.close()
+        else:  # keep the caller's exception, not a second one; after a DeliveryError do not wait again
+            failed = isinstance(exc_type, type) and issubclass(exc_type, DeliveryError)
+            with contextlib.suppress(Exception):
+                self.close(10.0, flush=not failed)

@@ -43,3 +43,10 @@ def main() -> None:
     except SettingsError as exc:
         typer.echo(f"configuration error: {exc}", err=True)
         raise SystemExit(2) from None
+    except RuntimeError as exc:
+        from k2.bus.producer import DeliveryError  # here, not at the top: confluent-kafka loads only on error
+
+        if not isinstance(exc, DeliveryError):
+            raise
+        typer.echo(f"delivery error: {exc}", err=True)
+        raise SystemExit(1) from None

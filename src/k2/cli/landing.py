@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from k2.config import load_settings
+from k2.config import Settings, load_settings
 
 console = Console()
 
@@ -18,6 +18,30 @@ def _ts(micros: int | None) -> str:
     if micros is None or micros < 0:
         return "-"
     return datetime.fromtimestamp(micros / 1e6, tz=UTC).isoformat(timespec="milliseconds")
+
+
+def _drain_before_down(settings: Settings) -> None:
+    """Wait for the landing to land every message (bounded); print what is left behind."""
+    from k2.ops import stack
+    from k2.ops.drain import drain
+
+    if not stack.is_ours(settings, "landing") or not stack.is_ours(settings, "broker"):
+        return  # nothing local to drain: no landing service or no local broker running
+    console.print(f"draining: waiting up to {settings.down_drain_seconds:g}s for the landing to catch up (--force skips)")
+    try:
+        left = drain(settings, settings.down_drain_seconds)
+    except Exception as exc:  # a broken broker or catalog must not stop `k2 down` itself
+        console.print(f"[yellow]drain check failed, stopping anyway: {type(exc).__name__}: {exc}[/yellow]", highlight=False)
+        return
+    if not left:
+        console.print("drained: lag 0 on every partition")
+        return
+    console.print(
+        f"[yellow]not drained after {settings.down_drain_seconds:g}s; left on the broker for the next `k2 up` "
+        "(at least this many messages per partition):[/yellow]"
+    )
+    for (topic, partition), count in sorted(left.items()):
+        console.print(f"  {topic}[{partition}]  {count:,}", markup=False, highlight=False)
 
 
 def register(app: typer.Typer) -> None:
@@ -49,11 +73,17 @@ def register(app: typer.Typer) -> None:
         )
 
     @app.command("up")
-    def up(part: list[str] = typer.Option(None, help="Only these parts (broker, registry, landing, api).")) -> None:
-        """Start the local stack (idempotent): broker, schema registry, landing service, REST API."""
+    def up(part: list[str] = typer.Option(None, help="Only these parts (storage, broker, registry, landing, api).")) -> None:
+        """Start the local stack (idempotent): storage, broker, schema registry, landing service, REST API."""
         from k2.ops import stack
 
         settings = load_settings()
+        if settings.kafka_bootstrap_servers is None and settings.broker_storage.startswith("memory://"):
+            console.print(
+                f"[yellow]warning: K2_BROKER_STORAGE={settings.broker_storage}: the local broker keeps its log in "
+                "memory; every message not yet landed, and the dead-letter topics, are lost on `k2 down`, a broker "
+                "restart or crash. Unset it for durable s3:// storage.[/yellow]"
+            )
         for name, state in stack.up(settings, part or None):
             console.print(f"{name:10} {state}")
         from k2.lake.catalog import ensure_tables, load_catalog
@@ -65,12 +95,25 @@ def register(app: typer.Typer) -> None:
             console.print(f"console    {console_url(settings.api_host, settings.api_port)} (key: k2 keys create --name me --scope read)")
 
     @app.command("down")
-    def down() -> None:
-        """Stop every part of the local stack started by `k2 up`."""
+    def down(
+        force: bool = typer.Option(False, "--force", help="Stop at once: do not wait for the landing to catch up."),
+    ) -> None:
+        """Stop every part of the local stack started by `k2 up`, after the landing has landed everything.
+
+        Waits up to K2_DOWN_DRAIN_SECONDS for lag 0 on every topic partition (the DLQ flushed with it) and
+        prints what it leaves behind when the bound is hit.
+        """
         from k2.ops import stack
 
-        for name, state in stack.down(load_settings()):
-            console.print(f"{name:10} {state}")
+        settings = load_settings()
+        if not force:
+            _drain_before_down(settings)
+        refused = False
+        for name, state in stack.down(settings):
+            refused = refused or state.startswith("refused")
+            console.print(f"{name:10} {state}", markup=False, highlight=False)
+        if refused:
+            raise typer.Exit(1)
 
     @app.command("status")
     def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:

@@ -62,6 +62,7 @@ from typing import Any, Literal
 import certifi
 import httpx
 import structlog
+from confluent_kafka import KafkaException
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
@@ -863,8 +864,11 @@ class LiveRunner:
         topic = self._topics[exc.data_type or DataType.TRADES]
         target = dlq_topic(topic)
         if target not in self._ensured:
-            ensure_topics(self.settings, [target])
-            self._ensured.add(target)
+            try:
+                ensure_topics(self.settings, [target], timeout=5.0)
+                self._ensured.add(target)
+            except (KafkaException, TimeoutError) as error:  # broker down: the producer re-sends; ensure again next time
+                log.warning("feed_dlq_topic_unchecked", topic=target, error=str(error)[:200])
         raw = frame if isinstance(frame, bytes) else frame.encode()
         key = exc.symbol.encode() if exc.symbol else None
         self.producer.produce_raw(target, key, raw, dlq_headers(exc.reason, exc.detail, topic))
@@ -1022,8 +1026,13 @@ class LiveRunner:
                     self._signal(link, "catchup", symbol)
             if any(g.retry_at <= now for g in self._pending_gaps):
                 self._signal(link, "retry_gaps")
-        if self.producer.errors:
+        try:
+            self.producer.check()  # recovers a producer stuck on a restarted broker; raises past the bound
+        except DeliveryError as exc:
+            self._fatal = exc
+        if self.producer.errors and self._fatal is None:
             self._fatal = DeliveryError(list(self.producer.errors))
+        if self._fatal is not None:
             self.stop()
         if now - self._last_flush >= self.ledger_flush_seconds:
             self._last_flush = now

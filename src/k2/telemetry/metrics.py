@@ -56,6 +56,10 @@ DECLARATIONS: tuple[MetricDecl, ...] = (
     MetricDecl("k2_producer_errors_total", "counter", "Delivery failures reported by the broker.", ("topic", "error")),
     MetricDecl("k2_producer_queue_depth", "gauge", "Messages waiting in the producer's local queue.", ()),
     MetricDecl("k2_producer_blocked_seconds_total", "counter", "Time callers waited on a full producer queue.", ()),
+    MetricDecl(
+        "k2_producer_recreated_total", "counter",
+        "Producer handles recreated after a lost producer state or a stall (a restarted broker); unacked messages re-sent.", (),
+    ),
     # landing
     MetricDecl("k2_landing_rows_total", "counter", "Rows committed to Iceberg.", ("table",)),
     MetricDecl("k2_landing_commits_total", "counter", "Iceberg commits by the landing consumer.", ("table", "outcome")),

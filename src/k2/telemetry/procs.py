@@ -29,6 +29,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def port_bindable(port: int) -> bool:
+    """True when a listener could bind 127.0.0.1:``port`` now (no SO_REUSEADDR: TIME_WAIT counts as busy)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
     """True when something accepts TCP connections on host:port."""
     with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout):
@@ -93,14 +103,15 @@ class ManagedProcess:
                 start_new_session=detach,
             )
         if self.pid_path is not None:
-            self.pid_path.parent.mkdir(parents=True, exist_ok=True)
-            self.pid_path.write_text(f"{self.process.pid}\n{self.port}\n")
+            write_pid_file(self.pid_path, self.process.pid, self.port)
         try:
             wait_for_port("127.0.0.1", self.port, timeout=timeout, process=self.process)
         except Exception:
             self.stop()
             tail = self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
             raise RuntimeError(f"{self.name} failed to start; log tail:\n{tail}") from None
+        if self.pid_path is not None:  # again once listening: a part that exec()s (prometheus) has its final command line now
+            write_pid_file(self.pid_path, self.process.pid, self.port)
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -126,6 +137,49 @@ class ManagedProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def process_identity(pid: int) -> tuple[float, list[str]] | None:
+    """(start time, command line) of a live process, or None when it is gone or unreadable."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        return proc.create_time(), proc.cmdline()
+    except (psutil.Error, OSError):
+        return None
+
+
+def write_pid_file(path: Path, pid: int, port: int) -> None:
+    """Write ``pid``, ``port``, the start time and the JSON command line (identity checked by :func:`verify_pid`)."""
+    import json
+
+    identity = process_identity(pid)
+    started, cmdline = identity if identity is not None else (0.0, [])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{pid}\n{port}\n{started!r}\n{json.dumps(cmdline)}\n")
+
+
+def verify_pid(pid: int, started: float | None, cmdline: list[str] | None) -> str | None:
+    """None when ``pid`` is still the process a pid file recorded; otherwise why it is not.
+
+    Hazard: a pid is recycled by the kernel once its process exits; signalling a pid read from a
+    file without this check can kill an unrelated process. Start time (to the kernel clock tick) *and* command line
+    must both match; a pid file without them (written before this check existed) is refused.
+    """
+    if started is None or not cmdline:
+        return f"expected the pid file to record pid {pid}'s start time and command line, found none (old pid file)"
+    identity = process_identity(pid)
+    if identity is None:
+        return None if not pid_alive(pid) else f"expected to read pid {pid}'s start time and command line, found them unreadable"
+    found_started, found_cmdline = identity
+    if abs(found_started - started) > 0.02 or found_cmdline != cmdline:
+        shown = " ".join(found_cmdline)[:120]
+        return (
+            f"expected pid {pid} to be {' '.join(cmdline)[:120]!r} started at {started:.3f}, "
+            f"found {shown!r} started at {found_started:.3f} (the pid was reused)"
+        )
+    return None
 
 
 def stop_pid(pid: int, timeout: float = 10.0) -> bool:

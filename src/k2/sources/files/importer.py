@@ -272,10 +272,10 @@ def import_files(
         target = lander(fmt.table)
     else:
         target = LakeLander(settings, fmt.table)
-    reports = [import_one(fmt, path, settings, options, target, producer, progress) for path in paths]
-    if producer is not None:
-        producer.flush()
-    return reports
+    if producer is None:
+        return [import_one(fmt, path, settings, options, target, producer, progress) for path in paths]
+    with producer:  # flushed and released; DeliveryError when the broker cannot take the rows in time
+        return [import_one(fmt, path, settings, options, target, producer, progress) for path in paths]
 
 
 def import_one(

@@ -143,4 +143,4 @@ class RejectSink:
     def close(self) -> None:
         self.flush()
         if self._own_producer and self._producer is not None:
-            self._producer.flush()
+            self._producer.close()  # flushes, then releases the handle (a leaked one logs at exit)
