@@ -45,7 +45,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, TypeVar
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from fastapi import Depends, FastAPI, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -54,7 +53,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from k2 import __version__ as K2_VERSION
-from k2.api import models
+from k2.api import models, paging
 from k2.api.cursor import CursorCodec, params_digest
 from k2.api.errors import APIError, error_body, error_responses
 from k2.api.formats import MEDIA_TYPES, Format, encode, negotiate
@@ -81,7 +80,6 @@ T = TypeVar("T")
 MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_TIME = datetime(2200, 1, 1, tzinfo=UTC)
 MAX_SNAPSHOT_ID = 2**63 - 1
-ID_COLUMN = {"trades": "trade_id", "quotes": "update_id"}
 
 # Printable text without control characters: what every free-text parameter must look like.
 TEXT_PATTERN = r"^[^\x00-\x1f\x7f]+$"
@@ -268,18 +266,13 @@ def _check_tolerance(settings: Settings, value: str) -> None:
         ) from None
 
 
-def _micros(value: Any) -> int:
-    if isinstance(value, datetime):
-        return int((value - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(microseconds=1))
-    return int(value)
+def _page_size(settings: Settings, limit: int | None) -> int:
+    return limit or min(settings.api_page_size, settings.query_max_rows)
 
 
-def _from_micros(value: int) -> datetime:
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=value)
-
-
-def _ts_micros(column: pa.ChunkedArray) -> list[int]:
-    return pc.cast(column, pa.int64()).to_pylist()
+def _key_id(request: Request) -> str | None:
+    """The id of the API key that authenticated ``request`` (set by the auth dependency)."""
+    return getattr(request.state, "key_id", None)
 
 
 # -- response building -------------------------------------------------------------------------------
@@ -379,6 +372,7 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
 
     def authenticate(scope: str) -> Callable[..., Any]:
         async def dependency(
+            request: Request,
             api_key: Annotated[str | None, Security(api_key_header)] = None,
             credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)] = None,
         ) -> KeyInfo:
@@ -410,6 +404,7 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
                     {"retry_after_seconds": retry, "rate_per_second": settings.api_rate_limit_per_second, "burst": settings.api_rate_limit_burst},
                     headers={"Retry-After": str(retry)},
                 )
+            request.state.key_id = info.key_id
             if scope == "admin" and info.scope != "admin":
                 raise APIError(
                     403, "forbidden", f"expected a key with the admin scope for this endpoint, found scope {info.scope!r}", {"required_scope": "admin", "key_scope": info.scope}
@@ -527,68 +522,22 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
         fmt: Format,
     ) -> Callable[[], StreamingResponse]:
         start, end, as_of = _check_window(settings, start, end, as_of)
-        page_size = limit or min(settings.api_page_size, settings.query_max_rows)
         digest = params_digest(
             {"t": table_name, "symbol": symbol, "start": start, "end": end, "exchange": exchange, "as_of": as_of, "recent": include_recent}
         )
-        payload = state.cursors.decode(cursor) if cursor is not None else None
-        if payload is not None and (payload.get("ep") != table_name or payload.get("q") != digest):
-            raise APIError(
-                400,
-                "invalid_cursor",
-                "cursor: expected a cursor issued for this endpoint and these parameters (symbol, start, end, exchange, as_of, "
-                "include_recent), found one issued for a different query",
-                {"parameter": "cursor"},
-            )
+        query = paging.PageQuery(
+            table_name, table_name, symbol, start, end, exchange, _page_size(settings, limit), settings.query_max_rows, digest, _key_id(request)
+        )
+        payload = paging.decode_cursor(state.cursors, cursor, query)
 
         def work() -> StreamingResponse:
             client = state.client()
-            method = client.trades if table_name == "trades" else client.quotes
-            recent_included: bool | None = None
-            prev_ts: int | None = None
-            prev_skip = 0
             if payload is None:
-                fetch = min(page_size + 1, settings.query_max_rows)
-                capped = fetch == settings.query_max_rows
-                result = method(symbol, start, end, exchange=exchange, limit=fetch, as_of=as_of, include_recent=include_recent)
-                snap = _snapshot_ids(result).get(table_name)
-                data = _as_table(result)
-                recent = int(getattr(result, "recent_rows", 0) or 0)
-                recent_included = recent > 0
-                if data.num_rows > page_size and recent and snap is not None:
-                    # A multi-page walk reads the pinned snapshot only (Kafka rows are not pinnable).
-                    try:
-                        result = method(symbol, start, end, exchange=exchange, limit=fetch, as_of=snap, include_recent=False)
-                        data = _as_table(result)
-                    except UnknownSymbolError:  # the symbol exists only in Kafka so far
-                        data = data.slice(0, 0)
-                    recent_included = False
-                capped = capped and data.num_rows == fetch
-            capped = False
-            if payload is not None:
-                snap = payload.get("snap")
-                prev_ts, prev_skip = int(payload["ts"]), int(payload["skip"])
-                # Resume at the last page's time: skip the rows of that time already returned.
-                fetch = page_size + prev_skip + 1
-                capped = fetch > settings.query_max_rows
-                fetch = min(fetch, settings.query_max_rows)
-                result = method(symbol, _from_micros(prev_ts), end, exchange=exchange, limit=fetch, as_of=snap, include_recent=False)
-                raw = _as_table(result)
-                capped = capped and raw.num_rows == fetch
-                data = raw.slice(prev_skip)
-            snapshot_ids: dict[str, int | None] = {table_name: snap}
-            more = data.num_rows > page_size or (capped and data.num_rows > 0)
-            page = data.slice(0, page_size)
-            next_cursor = None
-            if more and page.num_rows and snap is not None:
-                stamps = _ts_micros(page["exchange_ts"])
-                last = stamps[-1]
-                at_last = sum(1 for s in stamps if s == last)
-                skip = at_last + (prev_skip if last == prev_ts else 0)
-                next_cursor = state.cursors.encode({"ep": table_name, "q": digest, "snap": snap, "ts": last, "skip": skip})
-            extra: dict[str, Any] = {"recent_included": recent_included} if recent_included is not None else {}
-            extra.update(_recent(result))
-            return _respond(request, fmt, page, snapshot_ids, next_cursor=next_cursor, paged=True, extra=extra)
+                page = paging.first_rows_page(client, state.cursors, query, as_of, include_recent)
+            else:
+                page = paging.keyset_page(client, state.cursors, query, payload.get("snap"), payload["last"])
+            extra = {**page.extra, **_recent(page.result)}
+            return _respond(request, fmt, page.table, {table_name: page.snapshot_id}, next_cursor=page.next_cursor, paged=True, extra=extra)
 
         return work
 
@@ -892,35 +841,17 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
         fmt = fmt_of(request, format)
         s, e, checked_as_of = _check_window(settings, start, end, as_of)
         assert s is not None and e is not None
-        page_size = limit or min(settings.api_page_size, settings.query_max_rows)
         digest = params_digest({"t": table, "start": s, "end": e, "exchange": exchange, "symbol": symbol, "as_of": checked_as_of})
-        payload = state.cursors.decode(cursor) if cursor is not None else None
-        if payload is not None and (payload.get("ep") != "replay" or payload.get("q") != digest):
-            raise APIError(
-                400, "invalid_cursor", "cursor: expected a cursor issued for this endpoint and these parameters, found one issued for a different query",
-                {"parameter": "cursor"},
-            )
+        query = paging.PageQuery("replay", table, symbol, s, e, exchange, _page_size(settings, limit), settings.query_max_rows, digest, _key_id(request))
+        payload = paging.decode_cursor(state.cursors, cursor, query)
 
         def work() -> StreamingResponse:
             client = state.client()
             if payload is None:
-                snap = client.snapshot_id(table, as_of=checked_as_of)
-                last = None
+                page = paging.keyset_page(client, state.cursors, query, client.snapshot_id(table, as_of=checked_as_of), None)
             else:
-                snap, last = payload.get("snap"), payload.get("last")
-            if snap is None:
-                empty = pa.Table.from_batches([], schema=_replay_schema(table))
-                return _respond(request, fmt, empty, {table: None}, paged=True)
-            sql, params = _replay_sql(table, s, e, exchange, symbol, last, page_size + 1)
-            data = _as_table(client.as_of(int(snap)).sql(sql, params))
-            more = data.num_rows > page_size
-            page = data.slice(0, page_size)
-            next_cursor = None
-            if more:
-                row = page.slice(page.num_rows - 1).to_pylist()[0]
-                key = [_micros(row["exchange_ts"]), row["exchange"], row["symbol"], row[ID_COLUMN[table]]]
-                next_cursor = state.cursors.encode({"ep": "replay", "q": digest, "snap": int(snap), "last": key})
-            return _respond(request, fmt, page, {table: int(snap)}, next_cursor=next_cursor, paged=True)
+                page = paging.keyset_page(client, state.cursors, query, payload.get("snap"), payload["last"])
+            return _respond(request, fmt, page.table, {table: page.snapshot_id}, next_cursor=page.next_cursor, paged=True)
 
         return await _run(state, work)
 
@@ -980,38 +911,6 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
 
 
 # -- helpers used by the endpoints ------------------------------------------------------------------
-
-
-def _replay_schema(table: str) -> pa.Schema:
-    from k2.model import QUOTE, TRADE
-
-    return (TRADE if table == "trades" else QUOTE).arrow_schema()
-
-
-def _replay_sql(
-    table: str, start: datetime, end: datetime, exchange: str | None, symbol: str | None, last: list[Any] | None, limit: int
-) -> tuple[str, list[Any]]:
-    """Keyset-paged SELECT over a view; the table and id column come from a fixed map, values are bound."""
-    id_col = ID_COLUMN[table]
-    where = ["exchange_ts >= ?", "exchange_ts < ?"]
-    params: list[Any] = [start, end]
-    if exchange is not None:
-        where.append("exchange = ?")
-        params.append(exchange)
-    if symbol is not None:
-        where.append("symbol = ?")
-        params.append(symbol)
-    if last is not None:
-        ts, ex, sym, ident = _from_micros(int(last[0])), str(last[1]), str(last[2]), int(last[3])
-        where.append(
-            f"(exchange_ts > ? OR (exchange_ts = ? AND (exchange > ? OR (exchange = ? AND (symbol > ? OR (symbol = ? AND {id_col} > ?))))))"
-        )
-        params += [ts, ts, ex, ex, sym, sym, ident]
-    sql = (
-        f"SELECT * FROM {table} WHERE {' AND '.join(where)} "  # noqa: S608 - identifiers from ID_COLUMN, values bound
-        f"ORDER BY exchange_ts, exchange, symbol, {id_col} LIMIT {int(limit)}"
-    )
-    return sql, params
 
 
 def _dead_letter_table(letters: list[Any]) -> pa.Table:
