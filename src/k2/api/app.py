@@ -99,6 +99,13 @@ DATA_CONTENT: dict[str, Any] = {
 DATA_HEADERS: dict[str, Any] = {
     "X-Row-Count": {"description": "Rows in the body.", "schema": {"type": "integer"}},
     "X-Snapshot-Ids": {"description": "JSON object: Iceberg snapshot id read per table.", "schema": {"type": "string"}},
+    "X-Recent-Truncated": {
+        "description": "Endpoints that can read rows still in Kafka: true when that read stopped early (partial answer).",
+        "schema": {"type": "string", "enum": ["true", "false"]},
+    },
+    "X-Recent-Truncated-Reason": {"description": "max_rows or time_bound (only when truncated).", "schema": {"type": "string"}},
+    "X-Recent-Stopped-At": {"description": "JSON: per topic and partition, the first offset not read (only when truncated).", "schema": {"type": "string"}},
+    "X-Partial": {"description": "Aggregates: true when computed over a truncated read.", "schema": {"type": "string"}},
 }
 PAGED_HEADERS: dict[str, Any] = {
     **DATA_HEADERS,
@@ -129,6 +136,7 @@ class ApiState:
     settings: Settings
     keys: KeyStore
     buckets: TokenBuckets
+    anonymous: TokenBuckets
     cursors: CursorCodec
     executor: ThreadPoolExecutor
     client_factory: Callable[[], Any]
@@ -192,6 +200,28 @@ async def _run(state: ApiState, fn: Callable[[], T]) -> T:
             f"request: expected to finish within api_request_timeout_seconds={timeout:g}s, found it still running",
             {"timeout_seconds": timeout},
         ) from None
+
+
+def _refuse_when_empty(settings: Settings, wait: float, per: str) -> None:
+    """429 ``rate_limited`` with ``Retry-After`` when a token bucket said to wait."""
+    if wait <= 0:
+        return
+    metric("k2_api_rate_limited_total").unlabelled().inc()
+    retry = max(1, math.ceil(wait))
+    raise APIError(
+        429,
+        "rate_limited",
+        f"rate limit: expected at most {settings.api_rate_limit_per_second:g} requests/s (burst {settings.api_rate_limit_burst}) "
+        f"{per}, found the bucket empty; retry after {retry}s",
+        {"retry_after_seconds": retry, "rate_per_second": settings.api_rate_limit_per_second, "burst": settings.api_rate_limit_burst},
+        headers={"Retry-After": str(retry)},
+    )
+
+
+def _limit_anonymous(state: ApiState, request: Request) -> None:
+    """Requests without a valid key (and /ready) share one token bucket per client address."""
+    address = request.client.host if request.client is not None else "unknown"
+    _refuse_when_empty(state.settings, state.anonymous.take(f"anon:{address}"), "per client address without a valid key")
 
 
 # -- parameter checks -------------------------------------------------------------------------------
@@ -285,10 +315,42 @@ def _as_table(result: Any) -> pa.Table:
     return table
 
 
-def _recent(result: Any) -> dict[str, Any]:
-    """Envelope fields about the Kafka part of a hybrid query (only when it was skipped)."""
+def _recent(result: Any, *, aggregate: bool = False) -> dict[str, Any]:
+    """Envelope fields about the Kafka part of a hybrid query: why it was skipped, whether it was truncated.
+
+    ``aggregate``: the rows are computed over the read (bars, VWAP, TWAP), so a truncated read makes the
+    answer partial (``partial: true``), never silently.
+    """
+    fields: dict[str, Any] = {}
     error = getattr(result, "recent_error", None)
-    return {"recent_error": str(error)} if error else {}
+    if error:
+        fields["recent_error"] = str(error)
+    truncated = bool(getattr(result, "recent_truncated", False))
+    fields["recent_truncated"] = truncated
+    if truncated:
+        fields["recent_truncated_reason"] = getattr(result, "recent_truncated_reason", None)
+        fields["recent_stopped_at"] = dict(getattr(result, "recent_stopped_at", None) or {})
+        if aggregate:
+            fields["partial"] = True
+    return fields
+
+
+def _recent_headers(extra: Mapping[str, Any]) -> dict[str, str]:
+    """The hybrid-read fields as headers, so CSV, Parquet and Arrow answers say what JSON bodies say."""
+    headers: dict[str, str] = {}
+    if "recent_truncated" in extra:
+        headers["X-Recent-Truncated"] = "true" if extra["recent_truncated"] else "false"
+    if extra.get("recent_truncated_reason"):
+        headers["X-Recent-Truncated-Reason"] = str(extra["recent_truncated_reason"])
+    if extra.get("recent_stopped_at") is not None and extra.get("recent_truncated"):
+        headers["X-Recent-Stopped-At"] = json.dumps(extra["recent_stopped_at"], separators=(",", ":"), sort_keys=True)
+    if extra.get("partial"):
+        headers["X-Partial"] = "true"
+    if extra.get("recent_error"):
+        headers["X-Recent-Error"] = str(extra["recent_error"]).encode("ascii", "replace").decode()[:500]
+    if extra.get("recent_included") is not None:
+        headers["X-Recent-Included"] = "true" if extra["recent_included"] else "false"
+    return headers
 
 
 def _snapshot_ids(result: Any) -> dict[str, int | None]:
@@ -311,6 +373,7 @@ def _respond(
         envelope["next_cursor"] = next_cursor
     envelope.update(extra or {})
     headers = {"X-Row-Count": str(table.num_rows), "X-Snapshot-Ids": json.dumps(dict(snapshot_ids), separators=(",", ":"))}
+    headers.update(_recent_headers(extra or {}))
     if next_cursor is not None:
         headers["X-Next-Cursor"] = next_cursor
         headers["Link"] = f'<{request.url.include_query_params(cursor=next_cursor)}>; rel="next"'
@@ -343,6 +406,7 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
         settings=settings,
         keys=keys,
         buckets=TokenBuckets(settings.api_rate_limit_per_second, settings.api_rate_limit_burst),
+        anonymous=TokenBuckets(settings.api_rate_limit_per_second, settings.api_rate_limit_burst),
         cursors=CursorCodec(keys.secret("cursor")),
         executor=ThreadPoolExecutor(max_workers=max(4, settings.query_pool_size * 2), thread_name_prefix="k2-api"),
         client_factory=client_factory or _default_client_factory(settings),
@@ -377,6 +441,10 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
             credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)] = None,
         ) -> KeyInfo:
             given = api_key or (credentials.credentials if credentials is not None else None)
+            info = state.keys.verify(given.strip()) if given else None
+            if info is None:
+                # Requests without a valid key are limited per client address, like /ready.
+                _limit_anonymous(state, request)
             if not given:
                 raise APIError(
                     401,
@@ -384,7 +452,6 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
                     "expected an API key in the X-API-Key header or as Authorization: Bearer <key>, found none",
                     headers={"WWW-Authenticate": "Bearer"},
                 )
-            info = state.keys.verify(given.strip())
             if info is None:
                 raise APIError(
                     401,
@@ -392,18 +459,7 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
                     "expected a valid, unrevoked API key, found a key that is unknown, malformed or revoked",
                     headers={"WWW-Authenticate": "Bearer"},
                 )
-            wait = state.buckets.take(info.key_id)
-            if wait > 0:
-                metric("k2_api_rate_limited_total").unlabelled().inc()
-                retry = max(1, math.ceil(wait))
-                raise APIError(
-                    429,
-                    "rate_limited",
-                    f"rate limit: expected at most {settings.api_rate_limit_per_second:g} requests/s (burst {settings.api_rate_limit_burst}) "
-                    f"per key, found the bucket empty; retry after {retry}s",
-                    {"retry_after_seconds": retry, "rate_per_second": settings.api_rate_limit_per_second, "burst": settings.api_rate_limit_burst},
-                    headers={"Retry-After": str(retry)},
-                )
+            _refuse_when_empty(settings, state.buckets.take(info.key_id), "per key")
             request.state.key_id = info.key_id
             if scope == "admin" and info.scope != "admin":
                 raise APIError(
@@ -478,7 +534,12 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
         responses=error_responses(500, 503),
     )
     async def ready(request: Request) -> Any:
-        """Readiness: the Iceberg catalog answers, the query engine runs a query, the Kafka broker answers."""
+        """Readiness: the Iceberg catalog answers, the query engine runs a query, the Kafka broker answers.
+
+        Rate-limited per client address (it needs no key and does real work); failures name the failing
+        dependency and the error type only, never an address, path or URL (the detail goes to the API log).
+        """
+        _limit_anonymous(state, request)
         checks = await asyncio.gather(
             _check(state, "catalog", lambda: _check_catalog(settings)),
             _check(state, "engine", lambda: _check_engine(state)),
@@ -633,7 +694,7 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
                 symbol, interval, start, end, exchange=exchange, kind=kind, size=size_value, fill_empty=fill_empty,
                 as_of=checked_as_of, include_recent=include_recent,
             )
-            return _respond(request, fmt, _as_table(result), _snapshot_ids(result), extra=_recent(result))
+            return _respond(request, fmt, _as_table(result), _snapshot_ids(result), extra=_recent(result, aggregate=True))
 
         return await _run(state, work)
 
@@ -654,7 +715,7 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
             def work() -> StreamingResponse:
                 fn = getattr(state.client(), name)
                 result = fn(symbol, s, e, exchange=exchange, as_of=checked_as_of, include_recent=include_recent)
-                return _respond(request, fmt, _as_table(result), _snapshot_ids(result), extra=_recent(result))
+                return _respond(request, fmt, _as_table(result), _snapshot_ids(result), extra=_recent(result, aggregate=True))
 
             return await _run(state, work)
 
@@ -947,7 +1008,9 @@ async def _check(state: ApiState, name: str, fn: Callable[[], str]) -> tuple[str
         detail = await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(state.executor, call), timeout=5.0)
         return name, True, detail, time.perf_counter() - started
     except Exception as exc:  # a failing dependency is the check's answer, not a server error
-        return name, False, f"{type(exc).__name__}: {exc}"[:500], time.perf_counter() - started
+        # The message may name hosts, ports, paths or URLs: it goes to the log, the response names the type only.
+        log.warning("readiness check %s failed: %s: %s", name, type(exc).__name__, exc)
+        return name, False, f"{type(exc).__name__} (details in the API log)", time.perf_counter() - started
 
 
 def _check_catalog(settings: Settings) -> str:
