@@ -223,6 +223,12 @@ class Settings(BaseSettings):
     api_request_timeout_seconds: float = _f(30.0, "Request timeout; slower queries get 504.", 10.0, "api")
     api_max_body_bytes: int = _f(1_048_576, "Largest accepted request body.", 65_536, "api")
     api_page_size: int = _f(10_000, "Default rows per page for cursor-paged endpoints.", 1_000, "api")
+    api_max_concurrent_per_key: int = _f(
+        4, "Data requests one API key may have in progress at once (query running or body still streaming); more get 429.", 2, "api"
+    )
+    api_max_concurrent_requests: int = _f(
+        32, "Data requests one API process serves at once (each holds its result until the client has read it); more get 503.", 16, "api"
+    )
     api_keys_database_url: str | None = _f(
         None,
         "SQLAlchemy URL of the REST API's key store (hashed keys, scopes). Unset: SQLite file `api_keys.db` under `data_dir`.",
@@ -285,6 +291,8 @@ class Settings(BaseSettings):
         "consumer_session_timeout_ms",
         "api_rate_limit_burst",
         "api_page_size",
+        "api_max_concurrent_per_key",
+        "api_max_concurrent_requests",
         "target_file_size_bytes",
         "landing_max_buffered_bytes",
         "consumer_fetch_max_bytes",

@@ -54,6 +54,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from k2 import __version__ as K2_VERSION
 from k2.api import models, paging
+from k2.api.admission import Admission, AdmittedStreamingResponse
 from k2.api.cursor import CursorCodec, params_digest
 from k2.api.errors import APIError, error_body, error_responses
 from k2.api.formats import MEDIA_TYPES, Format, encode, negotiate
@@ -137,6 +138,7 @@ class ApiState:
     keys: KeyStore
     buckets: TokenBuckets
     anonymous: TokenBuckets
+    admission: Admission
     cursors: CursorCodec
     executor: ThreadPoolExecutor
     client_factory: Callable[[], Any]
@@ -171,12 +173,30 @@ def _request_id(request: Request) -> str:
     return str(getattr(request.state, "request_id", "") or "-")
 
 
-async def _run(state: ApiState, fn: Callable[[], T]) -> T:
+async def _run(state: ApiState, fn: Callable[[], T], request: Request | None = None) -> T:
     """Run blocking query work in the API's pool, bounded by ``api_request_timeout_seconds`` (504).
 
     On timeout the DuckDB statements of the request are interrupted (:class:`CancelScope`), so the worker
     thread and its pooled connection are free again within milliseconds instead of finishing the query.
+    With ``request`` (a data endpoint), the request is admitted first (:mod:`k2.api.admission`: 429/503 when
+    too many are in progress) and its slot is held until its streamed body is sent or abandoned.
     """
+    if request is None:
+        return await _call(state, fn)
+    ticket = state.admission.admit(_key_id(request) or "-")
+    try:
+        result = await _call(state, fn)
+    except BaseException:
+        ticket.release()
+        raise
+    if isinstance(result, AdmittedStreamingResponse):
+        result.ticket = ticket
+    else:
+        ticket.release()
+    return result
+
+
+async def _call(state: ApiState, fn: Callable[[], T]) -> T:
     loop = asyncio.get_running_loop()
     scope = CancelScope()
 
@@ -377,7 +397,7 @@ def _respond(
     if next_cursor is not None:
         headers["X-Next-Cursor"] = next_cursor
         headers["Link"] = f'<{request.url.include_query_params(cursor=next_cursor)}>; rel="next"'
-    return StreamingResponse(encode(table, fmt, envelope), media_type=MEDIA_TYPES[fmt], headers=headers)
+    return AdmittedStreamingResponse(encode(table, fmt, envelope), media_type=MEDIA_TYPES[fmt], headers=headers)
 
 
 # -- the app ----------------------------------------------------------------------------------------
@@ -407,6 +427,7 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
         keys=keys,
         buckets=TokenBuckets(settings.api_rate_limit_per_second, settings.api_rate_limit_burst),
         anonymous=TokenBuckets(settings.api_rate_limit_per_second, settings.api_rate_limit_burst),
+        admission=Admission(settings.api_max_concurrent_per_key, settings.api_max_concurrent_requests),
         cursors=CursorCodec(keys.secret("cursor")),
         executor=ThreadPoolExecutor(max_workers=max(4, settings.query_pool_size * 2), thread_name_prefix="k2-api"),
         client_factory=client_factory or _default_client_factory(settings),
@@ -625,7 +646,7 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
         """Trades in (exchange_ts, trade_id) order, ``limit`` per page; follow ``next_cursor`` for more."""
         fmt = fmt_of(request, format)
         work = paged_rows(request, "trades", symbol, start, end, exchange, limit, cursor, as_of, include_recent, fmt)
-        return await _run(state, work)
+        return await _run(state, work, request)
 
     @app.get(
         "/v1/quotes",
@@ -650,7 +671,7 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
         """Best bid/ask updates in (exchange_ts, update_id) order, ``limit`` per page; follow ``next_cursor``."""
         fmt = fmt_of(request, format)
         work = paged_rows(request, "quotes", symbol, start, end, exchange, limit, cursor, as_of, include_recent, fmt)
-        return await _run(state, work)
+        return await _run(state, work, request)
 
     # -- aggregates ------------------------------------------------------------------------------------
 
@@ -696,7 +717,7 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
             )
             return _respond(request, fmt, _as_table(result), _snapshot_ids(result), extra=_recent(result, aggregate=True))
 
-        return await _run(state, work)
+        return await _run(state, work, request)
 
     def stat_endpoint(name: Literal["vwap", "twap"]) -> Callable[..., Any]:
         async def endpoint(
@@ -717,7 +738,7 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
                 result = fn(symbol, s, e, exchange=exchange, as_of=checked_as_of, include_recent=include_recent)
                 return _respond(request, fmt, _as_table(result), _snapshot_ids(result), extra=_recent(result, aggregate=True))
 
-            return await _run(state, work)
+            return await _run(state, work, request)
 
         return endpoint
 
@@ -769,7 +790,7 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
             result = state.client().spread_stats(symbol, s, e, exchange=exchange, as_of=checked_as_of)
             return _respond(request, fmt, _as_table(result), _snapshot_ids(result))
 
-        return await _run(state, work)
+        return await _run(state, work, request)
 
     @app.get(
         "/v1/asof",
@@ -803,7 +824,7 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
             result = state.client().asof_join(symbol, s, e, exchange=exchange, tolerance=tolerance, as_of=checked_as_of)
             return _respond(request, fmt, _as_table(result), _snapshot_ids(result))
 
-        return await _run(state, work)
+        return await _run(state, work, request)
 
     # -- catalog views ---------------------------------------------------------------------------------
 
@@ -824,7 +845,7 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
             result = pinned(state.client(), checked_as_of).symbols(exchange=exchange)
             return _respond(request, fmt, _as_table(result), _snapshot_ids(result))
 
-        return await _run(state, work)
+        return await _run(state, work, request)
 
     @app.get(
         "/v1/snapshots",
@@ -848,7 +869,7 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
             result = pinned(state.client(), checked_as_of).snapshots(table)
             return _respond(request, fmt, _as_table(result), _snapshot_ids(result))
 
-        return await _run(state, work)
+        return await _run(state, work, request)
 
     @app.get(
         "/v1/gaps",
@@ -874,7 +895,7 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
             result = pinned(state.client(), checked_as_of).gaps(status=status, exchange=exchange, symbol=symbol)
             return _respond(request, fmt, _as_table(result), _snapshot_ids(result))
 
-        return await _run(state, work)
+        return await _run(state, work, request)
 
     # -- replay (paged export) --------------------------------------------------------------------------
 
@@ -914,7 +935,7 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
                 page = paging.keyset_page(client, state.cursors, query, payload.get("snap"), payload["last"])
             return _respond(request, fmt, page.table, {table: page.snapshot_id}, next_cursor=page.next_cursor, paged=True)
 
-        return await _run(state, work)
+        return await _run(state, work, request)
 
     # -- admin -----------------------------------------------------------------------------------------
 
@@ -947,7 +968,7 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
                 raise APIError(404, "unknown_topic", str(exc.args[0]), {"parameter": "topic"}) from None
             return _respond(request, fmt, _dead_letter_table(letters), {})
 
-        return await _run(state, work)
+        return await _run(state, work, request)
 
     @app.get(
         "/v1/keys",
