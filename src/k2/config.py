@@ -226,6 +226,12 @@ class Settings(BaseSettings):
     api_max_concurrent_per_key: int = _f(
         4, "Data requests one API key may have in progress at once (query running or body still streaming); more get 429.", 2, "api"
     )
+    api_cache_max_bytes: int = _f(
+        268_435_456,
+        "Bytes of query results the API keeps per process, keyed by the Iceberg snapshot read (never stale; never rows still in Kafka). 0 disables.",
+        67_108_864,
+        "api",
+    )
     api_max_concurrent_requests: int = _f(
         32, "Data requests one API process serves at once (each holds its result until the client has read it); more get 503.", 16, "api"
     )
@@ -349,7 +355,7 @@ class Settings(BaseSettings):
             raise ValueError(f"expected a TCP port 1..65535, found {value}")
         return value
 
-    @field_validator("producer_linger_ms")
+    @field_validator("producer_linger_ms", "api_cache_max_bytes")
     @classmethod
     def _non_negative_int(cls, value: int) -> int:
         if value < 0:

@@ -45,6 +45,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from k2 import __version__ as K2_VERSION
 from k2.api.admission import Admission
+from k2.api.cache import ResultCache
 from k2.api.cursor import CursorCodec
 from k2.api.errors import APIError, error_body, error_responses
 from k2.api.keys import KeyStore
@@ -94,6 +95,7 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
         buckets=TokenBuckets(settings.api_rate_limit_per_second, settings.api_rate_limit_burst),
         anonymous=TokenBuckets(settings.api_rate_limit_per_second, settings.api_rate_limit_burst),
         admission=Admission(settings.api_max_concurrent_per_key, settings.api_max_concurrent_requests),
+        cache=ResultCache(settings.api_cache_max_bytes),
         cursors=CursorCodec(keys.secret("cursor")),
         executor=ThreadPoolExecutor(max_workers=max(4, settings.query_pool_size * 2), thread_name_prefix="k2-api"),
         client_factory=client_factory or default_client_factory(settings),

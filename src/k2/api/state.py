@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from fastapi import Request
 
 from k2.api.admission import Admission, AdmittedStreamingResponse
+from k2.api.cache import ResultCache
 from k2.api.cursor import CursorCodec
 from k2.api.errors import APIError
 from k2.api.keys import KeyStore
@@ -40,6 +41,7 @@ class ApiState:
     buckets: TokenBuckets
     anonymous: TokenBuckets
     admission: Admission
+    cache: ResultCache
     cursors: CursorCodec
     executor: ThreadPoolExecutor
     client_factory: Callable[[], Any]

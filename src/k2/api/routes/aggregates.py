@@ -10,6 +10,7 @@ from fastapi.responses import StreamingResponse
 
 from k2.api import models
 from k2.api.auth import read_auth
+from k2.api.cache import cached_query
 from k2.api.errors import APIError
 from k2.api.params import (
     SHORT_TOKEN_PATTERN,
@@ -101,18 +102,17 @@ def router(state: ApiState) -> APIRouter:
             size_value = int(size)
 
         def work() -> StreamingResponse:
-            result = state.client().bars(
-                symbol,
-                interval,
-                start,
-                end,
-                exchange=exchange,
-                kind=kind,
-                size=size_value,
-                fill_empty=fill_empty,
-                as_of=checked_as_of,
-                include_recent=include_recent,
-            )
+            client = state.client()
+            params: dict[str, Any] = {"symbol": symbol, "interval": interval, "start": start, "end": end, "exchange": exchange}
+            params.update({"kind": kind, "size": size_value, "fill_empty": fill_empty})
+            result = cached_query(
+                state.cache, client, "bars", "trades", params,
+                (checked_as_of, end, include_recent, settings.query_recent_window_seconds),
+                lambda pin: client.bars(
+                    symbol, interval, start, end, exchange=exchange, kind=kind, size=size_value, fill_empty=fill_empty,
+                    as_of=pin, include_recent=include_recent,
+                ),
+            )  # fmt: skip
             return respond(
                 request,
                 fmt,
@@ -138,10 +138,16 @@ def router(state: ApiState) -> APIRouter:
             s, e, checked_as_of = check_window(settings, start, end, as_of)
 
             def work() -> StreamingResponse:
-                fn = getattr(state.client(), name)
-                result = fn(
-                    symbol, s, e, exchange=exchange, as_of=checked_as_of, include_recent=include_recent
-                )
+                client = state.client()
+                fn = getattr(client, name)
+                if name == "vwap":  # TWAP over an end after now depends on the clock: not cached
+                    result = cached_query(
+                        state.cache, client, name, "trades", {"symbol": symbol, "start": s, "end": e, "exchange": exchange},
+                        (checked_as_of, e, include_recent, settings.query_recent_window_seconds),
+                        lambda pin: fn(symbol, s, e, exchange=exchange, as_of=pin, include_recent=include_recent),
+                    )  # fmt: skip
+                else:
+                    result = fn(symbol, s, e, exchange=exchange, as_of=checked_as_of, include_recent=include_recent)
                 return respond(
                     request,
                     fmt,
