@@ -50,7 +50,7 @@ from k2.api.cursor import CursorCodec
 from k2.api.errors import APIError, error_body, error_responses
 from k2.api.keys import KeyStore
 from k2.api.middleware import RequestContextMiddleware
-from k2.api.ratelimit import TokenBuckets
+from k2.api.ratelimit import SharedTokenBuckets, TokenBuckets
 from k2.api.routes import ROUTERS
 from k2.api.state import ApiState, default_client_factory, request_id
 from k2.config import Settings
@@ -92,7 +92,7 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
     state = ApiState(
         settings=settings,
         keys=keys,
-        buckets=TokenBuckets(settings.api_rate_limit_per_second, settings.api_rate_limit_burst),
+        buckets=SharedTokenBuckets(keys.engine, settings.api_rate_limit_per_second, settings.api_rate_limit_burst),
         anonymous=TokenBuckets(settings.api_rate_limit_per_second, settings.api_rate_limit_burst),
         admission=Admission(settings.api_max_concurrent_per_key, settings.api_max_concurrent_requests),
         cache=ResultCache(settings.api_cache_max_bytes),

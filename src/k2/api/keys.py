@@ -62,6 +62,14 @@ API_SECRETS = sa.Table(
     sa.Column("value", sa.String(128), nullable=False),
 )
 
+API_RATE_BUCKETS = sa.Table(
+    "api_rate_buckets",
+    _META,
+    sa.Column("key_id", sa.String(80), primary_key=True),
+    sa.Column("tokens", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),  # seconds since the epoch
+)
+
 
 class KeyStoreError(ValueError):
     """A key-store operation failed (unknown key, bad scope); the message says what was expected."""

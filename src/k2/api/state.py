@@ -20,7 +20,7 @@ from k2.api.cache import ResultCache
 from k2.api.cursor import CursorCodec
 from k2.api.errors import APIError
 from k2.api.keys import KeyStore
-from k2.api.ratelimit import TokenBuckets
+from k2.api.ratelimit import SharedTokenBuckets, TokenBuckets
 from k2.config import Settings
 from k2.query.cancel import CancelScope
 from k2.telemetry.metrics import metric
@@ -38,7 +38,7 @@ class ApiState:
 
     settings: Settings
     keys: KeyStore
-    buckets: TokenBuckets
+    buckets: SharedTokenBuckets
     anonymous: TokenBuckets
     admission: Admission
     cache: ResultCache
