@@ -226,6 +226,9 @@ class Settings(BaseSettings):
     api_max_concurrent_per_key: int = _f(
         4, "Data requests one API key may have in progress at once (query running or body still streaming); more get 429.", 2, "api"
     )
+    api_workers: int = _f(
+        1, "API worker processes `k2 api serve` runs (each with its own query engine and result cache; rate limits are shared through the key store).", 2, "api"
+    )
     api_cache_max_bytes: int = _f(
         268_435_456,
         "Bytes of query results the API keeps per process, keyed by the Iceberg snapshot read (never stale; never rows still in Kafka). 0 disables.",
@@ -298,6 +301,7 @@ class Settings(BaseSettings):
         "api_rate_limit_burst",
         "api_page_size",
         "api_max_concurrent_per_key",
+        "api_workers",
         "api_max_concurrent_requests",
         "target_file_size_bytes",
         "landing_max_buffered_bytes",

@@ -46,6 +46,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from k2 import __version__ as K2_VERSION
 from k2.api.admission import Admission
 from k2.api.cache import ResultCache
+from k2.api.compression import CompressionMiddleware
 from k2.api.cursor import CursorCodec
 from k2.api.errors import APIError, error_body, error_responses
 from k2.api.keys import KeyStore
@@ -115,6 +116,7 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
         responses={500: error_responses(500)[500]},
     )
     app.state.k2 = state
+    app.add_middleware(CompressionMiddleware)  # inside the request-context layer: errors and ids unchanged
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.api_max_body_bytes)
     _install_error_handlers(app)
 
@@ -123,6 +125,13 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def app_from_settings() -> FastAPI:
+    """``create_app(load_settings())``: the factory each uvicorn worker process calls (``K2_API_WORKERS`` > 1)."""
+    from k2.config import load_settings
+
+    return create_app(load_settings())
 
 
 def _install_error_handlers(app: FastAPI) -> None:
