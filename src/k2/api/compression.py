@@ -50,9 +50,9 @@ class _Compressor:
     def __init__(self, encoding: str) -> None:
         self.encoding = encoding
         if encoding == "zstd":
-            self._zstd = zstandard.ZstdCompressor(level=3).compressobj()
+            self._zstd = zstandard.ZstdCompressor(level=1).compressobj()
         else:
-            self._gzip = zlib.compressobj(6, zlib.DEFLATED, 31)
+            self._gzip = zlib.compressobj(1, zlib.DEFLATED, 31)
 
     def chunk(self, data: bytes, final: bool) -> bytes:
         if self.encoding == "zstd":
