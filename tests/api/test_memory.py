@@ -41,8 +41,10 @@ def _big_trades() -> pa.Table:
 @contextlib.contextmanager
 def slow_reader(url: str, key: str) -> Iterator[httpx.Response]:
     """A real HTTP client that starts reading a large body, then stalls (a slow reader), then leaves."""
+    # identity: compressed, these repetitive rows would fit in the socket buffers and never hold the server
+    headers = {"X-API-Key": key, "Accept-Encoding": "identity"}
     with (
-        httpx.Client(base_url=url, timeout=60, headers={"X-API-Key": key}) as c,
+        httpx.Client(base_url=url, timeout=60, headers=headers) as c,
         c.stream("GET", "/v1/trades", params=PARAMS) as response,
     ):
         chunks = response.iter_raw(65_536)  # kept: dropping the iterator would close the connection
