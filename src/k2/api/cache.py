@@ -77,9 +77,10 @@ class ResultCache:
             table = self._entries.get(key)
             if table is not None:
                 self._entries.move_to_end(key)
-        metric("k2_api_cache_hits_total" if table is not None else "k2_api_cache_misses_total").labels(
-            endpoint=key[0]
-        ).inc()
+        if table is not None:
+            metric("k2_api_cache_hits_total").labels(endpoint=key[0]).inc()
+        else:
+            metric("k2_api_cache_misses_total").labels(endpoint=key[0]).inc()
         return table
 
     def put(self, key: CacheKey, table: pa.Table) -> None:
