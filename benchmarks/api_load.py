@@ -165,6 +165,9 @@ def main() -> int:
             # Loopback load from one key: the per-key rate limit is raised for the run.
             "K2_API_RATE_LIMIT_PER_SECOND": "1000000",
             "K2_API_RATE_LIMIT_BURST": "1000000",
+            # ...and so are the in-progress bounds (one key, --users clients at once).
+            "K2_API_MAX_CONCURRENT_PER_KEY": "1000",
+            "K2_API_MAX_CONCURRENT_REQUESTS": "1000",
             "K2_LOG_LEVEL": "WARNING",
             "K2_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",  # nothing listens: queries end in the past
         }

@@ -278,6 +278,21 @@ class Settings(BaseSettings):
     api_request_timeout_seconds: float = _f(30.0, "Request timeout; slower queries get 504.", 10.0, "api")
     api_max_body_bytes: int = _f(1_048_576, "Largest accepted request body.", 65_536, "api")
     api_page_size: int = _f(10_000, "Default rows per page for cursor-paged endpoints.", 1_000, "api")
+    api_max_concurrent_per_key: int = _f(
+        4, "Data requests one API key may have in progress at once (query running or body still streaming); more get 429.", 2, "api"
+    )
+    api_workers: int = _f(
+        1, "API worker processes `k2 api serve` runs (each with its own query engine and result cache; rate limits are shared through the key store).", 2, "api"
+    )
+    api_cache_max_bytes: int = _f(
+        268_435_456,
+        "Bytes of query results the API keeps per process, keyed by the Iceberg snapshot read (never stale; never rows still in Kafka). 0 disables.",
+        67_108_864,
+        "api",
+    )
+    api_max_concurrent_requests: int = _f(
+        32, "Data requests one API process serves at once (each holds its result until the client has read it); more get 503.", 16, "api"
+    )
     api_keys_database_url: str | None = _f(
         None,
         "SQLAlchemy URL of the REST API's key store (hashed keys, scopes). Unset: SQLite file `api_keys.db` under `data_dir`.",
@@ -340,6 +355,9 @@ class Settings(BaseSettings):
         "consumer_session_timeout_ms",
         "api_rate_limit_burst",
         "api_page_size",
+        "api_max_concurrent_per_key",
+        "api_workers",
+        "api_max_concurrent_requests",
         "target_file_size_bytes",
         "landing_max_buffered_bytes",
         "consumer_fetch_max_bytes",
@@ -407,7 +425,7 @@ class Settings(BaseSettings):
             raise ValueError(f"expected a TCP port 1..55535 (its gRPC port is the port + 10000), found {value}")
         return value
 
-    @field_validator("producer_linger_ms")
+    @field_validator("producer_linger_ms", "api_cache_max_bytes")
     @classmethod
     def _non_negative_int(cls, value: int) -> int:
         if value < 0:

@@ -144,15 +144,98 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+# Characters a JSON string must escape: such values take the per-value path (orjson).
+_NEEDS_ESCAPE = '[\\x00-\\x1f"\\\\]'
+
+
+def _quoted(strings: pa.Array) -> pa.Array | None:
+    """``"value"`` per element (nulls stay null), or None when some value needs JSON escaping."""
+    if len(strings) and pc.any(pc.match_substring_regex(strings, _NEEDS_ESCAPE)).as_py():
+        return None
+    return pc.binary_join_element_wise('"', strings, '"', "")
+
+
+def _json_values(column: pa.Array) -> pa.Array:
+    """The JSON text of every value of ``column``, computed column-wise by Arrow (no per-row Python).
+
+    Types without a vectorised form here (maps that are not empty, lists of non-strings, strings that need
+    escaping) fall back to one ``orjson.dumps`` per value for that column only.
+    """
+    t = column.type
+    out: pa.Array | None = None
+    if pa.types.is_integer(t):
+        out = pc.cast(column, pa.string())
+    elif pa.types.is_boolean(t):
+        out = pc.if_else(column, "true", "false")
+    elif pa.types.is_floating(t):
+        out = pc.if_else(pc.is_finite(column), pc.cast(column, pa.string()), pa.scalar(None, pa.string()))
+    elif pa.types.is_decimal(t) or pa.types.is_date(t):
+        out = _quoted(pc.cast(column, pa.string()))
+    elif pa.types.is_timestamp(t):
+        out = _quoted(_iso_times(column))
+    elif pa.types.is_string(t) or pa.types.is_large_string(t):
+        out = _quoted(column)
+    elif (pa.types.is_list(t) or pa.types.is_large_list(t)) and pa.types.is_string(t.value_type):
+        inner = _quoted(pc.list_flatten(column)) if len(column) else None
+        if inner is not None or not len(column):
+            joined = pc.binary_join(column.cast(pa.list_(pa.string())), '","')
+            empty = pc.equal(pc.list_value_length(column), 0)
+            out = pc.if_else(empty, "[]", pc.binary_join_element_wise('["', joined, '"]', ""))
+    elif pa.types.is_map(t) and _all_empty(column):
+        out = pc.if_else(pc.is_null(column), pa.scalar(None, pa.string()), pa.scalar("{}", pa.string()))
+    if out is None:
+        texts = [orjson.dumps(v, default=_json_default).decode() for v in _column_to_py(column)]
+        return pa.array(texts, pa.string())
+    return pc.fill_null(out, "null")
+
+
+def _iso_times(column: pa.Array) -> pa.Array:
+    """``2024-08-08T23:54:15.342000Z`` per timestamp (the JSON time form), a dozen times faster than strftime.
+
+    Arrow's cast of a UTC (or naive) microsecond timestamp to text is ``2024-08-08 23:54:15.342000`` (+ ``Z``
+    when UTC); other zones and units take strftime.
+    """
+    t = column.type
+    if t.unit == "us" and t.tz in (None, "UTC", "Etc/UTC", "+00:00"):
+        text = pc.replace_substring(pc.cast(column.cast(pa.timestamp("us")), pa.string()), " ", "T", max_replacements=1)
+        return pc.binary_join_element_wise(text, "Z", "")
+    stamps = pc.assume_timezone(column, "UTC") if t.tz is None else column
+    return pc.strftime(stamps, format=_TS_FORMAT)
+
+
+def _all_empty(column: pa.Array) -> bool:
+    """Whether every map of ``column`` is empty or null (from the offsets; maps have no length kernel)."""
+    offsets = column.offsets
+    return len(column) == 0 or offsets[len(offsets) - 1].as_py() == offsets[0].as_py()
+
+
+def json_rows(batch: pa.RecordBatch) -> bytes:
+    """The rows of ``batch`` as JSON objects joined by commas (no brackets): ``{"a":1},{"a":2}``.
+
+    Example:
+        >>> import decimal
+        >>> json_rows(pa.record_batch({"p": pa.array([decimal.Decimal("1.5"), None], pa.decimal128(18, 8)), "s": ["x", "y"]}))
+        b'{"p":"1.50000000","s":"x"},{"p":null,"s":"y"}'
+    """
+    if batch.num_rows == 0:
+        return b""
+    parts: list[Any] = []
+    for index, name in enumerate(batch.schema.names):
+        key = orjson.dumps(name).decode()
+        parts += [("{" if index == 0 else ",") + key + ":", _json_values(batch.column(index))]
+    parts.append("}")
+    rows = pc.binary_join_element_wise(*parts, "")
+    text = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(rows)], pa.int32()), rows), ",")[0].as_py()
+    return str(text).encode()
+
+
 def _csv_ready(batch: pa.RecordBatch) -> pa.RecordBatch:
     # The CSV writer cannot write nested types (they become JSON text); times use the JSON ISO form.
     arrays = []
     fields = []
     for field, column in zip(batch.schema, batch.columns, strict=True):
         if pa.types.is_timestamp(field.type):
-            if field.type.tz is None:
-                column = pc.assume_timezone(column, "UTC")
-            column = pc.strftime(column, format=_TS_FORMAT)
+            column = _iso_times(column)
             field = pa.field(field.name, pa.string(), nullable=True)
         elif pa.types.is_nested(field.type):
             values = _column_to_py(column)
@@ -200,11 +283,10 @@ def encode(table: pa.Table, fmt: Format, envelope: Mapping[str, Any]) -> Iterato
         yield b'{"data":['
         first = True
         for batch in batches:
-            rows = batch_rows(batch)
-            if not rows:
+            if not batch.num_rows:
                 continue
-            # One orjson call per batch: "[...]" without its brackets, joined to the previous batch by a comma.
-            text = orjson.dumps(rows, default=_json_default)[1:-1]
+            # Column-wise JSON text (json_rows), joined to the previous batch by a comma.
+            text = json_rows(batch)
             yield text if first else b"," + text
             first = False
         tail = orjson.dumps(dict(envelope), default=_json_default)

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import re
 import secrets
+import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,6 +60,14 @@ API_SECRETS = sa.Table(
     _META,
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("value", sa.String(128), nullable=False),
+)
+
+API_RATE_BUCKETS = sa.Table(
+    "api_rate_buckets",
+    _META,
+    sa.Column("key_id", sa.String(80), primary_key=True),
+    sa.Column("tokens", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),  # seconds since the epoch
 )
 
 
@@ -112,6 +122,19 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
+def _owner_only(path: Path) -> None:
+    """Create the SQLite key store file readable and writable by its owner only (0600), and tighten an existing one.
+
+    The file holds the key hashes and the cursor-signing secret. SQLite creates its journal and WAL files
+    with the database file's permissions, so they are owner-only too.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    for candidate in (path, *(path.with_name(path.name + suffix) for suffix in ("-journal", "-wal", "-shm"))):
+        if candidate.exists() and stat.S_IMODE(candidate.stat().st_mode) != 0o600:
+            candidate.chmod(0o600)
+
+
 class KeyStore:
     """Hashed API keys and the cursor-signing secret in a SQL database."""
 
@@ -122,7 +145,7 @@ class KeyStore:
             if url in ("sqlite://", "sqlite:///:memory:"):
                 kwargs["poolclass"] = StaticPool
             elif path:
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                _owner_only(Path(path))
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         self.engine = sa.create_engine(url, **kwargs)
         _META.create_all(self.engine)

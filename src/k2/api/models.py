@@ -55,6 +55,20 @@ class Envelope(BaseModel):
     recent_error: str | None = Field(
         None, description="Present when include_recent was defaulted on but Kafka could not be read (table rows only)."
     )
+    recent_truncated: bool | None = Field(
+        None,
+        description="Endpoints that can read rows still in Kafka (include_recent): true when that read stopped early "
+        "(the answer is partial; also the X-Recent-Truncated header).",
+    )
+    recent_truncated_reason: str | None = Field(
+        None, description="Why the Kafka read stopped early: max_rows (query_recent_max_rows) or time_bound."
+    )
+    recent_stopped_at: dict[str, dict[str, int]] | None = Field(
+        None, description="Per topic and partition, the first offset the truncated Kafka read did not read."
+    )
+    partial: bool | None = Field(
+        None, description="Aggregates only: true when computed over a truncated read (recent_truncated), so not over every row."
+    )
     row_count: int = Field(description="Rows in this response.", examples=[2])
     snapshot_ids: dict[str, int | None] = Field(
         default_factory=dict, description="Iceberg snapshot id each table was read at (null: table empty).", examples=[{"trades": 4410861702153537123}]

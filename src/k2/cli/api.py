@@ -9,6 +9,8 @@ Example::
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -34,8 +36,12 @@ def register(app: typer.Typer) -> None:
         from k2.api.app import create_app
 
         settings = load_settings()
+        # One process: the app built here. Several (K2_API_WORKERS): each worker builds its own from the settings.
+        target: Any = create_app(settings) if settings.api_workers == 1 else "k2.api.app:app_from_settings"
         uvicorn.run(
-            create_app(settings),
+            target,
+            factory=settings.api_workers > 1,
+            workers=settings.api_workers,
             host=host or settings.api_host,
             port=port or settings.api_port,
             log_level=settings.log_level.lower(),

@@ -38,7 +38,7 @@ from pyiceberg.table.refs import SnapshotRefType
 
 EOD_PREFIX = "eod-"
 TAG_PREFIX = "tag:"
-_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
+TAG_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 _DAY_MS = 86_400_000
 
 
@@ -62,7 +62,7 @@ class TagInfo:
 
 def check_tag_name(name: str) -> str:
     """The name when it is a valid tag name, else ValueError saying what was expected."""
-    if not _NAME.fullmatch(name):
+    if not TAG_NAME.fullmatch(name):
         raise ValueError(f"expected a tag name of letters, digits, '.', '_' or '-' (1-100 characters), found {name!r}")
     return name
 

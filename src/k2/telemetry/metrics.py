@@ -79,6 +79,11 @@ DECLARATIONS: tuple[MetricDecl, ...] = (
     MetricDecl("k2_api_requests_total", "counter", "HTTP requests served.", ("route", "method", "status")),
     MetricDecl("k2_api_request_seconds", "histogram", "HTTP request latency.", ("route", "method"), LATENCY_BUCKETS),
     MetricDecl("k2_api_rate_limited_total", "counter", "Requests refused with 429.", ()),
+    MetricDecl("k2_api_cache_hits_total", "counter", "API result cache hits (results keyed by snapshot ids).", ("endpoint",)),
+    MetricDecl("k2_api_cache_misses_total", "counter", "API result cache misses.", ("endpoint",)),
+    MetricDecl("k2_api_cache_bytes", "gauge", "Bytes of results held by the API result cache of this process.", ()),
+    MetricDecl("k2_api_requests_in_progress", "gauge", "Data requests in progress (query running or body still streaming).", ()),
+    MetricDecl("k2_api_admission_refused_total", "counter", "Data requests refused because too many were in progress (429 per key, 503 per process).", ("status",)),
     # maintenance
     MetricDecl("k2_maintenance_runs_total", "counter", "Table maintenance runs.", ("table", "action")),
     MetricDecl("k2_maintenance_files_removed_total", "counter", "Data files rewritten away by compaction.", ("table",)),

@@ -1,0 +1,135 @@
+"""A result cache that can never be stale: results keyed by the Iceberg snapshots they were read from.
+
+Iceberg snapshots are immutable, so the answer of a query over a fixed snapshot never changes. The key is
+``(endpoint, canonical parameters, resolved snapshot ids)``: the snapshot id is resolved *before* looking
+up, and the query then runs pinned to that id, so a new commit gives a new key and the next request sees
+it at once. Rows still in Kafka (``include_recent``) are not pinnable and are never cached — callers
+decide with :func:`reads_kafka`.
+
+Bounded by bytes (LRU on the Arrow tables' ``nbytes``); one cache per API process (per worker with
+``K2_API_WORKERS``). Metrics: ``k2_api_cache_hits_total``, ``k2_api_cache_misses_total``,
+``k2_api_cache_bytes``.
+
+Example:
+    >>> import pyarrow as pa
+    >>> cache = ResultCache(max_bytes=1 << 20)
+    >>> key = cache_key("bars", {"symbol": "BTCUSDT"}, {"trades": 42})
+    >>> cache.get(key) is None
+    True
+    >>> cache.put(key, pa.table({"x": [1]})); cache.get(key).num_rows
+    1
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+
+from k2.query.result import QueryResult
+from k2.telemetry.metrics import metric
+
+CacheKey = tuple[str, str, tuple[tuple[str, int], ...]]
+
+
+def cache_key(endpoint: str, params: Mapping[str, Any], snapshot_ids: Mapping[str, int]) -> CacheKey:
+    """The canonical key: parameters as sorted JSON (times as ISO text), snapshot ids sorted by table."""
+    canonical = json.dumps(dict(params), sort_keys=True, default=str, separators=(",", ":"))
+    return endpoint, canonical, tuple(sorted((str(t), int(s)) for t, s in snapshot_ids.items()))
+
+
+def reads_kafka(
+    include_recent: bool | None, end: datetime | None, as_of: Any, recent_window_seconds: float
+) -> bool:
+    """Whether the query client would add rows still in Kafka (the same default rule as the client).
+
+    >>> reads_kafka(None, None, None, 60.0), reads_kafka(False, None, None, 60.0), reads_kafka(None, None, 5, 60.0)
+    (True, False, False)
+    """
+    if as_of is not None:
+        return False
+    if include_recent is not None:
+        return bool(include_recent)
+    return end is None or end >= datetime.now(UTC) - timedelta(seconds=recent_window_seconds)
+
+
+class ResultCache:
+    """Thread-safe LRU of Arrow tables bounded by their total ``nbytes`` (``max_bytes`` 0: disabled)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[CacheKey, pa.Table] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    @property
+    def bytes(self) -> int:
+        with self._lock:
+            return self._bytes
+
+    def get(self, key: CacheKey) -> pa.Table | None:
+        with self._lock:
+            table = self._entries.get(key)
+            if table is not None:
+                self._entries.move_to_end(key)
+        if table is not None:
+            metric("k2_api_cache_hits_total").labels(endpoint=key[0]).inc()
+        else:
+            metric("k2_api_cache_misses_total").labels(endpoint=key[0]).inc()
+        return table
+
+    def put(self, key: CacheKey, table: pa.Table) -> None:
+        size = int(table.nbytes)
+        if size > self.max_bytes:  # larger than the whole cache (or the cache is disabled): not kept
+            return
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= int(old.nbytes)
+            self._entries[key] = table
+            self._bytes += size
+            while self._bytes > self.max_bytes and self._entries:
+                _, evicted = self._entries.popitem(last=False)
+                self._bytes -= int(evicted.nbytes)
+            current = self._bytes
+        metric("k2_api_cache_bytes").unlabelled().set(current)
+
+
+def cached_query(
+    cache: ResultCache,
+    client: Any,
+    endpoint: str,
+    table: str,
+    params: Mapping[str, Any],
+    window: tuple[Any, datetime | None, bool | None, float],
+    call: Callable[[Any], Any],
+) -> Any:
+    """``call(as_of)`` through the cache: only when the read is pinnable (no Kafka rows, an end in the past).
+
+    ``window`` is ``(as_of, end, include_recent, recent_window_seconds)``. The snapshot of ``table`` is
+    resolved first and the query runs pinned to it (``call(snapshot_id)``), so the key and the answer
+    belong to the same immutable snapshot.
+    """
+    as_of, end, include_recent, recent_seconds = window
+    if (
+        cache.max_bytes <= 0
+        or end is None
+        or end > datetime.now(UTC)
+        or reads_kafka(include_recent, end, as_of, recent_seconds)
+    ):
+        return call(as_of)
+    snapshot = client.snapshot_id(table, as_of=as_of)
+    if snapshot is None:
+        return call(as_of)
+    key = cache_key(endpoint, params, {table: snapshot})
+    hit = cache.get(key)
+    if hit is not None:
+        return QueryResult(hit, {table: snapshot})
+    result = call(int(snapshot))
+    cache.put(key, getattr(result, "table", result))
+    return result

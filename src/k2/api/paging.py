@@ -1,0 +1,242 @@
+"""Cursor paging for the row endpoints (``/v1/trades``, ``/v1/quotes``, ``/v1/replay``): one helper.
+
+A walk is pinned: the first page resolves the Iceberg snapshot to read, and every later page reads that
+same snapshot, whatever lands meanwhile. Pages after the first are **keyset** pages: the cursor carries
+the sort key of the last row returned — ``(exchange_ts, exchange, symbol, id)`` — and the next page
+selects the rows strictly after it. Ties in time therefore split exactly at any page size, however many
+rows share one timestamp (the old "skip N rows of the last time" cursor could not resume inside a tie
+group larger than ``query_max_rows``).
+
+Whether more rows exist is known by fetching ``page_size + 1`` rows. When ``page_size`` equals
+``query_max_rows`` the extra row cannot be fetched (the query layer refuses more than
+``query_max_rows``), so a **full** page then always carries a cursor; the walk may end with an empty
+page. A page never ends a walk silently: either it carries a cursor, or it is the last.
+
+Hazards:
+
+* Keyset paging assumes the sort key is unique. The lake de-duplicates on (exchange, symbol, id), so it
+  is; were a duplicate row ever stored, a walk would return it once where a one-shot query returns it
+  twice.
+* Rows still in Kafka (``include_recent``) cannot be pinned, so they are returned only when the whole
+  result fits in the first page; otherwise the walk reads the table snapshot only and the first page
+  says ``recent_included: false``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from k2.api.cursor import CursorCodec
+from k2.api.errors import APIError
+from k2.model import QUOTE, TRADE
+from k2.query.errors import UnknownSymbolError
+
+ID_COLUMN = {"trades": "trade_id", "quotes": "update_id"}
+_RECORDS = {"trades": TRADE, "quotes": QUOTE}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class PageQuery:
+    """What one paged walk reads: a table, its filters and the page size (``symbol`` None: all symbols)."""
+
+    endpoint: str
+    table: str
+    symbol: str | None
+    start: datetime | None
+    end: datetime | None
+    exchange: str | None
+    page_size: int
+    max_rows: int
+    digest: str
+    key_id: str | None = None
+
+
+@dataclass
+class Page:
+    """One page: its rows, the snapshot read, the next cursor (None on the last page) and envelope extras."""
+
+    table: pa.Table
+    snapshot_id: int | None
+    next_cursor: str | None
+    result: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def schema_of(table: str) -> pa.Schema:
+    """The canonical Arrow schema of a row table (what the query client returns)."""
+    return _RECORDS[table].arrow_schema()
+
+
+def decode_cursor(codec: CursorCodec, cursor: str | None, query: PageQuery) -> dict[str, Any] | None:
+    """The payload of ``cursor`` when it belongs to this endpoint, these parameters and this key (else 400/403)."""
+    if cursor is None:
+        return None
+    payload = codec.decode(cursor)
+    if (
+        payload.get("ep") != query.endpoint
+        or payload.get("q") != query.digest
+        or not isinstance(payload.get("last"), list)
+    ):
+        raise APIError(
+            400,
+            "invalid_cursor",
+            "cursor: expected a cursor issued for this endpoint and these parameters (symbol, start, end, exchange, as_of, "
+            "include_recent), found one issued for a different query",
+            {"parameter": "cursor"},
+        )
+    if query.key_id is not None and payload.get("k") != query.key_id:
+        raise APIError(
+            403,
+            "cursor_forbidden",
+            "cursor: expected a cursor issued to the API key making this request, found one issued to another key",
+            {"parameter": "cursor"},
+        )
+    return payload
+
+
+def _fetch_size(query: PageQuery) -> int:
+    # One row more than the page tells whether more exist, unless that would exceed query_max_rows.
+    return min(query.page_size + 1, query.max_rows)
+
+
+def _more(rows: int, query: PageQuery) -> bool:
+    return rows > query.page_size or (rows == query.max_rows == query.page_size)
+
+
+def _key_of(page: pa.Table, table: str, symbol: str | None) -> list[Any]:
+    last = page.slice(page.num_rows - 1)
+    ts = int(pc.cast(last["exchange_ts"], pa.int64())[0].as_py())
+    sym = symbol if symbol is not None else last["symbol"][0].as_py()
+    return [ts, last["exchange"][0].as_py(), sym, int(last[ID_COLUMN[table]][0].as_py())]
+
+
+def finish(
+    codec: CursorCodec, query: PageQuery, data: pa.Table, snapshot_id: int | None
+) -> tuple[pa.Table, str | None]:
+    """The page out of ``data`` (fetched with :func:`_fetch_size`) and its cursor when more rows may exist."""
+    page = data.slice(0, query.page_size)
+    if not (_more(data.num_rows, query) and page.num_rows and snapshot_id is not None):
+        return page, None
+    payload: dict[str, Any] = {
+        "ep": query.endpoint,
+        "q": query.digest,
+        "snap": int(snapshot_id),
+        "last": _key_of(page, query.table, query.symbol),
+    }
+    if query.key_id is not None:
+        payload["k"] = query.key_id
+    return page, codec.encode(payload)
+
+
+def keyset_sql(query: PageQuery, last: list[Any] | None, limit: int) -> tuple[str, list[Any]]:
+    """A keyset-paged SELECT over the pinned view; table and id column come from a fixed map, values are bound.
+
+    >>> q = PageQuery("trades", "trades", "BTCUSDT", None, None, None, 2, 10, "d")
+    >>> sql, params = keyset_sql(q, None, 3)
+    >>> sql.endswith("ORDER BY exchange_ts, exchange, symbol, trade_id LIMIT 3"), params
+    (True, ['BTCUSDT'])
+    """
+    id_col = ID_COLUMN[query.table]
+    where: list[str] = []
+    params: list[Any] = []
+    for column, op, value in (
+        ("symbol", "=", query.symbol),
+        ("exchange", "=", query.exchange),
+        ("exchange_ts", ">=", query.start),
+        ("exchange_ts", "<", query.end),
+    ):
+        if value is not None:
+            where.append(f"{column} {op} ?")
+            params.append(value)
+    if last is not None:
+        ts, ex, sym, ident = (
+            _EPOCH + timedelta(microseconds=int(last[0])),
+            str(last[1]),
+            str(last[2]),
+            int(last[3]),
+        )
+        where.append(
+            f"(exchange_ts > ? OR (exchange_ts = ? AND (exchange > ? OR (exchange = ? AND (symbol > ? OR (symbol = ? AND {id_col} > ?))))))"
+        )
+        params += [ts, ts, ex, ex, sym, sym, ident]
+    columns = ", ".join(schema_of(query.table).names)
+    sql = (
+        f"SELECT {columns} FROM {query.table} WHERE {' AND '.join(where) or 'true'} "  # noqa: S608 - identifiers from fixed maps, values bound
+        f"ORDER BY exchange_ts, exchange, symbol, {id_col} LIMIT {int(limit)}"
+    )
+    return sql, params
+
+
+def _conform(data: pa.Table, table: str) -> pa.Table:
+    try:
+        return data.cast(schema_of(table))
+    except (pa.ArrowInvalid, ValueError):  # pragma: no cover - the view has the canonical columns
+        return data
+
+
+def keyset_page(
+    client: Any, codec: CursorCodec, query: PageQuery, snapshot_id: int | None, last: list[Any] | None
+) -> Page:
+    """A page of the pinned snapshot after ``last`` (the first page of a table-only walk when ``last`` is None)."""
+    if snapshot_id is None:
+        return Page(schema_of(query.table).empty_table(), None, None)
+    sql, params = keyset_sql(query, last, _fetch_size(query))
+    result = client.as_of(int(snapshot_id)).sql(sql, params)
+    page, cursor = finish(codec, query, _conform(getattr(result, "table", result), query.table), snapshot_id)
+    return Page(page, int(snapshot_id), cursor, result)
+
+
+def first_rows_page(
+    client: Any, codec: CursorCodec, query: PageQuery, as_of: Any, include_recent: bool | None
+) -> Page:
+    """The first page of ``/v1/trades`` or ``/v1/quotes`` through the query client (404 for an unknown symbol).
+
+    With rows still in Kafka and more than one page, the page is re-read from the pinned snapshot only.
+    """
+    method: Callable[..., Any] = client.trades if query.table == "trades" else client.quotes
+    fetch = _fetch_size(query)
+    result = method(
+        query.symbol,
+        query.start,
+        query.end,
+        exchange=query.exchange,
+        limit=fetch,
+        as_of=as_of,
+        include_recent=include_recent,
+    )
+    snap = (getattr(result, "snapshot_ids", None) or {}).get(query.table)
+    data: pa.Table = getattr(result, "table", result)
+    recent = int(getattr(result, "recent_rows", 0) or 0)
+    if recent and _more(data.num_rows, query):
+        # A multi-page walk reads the pinned snapshot only (Kafka rows are not pinnable).
+        try:
+            if snap is None:  # the table is empty at this snapshot: nothing pinnable to walk
+                raise UnknownSymbolError(str(query.symbol))
+            result = method(
+                query.symbol,
+                query.start,
+                query.end,
+                exchange=query.exchange,
+                limit=fetch,
+                as_of=snap,
+                include_recent=False,
+            )
+            data = getattr(result, "table", result)
+        except UnknownSymbolError:  # the symbol exists only in Kafka so far
+            data = schema_of(query.table).empty_table()
+        return _page(codec, query, data, snap, result, {"recent_included": False})
+    return _page(codec, query, data, snap, result, {"recent_included": recent > 0})
+
+
+def _page(
+    codec: CursorCodec, query: PageQuery, data: pa.Table, snap: int | None, result: Any, extra: dict[str, Any]
+) -> Page:
+    page, cursor = finish(codec, query, data, snap)
+    return Page(page, None if snap is None else int(snap), cursor, result, extra)

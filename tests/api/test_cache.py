@@ -1,0 +1,96 @@
+"""The result cache (issue 12 §3): keyed by the snapshot read, so a new commit changes the answer at once;
+never used for rows still in Kafka; bounded by bytes; hits much faster than misses."""
+
+from __future__ import annotations
+
+import re
+import statistics
+import time
+from pathlib import Path
+
+import httpx
+
+from k2.api.keys import KeyStore
+from k2.lake.catalog import ensure_tables, load_catalog
+from k2.lake.writer import append
+from tests.api.conftest import api_settings
+from tests.api.helpers import seed, serve, trades_table
+from tests.landing.helpers import BASE_TS
+
+BARS = {"symbol": "BTCUSDT", "interval": "1m", "start": "2024-08-08T23:00:00Z", "end": "2024-08-09T01:00:00Z"}
+
+
+def _metric(c: httpx.Client, name: str, endpoint: str | None = None) -> float:
+    text = c.get("/metrics").text
+    label = f'{{endpoint="{endpoint}"}}' if endpoint else ""
+    match = re.search(rf"^{name}{re.escape(label)} (\S+)$", text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_cache_is_never_stale_never_holds_kafka_rows_and_is_fast(
+    tmp_path: Path, broker: str, schema_registry: str
+) -> None:
+    settings = api_settings(tmp_path / "k2", broker, schema_registry, api_cache_max_bytes=1 << 20)
+    tables = ensure_tables(load_catalog(settings), settings)
+    seed(tables)
+    key, _ = KeyStore.from_settings(settings).create("r", "read")
+    with (
+        serve(settings) as server,
+        httpx.Client(base_url=server.url, timeout=60, headers={"X-API-Key": key}) as c,
+    ):
+        hits0, misses0 = (
+            _metric(c, "k2_api_cache_hits_total", "bars"),
+            _metric(c, "k2_api_cache_misses_total", "bars"),
+        )
+        first = c.get("/v1/bars", params=BARS).json()
+        second = c.get("/v1/bars", params=BARS).json()
+        assert first == second
+        assert _metric(c, "k2_api_cache_misses_total", "bars") == misses0 + 1
+        assert _metric(c, "k2_api_cache_hits_total", "bars") == hits0 + 1
+        assert 0 < _metric(c, "k2_api_cache_bytes") <= 1 << 20
+        # A new commit: the very next request answers from the new snapshot.
+        append(tables["trades"], trades_table("BTCUSDT", 8_000_000, 250, ts0=BASE_TS + 500), "trades")
+        third = c.get("/v1/bars", params=BARS).json()
+        assert third["snapshot_ids"]["trades"] != first["snapshot_ids"]["trades"]
+        assert (
+            sum(b["trade_count"] for b in third["data"]) == sum(b["trade_count"] for b in first["data"]) + 250
+        )
+        # vwap is cached the same way; include_recent (rows still in Kafka) never is.
+        vwap = {k: BARS[k] for k in ("symbol", "start", "end")}
+        assert c.get("/v1/vwap", params=vwap).json() == c.get("/v1/vwap", params=vwap).json()
+        before = (
+            _metric(c, "k2_api_cache_hits_total", "bars"),
+            _metric(c, "k2_api_cache_misses_total", "bars"),
+        )
+        for _ in range(2):
+            assert c.get("/v1/bars", params={**BARS, "include_recent": "true"}).status_code == 200
+        assert (
+            _metric(c, "k2_api_cache_hits_total", "bars"),
+            _metric(c, "k2_api_cache_misses_total", "bars"),
+        ) == before
+        # Hits against misses (a new interval each time is a miss).
+        misses, hits = [], []
+        for interval in ("2m", "3m", "4m", "5m", "6m"):
+            started = time.perf_counter()
+            assert c.get("/v1/bars", params={**BARS, "interval": interval}).status_code == 200
+            misses.append(time.perf_counter() - started)
+        for _ in range(5):
+            started = time.perf_counter()
+            assert c.get("/v1/bars", params={**BARS, "interval": "6m"}).status_code == 200
+            hits.append(time.perf_counter() - started)
+    miss, hit = statistics.median(misses), statistics.median(hits)
+    print(f"bars miss {miss * 1000:.1f} ms, hit {hit * 1000:.1f} ms, {miss / hit:.1f}x")
+    assert hit * 2 < miss
+
+
+def test_cache_is_bounded_by_bytes(tmp_path: Path, broker: str, schema_registry: str) -> None:
+    settings = api_settings(tmp_path / "k2", broker, schema_registry, api_cache_max_bytes=4_096)
+    seed(ensure_tables(load_catalog(settings), settings))
+    key, _ = KeyStore.from_settings(settings).create("r", "read")
+    with (
+        serve(settings) as server,
+        httpx.Client(base_url=server.url, timeout=60, headers={"X-API-Key": key}) as c,
+    ):
+        for interval in ("1m", "2m", "5m", "10m", "15m"):
+            assert c.get("/v1/bars", params={**BARS, "interval": interval}).status_code == 200
+        assert server.app.state.k2.cache.bytes <= 4_096
