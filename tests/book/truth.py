@@ -39,18 +39,27 @@ class Verdict:
 
 
 def check_rows(rows: Iterable[Mapping[str, Any]], tickers: Mapping[int, Top]) -> Verdict:
-    """Replay BOOK_DELTA rows (in update-id order) and compare at every event end shared with a bookTicker."""
+    """Replay BOOK_DELTA rows (in update-id order, any order inside an event) and compare after every event
+    whose last update id a bookTicker also published."""
     book, verdict = OrderBook(), Verdict()
-    for row in rows:
-        book.apply_row(row)
-        if not row["is_event_end"] or row["is_snapshot"]:
-            continue
+
+    def check(update_id: int) -> None:
         if book.crossed():
-            verdict.crossed.append(row["last_update_id"])
-        expected = tickers.get(row["last_update_id"])
+            verdict.crossed.append(update_id)
+        expected = tickers.get(update_id)
         if expected is not None:
             verdict.moments += 1
             found = (book.best_bid(), book.best_ask())
             if found != expected:
-                verdict.differences.append((row["last_update_id"], expected, found))
+                verdict.differences.append((update_id, expected, found))
+
+    current: int | None = None
+    snapshot = False
+    for row in rows:
+        if current is not None and row["last_update_id"] != current and not snapshot:
+            check(current)
+        book.apply_row(row)
+        current, snapshot = row["last_update_id"], bool(row["is_snapshot"])
+    if current is not None and not snapshot:
+        check(current)
     return verdict

@@ -63,8 +63,9 @@ from k2.lake.summary import (
     offsets_from_summary,
 )
 from k2.lake.writer import append
-from k2.landing.dedup import HighWaterMarks, deduplicate
-from k2.model import GAP, QUOTE, TRADE, RecordType
+from k2.landing.book import deduplicate_book
+from k2.landing.dedup import DedupResult, HighWaterMarks, deduplicate
+from k2.model import BOOK_DELTA, GAP, QUOTE, TRADE, RecordType
 from k2.model.arrow import records_to_arrow
 from k2.model.validate import validate
 from k2.model.values import now_micros
@@ -75,10 +76,15 @@ log = structlog.get_logger("k2.landing")
 
 LAST_KEY = "k2.kafka.last"
 QUALITY_KEY = "k2.quality"
-TOPIC_REGEX = r"^market\.[a-z]+\.(trades|quotes)\.[a-z0-9_-]+$"
+TOPIC_REGEX = r"^market\.[a-z]+\.(trades|quotes|depth)\.[a-z0-9_-]+$"
 _ROUTES: dict[str, tuple[str, RecordType, str]] = {
     "trades": ("trades", TRADE, "trade_id"),
     "quotes": ("quotes", QUOTE, "update_id"),
+    "depth": ("book_deltas", BOOK_DELTA, "last_update_id"),
+}
+# Tables whose natural key is more than (exchange, symbol, id): their own dedup (same signature).
+_DEDUP: dict[str, Callable[[pa.Table, str, Table, HighWaterMarks, frozenset[str]], DedupResult]] = {
+    "book_deltas": deduplicate_book
 }
 
 
@@ -198,7 +204,7 @@ class LandingConsumer:
         self.catalog = load_catalog(settings)
         self.tables: dict[str, Table] = ensure_tables(self.catalog, settings)
         self.registry = registry_client(settings.registry_url)
-        self.decoders = {kind: AvroBatchDecoder(self.registry, record) for kind, (_, record, _) in _ROUTES.items()}
+        self.decoders = {short: AvroBatchDecoder(self.registry, record) for short, record, _ in _ROUTES.values()}
         self.marks = {short: HighWaterMarks(settings.landing_hwm_cache_size) for short, _, _ in _ROUTES.values()}
         self.sequential = frozenset(e.strip() for e in settings.landing_sequential_exchanges.split(",") if e.strip())
         self.on_commit = on_commit
@@ -533,7 +539,7 @@ class LandingConsumer:
         self.update_gauges()
 
     def _land(self, short: str, messages: list[Message]) -> list[TopicPartition]:
-        _, record, id_column = _ROUTES[short]
+        _, record, id_column = next(route for route in _ROUTES.values() if route[0] == short)
         table = self.tables[short]
         decoder = self.decoders[short]
 
@@ -647,7 +653,8 @@ class LandingConsumer:
                 if not ranges:
                     return []
             marks = self.marks[short]
-            result = deduplicate(good, id_column, table, marks, self.sequential if short == "trades" else frozenset())
+            dedup = _DEDUP.get(short, deduplicate)
+            result = dedup(good, id_column, table, marks, self.sequential if short == "trades" else frozenset())
             data = good if result.keep.all() else good.filter(pa.array(result.keep))  # the common case: no copy
             covered: OffsetMap = {}
             spans: dict[str, dict[str, list[int]]] = {}

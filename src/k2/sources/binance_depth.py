@@ -60,6 +60,7 @@ class DepthEvent:
     bids: Levels
     asks: Levels
     receipt_ts: int
+    raw: bytes = field(default=b"", compare=False, repr=False)  # the original message (DLQ if never applied)
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ def _int(data: Mapping[str, Any], key: str, symbol: str | None, required: bool =
     return value
 
 
-def parse_depth_update(data: Mapping[str, Any], receipt_us: int) -> DepthEvent:
+def parse_depth_update(data: Mapping[str, Any], receipt_us: int, raw: bytes = b"") -> DepthEvent:
     """A ``depthUpdate`` payload (spot, US or USD-M) -> :class:`DepthEvent` (raises :class:`MalformedMessage`).
 
     >>> parse_depth_update({"e": "depthUpdate", "E": 2, "T": 1, "s": "BTCUSDT", "U": 5, "u": 6, "pu": 4,
@@ -137,6 +138,7 @@ def parse_depth_update(data: Mapping[str, Any], receipt_us: int) -> DepthEvent:
         bids=_levels(data.get("b"), "b", symbol),
         asks=_levels(data.get("a"), "a", symbol),
         receipt_ts=receipt_us,
+        raw=raw,
     )
 
 
