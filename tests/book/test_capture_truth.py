@@ -54,12 +54,3 @@ def test_capture_import_lands_a_book_equal_to_every_book_ticker(private_settings
             assert (to_unscaled(bid), to_unscaled(bid_size)) == expected[0], u
             assert (to_unscaled(ask), to_unscaled(ask_size)) == expected[1], u
             assert bid < ask
-
-    # Re-importing the same files adds nothing (landing dedups book deltas by their natural key).
-    import_binance_capture(BINANCE_CAPTURES, settings)
-    _land(settings)
-    with Client(settings) as client:
-        read = client._resolve("book_deltas")
-        count = client._execute("SELECT count(*) AS n FROM iceberg_scan(?, snapshot_from_id => ?)",
-                                [read.location, read.snapshot_id], query="test")["n"][0].as_py()
-        assert count == report.rows["depth"]

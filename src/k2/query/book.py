@@ -100,35 +100,43 @@ def _start(client: Client, source: str, params: list[Any], symbol: str, exchange
     return str(values[0]), int(values[1])
 
 
-def _deltas_where(update_id: int | None) -> str:
-    where = "symbol = ? AND exchange = ? AND last_update_id >= ? AND exchange_ts <= ? AND (last_update_id > ? OR is_snapshot)"
-    return where + (" AND last_update_id <= ?" if update_id is not None else "")
-
-
 def book(client: Client, symbol: str, at: datetime | str | None = None, depth: int = 10, *, exchange: str | None = None,
          update_id: int | None = None, as_of: AsOf | None = None) -> Book:
-    """The top ``depth`` levels per side of ``symbol`` at ``at`` (default: now) - see the module docstring."""
+    """The top ``depth`` levels per side of ``symbol`` at ``at`` (default: now) - see the module docstring.
+
+    One query: the scan is filtered once (symbol, time, update id), the starting snapshot is found in it
+    and the levels are reduced from the rows after it.
+    """
     depth = _check_depth(depth)
     moment = parse_time(at, "at") if at is not None else datetime.now(UTC)
     assert moment is not None
     read = client._resolve(_SHORT, as_of)
     source, params = _scan(read.location, read.snapshot_id)
-    venue, start = _start(client, source, params, symbol, exchange, moment, update_id)
-    bound = [symbol, venue, start, moment, start] + ([update_id] if update_id is not None else [])
-    where = _deltas_where(update_id)
+    where, args = "symbol = ? AND exchange_ts <= ?", [symbol, moment]
+    if exchange is not None:
+        where, args = where + " AND exchange = ?", [*args, exchange]
+    if update_id is not None:
+        where, args = where + " AND last_update_id <= ?", [*args, update_id]
     sql = (
-        f"WITH d AS (SELECT side, price, size, last_update_id, exchange_ts FROM {source} WHERE {where}), "  # noqa: S608 - constant fragments
+        f"WITH base AS MATERIALIZED (SELECT exchange, side, price, size, last_update_id, exchange_ts, is_snapshot FROM {source} WHERE {where}), "  # noqa: S608 - constant fragments
+        "start AS (SELECT arg_max(exchange, last_update_id) AS ex, max(last_update_id) AS u FROM base WHERE is_snapshot), "
+        "d AS (SELECT b.* FROM base b, start s WHERE b.exchange = s.ex AND b.last_update_id >= s.u "
+        "AND (b.last_update_id > s.u OR b.is_snapshot)), "
         "latest AS (SELECT side, price, arg_max(size, last_update_id) AS size FROM d GROUP BY side, price), "
         "ranked AS (SELECT side, price, size, row_number() OVER (PARTITION BY side ORDER BY "
         "CASE WHEN side = 'BID' THEN -price ELSE price END) AS level FROM latest WHERE size > 0) "
-        "SELECT side, level, price, size, NULL::BIGINT AS u, NULL::TIMESTAMPTZ AS ts FROM ranked WHERE level <= ? "
-        "UNION ALL SELECT NULL, NULL, NULL, NULL, max(last_update_id), max(exchange_ts) FROM d"
+        "SELECT side, level, price, size, NULL::VARCHAR AS ex, NULL::BIGINT AS u, NULL::TIMESTAMPTZ AS ts FROM ranked WHERE level <= ? "
+        "UNION ALL SELECT NULL, NULL, NULL, NULL, (SELECT ex FROM start), max(last_update_id), max(exchange_ts) FROM d"
     )
-    table = client._execute(sql, [*params, *bound, depth], query="book")
+    table = client._execute(sql, [*params, *args, depth], query="book")
     meta = table.filter(pa.compute.is_null(table["side"]))
+    venue, last_u, last_ts = meta["ex"][0].as_py(), meta["u"][0].as_py(), meta["ts"][0].as_py()
+    if venue is None:
+        on = f" on {exchange}" if exchange else ""
+        bound = "" if update_id is None else f" and update id {update_id}"
+        raise UnknownSymbolError(f"expected a book snapshot of {symbol!r}{on} at or before {moment.isoformat()}{bound}, found none")
     levels = table.filter(pa.compute.is_valid(table["side"])).select(["side", "level", "price", "size"])
     levels = levels.sort_by([("side", "descending"), ("level", "ascending")]).cast(LEVELS_SCHEMA)
-    last_u, last_ts = meta["u"][0].as_py(), meta["ts"][0].as_py()
     return Book(symbol, venue, levels, last_u, last_ts, read.snapshot_id)
 
 
