@@ -55,6 +55,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from k2 import __version__ as K2_VERSION
 from k2.api import models
+from k2.api.book import book_router
 from k2.api.cursor import CursorCodec, params_digest
 from k2.api.errors import APIError, error_body, error_responses
 from k2.api.formats import MEDIA_TYPES, Format, encode, negotiate
@@ -420,6 +421,7 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
 
     read_auth = [Depends(authenticate("read"))]
     admin_auth = [Depends(authenticate("admin"))]
+    app.include_router(book_router(read_auth))  # /v1/book (k2.api.book)
 
     # Shared parameter declarations.
     Symbol = Annotated[str, Query(min_length=1, max_length=64, pattern=TEXT_PATTERN, description="Exchange-native symbol.", examples=["BTCUSDT"])]

@@ -24,7 +24,7 @@ def _start() -> None:
 
 
 # One module per stage; each defines register(app: typer.Typer) -> None.
-_MODULES = ("core", "landing", "demo", "sources_live", "sources_files", "query", "api", "ops", "maintain")
+_MODULES = ("core", "landing", "demo", "sources_live", "sources_files", "query", "api", "ops", "maintain", "book")
 
 
 def _register_all() -> None:

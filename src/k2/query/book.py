@@ -264,7 +264,8 @@ def book_series(client: Client, symbol: str, start: datetime | str, end: datetim
     moment = s
     while moment < e:
         book = replay.advance(datetime_to_micros(moment))
-        bids, asks = book.top("BID", max(depth, metrics_levels)), book.top("ASK", max(depth, metrics_levels))
+        # Whole sides: the market-order fill walks as deep as the quantity needs.
+        bids, asks = book.top("BID", len(book.bids)), book.top("ASK", len(book.asks))
         row: dict[str, Any] = {"ts": moment, "exchange": venue, "last_update_id": book.last_update_id,
                                "exchange_ts": None if book.exchange_ts is None else micros_to_datetime(book.exchange_ts)}
         for name, levels in (("bid", bids), ("ask", asks)):
