@@ -142,3 +142,29 @@ def test_rest_book(lake: Lake, server: tuple[str, str]) -> None:
         assert missing.status_code == 404 and "expected a book snapshot" in missing.json()["error"]["message"]
         assert http.get("/v1/book", params={"symbol": "BTCUSDT", "depth": 0}).status_code in (400, 422)
     assert httpx.get(f"{url}/v1/book", params={"symbol": "BTCUSDT"}, timeout=30).status_code == 401
+
+
+def test_book_snapshots_are_written_once_consistently_and_used_by_book(lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
+    from k2.lake.book_snapshots import write_book_snapshots
+    from k2.query import book as book_module
+
+    written = write_book_snapshots(lake.settings)
+    assert written[("binance", "BTCUSDT")] >= 12  # a restart + one per 10 s bucket of 2 minutes
+    assert write_book_snapshots(lake.settings) == {}  # idempotent: nothing new to write
+    stored = ensure_tables(load_catalog(lake.settings), lake.settings)["book_snapshots"].scan().to_arrow().to_pylist()
+    assert len(stored) == written[("binance", "BTCUSDT")]
+    assert len({r["last_update_id"] for r in stored}) == len(stored)
+    for row in stored[::3]:
+        book = OrderBook()
+        book.apply_rows(r for r in lake.deltas if int(r["last_update_id"]) <= row["last_update_id"])  # type: ignore[call-overload]
+        assert [(to_unscaled(p), to_unscaled(q)) for p, q in zip(row["bid_prices"], row["bid_sizes"], strict=True)] == book.top("BID", 25)
+        assert [(to_unscaled(p), to_unscaled(q)) for p, q in zip(row["ask_prices"], row["ask_sizes"], strict=True)] == book.top("ASK", 25)
+
+    with Client(lake.settings) as client:
+        answers = {u: client.book("BTCUSDT", "2030-01-01T00:00:00Z", 5, update_id=u) for u in [r["last_update_id"] + 40 for r in stored]}
+        assert any(b.read_from == "book_snapshots" for b in answers.values())
+        monkeypatch.setattr(book_module, "_from_stored_snapshot", lambda *args, **kwargs: None)
+        for u, fast in answers.items():
+            slow = client.book("BTCUSDT", "2030-01-01T00:00:00Z", 5, update_id=u)
+            assert slow.read_from == "deltas"
+            assert (fast.levels.to_pylist(), fast.last_update_id, fast.exchange_ts) == (slow.levels.to_pylist(), slow.last_update_id, slow.exchange_ts)

@@ -8,6 +8,7 @@ Example::
 
     k2 book BTCUSDT --at 2024-08-09T00:00:00Z --depth 5
     k2 book BTCUSDT --update-id 50093421612 --format json
+    k2 book-snapshots          # write the due market_data.book_snapshots rows (exactly once)
 """
 
 from __future__ import annotations
@@ -35,7 +36,19 @@ class BookFormat(StrEnum):
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``k2 book`` to ``app``."""
+    """Add ``k2 book`` and ``k2 book-snapshots`` to ``app``."""
+
+    @app.command("book-snapshots")
+    def book_snapshots_command() -> None:
+        """Write the due market_data.book_snapshots rows (every K2_BOOK_SNAPSHOT_INTERVAL_SECONDS, top K2_BOOK_SNAPSHOT_DEPTH)."""
+        from k2.config import load_settings
+        from k2.lake.book_snapshots import write_book_snapshots
+
+        written = write_book_snapshots(load_settings())
+        if not written:
+            console.print("book_snapshots: nothing new to write")
+        for (exchange, symbol), count in sorted(written.items()):
+            console.print(f"book_snapshots: {escape(exchange)}/{escape(symbol)}: {count} row(s) written")
 
     @app.command("book")
     def book_command(

@@ -61,6 +61,7 @@ class Book:
     last_update_id: int | None
     exchange_ts: datetime | None
     snapshot_id: int | None
+    read_from: str = "deltas"  # or "book_snapshots" (one stored snapshot + the deltas after it)
 
     def side(self, side: str) -> list[tuple[Decimal, Decimal]]:
         """(price, size) of one side, best first."""
@@ -110,6 +111,9 @@ def book(client: Client, symbol: str, at: datetime | str | None = None, depth: i
     depth = _check_depth(depth)
     moment = parse_time(at, "at") if at is not None else datetime.now(UTC)
     assert moment is not None
+    fast = _from_stored_snapshot(client, symbol, moment, depth, exchange, update_id, as_of)
+    if fast is not None:
+        return fast
     read = client._resolve(_SHORT, as_of)
     source, params = _scan(read.location, read.snapshot_id)
     where, args = "symbol = ? AND exchange_ts <= ?", [symbol, moment]
@@ -138,6 +142,67 @@ def book(client: Client, symbol: str, at: datetime | str | None = None, depth: i
     levels = table.filter(pa.compute.is_valid(table["side"])).select(["side", "level", "price", "size"])
     levels = levels.sort_by([("side", "descending"), ("level", "ascending")]).cast(LEVELS_SCHEMA)
     return Book(symbol, venue, levels, last_u, last_ts, read.snapshot_id)
+
+
+def _latest_stored(client: Client, symbol: str, moment: datetime, exchange: str | None, update_id: int | None,
+                   as_of: AsOf | None) -> dict[str, Any] | None:
+    read = client._resolve("book_snapshots", as_of)
+    if read.location is None or read.snapshot_id is None:
+        return None
+    where, args = "symbol = ? AND exchange_ts <= ?", [symbol, moment]
+    if exchange is not None:
+        where, args = where + " AND exchange = ?", [*args, exchange]
+    if update_id is not None:
+        where, args = where + " AND last_update_id <= ?", [*args, update_id]
+    sql = (
+        "SELECT exchange, last_update_id, exchange_ts, depth, bid_prices, bid_sizes, ask_prices, ask_sizes "  # noqa: S608
+        f"FROM iceberg_scan(?, snapshot_from_id => ?) WHERE {where} ORDER BY last_update_id DESC LIMIT 1"
+    )
+    rows = client._execute(sql, [read.location, read.snapshot_id, *args], query="book").to_pylist()
+    return rows[0] if rows else None
+
+
+def _from_stored_snapshot(client: Client, symbol: str, moment: datetime, depth: int, exchange: str | None,
+                          update_id: int | None, as_of: AsOf | None) -> Book | None:
+    """The book from one ``book_snapshots`` row + the deltas after it, or None when that cannot be exact.
+
+    Exact when: no book restart happened after the stored snapshot, and on each side the best ``depth``
+    levels lie inside the stored snapshot's price range (levels beyond it are known only if changed since).
+    """
+    stored = _latest_stored(client, symbol, moment, exchange, update_id, as_of)
+    if stored is None or depth > stored["depth"]:
+        return None
+    read = client._resolve(_SHORT, as_of)
+    source, params = _scan(read.location, read.snapshot_id)
+    where = "symbol = ? AND exchange = ? AND last_update_id > ? AND exchange_ts <= ?"
+    args: list[Any] = [symbol, stored["exchange"], stored["last_update_id"], moment]
+    if update_id is not None:
+        where, args = where + " AND last_update_id <= ?", [*args, update_id]
+    sql = (
+        "SELECT side, price, arg_max(size, last_update_id) AS size, bool_or(is_snapshot) AS restart, "  # noqa: S608
+        f"max(last_update_id) AS u, max(exchange_ts) AS ts FROM {source} WHERE {where} GROUP BY side, price"
+    )
+    changes = client._execute(sql, [*params, *args], query="book").to_pylist()
+    if any(c["restart"] for c in changes):
+        return None
+    sides: dict[str, list[tuple[Decimal, Decimal]]] = {}
+    for side, prices, sizes, better in (("BID", "bid_prices", "bid_sizes", -1), ("ASK", "ask_prices", "ask_sizes", 1)):
+        levels = dict(zip(stored[prices], stored[sizes], strict=True))
+        truncated = len(levels) >= stored["depth"]
+        edge = stored[prices][-1] if stored[prices] else None  # worst price the stored snapshot covers
+        for change in changes:
+            if change["side"] == side:
+                levels[change["price"]] = change["size"]
+        known = sorted(((p, q) for p, q in levels.items() if q > 0 and (not truncated or edge is None or better * (p - edge) <= 0)),
+                       key=lambda level: better * level[0])
+        if truncated and len(known) < depth:
+            return None  # deeper untouched levels are unknown here: read the deltas instead
+        sides[side] = known[:depth]
+    rows = [{"side": side, "level": i + 1, "price": p, "size": q} for side in ("BID", "ASK") for i, (p, q) in enumerate(sides[side])]
+    levels_table = pa.Table.from_pylist(rows, schema=LEVELS_SCHEMA)
+    last_u = max([stored["last_update_id"], *(c["u"] for c in changes)])
+    last_ts = max([stored["exchange_ts"], *(c["ts"] for c in changes)])
+    return Book(symbol, stored["exchange"], levels_table, last_u, last_ts, read.snapshot_id, "book_snapshots")
 
 
 def _read_rows(client: Client, symbol: str, exchange: str | None, start: datetime, end: datetime,
