@@ -77,3 +77,34 @@ def test_reimport_lands_every_book_delta_once(private_settings: Settings, tmp_pa
     keys = table.scan(selected_fields=("exchange", "symbol", "last_update_id", "side", "price")).to_arrow()
     assert keys.num_rows == first.rows["depth"]
     assert keys.group_by(["exchange", "symbol", "last_update_id", "side", "price"]).aggregate([]).num_rows == keys.num_rows
+
+
+def test_replay_of_book_deltas_in_exchange_time_order_rebuilds_the_same_book(private_settings: Settings, tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from k2.model import BOOK_DELTA
+    from k2.model.book import OrderBook
+    from k2.sources.replay import replay
+    from tests.sources.helpers import consume
+
+    path = tmp_path / "capture.txt"
+    path.write_bytes(b"\n".join(_slice(600)) + b"\n")
+    report = import_binance_capture([path], private_settings)
+    LandingConsumer(private_settings).run(idle_exit_seconds=4)
+    stats = replay(private_settings, ["BTCUSDT"], datetime(2024, 8, 8, tzinfo=UTC), datetime(2024, 8, 10, tzinfo=UTC),
+                   "backtest.depth", table="book_deltas")
+    assert stats.rows == report.rows["depth"]
+    replayed = consume(private_settings, "backtest.depth", BOOK_DELTA, expected=stats.rows)
+    rows = replayed.to_pylist()
+    times = [r["exchange_ts"] for r in rows]
+    assert times == sorted(times)
+    ends = [i for i, r in enumerate(rows) if r["is_event_end"]]
+    assert all(rows[i + 1]["last_update_id"] != rows[i]["last_update_id"] for i in ends if i + 1 < len(rows))  # end row last
+    stored = ensure_tables(load_catalog(private_settings), private_settings)["book_deltas"].scan().to_arrow()
+    books = []
+    for table in (replayed, stored.sort_by([("last_update_id", "ascending")])):
+        book = OrderBook()
+        for r in table.to_pylist():
+            book.apply_row({**r, "price": int(r["price"] * 10**8), "size": int(r["size"] * 10**8)})
+        books.append((book.bids, book.asks, book.last_update_id))
+    assert books[0] == books[1]

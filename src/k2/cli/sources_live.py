@@ -185,7 +185,7 @@ def _register_replay(app: typer.Typer) -> None:
         end: str = typer.Option(..., help="Last exchange time (exclusive), ISO-8601 with zone."),
         to_topic: str = typer.Option(..., help="Kafka topic to publish to (Avro, key = symbol)."),
         speed: str = typer.Option("max", help="10x, 1x, 0.5x ... (exchange-time deltas divided by the factor) or max."),
-        table: str = typer.Option("trades", help="trades or quotes."),
+        table: str = typer.Option("trades", help="trades, quotes or book_deltas."),
         exchange: str = typer.Option(None, help="Only this exchange's rows (default: every exchange with these symbols)."),
         window_seconds: float = typer.Option(900.0, help="Exchange-time window read from Iceberg at a time (bounds memory)."),
     ) -> None:
@@ -196,8 +196,8 @@ def _register_replay(app: typer.Typer) -> None:
         names = [s.strip() for s in symbols.split(",") if s.strip()]
         if not names:
             raise typer.BadParameter(f"expected comma-separated symbols, found {symbols!r}", param_hint="--symbols")
-        if table not in ("trades", "quotes"):
-            raise typer.BadParameter(f"expected trades or quotes, found {table!r}", param_hint="--table")
+        if table not in ("trades", "quotes", "book_deltas"):
+            raise typer.BadParameter(f"expected trades, quotes or book_deltas, found {table!r}", param_hint="--table")
         try:
             pace = parse_speed(speed)
         except ValueError as exc:
