@@ -81,6 +81,7 @@ class SyncOutput:
     rows: list[dict[str, Any]] = field(default_factory=list)
     gaps: list[tuple[int, int, int | None, int | None]] = field(default_factory=list)
     # (first lost id, last lost id, exchange time before, exchange time after)
+    needs_snapshot: bool = False  # set by the live feed adapter: the sync waits for a REST snapshot
 
 
 def _levels(value: Any, key: str, symbol: str) -> Levels:
