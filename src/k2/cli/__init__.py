@@ -24,7 +24,9 @@ def _start() -> None:
 
 
 # One module per stage; each defines register(app: typer.Typer) -> None.
-_MODULES = ("core", "landing", "demo", "sources_live", "sources_files", "query", "api", "ops", "maintain", "book")
+_MODULES = ("core", "landing", "demo", "sources_live", "sources_files", "query", "api", "ops", "maintain")
+
+_MODULES += ("book",)  # k2 book, k2 book-snapshots (issue 14)
 
 
 def _register_all() -> None:
