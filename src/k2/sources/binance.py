@@ -391,6 +391,7 @@ class BinanceFeed(FeedAdapter):
         self.rest_url = (rest_url or market.rest_url).rstrip("/")
         self.rest_max_wait_seconds = rest_max_wait_seconds
         suffixes = [market.trade_stream] + (["bookTicker"] if quotes else []) + (["depth@100ms"] if depth else [])
+        self.depth = depth
         self._depth: dict[str, Any] = {}  # symbol -> k2.sources.binance_depth.DepthSync
         self.streams = [f"{s.lower()}@{suffix}" for s in self.symbols for suffix in suffixes]
         if len(self.streams) > market.max_streams:
@@ -412,8 +413,11 @@ class BinanceFeed(FeedAdapter):
             await send(orjson.dumps({"method": "SUBSCRIBE", "params": extra[start : start + URL_STREAM_LIMIT], "id": self._request_id}).decode())
 
     def parse(self, frame: Frame, receipt_us: int) -> Event | None:
-        """See :func:`parse_frame`."""
-        return parse_frame(frame, receipt_us, self.market)
+        """See :func:`parse_frame` (depth events only when this feed was asked for depth)."""
+        event = parse_frame(frame, receipt_us, self.market)
+        if event is not None and event.kind == "depth" and not self.depth:
+            return None
+        return event
 
     def rest_client(self) -> RestClient:
         """A REST client with the market's request-weight budget (and the API key header when one is configured)."""
