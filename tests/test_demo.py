@@ -41,6 +41,7 @@ def test_demo_lands_the_capture_exactly_and_down_stops_the_stack(tmp_path: Path)
         assert re.search(r"mismatches against the source JSON: 0 ->\s+exact", output), output[-4000:]
         assert "1-minute OHLCV bars" in output and "Last 10 trades" in output and "Iceberg snapshot" in output
         assert f"research console: http://127.0.0.1:{ports['API']}/console/" in output  # issue 16
+        assert "book matches the bookTicker" in output, output[-4000:]
         # The demo leaves the stack up: status reads it, and the parts listen on the configured ports.
         assert port_open("127.0.0.1", ports["BROKER"]) and port_open("127.0.0.1", ports["REGISTRY"])
         status = _run(["status", "--json"], env, timeout=120)

@@ -256,6 +256,10 @@ class Settings(BaseSettings):
     maintenance_target_manifest_entries: int = _f(
         20_000, "Manifest rewrite: data-file entries per rewritten manifest.", 50_000, "maintenance"
     )
+    book_snapshot_interval_seconds: float = _f(
+        10.0, "Order book: write a book_snapshots row per symbol every this many seconds of exchange time.", 5.0, "maintenance"
+    )
+    book_snapshot_depth: int = _f(25, "Order book: levels per side kept in each book_snapshots row.", 50, "maintenance")
 
     # -- query -------------------------------------------------------------------------------------
     query_max_rows: int = _f(5_000_000, "Maximum rows one query may return.", 100_000, "query")
@@ -394,6 +398,7 @@ class Settings(BaseSettings):
         "maintenance_small_file_ratio",
         "producer_delivery_timeout_seconds",
         "producer_stall_seconds",
+        "book_snapshot_interval_seconds",
     )
     @classmethod
     def _positive_float(cls, value: float) -> float:
@@ -409,6 +414,13 @@ class Settings(BaseSettings):
     def _non_negative_float(cls, value: float) -> float:
         if value < 0:
             raise ValueError(f"expected a number >= 0, found {value}")
+        return value
+
+    @field_validator("book_snapshot_depth")
+    @classmethod
+    def _book_depth(cls, value: int) -> int:
+        if not 1 <= value <= 1000:
+            raise ValueError(f"expected 1..1000 levels per side, found {value}")
         return value
 
     @field_validator("broker_port", "registry_port", "api_port", "prometheus_port")

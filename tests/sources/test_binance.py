@@ -135,7 +135,10 @@ def test_control_frames() -> None:
     shutdown = parse_frame(b'{"e":"serverShutdown","E":1700000000000}', 0)
     assert shutdown is not None and shutdown.kind == "reconnect"
     depth = _capture_lines("depth@100ms", 1)[0][1]
-    assert parse_frame(depth, 0) is None  # not stored by this feed
+    event = parse_frame(depth, 0)  # depth diffs are parsed (issue 14); a feed without depth ignores them
+    assert event is not None and event.kind == "depth" and event.ident == 50093239202
+    assert BinanceFeed(["BTCUSDT"]).parse(depth, 0) is None
+    assert BinanceFeed(["BTCUSDT"], depth=True).parse(depth, 0) is not None
 
 
 def test_capture_reader_yields_every_trade_and_quote_exactly() -> None:

@@ -46,6 +46,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from k2 import __version__ as K2_VERSION
 from k2.api.admission import Admission
 from k2.api.auth import admin_auth, read_auth
+from k2.api.book import book_router
 from k2.api.cache import ResultCache
 from k2.api.compression import CompressionMiddleware
 from k2.api.console_routes import install_console
@@ -124,6 +125,7 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
 
     for build in ROUTERS:  # one router per resource (k2.api.routes); add new ones there
         app.include_router(build(state))
+    app.include_router(book_router(read_auth(state)))  # /v1/book (k2.api.book)
 
     # /console, offline /docs, POST /v1/sql, POST /v1/dlq/replay
     install_console(

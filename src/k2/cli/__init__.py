@@ -26,9 +26,11 @@ def _start() -> None:
 # One module per stage; each defines register(app: typer.Typer) -> None.
 _MODULES = ("core", "landing", "demo", "sources_live", "sources_files", "query", "api", "ops", "maintain", "tags", "export")
 
+_BOOK_MODULES = ("book",)  # k2 book, k2 book-snapshots (issue 14)
+
 
 def _register_all() -> None:
-    for name in _MODULES:
+    for name in (*_MODULES, *_BOOK_MODULES):
         module = importlib.import_module(f"k2.cli.{name}")
         module.register(app)
 

@@ -6,6 +6,8 @@
 3. Waits for the landing service to commit them to Iceberg, then prints row counts, 1-minute OHLCV bars,
    the last trades and the Iceberg snapshot it committed (with the Kafka offsets it covers), and checks
    every landed price and quantity against the source JSON, bit for bit.
+4. Lands the capture's depth (REST snapshot + diff events, through the same sync as the live feed) and
+   prints the top-5 book K2 rebuilds at one update id next to the capture's own bookTicker for that id.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -144,6 +147,7 @@ def run_demo(settings: Settings, sample_dir: Path = SAMPLES, timeout: float = 12
             f"{props.get('added-records', '?')} rows added, {props.get('total-records', '?')} in total, "
             f"{len(trades_iceberg.metadata.snapshots)} snapshots; Kafka offsets stored with it: {json.loads(props.get(OFFSETS_KEY, '{}'))}"
         )
+    ok = _show_book(settings, sample_dir, client, timeout) and ok
     console.print(f"demo finished in {time.monotonic() - started:.1f}s. The stack is still running: try `.venv/bin/k2 status`, "
                   "`.venv/bin/k2 bars BTCUSDT --interval 1m`; stop it with `.venv/bin/k2 down`.")
     from k2.console import console_url
@@ -152,6 +156,62 @@ def run_demo(settings: Settings, sample_dir: Path = SAMPLES, timeout: float = 12
                   "(a key: `.venv/bin/k2 keys create --name me --scope read`)")
     if not ok:
         raise typer.Exit(1)
+
+
+def _show_book(settings: Settings, sample_dir: Path, client: Any, timeout: float) -> bool:
+    """Land the capture's depth (snapshot + diffs, via Kafka) and print the top-5 book at one update id
+    next to the capture's own bookTicker for that id; True when best bid/ask and sizes are equal."""
+    from pyiceberg import expressions
+
+    at_least: Any = expressions.GreaterThanOrEqual  # positional at runtime; the stubs only describe keywords
+    from k2.bus import MarketDataProducer
+    from k2.lake.catalog import ensure_tables, load_catalog
+    from k2.model import BOOK_DELTA, RecordType
+    from k2.sources.binance import iter_capture_lines
+    from k2.sources.binance_capture import CaptureReader
+
+    ends: list[int] = []
+    tickers: dict[int, dict[str, str]] = {}
+    with MarketDataProducer(settings) as producer:
+
+        def emit(record: RecordType, row: dict[str, Any]) -> None:
+            if record is BOOK_DELTA:
+                producer.send(record, row)
+                if row["is_event_end"] and not row["is_snapshot"]:
+                    ends.append(row["last_update_id"])
+
+        reader = CaptureReader(emit, lambda *bad: console.print(f"[red]rejected depth message[/red] {bad[2]}: {bad[3]}"))
+        for ns, raw in iter_capture_lines(_captures(sample_dir)):
+            if b"@bookTicker" in raw[:48]:
+                data = json.loads(raw)["data"]
+                tickers[data["u"]] = data
+            else:
+                reader.feed(ns, raw, "capture")
+        reader.finish()
+    shared = [u for u in ends if u in tickers]
+    table = ensure_tables(load_catalog(settings), settings)["book_deltas"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        table.refresh()
+        landed = table.scan(row_filter=at_least("last_update_id", shared[-1]), selected_fields=("last_update_id",)).to_arrow().num_rows
+        if landed:
+            break
+        time.sleep(0.5)
+    moment = shared[len(shared) // 2]
+    book = client.book("BTCUSDT", "2100-01-01T00:00:00Z", 5, update_id=moment)
+    ticker = tickers[moment]
+    view = RichTable("level", "bid size", "bid", "ask", "ask size", title=f"Order book BTCUSDT at update id {moment} (K2 book())")
+    for level, ((bid, bid_size), (ask, ask_size)) in enumerate(zip(book.side("BID"), book.side("ASK"), strict=False), 1):
+        view.add_row(str(level), str(bid_size), str(bid), str(ask), str(ask_size))
+    console.print(view)
+    (bid, bid_size), (ask, ask_size) = book.side("BID")[0], book.side("ASK")[0]
+    same = (f"{bid:.8f}", f"{bid_size:.8f}", f"{ask:.8f}", f"{ask_size:.8f}") == (ticker["b"], ticker["B"], ticker["a"], ticker["A"])
+    console.print(
+        f"capture bookTicker u={moment}: bid {ticker['b']} ({ticker['B']}) ask {ticker['a']} ({ticker['A']}) -> "
+        + ("[green]book matches the bookTicker[/green]" if same else "[red]BOOK DIFFERS[/red]")
+        + f" ({len(shared):,} update ids shared by depth and bookTicker in the capture)"
+    )
+    return same
 
 
 def register(app: typer.Typer) -> None:

@@ -285,4 +285,24 @@ def register(app: typer.Typer) -> None:
         """ASX company_info.csv into reference.instruments (duplicated tickers reported)."""
         _reference(load_settings(), file, quiet)
 
+    @imp.command("binance-capture")
+    def binance_capture(
+        files: list[Path] = typer.Argument(..., help="Capture files (<local_receive_ns> <raw JSON> a line; .gz or plain), in order."),
+        symbol: str | None = typer.Option(None, "--symbol", help="Symbol of the REST depth snapshot lines (default: the one waiting)."),
+        market: str = typer.Option("spot", "--market", help="Binance market of the capture: spot, us or usdm."),
+    ) -> None:
+        """Binance WebSocket captures: trades, bookTicker quotes and depth (with the book sync) to Kafka for landing."""
+        from k2.sources.binance import MARKETS
+        from k2.sources.binance_capture import import_binance_capture
+
+        if market not in MARKETS:
+            err_console.print(f"[red]--market:[/red] expected one of {sorted(MARKETS)}, found {market!r}")
+            raise typer.Exit(2)
+        report = import_binance_capture(files, load_settings(), MARKETS[market], symbol)
+        rows = ", ".join(f"{kind} {count:,}" for kind, count in sorted(report.rows.items()))
+        console.print(f"{report.lines:,} lines: {rows}; {report.snapshots} depth snapshot(s); {len(report.gaps)} depth gap(s)")
+        if report.dead_lettered:
+            console.print(f"dead-lettered: {dict(report.dead_lettered)}")
+        console.print("produced to Kafka: run `k2 land` (the landing consumer) to land them")
+
     app.add_typer(imp, name="import")

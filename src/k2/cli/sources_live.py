@@ -67,17 +67,18 @@ def register(app: typer.Typer) -> None:
         url: str = typer.Option(None, help="WebSocket base URL (default: the market preset or K2_BINANCE_WS_URL)."),
         rest_url: str = typer.Option(None, help="REST base URL for gap backfill (default: the market preset or K2_BINANCE_REST_URL)."),
         no_quotes: bool = typer.Option(False, "--no-quotes", help="Trades only (no bookTicker)."),
+        no_depth: bool = typer.Option(False, "--no-depth", help="No order-book depth (depth@100ms diffs + REST snapshots)."),
         idle_exit: float = typer.Option(None, help="Exit after this many seconds without data."),
         metrics_port: int = typer.Option(0, help="Serve Prometheus /metrics on 127.0.0.1:PORT (0: off)."),
     ) -> None:
-        """Stream Binance trades and best bid/offer into Kafka, backfilling gaps from REST, until Ctrl-C."""
+        """Stream Binance trades, best bid/offer and book depth into Kafka, backfilling gaps from REST, until Ctrl-C."""
         from k2.sources.binance import MARKETS, feeds_for_symbols
 
         settings = load_settings()
         if market is not None and market not in MARKETS:
             raise typer.BadParameter(f"expected one of {sorted(MARKETS)}, found {market!r}", param_hint="--market")
         try:
-            feeds = feeds_for_symbols(settings, symbols.split(","), MARKETS[market] if market else None, url, rest_url, quotes=not no_quotes)
+            feeds = feeds_for_symbols(settings, symbols.split(","), MARKETS[market] if market else None, url, rest_url, quotes=not no_quotes, depth=not no_depth)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--symbols") from None
         _run(settings, feeds, idle_exit, metrics_port)
@@ -185,7 +186,7 @@ def _register_replay(app: typer.Typer) -> None:
         end: str = typer.Option(..., help="Last exchange time (exclusive), ISO-8601 with zone."),
         to_topic: str = typer.Option(..., help="Kafka topic to publish to (Avro, key = symbol)."),
         speed: str = typer.Option("max", help="10x, 1x, 0.5x ... (exchange-time deltas divided by the factor) or max."),
-        table: str = typer.Option("trades", help="trades or quotes."),
+        table: str = typer.Option("trades", help="trades, quotes or book_deltas."),
         exchange: str = typer.Option(None, help="Only this exchange's rows (default: every exchange with these symbols)."),
         window_seconds: float = typer.Option(900.0, help="Exchange-time window read from Iceberg at a time (bounds memory)."),
     ) -> None:
@@ -196,8 +197,8 @@ def _register_replay(app: typer.Typer) -> None:
         names = [s.strip() for s in symbols.split(",") if s.strip()]
         if not names:
             raise typer.BadParameter(f"expected comma-separated symbols, found {symbols!r}", param_hint="--symbols")
-        if table not in ("trades", "quotes"):
-            raise typer.BadParameter(f"expected trades or quotes, found {table!r}", param_hint="--table")
+        if table not in ("trades", "quotes", "book_deltas"):
+            raise typer.BadParameter(f"expected trades, quotes or book_deltas, found {table!r}", param_hint="--table")
         try:
             pace = parse_speed(speed)
         except ValueError as exc:

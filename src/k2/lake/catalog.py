@@ -34,7 +34,7 @@ from pyiceberg.table.sorting import SortField, SortOrder
 from pyiceberg.transforms import BucketTransform, DayTransform, IdentityTransform
 
 from k2.config import Settings
-from k2.model import GAP, INSTRUMENT, KLINE, QUOTE, TRADE, RecordType
+from k2.model import BOOK_DELTA, BOOK_SNAPSHOT, GAP, INSTRUMENT, KLINE, QUOTE, TRADE, RecordType
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,14 @@ TABLES: dict[str, TableDef] = {
     "instruments": TableDef("instruments", "reference", "instruments", INSTRUMENT, False, False, ("exchange", "symbol")),
     "gaps": TableDef("gaps", "quality", "gaps", GAP, False, False, ("exchange", "symbol", "first_missing_id")),
     "klines": TableDef("klines", "market_data", "klines", KLINE, True, True, ("symbol", "interval", "open_time")),
+    # Book tables: day(exchange_ts) + bucket(symbol) like trades, rows sorted by (symbol, update id) so a
+    # symbol-hour is a few row groups whose min/max on symbol, exchange_ts and last_update_id prune the rest.
+    "book_deltas": TableDef(
+        "book_deltas", "market_data", "book_deltas", BOOK_DELTA, True, True, ("symbol", "last_update_id", "side", "price")
+    ),
+    "book_snapshots": TableDef(
+        "book_snapshots", "market_data", "book_snapshots", BOOK_SNAPSHOT, True, True, ("symbol", "last_update_id")
+    ),
 }
 
 

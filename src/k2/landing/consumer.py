@@ -66,9 +66,10 @@ from k2.lake.summary import (
     offsets_from_summary,
 )
 from k2.lake.writer import append
+from k2.landing.book import deduplicate_book
 from k2.landing.dedup import DedupResult, HighWaterMarks, deduplicate, screen_ids
 from k2.landing.ledger import filled_gaps, gap_row, open_gaps
-from k2.model import GAP, QUOTE, TRADE, RecordType
+from k2.model import BOOK_DELTA, GAP, QUOTE, TRADE, RecordType
 from k2.model.arrow import records_to_arrow
 from k2.model.validate import validate
 from k2.model.values import now_micros
@@ -79,10 +80,17 @@ log = structlog.get_logger("k2.landing")
 
 LAST_KEY = "k2.kafka.last"
 QUALITY_KEY = "k2.quality"
-TOPIC_REGEX = r"^market\.[a-z]+\.(trades|quotes)\.[a-z0-9_-]+$"
+TOPIC_REGEX = r"^market\.[a-z]+\.(trades|quotes|depth)\.[a-z0-9_-]+$"
 _ROUTES: dict[str, tuple[str, RecordType, str]] = {
     "trades": ("trades", TRADE, "trade_id"),
     "quotes": ("quotes", QUOTE, "update_id"),
+    "depth": ("book_deltas", BOOK_DELTA, "last_update_id"),
+}
+# The same routes by table short name (a topic's data type "depth" lands in the table "book_deltas").
+_TABLE_ROUTES: dict[str, tuple[str, RecordType, str]] = {route[0]: route for route in _ROUTES.values()}
+# Tables whose natural key is more than (exchange, symbol, id): their own dedup (same signature).
+_DEDUP: dict[str, Callable[[pa.Table, str, Table, HighWaterMarks, frozenset[str]], DedupResult]] = {
+    "book_deltas": deduplicate_book
 }
 
 
@@ -281,7 +289,7 @@ class LandingConsumer:
         self.catalog = load_catalog(settings)
         self.tables: dict[str, Table] = ensure_tables(self.catalog, settings)
         self.registry = registry_client(settings.registry_url)
-        self.decoders = {kind: AvroBatchDecoder(self.registry, record) for kind, (_, record, _) in _ROUTES.items()}
+        self.decoders = {short: AvroBatchDecoder(self.registry, record) for short, record, _ in _ROUTES.values()}
         self.marks = {short: HighWaterMarks(settings.landing_hwm_cache_size) for short, _, _ in _ROUTES.values()}
         self.sequential = frozenset(e.strip() for e in settings.landing_sequential_exchanges.split(",") if e.strip())
         self.on_commit = on_commit
@@ -680,7 +688,7 @@ class LandingConsumer:
         """Rows that may land (and their message positions) and the rejects ``(position, reason, detail)``:
         undecodable, invalid values (k2.model.validate, per topic so exchange and asset class are checked
         against the topic name), and ids outside the window of their high-water mark (screen_ids)."""
-        _, record, id_column = _ROUTES[short]
+        _, record, id_column = _TABLE_ROUTES[short]
         rejects: list[tuple[int, str, str]] = [(pos, err.reason, err.detail) for pos, err in decoded.failures]
         good = decoded.table
         positions = np.asarray(decoded.indices, dtype=np.int64)
@@ -787,9 +795,10 @@ class LandingConsumer:
 
     def _dedup(self, short: str, good: pa.Table) -> DedupResult:
         """Dedup by natural key against the table (k2.landing.dedup); loads the open gaps of new pairs."""
-        _, _, id_column = _ROUTES[short]
+        _, _, id_column = _TABLE_ROUTES[short]
         sequential = self.sequential if short == "trades" else frozenset()
-        result = deduplicate(good, id_column, self.tables[short], self.marks[short], sequential)
+        dedup = _DEDUP.get(short, deduplicate)
+        result = dedup(good, id_column, self.tables[short], self.marks[short], sequential)
         if sequential and good.num_rows:
             self._load_open_gaps(short, good)
         return result
@@ -893,7 +902,7 @@ class LandingConsumer:
         """Close the open gaps that ids of this commit fell into, once all their ids are in the table."""
         if not self._open_gaps or short != "trades":
             return
-        _, _, id_column = _ROUTES[short]
+        _, _, id_column = _TABLE_ROUTES[short]
         touched: dict[tuple[str, str], list[tuple[int, int]]] = {}
         for (table_short, exchange, symbol), gaps in self._open_gaps.items():
             if table_short != short or not gaps:
@@ -909,7 +918,7 @@ class LandingConsumer:
             self._close_gaps(short, pair, hit, "late arrivals filled it")
 
     def _close_gaps(self, short: str, pair: tuple[str, str], candidates: list[tuple[int, int]], detail: str) -> None:
-        _, _, id_column = _ROUTES[short]
+        _, _, id_column = _TABLE_ROUTES[short]
         filled = filled_gaps(self.tables[short], id_column, pair[0], pair[1], candidates)
         if not filled:
             return

@@ -1,6 +1,8 @@
 """Canonical data model (one definition drives Avro, Arrow and Iceberg schemas) and value helpers."""
 
 from k2.model.schema import (
+    BOOK_DELTA,
+    BOOK_SNAPSHOT,
     GAP,
     INSTRUMENT,
     KLINE,
@@ -10,6 +12,7 @@ from k2.model.schema import (
     RECORD_TYPES,
     TRADE,
     AssetClass,
+    BookSide,
     DataType,
     FieldSpec,
     RecordType,
@@ -24,6 +27,8 @@ from k2.model.values import (
 )
 
 __all__ = [
+    "BOOK_DELTA",
+    "BOOK_SNAPSHOT",
     "GAP",
     "INSTRUMENT",
     "KLINE",
@@ -33,6 +38,7 @@ __all__ = [
     "RECORD_TYPES",
     "TRADE",
     "AssetClass",
+    "BookSide",
     "DataType",
     "FieldSpec",
     "RecordType",

@@ -40,6 +40,21 @@ def decimal_array(unscaled: Sequence[int | None] | pa.Array) -> pa.Array:
     return pa.Array.from_buffers(DECIMAL_TYPE, n, [validity, pa.py_buffer(wide)], null_count=ints.null_count)
 
 
+def decimal_list_array(values: Sequence[Sequence[int] | None]) -> pa.Array:
+    """A ``list<decimal128(18, 8)>`` array from lists of unscaled integers (None for a null list).
+
+    >>> decimal_list_array([[100000000, 250000000], []]).to_pylist()
+    [[Decimal('1.00000000'), Decimal('2.50000000')], []]
+    """
+    lengths = [0 if v is None else len(v) for v in values]
+    offsets = np.zeros(len(values) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = decimal_array([x for v in values if v is not None for x in v])
+    mask = pa.array([v is None for v in values], type=pa.bool_()) if any(v is None for v in values) else None
+    list_type = pa.list_(pa.field("element", DECIMAL_TYPE, nullable=False))
+    return pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32()), flat, type=list_type, mask=mask)
+
+
 def unscaled_from_decimal(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """The unscaled int64 values of a ``decimal128(18, 8)`` array (nulls become 0)."""
     if isinstance(array, pa.ChunkedArray):
@@ -69,6 +84,8 @@ def column_to_arrow(kind: str, values: list[Any]) -> pa.Array:
             [list(v.items()) if isinstance(v, dict) else v for v in values],
             type=pa.map_(pa.string(), pa.field("value", pa.string(), nullable=False)),
         )
+    if kind == "decimal_list":
+        return decimal_list_array(values)
     raise ValueError(f"expected a canonical field kind, found {kind!r}")
 
 

@@ -45,7 +45,7 @@ PRICE_PRECISION = 18
 PRICE_SCALE = 8
 AVRO_NAMESPACE = "io.k2.market"
 
-Kind = Literal["string", "long", "decimal", "timestamp", "date", "boolean", "string_list", "string_map"]
+Kind = Literal["string", "long", "decimal", "timestamp", "date", "boolean", "string_list", "string_map", "decimal_list"]
 
 
 class AssetClass(StrEnum):
@@ -73,6 +73,15 @@ class DataType(StrEnum):
     INSTRUMENTS = "instruments"
     GAPS = "gaps"
     KLINES = "klines"
+    DEPTH = "depth"
+    BOOK_SNAPSHOTS = "snapshots"
+
+
+class BookSide(StrEnum):
+    """Side of an order-book level (resting orders: BID buys, ASK sells)."""
+
+    BID = "BID"
+    ASK = "ASK"
 
 
 @dataclass(frozen=True)
@@ -94,6 +103,7 @@ class FieldSpec:
             "boolean": pa.bool_(),
             "string_list": pa.list_(pa.field("element", pa.string(), nullable=False)),
             "string_map": pa.map_(pa.string(), pa.field("value", pa.string(), nullable=False)),
+            "decimal_list": pa.list_(pa.field("element", pa.decimal128(PRICE_PRECISION, PRICE_SCALE), nullable=False)),
         }[self.kind]
 
     def avro_type(self) -> Any:
@@ -106,6 +116,10 @@ class FieldSpec:
             "boolean": "boolean",
             "string_list": {"type": "array", "items": "string"},
             "string_map": {"type": "map", "values": "string"},
+            "decimal_list": {
+                "type": "array",
+                "items": {"type": "bytes", "logicalType": "decimal", "precision": PRICE_PRECISION, "scale": PRICE_SCALE},
+            },
         }[self.kind]
         return base if self.required else ["null", base]
 
@@ -154,6 +168,11 @@ class RecordType:
             if spec.kind == "string_list":
                 nested_id += 1
                 iceberg_type = ListType(element_id=nested_id, element_type=StringType(), element_required=True)
+            elif spec.kind == "decimal_list":
+                nested_id += 1
+                iceberg_type = ListType(
+                    element_id=nested_id, element_type=DecimalType(PRICE_PRECISION, PRICE_SCALE), element_required=True
+                )
             elif spec.kind == "string_map":
                 nested_id += 2
                 iceberg_type = MapType(
@@ -296,4 +315,48 @@ KLINE = RecordType(
     doc="One OHLCV bar (kline/candlestick) as published by a venue.",
 )
 
-RECORD_TYPES: dict[DataType, RecordType] = {r.data_type: r for r in (TRADE, QUOTE, INSTRUMENT, GAP, KLINE)}
+BOOK_DELTA = RecordType(
+    name="BookDelta",
+    data_type=DataType.DEPTH,
+    fields=(
+        *_IDENTITY,
+        _s("exchange_ts", "timestamp", "Exchange event time (Binance E; the first applied event's E for REST snapshot rows)."),
+        _s("transaction_ts", "timestamp", "Matching-engine transaction time (Binance USD-M T).", required=False),
+        _s("receipt_ts", "timestamp", "When K2 received the message (capture receive time for imported files)."),
+        _s("ingest_ts", "timestamp", "When the message was produced to Kafka (UTC, microseconds)."),
+        _s("first_update_id", "long", "First update id of the exchange event (Binance U; = last_update_id for snapshots)."),
+        _s("last_update_id", "long", "Last update id of the exchange event (Binance u; lastUpdateId for REST snapshots)."),
+        _s("prev_update_id", "long", "Previous event's last update id as the venue sends it (Binance USD-M pu).", required=False),
+        _s("side", "string", "BID or ASK."),
+        _s("price", "decimal", "Level price, exact."),
+        _s("size", "decimal", "The level's new absolute size (0 = level removed), exact."),
+        _s("is_snapshot", "boolean", "True for rows that (re)start the book: readers drop every earlier level."),
+        _s("is_event_end", "boolean", "True on the last row of an exchange event (the book is consistent after it)."),
+    ),
+    key=("exchange", "symbol", "last_update_id", "side", "price"),
+    time_field="exchange_ts",
+    doc="One price level change of an L2 order book (or one level of a snapshot that restarts it).",
+)
+
+BOOK_SNAPSHOT = RecordType(
+    name="BookSnapshot",
+    data_type=DataType.BOOK_SNAPSHOTS,
+    fields=(
+        *_IDENTITY,
+        _s("exchange_ts", "timestamp", "Exchange time of the last event the snapshot reflects."),
+        _s("last_update_id", "long", "Last update id the snapshot reflects (the book after that event)."),
+        _s("depth", "long", "Levels kept per side (the configured N; a side may hold fewer)."),
+        _s("bid_prices", "decimal_list", "Bid prices, best (highest) first."),
+        _s("bid_sizes", "decimal_list", "Bid sizes, aligned with bid_prices."),
+        _s("ask_prices", "decimal_list", "Ask prices, best (lowest) first."),
+        _s("ask_sizes", "decimal_list", "Ask sizes, aligned with ask_prices."),
+        _s("written_ts", "timestamp", "When K2 wrote the snapshot."),
+    ),
+    key=("exchange", "symbol", "last_update_id"),
+    time_field="exchange_ts",
+    doc="The top N levels of a book at one update id, written by K2 from the deltas (for fast reads).",
+)
+
+RECORD_TYPES: dict[DataType, RecordType] = {
+    r.data_type: r for r in (TRADE, QUOTE, INSTRUMENT, GAP, KLINE, BOOK_DELTA, BOOK_SNAPSHOT)
+}

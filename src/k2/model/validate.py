@@ -2,7 +2,11 @@
 
 Reasons: ``non_positive_price``, ``non_positive_quantity``, ``unknown_side``, ``unknown_asset_class``,
 ``empty_symbol``, ``timestamp_out_of_window``, ``crossed_quote``, ``negative_size``,
-``decimal_out_of_range``, ``topic_mismatch``, ``negative_id`` (a negative id in the natural key).
+``decimal_out_of_range``, ``topic_mismatch``, ``negative_id`` (a negative id in the natural key),
+``bad_update_ids`` (book deltas: ``first_update_id`` above
+``last_update_id``). Book deltas also use ``unknown_side`` (not BID/ASK), ``non_positive_price`` and
+``negative_size`` (0 is valid: it removes the level). A non-numeric price never reaches this module:
+the parsers refuse it (``bad_number``) and the producer-side DLQ keeps the original message.
 
 Example:
     >>> import pyarrow as pa
@@ -17,11 +21,13 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from k2.model import AssetClass, RecordType, Side
+from k2.model import AssetClass, BookSide, RecordType, Side
 from k2.model.arrow import unscaled_from_decimal
 from k2.model.schema import PRICE_PRECISION
 
@@ -29,6 +35,7 @@ MIN_EXCHANGE_US = 631_152_000_000_000  # 1990-01-01T00:00:00Z
 _MAX_UNSCALED = 10**PRICE_PRECISION - 1
 _SIDES = pa.array([s.value for s in Side])
 _ASSET_CLASSES = pa.array([a.value for a in AssetClass])
+_BOOK_SIDES = pa.array([s.value for s in BookSide])
 
 
 def validate(
@@ -123,8 +130,26 @@ def validate(
         # Zero means "no price" on some venues (ASX pre-open); only two real prices can cross.
         crossed = bid_valid & ask_valid & (bid > 0) & (ask > 0) & (bid > ask)
         flag(crossed, "crossed_quote", "bid {bid_price} is above ask {ask_price}")
+    elif record.name == "BookDelta":
+        _validate_book_delta(table, flag, decimal_col)
     problems.sort()
     return problems
+
+
+def _validate_book_delta(table: pa.Table, flag: Any, decimal_col: Any) -> None:
+    """Rules of one book level change (the sequence rules live in the sources' sync, which sees order)."""
+    flag(
+        ~np.asarray(pc.is_in(table.column("side"), value_set=_BOOK_SIDES)),
+        "unknown_side",
+        "expected BID or ASK, found {side!r}",
+    )
+    price, _ = decimal_col("price")
+    size, _ = decimal_col("size")
+    flag(price <= 0, "non_positive_price", "price must be > 0, found {price}")
+    flag(size < 0, "negative_size", "size must be >= 0 (0 removes the level), found {size}")
+    first = np.asarray(table.column("first_update_id").cast(pa.int64()))
+    last = np.asarray(table.column("last_update_id").cast(pa.int64()))
+    flag(first > last, "bad_update_ids", "expected first_update_id <= last_update_id, found {first_update_id} > {last_update_id}")
 
 
 def _row(table: pa.Table, index: int) -> dict[str, object]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import duckdb
@@ -344,3 +344,24 @@ class Client(Analytics):
             except duckdb.Error as exc:
                 raise QueryError(f"expected a query over the views {', '.join(VIEWS)}, found an error: {exc}") from None
         return QueryResult(table, {short: read.snapshot_id for short, read in reads.items()})
+
+    # -- order book (k2.query.book does the work; these only delegate) -------------------------------
+    def book(self, symbol: str, at: datetime | str | None = None, depth: int = 10, *, exchange: str | None = None,
+             update_id: int | None = None, as_of: AsOf | None = None) -> Any:
+        """The book of ``symbol`` at ``at`` (top ``depth`` per side); see :func:`k2.query.book.book`."""
+        from k2.query import book
+
+        return book.book(self, symbol, at, depth, exchange=exchange, update_id=update_id, as_of=as_of)
+
+    def book_series(self, symbol: str, start: datetime | str, end: datetime | str, every: str | timedelta = "1s",
+                    depth: int = 10, **options: Any) -> pa.Table:
+        """One row per step with the book and its metrics; see :func:`k2.query.book.book_series`."""
+        from k2.query import book
+
+        return book.book_series(self, symbol, start, end, every, depth, **options)
+
+    def trades_with_book(self, symbol: str, start: datetime | str, end: datetime | str, **options: Any) -> pa.Table:
+        """Trades with the best bid/ask just before each; see :func:`k2.query.book.trades_with_book`."""
+        from k2.query import book
+
+        return book.trades_with_book(self, symbol, start, end, **options)

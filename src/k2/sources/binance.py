@@ -323,6 +323,11 @@ def parse_payload(obj: Any, receipt_us: int, market: BinanceMarket = SPOT, frame
     if kind == "bookTicker":
         row = parse_book_ticker(data, receipt_us, market)
         return Event("quote", row["symbol"], row["update_id"], row)
+    if kind.startswith("depth"):
+        from k2.sources.binance_depth import parse_depth_update  # that module builds on this one
+
+        depth = parse_depth_update(data, receipt_us, frame if isinstance(frame, bytes) else frame.encode())
+        return Event("depth", depth.symbol, depth.last_update_id, {"event": depth})
     if data.get("e") == "serverShutdown":
         return Event("reconnect", detail="serverShutdown")
     return None  # other streams (depth, kline...) are not stored by this feed
@@ -373,6 +378,7 @@ class BinanceFeed(FeedAdapter):
         quotes: bool = True,
         rest_max_wait_seconds: float = 60.0,
         api_key: str | None = None,
+        depth: bool = False,
     ) -> None:
         self.symbols = normalise_symbols(symbols)
         self.api_key = api_key
@@ -384,7 +390,9 @@ class BinanceFeed(FeedAdapter):
         self.ws_url = (ws_url or market.ws_url).rstrip("/")
         self.rest_url = (rest_url or market.rest_url).rstrip("/")
         self.rest_max_wait_seconds = rest_max_wait_seconds
-        suffixes = [market.trade_stream] + (["bookTicker"] if quotes else [])
+        suffixes = [market.trade_stream] + (["bookTicker"] if quotes else []) + (["depth@100ms"] if depth else [])
+        self.depth = depth
+        self._depth: dict[str, Any] = {}  # symbol -> k2.sources.binance_depth.DepthSync
         self.streams = [f"{s.lower()}@{suffix}" for s in self.symbols for suffix in suffixes]
         if len(self.streams) > market.max_streams:
             raise ValueError(
@@ -405,13 +413,50 @@ class BinanceFeed(FeedAdapter):
             await send(orjson.dumps({"method": "SUBSCRIBE", "params": extra[start : start + URL_STREAM_LIMIT], "id": self._request_id}).decode())
 
     def parse(self, frame: Frame, receipt_us: int) -> Event | None:
-        """See :func:`parse_frame`."""
-        return parse_frame(frame, receipt_us, self.market)
+        """See :func:`parse_frame` (depth events only when this feed was asked for depth)."""
+        event = parse_frame(frame, receipt_us, self.market)
+        if event is not None and event.kind == "depth" and not self.depth:
+            return None
+        return event
 
     def rest_client(self) -> RestClient:
         """A REST client with the market's request-weight budget (and the API key header when one is configured)."""
         headers = {"X-MBX-APIKEY": self.api_key} if self.api_key else None
         return RestClient(self.rest_url, weight_limit=self.market.weight_limit, max_wait_seconds=self.rest_max_wait_seconds, headers=headers)
+
+    def _sync(self, symbol: str) -> Any:
+        from k2.sources.binance_depth import DepthSync
+
+        sync = self._depth.get(symbol)
+        if sync is None:
+            sync = self._depth[symbol] = DepthSync(symbol, self.market)
+        return sync
+
+    def on_depth(self, event: Event) -> Any:
+        """Apply a ``depthUpdate`` to the symbol's documented sync (see :mod:`k2.sources.binance_depth`)."""
+        assert event.row is not None
+        sync = self._sync(event.symbol)
+        step = sync.on_event(event.row["event"])
+        step.needs_snapshot = sync.needs_snapshot
+        return step
+
+    async def fetch_depth_snapshot(self, rest: RestClient, symbol: str) -> Any:
+        """``GET /api/v3/depth`` (``/fapi/v1/depth`` on USD-M), 1000 levels, applied to the symbol's sync."""
+        from k2.sources.binance_depth import parse_depth_snapshot
+
+        futures = self.market.asset_class == "futures"
+        path, weight = ("/fapi/v1/depth", 20) if futures else ("/api/v3/depth", 50)
+        data, _ = await rest.get_json(path, {"symbol": symbol, "limit": 1000}, weight)
+        if not isinstance(data, dict):
+            raise RestRefused(f"expected a JSON object from {path}, found {str(data)[:200]}")
+        try:
+            snapshot = parse_depth_snapshot(data, symbol, now_us())
+        except MalformedMessage as exc:
+            raise RestRefused(f"expected a depth snapshot from {path}, found {exc}") from None
+        sync = self._sync(symbol)
+        step = sync.on_snapshot(snapshot)
+        step.needs_snapshot = sync.needs_snapshot
+        return step
 
     async def fetch_trades(self, rest: RestClient, symbol: str, first: int, last: int | None) -> list[dict[str, Any]]:
         """Trades ``first..last`` by id from ``historicalTrades`` (``aggTrades`` on futures), 1000 per call."""
@@ -452,6 +497,7 @@ def feeds_for_symbols(
     ws_url: str | None = None,
     rest_url: str | None = None,
     quotes: bool = True,
+    depth: bool = False,
 ) -> list[BinanceFeed]:
     """Feeds for ``symbols``, sharded so no connection exceeds the market's stream limit.
 
@@ -466,9 +512,9 @@ def feeds_for_symbols(
         market = market_for_url(ws_url or settings.binance_ws_url)
         ws_url = ws_url or settings.binance_ws_url
         rest_url = rest_url or settings.binance_rest_url
-    per_feed = market.max_streams // (2 if quotes else 1)
+    per_feed = market.max_streams // (1 + int(quotes) + int(depth))
     return [
-        BinanceFeed(names[i : i + per_feed], market, ws_url, rest_url, quotes, api_key=settings.binance_api_key)
+        BinanceFeed(names[i : i + per_feed], market, ws_url, rest_url, quotes, api_key=settings.binance_api_key, depth=depth)
         for i in range(0, len(names), per_feed)
     ]
 

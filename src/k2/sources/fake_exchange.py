@@ -164,6 +164,25 @@ def load_binance(paths: Iterable[str | Path]) -> list[CaptureMessage]:
     return out
 
 
+def load_binance_depth_snapshots(paths: Iterable[str | Path]) -> dict[str, dict[str, Any]]:
+    """The REST depth snapshot lines of Binance captures, by the symbol of the depth events around them.
+
+    Example::
+
+        load_binance_depth_snapshots(["spot_btcusdt_20240808.gz"])["BTCUSDT"]["lastUpdateId"]  # 50093239218
+    """
+    out: dict[str, dict[str, Any]] = {}
+    waiting: list[dict[str, Any]] = []
+    for _, raw in binance_capture.iter_capture_lines(list(paths)):
+        if raw.startswith(b'{"lastUpdateId"'):
+            waiting.append(orjson.loads(raw))
+        elif waiting and b"@depth" in raw[:48]:
+            symbol = orjson.loads(raw)["data"]["s"]
+            out.setdefault(symbol, waiting[0])
+            waiting = []
+    return out
+
+
 def load_coinbase(path: str | Path) -> list[CaptureMessage]:
     """Received messages of a cryptofeed Coinbase capture (its own ``subscriptions`` replies dropped).
 
@@ -209,6 +228,7 @@ class FakeExchange:
         ssl_context: Any = None,
         messages: list[CaptureMessage] | None = None,
         exchange_info: dict[str, Any] | str | Path | None = None,
+        depth_snapshots: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         if mode not in ("binance", "coinbase"):
             raise ValueError(f"expected mode 'binance' or 'coinbase', found {mode!r}")
@@ -218,6 +238,7 @@ class FakeExchange:
         self.host = host
         self.port = port
         self.ssl_context = ssl_context
+        messages_given = messages is not None
         if messages is None:
             if mode == "binance":
                 messages = load_binance(captures or DEFAULT_BINANCE_CAPTURES)
@@ -226,6 +247,12 @@ class FakeExchange:
                     raise ValueError("expected a Coinbase capture file (cryptofeed raw format), found none")
                 messages = load_coinbase(captures[0])
         self.messages = messages
+        if depth_snapshots is None and mode == "binance" and not messages_given:
+            depth_snapshots = load_binance_depth_snapshots(captures or DEFAULT_BINANCE_CAPTURES)
+        # REST depth: symbol -> [the capture's snapshot, book (price -> size per side), next message index]
+        self._depth: dict[str, list[Any]] = {
+            symbol: [snap, None, 0] for symbol, snap in (depth_snapshots or {}).items()
+        }
         if exchange_info is None and DEFAULT_EXCHANGE_INFO.exists():
             exchange_info = DEFAULT_EXCHANGE_INFO
         self.exchange_info: dict[str, Any] | None = (
@@ -351,7 +378,7 @@ class FakeExchange:
         return any(a <= ident <= b for a, b in self.faults.rest_missing)
 
     def _binance_rest(self, path: str, params: dict[str, str]) -> Response:
-        weights = {"/api/v3/historicalTrades": 25, "/api/v3/trades": 25, "/api/v3/ping": 1, "/api/v3/exchangeInfo": 20}
+        weights = {"/api/v3/historicalTrades": 25, "/api/v3/trades": 25, "/api/v3/ping": 1, "/api/v3/exchangeInfo": 20, "/api/v3/depth": 50}
         if path not in weights:
             return _json_response(404, {"code": -1, "msg": f"unknown endpoint {path}"})
         now = time.time()
@@ -380,6 +407,8 @@ class FakeExchange:
             return _json_response(200, {}, headers)
         if path == "/api/v3/exchangeInfo":
             return self._exchange_info(params, headers)
+        if path == "/api/v3/depth":
+            return self._depth_snapshot(params, headers)
         symbol = params.get("symbol")
         if not symbol:
             return _json_response(400, {"code": -1102, "msg": "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed."}, headers)
@@ -404,6 +433,39 @@ class FakeExchange:
                 {"id": data["t"], "price": data["p"], "qty": data["q"], "quoteQty": _quote_qty(data["p"], data["q"]),
                  "time": data["T"], "isBuyerMaker": data["m"], "isBestMatch": data.get("M", True)}
             )
+        return _json_response(200, body, headers)
+
+    def _depth_snapshot(self, params: dict[str, str], headers: list[tuple[str, str]]) -> Response:
+        """``GET /api/v3/depth``: the book at the replay cursor - the capture's REST snapshot plus every depth
+        event the cursor has passed (sent, skipped or not: they happened), top ``limit`` levels per side."""
+        symbol = params.get("symbol", "")
+        state = self._depth.get(symbol)
+        if state is None:
+            return _json_response(400, {"code": -1121, "msg": "Invalid symbol."}, headers)
+        snapshot, book, index = state
+        if book is None:
+            book = state[1] = {"bids": {b[0]: b[1] for b in snapshot["bids"]}, "asks": {a[0]: a[1] for a in snapshot["asks"]},
+                               "u": snapshot["lastUpdateId"]}
+        while index < min(self.position, self.end):
+            msg = self.messages[index]
+            index += 1
+            if msg.symbol != symbol or not msg.kind.startswith("depth"):
+                continue
+            data = orjson.loads(msg.text)["data"]
+            if data["u"] <= book["u"]:
+                continue
+            for key, side in (("b", "bids"), ("a", "asks")):
+                for price, size in data[key]:
+                    if Decimal(size) == 0:
+                        book[side].pop(price, None)
+                    else:
+                        book[side][price] = size
+            book["u"] = data["u"]
+        state[2] = index
+        limit = max(1, min(5000, int(params.get("limit", "100")) if params.get("limit", "100").isdigit() else 100))
+        bids = sorted(book["bids"].items(), key=lambda level: Decimal(level[0]), reverse=True)[:limit]
+        asks = sorted(book["asks"].items(), key=lambda level: Decimal(level[0]))[:limit]
+        body = {"lastUpdateId": book["u"], "bids": [list(b) for b in bids], "asks": [list(a) for a in asks]}
         return _json_response(200, body, headers)
 
     def _exchange_info(self, params: dict[str, str], headers: list[tuple[str, str]]) -> Response:

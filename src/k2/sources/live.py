@@ -70,14 +70,14 @@ from k2.bus.dlq import dlq_headers
 from k2.bus.producer import DeliveryError, MarketDataProducer
 from k2.bus.topics import dlq_topic, ensure_topics, topic_name
 from k2.config import Settings
-from k2.model import QUOTE, TRADE, DataType, RecordType
+from k2.model import BOOK_DELTA, QUOTE, TRADE, DataType, RecordType
 from k2.sources.gaps import GapLedger, format_ranges, missing_ranges
 from k2.telemetry.metrics import metric
 
 log = structlog.get_logger("k2.sources.live")
 
 Frame = str | bytes
-EventKind = Literal["trade", "quote", "control", "reconnect", "error"]
+EventKind = Literal["trade", "quote", "depth", "control", "reconnect", "error"]
 
 
 class MalformedMessage(ValueError):
@@ -424,6 +424,16 @@ class FeedAdapter(ABC):
         """
         raise RestRefused(f"{type(self).__name__} has no REST backfill")
 
+    def on_depth(self, event: Event) -> Any:
+        """Apply a ``depth`` event to the adapter's book sync; returns an object with ``rows`` (BOOK_DELTA
+        wire-form rows to produce), ``gaps`` ((first, last, ts before, ts after) lost id ranges) and
+        ``needs_snapshot`` (fetch one with :meth:`fetch_depth_snapshot`). Venues without depth never emit it."""
+        raise NotImplementedError(f"{type(self).__name__} has no depth stream")
+
+    async def fetch_depth_snapshot(self, rest: RestClient, symbol: str) -> Any:
+        """Fetch a REST depth snapshot and apply it to the sync; returns the same kind of object as :meth:`on_depth`."""
+        raise RestRefused(f"{type(self).__name__} has no REST depth snapshot")
+
 
 @dataclass
 class FeedStats:
@@ -521,8 +531,9 @@ class LiveRunner:
         self._control_limiter = TokenBucket(adapter.control_rate, 1)
         self._topics = {
             dt: (topics or {}).get(dt) or topic_name(adapter.asset_class, dt.value, adapter.exchange)
-            for dt in (DataType.TRADES, DataType.QUOTES)
+            for dt in (DataType.TRADES, DataType.QUOTES, DataType.DEPTH)
         }
+        self._depth_retry_at: dict[str, float] = {}  # symbol -> monotonic time before which no snapshot is fetched
         self.last_trade: dict[str, int] = {}
         self.last_trade_ts: dict[str, int] = {}
         self.last_quote: dict[str, int] = {}
@@ -814,6 +825,8 @@ class LiveRunner:
             await self._on_trade(event)
         elif kind == "quote":
             self._on_quote(event)
+        elif kind == "depth":
+            await self._on_depth(event)
         elif kind == "reconnect":
             return "server_shutdown"
         elif kind == "error":
@@ -859,6 +872,29 @@ class LiveRunner:
         self.stats.quotes += 1
         self._m_messages["quote"].inc()
         self.last_quote[event.symbol] = event.ident
+
+    async def _on_depth(self, event: Event) -> None:
+        """One depth event through the adapter's book sync; a break is a ``depth`` gap row and a resync
+        from a fresh REST snapshot (at most one attempt per symbol and second while it keeps failing)."""
+        step = self.adapter.on_depth(event)
+        self._depth_step(event.symbol, step)
+        if not step.needs_snapshot or self.rest is None or time.monotonic() < self._depth_retry_at.get(event.symbol, 0.0):
+            return
+        self._depth_retry_at[event.symbol] = time.monotonic() + 1.0
+        try:
+            self._depth_step(event.symbol, await self.adapter.fetch_depth_snapshot(self.rest, event.symbol))
+        except (RestUnavailable, RestRefused) as exc:
+            log.warning("depth_snapshot_failed", source=self.adapter.source, symbol=event.symbol, error=str(exc)[:200])
+
+    def _depth_step(self, symbol: str, step: Any) -> None:
+        for row in step.rows:
+            self._send(BOOK_DELTA, row)
+        for first, last, before, after in step.gaps:
+            self.ledger.record(
+                exchange=self.adapter.exchange, symbol=symbol, data_type="depth", first=first, last=last, status="lost",
+                source="live", start_ts=before, end_ts=after, detail="depth chain broken: book resynced from a REST snapshot",
+            )
+            self._gap_outcome("lost")
 
     def _dead_letter(self, frame: Frame, exc: MalformedMessage) -> None:
         topic = self._topics[exc.data_type or DataType.TRADES]

@@ -1,4 +1,4 @@
-"""Replay: re-publish stored trades or quotes to a Kafka topic in exchange-time order, at a chosen speed.
+"""Replay: re-publish stored trades, quotes or book deltas to a Kafka topic in exchange-time order, at a chosen speed.
 
 For backtests and for rebuilding downstream systems. Rows are read from K2's Iceberg table with a
 pyiceberg scan filtered on exchange, symbols and a time window, **one window at a time** (default 15
@@ -44,7 +44,7 @@ from k2.telemetry.metrics import metric
 # pyiceberg's expression classes are pydantic models whose positional constructors mypy cannot see.
 _X: Any = expressions
 
-_ID_COLUMN = {"trades": "trade_id", "quotes": "update_id"}
+_ID_COLUMN = {"trades": "trade_id", "quotes": "update_id", "book_deltas": "last_update_id"}
 
 
 def parse_speed(text: str) -> float | None:
@@ -161,6 +161,9 @@ def iter_windows(
     field_id = table.schema().find_field("exchange_ts").field_id
     spans = _file_spans(table, _X.And(base, _X.And(_X.GreaterThanOrEqual("exchange_ts", start_us), _X.LessThan("exchange_ts", end_us))), field_id)
     order = [("exchange_ts", "ascending"), (id_column, "ascending"), ("exchange", "ascending"), ("symbol", "ascending")]
+    if short_name == "book_deltas":  # rows of one event together, its end row last
+        order = [("exchange_ts", "ascending"), ("exchange", "ascending"), ("symbol", "ascending"), (id_column, "ascending"),
+                 ("is_event_end", "ascending")]
     cursor = start_us
     for low, high in spans:
         cursor = max(cursor, min(low, end_us))
@@ -195,7 +198,7 @@ def replay(
         stats = replay(settings, ["BTCUSDT"], start, end, "replay.trades", speed=10.0)
     """
     if table not in _ID_COLUMN:
-        raise ValueError(f"expected table trades or quotes, found {table!r}")
+        raise ValueError(f"expected table trades, quotes or book_deltas, found {table!r}")
     if not symbols:
         raise ValueError("expected at least one symbol, found none")
     if speed is not None and not speed > 0:

@@ -1,0 +1,370 @@
+"""Order-book reads: the book at a moment, a book series for backtests/ML, per-step metrics, trades as-of book.
+
+The book of a symbol at moment ``at`` is rebuilt from ``market_data.book_deltas``:
+
+1. the latest snapshot that restarts the book at or before ``at`` (rows with ``is_snapshot``, the largest
+   ``last_update_id``) fixes the starting point: every earlier row is ignored;
+2. for each (side, price) the row with the largest ``last_update_id`` since then (events with
+   ``exchange_ts <= at``, and ``last_update_id <= update_id`` when given) gives the level's size;
+   a size of 0 means the level is gone. Row order inside an event never matters: each level appears once.
+
+That is one DuckDB query (``arg_max`` per level, top N per side by ``row_number``), every value bound
+as a parameter. Series and trade joins read the rows once and replay them with
+:class:`k2.model.book.OrderBook` (the same rules the sources use).
+
+Hazards: the read cost grows with the run of deltas since the starting snapshot (a live feed writes a
+snapshot at every (re)sync; ``book_snapshots`` written at a cadence would bound it - not done yet);
+the Kafka part of the hybrid read is not included (Iceberg only); a moment inside a depth gap shows the
+last good book before the gap (the gap is in ``quality.gaps``).
+
+Example (needs a catalog with landed depth)::
+
+    book = client.book("BTCUSDT", at="2024-08-09T00:00:00Z", depth=5)
+    book.levels.to_pylist()[0]   # {'side': 'BID', 'level': 1, 'price': Decimal('...'), 'size': Decimal('...')}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from k2.model.arrow import unscaled_from_decimal
+from k2.model.book import Level, OrderBook
+from k2.model.values import datetime_to_micros, micros_to_datetime, unscaled_to_decimal
+from k2.query.errors import InvalidRangeError, QueryError, UnknownSymbolError
+from k2.query.params import check_range, parse_duration, parse_time
+
+if TYPE_CHECKING:
+    from k2.query.client import AsOf, Client
+
+_SHORT = "book_deltas"
+_MAX_DEPTH = 1000
+_MAX_STEPS = 100_000
+LEVELS_SCHEMA = pa.schema(
+    [("side", pa.string()), ("level", pa.int64()), ("price", pa.decimal128(18, 8)), ("size", pa.decimal128(18, 8))]
+)
+
+
+@dataclass(frozen=True)
+class Book:
+    """The book of one symbol at one moment: ``levels`` (side, level 1 = best, price, size) and what it reflects."""
+
+    symbol: str
+    exchange: str | None
+    levels: pa.Table
+    last_update_id: int | None
+    exchange_ts: datetime | None
+    snapshot_id: int | None
+    read_from: str = "deltas"  # or "book_snapshots" (one stored snapshot + the deltas after it)
+
+    def side(self, side: str) -> list[tuple[Decimal, Decimal]]:
+        """(price, size) of one side, best first."""
+        rows = self.levels.to_pylist()
+        return [(r["price"], r["size"]) for r in rows if r["side"] == side]
+
+
+def _check_depth(depth: int) -> int:
+    if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= _MAX_DEPTH:
+        raise QueryError(f"depth: expected an integer between 1 and {_MAX_DEPTH}, found {depth!r}")
+    return depth
+
+
+def _scan(location: str | None, snapshot_id: int | None) -> tuple[str, list[Any]]:
+    if location is None or snapshot_id is None:
+        raise UnknownSymbolError("expected book deltas in market_data.book_deltas, found the table empty")
+    return "iceberg_scan(?, snapshot_from_id => ?)", [location, snapshot_id]
+
+
+def _start(client: Client, source: str, params: list[Any], symbol: str, exchange: str | None, at: datetime,
+           update_id: int | None) -> tuple[str, int]:
+    """(exchange, last_update_id) of the latest restarting snapshot at or before ``at`` / ``update_id``."""
+    where = "symbol = ? AND is_snapshot AND exchange_ts <= ?"
+    args: list[Any] = [symbol, at]
+    if exchange is not None:
+        where += " AND exchange = ?"
+        args.append(exchange)
+    if update_id is not None:
+        where += " AND last_update_id <= ?"
+        args.append(update_id)
+    sql = f"SELECT arg_max(exchange, last_update_id), max(last_update_id) FROM {source} WHERE {where}"  # noqa: S608 - constant fragments
+    row = client._execute(sql, [*params, *args], query="book").to_pylist()[0]
+    values = list(row.values())
+    if values[1] is None:
+        on = f" on {exchange}" if exchange else ""
+        raise UnknownSymbolError(f"expected a book snapshot of {symbol!r}{on} at or before {at.isoformat()}, found none")
+    return str(values[0]), int(values[1])
+
+
+def book(client: Client, symbol: str, at: datetime | str | None = None, depth: int = 10, *, exchange: str | None = None,
+         update_id: int | None = None, as_of: AsOf | None = None) -> Book:
+    """The top ``depth`` levels per side of ``symbol`` at ``at`` (default: now) - see the module docstring.
+
+    One query: the scan is filtered once (symbol, time, update id), the starting snapshot is found in it
+    and the levels are reduced from the rows after it.
+    """
+    depth = _check_depth(depth)
+    moment = parse_time(at, "at") if at is not None else datetime.now(UTC)
+    assert moment is not None
+    fast = _from_stored_snapshot(client, symbol, moment, depth, exchange, update_id, as_of)
+    if fast is not None:
+        return fast
+    read = client._resolve(_SHORT, as_of)
+    source, params = _scan(read.location, read.snapshot_id)
+    where, args = "symbol = ? AND exchange_ts <= ?", [symbol, moment]
+    if exchange is not None:
+        where, args = where + " AND exchange = ?", [*args, exchange]
+    if update_id is not None:
+        where, args = where + " AND last_update_id <= ?", [*args, update_id]
+    sql = (
+        f"WITH base AS MATERIALIZED (SELECT exchange, side, price, size, last_update_id, exchange_ts, is_snapshot FROM {source} WHERE {where}), "  # noqa: S608 - constant fragments
+        "start AS (SELECT arg_max(exchange, last_update_id) AS ex, max(last_update_id) AS u FROM base WHERE is_snapshot), "
+        "d AS (SELECT b.* FROM base b, start s WHERE b.exchange = s.ex AND b.last_update_id >= s.u "
+        "AND (b.last_update_id > s.u OR b.is_snapshot)), "
+        "latest AS (SELECT side, price, arg_max(size, last_update_id) AS size FROM d GROUP BY side, price), "
+        "ranked AS (SELECT side, price, size, row_number() OVER (PARTITION BY side ORDER BY "
+        "CASE WHEN side = 'BID' THEN -price ELSE price END) AS level FROM latest WHERE size > 0) "
+        "SELECT side, level, price, size, NULL::VARCHAR AS ex, NULL::BIGINT AS u, NULL::TIMESTAMPTZ AS ts FROM ranked WHERE level <= ? "
+        "UNION ALL SELECT NULL, NULL, NULL, NULL, (SELECT ex FROM start), max(last_update_id), max(exchange_ts) FROM d"
+    )
+    table = client._execute(sql, [*params, *args, depth], query="book")
+    meta = table.filter(pa.compute.is_null(table["side"]))
+    venue, last_u, last_ts = meta["ex"][0].as_py(), meta["u"][0].as_py(), meta["ts"][0].as_py()
+    if venue is None:
+        on = f" on {exchange}" if exchange else ""
+        bound = "" if update_id is None else f" and update id {update_id}"
+        raise UnknownSymbolError(f"expected a book snapshot of {symbol!r}{on} at or before {moment.isoformat()}{bound}, found none")
+    levels = table.filter(pa.compute.is_valid(table["side"])).select(["side", "level", "price", "size"])
+    levels = levels.sort_by([("side", "descending"), ("level", "ascending")]).cast(LEVELS_SCHEMA)
+    return Book(symbol, venue, levels, last_u, last_ts, read.snapshot_id)
+
+
+def _latest_stored(client: Client, symbol: str, moment: datetime, exchange: str | None, update_id: int | None,
+                   as_of: AsOf | None) -> dict[str, Any] | None:
+    read = client._resolve("book_snapshots", as_of)
+    if read.location is None or read.snapshot_id is None:
+        return None
+    where, args = "symbol = ? AND exchange_ts <= ?", [symbol, moment]
+    if exchange is not None:
+        where, args = where + " AND exchange = ?", [*args, exchange]
+    if update_id is not None:
+        where, args = where + " AND last_update_id <= ?", [*args, update_id]
+    sql = (
+        "SELECT exchange, last_update_id, exchange_ts, depth, bid_prices, bid_sizes, ask_prices, ask_sizes "  # noqa: S608
+        f"FROM iceberg_scan(?, snapshot_from_id => ?) WHERE {where} ORDER BY last_update_id DESC LIMIT 1"
+    )
+    rows = client._execute(sql, [read.location, read.snapshot_id, *args], query="book").to_pylist()
+    return rows[0] if rows else None
+
+
+def _from_stored_snapshot(client: Client, symbol: str, moment: datetime, depth: int, exchange: str | None,
+                          update_id: int | None, as_of: AsOf | None) -> Book | None:
+    """The book from one ``book_snapshots`` row + the deltas after it, or None when that cannot be exact.
+
+    Exact when: no book restart happened after the stored snapshot, and on each side the best ``depth``
+    levels lie inside the stored snapshot's price range (levels beyond it are known only if changed since).
+    """
+    stored = _latest_stored(client, symbol, moment, exchange, update_id, as_of)
+    if stored is None or depth > stored["depth"]:
+        return None
+    read = client._resolve(_SHORT, as_of)
+    source, params = _scan(read.location, read.snapshot_id)
+    where = "symbol = ? AND exchange = ? AND last_update_id > ? AND exchange_ts <= ?"
+    args: list[Any] = [symbol, stored["exchange"], stored["last_update_id"], moment]
+    if update_id is not None:
+        where, args = where + " AND last_update_id <= ?", [*args, update_id]
+    sql = (
+        "SELECT side, price, arg_max(size, last_update_id) AS size, bool_or(is_snapshot) AS restart, "  # noqa: S608
+        f"max(last_update_id) AS u, max(exchange_ts) AS ts FROM {source} WHERE {where} GROUP BY side, price"
+    )
+    changes = client._execute(sql, [*params, *args], query="book").to_pylist()
+    if any(c["restart"] for c in changes):
+        return None
+    sides: dict[str, list[tuple[Decimal, Decimal]]] = {}
+    for side, prices, sizes, better in (("BID", "bid_prices", "bid_sizes", -1), ("ASK", "ask_prices", "ask_sizes", 1)):
+        levels = dict(zip(stored[prices], stored[sizes], strict=True))
+        truncated = len(levels) >= stored["depth"]
+        edge = stored[prices][-1] if stored[prices] else None  # worst price the stored snapshot covers
+        for change in changes:
+            if change["side"] == side:
+                levels[change["price"]] = change["size"]
+        known = sorted(((p, q) for p, q in levels.items() if q > 0 and (not truncated or edge is None or better * (p - edge) <= 0)),
+                       key=lambda level: better * level[0])
+        if truncated and len(known) < depth:
+            return None  # deeper untouched levels are unknown here: read the deltas instead
+        sides[side] = known[:depth]
+    rows = [{"side": side, "level": i + 1, "price": p, "size": q} for side in ("BID", "ASK") for i, (p, q) in enumerate(sides[side])]
+    levels_table = pa.Table.from_pylist(rows, schema=LEVELS_SCHEMA)
+    last_u = max([stored["last_update_id"], *(c["u"] for c in changes)])
+    last_ts = max([stored["exchange_ts"], *(c["ts"] for c in changes)])
+    return Book(symbol, stored["exchange"], levels_table, last_u, last_ts, read.snapshot_id, "book_snapshots")
+
+
+def _read_rows(client: Client, symbol: str, exchange: str | None, start: datetime, end: datetime,
+               as_of: AsOf | None) -> tuple[str, dict[str, np.ndarray], int | None]:
+    """Delta rows from the snapshot restarting the book before ``start`` through ``end``, in update-id order."""
+    read = client._resolve(_SHORT, as_of)
+    source, params = _scan(read.location, read.snapshot_id)
+    venue, first = _start(client, source, params, symbol, exchange, start, None)
+    sql = (
+        "SELECT side = 'ASK' AS ask, price, size, last_update_id, epoch_us(exchange_ts) AS ts, is_snapshot "  # noqa: S608
+        f"FROM {source} WHERE symbol = ? AND exchange = ? AND last_update_id >= ? AND exchange_ts <= ? "
+        "AND (last_update_id > ? OR is_snapshot) ORDER BY last_update_id"
+    )
+    table = client._execute(sql, [*params, symbol, venue, first, end, first], query="book_series")
+    columns = {
+        "ask": np.asarray(table["ask"].to_numpy(zero_copy_only=False), dtype=bool),
+        "price": unscaled_from_decimal(table["price"]),
+        "size": unscaled_from_decimal(table["size"]),
+        "u": np.asarray(table["last_update_id"].to_numpy(zero_copy_only=False), dtype=np.int64),
+        "ts": np.asarray(table["ts"].to_numpy(zero_copy_only=False), dtype=np.int64),
+        "snap": np.asarray(table["is_snapshot"].to_numpy(zero_copy_only=False), dtype=bool),
+    }
+    return venue, columns, read.snapshot_id
+
+
+class _Replay:
+    """Walks delta rows (from :func:`_read_rows`) forward in time, applying them to an OrderBook."""
+
+    def __init__(self, columns: dict[str, np.ndarray]) -> None:
+        self.c = columns
+        self.book = OrderBook()
+        self.i = 0
+        self.n = len(columns["u"])
+        self._ask = columns["ask"].tolist()
+        self._price = columns["price"].tolist()
+        self._size = columns["size"].tolist()
+        self._u = columns["u"].tolist()
+        self._ts = columns["ts"].tolist()
+        self._snap = columns["snap"].tolist()
+        self._loaded_snapshot: int | None = None
+
+    def advance(self, until_us: int, inclusive: bool = True) -> OrderBook:
+        """Apply every row with exchange time <= ``until_us`` (< when not ``inclusive``); whole events only."""
+        book = self.book
+        while self.i < self.n and (self._ts[self.i] <= until_us if inclusive else self._ts[self.i] < until_us):
+            i = self.i
+            if self._snap[i] and self._loaded_snapshot != self._u[i]:
+                book.clear()
+                self._loaded_snapshot = self._u[i]
+            elif not self._snap[i]:
+                self._loaded_snapshot = None
+            book.apply("ASK" if self._ask[i] else "BID", self._price[i], self._size[i])
+            book.last_update_id, book.exchange_ts = self._u[i], self._ts[i]
+            self.i += 1
+        return book
+
+
+def book_metrics(bids: Sequence[Level], asks: Sequence[Level], levels: int = 10, bps: Decimal | int = 10,
+                 quantity: Decimal | None = None) -> dict[str, Decimal | None]:
+    """Spread, mid, microprice, imbalance (top ``levels``), depth within ``bps`` of mid, market-order cost.
+
+    ``bids``/``asks`` are (unscaled price, unscaled size), best first. ``buy_fill_price`` is the average
+    price of a market buy of ``quantity`` walking the asks (None when the visible book is too thin);
+    ``buy_slippage_bps`` its distance from mid in basis points (sells alike on the bids). Exact decimals
+    (division results rounded to 8 places for prices, 6 for ratios).
+
+    >>> m = book_metrics([(10000000000, 100000000)], [(10200000000, 300000000)], quantity=Decimal("2"))
+    >>> m["spread"], m["mid"], m["microprice"], m["imbalance"], m["buy_fill_price"]
+    (Decimal('2.00000000'), Decimal('101.00000000'), Decimal('100.50000000'), Decimal('-0.500000'), Decimal('102.00000000'))
+    """
+    q8, q6 = Decimal("0.00000001"), Decimal("0.000001")
+    out: dict[str, Decimal | None] = dict.fromkeys(
+        ("spread", "mid", "microprice", "imbalance", "bid_depth_bps", "ask_depth_bps", "buy_fill_price",
+         "buy_slippage_bps", "sell_fill_price", "sell_slippage_bps"))
+    if not bids or not asks:
+        return out
+    dec = unscaled_to_decimal
+    bid, bid_size, ask, ask_size = dec(bids[0][0]), dec(bids[0][1]), dec(asks[0][0]), dec(asks[0][1])
+    mid = (bid + ask) / 2
+    out["spread"], out["mid"] = (ask - bid).quantize(q8), mid.quantize(q8)
+    out["microprice"] = ((bid * ask_size + ask * bid_size) / (bid_size + ask_size)).quantize(q8)
+    bid_volume = sum((dec(s) for _, s in bids[:levels]), Decimal(0))
+    ask_volume = sum((dec(s) for _, s in asks[:levels]), Decimal(0))
+    out["imbalance"] = ((bid_volume - ask_volume) / (bid_volume + ask_volume)).quantize(q6)
+    band = mid * Decimal(bps) / Decimal(10_000)
+    out["bid_depth_bps"] = sum((dec(s) for p, s in bids if dec(p) >= mid - band), Decimal(0))
+    out["ask_depth_bps"] = sum((dec(s) for p, s in asks if dec(p) <= mid + band), Decimal(0))
+    if quantity is not None:
+        for name, side, sign in (("buy", asks, 1), ("sell", bids, -1)):
+            price = _fill_price(side, Decimal(quantity))
+            out[f"{name}_fill_price"] = None if price is None else price.quantize(q8)
+            out[f"{name}_slippage_bps"] = None if price is None else (sign * (price - mid) / mid * 10_000).quantize(q6)
+    return out
+
+
+def _fill_price(levels: Sequence[Level], quantity: Decimal) -> Decimal | None:
+    if quantity <= 0:
+        raise InvalidRangeError(f"quantity: expected a positive number, found {quantity}")
+    remaining, cost = quantity, Decimal(0)
+    for price, size in levels:
+        take = min(remaining, unscaled_to_decimal(size))
+        cost += take * unscaled_to_decimal(price)
+        remaining -= take
+        if remaining == 0:
+            return cost / quantity
+    return None
+
+
+def book_series(client: Client, symbol: str, start: datetime | str, end: datetime | str, every: str | timedelta = "1s",
+                depth: int = 10, *, exchange: str | None = None, as_of: AsOf | None = None, metrics_levels: int = 10,
+                bps: Decimal | int = 10, quantity: Decimal | None = None) -> pa.Table:
+    """One row per step ``start, start+every, ... < end``: the book at that moment (top ``depth`` as lists) + metrics."""
+    depth = _check_depth(depth)
+    s, e = parse_time(start, "start"), parse_time(end, "end")
+    if s is None or e is None:
+        raise InvalidRangeError(f"expected both start and end, found start={start!r} end={end!r}")
+    check_range(s, e, client.settings.query_max_range_days)
+    step = parse_duration(every, "every")
+    steps = int((e - s) / step)
+    if steps > _MAX_STEPS:
+        raise QueryError(f"every: expected at most {_MAX_STEPS:,} steps between start and end, found {steps:,}")
+    venue, columns, _ = _read_rows(client, symbol, exchange, s, e, as_of)
+    replay, rows = _Replay(columns), []
+    moment = s
+    while moment < e:
+        book = replay.advance(datetime_to_micros(moment))
+        # Whole sides: the market-order fill walks as deep as the quantity needs.
+        bids, asks = book.top("BID", len(book.bids)), book.top("ASK", len(book.asks))
+        row: dict[str, Any] = {"ts": moment, "exchange": venue, "last_update_id": book.last_update_id,
+                               "exchange_ts": None if book.exchange_ts is None else micros_to_datetime(book.exchange_ts)}
+        for name, levels in (("bid", bids), ("ask", asks)):
+            row[f"{name}_prices"] = [unscaled_to_decimal(p) for p, _ in levels[:depth]]
+            row[f"{name}_sizes"] = [unscaled_to_decimal(q) for _, q in levels[:depth]]
+        row.update(book_metrics(bids, asks, metrics_levels, bps, quantity))
+        rows.append(row)
+        moment += step
+    return pa.Table.from_pylist(rows) if rows else pa.table({"ts": pa.array([], pa.timestamp("us", tz="UTC"))})
+
+
+def trades_with_book(client: Client, symbol: str, start: datetime | str, end: datetime | str, *,
+                     exchange: str | None = None, as_of: AsOf | None = None) -> pa.Table:
+    """Each trade in ``[start, end)`` with the best bid/ask and sizes of the book just *before* it (as-of join).
+
+    "Before" is by exchange time: the book after every event with ``exchange_ts`` strictly earlier than
+    the trade's. Columns: the trade's, plus ``bid_price``, ``bid_size``, ``ask_price``, ``ask_size``,
+    ``book_update_id`` (None before the first snapshot).
+    """
+    trades = client.trades(symbol, start, end, exchange=exchange, as_of=as_of).table
+    s, e = parse_time(start, "start"), parse_time(end, "end")
+    assert s is not None and e is not None
+    _, columns, _ = _read_rows(client, symbol, exchange, s, e, as_of)
+    replay = _Replay(columns)
+    extra: dict[str, list[Any]] = {k: [] for k in ("bid_price", "bid_size", "ask_price", "ask_size", "book_update_id")}
+    for ts in trades["exchange_ts"].to_pylist():
+        book = replay.advance(datetime_to_micros(ts), inclusive=False)
+        bid, ask = book.best_bid(), book.best_ask()
+        extra["bid_price"].append(None if bid is None else unscaled_to_decimal(bid[0]))
+        extra["bid_size"].append(None if bid is None else unscaled_to_decimal(bid[1]))
+        extra["ask_price"].append(None if ask is None else unscaled_to_decimal(ask[0]))
+        extra["ask_size"].append(None if ask is None else unscaled_to_decimal(ask[1]))
+        extra["book_update_id"].append(book.last_update_id)
+    for name, values in extra.items():
+        kind = pa.int64() if name == "book_update_id" else pa.decimal128(18, 8)
+        trades = trades.append_column(name, pa.array(values, type=kind))
+    return trades
