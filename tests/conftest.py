@@ -26,6 +26,9 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 for _key in [k for k in os.environ if k.startswith("K2_") and k != "K2_SHARED_DATA"]:
     del os.environ[_key]
 os.environ["K2_CONFIG_FILE"] = str(REPO / "tests" / "k2-test.toml")
+# The CLI's rich consoles take their width when k2.cli is first imported: the same wide width for every
+# test, whichever imports it first (under pytest-xdist that is another test in each worker).
+os.environ["COLUMNS"] = "300"
 
 
 @pytest.fixture(scope="session")

@@ -18,8 +18,8 @@ from pyiceberg.table import Table
 
 from k2.cli.demo import SAMPLES
 from k2.lake.writer import append
-from k2.landing.consumer import LandingConsumer
 from k2.landing.dedup import find_gaps
+from k2.landing.ledger import gap_row
 from k2.model import GAP, QUOTE, TRADE
 from k2.model.arrow import records_to_arrow
 from k2.sources.binance import iter_capture
@@ -78,9 +78,7 @@ def record_gaps(
     for low, high in find_gaps(present[0] - 1, present):
         before, after = times.get(low - 1), times.get(high + 1)
         rows.append(
-            LandingConsumer._gap_row(
-                "binance", "BTCUSDT", "trades", low, high, before, after, detected, "open", None
-            )
+            gap_row("binance", "BTCUSDT", "trades", low, high, detected, "open", before, after)
         )
     append(tables["gaps"], records_to_arrow(GAP, rows), "gaps")
     time.sleep(0.01)

@@ -124,9 +124,11 @@ def test_invalid_and_undecodable_messages_go_to_dlq_with_original_bytes(settings
     assert stats.dead_lettered == 5
     letters = _read_dlq(settings, topic, 5)
     reasons = sorted(d.reason for d in letters)
-    assert reasons == sorted(["non_positive_price", "unknown_side", "timestamp_out_of_window", "avro_decode", "truncated"]) or reasons == sorted(
-        ["non_positive_price", "unknown_side", "timestamp_out_of_window", "unknown_schema_id", "truncated"]
-    )
+    # The garbage names schema id 1: unknown to a fresh registry, or (when another test registered it
+    # first on the session's registry) an id whose schema does not decode it or is another record.
+    garbage_reasons = {"avro_decode", "unknown_schema_id", "wrong_record"}
+    assert len(set(reasons) & garbage_reasons) == 1, reasons
+    assert sorted(r for r in reasons if r not in garbage_reasons) == sorted(["non_positive_price", "unknown_side", "timestamp_out_of_window", "truncated"])
     raw = next(d for d in letters if d.value == garbage)
     assert raw.original_headers == [("origin", b"fuzz")]
     assert raw.source_topic == topic and raw.source_offset >= 0

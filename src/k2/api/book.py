@@ -20,7 +20,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
+from k2.api.errors import error_responses
 from k2.api.params import AsOf, check_as_of
+from k2.api.respond import DATA_ERRORS
 from k2.api.state import run
 
 TEXT = r"^[A-Za-z0-9._:/-]+$"
@@ -30,7 +32,11 @@ def book_router(dependencies: Sequence[Any]) -> APIRouter:
     """The ``/v1/book`` router; ``dependencies`` are the app's read-scope auth dependencies."""
     router = APIRouter(tags=["data"], dependencies=list(dependencies))
 
-    @router.get("/v1/book", summary="Order book (top N levels per side) of a symbol at a moment")
+    @router.get(
+        "/v1/book",
+        summary="Order book (top N levels per side) of a symbol at a moment",
+        responses=error_responses(*DATA_ERRORS),
+    )
     async def get_book(
         request: Request,
         symbol: Annotated[str, Query(min_length=1, max_length=64, pattern=TEXT, description="Exchange-native symbol.")],

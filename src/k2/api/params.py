@@ -78,8 +78,18 @@ def check_as_of(value: int | datetime | str | None) -> int | datetime | str | No
     if isinstance(value, datetime):
         return check_time("as_of", value)
     if isinstance(value, str):
-        name = value.removeprefix(TAG_PREFIX)
-        if not value.startswith(TAG_PREFIX) or not TAG_NAME.fullmatch(name):
+        # A query string is always text: the str branch of the union also receives ids and times.
+        text = value.strip()
+        if text.isdigit():
+            return check_as_of(int(text))
+        if not text.startswith(TAG_PREFIX):
+            try:
+                parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            except ValueError:
+                parsed = None
+            if parsed is not None:
+                return check_as_of(parsed)
+        if not text.startswith(TAG_PREFIX) or not TAG_NAME.fullmatch(text.removeprefix(TAG_PREFIX)):
             raise APIError(
                 400,
                 "invalid_as_of",

@@ -712,7 +712,8 @@ class LandingConsumer:
                 rejects.append((int(positions[rows[row]]), reason, detail))
         if invalid.any():
             good, positions = good.filter(pa.array(~invalid)), positions[~invalid]
-        screened = screen_ids(good, id_column, self.tables[short], self.marks[short], self.settings.landing_max_id_jump)
+        windowed = self.sequential if short == "trades" else frozenset()
+        screened = screen_ids(good, id_column, self.tables[short], self.marks[short], self.settings.landing_max_id_jump, windowed)
         if screened:
             out = np.zeros(good.num_rows, dtype=bool)
             for row, reason, detail in screened:

@@ -178,7 +178,8 @@ def _ids(data: pa.Table, id_column: str) -> np.ndarray:
 
 
 def screen_ids(
-    data: pa.Table, id_column: str, table: Table, marks: HighWaterMarks, max_jump: int
+    data: pa.Table, id_column: str, table: Table, marks: HighWaterMarks, max_jump: int,
+    windowed: frozenset[str] | None = None,
 ) -> list[tuple[int, str, str]]:
     """Rows of ``data`` whose id must not land: ``(row, reason, detail)`` for the DLQ (see module docstring).
 
@@ -200,7 +201,9 @@ def screen_ids(
         rejects.append((row, NEGATIVE_ID, f"expected {id_column} >= 0 for {exchange}/{symbol}, found {int(ids[row])}"))
     for code, pair in enumerate(pairs):
         rows = np.flatnonzero((codes == code) & (ids >= 0))
-        if rows.size == 0:
+        # The window guards the gap ledger: only venues with contiguous ids (``windowed``) have one; others
+        # (time-derived ids of vendor files, update ids) may jump freely.
+        if rows.size == 0 or (windowed is not None and pair[0] not in windowed):
             continue
         pair_ids = ids[rows]
         mark = current.get(pair)

