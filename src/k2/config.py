@@ -229,6 +229,15 @@ class Settings(BaseSettings):
     landing_metrics_port: int = _f(9464, "Port of the landing service's /metrics endpoint (0 disables).", 0, "landing")
 
     # -- table maintenance -------------------------------------------------------------------------
+    eod_tags: bool = _f(
+        True, "The landing service tags each table's last snapshot of every ended UTC day as `eod-YYYY-MM-DD` (kept by maintenance).", False, "maintenance"
+    )
+    eod_tag_retain_days: float | None = _f(
+        None, "Days an end-of-day tag is kept (unset: forever); `k2 maintain` drops older ones.", 400.0, "maintenance"
+    )
+    eod_tag_check_seconds: float = _f(
+        300.0, "How often the landing service checks for days that ended without their end-of-day tag.", 60.0, "maintenance"
+    )
     maintenance_interval_seconds: float = _f(
         0.0, "Run table maintenance (`k2 maintain`) inside the landing service this often (0 = off).", 3_600.0, "maintenance"
     )
@@ -399,6 +408,7 @@ class Settings(BaseSettings):
         "producer_delivery_timeout_seconds",
         "producer_stall_seconds",
         "book_snapshot_interval_seconds",
+        "eod_tag_check_seconds",
     )
     @classmethod
     def _positive_float(cls, value: float) -> float:
@@ -414,6 +424,13 @@ class Settings(BaseSettings):
     def _non_negative_float(cls, value: float) -> float:
         if value < 0:
             raise ValueError(f"expected a number >= 0, found {value}")
+        return value
+
+    @field_validator("eod_tag_retain_days")
+    @classmethod
+    def _positive_days(cls, value: float | None) -> float | None:
+        if value is not None and value <= 0:
+            raise ValueError(f"expected a number of days > 0 (or unset: forever), found {value}")
         return value
 
     @field_validator("book_snapshot_depth")

@@ -154,3 +154,19 @@ def test_every_query_reads_as_of_a_tag(lake: tuple[Settings, Table]) -> None:
             client.trades("BTCUSDT", as_of="tag:nope", include_recent=False)
     finally:
         client.close()
+
+
+def test_landing_schedule_tags_every_table_once_per_ended_day(lake: tuple[Settings, Table]) -> None:
+    from k2.lake.tags import make_eod_tags_everywhere, start_eod_tagger
+
+    settings, table = lake
+    append(table, trade_batch(1, 5), "trades", _props(1))
+    tomorrow = datetime.now(UTC) + timedelta(days=1)
+    made = make_eod_tags_everywhere(settings, tomorrow)
+    assert made == {"trades": [eod_tag_name(datetime.now(UTC))]}  # the other tables are empty: nothing to tag
+    assert make_eod_tags_everywhere(settings, tomorrow) == {}
+    # The landing service's thread runs the same check at start and stops promptly.
+    tagger = start_eod_tagger(settings.model_copy(update={"eod_tag_check_seconds": 0.05}))
+    assert tagger is not None
+    tagger.stop(timeout=10)
+    assert start_eod_tagger(settings.model_copy(update={"eod_tags": False})) is None

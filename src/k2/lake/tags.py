@@ -30,11 +30,17 @@ Example:
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+import structlog
 from pyiceberg.table import Table
 from pyiceberg.table.refs import SnapshotRefType
+
+from k2.config import Settings
+
+log = structlog.get_logger("k2.tags")
 
 EOD_PREFIX = "eod-"
 TAG_PREFIX = "tag:"
@@ -218,3 +224,70 @@ def make_eod_tags(table: Table, now: datetime, retain_days: float | None = None)
     manage.commit()
     table.refresh()
     return list(due)
+
+
+def make_eod_tags_everywhere(settings: Settings, now: datetime | None = None) -> dict[str, list[str]]:
+    """End-of-day tags on every existing K2 table (``{table: [tags made]}``); tables not created yet are skipped."""
+    from pyiceberg.exceptions import NoSuchTableError
+
+    from k2.lake.catalog import TABLES, load_catalog, load_table
+
+    catalog = load_catalog(settings)
+    made: dict[str, list[str]] = {}
+    for short in TABLES:
+        try:
+            table = load_table(catalog, short)
+        except NoSuchTableError:
+            continue
+        names = make_eod_tags(table, now or datetime.now(UTC), settings.eod_tag_retain_days)
+        if names:
+            made[short] = names
+    return made
+
+
+class EodTagger:
+    """The landing service's schedule for end-of-day tags: checks every ``eod_tag_check_seconds`` (thread).
+
+    Example (needs a catalog)::
+
+        tagger = EodTagger(settings).start()
+        ...
+        tagger.stop()
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.made: dict[str, list[str]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="k2-eod-tags", daemon=True)
+
+    def start(self) -> EodTagger:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                for short, names in make_eod_tags_everywhere(self.settings).items():
+                    self.made.setdefault(short, []).extend(names)
+                    log.info("end-of-day tags made", table=short, tags=names)
+            except Exception:  # keep landing alive; the next check retries (a concurrent commit, say)
+                log.exception("end-of-day tagging failed")
+            if self._stop.wait(self.settings.eod_tag_check_seconds):
+                return
+
+
+def start_eod_tagger(settings: Settings) -> EodTagger | None:
+    """Start the end-of-day tagger when ``eod_tags`` is on (the default), else None.
+
+    Example:
+        >>> from k2.config import Settings
+        >>> start_eod_tagger(Settings(eod_tags=False)) is None
+        True
+    """
+    return EodTagger(settings).start() if settings.eod_tags else None

@@ -1007,8 +1007,14 @@ def run_landing(settings: Settings, idle_exit_seconds: float | None = None, topi
     from k2.lake.maintenance import start_scheduler
 
     maintenance = start_scheduler(settings)
+    # End-of-day tags (k2.lake.tags; K2_EOD_TAGS, on by default): history that outlives snapshot expiry.
+    from k2.lake.tags import start_eod_tagger
+
+    tagger = start_eod_tagger(settings)
     try:
         return consumer.run(idle_exit_seconds=idle_exit_seconds)
     finally:
         if maintenance is not None:
             maintenance.stop()
+        if tagger is not None:
+            tagger.stop()
