@@ -170,3 +170,18 @@ def test_landing_schedule_tags_every_table_once_per_ended_day(lake: tuple[Settin
     assert tagger is not None
     tagger.stop(timeout=10)
     assert start_eod_tagger(settings.model_copy(update={"eod_tags": False})) is None
+
+
+def test_snapshots_list_their_tags(lake: tuple[Settings, Table]) -> None:
+    import k2
+
+    settings, table = lake
+    append(table, trade_batch(1, 5), "trades", _props(1))
+    tagged = create_tag(table, "audit")
+    append(table, trade_batch(6, 5), "trades", _props(2))
+    client = k2.connect(data_dir=settings.data_dir)
+    try:
+        rows = client.snapshots("trades").to_pylist()
+    finally:
+        client.close()
+    assert [(r["snapshot_id"], r["tags"]) for r in rows] == [(tagged.snapshot_id, ["audit"]), (rows[1]["snapshot_id"], [])]

@@ -195,7 +195,8 @@ class Resolver(ClientState):
             raise QueryError(f"expected a table among {sorted(TABLES)}, found {table!r}")
 
     def snapshots(self, table: str = "trades") -> QueryResult:
-        """The table's commits, oldest first: id, parent, time, operation, rows added, total rows, Kafka offsets.
+        """The table's commits, oldest first: id, parent, time, operation, rows added, total rows, Kafka offsets,
+        and the tags (``k2 tag``, end-of-day tags) that name each snapshot.
 
         Example::
 
@@ -205,9 +206,12 @@ class Resolver(ClientState):
         loaded = self._load(table)
         rows: dict[str, list[Any]] = {k: [] for k in (
             "snapshot_id", "parent_id", "committed_at", "operation", "added_rows", "total_rows",
-            "kafka_offsets", "kafka_ranges", "summary")}
+            "kafka_offsets", "kafka_ranges", "summary", "tags")}
         latest: int | None = None
         if loaded is not None:
+            tags: dict[int, list[str]] = {}
+            for tag in list_tags(loaded):
+                tags.setdefault(tag.snapshot_id, []).append(tag.name)
             limit_ms = None
             if self._pin is not None:
                 pinned = self._resolve(table)
@@ -230,9 +234,11 @@ class Resolver(ClientState):
                 rows["kafka_offsets"].append(json.dumps(offsets_from_summary(props)) if OFFSETS_KEY in props else None)
                 rows["kafka_ranges"].append(props.get(RANGES_KEY))
                 rows["summary"].append(json.dumps(props, sort_keys=True))
+                rows["tags"].append(sorted(tags.get(int(snap.snapshot_id), [])))
         schema = pa.schema([
             ("snapshot_id", pa.int64()), ("parent_id", pa.int64()), ("committed_at", pa.timestamp("us", tz="UTC")),
             ("operation", pa.string()), ("added_rows", pa.int64()), ("total_rows", pa.int64()),
             ("kafka_offsets", pa.string()), ("kafka_ranges", pa.string()), ("summary", pa.string()),
+            ("tags", pa.list_(pa.string())),
         ])
         return QueryResult(pa.table(rows, schema=schema), {table: latest})
