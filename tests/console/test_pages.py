@@ -6,6 +6,7 @@ recorded), so these tests also prove the pages and /docs need no internet.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -128,11 +129,15 @@ def test_quality_cell_turns_lists_the_missing_ids_and_replays_dead_letters(
     assert letter[:5] == ["avro_decode", "expected an Avro body, found 'not avro'", source_topic, "0", "41"]
     assert "cell=2024-08-09T00" in page.url  # the chosen cell is in the address
     page.screenshot(path=str(artifacts / "quality-gap.png"), full_page=True)
-    # Admin: replay the dead letter; its original bytes are back in the source topic.
+    # Admin: replay the dead letter. It still is not Avro, so replay leaves it in the DLQ and says why
+    # (issue 10: replay moves only letters that now pass, never copies invalid ones back).
     page.click("#replay-dead-letters")
     page.wait_for_function("document.getElementById('replay-result').textContent.startsWith('replayed')")
-    assert page.text_content("#replay-result") == f"replayed 1 to {source_topic}"
-    assert read_one(console, source_topic) == original
+    # Its schema id (7) may be unknown to the registry or name another record: any decode reason will do.
+    assert re.fullmatch(
+        r"replayed 0, 1 still invalid \((avro_decode|unknown_schema_id|wrong_record): 1\)", page.text_content("#replay-result") or ""
+    )
+    assert original.startswith(b"\x00\x00\x00\x00")  # the garbage under test (Confluent magic byte, then no Avro)
     page.screenshot(path=str(artifacts / "quality-replayed.png"), full_page=True)
 
 

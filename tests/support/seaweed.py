@@ -94,7 +94,24 @@ class SeaweedServer:
                 raise TimeoutError(f"expected SeaweedFS's Iceberg REST catalog on {self.iceberg_url}, found nothing listening")
             time.sleep(0.1)
         self._create_buckets(deadline)
+        self._wait_for_table_bucket(deadline)
         return self
+
+    def _wait_for_table_bucket(self, deadline: float) -> None:
+        """SeaweedFS creates ``-tableBucket`` after it listens: wait until its REST catalog knows the bucket."""
+        from pyiceberg.catalog.rest import RestCatalog
+        from pyiceberg.exceptions import NoSuchNamespaceError, RESTError
+
+        while True:
+            try:
+                RestCatalog(
+                    "probe", uri=self.iceberg_url, credential=f"{ACCESS_KEY}:{SECRET_KEY}", warehouse=f"s3://{TABLE_BUCKET}"
+                ).list_namespaces()
+                return
+            except (NoSuchNamespaceError, RESTError, OSError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def s3_client(self):  # type: ignore[no-untyped-def]
         import boto3

@@ -64,6 +64,26 @@ def authenticate(state: ApiState, scope: str) -> Callable[..., Any]:
     return dependency
 
 
+def refusal_before_body(state: ApiState, request: Request) -> APIError | None:
+    """The 401 a ``/v1`` request without a valid key gets, for errors FastAPI raises before dependencies run.
+
+    FastAPI parses a request body before it solves the route's dependencies, so an unparseable body
+    would otherwise answer 400 to a caller who sent no key; the key is checked first, as for every request.
+    """
+    if not request.url.path.startswith("/v1/"):
+        return None
+    given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    if given and state.keys.verify(given.strip()) is not None:
+        return None
+    return APIError(
+        401,
+        "unauthorized",
+        "expected a valid, unrevoked API key in the X-API-Key header or as Authorization: Bearer <key>, found "
+        + ("an unknown, malformed or revoked key" if given else "none"),
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
 def read_auth(state: ApiState) -> list[Any]:
     return [Depends(authenticate(state, "read"))]
 

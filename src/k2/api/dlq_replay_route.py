@@ -46,8 +46,11 @@ class DlqReplayRequest(BaseModel):
 
 
 class DlqReplayResponse(BaseModel):
-    replayed: int = Field(description="Dead letters re-published to their source topics.")
-    source_topics: list[str] = Field(description="Topics they went back to.")
+    replayed: int = Field(description="Dead letters re-published to their source topics (they now pass the landing's checks).")
+    still_invalid: int = Field(description="Dead letters left in the DLQ because they still fail; see `reasons`.")
+    already_replayed: int = Field(description="Dead letters skipped because an earlier replay moved them.")
+    reasons: dict[str, int] = Field(description="Why the letters left in the DLQ still fail, counted by reason.")
+    source_topics: list[str] = Field(description="Topics the replayed letters went back to.")
 
 
 def install_dlq_replay(app: FastAPI, settings: Settings, run: Runner, admin_auth: Sequence[Any]) -> None:
@@ -83,7 +86,13 @@ def install_dlq_replay(app: FastAPI, settings: Settings, run: Runner, admin_auth
                     "nothing was replayed",
                     {"missing": [list(m) for m in missing[:100]]},
                 )
-            replayed = replay_dead_letters(settings, chosen)
-            return {"replayed": replayed, "source_topics": sorted({d.source_topic for d in chosen})}
+            report = replay_dead_letters(settings, chosen)
+            return {
+                "replayed": len(report.replayed),
+                "still_invalid": len(report.still_invalid),
+                "already_replayed": report.already_replayed,
+                "reasons": report.reasons(),
+                "source_topics": sorted({d.source_topic for d in report.replayed}),
+            }
 
         return await run(work)

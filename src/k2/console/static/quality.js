@@ -149,7 +149,11 @@ function replayControl(letters) {
     try {
       for (const [topic, positions] of byTopic) {
         const answer = await api("/v1/dlq/replay", {}, { method: "POST", body: { topic, positions } });
-        done.push(`${answer.replayed} to ${answer.source_topics.join(", ")}`);
+        // Replay moves only letters that now pass the landing's checks; the others stay, with their reasons.
+        const to = answer.source_topics.length ? ` to ${answer.source_topics.join(", ")}` : "";
+        const reasons = Object.entries(answer.reasons).map(([reason, n]) => `${reason}: ${n}`).join(", ");
+        const left = answer.still_invalid ? `, ${answer.still_invalid} still invalid (${reasons})` : "";
+        done.push(`${answer.replayed}${to}${left}`);
       }
       result.textContent = `replayed ${done.join("; ")}`;
     } catch (error) {
