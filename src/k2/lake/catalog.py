@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,7 +127,7 @@ def load_catalog(settings: Settings) -> Catalog:
             Path(settings.warehouse_location.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
         props["uri"] = settings.catalog_url
         props["init_catalog_tables"] = "true"
-        return SqlCatalog(settings.catalog_name, **props)
+        return _open_sql_catalog(SqlCatalog, settings.catalog_name, props)
     from pyiceberg.catalog.rest import RestCatalog
 
     props["uri"] = settings.catalog_url
@@ -137,6 +138,29 @@ def load_catalog(settings: Settings) -> Catalog:
     if settings.catalog_warehouse_name:
         props["warehouse"] = settings.catalog_warehouse_name
     return RestCatalog(settings.catalog_name, **props)
+
+
+_CATALOG_CREATE_ATTEMPTS = 5
+
+
+def _open_sql_catalog(catalog_class: Any, name: str, props: dict[str, Any]) -> Catalog:
+    """Open a SQL catalog, surviving processes that race to create its own tables.
+
+    Hazard: pyiceberg probes for ``iceberg_tables`` and then creates it, so two processes opening a new
+    catalog at once can both see it absent; the loser gets "table ... already exists" (SQLite) or a
+    duplicate-key error (PostgreSQL). The winner has created the tables by then, so opening again works.
+    """
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+    for attempt in range(1, _CATALOG_CREATE_ATTEMPTS + 1):
+        try:
+            return catalog_class(name, **props)  # type: ignore[no-any-return]
+        except (OperationalError, IntegrityError, ProgrammingError) as exc:
+            lost_race = "already exists" in str(exc) or "duplicate key" in str(exc)
+            if not lost_race or attempt == _CATALOG_CREATE_ATTEMPTS:
+                raise
+            time.sleep(0.05 * attempt)
+    raise AssertionError("unreachable")
 
 
 def table_properties(settings: Settings) -> dict[str, str]:
