@@ -46,7 +46,7 @@ from k2.telemetry.procs import ManagedProcess, free_port  # noqa: E402
 
 T0 = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=BASE_TS)
 
-LOCUSTFILE = '''
+LOCUSTFILE = """
 import os, random
 from datetime import timedelta, datetime
 from locust import FastHttpUser, constant, task
@@ -80,7 +80,7 @@ class ApiUser(FastHttpUser):
         else:
             s, e = window(60)
             self.client.get(f"/v1/bars?symbol=BTCUSDT&interval=1s&start={s}&end={e}", headers=headers, name="/v1/bars")
-'''
+"""
 
 
 def seed(settings: Settings, trades: int) -> float:
@@ -89,11 +89,17 @@ def seed(settings: Settings, trades: int) -> float:
     batch = 50_000
     for first in range(0, trades, batch):
         n = min(batch, trades - first)
-        append(tables["trades"], trades_table("BTCUSDT", 1_000_000 + first, n, ts0=BASE_TS + first * 2_000), "trades")
+        append(
+            tables["trades"],
+            trades_table("BTCUSDT", 1_000_000 + first, n, ts0=BASE_TS + first * 2_000),
+            "trades",
+        )
     return trades * 0.002
 
 
-def run_locust(kind: str, url: str, key: str, span: float, users: int, seconds: int, page: int, workdir: Path) -> dict[str, float]:
+def run_locust(
+    kind: str, url: str, key: str, span: float, users: int, seconds: int, page: int, workdir: Path
+) -> dict[str, float]:
     locustfile = workdir / "locustfile.py"
     locustfile.write_text(LOCUSTFILE)
     prefix = workdir / f"stats_{kind}"
@@ -106,8 +112,25 @@ def run_locust(kind: str, url: str, key: str, span: float, users: int, seconds: 
         "LOAD_PAGE": str(page),
     }
     cmd = [
-        str(Path(sys.executable).parent / "locust"), "-f", str(locustfile), "--headless", "-u", str(users), "-r", str(users),
-        "-t", f"{seconds}s", "--host", url, "--csv", str(prefix), "--only-summary", "--loglevel", "WARNING", "--stop-timeout", "10",
+        str(Path(sys.executable).parent / "locust"),
+        "-f",
+        str(locustfile),
+        "--headless",
+        "-u",
+        str(users),
+        "-r",
+        str(users),
+        "-t",
+        f"{seconds}s",
+        "--host",
+        url,
+        "--csv",
+        str(prefix),
+        "--only-summary",
+        "--loglevel",
+        "WARNING",
+        "--stop-timeout",
+        "10",
     ]
     subprocess.run(cmd, env=env, check=False, capture_output=True, text=True, timeout=seconds + 120)
     with open(f"{prefix}_stats.csv", newline="") as fh:
@@ -122,7 +145,9 @@ def run_locust(kind: str, url: str, key: str, span: float, users: int, seconds: 
     }
 
 
-def direct_baseline(settings: Settings, kind: str, span: float, seconds: float, page: int) -> dict[str, float]:
+def direct_baseline(
+    settings: Settings, kind: str, span: float, seconds: float, page: int
+) -> dict[str, float]:
     """The same queries through k2.query.Client in this process, one at a time."""
     latencies = []
     with Client(settings) as client:
@@ -147,7 +172,9 @@ def direct_baseline(settings: Settings, kind: str, span: float, seconds: float, 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=int, default=30, help="Duration per endpoint.")
     parser.add_argument("--users", type=int, default=50, help="Concurrent locust clients.")
     parser.add_argument("--trades", type=int, default=200_000, help="Seeded BTCUSDT trades.")
@@ -178,13 +205,18 @@ def main() -> int:
         print(f"seeded {args.trades:,} trades over {span:.0f} s in {time.perf_counter() - t:.1f} s")
         key, _ = KeyStore.from_settings(settings).create("load", "read")
 
-        server = ManagedProcess("api", (sys.executable, "-m", "k2.cli", "api", "serve"), port, root / "api.log", env=overrides)
+        server = ManagedProcess(
+            "api", (sys.executable, "-m", "k2.cli", "api", "serve"), port, root / "api.log", env=overrides
+        )
         server.start(timeout=60)
         url = f"http://127.0.0.1:{port}"
         results: dict[str, dict[str, float]] = {}
         try:
             with httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=60) as c:  # warm the pool
-                for path in ("/v1/trades?symbol=BTCUSDT&limit=10&include_recent=false", "/v1/bars?symbol=BTCUSDT&interval=1s&include_recent=false"):
+                for path in (
+                    "/v1/trades?symbol=BTCUSDT&limit=10&include_recent=false",
+                    "/v1/bars?symbol=BTCUSDT&interval=1s&include_recent=false",
+                ):
                     assert c.get(path).status_code == 200, path
             for kind in ("health", "trades", "bars"):
                 results[kind] = run_locust(kind, url, key, span, args.users, args.seconds, args.page, root)
@@ -195,9 +227,14 @@ def main() -> int:
                 )
         finally:
             server.stop()
-        direct = {kind: direct_baseline(settings, kind, span, min(10.0, args.seconds), args.page) for kind in ("trades", "bars")}
+        direct = {
+            kind: direct_baseline(settings, kind, span, min(10.0, args.seconds), args.page)
+            for kind in ("trades", "bars")
+        }
         for kind, r in direct.items():
-            print(f"direct {kind:<7} {r['rps']:>6.1f} calls/s (1 thread)  p50 {r['p50_ms']:.1f} ms  p99 {r['p99_ms']:.1f} ms")
+            print(
+                f"direct {kind:<7} {r['rps']:>6.1f} calls/s (1 thread)  p50 {r['p50_ms']:.1f} ms  p99 {r['p99_ms']:.1f} ms"
+            )
         errors = sum(int(r["failures"]) for r in results.values())
 
     load = (load_before, os.getloadavg()[0])
@@ -211,9 +248,14 @@ def main() -> int:
 
 
 def record(
-    args: argparse.Namespace, results: dict[str, dict[str, float]], direct: dict[str, dict[str, float]], load: tuple[float, float]
+    args: argparse.Namespace,
+    results: dict[str, dict[str, float]],
+    direct: dict[str, dict[str, float]],
+    load: tuple[float, float],
 ) -> None:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
+    ).stdout.strip()
     lines = [
         "",
         f"Command: `.venv/bin/python benchmarks/api_load.py --seconds {args.seconds} --users {args.users} --record` "
@@ -233,7 +275,9 @@ def record(
         "bars": "`GET /v1/bars` (1 s bars, random 60 s window, JSON)",
     }
     for kind, r in results.items():
-        lines.append(f"| {labels[kind]} | {r['rps']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['requests']:.0f} | {r['failures']:.0f} |")
+        lines.append(
+            f"| {labels[kind]} | {r['rps']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['requests']:.0f} | {r['failures']:.0f} |"
+        )
     for kind, r in direct.items():
         ratio = results[kind]["rps"] / r["rps"] if r["rps"] else float("nan")
         lines.append(

@@ -54,7 +54,9 @@ SELECT side, level, price, size FROM ranked WHERE level <= 25
 
 def capture_rows() -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    reader = CaptureReader(lambda record, row: rows.append(row) if record is BOOK_DELTA else None, lambda *bad: None)
+    reader = CaptureReader(
+        lambda record, row: rows.append(row) if record is BOOK_DELTA else None, lambda *bad: None
+    )
     for ns, raw in iter_capture_lines(CAPTURES):
         reader.feed(ns, raw, "capture")
     for row in rows:
@@ -84,11 +86,13 @@ def main() -> None:
         seconds = time.perf_counter() - started
         files = list(table.inspect.files().to_pylist())
         stored = sum(f["file_size_in_bytes"] for f in files)
-        print(f"rows {data.num_rows:,} ({len(symbols)} symbols x {len(base):,}); pyiceberg append {data.num_rows / seconds:,.0f} rows/s; "
-              f"{len(files)} files, {stored:,} bytes = {stored / data.num_rows:.2f} bytes/row")
+        print(
+            f"rows {data.num_rows:,} ({len(symbols)} symbols x {len(base):,}); pyiceberg append {data.num_rows / seconds:,.0f} rows/s; "
+            f"{len(files)} files, {stored:,} bytes = {stored / data.num_rows:.2f} bytes/row"
+        )
         times = sorted({r["exchange_ts"] for r in base})
         rng = random.Random(7)
-        moments = [micros_to_datetime(rng.choice(times[len(times) // 10:])) for _ in range(args.queries)]
+        moments = [micros_to_datetime(rng.choice(times[len(times) // 10 :])) for _ in range(args.queries)]
         client = Client(settings)
         client.book("BTCUSDT", moments[0], 25)  # warm-up (extension loading, metadata)
         k2_times = []
@@ -108,9 +112,11 @@ def main() -> None:
             t0 = time.perf_counter()
             con.execute(RAW_SQL, [location, rng.choice(symbols), moment]).fetchall()
             raw_times.append(time.perf_counter() - t0)
-        print(f"book(depth=25) over {args.queries} random moments: p50 {statistics.median(k2_times) * 1000:.1f} ms, "
-              f"p99 {percentile(k2_times, 0.99) * 1000:.1f} ms; raw DuckDB: p50 {statistics.median(raw_times) * 1000:.1f} ms, "
-              f"p99 {percentile(raw_times, 0.99) * 1000:.1f} ms; ratio p99 {percentile(k2_times, 0.99) / percentile(raw_times, 0.99):.2f}x")
+        print(
+            f"book(depth=25) over {args.queries} random moments: p50 {statistics.median(k2_times) * 1000:.1f} ms, "
+            f"p99 {percentile(k2_times, 0.99) * 1000:.1f} ms; raw DuckDB: p50 {statistics.median(raw_times) * 1000:.1f} ms, "
+            f"p99 {percentile(raw_times, 0.99) * 1000:.1f} ms; ratio p99 {percentile(k2_times, 0.99) / percentile(raw_times, 0.99):.2f}x"
+        )
         from k2.lake.book_snapshots import write_book_snapshots
 
         t0 = time.perf_counter()
@@ -121,8 +127,10 @@ def main() -> None:
             t0 = time.perf_counter()
             fast_hits += client.book(rng.choice(symbols), moment, 10).read_from == "book_snapshots"
             fast_times.append(time.perf_counter() - t0)
-        print(f"book(depth=10) with book_snapshots: p50 {statistics.median(fast_times) * 1000:.1f} ms, "
-              f"p99 {percentile(fast_times, 0.99) * 1000:.1f} ms; answered from a stored snapshot {fast_hits}/{len(moments)}")
+        print(
+            f"book(depth=10) with book_snapshots: p50 {statistics.median(fast_times) * 1000:.1f} ms, "
+            f"p99 {percentile(fast_times, 0.99) * 1000:.1f} ms; answered from a stored snapshot {fast_hits}/{len(moments)}"
+        )
         print(f"at {datetime.now(UTC).isoformat(timespec='seconds')}")
         client.close()
 

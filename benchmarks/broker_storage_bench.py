@@ -39,7 +39,9 @@ TOPIC = "bench"
 def _weed(root: Path) -> tuple[ManagedProcess, Settings]:
     settings = Settings(data_dir=root, storage_port=_s3_port(), broker_storage="s3://k2-broker/")
     argv = weed_argv(settings, root)
-    proc = ManagedProcess("storage", argv, settings.storage_port, root / "weed.log", env=s3_env(settings)).start(timeout=60)
+    proc = ManagedProcess(
+        "storage", argv, settings.storage_port, root / "weed.log", env=s3_env(settings)
+    ).start(timeout=60)
     wait_for_bucket(settings, filer_port(argv))
     return proc, settings
 
@@ -52,9 +54,13 @@ def _s3_port() -> int:
             return port
 
 
-def _run(storage: str, root: Path, messages: int, env: dict[str, str] | None, idempotent: bool = False) -> tuple[float, float]:
+def _run(
+    storage: str, root: Path, messages: int, env: dict[str, str] | None, idempotent: bool = False
+) -> tuple[float, float]:
     port = free_port()
-    broker = tansu_process(port, root / f"tansu-{time.monotonic_ns()}.log", storage=storage, s3_env=env).start()
+    broker = tansu_process(
+        port, root / f"tansu-{time.monotonic_ns()}.log", storage=storage, s3_env=env
+    ).start()
     bootstrap = f"127.0.0.1:{port}"
     topic = f"{TOPIC}-{time.monotonic_ns()}"  # the s3 bucket outlives the broker: a fresh topic per run
     try:
@@ -73,7 +79,9 @@ def _run(storage: str, root: Path, messages: int, env: dict[str, str] | None, id
                     producer.poll(0.01)
         assert producer.flush(300) == 0
         produce_rate = messages / (time.perf_counter() - started)
-        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench", "enable.auto.commit": False})
+        consumer = Consumer(
+            {"bootstrap.servers": bootstrap, "group.id": "bench", "enable.auto.commit": False}
+        )
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(4)])
         seen, first, last = 0, 0.0, 0.0
         deadline = time.monotonic() + 300
@@ -95,21 +103,31 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    results: dict[str, list[tuple[float, float]]] = {"memory://": [], "s3:// (SeaweedFS)": [], "memory://, idempotent": []}
+    results: dict[str, list[tuple[float, float]]] = {
+        "memory://": [],
+        "s3:// (SeaweedFS)": [],
+        "memory://, idempotent": [],
+    }
     with tempfile.TemporaryDirectory(prefix="k2-broker-bench-") as tmp:
         root = Path(tmp)
         weed, settings = _weed(root)
         try:
             for _ in range(args.rounds):
                 results["memory://"].append(_run("memory://tansu/", root, args.messages, None))
-                results["s3:// (SeaweedFS)"].append(_run("s3://k2-broker/", root, args.messages, s3_env(settings)))
-                results["memory://, idempotent"].append(_run("memory://tansu/", root, args.messages, None, idempotent=True))
+                results["s3:// (SeaweedFS)"].append(
+                    _run("s3://k2-broker/", root, args.messages, s3_env(settings))
+                )
+                results["memory://, idempotent"].append(
+                    _run("memory://tansu/", root, args.messages, None, idempotent=True)
+                )
         finally:
             weed.stop()
     print(f"{args.messages:,} messages of 150 B, {args.rounds} rounds (median)")
     print(f"{'storage':20} {'produce msg/s':>14} {'consume msg/s':>14}")
     for name, rows in results.items():
-        print(f"{name:20} {statistics.median(r[0] for r in rows):>14,.0f} {statistics.median(r[1] for r in rows):>14,.0f}")
+        print(
+            f"{name:20} {statistics.median(r[0] for r in rows):>14,.0f} {statistics.median(r[1] for r in rows):>14,.0f}"
+        )
 
 
 if __name__ == "__main__":

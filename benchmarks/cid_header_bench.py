@@ -63,8 +63,10 @@ def compare(name: str, plain: Callable[[], float], stamped: Callable[[], float],
         a.append(plain())
         b.append(stamped())
     ratios = [y / x for x, y in zip(a, b, strict=True)]
-    print(f"{name}: no header median {statistics.median(a):,.0f} msgs/s; k2.cid median {statistics.median(b):,.0f} msgs/s; "
-          f"per-pair ratio median {statistics.median(ratios):.3f} (pairs: {', '.join(f'{r:.2f}' for r in ratios)})")
+    print(
+        f"{name}: no header median {statistics.median(a):,.0f} msgs/s; k2.cid median {statistics.median(b):,.0f} msgs/s; "
+        f"per-pair ratio median {statistics.median(ratios):.3f} (pairs: {', '.join(f'{r:.2f}' for r in ratios)})"
+    )
 
 
 def main() -> None:
@@ -75,10 +77,14 @@ def main() -> None:
     broker = tansu_process(port, root / "tansu.log").start()
     from k2.bus.registry.server import registry_process
 
-    registry = registry_process(registry_port, f"sqlite:///{root / 'registry.db'}", root / "registry.log").start()
+    registry = registry_process(
+        registry_port, f"sqlite:///{root / 'registry.db'}", root / "registry.log"
+    ).start()
     try:
         settings = Settings(
-            data_dir=root / "k2", kafka_bootstrap_servers=f"127.0.0.1:{port}", schema_registry_url=f"http://127.0.0.1:{registry_port}"
+            data_dir=root / "k2",
+            kafka_bootstrap_servers=f"127.0.0.1:{port}",
+            schema_registry_url=f"http://127.0.0.1:{registry_port}",
         )
         admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
         for future in admin.create_topics([NewTopic("bench", 4, 1), NewTopic("bench-k2", 4, 1)]).values():
@@ -86,13 +92,26 @@ def main() -> None:
         producer = Producer(producer_config(settings))
         headers = [(CID_HEADER, new_correlation_id().encode())]
         raw_round(producer, count // 4, None)  # warm-up
-        compare("raw produce", lambda: raw_round(producer, count, None), lambda: raw_round(producer, count, headers), rounds)
+        compare(
+            "raw produce",
+            lambda: raw_round(producer, count, None),
+            lambda: raw_round(producer, count, headers),
+            rounds,
+        )
 
         from k2.sources.binance import iter_capture
 
-        rows = [(record, row) for record, row, _ in iter_capture(sorted(SAMPLES.glob("spot_btcusdt_*.gz")), kinds=("trade",))]
+        rows = [
+            (record, row)
+            for record, row, _ in iter_capture(sorted(SAMPLES.glob("spot_btcusdt_*.gz")), kinds=("trade",))
+        ]
         k2_round(settings, rows[:2000], True)  # registers the schema
-        compare("MarketDataProducer.send", lambda: k2_round(settings, rows, False), lambda: k2_round(settings, rows, True), rounds)
+        compare(
+            "MarketDataProducer.send",
+            lambda: k2_round(settings, rows, False),
+            lambda: k2_round(settings, rows, True),
+            rounds,
+        )
     finally:
         registry.stop()
         broker.stop()

@@ -41,7 +41,9 @@ from k2.sources.files.formats import SPOT_TRADES
 from k2.sources.files.parse import _ARROW_TYPES, FALSE_VALUES, TRUE_VALUES
 
 REPO = Path(__file__).resolve().parents[1]
-REAL = REPO.parent / "shared" / "data" / "binance" / "public-data" / "BTCUSDT-trades-2021-01-03.first-minute.csv"
+REAL = (
+    REPO.parent / "shared" / "data" / "binance" / "public-data" / "BTCUSDT-trades-2021-01-03.first-minute.csv"
+)
 DATA = REPO / "benchmarks" / "data"
 
 
@@ -52,8 +54,11 @@ def generate(rows: int) -> Path:
     if target.exists():
         return target
     names = [c.name for c in SPOT_TRADES]
-    real = pa_csv.read_csv(REAL, read_options=pa_csv.ReadOptions(column_names=names),
-                           convert_options=pa_csv.ConvertOptions(column_types={n: pa.string() for n in names}))
+    real = pa_csv.read_csv(
+        REAL,
+        read_options=pa_csv.ReadOptions(column_names=names),
+        convert_options=pa_csv.ConvertOptions(column_types={n: pa.string() for n in names}),
+    )
     n_real = real.num_rows
     first_id = int(real["trade_id"][0].as_py())
     start_ms = int(real["time"][0].as_py())
@@ -65,15 +70,17 @@ def generate(rows: int) -> Path:
             index = pa.array(position % n_real)
             ids = pa.array(first_id + position)
             times = pa.array(start_ms + position * 86_400_000 // rows)
-            table = pa.table({
-                "trade_id": ids.cast(pa.string()),
-                "price": pc.take(real["price"], index),
-                "qty": pc.take(real["qty"], index),
-                "quote_qty": pc.take(real["quote_qty"], index),
-                "time": times.cast(pa.string()),
-                "is_buyer_maker": pc.take(real["is_buyer_maker"], index),
-                "is_best_match": pc.take(real["is_best_match"], index),
-            })
+            table = pa.table(
+                {
+                    "trade_id": ids.cast(pa.string()),
+                    "price": pc.take(real["price"], index),
+                    "qty": pc.take(real["qty"], index),
+                    "quote_qty": pc.take(real["quote_qty"], index),
+                    "time": times.cast(pa.string()),
+                    "is_buyer_maker": pc.take(real["is_buyer_maker"], index),
+                    "is_best_match": pc.take(real["is_best_match"], index),
+                }
+            )
             sink = pa.BufferOutputStream()
             pa_csv.write_csv(table, sink, pa_csv.WriteOptions(include_header=False, quoting_style="none"))
             out.write(sink.getvalue().to_pybytes())
@@ -92,15 +99,23 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     csv_path = generate(args.rows)
-    print(f"data: {csv_path.name}  {csv_path.stat().st_size / 1e6:,.1f} MB  ({time.perf_counter() - started:.1f} s to generate)")
+    print(
+        f"data: {csv_path.name}  {csv_path.stat().st_size / 1e6:,.1f} MB  ({time.perf_counter() - started:.1f} s to generate)"
+    )
     csv_bytes = csv_path.stat().st_size
 
     # Baseline 1: pyarrow CSV read alone.
     names = [c.name for c in SPOT_TRADES]
     t0, c0 = time.perf_counter(), time.process_time()
-    typed = pa_csv.read_csv(csv_path, read_options=pa_csv.ReadOptions(column_names=names),
-                            convert_options=pa_csv.ConvertOptions(column_types={c.name: _ARROW_TYPES[c.kind] for c in SPOT_TRADES},
-                                                                  true_values=TRUE_VALUES, false_values=FALSE_VALUES))
+    typed = pa_csv.read_csv(
+        csv_path,
+        read_options=pa_csv.ReadOptions(column_names=names),
+        convert_options=pa_csv.ConvertOptions(
+            column_types={c.name: _ARROW_TYPES[c.kind] for c in SPOT_TRADES},
+            true_values=TRUE_VALUES,
+            false_values=FALSE_VALUES,
+        ),
+    )
     read_s, read_cpu = time.perf_counter() - t0, time.process_time() - c0
     rows = typed.num_rows
     del typed
@@ -131,23 +146,35 @@ def main() -> None:
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
+    ).stdout.strip()
     print(f"commit {commit} + uncommitted work; {os.cpu_count()} CPUs (shared machine)")
     print(f"rows: {rows:,}")
-    print(f"peak RSS after the k2 import: {peak_mb:,.0f} MB (import_commit_rows={Settings().import_commit_rows:,})")
+    print(
+        f"peak RSS after the k2 import: {peak_mb:,.0f} MB (import_commit_rows={Settings().import_commit_rows:,})"
+    )
     load = os.getloadavg()[0]
-    print(f"load average at the end: {load:.1f} on {os.cpu_count()} CPUs (rows per CPU-second = throughput with a free core)")
+    print(
+        f"load average at the end: {load:.1f} on {os.cpu_count()} CPUs (rows per CPU-second = throughput with a free core)"
+    )
     for label, wall, cpu in (
         ("baseline pyarrow.csv.read_csv alone", read_s, read_cpu),
         ("baseline pyiceberg append alone", append_s, append_cpu),
         (f"k2 import, CSV -> committed Iceberg ({len(report.snapshots)} commits)", k2_s, k2_cpu),
         ("k2 re-import (dedup, adds nothing)", reimport_s, reimport_cpu),
     ):
-        print(f"{label:<58} {rows / wall:>11,.0f} rows/s  ({wall:6.2f} s wall, {cpu:6.2f} s CPU, {rows / cpu:>11,.0f} rows per CPU-s)")
-    print(f"ratio k2 / read alone: {read_s / k2_s:.2f}; k2 / append alone: {append_s / k2_s:.2f}; target 500,000 rows/s: "
-          f"{'met' if rows / k2_s >= 500_000 else 'NOT met'}")
-    print(f"storage: {stored / rows:.1f} bytes per trade in {files} Parquet files; source CSV {csv_bytes / rows:.1f} bytes per trade; "
-          f"compression ratio {csv_bytes / stored:.2f}x")
+        print(
+            f"{label:<58} {rows / wall:>11,.0f} rows/s  ({wall:6.2f} s wall, {cpu:6.2f} s CPU, {rows / cpu:>11,.0f} rows per CPU-s)"
+        )
+    print(
+        f"ratio k2 / read alone: {read_s / k2_s:.2f}; k2 / append alone: {append_s / k2_s:.2f}; target 500,000 rows/s: "
+        f"{'met' if rows / k2_s >= 500_000 else 'NOT met'}"
+    )
+    print(
+        f"storage: {stored / rows:.1f} bytes per trade in {files} Parquet files; source CSV {csv_bytes / rows:.1f} bytes per trade; "
+        f"compression ratio {csv_bytes / stored:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -55,7 +55,18 @@ from k2.model.arrow import records_to_arrow  # noqa: E402
 from k2.telemetry.procs import free_port  # noqa: E402
 
 TOPIC = "market.crypto.trades.binance"
-SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT", "ADAUSDT", "DOGEUSDT", "LTCUSDT", "DOTUSDT", "TRXUSDT"]
+SYMBOLS = [
+    "BTCUSDT",
+    "ETHUSDT",
+    "SOLUSDT",
+    "BNBUSDT",
+    "XRPUSDT",
+    "ADAUSDT",
+    "DOGEUSDT",
+    "LTCUSDT",
+    "DOTUSDT",
+    "TRXUSDT",
+]
 
 
 def generate(total: int) -> list[dict[str, Any]]:
@@ -76,7 +87,12 @@ def produce(settings: Settings, rows: list[dict[str, Any]]) -> float:
 def consume_only(settings: Settings, total: int) -> float:
     """Plain consumer, no decoding: the Kafka floor. Stops at the known message count, not an end offset."""
     consumer = Consumer(
-        {**settings.kafka_client_config(), **fetch_config(settings), "group.id": f"raw-{uuid.uuid4().hex[:6]}", "enable.auto.commit": False}
+        {
+            **settings.kafka_client_config(),
+            **fetch_config(settings),
+            "group.id": f"raw-{uuid.uuid4().hex[:6]}",
+            "enable.auto.commit": False,
+        }
     )
     consumer.assign([TopicPartition(TOPIC, p, OFFSET_BEGINNING) for p in range(settings.topic_partitions)])
     count = size = 0
@@ -143,7 +159,10 @@ def land(settings: Settings, profile: bool, ready: list[int] | None = None) -> t
 
 def iceberg_only(settings: Settings, rows: list[dict[str, Any]], batch: int) -> float:
     tables = ensure_tables(load_catalog(settings), settings)
-    arrow = [records_to_arrow(TRADE, [{**r, "ingest_ts": r["receipt_ts"]} for r in rows[i : i + batch]]) for i in range(0, len(rows), batch)]
+    arrow = [
+        records_to_arrow(TRADE, [{**r, "ingest_ts": r["receipt_ts"]} for r in rows[i : i + batch]])
+        for i in range(0, len(rows), batch)
+    ]
     start = time.perf_counter()
     for chunk in arrow:
         append(tables["trades"], chunk, "trades", {"k2.bench": "1"})
@@ -154,17 +173,24 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trades", type=int, default=1_000_000)
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the landing run")
-    parser.add_argument("--max-buffered-mib", type=int, default=None, help="landing_max_buffered_bytes in MiB (default: K2's)")
+    parser.add_argument(
+        "--max-buffered-mib", type=int, default=None, help="landing_max_buffered_bytes in MiB (default: K2's)"
+    )
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="k2-landing-bench-"))
     broker = tansu_process(free_port(), root / "tansu.log").start()
-    registry = registry_process(free_port(), f"sqlite:///{root / 'registry.db'}", root / "registry.log").start()
+    registry = registry_process(
+        free_port(), f"sqlite:///{root / 'registry.db'}", root / "registry.log"
+    ).start()
     lines = []
     try:
         base = Settings(
-            data_dir=root / "landing", kafka_bootstrap_servers=f"127.0.0.1:{broker.port}",
-            schema_registry_url=f"http://127.0.0.1:{registry.port}", consumer_session_timeout_ms=2000,
-            landing_metrics_port=0, consumer_group="bench-landing",
+            data_dir=root / "landing",
+            kafka_bootstrap_servers=f"127.0.0.1:{broker.port}",
+            schema_registry_url=f"http://127.0.0.1:{registry.port}",
+            consumer_session_timeout_ms=2000,
+            landing_metrics_port=0,
+            consumer_group="bench-landing",
         )
         if args.max_buffered_mib:
             base = base.model_copy(update={"landing_max_buffered_bytes": args.max_buffered_mib * 1_048_576})
@@ -176,11 +202,18 @@ def main() -> None:
         raw = consume_only(base, len(rows))
         print(f"consume-only {raw:,.0f} msgs/s", flush=True)
         landed, rate, commits, elapsed, ready_kib, peak_kib = land_in_child(base, args.profile)
-        print(f"landed {landed:,} at {rate:,.0f} rows/s; RSS ready {ready_kib / 1024:,.0f} MiB, peak {peak_kib / 1024:,.0f} MiB", flush=True)
-        ice = iceberg_only(base.model_copy(update={"data_dir": root / "baseline"}), rows, base.landing_commit_rows)
+        print(
+            f"landed {landed:,} at {rate:,.0f} rows/s; RSS ready {ready_kib / 1024:,.0f} MiB, peak {peak_kib / 1024:,.0f} MiB",
+            flush=True,
+        )
+        ice = iceberg_only(
+            base.model_copy(update={"data_dir": root / "baseline"}), rows, base.landing_commit_rows
+        )
         if landed != len(rows):
             raise RuntimeError(f"expected {len(rows)} rows landed, found {landed}")
-        lines.append(f"{len(rows):,} real-shaped trades (10 symbols, 4 partitions), pre-produced at {prod:,.0f} msgs/s")
+        lines.append(
+            f"{len(rows):,} real-shaped trades (10 symbols, 4 partitions), pre-produced at {prod:,.0f} msgs/s"
+        )
         lines.append(
             f"landing (one consumer process, Kafka -> Avro decode -> validate -> dedup -> Iceberg, {commits} commits "
             f"of <= {base.landing_commit_rows:,} rows): **{rate:,.0f} rows/s** ({elapsed:.1f} s); target 100,000 (ratio {rate / 100_000:.2f})"
@@ -189,12 +222,18 @@ def main() -> None:
             f"landing peak RSS {peak_kib / 1024:,.0f} MiB (ready {ready_kib / 1024:,.0f} MiB, peak - ready "
             f"{(peak_kib - ready_kib) / 1024:,.0f} MiB) with landing_max_buffered_bytes {base.landing_max_buffered_bytes / 1_048_576:,.0f} MiB"
         )
-        lines.append(f"baseline consume-only (confluent-kafka, no decode): {raw:,.0f} msgs/s; landing / consume-only = {rate / raw:.2f}")
-        lines.append(f"baseline pyiceberg append of the same rows as Arrow, same commit size: {ice:,.0f} rows/s; landing / append = {rate / ice:.2f}")
+        lines.append(
+            f"baseline consume-only (confluent-kafka, no decode): {raw:,.0f} msgs/s; landing / consume-only = {rate / raw:.2f}"
+        )
+        lines.append(
+            f"baseline pyiceberg append of the same rows as Arrow, same commit size: {ice:,.0f} rows/s; landing / append = {rate / ice:.2f}"
+        )
     finally:
         broker.stop()
         registry.stop()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
+    ).stdout.strip()
     print(f"commit {commit} + uncommitted work")
     for line in lines:
         print(line)

@@ -81,7 +81,9 @@ def query_ms(location: str, runs: int) -> tuple[float, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--batches", type=int, default=2000)
     parser.add_argument("--rows", type=int, default=500, help="rows per batch")
     parser.add_argument("--per-commit", type=int, default=50, help="batches (files) per Iceberg commit")
@@ -95,13 +97,20 @@ def main() -> None:
         span = int(args.hours * HOUR_US / args.batches)
         started = time.perf_counter()
         for first in range(0, args.batches, args.per_commit):
-            batches = [make_batch(i, args.rows, span) for i in range(first, min(args.batches, first + args.per_commit))]
+            batches = [
+                make_batch(i, args.rows, span)
+                for i in range(first, min(args.batches, first + args.per_commit))
+            ]
             if len(batches) == 1:
                 append(table, batches[0], "trades")
                 continue
             files = []
             for batch in batches:
-                files += list(_dataframe_to_data_files(table.metadata, sort_for_table(conform(batch, "trades"), "trades"), table.io))
+                files += list(
+                    _dataframe_to_data_files(
+                        table.metadata, sort_for_table(conform(batch, "trades"), "trades"), table.io
+                    )
+                )
             with table.transaction() as tx, tx.update_snapshot().fast_append() as fast:
                 for f in files:
                     fast.append_data_file(f)
@@ -117,12 +126,20 @@ def main() -> None:
         after_ms, after_rows = query_ms(metadata_location(table), args.runs)
         assert after_rows == before_rows, (before_rows, after_rows)
 
-        print(f"rows: {args.batches * args.rows:,} in {args.batches:,} batches of {args.rows}, {args.per_commit} per commit; landed in {land_s:.1f} s")
-        print(f"data files: {files_before:,} -> {report.files_after:,}; manifests {report.manifests_before:,} -> {report.manifests_after:,}; "
-              f"bytes {report.bytes_before:,} -> {report.bytes_after:,}")
-        print(f"k2 maintain: {maintain_s:.1f} s ({report.partitions_compacted} partitions, {report.commit_conflicts} conflicts)")
-        print(f"one symbol-hour ({before_rows:,} rows) via DuckDB iceberg_scan, median of {args.runs}: "
-              f"before {before_ms:.1f} ms, after {after_ms:.1f} ms -> {before_ms / after_ms:.1f}x faster")
+        print(
+            f"rows: {args.batches * args.rows:,} in {args.batches:,} batches of {args.rows}, {args.per_commit} per commit; landed in {land_s:.1f} s"
+        )
+        print(
+            f"data files: {files_before:,} -> {report.files_after:,}; manifests {report.manifests_before:,} -> {report.manifests_after:,}; "
+            f"bytes {report.bytes_before:,} -> {report.bytes_after:,}"
+        )
+        print(
+            f"k2 maintain: {maintain_s:.1f} s ({report.partitions_compacted} partitions, {report.commit_conflicts} conflicts)"
+        )
+        print(
+            f"one symbol-hour ({before_rows:,} rows) via DuckDB iceberg_scan, median of {args.runs}: "
+            f"before {before_ms:.1f} ms, after {after_ms:.1f} ms -> {before_ms / after_ms:.1f}x faster"
+        )
 
 
 if __name__ == "__main__":

@@ -60,7 +60,9 @@ def encode_only(rows: list[dict]) -> float:
 
 def produce(settings: Settings, rows: list[dict]) -> float:
     producer = MarketDataProducer(settings)
-    producer.encoder(TRADE, "market.crypto.trades.binance")  # registration and topic creation outside the timing
+    producer.encoder(
+        TRADE, "market.crypto.trades.binance"
+    )  # registration and topic creation outside the timing
     start = time.perf_counter()
     for row in rows:
         producer.send(TRADE, row)
@@ -90,28 +92,40 @@ def main() -> None:
     argparse.ArgumentParser(description=__doc__).parse_args()
     root = Path(tempfile.mkdtemp(prefix="k2-bench-"))
     broker = tansu_process(free_port(), root / "tansu.log").start()
-    registry = registry_process(free_port(), f"sqlite:///{root / 'registry.db'}", root / "registry.log").start()
+    registry = registry_process(
+        free_port(), f"sqlite:///{root / 'registry.db'}", root / "registry.log"
+    ).start()
     lines = []
     try:
         base = dict(
-            kafka_bootstrap_servers=f"127.0.0.1:{broker.port}", schema_registry_url=f"http://127.0.0.1:{registry.port}",
-            consumer_session_timeout_ms=2000, landing_metrics_port=0,
+            kafka_bootstrap_servers=f"127.0.0.1:{broker.port}",
+            schema_registry_url=f"http://127.0.0.1:{registry.port}",
+            consumer_session_timeout_ms=2000,
+            landing_metrics_port=0,
         )
         demo_rows = [row for path in CAPTURES for row in iter_capture_trades(path)]
         enc = encode_only(demo_rows)
         # One commit as soon as the whole capture is buffered: throughput, not the commit-interval wait.
-        s1 = Settings(data_dir=root / "demo", consumer_group="bench-demo", landing_commit_rows=len(demo_rows), **base)
+        s1 = Settings(
+            data_dir=root / "demo", consumer_group="bench-demo", landing_commit_rows=len(demo_rows), **base
+        )
         prod = produce(s1, demo_rows)
         landed, land_rate = land(s1)
         ice = iceberg_baseline(s1, root / "baseline")
         lines.append(f"demo capture: {len(demo_rows):,} trades")
-        lines.append(f"producer: {prod:,.0f} msgs/s (baseline fastavro encode only: {enc:,.0f} msgs/s; ratio {prod / enc:.2f})")
-        lines.append(f"landing: {land_rate:,.0f} rows/s for {landed:,} rows (baseline pyiceberg append of decoded rows: {ice:,.0f} rows/s; ratio {land_rate / ice:.3f})")
+        lines.append(
+            f"producer: {prod:,.0f} msgs/s (baseline fastavro encode only: {enc:,.0f} msgs/s; ratio {prod / enc:.2f})"
+        )
+        lines.append(
+            f"landing: {land_rate:,.0f} rows/s for {landed:,} rows (baseline pyiceberg append of decoded rows: {ice:,.0f} rows/s; ratio {land_rate / ice:.3f})"
+        )
 
     finally:
         broker.stop()
         registry.stop()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
+    ).stdout.strip()
     print(f"commit {commit} + uncommitted work")
     for line in lines:
         print(line)

@@ -51,7 +51,12 @@ from k2.model.arrow import decimal_array  # noqa: E402
 from k2.query.client import Client  # noqa: E402
 from k2.query.engine import new_connection  # noqa: E402
 
-KLINES = Path(os.environ.get("K2_SHARED_DATA", REPO.parent / "shared" / "data")) / "binance" / "public-data" / "BTCUSDT-1m-2024-09-21.csv"
+KLINES = (
+    Path(os.environ.get("K2_SHARED_DATA", REPO.parent / "shared" / "data"))
+    / "binance"
+    / "public-data"
+    / "BTCUSDT-1m-2024-09-21.csv"
+)
 DAY0 = datetime(2024, 9, 1, tzinfo=UTC)
 SCALE = 100_000_000
 SYMBOL_LEVELS = [1.0, 0.04, 0.0025, 0.009, 1.1e-5, 0.00045, 2.5e-6, 0.0018, 0.012, 0.00008]
@@ -69,21 +74,35 @@ def real_minutes() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _strings(value: str, n: int) -> pa.Array:
-    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), pa.array([value])).cast(pa.string())
-
-
-def _empty_lists(n: int) -> pa.Array:
-    return pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, dtype=np.int32)), pa.array([], type=pa.string())).cast(TRADE.arrow_schema().field("conditions").type)
-
-
-def _empty_maps(n: int) -> pa.Array:
-    return pa.MapArray.from_arrays(pa.array(np.zeros(n + 1, dtype=np.int32)), pa.array([], type=pa.string()), pa.array([], type=pa.string())).cast(
-        TRADE.arrow_schema().field("vendor").type
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), pa.array([value])).cast(
+        pa.string()
     )
 
 
-def generate_day(day: int, symbols: list[str], per_symbol: int, quote_ratio: float, rng: np.random.Generator,
-                 minutes: tuple[np.ndarray, np.ndarray, np.ndarray], levels: dict[str, float], next_ids: dict[str, int]) -> tuple[pa.Table, pa.Table]:
+def _empty_lists(n: int) -> pa.Array:
+    return pa.ListArray.from_arrays(
+        pa.array(np.zeros(n + 1, dtype=np.int32)), pa.array([], type=pa.string())
+    ).cast(TRADE.arrow_schema().field("conditions").type)
+
+
+def _empty_maps(n: int) -> pa.Array:
+    return pa.MapArray.from_arrays(
+        pa.array(np.zeros(n + 1, dtype=np.int32)),
+        pa.array([], type=pa.string()),
+        pa.array([], type=pa.string()),
+    ).cast(TRADE.arrow_schema().field("vendor").type)
+
+
+def generate_day(
+    day: int,
+    symbols: list[str],
+    per_symbol: int,
+    quote_ratio: float,
+    rng: np.random.Generator,
+    minutes: tuple[np.ndarray, np.ndarray, np.ndarray],
+    levels: dict[str, float],
+    next_ids: dict[str, int],
+) -> tuple[pa.Table, pa.Table]:
     closes, counts, taker = minutes
     returns = np.diff(np.log(closes))
     day_start_us = int((DAY0 + timedelta(days=day)).timestamp() * 1_000_000)
@@ -101,18 +120,44 @@ def generate_day(day: int, symbols: list[str], per_symbol: int, quote_ratio: flo
         tick = max(levels[symbol] * 1e-6, 1e-8)
         price = path[minute] * (1 + rng.normal(0, 2e-5, size=per_symbol))
         price_units = np.maximum(np.round(price / tick) * tick * SCALE, 1).astype(np.int64)
-        qty_units = np.maximum((rng.lognormal(-6, 1.6, size=per_symbol) / max(levels[symbol], 1e-9) * 60_000 * 1e5).astype(np.int64), 1) * 1000
+        qty_units = (
+            np.maximum(
+                (rng.lognormal(-6, 1.6, size=per_symbol) / max(levels[symbol], 1e-9) * 60_000 * 1e5).astype(
+                    np.int64
+                ),
+                1,
+            )
+            * 1000
+        )
         buy = rng.random(per_symbol) < taker[minute]
         ids = np.arange(next_ids[symbol], next_ids[symbol] + per_symbol, dtype=np.int64)
         next_ids[symbol] += per_symbol
         n = per_symbol
         ts_arr = pa.array(ts, type=pa.int64()).cast(pa.timestamp("us", tz="UTC"))
-        trade_parts.append(pa.Table.from_arrays([
-            _strings("binance", n), _strings(symbol, n), _strings(symbol[:-4] + "-USDT", n), _strings("crypto", n),
-            pa.array(ids), decimal_array(pa.array(price_units)), decimal_array(pa.array(qty_units)), pa.nulls(n, type=pa.decimal128(18, 8)),
-            pa.DictionaryArray.from_arrays(pa.array(buy.astype(np.int32)), pa.array(["SELL", "BUY"])).cast(pa.string()),
-            ts_arr, ts_arr, ts_arr, pa.nulls(n, type=pa.int64()), _empty_lists(n), _empty_maps(n),
-        ], schema=TRADE.arrow_schema()))
+        trade_parts.append(
+            pa.Table.from_arrays(
+                [
+                    _strings("binance", n),
+                    _strings(symbol, n),
+                    _strings(symbol[:-4] + "-USDT", n),
+                    _strings("crypto", n),
+                    pa.array(ids),
+                    decimal_array(pa.array(price_units)),
+                    decimal_array(pa.array(qty_units)),
+                    pa.nulls(n, type=pa.decimal128(18, 8)),
+                    pa.DictionaryArray.from_arrays(
+                        pa.array(buy.astype(np.int32)), pa.array(["SELL", "BUY"])
+                    ).cast(pa.string()),
+                    ts_arr,
+                    ts_arr,
+                    ts_arr,
+                    pa.nulls(n, type=pa.int64()),
+                    _empty_lists(n),
+                    _empty_maps(n),
+                ],
+                schema=TRADE.arrow_schema(),
+            )
+        )
         q = max(1, int(n * quote_ratio))
         q_ts = np.sort(day_start_us + rng.integers(0, 86_400_000_000, size=q))
         q_min = (q_ts - day_start_us) // 60_000_000
@@ -123,19 +168,38 @@ def generate_day(day: int, symbols: list[str], per_symbol: int, quote_ratio: flo
         ask = np.maximum(ask, bid + 1)
         sizes = (rng.lognormal(-1, 1.2, size=(2, q)) * 1e5).astype(np.int64) * 1000 + 1000
         q_arr = pa.array(q_ts, type=pa.int64()).cast(pa.timestamp("us", tz="UTC"))
-        quote_parts.append(pa.Table.from_arrays([
-            _strings("binance", q), _strings(symbol, q), _strings(symbol[:-4] + "-USDT", q), _strings("crypto", q),
-            pa.array(np.arange(q, dtype=np.int64) + day * 10_000_000_000),
-            decimal_array(pa.array(bid)), decimal_array(pa.array(sizes[0])), decimal_array(pa.array(ask)), decimal_array(pa.array(sizes[1])),
-            q_arr, q_arr, q_arr, _empty_maps(q),
-        ], schema=QUOTE.arrow_schema()))
+        quote_parts.append(
+            pa.Table.from_arrays(
+                [
+                    _strings("binance", q),
+                    _strings(symbol, q),
+                    _strings(symbol[:-4] + "-USDT", q),
+                    _strings("crypto", q),
+                    pa.array(np.arange(q, dtype=np.int64) + day * 10_000_000_000),
+                    decimal_array(pa.array(bid)),
+                    decimal_array(pa.array(sizes[0])),
+                    decimal_array(pa.array(ask)),
+                    decimal_array(pa.array(sizes[1])),
+                    q_arr,
+                    q_arr,
+                    q_arr,
+                    _empty_maps(q),
+                ],
+                schema=QUOTE.arrow_schema(),
+            )
+        )
     return pa.concat_tables(trade_parts), pa.concat_tables(quote_parts)
 
 
-def build(settings: Settings, trades: int, symbols: list[str], days: int, quote_ratio: float, seed: int) -> None:
+def build(
+    settings: Settings, trades: int, symbols: list[str], days: int, quote_ratio: float, seed: int
+) -> None:
     rng = np.random.default_rng(seed)
     minutes = real_minutes()
-    levels = {s: float(minutes[0][0]) * SYMBOL_LEVELS[i % len(SYMBOL_LEVELS)] * (1 + i // len(SYMBOL_LEVELS)) for i, s in enumerate(symbols)}
+    levels = {
+        s: float(minutes[0][0]) * SYMBOL_LEVELS[i % len(SYMBOL_LEVELS)] * (1 + i // len(SYMBOL_LEVELS))
+        for i, s in enumerate(symbols)
+    }
     next_ids = {s: 1_000_000 for s in symbols}
     tables = ensure_tables(load_catalog(settings), settings)
     per_symbol = max(1, trades // (len(symbols) * days))
@@ -144,7 +208,10 @@ def build(settings: Settings, trades: int, symbols: list[str], days: int, quote_
         t_tab, q_tab = generate_day(day, symbols, per_symbol, quote_ratio, rng, minutes, levels, next_ids)
         append(tables["trades"], t_tab, "trades", {"k2.bench.day": str(day)})
         append(tables["quotes"], q_tab, "quotes", {"k2.bench.day": str(day)})
-        print(f"  day {day + 1}/{days}: {t_tab.num_rows:,} trades, {q_tab.num_rows:,} quotes committed ({time.monotonic() - started:.0f}s)", flush=True)
+        print(
+            f"  day {day + 1}/{days}: {t_tab.num_rows:,} trades, {q_tab.num_rows:,} quotes committed ({time.monotonic() - started:.0f}s)",
+            flush=True,
+        )
         del t_tab, q_tab
         gc.collect()
 
@@ -192,29 +259,44 @@ def pct(values: list[float], q: float) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--trades", type=int, default=50_000_000)
     parser.add_argument("--symbols", type=int, default=20)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--quote-ratio", type=float, default=0.5, help="Quotes generated per trade.")
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--data", type=Path, default=None, help="Data directory (default benchmarks/data/query-<trades>).")
+    parser.add_argument(
+        "--data", type=Path, default=None, help="Data directory (default benchmarks/data/query-<trades>)."
+    )
     parser.add_argument("--rebuild", action="store_true", help="Regenerate the data even if present.")
-    parser.add_argument("--only", default="hour,bars,vwap,asof", help="Comma-separated subset of: hour, bars, vwap, asof.")
+    parser.add_argument(
+        "--only", default="hour,bars,vwap,asof", help="Comma-separated subset of: hour, bars, vwap, asof."
+    )
     args = parser.parse_args()
 
     root = args.data or REPO / "benchmarks" / "data" / f"query-{args.trades}"
     settings = Settings(data_dir=root, query_pool_size=2, query_max_rows=5_000_000)
     symbols = [f"S{i:02d}USDT" if i else "BTCUSDT" for i in range(args.symbols)]
     marker = root / "built.json"
-    spec = {"trades": args.trades, "symbols": args.symbols, "days": args.days, "quote_ratio": args.quote_ratio, "seed": args.seed}
+    spec = {
+        "trades": args.trades,
+        "symbols": args.symbols,
+        "days": args.days,
+        "quote_ratio": args.quote_ratio,
+        "seed": args.seed,
+    }
     if args.rebuild or not marker.exists() or json.loads(marker.read_text()) != spec:
         if root.exists():
             import shutil
 
             shutil.rmtree(root)
-        print(f"building {args.trades:,} trades, {args.symbols} symbols, {args.days} days under {root}", flush=True)
+        print(
+            f"building {args.trades:,} trades, {args.symbols} symbols, {args.days} days under {root}",
+            flush=True,
+        )
         t0 = time.monotonic()
         build(settings, args.trades, symbols, args.days, args.quote_ratio, args.seed)
         marker.write_text(json.dumps(spec))
@@ -224,9 +306,14 @@ def main() -> None:
     trades_loc = metadata_location(load_catalog(settings).load_table(("market_data", "trades")))
     quotes_loc = metadata_location(load_catalog(settings).load_table(("market_data", "quotes")))
     raw = new_connection(settings)
-    files = raw.execute("SELECT count(*) FROM iceberg_metadata(?) WHERE status <> 'DELETED'", [trades_loc]).fetchone()
+    files = raw.execute(
+        "SELECT count(*) FROM iceberg_metadata(?) WHERE status <> 'DELETED'", [trades_loc]
+    ).fetchone()
     total = raw.execute("SELECT count(*) FROM iceberg_scan(?)", [trades_loc]).fetchone()
-    print(f"table: {total[0] if total else '?':,} trades in {files[0] if files else '?'} data files; {args.runs} runs per query", flush=True)
+    print(
+        f"table: {total[0] if total else '?':,} trades in {files[0] if files else '?'} data files; {args.runs} runs per query",
+        flush=True,
+    )
 
     rnd = random.Random(args.seed)
     picks = []
@@ -238,7 +325,9 @@ def main() -> None:
     def raw_rows(sql: str, params: list[Any]) -> int:
         return int(raw.execute(sql, params).to_arrow_table().num_rows)
 
-    cases: dict[str, tuple[Callable[[str, datetime, datetime], int], Callable[[str, datetime, datetime], int]]] = {
+    cases: dict[
+        str, tuple[Callable[[str, datetime, datetime], int], Callable[[str, datetime, datetime], int]]
+    ] = {
         "hour": (
             lambda s, d, h: client.trades(s, h, h + timedelta(hours=1), include_recent=False).num_rows,
             lambda s, d, h: raw_rows(RAW_SQL["hour"], [trades_loc, s, h, h + timedelta(hours=1)]),
@@ -253,14 +342,30 @@ def main() -> None:
         ),
         "asof": (
             lambda s, d, h: client.asof_join(s, h, h + timedelta(hours=1), tolerance="1s").num_rows,
-            lambda s, d, h: raw_rows(RAW_SQL["asof"], [trades_loc, s, h, h + timedelta(hours=1), quotes_loc, s, h - timedelta(seconds=1), h + timedelta(hours=1)]),
+            lambda s, d, h: raw_rows(
+                RAW_SQL["asof"],
+                [
+                    trades_loc,
+                    s,
+                    h,
+                    h + timedelta(hours=1),
+                    quotes_loc,
+                    s,
+                    h - timedelta(seconds=1),
+                    h + timedelta(hours=1),
+                ],
+            ),
         ),
     }
-    print(f"\n{'query':34} {'rows':>8} {'K2 p50':>9} {'K2 p99':>9} {'raw p50':>9} {'raw p99':>9} {'p50 x':>7} {'p99 x':>7}")
+    print(
+        f"\n{'query':34} {'rows':>8} {'K2 p50':>9} {'K2 p99':>9} {'raw p50':>9} {'raw p99':>9} {'p50 x':>7} {'p99 x':>7}"
+    )
     results = {}
     titles = {
-        "hour": "one symbol, one hour of trades", "bars": "1-minute bars, one symbol-day",
-        "vwap": "VWAP, one symbol-day", "asof": "as-of join, one symbol-hour",
+        "hour": "one symbol, one hour of trades",
+        "bars": "1-minute bars, one symbol-day",
+        "vwap": "VWAP, one symbol-day",
+        "asof": "as-of join, one symbol-hour",
     }
     for key in args.only.split(","):
         name = titles[key]
@@ -278,12 +383,18 @@ def main() -> None:
                     if fn is k2_fn:
                         rows.append(n)
         r = {
-            "rows": statistics.median(rows), "k2_p50": pct(k2_ms, 0.5), "k2_p99": pct(k2_ms, 0.99),
-            "raw_p50": pct(raw_ms, 0.5), "raw_p99": pct(raw_ms, 0.99),
+            "rows": statistics.median(rows),
+            "k2_p50": pct(k2_ms, 0.5),
+            "k2_p99": pct(k2_ms, 0.99),
+            "raw_p50": pct(raw_ms, 0.5),
+            "raw_p99": pct(raw_ms, 0.99),
         }
         results[name] = r
-        print(f"{name:34} {r['rows']:>8,.0f} {r['k2_p50']:>8.1f}ms {r['k2_p99']:>8.1f}ms {r['raw_p50']:>8.1f}ms {r['raw_p99']:>8.1f}ms "
-              f"{r['k2_p50'] / r['raw_p50']:>6.2f}x {r['k2_p99'] / r['raw_p99']:>6.2f}x", flush=True)
+        print(
+            f"{name:34} {r['rows']:>8,.0f} {r['k2_p50']:>8.1f}ms {r['k2_p99']:>8.1f}ms {r['raw_p50']:>8.1f}ms {r['raw_p99']:>8.1f}ms "
+            f"{r['k2_p50'] / r['raw_p50']:>6.2f}x {r['k2_p99'] / r['raw_p99']:>6.2f}x",
+            flush=True,
+        )
     client.close()
     print(json.dumps({"spec": spec, "results": results}))
 

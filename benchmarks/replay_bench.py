@@ -40,21 +40,35 @@ HOUR_US = 3_600_000_000
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--copies", type=int, default=5, help="Copies of the capture (each shifted by one hour).")
+    parser.add_argument(
+        "--copies", type=int, default=5, help="Copies of the capture (each shifted by one hour)."
+    )
     args = parser.parse_args()
     base = list(iter_capture_trades(CAPTURES))
     rows = []
     for copy in range(args.copies):
         for row in base:
-            rows.append({**row, "trade_id": row["trade_id"] + copy * 1_000_000, "exchange_ts": row["exchange_ts"] + copy * HOUR_US,
-                         "ingest_ts": row["receipt_ts"]})
+            rows.append(
+                {
+                    **row,
+                    "trade_id": row["trade_id"] + copy * 1_000_000,
+                    "exchange_ts": row["exchange_ts"] + copy * HOUR_US,
+                    "ingest_ts": row["receipt_ts"],
+                }
+            )
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         broker_port, registry_port = free_port(), free_port()
         broker = tansu_process(broker_port, root / "tansu.log").start()
-        registry = registry_process(registry_port, f"sqlite:///{root / 'registry.db'}", root / "registry.log").start()
+        registry = registry_process(
+            registry_port, f"sqlite:///{root / 'registry.db'}", root / "registry.log"
+        ).start()
         try:
-            settings = Settings(data_dir=root / "k2", kafka_bootstrap_servers=f"127.0.0.1:{broker_port}", schema_registry_url=f"http://127.0.0.1:{registry_port}")
+            settings = Settings(
+                data_dir=root / "k2",
+                kafka_bootstrap_servers=f"127.0.0.1:{broker_port}",
+                schema_registry_url=f"http://127.0.0.1:{registry_port}",
+            )
             table = ensure_tables(load_catalog(settings), settings)["trades"]
             append(table, records_to_arrow(TRADE, rows), "trades")
 
@@ -68,16 +82,23 @@ def main() -> None:
 
             replayer = MarketDataProducer(settings)
             replayer.encoder(TRADE, "bench.replay")
-            start, end = micros_to_datetime(rows[0]["exchange_ts"]), micros_to_datetime(rows[-1]["exchange_ts"] + 1)
+            start, end = (
+                micros_to_datetime(rows[0]["exchange_ts"]),
+                micros_to_datetime(rows[-1]["exchange_ts"] + 1),
+            )
             stats = replay(settings, ["BTCUSDT"], start, end, "bench.replay", speed=None, producer=replayer)
             assert stats.rows == len(rows), (stats.rows, len(rows))
             rate = stats.rows / stats.seconds
         finally:
             registry.stop()
             broker.stop()
-    print(f"rows: {len(rows):,} ({args.copies} copies of the 19,904-trade capture), {stats.windows} windows read")
+    print(
+        f"rows: {len(rows):,} ({args.copies} copies of the 19,904-trade capture), {stats.windows} windows read"
+    )
     print(f"baseline (produce wire-form rows from memory): {baseline:,.0f} rows/s")
-    print(f"replay --speed max (Iceberg scan + sort + produce): {rate:,.0f} rows/s  ratio {rate / baseline:.2f}")
+    print(
+        f"replay --speed max (Iceberg scan + sort + produce): {rate:,.0f} rows/s  ratio {rate / baseline:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -48,7 +48,9 @@ def _import_file(folder: Path, index: int) -> tuple[Path, set[int], int]:
     lines, ids = [], set()
     for i in range(ROWS_PER_FILE):
         if i + 1 == bad_line:
-            lines.append(f"{first + i},-1.5,0.01000000,0.1,1609632000000,True,True")  # price < 0: dead-lettered
+            lines.append(
+                f"{first + i},-1.5,0.01000000,0.1,1609632000000,True,True"
+            )  # price < 0: dead-lettered
             continue
         lines.append(f"{first + i},730.{i % 100:02d}000000,0.01039300,7.5,{1609632000000 + i * 7},True,True")
         ids.add(first + i)
@@ -58,7 +60,13 @@ def _import_file(folder: Path, index: int) -> tuple[Path, set[int], int]:
 
 def _dead_letters(settings: Settings) -> set[tuple[str, bytes, str]]:
     """(reason, original bytes, source file:line or detail) of every letter in the DLQ topic."""
-    consumer = Consumer({**settings.kafka_client_config(), "group.id": f"dlq-{time.monotonic_ns()}", "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            **settings.kafka_client_config(),
+            "group.id": f"dlq-{time.monotonic_ns()}",
+            "enable.auto.commit": False,
+        }
+    )
     found: set[tuple[str, bytes, str]] = set()
     try:
         topics = consumer.list_topics(timeout=10).topics
@@ -143,7 +151,11 @@ def _cycles_while_importing_and_streaming(tmp_path: Path, env: dict[str, str], s
         # the operator re-runs it (a re-sent row is dropped by the landing's dedup).
         for path, _, _ in files:
             for _attempt in range(10):
-                result = k2(["import", "binance-trades", str(path), "--via-kafka", "--quiet", "--max-rejects", "1"], env, timeout=300)
+                result = k2(
+                    ["import", "binance-trades", str(path), "--via-kafka", "--quiet", "--max-rejects", "1"],
+                    env,
+                    timeout=300,
+                )
                 import_results.append(result)
                 if result.returncode == 0:
                     break
@@ -161,7 +173,9 @@ def _cycles_while_importing_and_streaming(tmp_path: Path, env: dict[str, str], s
                 os.kill(pid, signal.SIGKILL)
                 time.sleep(1)
                 restarted = k2(["up"], env)
-                assert restarted.returncode == 0 and "broker     started" in restarted.stdout, restarted.stdout + restarted.stderr
+                assert restarted.returncode == 0 and "broker     started" in restarted.stdout, (
+                    restarted.stdout + restarted.stderr
+                )
                 time.sleep(3)
             down = k2(["down"], env)
             assert down.returncode == 0, down.stdout + down.stderr
@@ -186,11 +200,24 @@ def _cycles_while_importing_and_streaming(tmp_path: Path, env: dict[str, str], s
     stopped = k2(["down"], env)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
 
-    expected = sorted([("binance", "BTCUSDT", i) for i in served] + [("binance", "ETHUSDT", i) for _, ids, _ in files for i in ids])
+    expected = sorted(
+        [("binance", "BTCUSDT", i) for i in served]
+        + [("binance", "ETHUSDT", i) for _, ids, _ in files for i in ids]
+    )
     assert len(keys) == len(set(keys)), "expected no duplicate trades"
-    assert keys == expected, f"missing {len(set(expected) - set(keys))}, unexpected {len(set(keys) - set(expected))}"
+    assert keys == expected, (
+        f"missing {len(set(expected) - set(keys))}, unexpected {len(set(keys) - set(expected))}"
+    )
     assert mid_dlq and mid_dlq <= final_dlq, "expected the dead letters held mid-way to survive the cycles"
-    assert any(reason != "non_positive_price" for reason, _, _ in final_dlq), "expected the stream's malformed frames"
+    assert any(reason != "non_positive_price" for reason, _, _ in final_dlq), (
+        "expected the stream's malformed frames"
+    )
     bad_lines = {(path.name, line) for path, _, line in files}
-    in_dlq = {(where.split(":")[0], int(where.split(":")[1])) for reason, _, where in final_dlq if reason == "non_positive_price"}
-    assert in_dlq | _local_rejects(data_dir) == bad_lines, "expected every bad import line in the DLQ or the rejects file"
+    in_dlq = {
+        (where.split(":")[0], int(where.split(":")[1]))
+        for reason, _, where in final_dlq
+        if reason == "non_positive_price"
+    }
+    assert in_dlq | _local_rejects(data_dir) == bad_lines, (
+        "expected every bad import line in the DLQ or the rejects file"
+    )

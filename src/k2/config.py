@@ -49,9 +49,18 @@ class Settings(BaseSettings):
     )
 
     # -- general ---------------------------------------------------------------------------------
-    data_dir: Path = _f(Path(".k2"), "Directory for K2's local state: catalog DB, warehouse, pid files, logs.", "/var/lib/k2", "general")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = _f("INFO", "Minimum log level.", "DEBUG", "general")
-    log_json: bool = _f(False, "Emit logs as JSON lines (one object per event) instead of console text.", True, "general")
+    data_dir: Path = _f(
+        Path(".k2"),
+        "Directory for K2's local state: catalog DB, warehouse, pid files, logs.",
+        "/var/lib/k2",
+        "general",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = _f(
+        "INFO", "Minimum log level.", "DEBUG", "general"
+    )
+    log_json: bool = _f(
+        False, "Emit logs as JSON lines (one object per event) instead of console text.", True, "general"
+    )
 
     # -- Kafka bus ---------------------------------------------------------------------------------
     kafka_bootstrap_servers: str | None = _f(
@@ -61,9 +70,14 @@ class Settings(BaseSettings):
         "kafka",
     )
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = _f(
-        "PLAINTEXT", "librdkafka security.protocol for production clusters (MSK, Confluent Cloud).", "SASL_SSL", "kafka"
+        "PLAINTEXT",
+        "librdkafka security.protocol for production clusters (MSK, Confluent Cloud).",
+        "SASL_SSL",
+        "kafka",
     )
-    kafka_sasl_mechanism: str | None = _f(None, "librdkafka sasl.mechanism (e.g. SCRAM-SHA-512, PLAIN).", "SCRAM-SHA-512", "kafka")
+    kafka_sasl_mechanism: str | None = _f(
+        None, "librdkafka sasl.mechanism (e.g. SCRAM-SHA-512, PLAIN).", "SCRAM-SHA-512", "kafka"
+    )
     kafka_sasl_username: str | None = _f(None, "SASL username.", "k2", "kafka")
     kafka_sasl_password: str | None = _f(None, "SASL password.", "s3cret", "kafka")
     broker_port: int = _f(9092, "Port of the local Tansu broker started by `k2 up`.", 19092, "kafka")
@@ -91,10 +105,15 @@ class Settings(BaseSettings):
     )
     topic_partitions: int = _f(4, "Partitions for topics K2 creates.", 8, "kafka")
     topic_replication_factor: int = _f(1, "Replication factor for topics K2 creates.", 3, "kafka")
-    producer_compression: Literal["lz4", "zstd", "none"] = _f("lz4", "Producer compression codec.", "zstd", "kafka")
+    producer_compression: Literal["lz4", "zstd", "none"] = _f(
+        "lz4", "Producer compression codec.", "zstd", "kafka"
+    )
     producer_linger_ms: int = _f(20, "Producer linger.ms (batching delay).", 5, "kafka")
     producer_queue_max_messages: int = _f(
-        200_000, "Producer local queue bound (messages); a full queue blocks the caller, never drops.", 50_000, "kafka"
+        200_000,
+        "Producer local queue bound (messages); a full queue blocks the caller, never drops.",
+        50_000,
+        "kafka",
     )
     producer_queue_max_kbytes: int = _f(262_144, "Producer local queue bound (KiB).", 65_536, "kafka")
     producer_idempotence: Literal["auto", "on", "off"] = _f(
@@ -119,7 +138,9 @@ class Settings(BaseSettings):
         5.0,
         "kafka",
     )
-    consumer_group: str = _f("k2-landing", "Consumer group of the landing consumers.", "k2-landing-prod", "kafka")
+    consumer_group: str = _f(
+        "k2-landing", "Consumer group of the landing consumers.", "k2-landing-prod", "kafka"
+    )
     consumer_session_timeout_ms: int = _f(
         10_000, "Consumer session.timeout.ms (Tansu's group join takes half of this).", 6_000, "kafka"
     )
@@ -146,7 +167,9 @@ class Settings(BaseSettings):
     ] = _f("BACKWARD", "Global compatibility level of K2's registry.", "FULL", "registry")
 
     # -- Iceberg lake ------------------------------------------------------------------------------
-    catalog_type: Literal["sql", "rest"] = _f("sql", "Iceberg catalog kind: `sql` (SQLite/PostgreSQL) or `rest`.", "rest", "lake")
+    catalog_type: Literal["sql", "rest"] = _f(
+        "sql", "Iceberg catalog kind: `sql` (SQLite/PostgreSQL) or `rest`.", "rest", "lake"
+    )
     catalog_name: str = _f("k2", "Iceberg catalog name.", "prod", "lake")
     catalog_uri: str | None = _f(
         None,
@@ -154,7 +177,9 @@ class Settings(BaseSettings):
         "postgresql+psycopg2://k2@127.0.0.1:5432/k2",
         "lake",
     )
-    catalog_credential: str | None = _f(None, "REST catalog OAuth2 credential `client_id:secret`.", "key:secret", "lake")
+    catalog_credential: str | None = _f(
+        None, "REST catalog OAuth2 credential `client_id:secret`.", "key:secret", "lake"
+    )
     catalog_token: str | None = _f(None, "REST catalog bearer token.", "tok", "lake")
     catalog_warehouse_name: str | None = _f(
         None, "REST catalog `warehouse` property (e.g. an S3 Tables bucket name).", "k2-tables", "lake"
@@ -167,7 +192,10 @@ class Settings(BaseSettings):
         "lake",
     )
     warehouse: str | None = _f(
-        None, "Warehouse location: `file:///path` or `s3://bucket/prefix`. Unset: `data_dir`/warehouse.", "s3://k2-lake/warehouse", "lake"
+        None,
+        "Warehouse location: `file:///path` or `s3://bucket/prefix`. Unset: `data_dir`/warehouse.",
+        "s3://k2-lake/warehouse",
+        "lake",
     )
     s3_endpoint: str | None = _f(None, "S3 endpoint URL (unset: AWS).", "http://127.0.0.1:8333", "lake")
     s3_access_key_id: str | None = _f(None, "S3 access key id.", "AKIA...", "lake")
@@ -179,7 +207,9 @@ class Settings(BaseSettings):
     )
 
     # -- landing -----------------------------------------------------------------------------------
-    landing_commit_rows: int = _f(200_000, "Commit to Iceberg after this many buffered rows.", 50_000, "landing")
+    landing_commit_rows: int = _f(
+        200_000, "Commit to Iceberg after this many buffered rows.", 50_000, "landing"
+    )
     landing_commit_interval_seconds: float = _f(
         5.0, "Commit to Iceberg at least this often when rows are buffered.", 1.0, "landing"
     )
@@ -221,28 +251,51 @@ class Settings(BaseSettings):
         "landing",
     )
     landing_hwm_cache_size: int = _f(
-        100_000, "Most (exchange, symbol) high-water marks kept in memory (LRU; misses are recovered from the table).", 10_000, "landing"
+        100_000,
+        "Most (exchange, symbol) high-water marks kept in memory (LRU; misses are recovered from the table).",
+        10_000,
+        "landing",
     )
     landing_verify_timeout_seconds: float = _f(
-        5.0, "How long to wait for the last landed message when checking a partition's log on assignment.", 2.0, "landing"
+        5.0,
+        "How long to wait for the last landed message when checking a partition's log on assignment.",
+        2.0,
+        "landing",
     )
-    landing_metrics_port: int = _f(9464, "Port of the landing service's /metrics endpoint (0 disables).", 0, "landing")
+    landing_metrics_port: int = _f(
+        9464, "Port of the landing service's /metrics endpoint (0 disables).", 0, "landing"
+    )
 
     # -- table maintenance -------------------------------------------------------------------------
     eod_tags: bool = _f(
-        True, "The landing service tags each table's last snapshot of every ended UTC day as `eod-YYYY-MM-DD` (kept by maintenance).", False, "maintenance"
+        True,
+        "The landing service tags each table's last snapshot of every ended UTC day as `eod-YYYY-MM-DD` (kept by maintenance).",
+        False,
+        "maintenance",
     )
     eod_tag_retain_days: float | None = _f(
-        None, "Days an end-of-day tag is kept (unset: forever); `k2 maintain` drops older ones.", 400.0, "maintenance"
+        None,
+        "Days an end-of-day tag is kept (unset: forever); `k2 maintain` drops older ones.",
+        400.0,
+        "maintenance",
     )
     eod_tag_check_seconds: float = _f(
-        300.0, "How often the landing service checks for days that ended without their end-of-day tag.", 60.0, "maintenance"
+        300.0,
+        "How often the landing service checks for days that ended without their end-of-day tag.",
+        60.0,
+        "maintenance",
     )
     maintenance_interval_seconds: float = _f(
-        0.0, "Run table maintenance (`k2 maintain`) inside the landing service this often (0 = off).", 3_600.0, "maintenance"
+        0.0,
+        "Run table maintenance (`k2 maintain`) inside the landing service this often (0 = off).",
+        3_600.0,
+        "maintenance",
     )
     maintenance_small_file_ratio: float = _f(
-        0.5, "Data files smaller than this fraction of `target_file_size_bytes` are compaction input.", 0.75, "maintenance"
+        0.5,
+        "Data files smaller than this fraction of `target_file_size_bytes` are compaction input.",
+        0.75,
+        "maintenance",
     )
     maintenance_min_input_files: int = _f(
         5, "Compact a partition only when it holds at least this many small files.", 2, "maintenance"
@@ -254,7 +307,10 @@ class Settings(BaseSettings):
         "maintenance",
     )
     maintenance_snapshots_keep: int = _f(
-        100, "The newest snapshots never expired, whatever their age (the current snapshot is always kept).", 20, "maintenance"
+        100,
+        "The newest snapshots never expired, whatever their age (the current snapshot is always kept).",
+        20,
+        "maintenance",
     )
     maintenance_orphan_min_age_hours: float = _f(
         24.0,
@@ -266,21 +322,36 @@ class Settings(BaseSettings):
         20_000, "Manifest rewrite: data-file entries per rewritten manifest.", 50_000, "maintenance"
     )
     book_snapshot_interval_seconds: float = _f(
-        10.0, "Order book: write a book_snapshots row per symbol every this many seconds of exchange time.", 5.0, "maintenance"
+        10.0,
+        "Order book: write a book_snapshots row per symbol every this many seconds of exchange time.",
+        5.0,
+        "maintenance",
     )
-    book_snapshot_depth: int = _f(25, "Order book: levels per side kept in each book_snapshots row.", 50, "maintenance")
+    book_snapshot_depth: int = _f(
+        25, "Order book: levels per side kept in each book_snapshots row.", 50, "maintenance"
+    )
 
     # -- query -------------------------------------------------------------------------------------
     query_max_rows: int = _f(5_000_000, "Maximum rows one query may return.", 100_000, "query")
     query_max_range_days: float = _f(366.0, "Maximum time range of one query, in days.", 31.0, "query")
     query_pool_size: int = _f(4, "DuckDB connections in the query pool.", 8, "query")
     query_recent_window_seconds: float = _f(
-        300.0, "`include_recent` defaults on when the range ends within this many seconds of now.", 120.0, "query"
+        300.0,
+        "`include_recent` defaults on when the range ends within this many seconds of now.",
+        120.0,
+        "query",
     )
-    query_recent_max_rows: int = _f(1_000_000, "Most rows read from Kafka for the hybrid query.", 100_000, "query")
-    query_recent_timeout_seconds: float = _f(2.0, "Longest time spent reading Kafka for the hybrid query.", 1.0, "query")
+    query_recent_max_rows: int = _f(
+        1_000_000, "Most rows read from Kafka for the hybrid query.", 100_000, "query"
+    )
+    query_recent_timeout_seconds: float = _f(
+        2.0, "Longest time spent reading Kafka for the hybrid query.", 1.0, "query"
+    )
     query_cli_timeout_seconds: float = _f(
-        300.0, "Longest time one CLI query (`k2 sql`, `k2 trades`, `k2 bars`, ...) may run before it is cancelled.", 60.0, "query"
+        300.0,
+        "Longest time one CLI query (`k2 sql`, `k2 trades`, `k2 bars`, ...) may run before it is cancelled.",
+        60.0,
+        "query",
     )
 
     # -- REST API ----------------------------------------------------------------------------------
@@ -292,10 +363,16 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = _f(1_048_576, "Largest accepted request body.", 65_536, "api")
     api_page_size: int = _f(10_000, "Default rows per page for cursor-paged endpoints.", 1_000, "api")
     api_max_concurrent_per_key: int = _f(
-        4, "Data requests one API key may have in progress at once (query running or body still streaming); more get 429.", 2, "api"
+        4,
+        "Data requests one API key may have in progress at once (query running or body still streaming); more get 429.",
+        2,
+        "api",
     )
     api_workers: int = _f(
-        1, "API worker processes `k2 api serve` runs (each with its own query engine and result cache; rate limits are shared through the key store).", 2, "api"
+        1,
+        "API worker processes `k2 api serve` runs (each with its own query engine and result cache; rate limits are shared through the key store).",
+        2,
+        "api",
     )
     api_cache_max_bytes: int = _f(
         268_435_456,
@@ -304,7 +381,10 @@ class Settings(BaseSettings):
         "api",
     )
     api_max_concurrent_requests: int = _f(
-        32, "Data requests one API process serves at once (each holds its result until the client has read it); more get 503.", 16, "api"
+        32,
+        "Data requests one API process serves at once (each holds its result until the client has read it); more get 503.",
+        16,
+        "api",
     )
     api_keys_database_url: str | None = _f(
         None,
@@ -314,28 +394,63 @@ class Settings(BaseSettings):
     )
 
     # -- sources -----------------------------------------------------------------------------------
-    binance_ws_url: str = _f("wss://stream.binance.com:9443", "Binance WebSocket base URL (spot, Binance US or USD-M futures).", "wss://fstream.binance.com", "sources")
-    binance_rest_url: str = _f("https://api.binance.com", "Binance REST base URL used for gap backfill and exchange info.", "https://fapi.binance.com", "sources")
-    coinbase_ws_url: str = _f("wss://ws-feed.exchange.coinbase.com", "Coinbase Exchange WebSocket URL.", "wss://ws-feed-public.sandbox.exchange.coinbase.com", "sources")
+    binance_ws_url: str = _f(
+        "wss://stream.binance.com:9443",
+        "Binance WebSocket base URL (spot, Binance US or USD-M futures).",
+        "wss://fstream.binance.com",
+        "sources",
+    )
+    binance_rest_url: str = _f(
+        "https://api.binance.com",
+        "Binance REST base URL used for gap backfill and exchange info.",
+        "https://fapi.binance.com",
+        "sources",
+    )
+    coinbase_ws_url: str = _f(
+        "wss://ws-feed.exchange.coinbase.com",
+        "Coinbase Exchange WebSocket URL.",
+        "wss://ws-feed-public.sandbox.exchange.coinbase.com",
+        "sources",
+    )
     binance_api_key: str | None = _f(
-        None, "Optional Binance API key, sent as X-MBX-APIKEY on REST backfill requests (for deployments where historicalTrades requires one).", "abc123", "sources"
+        None,
+        "Optional Binance API key, sent as X-MBX-APIKEY on REST backfill requests (for deployments where historicalTrades requires one).",
+        "abc123",
+        "sources",
     )
     coinbase_rest_url: str = _f(
-        "https://api.exchange.coinbase.com", "Coinbase Exchange REST base URL used for gap backfill.", "https://api-public.sandbox.exchange.coinbase.com", "sources"
+        "https://api.exchange.coinbase.com",
+        "Coinbase Exchange REST base URL used for gap backfill.",
+        "https://api-public.sandbox.exchange.coinbase.com",
+        "sources",
     )
     source_backoff_initial_seconds: float = _f(
-        0.5, "First reconnect delay cap of a live feed; doubles per failed attempt, each delay drawn from [cap/2, cap] (jitter).", 1.0, "sources"
+        0.5,
+        "First reconnect delay cap of a live feed; doubles per failed attempt, each delay drawn from [cap/2, cap] (jitter).",
+        1.0,
+        "sources",
     )
     source_backoff_max_seconds: float = _f(30.0, "Longest reconnect delay of a live feed.", 60.0, "sources")
-    source_stall_seconds: float = _f(30.0, "Reconnect a live feed that sends nothing for this long.", 10.0, "sources")
+    source_stall_seconds: float = _f(
+        30.0, "Reconnect a live feed that sends nothing for this long.", 10.0, "sources"
+    )
     source_max_connection_seconds: float = _f(
-        23.5 * 3600, "Reconnect proactively after this long (Binance closes connections at 24 h).", 3600.0, "sources"
+        23.5 * 3600,
+        "Reconnect proactively after this long (Binance closes connections at 24 h).",
+        3600.0,
+        "sources",
     )
     source_metrics_port: int = _f(
-        0, "Port of `k2 stream`'s /metrics endpoint on 127.0.0.1 (0: off; `--metrics-port` overrides).", 9465, "sources"
+        0,
+        "Port of `k2 stream`'s /metrics endpoint on 127.0.0.1 (0: off; `--metrics-port` overrides).",
+        9465,
+        "sources",
     )
     import_block_bytes: int = _f(
-        64 * 1024 * 1024, "`k2 import`: bytes of CSV parsed at a time (bounds memory whatever the file size).", 16_777_216, "sources"
+        64 * 1024 * 1024,
+        "`k2 import`: bytes of CSV parsed at a time (bounds memory whatever the file size).",
+        16_777_216,
+        "sources",
     )
     import_commit_rows: int = _f(
         2_000_000,
@@ -351,9 +466,14 @@ class Settings(BaseSettings):
         "false",
         "observability",
     )
-    prometheus_port: int = _f(9090, "Port of the Prometheus started by `k2 up` (on 127.0.0.1).", 19090, "observability")
+    prometheus_port: int = _f(
+        9090, "Port of the Prometheus started by `k2 up` (on 127.0.0.1).", 19090, "observability"
+    )
     prometheus_scrape_interval_seconds: int = _f(
-        15, "Scrape and rule-evaluation interval in the Prometheus configuration K2 generates.", 5, "observability"
+        15,
+        "Scrape and rule-evaluation interval in the Prometheus configuration K2 generates.",
+        5,
+        "observability",
     )
 
     @field_validator(
@@ -417,8 +537,11 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "maintenance_interval_seconds", "maintenance_snapshot_max_age_hours", "maintenance_orphan_min_age_hours",
-        "query_recent_window_seconds", "down_drain_seconds",
+        "maintenance_interval_seconds",
+        "maintenance_snapshot_max_age_hours",
+        "maintenance_orphan_min_age_hours",
+        "query_recent_window_seconds",
+        "down_drain_seconds",
     )
     @classmethod
     def _non_negative_float(cls, value: float) -> float:
@@ -451,7 +574,9 @@ class Settings(BaseSettings):
     @classmethod
     def _storage_port(cls, value: int) -> int:
         if not 1 <= value <= 65535 - 10000:
-            raise ValueError(f"expected a TCP port 1..55535 (its gRPC port is the port + 10000), found {value}")
+            raise ValueError(
+                f"expected a TCP port 1..55535 (its gRPC port is the port + 10000), found {value}"
+            )
         return value
 
     @field_validator("producer_linger_ms", "api_cache_max_bytes")
@@ -486,8 +611,12 @@ class Settings(BaseSettings):
             parsed = json.loads(value)
         except ValueError:
             parsed = None
-        if not isinstance(parsed, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in parsed.items()):
-            raise ValueError(f'expected a JSON object of strings like {{"rest.signing-name": "glue"}}, found {value!r}')
+        if not isinstance(parsed, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in parsed.items()
+        ):
+            raise ValueError(
+                f'expected a JSON object of strings like {{"rest.signing-name": "glue"}}, found {value!r}'
+            )
         return value
 
     @field_validator("warehouse")
@@ -511,7 +640,9 @@ class Settings(BaseSettings):
         if Path(toml_path).is_file():
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
         elif ENV_PREFIX + "CONFIG_FILE" in os.environ:
-            raise SettingsError(f"K2_CONFIG_FILE: expected an existing TOML file, found no file at {toml_path!r}")
+            raise SettingsError(
+                f"K2_CONFIG_FILE: expected an existing TOML file, found no file at {toml_path!r}"
+            )
         return tuple(sources)
 
     # -- derived values ----------------------------------------------------------------------------
@@ -540,13 +671,17 @@ class Settings(BaseSettings):
         if self.catalog_uri:
             return self.catalog_uri
         if self.catalog_type == "rest":
-            raise SettingsError("K2_CATALOG_URI: expected the REST catalog URL when K2_CATALOG_TYPE=rest, found none")
+            raise SettingsError(
+                "K2_CATALOG_URI: expected the REST catalog URL when K2_CATALOG_TYPE=rest, found none"
+            )
         return f"sqlite:///{(self.data_dir.resolve() / 'catalog.db').as_posix()}"
 
     @property
     def registry_db_url(self) -> str:
         """SQLAlchemy URL of K2's own registry store."""
-        return self.registry_database_url or f"sqlite:///{(self.data_dir.resolve() / 'registry.db').as_posix()}"
+        return (
+            self.registry_database_url or f"sqlite:///{(self.data_dir.resolve() / 'registry.db').as_posix()}"
+        )
 
     def kafka_client_config(self) -> dict[str, Any]:
         """librdkafka settings shared by every K2 Kafka client (bootstrap and security)."""
@@ -596,8 +731,16 @@ def settings_reference_markdown() -> str:
         extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
         if extra.get("section") != section:
             section = extra.get("section")
-            lines += ["", f"## {section}", "", "| variable | default | description | example |", "|---|---|---|---|"]
+            lines += [
+                "",
+                f"## {section}",
+                "",
+                "| variable | default | description | example |",
+                "|---|---|---|---|",
+            ]
         default = field.default
         shown = "(unset)" if default is None else f"`{default}`"
-        lines.append(f"| `{ENV_PREFIX}{name.upper()}` | {shown} | {field.description} | `{extra.get('example')}` |")
+        lines.append(
+            f"| `{ENV_PREFIX}{name.upper()}` | {shown} | {field.description} | `{extra.get('example')}` |"
+        )
     return "\n".join(lines) + "\n"

@@ -45,7 +45,9 @@ def load_extensions(con: duckdb.DuckDBPyConnection, names: Iterable[str] = DEFAU
         con.execute(f"LOAD '{extension_path(name).as_posix()}'")
 
 
-def connect(extensions: Iterable[str] = DEFAULT_EXTENSIONS, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
+def connect(
+    extensions: Iterable[str] = DEFAULT_EXTENSIONS, database: str = ":memory:"
+) -> duckdb.DuckDBPyConnection:
     """A new DuckDB connection with ``extensions`` loaded offline."""
     con = duckdb.connect(database)
     load_extensions(con, extensions)

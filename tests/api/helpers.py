@@ -30,7 +30,9 @@ from k2.telemetry.procs import free_port
 from tests.landing.helpers import BASE_TS, make_trades
 
 
-def trades_table(symbol: str, first_id: int, count: int, *, ts0: int = BASE_TS, same_ts: int = 1, exchange: str = "binance") -> pa.Table:
+def trades_table(
+    symbol: str, first_id: int, count: int, *, ts0: int = BASE_TS, same_ts: int = 1, exchange: str = "binance"
+) -> pa.Table:
     """Real-shaped trades (tests/landing/helpers.make_trades); ``same_ts`` consecutive trades share a timestamp."""
     rows = make_trades(symbol, first_id, count, exchange=exchange)
     for i, row in enumerate(rows):
@@ -40,7 +42,9 @@ def trades_table(symbol: str, first_id: int, count: int, *, ts0: int = BASE_TS, 
     return records_to_arrow(TRADE, rows)
 
 
-def quotes_table(symbol: str, first_id: int, count: int, *, ts0: int = BASE_TS, exchange: str = "binance") -> pa.Table:
+def quotes_table(
+    symbol: str, first_id: int, count: int, *, ts0: int = BASE_TS, exchange: str = "binance"
+) -> pa.Table:
     """Real-shaped top-of-book quotes around the trades' price walk (spread of 0.01)."""
     rng = random.Random(first_id)
     bid = 61_837.62
@@ -85,7 +89,9 @@ class ServerThread:
         self.settings = settings
         self.port = free_port()
         self.app = create_app(settings)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -135,7 +141,9 @@ def rows_from_arrow(table: pa.Table) -> list[dict[str, Any]]:
     return [{k: normalise(v, types[k]) for k, v in row.items()} for row in table.to_pylist()]
 
 
-def rows_from_response(response: httpx.Response, fmt: str, schema: pa.Schema | None = None) -> list[dict[str, Any]]:
+def rows_from_response(
+    response: httpx.Response, fmt: str, schema: pa.Schema | None = None
+) -> list[dict[str, Any]]:
     """Rows of a response in any format, normalised (CSV cells typed back using ``schema``)."""
     if fmt == "json":
         return [dict(r) for r in response.json()["data"]]

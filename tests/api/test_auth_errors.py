@@ -27,7 +27,15 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
 
 def test_missing_key_is_401_with_clear_body(api: Api) -> None:
     with api.client() as c:
-        for path in (TRADES, "/v1/bars?symbol=BTCUSDT", "/v1/spread?symbol=BTCUSDT", "/v1/symbols", "/v1/dlq", "/v1/keys", "/v1/replay?start=x"):
+        for path in (
+            TRADES,
+            "/v1/bars?symbol=BTCUSDT",
+            "/v1/spread?symbol=BTCUSDT",
+            "/v1/symbols",
+            "/v1/dlq",
+            "/v1/keys",
+            "/v1/replay?start=x",
+        ):
             error = assert_error(c.get(path), 401, "unauthorized")
             assert "X-API-Key" in str(error["message"])
 
@@ -111,12 +119,22 @@ def test_error_model_for_framework_errors(api: Api) -> None:
         params = {e["parameter"] for e in error["details"]["errors"]}  # type: ignore[index]
         assert params == {"symbol", "limit"}
         assert "symbol" in str(error["message"]) and "limit" in str(error["message"])
-        assert_error(c.get("/v1/trades", params={"symbol": "NOPE", "include_recent": "false"}), 404, "unknown_symbol")
-        assert_error(c.get("/v1/trades?symbol=BTCUSDT", headers={"Accept": "image/png"}), 406, "not_acceptable")
         assert_error(
-            c.get("/v1/bars", params={"symbol": "BTCUSDT", "interval": "7x", "include_recent": "false"}), 400, "invalid_range"
+            c.get("/v1/trades", params={"symbol": "NOPE", "include_recent": "false"}), 404, "unknown_symbol"
         )
-        assert_error(c.get("/v1/trades", params={"symbol": "BTCUSDT", "start": "2024-08-08T00:00:00"}), 400, "invalid_time")
+        assert_error(
+            c.get("/v1/trades?symbol=BTCUSDT", headers={"Accept": "image/png"}), 406, "not_acceptable"
+        )
+        assert_error(
+            c.get("/v1/bars", params={"symbol": "BTCUSDT", "interval": "7x", "include_recent": "false"}),
+            400,
+            "invalid_range",
+        )
+        assert_error(
+            c.get("/v1/trades", params={"symbol": "BTCUSDT", "start": "2024-08-08T00:00:00"}),
+            400,
+            "invalid_time",
+        )
 
 
 def test_request_id_echoed_or_generated(api: Api) -> None:
@@ -140,8 +158,12 @@ def test_dlq_lists_real_dead_letters(api: Api, unique: str) -> None:
     ensure_topics(api.settings, [topic], partitions=1)
     producer = Producer(api.settings.kafka_client_config())
     original = b"\x00\x00\x00\x00\x07not avro at all"
-    producer.produce(topic, key=b"BTCUSDT", value=original,
-                     headers=dlq_headers("avro_decode", "expected an Avro body", topic[:-4], 0, 41))
+    producer.produce(
+        topic,
+        key=b"BTCUSDT",
+        value=original,
+        headers=dlq_headers("avro_decode", "expected an Avro body", topic[:-4], 0, 41),
+    )
     assert producer.flush(10) == 0
     with api.client(api.admin_key) as c:
         response = c.get("/v1/dlq", params={"topic": topic})
@@ -149,7 +171,11 @@ def test_dlq_lists_real_dead_letters(api: Api, unique: str) -> None:
         letters = response.json()["data"]
         assert len(letters) == 1
         letter = letters[0]
-        assert (letter["reason"], letter["source_topic"], letter["source_offset"]) == ("avro_decode", topic[:-4], 41)
+        assert (letter["reason"], letter["source_topic"], letter["source_offset"]) == (
+            "avro_decode",
+            topic[:-4],
+            41,
+        )
         assert base64.b64decode(letter["value_base64"]) == original
         assert base64.b64decode(letter["key_base64"]) == b"BTCUSDT"
         assert_error(c.get("/v1/dlq", params={"topic": f"nope{unique}.dlq"}), 404, "unknown_topic")

@@ -14,7 +14,14 @@ from tests.conftest import REPO
 
 
 def k2(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "k2.cli", *args], env=env, capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "k2.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_keys_commands_and_api_serve(tmp_path: Path, broker: str) -> None:
@@ -37,7 +44,9 @@ def test_keys_commands_and_api_serve(tmp_path: Path, broker: str) -> None:
     assert listed.returncode == 0 and "ci" in listed.stdout and "admin" in listed.stdout
     assert key not in listed.stdout and key.split("_", 2)[2] not in listed.stdout
 
-    server = ManagedProcess("api", (sys.executable, "-m", "k2.cli", "api", "serve"), port, tmp_path / "api.log", env=env)
+    server = ManagedProcess(
+        "api", (sys.executable, "-m", "k2.cli", "api", "serve"), port, tmp_path / "api.log", env=env
+    )
     server.start(timeout=60)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:

@@ -33,7 +33,9 @@ def test_compressed_bodies_equal_identity(api: Api, fmt: str, encoding: str) -> 
     assert "content-encoding" not in plain.headers
     assert packed.headers["content-encoding"] == encoding and "Accept-Encoding" in packed.headers["vary"]
     if fmt == "arrow":  # compare tables: IPC padding bytes are not guaranteed equal between two writes
-        assert pa.ipc.open_stream(packed.content).read_all().equals(pa.ipc.open_stream(plain.content).read_all())
+        assert (
+            pa.ipc.open_stream(packed.content).read_all().equals(pa.ipc.open_stream(plain.content).read_all())
+        )
     else:
         assert packed.content == plain.content  # httpx decodes zstd and gzip
     assert packed.num_bytes_downloaded * 3 < plain.num_bytes_downloaded

@@ -18,7 +18,9 @@ from tests.landing.helpers import BASE_TS
 START, END = "2024-08-08T23:00:00Z", "2024-08-09T01:00:00Z"
 
 
-def walk(c: httpx.Client, path: str, params: dict[str, Any], between_pages: Any = None) -> tuple[list[dict[str, Any]], int]:
+def walk(
+    c: httpx.Client, path: str, params: dict[str, Any], between_pages: Any = None
+) -> tuple[list[dict[str, Any]], int]:
     """Follow next_cursor to the end; returns (rows, pages). ``between_pages()`` runs after the first page."""
     rows: list[dict[str, Any]] = []
     pages = 0
@@ -42,14 +44,18 @@ def test_trades_pages_pinned_while_new_data_lands(api: Api) -> None:
     table = load_table(load_catalog(api.settings), "trades")
     with Client(api.settings) as direct:
         first_snapshot = direct.snapshot_id("trades")
-        expected = rows_from_arrow(direct.trades("BTCUSDT", START, END, limit=10_000, as_of=first_snapshot).table)
+        expected = rows_from_arrow(
+            direct.trades("BTCUSDT", START, END, limit=10_000, as_of=first_snapshot).table
+        )
 
     def land_more() -> None:
         # New trades inside the walked range, interleaved in time with the existing ones.
         append(table, trades_table("BTCUSDT", 7_000_000, 500, ts0=BASE_TS + 1_000), "trades")
 
     with api.client(api.read_key) as c:
-        rows, pages = walk(c, "/v1/trades", {"symbol": "BTCUSDT", "start": START, "end": END, "limit": 700}, land_more)
+        rows, pages = walk(
+            c, "/v1/trades", {"symbol": "BTCUSDT", "start": START, "end": END, "limit": 700}, land_more
+        )
         assert pages == 5  # 3,000 rows / 700
         assert rows == expected
         assert not any(r["trade_id"] >= 7_000_000 for r in rows)
@@ -62,7 +68,9 @@ def test_trades_pages_pinned_while_new_data_lands(api: Api) -> None:
 def test_pages_split_ties_exactly_once(api: Api) -> None:
     """TIEUSDT has ten trades per timestamp; pages of 7 must neither repeat nor skip any of them."""
     with Client(api.settings) as direct:
-        expected = rows_from_arrow(direct.trades("TIEUSDT", START, END, limit=10_000, include_recent=False).table)
+        expected = rows_from_arrow(
+            direct.trades("TIEUSDT", START, END, limit=10_000, include_recent=False).table
+        )
     with api.client(api.read_key) as c:
         rows, pages = walk(c, "/v1/trades", {"symbol": "TIEUSDT", "start": START, "end": END, "limit": 7})
         assert pages == -(-400 // 7)
@@ -70,7 +78,10 @@ def test_pages_split_ties_exactly_once(api: Api) -> None:
         assert len({r["trade_id"] for r in rows}) == 400
         # Pages as large as the tie groups and larger.
         for limit in (13, 400):
-            assert walk(c, "/v1/trades", {"symbol": "TIEUSDT", "start": START, "end": END, "limit": limit})[0] == expected
+            assert (
+                walk(c, "/v1/trades", {"symbol": "TIEUSDT", "start": START, "end": END, "limit": limit})[0]
+                == expected
+            )
 
 
 def test_quotes_pages_and_replay_pinned(api: Api) -> None:
@@ -79,7 +90,9 @@ def test_quotes_pages_and_replay_pinned(api: Api) -> None:
     with Client(api.settings) as direct:
         snap_q = direct.snapshot_id("quotes")
         snap_t = direct.snapshot_id("trades")
-        expected_quotes = rows_from_arrow(direct.quotes("BTCUSDT", START, END, limit=10_000, as_of=snap_q).table)
+        expected_quotes = rows_from_arrow(
+            direct.quotes("BTCUSDT", START, END, limit=10_000, as_of=snap_q).table
+        )
         all_trades = direct.sql(
             "SELECT * FROM trades WHERE exchange_ts >= ? AND exchange_ts < ? ORDER BY exchange_ts, exchange, symbol, trade_id",
             [START, END],
@@ -88,12 +101,16 @@ def test_quotes_pages_and_replay_pinned(api: Api) -> None:
         expected_replay = rows_from_arrow(all_trades.table)
     with api.client(api.read_key) as c:
         rows, _ = walk(
-            c, "/v1/quotes", {"symbol": "BTCUSDT", "start": START, "end": END, "limit": 600},
+            c,
+            "/v1/quotes",
+            {"symbol": "BTCUSDT", "start": START, "end": END, "limit": 600},
             lambda: append(quotes, quotes_table("BTCUSDT", 8_000_000, 300, ts0=BASE_TS + 500), "quotes"),
         )
         assert rows == expected_quotes
         replayed, pages = walk(
-            c, "/v1/replay", {"table": "trades", "start": START, "end": END, "limit": 900},
+            c,
+            "/v1/replay",
+            {"table": "trades", "start": START, "end": END, "limit": 900},
             lambda: append(trades, trades_table("ETHUSDT", 6_000_000, 200, ts0=BASE_TS + 700), "trades"),
         )
         assert pages > 2
@@ -111,9 +128,17 @@ def test_cursor_is_opaque_signed_and_bound_to_its_query(api: Api) -> None:
         for bad in (flipped + "." + sig, body + "." + sig[::-1], "abc", "e30.AAAA", "x" * 4096):
             assert_error(c.get("/v1/trades", params={**params, "cursor": bad}), 400, "invalid_cursor")
         # The same cursor with another symbol, endpoint or range is refused.
-        assert_error(c.get("/v1/trades", params={**params, "symbol": "ETHUSDT", "cursor": cursor}), 400, "invalid_cursor")
+        assert_error(
+            c.get("/v1/trades", params={**params, "symbol": "ETHUSDT", "cursor": cursor}),
+            400,
+            "invalid_cursor",
+        )
         assert_error(c.get("/v1/quotes", params={**params, "cursor": cursor}), 400, "invalid_cursor")
-        assert_error(c.get("/v1/trades", params={**params, "end": "2024-08-09T00:30:00Z", "cursor": cursor}), 400, "invalid_cursor")
+        assert_error(
+            c.get("/v1/trades", params={**params, "end": "2024-08-09T00:30:00Z", "cursor": cursor}),
+            400,
+            "invalid_cursor",
+        )
         # ...but may change the page size and the format.
         nxt = c.get("/v1/trades", params={**params, "limit": 50, "format": "csv", "cursor": cursor})
         assert nxt.status_code == 200 and int(nxt.headers["x-row-count"]) == 50
@@ -132,8 +157,16 @@ def test_as_of_time_travel(api: Api) -> None:
         assert then["row_count"] == 3_000 <= now["row_count"]
         by_time = c.get("/v1/trades", params={**params, "as_of": first["committed_at"]}).json()
         assert by_time["row_count"] == 3_000
-        assert_error(c.get("/v1/trades", params={"symbol": "ETHUSDT", "as_of": first["snapshot_id"]}), 404, "unknown_symbol")
+        assert_error(
+            c.get("/v1/trades", params={"symbol": "ETHUSDT", "as_of": first["snapshot_id"]}),
+            404,
+            "unknown_symbol",
+        )
         listed = c.get("/v1/symbols", params={"as_of": first["snapshot_id"]}).json()["data"]
         assert [s["symbol"] for s in listed] == ["BTCUSDT"]
-        assert_error(c.get("/v1/trades", params={**params, "as_of": first["snapshot_id"], "include_recent": "true"}), 400, "invalid_query")
+        assert_error(
+            c.get("/v1/trades", params={**params, "as_of": first["snapshot_id"], "include_recent": "true"}),
+            400,
+            "invalid_query",
+        )
         assert_error(c.get("/v1/trades", params={**params, "as_of": 12345}), 400, "invalid_query")

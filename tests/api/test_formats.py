@@ -40,9 +40,21 @@ CASES: dict[str, tuple[str, dict[str, Any], Callable[[Client], Any]]] = {
         {"symbol": "BTCUSDT", "interval": "1s", "start": START, "end": END},
         lambda c: c.bars("BTCUSDT", "1s", START, END, include_recent=False),
     ),
-    "vwap": ("/v1/vwap", {"symbol": "ETHUSDT", "start": START, "end": END}, lambda c: c.vwap("ETHUSDT", START, END, include_recent=False)),
-    "spread": ("/v1/spread", {"symbol": "BTCUSDT", "start": START, "end": END}, lambda c: c.spread_stats("BTCUSDT", START, END)),
-    "asof": ("/v1/asof", {"symbol": "BTCUSDT", "start": START, "end": END}, lambda c: c.asof_join("BTCUSDT", START, END)),
+    "vwap": (
+        "/v1/vwap",
+        {"symbol": "ETHUSDT", "start": START, "end": END},
+        lambda c: c.vwap("ETHUSDT", START, END, include_recent=False),
+    ),
+    "spread": (
+        "/v1/spread",
+        {"symbol": "BTCUSDT", "start": START, "end": END},
+        lambda c: c.spread_stats("BTCUSDT", START, END),
+    ),
+    "asof": (
+        "/v1/asof",
+        {"symbol": "BTCUSDT", "start": START, "end": END},
+        lambda c: c.asof_join("BTCUSDT", START, END),
+    ),
     "symbols": ("/v1/symbols", {}, lambda c: c.symbols()),
     "snapshots": ("/v1/snapshots", {"table": "trades"}, lambda c: c.snapshots("trades")),
 }
@@ -68,7 +80,10 @@ def test_every_format_round_trips_to_the_same_rows(api: Api, direct: Client, cas
 
 def test_binary_formats_keep_exact_types(api: Api) -> None:
     with api.client(api.read_key) as c:
-        response = c.get("/v1/trades", params={"symbol": "BTCUSDT", "start": START, "end": END, "format": "arrow", "limit": 10})
+        response = c.get(
+            "/v1/trades",
+            params={"symbol": "BTCUSDT", "start": START, "end": END, "format": "arrow", "limit": 10},
+        )
     table = pa.ipc.open_stream(response.content).read_all()
     assert table.schema.field("price").type == pa.decimal128(18, 8)
     assert table.schema.field("exchange_ts").type == pa.timestamp("us", tz="UTC")
@@ -77,10 +92,17 @@ def test_binary_formats_keep_exact_types(api: Api) -> None:
 
 def test_large_result_is_streamed_in_chunks(api: Api) -> None:
     """A 5,000-row body arrives as several chunks (one per record batch), not one buffer."""
-    with api.client(api.read_key) as c, c.stream(
-        "GET", "/v1/trades", params={"symbol": "BTCUSDT", "start": START, "end": END, "limit": 5000, "format": "csv"},
-        headers={"Accept-Encoding": "identity"},  # raw chunks are counted: uncompressed (compression: test_compression.py)
-    ) as response:
+    with (
+        api.client(api.read_key) as c,
+        c.stream(
+            "GET",
+            "/v1/trades",
+            params={"symbol": "BTCUSDT", "start": START, "end": END, "limit": 5000, "format": "csv"},
+            headers={
+                "Accept-Encoding": "identity"
+            },  # raw chunks are counted: uncompressed (compression: test_compression.py)
+        ) as response,
+    ):
         assert response.status_code == 200
         assert "content-length" not in response.headers
         chunks = [chunk for chunk in response.iter_raw() if chunk]
@@ -91,7 +113,11 @@ def test_large_result_is_streamed_in_chunks(api: Api) -> None:
 def test_accept_quality_and_wildcards(api: Api) -> None:
     with api.client(api.read_key) as c:
         params = {"symbol": "ETHUSDT", "start": START, "end": END, "limit": 2}
-        assert c.get("/v1/trades", params=params, headers={"Accept": "*/*"}).headers["content-type"].startswith("application/json")
+        assert (
+            c.get("/v1/trades", params=params, headers={"Accept": "*/*"})
+            .headers["content-type"]
+            .startswith("application/json")
+        )
         q = c.get("/v1/trades", params=params, headers={"Accept": "application/json;q=0.2, text/csv;q=0.9"})
         assert q.headers["content-type"].startswith("text/csv")
         both = c.get("/v1/trades", params={**params, "format": "json"}, headers={"Accept": "text/csv"})

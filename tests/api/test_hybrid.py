@@ -13,10 +13,21 @@ from tests.api.conftest import Api
 
 def _trade(exchange: str, trade_id: int, ts: int) -> dict[str, Any]:
     return {
-        "exchange": exchange, "symbol": "BTCUSDT", "instrument": "BTC-USDT", "asset_class": "crypto",
-        "trade_id": trade_id, "price": to_unscaled("61837.63"), "quantity": to_unscaled("0.02"), "quote_quantity": None,
-        "side": "BUY", "exchange_ts": ts, "receipt_ts": ts, "ingest_ts": None, "source_sequence": trade_id,
-        "conditions": [], "vendor": {},
+        "exchange": exchange,
+        "symbol": "BTCUSDT",
+        "instrument": "BTC-USDT",
+        "asset_class": "crypto",
+        "trade_id": trade_id,
+        "price": to_unscaled("61837.63"),
+        "quantity": to_unscaled("0.02"),
+        "quote_quantity": None,
+        "side": "BUY",
+        "exchange_ts": ts,
+        "receipt_ts": ts,
+        "ingest_ts": None,
+        "source_sequence": trade_id,
+        "conditions": [],
+        "vendor": {},
     }
 
 

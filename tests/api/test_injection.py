@@ -32,17 +32,32 @@ PAYLOADS = [
 
 # endpoint -> (valid parameters, string parameters to attack)
 ENDPOINTS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
-    "/v1/trades": ({"symbol": "BTCUSDT", "start": START, "end": END, "limit": 5}, ("symbol", "exchange", "cursor", "format")),
-    "/v1/quotes": ({"symbol": "BTCUSDT", "start": START, "end": END, "limit": 5}, ("symbol", "exchange", "cursor", "format")),
-    "/v1/bars": ({"symbol": "BTCUSDT", "start": START, "end": END}, ("symbol", "exchange", "interval", "kind", "size", "format")),
+    "/v1/trades": (
+        {"symbol": "BTCUSDT", "start": START, "end": END, "limit": 5},
+        ("symbol", "exchange", "cursor", "format"),
+    ),
+    "/v1/quotes": (
+        {"symbol": "BTCUSDT", "start": START, "end": END, "limit": 5},
+        ("symbol", "exchange", "cursor", "format"),
+    ),
+    "/v1/bars": (
+        {"symbol": "BTCUSDT", "start": START, "end": END},
+        ("symbol", "exchange", "interval", "kind", "size", "format"),
+    ),
     "/v1/vwap": ({"symbol": "BTCUSDT", "start": START, "end": END}, ("symbol", "exchange", "as_of", "start")),
     "/v1/twap": ({"symbol": "BTCUSDT", "start": START, "end": END}, ("symbol", "exchange", "end")),
-    "/v1/spread": ({"symbol": "BTCUSDT", "start": START, "end": END}, ("symbol", "exchange", "as_of", "start")),
+    "/v1/spread": (
+        {"symbol": "BTCUSDT", "start": START, "end": END},
+        ("symbol", "exchange", "as_of", "start"),
+    ),
     "/v1/asof": ({"symbol": "BTCUSDT", "start": START, "end": END}, ("symbol", "exchange", "tolerance")),
     "/v1/symbols": ({}, ("exchange", "as_of")),
     "/v1/snapshots": ({"table": "trades"}, ("table", "as_of")),
     "/v1/gaps": ({}, ("status", "exchange", "symbol")),
-    "/v1/replay": ({"start": START, "end": END, "limit": 5}, ("table", "exchange", "symbol", "cursor", "as_of")),
+    "/v1/replay": (
+        {"start": START, "end": END, "limit": 5},
+        ("table", "exchange", "symbol", "cursor", "as_of"),
+    ),
     "/v1/dlq": ({"limit": 5}, ("topic",)),
 }
 
@@ -110,7 +125,9 @@ EXTREMES: list[tuple[str, dict[str, Any]]] = [
 @pytest.mark.parametrize(("path", "params"), EXTREMES)
 def test_extreme_values_are_4xx_not_5xx(api: Api, path: str, params: dict[str, Any]) -> None:
     with api.client(api.read_key) as c:
-        response = c.get(path, params={"include_recent": "false", **params} if path != "/v1/replay" else params)
+        response = c.get(
+            path, params={"include_recent": "false", **params} if path != "/v1/replay" else params
+        )
     assert 400 <= response.status_code < 500 or response.status_code == 200, (path, params, response.text)
     if response.status_code != 200:
         assert response.json()["error"]["message"]

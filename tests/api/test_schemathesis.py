@@ -44,7 +44,9 @@ def api_schema(api: Api) -> schemathesis.BaseSchema:
 def operations(schema: schemathesis.BaseSchema, mode: GenerationMode) -> list[schemathesis.APIOperation]:
     found = [result.ok() for result in schema.get_all_operations()]
     assert len(found) >= 15
-    if mode == GenerationMode.NEGATIVE:  # nothing invalid can be generated for an operation without parameters
+    if (
+        mode == GenerationMode.NEGATIVE
+    ):  # nothing invalid can be generated for an operation without parameters
         found = [op for op in found if op.definition.raw.get("parameters")]
     return found
 
@@ -74,13 +76,17 @@ def test_live_spec_with_key(api: Api, api_schema: schemathesis.BaseSchema, mode:
         @given(case=operation.as_strategy(mode))
         @BOUNDED
         def run(case: schemathesis.Case) -> None:
-            case.call_and_validate(base_url=api.url, headers={"X-API-Key": api.admin_key}, checks=[*CHECKS, ignored_auth])
+            case.call_and_validate(
+                base_url=api.url, headers={"X-API-Key": api.admin_key}, checks=[*CHECKS, ignored_auth]
+            )
 
         run()
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=["valid", "invalid"])
-def test_live_spec_without_key_refused(api: Api, api_schema: schemathesis.BaseSchema, mode: GenerationMode) -> None:
+def test_live_spec_without_key_refused(
+    api: Api, api_schema: schemathesis.BaseSchema, mode: GenerationMode
+) -> None:
     for operation in operations(api_schema, mode):
 
         @given(case=operation.as_strategy(mode))
@@ -88,7 +94,11 @@ def test_live_spec_without_key_refused(api: Api, api_schema: schemathesis.BaseSc
         def run(case: schemathesis.Case) -> None:
             response = case.call(base_url=api.url)
             if case.operation.path not in PUBLIC:
-                assert response.status_code == 401, (case.operation.path, response.status_code, response.text[:300])
+                assert response.status_code == 401, (
+                    case.operation.path,
+                    response.status_code,
+                    response.text[:300],
+                )
                 assert response.json()["error"]["code"] == "unauthorized"
             case.validate_response(response, checks=CHECKS)
 

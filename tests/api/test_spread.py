@@ -40,9 +40,17 @@ def test_spread_statistics_match_the_seeded_quotes(api: Api) -> None:
         assert pinned.status_code == 200 and pinned.json()["data"] == body["data"]
         # Conventions shared with the other data endpoints.
         assert c.get("/v1/spread", params={**params, "format": "csv"}).text.count("\n") == 2
-        assert_error(c.get("/v1/spread", params={**params, "symbol": "ETHUSDT"}), 404, "unknown_symbol")  # trades only
-        assert_error(c.get("/v1/spread", params={"symbol": "BTCUSDT", "start": _iso(start)}), 422, "invalid_parameter")
-        assert_error(c.get("/v1/spread", params={**params, "start": _iso(end), "end": _iso(start)}), 400, "invalid_range")
+        assert_error(
+            c.get("/v1/spread", params={**params, "symbol": "ETHUSDT"}), 404, "unknown_symbol"
+        )  # trades only
+        assert_error(
+            c.get("/v1/spread", params={"symbol": "BTCUSDT", "start": _iso(start)}), 422, "invalid_parameter"
+        )
+        assert_error(
+            c.get("/v1/spread", params={**params, "start": _iso(end), "end": _iso(start)}),
+            400,
+            "invalid_range",
+        )
     with api.client() as anonymous:
         assert_error(anonymous.get("/v1/spread", params=params), 401, "unauthorized")
     with api.client(api.read_key) as c:

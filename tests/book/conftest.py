@@ -18,6 +18,8 @@ def private_settings(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
     port = free_port()
     proc = tansu_process(port, tmp_path / "tansu-private.log").start()
     try:
-        yield settings.model_copy(update={"kafka_bootstrap_servers": f"127.0.0.1:{port}", "landing_commit_rows": 200_000})
+        yield settings.model_copy(
+            update={"kafka_bootstrap_servers": f"127.0.0.1:{port}", "landing_commit_rows": 200_000}
+        )
     finally:
         proc.stop()

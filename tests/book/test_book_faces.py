@@ -69,7 +69,9 @@ def test_book_at_a_moment_equals_the_replayed_book(lake: Lake) -> None:
     with Client(lake.settings) as client:
         for at in ("2024-08-08T23:54:16Z", AT, "2024-08-08T23:55:40.5Z"):
             book = client.book("BTCUSDT", at, depth=25)
-            bids, asks, last = _expected(lake, datetime_to_micros(book.exchange_ts) if book.exchange_ts else 0, 25)
+            bids, asks, last = _expected(
+                lake, datetime_to_micros(book.exchange_ts) if book.exchange_ts else 0, 25
+            )
             assert [(to_unscaled(p), to_unscaled(s)) for p, s in book.side("BID")] == bids
             assert [(to_unscaled(p), to_unscaled(s)) for p, s in book.side("ASK")] == asks
             assert book.last_update_id == last and book.exchange == "binance"
@@ -81,8 +83,9 @@ def test_book_at_a_moment_equals_the_replayed_book(lake: Lake) -> None:
 
 def test_book_series_steps_and_metrics(lake: Lake) -> None:
     with Client(lake.settings) as client:
-        series = client.book_series("BTCUSDT", "2024-08-08T23:54:20Z", "2024-08-08T23:55:20Z", "10s", depth=5,
-                                    quantity=Decimal("1"))
+        series = client.book_series(
+            "BTCUSDT", "2024-08-08T23:54:20Z", "2024-08-08T23:55:20Z", "10s", depth=5, quantity=Decimal("1")
+        )
         assert series.num_rows == 6
         for row in series.to_pylist():
             bids, asks, last = _expected(lake, datetime_to_micros(row["ts"]), 5)
@@ -98,7 +101,9 @@ def test_book_series_steps_and_metrics(lake: Lake) -> None:
 
 def test_trades_joined_to_the_book_just_before_them(lake: Lake) -> None:
     with Client(lake.settings) as client:
-        joined = client.trades_with_book("BTCUSDT", "2024-08-08T23:54:20Z", "2024-08-08T23:55:00Z").to_pylist()
+        joined = client.trades_with_book(
+            "BTCUSDT", "2024-08-08T23:54:20Z", "2024-08-08T23:55:00Z"
+        ).to_pylist()
     assert len(joined) > 100
     for trade in joined[::25]:
         bids, asks, last = _expected(lake, datetime_to_micros(trade["exchange_ts"]) - 1, 1)
@@ -109,13 +114,29 @@ def test_trades_joined_to_the_book_just_before_them(lake: Lake) -> None:
 
 def test_cli_book_json_and_bad_input(lake: Lake) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "K2_DATA_DIR": str(lake.settings.data_dir)}
-    command = [sys.executable, "-m", "k2.cli", "book", "BTCUSDT", "--at", AT, "--depth", "3", "--format", "json"]
+    command = [
+        sys.executable,
+        "-m",
+        "k2.cli",
+        "book",
+        "BTCUSDT",
+        "--at",
+        AT,
+        "--depth",
+        "3",
+        "--format",
+        "json",
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=True)
     doc = json.loads(done.stdout)
-    bids, asks, last = _expected(lake, datetime_to_micros(Client(lake.settings).book("BTCUSDT", AT).exchange_ts), 3)  # type: ignore[arg-type]
+    bids, asks, last = _expected(
+        lake, datetime_to_micros(Client(lake.settings).book("BTCUSDT", AT).exchange_ts), 3
+    )  # type: ignore[arg-type]
     assert doc["last_update_id"] == last
     assert [(to_unscaled(b["price"]), to_unscaled(b["size"])) for b in doc["bids"]] == bids
-    bad = subprocess.run([*command[:-2], "--depth", "0"], env=env, capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [*command[:-2], "--depth", "0"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert bad.returncode == 2 and "expected an integer between 1 and 1000, found 0" in bad.stderr
 
 
@@ -144,27 +165,45 @@ def test_rest_book(lake: Lake, server: tuple[str, str]) -> None:
     assert httpx.get(f"{url}/v1/book", params={"symbol": "BTCUSDT"}, timeout=30).status_code == 401
 
 
-def test_book_snapshots_are_written_once_consistently_and_used_by_book(lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_book_snapshots_are_written_once_consistently_and_used_by_book(
+    lake: Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from k2.lake.book_snapshots import write_book_snapshots
     from k2.query import book as book_module
 
     written = write_book_snapshots(lake.settings)
     assert written[("binance", "BTCUSDT")] >= 12  # a restart + one per 10 s bucket of 2 minutes
     assert write_book_snapshots(lake.settings) == {}  # idempotent: nothing new to write
-    stored = ensure_tables(load_catalog(lake.settings), lake.settings)["book_snapshots"].scan().to_arrow().to_pylist()
+    stored = (
+        ensure_tables(load_catalog(lake.settings), lake.settings)["book_snapshots"]
+        .scan()
+        .to_arrow()
+        .to_pylist()
+    )
     assert len(stored) == written[("binance", "BTCUSDT")]
     assert len({r["last_update_id"] for r in stored}) == len(stored)
     for row in stored[::3]:
         book = OrderBook()
         book.apply_rows(r for r in lake.deltas if int(r["last_update_id"]) <= row["last_update_id"])  # type: ignore[call-overload]
-        assert [(to_unscaled(p), to_unscaled(q)) for p, q in zip(row["bid_prices"], row["bid_sizes"], strict=True)] == book.top("BID", 25)
-        assert [(to_unscaled(p), to_unscaled(q)) for p, q in zip(row["ask_prices"], row["ask_sizes"], strict=True)] == book.top("ASK", 25)
+        assert [
+            (to_unscaled(p), to_unscaled(q)) for p, q in zip(row["bid_prices"], row["bid_sizes"], strict=True)
+        ] == book.top("BID", 25)
+        assert [
+            (to_unscaled(p), to_unscaled(q)) for p, q in zip(row["ask_prices"], row["ask_sizes"], strict=True)
+        ] == book.top("ASK", 25)
 
     with Client(lake.settings) as client:
-        answers = {u: client.book("BTCUSDT", "2030-01-01T00:00:00Z", 5, update_id=u) for u in [r["last_update_id"] + 40 for r in stored]}
+        answers = {
+            u: client.book("BTCUSDT", "2030-01-01T00:00:00Z", 5, update_id=u)
+            for u in [r["last_update_id"] + 40 for r in stored]
+        }
         assert any(b.read_from == "book_snapshots" for b in answers.values())
         monkeypatch.setattr(book_module, "_from_stored_snapshot", lambda *args, **kwargs: None)
         for u, fast in answers.items():
             slow = client.book("BTCUSDT", "2030-01-01T00:00:00Z", 5, update_id=u)
             assert slow.read_from == "deltas"
-            assert (fast.levels.to_pylist(), fast.last_update_id, fast.exchange_ts) == (slow.levels.to_pylist(), slow.last_update_id, slow.exchange_ts)
+            assert (fast.levels.to_pylist(), fast.last_update_id, fast.exchange_ts) == (
+                slow.levels.to_pylist(),
+                slow.last_update_id,
+                slow.exchange_ts,
+            )

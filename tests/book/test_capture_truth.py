@@ -30,13 +30,17 @@ def test_capture_import_lands_a_book_equal_to_every_book_ticker(private_settings
 
     with Client(settings) as client:
         read = client._resolve("book_deltas")
-        sql = ("SELECT * FROM iceberg_scan(?, snapshot_from_id => ?) WHERE symbol = ? "
-               "ORDER BY last_update_id, side, price")
+        sql = (
+            "SELECT * FROM iceberg_scan(?, snapshot_from_id => ?) WHERE symbol = ? "
+            "ORDER BY last_update_id, side, price"
+        )
         table = client._execute(sql, [read.location, read.snapshot_id, "BTCUSDT"], query="test")
         assert table.num_rows == report.rows["depth"]  # every row landed exactly once
         rows = [
             {**r, "price": to_unscaled(r["price"]), "size": to_unscaled(r["size"])}
-            for r in table.select(["side", "price", "size", "last_update_id", "exchange_ts", "is_snapshot", "is_event_end"]).to_pylist()
+            for r in table.select(
+                ["side", "price", "size", "last_update_id", "exchange_ts", "is_snapshot", "is_event_end"]
+            ).to_pylist()
         ]
         tickers = book_tickers(BINANCE_CAPTURES)
         verdict = check_rows(rows, tickers)  # the pure rebuild over what Iceberg holds

@@ -20,7 +20,13 @@ from k2.sources.coinbase import iter_capture_lines
 from k2.sources.coinbase_depth import CoinbaseBooks
 from k2.sources.live import MalformedMessage
 
-CAPTURE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "coinbase" / "cryptofeed-coinbase-2021-04-17.raw.txt"
+CAPTURE = (
+    Path(__file__).resolve().parents[2].parent
+    / "shared"
+    / "data"
+    / "coinbase"
+    / "cryptofeed-coinbase-2021-04-17.raw.txt"
+)
 
 
 def _rows() -> list[dict[str, object]]:
@@ -53,7 +59,11 @@ def test_coinbase_books_start_from_snapshots_and_never_cross(tmp_path: Path) -> 
 
     settings = Settings(data_dir=tmp_path / "k2")
     table = ensure_tables(load_catalog(settings), settings)["book_deltas"]
-    append(table, records_to_arrow(BOOK_DELTA, [{**r, "ingest_ts": r["receipt_ts"]} for r in rows]), "book_deltas")
+    append(
+        table,
+        records_to_arrow(BOOK_DELTA, [{**r, "ingest_ts": r["receipt_ts"]} for r in rows]),
+        "book_deltas",
+    )
     with Client(settings) as client:
         for product in products:
             book = client.book(product, "2030-01-01T00:00:00Z", depth=5, exchange="coinbase")
@@ -67,9 +77,29 @@ def test_coinbase_books_start_from_snapshots_and_never_cross(tmp_path: Path) -> 
 def test_bad_coinbase_level2_input_is_refused_with_a_reason() -> None:
     books = CoinbaseBooks()
     with pytest.raises(MalformedMessage, match="no_snapshot"):
-        books.on_message({"type": "l2update", "product_id": "BTC-USD", "changes": [["buy", "1", "1"]], "time": "2021-04-17T16:43:37Z"}, 0)
+        books.on_message(
+            {
+                "type": "l2update",
+                "product_id": "BTC-USD",
+                "changes": [["buy", "1", "1"]],
+                "time": "2021-04-17T16:43:37Z",
+            },
+            0,
+        )
     books.on_message({"type": "snapshot", "product_id": "BTC-USD", "bids": [], "asks": []}, 0)
-    for change, reason in ((["hold", "1", "1"], "unknown_side"), (["buy", "x", "1"], "bad_number"), (["buy", "1", "-1"], "negative_size")):
+    for change, reason in (
+        (["hold", "1", "1"], "unknown_side"),
+        (["buy", "x", "1"], "bad_number"),
+        (["buy", "1", "-1"], "negative_size"),
+    ):
         with pytest.raises(MalformedMessage) as info:
-            books.on_message({"type": "l2update", "product_id": "BTC-USD", "changes": [change], "time": "2021-04-17T16:43:37Z"}, 0)
+            books.on_message(
+                {
+                    "type": "l2update",
+                    "product_id": "BTC-USD",
+                    "changes": [change],
+                    "time": "2021-04-17T16:43:37Z",
+                },
+                0,
+            )
         assert info.value.reason == reason

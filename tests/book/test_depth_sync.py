@@ -39,8 +39,15 @@ def test_pure_rebuild_matches_every_shared_book_ticker() -> None:
 
 
 def _event(first: int, last: int, prev: int | None = None, bid: str = "1") -> dict[str, object]:
-    data: dict[str, object] = {"e": "depthUpdate", "E": 1_723_161_255_000 + last, "s": "BTCUSDT", "U": first, "u": last,
-                               "b": [[bid, "2"]], "a": [["3", "4"]]}
+    data: dict[str, object] = {
+        "e": "depthUpdate",
+        "E": 1_723_161_255_000 + last,
+        "s": "BTCUSDT",
+        "U": first,
+        "u": last,
+        "b": [[bid, "2"]],
+        "a": [["3", "4"]],
+    }
     if prev is not None:
         data["pu"] = prev
     return data
@@ -94,6 +101,8 @@ def test_validation_rules_of_book_deltas() -> None:
     rows = sync.on_snapshot(DepthSnapshot("BTCUSDT", 10, [(100, 1)], [], 0)).rows
     rows[0] = {**rows[0], "side": "BUY"}
     rows[1] = {**rows[1], "size": -1}
-    problems = validate(BOOK_DELTA, records_to_arrow(BOOK_DELTA, rows), now_us=1_800_000_000_000_000, max_future_us=10**9)
+    problems = validate(
+        BOOK_DELTA, records_to_arrow(BOOK_DELTA, rows), now_us=1_800_000_000_000_000, max_future_us=10**9
+    )
     assert [(i, reason) for i, reason, _ in problems] == [(0, "unknown_side"), (1, "negative_size")]
     assert "expected BID or ASK, found 'BUY'" in problems[0][2]

@@ -30,21 +30,32 @@ def _run(settings: Settings, messages: list[CaptureMessage], faults: Faults) -> 
     snapshots = load_binance_depth_snapshots(BINANCE_CAPTURES)
     with FakeExchange("binance", messages=messages, faults=faults, depth_snapshots=snapshots) as fake:
         feed = BinanceFeed(["BTCUSDT"], ws_url=fake.ws_url, rest_url=fake.rest_url, depth=True)
-        return run_feed(feed, live_settings(settings), topics={}, timeout=300,
-                        stop_when=lambda runner: runner.last_trade.get("BTCUSDT", -1) >= LAST_TRADE)
+        return run_feed(
+            feed,
+            live_settings(settings),
+            topics={},
+            timeout=300,
+            stop_when=lambda runner: runner.last_trade.get("BTCUSDT", -1) >= LAST_TRADE,
+        )
 
 
 def _landed_rows(settings: Settings) -> list[dict[str, object]]:
     LandingConsumer(settings).run(idle_exit_seconds=5)
     with Client(settings) as client:
         read = client._resolve("book_deltas")
-        sql = ("SELECT side, price, size, last_update_id, exchange_ts, is_snapshot, is_event_end "
-               "FROM iceberg_scan(?, snapshot_from_id => ?) ORDER BY last_update_id, is_snapshot DESC")
+        sql = (
+            "SELECT side, price, size, last_update_id, exchange_ts, is_snapshot, is_event_end "
+            "FROM iceberg_scan(?, snapshot_from_id => ?) ORDER BY last_update_id, is_snapshot DESC"
+        )
         table = client._execute(sql, [read.location, read.snapshot_id], query="test")
-    return [{**r, "price": to_unscaled(r["price"]), "size": to_unscaled(r["size"])} for r in table.to_pylist()]
+    return [
+        {**r, "price": to_unscaled(r["price"]), "size": to_unscaled(r["size"])} for r in table.to_pylist()
+    ]
 
 
-def test_live_depth_with_a_dropped_event_reports_a_gap_resyncs_and_stays_exact(private_settings: Settings) -> None:
+def test_live_depth_with_a_dropped_event_reports_a_gap_resyncs_and_stays_exact(
+    private_settings: Settings,
+) -> None:
     messages = load_binance(BINANCE_CAPTURES)
     dropped = next(i for i, m in enumerate(messages) if i > 20_000 and m.kind.startswith("depth"))
     lost = orjson.loads(messages[dropped].text)["data"]

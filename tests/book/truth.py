@@ -27,7 +27,10 @@ def book_tickers(paths: Iterable[Path]) -> dict[int, Top]:
     for _, raw in iter_capture_lines(list(paths)):
         if b"@bookTicker" in raw[:48]:
             d = orjson.loads(raw)["data"]
-            out[d["u"]] = ((to_unscaled(d["b"]), to_unscaled(d["B"])), (to_unscaled(d["a"]), to_unscaled(d["A"])))
+            out[d["u"]] = (
+                (to_unscaled(d["b"]), to_unscaled(d["B"])),
+                (to_unscaled(d["a"]), to_unscaled(d["A"])),
+            )
     return out
 
 

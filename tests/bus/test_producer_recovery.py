@@ -63,8 +63,12 @@ def test_broker_sigkilled_and_restarted_mid_produce_every_message_lands_once(
     port = free_port()
     broker = _broker(port, tmp_path / "tansu.log", seaweed)
     settings = Settings(
-        data_dir=tmp_path / "k2", kafka_bootstrap_servers=f"127.0.0.1:{port}", schema_registry_url=schema_registry,
-        consumer_session_timeout_ms=2000, landing_commit_interval_seconds=0.5, landing_metrics_port=0,
+        data_dir=tmp_path / "k2",
+        kafka_bootstrap_servers=f"127.0.0.1:{port}",
+        schema_registry_url=schema_registry,
+        consumer_session_timeout_ms=2000,
+        landing_commit_interval_seconds=0.5,
+        landing_metrics_port=0,
     )  # fmt: skip (default producer settings, so the same test runs against main's producer)
     rows = make_trades("BTCUSDT", 1_000, 12_000) + make_trades("ETHUSDT", 50_000, 12_000)
     producer = MarketDataProducer(settings)
@@ -84,7 +88,9 @@ def test_broker_sigkilled_and_restarted_mid_produce_every_message_lands_once(
         for row in rows[20_000:]:
             producer.send(TRADE, row)
         producer.flush()  # on main: stuck on UnknownProducerId until the 120 s message timeout
-        assert time.monotonic() - started < 45, "expected the producer to recover well within the delivery bound"
+        assert time.monotonic() - started < 45, (
+            "expected the producer to recover well within the delivery bound"
+        )
     finally:
         producer.close(flush=False)
     keys = _land_all(settings, len(rows))
@@ -113,8 +119,19 @@ def test_broker_gone_for_good_import_via_kafka_exits_non_zero_within_the_bound(
         K2_KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{port}", K2_SCHEMA_REGISTRY_URL=schema_registry,
         K2_PRODUCER_DELIVERY_TIMEOUT_SECONDS="10", K2_PRODUCER_STALL_SECONDS="2",
     )  # fmt: skip
-    command = [sys.executable, "-m", "k2.cli", "import", "binance-trades", str(source), "--via-kafka", "--quiet"]
-    job = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    command = [
+        sys.executable,
+        "-m",
+        "k2.cli",
+        "import",
+        "binance-trades",
+        str(source),
+        "--via-kafka",
+        "--quiet",
+    ]
+    job = subprocess.Popen(
+        command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         _wait_for_first_message(f"127.0.0.1:{port}", "market.crypto.trades.binance", job)
         broker.kill()  # gone for good, mid-import
@@ -126,18 +143,26 @@ def test_broker_gone_for_good_import_via_kafka_exits_non_zero_within_the_bound(
             job.kill()
         broker.stop()
     assert job.returncode != 0, out[-2000:] + err[-2000:]
-    assert elapsed < 10 + 20, f"expected the import to give up within the 10 s bound (+ slack), took {elapsed:.0f}s"
-    assert "delivery error: expected the broker at" in err and "K2_PRODUCER_DELIVERY_TIMEOUT_SECONDS" in err, err[-3000:]
+    assert elapsed < 10 + 20, (
+        f"expected the import to give up within the 10 s bound (+ slack), took {elapsed:.0f}s"
+    )
+    assert (
+        "delivery error: expected the broker at" in err and "K2_PRODUCER_DELIVERY_TIMEOUT_SECONDS" in err
+    ), err[-3000:]
     assert "Traceback" not in err, err[-3000:]
 
 
-def _wait_for_first_message(bootstrap: str, topic: str, job: subprocess.Popen[str], timeout: float = 60.0) -> None:
+def _wait_for_first_message(
+    bootstrap: str, topic: str, job: subprocess.Popen[str], timeout: float = 60.0
+) -> None:
     """Block until ``topic`` holds a message (the import is producing)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "probe", "log_level": 0})
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            assert job.poll() is None, f"expected the import to be running, found it exited with {job.returncode}"
+            assert job.poll() is None, (
+                f"expected the import to be running, found it exited with {job.returncode}"
+            )
             topics = consumer.list_topics(timeout=5).topics
             if topic in topics:
                 for p in topics[topic].partitions:
@@ -158,7 +183,9 @@ def test_broker_restarted_empty_the_producer_delivers_again_instead_of_unknown_p
     port = free_port()
     broker = tansu_process(port, tmp_path / "tansu.log").start()
     bootstrap = f"127.0.0.1:{port}"
-    settings = Settings(data_dir=tmp_path / "k2", kafka_bootstrap_servers=bootstrap, schema_registry_url=schema_registry)
+    settings = Settings(
+        data_dir=tmp_path / "k2", kafka_bootstrap_servers=bootstrap, schema_registry_url=schema_registry
+    )
 
     def create_topic() -> None:
         admin = AdminClient({"bootstrap.servers": bootstrap})

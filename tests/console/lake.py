@@ -77,9 +77,7 @@ def record_gaps(
     rows = []
     for low, high in find_gaps(present[0] - 1, present):
         before, after = times.get(low - 1), times.get(high + 1)
-        rows.append(
-            gap_row("binance", "BTCUSDT", "trades", low, high, detected, "open", before, after)
-        )
+        rows.append(gap_row("binance", "BTCUSDT", "trades", low, high, detected, "open", before, after))
     append(tables["gaps"], records_to_arrow(GAP, rows), "gaps")
     time.sleep(0.01)
     return rows

@@ -135,9 +135,12 @@ def test_quality_cell_turns_lists_the_missing_ids_and_replays_dead_letters(
     page.wait_for_function("document.getElementById('replay-result').textContent.startsWith('replayed')")
     # Its schema id (7) may be unknown to the registry or name another record: any decode reason will do.
     assert re.fullmatch(
-        r"replayed 0, 1 still invalid \((avro_decode|unknown_schema_id|wrong_record): 1\)", page.text_content("#replay-result") or ""
+        r"replayed 0, 1 still invalid \((avro_decode|unknown_schema_id|wrong_record): 1\)",
+        page.text_content("#replay-result") or "",
     )
-    assert original.startswith(b"\x00\x00\x00\x00")  # the garbage under test (Confluent magic byte, then no Avro)
+    assert original.startswith(
+        b"\x00\x00\x00\x00"
+    )  # the garbage under test (Confluent magic byte, then no Avro)
     page.screenshot(path=str(artifacts / "quality-replayed.png"), full_page=True)
 
 

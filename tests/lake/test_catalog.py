@@ -22,7 +22,12 @@ print(sorted(tables))
 def test_processes_racing_to_create_the_tables_all_succeed(tmp_path: Path) -> None:
     data_dir = tmp_path / "k2"
     procs = [
-        subprocess.Popen([sys.executable, "-c", _SCRIPT, str(data_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", _SCRIPT, str(data_dir)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(4)
     ]
     results = [p.communicate(timeout=300) for p in procs]
@@ -40,5 +45,10 @@ def test_ensure_tables_is_idempotent_and_keeps_the_same_tables(tmp_path: Path) -
     settings = Settings(data_dir=tmp_path / "k2")
     first = ensure_tables(load_catalog(settings), settings)
     second = ensure_tables(load_catalog(settings), settings)
-    assert {k: t.metadata.table_uuid for k, t in first.items()} == {k: t.metadata.table_uuid for k, t in second.items()}
-    assert first["trades"].spec().fields and first["trades"].properties["write.parquet.compression-codec"] == "zstd"
+    assert {k: t.metadata.table_uuid for k, t in first.items()} == {
+        k: t.metadata.table_uuid for k, t in second.items()
+    }
+    assert (
+        first["trades"].spec().fields
+        and first["trades"].properties["write.parquet.compression-codec"] == "zstd"
+    )

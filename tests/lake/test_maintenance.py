@@ -103,8 +103,15 @@ def append_files(table: Table, batches: list[pa.Table], next_offset: int) -> Non
     """One commit adding one data file per batch (as separate landing batches would)."""
     files = []
     for batch in batches:
-        files += list(_dataframe_to_data_files(table.metadata, sort_for_table(conform(batch, "trades"), "trades"), table.io))
-    with table.transaction() as tx, tx.update_snapshot(snapshot_properties=landing_props(next_offset)).fast_append() as fast:
+        files += list(
+            _dataframe_to_data_files(
+                table.metadata, sort_for_table(conform(batch, "trades"), "trades"), table.io
+            )
+        )
+    with (
+        table.transaction() as tx,
+        tx.update_snapshot(snapshot_properties=landing_props(next_offset)).fast_append() as fast,
+    ):
         for f in files:
             fast.append_data_file(f)
 
@@ -127,7 +134,9 @@ def lake(tmp_path: Path) -> tuple[Settings, Table]:
     return settings, table
 
 
-def test_compaction_after_1000_batches_keeps_rows_time_travel_offsets_and_concurrent_appends(lake: tuple[Settings, Table]) -> None:
+def test_compaction_after_1000_batches_keeps_rows_time_travel_offsets_and_concurrent_appends(
+    lake: tuple[Settings, Table],
+) -> None:
     settings, table = lake
     for i in range(50):
         append(table, make_batch(i), "trades", landing_props(i + 1))
@@ -182,7 +191,14 @@ def test_compaction_after_1000_batches_keeps_rows_time_travel_offsets_and_concur
     biggest = max(compacted, key=lambda p: os.path.getsize(p.removeprefix("file://")))
     data = pq.read_table(biggest.removeprefix("file://"))
     assert data.num_rows > 200
-    keys = list(zip(data["symbol"].to_pylist(), data["exchange_ts"].to_pylist(), data["trade_id"].to_pylist(), strict=True))
+    keys = list(
+        zip(
+            data["symbol"].to_pylist(),
+            data["exchange_ts"].to_pylist(),
+            data["trade_id"].to_pylist(),
+            strict=True,
+        )
+    )
     assert keys == sorted(keys)
 
     # Time travel to pre-compaction snapshots still returns their old results: pyiceberg and DuckDB.
@@ -204,7 +220,11 @@ def test_compaction_after_1000_batches_keeps_rows_time_travel_offsets_and_concur
     assert current is not None
     assert table_offsets(table) == {TOPIC: {"0": last_landing + 1}}
     by_id = {s.snapshot_id: s for s in table.metadata.snapshots}
-    maintenance_snaps = [s for s in table.metadata.snapshots if s.summary is not None and s.summary.get("k2.writer") == MAINTENANCE_WRITER]
+    maintenance_snaps = [
+        s
+        for s in table.metadata.snapshots
+        if s.summary is not None and s.summary.get("k2.writer") == MAINTENANCE_WRITER
+    ]
     assert len(maintenance_snaps) >= len(SYMBOLS)
     for snap in maintenance_snaps:
         parent = by_id[snap.parent_snapshot_id]  # type: ignore[index]
@@ -231,25 +251,39 @@ def test_expiry_and_orphan_removal_on_real_files(lake: tuple[Settings, Table]) -
     small_files = [p.removeprefix("file://") for p in live_files(table)]
 
     # Keep only the 3 newest snapshots, whatever their age; never delete files younger than 1 hour.
-    cfg = settings.model_copy(update={"maintenance_snapshots_keep": 3, "maintenance_snapshot_max_age_hours": 0.0, "maintenance_orphan_min_age_hours": 1.0})
+    cfg = settings.model_copy(
+        update={
+            "maintenance_snapshots_keep": 3,
+            "maintenance_snapshot_max_age_hours": 0.0,
+            "maintenance_orphan_min_age_hours": 1.0,
+        }
+    )
     report = maintain_table(table, cfg, "trades")
     table.refresh()
     snaps = sorted(table.metadata.snapshots, key=lambda s: s.timestamp_ms)
     assert len(snaps) == 3
-    assert report.snapshots_expired == report.snapshots_before + report.partitions_compacted + 2 - 3  # +2: two manifest rewrites
-    assert table.current_snapshot() is not None and table.current_snapshot().snapshot_id == snaps[-1].snapshot_id  # type: ignore[union-attr]
+    assert (
+        report.snapshots_expired == report.snapshots_before + report.partitions_compacted + 2 - 3
+    )  # +2: two manifest rewrites
+    assert (
+        table.current_snapshot() is not None and table.current_snapshot().snapshot_id == snaps[-1].snapshot_id
+    )  # type: ignore[union-attr]
     assert not old_orphan.exists() and fresh_orphan.exists()
     assert report.orphans_removed >= 1
     # The compacted-away small files are young: kept for now although unreferenced.
     assert all(Path(p).exists() for p in small_files)
 
     # Two hours later they are old enough to go; everything referenced stays and reads back.
-    later = maintain_table(table, cfg, "trades", actions=("orphans",), now=datetime.now(UTC) + timedelta(hours=2))
+    later = maintain_table(
+        table, cfg, "trades", actions=("orphans",), now=datetime.now(UTC) + timedelta(hours=2)
+    )
     table.refresh()
     still_needed = referenced_files(table)  # the 3 kept snapshots may still reference some small files
     gone = [p for p in small_files if p not in still_needed]
     assert len(gone) >= len(small_files) // 2
-    assert all(not Path(p).exists() for p in gone) and all(Path(p).exists() for p in small_files if p in still_needed)
+    assert all(not Path(p).exists() for p in gone) and all(
+        Path(p).exists() for p in small_files if p in still_needed
+    )
     assert not fresh_orphan.exists()
     assert later.orphans_removed >= len(gone) + 1
     for ref in referenced_files(table):
@@ -266,7 +300,13 @@ def test_dry_run_changes_nothing(lake: tuple[Settings, Table]) -> None:
     for i in range(12):
         append(table, make_batch(i), "trades", landing_props(i + 1))
     location = metadata_location(table)
-    cfg = settings.model_copy(update={"maintenance_snapshots_keep": 2, "maintenance_snapshot_max_age_hours": 0.0, "maintenance_min_input_files": 2})
+    cfg = settings.model_copy(
+        update={
+            "maintenance_snapshots_keep": 2,
+            "maintenance_snapshot_max_age_hours": 0.0,
+            "maintenance_min_input_files": 2,
+        }
+    )
     report = maintain_table(table, cfg, "trades", dry_run=True)
     table.refresh()
     assert metadata_location(table) == location
@@ -291,7 +331,9 @@ def test_stale_plan_is_abandoned_and_leaves_no_files(lake: tuple[Settings, Table
     assert report.partitions_skipped and report.partitions_compacted == 0
     table.refresh()
     assert row_set(table.scan().to_arrow()) == rows
-    assert {p for p in Path(table.location().removeprefix("file://"), "data").rglob("*.parquet")} == on_disk_before
+    assert {
+        p for p in Path(table.location().removeprefix("file://"), "data").rglob("*.parquet")
+    } == on_disk_before
 
 
 def test_scheduler_compacts_in_background(lake: tuple[Settings, Table]) -> None:
@@ -324,7 +366,9 @@ def test_cli_maintain(lake: tuple[Settings, Table], monkeypatch: pytest.MonkeyPa
     dry = runner.invoke(app, ["maintain", "--table", "trades", "--dry-run", "--json"])
     assert dry.exit_code == 0, dry.output
     parsed: list[dict[str, Any]] = json.loads(dry.stdout)
-    assert parsed[0]["table"] == "trades" and parsed[0]["dry_run"] is True and parsed[0]["files_rewritten"] == 10
+    assert (
+        parsed[0]["table"] == "trades" and parsed[0]["dry_run"] is True and parsed[0]["files_rewritten"] == 10
+    )
     assert len(live_files(table)) == 10
     done = runner.invoke(app, ["maintain", "--table", "trades"])
     assert done.exit_code == 0, done.output
@@ -340,10 +384,19 @@ def test_landing_consumer_resumes_after_maintenance_snapshots(settings: Settings
     from k2.landing import LandingConsumer
     from tests.landing.helpers import make_trades, table_keys
 
-    settings = settings.model_copy(update={"consumer_group": f"g-{unique}", "consumer_session_timeout_ms": 1000, "landing_commit_rows": 50})
+    settings = settings.model_copy(
+        update={
+            "consumer_group": f"g-{unique}",
+            "consumer_session_timeout_ms": 1000,
+            "landing_commit_rows": 50,
+        }
+    )
     exchange = f"m{unique}"
     topics = [topic_name("crypto", "trades", exchange)]
-    first, second = make_trades("BTCUSDT", 1, 1_000, exchange=exchange), make_trades("BTCUSDT", 1_001, 500, exchange=exchange)
+    first, second = (
+        make_trades("BTCUSDT", 1, 1_000, exchange=exchange),
+        make_trades("BTCUSDT", 1_001, 500, exchange=exchange),
+    )
     with MarketDataProducer(settings) as producer:
         producer.send_many(TRADE, first)
     landed = LandingConsumer(settings, topics=topics)
@@ -355,7 +408,9 @@ def test_landing_consumer_resumes_after_maintenance_snapshots(settings: Settings
     table.refresh()
     assert table.current_snapshot().summary.get("k2.writer") == MAINTENANCE_WRITER  # type: ignore[union-attr]
     assert table_offsets(table) == offsets_before
-    other = settings.model_copy(update={"consumer_group": f"other-{unique}"})  # no group offsets: the table decides
+    other = settings.model_copy(
+        update={"consumer_group": f"other-{unique}"}
+    )  # no group offsets: the table decides
     with MarketDataProducer(other) as producer:
         producer.send_many(TRADE, second)
     consumer = LandingConsumer(other, topics=topics)
@@ -377,11 +432,23 @@ def test_orphan_removal_on_an_s3_warehouse(tmp_path: Path) -> None:
     server.start()
     try:
         endpoint = f"http://127.0.0.1:{port}"
-        s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="k", aws_secret_access_key="s", region_name="us-east-1")
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id="k",
+            aws_secret_access_key="s",
+            region_name="us-east-1",
+        )
         s3.create_bucket(Bucket="lake")
         settings = Settings(
-            data_dir=tmp_path / "k2", warehouse="s3://lake/wh", s3_endpoint=endpoint, s3_access_key_id="k", s3_secret_access_key="s",
-            maintenance_snapshots_keep=1, maintenance_snapshot_max_age_hours=0.0, maintenance_min_input_files=2,
+            data_dir=tmp_path / "k2",
+            warehouse="s3://lake/wh",
+            s3_endpoint=endpoint,
+            s3_access_key_id="k",
+            s3_secret_access_key="s",
+            maintenance_snapshots_keep=1,
+            maintenance_snapshot_max_age_hours=0.0,
+            maintenance_min_input_files=2,
         )
         table = ensure_tables(load_catalog(settings), settings)["trades"]
         for i in range(12):
@@ -391,9 +458,19 @@ def test_orphan_removal_on_an_s3_warehouse(tmp_path: Path) -> None:
         s3.put_object(Bucket="lake", Key=f"{prefix}/data/crashed-writer.parquet", Body=b"not committed")
         report = maintain_table(table, settings, "trades", now=datetime.now(UTC) + timedelta(hours=48))
         table.refresh()
-        objects = {"lake/" + o["Key"] for o in s3.list_objects_v2(Bucket="lake", Prefix=prefix + "/")["Contents"] if not o["Key"].endswith("/")}
-        assert objects == referenced_files(table)  # orphans (old small files, the planted one) gone, nothing needed lost
-        assert report.files_after == len(SYMBOLS) and report.orphans_removed > 12 and len(table.metadata.snapshots) == 1
+        objects = {
+            "lake/" + o["Key"]
+            for o in s3.list_objects_v2(Bucket="lake", Prefix=prefix + "/")["Contents"]
+            if not o["Key"].endswith("/")
+        }
+        assert objects == referenced_files(
+            table
+        )  # orphans (old small files, the planted one) gone, nothing needed lost
+        assert (
+            report.files_after == len(SYMBOLS)
+            and report.orphans_removed > 12
+            and len(table.metadata.snapshots) == 1
+        )
         assert row_set(table.scan().to_arrow()) == rows
     finally:
         server.stop()

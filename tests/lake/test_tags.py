@@ -31,14 +31,21 @@ def lake(tmp_path: Path) -> tuple[Settings, Table]:
     return settings, ensure_tables(load_catalog(settings), settings)["trades"]
 
 
-def test_tagged_days_read_bit_exact_after_expiry_compaction_and_orphan_removal(lake: tuple[Settings, Table]) -> None:
+def test_tagged_days_read_bit_exact_after_expiry_compaction_and_orphan_removal(
+    lake: tuple[Settings, Table],
+) -> None:
     settings, table = lake
     offset = 0
     tagged: dict[str, list[tuple[str, ...]]] = {}
     for day in range(3):  # three exchange days, each landed in several small commits, then tagged
         for part in range(4):
             offset += 1
-            append(table, trade_batch(day * 1000 + part * 10, 10, start_us=trade_batch_day(day) + part * 10_000), "trades", _props(offset))
+            append(
+                table,
+                trade_batch(day * 1000 + part * 10, 10, start_us=trade_batch_day(day) + part * 10_000),
+                "trades",
+                _props(offset),
+            )
         info = create_tag(table, f"day-{day}")
         tagged[info.name] = row_set(table.scan(snapshot_id=info.snapshot_id).to_arrow())
     for extra in range(3):  # untagged commits after the last tag
@@ -48,8 +55,14 @@ def test_tagged_days_read_bit_exact_after_expiry_compaction_and_orphan_removal(l
     before = len(table.metadata.snapshots)
 
     # Expire everything expirable, compact, and remove every unreferenced file at once.
-    cfg = settings.model_copy(update={"maintenance_snapshots_keep": 1, "maintenance_snapshot_max_age_hours": 0.0,
-                                      "maintenance_orphan_min_age_hours": 0.0, "maintenance_min_input_files": 2})
+    cfg = settings.model_copy(
+        update={
+            "maintenance_snapshots_keep": 1,
+            "maintenance_snapshot_max_age_hours": 0.0,
+            "maintenance_orphan_min_age_hours": 0.0,
+            "maintenance_min_input_files": 2,
+        }
+    )
     report = maintain_table(table, cfg, "trades", now=datetime.now(UTC) + timedelta(hours=1))
     table.refresh()
     assert report.snapshots_expired > 0 and report.partitions_compacted > 0
@@ -83,8 +96,12 @@ def test_retention_drops_the_tag_and_eod_tags_are_made_once(lake: tuple[Settings
     short = create_tag(table, "short-lived", retain_days=1)
     forever = create_tag(table, "kept")
     assert short.expires_at is not None and forever.expires_at is None
-    cfg = settings.model_copy(update={"maintenance_snapshots_keep": 1, "maintenance_snapshot_max_age_hours": 0.0})
-    report = maintain_table(table, cfg, "trades", actions=("expire",), now=datetime.now(UTC) + timedelta(days=2))
+    cfg = settings.model_copy(
+        update={"maintenance_snapshots_keep": 1, "maintenance_snapshot_max_age_hours": 0.0}
+    )
+    report = maintain_table(
+        table, cfg, "trades", actions=("expire",), now=datetime.now(UTC) + timedelta(days=2)
+    )
     assert [t.name for t in list_tags(table)] == ["kept"]
     assert any("short-lived" in note for note in report.notes)
 
@@ -148,7 +165,12 @@ def test_every_query_reads_as_of_a_tag(lake: tuple[Settings, Table]) -> None:
         tagged = client.trades("BTCUSDT", as_of="tag:before-more", include_recent=False)
         assert tagged.num_rows == 10
         assert client.trades("BTCUSDT", include_recent=False).num_rows == 20
-        assert client.bars("BTCUSDT", "1m", as_of="tag:before-more", include_recent=False).to_pylist()[0]["trade_count"] == 10
+        assert (
+            client.bars("BTCUSDT", "1m", as_of="tag:before-more", include_recent=False).to_pylist()[0][
+                "trade_count"
+            ]
+            == 10
+        )
         assert client.as_of("tag:before-more").trades("BTCUSDT", include_recent=False).num_rows == 10
         with pytest.raises(QueryError, match="expected a tag 'nope' on one of K2's tables, found none"):
             client.trades("BTCUSDT", as_of="tag:nope", include_recent=False)
@@ -184,4 +206,7 @@ def test_snapshots_list_their_tags(lake: tuple[Settings, Table]) -> None:
         rows = client.snapshots("trades").to_pylist()
     finally:
         client.close()
-    assert [(r["snapshot_id"], r["tags"]) for r in rows] == [(tagged.snapshot_id, ["audit"]), (rows[1]["snapshot_id"], [])]
+    assert [(r["snapshot_id"], r["tags"]) for r in rows] == [
+        (tagged.snapshot_id, ["audit"]),
+        (rows[1]["snapshot_id"], []),
+    ]

@@ -13,7 +13,9 @@ from k2.model.values import to_unscaled
 BASE_TS = 1_723_161_255_342_000  # 2024-08-08T23:54:15.342Z, the demo capture's first trade
 
 
-def make_trades(symbol: str, first_id: int, count: int, exchange: str = "binance", seed: int = 7) -> list[dict[str, Any]]:
+def make_trades(
+    symbol: str, first_id: int, count: int, exchange: str = "binance", seed: int = 7
+) -> list[dict[str, Any]]:
     """Wire-form trades with contiguous ids and a random-walk price (prices with 2 decimals, like BTCUSDT)."""
     rng = random.Random(seed + first_id)
     price = 61_837.63
@@ -50,4 +52,11 @@ def table_keys(table: Table) -> list[tuple[str, str, int]]:
     if table.current_snapshot() is None:
         return []
     data: pa.Table = table.scan(selected_fields=("exchange", "symbol", "trade_id")).to_arrow()
-    return sorted(zip(data["exchange"].to_pylist(), data["symbol"].to_pylist(), data["trade_id"].to_pylist(), strict=True))
+    return sorted(
+        zip(
+            data["exchange"].to_pylist(),
+            data["symbol"].to_pylist(),
+            data["trade_id"].to_pylist(),
+            strict=True,
+        )
+    )

@@ -41,7 +41,18 @@ TOTAL = int(os.environ.get("K2_CRASH_TEST_TRADES", "500000"))
 KILLS = 10
 PRODUCE_SECONDS = 40.0
 TOPIC = "market.crypto.trades.binance"
-SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT", "ADAUSDT", "DOGEUSDT", "LTCUSDT", "DOTUSDT", "TRXUSDT"]
+SYMBOLS = [
+    "BTCUSDT",
+    "ETHUSDT",
+    "SOLUSDT",
+    "BNBUSDT",
+    "XRPUSDT",
+    "ADAUSDT",
+    "DOGEUSDT",
+    "LTCUSDT",
+    "DOTUSDT",
+    "TRXUSDT",
+]
 
 
 def _env(settings: Settings) -> dict[str, str]:
@@ -62,7 +73,9 @@ def _env(settings: Settings) -> dict[str, str]:
 
 def _start(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "k2.cli", "land"], env=_env(settings), stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "k2.cli", "land"], env=_env(settings), stdout=out, stderr=subprocess.STDOUT
+        )
 
 
 def _assignments(log: Path) -> int:
@@ -70,7 +83,10 @@ def _assignments(log: Path) -> int:
 
 
 def _produce(
-    settings: Settings, streams: list[list[dict[str, Any]]], done: threading.Event, failed: list[BaseException]
+    settings: Settings,
+    streams: list[list[dict[str, Any]]],
+    done: threading.Event,
+    failed: list[BaseException],
 ) -> None:
     """Produce the symbols interleaved, paced to last about PRODUCE_SECONDS."""
     try:
@@ -92,7 +108,11 @@ def _produce(
 
 
 def _expected(rows_per_symbol: int) -> list[tuple[str, str, int]]:
-    return sorted(("binance", symbol, 1_000_000 * (i + 1) + n) for i, symbol in enumerate(SYMBOLS) for n in range(rows_per_symbol))
+    return sorted(
+        ("binance", symbol, 1_000_000 * (i + 1) + n)
+        for i, symbol in enumerate(SYMBOLS)
+        for n in range(rows_per_symbol)
+    )
 
 
 def _row_count(table: Table) -> int:
@@ -104,7 +124,9 @@ def _row_count(table: Table) -> int:
 def _run_crash_test(settings: Settings, tmp_path: Path, consumers: int) -> None:
     rows_per_symbol = TOTAL // len(SYMBOLS)
     tables = ensure_tables(load_catalog(settings), settings)
-    streams = [make_trades(symbol, 1_000_000 * (i + 1), rows_per_symbol, seed=i) for i, symbol in enumerate(SYMBOLS)]
+    streams = [
+        make_trades(symbol, 1_000_000 * (i + 1), rows_per_symbol, seed=i) for i, symbol in enumerate(SYMBOLS)
+    ]
     ensure_topics(settings, [TOPIC])  # the consumers' regex subscription finds it at once
     done = threading.Event()
     failed: list[BaseException] = []
@@ -141,11 +163,15 @@ def _run_crash_test(settings: Settings, tmp_path: Path, consumers: int) -> None:
     # Anything still unlanded (there should be nothing) is drained by one in-process consumer.
     drain = LandingConsumer(settings).run(idle_exit_seconds=3)
     keys = table_keys(tables["trades"])
-    assert len(keys) == len(expected), f"expected {len(expected)} rows, found {len(keys)} ({len(set(keys))} distinct)"
+    assert len(keys) == len(expected), (
+        f"expected {len(expected)} rows, found {len(keys)} ({len(set(keys))} distinct)"
+    )
     assert keys == expected
     assert current_gaps(tables["gaps"]).num_rows == 0
     commits = sum(1 for s in tables["trades"].snapshots())
-    print(f"{consumers} consumer(s): SIGKILLs at {kill_points} s; {len(keys)} rows exactly once in {commits} commits; drain landed {drain.landed}")
+    print(
+        f"{consumers} consumer(s): SIGKILLs at {kill_points} s; {len(keys)} rows exactly once in {commits} commits; drain landed {drain.landed}"
+    )
 
 
 @pytest.fixture
@@ -166,8 +192,12 @@ def crash_settings(tmp_path: Path, schema_registry: str) -> Iterator[Settings]:
 
 
 def test_sigkill_one_consumer(crash_settings: Settings, tmp_path: Path, unique: str) -> None:
-    _run_crash_test(crash_settings.model_copy(update={"consumer_group": f"crash1-{unique}"}), tmp_path, consumers=1)
+    _run_crash_test(
+        crash_settings.model_copy(update={"consumer_group": f"crash1-{unique}"}), tmp_path, consumers=1
+    )
 
 
 def test_sigkill_one_of_two_consumers(crash_settings: Settings, tmp_path: Path, unique: str) -> None:
-    _run_crash_test(crash_settings.model_copy(update={"consumer_group": f"crash2-{unique}"}), tmp_path, consumers=2)
+    _run_crash_test(
+        crash_settings.model_copy(update={"consumer_group": f"crash2-{unique}"}), tmp_path, consumers=2
+    )

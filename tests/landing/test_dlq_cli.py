@@ -38,9 +38,18 @@ def test_dlq_list_show_replay_after_fix_lands_exactly_once(settings: Settings, u
     exchange = f"v{unique}"
     topic = topic_name("crypto", "trades", exchange)
     dlq = topic + ".dlq"
-    settings = settings.model_copy(update={"consumer_group": f"g-{unique}", "landing_max_future_seconds": 3_600.0, "consumer_session_timeout_ms": 1000})
+    settings = settings.model_copy(
+        update={
+            "consumer_group": f"g-{unique}",
+            "landing_max_future_seconds": 3_600.0,
+            "consumer_session_timeout_ms": 1000,
+        }
+    )
     good = make_trades("BTCUSDT", 1, 5, exchange=exchange)
-    ahead = {**make_trades("BTCUSDT", 6, 1, exchange=exchange)[0], "exchange_ts": now_micros() + 2 * 3_600 * 1_000_000}
+    ahead = {
+        **make_trades("BTCUSDT", 6, 1, exchange=exchange)[0],
+        "exchange_ts": now_micros() + 2 * 3_600 * 1_000_000,
+    }
     with MarketDataProducer(settings) as producer:
         producer.send_many(TRADE, good)
         producer.send(TRADE, ahead, headers={"origin": "skewed-feed"})
@@ -55,7 +64,9 @@ def test_dlq_list_show_replay_after_fix_lands_exactly_once(settings: Settings, u
     assert "timestamp_out_of_window" in listed.output and "1 dead letters" in listed.output
 
     letter = read_dead_letters(settings, dlq, idle_seconds=1.0)[0]
-    shown = runner.invoke(app, ["dlq", "show", dlq, str(letter.dlq_partition), str(letter.dlq_offset)], env=_env(settings))
+    shown = runner.invoke(
+        app, ["dlq", "show", dlq, str(letter.dlq_partition), str(letter.dlq_offset)], env=_env(settings)
+    )
     assert shown.exit_code == 0, shown.output
     assert "timestamp_out_of_window" in shown.output
     assert (letter.value or b"").hex() in shown.output.replace("\n", "")
@@ -74,7 +85,9 @@ def test_dlq_list_show_replay_after_fix_lands_exactly_once(settings: Settings, u
     assert "1 already replayed" in replayed.output
     keys = [k[2] for k in table_keys(trades) if k[0] == exchange]
     assert keys == [1, 2, 3, 4, 5, 6]
-    assert len(read_dead_letters(settings, dlq, idle_seconds=1.0)) == 1  # the fix did not dead-letter it again
+    assert (
+        len(read_dead_letters(settings, dlq, idle_seconds=1.0)) == 1
+    )  # the fix did not dead-letter it again
     listed = runner.invoke(app, ["dlq", "list", "--topic", dlq], env=_env(settings))
     assert "1 dead letters, 1 replayed" in listed.output, listed.output
 
@@ -84,12 +97,21 @@ def test_repeated_replays_leave_still_invalid_letters_where_they_are(settings: S
     exchange = f"w{unique}"
     topic = topic_name("crypto", "trades", exchange)
     dlq = topic + ".dlq"
-    settings = settings.model_copy(update={"consumer_group": f"g-{unique}", "landing_max_future_seconds": 3_600.0, "consumer_session_timeout_ms": 1000})
+    settings = settings.model_copy(
+        update={
+            "consumer_group": f"g-{unique}",
+            "landing_max_future_seconds": 3_600.0,
+            "consumer_session_timeout_ms": 1000,
+        }
+    )
     rows = make_trades("BTCUSDT", 1, 4, exchange=exchange)
     bad = [
         {**rows[0], "price": 0},  # never valid
         {**rows[1], "side": "SIDEWAYS"},  # never valid
-        {**rows[2], "exchange_ts": now_micros() + 2 * 3_600 * 1_000_000},  # valid once the clock window is widened
+        {
+            **rows[2],
+            "exchange_ts": now_micros() + 2 * 3_600 * 1_000_000,
+        },  # valid once the clock window is widened
     ]
     with MarketDataProducer(settings) as producer:
         producer.send_many(TRADE, [*bad, rows[3]])
@@ -101,7 +123,10 @@ def test_repeated_replays_leave_still_invalid_letters_where_they_are(settings: S
     for _ in range(3):
         replayed = runner.invoke(app, ["dlq", "replay", "--topic", dlq], env=_env(settings))
         assert replayed.exit_code == 0, replayed.output
-        assert "replayed 0 dead letters" in replayed.output and "4 still invalid, left in the DLQ" in replayed.output
+        assert (
+            "replayed 0 dead letters" in replayed.output
+            and "4 still invalid, left in the DLQ" in replayed.output
+        )
         assert "non_positive_price: 1" in replayed.output and "timestamp_out_of_window: 1" in replayed.output
         LandingConsumer(settings, topics=[topic]).run(idle_exit_seconds=1.5)
         assert len(read_dead_letters(settings, dlq, idle_seconds=1.0)) == 4
@@ -110,7 +135,9 @@ def test_repeated_replays_leave_still_invalid_letters_where_they_are(settings: S
     fix_env = _env(fixed, K2_LANDING_MAX_FUTURE_SECONDS="86400")
     for moved in (1, 0, 0):
         replayed = runner.invoke(app, ["dlq", "replay", "--topic", dlq], env=fix_env)
-        assert f"replayed {moved} dead letters" in replayed.output and "3 still invalid" in replayed.output, replayed.output
+        assert f"replayed {moved} dead letters" in replayed.output and "3 still invalid" in replayed.output, (
+            replayed.output
+        )
         LandingConsumer(fixed, topics=[topic]).run(idle_exit_seconds=1.5)
     trades = ensure_tables(load_catalog(settings), settings)["trades"]
     assert [k[2] for k in table_keys(trades) if k[0] == exchange] == [3, 4]

@@ -31,7 +31,15 @@ from tests.landing.helpers import make_trades, table_keys
 
 # kind -> reasons accepted for it (random bytes may fail in any of the decode checks)
 EXPECTED: dict[str, set[str]] = {
-    "random_bytes": {"truncated", "bad_magic", "unknown_schema_id", "avro_decode", "trailing_bytes", "wrong_record", "decimal_overflow"},
+    "random_bytes": {
+        "truncated",
+        "bad_magic",
+        "unknown_schema_id",
+        "avro_decode",
+        "trailing_bytes",
+        "wrong_record",
+        "decimal_overflow",
+    },
     "bad_magic": {"bad_magic"},
     "unknown_schema_id": {"unknown_schema_id"},
     "truncated_avro": {"avro_decode", "truncated"},
@@ -83,21 +91,36 @@ def _malformed_trade(kind: str, variation: int, exchange: str, encode: Any) -> b
     if kind == "future_timestamp":
         return encode({**row, "exchange_ts": 4_102_444_800_000_000 + variation})  # 2100
     if kind == "ancient_timestamp":
-        return encode({**row, "exchange_ts": -variation * 10**12 if variation % 2 else 86_400_000_000})  # 1970
+        return encode(
+            {**row, "exchange_ts": -variation * 10**12 if variation % 2 else 86_400_000_000}
+        )  # 1970
     raise AssertionError(kind)
 
 
 def _quote(exchange: str, update_id: int, crossed: bool) -> dict[str, Any]:
     bid, ask = ("61837.65", "61837.64") if crossed else ("61837.63", "61837.64")
     return {
-        "exchange": exchange, "symbol": "BTCUSDT", "instrument": "BTC-USDT", "asset_class": "crypto", "update_id": update_id,
-        "bid_price": to_unscaled(bid), "bid_size": to_unscaled("1.5"), "ask_price": to_unscaled(ask), "ask_size": to_unscaled("2"),
-        "exchange_ts": 1_723_161_255_342_000, "receipt_ts": 1_723_161_255_342_000, "ingest_ts": 1_723_161_255_342_000,
+        "exchange": exchange,
+        "symbol": "BTCUSDT",
+        "instrument": "BTC-USDT",
+        "asset_class": "crypto",
+        "update_id": update_id,
+        "bid_price": to_unscaled(bid),
+        "bid_size": to_unscaled("1.5"),
+        "ask_price": to_unscaled(ask),
+        "ask_size": to_unscaled("2"),
+        "exchange_ts": 1_723_161_255_342_000,
+        "receipt_ts": 1_723_161_255_342_000,
+        "ingest_ts": 1_723_161_255_342_000,
         "vendor": {},
     }
 
 
-@hsettings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@hsettings(
+    max_examples=5,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(
     malformed=st.lists(message_kinds, min_size=1, max_size=25),
     valid_count=st.integers(min_value=60, max_value=150),  # >= 64 per batch exercises the block decoder
@@ -110,7 +133,10 @@ def test_malformed_messages_are_dead_lettered_and_valid_ones_land(
     n = next(_ids)
     exchange = f"fz{uuid.uuid4().hex[:6]}{n}"
     s = settings.model_copy(update={"consumer_group": f"fz-{exchange}", "consumer_session_timeout_ms": 1000})
-    trades_topic, quotes_topic = topic_name("crypto", "trades", exchange), topic_name("crypto", "quotes", exchange)
+    trades_topic, quotes_topic = (
+        topic_name("crypto", "trades", exchange),
+        topic_name("crypto", "quotes", exchange),
+    )
     ensure_topics(s, [trades_topic, quotes_topic])
     encoders = MarketDataProducer(s)
     encode_trade = encoders.encoder(TRADE, trades_topic).encode
@@ -119,12 +145,23 @@ def test_malformed_messages_are_dead_lettered_and_valid_ones_land(
     # (topic, value, kind, key): valid trades with unique ids, malformed ones at random positions.
     plan: list[tuple[str, bytes, str, tuple[str, str, int] | None]] = []
     for i in range(valid_count):
-        plan.append((trades_topic, encode_trade(_trade(exchange, 1 + i)), "valid", (exchange, "BTCUSDT", 1 + i)))
+        plan.append(
+            (trades_topic, encode_trade(_trade(exchange, 1 + i)), "valid", (exchange, "BTCUSDT", 1 + i))
+        )
     for kind, variation in malformed:
-        value = variation if kind == "random_bytes" else _malformed_trade(kind, variation, exchange, encode_trade)
+        value = (
+            variation if kind == "random_bytes" else _malformed_trade(kind, variation, exchange, encode_trade)
+        )
         plan.insert(seed.randrange(len(plan) + 1), (trades_topic, value, kind, None))
     for j, crossed in enumerate(quotes):
-        plan.append((quotes_topic, encode_quote(_quote(exchange, j + 1, crossed)), "crossed_quote" if crossed else "valid_quote", None))
+        plan.append(
+            (
+                quotes_topic,
+                encode_quote(_quote(exchange, j + 1, crossed)),
+                "crossed_quote" if crossed else "valid_quote",
+                None,
+            )
+        )
 
     positions: dict[int, tuple[int, int]] = {}  # plan index -> (partition, offset)
 
@@ -137,7 +174,13 @@ def test_malformed_messages_are_dead_lettered_and_valid_ones_land(
 
     raw = Producer({"bootstrap.servers": s.bootstrap_servers, "enable.idempotence": True, "acks": "all"})
     for index, (topic, value, kind, _) in enumerate(plan):
-        raw.produce(topic, value=value, key=b"BTCUSDT", headers=[("fuzz.kind", kind.encode())], on_delivery=delivered(index))
+        raw.produce(
+            topic,
+            value=value,
+            key=b"BTCUSDT",
+            headers=[("fuzz.kind", kind.encode())],
+            on_delivery=delivered(index),
+        )
     assert raw.flush(30) == 0
 
     consumer = LandingConsumer(s, topics=[trades_topic, quotes_topic])
@@ -146,7 +189,12 @@ def test_malformed_messages_are_dead_lettered_and_valid_ones_land(
     # Valid ones landed, exactly once; no malformed one did.
     landed = [k for k in table_keys(consumer.tables["trades"]) if k[0] == exchange]
     assert landed == sorted(k for _, _, kind, k in plan if kind == "valid" and k is not None)
-    quote_ids = sorted(consumer.tables["quotes"].scan(row_filter=f"exchange == '{exchange}'").to_arrow()["update_id"].to_pylist())
+    quote_ids = sorted(
+        consumer.tables["quotes"]
+        .scan(row_filter=f"exchange == '{exchange}'")
+        .to_arrow()["update_id"]
+        .to_pylist()
+    )
     assert quote_ids == [j + 1 for j, crossed in enumerate(quotes) if not crossed]
 
     # Every malformed one is in the DLQ with a fitting reason, original bytes, key, headers, source offset.
@@ -157,7 +205,9 @@ def test_malformed_messages_are_dead_lettered_and_valid_ones_land(
     by_source = {(d.source_topic, d.source_partition, d.source_offset): d for d in letters}
     assert len(by_source) == len(letters)
     expected_dead = {
-        (topic, *positions[i]): (value, kind) for i, (topic, value, kind, _) in enumerate(plan) if kind not in ("valid", "valid_quote")
+        (topic, *positions[i]): (value, kind)
+        for i, (topic, value, kind, _) in enumerate(plan)
+        if kind not in ("valid", "valid_quote")
     }
     assert set(by_source) == set(expected_dead)
     for source, (value, kind) in expected_dead.items():

@@ -26,7 +26,9 @@ from tests.landing.helpers import make_trades, table_keys
 
 
 def _settings(settings: Settings, unique: str, **update: Any) -> Settings:
-    return settings.model_copy(update={"consumer_group": f"g-{unique}", "consumer_session_timeout_ms": 1000, **update})
+    return settings.model_copy(
+        update={"consumer_group": f"g-{unique}", "consumer_session_timeout_ms": 1000, **update}
+    )
 
 
 def _commit_sizes(table: Table) -> list[int]:
@@ -36,7 +38,9 @@ def _commit_sizes(table: Table) -> list[int]:
     for snapshot in table.snapshots():
         raw = snapshot.summary.additional_properties.get(RANGES_KEY) if snapshot.summary else None
         if raw:
-            sizes.append(sum(last - first + 1 for parts in json.loads(raw).values() for first, last in parts.values()))
+            sizes.append(
+                sum(last - first + 1 for parts in json.loads(raw).values() for first, last in parts.values())
+            )
     return sizes
 
 
@@ -83,7 +87,11 @@ def test_feed_with_duplicates_and_dropped_ids(settings: Settings, unique: str) -
     assert len(keys) == len(set(keys)) == sent
     assert {(s, i) for _, s, i in keys} == {(r["symbol"], r["trade_id"]) for r in feed}
     gaps = current_gaps(consumer.tables["gaps"], exchange=exchange)
-    listed = {(row["symbol"], i) for row in gaps.to_pylist() for i in range(row["first_missing_id"], row["last_missing_id"] + 1)}
+    listed = {
+        (row["symbol"], i)
+        for row in gaps.to_pylist()
+        for i in range(row["first_missing_id"], row["last_missing_id"] + 1)
+    }
     assert listed == dropped
     assert set(gaps["status"].to_pylist()) == {"open"}
     assert sum(gaps["missing_count"].to_pylist()) == len(dropped)
@@ -99,10 +107,22 @@ def test_feed_with_duplicates_and_dropped_ids(settings: Settings, unique: str) -
 def test_dedup_across_restarts_and_reimports_with_bounded_marks(settings: Settings, unique: str) -> None:
     """A re-import of everything plus new ids lands only the new ids; the LRU of marks stays within its capacity."""
     exchange = f"seq{unique}"
-    settings = _settings(settings, unique, landing_sequential_exchanges=exchange, landing_hwm_cache_size=2, landing_commit_rows=700)
+    settings = _settings(
+        settings,
+        unique,
+        landing_sequential_exchanges=exchange,
+        landing_hwm_cache_size=2,
+        landing_commit_rows=700,
+    )
     symbols = [f"R{i}{unique.upper()}USDT" for i in range(6)]
-    first = [r for i, s in enumerate(symbols) for r in make_trades(s, 1_000 * (i + 1), 300, exchange=exchange)]
-    more = [r for i, s in enumerate(symbols) for r in make_trades(s, 1_000 * (i + 1) + 300, 100, exchange=exchange)]
+    first = [
+        r for i, s in enumerate(symbols) for r in make_trades(s, 1_000 * (i + 1), 300, exchange=exchange)
+    ]
+    more = [
+        r
+        for i, s in enumerate(symbols)
+        for r in make_trades(s, 1_000 * (i + 1) + 300, 100, exchange=exchange)
+    ]
     topics = [topic_name("crypto", "trades", exchange)]
     with MarketDataProducer(settings) as producer:
         producer.send_many(TRADE, first)
@@ -124,7 +144,9 @@ def test_dedup_across_restarts_and_reimports_with_bounded_marks(settings: Settin
 def test_commit_every_n_rows(settings: Settings, unique: str) -> None:
     exchange = f"n{unique}"
     settings = _settings(settings, unique, landing_commit_rows=700, landing_commit_interval_seconds=300.0)
-    rows = make_trades("BTCUSDT", 1, 3_000, exchange=exchange) + make_trades("ETHUSDT", 1, 100, exchange=exchange)
+    rows = make_trades("BTCUSDT", 1, 3_000, exchange=exchange) + make_trades(
+        "ETHUSDT", 1, 100, exchange=exchange
+    )
     with MarketDataProducer(settings) as producer:
         producer.send_many(TRADE, rows)
     consumer = LandingConsumer(settings, topics=[topic_name("crypto", "trades", exchange)])
@@ -136,7 +158,9 @@ def test_commit_every_n_rows(settings: Settings, unique: str) -> None:
 def test_commit_every_t_seconds(settings: Settings, unique: str) -> None:
     exchange = f"t{unique}"
     interval = 1.0
-    settings = _settings(settings, unique, landing_commit_rows=1_000_000, landing_commit_interval_seconds=interval)
+    settings = _settings(
+        settings, unique, landing_commit_rows=1_000_000, landing_commit_interval_seconds=interval
+    )
     topic = topic_name("crypto", "trades", exchange)
     rows = make_trades("BTCUSDT", 1, 2_000, exchange=exchange)
     consumer = LandingConsumer(settings, topics=[topic])
@@ -166,10 +190,16 @@ def test_slow_iceberg_pauses_and_bounds_buffered_bytes(settings: Settings, uniqu
     bound = 1_000_000  # each buffered message counts its value bytes + _ROW_MEMORY (~2 KiB): ~460 per commit
     fetch = 65_536
     settings = _settings(
-        settings, unique, landing_max_buffered_bytes=bound, consumer_fetch_max_bytes=fetch,
-        landing_commit_rows=1_000_000, landing_commit_interval_seconds=300.0,
+        settings,
+        unique,
+        landing_max_buffered_bytes=bound,
+        consumer_fetch_max_bytes=fetch,
+        landing_commit_rows=1_000_000,
+        landing_commit_interval_seconds=300.0,
     )
-    rows = make_trades("BTCUSDT", 1, 4_000, exchange=exchange) + make_trades("ETHUSDT", 1, 4_000, exchange=exchange)
+    rows = make_trades("BTCUSDT", 1, 4_000, exchange=exchange) + make_trades(
+        "ETHUSDT", 1, 4_000, exchange=exchange
+    )
     with MarketDataProducer(settings) as producer:
         producer.send_many(TRADE, rows)
     consumer = LandingConsumer(settings, topics=[topic_name("crypto", "trades", exchange)])
@@ -206,7 +236,13 @@ def test_full_producer_queue_blocks_and_never_drops(settings: Settings, unique: 
 def test_lag_and_freshness_gauges(settings: Settings, unique: str) -> None:
     """Lag = messages known to exist minus messages landed, per partition; never looping until end offsets."""
     exchange = f"l{unique}"
-    settings = _settings(settings, unique, landing_commit_rows=1_000_000, landing_commit_interval_seconds=300.0, topic_partitions=1)
+    settings = _settings(
+        settings,
+        unique,
+        landing_commit_rows=1_000_000,
+        landing_commit_interval_seconds=300.0,
+        topic_partitions=1,
+    )
     topic = topic_name("crypto", "trades", exchange)
     first = make_trades("BTCUSDT", 1, 1_000, exchange=exchange)
     with MarketDataProducer(settings) as producer:
@@ -242,19 +278,30 @@ def test_lag_and_freshness_gauges(settings: Settings, unique: str) -> None:
         consumer.close()
 
 
-def test_concurrent_commit_conflict_is_retried_without_losing_offsets(settings: Settings, unique: str) -> None:
+def test_concurrent_commit_conflict_is_retried_without_losing_offsets(
+    settings: Settings, unique: str
+) -> None:
     """Writer B commits between writer A's offset check and A's append: A must refresh, recompute, retry.
 
     pyiceberg would otherwise rebase A's append with A's stale summary and erase B's offsets.
     """
-    settings = _settings(settings, unique, landing_commit_rows=1_000_000, landing_commit_interval_seconds=300.0)
-    topic_a, topic_b = topic_name("crypto", "trades", f"ca{unique}"), topic_name("crypto", "trades", f"cb{unique}")
+    settings = _settings(
+        settings, unique, landing_commit_rows=1_000_000, landing_commit_interval_seconds=300.0
+    )
+    topic_a, topic_b = (
+        topic_name("crypto", "trades", f"ca{unique}"),
+        topic_name("crypto", "trades", f"cb{unique}"),
+    )
     rows_a = make_trades("BTCUSDT", 1, 500, exchange=f"ca{unique}")
     rows_b = make_trades("BTCUSDT", 1, 300, exchange=f"cb{unique}")
     with MarketDataProducer(settings) as producer:
         producer.send_many(TRADE, rows_a + rows_b)
-    a = LandingConsumer(settings.model_copy(update={"consumer_group": f"ga-{unique}"}), topics=[topic_a], name="writer-a")
-    b = LandingConsumer(settings.model_copy(update={"consumer_group": f"gb-{unique}"}), topics=[topic_b], name="writer-b")
+    a = LandingConsumer(
+        settings.model_copy(update={"consumer_group": f"ga-{unique}"}), topics=[topic_a], name="writer-a"
+    )
+    b = LandingConsumer(
+        settings.model_copy(update={"consumer_group": f"gb-{unique}"}), topics=[topic_b], name="writer-b"
+    )
     try:
         for consumer, count in ((a, len(rows_a)), (b, len(rows_b))):
             consumer.subscribe()
@@ -281,5 +328,9 @@ def test_concurrent_commit_conflict_is_retried_without_losing_offsets(settings: 
     assert sum(stored[topic_a].values()) == len(rows_a)
     assert sum(stored[topic_b].values()) == len(rows_b)  # B's offsets survived A's retried commit
     keys = table_keys(table)
-    assert [k for k in keys if k[0] == f"ca{unique}"] == [(f"ca{unique}", "BTCUSDT", i) for i in range(1, 501)]
-    assert [k for k in keys if k[0] == f"cb{unique}"] == [(f"cb{unique}", "BTCUSDT", i) for i in range(1, 301)]
+    assert [k for k in keys if k[0] == f"ca{unique}"] == [
+        (f"ca{unique}", "BTCUSDT", i) for i in range(1, 501)
+    ]
+    assert [k for k in keys if k[0] == f"cb{unique}"] == [
+        (f"cb{unique}", "BTCUSDT", i) for i in range(1, 301)
+    ]

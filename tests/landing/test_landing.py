@@ -27,7 +27,9 @@ def _settings(settings: Settings, unique: str) -> Settings:
 def test_lands_trades_with_offsets_in_the_same_commit(settings: Settings, unique: str) -> None:
     settings = _settings(settings, unique)
     exchange = f"x{unique}"
-    rows = make_trades("BTCUSDT", 1_000, 3_000, exchange=exchange) + make_trades("ETHUSDT", 50, 2_000, exchange=exchange)
+    rows = make_trades("BTCUSDT", 1_000, 3_000, exchange=exchange) + make_trades(
+        "ETHUSDT", 50, 2_000, exchange=exchange
+    )
     with MarketDataProducer(settings) as producer:
         producer.send_many(TRADE, rows)
     consumer = LandingConsumer(settings, topics=[topic_name("crypto", "trades", exchange)])
@@ -42,7 +44,9 @@ def test_lands_trades_with_offsets_in_the_same_commit(settings: Settings, unique
     assert sum(offsets[topic].values()) == len(rows)  # next offsets over all partitions = messages consumed
     assert RANGES_KEY in summary.additional_properties
     # Values are exact: compare one row's decimals with the produced unscaled integers.
-    scanned = table.scan(row_filter=f"exchange == '{exchange}' and trade_id == 1000").to_arrow().to_pylist()[0]
+    scanned = (
+        table.scan(row_filter=f"exchange == '{exchange}' and trade_id == 1000").to_arrow().to_pylist()[0]
+    )
     source = next(r for r in rows if r["trade_id"] == 1000 and r["symbol"] == "BTCUSDT")
     assert to_unscaled(scanned["price"]) == source["price"]
     assert to_unscaled(scanned["quantity"]) == source["quantity"]
@@ -89,7 +93,9 @@ def test_duplicates_dropped_and_gaps_recorded(settings: Settings, unique: str) -
     assert keys == sorted(set(range(100, 600)) - dropped)
     assert stats.duplicates >= 1
     gaps = current_gaps(consumer.tables["gaps"], symbol=symbol)
-    assert sorted(zip(gaps["first_missing_id"].to_pylist(), gaps["last_missing_id"].to_pylist(), strict=True)) == [(150, 152), (400, 400)]
+    assert sorted(
+        zip(gaps["first_missing_id"].to_pylist(), gaps["last_missing_id"].to_pylist(), strict=True)
+    ) == [(150, 152), (400, 400)]
     assert set(gaps["status"].to_pylist()) == {"open"}
 
 
@@ -101,7 +107,9 @@ def _read_dlq(settings: Settings, topic: str, expected: int) -> list[DeadLetter]
     return letters
 
 
-def test_invalid_and_undecodable_messages_go_to_dlq_with_original_bytes(settings: Settings, unique: str) -> None:
+def test_invalid_and_undecodable_messages_go_to_dlq_with_original_bytes(
+    settings: Settings, unique: str
+) -> None:
     settings = _settings(settings, unique)
     exchange = f"d{unique}"
     topic = topic_name("crypto", "trades", exchange)
@@ -128,7 +136,9 @@ def test_invalid_and_undecodable_messages_go_to_dlq_with_original_bytes(settings
     # first on the session's registry) an id whose schema does not decode it or is another record.
     garbage_reasons = {"avro_decode", "unknown_schema_id", "wrong_record"}
     assert len(set(reasons) & garbage_reasons) == 1, reasons
-    assert sorted(r for r in reasons if r not in garbage_reasons) == sorted(["non_positive_price", "unknown_side", "timestamp_out_of_window", "truncated"])
+    assert sorted(r for r in reasons if r not in garbage_reasons) == sorted(
+        ["non_positive_price", "unknown_side", "timestamp_out_of_window", "truncated"]
+    )
     raw = next(d for d in letters if d.value == garbage)
     assert raw.original_headers == [("origin", b"fuzz")]
     assert raw.source_topic == topic and raw.source_offset >= 0
@@ -140,9 +150,16 @@ def test_quotes_land_and_crossed_quotes_are_rejected(settings: Settings, unique:
     settings = _settings(settings, unique)
     exchange = f"q{unique}"
     base = {
-        "exchange": exchange, "symbol": "BTCUSDT", "instrument": "BTC-USDT", "asset_class": "crypto",
-        "bid_size": to_unscaled("1.5"), "ask_size": to_unscaled("2"), "exchange_ts": 1_723_161_255_342_000,
-        "receipt_ts": 1_723_161_255_342_000, "ingest_ts": None, "vendor": {"ts_source": "receipt"},
+        "exchange": exchange,
+        "symbol": "BTCUSDT",
+        "instrument": "BTC-USDT",
+        "asset_class": "crypto",
+        "bid_size": to_unscaled("1.5"),
+        "ask_size": to_unscaled("2"),
+        "exchange_ts": 1_723_161_255_342_000,
+        "receipt_ts": 1_723_161_255_342_000,
+        "ingest_ts": None,
+        "vendor": {"ts_source": "receipt"},
     }
     quotes = [
         {**base, "update_id": 1, "bid_price": to_unscaled("61837.63"), "ask_price": to_unscaled("61837.64")},
@@ -182,7 +199,9 @@ def test_dlq_replay_lands_after_fix_exactly_once(settings: Settings, unique: str
     replay_dead_letters(settings, fixed)  # replayed twice: still exactly once
     consumer = LandingConsumer(settings, topics=[topic])
     consumer.run(idle_exit_seconds=2)
-    assert [k for k in table_keys(consumer.tables["trades"]) if k[0] == exchange] == [(exchange, "BTCUSDT", 7)]
+    assert [k for k in table_keys(consumer.tables["trades"]) if k[0] == exchange] == [
+        (exchange, "BTCUSDT", 7)
+    ]
 
 
 def test_bad_key_in_summary_is_not_needed_for_arrow_roundtrip() -> None:
@@ -191,7 +210,11 @@ def test_bad_key_in_summary_is_not_needed_for_arrow_roundtrip() -> None:
 
     for tdef in TABLES.values():
         iceberg_names = [f.name for f in tdef.record.iceberg_schema().fields]
-        assert iceberg_names == tdef.record.arrow_schema().names == [f["name"] for f in tdef.record.avro_schema()["fields"]]
+        assert (
+            iceberg_names
+            == tdef.record.arrow_schema().names
+            == [f["name"] for f in tdef.record.avro_schema()["fields"]]
+        )
         assert isinstance(tdef.record.arrow_schema(), pa.Schema)
 
 
@@ -204,7 +227,9 @@ def test_consumer_uses_no_group_offsets_for_resumption(settings: Settings, uniqu
     topic = topic_name("crypto", "trades", exchange)
     consumer = LandingConsumer(settings, topics=[topic])
     consumer.run(idle_exit_seconds=2)
-    stored = json.loads(consumer.tables["trades"].current_snapshot().summary.additional_properties[OFFSETS_KEY])[topic]
+    stored = json.loads(
+        consumer.tables["trades"].current_snapshot().summary.additional_properties[OFFSETS_KEY]
+    )[topic]
     probe = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": settings.consumer_group})
     from confluent_kafka import TopicPartition
 
@@ -222,9 +247,15 @@ def test_broker_reset_is_detected(tmp_path, schema_registry: str, unique: str, p
 
     port = free_port()
     settings = Settings(
-        data_dir=tmp_path / "k2", kafka_bootstrap_servers=f"127.0.0.1:{port}", schema_registry_url=schema_registry,
-        consumer_session_timeout_ms=2000, landing_commit_interval_seconds=0.5, landing_metrics_port=0,
-        consumer_group=f"g-{unique}", landing_on_offset_reset=policy, landing_verify_timeout_seconds=2,
+        data_dir=tmp_path / "k2",
+        kafka_bootstrap_servers=f"127.0.0.1:{port}",
+        schema_registry_url=schema_registry,
+        consumer_session_timeout_ms=2000,
+        landing_commit_interval_seconds=0.5,
+        landing_metrics_port=0,
+        consumer_group=f"g-{unique}",
+        landing_on_offset_reset=policy,
+        landing_verify_timeout_seconds=2,
     )
     exchange = f"z{unique}"
     broker = tansu_process(port, tmp_path / "tansu1.log").start()

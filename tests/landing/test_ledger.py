@@ -24,7 +24,11 @@ from tests.landing.helpers import make_trades, table_keys
 
 def _settings(settings: Settings, unique: str, exchange: str) -> Settings:
     return settings.model_copy(
-        update={"consumer_group": f"g-{unique}", "consumer_session_timeout_ms": 1000, "landing_sequential_exchanges": exchange}
+        update={
+            "consumer_group": f"g-{unique}",
+            "consumer_session_timeout_ms": 1000,
+            "landing_sequential_exchanges": exchange,
+        }
     )
 
 
@@ -35,17 +39,28 @@ def _trades(symbol: str, ids: list[int], exchange: str) -> list[dict[str, Any]]:
 
 def _gap_states(consumer: LandingConsumer, symbol: str) -> list[tuple[int, int, str]]:
     gaps = current_gaps(consumer.tables["gaps"], symbol=symbol)
-    return sorted(zip(gaps["first_missing_id"].to_pylist(), gaps["last_missing_id"].to_pylist(), gaps["status"].to_pylist(), strict=True))
+    return sorted(
+        zip(
+            gaps["first_missing_id"].to_pylist(),
+            gaps["last_missing_id"].to_pylist(),
+            gaps["status"].to_pylist(),
+            strict=True,
+        )
+    )
 
 
-def test_absurd_and_negative_ids_are_dead_lettered_and_never_move_the_mark(settings: Settings, unique: str) -> None:
+def test_absurd_and_negative_ids_are_dead_lettered_and_never_move_the_mark(
+    settings: Settings, unique: str
+) -> None:
     exchange = f"poison{unique}"
     settings = _settings(settings, unique, exchange).model_copy(update={"landing_max_id_jump": 1_000})
     topic = topic_name("crypto", "trades", exchange)
     top = 2**63 - 1
     with MarketDataProducer(settings) as producer:
         producer.send_many(TRADE, _trades("AAAUSDT", list(range(1, 11)), exchange))
-        producer.send_many(TRADE, _trades("BBBUSDT", [top, *range(1, 11)], exchange))  # no mark yet: the batch median judges
+        producer.send_many(
+            TRADE, _trades("BBBUSDT", [top, *range(1, 11)], exchange)
+        )  # no mark yet: the batch median judges
     first = LandingConsumer(settings, topics=[topic])
     first.run(idle_exit_seconds=2)
     with MarketDataProducer(settings) as producer:
@@ -59,7 +74,9 @@ def test_absurd_and_negative_ids_are_dead_lettered_and_never_move_the_mark(setti
     assert stats.late == 0  # the mark never moved to 2**63-1: the real ids are new, not late
     letters = read_dead_letters(settings, topic + ".dlq", idle_seconds=1.5)
     reasons = sorted(d.reason for d in letters)
-    assert reasons == ["id_out_of_window", "id_out_of_window", "negative_id"], [(d.reason, d.detail) for d in letters]
+    assert reasons == ["id_out_of_window", "id_out_of_window", "negative_id"], [
+        (d.reason, d.detail) for d in letters
+    ]
     assert all("found" in d.detail and "expected" in d.detail for d in letters)
     assert _gap_states(second, "AAAUSDT") == [(15, 15, "open")]  # the real missing id is still seen
     assert _gap_states(second, "BBBUSDT") == []
@@ -108,9 +125,13 @@ def test_gap_row_of_a_commit_that_never_happened_heals_on_restart(settings: Sett
     with pytest.raises(_Killed):
         dying.run(idle_exit_seconds=2)
     assert _gap_states(dying, "BTCUSDT") == [(150, 152, "open")]  # written, but the data never committed
-    assert table_keys(dying.tables["trades"]) == [] or all(k[0] != exchange for k in table_keys(dying.tables["trades"]))
+    assert table_keys(dying.tables["trades"]) == [] or all(
+        k[0] != exchange for k in table_keys(dying.tables["trades"])
+    )
 
-    with MarketDataProducer(settings) as producer:  # the "missing" ids arrive before the restart reads the batch
+    with MarketDataProducer(
+        settings
+    ) as producer:  # the "missing" ids arrive before the restart reads the batch
         producer.send_many(TRADE, _trades("BTCUSDT", [150, 151, 152], exchange))
     restarted = LandingConsumer(settings, topics=[topic])
     restarted.run(idle_exit_seconds=2)
@@ -128,9 +149,19 @@ def test_open_gap_whose_ids_are_already_landed_is_closed_on_start(settings: Sett
     first = LandingConsumer(settings, topics=[topic])
     first.run(idle_exit_seconds=2)
     row = {
-        "exchange": exchange, "symbol": "BTCUSDT", "data_type": "trades", "first_missing_id": 5, "last_missing_id": 7,
-        "missing_count": 3, "start_ts": None, "end_ts": None, "detected_ts": 1, "source": "landing", "status": "open",
-        "gap_key": f"{exchange}/BTCUSDT/trades/5-7", "detail": None,
+        "exchange": exchange,
+        "symbol": "BTCUSDT",
+        "data_type": "trades",
+        "first_missing_id": 5,
+        "last_missing_id": 7,
+        "missing_count": 3,
+        "start_ts": None,
+        "end_ts": None,
+        "detected_ts": 1,
+        "source": "landing",
+        "status": "open",
+        "gap_key": f"{exchange}/BTCUSDT/trades/5-7",
+        "detail": None,
     }
     append(first.tables["gaps"], records_to_arrow(GAP, [row]), "gaps", {})
     assert _gap_states(first, "BTCUSDT") == [(5, 7, "open")]

@@ -50,23 +50,34 @@ print(json.dumps({"warm": warm[0], "peak": status("VmHWM"), "landed": stats.land
 """
 
 
-def test_landing_rss_stays_within_the_buffer_bound_draining_a_backlog(settings: Settings, unique: str) -> None:
+def test_landing_rss_stays_within_the_buffer_bound_draining_a_backlog(
+    settings: Settings, unique: str
+) -> None:
     bound = 32 * MIB
     settings = settings.model_copy(
         update={
-            "consumer_group": f"g-{unique}", "consumer_session_timeout_ms": 1000, "landing_max_buffered_bytes": bound,
-            "landing_commit_rows": 1_000_000, "landing_commit_interval_seconds": 300.0,  # only the byte bound commits
+            "consumer_group": f"g-{unique}",
+            "consumer_session_timeout_ms": 1000,
+            "landing_max_buffered_bytes": bound,
+            "landing_commit_rows": 1_000_000,
+            "landing_commit_interval_seconds": 300.0,  # only the byte bound commits
         }
     )
     backlog_topic = topic_name("crypto", "trades", f"backlog{unique}")
     backlog = 100_000
     with MarketDataProducer(settings) as producer:
         for i, symbol in enumerate(("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT")):
-            producer.send_many(TRADE, make_trades(symbol, 1, backlog // 4, exchange=f"backlog{unique}", seed=i))
+            producer.send_many(
+                TRADE, make_trades(symbol, 1, backlog // 4, exchange=f"backlog{unique}", seed=i)
+            )
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     done = subprocess.run(
         [sys.executable, "-c", _CHILD, settings.model_dump_json(), backlog_topic],
-        capture_output=True, text=True, env=env, timeout=600, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -74,5 +85,9 @@ def test_landing_rss_stays_within_the_buffer_bound_draining_a_backlog(settings: 
     assert result["commits"] >= 3  # the backlog is larger than the bound: the bound, not the end, committed
     allowed = bound + 2 * settings.consumer_fetch_max_bytes + SLACK
     grown = result["peak"] - result["warm"]
-    print(f"warm {result['warm'] / MIB:.0f} MiB, peak {result['peak'] / MIB:.0f} MiB, {result['commits']} commits")
-    assert grown <= allowed, f"expected peak RSS - warm RSS <= {allowed / MIB:.0f} MiB, found {grown / MIB:.0f} MiB"
+    print(
+        f"warm {result['warm'] / MIB:.0f} MiB, peak {result['peak'] / MIB:.0f} MiB, {result['commits']} commits"
+    )
+    assert grown <= allowed, (
+        f"expected peak RSS - warm RSS <= {allowed / MIB:.0f} MiB, found {grown / MIB:.0f} MiB"
+    )

@@ -146,7 +146,9 @@ def test_cli_fails_at_start_up_naming_the_key(clean_env: pytest.MonkeyPatch) -> 
     import sys
 
     clean_env.setenv("K2_TOPIC_PARTITIONS", "zero")
-    result = subprocess.run([sys.executable, "-m", "k2.cli", "config", "show"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "k2.cli", "config", "show"], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 2
     assert "K2_TOPIC_PARTITIONS" in result.stderr
 
@@ -167,9 +169,15 @@ def _settings_methods() -> dict[str, set[str]]:
     cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Settings")
     reads: dict[str, set[str]] = {}
     for node in cls.body:
-        if isinstance(node, ast.FunctionDef) and not node.name.startswith("_") and node.name != "settings_customise_sources":
+        if (
+            isinstance(node, ast.FunctionDef)
+            and not node.name.startswith("_")
+            and node.name != "settings_customise_sources"
+        ):
             reads[node.name] = {
-                n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "self"
+                n.attr
+                for n in ast.walk(node)
+                if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "self"
             }
     return reads
 

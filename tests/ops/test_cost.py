@@ -118,15 +118,26 @@ def test_doubling_volume_doubles_volume_lines_only(book: Path) -> None:
     big = estimate(prices, msgs_per_sec=1_000_000, retention_days=90, bytes_per_message=10)
     assert big.item("landing compute").monthly_usd == pytest.approx(5 * 0.1 * 720)  # 10 vCPU / 2 per instance
     for result in (one, two, big):
-        assert result.cost_per_million_usd == pytest.approx(result.total_usd / (result.messages_per_month / 1e6), rel=1e-12)
+        assert result.cost_per_million_usd == pytest.approx(
+            result.total_usd / (result.messages_per_month / 1e6), rel=1e-12
+        )
     # At low rates commits happen on the interval: the landing PUTs do not grow with volume.
-    low, low2 = estimate(prices, msgs_per_sec=1000, bytes_per_message=10), estimate(prices, msgs_per_sec=2000, bytes_per_message=10)
-    assert low.item("PUT requests").monthly_usd < low2.item("PUT requests").monthly_usd < 1.01 * low.item("PUT requests").monthly_usd
+    low, low2 = (
+        estimate(prices, msgs_per_sec=1000, bytes_per_message=10),
+        estimate(prices, msgs_per_sec=2000, bytes_per_message=10),
+    )
+    assert (
+        low.item("PUT requests").monthly_usd
+        < low2.item("PUT requests").monthly_usd
+        < 1.01 * low.item("PUT requests").monthly_usd
+    )
     # Retention scales object storage linearly; the default comes from the book (365 days).
     assert low.retention_days == 365
     year = estimate(prices, msgs_per_sec=1000, retention_days=365, bytes_per_message=10)
     month = estimate(prices, msgs_per_sec=1000, retention_days=30, bytes_per_message=10)
-    assert year.item("object storage").monthly_usd == pytest.approx(month.item("object storage").monthly_usd * 365 / 30)
+    assert year.item("object storage").monthly_usd == pytest.approx(
+        month.item("object storage").monthly_usd * 365 / 30
+    )
 
 
 def test_shipped_price_book_is_complete_and_documented() -> None:
@@ -142,8 +153,14 @@ def test_shipped_price_book_is_complete_and_documented() -> None:
 @pytest.mark.parametrize(
     ("content", "needle"),
     [
-        ("[object_storage]\nput_per_1000_usd = 'cheap'\n", "object_storage.put_per_1000_usd: expected a number, found 'cheap'"),
-        ("[object_storage]\nstorage_per_gb_month = 0.02\n", "object_storage.storage_per_gb_month: unknown key"),
+        (
+            "[object_storage]\nput_per_1000_usd = 'cheap'\n",
+            "object_storage.put_per_1000_usd: expected a number, found 'cheap'",
+        ),
+        (
+            "[object_storage]\nstorage_per_gb_month = 0.02\n",
+            "object_storage.storage_per_gb_month: unknown key",
+        ),
         ("[broker]\nbrokers = -3\n", "broker.brokers: expected a non-negative number, found -3"),
         ("[billing]\nbytes_per_gb = 0\n", "billing.bytes_per_gb: expected a positive number, found 0"),
         ("[brokers]\nbrokers = 3\n", "unknown section [brokers]"),
@@ -172,26 +189,53 @@ def test_missing_price_file_and_bad_inputs(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "compute.vcpus_per_instance" in result.output
 
 
-def test_from_table_measures_k2s_own_trades(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, book: Path) -> None:
+def test_from_table_measures_k2s_own_trades(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, book: Path
+) -> None:
     settings = Settings(data_dir=tmp_path / "k2")
     table = ensure_tables(load_catalog(settings), settings)["trades"]
     rows = [
         {
-            "exchange": "binance", "symbol": "BTCUSDT", "instrument": "BTC-USDT", "asset_class": "crypto", "trade_id": i,
-            "price": decimal.Decimal("61837.63") + i % 50, "quantity": decimal.Decimal("0.00123"), "quote_quantity": None,
-            "side": "BUY" if i % 3 else "SELL", "exchange_ts": 1_723_161_255_342_000 + i * 3_000,
-            "receipt_ts": 1_723_161_255_342_000 + i * 3_000 + 900, "ingest_ts": 1_723_161_255_342_000 + i * 3_000 + 950,
-            "source_sequence": i, "conditions": ["BEST_MATCH"], "vendor": [],
+            "exchange": "binance",
+            "symbol": "BTCUSDT",
+            "instrument": "BTC-USDT",
+            "asset_class": "crypto",
+            "trade_id": i,
+            "price": decimal.Decimal("61837.63") + i % 50,
+            "quantity": decimal.Decimal("0.00123"),
+            "quote_quantity": None,
+            "side": "BUY" if i % 3 else "SELL",
+            "exchange_ts": 1_723_161_255_342_000 + i * 3_000,
+            "receipt_ts": 1_723_161_255_342_000 + i * 3_000 + 900,
+            "ingest_ts": 1_723_161_255_342_000 + i * 3_000 + 950,
+            "source_sequence": i,
+            "conditions": ["BEST_MATCH"],
+            "vendor": [],
         }
         for i in range(20_000)
     ]
     append(table, pa.Table.from_pylist(rows, schema=TRADE.arrow_schema()), "trades")
     table.refresh()
-    on_disk = sum(os.path.getsize(p.removeprefix("file://")) for p in table.inspect.files()["file_path"].to_pylist())
+    on_disk = sum(
+        os.path.getsize(p.removeprefix("file://")) for p in table.inspect.files()["file_path"].to_pylist()
+    )
     monkeypatch.setenv("K2_DATA_DIR", str(settings.data_dir))
     from k2.cli import app
 
-    result = CliRunner().invoke(app, ["cost", "--msgs-per-sec", "1000", "--retention-days", "30", "--from-table", "--prices", str(book), "--json"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "cost",
+            "--msgs-per-sec",
+            "1000",
+            "--retention-days",
+            "30",
+            "--from-table",
+            "--prices",
+            str(book),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["bytes_per_message"] == pytest.approx(on_disk / 20_000)

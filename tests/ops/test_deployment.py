@@ -64,7 +64,12 @@ class Deployment:
         self.registry = registry_process(self.registry_port, registry_db, root / "registry.log").start()
 
     def _broker(self) -> ManagedProcess:
-        return tansu_process(self.broker_port, self.root / "broker.log", storage=f"s3://{self.bucket}/", s3_env=self.seaweed.env())
+        return tansu_process(
+            self.broker_port,
+            self.root / "broker.log",
+            storage=f"s3://{self.bucket}/",
+            s3_env=self.seaweed.env(),
+        )
 
     def restart_broker(self) -> None:
         self.broker.stop()
@@ -106,7 +111,9 @@ def _total_records(table: Any) -> int:
     return int(snapshot.summary.additional_properties.get("total-records", 0)) if snapshot is not None else 0
 
 
-def run_pipeline(settings: Settings, capture: list[tuple[Any, dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
+def run_pipeline(
+    settings: Settings, capture: list[tuple[Any, dict[str, Any], dict[str, Any]]]
+) -> dict[str, Any]:
     """Produce the capture, land it with two consumers in one group (the first committer is stopped after its
     first commit, so the other takes its partitions over), and return what was observed."""
     from k2.bus import MarketDataProducer
@@ -152,7 +159,10 @@ def run_pipeline(settings: Settings, capture: list[tuple[Any, dict[str, Any], di
     quotes_expected = len({row["update_id"] for record, row, _ in capture if record is not TRADE})
     deadline = time.monotonic() + 150
     while time.monotonic() < deadline and not errors:
-        if _total_records(tables["trades"]) >= EXPECTED_TRADES and _total_records(tables["quotes"]) >= quotes_expected:
+        if (
+            _total_records(tables["trades"]) >= EXPECTED_TRADES
+            and _total_records(tables["quotes"]) >= quotes_expected
+        ):
             break
         time.sleep(0.5)
     for consumer in consumers.values():
@@ -179,11 +189,18 @@ def check_exactly_once_with_duckdb(settings: Settings, observed: dict[str, Any],
         [location],
     ).fetchall()
     assert len(rows) == EXPECTED_TRADES, f"expected {EXPECTED_TRADES} trades, found {len(rows)}"
-    source = {row["trade_id"]: (Decimal(raw["p"]), Decimal(raw["q"])) for record, row, raw in capture if record is TRADE}
+    source = {
+        row["trade_id"]: (Decimal(raw["p"]), Decimal(raw["q"]))
+        for record, row, raw in capture
+        if record is TRADE
+    }
     landed = {tid: (Decimal(p), Decimal(q)) for tid, p, q in rows}
     assert len(landed) == EXPECTED_TRADES  # no duplicates
     assert landed == source  # every trade, bit-exact prices and quantities
-    quotes = con.execute("SELECT count(*), count(DISTINCT update_id) FROM iceberg_scan(?)", [metadata_location(tables["quotes"])]).fetchone()
+    quotes = con.execute(
+        "SELECT count(*), count(DISTINCT update_id) FROM iceberg_scan(?)",
+        [metadata_location(tables["quotes"])],
+    ).fetchone()
     assert quotes == (observed["quotes_expected"], observed["quotes_expected"])
     # K2's own Python API reads the same tables over S3 (the path the CLI and REST API use).
     from prometheus_client import REGISTRY
@@ -194,7 +211,9 @@ def check_exactly_once_with_duckdb(settings: Settings, observed: dict[str, Any],
     with k2.connect(**{k: v for k, v in settings.model_dump().items() if v is not None}) as client:
         via_api = client.trades("BTCUSDT", include_recent=False, limit=None).table
     assert via_api.num_rows == EXPECTED_TRADES
-    assert (REGISTRY.get_sample_value("k2_query_seconds_count", {"query": "rows"}) or 0.0) > before  # query latency recorded
+    assert (
+        REGISTRY.get_sample_value("k2_query_seconds_count", {"query": "rows"}) or 0.0
+    ) > before  # query latency recorded
     # Both consumers of the group committed: the first stopped after one commit, the other took over.
     writers = {name for name, _, _ in observed["commits"]}
     assert writers == {"landing-a", "landing-b"}, observed["commits"]
@@ -211,7 +230,9 @@ def test_rest_catalog_s3_warehouse_broker_on_s3_two_consumers(
     observed = run_pipeline(settings, capture)
     check_exactly_once_with_duckdb(settings, observed, capture)
     assert observed["tables"]["trades"].location().startswith(f"s3://{TABLE_BUCKET}/")
-    assert deployment.seaweed.s3_client().list_objects_v2(Bucket=deployment.bucket).get("KeyCount", 0) > 0  # the broker's log
+    assert (
+        deployment.seaweed.s3_client().list_objects_v2(Bucket=deployment.bucket).get("KeyCount", 0) > 0
+    )  # the broker's log
 
     # The broker keeps its log in S3: after a restart the landing consumer verifies the last landed
     # message is still there, resumes from the table's offsets, and lands nothing twice.
@@ -225,12 +246,18 @@ def test_rest_catalog_s3_warehouse_broker_on_s3_two_consumers(
 
 
 def test_sql_catalog_on_postgresql_with_s3_warehouse(
-    deployment: Deployment, postgres: PostgresServer, seaweed: SeaweedServer, tmp_path: Path, capture: list[Any]
+    deployment: Deployment,
+    postgres: PostgresServer,
+    seaweed: SeaweedServer,
+    tmp_path: Path,
+    capture: list[Any],
 ) -> None:
     bucket = f"k2-lake-{uuid.uuid4().hex[:6]}"
     seaweed.create_bucket(bucket)
     catalog_db = postgres.create_database(f"k2_catalog_{uuid.uuid4().hex[:6]}")
-    settings = _settings(deployment, tmp_path, catalog_type="sql", catalog_uri=catalog_db, warehouse=f"s3://{bucket}/warehouse")
+    settings = _settings(
+        deployment, tmp_path, catalog_type="sql", catalog_uri=catalog_db, warehouse=f"s3://{bucket}/warehouse"
+    )
     observed = run_pipeline(settings, capture)
     check_exactly_once_with_duckdb(settings, observed, capture)
     assert observed["tables"]["trades"].location().startswith(f"s3://{bucket}/warehouse/")
@@ -238,7 +265,9 @@ def test_sql_catalog_on_postgresql_with_s3_warehouse(
     assert any(o["Key"].endswith(".parquet") for o in objects.get("Contents", []))
 
 
-def test_rest_catalog_with_sigv4_signing_from_catalog_properties(seaweed: SeaweedServer, tmp_path: Path) -> None:
+def test_rest_catalog_with_sigv4_signing_from_catalog_properties(
+    seaweed: SeaweedServer, tmp_path: Path
+) -> None:
     """K2_CATALOG_PROPERTIES carries SigV4 signing (how AWS Glue's and S3 Tables' REST endpoints authenticate)."""
     import json
 
@@ -256,8 +285,12 @@ def test_rest_catalog_with_sigv4_signing_from_catalog_properties(seaweed: Seawee
         update={
             "catalog_properties": json.dumps(
                 {
-                    "rest.sigv4-enabled": "true", "rest.signing-name": "s3tables", "rest.signing-region": "us-east-1",
-                    "client.access-key-id": ACCESS_KEY, "client.secret-access-key": SECRET_KEY, "client.region": "us-east-1",
+                    "rest.sigv4-enabled": "true",
+                    "rest.signing-name": "s3tables",
+                    "rest.signing-region": "us-east-1",
+                    "client.access-key-id": ACCESS_KEY,
+                    "client.secret-access-key": SECRET_KEY,
+                    "client.region": "us-east-1",
                 }
             )  # fmt: skip
         }

@@ -29,7 +29,12 @@ def _env(data_dir: Path) -> dict[str, str]:
 
 def _down(data_dir: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "k2.cli", "down"], env=_env(data_dir), cwd=REPO, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "k2.cli", "down"],
+        env=_env(data_dir),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -44,14 +49,18 @@ def test_down_does_not_kill_an_unrelated_process_a_pid_file_names(tmp_path: Path
         (run / "api.pid").write_text(f"{old_format.pid}\n{free_port()}\n")
         # A pid file whose process exited and whose pid now belongs to someone else (other command, other start).
         k2_cmdline = [sys.executable, "-m", "k2.cli", "land"]
-        (run / "landing.pid").write_text(f"{recycled.pid}\n{free_port()}\n1700000000.0\n{json.dumps(k2_cmdline)}\n")
+        (run / "landing.pid").write_text(
+            f"{recycled.pid}\n{free_port()}\n1700000000.0\n{json.dumps(k2_cmdline)}\n"
+        )
         result = _down(data_dir)
         output = result.stdout + result.stderr
         assert pid_alive(old_format.pid) and pid_alive(recycled.pid), output
         assert result.returncode == 1, output
         assert "api" in output and "refused" in output and "old pid file" in output, output
         assert "(the pid was reused)" in output and "sleep 301" in output, output
-        assert (run / "api.pid").exists() and (run / "landing.pid").exists()  # kept for the operator to look at
+        assert (run / "api.pid").exists() and (
+            run / "landing.pid"
+        ).exists()  # kept for the operator to look at
     finally:
         old_format.kill()
         recycled.kill()

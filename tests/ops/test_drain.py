@@ -66,8 +66,13 @@ def test_up_with_memory_storage_warns_and_starts_no_storage(tmp_path: Path) -> N
     try:
         result = k2(["up", "--part", "broker", "--part", "storage"], env)
         assert result.returncode == 0, result.stdout + result.stderr
-        assert "warning: K2_BROKER_STORAGE=memory://tansu/" in result.stdout and "lost on `k2 down`" in result.stdout
-        assert "broker     started" in result.stdout and "storage    " not in result.stdout  # no SeaweedFS part
+        assert (
+            "warning: K2_BROKER_STORAGE=memory://tansu/" in result.stdout
+            and "lost on `k2 down`" in result.stdout
+        )
+        assert (
+            "broker     started" in result.stdout and "storage    " not in result.stdout
+        )  # no SeaweedFS part
         pid = int((tmp_path / "k2" / "run" / "broker.pid").read_text().split()[0])
     finally:
         down = k2(["down", "--force"], env)

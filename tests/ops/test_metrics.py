@@ -107,7 +107,12 @@ def call_sites(path: Path) -> tuple[list[tuple[int, str, frozenset[str] | None]]
             name = _metric_name(node.value)
             if name is not None:
                 bound[ast.unparse(node.targets[0])] = name
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "metric" and _metric_name(node) is None:
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "metric"
+            and _metric_name(node) is None
+        ):
             problems.append(f"{path}:{node.lineno}: metric() must be called with one string literal")
     uses: list[tuple[int, str, frozenset[str] | None]] = []
     for node in ast.walk(tree):
@@ -119,13 +124,17 @@ def call_sites(path: Path) -> tuple[list[tuple[int, str, frozenset[str] | None]]
         name = _metric_name(receiver) or bound.get(ast.unparse(receiver))
         if name is None:
             if "metric(" in path.read_text():
-                problems.append(f"{path}:{node.lineno}: .{node.func.attr}() on {ast.unparse(receiver)} not traceable to metric()")
+                problems.append(
+                    f"{path}:{node.lineno}: .{node.func.attr}() on {ast.unparse(receiver)} not traceable to metric()"
+                )
             continue
         if node.func.attr == "unlabelled":
             uses.append((node.lineno, name, frozenset()))
             continue
         if node.args or any(k.arg is None for k in node.keywords):
-            problems.append(f"{path}:{node.lineno}: {name}.labels() must use keyword arguments only (no **kwargs)")
+            problems.append(
+                f"{path}:{node.lineno}: {name}.labels() must use keyword arguments only (no **kwargs)"
+            )
             continue
         uses.append((node.lineno, name, frozenset(k.arg for k in node.keywords if k.arg)))
     for node in ast.walk(tree):
@@ -149,7 +158,9 @@ def test_every_call_site_names_a_declared_metric_with_its_declared_labels() -> N
             if name not in declared:
                 problems.append(f"{path}:{line}: metric {name!r} is not declared")
             elif labels is not None and labels != declared[name]:
-                problems.append(f"{path}:{line}: {name} labels {sorted(labels)} != declared {sorted(declared[name])}")
+                problems.append(
+                    f"{path}:{line}: {name} labels {sorted(labels)} != declared {sorted(declared[name])}"
+                )
     assert not problems, "\n".join(problems)
     # The scan really sees the code base's call sites (guards against a scanner that finds nothing).
     assert {"k2_landing_rows_total", "k2_producer_messages_total"} <= used

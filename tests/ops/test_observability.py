@@ -30,7 +30,19 @@ PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
     PROMTOOL is None, reason="promtool not found on PATH (make deps installs it: apt-get install prometheus)"
 )
-PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool", "offset"}
+PROMQL_WORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+}
 GENERIC_LABELS = {"le", "instance", "job"}
 
 
@@ -91,18 +103,37 @@ def test_every_alert_and_dashboard_metric_is_declared() -> None:
     used = {declared_base(n) for e in _dashboard_exprs() for n in re.findall(r"\bk2_[a-z0-9_]+", e)}
     # The dashboard shows every stage: sources, producer, landing, query and API.
     core = {
-        "k2_source_messages_total", "k2_source_reconnects_total", "k2_source_lag_seconds", "k2_producer_messages_total",
-        "k2_producer_errors_total", "k2_producer_queue_depth", "k2_landing_rows_total", "k2_landing_commits_total",
-        "k2_landing_batch_rows", "k2_landing_commit_seconds", "k2_landing_consumer_lag", "k2_landing_freshness_seconds",
-        "k2_landing_duplicates_total", "k2_landing_gaps_total", "k2_landing_dlq_total", "k2_query_seconds",
-        "k2_query_errors_total", "k2_api_requests_total", "k2_api_request_seconds",
+        "k2_source_messages_total",
+        "k2_source_reconnects_total",
+        "k2_source_lag_seconds",
+        "k2_producer_messages_total",
+        "k2_producer_errors_total",
+        "k2_producer_queue_depth",
+        "k2_landing_rows_total",
+        "k2_landing_commits_total",
+        "k2_landing_batch_rows",
+        "k2_landing_commit_seconds",
+        "k2_landing_consumer_lag",
+        "k2_landing_freshness_seconds",
+        "k2_landing_duplicates_total",
+        "k2_landing_gaps_total",
+        "k2_landing_dlq_total",
+        "k2_query_seconds",
+        "k2_query_errors_total",
+        "k2_api_requests_total",
+        "k2_api_request_seconds",
     }
     assert core <= used, sorted(core - used)
 
 
 def test_expression_checker_catches_undeclared_names_and_labels() -> None:
     assert check_expression("rate(k2_landing_rows_total[5m])") == []
-    assert check_expression("histogram_quantile(0.9, sum by (le, table) (rate(k2_landing_commit_seconds_bucket[5m])))") == []
+    assert (
+        check_expression(
+            "histogram_quantile(0.9, sum by (le, table) (rate(k2_landing_commit_seconds_bucket[5m])))"
+        )
+        == []
+    )
     assert check_expression("rate(k2_landing_rowz_total[5m])")
     assert check_expression('k2_landing_rows_total{topic="x"}')
     assert check_expression("sum by (route) (k2_landing_rows_total)")
@@ -126,7 +157,12 @@ def test_alerts_cover_the_required_conditions() -> None:
 
 @needs_promtool
 def test_promtool_checks_the_alert_rules() -> None:
-    result = subprocess.run([str(PROMTOOL), "check", "rules", str(asset_path("alerts.yml"))], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [str(PROMTOOL), "check", "rules", str(asset_path("alerts.yml"))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 
@@ -138,10 +174,18 @@ def test_promtool_checks_the_generated_config(tmp_path: Path) -> None:
     text = config.read_text()
     for target in scrape_targets(settings):
         assert target.address in text
-    assert {t.job for t in scrape_targets(settings)} == {"k2-registry", "k2-landing", "k2-api", "k2-source", "prometheus"}
+    assert {t.job for t in scrape_targets(settings)} == {
+        "k2-registry",
+        "k2-landing",
+        "k2-api",
+        "k2-source",
+        "prometheus",
+    }
     external = Settings(schema_registry_url="https://registry.example", landing_metrics_port=9464)
     assert "k2-registry" not in {t.job for t in scrape_targets(external)}
-    result = subprocess.run([str(PROMTOOL), "check", "config", str(config)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [str(PROMTOOL), "check", "config", str(config)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -196,11 +240,15 @@ def test_alert_rules_fire_on_real_series(tmp_path: Path) -> None:
     shutil.copyfile(asset_path("alerts.yml"), tmp_path / "alerts.yml")
     spec = tmp_path / "alerts_test.yml"
     spec.write_text(PROMTOOL_TESTS.format(rules="alerts.yml"))
-    result = subprocess.run([str(PROMTOOL), "test", "rules", str(spec)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    result = subprocess.run(
+        [str(PROMTOOL), "test", "rules", str(spec)], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus not installed (apt-get install prometheus)")
+@pytest.mark.skipif(
+    shutil.which("prometheus") is None, reason="prometheus not installed (apt-get install prometheus)"
+)
 def test_k2_up_starts_prometheus_which_scrapes_the_landing_metrics(tmp_path: Path) -> None:
     """`k2 up --part prometheus` starts a real Prometheus from the generated config; it scrapes /metrics."""
     from prometheus_client import start_http_server
@@ -212,9 +260,14 @@ def test_k2_up_starts_prometheus_which_scrapes_the_landing_metrics(tmp_path: Pat
     server, thread = start_http_server(landing_port, addr="127.0.0.1")  # stands in for `k2 land`'s endpoint
     metric("k2_landing_rows_total").labels(table="scrape-test").inc(42)
     settings = Settings(
-        data_dir=tmp_path / "k2", landing_metrics_port=landing_port, api_port=free_port(), prometheus_port=prom_port,
-        prometheus_enabled="true", prometheus_scrape_interval_seconds=1,
-        kafka_bootstrap_servers="127.0.0.1:1", schema_registry_url="http://127.0.0.1:1",
+        data_dir=tmp_path / "k2",
+        landing_metrics_port=landing_port,
+        api_port=free_port(),
+        prometheus_port=prom_port,
+        prometheus_enabled="true",
+        prometheus_scrape_interval_seconds=1,
+        kafka_bootstrap_servers="127.0.0.1:1",
+        schema_registry_url="http://127.0.0.1:1",
     )
     assert [p.name for p in stack.planned_parts(settings)][-1] == "prometheus"
     try:
@@ -225,7 +278,9 @@ def test_k2_up_starts_prometheus_which_scrapes_the_landing_metrics(tmp_path: Pat
         value = None
         while time.monotonic() < deadline and value is None:
             reply = httpx.get(
-                f"http://127.0.0.1:{prom_port}/api/v1/query", params={"query": 'k2_landing_rows_total{table="scrape-test"}'}, timeout=5
+                f"http://127.0.0.1:{prom_port}/api/v1/query",
+                params={"query": 'k2_landing_rows_total{table="scrape-test"}'},
+                timeout=5,
             ).json()
             if reply["data"]["result"]:
                 value = float(reply["data"]["result"][0]["value"][1])
@@ -260,7 +315,11 @@ def test_json_logs_are_parseable_lines_with_level_and_event() -> None:
     finally:
         _restore_logging()
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert [(e["level"], e["event"]) for e in lines] == [("info", "batch landed"), ("warning", "stdlib message"), ("error", "failed")]
+    assert [(e["level"], e["event"]) for e in lines] == [
+        ("info", "batch landed"),
+        ("warning", "stdlib message"),
+        ("error", "failed"),
+    ]
     assert lines[0]["rows"] == 5 and lines[0]["cid"] == "abc123" and lines[0]["logger"] == "k2.test"
     assert lines[0]["timestamp"].endswith("Z")
     assert "ValueError: boom" in lines[2]["exception"]
@@ -300,10 +359,15 @@ def test_every_cli_command_configures_logging_from_settings(tmp_path: Path, leve
     env = {**os.environ, "K2_LOG_JSON": "true", "K2_LOG_LEVEL": level, "K2_DATA_DIR": str(tmp_path)}
     result = subprocess.run(
         [sys.executable, "-m", "k2.cli", "prometheus", "config", "--output", str(tmp_path / "p")],
-        capture_output=True, text=True, timeout=60, env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
     assert result.returncode == 0, result.stderr
-    events: list[dict[str, Any]] = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    events: list[dict[str, Any]] = [
+        json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")
+    ]
     assert any(e["event"] == "prometheus config written" and e["level"] == "info" for e in events) is logged
 
 
@@ -312,7 +376,9 @@ def test_correlation_ids_from_headers() -> None:
     assert correlation_ids(None) == []
 
 
-def test_correlation_id_follows_a_message_from_producer_to_landing_log_and_snapshot(settings: Settings, unique: str) -> None:
+def test_correlation_id_follows_a_message_from_producer_to_landing_log_and_snapshot(
+    settings: Settings, unique: str
+) -> None:
     """The producer stamps `k2.cid` on each message; landing logs it and stores it in the snapshot summary."""
     from confluent_kafka import Consumer, TopicPartition
 
@@ -331,9 +397,15 @@ def test_correlation_id_follows_a_message_from_producer_to_landing_log_and_snaps
         for row in make_trades("ETHUSDT", 1, 50, exchange=exchange):
             producer.send(TRADE, row)
     cid = producer.correlation_id
-    probe = Consumer({**settings.kafka_client_config(), "group.id": f"probe-{unique}", "auto.offset.reset": "earliest"})
+    probe = Consumer(
+        {**settings.kafka_client_config(), "group.id": f"probe-{unique}", "auto.offset.reset": "earliest"}
+    )
     try:
-        partition = next(p for p in range(settings.topic_partitions) if probe.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1] > 0)
+        partition = next(
+            p
+            for p in range(settings.topic_partitions)
+            if probe.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1] > 0
+        )
         probe.assign([TopicPartition(topic, partition, 0)])
         message = None
         while message is None or message.error() is not None:
@@ -361,7 +433,9 @@ def test_k2_stream_serves_metrics_on_the_source_metrics_port(schema_registry: st
     from k2.bus.broker import tansu_process
     from k2.telemetry.procs import ManagedProcess
 
-    captures = sorted((Path(__file__).resolve().parents[2] / "data" / "samples" / "binance").glob("spot_btcusdt_*.gz"))
+    captures = sorted(
+        (Path(__file__).resolve().parents[2] / "data" / "samples" / "binance").glob("spot_btcusdt_*.gz")
+    )
     broker_port, fake_port, metrics_port = free_port(), free_port(), free_port()
     broker = tansu_process(broker_port, tmp_path / "tansu.log").start()
     fake = ManagedProcess(
@@ -412,6 +486,9 @@ def test_k2_registry_serves_metrics(schema_registry: str) -> None:
 
 def test_alert_runbook_links_point_at_existing_sections() -> None:
     runbooks = (Path(__file__).resolve().parents[2] / "docs" / "runbooks.md").read_text()
-    anchors = {re.sub(r"[^a-z0-9 -]", "", h.lower()).strip().replace(" ", "-") for h in re.findall(r"^## (.+)$", runbooks, re.M)}
+    anchors = {
+        re.sub(r"[^a-z0-9 -]", "", h.lower()).strip().replace(" ", "-")
+        for h in re.findall(r"^## (.+)$", runbooks, re.M)
+    }
     links = re.findall(r"runbooks\.md#([a-z0-9-]+)", asset_path("alerts.yml").read_text())
     assert links and set(links) <= anchors, sorted(set(links) - anchors)

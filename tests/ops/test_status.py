@@ -25,7 +25,9 @@ def landed(settings: Settings, unique: str) -> dict[str, Any]:
     from k2.model import TRADE
 
     exchange = f"st{unique}"
-    settings = settings.model_copy(update={"landing_sequential_exchanges": exchange, "consumer_group": f"status-{unique}"})
+    settings = settings.model_copy(
+        update={"landing_sequential_exchanges": exchange, "consumer_group": f"status-{unique}"}
+    )
     topic = topic_name("crypto", "trades", exchange)
     first = make_trades("BTCUSDT", 1, 500, exchange=exchange)
     second = make_trades("BTCUSDT", GAP[1] + 1, 500, exchange=exchange)
@@ -45,7 +47,12 @@ def landed(settings: Settings, unique: str) -> dict[str, Any]:
     with MarketDataProducer(settings) as producer:
         for row in later:
             producer.send(TRADE, row)
-    return {"settings": settings, "exchange": exchange, "topic": topic, "newest_ts": max(r["exchange_ts"] for r in first + second)}
+    return {
+        "settings": settings,
+        "exchange": exchange,
+        "topic": topic,
+        "newest_ts": max(r["exchange_ts"] for r in first + second),
+    }
 
 
 def test_collect_status_reports_rate_lag_freshness_gaps_dlq_and_sizes(landed: dict[str, Any]) -> None:
@@ -77,7 +84,9 @@ def test_collect_status_reports_rate_lag_freshness_gaps_dlq_and_sizes(landed: di
     assert report["dlq"][f"{topic}.dlq"] >= 1
 
 
-def test_k2_status_command_renders_one_screen(landed: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_k2_status_command_renders_one_screen(
+    landed: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from k2.cli import app
 
     settings: Settings = landed["settings"]
@@ -97,7 +106,9 @@ def test_k2_status_command_renders_one_screen(landed: dict[str, Any], monkeypatc
     assert "market_data.trades" in out and "1,000" in out
     assert "≥" in out and "approximate" in out
     assert "DLQ:" in out
-    assert re.search(r"console: http://127\.0\.0\.1:\d+/console/", out), out[-500:]  # issue 16: where the console is
+    assert re.search(r"console: http://127\.0\.0\.1:\d+/console/", out), out[
+        -500:
+    ]  # issue 16: where the console is
     json_result = CliRunner().invoke(app, ["status", "--json"])
     assert json_result.exit_code == 0
     assert landed["topic"] in json_result.output

@@ -22,15 +22,22 @@ from k2.model.schema import FieldSpec
 from k2.query.engine import new_connection
 from tests.landing.helpers import make_trades
 
-TRADE_V2 = dataclasses.replace(TRADE, fields=(*TRADE.fields, FieldSpec("match_type", "string", False, "Venue match type.")))
-TRADE_BAD = dataclasses.replace(TRADE, fields=(*TRADE.fields, FieldSpec("venue_seq", "long", True, "Required: not compatible.")))
+TRADE_V2 = dataclasses.replace(
+    TRADE, fields=(*TRADE.fields, FieldSpec("match_type", "string", False, "Venue match type."))
+)
+TRADE_BAD = dataclasses.replace(
+    TRADE, fields=(*TRADE.fields, FieldSpec("venue_seq", "long", True, "Required: not compatible."))
+)
 
 
 def test_adding_an_optional_field_end_to_end(settings: Settings, unique: str) -> None:
     exchange = f"up{unique}"
     topic = f"market.crypto.trades.{exchange}"
     registry = registry_client(settings.registry_url)
-    v1_rows = [{**row, "ingest_ts": row["receipt_ts"] + 1_000} for row in make_trades("BTCUSDT", 1, 100, exchange=exchange)]
+    v1_rows = [
+        {**row, "ingest_ts": row["receipt_ts"] + 1_000}
+        for row in make_trades("BTCUSDT", 1, 100, exchange=exchange)
+    ]
     v2_rows = [
         {**row, "ingest_ts": row["receipt_ts"] + 1_000, "match_type": "auction"}
         for row in make_trades("BTCUSDT", 101, 50, exchange=exchange)
@@ -68,7 +75,10 @@ def test_adding_an_optional_field_end_to_end(settings: Settings, unique: str) ->
     assert new_field.field_id > max(f.field_id for f in TRADE.iceberg_schema().fields)
     trades.append(records_to_arrow(TRADE_V2, v2_rows).sort_by([("trade_id", "ascending")]))
     # A writer still on the old model (a rollback, a consumer not yet upgraded) keeps appending: NULLs.
-    late_v1 = [{**row, "ingest_ts": row["receipt_ts"] + 1_000} for row in make_trades("BTCUSDT", 1001, 10, exchange=exchange)]
+    late_v1 = [
+        {**row, "ingest_ts": row["receipt_ts"] + 1_000}
+        for row in make_trades("BTCUSDT", 1001, 10, exchange=exchange)
+    ]
     append(trades, records_to_arrow(TRADE, late_v1), "trades")
 
     # 4. Query: old rows read NULL, new rows their value; the pre-evolution snapshot still reads.
@@ -79,7 +89,8 @@ def test_adding_an_optional_field_end_to_end(settings: Settings, unique: str) ->
     ).fetchone()
     assert counts == (110, 50)
     old = con.execute(
-        "SELECT count(*) FROM iceberg_scan(?, snapshot_from_id => ?)", [metadata_location(trades), before.snapshot_id]
+        "SELECT count(*) FROM iceberg_scan(?, snapshot_from_id => ?)",
+        [metadata_location(trades), before.snapshot_id],
     ).fetchone()
     assert old == (100,)
     # A table written before the upgrade is evolved by ensure_tables too (what `k2 init` / landing run).

@@ -45,11 +45,21 @@ def csv_trades(rows: list[dict[str, str]], symbol: str = "BTCUSDT", exchange: st
         ts = int(r["time"]) * 1000
         records.append(
             {
-                "exchange": exchange, "symbol": symbol, "instrument": "BTC-USDT", "asset_class": "crypto",
-                "trade_id": int(r["trade_id"]), "price": to_unscaled(r["price"]), "quantity": to_unscaled(r["qty"]),
-                "quote_quantity": to_unscaled(r["quote_qty"]), "side": "SELL" if r["is_buyer_maker"] == "True" else "BUY",
-                "exchange_ts": ts, "receipt_ts": ts, "ingest_ts": ts, "source_sequence": None,
-                "conditions": ["BEST_MATCH"] if r["is_best_match"] == "True" else [], "vendor": {},
+                "exchange": exchange,
+                "symbol": symbol,
+                "instrument": "BTC-USDT",
+                "asset_class": "crypto",
+                "trade_id": int(r["trade_id"]),
+                "price": to_unscaled(r["price"]),
+                "quantity": to_unscaled(r["qty"]),
+                "quote_quantity": to_unscaled(r["quote_qty"]),
+                "side": "SELL" if r["is_buyer_maker"] == "True" else "BUY",
+                "exchange_ts": ts,
+                "receipt_ts": ts,
+                "ingest_ts": ts,
+                "source_sequence": None,
+                "conditions": ["BEST_MATCH"] if r["is_best_match"] == "True" else [],
+                "vendor": {},
             }
         )
     return records_to_arrow(TRADE, records)
@@ -69,19 +79,43 @@ def capture_tables(path: Path = CAPTURE, max_lines: int | None = None) -> tuple[
             stream = obj.get("stream", "")
             d = obj.get("data", {})
             receipt = int(ns) // 1000
-            base = {"exchange": "binance", "symbol": d.get("s"), "instrument": "BTC-USDT", "asset_class": "crypto", "vendor": {}}
+            base = {
+                "exchange": "binance",
+                "symbol": d.get("s"),
+                "instrument": "BTC-USDT",
+                "asset_class": "crypto",
+                "vendor": {},
+            }
             if stream.endswith("@trade"):
-                trades.append({
-                    **base, "trade_id": d["t"], "price": to_unscaled(d["p"]), "quantity": to_unscaled(d["q"]), "quote_quantity": None,
-                    "side": "SELL" if d["m"] else "BUY", "exchange_ts": d["T"] * 1000, "receipt_ts": receipt, "ingest_ts": receipt,
-                    "source_sequence": None, "conditions": [],
-                })
+                trades.append(
+                    {
+                        **base,
+                        "trade_id": d["t"],
+                        "price": to_unscaled(d["p"]),
+                        "quantity": to_unscaled(d["q"]),
+                        "quote_quantity": None,
+                        "side": "SELL" if d["m"] else "BUY",
+                        "exchange_ts": d["T"] * 1000,
+                        "receipt_ts": receipt,
+                        "ingest_ts": receipt,
+                        "source_sequence": None,
+                        "conditions": [],
+                    }
+                )
             elif stream.endswith("@bookTicker"):
-                quotes.append({
-                    **base, "update_id": d["u"], "bid_price": to_unscaled(d["b"]), "bid_size": to_unscaled(d["B"]),
-                    "ask_price": to_unscaled(d["a"]), "ask_size": to_unscaled(d["A"]), "exchange_ts": receipt,
-                    "receipt_ts": receipt, "ingest_ts": receipt,
-                })
+                quotes.append(
+                    {
+                        **base,
+                        "update_id": d["u"],
+                        "bid_price": to_unscaled(d["b"]),
+                        "bid_size": to_unscaled(d["B"]),
+                        "ask_price": to_unscaled(d["a"]),
+                        "ask_size": to_unscaled(d["A"]),
+                        "exchange_ts": receipt,
+                        "receipt_ts": receipt,
+                        "ingest_ts": receipt,
+                    }
+                )
     return records_to_arrow(TRADE, trades), records_to_arrow(QUOTE, quotes)
 
 

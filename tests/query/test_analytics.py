@@ -57,16 +57,22 @@ def test_vwap(client: Client, data: tuple[pa.Table, pa.Table]) -> None:
     assert len(row) == 1
     assert row[0]["trade_count"] == len(trades)
     assert row[0]["volume"] == volume and row[0]["notional"] == notional
-    assert row[0]["vwap"] == (notional / volume).quantize(Decimal("0.00000001"), ROUND_HALF_UP)  # exact, not a float
+    assert row[0]["vwap"] == (notional / volume).quantize(
+        Decimal("0.00000001"), ROUND_HALF_UP
+    )  # exact, not a float
 
 
-def _independent_twap(trades: list[dict[str, Any]], start: datetime, end: datetime) -> tuple[Decimal, int, dict[str, Any] | None]:
+def _independent_twap(
+    trades: list[dict[str, Any]], start: datetime, end: datetime
+) -> tuple[Decimal, int, dict[str, Any] | None]:
     """(time-weighted price x micros summed, micros, prevailing trade): each price weighted by how long it prevailed."""
     ordered = sorted(trades, key=lambda r: (r["exchange_ts"], r["trade_id"]))
     before = [r for r in ordered if r["exchange_ts"] < start]
     inside = [r for r in ordered if start <= r["exchange_ts"] < end]
     prevailing = before[-1] if before else None
-    points = ([(start, prevailing["price"])] if prevailing else []) + [(r["exchange_ts"], r["price"]) for r in inside]
+    points = ([(start, prevailing["price"])] if prevailing else []) + [
+        (r["exchange_ts"], r["price"]) for r in inside
+    ]
     weighted, total = Decimal(0), 0
     for i, (at, price) in enumerate(points):
         until = points[i + 1][0] if i + 1 < len(points) else end
@@ -76,11 +82,15 @@ def _independent_twap(trades: list[dict[str, Any]], start: datetime, end: dateti
     return weighted, total, prevailing
 
 
-def test_twap_weights_each_price_by_how_long_it_prevailed(client: Client, data: tuple[pa.Table, pa.Table]) -> None:
+def test_twap_weights_each_price_by_how_long_it_prevailed(
+    client: Client, data: tuple[pa.Table, pa.Table]
+) -> None:
     all_trades = data[0].to_pylist()
     inside = _in_window(data[0], START, END, "trade_id")
     weighted, total, prevailing = _independent_twap(all_trades, START, END)
-    assert prevailing is not None and inside[0]["exchange_ts"] > START  # the window opens on the prevailing price
+    assert (
+        prevailing is not None and inside[0]["exchange_ts"] > START
+    )  # the window opens on the prevailing price
     row = client.twap("BTCUSDT", START.isoformat(), END.isoformat(), include_recent=False).to_pylist()[0]
     assert row["twap"] == pytest.approx(float(weighted / total), rel=1e-12)
     assert row["trade_count"] == len(inside)
@@ -98,15 +108,25 @@ def test_twap_weights_each_price_by_how_long_it_prevailed(client: Client, data: 
 
     # A window between two trades holds no trade: its TWAP is the price prevailing throughout.
     ordered = sorted(all_trades, key=lambda r: (r["exchange_ts"], r["trade_id"]))
-    a, b = next((x, y) for x, y in zip(ordered, ordered[1:], strict=False) if y["exchange_ts"] - x["exchange_ts"] > timedelta(milliseconds=50))
+    a, b = next(
+        (x, y)
+        for x, y in zip(ordered, ordered[1:], strict=False)
+        if y["exchange_ts"] - x["exchange_ts"] > timedelta(milliseconds=50)
+    )
     quiet_start, quiet_end = a["exchange_ts"] + timedelta(milliseconds=1), b["exchange_ts"]
     row = client.twap("BTCUSDT", quiet_start, quiet_end, include_recent=False).to_pylist()[0]
-    assert row["trade_count"] == 0 and row["twap"] == float(a["price"]) and row["prevailing_ts"] == a["exchange_ts"]
+    assert (
+        row["trade_count"] == 0
+        and row["twap"] == float(a["price"])
+        and row["prevailing_ts"] == a["exchange_ts"]
+    )
     assert row["seconds"] == pytest.approx((quiet_end - quiet_start).total_seconds())
 
 
 def test_spread_stats(client: Client, data: tuple[pa.Table, pa.Table]) -> None:
-    quotes = [q for q in _in_window(data[1], START, END, "update_id") if q["bid_price"] > 0 and q["ask_price"] > 0]
+    quotes = [
+        q for q in _in_window(data[1], START, END, "update_id") if q["bid_price"] > 0 and q["ask_price"] > 0
+    ]
     assert len(quotes) > 1000
     spreads = [q["ask_price"] - q["bid_price"] for q in quotes]
     weighted = Decimal(0)
@@ -116,7 +136,10 @@ def test_spread_stats(client: Client, data: tuple[pa.Table, pa.Table]) -> None:
         micros = (until - q["exchange_ts"]) // timedelta(microseconds=1)
         weighted += spreads[i] * micros
         total += micros
-    bps = [float((q["ask_price"] - q["bid_price"]) / ((q["ask_price"] + q["bid_price"]) / 2)) * 10_000 for q in quotes]
+    bps = [
+        float((q["ask_price"] - q["bid_price"]) / ((q["ask_price"] + q["bid_price"]) / 2)) * 10_000
+        for q in quotes
+    ]
     row = client.spread_stats("BTCUSDT", START, END).to_pylist()[0]
     assert row["quote_count"] == len(quotes)
     assert row["min_spread"] == min(spreads) and row["max_spread"] == max(spreads)
@@ -150,8 +173,12 @@ def test_asof_join(client: Client, data: tuple[pa.Table, pa.Table], tolerance: s
         assert (row["bid_price"], row["ask_price"]) == (quote["bid_price"], quote["ask_price"])
         assert row["mid"] == mid and row["spread"] == quote["ask_price"] - quote["bid_price"]
         assert row["effective_spread"] == 2 * abs(trade["price"] - mid)
-        assert row["effective_spread_bps"] == pytest.approx(float(2 * abs(trade["price"] - mid) / mid * 10_000), rel=1e-9, abs=1e-12)
-        assert row["quote_age_us"] == (trade["exchange_ts"] - quote["exchange_ts"]) // timedelta(microseconds=1)
+        assert row["effective_spread_bps"] == pytest.approx(
+            float(2 * abs(trade["price"] - mid) / mid * 10_000), rel=1e-9, abs=1e-12
+        )
+        assert row["quote_age_us"] == (trade["exchange_ts"] - quote["exchange_ts"]) // timedelta(
+            microseconds=1
+        )
     assert matched > 100
     if tolerance == "20ms":
         assert matched < len(trades)  # some trades have no quote that recent

@@ -43,7 +43,10 @@ def expected_bar(rows: list[dict[str, str]], open_ms: int, interval_ms: int) -> 
     takers = [r for r in ordered if r["is_buyer_maker"] == "False"]  # buyer was not the maker: taker buy
     return {
         "open_time": EPOCH + timedelta(milliseconds=open_ms),
-        "open": prices[0], "high": max(prices), "low": min(prices), "close": prices[-1],
+        "open": prices[0],
+        "high": max(prices),
+        "low": min(prices),
+        "close": prices[-1],
         "volume": volume,
         "close_time": EPOCH + timedelta(milliseconds=open_ms + interval_ms - 1),
         "quote_volume": sum((Decimal(r["quote_qty"]) for r in ordered), Decimal(0)),
@@ -51,7 +54,8 @@ def expected_bar(rows: list[dict[str, str]], open_ms: int, interval_ms: int) -> 
         "taker_buy_base_volume": sum((Decimal(r["qty"]) for r in takers), Decimal(0)),
         "taker_buy_quote_volume": sum((Decimal(r["quote_qty"]) for r in takers), Decimal(0)),
         "vwap": notional / volume,
-        "first_trade_id": int(ordered[0]["trade_id"]), "last_trade_id": int(ordered[-1]["trade_id"]),
+        "first_trade_id": int(ordered[0]["trade_id"]),
+        "last_trade_id": int(ordered[-1]["trade_id"]),
     }
 
 
@@ -64,7 +68,13 @@ def assert_bar(bar: dict[str, object], want: dict[str, object]) -> None:
 
 
 def test_one_minute_kline_equals_independent_computation(client: Client, raw: list[dict[str, str]]) -> None:
-    bars = client.bars("BTCUSDT", interval="1m", start="2021-01-03T00:00:00Z", end="2021-01-03T00:01:00Z", include_recent=False)
+    bars = client.bars(
+        "BTCUSDT",
+        interval="1m",
+        start="2021-01-03T00:00:00Z",
+        end="2021-01-03T00:01:00Z",
+        include_recent=False,
+    )
     assert bars.num_rows == 1
     bar = bars.to_pylist()[0]
     assert bar["trade_count"] == 1830 == len(raw)
@@ -92,7 +102,9 @@ def test_one_second_bars_follow_bucket_rules(client: Client, raw: list[dict[str,
 def test_fill_empty_forward_fills_close(client: Client, raw: list[dict[str, str]]) -> None:
     start, end = "2021-01-02T23:59:58Z", "2021-01-03T00:01:00Z"
     sparse = client.bars("BTCGAP", interval="1s", start=start, end=end, include_recent=False).to_pylist()
-    filled = client.bars("BTCGAP", interval="1s", start=start, end=end, fill_empty=True, include_recent=False).to_pylist()
+    filled = client.bars(
+        "BTCGAP", interval="1s", start=start, end=end, fill_empty=True, include_recent=False
+    ).to_pylist()
     assert len(filled) == 62 and len(sparse) == 57
     by_time = {b["open_time"]: b for b in filled}
     # Leading intervals before any trade have no previous close.
@@ -133,7 +145,9 @@ def test_volume_bars(client: Client, raw: list[dict[str, str]]) -> None:
         chunk = groups[key]
         assert bar["trade_count"] == len(chunk)
         assert bar["volume"] == sum((Decimal(r["qty"]) for r in chunk), Decimal(0))
-        assert bar["first_trade_id"] == int(chunk[0]["trade_id"]) and bar["last_trade_id"] == int(chunk[-1]["trade_id"])
+        assert bar["first_trade_id"] == int(chunk[0]["trade_id"]) and bar["last_trade_id"] == int(
+            chunk[-1]["trade_id"]
+        )
     assert sum(b["volume"] for b in bars) == sum((Decimal(r["qty"]) for r in raw), Decimal(0))
 
 

@@ -61,15 +61,32 @@ def test_trades_csv_json_parquet(env: None, tmp_path: Path) -> None:
 
 def test_bars_with_png_and_html_plots(env: None, tmp_path: Path) -> None:
     png, page = tmp_path / "bars.png", tmp_path / "bars.html"
-    data = json.loads(run("bars", "BTCUSDT", "--interval", "5s", *RANGE, "-f", "json", "--plot", str(png), "--no-include-recent"))
+    data = json.loads(
+        run(
+            "bars",
+            "BTCUSDT",
+            "--interval",
+            "5s",
+            *RANGE,
+            "-f",
+            "json",
+            "--plot",
+            str(png),
+            "--no-include-recent",
+        )
+    )
     assert len(data) == 12 and sum(d["trade_count"] for d in data) == 1830
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5_000
-    run("bars", "BTCUSDT", "--interval", "5s", *RANGE, "-f", "csv", "--plot", str(page), "--no-include-recent")
+    run(
+        "bars", "BTCUSDT", "--interval", "5s", *RANGE, "-f", "csv", "--plot", str(page), "--no-include-recent"
+    )
     svg = page.read_text()
     assert svg.startswith("<!doctype html>") and svg.count("<g><title>") == 12
     one = json.loads(run("bars", "BTCUSDT", *RANGE, "-f", "json", "--no-include-recent"))
     assert len(one) == 1 and one[0]["trade_count"] == 1830
-    ticks = json.loads(run("bars", "BTCUSDT", "--kind", "tick", "--size", "1000", "-f", "json", "--no-include-recent"))
+    ticks = json.loads(
+        run("bars", "BTCUSDT", "--kind", "tick", "--size", "1000", "-f", "json", "--no-include-recent")
+    )
     assert [t["trade_count"] for t in ticks] == [1000, 830]
 
 
@@ -77,18 +94,36 @@ def test_vwap_snapshots_sql(env: None, tmp_path: Path) -> None:
     raw = csv_rows()
     vwap = json.loads(run("vwap", "BTCUSDT", *RANGE, "--twap", "-f", "json", "--no-include-recent"))
     expected = sum(Decimal(r["price"]) * Decimal(r["qty"]) for r in raw) / sum(Decimal(r["qty"]) for r in raw)
-    assert vwap[0]["vwap"] == str(expected.quantize(Decimal("0.00000001"), ROUND_HALF_UP)) and vwap[0]["twap"] > 0  # exact text
+    assert (
+        vwap[0]["vwap"] == str(expected.quantize(Decimal("0.00000001"), ROUND_HALF_UP))
+        and vwap[0]["twap"] > 0
+    )  # exact text
     # After the last trade: no VWAP row, while the TWAP has the prevailing price; the table stays consistent.
     after = ("--start", "2021-01-03T00:05:00Z", "--end", "2021-01-03T00:06:00Z")
     assert json.loads(run("vwap", "BTCUSDT", *after, "--twap", "-f", "json", "--no-include-recent")) == []
     snaps = json.loads(run("snapshots", "trades", "-f", "json"))
     assert [s["added_rows"] for s in snaps] == [1000, 830]
     first = str(snaps[0]["snapshot_id"])
-    assert len(list(csv.DictReader(io.StringIO(run("trades", "BTCUSDT", "--as-of", first, "-f", "csv"))))) == 1000
+    assert (
+        len(list(csv.DictReader(io.StringIO(run("trades", "BTCUSDT", "--as-of", first, "-f", "csv")))))
+        == 1000
+    )
     out = tmp_path / "q.csv"
-    run("sql", "SELECT side, count(*) AS n FROM trades WHERE symbol = ? GROUP BY side ORDER BY side", "-p", "BTCUSDT", "-f", "csv", "-o", str(out))
+    run(
+        "sql",
+        "SELECT side, count(*) AS n FROM trades WHERE symbol = ? GROUP BY side ORDER BY side",
+        "-p",
+        "BTCUSDT",
+        "-f",
+        "csv",
+        "-o",
+        str(out),
+    )
     counts = {r["side"]: int(r["n"]) for r in csv.DictReader(out.open())}
-    assert counts == {"BUY": sum(r["is_buyer_maker"] == "False" for r in raw), "SELL": sum(r["is_buyer_maker"] == "True" for r in raw)}
+    assert counts == {
+        "BUY": sum(r["is_buyer_maker"] == "False" for r in raw),
+        "SELL": sum(r["is_buyer_maker"] == "True" for r in raw),
+    }
     run("snapshots", "-o", str(tmp_path / "s.txt"))
     assert str(snaps[1]["snapshot_id"]) in (tmp_path / "s.txt").read_text()
 
@@ -97,7 +132,10 @@ def test_vwap_snapshots_sql(env: None, tmp_path: Path) -> None:
     ("args", "message"),
     [
         (("trades", "NOPE", "--no-include-recent"), "found 'NOPE'"),
-        (("trades", "BTCUSDT", "--start", "2021-01-03T00:01:00Z", "--end", "2021-01-03T00:00:00Z"), "expected start before end"),
+        (
+            ("trades", "BTCUSDT", "--start", "2021-01-03T00:01:00Z", "--end", "2021-01-03T00:00:00Z"),
+            "expected start before end",
+        ),
         (("trades", "BTCUSDT", "--start", "2021-01-03T00:00:00"), "naive"),
         (("bars", "BTCUSDT", "--interval", "7m", "--no-include-recent"), "interval: expected"),
         (("sql", "DELETE FROM trades"), "expected one read-only SELECT"),

@@ -41,10 +41,17 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _k2(lake: Path, *args: str, **env: str) -> subprocess.Popen[str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("K2_")}
     environment.update(
-        K2_DATA_DIR=str(lake), K2_CONFIG_FILE=str(REPO / "tests" / "k2-test.toml"), PYTHONPATH=str(REPO / "src"), **env
+        K2_DATA_DIR=str(lake),
+        K2_CONFIG_FILE=str(REPO / "tests" / "k2-test.toml"),
+        PYTHONPATH=str(REPO / "src"),
+        **env,
     )
     return subprocess.Popen(
-        [sys.executable, "-m", "k2.cli", *args], env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "k2.cli", *args],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -63,7 +70,9 @@ def test_ctrl_c_cancels_a_running_sql_query(lake: Path) -> None:
 
     reader = threading.Thread(target=read_stderr, daemon=True)
     reader.start()
-    assert running.wait(120), "".join(lines)  # start-up is slow on a loaded machine; the cross join takes hours
+    assert running.wait(120), "".join(
+        lines
+    )  # start-up is slow on a loaded machine; the cross join takes hours
     time.sleep(1.0)  # inside DuckDB now
     assert proc.poll() is None, "".join(lines)
     signalled = time.monotonic()
@@ -129,17 +138,31 @@ def test_truncated_hybrid_read_is_printed(settings: Settings, unique: str) -> No
     base = now_micros() - 60_000_000
     rows = [
         {
-            "exchange": exchange, "symbol": "BTCUSDT", "instrument": "BTC-USDT", "asset_class": "crypto", "trade_id": i,
-            "price": to_unscaled("100"), "quantity": to_unscaled("1"), "quote_quantity": None, "side": "BUY",
-            "exchange_ts": base + i, "receipt_ts": base + i, "ingest_ts": None, "source_sequence": None, "conditions": [], "vendor": {},
+            "exchange": exchange,
+            "symbol": "BTCUSDT",
+            "instrument": "BTC-USDT",
+            "asset_class": "crypto",
+            "trade_id": i,
+            "price": to_unscaled("100"),
+            "quantity": to_unscaled("1"),
+            "quote_quantity": None,
+            "side": "BUY",
+            "exchange_ts": base + i,
+            "receipt_ts": base + i,
+            "ingest_ts": None,
+            "source_sequence": None,
+            "conditions": [],
+            "vendor": {},
         }
         for i in range(1, 31)
     ]
     with MarketDataProducer(settings) as producer:
         producer.send_many(TRADE, rows)
     env = {
-        "K2_DATA_DIR": str(settings.data_dir), "K2_KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-        "K2_SCHEMA_REGISTRY_URL": settings.registry_url, "K2_QUERY_RECENT_MAX_ROWS": "10",
+        "K2_DATA_DIR": str(settings.data_dir),
+        "K2_KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "K2_SCHEMA_REGISTRY_URL": settings.registry_url,
+        "K2_QUERY_RECENT_MAX_ROWS": "10",
     }
     result = runner.invoke(app, ["trades", "BTCUSDT", "-e", exchange, "-f", "csv"], env=env)
     assert result.exit_code == 0, result.output

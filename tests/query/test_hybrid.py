@@ -16,18 +16,39 @@ from k2.query.client import Client
 
 def _trade(exchange: str, trade_id: int, price: str, ts: int) -> dict[str, Any]:
     return {
-        "exchange": exchange, "symbol": "BTCUSDT", "instrument": "BTC-USDT", "asset_class": "crypto",
-        "trade_id": trade_id, "price": to_unscaled(price), "quantity": to_unscaled("0.02"), "quote_quantity": None,
-        "side": "BUY", "exchange_ts": ts, "receipt_ts": ts, "ingest_ts": None, "source_sequence": trade_id,
-        "conditions": [], "vendor": {},
+        "exchange": exchange,
+        "symbol": "BTCUSDT",
+        "instrument": "BTC-USDT",
+        "asset_class": "crypto",
+        "trade_id": trade_id,
+        "price": to_unscaled(price),
+        "quantity": to_unscaled("0.02"),
+        "quote_quantity": None,
+        "side": "BUY",
+        "exchange_ts": ts,
+        "receipt_ts": ts,
+        "ingest_ts": None,
+        "source_sequence": trade_id,
+        "conditions": [],
+        "vendor": {},
     }
 
 
 def _quote(exchange: str, update_id: int, ts: int) -> dict[str, Any]:
     return {
-        "exchange": exchange, "symbol": "BTCUSDT", "instrument": "BTC-USDT", "asset_class": "crypto", "update_id": update_id,
-        "bid_price": to_unscaled("61837.63"), "bid_size": to_unscaled("3.78826"), "ask_price": to_unscaled("61837.64"),
-        "ask_size": to_unscaled("1.54698"), "exchange_ts": ts, "receipt_ts": ts, "ingest_ts": None, "vendor": {},
+        "exchange": exchange,
+        "symbol": "BTCUSDT",
+        "instrument": "BTC-USDT",
+        "asset_class": "crypto",
+        "update_id": update_id,
+        "bid_price": to_unscaled("61837.63"),
+        "bid_size": to_unscaled("3.78826"),
+        "ask_price": to_unscaled("61837.64"),
+        "ask_size": to_unscaled("1.54698"),
+        "exchange_ts": ts,
+        "receipt_ts": ts,
+        "ingest_ts": None,
+        "vendor": {},
     }
 
 
@@ -42,7 +63,9 @@ def test_unlanded_trade_returned_once_before_and_after_landing(settings: Setting
         producer.send(TRADE, _trade(exchange, 100, "61837.63", base))
         producer.send(TRADE, _trade(exchange, 101, "61837.64", base + 1000))
         producer.send(TRADE, _trade(exchange, 101, "61837.64", base + 1000))  # a producer-retry duplicate
-        producer.send(TRADE, _trade("other" + unique, 101, "1.0", base + 1000))  # another exchange: filtered out
+        producer.send(
+            TRADE, _trade("other" + unique, 101, "1.0", base + 1000)
+        )  # another exchange: filtered out
         producer.send(QUOTE, _quote(exchange, 7, base))
         producer.send(QUOTE, _quote(exchange, 7, base))
 
@@ -58,7 +81,9 @@ def test_unlanded_trade_returned_once_before_and_after_landing(settings: Setting
     capped.close()
     assert client.bars("BTCUSDT", "1m", exchange=exchange)["trade_count"].to_pylist() in ([2], [1, 1])
     window = (micros_to_datetime(base - 60_000_000), micros_to_datetime(base + 60_000_000))
-    assert client.vwap("BTCUSDT", *window, exchange=exchange, include_recent=True)["trade_count"].to_pylist() == [2]
+    assert client.vwap("BTCUSDT", *window, exchange=exchange, include_recent=True)[
+        "trade_count"
+    ].to_pylist() == [2]
 
     # Land them (the real landing consumer, one commit with the Kafka offsets in the summary).
     stats = LandingConsumer(settings, topics=[topic, quote_topic]).run(idle_exit_seconds=2.0, max_seconds=30)

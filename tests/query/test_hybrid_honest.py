@@ -27,13 +27,26 @@ from k2.telemetry.procs import free_port
 from .helpers import load
 
 
-def _trade(exchange: str, trade_id: int, price: str = "100", ts: int | None = None, quantity: str = "1") -> dict[str, Any]:
+def _trade(
+    exchange: str, trade_id: int, price: str = "100", ts: int | None = None, quantity: str = "1"
+) -> dict[str, Any]:
     ts = ts if ts is not None else now_micros() - 5_000_000
     return {
-        "exchange": exchange, "symbol": "BTCUSDT", "instrument": "BTC-USDT", "asset_class": "crypto",
-        "trade_id": trade_id, "price": to_unscaled(price), "quantity": to_unscaled(quantity), "quote_quantity": None,
-        "side": "BUY", "exchange_ts": ts, "receipt_ts": ts, "ingest_ts": ts, "source_sequence": trade_id,
-        "conditions": [], "vendor": {},
+        "exchange": exchange,
+        "symbol": "BTCUSDT",
+        "instrument": "BTC-USDT",
+        "asset_class": "crypto",
+        "trade_id": trade_id,
+        "price": to_unscaled(price),
+        "quantity": to_unscaled(quantity),
+        "quote_quantity": None,
+        "side": "BUY",
+        "exchange_ts": ts,
+        "receipt_ts": ts,
+        "ingest_ts": ts,
+        "source_sequence": trade_id,
+        "conditions": [],
+        "vendor": {},
     }
 
 
@@ -52,7 +65,9 @@ def test_backlog_over_max_rows_is_flagged_with_where_it_stopped(settings: Settin
     assert rows["trade_id"].to_pylist() == list(range(1, 21))
     assert rows.recent_truncated and rows.recent_truncated_reason == "max_rows" and rows.recent_rows == 20
     topic = topic_name("crypto", "trades", exchange)
-    assert sum(rows.recent_stopped_at[topic].values()) == 20  # one partition holds the symbol; it stopped at offset 20
+    assert (
+        sum(rows.recent_stopped_at[topic].values()) == 20
+    )  # one partition holds the symbol; it stopped at offset 20
     # Aggregates over the truncated read are flagged, never silently partial.
     bars = client.bars("BTCUSDT", "1h", exchange=exchange)
     assert bars.recent_truncated and bars.recent_truncated_reason == "max_rows"
@@ -86,7 +101,9 @@ def test_rows_the_landing_refuses_are_not_returned(settings: Settings, unique: s
     base = now_micros() - 60_000_000
     with MarketDataProducer(settings) as producer:
         producer.send(TRADE, _trade(exchange, 1, "100", base))
-        producer.send(TRADE, _trade(exchange, 2, "-999999", base + 1))  # the landing dead-letters: non_positive_price
+        producer.send(
+            TRADE, _trade(exchange, 2, "-999999", base + 1)
+        )  # the landing dead-letters: non_positive_price
         producer.send(TRADE, _trade(exchange, 3, "100", now_micros() + 3 * 86_400_000_000))  # 3 days ahead
         producer.send(TRADE, _trade(exchange, 4, "100", base + 2))
     client = Client(settings)
@@ -99,22 +116,40 @@ def test_rows_the_landing_refuses_are_not_returned(settings: Settings, unique: s
 def test_duplicates_across_iceberg_and_kafka_returned_once(settings: Settings, unique: str) -> None:
     exchange = f"hd{unique}"
     base = now_micros() - 60_000_000
-    load(settings, "trades", records_to_arrow(TRADE, [_trade(exchange, 1, ts=base), _trade(exchange, 2, ts=base + 1)]))
+    load(
+        settings,
+        "trades",
+        records_to_arrow(TRADE, [_trade(exchange, 1, ts=base), _trade(exchange, 2, ts=base + 1)]),
+    )
     with MarketDataProducer(settings) as producer:
-        producer.send_many(TRADE, [_trade(exchange, 2, ts=base + 1), _trade(exchange, 3, ts=base + 2), _trade(exchange, 3, ts=base + 2)])
+        producer.send_many(
+            TRADE,
+            [
+                _trade(exchange, 2, ts=base + 1),
+                _trade(exchange, 3, ts=base + 2),
+                _trade(exchange, 3, ts=base + 2),
+            ],
+        )
     client = Client(settings)
     result = client.trades("BTCUSDT", exchange=exchange, include_recent=True)
     assert result["trade_id"].to_pylist() == [1, 2, 3]
     client.close()
 
 
-def test_rows_still_in_kafka_found_after_a_broker_restart(tmp_path: Path, schema_registry: str, unique: str) -> None:
+def test_rows_still_in_kafka_found_after_a_broker_restart(
+    tmp_path: Path, schema_registry: str, unique: str
+) -> None:
     """A memory broker restarted: its log starts at offset 0 again, below the offsets the snapshot stores."""
     port = free_port()
     settings = Settings(
-        data_dir=tmp_path / "k2", kafka_bootstrap_servers=f"127.0.0.1:{port}", schema_registry_url=schema_registry,
-        consumer_session_timeout_ms=2000, landing_commit_interval_seconds=0.5, landing_metrics_port=0,
-        consumer_group=f"g-{unique}", topic_partitions=1,
+        data_dir=tmp_path / "k2",
+        kafka_bootstrap_servers=f"127.0.0.1:{port}",
+        schema_registry_url=schema_registry,
+        consumer_session_timeout_ms=2000,
+        landing_commit_interval_seconds=0.5,
+        landing_metrics_port=0,
+        consumer_group=f"g-{unique}",
+        topic_partitions=1,
     )
     exchange = f"hr{unique}"
     base = now_micros() - 600_000_000
@@ -130,11 +165,15 @@ def test_rows_still_in_kafka_found_after_a_broker_restart(tmp_path: Path, schema
         client = Client(settings)
         with MarketDataProducer(settings) as producer:
             producer.send_many(TRADE, [_trade(exchange, i, ts=base + i) for i in range(301, 351)])
-        shorter = client.trades("BTCUSDT", exchange=exchange)  # the new log (50) is shorter than the stored offset (300)
+        shorter = client.trades(
+            "BTCUSDT", exchange=exchange
+        )  # the new log (50) is shorter than the stored offset (300)
         assert shorter["trade_id"].to_pylist() == list(range(1, 351)) and shorter.recent_rows == 50
         with MarketDataProducer(settings) as producer:
             producer.send_many(TRADE, [_trade(exchange, i, ts=base + i) for i in range(351, 651)])
-        longer = client.trades("BTCUSDT", exchange=exchange)  # now longer than it: offsets 300.. are other messages
+        longer = client.trades(
+            "BTCUSDT", exchange=exchange
+        )  # now longer than it: offsets 300.. are other messages
         assert longer["trade_id"].to_pylist() == list(range(1, 651)) and longer.recent_rows == 350
         assert sum(client.bars("BTCUSDT", "1d", exchange=exchange)["trade_count"].to_pylist()) == 650
         client.close()
@@ -144,7 +183,11 @@ def test_rows_still_in_kafka_found_after_a_broker_restart(tmp_path: Path, schema
 
 def test_no_broker_answers_from_iceberg_at_once(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     """Issue 12 §7: no broker running -> one warning, Iceberg's answer, no 3 s of reconnects."""
-    settings = Settings(data_dir=tmp_path / "k2", kafka_bootstrap_servers=f"127.0.0.1:{free_port()}", query_recent_timeout_seconds=3.0)
+    settings = Settings(
+        data_dir=tmp_path / "k2",
+        kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",
+        query_recent_timeout_seconds=3.0,
+    )
     base = now_micros() - 60_000_000
     load(settings, "trades", records_to_arrow(TRADE, [_trade("binance", 1, ts=base)]))
     client = Client(settings)

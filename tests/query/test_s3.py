@@ -23,15 +23,24 @@ def s3_url() -> Iterator[str]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
     url = f"http://127.0.0.1:{port}"
-    boto3.client("s3", endpoint_url=url, aws_access_key_id="k2key", aws_secret_access_key="k2secret", region_name="us-east-1").create_bucket(Bucket="k2-lake")
+    boto3.client(
+        "s3",
+        endpoint_url=url,
+        aws_access_key_id="k2key",
+        aws_secret_access_key="k2secret",
+        region_name="us-east-1",
+    ).create_bucket(Bucket="k2-lake")
     yield url
     server.stop()
 
 
 def test_queries_read_an_s3_warehouse(tmp_path: Path, s3_url: str) -> None:
     settings = Settings(
-        data_dir=tmp_path / "k2", warehouse="s3://k2-lake/warehouse", s3_endpoint=s3_url,
-        s3_access_key_id="k2key", s3_secret_access_key="k2secret",
+        data_dir=tmp_path / "k2",
+        warehouse="s3://k2-lake/warehouse",
+        s3_endpoint=s3_url,
+        s3_access_key_id="k2key",
+        s3_secret_access_key="k2secret",
     )
     raw = csv_rows()
     load(settings, "trades", csv_trades(raw))

@@ -28,10 +28,24 @@ EIGHT = Decimal("0.00000001")
 def _kline(symbol: str, minute: int, close: str) -> dict[str, Any]:
     open_us = int(datetime(2024, 8, 8, tzinfo=UTC).timestamp() * 1_000_000) + minute * 60_000_000
     return {
-        "exchange": "binance", "symbol": symbol, "instrument": "BTC-USDT", "asset_class": "crypto", "interval": "1m",
-        "open_time": open_us, "close_time": open_us + 59_999_000, "open": to_unscaled("1"), "high": to_unscaled("2"),
-        "low": to_unscaled("0.5"), "close": to_unscaled(close), "volume": to_unscaled("0"), "quote_volume": to_unscaled("0"),
-        "trade_count": 0, "taker_buy_base": to_unscaled("0"), "taker_buy_quote": None, "receipt_ts": open_us, "vendor": {},
+        "exchange": "binance",
+        "symbol": symbol,
+        "instrument": "BTC-USDT",
+        "asset_class": "crypto",
+        "interval": "1m",
+        "open_time": open_us,
+        "close_time": open_us + 59_999_000,
+        "open": to_unscaled("1"),
+        "high": to_unscaled("2"),
+        "low": to_unscaled("0.5"),
+        "close": to_unscaled(close),
+        "volume": to_unscaled("0"),
+        "quote_volume": to_unscaled("0"),
+        "trade_count": 0,
+        "taker_buy_base": to_unscaled("0"),
+        "taker_buy_quote": None,
+        "receipt_ts": open_us,
+        "vendor": {},
     }
 
 
@@ -42,7 +56,13 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
     raw = csv_rows()
     load(settings, "trades", csv_trades(raw))
     load(settings, "trades", csv_trades(raw[:100], symbol="ETHUSDT"))
-    load(settings, "klines", records_to_arrow(KLINE, [_kline("BTCUSDT", m, "1.5") for m in range(3)] + [_kline("ETHUSDT", 0, "0.1")]))
+    load(
+        settings,
+        "klines",
+        records_to_arrow(
+            KLINE, [_kline("BTCUSDT", m, "1.5") for m in range(3)] + [_kline("ETHUSDT", 0, "0.1")]
+        ),
+    )
     return root
 
 
@@ -56,11 +76,17 @@ def test_several_symbols_per_request(client: Client) -> None:
     both = client.trades(["BTCUSDT", "ETHUSDT"], START, END, include_recent=False)
     assert both.num_rows == 1930
     assert both.table.group_by("symbol").aggregate([("trade_id", "count")]).sort_by("symbol").to_pylist() == [
-        {"symbol": "BTCUSDT", "trade_id_count": 1830}, {"symbol": "ETHUSDT", "trade_id_count": 100},
+        {"symbol": "BTCUSDT", "trade_id_count": 1830},
+        {"symbol": "ETHUSDT", "trade_id_count": 100},
     ]
-    assert client.trades("BTCUSDT", START, END, include_recent=False).num_rows == 1830  # one string still works
+    assert (
+        client.trades("BTCUSDT", START, END, include_recent=False).num_rows == 1830
+    )  # one string still works
     bars = client.bars(["BTCUSDT", "ETHUSDT"], "1m", START, END, include_recent=False)
-    assert sorted(zip(bars["symbol"].to_pylist(), bars["trade_count"].to_pylist(), strict=True)) == [("BTCUSDT", 1830), ("ETHUSDT", 100)]
+    assert sorted(zip(bars["symbol"].to_pylist(), bars["trade_count"].to_pylist(), strict=True)) == [
+        ("BTCUSDT", 1830),
+        ("ETHUSDT", 100),
+    ]
     vwap = client.vwap(["BTCUSDT", "ETHUSDT"], START, END, include_recent=False)
     assert vwap["symbol"].to_pylist() == ["BTCUSDT", "ETHUSDT"]
     with pytest.raises(UnknownSymbolError, match="'NOPE'"):
@@ -84,7 +110,9 @@ def test_klines_readable(client: Client) -> None:
     assert [r["open_time"] for r in rows.to_pylist()] == [day, day + timedelta(minutes=1)]
     assert rows["close"].to_pylist() == [Decimal("1.5")] * 2
     assert client.klines(["BTCUSDT", "ETHUSDT"]).num_rows == 4
-    assert client.sql("SELECT count(*) AS n FROM klines WHERE symbol = ?", ["ETHUSDT"])["n"].to_pylist() == [1]
+    assert client.sql("SELECT count(*) AS n FROM klines WHERE symbol = ?", ["ETHUSDT"])["n"].to_pylist() == [
+        1
+    ]
     with pytest.raises(UnknownSymbolError):
         client.klines("NOPE")
 
@@ -94,10 +122,29 @@ runner = CliRunner()
 
 def test_cli_symbols_and_klines(lake: Path) -> None:
     env = {"K2_DATA_DIR": str(lake / "k2")}
-    out = runner.invoke(app, ["trades", "--symbols", "BTCUSDT,ETHUSDT", "--start", START, "--end", END, "-f", "json", "--no-include-recent"], env=env)
+    out = runner.invoke(
+        app,
+        [
+            "trades",
+            "--symbols",
+            "BTCUSDT,ETHUSDT",
+            "--start",
+            START,
+            "--end",
+            END,
+            "-f",
+            "json",
+            "--no-include-recent",
+        ],
+        env=env,
+    )
     assert out.exit_code == 0, out.output
     assert len(json.loads(out.stdout)) == 1930
-    vwap = runner.invoke(app, ["vwap", "BTCUSDT,ETHUSDT", "--start", START, "--end", END, "-f", "json", "--no-include-recent"], env=env)
+    vwap = runner.invoke(
+        app,
+        ["vwap", "BTCUSDT,ETHUSDT", "--start", START, "--end", END, "-f", "json", "--no-include-recent"],
+        env=env,
+    )
     assert vwap.exit_code == 0, vwap.output
     assert [r["symbol"] for r in json.loads(vwap.stdout)] == ["BTCUSDT", "ETHUSDT"]
     klines = runner.invoke(app, ["klines", "BTCUSDT", "-i", "1m", "-f", "json"], env=env)

@@ -35,13 +35,17 @@ def make_lake(root: Path, raw: list[dict[str, str]]) -> tuple[Client, list[int]]
     ids = []
     for lo, hi in ((0, 600), (600, 1200), (1200, len(raw))):
         offsets = {"market.crypto.trades.binance": {"0": hi}}
-        ids.append(load(settings, "trades", csv_trades(raw[lo:hi]), {"k2.kafka.offsets": json.dumps(offsets)}))
+        ids.append(
+            load(settings, "trades", csv_trades(raw[lo:hi]), {"k2.kafka.offsets": json.dumps(offsets)})
+        )
         time.sleep(0.01)  # distinct commit milliseconds
     return Client(settings), ids
 
 
 @pytest.fixture(scope="module")
-def lake(tmp_path_factory: pytest.TempPathFactory, raw: list[dict[str, str]]) -> Iterator[tuple[Client, list[int]]]:
+def lake(
+    tmp_path_factory: pytest.TempPathFactory, raw: list[dict[str, str]]
+) -> Iterator[tuple[Client, list[int]]]:
     client, ids = make_lake(Path(tmp_path_factory.mktemp("travel")), raw)
     with client:
         yield client, ids
@@ -73,7 +77,9 @@ def test_as_of_timestamp_and_pinned_client(lake: tuple[Client, list[int]]) -> No
     assert pinned.trades("BTCUSDT").num_rows == 600
     assert pinned.snapshot_id("trades") == ids[0]
     assert client.snapshot_id("trades") == ids[2]
-    assert pinned.vwap("BTCUSDT", "2021-01-03T00:00:00Z", "2021-01-03T00:01:00Z")["trade_count"].to_pylist() == [600]
+    assert pinned.vwap("BTCUSDT", "2021-01-03T00:00:00Z", "2021-01-03T00:01:00Z")[
+        "trade_count"
+    ].to_pylist() == [600]
     # Before the first commit the table was empty: the symbol was unknown then.
     with pytest.raises(UnknownSymbolError):
         client.as_of(snaps[0]["committed_at"] - timedelta(seconds=5)).trades("BTCUSDT")
@@ -90,7 +96,9 @@ def test_snapshots_list_summaries(lake: tuple[Client, list[int]]) -> None:
     assert [r["snapshot_id"] for r in rows] == ids
     assert [r["added_rows"] for r in rows] == [600, 600, 630]
     assert [r["total_rows"] for r in rows] == [600, 1200, 1830]
-    assert [json.loads(r["kafka_offsets"]) for r in rows] == [{"market.crypto.trades.binance": {"0": n}} for n in (600, 1200, 1830)]
+    assert [json.loads(r["kafka_offsets"]) for r in rows] == [
+        {"market.crypto.trades.binance": {"0": n}} for n in (600, 1200, 1830)
+    ]
     assert rows[1]["parent_id"] == ids[0] and rows[0]["operation"] == "append"
     assert snaps.snapshot_ids == {"trades": ids[2]}
     assert client.as_of(ids[1]).snapshots("trades")["snapshot_id"].to_pylist() == ids[:2]
@@ -119,18 +127,29 @@ def test_errors_say_expected_and_found(lake: tuple[Client, list[int]]) -> None:
         client.trades("BTCUSDT", include_recent=False)  # 1,830 rows > query_max_rows (1,500)
     with pytest.raises(LimitExceededError, match="found 5,000"):
         client.trades("BTCUSDT", limit=5000, include_recent=False)
-    assert client.trades("BTCUSDT", limit=10, include_recent=False)["trade_id"].to_pylist() == list(range(540342126, 540342136))
+    assert client.trades("BTCUSDT", limit=10, include_recent=False)["trade_id"].to_pylist() == list(
+        range(540342126, 540342136)
+    )
     with pytest.raises(InvalidRangeError, match="both start and end"):
         client.vwap("BTCUSDT", "2021-01-03T00:00:00Z", None)  # type: ignore[arg-type]
     with pytest.raises(InvalidRangeError, match="tolerance"):
         client.asof_join("BTCUSDT", "2021-01-03T00:00:00Z", "2021-01-03T00:01:00Z", tolerance="soon")
     # Huge tolerances (start - tolerance would overflow a datetime) are a range error naming the bound.
     for huge in ("100000d", "99999999999999d", timedelta.max, 1e300, float("nan")):
-        with pytest.raises(InvalidRangeError, match=r"tolerance: expected a duration from 1us to 2 days \(K2_QUERY_MAX_RANGE_DAYS\)"):
+        with pytest.raises(
+            InvalidRangeError,
+            match=r"tolerance: expected a duration from 1us to 2 days \(K2_QUERY_MAX_RANGE_DAYS\)",
+        ):
             client.asof_join("BTCUSDT", "2021-01-03T00:00:00Z", "2021-01-03T00:01:00Z", tolerance=huge)  # type: ignore[arg-type]
-    assert client.asof_join("BTCUSDT", "2021-01-03T00:00:00Z", "2021-01-03T00:00:01Z", tolerance="2d").num_rows > 0
+    assert (
+        client.asof_join("BTCUSDT", "2021-01-03T00:00:00Z", "2021-01-03T00:00:01Z", tolerance="2d").num_rows
+        > 0
+    )
     # A start near year 1 minus a tolerance is not an overflow either.
-    assert client.asof_join("BTCUSDT", "0001-01-01T00:00:00Z", "0001-01-02T00:00:00Z", tolerance="1d").num_rows == 0
+    assert (
+        client.asof_join("BTCUSDT", "0001-01-01T00:00:00Z", "0001-01-02T00:00:00Z", tolerance="1d").num_rows
+        == 0
+    )
     with pytest.raises(InvalidRangeError, match="between 0001-01-01 and 9999-12-31"):
         client.trades("BTCUSDT", "9999-12-31T23:59:59-05:00")
     assert issubclass(LimitExceededError, K2QueryError) and issubclass(K2QueryError, ValueError)
@@ -146,7 +165,9 @@ def test_result_conveniences(lake: tuple[Client, list[int]]) -> None:
     assert str(frame["exchange_ts"].dt.tz) == "UTC"
     assert result.to_polars().height == result.num_rows
     assert pa.table(result).num_rows == result.num_rows
-    assert result.sort_by([("trade_id", "descending")])["trade_id"][0].as_py() == max(result["trade_id"].to_pylist())
+    assert result.sort_by([("trade_id", "descending")])["trade_id"][0].as_py() == max(
+        result["trade_id"].to_pylist()
+    )
 
 
 def test_pool_under_concurrent_threads(lake: tuple[Client, list[int]]) -> None:
@@ -203,7 +224,9 @@ def test_sql_reads_views_with_parameters(lake: tuple[Client, list[int]]) -> None
         ["BTCUSDT", "BUY"],
     )
     buys = [r for r in csv_rows() if r["is_buyer_maker"] == "False"]
-    assert result.to_pylist() == [{"n": len(buys), "v": sum(__import__("decimal").Decimal(r["qty"]) for r in buys)}]
+    assert result.to_pylist() == [
+        {"n": len(buys), "v": sum(__import__("decimal").Decimal(r["qty"]) for r in buys)}
+    ]
     assert result.snapshot_ids["trades"] == ids[2]
     assert client.as_of(ids[0]).sql("SELECT count(*) AS n FROM trades").to_pylist() == [{"n": 600}]
     assert client.sql("SELECT count(*) AS n FROM quotes").to_pylist() == [{"n": 0}]
@@ -227,19 +250,42 @@ def test_gaps_latest_state_matches_the_ledger(tmp_path: Path) -> None:
 
     def gap(symbol: str, first: int, last: int, status: str, detected: int) -> dict[str, object]:
         return {
-            "exchange": "binance", "symbol": symbol, "data_type": "trades", "first_missing_id": first, "last_missing_id": last,
-            "missing_count": last - first + 1, "start_ts": t0, "end_ts": t0 + 1000, "detected_ts": detected, "source": "landing",
-            "status": status, "gap_key": f"binance/{symbol}/trades/{first}-{last}", "detail": None,
+            "exchange": "binance",
+            "symbol": symbol,
+            "data_type": "trades",
+            "first_missing_id": first,
+            "last_missing_id": last,
+            "missing_count": last - first + 1,
+            "start_ts": t0,
+            "end_ts": t0 + 1000,
+            "detected_ts": detected,
+            "source": "landing",
+            "status": status,
+            "gap_key": f"binance/{symbol}/trades/{first}-{last}",
+            "detail": None,
         }
 
-    load(settings, "gaps", records_to_arrow(GAP, [gap("BTCUSDT", 10, 12, "open", t0), gap("ETHUSDT", 5, 5, "open", t0)]))
+    load(
+        settings,
+        "gaps",
+        records_to_arrow(GAP, [gap("BTCUSDT", 10, 12, "open", t0), gap("ETHUSDT", 5, 5, "open", t0)]),
+    )
     load(settings, "gaps", records_to_arrow(GAP, [gap("BTCUSDT", 10, 12, "backfilled", t0 + 5_000_000)]))
     ledger_table = ensure_tables(load_catalog(settings), settings)["gaps"]
     with Client(settings) as client:
-        for kwargs in ({}, {"status": "open"}, {"status": "backfilled"}, {"symbol": "BTCUSDT"}, {"exchange": "coinbase"}):
+        for kwargs in (
+            {},
+            {"status": "open"},
+            {"status": "backfilled"},
+            {"symbol": "BTCUSDT"},
+            {"exchange": "coinbase"},
+        ):
             ours = client.gaps(**kwargs).to_pylist()  # type: ignore[arg-type]
             assert ours == current_gaps(ledger_table, **kwargs).to_pylist(), kwargs  # type: ignore[arg-type]
-        assert [(g["symbol"], g["status"]) for g in client.gaps().to_pylist()] == [("BTCUSDT", "backfilled"), ("ETHUSDT", "open")]
+        assert [(g["symbol"], g["status"]) for g in client.gaps().to_pylist()] == [
+            ("BTCUSDT", "backfilled"),
+            ("ETHUSDT", "open"),
+        ]
         with pytest.raises(QueryError, match="status: expected"):
             client.gaps(status="closed")
 
@@ -248,22 +294,35 @@ def test_include_recent_default_follows_the_window(tmp_path: Path, raw: list[dic
     from k2.query.recent import RecentUnavailableError
 
     # No broker listens on port 1: whether Kafka was tried shows in recent_error.
-    settings = lake_settings(tmp_path, kafka_bootstrap_servers="127.0.0.1:1", query_recent_timeout_seconds=0.5, query_recent_window_seconds=60)
+    settings = lake_settings(
+        tmp_path,
+        kafka_bootstrap_servers="127.0.0.1:1",
+        query_recent_timeout_seconds=0.5,
+        query_recent_window_seconds=60,
+    )
     load(settings, "trades", csv_trades(raw))
     now = datetime.now(UTC)
     with Client(settings) as client:
         old = client.trades("BTCUSDT", "2021-01-03T00:00:00Z", "2021-01-03T00:01:00Z", limit=5)
         assert old.recent_error is None and old.num_rows == 5  # range ends long ago: Iceberg only
-        near = client.trades("BTCUSDT", now - timedelta(days=1), now - timedelta(seconds=30), exchange="binance")
-        assert near.recent_error is not None and "127.0.0.1:1" in near.recent_error  # within the window: Kafka tried
+        near = client.trades(
+            "BTCUSDT", now - timedelta(days=1), now - timedelta(seconds=30), exchange="binance"
+        )
+        assert (
+            near.recent_error is not None and "127.0.0.1:1" in near.recent_error
+        )  # within the window: Kafka tried
         assert client.trades("BTCUSDT", limit=5).recent_error is not None  # open-ended range: Kafka tried
         with pytest.raises(UnknownSymbolError):
-            client.trades("BTCUSDT", now - timedelta(days=1), now - timedelta(seconds=30), exchange="coinbase")
+            client.trades(
+                "BTCUSDT", now - timedelta(days=1), now - timedelta(seconds=30), exchange="coinbase"
+            )
         with pytest.raises(RecentUnavailableError, match="expected Kafka"):
             client.trades("BTCUSDT", "2021-01-03T00:00:00Z", "2021-01-03T00:01:00Z", include_recent=True)
 
 
-def test_sql_views_follow_new_commits_on_a_reused_connection(raw: list[dict[str, str]], tmp_path: Path) -> None:
+def test_sql_views_follow_new_commits_on_a_reused_connection(
+    raw: list[dict[str, str]], tmp_path: Path
+) -> None:
     settings = lake_settings(tmp_path, query_pool_size=1)
     first = load(settings, "trades", csv_trades(raw[:600]))
     count = "SELECT count(*) AS n FROM trades"
@@ -282,7 +341,9 @@ def test_cancel_scope_interrupts_and_frees_the_connection(raw: list[dict[str, st
     from k2.query.cancel import CancelScope
     from k2.query.errors import QueryCancelledError
 
-    settings = lake_settings(tmp_path, query_pool_size=1, query_max_rows=50_000_000, query_max_range_days=1000)
+    settings = lake_settings(
+        tmp_path, query_pool_size=1, query_max_rows=50_000_000, query_max_range_days=1000
+    )
     load(settings, "trades", csv_trades(raw))
     with Client(settings) as client:
         client.sql("SELECT 1")
@@ -297,7 +358,14 @@ def test_cancel_scope_interrupts_and_frees_the_connection(raw: list[dict[str, st
         threading.Timer(0.3, scope.cancel).start()
         started = time.perf_counter()
         with pytest.raises(QueryCancelledError), scope:
-            client.bars("BTCUSDT", "1s", "2021-01-03T00:00:00Z", "2021-01-07T00:00:00Z", fill_empty=True, include_recent=False)
+            client.bars(
+                "BTCUSDT",
+                "1s",
+                "2021-01-03T00:00:00Z",
+                "2021-01-07T00:00:00Z",
+                fill_empty=True,
+                include_recent=False,
+            )
         assert time.perf_counter() - started < 2
         # A cancelled scope refuses new statements; the connections went back to their pools and work.
         with pytest.raises(QueryCancelledError, match="before it started"), scope:

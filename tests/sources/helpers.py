@@ -48,7 +48,10 @@ def live_settings(settings: Settings, **overrides: Any) -> Settings:
 
 def feed_topics(exchange: str, unique: str, asset_class: str = "crypto") -> dict[DataType, str]:
     """Per-test topics (the session broker is shared; rows keep their real exchange code)."""
-    return {dt: f"market.{asset_class}.{dt.value}.{exchange}-t{unique}" for dt in (DataType.TRADES, DataType.QUOTES)}
+    return {
+        dt: f"market.{asset_class}.{dt.value}.{exchange}-t{unique}"
+        for dt in (DataType.TRADES, DataType.QUOTES)
+    }
 
 
 def run_feed(
@@ -77,12 +80,23 @@ def run_feed(
 
 
 def consume(
-    settings: Settings, topic: str, record: RecordType, *, expected: int, idle_seconds: float = 1.5, max_seconds: float = 90.0
+    settings: Settings,
+    topic: str,
+    record: RecordType,
+    *,
+    expected: int,
+    idle_seconds: float = 1.5,
+    max_seconds: float = 90.0,
 ) -> pa.Table:
     """Every record of ``topic`` decoded to Arrow (reads until ``expected`` seen and then ``idle_seconds`` quiet)."""
     partitions = list_topics(settings)[topic]
     consumer = Consumer(
-        {**settings.kafka_client_config(), "group.id": f"read-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False, "auto.offset.reset": "earliest"}
+        {
+            **settings.kafka_client_config(),
+            "group.id": f"read-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
     )
     values: list[bytes] = []
     try:
@@ -117,7 +131,9 @@ def store_rows(settings: Settings, short_name: str, record: RecordType, rows: li
 
     table = ensure_tables(load_catalog(settings), settings)[short_name]
     # Parsed capture rows were never produced: their ingest time is taken as their receipt time.
-    ready = [row if row.get("ingest_ts") is not None else {**row, "ingest_ts": row["receipt_ts"]} for row in rows]
+    ready = [
+        row if row.get("ingest_ts") is not None else {**row, "ingest_ts": row["receipt_ts"]} for row in rows
+    ]
     append(table, records_to_arrow(record, ready), short_name)
 
 

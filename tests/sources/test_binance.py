@@ -65,7 +65,12 @@ def test_trade_frame_maps_every_field_exactly() -> None:
     assert row["side"] == ("SELL" if data["m"] else "BUY")
     assert row["conditions"] == (["BEST_MATCH"] if data["M"] else [])
     assert row["vendor"] == {"E": str(data["E"])}
-    assert (row["exchange"], row["instrument"], row["asset_class"], row["source_sequence"]) == ("binance", "BTC-USDT", "crypto", data["t"])
+    assert (row["exchange"], row["instrument"], row["asset_class"], row["source_sequence"]) == (
+        "binance",
+        "BTC-USDT",
+        "crypto",
+        data["t"],
+    )
     assert row["ingest_ts"] is None and row["quote_quantity"] is None
 
 
@@ -87,7 +92,9 @@ def test_book_ticker_uses_receipt_time_when_spot_sends_none() -> None:
     row = event.row
     assert set(row) == set(QUOTE.field_names)
     assert event.ident == data["u"] == row["update_id"]
-    assert [f"{unscaled_to_decimal(row[k]):.8f}" for k in ("bid_price", "bid_size", "ask_price", "ask_size")] == [data[k] for k in "bBaA"]
+    assert [
+        f"{unscaled_to_decimal(row[k]):.8f}" for k in ("bid_price", "bid_size", "ask_price", "ask_size")
+    ] == [data[k] for k in "bBaA"]
     assert row["exchange_ts"] == row["receipt_ts"] == ns // 1000
     assert row["vendor"] == {"ts_source": "receipt"}
 
@@ -111,17 +118,39 @@ def test_agg_trade_and_futures_book_ticker() -> None:
 @pytest.mark.parametrize(
     ("frame", "reason", "data_type", "symbol"),
     [
-        (b'{"stream":"btcusdt@trade","data":{"e":"trade","E":1,"s":"BTCUSDT","t":5,"q":"1.0","T":1,"m":true,"M":true}}', "missing_field", DataType.TRADES, "BTCUSDT"),
-        (b'{"stream":"btcusdt@trade","data":{"e":"trade","E":1,"s":"BTCUSDT","t":5,"p":"1.000000001","q":"1","T":1,"m":true}}', "bad_number", DataType.TRADES, "BTCUSDT"),
-        (b'{"stream":"btcusdt@bookTicker","data":{"u":1,"s":"BTCUSDT","b":"abc","B":"1","a":"2","A":"1"}}', "bad_number", DataType.QUOTES, "BTCUSDT"),
+        (
+            b'{"stream":"btcusdt@trade","data":{"e":"trade","E":1,"s":"BTCUSDT","t":5,"q":"1.0","T":1,"m":true,"M":true}}',
+            "missing_field",
+            DataType.TRADES,
+            "BTCUSDT",
+        ),
+        (
+            b'{"stream":"btcusdt@trade","data":{"e":"trade","E":1,"s":"BTCUSDT","t":5,"p":"1.000000001","q":"1","T":1,"m":true}}',
+            "bad_number",
+            DataType.TRADES,
+            "BTCUSDT",
+        ),
+        (
+            b'{"stream":"btcusdt@bookTicker","data":{"u":1,"s":"BTCUSDT","b":"abc","B":"1","a":"2","A":"1"}}',
+            "bad_number",
+            DataType.QUOTES,
+            "BTCUSDT",
+        ),
         (b'{"stream":"ethusdt@bookTicker","data":{"u":1,"s":"ETH', "bad_json", DataType.QUOTES, "ETHUSDT"),
-        (b'{"stream":"btcusdt@trade","data":{"e":"trade","s":"BTCUSDT","t":"5","p":"1","q":"1","T":1,"m":true}}', "bad_field", DataType.TRADES, "BTCUSDT"),
+        (
+            b'{"stream":"btcusdt@trade","data":{"e":"trade","s":"BTCUSDT","t":"5","p":"1","q":"1","T":1,"m":true}}',
+            "bad_field",
+            DataType.TRADES,
+            "BTCUSDT",
+        ),
         (b'{"stream":"btcusdt@trade","data":null}', "missing_field", DataType.TRADES, "BTCUSDT"),
         (b"\x00\xfe\xff garbage", "bad_json", DataType.TRADES, None),
         (b"[1, 2]", "bad_json", DataType.TRADES, None),
     ],
 )
-def test_malformed_frames_say_why_and_where_they_belong(frame: bytes, reason: str, data_type: DataType, symbol: str | None) -> None:
+def test_malformed_frames_say_why_and_where_they_belong(
+    frame: bytes, reason: str, data_type: DataType, symbol: str | None
+) -> None:
     with pytest.raises(MalformedMessage) as info:
         parse_frame(frame, 0)
     assert (info.value.reason, info.value.data_type, info.value.symbol) == (reason, data_type, symbol)
@@ -144,12 +173,17 @@ def test_control_frames() -> None:
 def test_capture_reader_yields_every_trade_and_quote_exactly() -> None:
     trades = quotes = 0
     ids = []
-    quote_lines = sum(1 for _, raw in iter_capture_lines(BINANCE_CAPTURES) if b'"btcusdt@bookTicker"' in raw[:40])
+    quote_lines = sum(
+        1 for _, raw in iter_capture_lines(BINANCE_CAPTURES) if b'"btcusdt@bookTicker"' in raw[:40]
+    )
     for record, row, raw in iter_capture(BINANCE_CAPTURES):
         if record is TRADE:
             trades += 1
             ids.append(row["trade_id"])
-            assert (f"{unscaled_to_decimal(row['price']):.8f}", f"{unscaled_to_decimal(row['quantity']):.8f}") == (raw["p"], raw["q"])
+            assert (
+                f"{unscaled_to_decimal(row['price']):.8f}",
+                f"{unscaled_to_decimal(row['quantity']):.8f}",
+            ) == (raw["p"], raw["q"])
         else:
             quotes += 1
             assert f"{unscaled_to_decimal(row['bid_price']):.8f}" == raw["b"]
@@ -162,7 +196,9 @@ def test_capture_reader_yields_every_trade_and_quote_exactly() -> None:
 def test_capture_reader_rejects_a_broken_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
     broken = tmp_path / "broken.gz"
     with gzip.open(broken, "wb") as handle:
-        handle.write(b'1723161254087896568 {"stream":"btcusdt@trade","data":{"e":"trade","s":"BTCUSDT","t":1,"p":"x","q":"1","T":1,"m":true}}\n')
+        handle.write(
+            b'1723161254087896568 {"stream":"btcusdt@trade","data":{"e":"trade","s":"BTCUSDT","t":1,"p":"x","q":"1","T":1,"m":true}}\n'
+        )
     with pytest.raises(ValueError, match="1723161254087896568"):
         list(iter_capture(broken))
     plain = tmp_path / "plain.txt"
@@ -174,11 +210,28 @@ def test_capture_reader_rejects_a_broken_line(tmp_path) -> None:  # type: ignore
 def test_rest_trade_rows_match_stream_rows() -> None:
     ns, raw = _capture_lines("trade", 1)[0]
     data = orjson.loads(raw)["data"]
-    item = {"id": data["t"], "price": data["p"], "qty": data["q"], "quoteQty": "1236.75260000", "time": data["T"], "isBuyerMaker": data["m"], "isBestMatch": data["M"]}
+    item = {
+        "id": data["t"],
+        "price": data["p"],
+        "qty": data["q"],
+        "quoteQty": "1236.75260000",
+        "time": data["T"],
+        "isBuyerMaker": data["m"],
+        "isBestMatch": data["M"],
+    }
     rest = parse_rest_trade(item, "BTCUSDT", 7)
     event = parse_frame(raw, 7)
     assert event is not None and event.row is not None
-    same = ("trade_id", "price", "quantity", "side", "exchange_ts", "conditions", "instrument", "source_sequence")
+    same = (
+        "trade_id",
+        "price",
+        "quantity",
+        "side",
+        "exchange_ts",
+        "conditions",
+        "instrument",
+        "source_sequence",
+    )
     assert {k: rest[k] for k in same} == {k: event.row[k] for k in same}
     assert rest["quote_quantity"] == 123675260000 and rest["vendor"] == {"backfill": "rest"}
 
@@ -188,11 +241,19 @@ def test_urls_markets_and_sharding() -> None:
     assert market_for_url("wss://fstream.binance.com").name == "usdm"
     assert market_for_url("wss://stream.binance.us:9443").name == "us"
     assert market_for_url("ws://127.0.0.1:9100").name == "spot"
-    settings = Settings(binance_ws_url="wss://fstream.binance.com", binance_rest_url="https://fapi.binance.com")
+    settings = Settings(
+        binance_ws_url="wss://fstream.binance.com", binance_rest_url="https://fapi.binance.com"
+    )
     (futures,) = feeds_for_symbols(settings, ["btcusdt"])
-    assert futures.market is USDM and futures.url() == "wss://fstream.binance.com/stream?streams=btcusdt@aggTrade/btcusdt@bookTicker"
+    assert (
+        futures.market is USDM
+        and futures.url() == "wss://fstream.binance.com/stream?streams=btcusdt@aggTrade/btcusdt@bookTicker"
+    )
     (us,) = feeds_for_symbols(settings, ["BTCUSDT"], MARKETS["us"])
-    assert us.url().startswith("wss://stream.binance.us:9443/stream?") and us.rest_url == "https://api.binance.us"
+    assert (
+        us.url().startswith("wss://stream.binance.us:9443/stream?")
+        and us.rest_url == "https://api.binance.us"
+    )
     (local,) = feeds_for_symbols(settings, ["BTCUSDT"], SPOT, "ws://127.0.0.1:1/stream", "http://127.0.0.1:1")
     assert local.url() == "ws://127.0.0.1:1/stream?streams=btcusdt@trade/btcusdt@bookTicker"
 
@@ -208,7 +269,9 @@ def test_urls_markets_and_sharding() -> None:
 
     asyncio.run(first.on_open(send))
     requests = [orjson.loads(s) for s in sent]
-    assert [r["method"] for r in requests] == ["SUBSCRIBE"] * 5 and all(len(r["params"]) <= 200 for r in requests)
+    assert [r["method"] for r in requests] == ["SUBSCRIBE"] * 5 and all(
+        len(r["params"]) <= 200 for r in requests
+    )
     assert [p for r in requests for p in r["params"]] == first.streams[200:]
     assert first.control_rate < 5  # Binance spot allows 5 incoming messages per second
 

@@ -23,7 +23,9 @@ from tests.sources.helpers import COINBASE_CAPTURE
 
 
 def _messages(kind: str) -> list[dict]:  # type: ignore[type-arg]
-    return [m for _, raw in iter_capture_lines(COINBASE_CAPTURE) if (m := orjson.loads(raw)).get("type") == kind]
+    return [
+        m for _, raw in iter_capture_lines(COINBASE_CAPTURE) if (m := orjson.loads(raw)).get("type") == kind
+    ]
 
 
 def test_capture_yields_every_match_and_ticker() -> None:
@@ -58,7 +60,11 @@ def test_ticker_maps_to_a_quote() -> None:
     assert event is not None and event.kind == "quote" and event.row is not None
     row = event.row
     assert set(row) == set(QUOTE.field_names)
-    assert (row["update_id"], row["bid_price"], row["ask_price"]) == (raw["sequence"], to_unscaled(raw["best_bid"]), to_unscaled(raw["best_ask"]))
+    assert (row["update_id"], row["bid_price"], row["ask_price"]) == (
+        raw["sequence"],
+        to_unscaled(raw["best_bid"]),
+        to_unscaled(raw["best_ask"]),
+    )
     assert row["bid_size"] is None and row["ask_size"] is None  # the 2021 API sent no sizes
     assert row["exchange_ts"] == parse_time(raw["time"])[0]
     assert row["vendor"]["price"] == raw["price"] and row["vendor"]["volume_24h"] == raw["volume_24h"]
@@ -94,13 +100,21 @@ def test_malformed_matches(change: dict, reason: str, data_type: DataType) -> No
     raw = {k: v for k, v in {**_messages("match")[0], **change}.items() if v is not None}
     with pytest.raises(MalformedMessage) as info:
         parse_frame(orjson.dumps(raw), 0)
-    assert (info.value.reason, info.value.data_type, info.value.symbol) == (reason, data_type, raw["product_id"])
+    assert (info.value.reason, info.value.data_type, info.value.symbol) == (
+        reason,
+        data_type,
+        raw["product_id"],
+    )
 
 
 def test_bad_json_routes_by_what_it_can_see() -> None:
     with pytest.raises(MalformedMessage) as info:
         parse_frame(b'{"type":"ticker","sequence":1,"product_id":"SKL-USD","best_bid":', 0)
-    assert (info.value.reason, info.value.data_type, info.value.symbol) == ("bad_json", DataType.QUOTES, "SKL-USD")
+    assert (info.value.reason, info.value.data_type, info.value.symbol) == (
+        "bad_json",
+        DataType.QUOTES,
+        "SKL-USD",
+    )
     with pytest.raises(MalformedMessage) as info:
         parse_frame(b'{"product_id":"SKL-USD"}', 0)
     assert info.value.reason == "missing_field"
@@ -108,10 +122,18 @@ def test_bad_json_routes_by_what_it_can_see() -> None:
 
 def test_subscription_errors_are_fatal_other_errors_are_not() -> None:
     with pytest.raises(FatalSourceError, match="FOO-BAR is not a valid product"):
-        parse_frame(b'{"type":"error","message":"Failed to subscribe","reason":"FOO-BAR is not a valid product"}', 0)
+        parse_frame(
+            b'{"type":"error","message":"Failed to subscribe","reason":"FOO-BAR is not a valid product"}', 0
+        )
     event = parse_frame(b'{"type":"error","message":"rate limited","reason":"slow down"}', 0)
     assert event is not None and event.kind == "error"
-    assert parse_frame(b'{"type":"heartbeat","sequence":5,"last_trade_id":9,"product_id":"BTC-USD","time":"2021-04-17T16:43:37Z"}', 0) is None
+    assert (
+        parse_frame(
+            b'{"type":"heartbeat","sequence":5,"last_trade_id":9,"product_id":"BTC-USD","time":"2021-04-17T16:43:37Z"}',
+            0,
+        )
+        is None
+    )
     assert parse_frame(orjson.dumps(_messages("l2update")[0]), 0) is None
 
 
@@ -140,5 +162,9 @@ def test_products_and_subscribe_message() -> None:
 
     asyncio.run(feed.on_open(send))
     assert [orjson.loads(s) for s in sent] == [
-        {"type": "subscribe", "product_ids": ["BTC-USD", "ETH-USD"], "channels": ["matches", "ticker", "heartbeat"]}
+        {
+            "type": "subscribe",
+            "product_ids": ["BTC-USD", "ETH-USD"],
+            "channels": ["matches", "ticker", "heartbeat"],
+        }
     ]

@@ -40,7 +40,10 @@ def _trade_id(frame: str | bytes) -> int | None:
 
 
 def test_serves_only_subscribed_streams_in_capture_order(binance_messages: list[CaptureMessage]) -> None:
-    with FakeExchange(faults=Faults(max_messages=3_000), messages=binance_messages) as fake, connect(fake.ws_url + TRADE_STREAMS) as ws:
+    with (
+        FakeExchange(faults=Faults(max_messages=3_000), messages=binance_messages) as fake,
+        connect(fake.ws_url + TRADE_STREAMS) as ws,
+    ):
         frames = _read(ws)
     expected = [m.text for m in binance_messages[:3_000] if m.channel == "btcusdt@trade"]
     assert frames == expected and len(expected) > 100
@@ -48,12 +51,16 @@ def test_serves_only_subscribed_streams_in_capture_order(binance_messages: list[
 
 
 def test_subscribe_list_and_the_incoming_message_limit(binance_messages: list[CaptureMessage]) -> None:
-    with FakeExchange(faults=Faults(max_messages=500), messages=binance_messages) as fake, connect(fake.ws_url + "/stream?streams=btcusdt@bookTicker") as ws:
+    with (
+        FakeExchange(faults=Faults(max_messages=500), messages=binance_messages) as fake,
+        connect(fake.ws_url + "/stream?streams=btcusdt@bookTicker") as ws,
+    ):
         ws.send('{"method":"SUBSCRIBE","params":["btcusdt@trade"],"id":1}')
         ws.send('{"method":"LIST_SUBSCRIPTIONS","id":2}')
         replies = [f for f in _read(ws, 0.3) if b'"id"' in (f if isinstance(f, bytes) else f.encode())]
         assert [orjson.loads(r) for r in replies] == [
-            {"result": None, "id": 1}, {"result": ["btcusdt@bookTicker", "btcusdt@trade"], "id": 2}
+            {"result": None, "id": 1},
+            {"result": ["btcusdt@bookTicker", "btcusdt@trade"], "id": 2},
         ]
         for i in range(6):  # Binance spot accepts 5 incoming messages per second
             ws.send(orjson.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 10 + i}).decode())
@@ -62,11 +69,15 @@ def test_subscribe_list_and_the_incoming_message_limit(binance_messages: list[Ca
     assert fake.stats.control_violations == 1
 
 
-def test_rest_serves_past_trades_only_and_leaves_out_missing_ids(binance_messages: list[CaptureMessage]) -> None:
+def test_rest_serves_past_trades_only_and_leaves_out_missing_ids(
+    binance_messages: list[CaptureMessage],
+) -> None:
     faults = Faults(max_messages=2_000, rest_missing=((FIRST_ID + 5, FIRST_ID + 7),))
     with FakeExchange(faults=faults, messages=binance_messages) as fake:
         url = fake.rest_url + "/api/v3/historicalTrades"
-        assert httpx.get(url, params={"symbol": "BTCUSDT", "fromId": FIRST_ID}).json() == []  # nothing happened yet
+        assert (
+            httpx.get(url, params={"symbol": "BTCUSDT", "fromId": FIRST_ID}).json() == []
+        )  # nothing happened yet
         with connect(fake.ws_url + TRADE_STREAMS) as ws:
             frames = _read(ws)
         passed = [_trade_id(f) for f in frames]
@@ -76,8 +87,13 @@ def test_rest_serves_past_trades_only_and_leaves_out_missing_ids(binance_message
         assert [t["id"] for t in body] == [i for i in passed if not FIRST_ID + 5 <= i <= FIRST_ID + 7]  # type: ignore[operator]
         first = orjson.loads(frames[0])["data"]
         assert body[0] == {
-            "id": first["t"], "price": first["p"], "qty": first["q"], "quoteQty": "1236.75260000",
-            "time": first["T"], "isBuyerMaker": first["m"], "isBestMatch": first["M"],
+            "id": first["t"],
+            "price": first["p"],
+            "qty": first["q"],
+            "quoteQty": "1236.75260000",
+            "time": first["T"],
+            "isBuyerMaker": first["m"],
+            "isBestMatch": first["M"],
         }
         limited = httpx.get(url, params={"symbol": "BTCUSDT", "fromId": FIRST_ID + 10, "limit": 3}).json()
         assert [t["id"] for t in limited] == [FIRST_ID + 10, FIRST_ID + 11, FIRST_ID + 12]
@@ -87,8 +103,12 @@ def test_rest_serves_past_trades_only_and_leaves_out_missing_ids(binance_message
         assert unknown.status_code == 400 and unknown.json()["code"] == -1121
 
 
-def test_weight_limit_answers_429_then_bans_clients_that_ignore_retry_after(binance_messages: list[CaptureMessage]) -> None:
-    with FakeExchange(faults=Faults(max_messages=10, rest_weight_limit=60), messages=binance_messages) as fake:
+def test_weight_limit_answers_429_then_bans_clients_that_ignore_retry_after(
+    binance_messages: list[CaptureMessage],
+) -> None:
+    with FakeExchange(
+        faults=Faults(max_messages=10, rest_weight_limit=60), messages=binance_messages
+    ) as fake:
         url = fake.rest_url + "/api/v3/historicalTrades"
         statuses = [httpx.get(url, params={"symbol": "BTCUSDT"}).status_code for _ in range(2)]
         throttled = httpx.get(url, params={"symbol": "BTCUSDT"})
@@ -101,7 +121,15 @@ def test_weight_limit_answers_429_then_bans_clients_that_ignore_retry_after(bina
 
 
 def test_drop_skip_advance_and_malformed_happen_where_asked(binance_messages: list[CaptureMessage]) -> None:
-    faults = Faults(drop_every=300, max_drops=2, drop_mode="mixed", reconnect_advance=100, skip_at=frozenset({50}), skip_count=3, malformed_at=frozenset({10}))
+    faults = Faults(
+        drop_every=300,
+        max_drops=2,
+        drop_mode="mixed",
+        reconnect_advance=100,
+        skip_at=frozenset({50}),
+        skip_count=3,
+        malformed_at=frozenset({10}),
+    )
     trades = [m for m in binance_messages if m.channel == "btcusdt@trade"]
     with FakeExchange(faults=faults, messages=binance_messages) as fake:
         with connect(fake.ws_url + TRADE_STREAMS) as ws:
@@ -123,7 +151,10 @@ def test_drop_skip_advance_and_malformed_happen_where_asked(binance_messages: li
     after = [m for m in binance_messages[resume:] if m.channel == "btcusdt@trade"]
     assert [_trade_id(f) for f in second] == [m.trade_id for m in after[:300]]
     resume = position[id(after[299])] + 1 + 100
-    assert _trade_id(third[0]) == next(m for m in binance_messages[resume:] if m.channel == "btcusdt@trade").trade_id
+    assert (
+        _trade_id(third[0])
+        == next(m for m in binance_messages[resume:] if m.channel == "btcusdt@trade").trade_id
+    )
     assert (fake.stats.drops, fake.stats.advanced) == (2, 200)
     assert fake.stats.connections == 3
 
@@ -132,7 +163,10 @@ def test_malformed_variants_and_stall(binance_messages: list[CaptureMessage]) ->
     faults = Faults(max_messages=3_000, malformed_every=20, stall_at=frozenset({30}), stall_seconds=1.0)
     stamps: list[float] = []
     frames: list[str | bytes] = []
-    with FakeExchange(faults=faults, messages=binance_messages) as fake, connect(fake.ws_url + BOTH_STREAMS) as ws:
+    with (
+        FakeExchange(faults=faults, messages=binance_messages) as fake,
+        connect(fake.ws_url + BOTH_STREAMS) as ws,
+    ):
         try:
             while len(frames) < 120:
                 frames.append(ws.recv(timeout=2.0))
@@ -158,19 +192,29 @@ def test_malformed_variants_and_stall(binance_messages: list[CaptureMessage]) ->
 def test_coinbase_handshake_last_match_and_rest_pagination() -> None:
     messages = load_coinbase(COINBASE_CAPTURE)
     faults = Faults(drop_every=40, max_drops=1, reconnect_advance=0, rest_requests_per_second=3)
-    subscribe = {"type": "subscribe", "product_ids": ["SKL-USD", "DASH-BTC"], "channels": ["matches", "ticker", "heartbeat"]}
+    subscribe = {
+        "type": "subscribe",
+        "product_ids": ["SKL-USD", "DASH-BTC"],
+        "channels": ["matches", "ticker", "heartbeat"],
+    }
     with FakeExchange("coinbase", faults=faults, messages=messages) as fake:
         with connect(fake.ws_url) as ws:
             ws.send(orjson.dumps({**subscribe, "product_ids": ["FOO-BAR"]}).decode())
             error = orjson.loads(ws.recv(timeout=2))
-            assert error == {"type": "error", "message": "Failed to subscribe", "reason": "FOO-BAR is not a valid product"}
+            assert error == {
+                "type": "error",
+                "message": "Failed to subscribe",
+                "reason": "FOO-BAR is not a valid product",
+            }
         with connect(fake.ws_url) as ws:
             ws.send(orjson.dumps(subscribe).decode())
             first = [orjson.loads(f) for f in _read(ws, 1.0)]
         assert first[0]["type"] == "subscriptions"
         assert {c["name"] for c in first[0]["channels"]} == {"matches", "ticker", "heartbeat"}
         assert {m["product_id"] for m in first[1:]} == {"SKL-USD", "DASH-BTC"} and len(first) == 41
-        last_seen = max(m["trade_id"] for m in first[1:] if m["type"] == "match" and m["product_id"] == "SKL-USD")
+        last_seen = max(
+            m["trade_id"] for m in first[1:] if m["type"] == "match" and m["product_id"] == "SKL-USD"
+        )
         with connect(fake.ws_url) as ws:
             ws.send(orjson.dumps(subscribe).decode())
             second = [orjson.loads(f) for f in _read(ws, 0.5)]

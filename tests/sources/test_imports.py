@@ -56,11 +56,17 @@ def _ms(value: str) -> datetime:
     return datetime.fromtimestamp(int(value) / 1000, UTC)
 
 
-def _check_spot_trades(stored: dict[object, dict[str, object]], source: list[list[str]], exchange: str = "binance") -> None:
+def _check_spot_trades(
+    stored: dict[object, dict[str, object]], source: list[list[str]], exchange: str = "binance"
+) -> None:
     assert len(stored) == len(source)
     for trade_id, price, qty, quote_qty, ms, maker, best in source:
         row = stored[int(trade_id)]
-        assert str(row["price"]) == price and str(row["quantity"]) == qty and str(row["quote_quantity"]) == quote_qty
+        assert (
+            str(row["price"]) == price
+            and str(row["quantity"]) == qty
+            and str(row["quote_quantity"]) == quote_qty
+        )
         assert row["exchange_ts"] == _ms(ms)
         assert row["side"] == ("SELL" if maker == "True" else "BUY")
         assert row["conditions"] == (["BEST_MATCH"] if best == "True" else [])
@@ -144,7 +150,9 @@ def test_cli_imports_and_refuses_a_corrupt_zip(tmp_path: Path) -> None:
 
 def test_microsecond_times_from_2025_and_milliseconds_before(tmp_path: Path, lake: Settings) -> None:
     # A 2025 file: the real rows moved to 2025-01-01 and written in microseconds, as Binance does since then.
-    shift_ms = int(datetime(2025, 1, 1, tzinfo=UTC).timestamp() * 1000) - int(datetime(2021, 1, 3, tzinfo=UTC).timestamp() * 1000)
+    shift_ms = int(datetime(2025, 1, 1, tzinfo=UTC).timestamp() * 1000) - int(
+        datetime(2021, 1, 3, tzinfo=UTC).timestamp() * 1000
+    )
     source = _rows(TRADES)
     lines = []
     for i, row in enumerate(source):
@@ -173,7 +181,11 @@ def test_futures_layout(tmp_path: Path, lake: Settings) -> None:
     stored = _by(_table(lake), "trade_id")
     for trade_id, price, qty, quote_qty, ms, maker, _ in source:
         row = stored[int(trade_id)]
-        assert (str(row["price"]), str(row["quantity"]), str(row["quote_quantity"])) == (price, qty, quote_qty)
+        assert (str(row["price"]), str(row["quantity"]), str(row["quote_quantity"])) == (
+            price,
+            qty,
+            quote_qty,
+        )
         assert row["exchange_ts"] == _ms(ms)
         assert row["side"] == ("SELL" if maker == "True" else "BUY") and row["conditions"] == []
         assert (row["exchange"], row["asset_class"]) == ("binance-futures", "futures")
@@ -192,7 +204,9 @@ def test_aggtrades(tmp_path: Path, lake: Settings) -> None:
     first_agg = 480_000_000
     for n, group in enumerate(groups):
         qty = sum(Decimal(r[2]) for r in group)
-        lines.append(f"{first_agg + n},{group[0][1]},{qty:.8f},{group[0][0]},{group[-1][0]},{group[0][4]},{group[0][5]},{group[0][6]}")
+        lines.append(
+            f"{first_agg + n},{group[0][1]},{qty:.8f},{group[0][0]},{group[-1][0]},{group[0][4]},{group[0][5]},{group[0][6]}"
+        )
     path = tmp_path / "BTCUSDT-aggTrades-2021-01-03.csv"
     path.write_text("\n".join(lines) + "\n")
     report = import_files("binance-aggtrades", [path], lake)[0]
@@ -217,8 +231,27 @@ def test_klines_exact(lake: Settings) -> None:
     assert len(stored) == len(source) == 1_440
     for open_ms, o, h, low, c, vol, close_ms, qvol, count, tbb, tbq, _ignore in source:
         row = stored[_ms(open_ms)]
-        assert [str(row[k]) for k in ("open", "high", "low", "close", "volume", "quote_volume", "taker_buy_base", "taker_buy_quote")] == [
-            o, h, low, c, vol, qvol, tbb, tbq,
+        assert [
+            str(row[k])
+            for k in (
+                "open",
+                "high",
+                "low",
+                "close",
+                "volume",
+                "quote_volume",
+                "taker_buy_base",
+                "taker_buy_quote",
+            )
+        ] == [
+            o,
+            h,
+            low,
+            c,
+            vol,
+            qvol,
+            tbb,
+            tbq,
         ]
         assert row["close_time"] == _ms(close_ms) and row["trade_count"] == int(count)
         assert (row["interval"], row["symbol"], row["exchange"]) == ("1m", "BTCUSDT", "binance")
@@ -230,7 +263,9 @@ def test_tardis_trades_and_quotes(tmp_path: Path, lake: Settings) -> None:
     bitmex = TARDIS / "bitmex_trades_2020-04-01_XBTUSD.csv"
     quotes = TARDIS / "binance_quotes_2024-08-09_BTCUSDT.csv"
     import_files("tardis-trades", [binance], lake)
-    import_files("tardis-trades", [bitmex], lake, ImportOptions(contract="inverse"))  # XBTUSD amounts are USD contracts
+    import_files(
+        "tardis-trades", [bitmex], lake, ImportOptions(contract="inverse")
+    )  # XBTUSD amounts are USD contracts
     import_files("tardis-quotes", [quotes], lake)
     trades = _table(lake).to_pylist()
     assert len(trades) == 12 + 3
@@ -238,7 +273,9 @@ def test_tardis_trades_and_quotes(tmp_path: Path, lake: Settings) -> None:
     by_id = {r["trade_id"]: r for r in trades if r["exchange"] == "binance"}
     for _exchange, _symbol, ts, local, ident, side, price, amount in rows:
         row = by_id[int(ident)]  # numeric Tardis ids are the exchange's own trade ids
-        assert Decimal(str(row["price"])) == Decimal(price) and Decimal(str(row["quantity"])) == Decimal(amount)
+        assert Decimal(str(row["price"])) == Decimal(price) and Decimal(str(row["quantity"])) == Decimal(
+            amount
+        )
         assert row["exchange_ts"] == datetime.fromtimestamp(int(ts) / 1e6, UTC)
         assert row["side"] == side.upper() and dict(row["vendor"])["local_timestamp"] == local
     mex = sorted((r for r in trades if r["exchange"] == "bitmex"), key=lambda r: r["exchange_ts"])
@@ -251,8 +288,15 @@ def test_tardis_trades_and_quotes(tmp_path: Path, lake: Settings) -> None:
     source_quotes = _rows(quotes)[1:]
     assert len(stored_quotes) == len(source_quotes) == 10
     assert len({q["update_id"] for q in stored_quotes}) == 10  # two rows share a local_timestamp
-    for q, (_exchange, _symbol, _ts, _local, ask_amount, ask_price, bid_price, bid_amount) in zip(stored_quotes, source_quotes, strict=True):
-        for value, text in ((q["ask_size"], ask_amount), (q["ask_price"], ask_price), (q["bid_price"], bid_price), (q["bid_size"], bid_amount)):
+    for q, (_exchange, _symbol, _ts, _local, ask_amount, ask_price, bid_price, bid_amount) in zip(
+        stored_quotes, source_quotes, strict=True
+    ):
+        for value, text in (
+            (q["ask_size"], ask_amount),
+            (q["ask_price"], ask_price),
+            (q["bid_price"], bid_price),
+            (q["bid_size"], bid_amount),
+        ):
             assert (value is None) if text == "" else Decimal(str(value)) == Decimal(text)
     # Deterministic synthetic ids: importing again adds nothing (also as .csv.gz, as Tardis ships files).
     gz = tmp_path / (bitmex.name + ".gz")
@@ -271,7 +315,11 @@ def test_asx_reference_trades_quotes(tmp_path: Path, lake: Settings) -> None:
     assert set(instruments) == set(source)
     rio = instruments["RIO"]
     assert (rio["exchange"], rio["asset_class"], rio["currency"], rio["isin"], rio["name"]) == (
-        "asx", "equities", "AUD", source["RIO"][3], source["RIO"][2],
+        "asx",
+        "equities",
+        "AUD",
+        source["RIO"][3],
+        source["RIO"][2],
     )
     assert import_asx_reference(info, lake).imported == 0  # unchanged rows are not added again
 
@@ -292,7 +340,9 @@ def test_asx_reference_trades_quotes(tmp_path: Path, lake: Settings) -> None:
     # Line 2 is 03/10/2014 10:06:41.395 Sydney time; daylight time (UTC+11) ran until 6 April 2014.
     known = [r for r in stored if r["exchange_ts"] == datetime(2014, 3, 9, 23, 6, 41, 395_000, tzinfo=UTC)]
     assert len(known) == sum(1 for r in lines if r[1] == "10:06:41.395")
-    assert sorted(str(r["quantity"]) for r in known) == sorted(f"{Decimal(r[3]):.8f}" for r in lines if r[1] == "10:06:41.395")
+    assert sorted(str(r["quantity"]) for r in known) == sorted(
+        f"{Decimal(r[3]):.8f}" for r in lines if r[1] == "10:06:41.395"
+    )
     auction = [r for r in stored if r["conditions"] == ["AUCTION"]]
     assert len(auction) == sum(1 for r in lines if r[5] == "X") == 2
     assert all(dict(r["vendor"])["venue"] == "X" for r in auction)
@@ -306,7 +356,9 @@ def test_asx_reference_trades_quotes(tmp_path: Path, lake: Settings) -> None:
     stored_quotes = _table(lake, "quotes").to_pylist()
     assert len(stored_quotes) == quotes.imported
     crossed = sum(1 for r in _rows(quotes_file) if Decimal(r[2]) > Decimal(r[3]) > 0)
-    assert crossed > 0 and quotes.rejected == crossed and quotes.rejected_by_reason == {"crossed_quote": crossed}
+    assert (
+        crossed > 0 and quotes.rejected == crossed and quotes.rejected_by_reason == {"crossed_quote": crossed}
+    )
     # No broker here: the rejects went to the local rejects file, one JSON line per bad line.
     rejects = Path(str(quotes.rejects_destination)).read_text().splitlines()
     assert len(rejects) == crossed and str(lake.data_dir / "rejects") in str(quotes.rejects_destination)
@@ -325,7 +377,12 @@ def test_dedup_within_and_across_overlapping_files(tmp_path: Path, lake: Setting
 
 
 def test_small_blocks_and_commits_keep_line_numbers(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path / "k2", kafka_bootstrap_servers="127.0.0.1:1", import_block_bytes=4_096, import_commit_rows=500)
+    settings = Settings(
+        data_dir=tmp_path / "k2",
+        kafka_bootstrap_servers="127.0.0.1:1",
+        import_block_bytes=4_096,
+        import_commit_rows=500,
+    )
     report = import_files("binance-trades", [TRADES], settings)[0]
     assert report.imported == 1_830 and len(report.snapshots) >= 3
     _check_spot_trades(_by(_table(settings), "trade_id"), _rows(TRADES))
@@ -370,7 +427,9 @@ def test_concurrent_overlapping_imports_never_duplicate(tmp_path: Path, lake: Se
     assert sum(r.imported for r in reports) == 1_830 and sum(r.duplicates for r in reports) == 600
 
 
-def test_commit_conflict_is_retried_after_a_fresh_dedup(tmp_path: Path, lake: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_commit_conflict_is_retried_after_a_fresh_dedup(
+    tmp_path: Path, lake: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Another writer commits the same rows between our dedup and our commit: ours must fail, re-check, add nothing."""
     import k2.sources.files.importer as importer
 
@@ -380,7 +439,9 @@ def test_commit_conflict_is_retried_after_a_fresh_dedup(tmp_path: Path, lake: Se
     def concurrent_writer_first(table, data, short, properties):  # type: ignore[no-untyped-def]
         if not calls:
             calls.append(1)
-            other = ensure_tables(load_catalog(lake), lake)["trades"]  # a separate table object: another writer
+            other = ensure_tables(load_catalog(lake), lake)[
+                "trades"
+            ]  # a separate table object: another writer
             real(other, data, short, properties)
         return real(table, data, short, properties)
 
@@ -397,7 +458,9 @@ def test_synthetic_ids_do_not_depend_on_block_boundaries(tmp_path: Path) -> None
     trades_file = ASX / "trades" / "7458.csv"
     ids = []
     for block in (1 << 20, 120):  # 120 bytes: about 3 lines per block
-        settings = Settings(data_dir=tmp_path / f"k2-{block}", kafka_bootstrap_servers="127.0.0.1:1", import_block_bytes=block)
+        settings = Settings(
+            data_dir=tmp_path / f"k2-{block}", kafka_bootstrap_servers="127.0.0.1:1", import_block_bytes=block
+        )
         report = import_files("asx-trades", [trades_file], settings, ImportOptions(tickers=tickers))[0]
         assert report.imported == 151
         ids.append(sorted(_table(settings)["trade_id"].to_pylist()))

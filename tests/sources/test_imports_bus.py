@@ -26,11 +26,18 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 TRADES = FIXTURES / "binance" / "BTCUSDT-trades-2021-01-03.first-minute.csv"
 
 
-def _dead_letters(bootstrap: str, topic: str, file_name: str, expected: int, timeout: float = 20.0) -> list[DeadLetter]:
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": f"dlq-reader-{file_name}", "auto.offset.reset": "earliest",
-        "enable.auto.commit": False, "session.timeout.ms": 2000,
-    })
+def _dead_letters(
+    bootstrap: str, topic: str, file_name: str, expected: int, timeout: float = 20.0
+) -> list[DeadLetter]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"dlq-reader-{file_name}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "session.timeout.ms": 2000,
+        }
+    )
     consumer.subscribe([topic])
     found: list[DeadLetter] = []
     deadline = time.monotonic() + timeout
@@ -47,12 +54,16 @@ def _dead_letters(bootstrap: str, topic: str, file_name: str, expected: int, tim
     return found
 
 
-def test_bad_lines_go_to_the_dlq_with_file_and_line_and_the_rest_lands(tmp_path: Path, broker: str, unique: str) -> None:
+def test_bad_lines_go_to_the_dlq_with_file_and_line_and_the_rest_lands(
+    tmp_path: Path, broker: str, unique: str
+) -> None:
     lines = TRADES.read_bytes().split(b"\n")
     broken = {
         5: b",".join([lines[4].split(b",")[0], b"32176.4x", *lines[4].split(b",")[2:]]),  # not a number
         100: lines[99].rsplit(b",", 1)[0],  # a field missing
-        1_000: b",".join([lines[999].split(b",")[0], b"-" + lines[999].split(b",")[1], *lines[999].split(b",")[2:]]),  # price < 0
+        1_000: b",".join(
+            [lines[999].split(b",")[0], b"-" + lines[999].split(b",")[1], *lines[999].split(b",")[2:]]
+        ),  # price < 0
     }
     for line, raw in broken.items():
         lines[line - 1] = raw
@@ -74,7 +85,11 @@ def test_bad_lines_go_to_the_dlq_with_file_and_line_and_the_rest_lands(tmp_path:
     assert by_line[1_000].reason == "non_positive_price"  # the landing validator's rule, applied at import
     table = ensure_tables(load_catalog(settings), settings)["trades"]
     stored = set(table.scan().to_arrow()["trade_id"].to_pylist())
-    expected = {int(r[0]) for i, r in enumerate(csv.reader(TRADES.read_text().splitlines()), start=1) if i not in broken}
+    expected = {
+        int(r[0])
+        for i, r in enumerate(csv.reader(TRADES.read_text().splitlines()), start=1)
+        if i not in broken
+    }
     assert stored == expected
 
 
@@ -89,8 +104,12 @@ def private_broker(tmp_path: Path) -> Iterator[str]:
         proc.stop()
 
 
-def test_via_kafka_lands_through_the_landing_consumer(settings: Settings, private_broker: str, unique: str) -> None:
-    settings = settings.model_copy(update={"kafka_bootstrap_servers": private_broker, "consumer_group": f"imp-{unique}"})
+def test_via_kafka_lands_through_the_landing_consumer(
+    settings: Settings, private_broker: str, unique: str
+) -> None:
+    settings = settings.model_copy(
+        update={"kafka_bootstrap_servers": private_broker, "consumer_group": f"imp-{unique}"}
+    )
     report = import_files("binance-trades", [TRADES], settings, via_kafka=True)[0]
     assert report.imported == 1_830 and report.topic == "market.crypto.trades.binance"
     consumer = LandingConsumer(settings, topics=["market.crypto.trades.binance"])
@@ -102,7 +121,11 @@ def test_via_kafka_lands_through_the_landing_consumer(settings: Settings, privat
     assert len(stored) == len(source) == 1_830
     for trade_id, price, qty, quote_qty, _ms, maker, best in source:
         row = stored[int(trade_id)]
-        assert (str(row["price"]), str(row["quantity"]), str(row["quote_quantity"])) == (price, qty, quote_qty)
+        assert (str(row["price"]), str(row["quantity"]), str(row["quote_quantity"])) == (
+            price,
+            qty,
+            quote_qty,
+        )
         assert row["side"] == ("SELL" if maker == "True" else "BUY")
         assert row["conditions"] == (["BEST_MATCH"] if best == "True" else [])
     # The landing commit records Kafka offsets; a second import via Kafka is deduplicated before producing.
@@ -112,11 +135,15 @@ def test_via_kafka_lands_through_the_landing_consumer(settings: Settings, privat
     consumer.close()
 
 
-def test_asx_trades_via_kafka_keep_times_conditions_and_vendor(settings: Settings, private_broker: str, unique: str) -> None:
+def test_asx_trades_via_kafka_keep_times_conditions_and_vendor(
+    settings: Settings, private_broker: str, unique: str
+) -> None:
     from k2.sources.files import ImportOptions
     from k2.sources.files.asx_reference import ticker_map
 
-    settings = settings.model_copy(update={"kafka_bootstrap_servers": private_broker, "consumer_group": f"asx-{unique}"})
+    settings = settings.model_copy(
+        update={"kafka_bootstrap_servers": private_broker, "consumer_group": f"asx-{unique}"}
+    )
     asx = FIXTURES / "asx"
     options = ImportOptions(tickers=ticker_map(asx / "reference-data" / "company_info.csv"))
     report = import_files("asx-trades", [asx / "trades" / "7458.csv"], settings, options, via_kafka=True)[0]
@@ -128,5 +155,7 @@ def test_asx_trades_via_kafka_keep_times_conditions_and_vendor(settings: Setting
     source = list(csv.reader((asx / "trades" / "7458.csv").read_text().splitlines()))
     assert sorted(str(r["price"]) for r in rows) == sorted(f"{Decimal(r[2]):.8f}" for r in source)
     auction = [r for r in rows if r["conditions"] == ["AUCTION"]]
-    assert len(auction) == sum(1 for r in source if r[5] == "X") and all(dict(r["vendor"])["venue"] == "X" for r in auction)
+    assert len(auction) == sum(1 for r in source if r[5] == "X") and all(
+        dict(r["vendor"])["venue"] == "X" for r in auction
+    )
     assert {r["asset_class"] for r in rows} == {"equities"} and {r["symbol"] for r in rows} == {"RIO"}

@@ -57,7 +57,9 @@ def test_headerless_usdm_file_lands_as_futures_never_spot(tmp_path: Path, lake: 
     report = import_files("binance-trades", [path], lake)[0]
     assert report.imported == 1_830
     data = _trades(lake)
-    assert set(data["exchange"].to_pylist()) == {"binance-futures"} and set(data["asset_class"].to_pylist()) == {"futures"}
+    assert set(data["exchange"].to_pylist()) == {"binance-futures"} and set(
+        data["asset_class"].to_pylist()
+    ) == {"futures"}
 
 
 def test_market_flag_or_path_contradicting_the_content_is_refused(tmp_path: Path, lake: Settings) -> None:
@@ -73,7 +75,9 @@ def test_market_flag_or_path_contradicting_the_content_is_refused(tmp_path: Path
         import_files("binance-trades", [misplaced], lake)
     klines = tmp_path / "BTCUSDT-1m-2024-09-21.csv"
     klines.write_text((SHARED_DATA / "binance" / "public-data" / "BTCUSDT-1m-2024-09-21.csv").read_text())
-    with pytest.raises(FileImportError, match=r"no header row; no market in the path\); pass --market spot or --market usdm"):
+    with pytest.raises(
+        FileImportError, match=r"no header row; no market in the path\); pass --market spot or --market usdm"
+    ):
         import_files("binance-klines", [klines], lake)
     assert _trades(lake).num_rows == 0
 
@@ -88,7 +92,9 @@ def test_symbol_and_market_from_binance_layout_and_prefixed_names(tmp_path: Path
     assert import_files("binance-trades", [in_layout], lake)[0].imported == 900
     assert import_files("binance-trades", [prefixed], lake)[0].imported == 930
     data = _trades(lake)
-    assert set(zip(data["exchange"].to_pylist(), data["symbol"].to_pylist(), strict=True)) == {("binance-futures", "BTCUSDT")}
+    assert set(zip(data["exchange"].to_pylist(), data["symbol"].to_pylist(), strict=True)) == {
+        ("binance-futures", "BTCUSDT")
+    }
     aggs = tmp_path / "BTCUSDT-aggTrades-2021-01-03.csv"
     aggs.write_text("\n".join(LINES) + "\n")
     with pytest.raises(FileImportError, match="found aggTrades in the path"):
@@ -118,7 +124,9 @@ def test_empty_and_parquet_files_are_refused_by_name(tmp_path: Path, lake: Setti
     import pyarrow.parquet as pq
 
     pq.write_table(pa.table({"exchange": ["binance"], "price": [1.0]}), parquet)
-    with pytest.raises(FileImportError, match=r"expected Parquet columns exchange,symbol,timestamp.*found exchange,price"):
+    with pytest.raises(
+        FileImportError, match=r"expected Parquet columns exchange,symbol,timestamp.*found exchange,price"
+    ):
         import_files("tardis-trades", [parquet], lake)
     binance = tmp_path / "BTCUSDT-trades-2021-01-03.parquet"
     pq.write_table(pa.table({"trade_id": [1]}), binance)
@@ -131,18 +139,29 @@ def test_tardis_parquet_lands_like_its_csv(tmp_path: Path, lake: Settings) -> No
     import pyarrow.csv as pa_csv
     import pyarrow.parquet as pq
 
-    source = Path(__file__).resolve().parents[1] / "fixtures" / "tardis" / "binance_trades_2024-08-09_BTCUSDT.csv"
+    source = (
+        Path(__file__).resolve().parents[1] / "fixtures" / "tardis" / "binance_trades_2024-08-09_BTCUSDT.csv"
+    )
     table = pa_csv.read_csv(source, convert_options=pa_csv.ConvertOptions(column_types={"id": pa.string()}))
     # As Tardis/nautilus tools write Parquet: real timestamp columns, float prices, columns in another order.
     table = table.set_column(2, "timestamp", table["timestamp"].cast(pa.timestamp("us", tz="UTC")))
     parquet = tmp_path / "binance_trades_2024-08-09_BTCUSDT.parquet"
-    pq.write_table(table.select(["price", "amount", "side", "id", "exchange", "symbol", "timestamp", "local_timestamp"]), parquet)
+    pq.write_table(
+        table.select(["price", "amount", "side", "id", "exchange", "symbol", "timestamp", "local_timestamp"]),
+        parquet,
+    )
     report = import_files("tardis-trades", [parquet], lake)[0]
     assert (report.rows_read, report.imported, report.rejected) == (table.num_rows, table.num_rows, 0)
-    from_parquet = sorted((r["trade_id"], str(r["price"]), str(r["quantity"]), r["exchange_ts"], r["receipt_ts"]) for r in _trades(lake).to_pylist())
+    from_parquet = sorted(
+        (r["trade_id"], str(r["price"]), str(r["quantity"]), r["exchange_ts"], r["receipt_ts"])
+        for r in _trades(lake).to_pylist()
+    )
     csv_lake = Settings(data_dir=tmp_path / "csv", kafka_bootstrap_servers="127.0.0.1:1")
     import_files("tardis-trades", [source], csv_lake)
-    from_csv = sorted((r["trade_id"], str(r["price"]), str(r["quantity"]), r["exchange_ts"], r["receipt_ts"]) for r in _trades(csv_lake).to_pylist())
+    from_csv = sorted(
+        (r["trade_id"], str(r["price"]), str(r["quantity"]), r["exchange_ts"], r["receipt_ts"])
+        for r in _trades(csv_lake).to_pylist()
+    )
     assert from_parquet == from_csv
 
 
@@ -161,10 +180,15 @@ def private_broker(tmp_path: Path) -> Iterator[str]:
 
 def _gap_view(settings: Settings) -> list[tuple[object, ...]]:
     gaps = current_gaps(ensure_tables(load_catalog(settings), settings)["gaps"])
-    return [(g["exchange"], g["symbol"], g["first_missing_id"], g["last_missing_id"], g["status"], g["source"]) for g in gaps.to_pylist()]
+    return [
+        (g["exchange"], g["symbol"], g["first_missing_id"], g["last_missing_id"], g["status"], g["source"])
+        for g in gaps.to_pylist()
+    ]
 
 
-def test_direct_import_writes_the_same_gap_as_the_kafka_path(tmp_path: Path, settings: Settings, private_broker: str, unique: str) -> None:
+def test_direct_import_writes_the_same_gap_as_the_kafka_path(
+    tmp_path: Path, settings: Settings, private_broker: str, unique: str
+) -> None:
     from k2.cli.sources_files import import_landed
 
     holed = tmp_path / "BTCUSDT-trades-2021-01-03.csv"
@@ -176,9 +200,20 @@ def test_direct_import_writes_the_same_gap_as_the_kafka_path(tmp_path: Path, set
     expected = [("binance", "BTCUSDT", missing, missing, "open", "landing")]
     assert _gap_view(direct) == expected
 
-    kafka = settings.model_copy(update={"data_dir": tmp_path / "kafka", "kafka_bootstrap_servers": private_broker, "consumer_group": f"g-{unique}"})
+    kafka = settings.model_copy(
+        update={
+            "data_dir": tmp_path / "kafka",
+            "kafka_bootstrap_servers": private_broker,
+            "consumer_group": f"g-{unique}",
+        }
+    )
     assert import_landed("binance-trades", [holed], kafka, via_kafka=True)[0].imported == 1_829
-    assert LandingConsumer(kafka, topics=["market.crypto.trades.binance"]).run(idle_exit_seconds=3, max_seconds=60).landed == 1_829
+    assert (
+        LandingConsumer(kafka, topics=["market.crypto.trades.binance"])
+        .run(idle_exit_seconds=3, max_seconds=60)
+        .landed
+        == 1_829
+    )
     assert _gap_view(kafka) == expected
 
     # The missing line arrives later (a second file): the gap closes on the direct path too.
@@ -205,10 +240,17 @@ def test_exit_code_says_rows_were_rejected_and_max_rejects_accepts_some(tmp_path
     failed = runner.invoke(app, ["import", "binance-trades", "--quiet", str(path)], env=env)
     assert failed.exit_code == EXIT_REJECTED != 1, failed.output
     assert "10 rows read, 7 imported, 0 duplicates, 3 rejected" in failed.output and "FAILED" in failed.output
-    accepted = runner.invoke(app, ["import", "binance-trades", "--quiet", "--max-rejects", "30%", str(path)], env=env)
+    accepted = runner.invoke(
+        app, ["import", "binance-trades", "--quiet", "--max-rejects", "30%", str(path)], env=env
+    )
     assert accepted.exit_code == 0, accepted.output
     assert "0 imported, 7 duplicates, 3 rejected" in accepted.output
-    assert runner.invoke(app, ["import", "binance-trades", "-q", "--max-rejects", "2", str(path)], env=env).exit_code == EXIT_REJECTED
+    assert (
+        runner.invoke(
+            app, ["import", "binance-trades", "-q", "--max-rejects", "2", str(path)], env=env
+        ).exit_code
+        == EXIT_REJECTED
+    )
     bad = runner.invoke(app, ["import", "binance-trades", "-q", "--max-rejects", "lots", str(path)], env=env)
     assert bad.exit_code == 2 and "expected a count" in bad.output
 
@@ -232,7 +274,9 @@ def test_direct_and_kafka_imports_interleaved_never_move_positions_back(
 ) -> None:
     from k2.cli.sources_files import import_landed
 
-    settings = settings.model_copy(update={"kafka_bootstrap_servers": private_broker, "consumer_group": f"mix-{unique}"})
+    settings = settings.model_copy(
+        update={"kafka_bootstrap_servers": private_broker, "consumer_group": f"mix-{unique}"}
+    )
     topic = "market.crypto.trades.binance"
     parts = [LINES[:500], LINES[500:900], LINES[900:1_400], LINES[1_400:]]
     files = []
@@ -249,23 +293,37 @@ def test_direct_and_kafka_imports_interleaved_never_move_positions_back(
             produced += report.imported
             stats = LandingConsumer(settings, topics=[topic]).run(idle_exit_seconds=3, max_seconds=60)
             # Nothing is re-read: the consumer resumes where the table says, past the direct import's commit.
-            assert (stats.consumed, stats.landed, stats.duplicates, stats.dropped_stale) == (report.imported, report.imported, 0, 0)
+            assert (stats.consumed, stats.landed, stats.duplicates, stats.dropped_stale) == (
+                report.imported,
+                report.imported,
+                0,
+                0,
+            )
         table.refresh()
         stored = offsets_from_summary(table.current_snapshot().summary)
-        assert sum(stored.get(topic, {}).values()) == produced  # one symbol: one partition holds every message
+        assert (
+            sum(stored.get(topic, {}).values()) == produced
+        )  # one symbol: one partition holds every message
     # Every snapshot after the first landing commit holds the offsets, and they never move back.
     history = [table.snapshot_by_id(entry.snapshot_id) for entry in table.history()]
-    positions = [sum(offsets_from_summary(s.summary).get(topic, {}).values()) for s in history if s is not None]
+    positions = [
+        sum(offsets_from_summary(s.summary).get(topic, {}).values()) for s in history if s is not None
+    ]
     first = next(i for i, p in enumerate(positions) if p)
     assert all(positions[first:]) and positions[first:] == sorted(positions[first:]), positions
-    assert sum(json.loads(table.current_snapshot().summary.additional_properties[OFFSETS_KEY])[topic].values()) == produced
+    assert (
+        sum(json.loads(table.current_snapshot().summary.additional_properties[OFFSETS_KEY])[topic].values())
+        == produced
+    )
     ids = table.scan().to_arrow()["trade_id"].to_pylist()
     assert len(ids) == len(set(ids)) == 1_830
 
 
 # -- Tardis: venue names, contract units, file order, receipt time --------------------------------
 
-TARDIS_BITMEX = Path(__file__).resolve().parents[1] / "fixtures" / "tardis" / "bitmex_trades_2020-04-01_XBTUSD.csv"
+TARDIS_BITMEX = (
+    Path(__file__).resolve().parents[1] / "fixtures" / "tardis" / "bitmex_trades_2020-04-01_XBTUSD.csv"
+)
 
 
 def test_tardis_bitmex_names_contracts_order_and_receipt_time(tmp_path: Path, lake: Settings) -> None:
@@ -292,11 +350,20 @@ def test_tardis_bitmex_names_contracts_order_and_receipt_time(tmp_path: Path, la
     assert [dict(r["vendor"])["id"] for r in stored] == [t.split(",")[4] for t in tied]  # file order kept
     for row, line in zip(stored, tied, strict=True):
         _, symbol, ts, local, _, _, price, amount = line.split(",")
-        assert (row["symbol"], row["instrument"], row["exchange"], row["asset_class"]) == ("XBTUSD", "BTC-USD", "bitmex", "futures")
+        assert (row["symbol"], row["instrument"], row["exchange"], row["asset_class"]) == (
+            "XBTUSD",
+            "BTC-USD",
+            "bitmex",
+            "futures",
+        )
         assert row["exchange_ts"] == datetime.fromtimestamp(int(ts) / 1e3, UTC)
-        assert row["receipt_ts"] == datetime.fromtimestamp(int(local) / 1e3, UTC)  # local_timestamp, not the import time
+        assert row["receipt_ts"] == datetime.fromtimestamp(
+            int(local) / 1e3, UTC
+        )  # local_timestamp, not the import time
         assert Decimal(str(row["quote_quantity"])) == Decimal(amount)  # USD contracts of 1 USD
-        assert Decimal(str(row["quantity"])) == (Decimal(amount) / Decimal(price)).quantize(Decimal("0.00000001"))
+        assert Decimal(str(row["quantity"])) == (Decimal(amount) / Decimal(price)).quantize(
+            Decimal("0.00000001")
+        )
         assert Decimal(dict(row["vendor"])["contracts"]) == Decimal(amount)
 
 
@@ -318,21 +385,35 @@ def test_bars_over_aggtrades_count_underlying_trades(tmp_path: Path, lake: Setti
     path.write_text("\n".join(lines) + "\n")
     assert import_files("binance-aggtrades", [path], lake)[0].imported == len(groups) < 1_830
     with Client(lake) as client:
-        bar = client.bars("BTCUSDT", "1m", "2021-01-03T00:00:00Z", "2021-01-03T00:01:00Z", exchange="binance-agg").to_pylist()[0]
+        bar = client.bars(
+            "BTCUSDT", "1m", "2021-01-03T00:00:00Z", "2021-01-03T00:01:00Z", exchange="binance-agg"
+        ).to_pylist()[0]
     assert bar["trade_count"] == 1_830  # trades, as a Binance kline counts them, not aggregates
-    assert (bar["first_trade_id"], bar["last_trade_id"]) == (int(LINES[0].split(",")[0]), int(LINES[-1].split(",")[0]))
+    assert (bar["first_trade_id"], bar["last_trade_id"]) == (
+        int(LINES[0].split(",")[0]),
+        int(LINES[-1].split(",")[0]),
+    )
 
 
-def test_headerless_usdm_file_via_kafka_never_merges_with_spot(tmp_path: Path, settings: Settings, private_broker: str, unique: str) -> None:
+def test_headerless_usdm_file_via_kafka_never_merges_with_spot(
+    tmp_path: Path, settings: Settings, private_broker: str, unique: str
+) -> None:
     from k2.cli.sources_files import import_landed
 
-    settings = settings.model_copy(update={"kafka_bootstrap_servers": private_broker, "consumer_group": f"um-{unique}"})
+    settings = settings.model_copy(
+        update={"kafka_bootstrap_servers": private_broker, "consumer_group": f"um-{unique}"}
+    )
     spot = tmp_path / "spot" / "BTCUSDT-trades-2021-01-03.csv"
     spot.parent.mkdir()
     spot.write_text("\n".join(LINES[:300]) + "\n")
     futures = tmp_path / "BTCUSDT-trades-2021-01-03.csv"
-    futures.write_text(_usdm(LINES[:300], header=False))  # the same ids: a merge would drop them as duplicates
-    assert import_landed("binance-trades", [spot], settings, via_kafka=True)[0].topic == "market.crypto.trades.binance"
+    futures.write_text(
+        _usdm(LINES[:300], header=False)
+    )  # the same ids: a merge would drop them as duplicates
+    assert (
+        import_landed("binance-trades", [spot], settings, via_kafka=True)[0].topic
+        == "market.crypto.trades.binance"
+    )
     report = import_landed("binance-trades", [futures], settings, via_kafka=True)[0]
     assert (report.topic, report.imported) == ("market.futures.trades.binance-futures", 300)
     topics = ["market.crypto.trades.binance", "market.futures.trades.binance-futures"]
@@ -343,7 +424,9 @@ def test_headerless_usdm_file_via_kafka_never_merges_with_spot(tmp_path: Path, s
     assert pairs == [("binance", "crypto"), ("binance-futures", "futures")]
 
 
-def test_reference_klines_and_asx_reference_writers_carry_offsets_forward(tmp_path: Path, lake: Settings) -> None:
+def test_reference_klines_and_asx_reference_writers_carry_offsets_forward(
+    tmp_path: Path, lake: Settings
+) -> None:
     """Every K2 writer builds its summary from the parent's: a stored Kafka position survives any commit."""
     from k2.lake.summary import commit_summary
     from k2.lake.writer import append
@@ -354,17 +437,28 @@ def test_reference_klines_and_asx_reference_writers_carry_offsets_forward(tmp_pa
 
     tables = ensure_tables(load_catalog(lake), lake)
     position = {"market.crypto.trades.binance": {"0": 41}}
-    doc = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "binance_exchange_info.json").read_text())
+    doc = json.loads(
+        (Path(__file__).resolve().parents[1] / "fixtures" / "binance_exchange_info.json").read_text()
+    )
     rows = parse_exchange_info(doc)
     # A commit that holds Kafka offsets (as a landing commit would), then each writer in turn.
-    append(tables["instruments"], records_to_arrow(INSTRUMENT, rows[:1]), "instruments", commit_summary(None, "landing-x", offsets=position))
+    append(
+        tables["instruments"],
+        records_to_arrow(INSTRUMENT, rows[:1]),
+        "instruments",
+        commit_summary(None, "landing-x", offsets=position),
+    )
     write_instruments(tables["instruments"], rows)
     assert offsets_from_summary(tables["instruments"].refresh().current_snapshot()) == position
-    import_asx_reference(Path(__file__).resolve().parents[1] / "fixtures" / "asx" / "reference-data" / "company_info.csv", lake)
+    import_asx_reference(
+        Path(__file__).resolve().parents[1] / "fixtures" / "asx" / "reference-data" / "company_info.csv", lake
+    )
     assert offsets_from_summary(tables["instruments"].refresh().current_snapshot()) == position
 
     klines = SHARED_DATA / "binance" / "public-data" / "BTCUSDT-1m-2024-09-21.csv"
-    append(tables["klines"], _kline_seed(klines), "klines", commit_summary(None, "landing-x", offsets=position))
+    append(
+        tables["klines"], _kline_seed(klines), "klines", commit_summary(None, "landing-x", offsets=position)
+    )
     assert import_files("binance-klines", [klines], lake, ImportOptions(market="spot"))[0].imported == 1_439
     assert offsets_from_summary(tables["klines"].refresh().current_snapshot()) == position
 

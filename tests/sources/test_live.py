@@ -66,7 +66,9 @@ def test_token_bucket_paces_after_the_burst() -> None:
     assert bucket.try_acquire() == 0.0
 
 
-def test_stall_is_detected_and_the_feed_reconnects(settings: Settings, unique: str, binance_messages: list[CaptureMessage]) -> None:
+def test_stall_is_detected_and_the_feed_reconnects(
+    settings: Settings, unique: str, binance_messages: list[CaptureMessage]
+) -> None:
     settings = live_settings(settings, source_stall_seconds=0.5)
     topics = feed_topics("binance", unique)
     expected = _served_trades(binance_messages, 8_000)
@@ -77,24 +79,34 @@ def test_stall_is_detected_and_the_feed_reconnects(settings: Settings, unique: s
     with FakeExchange(faults=faults, messages=binance_messages) as fake:
         feed = BinanceFeed(["BTCUSDT"], ws_url=fake.ws_url, rest_url=fake.rest_url)
         runner = run_feed(feed, settings, topics=topics, stop_when=stop_at_trade("BTCUSDT", expected[-1]))
-    assert time.monotonic() - started < 25.0  # it did not wait the 30 s stall out (loose bound: shared machine)
+    assert (
+        time.monotonic() - started < 25.0
+    )  # it did not wait the 30 s stall out (loose bound: shared machine)
     assert fake.stats.stalls == 1 and runner.stats.reconnects == {"stall": 1}
     # The declared Prometheus metrics moved with it.
     assert _sample("k2_source_reconnects_total", source="binance", reason="stall") == stalls_before + 1
-    assert _sample("k2_source_messages_total", source="binance", kind="trade") == trades_before + len(expected)
+    assert _sample("k2_source_messages_total", source="binance", kind="trade") == trades_before + len(
+        expected
+    )
     assert _sample("k2_source_lag_seconds", source="binance") is not None
     assert sorted(_trade_ids(settings, topics[DataType.TRADES], len(expected))) == expected
 
 
-def test_malformed_frames_are_dead_lettered_and_the_feed_goes_on(settings: Settings, unique: str, binance_messages: list[CaptureMessage]) -> None:
+def test_malformed_frames_are_dead_lettered_and_the_feed_goes_on(
+    settings: Settings, unique: str, binance_messages: list[CaptureMessage]
+) -> None:
     settings = live_settings(settings)
     topics = feed_topics("binance", unique)
     expected = _served_trades(binance_messages, 4_000)
-    with FakeExchange(faults=Faults(max_messages=4_000, malformed_every=250), messages=binance_messages) as fake:
+    with FakeExchange(
+        faults=Faults(max_messages=4_000, malformed_every=250), messages=binance_messages
+    ) as fake:
         feed = BinanceFeed(["BTCUSDT"], ws_url=fake.ws_url, rest_url=fake.rest_url)
         runner = run_feed(feed, settings, topics=topics, stop_when=stop_at_trade("BTCUSDT", expected[-1]))
     injected = [f if isinstance(f, bytes) else f.encode() for f in fake.stats.malformed]
-    assert len(injected) >= 12 and runner.stats.malformed == len(injected) and runner.stats.total_reconnects == 0
+    assert (
+        len(injected) >= 12 and runner.stats.malformed == len(injected) and runner.stats.total_reconnects == 0
+    )
     letters = read_dead_letters(settings, dlq_topic(topics[DataType.TRADES]), idle_seconds=1.0)
     letters += read_dead_letters(settings, dlq_topic(topics[DataType.QUOTES]), idle_seconds=1.0)
     assert sorted(d.value or b"" for d in letters) == sorted(injected)
@@ -106,7 +118,9 @@ def test_malformed_frames_are_dead_lettered_and_the_feed_goes_on(settings: Setti
     assert sorted(_trade_ids(settings, topics[DataType.TRADES], len(expected))) == expected
 
 
-def test_gaps_the_rest_api_cannot_fill_are_recorded_lost(settings: Settings, unique: str, binance_messages: list[CaptureMessage]) -> None:
+def test_gaps_the_rest_api_cannot_fill_are_recorded_lost(
+    settings: Settings, unique: str, binance_messages: list[CaptureMessage]
+) -> None:
     settings = live_settings(settings)
     topics = feed_topics("binance", unique)
     ledger = GapLedger.for_settings(settings)
@@ -114,10 +128,14 @@ def test_gaps_the_rest_api_cannot_fill_are_recorded_lost(settings: Settings, uni
     # Trades only: eligible positions are trade numbers. Skip trades 500..509 and 1500..1503;
     # the REST API cannot supply 503..505.
     unavailable = (FIRST_ID + 503, FIRST_ID + 505)
-    faults = Faults(max_messages=12_000, skip_at=frozenset({500, 1_500}), skip_count=10, rest_missing=(unavailable,))
+    faults = Faults(
+        max_messages=12_000, skip_at=frozenset({500, 1_500}), skip_count=10, rest_missing=(unavailable,)
+    )
     with FakeExchange(faults=faults, messages=binance_messages) as fake:
         feed = BinanceFeed(["BTCUSDT"], ws_url=fake.ws_url, rest_url=fake.rest_url, quotes=False)
-        runner = run_feed(feed, settings, topics=topics, ledger=ledger, stop_when=stop_at_trade("BTCUSDT", expected[-1]))
+        runner = run_feed(
+            feed, settings, topics=topics, ledger=ledger, stop_when=stop_at_trade("BTCUSDT", expected[-1])
+        )
     assert runner.stats.gaps == {"lost": 1, "backfilled": 1}
     gaps = current_gaps(ledger.table).to_pylist()  # type: ignore[arg-type]
     by_key = {g["gap_key"]: g for g in gaps}
@@ -128,20 +146,32 @@ def test_gaps_the_rest_api_cannot_fill_are_recorded_lost(settings: Settings, uni
     assert filled["status"] == "backfilled" and filled["start_ts"] < filled["end_ts"]
     ids = _trade_ids(settings, topics[DataType.TRADES], len(expected) - 3)
     assert sorted(ids) == [i for i in expected if not unavailable[0] <= i <= unavailable[1]]
-    assert ids == sorted(ids)  # backfilled trades were produced in order, before the trade that revealed the gap
+    assert ids == sorted(
+        ids
+    )  # backfilled trades were produced in order, before the trade that revealed the gap
 
 
-def test_rest_rate_limits_are_honoured(settings: Settings, unique: str, binance_messages: list[CaptureMessage]) -> None:
+def test_rest_rate_limits_are_honoured(
+    settings: Settings, unique: str, binance_messages: list[CaptureMessage]
+) -> None:
     settings = live_settings(settings)
     topics = feed_topics("binance", unique)
     expected = _served_trades(binance_messages, 20_000)
     # 25 weight per call and 50 per one-second window: the third call in a window gets a 429.
-    faults = Faults(max_messages=20_000, skip_every=500, skip_count=2, rest_weight_limit=50, rest_weight_window_seconds=1.0)
+    faults = Faults(
+        max_messages=20_000,
+        skip_every=500,
+        skip_count=2,
+        rest_weight_limit=50,
+        rest_weight_window_seconds=1.0,
+    )
     with FakeExchange(faults=faults, messages=binance_messages) as fake:
         feed = BinanceFeed(["BTCUSDT"], ws_url=fake.ws_url, rest_url=fake.rest_url, quotes=False)
         runner = run_feed(feed, settings, topics=topics, stop_when=stop_at_trade("BTCUSDT", expected[-1]))
     assert runner.stats.gaps.get("backfilled", 0) >= 6 and set(runner.stats.gaps) == {"backfilled"}
-    assert fake.stats.rest_429 >= 1 and fake.stats.rest_418 == 0  # throttled, and never called during Retry-After
+    assert (
+        fake.stats.rest_429 >= 1 and fake.stats.rest_418 == 0
+    )  # throttled, and never called during Retry-After
     assert sorted(_trade_ids(settings, topics[DataType.TRADES], len(expected))) == expected
 
 
@@ -150,7 +180,10 @@ def test_rest_client_that_knows_the_limit_never_gets_a_429(binance_messages: lis
 
     from k2.sources.live import RestClient
 
-    with FakeExchange(faults=Faults(max_messages=100, rest_weight_limit=100, rest_weight_window_seconds=1.0), messages=binance_messages) as fake:
+    with FakeExchange(
+        faults=Faults(max_messages=100, rest_weight_limit=100, rest_weight_window_seconds=1.0),
+        messages=binance_messages,
+    ) as fake:
 
         async def calls() -> float:
             rest = RestClient(fake.rest_url, weight_limit=100)
@@ -174,7 +207,9 @@ def test_configured_api_key_is_sent_with_backfill_requests(binance_messages: lis
 
     with FakeExchange(messages=binance_messages[:200]) as fake:
         for key in (None, "k2-test-key"):
-            feed = feeds_for_symbols(Settings(binance_api_key=key), ["BTCUSDT"], ws_url=fake.ws_url, rest_url=fake.rest_url)[0]
+            feed = feeds_for_symbols(
+                Settings(binance_api_key=key), ["BTCUSDT"], ws_url=fake.ws_url, rest_url=fake.rest_url
+            )[0]
 
             async def call(feed: BinanceFeed = feed) -> None:
                 rest = feed.rest_client()
@@ -187,13 +222,21 @@ def test_configured_api_key_is_sent_with_backfill_requests(binance_messages: lis
     assert fake.stats.rest_requests == 2 and fake.stats.rest_api_keys == ["k2-test-key"]
 
 
-def test_an_open_gap_is_retried_until_backfilled(settings: Settings, unique: str, binance_messages: list[CaptureMessage]) -> None:
+def test_an_open_gap_is_retried_until_backfilled(
+    settings: Settings, unique: str, binance_messages: list[CaptureMessage]
+) -> None:
     settings = live_settings(settings)
     topics = feed_topics("binance", unique)
     ledger = GapLedger.for_settings(settings)
     expected = _served_trades(binance_messages, 8_000)
     # The REST API refuses everything at first (weight limit 0) and recovers once a 429 was seen.
-    faults = Faults(max_messages=8_000, skip_at=frozenset({300}), skip_count=5, rest_weight_limit=0, rest_weight_window_seconds=1.0)
+    faults = Faults(
+        max_messages=8_000,
+        skip_at=frozenset({300}),
+        skip_count=5,
+        rest_weight_limit=0,
+        rest_weight_window_seconds=1.0,
+    )
     with FakeExchange(faults=faults, messages=binance_messages) as fake:
 
         def recover() -> None:
@@ -204,10 +247,19 @@ def test_an_open_gap_is_retried_until_backfilled(settings: Settings, unique: str
 
         helper = threading.Thread(target=recover, daemon=True)
         helper.start()
-        feed = BinanceFeed(["BTCUSDT"], ws_url=fake.ws_url, rest_url=fake.rest_url, quotes=False, rest_max_wait_seconds=0.1)
+        feed = BinanceFeed(
+            ["BTCUSDT"], ws_url=fake.ws_url, rest_url=fake.rest_url, quotes=False, rest_max_wait_seconds=0.1
+        )
         runner = run_feed(
-            feed, settings, topics=topics, ledger=ledger,
-            stop_when=lambda r: r.last_trade.get("BTCUSDT") == expected[-1] and r.pending_gaps == 0 and r.stats.gaps.get("backfilled", 0) == 1,
+            feed,
+            settings,
+            topics=topics,
+            ledger=ledger,
+            stop_when=lambda r: (
+                r.last_trade.get("BTCUSDT") == expected[-1]
+                and r.pending_gaps == 0
+                and r.stats.gaps.get("backfilled", 0) == 1
+            ),
         )
         helper.join()
     assert runner.stats.gaps == {"open": 1, "backfilled": 1}
@@ -220,21 +272,32 @@ def test_an_open_gap_is_retried_until_backfilled(settings: Settings, unique: str
     assert ids != sorted(ids)  # the late backfill arrived after later trades (landing handles late ids)
 
 
-def test_proactive_reconnect_opens_the_next_connection_first(settings: Settings, unique: str, binance_messages: list[CaptureMessage]) -> None:
+def test_proactive_reconnect_opens_the_next_connection_first(
+    settings: Settings, unique: str, binance_messages: list[CaptureMessage]
+) -> None:
     settings = live_settings(settings, source_max_connection_seconds=0.6)
     topics = feed_topics("binance", unique)
     ledger = GapLedger()
     expected = _served_trades(binance_messages, 6_000)
     with FakeExchange(faults=Faults(max_messages=6_000), speed=15.0, messages=binance_messages) as fake:
         feed = BinanceFeed(["BTCUSDT"], ws_url=fake.ws_url, rest_url=fake.rest_url)
-        runner = run_feed(feed, settings, topics=topics, ledger=ledger, stop_when=stop_at_trade("BTCUSDT", expected[-1]), handover_grace_seconds=0.2)
+        runner = run_feed(
+            feed,
+            settings,
+            topics=topics,
+            ledger=ledger,
+            stop_when=stop_at_trade("BTCUSDT", expected[-1]),
+            handover_grace_seconds=0.2,
+        )
     assert runner.stats.reconnects.get("max_age", 0) >= 2 and set(runner.stats.reconnects) == {"max_age"}
     assert list(ledger.history) == [] and runner.stats.backfilled_trades == 0  # the handover left no hole
     ids = _trade_ids(settings, topics[DataType.TRADES], len(expected))
     assert sorted(ids) == expected
 
 
-def test_reconnect_overlap_is_deduplicated(settings: Settings, unique: str, binance_messages: list[CaptureMessage]) -> None:
+def test_reconnect_overlap_is_deduplicated(
+    settings: Settings, unique: str, binance_messages: list[CaptureMessage]
+) -> None:
     settings = live_settings(settings)
     topics = feed_topics("binance", unique)
     expected = _served_trades(binance_messages, 9_000)
@@ -251,7 +314,9 @@ def test_reconnect_overlap_is_deduplicated(settings: Settings, unique: str, bina
     assert len(update_ids) == len(set(update_ids)) == runner.stats.quotes
 
 
-def test_server_pings_are_answered(settings: Settings, unique: str, binance_messages: list[CaptureMessage]) -> None:
+def test_server_pings_are_answered(
+    settings: Settings, unique: str, binance_messages: list[CaptureMessage]
+) -> None:
     settings = live_settings(settings)
     topics = feed_topics("binance", unique)
     expected = _served_trades(binance_messages, 4_000)
@@ -259,22 +324,39 @@ def test_server_pings_are_answered(settings: Settings, unique: str, binance_mess
     with FakeExchange(faults=faults, speed=20.0, messages=binance_messages) as fake:
         feed = BinanceFeed(["BTCUSDT"], ws_url=fake.ws_url, rest_url=fake.rest_url)
         runner = run_feed(feed, settings, topics=topics, stop_when=stop_at_trade("BTCUSDT", expected[-1]))
-    assert fake.stats.pings >= 10 and fake.stats.pongs >= fake.stats.pings - 1 and fake.stats.ping_timeouts == 0
+    assert (
+        fake.stats.pings >= 10 and fake.stats.pongs >= fake.stats.pings - 1 and fake.stats.ping_timeouts == 0
+    )
     assert runner.stats.total_reconnects == 0
 
 
-def test_subscriptions_beyond_the_url_respect_the_message_rate(settings: Settings, unique: str, binance_messages: list[CaptureMessage]) -> None:
+def test_subscriptions_beyond_the_url_respect_the_message_rate(
+    settings: Settings, unique: str, binance_messages: list[CaptureMessage]
+) -> None:
     settings = live_settings(settings)
     topics = feed_topics("binance", unique)
     expected = _served_trades(binance_messages, 3_000)
-    symbols = ["BTCUSDT"] + [f"X{i:03d}USDT" for i in range(449)]  # 900 streams: 200 in the URL, 700 by SUBSCRIBE
+    symbols = ["BTCUSDT"] + [
+        f"X{i:03d}USDT" for i in range(449)
+    ]  # 900 streams: 200 in the URL, 700 by SUBSCRIBE
     with FakeExchange(faults=Faults(max_messages=3_000), messages=binance_messages) as fake:
         feed = BinanceFeed(symbols, ws_url=fake.ws_url, rest_url=fake.rest_url)
         assert feed.url().count("@") == 200
         started = time.monotonic()
-        runner = run_feed(feed, settings, topics=topics, stop_when=lambda r: r.last_trade.get("BTCUSDT", 0) >= expected[-1] and fake.stats.control_messages >= 4)
+        runner = run_feed(
+            feed,
+            settings,
+            topics=topics,
+            stop_when=lambda r: (
+                r.last_trade.get("BTCUSDT", 0) >= expected[-1] and fake.stats.control_messages >= 4
+            ),
+        )
         assert time.monotonic() - started >= 0.5  # 4 SUBSCRIBE messages at < 5 per second
-    assert fake.stats.control_messages == 4 and fake.stats.control_violations == 0 and runner.stats.total_reconnects == 0
+    assert (
+        fake.stats.control_messages == 4
+        and fake.stats.control_violations == 0
+        and runner.stats.total_reconnects == 0
+    )
     assert runner.stats.trades == len(expected)
 
     # The same client without the pacing is disconnected by the venue (close 1008), then keeps reconnecting.
@@ -282,11 +364,19 @@ def test_subscriptions_beyond_the_url_respect_the_message_rate(settings: Setting
         feed = BinanceFeed(symbols, ws_url=fake.ws_url, rest_url=fake.rest_url)
         feed.control_rate = 1_000.0
         fake.faults.control_limit_per_second = 3.0  # a stricter venue: 4 messages in a second are too many
-        runner = run_feed(feed, settings, topics=topics, stop_when=lambda r: r.stats.total_reconnects >= 1, idle_exit_seconds=5)
+        runner = run_feed(
+            feed,
+            settings,
+            topics=topics,
+            stop_when=lambda r: r.stats.total_reconnects >= 1,
+            idle_exit_seconds=5,
+        )
     assert fake.stats.control_violations >= 1 and runner.stats.reconnects.get("closed", 0) >= 1
 
 
-def test_tls_is_verified(settings: Settings, unique: str, binance_messages: list[CaptureMessage], tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_tls_is_verified(
+    settings: Settings, unique: str, binance_messages: list[CaptureMessage], tmp_path
+) -> None:  # type: ignore[no-untyped-def]
     import ssl
     import subprocess
 
@@ -294,21 +384,48 @@ def test_tls_is_verified(settings: Settings, unique: str, binance_messages: list
 
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
     )
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server.load_cert_chain(cert, key)
     settings = live_settings(settings)
     topics = feed_topics("binance", unique)
     expected = _served_trades(binance_messages, 2_000)
-    with FakeExchange(faults=Faults(max_messages=2_000), messages=binance_messages, ssl_context=server) as fake:
+    with FakeExchange(
+        faults=Faults(max_messages=2_000), messages=binance_messages, ssl_context=server
+    ) as fake:
         assert fake.ws_url.startswith("wss://")
         feed = BinanceFeed(["BTCUSDT"], ws_url=fake.ws_url, rest_url=fake.rest_url)
         refused = run_feed(feed, settings, topics=topics, idle_exit_seconds=1.0)
-        assert refused.stats.reconnects.get("tls", 0) >= 1 and refused.stats.trades == 0 and fake.stats.sent == 0
-        trusted = run_feed(feed, settings, topics=topics, ssl_context=tls_context(cafile=str(cert)), stop_when=stop_at_trade("BTCUSDT", expected[-1]))
+        assert (
+            refused.stats.reconnects.get("tls", 0) >= 1 and refused.stats.trades == 0 and fake.stats.sent == 0
+        )
+        trusted = run_feed(
+            feed,
+            settings,
+            topics=topics,
+            ssl_context=tls_context(cafile=str(cert)),
+            stop_when=stop_at_trade("BTCUSDT", expected[-1]),
+        )
     assert trusted.stats.trades == len(expected) and "tls" not in trusted.stats.reconnects
 
 
@@ -321,11 +438,21 @@ def test_coinbase_feed_survives_drops_and_skips(settings: Settings, unique: str)
     for m in messages:
         if m.trade_id is not None:
             last_ids[m.symbol] = max(last_ids.get(m.symbol, 0), m.trade_id)
-    faults = Faults(drop_every=30, max_drops=4, reconnect_advance=15, skip_at=frozenset({60, 150}), skip_count=3, malformed_at=frozenset({20}))
+    faults = Faults(
+        drop_every=30,
+        max_drops=4,
+        reconnect_advance=15,
+        skip_at=frozenset({60, 150}),
+        skip_count=3,
+        malformed_at=frozenset({20}),
+    )
     with FakeExchange("coinbase", faults=faults, messages=messages) as fake:
         feed = CoinbaseFeed(sorted(last_ids), ws_url=fake.ws_url, rest_url=fake.rest_url)
         runner = run_feed(
-            feed, settings, topics=topics, ledger=ledger,
+            feed,
+            settings,
+            topics=topics,
+            ledger=ledger,
             stop_when=lambda r: all(r.last_trade.get(p) == i for p, i in last_ids.items()),
         )
     assert fake.stats.drops == 4 and runner.stats.malformed == 1 and fake.stats.rest_requests > 0
@@ -336,7 +463,9 @@ def test_coinbase_feed_survives_drops_and_skips(settings: Settings, unique: str)
     assert runner.stats.duplicates >= 1  # last_match replays on resubscription
     statuses = set(current_gaps(ledger.table)["status"].to_pylist())  # type: ignore[arg-type]
     assert statuses == {"backfilled"}
-    assert set(trades["exchange"].to_pylist()) == {"coinbase"} and set(trades["instrument"].to_pylist()) == set(last_ids)
+    assert set(trades["exchange"].to_pylist()) == {"coinbase"} and set(
+        trades["instrument"].to_pylist()
+    ) == set(last_ids)
 
 
 def test_unknown_coinbase_product_is_fatal(settings: Settings, unique: str) -> None:
@@ -346,4 +475,6 @@ def test_unknown_coinbase_product_is_fatal(settings: Settings, unique: str) -> N
         started = time.monotonic()
         with pytest.raises(FatalSourceError, match="FOO-BAR is not a valid product"):
             run_feed(feed, settings, topics=feed_topics("coinbase", unique))
-    assert time.monotonic() - started < 20  # not retried until run_feed's 120 s timeout (loose bound: shared machine)
+    assert (
+        time.monotonic() - started < 20
+    )  # not retried until run_feed's 120 s timeout (loose bound: shared machine)

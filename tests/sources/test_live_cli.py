@@ -16,14 +16,34 @@ from k2.telemetry.procs import ManagedProcess, free_port
 from tests.sources.helpers import BINANCE_CAPTURES, consume
 
 
-def test_stream_command_lands_a_faulty_feed_in_kafka(private_settings: Settings, tmp_path: Path, binance_messages: list[CaptureMessage]) -> None:
+def test_stream_command_lands_a_faulty_feed_in_kafka(
+    private_settings: Settings, tmp_path: Path, binance_messages: list[CaptureMessage]
+) -> None:
     port = free_port()
     served = [m.trade_id for m in binance_messages[:6_000] if m.channel == "btcusdt@trade"]
     fake = ManagedProcess(
         "fake-exchange",
-        [sys.executable, "-m", "k2.cli", "fake-exchange", "serve", "--port", str(port), "--max-messages", "6000",
-         "--drop-every", "1500", "--max-drops", "3", "--reconnect-advance", "30",
-         "--capture", str(BINANCE_CAPTURES[0]), "--capture", str(BINANCE_CAPTURES[1])],
+        [
+            sys.executable,
+            "-m",
+            "k2.cli",
+            "fake-exchange",
+            "serve",
+            "--port",
+            str(port),
+            "--max-messages",
+            "6000",
+            "--drop-every",
+            "1500",
+            "--max-drops",
+            "3",
+            "--reconnect-advance",
+            "30",
+            "--capture",
+            str(BINANCE_CAPTURES[0]),
+            "--capture",
+            str(BINANCE_CAPTURES[1]),
+        ],
         port,
         tmp_path / "fake.log",
     ).start()
@@ -38,17 +58,38 @@ def test_stream_command_lands_a_faulty_feed_in_kafka(private_settings: Settings,
     }
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "k2.cli", "stream", "binance", "--symbols", "BTCUSDT",
-             "--url", f"ws://127.0.0.1:{port}", "--rest-url", f"http://127.0.0.1:{port}", "--idle-exit", "3"],
-            env=env, capture_output=True, text=True, timeout=180,
+            [
+                sys.executable,
+                "-m",
+                "k2.cli",
+                "stream",
+                "binance",
+                "--symbols",
+                "BTCUSDT",
+                "--url",
+                f"ws://127.0.0.1:{port}",
+                "--rest-url",
+                f"http://127.0.0.1:{port}",
+                "--idle-exit",
+                "3",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
         )
     finally:
         fake.stop()
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "Feed summary" in result.stdout and f"ws://127.0.0.1:{port}/stream?streams=btcusdt@trade/btcusdt@bookTicker" in result.stdout
+    assert (
+        "Feed summary" in result.stdout
+        and f"ws://127.0.0.1:{port}/stream?streams=btcusdt@trade/btcusdt@bookTicker" in result.stdout
+    )
     assert "drops=3" in (tmp_path / "fake.log").read_text()
 
-    ids = consume(private_settings, "market.crypto.trades.binance", TRADE, expected=len(served))["trade_id"].to_pylist()
+    ids = consume(private_settings, "market.crypto.trades.binance", TRADE, expected=len(served))[
+        "trade_id"
+    ].to_pylist()
     assert sorted(ids) == served  # every trade once, 3 reconnect gaps backfilled
     settings = private_settings.model_copy(update={"data_dir": data_dir})
     gaps = current_gaps(GapLedger.for_settings(settings).table)  # type: ignore[arg-type]
@@ -63,11 +104,40 @@ def test_bad_arguments_are_refused_with_the_expected_form() -> None:
     runner = CliRunner()
     for args, message in (
         (["stream", "binance", "--symbols", "BTC/USDT"], "expected a Binance symbol like BTCUSDT"),
-        (["stream", "binance", "--symbols", "BTCUSDT", "--market", "moon"], "expected one of ['spot', 'us', 'usdm']"),
-        (["replay", "--symbols", "BTCUSDT", "--start", "2024-08-08T23:54:00Z", "--end", "2024-08-09T00:06:00Z", "--to-topic", "t", "--speed", "fast"],
-         "expected a speed like 10x"),
-        (["replay", "--symbols", "BTCUSDT", "--start", "2024-08-08T23:54:00", "--end", "2024-08-09T00:06:00Z", "--to-topic", "t"],
-         "expected a time with a zone"),
+        (
+            ["stream", "binance", "--symbols", "BTCUSDT", "--market", "moon"],
+            "expected one of ['spot', 'us', 'usdm']",
+        ),
+        (
+            [
+                "replay",
+                "--symbols",
+                "BTCUSDT",
+                "--start",
+                "2024-08-08T23:54:00Z",
+                "--end",
+                "2024-08-09T00:06:00Z",
+                "--to-topic",
+                "t",
+                "--speed",
+                "fast",
+            ],
+            "expected a speed like 10x",
+        ),
+        (
+            [
+                "replay",
+                "--symbols",
+                "BTCUSDT",
+                "--start",
+                "2024-08-08T23:54:00",
+                "--end",
+                "2024-08-09T00:06:00Z",
+                "--to-topic",
+                "t",
+            ],
+            "expected a time with a zone",
+        ),
         (["reference", "binance", "--market", "moon"], "expected one of ['spot', 'us', 'usdm']"),
     ):
         result = runner.invoke(app, args)
@@ -81,8 +151,19 @@ def test_sigterm_stops_the_stream_cleanly(private_settings: Settings, tmp_path: 
     port = free_port()
     fake = ManagedProcess(
         "fake-exchange",
-        [sys.executable, "-m", "k2.cli", "fake-exchange", "serve", "--port", str(port), "--speed", "5",
-         "--capture", str(BINANCE_CAPTURES[0])],
+        [
+            sys.executable,
+            "-m",
+            "k2.cli",
+            "fake-exchange",
+            "serve",
+            "--port",
+            str(port),
+            "--speed",
+            "5",
+            "--capture",
+            str(BINANCE_CAPTURES[0]),
+        ],
         port,
         tmp_path / "fake.log",
     ).start()
@@ -95,12 +176,29 @@ def test_sigterm_stops_the_stream_cleanly(private_settings: Settings, tmp_path: 
     }
     try:
         stream = subprocess.Popen(
-            [sys.executable, "-m", "k2.cli", "stream", "binance", "--symbols", "BTCUSDT", "--no-quotes",
-             "--url", f"ws://127.0.0.1:{port}", "--rest-url", f"http://127.0.0.1:{port}"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "k2.cli",
+                "stream",
+                "binance",
+                "--symbols",
+                "BTCUSDT",
+                "--no-quotes",
+                "--url",
+                f"ws://127.0.0.1:{port}",
+                "--rest-url",
+                f"http://127.0.0.1:{port}",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         assert stream.stdout is not None
-        first = stream.stdout.readline()  # printed once the command has started (imports done; a loaded machine is slow)
+        first = (
+            stream.stdout.readline()
+        )  # printed once the command has started (imports done; a loaded machine is slow)
         time.sleep(4)  # connect, then a few seconds of trades at 5x real time
         stream.send_signal(signal.SIGTERM)
         out, err = stream.communicate(timeout=30)
@@ -109,6 +207,8 @@ def test_sigterm_stops_the_stream_cleanly(private_settings: Settings, tmp_path: 
         fake.stop()
     assert stream.returncode == 0, err[-3000:]
     assert "Feed summary" in out
-    ids = consume(private_settings, "market.crypto.trades.binance", TRADE, expected=1, idle_seconds=1.0)["trade_id"].to_pylist()
+    ids = consume(private_settings, "market.crypto.trades.binance", TRADE, expected=1, idle_seconds=1.0)[
+        "trade_id"
+    ].to_pylist()
     # Everything produced before the signal was flushed: a gap-free prefix of the capture.
     assert len(ids) > 10 and sorted(ids) == list(range(min(ids), min(ids) + len(ids)))

@@ -39,18 +39,27 @@ TRADES_TOPIC = topic_name("crypto", "trades", "binance")
 QUOTES_TOPIC = topic_name("crypto", "quotes", "binance")
 
 
-def test_twenty_forced_disconnects_land_every_trade_exactly_once(private_settings: Settings, binance_messages: list[CaptureMessage]) -> None:
+def test_twenty_forced_disconnects_land_every_trade_exactly_once(
+    private_settings: Settings, binance_messages: list[CaptureMessage]
+) -> None:
     settings = live_settings(private_settings, source_stall_seconds=1.0)
     ledger = GapLedger.for_settings(settings)
     faults = Faults(
-        drop_every=4_000, max_drops=20, reconnect_advance=40,  # 40 messages "happen" during each reconnect
-        skip_every=3_001, skip_count=4,  # and the venue loses some on open connections
-        malformed_every=4_999, stall_at=frozenset({50_000}), stall_seconds=3.0,
+        drop_every=4_000,
+        max_drops=20,
+        reconnect_advance=40,  # 40 messages "happen" during each reconnect
+        skip_every=3_001,
+        skip_count=4,  # and the venue loses some on open connections
+        malformed_every=4_999,
+        stall_at=frozenset({50_000}),
+        stall_seconds=3.0,
     )
     started = time.monotonic()
     with FakeExchange("binance", faults=faults, messages=binance_messages) as fake:
         feed = BinanceFeed(["BTCUSDT"], ws_url=fake.ws_url, rest_url=fake.rest_url)
-        runner = run_feed(feed, settings, topics={}, ledger=ledger, stop_when=stop_at_trade("BTCUSDT", LAST_ID))
+        runner = run_feed(
+            feed, settings, topics={}, ledger=ledger, stop_when=stop_at_trade("BTCUSDT", LAST_ID)
+        )
     streamed = time.monotonic() - started
 
     # The faults really happened, and the client recovered from each of them.
@@ -71,7 +80,8 @@ def test_twenty_forced_disconnects_land_every_trade_exactly_once(private_setting
     assert set(ids) == set(range(FIRST_ID, LAST_ID + 1))
     source = {m.trade_id: m.payload for m in binance_messages if m.trade_id is not None}
     mismatches = [
-        i for i, p, q in zip(ids, trades["price"].to_pylist(), trades["quantity"].to_pylist(), strict=True)
+        i
+        for i, p, q in zip(ids, trades["price"].to_pylist(), trades["quantity"].to_pylist(), strict=True)
         if (f"{p:.8f}", f"{q:.8f}") != (source[i]["p"], source[i]["q"])  # type: ignore[index]
     ]
     assert mismatches == []
@@ -103,17 +113,25 @@ def test_twenty_forced_disconnects_land_every_trade_exactly_once(private_setting
     table = consumer.tables["trades"]
     table.refresh()
     landed = table.scan(
-        row_filter="exchange == 'binance' and symbol == 'BTCUSDT'", selected_fields=("trade_id", "price", "quantity")
+        row_filter="exchange == 'binance' and symbol == 'BTCUSDT'",
+        selected_fields=("trade_id", "price", "quantity"),
     ).to_arrow()
     landed_ids = landed["trade_id"].to_pylist()
-    assert len(landed_ids) == 19_904 == len(set(landed_ids)) and set(landed_ids) == set(range(FIRST_ID, LAST_ID + 1))
+    assert len(landed_ids) == 19_904 == len(set(landed_ids)) and set(landed_ids) == set(
+        range(FIRST_ID, LAST_ID + 1)
+    )
     assert [
-        i for i, p, q in zip(landed_ids, landed["price"].to_pylist(), landed["quantity"].to_pylist(), strict=True)
+        i
+        for i, p, q in zip(
+            landed_ids, landed["price"].to_pylist(), landed["quantity"].to_pylist(), strict=True
+        )
         if (f"{p:.8f}", f"{q:.8f}") != (source[i]["p"], source[i]["q"])  # type: ignore[index]
     ] == []
     # The gap ledger holds nothing unresolved: no open or lost gap, and none found at landing.
     ledger_now = current_gaps(consumer.tables["gaps"])
-    assert set(ledger_now["status"].to_pylist()) == {"backfilled"} and "landing" not in set(ledger_now["source"].to_pylist())
+    assert set(ledger_now["status"].to_pylist()) == {"backfilled"} and "landing" not in set(
+        ledger_now["source"].to_pylist()
+    )
     print(
         f"streamed {fake.stats.sent:,} frames ({fake.stats.sent_trade_ids:,} trades) with {fake.stats.drops} drops in {streamed:.1f}s; "
         f"{runner.stats.backfilled_trades:,} trades backfilled in {len(gaps)} gaps; {fake.stats.rest_requests} REST calls"
@@ -125,15 +143,29 @@ def test_coinbase_capture_streams_end_to_end(private_settings: Settings) -> None
     settings = live_settings(private_settings, source_stall_seconds=1.0)
     ledger = GapLedger.for_settings(settings)
     messages = load_coinbase(COINBASE_CAPTURE)
-    trades = {(m.symbol, m.trade_id): m.payload for m in messages if m.trade_id is not None and m.payload is not None}
-    tickers = {(m.symbol, orjson.loads(m.text)["sequence"]): orjson.loads(m.text) for m in messages if m.kind == "ticker"}
+    trades = {
+        (m.symbol, m.trade_id): m.payload
+        for m in messages
+        if m.trade_id is not None and m.payload is not None
+    }
+    tickers = {
+        (m.symbol, orjson.loads(m.text)["sequence"]): orjson.loads(m.text)
+        for m in messages
+        if m.kind == "ticker"
+    }
     last_ids: dict[str, int] = {}
     for symbol, ident in trades:
         last_ids[symbol] = max(last_ids.get(symbol, 0), ident)
     faults = Faults(drop_every=30, max_drops=3, reconnect_advance=20, skip_at=frozenset({100}), skip_count=3)
     with FakeExchange("coinbase", faults=faults, messages=messages) as fake:
         feed = CoinbaseFeed(sorted(last_ids), ws_url=fake.ws_url, rest_url=fake.rest_url)
-        runner = run_feed(feed, settings, topics={}, ledger=ledger, stop_when=lambda r: all(r.last_trade.get(p) == i for p, i in last_ids.items()))
+        runner = run_feed(
+            feed,
+            settings,
+            topics={},
+            ledger=ledger,
+            stop_when=lambda r: all(r.last_trade.get(p) == i for p, i in last_ids.items()),
+        )
     assert fake.stats.drops == 3 and runner.stats.backfilled_trades > 0
 
     topics = [topic_name("crypto", "trades", "coinbase"), topic_name("crypto", "quotes", "coinbase")]
@@ -141,14 +173,23 @@ def test_coinbase_capture_streams_end_to_end(private_settings: Settings) -> None
     assert (landing.dead_lettered, landing.gaps) == (0, 0)
     tables = ensure_tables(load_catalog(settings), settings)
     landed = tables["trades"].scan(row_filter="exchange == 'coinbase'").to_arrow().to_pylist()
-    assert sorted((r["symbol"], r["trade_id"]) for r in landed) == sorted(trades)  # every trade once, drops backfilled
+    assert sorted((r["symbol"], r["trade_id"]) for r in landed) == sorted(
+        trades
+    )  # every trade once, drops backfilled
     for row in landed:
         raw = trades[(row["symbol"], row["trade_id"])]
-        assert (row["price"], row["quantity"]) == (Decimal(raw["price"]), Decimal(raw["size"]))  # exact: Decimal equality
-        assert row["side"] == {"buy": "SELL", "sell": "BUY"}[raw["side"]] and row["instrument"] == row["symbol"]
+        assert (row["price"], row["quantity"]) == (
+            Decimal(raw["price"]),
+            Decimal(raw["size"]),
+        )  # exact: Decimal equality
+        assert (
+            row["side"] == {"buy": "SELL", "sell": "BUY"}[raw["side"]] and row["instrument"] == row["symbol"]
+        )
     quotes = tables["quotes"].scan(row_filter="exchange == 'coinbase'").to_arrow().to_pylist()
     assert len(quotes) == runner.stats.quotes > 50  # tickers are not backfilled: those sent while connected
     for quote in quotes:
         raw = tickers[(quote["symbol"], quote["update_id"])]
-        assert quote["bid_price"] == Decimal(raw["best_bid"]) and quote["ask_price"] == Decimal(raw["best_ask"])
+        assert quote["bid_price"] == Decimal(raw["best_bid"]) and quote["ask_price"] == Decimal(
+            raw["best_ask"]
+        )
     assert set(current_gaps(ledger.table)["status"].to_pylist()) == {"backfilled"}  # type: ignore[arg-type]

@@ -45,7 +45,11 @@ def test_exchange_info_entries_map_to_instruments() -> None:
     for entry in DOC["symbols"]:
         row, arrow_row, filters = rows[entry["symbol"]], table[entry["symbol"]], _filters(entry)
         assert row["instrument"] == f"{entry['baseAsset']}-{entry['quoteAsset']}"
-        assert (row["base"], row["quote"], row["currency"]) == (entry["baseAsset"], entry["quoteAsset"], entry["quoteAsset"])
+        assert (row["base"], row["quote"], row["currency"]) == (
+            entry["baseAsset"],
+            entry["quoteAsset"],
+            entry["quoteAsset"],
+        )
         assert arrow_row["tick_size"] == Decimal(filters["PRICE_FILTER"]["tickSize"])
         assert arrow_row["lot_size"] == Decimal(filters["LOT_SIZE"]["stepSize"])
         assert row["active"] is (entry["status"] == "TRADING")
@@ -62,14 +66,29 @@ def test_usdm_futures_entries_keep_contract_fields() -> None:
 
     # A /fapi/v1/exchangeInfo entry (constructed following Binance's documented futures layout).
     entry = {
-        "symbol": "BTCUSDT", "pair": "BTCUSDT", "contractType": "PERPETUAL", "deliveryDate": 4133404800000, "onboardDate": 1569398400000,
-        "status": "TRADING", "baseAsset": "BTC", "quoteAsset": "USDT", "marginAsset": "USDT", "pricePrecision": 2, "quantityPrecision": 3,
-        "filters": [{"filterType": "PRICE_FILTER", "minPrice": "556.80", "maxPrice": "4529764", "tickSize": "0.10"},
-                    {"filterType": "LOT_SIZE", "stepSize": "0.001", "maxQty": "1000", "minQty": "0.001"},
-                    {"filterType": "MIN_NOTIONAL", "notional": "100"}],
+        "symbol": "BTCUSDT",
+        "pair": "BTCUSDT",
+        "contractType": "PERPETUAL",
+        "deliveryDate": 4133404800000,
+        "onboardDate": 1569398400000,
+        "status": "TRADING",
+        "baseAsset": "BTC",
+        "quoteAsset": "USDT",
+        "marginAsset": "USDT",
+        "pricePrecision": 2,
+        "quantityPrecision": 3,
+        "filters": [
+            {"filterType": "PRICE_FILTER", "minPrice": "556.80", "maxPrice": "4529764", "tickSize": "0.10"},
+            {"filterType": "LOT_SIZE", "stepSize": "0.001", "maxQty": "1000", "minQty": "0.001"},
+            {"filterType": "MIN_NOTIONAL", "notional": "100"},
+        ],
     }
     row = parse_exchange_info({"symbols": [entry]}, USDM, updated_us=0)[0]
-    assert (row["exchange"], row["asset_class"], row["instrument"]) == ("binance-futures", "futures", "BTC-USDT")
+    assert (row["exchange"], row["asset_class"], row["instrument"]) == (
+        "binance-futures",
+        "futures",
+        "BTC-USDT",
+    )
     assert row["listing_date"] == date(2019, 9, 25)
     assert row["vendor"]["contractType"] == "PERPETUAL" and row["vendor"]["minNotional"] == "100"
     assert records_to_arrow(INSTRUMENT, [row]).to_pylist()[0]["tick_size"] == Decimal("0.10")
@@ -83,7 +102,9 @@ def test_malformed_exchange_info_says_what_was_expected() -> None:
         parse_exchange_info(broken)
     precise = orjson.loads(orjson.dumps(DOC["symbols"][0]))
     precise["filters"][0]["tickSize"] = "0.000000001"
-    with pytest.raises(ReferenceDataError, match="BTCUSDT: PRICE_FILTER.tickSize: expected at most 8 fractional digits"):
+    with pytest.raises(
+        ReferenceDataError, match="BTCUSDT: PRICE_FILTER.tickSize: expected at most 8 fractional digits"
+    ):
         parse_exchange_info({"symbols": [precise]})
 
 
@@ -92,7 +113,15 @@ def test_loading_replaces_rows_of_the_same_symbol_and_leaves_other_exchanges(set
 
     table = ensure_tables(load_catalog(settings), settings)["instruments"]
     # A row of another venue (as the ASX reference import writes them) must survive Binance loads.
-    asx = {"exchange": "asx", "symbol": "BHP", "instrument": "BHP", "asset_class": "equities", "active": True, "updated_ts": 1, "vendor": {}}
+    asx = {
+        "exchange": "asx",
+        "symbol": "BHP",
+        "instrument": "BHP",
+        "asset_class": "equities",
+        "active": True,
+        "updated_ts": 1,
+        "vendor": {},
+    }
     write_instruments(table, [asx])
     with FakeExchange("binance", messages=[]) as fake:
         first = load_binance_instruments(settings, rest_url=fake.rest_url)
@@ -135,10 +164,24 @@ def test_reference_commands(settings: Settings) -> None:
     store_rows(settings, "trades", TRADE, list(binance.iter_capture_trades(BINANCE_CAPTURES[0]))[:100])
     env = cli_env(settings)
     with FakeExchange("binance", messages=[]) as fake:
-        unknown = subprocess.run([sys.executable, "-m", "k2.cli", "reference", "unknown", "--fail"], env=env, capture_output=True, text=True, timeout=120)
-        loaded = subprocess.run(
-            [sys.executable, "-m", "k2.cli", "reference", "binance", "--rest-url", fake.rest_url], env=env, capture_output=True, text=True, timeout=120
+        unknown = subprocess.run(
+            [sys.executable, "-m", "k2.cli", "reference", "unknown", "--fail"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
-    assert unknown.returncode == 1 and "BTCUSDT" in unknown.stdout and "100" in unknown.stdout, unknown.stderr[-2000:]
-    assert loaded.returncode == 0 and "6 instruments written" in loaded.stdout and "4 trading" in loaded.stdout, loaded.stderr[-2000:]
+        loaded = subprocess.run(
+            [sys.executable, "-m", "k2.cli", "reference", "binance", "--rest-url", fake.rest_url],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert unknown.returncode == 1 and "BTCUSDT" in unknown.stdout and "100" in unknown.stdout, (
+        unknown.stderr[-2000:]
+    )
+    assert (
+        loaded.returncode == 0 and "6 instruments written" in loaded.stdout and "4 trading" in loaded.stdout
+    ), loaded.stderr[-2000:]
     assert unknown_symbols(settings) == [] and instruments(settings).num_rows == 6

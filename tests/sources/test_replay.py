@@ -57,7 +57,8 @@ def test_replay_sends_every_row_of_the_range_in_exchange_time_order(settings: Se
     times = sorted(r["exchange_ts"] for r in CB_TRADES)
     start, end = times[10], times[90]
     expected = sorted(
-        (r for r in CB_TRADES if start <= r["exchange_ts"] < end), key=lambda r: (r["exchange_ts"], r["trade_id"], r["exchange"], r["symbol"])
+        (r for r in CB_TRADES if start <= r["exchange_ts"] < end),
+        key=lambda r: (r["exchange_ts"], r["trade_id"], r["exchange"], r["symbol"]),
     )
     topic = _one_partition_topic(settings, f"replay.order.{unique}")
     # 3-second windows over a ~30 s range: several windows, order must hold across their boundaries.
@@ -68,20 +69,34 @@ def test_replay_sends_every_row_of_the_range_in_exchange_time_order(settings: Se
     got_rows = got.to_pylist()
     assert [r["exchange_ts"] for r in got_rows] == [_dt(r["exchange_ts"]) for r in expected]
     assert [tuple(r[k] for k in keys) for r in got_rows] == [
-        (e["symbol"], e["trade_id"], unscaled_to_decimal(e["price"]), unscaled_to_decimal(e["quantity"]), e["side"], _dt(e["receipt_ts"]), e["source_sequence"])
+        (
+            e["symbol"],
+            e["trade_id"],
+            unscaled_to_decimal(e["price"]),
+            unscaled_to_decimal(e["quantity"]),
+            e["side"],
+            _dt(e["receipt_ts"]),
+            e["source_sequence"],
+        )
         for e in expected
     ]
-    assert all(r["ingest_ts"] >= _dt(time.time_ns() // 1000 - 120_000_000) for r in got_rows)  # restamped when produced
+    assert all(
+        r["ingest_ts"] >= _dt(time.time_ns() // 1000 - 120_000_000) for r in got_rows
+    )  # restamped when produced
 
 
-def test_windows_are_bounded_and_empty_stretches_are_not_scanned(settings: Settings, btc_trades: list[dict[str, Any]]) -> None:
+def test_windows_are_bounded_and_empty_stretches_are_not_scanned(
+    settings: Settings, btc_trades: list[dict[str, Any]]
+) -> None:
     store_rows(settings, "trades", TRADE, btc_trades)
     table = ensure_tables(load_catalog(settings), settings)["trades"]
     first, last = btc_trades[0]["exchange_ts"], btc_trades[-1]["exchange_ts"]
     day = 86_400_000_000
     stats = ReplayStats()
     # Two days around 11 minutes of data, one-minute windows: only the windows holding data files are read.
-    windows = list(iter_windows(table, "trades", ["BTCUSDT"], first - day, last + day, "binance", 60_000_000, stats))
+    windows = list(
+        iter_windows(table, "trades", ["BTCUSDT"], first - day, last + day, "binance", 60_000_000, stats)
+    )
     ids = [i for w in windows for i in w["trade_id"].to_pylist()]
     assert ids == [r["trade_id"] for r in btc_trades]  # every trade once, in order (ids rise with time here)
     assert len(windows) >= 10 and max(w.num_rows for w in windows) < len(btc_trades) // 4
@@ -89,7 +104,9 @@ def test_windows_are_bounded_and_empty_stretches_are_not_scanned(settings: Setti
     assert list(iter_windows(table, "trades", ["ETHUSDT"], first, last + 1)) == []
 
 
-def test_pacing_follows_exchange_time(settings: Settings, unique: str, btc_trades: list[dict[str, Any]]) -> None:
+def test_pacing_follows_exchange_time(
+    settings: Settings, unique: str, btc_trades: list[dict[str, Any]]
+) -> None:
     store_rows(settings, "trades", TRADE, btc_trades)
     times = [r["exchange_ts"] for r in btc_trades]
     # The first trade followed by a trade 1.9-2 s later: a 2 s range whose rows really span ~2 s.
@@ -102,7 +119,9 @@ def test_pacing_follows_exchange_time(settings: Settings, unique: str, btc_trade
     elapsed = time.monotonic() - started
     fast = replay(settings, ["BTCUSDT"], _dt(start), _dt(end), topic, speed=None)
     assert paced.rows == fast.rows == sum(1 for t in times if start <= t < end) > 10
-    assert span >= 1_900_000 and elapsed >= span / 1e6 / 10 * 0.95  # 10x over ~2 s of exchange time: >= ~0.19 s
+    assert (
+        span >= 1_900_000 and elapsed >= span / 1e6 / 10 * 0.95
+    )  # 10x over ~2 s of exchange time: >= ~0.19 s
     assert paced.slept_seconds > 0 and fast.slept_seconds == 0
 
 
@@ -111,19 +130,37 @@ def test_replay_command_publishes_quotes(settings: Settings, unique: str) -> Non
     topic = _one_partition_topic(settings, f"replay.quotes.{unique}")
     start, end = min(r["exchange_ts"] for r in CB_QUOTES), max(r["exchange_ts"] for r in CB_QUOTES) + 1
     iso = lambda us: _dt(us).isoformat().replace("+00:00", "Z")  # noqa: E731
-    base = [sys.executable, "-m", "k2.cli", "replay", "--symbols", ",".join(CB_PRODUCTS), "--start", iso(start), "--end", iso(end)]
+    base = [
+        sys.executable,
+        "-m",
+        "k2.cli",
+        "replay",
+        "--symbols",
+        ",".join(CB_PRODUCTS),
+        "--start",
+        iso(start),
+        "--end",
+        iso(end),
+    ]
     result = subprocess.run(
         [*base, "--to-topic", topic, "--speed", "max", "--table", "quotes", "--exchange", "coinbase"],
-        env=cli_env(settings), capture_output=True, text=True, timeout=120,
+        env=cli_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"replayed {len(CB_QUOTES)} quotes rows to {topic}" in result.stdout
     got = consume(settings, topic, QUOTE, expected=len(CB_QUOTES))
     expected = sorted(CB_QUOTES, key=lambda r: (r["exchange_ts"], r["update_id"], r["symbol"]))
-    assert [(r["symbol"], r["update_id"]) for r in got.to_pylist()] == [(r["symbol"], r["update_id"]) for r in expected]
+    assert [(r["symbol"], r["update_id"]) for r in got.to_pylist()] == [
+        (r["symbol"], r["update_id"]) for r in expected
+    ]
 
 
-def test_replayed_topic_lands_the_same_rows(private_settings: Settings, btc_trades: list[dict[str, Any]], tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_replayed_topic_lands_the_same_rows(
+    private_settings: Settings, btc_trades: list[dict[str, Any]], tmp_path
+) -> None:  # type: ignore[no-untyped-def]
     source = private_settings
     store_rows(source, "trades", TRADE, btc_trades)
     topic = topic_name("crypto", "trades", "binance")  # what the landing consumer validates rows against
@@ -135,10 +172,27 @@ def test_replayed_topic_lands_the_same_rows(private_settings: Settings, btc_trad
     consumer = LandingConsumer(rebuilt, topics=[topic])
     landing = consumer.run(idle_exit_seconds=3)
     assert landing.dead_lettered == 0 and landing.gaps == 0
-    columns = ["exchange", "symbol", "instrument", "trade_id", "price", "quantity", "quote_quantity", "side", "exchange_ts", "receipt_ts", "conditions", "vendor"]
+    columns = [
+        "exchange",
+        "symbol",
+        "instrument",
+        "trade_id",
+        "price",
+        "quantity",
+        "quote_quantity",
+        "side",
+        "exchange_ts",
+        "receipt_ts",
+        "conditions",
+        "vendor",
+    ]
 
     def rows(settings: Settings) -> list[tuple[Any, ...]]:
-        data = ensure_tables(load_catalog(settings), settings)["trades"].scan(selected_fields=tuple(columns)).to_arrow()
+        data = (
+            ensure_tables(load_catalog(settings), settings)["trades"]
+            .scan(selected_fields=tuple(columns))
+            .to_arrow()
+        )
         return sorted(tuple(str(r[c]) for c in columns) for r in data.to_pylist())
 
     original, landed = rows(source), rows(rebuilt)

@@ -12,7 +12,9 @@ DAY_US = 86_400_000_000
 BASE_TS = 1_723_161_255_342_000  # 2024-08-08T23:54:15.342Z
 
 
-def trade_batch(first_id: int, count: int, *, symbol: str = "BTCUSDT", start_us: int = BASE_TS, step_us: int = 1_000) -> pa.Table:
+def trade_batch(
+    first_id: int, count: int, *, symbol: str = "BTCUSDT", start_us: int = BASE_TS, step_us: int = 1_000
+) -> pa.Table:
     """``count`` Binance trades of ``symbol`` with ids from ``first_id``, one every ``step_us`` from ``start_us``.
 
     Prices and quantities vary with the id so that any mix-up between rows shows in a comparison.

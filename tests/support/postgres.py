@@ -14,7 +14,9 @@ from k2.telemetry.procs import free_port, wait_for_port
 
 def _bindir() -> Path:
     try:
-        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True).stdout.strip()
+        out = subprocess.run(
+            ["pg_config", "--bindir"], capture_output=True, text=True, check=True
+        ).stdout.strip()
         if (Path(out) / "initdb").exists():
             return Path(out)
     except (OSError, subprocess.CalledProcessError):
@@ -46,9 +48,32 @@ class PostgresServer:
         if self._as_postgres:
             shutil.chown(self.root, "postgres")
             shutil.chown(self.sockdir, "postgres")
-        self._run([str(self.bindir / "initdb"), "-D", str(self.datadir), "-A", "trust", "-U", "postgres", "--no-sync"])
+        self._run(
+            [
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.datadir),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ]
+        )
         opts = f"-p {self.port} -k {self.sockdir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-        self._run([str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-o", opts, "-l", str(self.root / "log"), "-w", "start"])
+        self._run(
+            [
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(self.datadir),
+                "-o",
+                opts,
+                "-l",
+                str(self.root / "log"),
+                "-w",
+                "start",
+            ]
+        )
         wait_for_port("127.0.0.1", self.port, timeout=30)
         return self
 

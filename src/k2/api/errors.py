@@ -28,8 +28,12 @@ class ErrorBody(BaseModel):
         description="What was expected and what was found.",
         examples=["interval: expected a duration like 1s, 1m, 5m, 1h, 1d, found '7x'"],
     )
-    details: dict[str, Any] = Field(default_factory=dict, description="Structured extras (fields, limits, retry hints).")
-    request_id: str = Field(description="Same as the X-Request-ID response header.", examples=["5f0c2d7e9b1a4c3d"])
+    details: dict[str, Any] = Field(
+        default_factory=dict, description="Structured extras (fields, limits, retry hints)."
+    )
+    request_id: str = Field(
+        description="Same as the X-Request-ID response header.", examples=["5f0c2d7e9b1a4c3d"]
+    )
 
 
 class ErrorResponse(BaseModel):
@@ -83,7 +87,14 @@ def error_body(code: str, message: str, details: Mapping[str, Any] | None, reque
         >>> error_body("not_found", "no route", None, "abc")["error"]["details"]
         {}
     """
-    return {"error": {"code": code, "message": message, "details": _jsonable(dict(details or {})), "request_id": request_id}}
+    return {
+        "error": {
+            "code": code,
+            "message": message,
+            "details": _jsonable(dict(details or {})),
+            "request_id": request_id,
+        }
+    }
 
 
 def _jsonable(value: Any) -> Any:
@@ -103,7 +114,10 @@ STANDARD_ERRORS: dict[int, tuple[str, str]] = {
     422: ("invalid_parameter", "A parameter failed validation, or the result exceeds `query_max_rows`."),
     429: ("rate_limited", "The key's token bucket is empty; retry after the `Retry-After` seconds."),
     500: ("internal_error", "Unexpected server error (quote the request id)."),
-    503: ("unavailable", "A dependency is unavailable (/ready: catalog, engine or broker; include_recent=true: Kafka)."),
+    503: (
+        "unavailable",
+        "A dependency is unavailable (/ready: catalog, engine or broker; include_recent=true: Kafka).",
+    ),
     504: ("timeout", "The request took longer than `api_request_timeout_seconds`."),
 }
 
@@ -123,13 +137,23 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
             "description": description,
             "content": {
                 "application/json": {
-                    "example": {"error": {"code": code, "message": description, "details": {}, "request_id": "5f0c2d7e9b1a4c3d"}}
+                    "example": {
+                        "error": {
+                            "code": code,
+                            "message": description,
+                            "details": {},
+                            "request_id": "5f0c2d7e9b1a4c3d",
+                        }
+                    }
                 }
             },
         }
         if status == 429:
             entry["headers"] = {
-                "Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}
+                "Retry-After": {
+                    "description": "Seconds to wait before retrying.",
+                    "schema": {"type": "integer"},
+                }
             }
         out[status] = entry
     return out

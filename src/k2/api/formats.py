@@ -197,7 +197,9 @@ def _iso_times(column: pa.Array) -> pa.Array:
     """
     t = column.type
     if t.unit == "us" and t.tz in (None, "UTC", "Etc/UTC", "+00:00"):
-        text = pc.replace_substring(pc.cast(column.cast(pa.timestamp("us")), pa.string()), " ", "T", max_replacements=1)
+        text = pc.replace_substring(
+            pc.cast(column.cast(pa.timestamp("us")), pa.string()), " ", "T", max_replacements=1
+        )
         return pc.binary_join_element_wise(text, "Z", "")
     stamps = pc.assume_timezone(column, "UTC") if t.tz is None else column
     return pc.strftime(stamps, format=_TS_FORMAT)
@@ -225,7 +227,9 @@ def json_rows(batch: pa.RecordBatch) -> bytes:
         parts += [("{" if index == 0 else ",") + key + ":", _json_values(batch.column(index))]
     parts.append("}")
     rows = pc.binary_join_element_wise(*parts, "")
-    text = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(rows)], pa.int32()), rows), ",")[0].as_py()
+    text = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(rows)], pa.int32()), rows), ",")[
+        0
+    ].as_py()
     return str(text).encode()
 
 
@@ -239,7 +243,10 @@ def _csv_ready(batch: pa.RecordBatch) -> pa.RecordBatch:
             field = pa.field(field.name, pa.string(), nullable=True)
         elif pa.types.is_nested(field.type):
             values = _column_to_py(column)
-            column = pa.array([None if v is None else orjson.dumps(v, default=_json_default).decode() for v in values], pa.string())
+            column = pa.array(
+                [None if v is None else orjson.dumps(v, default=_json_default).decode() for v in values],
+                pa.string(),
+            )
             field = pa.field(field.name, pa.string(), nullable=True)
         arrays.append(column)
         fields.append(field)

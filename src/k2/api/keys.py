@@ -168,7 +168,13 @@ class KeyStore:
         with self.engine.begin() as con:
             con.execute(
                 API_KEYS.insert().values(
-                    key_id=key_id, name=name, scope=scope, salt=salt, secret_hash=_hash(salt, secret), created_at=now, revoked_at=None
+                    key_id=key_id,
+                    name=name,
+                    scope=scope,
+                    salt=salt,
+                    secret_hash=_hash(salt, secret),
+                    created_at=now,
+                    revoked_at=None,
                 )
             )
         return f"k2_{key_id}_{secret}", KeyInfo(key_id, name, scope, now, None)
@@ -176,7 +182,9 @@ class KeyStore:
     def list_keys(self) -> list[KeyInfo]:
         """Every key (active and revoked), oldest first."""
         with self.engine.connect() as con:
-            rows = con.execute(sa.select(API_KEYS).order_by(API_KEYS.c.created_at, API_KEYS.c.key_id)).fetchall()
+            rows = con.execute(
+                sa.select(API_KEYS).order_by(API_KEYS.c.created_at, API_KEYS.c.key_id)
+            ).fetchall()
         return [_row_info(r) for r in rows]
 
     def revoke(self, key_id_or_name: str) -> list[KeyInfo]:
@@ -184,7 +192,8 @@ class KeyStore:
         now = datetime.now(UTC)
         with self.engine.begin() as con:
             cond = sa.and_(
-                sa.or_(API_KEYS.c.key_id == key_id_or_name, API_KEYS.c.name == key_id_or_name), API_KEYS.c.revoked_at.is_(None)
+                sa.or_(API_KEYS.c.key_id == key_id_or_name, API_KEYS.c.name == key_id_or_name),
+                API_KEYS.c.revoked_at.is_(None),
             )
             rows = con.execute(sa.select(API_KEYS).where(cond)).fetchall()
             if not rows:
@@ -219,5 +228,7 @@ class KeyStore:
             except IntegrityError:  # another process created it first
                 pass
             with self.engine.connect() as con:
-                value = con.execute(sa.select(API_SECRETS.c.value).where(API_SECRETS.c.name == name)).scalar_one()
+                value = con.execute(
+                    sa.select(API_SECRETS.c.value).where(API_SECRETS.c.name == name)
+                ).scalar_one()
         return bytes.fromhex(str(value))

@@ -100,10 +100,20 @@ class RequestContextMiddleware:
                     request_id,
                 )
         except Exception:
-            log.exception("unhandled error in request %s %s (request id %s)", scope.get("method"), scope.get("path"), request_id)
+            log.exception(
+                "unhandled error in request %s %s (request id %s)",
+                scope.get("method"),
+                scope.get("path"),
+                request_id,
+            )
             if not status_holder["started"]:
                 await self._error(
-                    send_wrapper, 500, "internal_error", "unexpected server error; quote the request id when reporting it", {}, request_id
+                    send_wrapper,
+                    500,
+                    "internal_error",
+                    "unexpected server error; quote the request id when reporting it",
+                    {},
+                    request_id,
                 )
             else:
                 raise
@@ -111,17 +121,26 @@ class RequestContextMiddleware:
             route = scope.get("route")
             label = getattr(route, "path", None) or "unmatched"
             method = str(scope.get("method", ""))
-            metric("k2_api_requests_total").labels(route=label, method=method, status=status_holder["status"]).inc()
-            metric("k2_api_request_seconds").labels(route=label, method=method).observe(time.perf_counter() - started)
+            metric("k2_api_requests_total").labels(
+                route=label, method=method, status=status_holder["status"]
+            ).inc()
+            metric("k2_api_request_seconds").labels(route=label, method=method).observe(
+                time.perf_counter() - started
+            )
 
     @staticmethod
-    async def _error(send: Any, status: int, code: str, message: str, details: dict[str, Any], request_id: str) -> None:
+    async def _error(
+        send: Any, status: int, code: str, message: str, details: dict[str, Any], request_id: str
+    ) -> None:
         body = json.dumps(error_body(code, message, details, request_id)).encode()
         await send(
             {
                 "type": "http.response.start",
                 "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
             }
         )
         await send({"type": "http.response.body", "body": body})

@@ -53,7 +53,8 @@ class Envelope(BaseModel):
     """Fields every JSON data response carries next to ``data``."""
 
     recent_error: str | None = Field(
-        None, description="Present when include_recent was defaulted on but Kafka could not be read (table rows only)."
+        None,
+        description="Present when include_recent was defaulted on but Kafka could not be read (table rows only).",
     )
     recent_truncated: bool | None = Field(
         None,
@@ -67,11 +68,14 @@ class Envelope(BaseModel):
         None, description="Per topic and partition, the first offset the truncated Kafka read did not read."
     )
     partial: bool | None = Field(
-        None, description="Aggregates only: true when computed over a truncated read (recent_truncated), so not over every row."
+        None,
+        description="Aggregates only: true when computed over a truncated read (recent_truncated), so not over every row.",
     )
     row_count: int = Field(description="Rows in this response.", examples=[2])
     snapshot_ids: dict[str, int | None] = Field(
-        default_factory=dict, description="Iceberg snapshot id each table was read at (null: table empty).", examples=[{"trades": 4410861702153537123}]
+        default_factory=dict,
+        description="Iceberg snapshot id each table was read at (null: table empty).",
+        examples=[{"trades": 4410861702153537123}],
     )
 
 
@@ -79,19 +83,32 @@ class PagedEnvelope(Envelope):
     """Envelope of cursor-paged responses."""
 
     recent_included: bool | None = Field(
-        None, description="First page only: whether rows still in Kafka (include_recent) were read for this page."
+        None,
+        description="First page only: whether rows still in Kafka (include_recent) were read for this page.",
     )
 
     next_cursor: str | None = Field(
-        None, description="Opaque cursor of the next page (null on the last page); also in the X-Next-Cursor header."
+        None,
+        description="Opaque cursor of the next page (null on the last page); also in the X-Next-Cursor header.",
     )
 
 
 _TRADE_EXAMPLE: dict[str, Any] = {
-    "exchange": "binance", "symbol": "BTCUSDT", "instrument": "BTC-USDT", "asset_class": "crypto", "trade_id": 3721405481,
-    "price": "61837.63000000", "quantity": "0.00081000", "quote_quantity": None, "side": "SELL",
-    "exchange_ts": "2024-08-08T23:54:15.342000Z", "receipt_ts": "2024-08-08T23:54:16.612000Z",
-    "ingest_ts": "2024-08-08T23:54:16.613000Z", "source_sequence": 3721405481, "conditions": ["BEST_MATCH"], "vendor": {},
+    "exchange": "binance",
+    "symbol": "BTCUSDT",
+    "instrument": "BTC-USDT",
+    "asset_class": "crypto",
+    "trade_id": 3721405481,
+    "price": "61837.63000000",
+    "quantity": "0.00081000",
+    "quote_quantity": None,
+    "side": "SELL",
+    "exchange_ts": "2024-08-08T23:54:15.342000Z",
+    "receipt_ts": "2024-08-08T23:54:16.612000Z",
+    "ingest_ts": "2024-08-08T23:54:16.613000Z",
+    "source_sequence": 3721405481,
+    "conditions": ["BEST_MATCH"],
+    "vendor": {},
 }
 
 
@@ -101,7 +118,12 @@ class TradesPage(PagedEnvelope):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
-                {"data": [_TRADE_EXAMPLE], "row_count": 1, "snapshot_ids": {"trades": 4410861702153537123}, "next_cursor": "eyJlcCI6InRyYWRlcyJ9.c2ln"}
+                {
+                    "data": [_TRADE_EXAMPLE],
+                    "row_count": 1,
+                    "snapshot_ids": {"trades": 4410861702153537123},
+                    "next_cursor": "eyJlcCI6InRyYWRlcyJ9.c2ln",
+                }
             ]
         }
     )
@@ -143,11 +165,22 @@ class BarsResponse(Envelope):
                 {
                     "data": [
                         {
-                            "exchange": "binance", "symbol": "BTCUSDT", "open_time": "2024-08-08T23:54:00.000000Z",
-                            "open": "61837.63000000", "high": "61852.79000000", "low": "61830.33000000", "close": "61836.83000000",
-                            "volume": "12.34567000", "close_time": "2024-08-08T23:54:59.999000Z", "quote_volume": "763421.12345678",
-                            "trade_count": 1830, "taker_buy_base_volume": "6.10000000", "taker_buy_quote_volume": "377202.11000000",
-                            "vwap": 61839.12, "first_trade_id": 3721405481, "last_trade_id": 3721407310,
+                            "exchange": "binance",
+                            "symbol": "BTCUSDT",
+                            "open_time": "2024-08-08T23:54:00.000000Z",
+                            "open": "61837.63000000",
+                            "high": "61852.79000000",
+                            "low": "61830.33000000",
+                            "close": "61836.83000000",
+                            "volume": "12.34567000",
+                            "close_time": "2024-08-08T23:54:59.999000Z",
+                            "quote_volume": "763421.12345678",
+                            "trade_count": 1830,
+                            "taker_buy_base_volume": "6.10000000",
+                            "taker_buy_quote_volume": "377202.11000000",
+                            "vwap": 61839.12,
+                            "first_trade_id": 3721405481,
+                            "last_trade_id": 3721407310,
                         }
                     ],
                     "row_count": 1,
@@ -185,7 +218,9 @@ class SpreadRow(BaseModel):
     median_spread: float | None = None
     min_spread: str | None = Field(None, description="Exact decimal, as a string.")
     max_spread: str | None = Field(None, description="Exact decimal, as a string.")
-    time_weighted_spread: float | None = Field(None, description="Each quote weighted by how long it stood (the last until end).")
+    time_weighted_spread: float | None = Field(
+        None, description="Each quote weighted by how long it stood (the last until end)."
+    )
     mean_spread_bps: float | None = Field(None, description="Mean of (ask - bid) / mid x 10,000.")
     crossed_count: int = Field(description="Quotes with ask < bid.")
     locked_count: int = Field(description="Quotes with ask = bid.")
@@ -202,10 +237,19 @@ class SpreadResponse(Envelope):
                 {
                     "data": [
                         {
-                            "exchange": "binance", "symbol": "BTCUSDT", "quote_count": 5210, "mean_spread": 0.0123,
-                            "median_spread": 0.01, "min_spread": "0.01000000", "max_spread": "0.52000000",
-                            "time_weighted_spread": 0.0131, "mean_spread_bps": 0.00199, "crossed_count": 0, "locked_count": 0,
-                            "first_ts": "2024-08-08T23:55:00.012000Z", "last_ts": "2024-08-08T23:56:59.987000Z",
+                            "exchange": "binance",
+                            "symbol": "BTCUSDT",
+                            "quote_count": 5210,
+                            "mean_spread": 0.0123,
+                            "median_spread": 0.01,
+                            "min_spread": "0.01000000",
+                            "max_spread": "0.52000000",
+                            "time_weighted_spread": 0.0131,
+                            "mean_spread_bps": 0.00199,
+                            "crossed_count": 0,
+                            "locked_count": 0,
+                            "first_ts": "2024-08-08T23:55:00.012000Z",
+                            "last_ts": "2024-08-08T23:56:59.987000Z",
                         }
                     ],
                     "row_count": 1,

@@ -158,7 +158,11 @@ class BlockDecoder:
             if spec.kind == "decimal":
                 values, lengths = _binary_to_int64(column)
                 encoded += np.where(valid, varint_length(lengths) + lengths, 0)
-                columns.append(decimal_array(pa.array(values, type=pa.int64(), mask=~valid if column.null_count else None)))
+                columns.append(
+                    decimal_array(
+                        pa.array(values, type=pa.int64(), mask=~valid if column.null_count else None)
+                    )
+                )
             elif spec.kind in ("long", "timestamp"):
                 ints = column.cast(pa.int64())
                 values = np.asarray(ints.fill_null(0))

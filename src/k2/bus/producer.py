@@ -59,8 +59,13 @@ _RESEND = {
 }  # fmt: skip
 # Errors that mean the librdkafka handle's producer state is unusable: recreate it.
 _RECREATE = {
-    KafkaError._FATAL, KafkaError._MSG_TIMED_OUT, KafkaError.UNKNOWN_PRODUCER_ID, KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
-    KafkaError.INVALID_PRODUCER_EPOCH, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_ID_MAPPING,
+    KafkaError._FATAL,
+    KafkaError._MSG_TIMED_OUT,
+    KafkaError.UNKNOWN_PRODUCER_ID,
+    KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
+    KafkaError.INVALID_PRODUCER_EPOCH,
+    KafkaError.PRODUCER_FENCED,
+    KafkaError.INVALID_PRODUCER_ID_MAPPING,
 }
 _PURGED = {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}
 
@@ -70,7 +75,10 @@ class DeliveryError(RuntimeError):
 
     def __init__(self, errors: list[tuple[str, str]], message: str | None = None) -> None:
         sample = "; ".join(f"{t}: {e}" for t, e in errors[:5])
-        super().__init__(message or f"expected every message to be acknowledged, found {len(errors)} delivery errors ({sample})")
+        super().__init__(
+            message
+            or f"expected every message to be acknowledged, found {len(errors)} delivery errors ({sample})"
+        )
         self.errors = errors
 
 
@@ -90,7 +98,11 @@ def idempotence_wanted(settings: Settings) -> bool:
         from confluent_kafka.admin import AdminClient
 
         try:
-            cluster = AdminClient({**settings.kafka_client_config(), "log_level": 0}).list_topics(timeout=5).cluster_id
+            cluster = (
+                AdminClient({**settings.kafka_client_config(), "log_level": 0})
+                .list_topics(timeout=5)
+                .cluster_id
+            )
         except Exception:  # broker unreachable now: decide by whether it is the local (Tansu) broker
             return settings.kafka_bootstrap_servers is not None
         _IDEMPOTENT[key] = cluster != TANSU_CLUSTER_ID
@@ -100,7 +112,9 @@ def idempotence_wanted(settings: Settings) -> bool:
 def producer_config(settings: Settings, idempotent: bool = True) -> dict[str, Any]:
     """librdkafka producer settings K2 uses (acks=all, bounded queue; idempotent, or one request in flight)."""
     ordering: dict[str, Any] = (
-        {"enable.idempotence": True} if idempotent else {"enable.idempotence": False, "max.in.flight.requests.per.connection": 1}
+        {"enable.idempotence": True}
+        if idempotent
+        else {"enable.idempotence": False, "max.in.flight.requests.per.connection": 1}
     )
     return {
         **settings.kafka_client_config(),
@@ -203,15 +217,34 @@ class MarketDataProducer:
             topic = self._topics[key] = topic_name(*key)
         return topic
 
-    def send(self, record: RecordType, row: dict[str, Any], topic: str | None = None, headers: dict[str, str] | None = None) -> None:
+    def send(
+        self,
+        record: RecordType,
+        row: dict[str, Any],
+        topic: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         """Encode and enqueue one record; blocks (never drops) while the local queue is full."""
-        if "ingest_ts" in row and row["ingest_ts"] is None or "ingest_ts" not in row and any(f.name == "ingest_ts" for f in record.fields):
+        if (
+            "ingest_ts" in row
+            and row["ingest_ts"] is None
+            or "ingest_ts" not in row
+            and any(f.name == "ingest_ts" for f in record.fields)
+        ):
             row = {**row, "ingest_ts": now_micros()}
         target = topic or self.topic_for(record, row)
         value = self.encoder(record, target).encode(row)
-        self.produce_raw(target, row["symbol"].encode(), value, headers if headers is not None else self._cid_headers)
+        self.produce_raw(
+            target, row["symbol"].encode(), value, headers if headers is not None else self._cid_headers
+        )
 
-    def produce_raw(self, topic: str, key: bytes | None, value: bytes | None, headers: dict[str, str] | list[tuple[str, bytes]] | None = None) -> None:
+    def produce_raw(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: dict[str, str] | list[tuple[str, bytes]] | None = None,
+    ) -> None:
         """Enqueue already-encoded bytes (DLQ, replay); blocks while the queue is full (never past the bound)."""
         hdrs: Any = list(headers.items()) if isinstance(headers, dict) else headers
         if not self._busy:  # the delivery clock starts when the first message waits, not at the last ack
@@ -227,7 +260,9 @@ class MarketDataProducer:
         waited = 0.0
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key, headers=hdrs, on_delivery=self._on_delivery)
+                self._producer.produce(
+                    topic, value=value, key=key, headers=hdrs, on_delivery=self._on_delivery
+                )
                 break
             except BufferError:
                 start = time.monotonic()
@@ -261,9 +296,16 @@ class MarketDataProducer:
         idle = now - self._last_progress
         if idle >= self.settings.producer_delivery_timeout_seconds:
             self._give_up(idle)
-        stalled = idle >= self.settings.producer_stall_seconds and now - self._last_recreate >= self.settings.producer_stall_seconds
+        stalled = (
+            idle >= self.settings.producer_stall_seconds
+            and now - self._last_recreate >= self.settings.producer_stall_seconds
+        )
         if self._recreate_wanted or stalled:
-            self._recreate(f"no acknowledgement for {idle:.1f}s" if stalled and not self._recreate_wanted else "producer state lost")
+            self._recreate(
+                f"no acknowledgement for {idle:.1f}s"
+                if stalled and not self._recreate_wanted
+                else "producer state lost"
+            )
         if self._resend and not self._resending:  # a check() nested in the re-send loop only recreates
             self._resending = True
             try:
@@ -317,7 +359,9 @@ class MarketDataProducer:
             self._producer.flush(0.2)
             self.check()
             if deadline is not None and time.monotonic() > deadline and self.outstanding():
-                raise DeliveryError([("(queue)", f"{self.outstanding()} messages still unacknowledged after {timeout}s")])
+                raise DeliveryError(
+                    [("(queue)", f"{self.outstanding()} messages still unacknowledged after {timeout}s")]
+                )
         self._publish_metrics()
         self._busy = False
         if self.errors:

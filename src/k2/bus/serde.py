@@ -62,7 +62,9 @@ def subject_for(topic: str) -> str:
 
 def _strip_logical(schema: Any) -> Any:
     if isinstance(schema, dict):
-        out = {k: _strip_logical(v) for k, v in schema.items() if k not in ("logicalType", "precision", "scale")}
+        out = {
+            k: _strip_logical(v) for k, v in schema.items() if k not in ("logicalType", "precision", "scale")
+        }
         return out
     if isinstance(schema, list):
         return [_strip_logical(s) for s in schema]
@@ -145,22 +147,34 @@ class AvroBatchDecoder:
                 schema = self.registry.get_schema(schema_id)
             except SchemaRegistryError as exc:
                 if exc.http_status_code == 404:  # the registry says no such id: the message's fault
-                    raise DecodeError("unknown_schema_id", f"expected a registered schema id, found {schema_id}") from None
-                raise RegistryUnavailableError(f"schema registry failed looking up id {schema_id}: {exc}") from exc
-            except Exception as exc:  # unreachable registry: not the message's fault, never dead-letter for it
-                raise RegistryUnavailableError(f"schema registry unreachable looking up id {schema_id}: {exc}") from exc
+                    raise DecodeError(
+                        "unknown_schema_id", f"expected a registered schema id, found {schema_id}"
+                    ) from None
+                raise RegistryUnavailableError(
+                    f"schema registry failed looking up id {schema_id}: {exc}"
+                ) from exc
+            except (
+                Exception
+            ) as exc:  # unreachable registry: not the message's fault, never dead-letter for it
+                raise RegistryUnavailableError(
+                    f"schema registry unreachable looking up id {schema_id}: {exc}"
+                ) from exc
             if schema.schema_type not in (None, "AVRO"):
                 raise DecodeError("wrong_schema_type", f"expected AVRO, found {schema.schema_type}")
             writer = json.loads(schema.schema_str or "{}")
             if writer.get("name") != self.record.name:
-                raise DecodeError("wrong_record", f"expected record {self.record.name}, found {writer.get('name')}")
+                raise DecodeError(
+                    "wrong_record", f"expected record {self.record.name}, found {writer.get('name')}"
+                )
             parsed = self._writers[schema_id] = fastavro.parse_schema(_strip_logical(copy.deepcopy(writer)))
         return parsed
 
     def decode_one(self, value: bytes | None) -> dict[str, Any]:
         """Decode one message to a raw dict (decimals as bytes, timestamps as ints)."""
         if value is None or len(value) < 5:
-            raise DecodeError("truncated", f"expected at least 5 bytes, found {0 if value is None else len(value)}")
+            raise DecodeError(
+                "truncated", f"expected at least 5 bytes, found {0 if value is None else len(value)}"
+            )
         magic, schema_id = _HEADER.unpack_from(value)
         if magic != MAGIC:
             raise DecodeError("bad_magic", f"expected magic byte 0, found {magic}")
@@ -243,9 +257,19 @@ class AvroBatchDecoder:
         failures: list[tuple[int, DecodeError]] = []
         for position, value in enumerate(values):
             if value is None or len(value) < 5:
-                failures.append((position, DecodeError("truncated", f"expected at least 5 bytes, found {0 if value is None else len(value)}")))
+                failures.append(
+                    (
+                        position,
+                        DecodeError(
+                            "truncated",
+                            f"expected at least 5 bytes, found {0 if value is None else len(value)}",
+                        ),
+                    )
+                )
             elif value[0] != MAGIC:
-                failures.append((position, DecodeError("bad_magic", f"expected magic byte 0, found {value[0]}")))
+                failures.append(
+                    (position, DecodeError("bad_magic", f"expected magic byte 0, found {value[0]}"))
+                )
             else:
                 groups.setdefault(bytes(value[:5]), []).append(position)
         tables: list[pa.Table] = []
@@ -300,7 +324,11 @@ class AvroBatchDecoder:
                     return self._decode_slow(rows, indices, failures)
             else:
                 columns.append(column_to_arrow(kind, raw))
-        table = pa.Table.from_arrays(columns, schema=self.record.arrow_schema()) if rows else self.record.arrow_schema().empty_table()
+        table = (
+            pa.Table.from_arrays(columns, schema=self.record.arrow_schema())
+            if rows
+            else self.record.arrow_schema().empty_table()
+        )
         return DecodedBatch(table, indices, failures)
 
     def _decode_slow(
@@ -317,7 +345,9 @@ class AvroBatchDecoder:
                         bad = name
                         break
             if bad:
-                failures.append((position, DecodeError("decimal_overflow", f"{bad} does not fit decimal(18,8)")))
+                failures.append(
+                    (position, DecodeError("decimal_overflow", f"{bad} does not fit decimal(18,8)"))
+                )
             else:
                 good_rows.append(row)
                 good_idx.append(position)
@@ -330,4 +360,6 @@ class AvroBatchDecoder:
             if kind == "decimal":
                 raw = [None if b is None else int.from_bytes(b, "big", signed=True) for b in raw]
             columns.append(column_to_arrow(kind, raw))
-        return DecodedBatch(pa.Table.from_arrays(columns, schema=self.record.arrow_schema()), good_idx, failures)
+        return DecodedBatch(
+            pa.Table.from_arrays(columns, schema=self.record.arrow_schema()), good_idx, failures
+        )

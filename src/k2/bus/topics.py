@@ -55,7 +55,9 @@ def list_topics(settings: Settings, timeout: float = 10.0) -> dict[str, int]:
     return {name: len(t.partitions) for name, t in metadata.topics.items() if not name.startswith("__")}
 
 
-def ensure_topics(settings: Settings, topics: list[str], partitions: int | None = None, timeout: float = 15.0) -> None:
+def ensure_topics(
+    settings: Settings, topics: list[str], partitions: int | None = None, timeout: float = 15.0
+) -> None:
     """Create missing topics with ``topic_partitions`` partitions (idempotent)."""
     admin = admin_client(settings)
     existing = set(admin.list_topics(timeout=timeout).topics)
@@ -63,7 +65,14 @@ def ensure_topics(settings: Settings, topics: list[str], partitions: int | None 
     if not wanted:
         return
     futures = admin.create_topics(
-        [NewTopic(t, num_partitions=partitions or settings.topic_partitions, replication_factor=settings.topic_replication_factor) for t in wanted],
+        [
+            NewTopic(
+                t,
+                num_partitions=partitions or settings.topic_partitions,
+                replication_factor=settings.topic_replication_factor,
+            )
+            for t in wanted
+        ],
         operation_timeout=timeout,
     )
     for future in futures.values():

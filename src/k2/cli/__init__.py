@@ -11,7 +11,9 @@ import typer
 
 from k2.config import SettingsError
 
-app = typer.Typer(name="k2", help="K2 market data lakehouse (L3 cold path).", no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    name="k2", help="K2 market data lakehouse (L3 cold path).", no_args_is_help=True, add_completion=False
+)
 
 
 @app.callback()
@@ -24,7 +26,19 @@ def _start() -> None:
 
 
 # One module per stage; each defines register(app: typer.Typer) -> None.
-_MODULES = ("core", "landing", "demo", "sources_live", "sources_files", "query", "api", "ops", "maintain", "tags", "export")
+_MODULES = (
+    "core",
+    "landing",
+    "demo",
+    "sources_live",
+    "sources_files",
+    "query",
+    "api",
+    "ops",
+    "maintain",
+    "tags",
+    "export",
+)
 
 _BOOK_MODULES = ("book",)  # k2 book, k2 book-snapshots (issue 14)
 

@@ -62,7 +62,10 @@ def register(app: typer.Typer) -> None:
         except KeyStoreError as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from None
-        console.print(f"created key {info.key_id} ({info.name}, scope {info.scope}); store it now, it is not shown again:", highlight=False)
+        console.print(
+            f"created key {info.key_id} ({info.name}, scope {info.scope}); store it now, it is not shown again:",
+            highlight=False,
+        )
         typer.echo(key)
 
     @keys_app.command("list")
@@ -83,7 +86,11 @@ def register(app: typer.Typer) -> None:
         console.print(table)
 
     @keys_app.command("revoke")
-    def keys_revoke(key: str = typer.Argument(..., help="Key id (from `k2 keys list`) or name (revokes all keys of that name).")) -> None:
+    def keys_revoke(
+        key: str = typer.Argument(
+            ..., help="Key id (from `k2 keys list`) or name (revokes all keys of that name)."
+        ),
+    ) -> None:
         """Revoke a key: requests with it get 401 from then on."""
         from k2.api.keys import KeyStore, KeyStoreError
 

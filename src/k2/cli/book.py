@@ -55,7 +55,9 @@ def register(app: typer.Typer) -> None:
         symbol: str = typer.Argument(..., help="Exchange-native symbol, e.g. BTCUSDT."),
         at: str | None = typer.Option(None, "--at", help="Moment (ISO-8601 with offset or Z); default: now."),
         depth: int = typer.Option(10, "--depth", help="Levels per side (1..1000)."),
-        exchange: str | None = typer.Option(None, "--exchange", help="Venue code (default: the one of the latest snapshot)."),
+        exchange: str | None = typer.Option(
+            None, "--exchange", help="Venue code (default: the one of the latest snapshot)."
+        ),
         update_id: int | None = typer.Option(None, "--update-id", help="Only events up to this update id."),
         as_of: str | None = typer.Option(None, "--as-of", help="Table snapshot id or time to read at."),
         fmt: BookFormat = typer.Option(BookFormat.table, "--format", help="table, csv or json."),
@@ -64,17 +66,29 @@ def register(app: typer.Typer) -> None:
         with _client() as client:
             book = client.book(symbol, at, depth, exchange=exchange, update_id=update_id, as_of=as_of)
         rows = book.levels.to_pylist()
-        reflects = {"symbol": book.symbol, "exchange": book.exchange, "last_update_id": book.last_update_id,
-                    "exchange_ts": book.exchange_ts.isoformat() if book.exchange_ts else None}
+        reflects = {
+            "symbol": book.symbol,
+            "exchange": book.exchange,
+            "last_update_id": book.last_update_id,
+            "exchange_ts": book.exchange_ts.isoformat() if book.exchange_ts else None,
+        }
         if fmt is BookFormat.json:
-            doc = {**reflects, "bids": [r for r in rows if r["side"] == "BID"], "asks": [r for r in rows if r["side"] == "ASK"]}
+            doc = {
+                **reflects,
+                "bids": [r for r in rows if r["side"] == "BID"],
+                "asks": [r for r in rows if r["side"] == "ASK"],
+            }
             sys.stdout.write(json.dumps(doc, default=_json_default, indent=1) + "\n")
         elif fmt is BookFormat.csv:
             sys.stdout.write("side,level,price,size,last_update_id,exchange_ts\n")
             for r in rows:
-                sys.stdout.write(f"{r['side']},{r['level']},{r['price']},{r['size']},{book.last_update_id},{reflects['exchange_ts']}\n")
+                sys.stdout.write(
+                    f"{r['side']},{r['level']},{r['price']},{r['size']},{book.last_update_id},{reflects['exchange_ts']}\n"
+                )
         else:
-            title = escape(f"{book.symbol} on {book.exchange}: update id {book.last_update_id} at {reflects['exchange_ts']}")
+            title = escape(
+                f"{book.symbol} on {book.exchange}: update id {book.last_update_id} at {reflects['exchange_ts']}"
+            )
             table = RichTable("bid size", "bid", "level", "ask", "ask size", title=title)
             bids, asks = book.side("BID"), book.side("ASK")
             for level in range(max(len(bids), len(asks))):

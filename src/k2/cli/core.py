@@ -25,7 +25,9 @@ def register(app: typer.Typer) -> None:
             console.print(f"K2_{name.upper()} = {value}")
 
     @config_app.command("docs")
-    def config_docs(output: Path = typer.Option(Path("docs/configuration.md"), help="Where to write.")) -> None:
+    def config_docs(
+        output: Path = typer.Option(Path("docs/configuration.md"), help="Where to write."),
+    ) -> None:
         """Write the configuration reference generated from the settings model."""
         output.write_text(settings_reference_markdown())
         console.print(f"wrote {output}")

@@ -48,16 +48,22 @@ def _wait_for_landing(settings: Settings, expected_trades: int, expected_quotes:
         for short, expected in (("trades", expected_trades), ("quotes", expected_quotes)):
             table = tables[short]
             table.refresh()
-            data = table.scan(
-                row_filter="exchange == 'binance' and symbol == 'BTCUSDT'", selected_fields=("exchange",)
-            ).to_arrow() if table.current_snapshot() else None
+            data = (
+                table.scan(
+                    row_filter="exchange == 'binance' and symbol == 'BTCUSDT'", selected_fields=("exchange",)
+                ).to_arrow()
+                if table.current_snapshot()
+                else None
+            )
             counts.append((data.num_rows if data is not None else 0) >= expected)
         if all(counts):
             return
         time.sleep(0.5)
     log = settings.data_dir.resolve() / "logs" / "landing.log"
     tail = log.read_text(errors="replace")[-3000:] if log.exists() else "(no landing log)"
-    raise RuntimeError(f"expected {expected_trades} trades to land within {timeout}s; landing log tail:\n{tail}")
+    raise RuntimeError(
+        f"expected {expected_trades} trades to land within {timeout}s; landing log tail:\n{tail}"
+    )
 
 
 def run_demo(settings: Settings, sample_dir: Path = SAMPLES, timeout: float = 120.0) -> None:
@@ -89,7 +95,9 @@ def run_demo(settings: Settings, sample_dir: Path = SAMPLES, timeout: float = 12
                 quotes += 1
                 quote_ids.add(row["update_id"])
     produce_s = time.monotonic() - t0
-    console.print(f"produced {trades:,} trades and {quotes:,} quotes to Kafka in {produce_s:.1f}s ({(trades + quotes) / produce_s:,.0f} msgs/s)")
+    console.print(
+        f"produced {trades:,} trades and {quotes:,} quotes to Kafka in {produce_s:.1f}s ({(trades + quotes) / produce_s:,.0f} msgs/s)"
+    )
 
     t0 = time.monotonic()
     _wait_for_landing(settings, len(source_values), len(quote_ids), timeout)
@@ -104,7 +112,10 @@ def run_demo(settings: Settings, sample_dir: Path = SAMPLES, timeout: float = 12
         table = tables[short]
         table.refresh()
         snap = table.current_snapshot()
-        counts.add_row(f"{table.name()[0]}.{table.name()[1]}" if isinstance(table.name(), tuple) else str(table.name()), str(snap.summary.additional_properties.get("total-records", 0) if snap and snap.summary else 0))
+        counts.add_row(
+            f"{table.name()[0]}.{table.name()[1]}" if isinstance(table.name(), tuple) else str(table.name()),
+            str(snap.summary.additional_properties.get("total-records", 0) if snap and snap.summary else 0),
+        )
     console.print(counts)
 
     # Exactness: every landed trade equals the source JSON strings.
@@ -112,10 +123,17 @@ def run_demo(settings: Settings, sample_dir: Path = SAMPLES, timeout: float = 12
     prices = trades_table["price"].to_pylist()
     quantities = trades_table["quantity"].to_pylist()
     mismatches = sum(
-        1 for i, p, q in zip(ids, prices, quantities, strict=True) if (f"{p:.8f}", f"{q:.8f}") != source_values.get(i)
+        1
+        for i, p, q in zip(ids, prices, quantities, strict=True)
+        if (f"{p:.8f}", f"{q:.8f}") != source_values.get(i)
     )
     distinct = len(set(ids))
-    ok = len(ids) == distinct == EXPECTED_TRADES and min(ids) == FIRST_ID and max(ids) == LAST_ID and mismatches == 0
+    ok = (
+        len(ids) == distinct == EXPECTED_TRADES
+        and min(ids) == FIRST_ID
+        and max(ids) == LAST_ID
+        and mismatches == 0
+    )
     console.print(
         f"trades in Iceberg: {len(ids):,} ({distinct:,} distinct, ids {min(ids)}..{max(ids)}); "
         f"price/quantity mismatches against the source JSON: {mismatches} -> "
@@ -123,18 +141,40 @@ def run_demo(settings: Settings, sample_dir: Path = SAMPLES, timeout: float = 12
     )
 
     bars = client.bars("BTCUSDT", interval="1m", include_recent=False)
-    bar_table = RichTable("open time (UTC)", "open", "high", "low", "close", "volume", "trades", "vwap", title="1-minute OHLCV bars, BTCUSDT")
+    bar_table = RichTable(
+        "open time (UTC)",
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+        "trades",
+        "vwap",
+        title="1-minute OHLCV bars, BTCUSDT",
+    )
     for bar in bars.to_pylist():
         bar_table.add_row(
-            bar["open_time"].astimezone(UTC).strftime("%Y-%m-%d %H:%M"), f"{bar['open']:.2f}", f"{bar['high']:.2f}",
-            f"{bar['low']:.2f}", f"{bar['close']:.2f}", f"{bar['volume']:.5f}", str(bar["trade_count"]), f"{bar['vwap']:.2f}",
+            bar["open_time"].astimezone(UTC).strftime("%Y-%m-%d %H:%M"),
+            f"{bar['open']:.2f}",
+            f"{bar['high']:.2f}",
+            f"{bar['low']:.2f}",
+            f"{bar['close']:.2f}",
+            f"{bar['volume']:.5f}",
+            str(bar["trade_count"]),
+            f"{bar['vwap']:.2f}",
         )
     console.print(bar_table)
 
     last = trades_table.sort_by([("exchange_ts", "descending"), ("trade_id", "descending")]).slice(0, 10)
     last_table = RichTable("time (UTC)", "trade id", "price", "quantity", "side", title="Last 10 trades")
     for row in last.to_pylist():
-        last_table.add_row(row["exchange_ts"].astimezone(UTC).isoformat(timespec="milliseconds"), str(row["trade_id"]), f"{row['price']}", f"{row['quantity']}", row["side"])
+        last_table.add_row(
+            row["exchange_ts"].astimezone(UTC).isoformat(timespec="milliseconds"),
+            str(row["trade_id"]),
+            f"{row['price']}",
+            f"{row['quantity']}",
+            row["side"],
+        )
     console.print(last_table)
 
     trades_iceberg = tables["trades"]
@@ -148,12 +188,16 @@ def run_demo(settings: Settings, sample_dir: Path = SAMPLES, timeout: float = 12
             f"{len(trades_iceberg.metadata.snapshots)} snapshots; Kafka offsets stored with it: {json.loads(props.get(OFFSETS_KEY, '{}'))}"
         )
     ok = _show_book(settings, sample_dir, client, timeout) and ok
-    console.print(f"demo finished in {time.monotonic() - started:.1f}s. The stack is still running: try `.venv/bin/k2 status`, "
-                  "`.venv/bin/k2 bars BTCUSDT --interval 1m`; stop it with `.venv/bin/k2 down`.")
+    console.print(
+        f"demo finished in {time.monotonic() - started:.1f}s. The stack is still running: try `.venv/bin/k2 status`, "
+        "`.venv/bin/k2 bars BTCUSDT --interval 1m`; stop it with `.venv/bin/k2 down`."
+    )
     from k2.console import console_url
 
-    console.print(f"research console: {console_url(settings.api_host, settings.api_port)} "
-                  "(a key: `.venv/bin/k2 keys create --name me --scope read`)")
+    console.print(
+        f"research console: {console_url(settings.api_host, settings.api_port)} "
+        "(a key: `.venv/bin/k2 keys create --name me --scope read`)"
+    )
     if not ok:
         raise typer.Exit(1)
 
@@ -180,7 +224,9 @@ def _show_book(settings: Settings, sample_dir: Path, client: Any, timeout: float
                 if row["is_event_end"] and not row["is_snapshot"]:
                     ends.append(row["last_update_id"])
 
-        reader = CaptureReader(emit, lambda *bad: console.print(f"[red]rejected depth message[/red] {bad[2]}: {bad[3]}"))
+        reader = CaptureReader(
+            emit, lambda *bad: console.print(f"[red]rejected depth message[/red] {bad[2]}: {bad[3]}")
+        )
         for ns, raw in iter_capture_lines(_captures(sample_dir)):
             if b"@bookTicker" in raw[:48]:
                 data = json.loads(raw)["data"]
@@ -193,19 +239,37 @@ def _show_book(settings: Settings, sample_dir: Path, client: Any, timeout: float
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         table.refresh()
-        landed = table.scan(row_filter=at_least("last_update_id", shared[-1]), selected_fields=("last_update_id",)).to_arrow().num_rows
+        landed = (
+            table.scan(row_filter=at_least("last_update_id", shared[-1]), selected_fields=("last_update_id",))
+            .to_arrow()
+            .num_rows
+        )
         if landed:
             break
         time.sleep(0.5)
     moment = shared[len(shared) // 2]
     book = client.book("BTCUSDT", "2100-01-01T00:00:00Z", 5, update_id=moment)
     ticker = tickers[moment]
-    view = RichTable("level", "bid size", "bid", "ask", "ask size", title=f"Order book BTCUSDT at update id {moment} (K2 book())")
-    for level, ((bid, bid_size), (ask, ask_size)) in enumerate(zip(book.side("BID"), book.side("ASK"), strict=False), 1):
+    view = RichTable(
+        "level",
+        "bid size",
+        "bid",
+        "ask",
+        "ask size",
+        title=f"Order book BTCUSDT at update id {moment} (K2 book())",
+    )
+    for level, ((bid, bid_size), (ask, ask_size)) in enumerate(
+        zip(book.side("BID"), book.side("ASK"), strict=False), 1
+    ):
         view.add_row(str(level), str(bid_size), str(bid), str(ask), str(ask_size))
     console.print(view)
     (bid, bid_size), (ask, ask_size) = book.side("BID")[0], book.side("ASK")[0]
-    same = (f"{bid:.8f}", f"{bid_size:.8f}", f"{ask:.8f}", f"{ask_size:.8f}") == (ticker["b"], ticker["B"], ticker["a"], ticker["A"])
+    same = (f"{bid:.8f}", f"{bid_size:.8f}", f"{ask:.8f}", f"{ask_size:.8f}") == (
+        ticker["b"],
+        ticker["B"],
+        ticker["a"],
+        ticker["A"],
+    )
     console.print(
         f"capture bookTicker u={moment}: bid {ticker['b']} ({ticker['B']}) ask {ticker['a']} ({ticker['A']}) -> "
         + ("[green]book matches the bookTicker[/green]" if same else "[red]BOOK DIFFERS[/red]")

@@ -27,11 +27,16 @@ def _drain_before_down(settings: Settings) -> None:
 
     if not stack.is_ours(settings, "landing") or not stack.is_ours(settings, "broker"):
         return  # nothing local to drain: no landing service or no local broker running
-    console.print(f"draining: waiting up to {settings.down_drain_seconds:g}s for the landing to catch up (--force skips)")
+    console.print(
+        f"draining: waiting up to {settings.down_drain_seconds:g}s for the landing to catch up (--force skips)"
+    )
     try:
         left = drain(settings, settings.down_drain_seconds)
     except Exception as exc:  # a broken broker or catalog must not stop `k2 down` itself
-        console.print(f"[yellow]drain check failed, stopping anyway: {type(exc).__name__}: {exc}[/yellow]", highlight=False)
+        console.print(
+            f"[yellow]drain check failed, stopping anyway: {type(exc).__name__}: {exc}[/yellow]",
+            highlight=False,
+        )
         return
     if not left:
         console.print("drained: lag 0 on every partition")
@@ -46,6 +51,7 @@ def _drain_before_down(settings: Settings) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add the landing and local-stack commands to ``app`` (long: one short nested function per command)."""
+
     @app.command("init")
     def init() -> None:
         """Create K2's namespaces and Iceberg tables (idempotent)."""
@@ -59,7 +65,9 @@ def register(app: typer.Typer) -> None:
     @app.command("land")
     def land(
         idle_exit: float = typer.Option(None, help="Exit after this many seconds without messages."),
-        topic: list[str] = typer.Option(None, help="Topics to land (default: every market.*.trades|quotes.* topic)."),
+        topic: list[str] = typer.Option(
+            None, help="Topics to land (default: every market.*.trades|quotes.* topic)."
+        ),
     ) -> None:
         """Run the landing consumer (Kafka -> Iceberg, exactly once) until SIGTERM."""
         from k2.landing import run_landing
@@ -73,7 +81,11 @@ def register(app: typer.Typer) -> None:
         )
 
     @app.command("up")
-    def up(part: list[str] = typer.Option(None, help="Only these parts (storage, broker, registry, landing, api).")) -> None:
+    def up(
+        part: list[str] = typer.Option(
+            None, help="Only these parts (storage, broker, registry, landing, api)."
+        ),
+    ) -> None:
         """Start the local stack (idempotent): storage, broker, schema registry, landing service, REST API."""
         from k2.ops import stack
 
@@ -92,11 +104,15 @@ def register(app: typer.Typer) -> None:
         if not part or "api" in part:
             from k2.console import console_url
 
-            console.print(f"console    {console_url(settings.api_host, settings.api_port)} (key: k2 keys create --name me --scope read)")
+            console.print(
+                f"console    {console_url(settings.api_host, settings.api_port)} (key: k2 keys create --name me --scope read)"
+            )
 
     @app.command("down")
     def down(
-        force: bool = typer.Option(False, "--force", help="Stop at once: do not wait for the landing to catch up."),
+        force: bool = typer.Option(
+            False, "--force", help="Stop at once: do not wait for the landing to catch up."
+        ),
     ) -> None:
         """Stop every part of the local stack started by `k2 up`, after the landing has landed everything.
 
@@ -133,7 +149,9 @@ def register(app: typer.Typer) -> None:
     dlq_app = typer.Typer(help="Inspect and replay the dead-letter queue.", no_args_is_help=True)
 
     @dlq_app.command("list")
-    def dlq_list(topic: str = typer.Option(None, help="One DLQ topic."), limit: int = typer.Option(100)) -> None:
+    def dlq_list(
+        topic: str = typer.Option(None, help="One DLQ topic."), limit: int = typer.Option(100)
+    ) -> None:
         """List dead letters: source position, reason, detail, and when a letter was replayed."""
         from k2.landing.dlq import read_dead_letters, replayed_letters
 
@@ -145,11 +163,18 @@ def register(app: typer.Typer) -> None:
             marker = replayed.get((d.dlq_topic, d.dlq_partition, d.dlq_offset))
             when = _ts(int(str(marker.get("replayed_ts", -1)))) if marker else "-"
             table.add_row(
-                d.dlq_topic, f"{d.dlq_partition}:{d.dlq_offset}", f"{d.source_topic}[{d.source_partition}]@{d.source_offset}",
-                d.reason, d.detail[:80], str(len(d.value or b"")), when,
+                d.dlq_topic,
+                f"{d.dlq_partition}:{d.dlq_offset}",
+                f"{d.source_topic}[{d.source_partition}]@{d.source_offset}",
+                d.reason,
+                d.detail[:80],
+                str(len(d.value or b"")),
+                when,
             )
         console.print(table)
-        console.print(f"{len(letters)} dead letters, {sum(1 for d in letters if (d.dlq_topic, d.dlq_partition, d.dlq_offset) in replayed)} replayed")
+        console.print(
+            f"{len(letters)} dead letters, {sum(1 for d in letters if (d.dlq_topic, d.dlq_partition, d.dlq_offset) in replayed)} replayed"
+        )
 
     @dlq_app.command("show")
     def dlq_show(topic: str, partition: int, offset: int) -> None:
@@ -158,7 +183,9 @@ def register(app: typer.Typer) -> None:
 
         for d in read_dead_letters(load_settings(), topic):
             if d.dlq_partition == partition and d.dlq_offset == offset:
-                console.print(f"source   {d.source_topic}[{d.source_partition}]@{d.source_offset} at {_ts(d.source_timestamp * 1000 if d.source_timestamp > 0 else None)}")
+                console.print(
+                    f"source   {d.source_topic}[{d.source_partition}]@{d.source_offset} at {_ts(d.source_timestamp * 1000 if d.source_timestamp > 0 else None)}"
+                )
                 console.print(f"reason   {d.reason}\ndetail   {d.detail}")
                 console.print(f"key      {d.key!r}")
                 console.print(f"headers  {d.original_headers}")
@@ -177,7 +204,9 @@ def register(app: typer.Typer) -> None:
         from k2.landing.dlq import read_dead_letters, replay_dead_letters
 
         settings = load_settings()
-        letters = [d for d in read_dead_letters(settings, topic, limit=limit) if reason is None or d.reason == reason]
+        letters = [
+            d for d in read_dead_letters(settings, topic, limit=limit) if reason is None or d.reason == reason
+        ]
         report = replay_dead_letters(settings, letters)
         console.print(f"replayed {len(report.replayed)} dead letters")
         if report.still_invalid:
@@ -201,11 +230,20 @@ def register(app: typer.Typer) -> None:
         settings = load_settings()
         tables = ensure_tables(load_catalog(settings), settings)
         data = current_gaps(tables["gaps"], status=status, exchange=exchange, symbol=symbol)
-        table = RichTable("exchange", "symbol", "type", "first", "last", "count", "status", "source", "detected")
+        table = RichTable(
+            "exchange", "symbol", "type", "first", "last", "count", "status", "source", "detected"
+        )
         for row in data.to_pylist():
             table.add_row(
-                row["exchange"], row["symbol"], row["data_type"], str(row["first_missing_id"]), str(row["last_missing_id"]),
-                str(row["missing_count"]), row["status"], row["source"], str(row["detected_ts"]),
+                row["exchange"],
+                row["symbol"],
+                row["data_type"],
+                str(row["first_missing_id"]),
+                str(row["last_missing_id"]),
+                str(row["missing_count"]),
+                row["status"],
+                row["source"],
+                str(row["detected_ts"]),
             )
         console.print(table)
         console.print(f"{data.num_rows} gaps")

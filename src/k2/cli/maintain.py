@@ -28,8 +28,15 @@ def _fmt_bytes(n: int) -> str:
 
 
 def maintain_command(
-    table: list[str] = typer.Option(None, "--table", "-t", help="Table short name (trades, quotes, instruments, gaps); repeatable. Default: all."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Plan only: report what would change, change nothing."),
+    table: list[str] = typer.Option(
+        None,
+        "--table",
+        "-t",
+        help="Table short name (trades, quotes, instruments, gaps); repeatable. Default: all.",
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Plan only: report what would change, change nothing."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the reports as JSON."),
 ) -> None:
     """Compact small files, rewrite manifests, expire snapshots and remove orphan files; report what changed."""
@@ -46,8 +53,18 @@ def maintain_command(
         return
     console = Console()
     out = RichTable(title="k2 maintain" + (" (dry run: nothing changed)" if dry_run else ""))
-    for column in ("table", "data files", "bytes", "manifests", "partitions compacted", "files rewritten",
-                   "snapshots expired", "orphans removed", "conflicts", "seconds"):
+    for column in (
+        "table",
+        "data files",
+        "bytes",
+        "manifests",
+        "partitions compacted",
+        "files rewritten",
+        "snapshots expired",
+        "orphans removed",
+        "conflicts",
+        "seconds",
+    ):
         out.add_column(column, justify="left" if column == "table" else "right")
     for r in reports:
         out.add_row(
@@ -69,11 +86,21 @@ def maintain_command(
 
 
 def cost_command(
-    msgs_per_sec: float = typer.Option(..., "--msgs-per-sec", help="Average messages per second landed (all feeds)."),
-    retention_days: float = typer.Option(None, "--retention-days", help="Days of Iceberg data retained (default from the price file)."),
-    prices: Path = typer.Option(None, "--prices", help="TOML price file overriding the shipped k2/ops/assets/prices.toml."),
-    from_table: bool = typer.Option(False, "--from-table", help="Bytes per message measured from K2's trades table."),
-    bytes_per_msg: float = typer.Option(None, "--bytes-per-msg", help="Stored Iceberg bytes per message (overrides the default)."),
+    msgs_per_sec: float = typer.Option(
+        ..., "--msgs-per-sec", help="Average messages per second landed (all feeds)."
+    ),
+    retention_days: float = typer.Option(
+        None, "--retention-days", help="Days of Iceberg data retained (default from the price file)."
+    ),
+    prices: Path = typer.Option(
+        None, "--prices", help="TOML price file overriding the shipped k2/ops/assets/prices.toml."
+    ),
+    from_table: bool = typer.Option(
+        False, "--from-table", help="Bytes per message measured from K2's trades table."
+    ),
+    bytes_per_msg: float = typer.Option(
+        None, "--bytes-per-msg", help="Stored Iceberg bytes per message (overrides the default)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the estimate as JSON."),
 ) -> None:
     """Monthly cloud cost and cost per million messages (broker, object storage, catalog DB, compute)."""
@@ -88,8 +115,14 @@ def cost_command(
             price_book,
             msgs_per_sec=msgs_per_sec,
             retention_days=retention_days,
-            bytes_per_message=bytes_per_msg if bytes_per_msg is not None else (measured.bytes_per_message if measured else None),
-            bytes_source=("--bytes-per-msg" if bytes_per_msg is not None else (measured.describe() if measured else None)),
+            bytes_per_message=bytes_per_msg
+            if bytes_per_msg is not None
+            else (measured.bytes_per_message if measured else None),
+            bytes_source=(
+                "--bytes-per-msg"
+                if bytes_per_msg is not None
+                else (measured.describe() if measured else None)
+            ),
         )
     except CostError as exc:
         typer.echo(f"error: {exc}", err=True)

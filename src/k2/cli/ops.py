@@ -27,7 +27,9 @@ def register(app: typer.Typer) -> None:
 
     @prom_app.command("config")
     def prometheus_config(
-        output: Path = typer.Option(None, help="Directory to write prometheus.yml and alerts.yml (default: <data_dir>/prometheus)."),
+        output: Path = typer.Option(
+            None, help="Directory to write prometheus.yml and alerts.yml (default: <data_dir>/prometheus)."
+        ),
     ) -> None:
         """Write a Prometheus configuration scraping every K2 process `k2 up` starts, with K2's alert rules."""
         from k2.ops.prometheus import asset_path, scrape_targets, write_config
@@ -35,7 +37,9 @@ def register(app: typer.Typer) -> None:
 
         settings = load_settings()
         path = write_config(settings, output)
-        get_logger("k2.ops").info("prometheus config written", path=str(path), targets=len(scrape_targets(settings)))
+        get_logger("k2.ops").info(
+            "prometheus config written", path=str(path), targets=len(scrape_targets(settings))
+        )
         console.print(f"wrote {path} and {path.parent / 'alerts.yml'}")
         for target in scrape_targets(settings):
             console.print(f"  {target.job:12} http://{target.address}{target.path}")
@@ -59,7 +63,9 @@ def register(app: typer.Typer) -> None:
         """List every metric K2 declares: name, type, labels, help."""
         from k2.telemetry.metrics import DECLARATIONS
 
-        table = RichTable("metric", "type", "labels", "help", title="K2 metrics (k2.telemetry.metrics.DECLARATIONS)")
+        table = RichTable(
+            "metric", "type", "labels", "help", title="K2 metrics (k2.telemetry.metrics.DECLARATIONS)"
+        )
         for decl in DECLARATIONS:
             table.add_row(decl.name, decl.type, ", ".join(decl.labels), decl.help)
         console.print(table)

@@ -45,7 +45,16 @@ err_console = Console(stderr=True)
 TABLE_ROWS_SHOWN = 1_000
 TABLE_COLUMNS = {
     "trades": ("exchange_ts", "exchange", "symbol", "trade_id", "price", "quantity", "side"),
-    "quotes": ("exchange_ts", "exchange", "symbol", "update_id", "bid_price", "bid_size", "ask_price", "ask_size"),
+    "quotes": (
+        "exchange_ts",
+        "exchange",
+        "symbol",
+        "update_id",
+        "bid_price",
+        "bid_size",
+        "ask_price",
+        "ask_size",
+    ),
 }
 
 
@@ -113,9 +122,16 @@ def _flatten(table: pa.Table, terminal: bool = False) -> pa.Table:
         if pa.types.is_decimal(column.type):
             column = _fixed_decimals(column)
         elif terminal and pa.types.is_string(column.type):
-            column = pa.chunked_array([pa.array([None if v is None else plain(v) for v in column.to_pylist()], pa.string())])
+            column = pa.chunked_array(
+                [pa.array([None if v is None else plain(v) for v in column.to_pylist()], pa.string())]
+            )
         if pa.types.is_nested(column.type):
-            values = [None if v is None else json.dumps(dict(v) if isinstance(v, list) and v and isinstance(v[0], tuple) else v) for v in column.to_pylist()]
+            values = [
+                None
+                if v is None
+                else json.dumps(dict(v) if isinstance(v, list) and v and isinstance(v[0], tuple) else v)
+                for v in column.to_pylist()
+            ]
             column = pa.chunked_array([pa.array(values, type=pa.string())])
         columns.append(column)
     return pa.table(columns, names=table.column_names)
@@ -130,7 +146,9 @@ def render(table: pa.Table, fmt: OutputFormat, output: Path | None, title: str |
     """
     if fmt is OutputFormat.parquet:
         if output is None:
-            raise typer.BadParameter("expected --output FILE with --format parquet, found none (parquet is binary)")
+            raise typer.BadParameter(
+                "expected --output FILE with --format parquet, found none (parquet is binary)"
+            )
         import pyarrow.parquet as pq
 
         pq.write_table(table, output)
@@ -145,13 +163,19 @@ def render(table: pa.Table, fmt: OutputFormat, output: Path | None, title: str |
     elif fmt is OutputFormat.json:
         text = json.dumps(table.to_pylist(), default=_json_default, indent=1) + "\n"
     else:
-        rich = RichTable(*(markup(c) for c in table.column_names), title=None if title is None else Text(plain(title)), show_lines=False)
+        rich = RichTable(
+            *(markup(c) for c in table.column_names),
+            title=None if title is None else Text(plain(title)),
+            show_lines=False,
+        )
         for row in table.slice(0, TABLE_ROWS_SHOWN).to_pylist():
             rich.add_row(*(Text(plain(_cell(v))) for v in row.values()))
         if output is None:
             console.print(rich)
             if table.num_rows > TABLE_ROWS_SHOWN:
-                console.print(f"... {table.num_rows - TABLE_ROWS_SHOWN:,} more rows (use --format csv/json/parquet --output FILE)")
+                console.print(
+                    f"... {table.num_rows - TABLE_ROWS_SHOWN:,} more rows (use --format csv/json/parquet --output FILE)"
+                )
             return
         capture = Console(file=io.StringIO(), width=max(120, 14 * len(table.column_names)))
         capture.print(rich)
@@ -178,7 +202,11 @@ def plot_bars(bars: pa.Table, path: Path, title: str) -> None:
         _plot_png(rows, path, title)
     elif suffix in (".html", ".htm", ".svg"):
         svg = _svg(rows, title)
-        path.write_text(svg if suffix == ".svg" else f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head><body>{svg}</body></html>\n")
+        path.write_text(
+            svg
+            if suffix == ".svg"
+            else f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head><body>{svg}</body></html>\n"
+        )
     else:
         raise typer.BadParameter(f"expected --plot FILE ending in .png, .html or .svg, found {path.name!r}")
     err_console.print(f"wrote candlestick chart of {len(rows)} bars to {markup(path)}")
@@ -236,7 +264,9 @@ def _svg(rows: list[dict[str, Any]], title: str) -> str:
         o, h, low, c = (float(r[k]) for k in ("open", "high", "low", "close"))
         x = pad + i * step + step / 2
         color = "#26a69a" if c >= o else "#ef5350"
-        tip = html.escape(f"{r['open_time'].isoformat()} O {r['open']} H {r['high']} L {r['low']} C {r['close']} V {r['volume']} N {r['trade_count']}")
+        tip = html.escape(
+            f"{r['open_time'].isoformat()} O {r['open']} H {r['high']} L {r['low']} C {r['close']} V {r['volume']} N {r['trade_count']}"
+        )
         body_top, body_h = y(max(o, c)), max(abs(y(o) - y(c)), 1.0)
         vh = float(r["volume"]) / vmax * vol_h
         parts.append(
@@ -246,7 +276,9 @@ def _svg(rows: list[dict[str, Any]], title: str) -> str:
         )
     first, last = rows[0]["open_time"].isoformat(), rows[-1]["open_time"].isoformat()
     parts.append(f"<text x='{pad}' y='{height - 10}'>{html.escape(first)}</text>")
-    parts.append(f"<text x='{width - pad}' y='{height - 10}' text-anchor='end'>{html.escape(last)}</text></svg>")
+    parts.append(
+        f"<text x='{width - pad}' y='{height - 10}' text-anchor='end'>{html.escape(last)}</text></svg>"
+    )
     return "".join(parts)
 
 
@@ -293,7 +325,9 @@ def run_query(settings: Settings, work: Callable[[], T]) -> T:
     def target() -> None:
         try:
             with scope:
-                structlog.get_logger("k2.cli").debug("cli query running", timeout_seconds=settings.query_cli_timeout_seconds)
+                structlog.get_logger("k2.cli").debug(
+                    "cli query running", timeout_seconds=settings.query_cli_timeout_seconds
+                )
                 outcome["value"] = work()
         except BaseException as exc:  # handed to the main thread
             outcome["error"] = exc
@@ -326,8 +360,16 @@ def report_recent(result: Any) -> None:
     if not getattr(result, "recent_truncated", False):
         return
     reason = result.recent_truncated_reason
-    why = "it read K2_QUERY_RECENT_MAX_ROWS rows" if reason == "max_rows" else "K2_QUERY_RECENT_TIMEOUT_SECONDS passed"
-    where = ", ".join(f"{t}[{p}]@{o}" for t, parts in sorted(result.recent_stopped_at.items()) for p, o in sorted(parts.items()))
+    why = (
+        "it read K2_QUERY_RECENT_MAX_ROWS rows"
+        if reason == "max_rows"
+        else "K2_QUERY_RECENT_TIMEOUT_SECONDS passed"
+    )
+    where = ", ".join(
+        f"{t}[{p}]@{o}"
+        for t, parts in sorted(result.recent_stopped_at.items())
+        for p, o in sorted(parts.items())
+    )
     err_console.print(
         f"warning: partial result: the Kafka read stopped early ({markup(reason)}: {why}) after "
         f"{result.recent_rows:,} rows; stopped at {markup(where) or 'the start'}. Rows and aggregates after that are missing.",
@@ -353,7 +395,9 @@ def _client() -> Iterator[Any]:
         err_console.print(f"error: {markup(exc)}", soft_wrap=True)
         raise typer.Exit(2) from None
     except RecentUnavailableError as exc:
-        err_console.print(f"error: {markup(exc)} (use --no-include-recent to query Iceberg only)", soft_wrap=True)
+        err_console.print(
+            f"error: {markup(exc)} (use --no-include-recent to query Iceberg only)", soft_wrap=True
+        )
         raise typer.Exit(1) from None
     except _Interrupted:
         err_console.print("error: expected the query to finish, found it cancelled by Ctrl-C")
@@ -368,15 +412,27 @@ def _client() -> Iterator[Any]:
         client.close()
 
 
-FORMAT = typer.Option(OutputFormat.table, "--format", "-f", help="Output format: table, csv, json or parquet.")
-OUTPUT = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout (required for parquet).")
-START = typer.Option(None, "--start", help="Inclusive start, ISO-8601 with offset or Z (e.g. 2024-08-08T23:54:00Z).")
+FORMAT = typer.Option(
+    OutputFormat.table, "--format", "-f", help="Output format: table, csv, json or parquet."
+)
+OUTPUT = typer.Option(
+    None, "--output", "-o", help="Write to this file instead of stdout (required for parquet)."
+)
+START = typer.Option(
+    None, "--start", help="Inclusive start, ISO-8601 with offset or Z (e.g. 2024-08-08T23:54:00Z)."
+)
 END = typer.Option(None, "--end", help="Exclusive end, ISO-8601 with offset or Z.")
 AS_OF = typer.Option(None, "--as-of", help="Read the tables as of a snapshot id or an ISO-8601 time.")
-RECENT = typer.Option(None, "--include-recent/--no-include-recent", help="Add messages still in Kafka (default: when the range ends near now).")
+RECENT = typer.Option(
+    None,
+    "--include-recent/--no-include-recent",
+    help="Add messages still in Kafka (default: when the range ends near now).",
+)
 EXCHANGE = typer.Option(None, "--exchange", "-e", help="Only this exchange (e.g. binance).")
 SYMBOL = typer.Argument(None, help="Exchange-native symbol, e.g. BTCUSDT, or several: BTCUSDT,ETHUSDT.")
-SYMBOLS = typer.Option(None, "--symbols", "-s", help="Several symbols, comma-separated (instead of the argument).")
+SYMBOLS = typer.Option(
+    None, "--symbols", "-s", help="Several symbols, comma-separated (instead of the argument)."
+)
 
 
 def symbols_of(symbol: str | None, symbols: str | None) -> str | list[str]:
@@ -386,7 +442,9 @@ def symbols_of(symbol: str | None, symbols: str | None) -> str | list[str]:
     ('BTCUSDT', ['BTCUSDT', 'ETHUSDT'])
     """
     if (symbol is None) == (symbols is None):
-        raise typer.BadParameter(f"expected a SYMBOL argument or --symbols A,B, found {'both' if symbol else 'neither'}")
+        raise typer.BadParameter(
+            f"expected a SYMBOL argument or --symbols A,B, found {'both' if symbol else 'neither'}"
+        )
     text = symbol if symbol is not None else symbols
     assert text is not None
     names = [part.strip() for part in text.split(",") if part.strip()]
@@ -414,7 +472,9 @@ def register(app: typer.Typer) -> None:
             start: str | None = START,
             end: str | None = END,
             exchange: str | None = EXCHANGE,
-            limit: int | None = typer.Option(None, "--limit", "-n", help="At most this many rows (default: up to K2_QUERY_MAX_ROWS)."),
+            limit: int | None = typer.Option(
+                None, "--limit", "-n", help="At most this many rows (default: up to K2_QUERY_MAX_ROWS)."
+            ),
             as_of: str | None = AS_OF,
             include_recent: bool | None = RECENT,
             fmt: OutputFormat = FORMAT,
@@ -425,7 +485,16 @@ def register(app: typer.Typer) -> None:
             with _client() as client:
                 method = client.trades if kind == "trades" else client.quotes
                 result = run_query(
-                    client.settings, lambda: method(names, start, end, exchange=exchange, limit=limit, as_of=as_of, include_recent=include_recent)
+                    client.settings,
+                    lambda: method(
+                        names,
+                        start,
+                        end,
+                        exchange=exchange,
+                        limit=limit,
+                        as_of=as_of,
+                        include_recent=include_recent,
+                    ),
                 )
                 report_recent(result)
                 table = result.table
@@ -442,14 +511,22 @@ def register(app: typer.Typer) -> None:
     @app.command("bars")
     def bars(
         symbol: str | None = SYMBOL,
-        interval: str = typer.Option("1m", "--interval", "-i", help="Time-bar interval 1s..1d (1s, 5s, 1m, 5m, 15m, 1h, 4h, 1d ...)."),
+        interval: str = typer.Option(
+            "1m", "--interval", "-i", help="Time-bar interval 1s..1d (1s, 5s, 1m, 5m, 15m, 1h, 4h, 1d ...)."
+        ),
         start: str | None = START,
         end: str | None = END,
         exchange: str | None = EXCHANGE,
         kind: str = typer.Option("time", "--kind", help="time, volume or tick."),
-        size: str | None = typer.Option(None, "--size", help="Volume per bar (volume bars) or trades per bar (tick bars)."),
-        fill_empty: bool = typer.Option(False, "--fill-empty", help="Add bars for intervals without trades (forward-filled close)."),
-        plot: Path | None = typer.Option(None, "--plot", help="Also draw a candlestick chart: FILE.png or FILE.html."),
+        size: str | None = typer.Option(
+            None, "--size", help="Volume per bar (volume bars) or trades per bar (tick bars)."
+        ),
+        fill_empty: bool = typer.Option(
+            False, "--fill-empty", help="Add bars for intervals without trades (forward-filled close)."
+        ),
+        plot: Path | None = typer.Option(
+            None, "--plot", help="Also draw a candlestick chart: FILE.png or FILE.html."
+        ),
         as_of: str | None = AS_OF,
         include_recent: bool | None = RECENT,
         fmt: OutputFormat = FORMAT,
@@ -464,11 +541,24 @@ def register(app: typer.Typer) -> None:
                 try:
                     bar_size = int(size)
                 except ValueError:
-                    raise typer.BadParameter(f"--size: expected a whole number of trades for tick bars, found {size!r}") from None
-            result = run_query(client.settings, lambda: client.bars(
-                names, interval, start, end, exchange=exchange, kind=kind, size=bar_size, fill_empty=fill_empty,
-                as_of=as_of, include_recent=include_recent,
-            ))
+                    raise typer.BadParameter(
+                        f"--size: expected a whole number of trades for tick bars, found {size!r}"
+                    ) from None
+            result = run_query(
+                client.settings,
+                lambda: client.bars(
+                    names,
+                    interval,
+                    start,
+                    end,
+                    exchange=exchange,
+                    kind=kind,
+                    size=bar_size,
+                    fill_empty=fill_empty,
+                    as_of=as_of,
+                    include_recent=include_recent,
+                ),
+            )
             report_recent(result)
             title = f"{_label(names)} {interval if kind == 'time' else kind + ' ' + str(size)} bars"
             render(result.table, fmt, output, title)
@@ -491,15 +581,28 @@ def register(app: typer.Typer) -> None:
         """Print the volume-weighted average price (exact decimal) of symbols over [start, end)."""
         names = symbols_of(symbol, symbols)
         with _client() as client:
-            answer = run_query(client.settings, lambda: client.vwap(names, start, end, exchange=exchange, as_of=as_of, include_recent=include_recent))
+            answer = run_query(
+                client.settings,
+                lambda: client.vwap(
+                    names, start, end, exchange=exchange, as_of=as_of, include_recent=include_recent
+                ),
+            )
             report_recent(answer)
             result = answer.table
             if twap:
-                t_answer = run_query(client.settings, lambda: client.twap(names, start, end, exchange=exchange, as_of=as_of, include_recent=include_recent))
+                t_answer = run_query(
+                    client.settings,
+                    lambda: client.twap(
+                        names, start, end, exchange=exchange, as_of=as_of, include_recent=include_recent
+                    ),
+                )
                 report_recent(t_answer)
                 t = t_answer.table
                 # TWAP may also have rows for venues with only a prevailing price (no trade in the window): match by key.
-                by_key = {(r["exchange"], r["symbol"]): r["twap"] for r in t.select(["exchange", "symbol", "twap"]).to_pylist()}
+                by_key = {
+                    (r["exchange"], r["symbol"]): r["twap"]
+                    for r in t.select(["exchange", "symbol", "twap"]).to_pylist()
+                }
                 keys = zip(result["exchange"].to_pylist(), result["symbol"].to_pylist(), strict=True)
                 result = result.append_column("twap", pa.array([by_key.get(k) for k in keys], pa.float64()))
             render(result, fmt, output, f"VWAP {_label(names)}")
@@ -507,11 +610,15 @@ def register(app: typer.Typer) -> None:
     @app.command("klines")
     def klines(
         symbol: str | None = SYMBOL,
-        interval: str | None = typer.Option(None, "--interval", "-i", help="As the venue names it (1m, 1h, 1d ...); default: all."),
+        interval: str | None = typer.Option(
+            None, "--interval", "-i", help="As the venue names it (1m, 1h, 1d ...); default: all."
+        ),
         start: str | None = START,
         end: str | None = END,
         exchange: str | None = EXCHANGE,
-        limit: int | None = typer.Option(None, "--limit", "-n", help="At most this many klines (default: up to K2_QUERY_MAX_ROWS)."),
+        limit: int | None = typer.Option(
+            None, "--limit", "-n", help="At most this many klines (default: up to K2_QUERY_MAX_ROWS)."
+        ),
         as_of: str | None = AS_OF,
         fmt: OutputFormat = FORMAT,
         output: Path | None = OUTPUT,
@@ -521,11 +628,20 @@ def register(app: typer.Typer) -> None:
         names = symbols_of(symbol, symbols)
         with _client() as client:
             result = run_query(
-                client.settings, lambda: client.klines(names, interval, start, end, exchange=exchange, limit=limit, as_of=as_of)
+                client.settings,
+                lambda: client.klines(
+                    names, interval, start, end, exchange=exchange, limit=limit, as_of=as_of
+                ),
             )
             table = result.table
             if fmt is OutputFormat.table:
-                table = table.drop_columns([c for c in ("instrument", "asset_class", "receipt_ts", "vendor") if c in table.column_names])
+                table = table.drop_columns(
+                    [
+                        c
+                        for c in ("instrument", "asset_class", "receipt_ts", "vendor")
+                        if c in table.column_names
+                    ]
+                )
             render(table, fmt, output, f"klines {_label(names)}")
 
     @app.command("snapshots")
@@ -545,8 +661,12 @@ def register(app: typer.Typer) -> None:
 
     @app.command("sql")
     def sql(
-        query: str = typer.Argument(..., help="One SELECT over the views trades, quotes, instruments, gaps, klines."),
-        param: list[str] = typer.Option([], "--param", "-p", help="A positional ? parameter (repeatable), bound as text."),
+        query: str = typer.Argument(
+            ..., help="One SELECT over the views trades, quotes, instruments, gaps, klines."
+        ),
+        param: list[str] = typer.Option(
+            [], "--param", "-p", help="A positional ? parameter (repeatable), bound as text."
+        ),
         as_of: str | None = AS_OF,
         fmt: OutputFormat = FORMAT,
         output: Path | None = OUTPUT,
@@ -554,4 +674,8 @@ def register(app: typer.Typer) -> None:
         """Run a read-only SQL query (SELECT/WITH only) over the views of K2's tables."""
         with _client() as client:
             source = client.as_of(as_of) if as_of is not None else client
-            render(run_query(client.settings, lambda: source.sql(query, list(param) if param else None)).table, fmt, output)
+            render(
+                run_query(client.settings, lambda: source.sql(query, list(param) if param else None)).table,
+                fmt,
+                output,
+            )

@@ -46,18 +46,29 @@ if TYPE_CHECKING:
 console = Console()
 err_console = Console(stderr=True)
 
-FILES = typer.Argument(..., help="CSV files, .csv.gz, or official ZIPs holding one CSV (a .CHECKSUM beside a file is verified).")
+FILES = typer.Argument(
+    ..., help="CSV files, .csv.gz, or official ZIPs holding one CSV (a .CHECKSUM beside a file is verified)."
+)
 SYMBOL = typer.Option(None, "--symbol", help="Symbol (default: from the file name / the file's rows).")
 MARKET = typer.Option(
-    "auto", "--market",
+    "auto",
+    "--market",
     help="Binance market: spot, usdm (USD-M futures) or auto (from the columns, booleans and the path; refused when they disagree).",
 )
-VIA_KAFKA = typer.Option(False, "--via-kafka", help="Produce Avro to Kafka for the landing consumer instead of writing Iceberg.")
-QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar and no per-file table (errors still printed).")
-MAX_REJECTS = typer.Option(
-    "0", "--max-rejects", help="Rejected lines accepted before the exit code says so: a count (N) or a share of rows read (P%)."
+VIA_KAFKA = typer.Option(
+    False, "--via-kafka", help="Produce Avro to Kafka for the landing consumer instead of writing Iceberg."
 )
-EXIT_REJECTED = 3  # some rows were rejected (beyond --max-rejects): distinct from 1 (nothing imported, an error)
+QUIET = typer.Option(
+    False, "--quiet", "-q", help="No progress bar and no per-file table (errors still printed)."
+)
+MAX_REJECTS = typer.Option(
+    "0",
+    "--max-rejects",
+    help="Rejected lines accepted before the exit code says so: a count (N) or a share of rows read (P%).",
+)
+EXIT_REJECTED = (
+    3  # some rows were rejected (beyond --max-rejects): distinct from 1 (nothing imported, an error)
+)
 
 
 def parse_max_rejects(text: str) -> tuple[int | None, float | None]:
@@ -78,7 +89,9 @@ def parse_max_rejects(text: str) -> tuple[int | None, float | None]:
             raise ValueError
         return count, None
     except ValueError:
-        raise typer.BadParameter(f"expected a count (10) or a percentage (0.5%), found {text!r}", param_hint="--max-rejects") from None
+        raise typer.BadParameter(
+            f"expected a count (10) or a percentage (0.5%), found {text!r}", param_hint="--max-rejects"
+        ) from None
 
 
 def rejects_exceeded(rows_read: int, rejected: int, limit: tuple[int | None, float | None]) -> bool:
@@ -104,13 +117,25 @@ def landing_lander(settings: Settings) -> Callable[[str], DirectLanding]:
 
 
 def import_landed(
-    format_name: str, files: list[Path], settings: Settings, options: ImportOptions | None = None, via_kafka: bool = False,
+    format_name: str,
+    files: list[Path],
+    settings: Settings,
+    options: ImportOptions | None = None,
+    via_kafka: bool = False,
     progress: Callable[[SourceFile], Callable[[int, int], None] | None] | None = None,
 ) -> list[ImportReport]:
     """:func:`k2.sources.files.import_files` wired to :mod:`k2.landing.direct` (what ``k2 import`` runs)."""
     from k2.sources.files import import_files
 
-    return import_files(format_name, files, settings, options, via_kafka=via_kafka, progress=progress, lander=landing_lander(settings))
+    return import_files(
+        format_name,
+        files,
+        settings,
+        options,
+        via_kafka=via_kafka,
+        progress=progress,
+        lander=landing_lander(settings),
+    )
 
 
 class _RowsPerSecond(ProgressColumn):
@@ -122,8 +147,16 @@ class _RowsPerSecond(ProgressColumn):
 
 
 def _run(
-    format_name: str, files: list[Path], quiet: bool, via_kafka: bool, symbol: str | None = None, market: str = "auto",
-    interval: str | None = None, asset_class: str | None = None, reference: Path | None = None, max_rejects: str = "0",
+    format_name: str,
+    files: list[Path],
+    quiet: bool,
+    via_kafka: bool,
+    symbol: str | None = None,
+    market: str = "auto",
+    interval: str | None = None,
+    asset_class: str | None = None,
+    reference: Path | None = None,
+    max_rejects: str = "0",
     **extra: object,
 ) -> None:
     from k2.sources.files import FileImportError, ImportOptions
@@ -139,11 +172,19 @@ def _run(
         if format_name.startswith("asx-") and symbol is None:
             ref = reference or (default_reference(files[0]) if files else None)
             if ref is None:
-                raise FileImportError("expected --reference company_info.csv (or --symbol) to map ASX company ids to tickers, found neither")
+                raise FileImportError(
+                    "expected --reference company_info.csv (or --symbol) to map ASX company ids to tickers, found neither"
+                )
             options.tickers = ticker_map(ref)
         progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), DownloadColumn(), _RowsPerSecond(), TimeElapsedColumn(),
-            console=err_console, disable=not show, transient=True,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            _RowsPerSecond(),
+            TimeElapsedColumn(),
+            console=err_console,
+            disable=not show,
+            transient=True,
         )
         with progress:
 
@@ -151,11 +192,15 @@ def _run(
                 task = progress.add_task(source.csv_name, total=source.size, rows=0)
 
                 def hook(nbytes: int, rows: int) -> None:
-                    progress.update(task, advance=nbytes, rows=int(progress.tasks[task].fields["rows"]) + rows)
+                    progress.update(
+                        task, advance=nbytes, rows=int(progress.tasks[task].fields["rows"]) + rows
+                    )
 
                 return hook
 
-            reports = import_landed(format_name, files, settings, options, via_kafka=via_kafka, progress=hook_for)
+            reports = import_landed(
+                format_name, files, settings, options, via_kafka=via_kafka, progress=hook_for
+            )
     except FileImportError as exc:
         err_console.print(f"[red]import failed:[/red] {exc}", markup=True, highlight=False)
         raise typer.Exit(1) from None
@@ -176,7 +221,11 @@ def _exit_for(reports: Sequence[object], limit: tuple[int | None, float | None],
         f"{sum(r.duplicates for r in typed):,} duplicates, {rejected:,} rejected, {sum(r.gaps for r in typed):,} gaps opened"
     )
     if rejected and rejects_exceeded(read, rejected, limit):
-        err_console.print(f"{line} - FAILED: {rejected:,} rejected rows (beyond --max-rejects)", markup=False, highlight=False)
+        err_console.print(
+            f"{line} - FAILED: {rejected:,} rejected rows (beyond --max-rejects)",
+            markup=False,
+            highlight=False,
+        )
         raise typer.Exit(EXIT_REJECTED)
     err_console.print(line, markup=False, highlight=False)
 
@@ -194,7 +243,8 @@ def _print_reports(reports: Sequence[object], quiet: bool, via_kafka: bool) -> N
             reasons = ", ".join(f"{k}={v}" for k, v in sorted(report.rejected_by_reason.items()))
             err_console.print(
                 f"[yellow]{report.file}: {report.rejected} bad lines ({reasons}) -> {report.rejects_destination}[/yellow]",
-                markup=True, highlight=False,
+                markup=True,
+                highlight=False,
             )
             for sample in report.rejected_samples:
                 err_console.print(f"  {sample}", markup=False, highlight=False)
@@ -203,13 +253,28 @@ def _print_reports(reports: Sequence[object], quiet: bool, via_kafka: bool) -> N
     if quiet:
         return
     table = Table(title="k2 import" + (" (via Kafka)" if via_kafka else ""))
-    for column in ("file", "rows read", "imported" if not via_kafka else "produced", "duplicates", "rejected", "gaps", "rows/s", "checksum"):
+    for column in (
+        "file",
+        "rows read",
+        "imported" if not via_kafka else "produced",
+        "duplicates",
+        "rejected",
+        "gaps",
+        "rows/s",
+        "checksum",
+    ):
         table.add_column(column, justify="left" if column == "file" else "right")
     for report in reports:
         assert isinstance(report, ImportReport)
         table.add_row(
-            Path(report.file).name, f"{report.rows_read:,}", f"{report.imported:,}", f"{report.duplicates:,}",
-            f"{report.rejected:,}", f"{report.gaps:,}", f"{report.rows_per_second:,.0f}", "verified" if report.checksum_verified else "-",
+            Path(report.file).name,
+            f"{report.rows_read:,}",
+            f"{report.imported:,}",
+            f"{report.duplicates:,}",
+            f"{report.rejected:,}",
+            f"{report.gaps:,}",
+            f"{report.rows_per_second:,.0f}",
+            "verified" if report.checksum_verified else "-",
         )
     console.print(table)
 
@@ -228,55 +293,124 @@ def _reference(settings: Settings, path: Path, quiet: bool) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add the ``k2 import`` command group to ``app``."""
-    imp = typer.Typer(help="Import vendor files (Binance public data, Tardis.dev CSV, ASX) into K2's tables.", no_args_is_help=True)
+    imp = typer.Typer(
+        help="Import vendor files (Binance public data, Tardis.dev CSV, ASX) into K2's tables.",
+        no_args_is_help=True,
+    )
 
     @imp.command("binance-trades")
-    def binance_trades(files: list[Path] = FILES, symbol: str | None = SYMBOL, market: str = MARKET,
-                       via_kafka: bool = VIA_KAFKA, quiet: bool = QUIET, max_rejects: str = MAX_REJECTS) -> None:
+    def binance_trades(
+        files: list[Path] = FILES,
+        symbol: str | None = SYMBOL,
+        market: str = MARKET,
+        via_kafka: bool = VIA_KAFKA,
+        quiet: bool = QUIET,
+        max_rejects: str = MAX_REJECTS,
+    ) -> None:
         """Binance public-data trades (spot: 7 columns, no header; USD-M futures: 6 columns, header)."""
         _run("binance-trades", files, quiet, via_kafka, symbol, market, max_rejects=max_rejects)
 
     @imp.command("binance-aggtrades")
-    def binance_aggtrades(files: list[Path] = FILES, symbol: str | None = SYMBOL, market: str = MARKET,
-                          via_kafka: bool = VIA_KAFKA, quiet: bool = QUIET, max_rejects: str = MAX_REJECTS) -> None:
+    def binance_aggtrades(
+        files: list[Path] = FILES,
+        symbol: str | None = SYMBOL,
+        market: str = MARKET,
+        via_kafka: bool = VIA_KAFKA,
+        quiet: bool = QUIET,
+        max_rejects: str = MAX_REJECTS,
+    ) -> None:
         """Binance public-data aggTrades (exchange code <exchange>-agg in the trades table)."""
         _run("binance-aggtrades", files, quiet, via_kafka, symbol, market, max_rejects=max_rejects)
 
     @imp.command("binance-klines")
-    def binance_klines(files: list[Path] = FILES, symbol: str | None = SYMBOL, market: str = MARKET,
-                       interval: str | None = typer.Option(None, help="Bar interval (default: from the file name)."),
-                       via_kafka: bool = VIA_KAFKA, quiet: bool = QUIET, max_rejects: str = MAX_REJECTS) -> None:
+    def binance_klines(
+        files: list[Path] = FILES,
+        symbol: str | None = SYMBOL,
+        market: str = MARKET,
+        interval: str | None = typer.Option(None, help="Bar interval (default: from the file name)."),
+        via_kafka: bool = VIA_KAFKA,
+        quiet: bool = QUIET,
+        max_rejects: str = MAX_REJECTS,
+    ) -> None:
         """Binance public-data klines (12 columns) into market_data.klines (direct only)."""
-        _run("binance-klines", files, quiet, via_kafka, symbol, market, interval=interval, max_rejects=max_rejects)
+        _run(
+            "binance-klines",
+            files,
+            quiet,
+            via_kafka,
+            symbol,
+            market,
+            interval=interval,
+            max_rejects=max_rejects,
+        )
 
     @imp.command("tardis-trades")
-    def tardis_trades(files: list[Path] = FILES, symbol: str | None = SYMBOL,
-                      asset_class: str | None = typer.Option(None, help="Asset class (default: from the exchange id)."),
-                      contract: str | None = typer.Option(None, help="inverse or linear: amounts are contracts (needed on bitmex, deribit...)."),
-                      multiplier: str | None = typer.Option(None, help="Contract multiplier (default 1): USD per inverse contract, coins per linear one."),
-                      via_kafka: bool = VIA_KAFKA, quiet: bool = QUIET, max_rejects: str = MAX_REJECTS) -> None:
+    def tardis_trades(
+        files: list[Path] = FILES,
+        symbol: str | None = SYMBOL,
+        asset_class: str | None = typer.Option(None, help="Asset class (default: from the exchange id)."),
+        contract: str | None = typer.Option(
+            None, help="inverse or linear: amounts are contracts (needed on bitmex, deribit...)."
+        ),
+        multiplier: str | None = typer.Option(
+            None, help="Contract multiplier (default 1): USD per inverse contract, coins per linear one."
+        ),
+        via_kafka: bool = VIA_KAFKA,
+        quiet: bool = QUIET,
+        max_rejects: str = MAX_REJECTS,
+    ) -> None:
         """Tardis.dev trades CSV (exchange,symbol,timestamp,local_timestamp,id,side,price,amount)."""
-        _run("tardis-trades", files, quiet, via_kafka, symbol, asset_class=asset_class, max_rejects=max_rejects,
-             contract=contract, multiplier=multiplier)
+        _run(
+            "tardis-trades",
+            files,
+            quiet,
+            via_kafka,
+            symbol,
+            asset_class=asset_class,
+            max_rejects=max_rejects,
+            contract=contract,
+            multiplier=multiplier,
+        )
 
     @imp.command("tardis-quotes")
-    def tardis_quotes(files: list[Path] = FILES, symbol: str | None = SYMBOL,
-                      asset_class: str | None = typer.Option(None, help="Asset class (default: from the exchange id)."),
-                      via_kafka: bool = VIA_KAFKA, quiet: bool = QUIET, max_rejects: str = MAX_REJECTS) -> None:
+    def tardis_quotes(
+        files: list[Path] = FILES,
+        symbol: str | None = SYMBOL,
+        asset_class: str | None = typer.Option(None, help="Asset class (default: from the exchange id)."),
+        via_kafka: bool = VIA_KAFKA,
+        quiet: bool = QUIET,
+        max_rejects: str = MAX_REJECTS,
+    ) -> None:
         """Tardis.dev quotes CSV (exchange,symbol,timestamp,local_timestamp,ask_amount,ask_price,bid_price,bid_amount)."""
-        _run("tardis-quotes", files, quiet, via_kafka, symbol, asset_class=asset_class, max_rejects=max_rejects)
+        _run(
+            "tardis-quotes", files, quiet, via_kafka, symbol, asset_class=asset_class, max_rejects=max_rejects
+        )
 
-    reference_opt = typer.Option(None, "--reference", help="company_info.csv (default: reference-data/ beside the data folder).")
+    reference_opt = typer.Option(
+        None, "--reference", help="company_info.csv (default: reference-data/ beside the data folder)."
+    )
 
     @imp.command("asx-trades")
-    def asx_trades(files: list[Path] = FILES, symbol: str | None = SYMBOL, reference: Path | None = reference_opt,
-                   via_kafka: bool = VIA_KAFKA, quiet: bool = QUIET, max_rejects: str = MAX_REJECTS) -> None:
+    def asx_trades(
+        files: list[Path] = FILES,
+        symbol: str | None = SYMBOL,
+        reference: Path | None = reference_opt,
+        via_kafka: bool = VIA_KAFKA,
+        quiet: bool = QUIET,
+        max_rejects: str = MAX_REJECTS,
+    ) -> None:
         """ASX trades (Date,Time,Price,Volume,Qualifiers,Venue,BuyerID; Sydney local time -> UTC)."""
         _run("asx-trades", files, quiet, via_kafka, symbol, reference=reference, max_rejects=max_rejects)
 
     @imp.command("asx-quotes")
-    def asx_quotes(files: list[Path] = FILES, symbol: str | None = SYMBOL, reference: Path | None = reference_opt,
-                   via_kafka: bool = VIA_KAFKA, quiet: bool = QUIET, max_rejects: str = MAX_REJECTS) -> None:
+    def asx_quotes(
+        files: list[Path] = FILES,
+        symbol: str | None = SYMBOL,
+        reference: Path | None = reference_opt,
+        via_kafka: bool = VIA_KAFKA,
+        quiet: bool = QUIET,
+        max_rejects: str = MAX_REJECTS,
+    ) -> None:
         """ASX quotes (Date,Time,Bid,Ask,BidVolume,AskVolume; Sydney local time -> UTC)."""
         _run("asx-quotes", files, quiet, via_kafka, symbol, reference=reference, max_rejects=max_rejects)
 
@@ -287,9 +421,15 @@ def register(app: typer.Typer) -> None:
 
     @imp.command("binance-capture")
     def binance_capture(
-        files: list[Path] = typer.Argument(..., help="Capture files (<local_receive_ns> <raw JSON> a line; .gz or plain), in order."),
-        symbol: str | None = typer.Option(None, "--symbol", help="Symbol of the REST depth snapshot lines (default: the one waiting)."),
-        market: str = typer.Option("spot", "--market", help="Binance market of the capture: spot, us or usdm."),
+        files: list[Path] = typer.Argument(
+            ..., help="Capture files (<local_receive_ns> <raw JSON> a line; .gz or plain), in order."
+        ),
+        symbol: str | None = typer.Option(
+            None, "--symbol", help="Symbol of the REST depth snapshot lines (default: the one waiting)."
+        ),
+        market: str = typer.Option(
+            "spot", "--market", help="Binance market of the capture: spot, us or usdm."
+        ),
     ) -> None:
         """Binance WebSocket captures: trades, bookTicker quotes and depth (with the book sync) to Kafka for landing."""
         from k2.sources.binance import MARKETS
@@ -300,7 +440,9 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2)
         report = import_binance_capture(files, load_settings(), MARKETS[market], symbol)
         rows = ", ".join(f"{kind} {count:,}" for kind, count in sorted(report.rows.items()))
-        console.print(f"{report.lines:,} lines: {rows}; {report.snapshots} depth snapshot(s); {len(report.gaps)} depth gap(s)")
+        console.print(
+            f"{report.lines:,} lines: {rows}; {report.snapshots} depth snapshot(s); {len(report.gaps)} depth gap(s)"
+        )
         if report.dead_lettered:
             console.print(f"dead-lettered: {dict(report.dead_lettered)}")
         console.print("produced to Kafka: run `k2 land` (the landing consumer) to land them")

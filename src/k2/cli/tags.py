@@ -24,7 +24,10 @@ from k2.config import load_settings
 if TYPE_CHECKING:
     from pyiceberg.table import Table
 
-tag_app = typer.Typer(help="Iceberg tags: name a snapshot so maintenance never expires it (as_of=tag:NAME).", no_args_is_help=True)
+tag_app = typer.Typer(
+    help="Iceberg tags: name a snapshot so maintenance never expires it (as_of=tag:NAME).",
+    no_args_is_help=True,
+)
 
 
 def _tables(names: list[str] | None) -> dict[str, Table]:
@@ -35,7 +38,9 @@ def _tables(names: list[str] | None) -> dict[str, Table]:
     chosen = names or list(TABLES)
     unknown = [n for n in chosen if n not in TABLES]
     if unknown:
-        raise typer.BadParameter(f"expected a table among {', '.join(TABLES)}, found {', '.join(unknown)}", param_hint="--table")
+        raise typer.BadParameter(
+            f"expected a table among {', '.join(TABLES)}, found {', '.join(unknown)}", param_hint="--table"
+        )
     catalog = load_catalog(load_settings())
     out: dict[str, Table] = {}
     for name in chosen:
@@ -57,8 +62,12 @@ def _time(value: str | None) -> datetime | None:
 @tag_app.command("create")
 def create_command(
     name: str = typer.Argument(..., help="Tag name: letters, digits, '.', '_' or '-'."),
-    table: list[str] = typer.Option(None, "--table", "-t", help="Table short name; repeatable. Default: every table."),
-    snapshot: int | None = typer.Option(None, "--snapshot", help="Snapshot id to tag (default: the current one)."),
+    table: list[str] = typer.Option(
+        None, "--table", "-t", help="Table short name; repeatable. Default: every table."
+    ),
+    snapshot: int | None = typer.Option(
+        None, "--snapshot", help="Snapshot id to tag (default: the current one)."
+    ),
     at: str | None = typer.Option(None, "--at", help="Tag the snapshot current at this ISO time instead."),
     retain: float | None = typer.Option(None, "--retain", help="Days to keep the tag (default: forever)."),
 ) -> None:
@@ -73,12 +82,16 @@ def create_command(
         except (ValueError, LookupError) as exc:
             typer.echo(f"error: {short}: {exc}", err=True)
             raise typer.Exit(2) from None
-        console.print(f"tagged {escape(info.table)} snapshot {info.snapshot_id} as {escape(info.name)}", highlight=False)
+        console.print(
+            f"tagged {escape(info.table)} snapshot {info.snapshot_id} as {escape(info.name)}", highlight=False
+        )
 
 
 @tag_app.command("list")
 def list_command(
-    table: list[str] = typer.Option(None, "--table", "-t", help="Table short name; repeatable. Default: every table."),
+    table: list[str] = typer.Option(
+        None, "--table", "-t", help="Table short name; repeatable. Default: every table."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines."),
 ) -> None:
     """List the tags of each table: name, snapshot, commit time, expiry."""
@@ -88,21 +101,38 @@ def list_command(
     if as_json:
         for short, t in rows:
             expires = t.expires_at.isoformat() if t.expires_at else None
-            typer.echo(json.dumps({"table": short, "name": t.name, "snapshot_id": t.snapshot_id,
-                                   "committed_at": t.committed_at.isoformat(), "expires_at": expires}))
+            typer.echo(
+                json.dumps(
+                    {
+                        "table": short,
+                        "name": t.name,
+                        "snapshot_id": t.snapshot_id,
+                        "committed_at": t.committed_at.isoformat(),
+                        "expires_at": expires,
+                    }
+                )
+            )
         return
     out = RichTable(title="tags")
     for column in ("table", "tag", "snapshot", "committed at", "expires"):
         out.add_column(column)
     for short, t in rows:
-        out.add_row(short, escape(t.name), str(t.snapshot_id), t.committed_at.isoformat(), t.expires_at.isoformat() if t.expires_at else "never")
+        out.add_row(
+            short,
+            escape(t.name),
+            str(t.snapshot_id),
+            t.committed_at.isoformat(),
+            t.expires_at.isoformat() if t.expires_at else "never",
+        )
     Console().print(out)
 
 
 @tag_app.command("drop")
 def drop_command(
     name: str = typer.Argument(..., help="Tag name."),
-    table: list[str] = typer.Option(None, "--table", "-t", help="Table short name; repeatable. Default: every table holding it."),
+    table: list[str] = typer.Option(
+        None, "--table", "-t", help="Table short name; repeatable. Default: every table holding it."
+    ),
 ) -> None:
     """Drop a tag (its snapshot then expires like any other)."""
     from k2.lake.tags import drop_tag, list_tags

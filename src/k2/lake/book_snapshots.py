@@ -57,7 +57,14 @@ def _pairs(deltas: Table) -> list[tuple[str, str, str]]:
     if data.num_rows == 0:
         return []
     grouped = data.group_by(["exchange", "symbol", "asset_class"]).aggregate([])
-    return sorted(zip(grouped["exchange"].to_pylist(), grouped["symbol"].to_pylist(), grouped["asset_class"].to_pylist(), strict=True))
+    return sorted(
+        zip(
+            grouped["exchange"].to_pylist(),
+            grouped["symbol"].to_pylist(),
+            grouped["asset_class"].to_pylist(),
+            strict=True,
+        )
+    )
 
 
 def _written(snapshots: Table) -> dict[tuple[str, str], tuple[int, int]]:
@@ -70,7 +77,13 @@ def _written(snapshots: Table) -> dict[tuple[str, str], tuple[int, int]]:
     data = data.sort_by([("last_update_id", "descending")])
     out: dict[tuple[str, str], tuple[int, int]] = {}
     ts = pc.cast(data["exchange_ts"], pa.int64()).to_pylist()
-    for exchange, symbol, u, t in zip(data["exchange"].to_pylist(), data["symbol"].to_pylist(), data["last_update_id"].to_pylist(), ts, strict=True):
+    for exchange, symbol, u, t in zip(
+        data["exchange"].to_pylist(),
+        data["symbol"].to_pylist(),
+        data["last_update_id"].to_pylist(),
+        ts,
+        strict=True,
+    ):
         out.setdefault((exchange, symbol), (u, t))
     return out
 
@@ -81,7 +94,9 @@ def _read(deltas: Table, exchange: str, symbol: str, after_u: int | None) -> pa.
     start = None
     if after_u is not None:
         restarts = deltas.scan(
-            row_filter=_X.And(base, _X.And(_X.EqualTo("is_snapshot", True), _X.LessThanOrEqual("last_update_id", after_u))),
+            row_filter=_X.And(
+                base, _X.And(_X.EqualTo("is_snapshot", True), _X.LessThanOrEqual("last_update_id", after_u))
+            ),
             selected_fields=("last_update_id",),
         ).to_arrow()
         start = pc.max(restarts["last_update_id"]).as_py() if restarts.num_rows else None
@@ -96,27 +111,43 @@ def _events(data: pa.Table) -> Iterator[tuple[int, int, bool, bool, list[tuple[b
     if len(ids) == 0:
         return
     asks = (data["side"].to_numpy(zero_copy_only=False) == "ASK").tolist()
-    prices, sizes = unscaled_from_decimal(data["price"]).tolist(), unscaled_from_decimal(data["size"]).tolist()
+    prices, sizes = (
+        unscaled_from_decimal(data["price"]).tolist(),
+        unscaled_from_decimal(data["size"]).tolist(),
+    )
     ts = pc.cast(data["exchange_ts"], pa.int64()).to_pylist()
     snap, end = data["is_snapshot"].to_pylist(), data["is_event_end"].to_pylist()
     bounds = np.flatnonzero(np.diff(ids)) + 1
-    for lo, hi in zip(np.concatenate(([0], bounds)).tolist(), np.concatenate((bounds, [len(ids)])).tolist(), strict=True):
+    for lo, hi in zip(
+        np.concatenate(([0], bounds)).tolist(), np.concatenate((bounds, [len(ids)])).tolist(), strict=True
+    ):
         levels = [(asks[i], prices[i], sizes[i]) for i in range(lo, hi)]
         yield int(ids[lo]), ts[lo], bool(snap[lo]), any(end[lo:hi]), levels
 
 
-def _row(exchange: str, symbol: str, asset_class: str, book: OrderBook, depth: int, written: int) -> dict[str, Any]:
+def _row(
+    exchange: str, symbol: str, asset_class: str, book: OrderBook, depth: int, written: int
+) -> dict[str, Any]:
     bids, asks = book.top("BID", depth), book.top("ASK", depth)
     return {
-        "exchange": exchange, "symbol": symbol, "instrument": canonical_instrument(symbol), "asset_class": asset_class,
-        "exchange_ts": book.exchange_ts, "last_update_id": book.last_update_id, "depth": depth,
-        "bid_prices": [p for p, _ in bids], "bid_sizes": [s for _, s in bids],
-        "ask_prices": [p for p, _ in asks], "ask_sizes": [s for _, s in asks], "written_ts": written,
+        "exchange": exchange,
+        "symbol": symbol,
+        "instrument": canonical_instrument(symbol),
+        "asset_class": asset_class,
+        "exchange_ts": book.exchange_ts,
+        "last_update_id": book.last_update_id,
+        "depth": depth,
+        "bid_prices": [p for p, _ in bids],
+        "bid_sizes": [s for _, s in bids],
+        "ask_prices": [p for p, _ in asks],
+        "ask_sizes": [s for _, s in asks],
+        "written_ts": written,
     }
 
 
-def snapshots_for_pair(deltas: Table, pair: tuple[str, str, str], last: tuple[int, int] | None, interval_us: int,
-                       depth: int) -> list[dict[str, Any]]:
+def snapshots_for_pair(
+    deltas: Table, pair: tuple[str, str, str], last: tuple[int, int] | None, interval_us: int, depth: int
+) -> list[dict[str, Any]]:
     """The new book_snapshots rows of one pair (update ids above ``last``'s), per the module docstring."""
     exchange, symbol, asset_class = pair
     last_u, last_ts = last if last is not None else (None, None)
@@ -155,7 +186,9 @@ def write_book_snapshots(settings: Settings, attempts: int = 5) -> dict[tuple[st
         rows: list[dict[str, Any]] = []
         counts: dict[tuple[str, str], int] = {}
         for pair in _pairs(deltas):
-            new = snapshots_for_pair(deltas, pair, written.get(pair[:2]), interval_us, settings.book_snapshot_depth)
+            new = snapshots_for_pair(
+                deltas, pair, written.get(pair[:2]), interval_us, settings.book_snapshot_depth
+            )
             if new:
                 counts[pair[:2]] = len(new)
                 rows.extend(new)
@@ -167,4 +200,6 @@ def write_book_snapshots(settings: Settings, attempts: int = 5) -> dict[tuple[st
         except CommitFailedException:
             continue  # another writer committed: recompute from its state
         return counts
-    raise RuntimeError(f"expected a book_snapshots commit within {attempts} attempts, found continuous conflicts")
+    raise RuntimeError(
+        f"expected a book_snapshots commit within {attempts} attempts, found continuous conflicts"
+    )

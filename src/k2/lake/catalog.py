@@ -77,23 +77,48 @@ class TableDef:
     def sort_order(self) -> SortOrder:
         schema = self.record.iceberg_schema()
         return SortOrder(
-            *[SortField(source_id=schema.find_field(c).field_id, transform=IdentityTransform()) for c in self.sort_columns]
+            *[
+                SortField(source_id=schema.find_field(c).field_id, transform=IdentityTransform())
+                for c in self.sort_columns
+            ]
         )
 
 
 TABLES: dict[str, TableDef] = {
-    "trades": TableDef("trades", "market_data", "trades", TRADE, True, True, ("symbol", "exchange_ts", "trade_id")),
-    "quotes": TableDef("quotes", "market_data", "quotes", QUOTE, True, True, ("symbol", "exchange_ts", "update_id")),
-    "instruments": TableDef("instruments", "reference", "instruments", INSTRUMENT, False, False, ("exchange", "symbol")),
-    "gaps": TableDef("gaps", "quality", "gaps", GAP, False, False, ("exchange", "symbol", "first_missing_id")),
-    "klines": TableDef("klines", "market_data", "klines", KLINE, True, True, ("symbol", "interval", "open_time")),
+    "trades": TableDef(
+        "trades", "market_data", "trades", TRADE, True, True, ("symbol", "exchange_ts", "trade_id")
+    ),
+    "quotes": TableDef(
+        "quotes", "market_data", "quotes", QUOTE, True, True, ("symbol", "exchange_ts", "update_id")
+    ),
+    "instruments": TableDef(
+        "instruments", "reference", "instruments", INSTRUMENT, False, False, ("exchange", "symbol")
+    ),
+    "gaps": TableDef(
+        "gaps", "quality", "gaps", GAP, False, False, ("exchange", "symbol", "first_missing_id")
+    ),
+    "klines": TableDef(
+        "klines", "market_data", "klines", KLINE, True, True, ("symbol", "interval", "open_time")
+    ),
     # Book tables: day(exchange_ts) + bucket(symbol) like trades, rows sorted by (symbol, update id) so a
     # symbol-hour is a few row groups whose min/max on symbol, exchange_ts and last_update_id prune the rest.
     "book_deltas": TableDef(
-        "book_deltas", "market_data", "book_deltas", BOOK_DELTA, True, True, ("symbol", "last_update_id", "side", "price")
+        "book_deltas",
+        "market_data",
+        "book_deltas",
+        BOOK_DELTA,
+        True,
+        True,
+        ("symbol", "last_update_id", "side", "price"),
     ),
     "book_snapshots": TableDef(
-        "book_snapshots", "market_data", "book_snapshots", BOOK_SNAPSHOT, True, True, ("symbol", "last_update_id")
+        "book_snapshots",
+        "market_data",
+        "book_snapshots",
+        BOOK_SNAPSHOT,
+        True,
+        True,
+        ("symbol", "last_update_id"),
     ),
 }
 
@@ -154,7 +179,7 @@ def _open_sql_catalog(catalog_class: Any, name: str, props: dict[str, Any]) -> C
 
     for attempt in range(1, _CATALOG_CREATE_ATTEMPTS + 1):
         try:
-            return catalog_class(name, **props)  # type: ignore[no-any-return]
+            return catalog_class(name, **props)
         except (OperationalError, IntegrityError, ProgrammingError) as exc:
             lost_race = "already exists" in str(exc) or "duplicate key" in str(exc)
             if not lost_race or attempt == _CATALOG_CREATE_ATTEMPTS:

@@ -72,7 +72,11 @@ def _jdbc(sqlalchemy_url: str) -> tuple[str, str | None, str | None]:
     parts = urlsplit(sqlalchemy_url)
     scheme = parts.scheme.partition("+")[0]
     if scheme == "sqlite":
-        return f"jdbc:sqlite:{sqlalchemy_url.partition(':///')[2]}", None, None  # sqlite:////abs/path -> /abs/path
+        return (
+            f"jdbc:sqlite:{sqlalchemy_url.partition(':///')[2]}",
+            None,
+            None,
+        )  # sqlite:////abs/path -> /abs/path
     host = parts.netloc.rpartition("@")[2]
     return f"jdbc:{scheme}://{host}{parts.path}", parts.username, parts.password
 

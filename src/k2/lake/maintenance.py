@@ -186,13 +186,19 @@ class _Rebasing:
 
     def _manifests(self) -> list[ManifestFile]:
         producer: Any = self
-        parent = producer._transaction.table_metadata.snapshot_by_id(producer._parent_snapshot_id) if producer._parent_snapshot_id else None
+        parent = (
+            producer._transaction.table_metadata.snapshot_by_id(producer._parent_snapshot_id)
+            if producer._parent_snapshot_id
+            else None
+        )
         parent_manifests = parent.manifests(producer._io) if parent is not None else []
         parent_paths = {m.manifest_path for m in parent_manifests}
         if self.plan is not None:
             if not self.plan.replaced_paths <= parent_paths:
                 raise _Replan()
-            return self.plan.new_manifests + [m for m in parent_manifests if m.manifest_path not in self.plan.replaced_paths]
+            return self.plan.new_manifests + [
+                m for m in parent_manifests if m.manifest_path not in self.plan.replaced_paths
+            ]
         result: list[ManifestFile] = super()._manifests()  # type: ignore[misc]
         result_paths = {m.manifest_path for m in result}
         self.recorded = _Plan(
@@ -226,7 +232,11 @@ class _RewriteManifests(_Rebasing, _SnapshotProducer["_RewriteManifests"]):
     entries_per_manifest: int = 20_000
 
     def _existing_manifests(self) -> list[ManifestFile]:
-        parent = self._transaction.table_metadata.snapshot_by_id(self._parent_snapshot_id) if self._parent_snapshot_id else None
+        parent = (
+            self._transaction.table_metadata.snapshot_by_id(self._parent_snapshot_id)
+            if self._parent_snapshot_id
+            else None
+        )
         if parent is None:
             return []
         by_spec: dict[int, list[ManifestEntry]] = defaultdict(list)
@@ -281,7 +291,9 @@ class _Transaction(Transaction):
         return self._cached[2]
 
 
-def _commit_with_retry(table: Table, build: Callable[[Any, _Plan | None], Any], report: MaintenanceReport) -> bool:
+def _commit_with_retry(
+    table: Table, build: Callable[[Any, _Plan | None], Any], report: MaintenanceReport
+) -> bool:
     """Commit a maintenance snapshot; on a concurrent commit refresh and rebase it. False: gave up.
 
     ``build(tx, plan)`` stages the producer in ``tx`` (reusing ``plan``'s snapshot id and manifests when
@@ -346,26 +358,43 @@ def plan_compaction(table: Table, settings: Settings) -> dict[tuple[int, Record]
     for f in data:
         if f.file_size_in_bytes < limit and (f.spec_id, f.partition) not in with_deletes:
             groups[(f.spec_id, f.partition)].append(f)
-    return {k: sorted(v, key=lambda f: f.file_path) for k, v in groups.items() if len(v) >= settings.maintenance_min_input_files}
+    return {
+        k: sorted(v, key=lambda f: f.file_path)
+        for k, v in groups.items()
+        if len(v) >= settings.maintenance_min_input_files
+    }
 
 
 def _compact_partition(
-    table: Table, short_name: str | None, settings: Settings, files: list[DataFile], label: str, report: MaintenanceReport
+    table: Table,
+    short_name: str | None,
+    settings: Settings,
+    files: list[DataFile],
+    label: str,
+    report: MaintenanceReport,
 ) -> bool:
     tasks = [FileScanTask(f) for f in files]
     data = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue()).to_table(tasks)
     data = _sort(data, table, short_name)
     file_bytes = sum(f.file_size_in_bytes for f in files)
     # pyiceberg sizes files by in-memory Arrow bytes; scale so the Parquet files land near the target.
-    arrow_target = max(1 << 20, int(settings.target_file_size_bytes * max(1.0, data.nbytes / max(1, file_bytes))))
-    metadata = table.metadata.model_copy(
-        update={"properties": {**table.metadata.properties, "write.target-file-size-bytes": str(arrow_target)}}
+    arrow_target = max(
+        1 << 20, int(settings.target_file_size_bytes * max(1.0, data.nbytes / max(1, file_bytes)))
     )
-    written = list(_dataframe_to_data_files(table_metadata=metadata, df=data, io=table.io, write_uuid=uuid.uuid4()))
+    metadata = table.metadata.model_copy(
+        update={
+            "properties": {**table.metadata.properties, "write.target-file-size-bytes": str(arrow_target)}
+        }
+    )
+    written = list(
+        _dataframe_to_data_files(table_metadata=metadata, df=data, io=table.io, write_uuid=uuid.uuid4())
+    )
 
     def build(tx: Any, plan: _Plan | None) -> _ReplaceFiles:
         props = commit_summary(table.current_snapshot(), MAINTENANCE_WRITER, {MAINTENANCE_KEY: "compaction"})
-        producer = _ReplaceFiles(operation=Operation.OVERWRITE, transaction=tx, io=table.io, snapshot_properties=props)
+        producer = _ReplaceFiles(
+            operation=Operation.OVERWRITE, transaction=tx, io=table.io, snapshot_properties=props
+        )
         if plan is not None:
             producer._snapshot_id, producer.plan = plan.snapshot_id, plan
         for f in files:
@@ -390,7 +419,13 @@ def _compact_partition(
     return True
 
 
-def compact(table: Table, settings: Settings, report: MaintenanceReport, short_name: str | None = None, dry_run: bool = False) -> None:
+def compact(
+    table: Table,
+    settings: Settings,
+    report: MaintenanceReport,
+    short_name: str | None = None,
+    dry_run: bool = False,
+) -> None:
     """Compact every partition :func:`plan_compaction` selects, one atomic replace commit per partition.
 
     Example (needs a table)::
@@ -403,7 +438,9 @@ def compact(table: Table, settings: Settings, report: MaintenanceReport, short_n
         if dry_run:
             report.partitions_compacted += 1
             report.files_rewritten += len(files)
-            report.files_written += max(1, math.ceil(sum(f.file_size_in_bytes for f in files) / settings.target_file_size_bytes))
+            report.files_written += max(
+                1, math.ceil(sum(f.file_size_in_bytes for f in files) / settings.target_file_size_bytes)
+            )
             continue
         _compact_partition(table, short_name, settings, files, label, report)
 
@@ -421,12 +458,20 @@ def snapshots_to_expire(table: Table, settings: Settings, now: datetime | None =
     now = now or datetime.now(UTC)
     cutoff_ms = int((now - timedelta(hours=settings.maintenance_snapshot_max_age_hours)).timestamp() * 1000)
     protected = {ref.snapshot_id for ref in table.metadata.refs.values()}
-    newest = sorted(table.metadata.snapshots, key=lambda s: (s.timestamp_ms, s.sequence_number or 0), reverse=True)
+    newest = sorted(
+        table.metadata.snapshots, key=lambda s: (s.timestamp_ms, s.sequence_number or 0), reverse=True
+    )
     keep = {s.snapshot_id for s in newest[: settings.maintenance_snapshots_keep]} | protected
     return [s.snapshot_id for s in newest if s.snapshot_id not in keep and s.timestamp_ms < cutoff_ms]
 
 
-def expire_snapshots(table: Table, settings: Settings, report: MaintenanceReport, dry_run: bool = False, now: datetime | None = None) -> None:
+def expire_snapshots(
+    table: Table,
+    settings: Settings,
+    report: MaintenanceReport,
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> None:
     """Expire snapshots (metadata only; their unreferenced files go with orphan removal).
 
     Example (needs a table)::
@@ -436,7 +481,9 @@ def expire_snapshots(table: Table, settings: Settings, report: MaintenanceReport
     # Tags keep their snapshot forever unless they carry a retention; those past it go first.
     dropped = drop_expired_tags(table, now or datetime.now(UTC), dry_run)
     if dropped:
-        report.notes.append(f"tags past their retention {'to drop' if dry_run else 'dropped'}: {', '.join(dropped)}")
+        report.notes.append(
+            f"tags past their retention {'to drop' if dry_run else 'dropped'}: {', '.join(dropped)}"
+        )
     for attempt in range(_MAX_ATTEMPTS):
         table.refresh()
         ids = snapshots_to_expire(table, settings, now)
@@ -457,7 +504,9 @@ def expire_snapshots(table: Table, settings: Settings, report: MaintenanceReport
 # -- manifest rewrite --------------------------------------------------------------------------------
 
 
-def rewrite_manifests(table: Table, settings: Settings, report: MaintenanceReport, dry_run: bool = False) -> None:
+def rewrite_manifests(
+    table: Table, settings: Settings, report: MaintenanceReport, dry_run: bool = False
+) -> None:
     """Repack data manifests into ``maintenance_target_manifest_entries``-entry manifests (one replace commit).
 
     Example (needs a table)::
@@ -480,8 +529,12 @@ def rewrite_manifests(table: Table, settings: Settings, report: MaintenanceRepor
         return
 
     def build(tx: Any, plan: _Plan | None) -> _RewriteManifests:
-        props = commit_summary(table.current_snapshot(), MAINTENANCE_WRITER, {MAINTENANCE_KEY: "rewrite-manifests"})
-        producer = _RewriteManifests(operation=Operation.OVERWRITE, transaction=tx, io=table.io, snapshot_properties=props)
+        props = commit_summary(
+            table.current_snapshot(), MAINTENANCE_WRITER, {MAINTENANCE_KEY: "rewrite-manifests"}
+        )
+        producer = _RewriteManifests(
+            operation=Operation.OVERWRITE, transaction=tx, io=table.io, snapshot_properties=props
+        )
         if plan is not None:
             producer._snapshot_id, producer.plan = plan.snapshot_id, plan
         producer.entries_per_manifest = settings.maintenance_target_manifest_entries
@@ -548,7 +601,11 @@ def referenced_files(table: Table) -> set[str]:
 
 
 def remove_orphan_files(
-    table: Table, settings: Settings, report: MaintenanceReport, dry_run: bool = False, now: datetime | None = None
+    table: Table,
+    settings: Settings,
+    report: MaintenanceReport,
+    dry_run: bool = False,
+    now: datetime | None = None,
 ) -> list[str]:
     """Delete files under the table location no live snapshot references, older than the safety age.
 
@@ -599,7 +656,13 @@ def _measure(table: Table) -> tuple[int, int, int, int, int]:
     table.refresh()
     snapshot = table.current_snapshot()
     data, _, manifests = _live_data_files(table, snapshot)
-    return len(data), sum(f.file_size_in_bytes for f in data), sum(f.record_count for f in data), manifests, len(table.metadata.snapshots)
+    return (
+        len(data),
+        sum(f.file_size_in_bytes for f in data),
+        sum(f.record_count for f in data),
+        manifests,
+        len(table.metadata.snapshots),
+    )
 
 
 def maintain_table(
@@ -618,11 +681,19 @@ def maintain_table(
     """
     unknown = set(actions) - {"compact", "expire", "orphans", "manifests"}
     if unknown:
-        raise ValueError(f"expected actions among compact, expire, orphans, manifests, found {sorted(unknown)}")
+        raise ValueError(
+            f"expected actions among compact, expire, orphans, manifests, found {sorted(unknown)}"
+        )
     started = time.monotonic()
     name = short_name or ".".join(table.name())
     report = MaintenanceReport(table=name, dry_run=dry_run)
-    (report.files_before, report.bytes_before, report.records_before, report.manifests_before, report.snapshots_before) = _measure(table)
+    (
+        report.files_before,
+        report.bytes_before,
+        report.records_before,
+        report.manifests_before,
+        report.snapshots_before,
+    ) = _measure(table)
     runs = metric("k2_maintenance_runs_total")
     if not dry_run:
         _ensure_no_builtin_retry(table)
@@ -648,7 +719,12 @@ def maintain_table(
         report.files_after = report.files_before - report.files_rewritten + report.files_written
         report.bytes_after, report.records_after, report.manifests_after = size, records, manifests
     else:
-        report.files_after, report.bytes_after, report.records_after, report.manifests_after = files, size, records, manifests
+        report.files_after, report.bytes_after, report.records_after, report.manifests_after = (
+            files,
+            size,
+            records,
+            manifests,
+        )
     report.seconds = time.monotonic() - started
     log.info("maintenance", **{k: v for k, v in report.as_dict().items() if not isinstance(v, list)})
     return report
@@ -676,7 +752,9 @@ def maintain(
         try:
             table = load_table(catalog, name)
         except NoSuchTableError:
-            reports.append(MaintenanceReport(table=name, dry_run=dry_run, notes=["table does not exist yet (k2 init)"]))
+            reports.append(
+                MaintenanceReport(table=name, dry_run=dry_run, notes=["table does not exist yet (k2 init)"])
+            )
             continue
         reports.append(maintain_table(table, settings, name, dry_run, actions))
     return reports

@@ -67,7 +67,9 @@ def _runs(table: Table, data: pa.Table) -> list[tuple[PartitionKey, int, int]] |
     runs = []
     for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
         values = [
-            PartitionFieldValue(field=field, value=int(value[start]) if isinstance(value, np.ndarray) else value)
+            PartitionFieldValue(
+                field=field, value=int(value[start]) if isinstance(value, np.ndarray) else value
+            )
             for field, value in per_field
         ]
         runs.append((PartitionKey(field_values=values, partition_spec=spec, schema=schema), start, end))
@@ -84,20 +86,32 @@ def append_runs(table: Table, data: pa.Table, properties: Mapping[str, str]) -> 
     if runs is None:
         return None
     metadata = table.metadata
-    _check_pyarrow_schema_compatible(metadata.schema(), provided_schema=data.schema, format_version=metadata.format_version)
-    target_size = property_as_int(
-        metadata.properties, TableProperties.WRITE_TARGET_FILE_SIZE_BYTES, TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT
+    _check_pyarrow_schema_compatible(
+        metadata.schema(), provided_schema=data.schema, format_version=metadata.format_version
     )
-    task_schema = pyarrow_to_schema(data.schema, name_mapping=metadata.schema().name_mapping, format_version=metadata.format_version)
+    target_size = property_as_int(
+        metadata.properties,
+        TableProperties.WRITE_TARGET_FILE_SIZE_BYTES,
+        TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT,
+    )
+    task_schema = pyarrow_to_schema(
+        data.schema, name_mapping=metadata.schema().name_mapping, format_version=metadata.format_version
+    )
     counter = itertools.count(0)
-    with table.transaction() as tx, tx.update_snapshot(snapshot_properties=dict(properties)).fast_append() as update:
+    with (
+        table.transaction() as tx,
+        tx.update_snapshot(snapshot_properties=dict(properties)).fast_append() as update,
+    ):
 
         def tasks() -> Iterator[WriteTask]:
             for key, start, end in runs:
                 for batches in bin_pack_arrow_table(data.slice(start, end - start), int(target_size or 0)):
                     yield WriteTask(
-                        write_uuid=update.commit_uuid, task_id=next(counter), record_batches=batches,
-                        partition_key=key, schema=task_schema,
+                        write_uuid=update.commit_uuid,
+                        task_id=next(counter),
+                        record_batches=batches,
+                        partition_key=key,
+                        schema=task_schema,
                     )
 
         for data_file in write_file(io=table.io, table_metadata=tx.table_metadata, tasks=tasks()):

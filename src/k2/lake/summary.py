@@ -85,7 +85,9 @@ def _properties(parent: Any) -> Mapping[str, str]:
 
 def carried(parent: Any) -> dict[str, str]:
     """The parent's properties every new commit repeats: the Kafka positions (``k2.kafka.*`` but ranges)."""
-    return {k: v for k, v in _properties(parent).items() if k.startswith(_CARRIED_PREFIX) and k not in _PER_COMMIT}
+    return {
+        k: v for k, v in _properties(parent).items() if k.startswith(_CARRIED_PREFIX) and k not in _PER_COMMIT
+    }
 
 
 def commit_summary(

@@ -69,7 +69,9 @@ class TagInfo:
 def check_tag_name(name: str) -> str:
     """The name when it is a valid tag name, else ValueError saying what was expected."""
     if not TAG_NAME.fullmatch(name):
-        raise ValueError(f"expected a tag name of letters, digits, '.', '_' or '-' (1-100 characters), found {name!r}")
+        raise ValueError(
+            f"expected a tag name of letters, digits, '.', '_' or '-' (1-100 characters), found {name!r}"
+        )
     return name
 
 
@@ -93,7 +95,9 @@ def snapshot_at(table: Table, moment: datetime) -> int:
     at_ms = _ms(moment)
     candidates = [s for s in table.metadata.snapshots if s.timestamp_ms <= at_ms]
     if not candidates:
-        raise LookupError(f"expected a snapshot of {table.name()} committed at or before {moment.isoformat()}, found none")
+        raise LookupError(
+            f"expected a snapshot of {table.name()} committed at or before {moment.isoformat()}, found none"
+        )
     return max(candidates, key=lambda s: (s.timestamp_ms, s.sequence_number or 0)).snapshot_id
 
 
@@ -110,7 +114,13 @@ def list_tags(table: Table) -> list[TagInfo]:
         snapshot = table.metadata.snapshot_by_id(ref.snapshot_id)
         ms = snapshot.timestamp_ms if snapshot is not None else 0
         out.append(
-            TagInfo(".".join(table.name()), name, ref.snapshot_id, datetime.fromtimestamp(ms / 1000, UTC), ref.max_ref_age_ms)
+            TagInfo(
+                ".".join(table.name()),
+                name,
+                ref.snapshot_id,
+                datetime.fromtimestamp(ms / 1000, UTC),
+                ref.max_ref_age_ms,
+            )
         )
     return sorted(out, key=lambda t: (t.committed_at, t.name))
 
@@ -143,7 +153,9 @@ def create_tag(
     if retain_days is not None and retain_days <= 0:
         raise ValueError(f"expected a retention in days > 0, found {retain_days}")
     if name in table.metadata.refs:
-        raise ValueError(f"expected a new tag name, found {name!r} already on {'.'.join(table.name())} (drop it first)")
+        raise ValueError(
+            f"expected a new tag name, found {name!r} already on {'.'.join(table.name())} (drop it first)"
+        )
     if at is not None:
         snapshot_id = snapshot_at(table, at)
     elif snapshot_id is None:
@@ -152,7 +164,9 @@ def create_tag(
             raise LookupError(f"expected a snapshot to tag on {'.'.join(table.name())}, found an empty table")
         snapshot_id = current.snapshot_id
     if table.metadata.snapshot_by_id(snapshot_id) is None:
-        raise LookupError(f"expected snapshot {snapshot_id} in {'.'.join(table.name())}, found none (expired or never existed)")
+        raise LookupError(
+            f"expected snapshot {snapshot_id} in {'.'.join(table.name())}, found none (expired or never existed)"
+        )
     max_age = None if retain_days is None else int(retain_days * _DAY_MS)
     table.manage_snapshots().create_tag(snapshot_id, name, max_ref_age_ms=max_age).commit()
     table.refresh()
@@ -190,7 +204,9 @@ def eod_tags_due(table: Table, now: datetime) -> dict[str, int]:
     existing = {t.name for t in list_tags(table) if t.name.startswith(EOD_PREFIX)}
     today = now.astimezone(UTC).date()
     day = datetime.fromtimestamp(snapshots[0].timestamp_ms / 1000, UTC).date()
-    newest = max((date.fromisoformat(n[len(EOD_PREFIX) :]) for n in existing if _is_eod_name(n)), default=None)
+    newest = max(
+        (date.fromisoformat(n[len(EOD_PREFIX) :]) for n in existing if _is_eod_name(n)), default=None
+    )
     if newest is not None:
         day = max(day, newest + timedelta(days=1))
     due: dict[str, int] = {}

@@ -48,7 +48,9 @@ def _existing(table: Table, exchange: str, symbol: str, low: int, high: int) -> 
     if data.num_rows == 0:
         return set()
     prices = unscaled_from_decimal(data.column("price")).tolist()
-    return set(zip(data.column("last_update_id").to_pylist(), data.column("side").to_pylist(), prices, strict=True))
+    return set(
+        zip(data.column("last_update_id").to_pylist(), data.column("side").to_pylist(), prices, strict=True)
+    )
 
 
 def deduplicate_book(
@@ -64,14 +66,18 @@ def deduplicate_book(
         return DedupResult(np.zeros(0, dtype=bool), 0, 0)
     codes, pairs = _pair_codes(data)
     ids = np.asarray(data.column(id_column).combine_chunks(), dtype=np.int64)
-    sides = np.asarray(data.column("side").combine_chunks().to_numpy(zero_copy_only=False) == "ASK", dtype=np.int64)
+    sides = np.asarray(
+        data.column("side").combine_chunks().to_numpy(zero_copy_only=False) == "ASK", dtype=np.int64
+    )
     prices = unscaled_from_decimal(data.column("price"))
     index = np.arange(n, dtype=np.int64)
     order = np.lexsort((index, prices, sides, ids, codes))
     same = np.zeros(n, dtype=bool)
     same[1:] = (
-        (codes[order][1:] == codes[order][:-1]) & (ids[order][1:] == ids[order][:-1])
-        & (sides[order][1:] == sides[order][:-1]) & (prices[order][1:] == prices[order][:-1])
+        (codes[order][1:] == codes[order][:-1])
+        & (ids[order][1:] == ids[order][:-1])
+        & (sides[order][1:] == sides[order][:-1])
+        & (prices[order][1:] == prices[order][:-1])
     )
     keep = np.zeros(n, dtype=bool)
     keep[order[~same]] = True
@@ -100,4 +106,6 @@ def deduplicate_book(
             previous = current.get(pair)
             marks.put(pair, top if previous is None else max(previous, top))
     per_symbol = {pairs[c]: (int(dups[c]), int(late[c])) for c in range(len(pairs)) if dups[c] or late[c]}
-    return DedupResult(keep=keep, duplicates=int(n - int(keep.sum())), late=len(late_keys), per_symbol=per_symbol)
+    return DedupResult(
+        keep=keep, duplicates=int(n - int(keep.sum())), late=len(late_keys), per_symbol=per_symbol
+    )

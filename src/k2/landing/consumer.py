@@ -208,7 +208,9 @@ class _Batch:
         for code, topic in enumerate(self.topic_names):
             in_topic = self.topic_codes == code
             for partition in np.unique(self.partitions_array[in_topic]):
-                out.append((topic, int(partition), np.flatnonzero(in_topic & (self.partitions_array == partition))))
+                out.append(
+                    (topic, int(partition), np.flatnonzero(in_topic & (self.partitions_array == partition)))
+                )
         return out
 
 
@@ -289,9 +291,15 @@ class LandingConsumer:
         self.catalog = load_catalog(settings)
         self.tables: dict[str, Table] = ensure_tables(self.catalog, settings)
         self.registry = registry_client(settings.registry_url)
-        self.decoders = {short: AvroBatchDecoder(self.registry, record) for short, record, _ in _ROUTES.values()}
-        self.marks = {short: HighWaterMarks(settings.landing_hwm_cache_size) for short, _, _ in _ROUTES.values()}
-        self.sequential = frozenset(e.strip() for e in settings.landing_sequential_exchanges.split(",") if e.strip())
+        self.decoders = {
+            short: AvroBatchDecoder(self.registry, record) for short, record, _ in _ROUTES.values()
+        }
+        self.marks = {
+            short: HighWaterMarks(settings.landing_hwm_cache_size) for short, _, _ in _ROUTES.values()
+        }
+        self.sequential = frozenset(
+            e.strip() for e in settings.landing_sequential_exchanges.split(",") if e.strip()
+        )
         self.on_commit = on_commit
         # Called just before each Iceberg append (table, rows): tests use it to make Iceberg slow.
         self.before_commit: Callable[[str, int], None] | None = None
@@ -391,7 +399,11 @@ class LandingConsumer:
         self._assigned = list(partitions)
         self._assigned_at = time.monotonic()
         consumer.assign(partitions)
-        log.info("assigned", consumer=self.name, partitions=[(tp.topic, tp.partition, tp.offset) for tp in partitions])
+        log.info(
+            "assigned",
+            consumer=self.name,
+            partitions=[(tp.topic, tp.partition, tp.offset) for tp in partitions],
+        )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Land what we hold before giving the partitions away, so the next owner starts after it.
@@ -530,7 +542,11 @@ class LandingConsumer:
                     self._buffers[self._short_for_topic(str(msg.topic()))].append(msg)
             self._buffered_rows += len(messages)
             self._buffered_bytes += size
-            self._avg_size = size / len(messages) if not self._avg_size else 0.8 * self._avg_size + 0.2 * size / len(messages)
+            self._avg_size = (
+                size / len(messages)
+                if not self._avg_size
+                else 0.8 * self._avg_size + 0.2 * size / len(messages)
+            )
             self.stats.consumed += len(messages)
             self.stats.largest_fetch_bytes = max(self.stats.largest_fetch_bytes, size)
             self.stats.peak_buffered_bytes = max(self.stats.peak_buffered_bytes, self._buffered_bytes)
@@ -679,12 +695,16 @@ class LandingConsumer:
                 return self.decoders[short].decode(values)
             except RegistryUnavailableError as exc:
                 if attempt == 5:
-                    raise LandingError(f"expected the schema registry to answer, found it failing: {exc}") from exc
+                    raise LandingError(
+                        f"expected the schema registry to answer, found it failing: {exc}"
+                    ) from exc
                 log.warning("schema registry unavailable; retrying", error=str(exc), attempt=attempt + 1)
                 time.sleep(2.0**attempt)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _validate(self, short: str, batch: _Batch, decoded: DecodedBatch) -> tuple[pa.Table, np.ndarray, list[tuple[int, str, str]]]:
+    def _validate(
+        self, short: str, batch: _Batch, decoded: DecodedBatch
+    ) -> tuple[pa.Table, np.ndarray, list[tuple[int, str, str]]]:
         """Rows that may land (and their message positions) and the rejects ``(position, reason, detail)``:
         undecodable, invalid values (k2.model.validate, per topic so exchange and asset class are checked
         against the topic name), and ids outside the window of their high-water mark (screen_ids)."""
@@ -713,7 +733,14 @@ class LandingConsumer:
         if invalid.any():
             good, positions = good.filter(pa.array(~invalid)), positions[~invalid]
         windowed = self.sequential if short == "trades" else frozenset()
-        screened = screen_ids(good, id_column, self.tables[short], self.marks[short], self.settings.landing_max_id_jump, windowed)
+        screened = screen_ids(
+            good,
+            id_column,
+            self.tables[short],
+            self.marks[short],
+            self.settings.landing_max_id_jump,
+            windowed,
+        )
         if screened:
             out = np.zeros(good.num_rows, dtype=bool)
             for row, reason, detail in screened:
@@ -732,15 +759,26 @@ class LandingConsumer:
             key = (topic, partition)
             coverage.ranges[key] = [int(offsets.min()), int(offsets.max())]
             coverage.last_crc[key] = (int(batch.offsets[top]), zlib.crc32(batch.messages[top].value() or b""))
-            coverage.cids.update(correlation_ids(batch.messages[top].headers()) + correlation_ids(batch.messages[int(selected[0])].headers()))
+            coverage.cids.update(
+                correlation_ids(batch.messages[top].headers())
+                + correlation_ids(batch.messages[int(selected[0])].headers())
+            )
             floor = self._next.get(key, OFFSET_BEGINNING)
             if floor >= 0 and coverage.ranges[key][0] > floor:
                 # Not an error on Kafka (compaction, transaction markers leave offset holes), but
                 # worth seeing: K2's producers write neither.
-                log.warning("offset hole before batch", topic=topic, partition=partition, expected=floor, found=coverage.ranges[key][0])
+                log.warning(
+                    "offset hole before batch",
+                    topic=topic,
+                    partition=partition,
+                    expected=floor,
+                    found=coverage.ranges[key][0],
+                )
         return coverage
 
-    def _commit(self, short: str, batch: _Batch, rows: _Rows, coverage: _Coverage, rejected: int) -> list[TopicPartition]:
+    def _commit(
+        self, short: str, batch: _Batch, rows: _Rows, coverage: _Coverage, rejected: int
+    ) -> list[TopicPartition]:
         """Dedup, record gaps and append rows + offsets in one Iceberg commit, retried on a conflict."""
         table = self.tables[short]
         for attempt in range(20):
@@ -750,7 +788,9 @@ class LandingConsumer:
             if not self._drop_stale(batch, rows, coverage, offsets_from_summary(summary)):
                 return []
             result = self._dedup(short, rows.good)
-            data = rows.good if result.keep.all() else rows.good.filter(pa.array(result.keep))  # common case: no copy
+            data = (
+                rows.good if result.keep.all() else rows.good.filter(pa.array(result.keep))
+            )  # common case: no copy
             properties = self._properties(summary, coverage, data.num_rows, result, rejected)
             if result.gaps:
                 self._record_gaps(short, result.gaps)  # before the data commit: see k2.landing.ledger
@@ -770,28 +810,46 @@ class LandingConsumer:
             self._committed(short, data, result, coverage, time.monotonic() - started)
             return [TopicPartition(t, p, span[1] + 1) for (t, p), span in coverage.ranges.items()]
         self._m_commits.labels(table=short, outcome="failed").inc()
-        raise LandingError(f"expected an Iceberg commit to {short} within 20 attempts, found continuous conflicts")
+        raise LandingError(
+            f"expected an Iceberg commit to {short} within 20 attempts, found continuous conflicts"
+        )
 
     def _drop_stale(self, batch: _Batch, rows: _Rows, coverage: _Coverage, stored: OffsetMap) -> bool:
         """Drop the partitions another writer moved since this consumer read them (a zombie after a
         rebalance) from the batch and seek them to the stored offset; False when nothing is left."""
-        stale = [k for k in coverage.ranges if stored_value(stored, k[0], k[1]) != self._expected.get(k, stored_value(stored, k[0], k[1]))]
+        stale = [
+            k
+            for k in coverage.ranges
+            if stored_value(stored, k[0], k[1]) != self._expected.get(k, stored_value(stored, k[0], k[1]))
+        ]
         if not stale:
             return True
         row_partitions = batch.partitions_array[rows.positions]
-        row_topics = np.array(batch.topic_names, dtype=object)[batch.topic_codes[rows.positions]] if len(rows.positions) else np.array([], dtype=object)
-        keep = np.array([(t, p) not in stale for t, p in zip(row_topics, row_partitions, strict=True)], dtype=bool)
+        row_topics = (
+            np.array(batch.topic_names, dtype=object)[batch.topic_codes[rows.positions]]
+            if len(rows.positions)
+            else np.array([], dtype=object)
+        )
+        keep = np.array(
+            [(t, p) not in stale for t, p in zip(row_topics, row_partitions, strict=True)], dtype=bool
+        )
         self.stats.dropped_stale += int((~keep).sum())
         rows.good, rows.positions = rows.good.filter(pa.array(keep)), rows.positions[keep]
         for key in stale:
-            log.warning("partition moved by another writer; dropping its rows from this batch", topic=key[0], partition=key[1])
+            log.warning(
+                "partition moved by another writer; dropping its rows from this batch",
+                topic=key[0],
+                partition=key[1],
+            )
             coverage.ranges.pop(key)
             coverage.last_crc.pop(key, None)
             value = stored_value(stored, key[0], key[1])
             self._expected[key] = value
             self._next[key] = value if value is not None else OFFSET_BEGINNING
             if any(tp.topic == key[0] and tp.partition == key[1] for tp in self._assigned):
-                self.consumer.seek(TopicPartition(key[0], key[1], value if value is not None else OFFSET_BEGINNING))
+                self.consumer.seek(
+                    TopicPartition(key[0], key[1], value if value is not None else OFFSET_BEGINNING)
+                )
         return bool(coverage.ranges)
 
     def _dedup(self, short: str, good: pa.Table) -> DedupResult:
@@ -804,7 +862,9 @@ class LandingConsumer:
             self._load_open_gaps(short, good)
         return result
 
-    def _properties(self, summary: Any, coverage: _Coverage, landed: int, result: DedupResult, rejected: int) -> dict[str, str]:
+    def _properties(
+        self, summary: Any, coverage: _Coverage, landed: int, result: DedupResult, rejected: int
+    ) -> dict[str, str]:
         """The snapshot summary of the commit: cumulative offsets (k2.lake.summary), spans, last crc, counts."""
         covered: OffsetMap = {}
         spans: dict[str, dict[str, list[int]]] = {}
@@ -815,21 +875,29 @@ class LandingConsumer:
         for (t, p), (offset, crc) in coverage.last_crc.items():
             last.setdefault(t, {})[str(p)] = f"{offset}:{crc}"
         # The one summary builder (k2.lake.summary): the parent's positions carried, this batch's merged over them.
-        properties = commit_summary(summary, self.name, {
-            LAST_KEY: json.dumps(last, sort_keys=True),
-            CLUSTER_KEY: self._cluster(),
-            CIDS_SUMMARY_KEY: ",".join(sorted(coverage.cids)),
-            "k2.rows.landed": str(landed),
-            "k2.rows.duplicates": str(result.duplicates),
-            "k2.rows.late": str(result.late),
-            "k2.rows.dead_lettered": str(rejected),
-        }, offsets=covered, ranges=spans)
+        properties = commit_summary(
+            summary,
+            self.name,
+            {
+                LAST_KEY: json.dumps(last, sort_keys=True),
+                CLUSTER_KEY: self._cluster(),
+                CIDS_SUMMARY_KEY: ",".join(sorted(coverage.cids)),
+                "k2.rows.landed": str(landed),
+                "k2.rows.duplicates": str(result.duplicates),
+                "k2.rows.late": str(result.late),
+                "k2.rows.dead_lettered": str(rejected),
+            },
+            offsets=covered,
+            ranges=spans,
+        )
         quality = {f"{e}/{s}": [d, late] for (e, s), (d, late) in result.per_symbol.items()}
         if quality:
             properties[QUALITY_KEY] = json.dumps(quality, sort_keys=True)
         return properties
 
-    def _committed(self, short: str, data: pa.Table, result: DedupResult, coverage: _Coverage, elapsed: float) -> None:
+    def _committed(
+        self, short: str, data: pa.Table, result: DedupResult, coverage: _Coverage, elapsed: float
+    ) -> None:
         """After the Iceberg commit: metrics, stats, next offsets, gaps the landed ids closed, the hook."""
         landed = data.num_rows
         self._m_commits.labels(table=short, outcome="ok").inc()
@@ -843,7 +911,14 @@ class LandingConsumer:
         self.stats.duplicates += result.duplicates
         self.stats.late += result.late
         self.stats.commits += 1
-        log.info("committed", table=short, rows=landed, writer=self.name, cids=sorted(coverage.cids), seconds=round(elapsed, 3))
+        log.info(
+            "committed",
+            table=short,
+            rows=landed,
+            writer=self.name,
+            cids=sorted(coverage.cids),
+            seconds=round(elapsed, 3),
+        )
         if landed:
             newest = int(pa.compute.max(data["exchange_ts"]).cast(pa.int64()).as_py())
             self._newest[short] = max(newest, self._newest.get(short, 0))
@@ -877,7 +952,9 @@ class LandingConsumer:
                 self._dlq_topics.add(target)
             timestamp = msg.timestamp()[1] if msg.timestamp() else -1
             original: Any = msg.headers()
-            headers = dlq_headers(reason, detail, source, int(msg.partition() or 0), int(msg.offset() or 0), timestamp, original)
+            headers = dlq_headers(
+                reason, detail, source, int(msg.partition() or 0), int(msg.offset() or 0), timestamp, original
+            )
             self._dlq_producer.produce_raw(target, msg.key(), msg.value(), headers)
             self._m_dlq.labels(topic=source, reason=reason).inc()
         self._dlq_producer.flush()  # raises DeliveryError: then nothing is committed past these messages
@@ -888,8 +965,14 @@ class LandingConsumer:
         """Read the ledger's open gaps of the pairs this process has not seen yet, and close at once those
         whose ids are all in the table already (a close lost to a crash, or an ``open`` row written just
         before a data commit that never happened)."""
-        unique = good.select(["exchange", "symbol"]).group_by(["exchange", "symbol"]).aggregate([])  # vectorised
-        pairs = {(e, s) for e, s in zip(unique["exchange"].to_pylist(), unique["symbol"].to_pylist(), strict=True) if e in self.sequential}
+        unique = (
+            good.select(["exchange", "symbol"]).group_by(["exchange", "symbol"]).aggregate([])
+        )  # vectorised
+        pairs = {
+            (e, s)
+            for e, s in zip(unique["exchange"].to_pylist(), unique["symbol"].to_pylist(), strict=True)
+            if e in self.sequential
+        }
         new = sorted(p for p in pairs if (short, *p) not in self._open_gaps)
         if not new:
             return
@@ -897,7 +980,9 @@ class LandingConsumer:
         for pair in new:
             self._open_gaps[(short, *pair)] = sorted(found[pair])
             if found[pair]:
-                self._close_gaps(short, pair, found[pair], "its ids were already in the table (checked on start)")
+                self._close_gaps(
+                    short, pair, found[pair], "its ids were already in the table (checked on start)"
+                )
 
     def _close_filled_gaps(self, short: str, data: pa.Table) -> None:
         """Close the open gaps that ids of this commit fell into, once all their ids are in the table."""
@@ -912,19 +997,30 @@ class LandingConsumer:
             ids = np.sort(np.asarray(data[id_column].filter(mask), dtype=np.int64))
             if ids.size == 0:
                 continue
-            hit = [(low, high) for low, high in gaps if np.searchsorted(ids, high, side="right") > np.searchsorted(ids, low, side="left")]
+            hit = [
+                (low, high)
+                for low, high in gaps
+                if np.searchsorted(ids, high, side="right") > np.searchsorted(ids, low, side="left")
+            ]
             if hit:
                 touched[(exchange, symbol)] = hit
         for pair, hit in touched.items():
             self._close_gaps(short, pair, hit, "late arrivals filled it")
 
-    def _close_gaps(self, short: str, pair: tuple[str, str], candidates: list[tuple[int, int]], detail: str) -> None:
+    def _close_gaps(
+        self, short: str, pair: tuple[str, str], candidates: list[tuple[int, int]], detail: str
+    ) -> None:
         _, _, id_column = _TABLE_ROUTES[short]
         filled = filled_gaps(self.tables[short], id_column, pair[0], pair[1], candidates)
         if not filled:
             return
         detected = now_micros()
-        self._append_gaps([gap_row(pair[0], pair[1], short, low, high, detected, "backfilled", detail=detail) for low, high in filled])
+        self._append_gaps(
+            [
+                gap_row(pair[0], pair[1], short, low, high, detected, "backfilled", detail=detail)
+                for low, high in filled
+            ]
+        )
         remaining = self._open_gaps[(short, *pair)]
         self._open_gaps[(short, *pair)] = [g for g in remaining if g not in set(filled)]
 
@@ -936,7 +1032,9 @@ class LandingConsumer:
             bucket = self._open_gaps.setdefault((short, exchange, symbol), [])
             if (low, high) not in bucket:
                 bucket.append((low, high))
-            del bucket[:-_OPEN_GAPS_PER_PAIR]  # memory bound; older ones are re-read from the ledger on restart
+            del bucket[
+                :-_OPEN_GAPS_PER_PAIR
+            ]  # memory bound; older ones are re-read from the ledger on restart
         self._append_gaps(rows)
         self.stats.gaps += len(rows)
         self._m_gaps.labels(table=short).inc(len(rows))
@@ -970,7 +1068,9 @@ class LandingConsumer:
         self._m_buffered.set(self._buffered_bytes)
         if self._assigned:
             try:
-                positions = self.consumer.position([TopicPartition(tp.topic, tp.partition) for tp in self._assigned])
+                positions = self.consumer.position(
+                    [TopicPartition(tp.topic, tp.partition) for tp in self._assigned]
+                )
             except KafkaException:
                 positions = []
             for tp in positions:
@@ -988,7 +1088,9 @@ class LandingConsumer:
             self._m_fresh.labels(table=short).set(max(0.0, (now - newest) / 1e6))
 
 
-def run_landing(settings: Settings, idle_exit_seconds: float | None = None, topics: list[str] | None = None) -> LandingStats:
+def run_landing(
+    settings: Settings, idle_exit_seconds: float | None = None, topics: list[str] | None = None
+) -> LandingStats:
     """Run one landing consumer until SIGTERM/SIGINT (or idle), serving /metrics when configured.
 
     Example::

@@ -86,7 +86,9 @@ class HighWaterMarks:
         """Forget everything (after a rebalance another consumer may have landed more)."""
         self._marks.clear()
 
-    def get_many(self, table: Table, id_column: str, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], int | None]:
+    def get_many(
+        self, table: Table, id_column: str, pairs: list[tuple[str, str]]
+    ) -> dict[tuple[str, str], int | None]:
         """Marks for ``pairs``; missing ones are read from ``table`` in one scan."""
         result: dict[tuple[str, str], int | None] = {}
         missing = []
@@ -116,8 +118,10 @@ def recover_marks(table: Table, id_column: str, pairs: list[tuple[str, str]]) ->
         return {}
     exchanges = sorted({e for e, _ in pairs})
     symbols = sorted({s for _, s in pairs})
-    row_filter = _X.And(_X.In("exchange", exchanges), _X.In("symbol", symbols)) if len(exchanges) > 1 else _X.And(
-        _X.EqualTo("exchange", exchanges[0]), _X.In("symbol", symbols)
+    row_filter = (
+        _X.And(_X.In("exchange", exchanges), _X.In("symbol", symbols))
+        if len(exchanges) > 1
+        else _X.And(_X.EqualTo("exchange", exchanges[0]), _X.In("symbol", symbols))
     )
     data = table.scan(row_filter=row_filter, selected_fields=("exchange", "symbol", id_column)).to_arrow()
     if data.num_rows == 0:
@@ -126,7 +130,10 @@ def recover_marks(table: Table, id_column: str, pairs: list[tuple[str, str]]) ->
     wanted = set(pairs)
     out: dict[tuple[str, str], int] = {}
     for exchange, symbol, mark in zip(
-        grouped["exchange"].to_pylist(), grouped["symbol"].to_pylist(), grouped[f"{id_column}_max"].to_pylist(), strict=True
+        grouped["exchange"].to_pylist(),
+        grouped["symbol"].to_pylist(),
+        grouped[f"{id_column}_max"].to_pylist(),
+        strict=True,
     ):
         if (exchange, symbol) in wanted:
             out[(exchange, symbol)] = int(mark)
@@ -174,11 +181,17 @@ NEGATIVE_ID = "negative_id"
 
 def _ids(data: pa.Table, id_column: str) -> np.ndarray:
     column = data[id_column]
-    return np.asarray(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column, dtype=np.int64)
+    return np.asarray(
+        column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column, dtype=np.int64
+    )
 
 
 def screen_ids(
-    data: pa.Table, id_column: str, table: Table, marks: HighWaterMarks, max_jump: int,
+    data: pa.Table,
+    id_column: str,
+    table: Table,
+    marks: HighWaterMarks,
+    max_jump: int,
     windowed: frozenset[str] | None = None,
 ) -> list[tuple[int, str, str]]:
     """Rows of ``data`` whose id must not land: ``(row, reason, detail)`` for the DLQ (see module docstring).
@@ -198,7 +211,9 @@ def screen_ids(
     rejects: list[tuple[int, str, str]] = []
     for row in np.flatnonzero(ids < 0).tolist():
         exchange, symbol = pairs[codes[row]]
-        rejects.append((row, NEGATIVE_ID, f"expected {id_column} >= 0 for {exchange}/{symbol}, found {int(ids[row])}"))
+        rejects.append(
+            (row, NEGATIVE_ID, f"expected {id_column} >= 0 for {exchange}/{symbol}, found {int(ids[row])}")
+        )
     for code, pair in enumerate(pairs):
         rows = np.flatnonzero((codes == code) & (ids >= 0))
         # The window guards the gap ledger: only venues with contiguous ids (``windowed``) have one; others
@@ -207,7 +222,9 @@ def screen_ids(
             continue
         pair_ids = ids[rows]
         mark = current.get(pair)
-        if mark is None:  # nothing landed for the pair: the batch's own median (exact, no float) is the reference
+        if (
+            mark is None
+        ):  # nothing landed for the pair: the batch's own median (exact, no float) is the reference
             reference = int(np.sort(pair_ids)[(pair_ids.size - 1) // 2])
             outside = np.abs(pair_ids - reference) > max_jump  # no overflow: both are >= 0
             where = f"the median {reference} of its batch (nothing landed yet)"
@@ -272,7 +289,9 @@ def deduplicate(
     times = np.asarray(data[time_column].cast(pa.int64())) if time_column in data.column_names else None
     gaps = _new_ids(coded, keep & ~is_old, times, current, marks, sequential_exchanges)
     per_symbol = {
-        pairs[c]: (int(dups_per_pair[c]), int(late_per_pair[c])) for c in range(len(pairs)) if dups_per_pair[c] or late_per_pair[c]
+        pairs[c]: (int(dups_per_pair[c]), int(late_per_pair[c]))
+        for c in range(len(pairs))
+        if dups_per_pair[c] or late_per_pair[c]
     }
     return DedupResult(
         keep=keep,
@@ -294,8 +313,13 @@ class _Coded:
 
 
 def _check_old(
-    rows_: _Coded, is_old: np.ndarray, keep: np.ndarray, table: Table, id_column: str,
-    dups_per_pair: np.ndarray, late_per_pair: np.ndarray,
+    rows_: _Coded,
+    is_old: np.ndarray,
+    keep: np.ndarray,
+    table: Table,
+    id_column: str,
+    dups_per_pair: np.ndarray,
+    late_per_pair: np.ndarray,
 ) -> list[tuple[str, str, int]]:
     """Step 2: look ids at or below their mark up in the table; found = duplicate (``keep`` cleared),
     not found = late. Updates the per-pair counters in place; returns the late keys."""
@@ -325,8 +349,12 @@ def _check_old(
 
 
 def _new_ids(
-    rows_: _Coded, new: np.ndarray, times: np.ndarray | None, current: dict[tuple[str, str], int | None],
-    marks: HighWaterMarks, sequential_exchanges: frozenset[str],
+    rows_: _Coded,
+    new: np.ndarray,
+    times: np.ndarray | None,
+    current: dict[tuple[str, str], int | None],
+    marks: HighWaterMarks,
+    sequential_exchanges: frozenset[str],
 ) -> list[tuple[str, str, int, int, int | None, int | None]]:
     """Step 3: gaps among the new ids of sequential venues (with the times around each), new marks."""
     codes, pairs, ids = rows_.codes, rows_.pairs, rows_.ids
@@ -337,7 +365,9 @@ def _new_ids(
     by_pair = new_rows[np.lexsort((ids[new_rows], codes[new_rows]))]
     pair_of = codes[by_pair]
     bounds = np.flatnonzero(pair_of[1:] != pair_of[:-1]) + 1
-    for start, end in zip(np.concatenate(([0], bounds)), np.concatenate((bounds, [len(by_pair)])), strict=True):
+    for start, end in zip(
+        np.concatenate(([0], bounds)), np.concatenate((bounds, [len(by_pair)])), strict=True
+    ):
         pair = pairs[int(pair_of[start])]
         segment_rows = by_pair[start:end]
         segment = ids[segment_rows]

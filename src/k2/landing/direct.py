@@ -68,7 +68,9 @@ class DirectLanding:
         self.gaps_table = tables["gaps"]
         self.id_column = ID_COLUMNS[short]
         self.marks = HighWaterMarks(settings.landing_hwm_cache_size)
-        sequential = frozenset(e.strip() for e in settings.landing_sequential_exchanges.split(",") if e.strip())
+        sequential = frozenset(
+            e.strip() for e in settings.landing_sequential_exchanges.split(",") if e.strip()
+        )
         self.sequential = sequential if short == "trades" else frozenset()
 
     def land(self, data: pa.Table, adds: Mapping[str, str]) -> Landed:
@@ -82,7 +84,9 @@ class DirectLanding:
                 return Landed(duplicates=known + result.duplicates)
             opened = self._record_gaps(result.gaps)
             properties = commit_summary(
-                self.table.current_snapshot(), self.writer, {**adds, IMPORT_ROWS_KEY: str(rows.num_rows), GAPS_KEY: str(opened)}
+                self.table.current_snapshot(),
+                self.writer,
+                {**adds, IMPORT_ROWS_KEY: str(rows.num_rows), GAPS_KEY: str(opened)},
             )
             try:
                 snapshot_id = append_sorted(self.table, rows, self.short, properties)
@@ -93,11 +97,16 @@ class DirectLanding:
             if result.late_keys:
                 self._close_backfilled(result.late_keys)
             return Landed(rows.num_rows, known + result.duplicates, opened, snapshot_id)
-        raise CommitFailedException(f"expected a commit to {self.short} within {_ATTEMPTS} attempts, found continuous conflicts")
+        raise CommitFailedException(
+            f"expected a commit to {self.short} within {_ATTEMPTS} attempts, found continuous conflicts"
+        )
 
     def _record_gaps(self, gaps: list[Gap]) -> int:
         detected = now_micros()
-        rows = [gap_row(e, s, self.short, low, high, detected, "open", before, after) for e, s, low, high, before, after in gaps]
+        rows = [
+            gap_row(e, s, self.short, low, high, detected, "open", before, after)
+            for e, s, low, high, before, after in gaps
+        ]
         self._write_gap_rows(rows)
         return len(rows)
 
@@ -111,10 +120,27 @@ class DirectLanding:
         detected = now_micros()
         rows = []
         for (exchange, symbol), gaps in open_gaps(self.gaps_table, self.short, pairs).items():
-            ids = np.sort(np.array([i for e, s, i in late_keys if (e, s) == (exchange, symbol)], dtype=np.int64))
-            hit = [(lo, hi) for lo, hi in gaps if np.searchsorted(ids, hi, side="right") > np.searchsorted(ids, lo, side="left")]
+            ids = np.sort(
+                np.array([i for e, s, i in late_keys if (e, s) == (exchange, symbol)], dtype=np.int64)
+            )
+            hit = [
+                (lo, hi)
+                for lo, hi in gaps
+                if np.searchsorted(ids, hi, side="right") > np.searchsorted(ids, lo, side="left")
+            ]
             for low, high in filled_gaps(self.table, self.id_column, exchange, symbol, hit):
-                rows.append(gap_row(exchange, symbol, self.short, low, high, detected, "backfilled", detail="late arrivals filled it"))
+                rows.append(
+                    gap_row(
+                        exchange,
+                        symbol,
+                        self.short,
+                        low,
+                        high,
+                        detected,
+                        "backfilled",
+                        detail="late arrivals filled it",
+                    )
+                )
         self._write_gap_rows(rows)
 
     def _write_gap_rows(self, rows: list[dict[str, Any]]) -> None:
@@ -142,16 +168,27 @@ def _drop_known(table: Table, data: pa.Table, id_column: str) -> tuple[pa.Table,
     if data.num_rows == 0 or table.current_snapshot() is None:
         return data, 0
     keep = np.ones(data.num_rows, dtype=bool)
-    ids = np.asarray(data[id_column].combine_chunks() if isinstance(data[id_column], pa.ChunkedArray) else data[id_column], dtype=np.int64)
+    ids = np.asarray(
+        data[id_column].combine_chunks() if isinstance(data[id_column], pa.ChunkedArray) else data[id_column],
+        dtype=np.int64,
+    )
     pairs = pc.binary_join_element_wise(data["exchange"], data["symbol"], "\x1f")
     for pair in pc.unique(pairs).to_pylist():
         rows = np.flatnonzero(np.asarray(pc.equal(pairs, pair)))
         exchange, symbol = pair.split("\x1f", 1)
         row_filter = _X.And(
             _X.And(_X.EqualTo("exchange", exchange), _X.EqualTo("symbol", symbol)),
-            _X.And(_X.GreaterThanOrEqual(id_column, int(ids[rows].min())), _X.LessThanOrEqual(id_column, int(ids[rows].max()))),
+            _X.And(
+                _X.GreaterThanOrEqual(id_column, int(ids[rows].min())),
+                _X.LessThanOrEqual(id_column, int(ids[rows].max())),
+            ),
         )
-        found = table.scan(row_filter=row_filter, selected_fields=(id_column,)).to_arrow().column(id_column).combine_chunks()
+        found = (
+            table.scan(row_filter=row_filter, selected_fields=(id_column,))
+            .to_arrow()
+            .column(id_column)
+            .combine_chunks()
+        )
         if len(found):
             keep[rows[np.asarray(pc.is_in(pa.array(ids[rows]), value_set=found))]] = False
     dropped = int((~keep).sum())

@@ -63,7 +63,9 @@ def dlq_topics(settings: Settings) -> dict[str, int]:
     return {t: n for t, n in list_topics(settings).items() if t.endswith(".dlq")}
 
 
-def _read_topics(settings: Settings, topics: dict[str, int], limit: int, idle_seconds: float, max_seconds: float) -> list[Message]:
+def _read_topics(
+    settings: Settings, topics: dict[str, int], limit: int, idle_seconds: float, max_seconds: float
+) -> list[Message]:
     """Every message of ``topics`` from the start, until idle (at most ``limit``)."""
     consumer = Consumer(
         {
@@ -77,7 +79,11 @@ def _read_topics(settings: Settings, topics: dict[str, int], limit: int, idle_se
     try:
         consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, n in topics.items() for p in range(n)])
         started = last = time.monotonic()
-        while len(messages) < limit and time.monotonic() - last < idle_seconds and time.monotonic() - started < max_seconds:
+        while (
+            len(messages) < limit
+            and time.monotonic() - last < idle_seconds
+            and time.monotonic() - started < max_seconds
+        ):
             batch = consumer.consume(num_messages=min(1000, limit - len(messages)), timeout=0.2)
             messages.extend(msg for msg in batch if msg.error() is None)
             if batch:
@@ -88,7 +94,11 @@ def _read_topics(settings: Settings, topics: dict[str, int], limit: int, idle_se
 
 
 def read_dead_letters(
-    settings: Settings, topic: str | None = None, limit: int = 10_000, idle_seconds: float = 1.5, max_seconds: float = 30.0
+    settings: Settings,
+    topic: str | None = None,
+    limit: int = 10_000,
+    idle_seconds: float = 1.5,
+    max_seconds: float = 30.0,
 ) -> list[DeadLetter]:
     """Dead letters from one DLQ topic (or all), oldest first per partition, at most ``limit``."""
     topics = dlq_topics(settings)
@@ -98,12 +108,17 @@ def read_dead_letters(
         topics = {topic: topics[topic]}
     if not topics:
         return []
-    letters = [DeadLetter.from_message(msg) for msg in _read_topics(settings, topics, limit, idle_seconds, max_seconds)]
+    letters = [
+        DeadLetter.from_message(msg)
+        for msg in _read_topics(settings, topics, limit, idle_seconds, max_seconds)
+    ]
     letters.sort(key=lambda d: (d.dlq_topic, d.dlq_partition, d.dlq_offset))
     return letters
 
 
-def replayed_letters(settings: Settings, dlqs: list[str], idle_seconds: float = 1.0) -> dict[tuple[str, int, int], dict[str, object]]:
+def replayed_letters(
+    settings: Settings, dlqs: list[str], idle_seconds: float = 1.0
+) -> dict[tuple[str, int, int], dict[str, object]]:
     """(DLQ topic, partition, offset) -> replay marker (``replayed_ts``, ``to``) for the letters of ``dlqs``."""
     existing = list_topics(settings)
     topics = {replayed_topic(d): existing[replayed_topic(d)] for d in dlqs if replayed_topic(d) in existing}
@@ -112,7 +127,9 @@ def replayed_letters(settings: Settings, dlqs: list[str], idle_seconds: float = 
     found: dict[tuple[str, int, int], dict[str, object]] = {}
     for msg in _read_topics(settings, topics, 10_000_000, idle_seconds, 120.0):
         partition, offset = (int(x) for x in (msg.key() or b"-1:-1").decode().split(":"))
-        found[(str(msg.topic()).removesuffix(REPLAYED_SUFFIX), partition, offset)] = json.loads(msg.value() or b"{}")
+        found[(str(msg.topic()).removesuffix(REPLAYED_SUFFIX), partition, offset)] = json.loads(
+            msg.value() or b"{}"
+        )
     return found
 
 
@@ -160,9 +177,13 @@ def check_letters(settings: Settings, letters: list[DeadLetter]) -> list[tuple[s
             table = tables[short]
             subset = rows.filter(passed) if not passed.all() else rows
             kept = positions[passed]
-            sequential = frozenset(e.strip() for e in settings.landing_sequential_exchanges.split(",") if e.strip())
+            sequential = frozenset(
+                e.strip() for e in settings.landing_sequential_exchanges.split(",") if e.strip()
+            )
             windowed = sequential if short == "trades" else frozenset()
-            for row, reason, detail in screen_ids(subset, id_column, table, HighWaterMarks(1000), settings.landing_max_id_jump, windowed):
+            for row, reason, detail in screen_ids(
+                subset, id_column, table, HighWaterMarks(1000), settings.landing_max_id_jump, windowed
+            ):
                 verdicts[indices[int(kept[row])]] = (reason, detail)
     return verdicts
 
@@ -175,7 +196,9 @@ def replay_dead_letters(settings: Settings, letters: list[DeadLetter]) -> Replay
     done = replayed_letters(settings, sorted({d.dlq_topic for d in letters}))
     pending = [d for d in letters if (d.dlq_topic, d.dlq_partition, d.dlq_offset) not in done]
     report.already_replayed = len(letters) - len(pending)
-    pending = list({(d.dlq_topic, d.dlq_partition, d.dlq_offset): d for d in pending}.values())  # each letter once
+    pending = list(
+        {(d.dlq_topic, d.dlq_partition, d.dlq_offset): d for d in pending}.values()
+    )  # each letter once
     for letter, verdict in zip(pending, check_letters(settings, pending), strict=True):
         if verdict is None:
             report.replayed.append(letter)
@@ -195,10 +218,17 @@ def replay_dead_letters(settings: Settings, letters: list[DeadLetter]) -> Replay
 def _publish(producer: MarketDataProducer, letters: list[DeadLetter]) -> None:
     for letter in letters:
         origin = f"{letter.dlq_topic}:{letter.dlq_partition}:{letter.dlq_offset}".encode()
-        producer.produce_raw(letter.source_topic, letter.key, letter.value, [*letter.original_headers, ("k2.replayed_from", origin)])
+        producer.produce_raw(
+            letter.source_topic,
+            letter.key,
+            letter.value,
+            [*letter.original_headers, ("k2.replayed_from", origin)],
+        )
     producer.flush()  # the letters first: a crash before the markers re-sends them, and dedup drops them
     replayed_ts = now_micros()
     for letter in letters:
         marker = json.dumps({"replayed_ts": replayed_ts, "to": letter.source_topic}).encode()
-        producer.produce_raw(replayed_topic(letter.dlq_topic), f"{letter.dlq_partition}:{letter.dlq_offset}".encode(), marker)
+        producer.produce_raw(
+            replayed_topic(letter.dlq_topic), f"{letter.dlq_partition}:{letter.dlq_offset}".encode(), marker
+        )
     producer.flush()

@@ -31,8 +31,17 @@ _X: Any = _expressions
 
 
 def gap_row(
-    exchange: str, symbol: str, data_type: str, low: int, high: int, detected: int, status: str = "open",
-    before: int | None = None, after: int | None = None, detail: str | None = None, source: str = "landing",
+    exchange: str,
+    symbol: str,
+    data_type: str,
+    low: int,
+    high: int,
+    detected: int,
+    status: str = "open",
+    before: int | None = None,
+    after: int | None = None,
+    detail: str | None = None,
+    source: str = "landing",
 ) -> dict[str, Any]:
     """One ``quality.gaps`` row (ids ``low..high`` inclusive) keyed by ``exchange/symbol/data_type/low-high``.
 
@@ -57,7 +66,9 @@ def gap_row(
     }
 
 
-def open_gaps(gaps: Table, data_type: str, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], list[tuple[int, int]]]:
+def open_gaps(
+    gaps: Table, data_type: str, pairs: list[tuple[str, str]]
+) -> dict[tuple[str, str], list[tuple[int, int]]]:
     """Open gaps ``(low, high)`` of ``data_type`` per (exchange, symbol) in ``pairs`` (one ledger scan).
 
     Example (needs a catalog)::
@@ -70,15 +81,20 @@ def open_gaps(gaps: Table, data_type: str, pairs: list[tuple[str, str]]) -> dict
     latest = current_gaps(gaps, status="open", symbols=sorted({s for _, s in pairs}))
     latest = latest.filter(pc.equal(latest["data_type"], data_type))
     for exchange, symbol, low, high in zip(
-        latest["exchange"].to_pylist(), latest["symbol"].to_pylist(),
-        latest["first_missing_id"].to_pylist(), latest["last_missing_id"].to_pylist(), strict=True,
+        latest["exchange"].to_pylist(),
+        latest["symbol"].to_pylist(),
+        latest["first_missing_id"].to_pylist(),
+        latest["last_missing_id"].to_pylist(),
+        strict=True,
     ):
         if (exchange, symbol) in found:
             found[(exchange, symbol)].append((int(low), int(high)))
     return found
 
 
-def filled_gaps(data: Table, id_column: str, exchange: str, symbol: str, gaps: list[tuple[int, int]]) -> list[tuple[int, int]]:
+def filled_gaps(
+    data: Table, id_column: str, exchange: str, symbol: str, gaps: list[tuple[int, int]]
+) -> list[tuple[int, int]]:
     """The gaps of ``gaps`` whose every id is now in ``data`` (one scan, pruned by pair and id range).
 
     Example (needs a catalog)::
@@ -90,17 +106,26 @@ def filled_gaps(data: Table, id_column: str, exchange: str, symbol: str, gaps: l
     data.refresh()
     if data.current_snapshot() is None:
         return []
-    present = np.unique(np.concatenate([_present(data, id_column, exchange, symbol, low, high) for low, high in _clusters(gaps)]))
+    present = np.unique(
+        np.concatenate(
+            [_present(data, id_column, exchange, symbol, low, high) for low, high in _clusters(gaps)]
+        )
+    )
     filled = []
     for first, last in gaps:
-        count = int(np.searchsorted(present, last, side="right") - np.searchsorted(present, first, side="left"))
+        count = int(
+            np.searchsorted(present, last, side="right") - np.searchsorted(present, first, side="left")
+        )
         if count == last - first + 1:
             filled.append((first, last))
     return filled
 
 
 def current_gaps(
-    table: Table, status: str | None = None, exchange: str | None = None, symbol: str | None = None,
+    table: Table,
+    status: str | None = None,
+    exchange: str | None = None,
+    symbol: str | None = None,
     symbols: list[str] | None = None,
 ) -> pa.Table:
     """One row per gap (its latest state), sorted by exchange, symbol, first missing id.
@@ -113,7 +138,14 @@ def current_gaps(
     if data.num_rows == 0:
         return data
     index = pa.array(np.arange(data.num_rows, dtype=np.int64))
-    ranked = pa.table({"gap_key": data["gap_key"], "ts": data["detected_ts"], "status_rank": pc.if_else(pc.equal(data["status"], "open"), 0, 1), "i": index})
+    ranked = pa.table(
+        {
+            "gap_key": data["gap_key"],
+            "ts": data["detected_ts"],
+            "status_rank": pc.if_else(pc.equal(data["status"], "open"), 0, 1),
+            "i": index,
+        }
+    )
     # Latest detection wins; on equal times a resolved state (backfilled/lost) beats open.
     ordered = ranked.sort_by([("gap_key", "ascending"), ("ts", "descending"), ("status_rank", "descending")])
     keys = ordered["gap_key"].to_numpy(zero_copy_only=False)
@@ -125,7 +157,9 @@ def current_gaps(
         latest = latest.filter(pc.equal(latest["exchange"], exchange))
     if symbol is not None:
         latest = latest.filter(pc.equal(latest["symbol"], symbol))
-    return latest.sort_by([("exchange", "ascending"), ("symbol", "ascending"), ("first_missing_id", "ascending")])
+    return latest.sort_by(
+        [("exchange", "ascending"), ("symbol", "ascending"), ("first_missing_id", "ascending")]
+    )
 
 
 _CLUSTER_SPAN = 1_000_000  # gaps closer than this are checked by one scan; farther ones by their own

@@ -31,7 +31,11 @@ def decimal_array(unscaled: Sequence[int | None] | pa.Array) -> pa.Array:
         ints = ints.combine_chunks()
     n = len(ints)
     validity, data = ints.buffers()[0], ints.buffers()[1]
-    low = np.frombuffer(data, dtype=np.int64, count=n + ints.offset)[ints.offset :] if data is not None else np.zeros(n, np.int64)
+    low = (
+        np.frombuffer(data, dtype=np.int64, count=n + ints.offset)[ints.offset :]
+        if data is not None
+        else np.zeros(n, np.int64)
+    )
     wide = np.empty(2 * n, dtype=np.int64)
     wide[0::2] = low
     wide[1::2] = low >> 63  # sign extension into the high 64 bits

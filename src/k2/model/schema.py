@@ -45,7 +45,9 @@ PRICE_PRECISION = 18
 PRICE_SCALE = 8
 AVRO_NAMESPACE = "io.k2.market"
 
-Kind = Literal["string", "long", "decimal", "timestamp", "date", "boolean", "string_list", "string_map", "decimal_list"]
+Kind = Literal[
+    "string", "long", "decimal", "timestamp", "date", "boolean", "string_list", "string_map", "decimal_list"
+]
 
 
 class AssetClass(StrEnum):
@@ -103,14 +105,21 @@ class FieldSpec:
             "boolean": pa.bool_(),
             "string_list": pa.list_(pa.field("element", pa.string(), nullable=False)),
             "string_map": pa.map_(pa.string(), pa.field("value", pa.string(), nullable=False)),
-            "decimal_list": pa.list_(pa.field("element", pa.decimal128(PRICE_PRECISION, PRICE_SCALE), nullable=False)),
+            "decimal_list": pa.list_(
+                pa.field("element", pa.decimal128(PRICE_PRECISION, PRICE_SCALE), nullable=False)
+            ),
         }[self.kind]
 
     def avro_type(self) -> Any:
         base: Any = {
             "string": "string",
             "long": "long",
-            "decimal": {"type": "bytes", "logicalType": "decimal", "precision": PRICE_PRECISION, "scale": PRICE_SCALE},
+            "decimal": {
+                "type": "bytes",
+                "logicalType": "decimal",
+                "precision": PRICE_PRECISION,
+                "scale": PRICE_SCALE,
+            },
             "timestamp": {"type": "long", "logicalType": "timestamp-micros"},
             "date": {"type": "int", "logicalType": "date"},
             "boolean": "boolean",
@@ -118,7 +127,12 @@ class FieldSpec:
             "string_map": {"type": "map", "values": "string"},
             "decimal_list": {
                 "type": "array",
-                "items": {"type": "bytes", "logicalType": "decimal", "precision": PRICE_PRECISION, "scale": PRICE_SCALE},
+                "items": {
+                    "type": "bytes",
+                    "logicalType": "decimal",
+                    "precision": PRICE_PRECISION,
+                    "scale": PRICE_SCALE,
+                },
             },
         }[self.kind]
         return base if self.required else ["null", base]
@@ -153,7 +167,13 @@ class RecordType:
             if not spec.required:
                 entry["default"] = None
             fields.append(entry)
-        return {"type": "record", "name": self.name, "namespace": AVRO_NAMESPACE, "doc": self.doc, "fields": fields}
+        return {
+            "type": "record",
+            "name": self.name,
+            "namespace": AVRO_NAMESPACE,
+            "doc": self.doc,
+            "fields": fields,
+        }
 
     def arrow_schema(self) -> pa.Schema:
         """The Arrow schema of decoded batches and of the arrays appended to Iceberg."""
@@ -167,16 +187,24 @@ class RecordType:
             iceberg_type: IcebergType
             if spec.kind == "string_list":
                 nested_id += 1
-                iceberg_type = ListType(element_id=nested_id, element_type=StringType(), element_required=True)
+                iceberg_type = ListType(
+                    element_id=nested_id, element_type=StringType(), element_required=True
+                )
             elif spec.kind == "decimal_list":
                 nested_id += 1
                 iceberg_type = ListType(
-                    element_id=nested_id, element_type=DecimalType(PRICE_PRECISION, PRICE_SCALE), element_required=True
+                    element_id=nested_id,
+                    element_type=DecimalType(PRICE_PRECISION, PRICE_SCALE),
+                    element_required=True,
                 )
             elif spec.kind == "string_map":
                 nested_id += 2
                 iceberg_type = MapType(
-                    key_id=nested_id - 1, key_type=StringType(), value_id=nested_id, value_type=StringType(), value_required=True
+                    key_id=nested_id - 1,
+                    key_type=StringType(),
+                    value_id=nested_id,
+                    value_type=StringType(),
+                    value_required=True,
                 )
             else:
                 iceberg_type = {
@@ -198,7 +226,11 @@ def _s(name: str, kind: Kind, doc: str, required: bool = True) -> FieldSpec:
 _IDENTITY = (
     _s("exchange", "string", "Venue code, lower case (binance, coinbase, asx)."),
     _s("symbol", "string", "Exchange-native symbol (BTCUSDT, BTC-USD, BHP)."),
-    _s("instrument", "string", "Canonical instrument: BASE-QUOTE for pairs (BTC-USDT), the ticker for equities."),
+    _s(
+        "instrument",
+        "string",
+        "Canonical instrument: BASE-QUOTE for pairs (BTC-USDT), the ticker for equities.",
+    ),
     _s("asset_class", "string", "crypto, equities, futures or options."),
 )
 
@@ -207,15 +239,33 @@ TRADE = RecordType(
     data_type=DataType.TRADES,
     fields=(
         *_IDENTITY,
-        _s("trade_id", "long", "Exchange-native trade id (deterministic synthetic id for venues without one)."),
+        _s(
+            "trade_id",
+            "long",
+            "Exchange-native trade id (deterministic synthetic id for venues without one).",
+        ),
         _s("price", "decimal", "Trade price, exact."),
         _s("quantity", "decimal", "Base quantity, exact."),
-        _s("quote_quantity", "decimal", "Quote quantity (price x quantity as published, or computed).", required=False),
+        _s(
+            "quote_quantity",
+            "decimal",
+            "Quote quantity (price x quantity as published, or computed).",
+            required=False,
+        ),
         _s("side", "string", "Aggressor side: BUY, SELL or UNKNOWN."),
         _s("exchange_ts", "timestamp", "Exchange trade time (UTC, microseconds)."),
-        _s("receipt_ts", "timestamp", "When K2 received the message (UTC, microseconds); import time for files."),
+        _s(
+            "receipt_ts",
+            "timestamp",
+            "When K2 received the message (UTC, microseconds); import time for files.",
+        ),
         _s("ingest_ts", "timestamp", "When the message was produced to Kafka (UTC, microseconds)."),
-        _s("source_sequence", "long", "Sequence number of the source message, where the venue has one.", required=False),
+        _s(
+            "source_sequence",
+            "long",
+            "Sequence number of the source message, where the venue has one.",
+            required=False,
+        ),
         _s("conditions", "string_list", "Trade conditions (e.g. AUCTION, BEST_MATCH)."),
         _s("vendor", "string_map", "Vendor-specific fields kept as strings."),
     ),
@@ -229,12 +279,20 @@ QUOTE = RecordType(
     data_type=DataType.QUOTES,
     fields=(
         *_IDENTITY,
-        _s("update_id", "long", "Exchange update id of the book top (deterministic synthetic id where absent)."),
+        _s(
+            "update_id",
+            "long",
+            "Exchange update id of the book top (deterministic synthetic id where absent).",
+        ),
         _s("bid_price", "decimal", "Best bid price.", required=False),
         _s("bid_size", "decimal", "Best bid size.", required=False),
         _s("ask_price", "decimal", "Best ask price.", required=False),
         _s("ask_size", "decimal", "Best ask size.", required=False),
-        _s("exchange_ts", "timestamp", "Exchange time (receipt time when the venue sends none; see vendor.ts_source)."),
+        _s(
+            "exchange_ts",
+            "timestamp",
+            "Exchange time (receipt time when the venue sends none; see vendor.ts_source).",
+        ),
         _s("receipt_ts", "timestamp", "When K2 received the message (UTC, microseconds)."),
         _s("ingest_ts", "timestamp", "When the message was produced to Kafka (UTC, microseconds)."),
         _s("vendor", "string_map", "Vendor-specific fields kept as strings."),
@@ -282,7 +340,11 @@ GAP = RecordType(
         _s("detected_ts", "timestamp", "When K2 detected the gap."),
         _s("source", "string", "Where it was seen: live, reconnect, file, landing."),
         _s("status", "string", "open, backfilled or lost (confirmed lost)."),
-        _s("gap_key", "string", "Stable identity exchange/symbol/data_type/first-last (updates append a new row)."),
+        _s(
+            "gap_key",
+            "string",
+            "Stable identity exchange/symbol/data_type/first-last (updates append a new row).",
+        ),
         _s("detail", "string", "Free-text detail (e.g. the backfill outcome).", required=False),
     ),
     key=("gap_key",),
@@ -297,7 +359,11 @@ KLINE = RecordType(
         *_IDENTITY,
         _s("interval", "string", "Bar interval as the venue names it (1s, 1m, 1h, 1d, 1w, 1mo)."),
         _s("open_time", "timestamp", "Bar open time (UTC, microseconds)."),
-        _s("close_time", "timestamp", "Bar close time as published (UTC, microseconds; Binance: open + interval - 1 ms)."),
+        _s(
+            "close_time",
+            "timestamp",
+            "Bar close time as published (UTC, microseconds; Binance: open + interval - 1 ms).",
+        ),
         _s("open", "decimal", "Open price, exact."),
         _s("high", "decimal", "High price, exact."),
         _s("low", "decimal", "Low price, exact."),
@@ -320,18 +386,52 @@ BOOK_DELTA = RecordType(
     data_type=DataType.DEPTH,
     fields=(
         *_IDENTITY,
-        _s("exchange_ts", "timestamp", "Exchange event time (Binance E; the first applied event's E for REST snapshot rows)."),
-        _s("transaction_ts", "timestamp", "Matching-engine transaction time (Binance USD-M T).", required=False),
-        _s("receipt_ts", "timestamp", "When K2 received the message (capture receive time for imported files)."),
+        _s(
+            "exchange_ts",
+            "timestamp",
+            "Exchange event time (Binance E; the first applied event's E for REST snapshot rows).",
+        ),
+        _s(
+            "transaction_ts",
+            "timestamp",
+            "Matching-engine transaction time (Binance USD-M T).",
+            required=False,
+        ),
+        _s(
+            "receipt_ts",
+            "timestamp",
+            "When K2 received the message (capture receive time for imported files).",
+        ),
         _s("ingest_ts", "timestamp", "When the message was produced to Kafka (UTC, microseconds)."),
-        _s("first_update_id", "long", "First update id of the exchange event (Binance U; = last_update_id for snapshots)."),
-        _s("last_update_id", "long", "Last update id of the exchange event (Binance u; lastUpdateId for REST snapshots)."),
-        _s("prev_update_id", "long", "Previous event's last update id as the venue sends it (Binance USD-M pu).", required=False),
+        _s(
+            "first_update_id",
+            "long",
+            "First update id of the exchange event (Binance U; = last_update_id for snapshots).",
+        ),
+        _s(
+            "last_update_id",
+            "long",
+            "Last update id of the exchange event (Binance u; lastUpdateId for REST snapshots).",
+        ),
+        _s(
+            "prev_update_id",
+            "long",
+            "Previous event's last update id as the venue sends it (Binance USD-M pu).",
+            required=False,
+        ),
         _s("side", "string", "BID or ASK."),
         _s("price", "decimal", "Level price, exact."),
         _s("size", "decimal", "The level's new absolute size (0 = level removed), exact."),
-        _s("is_snapshot", "boolean", "True for rows that (re)start the book: readers drop every earlier level."),
-        _s("is_event_end", "boolean", "True on the last row of an exchange event (the book is consistent after it)."),
+        _s(
+            "is_snapshot",
+            "boolean",
+            "True for rows that (re)start the book: readers drop every earlier level.",
+        ),
+        _s(
+            "is_event_end",
+            "boolean",
+            "True on the last row of an exchange event (the book is consistent after it).",
+        ),
     ),
     key=("exchange", "symbol", "last_update_id", "side", "price"),
     time_field="exchange_ts",

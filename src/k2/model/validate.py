@@ -68,12 +68,20 @@ def validate(
     for spec in record.fields:
         if spec.kind == "decimal":
             values, valid = decimal_col(spec.name)
-            flag(valid & (np.abs(values) > _MAX_UNSCALED), "decimal_out_of_range", f"{spec.name} does not fit decimal(18,8)")
+            flag(
+                valid & (np.abs(values) > _MAX_UNSCALED),
+                "decimal_out_of_range",
+                f"{spec.name} does not fit decimal(18,8)",
+            )
 
     for name in record.key:  # trade_id, update_id: venues number from 0 or 1, never below
         if record.field(name).kind == "long":
             ids = table.column(name)
-            flag(np.asarray(pc.fill_null(pc.less(ids, 0), False)), "negative_id", f"expected {name} >= 0, found {{{name}}}")
+            flag(
+                np.asarray(pc.fill_null(pc.less(ids, 0), False)),
+                "negative_id",
+                f"expected {name} >= 0, found {{{name}}}",
+            )
 
     flag(np.asarray(pc.equal(pc.utf8_length(table.column("symbol")), 0)), "empty_symbol", "symbol is empty")
     flag(
@@ -149,7 +157,11 @@ def _validate_book_delta(table: pa.Table, flag: Any, decimal_col: Any) -> None:
     flag(size < 0, "negative_size", "size must be >= 0 (0 removes the level), found {size}")
     first = np.asarray(table.column("first_update_id").cast(pa.int64()))
     last = np.asarray(table.column("last_update_id").cast(pa.int64()))
-    flag(first > last, "bad_update_ids", "expected first_update_id <= last_update_id, found {first_update_id} > {last_update_id}")
+    flag(
+        first > last,
+        "bad_update_ids",
+        "expected first_update_id <= last_update_id, found {first_update_id} > {last_update_id}",
+    )
 
 
 def _row(table: pa.Table, index: int) -> dict[str, object]:

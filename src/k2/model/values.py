@@ -25,8 +25,34 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # Longest quote assets first so that BTCUSDT splits as BTC/USDT, not BTCU/SDT.
 KNOWN_QUOTE_ASSETS = (
-    "FDUSD", "USDT", "USDC", "TUSD", "BUSD", "USDP", "DAI", "EUR", "GBP", "TRY", "BRL", "AUD", "JPY",
-    "BTC", "ETH", "BNB", "USD", "UAH", "ZAR", "PLN", "RON", "ARS", "MXN", "COP", "IDR", "XRP", "DOGE", "SOL",
+    "FDUSD",
+    "USDT",
+    "USDC",
+    "TUSD",
+    "BUSD",
+    "USDP",
+    "DAI",
+    "EUR",
+    "GBP",
+    "TRY",
+    "BRL",
+    "AUD",
+    "JPY",
+    "BTC",
+    "ETH",
+    "BNB",
+    "USD",
+    "UAH",
+    "ZAR",
+    "PLN",
+    "RON",
+    "ARS",
+    "MXN",
+    "COP",
+    "IDR",
+    "XRP",
+    "DOGE",
+    "SOL",
 )
 
 
@@ -72,7 +98,9 @@ def to_unscaled(value: str | Decimal | int) -> int:
             if negative:
                 unscaled = -unscaled
     if abs(unscaled) > _MAX_UNSCALED:
-        raise ValueError(f"expected a value that fits decimal({PRICE_PRECISION},{PRICE_SCALE}), found {value!r}")
+        raise ValueError(
+            f"expected a value that fits decimal({PRICE_PRECISION},{PRICE_SCALE}), found {value!r}"
+        )
     return unscaled
 
 

@@ -124,9 +124,13 @@ def _read_toml(path: Path) -> dict[str, Any]:
         with path.open("rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError:
-        raise CostError(f"price file: expected an existing TOML file, found no file at {str(path)!r}") from None
+        raise CostError(
+            f"price file: expected an existing TOML file, found no file at {str(path)!r}"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
-        raise CostError(f"price file {str(path)!r}: expected valid TOML, found a syntax error: {exc}") from None
+        raise CostError(
+            f"price file {str(path)!r}: expected valid TOML, found a syntax error: {exc}"
+        ) from None
 
 
 def validate_prices(raw: dict[str, Any], origin: str = "price file", partial: bool = False) -> PriceBook:
@@ -143,7 +147,9 @@ def validate_prices(raw: dict[str, Any], origin: str = "price file", partial: bo
     book: PriceBook = {}
     for section, values in raw.items():
         if section not in _SCHEMA:
-            raise CostError(f"{origin}: expected sections {sorted(_SCHEMA)}, found unknown section [{section}]")
+            raise CostError(
+                f"{origin}: expected sections {sorted(_SCHEMA)}, found unknown section [{section}]"
+            )
         if not isinstance(values, dict):
             raise CostError(f"{origin}: expected [{section}] to be a table of keys, found {values!r}")
         book[section] = {}
@@ -161,7 +167,9 @@ def validate_prices(raw: dict[str, Any], origin: str = "price file", partial: bo
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise CostError(f"{origin}: {name}: expected a number, found {value!r}")
             if not math.isfinite(value) or value < 0 or (positive and value == 0):
-                raise CostError(f"{origin}: {name}: expected a {'positive' if positive else 'non-negative'} number, found {value!r}")
+                raise CostError(
+                    f"{origin}: {name}: expected a {'positive' if positive else 'non-negative'} number, found {value!r}"
+                )
             book[section][key] = float(value)
     if not partial:
         for section, keys in _SCHEMA.items():
@@ -256,7 +264,10 @@ def estimate(
     if not math.isfinite(retention) or retention < 0:
         raise CostError(f"--retention-days: expected a number >= 0, found {retention!r}")
     if bytes_per_message is None:
-        bytes_per_message, bytes_source = w["iceberg_bytes_per_message"], "price book workload.iceberg_bytes_per_message"
+        bytes_per_message, bytes_source = (
+            w["iceberg_bytes_per_message"],
+            "price book workload.iceberg_bytes_per_message",
+        )
     if not math.isfinite(bytes_per_message) or bytes_per_message <= 0:
         raise CostError(f"bytes per message: expected a positive number, found {bytes_per_message!r}")
     gb = b["bytes_per_gb"]
@@ -276,55 +287,118 @@ def estimate(
     rate = f"{msgs_per_sec:,.0f} msg/s"
 
     p = prices["broker"]
-    add(LineItem("broker", "broker instances", f"{p['brokers']:g} x {p['instance_type']} x ${p['broker_per_hour_usd']}/h x {hours:g} h",
-                 p["brokers"] * p["broker_per_hour_usd"] * hours, False))
-    kafka_gb = msgs_per_sec * w["kafka_bytes_per_message"] * w["kafka_retention_hours"] * 3600 * w["kafka_replication_factor"] / gb
-    add(LineItem("broker", "broker storage",
-                 f"{rate} x {w['kafka_bytes_per_message']:g} B x {w['kafka_retention_hours']:g} h x RF {w['kafka_replication_factor']:g} = "
-                 f"{kafka_gb:,.1f} GB x ${p['storage_per_gb_month_usd']}/GB-month",
-                 kafka_gb * p["storage_per_gb_month_usd"], True))
+    add(
+        LineItem(
+            "broker",
+            "broker instances",
+            f"{p['brokers']:g} x {p['instance_type']} x ${p['broker_per_hour_usd']}/h x {hours:g} h",
+            p["brokers"] * p["broker_per_hour_usd"] * hours,
+            False,
+        )
+    )
+    kafka_gb = (
+        msgs_per_sec
+        * w["kafka_bytes_per_message"]
+        * w["kafka_retention_hours"]
+        * 3600
+        * w["kafka_replication_factor"]
+        / gb
+    )
+    add(
+        LineItem(
+            "broker",
+            "broker storage",
+            f"{rate} x {w['kafka_bytes_per_message']:g} B x {w['kafka_retention_hours']:g} h x RF {w['kafka_replication_factor']:g} = "
+            f"{kafka_gb:,.1f} GB x ${p['storage_per_gb_month_usd']}/GB-month",
+            kafka_gb * p["storage_per_gb_month_usd"],
+            True,
+        )
+    )
 
     s = prices["object_storage"]
     lake_gb = msgs_per_sec * 86_400 * retention * bytes_per_message / gb
-    add(LineItem("object storage", "object storage",
-                 f"{rate} x 86,400 s x {retention:g} d x {bytes_per_message:.2f} B = {lake_gb:,.1f} GB x ${s['storage_per_gb_month_usd']}/GB-month",
-                 lake_gb * s["storage_per_gb_month_usd"], True))
+    add(
+        LineItem(
+            "object storage",
+            "object storage",
+            f"{rate} x 86,400 s x {retention:g} d x {bytes_per_message:.2f} B = {lake_gb:,.1f} GB x ${s['storage_per_gb_month_usd']}/GB-month",
+            lake_gb * s["storage_per_gb_month_usd"],
+            True,
+        )
+    )
     commits_per_sec = max(1 / w["commit_interval_seconds"], msgs_per_sec / w["commit_rows"])
     commits = commits_per_sec * seconds
     landing_puts = commits * (w["data_files_per_commit"] + w["metadata_puts_per_commit"])
     compaction_puts = msgs_month * bytes_per_message / w["compaction_target_file_bytes"]
     puts = landing_puts + compaction_puts
-    add(LineItem("object storage", "PUT requests",
-                 f"{commits:,.0f} commits x {w['data_files_per_commit'] + w['metadata_puts_per_commit']:g} + {compaction_puts:,.0f} compacted files "
-                 f"= {puts:,.0f} x ${s['put_per_1000_usd']}/1000",
-                 puts / 1000 * s["put_per_1000_usd"], msgs_per_sec / w["commit_rows"] >= 1 / w["commit_interval_seconds"]))
+    add(
+        LineItem(
+            "object storage",
+            "PUT requests",
+            f"{commits:,.0f} commits x {w['data_files_per_commit'] + w['metadata_puts_per_commit']:g} + {compaction_puts:,.0f} compacted files "
+            f"= {puts:,.0f} x ${s['put_per_1000_usd']}/1000",
+            puts / 1000 * s["put_per_1000_usd"],
+            msgs_per_sec / w["commit_rows"] >= 1 / w["commit_interval_seconds"],
+        )
+    )
     compaction_gets = commits * w["data_files_per_commit"]
     query_gets = w["queries_per_month"] * w["gets_per_query"]
-    add(LineItem("object storage", "GET requests",
-                 f"{compaction_gets:,.0f} compaction reads + {w['queries_per_month']:,.0f} queries x {w['gets_per_query']:g} "
-                 f"= {compaction_gets + query_gets:,.0f} x ${s['get_per_1000_usd']}/1000",
-                 (compaction_gets + query_gets) / 1000 * s["get_per_1000_usd"], False))
+    add(
+        LineItem(
+            "object storage",
+            "GET requests",
+            f"{compaction_gets:,.0f} compaction reads + {w['queries_per_month']:,.0f} queries x {w['gets_per_query']:g} "
+            f"= {compaction_gets + query_gets:,.0f} x ${s['get_per_1000_usd']}/1000",
+            (compaction_gets + query_gets) / 1000 * s["get_per_1000_usd"],
+            False,
+        )
+    )
 
     c = prices["catalog_db"]
-    add(LineItem("catalog database", "catalog database",
-                 f"{c['instance_type']} ${c['instance_per_hour_usd']}/h x {hours:g} h + {c['storage_gb']:g} GB x ${c['storage_per_gb_month_usd']}/GB-month",
-                 c["instance_per_hour_usd"] * hours + c["storage_gb"] * c["storage_per_gb_month_usd"], False))
+    add(
+        LineItem(
+            "catalog database",
+            "catalog database",
+            f"{c['instance_type']} ${c['instance_per_hour_usd']}/h x {hours:g} h + {c['storage_gb']:g} GB x ${c['storage_per_gb_month_usd']}/GB-month",
+            c["instance_per_hour_usd"] * hours + c["storage_gb"] * c["storage_per_gb_month_usd"],
+            False,
+        )
+    )
 
     m = prices["compute"]
     vcpus = msgs_per_sec / m["landing_msgs_per_sec_per_vcpu"]
     landing_instances = max(m["min_landing_instances"], math.ceil(vcpus / m["vcpus_per_instance"]))
-    add(LineItem("compute", "landing compute",
-                 f"{landing_instances:g} x {m['instance_type']} (need {vcpus:.2f} vCPU at {m['landing_msgs_per_sec_per_vcpu']:,.0f} msg/s/vCPU, "
-                 f"min {m['min_landing_instances']:g}) x ${m['instance_per_hour_usd']}/h x {hours:g} h",
-                 landing_instances * m["instance_per_hour_usd"] * hours, False))
-    add(LineItem("compute", "API compute", f"{m['api_instances']:g} x {m['instance_type']} x ${m['instance_per_hour_usd']}/h x {hours:g} h",
-                 m["api_instances"] * m["instance_per_hour_usd"] * hours, False))
+    add(
+        LineItem(
+            "compute",
+            "landing compute",
+            f"{landing_instances:g} x {m['instance_type']} (need {vcpus:.2f} vCPU at {m['landing_msgs_per_sec_per_vcpu']:,.0f} msg/s/vCPU, "
+            f"min {m['min_landing_instances']:g}) x ${m['instance_per_hour_usd']}/h x {hours:g} h",
+            landing_instances * m["instance_per_hour_usd"] * hours,
+            False,
+        )
+    )
+    add(
+        LineItem(
+            "compute",
+            "API compute",
+            f"{m['api_instances']:g} x {m['instance_type']} x ${m['instance_per_hour_usd']}/h x {hours:g} h",
+            m["api_instances"] * m["instance_per_hour_usd"] * hours,
+            False,
+        )
+    )
 
     t = prices["transfer"]
     transfer_gb = msgs_month * w["kafka_bytes_per_message"] * 2 / gb
-    add(LineItem("transfer", "cross-AZ transfer",
-                 f"{transfer_gb:,.1f} GB produced+consumed x {t['cross_az_fraction']:g} cross-AZ x ${t['cross_az_per_gb_usd']}/GB",
-                 transfer_gb * t["cross_az_fraction"] * t["cross_az_per_gb_usd"], True))
+    add(
+        LineItem(
+            "transfer",
+            "cross-AZ transfer",
+            f"{transfer_gb:,.1f} GB produced+consumed x {t['cross_az_fraction']:g} cross-AZ x ${t['cross_az_per_gb_usd']}/GB",
+            transfer_gb * t["cross_az_fraction"] * t["cross_az_per_gb_usd"],
+            True,
+        )
+    )
     return out
 
 
@@ -344,7 +418,9 @@ class MeasuredBytes:
 
     def describe(self) -> str:
         """Where the figure came from."""
-        return f"{self.table} snapshot {self.snapshot_id}: {self.total_bytes:,} B / {self.total_records:,} rows"
+        return (
+            f"{self.table} snapshot {self.snapshot_id}: {self.total_bytes:,} B / {self.total_records:,} rows"
+        )
 
 
 def measure_bytes_per_message(settings: Settings, table: str = "trades") -> MeasuredBytes:
@@ -361,9 +437,15 @@ def measure_bytes_per_message(settings: Settings, table: str = "trades") -> Meas
     try:
         tbl = load_table(load_catalog(settings), table)
     except NoSuchTableError:
-        raise CostError(f"--from-table: expected K2's {table} table to exist, found none (run `k2 init` and land data)") from None
+        raise CostError(
+            f"--from-table: expected K2's {table} table to exist, found none (run `k2 init` and land data)"
+        ) from None
     snapshot = tbl.current_snapshot()
-    props = snapshot.summary.additional_properties if snapshot is not None and snapshot.summary is not None else {}
+    props = (
+        snapshot.summary.additional_properties
+        if snapshot is not None and snapshot.summary is not None
+        else {}
+    )
     records = int(props.get("total-records", 0) or 0)
     size = int(props.get("total-files-size", 0) or 0)
     if snapshot is None or records <= 0 or size <= 0:
@@ -382,7 +464,14 @@ def render_estimate(result: CostEstimate, console: Console) -> None:
         out.add_row(line.component, line.item, line.formula, f"{line.monthly_usd:,.2f}")
     out.add_section()
     out.add_row("", "total", f"{result.messages_per_month:,.0f} messages / month", f"{result.total_usd:,.2f}")
-    out.add_row("", "per million messages", "total / (messages per month / 1e6)", f"{result.cost_per_million_usd:,.4f}")
+    out.add_row(
+        "",
+        "per million messages",
+        "total / (messages per month / 1e6)",
+        f"{result.cost_per_million_usd:,.4f}",
+    )
     console.print(out)
-    console.print(f"bytes per stored message: {result.bytes_per_message:.2f} ({result.bytes_source}); "
-                  "every price is an input to check: see k2/ops/assets/prices.toml or pass --prices.")
+    console.print(
+        f"bytes per stored message: {result.bytes_per_message:.2f} ({result.bytes_source}); "
+        "every price is an input to check: see k2/ops/assets/prices.toml or pass --prices."
+    )

@@ -36,7 +36,9 @@ def landed_offsets(settings: Settings) -> OffsetMap:
     merged: OffsetMap = {}
     for table in ensure_tables(load_catalog(settings), settings).values():
         snapshot = table.current_snapshot()
-        merged = merge_offsets(merged, offsets_from_summary(snapshot.summary if snapshot is not None else None))
+        merged = merge_offsets(
+            merged, offsets_from_summary(snapshot.summary if snapshot is not None else None)
+        )
     return merged
 
 

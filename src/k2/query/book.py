@@ -47,7 +47,12 @@ _SHORT = "book_deltas"
 _MAX_DEPTH = 1000
 _MAX_STEPS = 100_000
 LEVELS_SCHEMA = pa.schema(
-    [("side", pa.string()), ("level", pa.int64()), ("price", pa.decimal128(18, 8)), ("size", pa.decimal128(18, 8))]
+    [
+        ("side", pa.string()),
+        ("level", pa.int64()),
+        ("price", pa.decimal128(18, 8)),
+        ("size", pa.decimal128(18, 8)),
+    ]
 )
 
 
@@ -81,8 +86,15 @@ def _scan(location: str | None, snapshot_id: int | None) -> tuple[str, list[Any]
     return "iceberg_scan(?, snapshot_from_id => ?)", [location, snapshot_id]
 
 
-def _start(client: Client, source: str, params: list[Any], symbol: str, exchange: str | None, at: datetime,
-           update_id: int | None) -> tuple[str, int]:
+def _start(
+    client: Client,
+    source: str,
+    params: list[Any],
+    symbol: str,
+    exchange: str | None,
+    at: datetime,
+    update_id: int | None,
+) -> tuple[str, int]:
     """(exchange, last_update_id) of the latest restarting snapshot at or before ``at`` / ``update_id``."""
     where = "symbol = ? AND is_snapshot AND exchange_ts <= ?"
     args: list[Any] = [symbol, at]
@@ -97,12 +109,22 @@ def _start(client: Client, source: str, params: list[Any], symbol: str, exchange
     values = list(row.values())
     if values[1] is None:
         on = f" on {exchange}" if exchange else ""
-        raise UnknownSymbolError(f"expected a book snapshot of {symbol!r}{on} at or before {at.isoformat()}, found none")
+        raise UnknownSymbolError(
+            f"expected a book snapshot of {symbol!r}{on} at or before {at.isoformat()}, found none"
+        )
     return str(values[0]), int(values[1])
 
 
-def book(client: Client, symbol: str, at: datetime | str | None = None, depth: int = 10, *, exchange: str | None = None,
-         update_id: int | None = None, as_of: AsOf | None = None) -> Book:
+def book(
+    client: Client,
+    symbol: str,
+    at: datetime | str | None = None,
+    depth: int = 10,
+    *,
+    exchange: str | None = None,
+    update_id: int | None = None,
+    as_of: AsOf | None = None,
+) -> Book:
     """The top ``depth`` levels per side of ``symbol`` at ``at`` (default: now) - see the module docstring.
 
     One query: the scan is filtered once (symbol, time, update id), the starting snapshot is found in it
@@ -138,14 +160,22 @@ def book(client: Client, symbol: str, at: datetime | str | None = None, depth: i
     if venue is None:
         on = f" on {exchange}" if exchange else ""
         bound = "" if update_id is None else f" and update id {update_id}"
-        raise UnknownSymbolError(f"expected a book snapshot of {symbol!r}{on} at or before {moment.isoformat()}{bound}, found none")
+        raise UnknownSymbolError(
+            f"expected a book snapshot of {symbol!r}{on} at or before {moment.isoformat()}{bound}, found none"
+        )
     levels = table.filter(pa.compute.is_valid(table["side"])).select(["side", "level", "price", "size"])
     levels = levels.sort_by([("side", "descending"), ("level", "ascending")]).cast(LEVELS_SCHEMA)
     return Book(symbol, venue, levels, last_u, last_ts, read.snapshot_id)
 
 
-def _latest_stored(client: Client, symbol: str, moment: datetime, exchange: str | None, update_id: int | None,
-                   as_of: AsOf | None) -> dict[str, Any] | None:
+def _latest_stored(
+    client: Client,
+    symbol: str,
+    moment: datetime,
+    exchange: str | None,
+    update_id: int | None,
+    as_of: AsOf | None,
+) -> dict[str, Any] | None:
     read = client._resolve("book_snapshots", as_of)
     if read.location is None or read.snapshot_id is None:
         return None
@@ -162,8 +192,15 @@ def _latest_stored(client: Client, symbol: str, moment: datetime, exchange: str 
     return rows[0] if rows else None
 
 
-def _from_stored_snapshot(client: Client, symbol: str, moment: datetime, depth: int, exchange: str | None,
-                          update_id: int | None, as_of: AsOf | None) -> Book | None:
+def _from_stored_snapshot(
+    client: Client,
+    symbol: str,
+    moment: datetime,
+    depth: int,
+    exchange: str | None,
+    update_id: int | None,
+    as_of: AsOf | None,
+) -> Book | None:
     """The book from one ``book_snapshots`` row + the deltas after it, or None when that cannot be exact.
 
     Exact when: no book restart happened after the stored snapshot, and on each side the best ``depth``
@@ -186,27 +223,41 @@ def _from_stored_snapshot(client: Client, symbol: str, moment: datetime, depth: 
     if any(c["restart"] for c in changes):
         return None
     sides: dict[str, list[tuple[Decimal, Decimal]]] = {}
-    for side, prices, sizes, better in (("BID", "bid_prices", "bid_sizes", -1), ("ASK", "ask_prices", "ask_sizes", 1)):
+    for side, prices, sizes, better in (
+        ("BID", "bid_prices", "bid_sizes", -1),
+        ("ASK", "ask_prices", "ask_sizes", 1),
+    ):
         levels = dict(zip(stored[prices], stored[sizes], strict=True))
         truncated = len(levels) >= stored["depth"]
         edge = stored[prices][-1] if stored[prices] else None  # worst price the stored snapshot covers
         for change in changes:
             if change["side"] == side:
                 levels[change["price"]] = change["size"]
-        known = sorted(((p, q) for p, q in levels.items() if q > 0 and (not truncated or edge is None or better * (p - edge) <= 0)),
-                       key=lambda level: better * level[0])
+        known = sorted(
+            (
+                (p, q)
+                for p, q in levels.items()
+                if q > 0 and (not truncated or edge is None or better * (p - edge) <= 0)
+            ),
+            key=lambda level: better * level[0],
+        )
         if truncated and len(known) < depth:
             return None  # deeper untouched levels are unknown here: read the deltas instead
         sides[side] = known[:depth]
-    rows = [{"side": side, "level": i + 1, "price": p, "size": q} for side in ("BID", "ASK") for i, (p, q) in enumerate(sides[side])]
+    rows = [
+        {"side": side, "level": i + 1, "price": p, "size": q}
+        for side in ("BID", "ASK")
+        for i, (p, q) in enumerate(sides[side])
+    ]
     levels_table = pa.Table.from_pylist(rows, schema=LEVELS_SCHEMA)
     last_u = max([stored["last_update_id"], *(c["u"] for c in changes)])
     last_ts = max([stored["exchange_ts"], *(c["ts"] for c in changes)])
     return Book(symbol, stored["exchange"], levels_table, last_u, last_ts, read.snapshot_id, "book_snapshots")
 
 
-def _read_rows(client: Client, symbol: str, exchange: str | None, start: datetime, end: datetime,
-               as_of: AsOf | None) -> tuple[str, dict[str, np.ndarray], int | None]:
+def _read_rows(
+    client: Client, symbol: str, exchange: str | None, start: datetime, end: datetime, as_of: AsOf | None
+) -> tuple[str, dict[str, np.ndarray], int | None]:
     """Delta rows from the snapshot restarting the book before ``start`` through ``end``, in update-id order."""
     read = client._resolve(_SHORT, as_of)
     source, params = _scan(read.location, read.snapshot_id)
@@ -247,7 +298,9 @@ class _Replay:
     def advance(self, until_us: int, inclusive: bool = True) -> OrderBook:
         """Apply every row with exchange time <= ``until_us`` (< when not ``inclusive``); whole events only."""
         book = self.book
-        while self.i < self.n and (self._ts[self.i] <= until_us if inclusive else self._ts[self.i] < until_us):
+        while self.i < self.n and (
+            self._ts[self.i] <= until_us if inclusive else self._ts[self.i] < until_us
+        ):
             i = self.i
             if self._snap[i] and self._loaded_snapshot != self._u[i]:
                 book.clear()
@@ -260,8 +313,13 @@ class _Replay:
         return book
 
 
-def book_metrics(bids: Sequence[Level], asks: Sequence[Level], levels: int = 10, bps: Decimal | int = 10,
-                 quantity: Decimal | None = None) -> dict[str, Decimal | None]:
+def book_metrics(
+    bids: Sequence[Level],
+    asks: Sequence[Level],
+    levels: int = 10,
+    bps: Decimal | int = 10,
+    quantity: Decimal | None = None,
+) -> dict[str, Decimal | None]:
     """Spread, mid, microprice, imbalance (top ``levels``), depth within ``bps`` of mid, market-order cost.
 
     ``bids``/``asks`` are (unscaled price, unscaled size), best first. ``buy_fill_price`` is the average
@@ -275,8 +333,19 @@ def book_metrics(bids: Sequence[Level], asks: Sequence[Level], levels: int = 10,
     """
     q8, q6 = Decimal("0.00000001"), Decimal("0.000001")
     out: dict[str, Decimal | None] = dict.fromkeys(
-        ("spread", "mid", "microprice", "imbalance", "bid_depth_bps", "ask_depth_bps", "buy_fill_price",
-         "buy_slippage_bps", "sell_fill_price", "sell_slippage_bps"))
+        (
+            "spread",
+            "mid",
+            "microprice",
+            "imbalance",
+            "bid_depth_bps",
+            "ask_depth_bps",
+            "buy_fill_price",
+            "buy_slippage_bps",
+            "sell_fill_price",
+            "sell_slippage_bps",
+        )
+    )
     if not bids or not asks:
         return out
     dec = unscaled_to_decimal
@@ -294,7 +363,9 @@ def book_metrics(bids: Sequence[Level], asks: Sequence[Level], levels: int = 10,
         for name, side, sign in (("buy", asks, 1), ("sell", bids, -1)):
             price = _fill_price(side, Decimal(quantity))
             out[f"{name}_fill_price"] = None if price is None else price.quantize(q8)
-            out[f"{name}_slippage_bps"] = None if price is None else (sign * (price - mid) / mid * 10_000).quantize(q6)
+            out[f"{name}_slippage_bps"] = (
+                None if price is None else (sign * (price - mid) / mid * 10_000).quantize(q6)
+            )
     return out
 
 
@@ -311,9 +382,20 @@ def _fill_price(levels: Sequence[Level], quantity: Decimal) -> Decimal | None:
     return None
 
 
-def book_series(client: Client, symbol: str, start: datetime | str, end: datetime | str, every: str | timedelta = "1s",
-                depth: int = 10, *, exchange: str | None = None, as_of: AsOf | None = None, metrics_levels: int = 10,
-                bps: Decimal | int = 10, quantity: Decimal | None = None) -> pa.Table:
+def book_series(
+    client: Client,
+    symbol: str,
+    start: datetime | str,
+    end: datetime | str,
+    every: str | timedelta = "1s",
+    depth: int = 10,
+    *,
+    exchange: str | None = None,
+    as_of: AsOf | None = None,
+    metrics_levels: int = 10,
+    bps: Decimal | int = 10,
+    quantity: Decimal | None = None,
+) -> pa.Table:
     """One row per step ``start, start+every, ... < end``: the book at that moment (top ``depth`` as lists) + metrics."""
     depth = _check_depth(depth)
     s, e = parse_time(start, "start"), parse_time(end, "end")
@@ -323,7 +405,9 @@ def book_series(client: Client, symbol: str, start: datetime | str, end: datetim
     step = parse_duration(every, "every")
     steps = int((e - s) / step)
     if steps > _MAX_STEPS:
-        raise QueryError(f"every: expected at most {_MAX_STEPS:,} steps between start and end, found {steps:,}")
+        raise QueryError(
+            f"every: expected at most {_MAX_STEPS:,} steps between start and end, found {steps:,}"
+        )
     venue, columns, _ = _read_rows(client, symbol, exchange, s, e, as_of)
     replay, rows = _Replay(columns), []
     moment = s
@@ -331,19 +415,32 @@ def book_series(client: Client, symbol: str, start: datetime | str, end: datetim
         book = replay.advance(datetime_to_micros(moment))
         # Whole sides: the market-order fill walks as deep as the quantity needs.
         bids, asks = book.top("BID", len(book.bids)), book.top("ASK", len(book.asks))
-        row: dict[str, Any] = {"ts": moment, "exchange": venue, "last_update_id": book.last_update_id,
-                               "exchange_ts": None if book.exchange_ts is None else micros_to_datetime(book.exchange_ts)}
+        row: dict[str, Any] = {
+            "ts": moment,
+            "exchange": venue,
+            "last_update_id": book.last_update_id,
+            "exchange_ts": None if book.exchange_ts is None else micros_to_datetime(book.exchange_ts),
+        }
         for name, levels in (("bid", bids), ("ask", asks)):
             row[f"{name}_prices"] = [unscaled_to_decimal(p) for p, _ in levels[:depth]]
             row[f"{name}_sizes"] = [unscaled_to_decimal(q) for _, q in levels[:depth]]
         row.update(book_metrics(bids, asks, metrics_levels, bps, quantity))
         rows.append(row)
         moment += step
-    return pa.Table.from_pylist(rows) if rows else pa.table({"ts": pa.array([], pa.timestamp("us", tz="UTC"))})
+    return (
+        pa.Table.from_pylist(rows) if rows else pa.table({"ts": pa.array([], pa.timestamp("us", tz="UTC"))})
+    )
 
 
-def trades_with_book(client: Client, symbol: str, start: datetime | str, end: datetime | str, *,
-                     exchange: str | None = None, as_of: AsOf | None = None) -> pa.Table:
+def trades_with_book(
+    client: Client,
+    symbol: str,
+    start: datetime | str,
+    end: datetime | str,
+    *,
+    exchange: str | None = None,
+    as_of: AsOf | None = None,
+) -> pa.Table:
     """Each trade in ``[start, end)`` with the best bid/ask and sizes of the book just *before* it (as-of join).
 
     "Before" is by exchange time: the book after every event with ``exchange_ts`` strictly earlier than
@@ -355,7 +452,9 @@ def trades_with_book(client: Client, symbol: str, start: datetime | str, end: da
     assert s is not None and e is not None
     _, columns, _ = _read_rows(client, symbol, exchange, s, e, as_of)
     replay = _Replay(columns)
-    extra: dict[str, list[Any]] = {k: [] for k in ("bid_price", "bid_size", "ask_price", "ask_size", "book_update_id")}
+    extra: dict[str, list[Any]] = {
+        k: [] for k in ("bid_price", "bid_size", "ask_price", "ask_size", "book_update_id")
+    }
     for ts in trades["exchange_ts"].to_pylist():
         book = replay.advance(datetime_to_micros(ts), inclusive=False)
         bid, ask = book.best_bid(), book.best_ask()

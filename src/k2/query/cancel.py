@@ -91,7 +91,9 @@ class CancelScope:
             self._timer.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         _CURRENT.reset(self._tokens.pop())
         if not self._tokens and self._timer is not None:
             self._timer.cancel()
@@ -106,12 +108,16 @@ class CancelScope:
         try:
             yield
         except duckdb.InterruptException:
-            raise QueryCancelledError("expected the query to finish, found it interrupted (cancelled or timed out)") from None
+            raise QueryCancelledError(
+                "expected the query to finish, found it interrupted (cancelled or timed out)"
+            ) from None
         finally:
             with self._lock:
                 self._running.pop(id(con), None)
         if self._cancelled:  # cancelled while the statement ran, but it finished before the interrupt landed
-            raise QueryCancelledError("expected the query to finish, found it cancelled (cancelled or timed out)")
+            raise QueryCancelledError(
+                "expected the query to finish, found it cancelled (cancelled or timed out)"
+            )
 
 
 def current_scope() -> CancelScope | None:

@@ -20,6 +20,7 @@ Example::
     bars = client.bars("BTCUSDT", "1m", "2024-08-08T23:54:00Z", "2024-08-09T00:06:00Z")
     bars.to_pandas()
 """
+
 from __future__ import annotations
 
 import threading
@@ -59,8 +60,19 @@ from k2.query.sqlbuild import (
 
 # Re-exported: the client's rooms and the names other modules and tests import from here.
 __all__ = [
-    "MAX_SYMBOLS", "Analytics", "AsOf", "Client", "ClientState", "QueryResult", "Resolver", "SqlBuilder", "Symbols", "_Read",
-    "_Source", "connect", "symbol_list",
+    "MAX_SYMBOLS",
+    "Analytics",
+    "AsOf",
+    "Client",
+    "ClientState",
+    "QueryResult",
+    "Resolver",
+    "SqlBuilder",
+    "Symbols",
+    "_Read",
+    "_Source",
+    "connect",
+    "symbol_list",
 ]
 
 log = structlog.get_logger("k2.query")
@@ -164,8 +176,15 @@ class Client(Analytics):
 
     # -- rows ----------------------------------------------------------------------------------------
     def _rows(
-        self, short: str, symbol: Symbols, start: datetime | str | None, end: datetime | str | None,
-        exchange: str | None, limit: int | None, as_of: AsOf | None, include_recent: bool | None,
+        self,
+        short: str,
+        symbol: Symbols,
+        start: datetime | str | None,
+        end: datetime | str | None,
+        exchange: str | None,
+        limit: int | None,
+        as_of: AsOf | None,
+        include_recent: bool | None,
     ) -> QueryResult:
         s, e = self._range(start, end)
         fetch, strict = self._row_limit(limit)
@@ -183,8 +202,15 @@ class Client(Analytics):
         return self._result(self._conform(table, TABLES[short].record), [source])
 
     def trades(
-        self, symbol: Symbols, start: datetime | str | None = None, end: datetime | str | None = None, *,
-        exchange: str | None = None, limit: int | None = None, as_of: AsOf | None = None, include_recent: bool | None = None,
+        self,
+        symbol: Symbols,
+        start: datetime | str | None = None,
+        end: datetime | str | None = None,
+        *,
+        exchange: str | None = None,
+        limit: int | None = None,
+        as_of: AsOf | None = None,
+        include_recent: bool | None = None,
     ) -> QueryResult:
         """Trades of ``symbol`` in ``[start, end)``, ordered by exchange time (canonical columns, exact decimals).
 
@@ -195,8 +221,15 @@ class Client(Analytics):
         return self._rows("trades", symbol, start, end, exchange, limit, as_of, include_recent)
 
     def quotes(
-        self, symbol: Symbols, start: datetime | str | None = None, end: datetime | str | None = None, *,
-        exchange: str | None = None, limit: int | None = None, as_of: AsOf | None = None, include_recent: bool | None = None,
+        self,
+        symbol: Symbols,
+        start: datetime | str | None = None,
+        end: datetime | str | None = None,
+        *,
+        exchange: str | None = None,
+        limit: int | None = None,
+        as_of: AsOf | None = None,
+        include_recent: bool | None = None,
     ) -> QueryResult:
         """Top-of-book quotes of ``symbol`` in ``[start, end)``, ordered by exchange time.
 
@@ -207,8 +240,15 @@ class Client(Analytics):
         return self._rows("quotes", symbol, start, end, exchange, limit, as_of, include_recent)
 
     def klines(
-        self, symbol: Symbols, interval: str | None = None, start: datetime | str | None = None, end: datetime | str | None = None, *,
-        exchange: str | None = None, limit: int | None = None, as_of: AsOf | None = None,
+        self,
+        symbol: Symbols,
+        interval: str | None = None,
+        start: datetime | str | None = None,
+        end: datetime | str | None = None,
+        *,
+        exchange: str | None = None,
+        limit: int | None = None,
+        as_of: AsOf | None = None,
     ) -> QueryResult:
         """Venue-published OHLCV bars (``k2 import binance-klines``) with ``open_time`` in ``[start, end)``.
 
@@ -228,7 +268,9 @@ class Client(Analytics):
             where += ' AND "interval" = ?'
             params.append(interval)
         scan, scan_params = self._scan(read, where, params, _columns(TABLES["klines"].record))
-        sql = f'WITH src AS ({scan}) SELECT * FROM src ORDER BY exchange, symbol, "interval", open_time LIMIT ?'  # noqa: S608 - constant fragments
+        sql = (
+            f'WITH src AS ({scan}) SELECT * FROM src ORDER BY exchange, symbol, "interval", open_time LIMIT ?'  # noqa: S608 - constant fragments
+        )
         table = self._execute(sql, [*scan_params, fetch], query="klines")
         if strict and table.num_rows > self.settings.query_max_rows:
             raise LimitExceededError(
@@ -267,7 +309,9 @@ class Client(Analytics):
             self._symbols_cache[key] = cached
         return QueryResult(cached, {"trades": reads[0].snapshot_id, "quotes": reads[1].snapshot_id})
 
-    def gaps(self, status: str | None = None, exchange: str | None = None, symbol: str | None = None) -> QueryResult:
+    def gaps(
+        self, status: str | None = None, exchange: str | None = None, symbol: str | None = None
+    ) -> QueryResult:
         """The gap ledger: one row per gap (its latest state), filtered by status/exchange/symbol.
 
         Example::
@@ -342,25 +386,44 @@ class Client(Analytics):
             except duckdb.InterruptException:
                 raise  # guard() turns it into QueryCancelledError
             except duckdb.Error as exc:
-                raise QueryError(f"expected a query over the views {', '.join(VIEWS)}, found an error: {exc}") from None
+                raise QueryError(
+                    f"expected a query over the views {', '.join(VIEWS)}, found an error: {exc}"
+                ) from None
         return QueryResult(table, {short: read.snapshot_id for short, read in reads.items()})
 
     # -- order book (k2.query.book does the work; these only delegate) -------------------------------
-    def book(self, symbol: str, at: datetime | str | None = None, depth: int = 10, *, exchange: str | None = None,
-             update_id: int | None = None, as_of: AsOf | None = None) -> Any:
+    def book(
+        self,
+        symbol: str,
+        at: datetime | str | None = None,
+        depth: int = 10,
+        *,
+        exchange: str | None = None,
+        update_id: int | None = None,
+        as_of: AsOf | None = None,
+    ) -> Any:
         """The book of ``symbol`` at ``at`` (top ``depth`` per side); see :func:`k2.query.book.book`."""
         from k2.query import book
 
         return book.book(self, symbol, at, depth, exchange=exchange, update_id=update_id, as_of=as_of)
 
-    def book_series(self, symbol: str, start: datetime | str, end: datetime | str, every: str | timedelta = "1s",
-                    depth: int = 10, **options: Any) -> pa.Table:
+    def book_series(
+        self,
+        symbol: str,
+        start: datetime | str,
+        end: datetime | str,
+        every: str | timedelta = "1s",
+        depth: int = 10,
+        **options: Any,
+    ) -> pa.Table:
         """One row per step with the book and its metrics; see :func:`k2.query.book.book_series`."""
         from k2.query import book
 
         return book.book_series(self, symbol, start, end, every, depth, **options)
 
-    def trades_with_book(self, symbol: str, start: datetime | str, end: datetime | str, **options: Any) -> pa.Table:
+    def trades_with_book(
+        self, symbol: str, start: datetime | str, end: datetime | str, **options: Any
+    ) -> pa.Table:
         """Trades with the best bid/ask just before each; see :func:`k2.query.book.trades_with_book`."""
         from k2.query import book
 

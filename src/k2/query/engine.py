@@ -47,7 +47,9 @@ def s3_secret_sql(settings: Settings, name: str = "k2_s3") -> str | None:
     if settings.s3_secret_access_key:
         parts.append(f"SECRET {_literal(settings.s3_secret_access_key)}")
     if settings.s3_endpoint:
-        endpoint = urlparse(settings.s3_endpoint if "://" in settings.s3_endpoint else f"https://{settings.s3_endpoint}")
+        endpoint = urlparse(
+            settings.s3_endpoint if "://" in settings.s3_endpoint else f"https://{settings.s3_endpoint}"
+        )
         parts.append(f"ENDPOINT {_literal(endpoint.netloc)}")
         parts.append("URL_STYLE 'path'")
         parts.append(f"USE_SSL {'true' if endpoint.scheme == 'https' else 'false'}")
@@ -76,7 +78,9 @@ class ConnectionPool:
     ``setup`` runs once on each new connection (the read-only SQL pool locks its connections down).
     """
 
-    def __init__(self, settings: Settings, setup: Callable[[duckdb.DuckDBPyConnection], None] | None = None) -> None:
+    def __init__(
+        self, settings: Settings, setup: Callable[[duckdb.DuckDBPyConnection], None] | None = None
+    ) -> None:
         self.settings = settings
         self._setup = setup
         self.size = settings.query_pool_size

@@ -18,7 +18,13 @@ from datetime import UTC, datetime, timedelta
 
 from k2.query.errors import InvalidRangeError, LimitExceededError
 
-_UNITS = {"ms": timedelta(milliseconds=1), "s": timedelta(seconds=1), "m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1)}
+_UNITS = {
+    "ms": timedelta(milliseconds=1),
+    "s": timedelta(seconds=1),
+    "m": timedelta(minutes=1),
+    "h": timedelta(hours=1),
+    "d": timedelta(days=1),
+}
 _DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
 DAY = timedelta(days=1)
 
@@ -40,15 +46,23 @@ def parse_time(value: datetime | str | None, name: str = "time") -> datetime | N
         try:
             parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
         except ValueError:
-            raise InvalidRangeError(f"{name}: expected an ISO-8601 time such as 2024-08-08T23:54:00Z, found {value!r}") from None
+            raise InvalidRangeError(
+                f"{name}: expected an ISO-8601 time such as 2024-08-08T23:54:00Z, found {value!r}"
+            ) from None
         if parsed.tzinfo is None:
-            raise InvalidRangeError(f"{name}: expected a timezone-aware time (offset or Z), found naive {value!r}")
+            raise InvalidRangeError(
+                f"{name}: expected a timezone-aware time (offset or Z), found naive {value!r}"
+            )
         return _to_utc(parsed, name)
     if isinstance(value, datetime):
         if value.tzinfo is None or value.utcoffset() is None:
-            raise InvalidRangeError(f"{name}: expected a timezone-aware datetime, found naive {value.isoformat()!r}")
+            raise InvalidRangeError(
+                f"{name}: expected a timezone-aware datetime, found naive {value.isoformat()!r}"
+            )
         return _to_utc(value, name)
-    raise InvalidRangeError(f"{name}: expected a datetime or an ISO-8601 string, found {type(value).__name__} {value!r}")
+    raise InvalidRangeError(
+        f"{name}: expected a datetime or an ISO-8601 string, found {type(value).__name__} {value!r}"
+    )
 
 
 def _to_utc(value: datetime, name: str) -> datetime:
@@ -71,7 +85,9 @@ def check_range(start: datetime | None, end: datetime | None, max_days: float) -
     """
     if start is not None and end is not None:
         if start >= end:
-            raise InvalidRangeError(f"expected start before end, found start={start.isoformat()} end={end.isoformat()}")
+            raise InvalidRangeError(
+                f"expected start before end, found start={start.isoformat()} end={end.isoformat()}"
+            )
         days = (end - start) / DAY
         if days > max_days:
             raise LimitExceededError(
@@ -81,7 +97,10 @@ def check_range(start: datetime | None, end: datetime | None, max_days: float) -
 
 
 def parse_duration(
-    value: str | timedelta | float | int, name: str = "tolerance", maximum: timedelta | None = None, maximum_hint: str = ""
+    value: str | timedelta | float | int,
+    name: str = "tolerance",
+    maximum: timedelta | None = None,
+    maximum_hint: str = "",
 ) -> timedelta:
     """A positive duration from ``"500ms"``, ``"1s"``, ``"2m"``, ``"1h"``, ``"1d"``, a timedelta or seconds.
 
@@ -95,7 +114,11 @@ def parse_duration(
     ...
     k2.query.errors.InvalidRangeError: tolerance: expected a duration from 1us to 366 days, found '100000d'
     """
-    limit = f"from 1us to {maximum / DAY:g} days{maximum_hint}" if maximum is not None else "of at most 999999999 days"
+    limit = (
+        f"from 1us to {maximum / DAY:g} days{maximum_hint}"
+        if maximum is not None
+        else "of at most 999999999 days"
+    )
     try:
         if isinstance(value, timedelta):
             duration = value
@@ -104,10 +127,14 @@ def parse_duration(
         elif isinstance(value, str):
             match = _DURATION.match(value)
             if match is None:
-                raise InvalidRangeError(f"{name}: expected a duration like 500ms, 1s, 5m, 1h or 1d, found {value!r}")
+                raise InvalidRangeError(
+                    f"{name}: expected a duration like 500ms, 1s, 5m, 1h or 1d, found {value!r}"
+                )
             duration = int(match.group(1)) * _UNITS[match.group(2)]
         else:
-            raise InvalidRangeError(f"{name}: expected a duration string or timedelta, found {type(value).__name__}")
+            raise InvalidRangeError(
+                f"{name}: expected a duration string or timedelta, found {type(value).__name__}"
+            )
     except (OverflowError, ValueError) as exc:  # beyond timedelta's range, or NaN
         if isinstance(exc, InvalidRangeError):
             raise

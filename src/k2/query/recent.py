@@ -131,8 +131,12 @@ def last_landed(summary: Mapping[str, str] | None) -> dict[tuple[str, int], tupl
     return out
 
 
-def _topics(consumer: Consumer, data_type: str, exchange: str | None, timeout: float) -> list[tuple[str, int]]:
-    pattern = re.compile(rf"^market\.[a-z]+\.{data_type}\.{re.escape(exchange) if exchange else '[a-z0-9_-]+'}$")
+def _topics(
+    consumer: Consumer, data_type: str, exchange: str | None, timeout: float
+) -> list[tuple[str, int]]:
+    pattern = re.compile(
+        rf"^market\.[a-z]+\.{data_type}\.{re.escape(exchange) if exchange else '[a-z0-9_-]+'}$"
+    )
     metadata = consumer.list_topics(timeout=timeout)
     found: list[tuple[str, int]] = []
     for name, topic in metadata.topics.items():
@@ -154,7 +158,14 @@ class _Part:
 class _Reader:
     """The consume loop of :func:`read_recent` (bounded by rows and time)."""
 
-    def __init__(self, consumer: Consumer, settings: Settings, parts: dict[tuple[str, int], _Part], keys: set[bytes] | None, deadline: float) -> None:
+    def __init__(
+        self,
+        consumer: Consumer,
+        settings: Settings,
+        parts: dict[tuple[str, int], _Part],
+        keys: set[bytes] | None,
+        deadline: float,
+    ) -> None:
         self.consumer, self.parts, self.keys, self.deadline = consumer, parts, keys, deadline
         self.max_rows = settings.query_recent_max_rows
         self.values: list[bytes | None] = []
@@ -181,7 +192,9 @@ class _Reader:
                 if pending or (self.streaming and now - last_message < IDLE_SECONDS):
                     self.reason = "time_bound"
                 return
-            batch = self.consumer.consume(num_messages=10_000, timeout=min(0.05, max(0.001, self.deadline - now)))
+            batch = self.consumer.consume(
+                num_messages=10_000, timeout=min(0.05, max(0.001, self.deadline - now))
+            )
             for msg in batch:
                 if not self._take(msg):
                     self.reason = "max_rows"
@@ -255,9 +268,13 @@ def read_recent(
     symbols = None if symbol is None else [symbol] if isinstance(symbol, str) else list(symbol)
     started = time.monotonic()
     deadline = started + settings.query_recent_timeout_seconds
-    down = broker_unreachable(settings.bootstrap_servers, min(PROBE_SECONDS, settings.query_recent_timeout_seconds))
+    down = broker_unreachable(
+        settings.bootstrap_servers, min(PROBE_SECONDS, settings.query_recent_timeout_seconds)
+    )
     if down is not None:
-        raise RecentUnavailableError(f"expected Kafka at {settings.bootstrap_servers} for the hybrid query, found no broker answering ({down})")
+        raise RecentUnavailableError(
+            f"expected Kafka at {settings.bootstrap_servers} for the hybrid query, found no broker answering ({down})"
+        )
     consumer = Consumer(
         {
             **settings.kafka_client_config(),
@@ -266,24 +283,36 @@ def read_recent(
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "fetch.wait.max.ms": 50,
-            "socket.connection.setup.timeout.ms": max(1000, int(settings.query_recent_timeout_seconds * 1000)),
+            "socket.connection.setup.timeout.ms": max(
+                1000, int(settings.query_recent_timeout_seconds * 1000)
+            ),
         }
     )
     try:
         try:
-            partitions = _topics(consumer, record.data_type.value, exchange, max(0.1, deadline - time.monotonic()))
+            partitions = _topics(
+                consumer, record.data_type.value, exchange, max(0.1, deadline - time.monotonic())
+            )
         except KafkaException as exc:
-            raise RecentUnavailableError(f"expected Kafka at {settings.bootstrap_servers} for the hybrid query, found {exc}") from None
+            raise RecentUnavailableError(
+                f"expected Kafka at {settings.bootstrap_servers} for the hybrid query, found {exc}"
+            ) from None
         if not partitions:
             return RecentRows(record.arrow_schema().empty_table(), 0, False, time.monotonic() - started)
         parts = _positions(consumer, partitions, stored, last or {}, deadline)
         consumer.assign([TopicPartition(t, p, _position(s)) for (t, p), s in parts.items()])
-        reader = _Reader(consumer, settings, parts, None if symbols is None else {s.encode() for s in symbols}, deadline)
+        reader = _Reader(
+            consumer, settings, parts, None if symbols is None else {s.encode() for s in symbols}, deadline
+        )
         reader.run()
     finally:
         consumer.close()
     result = _decode_and_check(settings, record, id_column, reader.values, reader.topics, symbols, exchange)
-    result.messages, result.seconds, result.resets = reader.messages, time.monotonic() - started, reader.resets
+    result.messages, result.seconds, result.resets = (
+        reader.messages,
+        time.monotonic() - started,
+        reader.resets,
+    )
     if reader.reason is not None:
         result.truncated, result.reason = True, reader.reason
         for (t, p), part in parts.items():
@@ -292,7 +321,11 @@ def read_recent(
 
 
 def _positions(
-    consumer: Consumer, partitions: list[tuple[str, int]], stored: OffsetMap, last: Mapping[tuple[str, int], tuple[int, int]], deadline: float,
+    consumer: Consumer,
+    partitions: list[tuple[str, int]],
+    stored: OffsetMap,
+    last: Mapping[tuple[str, int], tuple[int, int]],
+    deadline: float,
 ) -> dict[tuple[str, int], _Part]:
     """Where each partition starts, the message that proves the log was not reset, and the minimum to read."""
     parts: dict[tuple[str, int], _Part] = {}
@@ -301,10 +334,14 @@ def _positions(
         check: tuple[int, int | None] | None = None
         if start > 0:
             landed = last.get((topic, partition))
-            check = (landed[0], landed[1]) if landed is not None and landed[0] == start - 1 else (start - 1, None)
+            check = (
+                (landed[0], landed[1]) if landed is not None and landed[0] == start - 1 else (start - 1, None)
+            )
         try:
             # A lower bound only: Tansu's high watermark can be below the true end of the log.
-            _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=max(0.1, deadline - time.monotonic()), cached=False)
+            _, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=max(0.1, deadline - time.monotonic()), cached=False
+            )
         except KafkaException:
             high = -1
         parts[(topic, partition)] = _Part(next=start, high=int(high), check=check)
@@ -312,8 +349,13 @@ def _positions(
 
 
 def _decode_and_check(
-    settings: Settings, record: RecordType, id_column: str, values: list[bytes | None], topics: list[str],
-    symbols: list[str] | None, exchange: str | None,
+    settings: Settings,
+    record: RecordType,
+    id_column: str,
+    values: list[bytes | None],
+    topics: list[str],
+    symbols: list[str] | None,
+    exchange: str | None,
 ) -> RecentRows:
     """Decode (landing's decoder), validate (landing's rules, per topic), filter and de-duplicate in batch."""
     empty = RecentRows(record.arrow_schema().empty_table(), 0, False, 0.0)
@@ -322,7 +364,9 @@ def _decode_and_check(
     try:
         decoded = AvroBatchDecoder(registry_client(settings.registry_url), record).decode(values)
     except Exception as exc:  # the registry being unreachable surfaces here
-        raise RecentUnavailableError(f"expected the schema registry at {settings.registry_url} for the hybrid query, found {exc}") from None
+        raise RecentUnavailableError(
+            f"expected the schema registry at {settings.registry_url} for the hybrid query, found {exc}"
+        ) from None
     positions = np.asarray(decoded.indices, dtype=np.int64)
     order = np.argsort(positions, kind="stable")  # log order, so "first occurrence" means first in the log
     table, positions = decoded.table.take(pa.array(order)), positions[order]
@@ -333,8 +377,12 @@ def _decode_and_check(
         rows = np.flatnonzero(row_topics == topic)
         subset = table if len(rows) == table.num_rows else table.take(pa.array(rows))
         problems = validate(
-            record, subset, now_us=now_micros(), max_future_us=int(settings.landing_max_future_seconds * 1_000_000),
-            expected_exchange=topic_exchange, expected_asset_class=asset_class,
+            record,
+            subset,
+            now_us=now_micros(),
+            max_future_us=int(settings.landing_max_future_seconds * 1_000_000),
+            expected_exchange=topic_exchange,
+            expected_asset_class=asset_class,
         )
         for row, _, _ in problems:
             keep[rows[row]] = False

@@ -120,7 +120,9 @@ class Resolver(ClientState):
         if as_of is None:
             return None
         if isinstance(as_of, bool):
-            raise QueryError(f"as_of: expected a snapshot id, a tag:NAME or a timezone-aware time, found {as_of!r}")
+            raise QueryError(
+                f"as_of: expected a snapshot id, a tag:NAME or a timezone-aware time, found {as_of!r}"
+            )
         if isinstance(as_of, int):
             return as_of
         tag = _tag_name(as_of)
@@ -143,7 +145,9 @@ class Resolver(ClientState):
             table = self._load(name)
             if table is not None and tag in {t.name for t in list_tags(table)}:
                 return resolve_tag(table, tag)
-        raise QueryError(f"as_of: expected a tag {tag!r} on one of K2's tables, found none (k2 tag list shows them)")
+        raise QueryError(
+            f"as_of: expected a tag {tag!r} on one of K2's tables, found none (k2 tag list shows them)"
+        )
 
     def _snapshot_owner_time(self, snapshot_id: int) -> datetime:
         for short in TABLES:
@@ -152,7 +156,9 @@ class Resolver(ClientState):
                 snap = table.snapshot_by_id(snapshot_id)
                 assert snap is not None
                 return datetime.fromtimestamp(snap.timestamp_ms / 1000, tz=UTC)
-        raise QueryError(f"as_of: expected a snapshot id of one of K2's tables, found unknown snapshot {snapshot_id}")
+        raise QueryError(
+            f"as_of: expected a snapshot id of one of K2's tables, found unknown snapshot {snapshot_id}"
+        )
 
     def _resolve(self, short: str, as_of: AsOf | None = None) -> _Read:
         tag = _tag_name(as_of)
@@ -204,9 +210,21 @@ class Resolver(ClientState):
         """
         self._check_table(table)
         loaded = self._load(table)
-        rows: dict[str, list[Any]] = {k: [] for k in (
-            "snapshot_id", "parent_id", "committed_at", "operation", "added_rows", "total_rows",
-            "kafka_offsets", "kafka_ranges", "summary", "tags")}
+        rows: dict[str, list[Any]] = {
+            k: []
+            for k in (
+                "snapshot_id",
+                "parent_id",
+                "committed_at",
+                "operation",
+                "added_rows",
+                "total_rows",
+                "kafka_offsets",
+                "kafka_ranges",
+                "summary",
+                "tags",
+            )
+        }
         latest: int | None = None
         if loaded is not None:
             tags: dict[int, list[str]] = {}
@@ -221,7 +239,9 @@ class Resolver(ClientState):
             else:
                 current = loaded.current_snapshot()
                 latest = int(current.snapshot_id) if current is not None else None
-            for snap in sorted(loaded.metadata.snapshots, key=lambda s: (s.timestamp_ms, s.sequence_number or 0)):
+            for snap in sorted(
+                loaded.metadata.snapshots, key=lambda s: (s.timestamp_ms, s.sequence_number or 0)
+            ):
                 if limit_ms is not None and snap.timestamp_ms > limit_ms:
                     continue
                 props = dict(snap.summary.additional_properties) if snap.summary is not None else {}
@@ -231,14 +251,24 @@ class Resolver(ClientState):
                 rows["operation"].append(snap.summary.operation.value if snap.summary is not None else None)
                 rows["added_rows"].append(int(props.get("added-records", 0)))
                 rows["total_rows"].append(int(props.get("total-records", 0)))
-                rows["kafka_offsets"].append(json.dumps(offsets_from_summary(props)) if OFFSETS_KEY in props else None)
+                rows["kafka_offsets"].append(
+                    json.dumps(offsets_from_summary(props)) if OFFSETS_KEY in props else None
+                )
                 rows["kafka_ranges"].append(props.get(RANGES_KEY))
                 rows["summary"].append(json.dumps(props, sort_keys=True))
                 rows["tags"].append(sorted(tags.get(int(snap.snapshot_id), [])))
-        schema = pa.schema([
-            ("snapshot_id", pa.int64()), ("parent_id", pa.int64()), ("committed_at", pa.timestamp("us", tz="UTC")),
-            ("operation", pa.string()), ("added_rows", pa.int64()), ("total_rows", pa.int64()),
-            ("kafka_offsets", pa.string()), ("kafka_ranges", pa.string()), ("summary", pa.string()),
-            ("tags", pa.list_(pa.string())),
-        ])
+        schema = pa.schema(
+            [
+                ("snapshot_id", pa.int64()),
+                ("parent_id", pa.int64()),
+                ("committed_at", pa.timestamp("us", tz="UTC")),
+                ("operation", pa.string()),
+                ("added_rows", pa.int64()),
+                ("total_rows", pa.int64()),
+                ("kafka_offsets", pa.string()),
+                ("kafka_ranges", pa.string()),
+                ("summary", pa.string()),
+                ("tags", pa.list_(pa.string())),
+            ]
+        )
         return QueryResult(pa.table(rows, schema=schema), {table: latest})

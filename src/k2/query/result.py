@@ -57,7 +57,9 @@ class QueryResult:
         self.recent_error = recent_error
         self.recent_truncated = recent_truncated
         self.recent_truncated_reason = recent_truncated_reason
-        self.recent_stopped_at: dict[str, dict[str, int]] = {t: dict(p) for t, p in (recent_stopped_at or {}).items()}
+        self.recent_stopped_at: dict[str, dict[str, int]] = {
+            t: dict(p) for t, p in (recent_stopped_at or {}).items()
+        }
 
     def __getattr__(self, name: str) -> Any:
         # Only called for names not found on the wrapper: delegate to the Arrow table.

@@ -109,7 +109,13 @@ def symbol_list(symbol: Symbols) -> list[str]:
     >>> symbol_list("BTCUSDT"), symbol_list(["BTCUSDT", "ETHUSDT", "BTCUSDT"]), symbol_list("BTCUSDT, ETHUSDT")
     (['BTCUSDT'], ['BTCUSDT', 'ETHUSDT'], ['BTCUSDT', 'ETHUSDT'])
     """
-    items = [part.strip() for part in symbol.split(",")] if isinstance(symbol, str) else list(symbol) if isinstance(symbol, Sequence) else [symbol]
+    items = (
+        [part.strip() for part in symbol.split(",")]
+        if isinstance(symbol, str)
+        else list(symbol)
+        if isinstance(symbol, Sequence)
+        else [symbol]
+    )
     if not items or any(not isinstance(item, str) or not item for item in items):
         raise UnknownSymbolError(f"expected a symbol such as BTCUSDT (or a list of them), found {symbol!r}")
     names = list(dict.fromkeys(items))
@@ -139,7 +145,9 @@ class SqlBuilder(Resolver):
     def _want_recent(self, include_recent: bool | None, end: datetime | None, read: _Read) -> bool:
         if read.pinned:
             if include_recent:
-                raise QueryError("include_recent: expected False with as_of (a pinned query never reads Kafka), found True")
+                raise QueryError(
+                    "include_recent: expected False with as_of (a pinned query never reads Kafka), found True"
+                )
             return False
         if include_recent is not None:
             return bool(include_recent)
@@ -158,12 +166,19 @@ class SqlBuilder(Resolver):
         )
 
     def _filters(
-        self, symbol: Symbols, exchange: str | None, start: datetime | None, end: datetime | None, alias: str = "",
+        self,
+        symbol: Symbols,
+        exchange: str | None,
+        start: datetime | None,
+        end: datetime | None,
+        alias: str = "",
         time_column: str = "exchange_ts",
     ) -> tuple[str, list[Any]]:
         names = symbol_list(symbol)
         # One symbol: an equality DuckDB pushes into the Iceberg scan; several: IN with one placeholder each.
-        clauses = [f"{alias}symbol = ?" if len(names) == 1 else f"{alias}symbol IN ({', '.join('?' * len(names))})"]
+        clauses = [
+            f"{alias}symbol = ?" if len(names) == 1 else f"{alias}symbol IN ({', '.join('?' * len(names))})"
+        ]
         params: list[Any] = list(names)
         if exchange is not None:
             clauses.append(f"{alias}exchange = ?")
@@ -196,7 +211,12 @@ class SqlBuilder(Resolver):
             return source
         try:
             recent = read_recent(
-                self.settings, short, offsets_from_summary(read.summary), symbol, exchange, last=last_landed(read.summary)
+                self.settings,
+                short,
+                offsets_from_summary(read.summary),
+                symbol,
+                exchange,
+                last=last_landed(read.summary),
             )
         except RecentUnavailableError as exc:
             if include_recent:
@@ -208,16 +228,26 @@ class SqlBuilder(Resolver):
             return source
         if recent.truncated:
             log.warning(
-                "hybrid query: Kafka read truncated", reason=recent.reason, rows=recent.table.num_rows,
-                max_rows=self.settings.query_recent_max_rows, stopped_at=recent.stopped_at,
+                "hybrid query: Kafka read truncated",
+                reason=recent.reason,
+                rows=recent.table.num_rows,
+                max_rows=self.settings.query_recent_max_rows,
+                stopped_at=recent.stopped_at,
             )
             source.recent_truncated = True
             source.recent_truncated_reason = recent.reason
             source.recent_stopped_at = recent.stopped_at
         if recent.invalid or recent.undecodable:
-            log.info("hybrid query: Kafka rows the landing would refuse were skipped", invalid=recent.invalid, undecodable=recent.undecodable)
+            log.info(
+                "hybrid query: Kafka rows the landing would refuse were skipped",
+                invalid=recent.invalid,
+                undecodable=recent.undecodable,
+            )
         if recent.resets:
-            log.warning("hybrid query: Kafka log reset since the last landing; partitions read from the start", partitions=recent.resets)
+            log.warning(
+                "hybrid query: Kafka log reset since the last landing; partitions read from the start",
+                partitions=recent.resets,
+            )
         if recent.table.num_rows == 0:
             return source
         name = _unique("k2_recent")
@@ -286,7 +316,10 @@ class SqlBuilder(Resolver):
             for topic, parts in s.recent_stopped_at.items():
                 stopped.setdefault(topic, {}).update(parts)
         return QueryResult(
-            table, snapshot_ids, sum(s.recent_rows for s in sources), errors[0] if errors else None,
+            table,
+            snapshot_ids,
+            sum(s.recent_rows for s in sources),
+            errors[0] if errors else None,
             recent_truncated=bool(truncated),
             recent_truncated_reason=truncated[0].recent_truncated_reason if truncated else None,
             recent_stopped_at=stopped,
@@ -300,10 +333,14 @@ class SqlBuilder(Resolver):
         if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
             raise QueryError(f"limit: expected a positive integer, found {limit!r}")
         if limit > maximum:
-            raise LimitExceededError(f"limit: expected at most {maximum:,} rows (K2_QUERY_MAX_ROWS), found {limit:,}")
+            raise LimitExceededError(
+                f"limit: expected at most {maximum:,} rows (K2_QUERY_MAX_ROWS), found {limit:,}"
+            )
         return limit, False
 
-    def _range(self, start: datetime | str | None, end: datetime | str | None, required: bool = False) -> tuple[datetime | None, datetime | None]:
+    def _range(
+        self, start: datetime | str | None, end: datetime | str | None, required: bool = False
+    ) -> tuple[datetime | None, datetime | None]:
         s, e = parse_time(start, "start"), parse_time(end, "end")
         if required and (s is None or e is None):
             raise InvalidRangeError(f"expected both start and end, found start={start!r} end={end!r}")

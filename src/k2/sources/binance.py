@@ -72,16 +72,40 @@ class BinanceMarket:
 
 
 SPOT = BinanceMarket(
-    "spot", "binance", "crypto", "wss://stream.binance.com:9443", "https://api.binance.com",
-    "trade", "/api/v3/historicalTrades", 25, 6000, 5.0,
+    "spot",
+    "binance",
+    "crypto",
+    "wss://stream.binance.com:9443",
+    "https://api.binance.com",
+    "trade",
+    "/api/v3/historicalTrades",
+    25,
+    6000,
+    5.0,
 )
 US = BinanceMarket(
-    "us", "binance-us", "crypto", "wss://stream.binance.us:9443", "https://api.binance.us",
-    "trade", "/api/v3/historicalTrades", 25, 1200, 5.0,
+    "us",
+    "binance-us",
+    "crypto",
+    "wss://stream.binance.us:9443",
+    "https://api.binance.us",
+    "trade",
+    "/api/v3/historicalTrades",
+    25,
+    1200,
+    5.0,
 )
 USDM = BinanceMarket(
-    "usdm", "binance-futures", "futures", "wss://fstream.binance.com", "https://fapi.binance.com",
-    "aggTrade", "/fapi/v1/aggTrades", 20, 2400, 10.0,
+    "usdm",
+    "binance-futures",
+    "futures",
+    "wss://fstream.binance.com",
+    "https://fapi.binance.com",
+    "aggTrade",
+    "/fapi/v1/aggTrades",
+    20,
+    2400,
+    10.0,
 )
 MARKETS: dict[str, BinanceMarket] = {m.name: m for m in (SPOT, US, USDM)}
 URL_STREAM_LIMIT = 200
@@ -109,7 +133,9 @@ def _instrument(symbol: str) -> str:
 
 def _decimal(value: Any, name: str, data_type: DataType, symbol: str | None) -> int:
     if not isinstance(value, str):
-        raise MalformedMessage("bad_number", f"expected {name} as a decimal string, found {value!r}", data_type, symbol)
+        raise MalformedMessage(
+            "bad_number", f"expected {name} as a decimal string, found {value!r}", data_type, symbol
+        )
     try:
         return to_unscaled(value)
     except ValueError as exc:
@@ -122,12 +148,19 @@ def _symbol_of(data: Mapping[str, Any]) -> str | None:
 
 
 def _missing(kind: str, key: str, data: Mapping[str, Any], data_type: DataType) -> MalformedMessage:
-    return MalformedMessage("missing_field", f"expected field {key!r} in a Binance {kind}, found keys {sorted(data)}", data_type, _symbol_of(data))
+    return MalformedMessage(
+        "missing_field",
+        f"expected field {key!r} in a Binance {kind}, found keys {sorted(data)}",
+        data_type,
+        _symbol_of(data),
+    )
 
 
 def _int(value: Any, name: str, data_type: DataType, symbol: str | None) -> int:
     if type(value) is not int:
-        raise MalformedMessage("bad_field", f"expected {name} as an integer, found {value!r}", data_type, symbol)
+        raise MalformedMessage(
+            "bad_field", f"expected {name} as an integer, found {value!r}", data_type, symbol
+        )
     return value
 
 
@@ -137,11 +170,25 @@ _BOOK_KEYS = frozenset({"e", "s", "u", "b", "B", "a", "A", "T"})
 
 
 def _trade_row(
-    market: BinanceMarket, symbol: str, ident: int, price: int, qty: int, quote_qty: int | None, is_buyer_maker: Any,
-    trade_ms: int, receipt_us: int, best_match: Any, vendor: dict[str, str],
+    market: BinanceMarket,
+    symbol: str,
+    ident: int,
+    price: int,
+    qty: int,
+    quote_qty: int | None,
+    is_buyer_maker: Any,
+    trade_ms: int,
+    receipt_us: int,
+    best_match: Any,
+    vendor: dict[str, str],
 ) -> dict[str, Any]:
     if type(is_buyer_maker) is not bool:
-        raise MalformedMessage("bad_field", f"expected the buyer-is-maker flag as a boolean, found {is_buyer_maker!r}", DataType.TRADES, symbol)
+        raise MalformedMessage(
+            "bad_field",
+            f"expected the buyer-is-maker flag as a boolean, found {is_buyer_maker!r}",
+            DataType.TRADES,
+            symbol,
+        )
     return {
         "exchange": market.exchange,
         "symbol": symbol,
@@ -163,20 +210,42 @@ def _trade_row(
 
 
 def _parse_trade_payload(
-    data: Mapping[str, Any], receipt_us: int, market: BinanceMarket, kind: str, id_key: str, used: frozenset[str]
+    data: Mapping[str, Any],
+    receipt_us: int,
+    market: BinanceMarket,
+    kind: str,
+    id_key: str,
+    used: frozenset[str],
 ) -> dict[str, Any]:
     """A ``trade`` or ``aggTrade`` payload (they differ in the id key and the extra fields) -> wire-form TRADE."""
     try:
-        symbol, ident, price, qty, trade_ms, maker = data["s"], data[id_key], data["p"], data["q"], data["T"], data["m"]
+        symbol, ident, price, qty, trade_ms, maker = (
+            data["s"],
+            data[id_key],
+            data["p"],
+            data["q"],
+            data["T"],
+            data["m"],
+        )
     except KeyError as exc:
         raise _missing(kind, exc.args[0], data, DataType.TRADES) from None
     if not isinstance(symbol, str):
-        raise MalformedMessage("bad_field", f"expected s as a string, found {symbol!r}", DataType.TRADES, None)
+        raise MalformedMessage(
+            "bad_field", f"expected s as a string, found {symbol!r}", DataType.TRADES, None
+        )
     vendor = {k: str(v) for k, v in data.items() if k not in used}
     return _trade_row(
-        market, symbol, _int(ident, id_key, DataType.TRADES, symbol), _decimal(price, "p", DataType.TRADES, symbol),
-        _decimal(qty, "q", DataType.TRADES, symbol), None, maker, _int(trade_ms, "T", DataType.TRADES, symbol),
-        receipt_us, data.get("M"), vendor,
+        market,
+        symbol,
+        _int(ident, id_key, DataType.TRADES, symbol),
+        _decimal(price, "p", DataType.TRADES, symbol),
+        _decimal(qty, "q", DataType.TRADES, symbol),
+        None,
+        maker,
+        _int(trade_ms, "T", DataType.TRADES, symbol),
+        receipt_us,
+        data.get("M"),
+        vendor,
     )
 
 
@@ -199,7 +268,9 @@ def parse_agg_trade(data: Mapping[str, Any], receipt_us: int, market: BinanceMar
     return _parse_trade_payload(data, receipt_us, market, "aggTrade", "a", _AGG_KEYS)
 
 
-def parse_book_ticker(data: Mapping[str, Any], receipt_us: int, market: BinanceMarket = SPOT) -> dict[str, Any]:
+def parse_book_ticker(
+    data: Mapping[str, Any], receipt_us: int, market: BinanceMarket = SPOT
+) -> dict[str, Any]:
     """A ``bookTicker`` payload -> wire-form QUOTE (receipt time as exchange time when the venue sends none).
 
     >>> q = parse_book_ticker({"u": 1, "s": "BTCUSDT", "b": "1.0", "B": "2", "a": "1.1", "A": "3"}, 1000)
@@ -207,11 +278,20 @@ def parse_book_ticker(data: Mapping[str, Any], receipt_us: int, market: BinanceM
     (1000, {'ts_source': 'receipt'}, 110000000)
     """
     try:
-        symbol, update_id, bid, bid_size, ask, ask_size = data["s"], data["u"], data["b"], data["B"], data["a"], data["A"]
+        symbol, update_id, bid, bid_size, ask, ask_size = (
+            data["s"],
+            data["u"],
+            data["b"],
+            data["B"],
+            data["a"],
+            data["A"],
+        )
     except KeyError as exc:
         raise _missing("bookTicker", exc.args[0], data, DataType.QUOTES) from None
     if not isinstance(symbol, str):
-        raise MalformedMessage("bad_field", f"expected s as a string, found {symbol!r}", DataType.QUOTES, None)
+        raise MalformedMessage(
+            "bad_field", f"expected s as a string, found {symbol!r}", DataType.QUOTES, None
+        )
     vendor = {k: str(v) for k, v in data.items() if k not in _BOOK_KEYS}
     if "T" in data:
         exchange_ts = _int(data["T"], "T", DataType.QUOTES, symbol) * 1000
@@ -237,7 +317,9 @@ def parse_book_ticker(data: Mapping[str, Any], receipt_us: int, market: BinanceM
     }
 
 
-def parse_rest_trade(item: Mapping[str, Any], symbol: str, receipt_us: int, market: BinanceMarket = SPOT) -> dict[str, Any]:
+def parse_rest_trade(
+    item: Mapping[str, Any], symbol: str, receipt_us: int, market: BinanceMarket = SPOT
+) -> dict[str, Any]:
     """One ``/api/v3/historicalTrades`` (or ``/trades``) item -> wire-form TRADE.
 
     >>> parse_rest_trade({"id": 5, "price": "2.5", "qty": "4", "quoteQty": "10", "time": 7, "isBuyerMaker": False,
@@ -245,7 +327,13 @@ def parse_rest_trade(item: Mapping[str, Any], symbol: str, receipt_us: int, mark
     1000000000
     """
     try:
-        ident, price, qty, trade_ms, maker = item["id"], item["price"], item["qty"], item["time"], item["isBuyerMaker"]
+        ident, price, qty, trade_ms, maker = (
+            item["id"],
+            item["price"],
+            item["qty"],
+            item["time"],
+            item["isBuyerMaker"],
+        )
     except KeyError as exc:
         raise _missing("REST trade", exc.args[0], item, DataType.TRADES) from None
     quote_qty: int | None = None
@@ -256,13 +344,23 @@ def parse_rest_trade(item: Mapping[str, Any], symbol: str, receipt_us: int, mark
         except ValueError:  # more precision than decimal(18, 8): keep the published text
             vendor["quoteQty"] = item["quoteQty"]
     return _trade_row(
-        market, symbol, _int(ident, "id", DataType.TRADES, symbol), _decimal(price, "price", DataType.TRADES, symbol),
-        _decimal(qty, "qty", DataType.TRADES, symbol), quote_qty, maker, _int(trade_ms, "time", DataType.TRADES, symbol),
-        receipt_us, item.get("isBestMatch"), vendor,
+        market,
+        symbol,
+        _int(ident, "id", DataType.TRADES, symbol),
+        _decimal(price, "price", DataType.TRADES, symbol),
+        _decimal(qty, "qty", DataType.TRADES, symbol),
+        quote_qty,
+        maker,
+        _int(trade_ms, "time", DataType.TRADES, symbol),
+        receipt_us,
+        item.get("isBestMatch"),
+        vendor,
     )
 
 
-def parse_rest_agg_trade(item: Mapping[str, Any], symbol: str, receipt_us: int, market: BinanceMarket = USDM) -> dict[str, Any]:
+def parse_rest_agg_trade(
+    item: Mapping[str, Any], symbol: str, receipt_us: int, market: BinanceMarket = USDM
+) -> dict[str, Any]:
     """One ``aggTrades`` REST item (same keys as the stream, without ``e``/``E``/``s``) -> wire-form TRADE.
 
     >>> parse_rest_agg_trade({"a": 9, "p": "1", "q": "2", "f": 1, "l": 2, "T": 5, "m": True}, "BTCUSDT", 6)["vendor"]
@@ -291,7 +389,9 @@ def _preview(frame: Frame, size: int = 120) -> str:
     return repr(frame[:size])
 
 
-def parse_payload(obj: Any, receipt_us: int, market: BinanceMarket = SPOT, frame: Frame = b"") -> Event | None:
+def parse_payload(
+    obj: Any, receipt_us: int, market: BinanceMarket = SPOT, frame: Frame = b""
+) -> Event | None:
     """A decoded Binance frame (combined envelope or raw payload) -> :class:`Event` (None: nothing to store).
 
     >>> parse_payload({"e": "serverShutdown", "E": 1}, 0).kind
@@ -299,7 +399,12 @@ def parse_payload(obj: Any, receipt_us: int, market: BinanceMarket = SPOT, frame
     """
     if not isinstance(obj, dict):
         data_type, symbol = _guess_route(frame)
-        raise MalformedMessage("bad_json", f"expected a JSON object, found {type(obj).__name__}: {_preview(frame)}", data_type, symbol)
+        raise MalformedMessage(
+            "bad_json",
+            f"expected a JSON object, found {type(obj).__name__}: {_preview(frame)}",
+            data_type,
+            symbol,
+        )
     stream = obj.get("stream")
     if stream is None:
         if "result" in obj and "id" in obj:
@@ -313,7 +418,12 @@ def parse_payload(obj: Any, receipt_us: int, market: BinanceMarket = SPOT, frame
         kind = str(stream).partition("@")[2]
         if not isinstance(data, dict):
             data_type = DataType.QUOTES if kind == "bookTicker" else DataType.TRADES
-            raise MalformedMessage("missing_field", f"expected a 'data' object in stream {stream!r}, found {data!r}"[:300], data_type, str(stream).partition("@")[0].upper() or None)
+            raise MalformedMessage(
+                "missing_field",
+                f"expected a 'data' object in stream {stream!r}, found {data!r}"[:300],
+                data_type,
+                str(stream).partition("@")[0].upper() or None,
+            )
     if kind == "trade":
         row = parse_trade(data, receipt_us, market)
         return Event("trade", row["symbol"], row["trade_id"], row)
@@ -347,7 +457,9 @@ def parse_frame(frame: Frame, receipt_us: int, market: BinanceMarket = SPOT) -> 
         obj = orjson.loads(frame)
     except orjson.JSONDecodeError as exc:
         data_type, symbol = _guess_route(frame)
-        raise MalformedMessage("bad_json", f"expected JSON, found {_preview(frame)} ({exc})", data_type, symbol) from None
+        raise MalformedMessage(
+            "bad_json", f"expected JSON, found {_preview(frame)} ({exc})", data_type, symbol
+        ) from None
     return parse_payload(obj, receipt_us, market, frame)
 
 
@@ -390,7 +502,9 @@ class BinanceFeed(FeedAdapter):
         self.ws_url = (ws_url or market.ws_url).rstrip("/")
         self.rest_url = (rest_url or market.rest_url).rstrip("/")
         self.rest_max_wait_seconds = rest_max_wait_seconds
-        suffixes = [market.trade_stream] + (["bookTicker"] if quotes else []) + (["depth@100ms"] if depth else [])
+        suffixes = (
+            [market.trade_stream] + (["bookTicker"] if quotes else []) + (["depth@100ms"] if depth else [])
+        )
         self.depth = depth
         self._depth: dict[str, Any] = {}  # symbol -> k2.sources.binance_depth.DepthSync
         self.streams = [f"{s.lower()}@{suffix}" for s in self.symbols for suffix in suffixes]
@@ -410,7 +524,15 @@ class BinanceFeed(FeedAdapter):
         extra = self.streams[URL_STREAM_LIMIT:]
         for start in range(0, len(extra), URL_STREAM_LIMIT):
             self._request_id += 1
-            await send(orjson.dumps({"method": "SUBSCRIBE", "params": extra[start : start + URL_STREAM_LIMIT], "id": self._request_id}).decode())
+            await send(
+                orjson.dumps(
+                    {
+                        "method": "SUBSCRIBE",
+                        "params": extra[start : start + URL_STREAM_LIMIT],
+                        "id": self._request_id,
+                    }
+                ).decode()
+            )
 
     def parse(self, frame: Frame, receipt_us: int) -> Event | None:
         """See :func:`parse_frame` (depth events only when this feed was asked for depth)."""
@@ -422,7 +544,12 @@ class BinanceFeed(FeedAdapter):
     def rest_client(self) -> RestClient:
         """A REST client with the market's request-weight budget (and the API key header when one is configured)."""
         headers = {"X-MBX-APIKEY": self.api_key} if self.api_key else None
-        return RestClient(self.rest_url, weight_limit=self.market.weight_limit, max_wait_seconds=self.rest_max_wait_seconds, headers=headers)
+        return RestClient(
+            self.rest_url,
+            weight_limit=self.market.weight_limit,
+            max_wait_seconds=self.rest_max_wait_seconds,
+            headers=headers,
+        )
 
     def _sync(self, symbol: str) -> Any:
         from k2.sources.binance_depth import DepthSync
@@ -458,17 +585,25 @@ class BinanceFeed(FeedAdapter):
         step.needs_snapshot = sync.needs_snapshot
         return step
 
-    async def fetch_trades(self, rest: RestClient, symbol: str, first: int, last: int | None) -> list[dict[str, Any]]:
+    async def fetch_trades(
+        self, rest: RestClient, symbol: str, first: int, last: int | None
+    ) -> list[dict[str, Any]]:
         """Trades ``first..last`` by id from ``historicalTrades`` (``aggTrades`` on futures), 1000 per call."""
         agg = self.market.trade_stream == "aggTrade"
         rows: list[dict[str, Any]] = []
         from_id = first
         while last is None or from_id <= last:
             limit = 1000 if last is None else min(1000, last - from_id + 1)
-            data, _ = await rest.get_json(self.market.trades_path, {"symbol": symbol, "fromId": from_id, "limit": limit}, self.market.trades_weight)
+            data, _ = await rest.get_json(
+                self.market.trades_path,
+                {"symbol": symbol, "fromId": from_id, "limit": limit},
+                self.market.trades_weight,
+            )
             receipt = now_us()
             if not isinstance(data, list):
-                raise RestRefused(f"expected a JSON list of trades from {self.market.trades_path}, found {str(data)[:200]}")
+                raise RestRefused(
+                    f"expected a JSON list of trades from {self.market.trades_path}, found {str(data)[:200]}"
+                )
             if not data:
                 break
             top = from_id - 1
@@ -476,7 +611,11 @@ class BinanceFeed(FeedAdapter):
                 if not isinstance(item, dict):
                     continue  # its id counts as not supplied
                 try:
-                    row = parse_rest_agg_trade(item, symbol, receipt, self.market) if agg else parse_rest_trade(item, symbol, receipt, self.market)
+                    row = (
+                        parse_rest_agg_trade(item, symbol, receipt, self.market)
+                        if agg
+                        else parse_rest_trade(item, symbol, receipt, self.market)
+                    )
                 except MalformedMessage:
                     continue  # its id counts as not supplied
                 top = max(top, row["trade_id"])
@@ -514,7 +653,15 @@ def feeds_for_symbols(
         rest_url = rest_url or settings.binance_rest_url
     per_feed = market.max_streams // (1 + int(quotes) + int(depth))
     return [
-        BinanceFeed(names[i : i + per_feed], market, ws_url, rest_url, quotes, api_key=settings.binance_api_key, depth=depth)
+        BinanceFeed(
+            names[i : i + per_feed],
+            market,
+            ws_url,
+            rest_url,
+            quotes,
+            api_key=settings.binance_api_key,
+            depth=depth,
+        )
         for i in range(0, len(names), per_feed)
     ]
 
@@ -542,7 +689,9 @@ def iter_capture_lines(paths: str | Path | Iterable[str | Path]) -> Iterator[tup
                     continue
                 ns, sep, raw = line.partition(b" ")
                 if not sep or not ns.isdigit():
-                    raise ValueError(f"{path}:{lineno}: expected '<local_receive_ns> <json>', found {line[:80]!r}")
+                    raise ValueError(
+                        f"{path}:{lineno}: expected '<local_receive_ns> <json>', found {line[:80]!r}"
+                    )
                 yield int(ns), raw
 
 
@@ -584,7 +733,9 @@ def iter_capture(
             raise ValueError(f"capture message at receive time {ns} ({stream}): {exc}") from None
 
 
-def iter_capture_trades(paths: str | Path | Iterable[str | Path], market: BinanceMarket = SPOT) -> Iterator[dict[str, Any]]:
+def iter_capture_trades(
+    paths: str | Path | Iterable[str | Path], market: BinanceMarket = SPOT
+) -> Iterator[dict[str, Any]]:
     """Wire-form TRADE rows of capture files, in capture order.
 
     Example::

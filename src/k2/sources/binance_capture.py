@@ -64,7 +64,9 @@ Reject = Callable[[DataType, str | None, str, str, bytes], None]  # data type, s
 class CaptureReader:
     """Routes capture lines to rows, rejects and gaps (no I/O: the caller decides where they go)."""
 
-    def __init__(self, emit: Emit, reject: Reject, market: BinanceMarket = SPOT, symbol: str | None = None) -> None:
+    def __init__(
+        self, emit: Emit, reject: Reject, market: BinanceMarket = SPOT, symbol: str | None = None
+    ) -> None:
         self.emit = emit
         self.reject = reject
         self.market = market
@@ -79,7 +81,9 @@ class CaptureReader:
         try:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            self.reject(DataType.TRADES, None, "bad_json", f"{where}: expected JSON, found {raw[:80]!r} ({exc})", raw)
+            self.reject(
+                DataType.TRADES, None, "bad_json", f"{where}: expected JSON, found {raw[:80]!r} ({exc})", raw
+            )
             return
         try:
             stream = obj.get("stream") if isinstance(obj, dict) else None
@@ -93,7 +97,9 @@ class CaptureReader:
                 if parsed is not None and parsed.row is not None:
                     self.emit(TRADE if parsed.kind == "trade" else QUOTE, parsed.row)
         except MalformedMessage as exc:
-            self.reject(exc.data_type or DataType.TRADES, exc.symbol, exc.reason, f"{where}: {exc.detail}", raw)
+            self.reject(
+                exc.data_type or DataType.TRADES, exc.symbol, exc.reason, f"{where}: {exc.detail}", raw
+            )
 
     def finish(self) -> None:
         """Dead-letter the depth events no snapshot ever let us apply."""
@@ -162,8 +168,16 @@ def import_binance_capture(
     for gap_symbol, (first, last, before, after) in reader.gaps:
         report.gaps.append(
             ledger.record(
-                exchange=market.exchange, symbol=gap_symbol, data_type="depth", first=first, last=last, status="lost",
-                source="file", start_ts=before, end_ts=after, detail=f"depth chain broken in {', '.join(p.name for p in files)}",
+                exchange=market.exchange,
+                symbol=gap_symbol,
+                data_type="depth",
+                first=first,
+                last=last,
+                status="lost",
+                source="file",
+                start_ts=before,
+                end_ts=after,
+                detail=f"depth chain broken in {', '.join(p.name for p in files)}",
             )
         )
     ledger.flush()

@@ -86,19 +86,38 @@ class SyncOutput:
 
 def _levels(value: Any, key: str, symbol: str) -> Levels:
     if not isinstance(value, list):
-        raise MalformedMessage("missing_field", f"expected {key!r} as a list of [price, size], found {value!r}"[:300], DataType.DEPTH, symbol)
+        raise MalformedMessage(
+            "missing_field",
+            f"expected {key!r} as a list of [price, size], found {value!r}"[:300],
+            DataType.DEPTH,
+            symbol,
+        )
     out: Levels = []
     for item in value:
-        if not isinstance(item, list) or len(item) < 2 or not isinstance(item[0], str) or not isinstance(item[1], str):
-            raise MalformedMessage("bad_field", f"expected a [price, size] pair of strings in {key!r}, found {item!r}"[:300], DataType.DEPTH, symbol)
+        if (
+            not isinstance(item, list)
+            or len(item) < 2
+            or not isinstance(item[0], str)
+            or not isinstance(item[1], str)
+        ):
+            raise MalformedMessage(
+                "bad_field",
+                f"expected a [price, size] pair of strings in {key!r}, found {item!r}"[:300],
+                DataType.DEPTH,
+                symbol,
+            )
         try:
             price, size = to_unscaled(item[0]), to_unscaled(item[1])
         except ValueError as exc:
             raise MalformedMessage("bad_number", f"{key}: {exc}", DataType.DEPTH, symbol) from None
         if price <= 0:
-            raise MalformedMessage("non_positive_price", f"{key}: price must be > 0, found {item[0]!r}", DataType.DEPTH, symbol)
+            raise MalformedMessage(
+                "non_positive_price", f"{key}: price must be > 0, found {item[0]!r}", DataType.DEPTH, symbol
+            )
         if size < 0:
-            raise MalformedMessage("negative_size", f"{key}: size must be >= 0, found {item[1]!r}", DataType.DEPTH, symbol)
+            raise MalformedMessage(
+                "negative_size", f"{key}: size must be >= 0, found {item[1]!r}", DataType.DEPTH, symbol
+            )
         out.append((price, size))
     return out
 
@@ -108,7 +127,12 @@ def _int(data: Mapping[str, Any], key: str, symbol: str | None, required: bool =
     if value is None and not required:
         return None
     if type(value) is not int:
-        raise MalformedMessage("bad_field" if key in data else "missing_field", f"expected {key!r} as an integer, found {value!r}", DataType.DEPTH, symbol)
+        raise MalformedMessage(
+            "bad_field" if key in data else "missing_field",
+            f"expected {key!r} as an integer, found {value!r}",
+            DataType.DEPTH,
+            symbol,
+        )
     return value
 
 
@@ -121,13 +145,17 @@ def parse_depth_update(data: Mapping[str, Any], receipt_us: int, raw: bytes = b"
     """
     symbol = data.get("s")
     if not isinstance(symbol, str) or not symbol:
-        raise MalformedMessage("missing_field", f"expected 's' (symbol) in a depthUpdate, found {symbol!r}", DataType.DEPTH, None)
+        raise MalformedMessage(
+            "missing_field", f"expected 's' (symbol) in a depthUpdate, found {symbol!r}", DataType.DEPTH, None
+        )
     first = _int(data, "U", symbol)
     last = _int(data, "u", symbol)
     event_ms = _int(data, "E", symbol)
     assert first is not None and last is not None and event_ms is not None
     if first > last:
-        raise MalformedMessage("bad_update_ids", f"expected U <= u, found U={first} u={last}", DataType.DEPTH, symbol)
+        raise MalformedMessage(
+            "bad_update_ids", f"expected U <= u, found U={first} u={last}", DataType.DEPTH, symbol
+        )
     transaction_ms = _int(data, "T", symbol, required=False)
     return DepthEvent(
         symbol=symbol,
@@ -151,12 +179,29 @@ def parse_depth_snapshot(obj: Mapping[str, Any], symbol: str, receipt_us: int) -
     """
     last = _int(obj, "lastUpdateId", symbol)
     assert last is not None
-    return DepthSnapshot(symbol, last, _levels(obj.get("bids"), "bids", symbol), _levels(obj.get("asks"), "asks", symbol), receipt_us)
+    return DepthSnapshot(
+        symbol,
+        last,
+        _levels(obj.get("bids"), "bids", symbol),
+        _levels(obj.get("asks"), "asks", symbol),
+        receipt_us,
+    )
 
 
 def _row(
-    market: BinanceMarket, symbol: str, side: str, price: int, size: int, first: int, last: int, prev: int | None,
-    exchange_ts: int, transaction_ts: int | None, receipt_ts: int, is_snapshot: bool, is_end: bool,
+    market: BinanceMarket,
+    symbol: str,
+    side: str,
+    price: int,
+    size: int,
+    first: int,
+    last: int,
+    prev: int | None,
+    exchange_ts: int,
+    transaction_ts: int | None,
+    receipt_ts: int,
+    is_snapshot: bool,
+    is_end: bool,
 ) -> dict[str, Any]:
     return {
         "exchange": market.exchange,
@@ -182,18 +227,47 @@ def event_rows(event: DepthEvent, market: BinanceMarket = SPOT) -> list[dict[str
     """Wire-form BOOK_DELTA rows of one event (bids then asks; the last row ends the event)."""
     levels = [("BID", p, s) for p, s in event.bids] + [("ASK", p, s) for p, s in event.asks]
     return [
-        _row(market, event.symbol, side, price, size, event.first_update_id, event.last_update_id, event.prev_update_id,
-             event.exchange_ts, event.transaction_ts, event.receipt_ts, False, i == len(levels) - 1)
+        _row(
+            market,
+            event.symbol,
+            side,
+            price,
+            size,
+            event.first_update_id,
+            event.last_update_id,
+            event.prev_update_id,
+            event.exchange_ts,
+            event.transaction_ts,
+            event.receipt_ts,
+            False,
+            i == len(levels) - 1,
+        )
         for i, (side, price, size) in enumerate(levels)
     ]
 
 
-def snapshot_rows(snapshot: DepthSnapshot, exchange_ts: int, market: BinanceMarket = SPOT) -> list[dict[str, Any]]:
+def snapshot_rows(
+    snapshot: DepthSnapshot, exchange_ts: int, market: BinanceMarket = SPOT
+) -> list[dict[str, Any]]:
     """Wire-form BOOK_DELTA rows of a snapshot (``exchange_ts``: see the module docstring)."""
     levels = [("BID", p, s) for p, s in snapshot.bids] + [("ASK", p, s) for p, s in snapshot.asks]
     last = snapshot.last_update_id
     return [
-        _row(market, snapshot.symbol, side, price, size, last, last, None, exchange_ts, None, snapshot.receipt_ts, True, i == len(levels) - 1)
+        _row(
+            market,
+            snapshot.symbol,
+            side,
+            price,
+            size,
+            last,
+            last,
+            None,
+            exchange_ts,
+            None,
+            snapshot.receipt_ts,
+            True,
+            i == len(levels) - 1,
+        )
         for i, (side, price, size) in enumerate(levels)
     ]
 
@@ -237,11 +311,22 @@ class DepthSync:
         if self._continues(event, self.last_applied):
             self._apply(event, out)
             return out
-        lost_to = (event.prev_update_id if self.futures and event.prev_update_id is not None else event.first_update_id - 1)
+        lost_to = (
+            event.prev_update_id
+            if self.futures and event.prev_update_id is not None
+            else event.first_update_id - 1
+        )
         if lost_to >= self.last_applied + 1:
             out.gaps.append((self.last_applied + 1, lost_to, self._last_ts, event.exchange_ts))
         else:  # the chain broke without a provable hole (e.g. overlapping ids): still resync
-            out.gaps.append((self.last_applied + 1, max(self.last_applied + 1, event.first_update_id - 1), self._last_ts, event.exchange_ts))
+            out.gaps.append(
+                (
+                    self.last_applied + 1,
+                    max(self.last_applied + 1, event.first_update_id - 1),
+                    self._last_ts,
+                    event.exchange_ts,
+                )
+            )
         self.last_applied = None
         self.buffer = [event]
         return out

@@ -88,18 +88,29 @@ def parse_time(text: str) -> tuple[int, bool]:
 def _product(msg: Mapping[str, Any], data_type: DataType) -> str:
     product = msg.get("product_id")
     if not isinstance(product, str) or not product:
-        raise MalformedMessage("missing_field", f"expected a product_id string, found {product!r}", data_type, None)
+        raise MalformedMessage(
+            "missing_field", f"expected a product_id string, found {product!r}", data_type, None
+        )
     return product
 
 
-def _decimal(msg: Mapping[str, Any], key: str, data_type: DataType, product: str, required: bool = True) -> int | None:
+def _decimal(
+    msg: Mapping[str, Any], key: str, data_type: DataType, product: str, required: bool = True
+) -> int | None:
     value = msg.get(key)
     if value is None or value == "":
         if required:
-            raise MalformedMessage("missing_field", f"expected field {key!r} in a Coinbase {msg.get('type')}, found keys {sorted(msg)}", data_type, product)
+            raise MalformedMessage(
+                "missing_field",
+                f"expected field {key!r} in a Coinbase {msg.get('type')}, found keys {sorted(msg)}",
+                data_type,
+                product,
+            )
         return None
     if not isinstance(value, str):
-        raise MalformedMessage("bad_number", f"expected {key} as a decimal string, found {value!r}", data_type, product)
+        raise MalformedMessage(
+            "bad_number", f"expected {key} as a decimal string, found {value!r}", data_type, product
+        )
     try:
         return to_unscaled(value)
     except ValueError as exc:
@@ -124,7 +135,9 @@ def _vendor(msg: Mapping[str, Any], used: frozenset[str]) -> dict[str, str]:
 
 
 _MATCH_KEYS = frozenset({"type", "trade_id", "product_id", "price", "size", "side", "time", "sequence"})
-_TICKER_KEYS = frozenset({"type", "product_id", "sequence", "best_bid", "best_ask", "best_bid_size", "best_ask_size", "time"})
+_TICKER_KEYS = frozenset(
+    {"type", "product_id", "sequence", "best_bid", "best_ask", "best_bid_size", "best_ask_size", "time"}
+)
 
 
 def parse_match(msg: Mapping[str, Any], receipt_us: int) -> dict[str, Any]:
@@ -138,10 +151,14 @@ def parse_match(msg: Mapping[str, Any], receipt_us: int) -> dict[str, Any]:
     trade_id = msg.get("trade_id")
     if type(trade_id) is not int:
         reason = "missing_field" if trade_id is None else "bad_field"
-        raise MalformedMessage(reason, f"expected an integer trade_id, found {trade_id!r}", DataType.TRADES, product)
+        raise MalformedMessage(
+            reason, f"expected an integer trade_id, found {trade_id!r}", DataType.TRADES, product
+        )
     maker_side = msg.get("side")
     if maker_side not in ("buy", "sell"):
-        raise MalformedMessage("bad_field", f"expected side 'buy' or 'sell', found {maker_side!r}", DataType.TRADES, product)
+        raise MalformedMessage(
+            "bad_field", f"expected side 'buy' or 'sell', found {maker_side!r}", DataType.TRADES, product
+        )
     price = _decimal(msg, "price", DataType.TRADES, product)
     size = _decimal(msg, "size", DataType.TRADES, product)
     vendor = _vendor(msg, _MATCH_KEYS)
@@ -149,7 +166,12 @@ def parse_match(msg: Mapping[str, Any], receipt_us: int) -> dict[str, Any]:
         vendor["type"] = "last_match"
     exchange_ts = _time(msg, DataType.TRADES, product, vendor)
     if exchange_ts is None:
-        raise MalformedMessage("missing_field", f"expected a time in a Coinbase match, found keys {sorted(msg)}", DataType.TRADES, product)
+        raise MalformedMessage(
+            "missing_field",
+            f"expected a time in a Coinbase match, found keys {sorted(msg)}",
+            DataType.TRADES,
+            product,
+        )
     sequence = msg.get("sequence")
     return {
         "exchange": EXCHANGE,
@@ -183,7 +205,9 @@ def parse_ticker(msg: Mapping[str, Any], receipt_us: int) -> dict[str, Any]:
     sequence = msg.get("sequence")
     if type(sequence) is not int:
         reason = "missing_field" if sequence is None else "bad_field"
-        raise MalformedMessage(reason, f"expected an integer sequence in a ticker, found {sequence!r}", DataType.QUOTES, product)
+        raise MalformedMessage(
+            reason, f"expected an integer sequence in a ticker, found {sequence!r}", DataType.QUOTES, product
+        )
     vendor = _vendor(msg, _TICKER_KEYS)
     exchange_ts = _time(msg, DataType.QUOTES, product, vendor)
     if exchange_ts is None:
@@ -238,7 +262,12 @@ def parse_message(msg: Any, receipt_us: int, frame: Frame = b"") -> Event | None
     """
     if not isinstance(msg, dict):
         data_type, product = _guess_route(frame)
-        raise MalformedMessage("bad_json", f"expected a JSON object, found {type(msg).__name__}: {frame[:120]!r}", data_type, product)
+        raise MalformedMessage(
+            "bad_json",
+            f"expected a JSON object, found {type(msg).__name__}: {frame[:120]!r}",
+            data_type,
+            product,
+        )
     kind = msg.get("type")
     if kind in ("match", "last_match"):
         row = parse_match(msg, receipt_us)
@@ -253,7 +282,12 @@ def parse_message(msg: Any, receipt_us: int, frame: Frame = b"") -> Event | None
         return Event("error", detail=detail)
     if kind is None:
         data_type, product = _guess_route(frame)
-        raise MalformedMessage("missing_field", f"expected a 'type' in a Coinbase message, found keys {sorted(msg)}", data_type, product)
+        raise MalformedMessage(
+            "missing_field",
+            f"expected a 'type' in a Coinbase message, found keys {sorted(msg)}",
+            data_type,
+            product,
+        )
     return None
 
 
@@ -267,7 +301,9 @@ def parse_frame(frame: Frame, receipt_us: int) -> Event | None:
         msg = orjson.loads(frame)
     except orjson.JSONDecodeError as exc:
         data_type, product = _guess_route(frame)
-        raise MalformedMessage("bad_json", f"expected JSON, found {frame[:120]!r} ({exc})", data_type, product) from None
+        raise MalformedMessage(
+            "bad_json", f"expected JSON, found {frame[:120]!r} ({exc})", data_type, product
+        ) from None
     return parse_message(msg, receipt_us, frame)
 
 
@@ -315,7 +351,11 @@ class CoinbaseFeed(FeedAdapter):
 
     async def on_open(self, send: ControlSender) -> None:
         """Send the one ``subscribe`` message."""
-        await send(orjson.dumps({"type": "subscribe", "product_ids": self.products, "channels": self.channels}).decode())
+        await send(
+            orjson.dumps(
+                {"type": "subscribe", "product_ids": self.products, "channels": self.channels}
+            ).decode()
+        )
 
     def parse(self, frame: Frame, receipt_us: int) -> Event | None:
         """See :func:`parse_frame`."""
@@ -324,9 +364,13 @@ class CoinbaseFeed(FeedAdapter):
     def rest_client(self) -> RestClient:
         """A REST client paced below Coinbase's public request rate."""
         # Public endpoints: 10 requests/s per IP (burst 15); stay below.
-        return RestClient(self.rest_url, requests_per_second=8.0, burst=8.0, max_wait_seconds=self.rest_max_wait_seconds)
+        return RestClient(
+            self.rest_url, requests_per_second=8.0, burst=8.0, max_wait_seconds=self.rest_max_wait_seconds
+        )
 
-    async def fetch_trades(self, rest: RestClient, symbol: str, first: int, last: int | None) -> list[dict[str, Any]]:
+    async def fetch_trades(
+        self, rest: RestClient, symbol: str, first: int, last: int | None
+    ) -> list[dict[str, Any]]:
         """Trades ``first..last`` from ``/products/<id>/trades`` (newest first; ``after=<id>`` pages to older ids)."""
         rows: dict[int, dict[str, Any]] = {}
         after: int | None = None if last is None else last + 1
@@ -384,7 +428,9 @@ def iter_capture_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
             try:
                 ns = int(Decimal(head.decode()) * 1_000_000_000)
             except ArithmeticError:
-                raise ValueError(f"{path}:{lineno}: expected '<epoch seconds>: <json>', found {line[:80]!r}") from None
+                raise ValueError(
+                    f"{path}:{lineno}: expected '<epoch seconds>: <json>', found {line[:80]!r}"
+                ) from None
             yield ns, raw
 
 

@@ -40,7 +40,9 @@ _SIDES = {"buy": "BID", "sell": "ASK"}
 
 def _decimal(value: Any, what: str, product: str) -> int:
     if not isinstance(value, str):
-        raise MalformedMessage("bad_number", f"expected {what} as a decimal string, found {value!r}", DataType.DEPTH, product)
+        raise MalformedMessage(
+            "bad_number", f"expected {what} as a decimal string, found {value!r}", DataType.DEPTH, product
+        )
     try:
         return to_unscaled(value)
     except ValueError as exc:
@@ -50,9 +52,13 @@ def _decimal(value: Any, what: str, product: str) -> int:
 def _level(side: str, price_text: Any, size_text: Any, product: str) -> tuple[str, int, int]:
     price, size = _decimal(price_text, "price", product), _decimal(size_text, "size", product)
     if price <= 0:
-        raise MalformedMessage("non_positive_price", f"price must be > 0, found {price_text!r}", DataType.DEPTH, product)
+        raise MalformedMessage(
+            "non_positive_price", f"price must be > 0, found {price_text!r}", DataType.DEPTH, product
+        )
     if size < 0:
-        raise MalformedMessage("negative_size", f"size must be >= 0, found {size_text!r}", DataType.DEPTH, product)
+        raise MalformedMessage(
+            "negative_size", f"size must be >= 0, found {size_text!r}", DataType.DEPTH, product
+        )
     return side, price, size
 
 
@@ -64,14 +70,23 @@ def parse_l2update(msg: Mapping[str, Any], product: str) -> tuple[int, list[tupl
         raise MalformedMessage("bad_field", str(exc), DataType.DEPTH, product) from None
     changes = msg.get("changes")
     if not isinstance(changes, list) or not changes:
-        raise MalformedMessage("missing_field", f"expected 'changes' as a non-empty list, found {changes!r}"[:300], DataType.DEPTH, product)
+        raise MalformedMessage(
+            "missing_field",
+            f"expected 'changes' as a non-empty list, found {changes!r}"[:300],
+            DataType.DEPTH,
+            product,
+        )
     levels = []
     for change in changes:
         if not isinstance(change, list) or len(change) != 3:
-            raise MalformedMessage("bad_field", f"expected [side, price, size], found {change!r}"[:300], DataType.DEPTH, product)
+            raise MalformedMessage(
+                "bad_field", f"expected [side, price, size], found {change!r}"[:300], DataType.DEPTH, product
+            )
         side = _SIDES.get(change[0]) if isinstance(change[0], str) else None
         if side is None:
-            raise MalformedMessage("unknown_side", f"expected side buy or sell, found {change[0]!r}", DataType.DEPTH, product)
+            raise MalformedMessage(
+                "unknown_side", f"expected side buy or sell, found {change[0]!r}", DataType.DEPTH, product
+            )
         levels.append(_level(side, change[1], change[2], product))
     return micros, levels
 
@@ -82,10 +97,20 @@ def parse_snapshot(msg: Mapping[str, Any], product: str) -> list[tuple[str, int,
     for key, side in (("bids", "BID"), ("asks", "ASK")):
         entries = msg.get(key)
         if not isinstance(entries, list):
-            raise MalformedMessage("missing_field", f"expected {key!r} as a list, found {entries!r}"[:300], DataType.DEPTH, product)
+            raise MalformedMessage(
+                "missing_field",
+                f"expected {key!r} as a list, found {entries!r}"[:300],
+                DataType.DEPTH,
+                product,
+            )
         for entry in entries:
             if not isinstance(entry, list) or len(entry) < 2:
-                raise MalformedMessage("bad_field", f"expected [price, size] in {key}, found {entry!r}"[:300], DataType.DEPTH, product)
+                raise MalformedMessage(
+                    "bad_field",
+                    f"expected [price, size] in {key}, found {entry!r}"[:300],
+                    DataType.DEPTH,
+                    product,
+                )
             levels.append(_level(side, entry[0], entry[1], product))
     return levels
 
@@ -110,26 +135,51 @@ class CoinbaseBooks:
             return []
         product = msg.get("product_id")
         if not isinstance(product, str) or not product:
-            raise MalformedMessage("missing_field", f"expected a product_id string, found {product!r}", DataType.DEPTH, None)
+            raise MalformedMessage(
+                "missing_field", f"expected a product_id string, found {product!r}", DataType.DEPTH, None
+            )
         if kind == "snapshot":
             levels = parse_snapshot(msg, product)
             ident = self._next_id(product, receipt_us)
             return _rows(product, levels, ident, receipt_us, receipt_us, True)
         if product not in self.last_ids:
-            raise MalformedMessage("no_snapshot", f"expected a level2 snapshot of {product} before its l2update, found none", DataType.DEPTH, product)
+            raise MalformedMessage(
+                "no_snapshot",
+                f"expected a level2 snapshot of {product} before its l2update, found none",
+                DataType.DEPTH,
+                product,
+            )
         micros, levels = parse_l2update(msg, product)
         return _rows(product, levels, self._next_id(product, micros), micros, receipt_us, False)
 
 
-def _rows(product: str, levels: list[tuple[str, int, int]], ident: int, exchange_ts: int, receipt_ts: int,
-          snapshot: bool) -> list[dict[str, Any]]:
+def _rows(
+    product: str,
+    levels: list[tuple[str, int, int]],
+    ident: int,
+    exchange_ts: int,
+    receipt_ts: int,
+    snapshot: bool,
+) -> list[dict[str, Any]]:
     instrument = canonical_instrument(product)
     return [
         {
-            "exchange": EXCHANGE, "symbol": product, "instrument": instrument, "asset_class": ASSET_CLASS,
-            "exchange_ts": exchange_ts, "transaction_ts": None, "receipt_ts": receipt_ts, "ingest_ts": None,
-            "first_update_id": ident, "last_update_id": ident, "prev_update_id": None,
-            "side": side, "price": price, "size": size, "is_snapshot": snapshot, "is_event_end": i == len(levels) - 1,
+            "exchange": EXCHANGE,
+            "symbol": product,
+            "instrument": instrument,
+            "asset_class": ASSET_CLASS,
+            "exchange_ts": exchange_ts,
+            "transaction_ts": None,
+            "receipt_ts": receipt_ts,
+            "ingest_ts": None,
+            "first_update_id": ident,
+            "last_update_id": ident,
+            "prev_update_id": None,
+            "side": side,
+            "price": price,
+            "size": size,
+            "is_snapshot": snapshot,
+            "is_event_end": i == len(levels) - 1,
         }
         for i, (side, price, size) in enumerate(levels)
     ]

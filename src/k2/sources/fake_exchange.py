@@ -64,10 +64,31 @@ DEFAULT_BINANCE_CAPTURES = tuple(samples.binance_captures())
 # Constructed following Binance's documented exchangeInfo layout (not captured); see tests/fixtures/README.md.
 DEFAULT_EXCHANGE_INFO = samples.binance_exchange_info()
 Mode = Literal["binance", "coinbase"]
-_COINBASE_CHANNELS = {"match": "matches", "last_match": "matches", "ticker": "ticker", "l2update": "level2", "snapshot": "level2", "heartbeat": "heartbeat"}
+_COINBASE_CHANNELS = {
+    "match": "matches",
+    "last_match": "matches",
+    "ticker": "ticker",
+    "l2update": "level2",
+    "snapshot": "level2",
+    "heartbeat": "heartbeat",
+}
 # Which field a "missing field" / "bad number" malformed copy of each message kind breaks.
-_MISSING_FIELD = {"trade": "p", "aggTrade": "p", "bookTicker": "b", "match": "price", "last_match": "price", "ticker": "sequence"}
-_BAD_NUMBER = {"trade": "q", "aggTrade": "q", "bookTicker": "B", "match": "size", "last_match": "size", "ticker": "best_bid"}
+_MISSING_FIELD = {
+    "trade": "p",
+    "aggTrade": "p",
+    "bookTicker": "b",
+    "match": "price",
+    "last_match": "price",
+    "ticker": "sequence",
+}
+_BAD_NUMBER = {
+    "trade": "q",
+    "aggTrade": "q",
+    "bookTicker": "B",
+    "match": "size",
+    "last_match": "size",
+    "ticker": "best_bid",
+}
 
 
 @dataclass
@@ -160,7 +181,9 @@ def load_binance(paths: Iterable[str | Path]) -> list[CaptureMessage]:
         prefix, _, kind = stream.partition("@")
         is_trade = kind in ("trade", "aggTrade")
         ident = data.get("t" if kind == "trade" else "a") if is_trade else None
-        out.append(CaptureMessage(ns, stream, prefix.upper(), kind, raw.decode(), ident, data if is_trade else None))
+        out.append(
+            CaptureMessage(ns, stream, prefix.upper(), kind, raw.decode(), ident, data if is_trade else None)
+        )
     return out
 
 
@@ -198,15 +221,36 @@ def load_coinbase(path: str | Path) -> list[CaptureMessage]:
             continue
         is_trade = kind in ("match", "last_match")
         out.append(
-            CaptureMessage(ns, _COINBASE_CHANNELS[kind], str(obj.get("product_id", "")), kind, raw.decode(), obj.get("trade_id") if is_trade else None, obj if is_trade else None)
+            CaptureMessage(
+                ns,
+                _COINBASE_CHANNELS[kind],
+                str(obj.get("product_id", "")),
+                kind,
+                raw.decode(),
+                obj.get("trade_id") if is_trade else None,
+                obj if is_trade else None,
+            )
         )
     return out
 
 
 def _json_response(status: int, body: Any, headers: Iterable[tuple[str, str]] = ()) -> Response:
     payload = orjson.dumps(body)
-    reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 418: "I'm a teapot", 429: "Too Many Requests"}.get(status, "Error")
-    hdrs = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(payload))), ("Connection", "close"), *headers])
+    reason = {
+        200: "OK",
+        400: "Bad Request",
+        404: "Not Found",
+        418: "I'm a teapot",
+        429: "Too Many Requests",
+    }.get(status, "Error")
+    hdrs = Headers(
+        [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(payload))),
+            ("Connection", "close"),
+            *headers,
+        ]
+    )
     return Response(status, reason, hdrs, payload)
 
 
@@ -256,9 +300,15 @@ class FakeExchange:
         if exchange_info is None and DEFAULT_EXCHANGE_INFO.exists():
             exchange_info = DEFAULT_EXCHANGE_INFO
         self.exchange_info: dict[str, Any] | None = (
-            orjson.loads(Path(exchange_info).read_bytes()) if isinstance(exchange_info, (str, Path)) else exchange_info
+            orjson.loads(Path(exchange_info).read_bytes())
+            if isinstance(exchange_info, (str, Path))
+            else exchange_info
         )
-        self.end = len(messages) if self.faults.max_messages is None else min(len(messages), self.faults.max_messages)
+        self.end = (
+            len(messages)
+            if self.faults.max_messages is None
+            else min(len(messages), self.faults.max_messages)
+        )
         self.stats = FakeStats()
         self.position = 0
         self.eligible_seen = 0
@@ -308,8 +358,15 @@ class FakeExchange:
         self._loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
         async with serve(
-            self._handler, self.host, self.port, process_request=self._process_request, ping_interval=None,
-            compression=None, ssl=self.ssl_context, max_size=1 << 20, close_timeout=1,
+            self._handler,
+            self.host,
+            self.port,
+            process_request=self._process_request,
+            ping_interval=None,
+            compression=None,
+            ssl=self.ssl_context,
+            max_size=1 << 20,
+            close_timeout=1,
         ) as server:
             self._server = server
             self.port = next(iter(server.sockets)).getsockname()[1]
@@ -333,7 +390,9 @@ class FakeExchange:
         self._thread = threading.Thread(target=main, name="fake-exchange", daemon=True)
         self._thread.start()
         if not started.wait(timeout) or errors:
-            raise RuntimeError(f"expected the fake exchange to listen within {timeout}s, found {errors or 'no answer'}")
+            raise RuntimeError(
+                f"expected the fake exchange to listen within {timeout}s, found {errors or 'no answer'}"
+            )
         return self
 
     def stop(self) -> None:
@@ -378,7 +437,13 @@ class FakeExchange:
         return any(a <= ident <= b for a, b in self.faults.rest_missing)
 
     def _binance_rest(self, path: str, params: dict[str, str]) -> Response:
-        weights = {"/api/v3/historicalTrades": 25, "/api/v3/trades": 25, "/api/v3/ping": 1, "/api/v3/exchangeInfo": 20, "/api/v3/depth": 50}
+        weights = {
+            "/api/v3/historicalTrades": 25,
+            "/api/v3/trades": 25,
+            "/api/v3/ping": 1,
+            "/api/v3/exchangeInfo": 20,
+            "/api/v3/depth": 50,
+        }
         if path not in weights:
             return _json_response(404, {"code": -1, "msg": f"unknown endpoint {path}"})
         now = time.time()
@@ -391,15 +456,21 @@ class FakeExchange:
             # Binance bans (418) clients that keep calling during Retry-After.
             self.stats.rest_418 += 1
             self._banned_until = now + 2 * window
-            return _json_response(418, {"code": -1003, "msg": "IP banned"}, [("Retry-After", str(math.ceil(2 * window)))])
+            return _json_response(
+                418, {"code": -1003, "msg": "IP banned"}, [("Retry-After", str(math.ceil(2 * window)))]
+            )
         weight = weights[path]
         if self._used_weight + weight > self.faults.rest_weight_limit:
             self.stats.rest_429 += 1
             window_end = (window_id + 1) * window
             self._banned_until = window_end
             return _json_response(
-                429, {"code": -1003, "msg": "Too much request weight used"},
-                [("Retry-After", str(max(1, math.ceil(window_end - now)))), (f"X-MBX-USED-WEIGHT-{unit}", str(self._used_weight))],
+                429,
+                {"code": -1003, "msg": "Too much request weight used"},
+                [
+                    ("Retry-After", str(max(1, math.ceil(window_end - now)))),
+                    (f"X-MBX-USED-WEIGHT-{unit}", str(self._used_weight)),
+                ],
             )
         self._used_weight += weight
         headers = [(f"X-MBX-USED-WEIGHT-{unit}", str(self._used_weight))]
@@ -411,17 +482,30 @@ class FakeExchange:
             return self._depth_snapshot(params, headers)
         symbol = params.get("symbol")
         if not symbol:
-            return _json_response(400, {"code": -1102, "msg": "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed."}, headers)
+            return _json_response(
+                400,
+                {
+                    "code": -1102,
+                    "msg": "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.",
+                },
+                headers,
+            )
         if symbol not in self._trades:
             return _json_response(400, {"code": -1121, "msg": "Invalid symbol."}, headers)
         try:
             limit = max(1, min(1000, int(params.get("limit", "500"))))
             from_id = int(params["fromId"]) if "fromId" in params else None
         except ValueError:
-            return _json_response(400, {"code": -1100, "msg": "Illegal characters found in a parameter."}, headers)
+            return _json_response(
+                400, {"code": -1100, "msg": "Illegal characters found in a parameter."}, headers
+            )
         ids, _, payloads = self._trades[symbol]
         happened = self._happened(symbol)
-        start = bisect.bisect_left(ids, from_id) if from_id is not None and path.endswith("historicalTrades") else max(0, happened - limit)
+        start = (
+            bisect.bisect_left(ids, from_id)
+            if from_id is not None and path.endswith("historicalTrades")
+            else max(0, happened - limit)
+        )
         body: list[dict[str, Any]] = []
         for index in range(start, happened):
             if len(body) >= limit:
@@ -430,8 +514,15 @@ class FakeExchange:
                 continue
             data = payloads[index]
             body.append(
-                {"id": data["t"], "price": data["p"], "qty": data["q"], "quoteQty": _quote_qty(data["p"], data["q"]),
-                 "time": data["T"], "isBuyerMaker": data["m"], "isBestMatch": data.get("M", True)}
+                {
+                    "id": data["t"],
+                    "price": data["p"],
+                    "qty": data["q"],
+                    "quoteQty": _quote_qty(data["p"], data["q"]),
+                    "time": data["T"],
+                    "isBuyerMaker": data["m"],
+                    "isBestMatch": data.get("M", True),
+                }
             )
         return _json_response(200, body, headers)
 
@@ -444,8 +535,11 @@ class FakeExchange:
             return _json_response(400, {"code": -1121, "msg": "Invalid symbol."}, headers)
         snapshot, book, index = state
         if book is None:
-            book = state[1] = {"bids": {b[0]: b[1] for b in snapshot["bids"]}, "asks": {a[0]: a[1] for a in snapshot["asks"]},
-                               "u": snapshot["lastUpdateId"]}
+            book = state[1] = {
+                "bids": {b[0]: b[1] for b in snapshot["bids"]},
+                "asks": {a[0]: a[1] for a in snapshot["asks"]},
+                "u": snapshot["lastUpdateId"],
+            }
         while index < min(self.position, self.end):
             msg = self.messages[index]
             index += 1
@@ -462,7 +556,9 @@ class FakeExchange:
                         book[side][price] = size
             book["u"] = data["u"]
         state[2] = index
-        limit = max(1, min(5000, int(params.get("limit", "100")) if params.get("limit", "100").isdigit() else 100))
+        limit = max(
+            1, min(5000, int(params.get("limit", "100")) if params.get("limit", "100").isdigit() else 100)
+        )
         bids = sorted(book["bids"].items(), key=lambda level: Decimal(level[0]), reverse=True)[:limit]
         asks = sorted(book["asks"].items(), key=lambda level: Decimal(level[0]))[:limit]
         body = {"lastUpdateId": book["u"], "bids": [list(b) for b in bids], "asks": [list(a) for a in asks]}
@@ -482,7 +578,9 @@ class FakeExchange:
             except orjson.JSONDecodeError:
                 parsed = None
             if not isinstance(parsed, list) or not all(isinstance(x, str) for x in parsed):
-                return _json_response(400, {"code": -1100, "msg": "Illegal characters found in parameter 'symbols'."}, headers)
+                return _json_response(
+                    400, {"code": -1100, "msg": "Illegal characters found in parameter 'symbols'."}, headers
+                )
             wanted = parsed
         if wanted is not None:
             known = {e.get("symbol") for e in entries}
@@ -521,8 +619,18 @@ class FakeExchange:
             if self._rest_missing(ids[index]):
                 continue
             data = payloads[index]
-            body.append({"time": data["time"], "trade_id": data["trade_id"], "price": data["price"], "size": data["size"], "side": data["side"]})
-        headers = [("CB-BEFORE", str(body[0]["trade_id"])), ("CB-AFTER", str(body[-1]["trade_id"]))] if body else []
+            body.append(
+                {
+                    "time": data["time"],
+                    "trade_id": data["trade_id"],
+                    "price": data["price"],
+                    "size": data["size"],
+                    "side": data["side"],
+                }
+            )
+        headers = (
+            [("CB-BEFORE", str(body[0]["trade_id"])), ("CB-AFTER", str(body[-1]["trade_id"]))] if body else []
+        )
         return _json_response(200, body, headers)
 
     # -- WebSocket -------------------------------------------------------------------------------
@@ -544,7 +652,8 @@ class FakeExchange:
                     return
                 tasks.append(asyncio.create_task(self._drain_client(conn)))
                 await self._stream(
-                    conn, lambda m: m.symbol in products and m.channel in channels,
+                    conn,
+                    lambda m: m.symbol in products and m.channel in channels,
                     lambda: self._last_matches(products) if "matches" in channels else [],
                 )
         except ConnectionClosed:
@@ -587,7 +696,9 @@ class FakeExchange:
                 method, ident = request.get("method"), request.get("id")
                 params = request.get("params") or []
             except (orjson.JSONDecodeError, AttributeError):
-                await conn.send(orjson.dumps({"error": {"code": 3, "msg": "Invalid JSON"}, "id": None}).decode())
+                await conn.send(
+                    orjson.dumps({"error": {"code": 3, "msg": "Invalid JSON"}, "id": None}).decode()
+                )
                 continue
             if method == "SUBSCRIBE":
                 subscribed.update(params)
@@ -598,14 +709,29 @@ class FakeExchange:
             elif method == "LIST_SUBSCRIPTIONS":
                 await conn.send(orjson.dumps({"result": sorted(subscribed), "id": ident}).decode())
             else:
-                await conn.send(orjson.dumps({"error": {"code": 2, "msg": f"Invalid request: unknown method {method!r}"}, "id": ident}).decode())
+                await conn.send(
+                    orjson.dumps(
+                        {
+                            "error": {"code": 2, "msg": f"Invalid request: unknown method {method!r}"},
+                            "id": ident,
+                        }
+                    ).decode()
+                )
 
     async def _coinbase_handshake(self, conn: ServerConnection) -> tuple[set[str] | None, set[str]]:
         try:
             raw = await asyncio.wait_for(conn.recv(), 10)
             request = orjson.loads(raw)
         except (TimeoutError, orjson.JSONDecodeError):
-            await conn.send(orjson.dumps({"type": "error", "message": "Failed to subscribe", "reason": "expected a subscribe message"}).decode())
+            await conn.send(
+                orjson.dumps(
+                    {
+                        "type": "error",
+                        "message": "Failed to subscribe",
+                        "reason": "expected a subscribe message",
+                    }
+                ).decode()
+            )
             await conn.close(1008, "no subscription")
             return None, set()
         products = set(request.get("product_ids") or [])
@@ -618,11 +744,20 @@ class FakeExchange:
                 channels.add(str(channel))
         unknown = sorted(products - set(self.products))
         if request.get("type") != "subscribe" or unknown or not products:
-            reason = f"{unknown[0]} is not a valid product" if unknown else "expected type subscribe with product_ids"
-            await conn.send(orjson.dumps({"type": "error", "message": "Failed to subscribe", "reason": reason}).decode())
+            reason = (
+                f"{unknown[0]} is not a valid product"
+                if unknown
+                else "expected type subscribe with product_ids"
+            )
+            await conn.send(
+                orjson.dumps({"type": "error", "message": "Failed to subscribe", "reason": reason}).decode()
+            )
             await conn.close(1008, "bad subscription")
             return None, set()
-        reply = {"type": "subscriptions", "channels": [{"name": c, "product_ids": sorted(products)} for c in sorted(channels)]}
+        reply = {
+            "type": "subscriptions",
+            "channels": [{"name": c, "product_ids": sorted(products)} for c in sorted(channels)],
+        }
         await conn.send(orjson.dumps(reply).decode())
         return products, channels
 
@@ -674,7 +809,12 @@ class FakeExchange:
         else:
             await conn.close(1001, "fake exchange: forced disconnect")
 
-    async def _stream(self, conn: ServerConnection, eligible: Callable[[CaptureMessage], bool], prelude: Callable[[], list[str]]) -> None:
+    async def _stream(
+        self,
+        conn: ServerConnection,
+        eligible: Callable[[CaptureMessage], bool],
+        prelude: Callable[[], list[str]],
+    ) -> None:
         self._generation += 1
         generation = self._generation
         faults = self.faults
@@ -702,8 +842,11 @@ class FakeExchange:
                 self.position += 1
                 continue
             index = self.eligible_seen
-            if faults.stall_seconds > 0 and index not in self._stalled and faults._due(faults.stall_every, faults.stall_at, index) and (
-                faults.max_stalls is None or self.stats.stalls < faults.max_stalls
+            if (
+                faults.stall_seconds > 0
+                and index not in self._stalled
+                and faults._due(faults.stall_every, faults.stall_at, index)
+                and (faults.max_stalls is None or self.stats.stalls < faults.max_stalls)
             ):
                 self._stalled.add(index)
                 self.stats.stalls += 1

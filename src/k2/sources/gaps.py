@@ -146,7 +146,9 @@ class GapLedger:
         ledger.flush()
     """
 
-    def __init__(self, table: Table | None = None, writer: str = "source", history_size: int = 100_000) -> None:
+    def __init__(
+        self, table: Table | None = None, writer: str = "source", history_size: int = 100_000
+    ) -> None:
         self.table = table
         self.writer = writer
         self.history: deque[dict[str, Any]] = deque(maxlen=history_size)

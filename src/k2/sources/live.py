@@ -89,7 +89,9 @@ class MalformedMessage(ValueError):
     'bad_number'
     """
 
-    def __init__(self, reason: str, detail: str, data_type: DataType | None = None, symbol: str | None = None) -> None:
+    def __init__(
+        self, reason: str, detail: str, data_type: DataType | None = None, symbol: str | None = None
+    ) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
@@ -177,7 +179,9 @@ class Backoff:
     [True, True, True]
     """
 
-    def __init__(self, initial: float, maximum: float, factor: float = 2.0, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, initial: float, maximum: float, factor: float = 2.0, rng: random.Random | None = None
+    ) -> None:
         if initial <= 0 or maximum < initial:
             raise ValueError(f"expected 0 < initial <= maximum, found initial={initial}, maximum={maximum}")
         self.initial = initial
@@ -291,7 +295,12 @@ class RestClient:
         self._bucket = TokenBucket(requests_per_second, max(1.0, burst)) if requests_per_second else None
         self._backoff = backoff or Backoff(0.25, 5.0)
         context: ssl.SSLContext | bool = tls_context() if verify is True else verify
-        self._client = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, verify=context, headers={"User-Agent": "k2-lakehouse", **(headers or {})})
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=timeout,
+            verify=context,
+            headers={"User-Agent": "k2-lakehouse", **(headers or {})},
+        )
         self.used_weight = 0
         self.window_seconds = 60.0
         self._window_end = 0.0
@@ -326,10 +335,17 @@ class RestClient:
         if self._blocked_until > now:
             wait = self._blocked_until - now
             if wait > self.max_wait_seconds:
-                raise RestUnavailable(f"expected the REST ban to end within {self.max_wait_seconds}s, found {wait:.0f}s left", wait)
+                raise RestUnavailable(
+                    f"expected the REST ban to end within {self.max_wait_seconds}s, found {wait:.0f}s left",
+                    wait,
+                )
             await self._wait(wait)
             now = time.time()
-        if self.weight_limit and now < self._window_end and self.used_weight + weight > self.weight_limit * 0.9:
+        if (
+            self.weight_limit
+            and now < self._window_end
+            and self.used_weight + weight > self.weight_limit * 0.9
+        ):
             await self._wait(self._window_end - now + 0.01)
             self.used_weight = 0
         if self._bucket is not None:
@@ -345,7 +361,9 @@ class RestClient:
                 self._window_end = (math.floor(now / self.window_seconds) + 1) * self.window_seconds
                 self.used_weight = int(value)
 
-    async def get_json(self, path: str, params: Mapping[str, Any] | None = None, weight: int = 1) -> tuple[Any, httpx.Headers]:
+    async def get_json(
+        self, path: str, params: Mapping[str, Any] | None = None, weight: int = 1
+    ) -> tuple[Any, httpx.Headers]:
         """GET ``path`` and return (decoded JSON, response headers); see the class docstring for limits."""
         self._backoff.reset()
         last_error = "no attempt made"
@@ -375,7 +393,9 @@ class RestClient:
                 await self._wait(self._backoff.next_delay())
                 continue
             if status >= 400:
-                raise RestRefused(f"expected 200 from GET {path} {dict(params or {})}, found HTTP {status}: {response.text[:300]}")
+                raise RestRefused(
+                    f"expected 200 from GET {path} {dict(params or {})}, found HTTP {status}: {response.text[:300]}"
+                )
             try:
                 return response.json(), response.headers
             except ValueError:
@@ -416,7 +436,9 @@ class FeedAdapter(ABC):
     def rest_client(self) -> RestClient | None:
         """A REST client for backfill with the venue's limits (None: no backfill)."""
 
-    async def fetch_trades(self, rest: RestClient, symbol: str, first: int, last: int | None) -> list[dict[str, Any]]:
+    async def fetch_trades(
+        self, rest: RestClient, symbol: str, first: int, last: int | None
+    ) -> list[dict[str, Any]]:
         """Wire-form trades with ids in ``first..last`` (``last=None``: up to the newest) from REST.
 
         Ids the API does not have are simply absent. Raise :class:`RestUnavailable` for transient
@@ -525,7 +547,9 @@ class LiveRunner:
         self.stall_seconds = settings.source_stall_seconds
         self.max_connection_seconds = settings.source_max_connection_seconds
         self.catchup_after_seconds = min(5.0, settings.source_stall_seconds / 2)
-        self.backoff = Backoff(settings.source_backoff_initial_seconds, settings.source_backoff_max_seconds, rng=rng)
+        self.backoff = Backoff(
+            settings.source_backoff_initial_seconds, settings.source_backoff_max_seconds, rng=rng
+        )
         self._ssl = ssl_context
         self._connect_limiter = connect_limiter or TokenBucket(adapter.connect_rate, adapter.connect_burst)
         self._control_limiter = TokenBucket(adapter.control_rate, 1)
@@ -533,12 +557,18 @@ class LiveRunner:
             dt: (topics or {}).get(dt) or topic_name(adapter.asset_class, dt.value, adapter.exchange)
             for dt in (DataType.TRADES, DataType.QUOTES, DataType.DEPTH)
         }
-        self._depth_retry_at: dict[str, float] = {}  # symbol -> monotonic time before which no snapshot is fetched
+        self._depth_retry_at: dict[
+            str, float
+        ] = {}  # symbol -> monotonic time before which no snapshot is fetched
         self.last_trade: dict[str, int] = {}
         self.last_trade_ts: dict[str, int] = {}
         self.last_quote: dict[str, int] = {}
-        self._fresh: dict[str, float] = {}  # symbol -> monotonic time of the reconnect it has not traded since
-        self._catchup: set[str] = set()  # symbols that get a REST catch-up if they stay quiet after a reconnect
+        self._fresh: dict[
+            str, float
+        ] = {}  # symbol -> monotonic time of the reconnect it has not traded since
+        self._catchup: set[str] = (
+            set()
+        )  # symbols that get a REST catch-up if they stay quiet after a reconnect
         self._pending_gaps: list[_PendingGap] = []
         self._ensured: set[str] = set()
         self._link: _Link | None = None
@@ -549,7 +579,10 @@ class LiveRunner:
         self._last_data = time.monotonic()
         self._last_flush = time.monotonic()
         src = adapter.source
-        self._m_messages = {k: metric("k2_source_messages_total").labels(source=src, kind=k) for k in ("trade", "quote", "duplicate", "backfill", "control")}
+        self._m_messages = {
+            k: metric("k2_source_messages_total").labels(source=src, kind=k)
+            for k in ("trade", "quote", "duplicate", "backfill", "control")
+        }
         self._m_lag = metric("k2_source_lag_seconds").labels(source=src)
         self._m_reconnects = metric("k2_source_reconnects_total")
         self._m_gaps = metric("k2_source_gaps_total")
@@ -635,7 +668,12 @@ class LiveRunner:
         # REST budget or block the stream for minutes.
         recent = sorted(self.last_trade_ts, key=self.last_trade_ts.__getitem__, reverse=True)
         self._catchup = set(recent[: self.max_catchups_per_reconnect])
-        log.info("feed_reconnect", source=self.adapter.source, reason=reason, reconnects=self.stats.total_reconnects)
+        log.info(
+            "feed_reconnect",
+            source=self.adapter.source,
+            reason=reason,
+            reconnects=self.stats.total_reconnects,
+        )
 
     async def _sleep(self, seconds: float) -> None:
         assert self._stop_event is not None
@@ -645,7 +683,9 @@ class LiveRunner:
     async def _open(self) -> _Link:
         await self._connect_limiter.acquire()
         url = self.adapter.url()
-        context = self._ssl if self._ssl is not None else (tls_context() if url.startswith("wss://") else None)
+        context = (
+            self._ssl if self._ssl is not None else (tls_context() if url.startswith("wss://") else None)
+        )
         conn = await connect(
             url,
             ssl=context,
@@ -687,7 +727,12 @@ class LiveRunner:
                 reason = "tls" if isinstance(exc, ssl.SSLError) else "connect_error"
                 self._m_errors.labels(source=self.adapter.source, reason=reason).inc()
                 self.stats.reconnects[reason] = self.stats.reconnects.get(reason, 0) + 1
-                log.warning("feed_connect_failed", source=self.adapter.source, url=self.adapter.url(), error=f"{type(exc).__name__}: {exc}")
+                log.warning(
+                    "feed_connect_failed",
+                    source=self.adapter.source,
+                    url=self.adapter.url(),
+                    error=f"{type(exc).__name__}: {exc}",
+                )
         return None
 
     async def _read(self, link: _Link) -> None:
@@ -714,7 +759,9 @@ class LiveRunner:
                     return
                 await link.queue.put((frame, now_us(), None, None))
         except ConnectionClosed as exc:
-            link.close_detail = f"code={exc.rcvd.code if exc.rcvd else None} reason={exc.rcvd.reason if exc.rcvd else ''}"
+            link.close_detail = (
+                f"code={exc.rcvd.code if exc.rcvd else None} reason={exc.rcvd.reason if exc.rcvd else ''}"
+            )
             await link.queue.put((None, 0, "closed", None))
         except asyncio.CancelledError:
             raise
@@ -763,7 +810,9 @@ class LiveRunner:
                     continue
                 if sig == "max_age":
                     return "max_age", await self._handover(link)
-                log.warning("feed_connection_lost", source=self.adapter.source, reason=sig, detail=link.close_detail)
+                log.warning(
+                    "feed_connection_lost", source=self.adapter.source, reason=sig, detail=link.close_detail
+                )
                 await self._close(link)
                 return sig, None
         except FatalSourceError as exc:
@@ -776,7 +825,9 @@ class LiveRunner:
         try:
             new = await self._open()
         except Exception as exc:
-            log.warning("feed_handover_failed", source=self.adapter.source, error=f"{type(exc).__name__}: {exc}")
+            log.warning(
+                "feed_handover_failed", source=self.adapter.source, error=f"{type(exc).__name__}: {exc}"
+            )
             await self._close(old)
             return None
         self._link = new
@@ -852,7 +903,9 @@ class LiveRunner:
                 return
             if ident > last + 1:
                 source = "reconnect" if symbol in self._fresh else "live"
-                await self._fill_gap(symbol, last + 1, ident - 1, source, self.last_trade_ts.get(symbol), row["exchange_ts"])
+                await self._fill_gap(
+                    symbol, last + 1, ident - 1, source, self.last_trade_ts.get(symbol), row["exchange_ts"]
+                )
         self._fresh.pop(symbol, None)
         self._send(TRADE, row)
         self.stats.trades += 1
@@ -878,21 +931,35 @@ class LiveRunner:
         from a fresh REST snapshot (at most one attempt per symbol and second while it keeps failing)."""
         step = self.adapter.on_depth(event)
         self._depth_step(event.symbol, step)
-        if not step.needs_snapshot or self.rest is None or time.monotonic() < self._depth_retry_at.get(event.symbol, 0.0):
+        if (
+            not step.needs_snapshot
+            or self.rest is None
+            or time.monotonic() < self._depth_retry_at.get(event.symbol, 0.0)
+        ):
             return
         self._depth_retry_at[event.symbol] = time.monotonic() + 1.0
         try:
             self._depth_step(event.symbol, await self.adapter.fetch_depth_snapshot(self.rest, event.symbol))
         except (RestUnavailable, RestRefused) as exc:
-            log.warning("depth_snapshot_failed", source=self.adapter.source, symbol=event.symbol, error=str(exc)[:200])
+            log.warning(
+                "depth_snapshot_failed", source=self.adapter.source, symbol=event.symbol, error=str(exc)[:200]
+            )
 
     def _depth_step(self, symbol: str, step: Any) -> None:
         for row in step.rows:
             self._send(BOOK_DELTA, row)
         for first, last, before, after in step.gaps:
             self.ledger.record(
-                exchange=self.adapter.exchange, symbol=symbol, data_type="depth", first=first, last=last, status="lost",
-                source="live", start_ts=before, end_ts=after, detail="depth chain broken: book resynced from a REST snapshot",
+                exchange=self.adapter.exchange,
+                symbol=symbol,
+                data_type="depth",
+                first=first,
+                last=last,
+                status="lost",
+                source="live",
+                start_ts=before,
+                end_ts=after,
+                detail="depth chain broken: book resynced from a REST snapshot",
             )
             self._gap_outcome("lost")
 
@@ -903,14 +970,19 @@ class LiveRunner:
             try:
                 ensure_topics(self.settings, [target], timeout=5.0)
                 self._ensured.add(target)
-            except (KafkaException, TimeoutError) as error:  # broker down: the producer re-sends; ensure again next time
+            except (
+                KafkaException,
+                TimeoutError,
+            ) as error:  # broker down: the producer re-sends; ensure again next time
                 log.warning("feed_dlq_topic_unchecked", topic=target, error=str(error)[:200])
         raw = frame if isinstance(frame, bytes) else frame.encode()
         key = exc.symbol.encode() if exc.symbol else None
         self.producer.produce_raw(target, key, raw, dlq_headers(exc.reason, exc.detail, topic))
         self.stats.malformed += 1
         self._m_errors.labels(source=self.adapter.source, reason=exc.reason).inc()
-        log.warning("feed_malformed_frame", source=self.adapter.source, reason=exc.reason, detail=exc.detail[:200])
+        log.warning(
+            "feed_malformed_frame", source=self.adapter.source, reason=exc.reason, detail=exc.detail[:200]
+        )
 
     # -- gaps and backfill -----------------------------------------------------------------------
     def _gap_outcome(self, outcome: str) -> None:
@@ -919,7 +991,9 @@ class LiveRunner:
 
     async def _fetch(self, symbol: str, first: int, last: int | None) -> list[dict[str, Any]]:
         if self.rest is None:
-            raise RestRefused(f"expected a REST client for {self.adapter.source} backfill, found none configured")
+            raise RestRefused(
+                f"expected a REST client for {self.adapter.source} backfill, found none configured"
+            )
         rows = await self.adapter.fetch_trades(self.rest, symbol, first, last)
         unique: dict[int, dict[str, Any]] = {}
         for row in rows:
@@ -935,7 +1009,14 @@ class LiveRunner:
         self._m_messages["backfill"].inc(len(rows))
 
     async def _fill_gap(
-        self, symbol: str, first: int, last: int, source: str, start_ts: int | None, end_ts: int | None, pending: _PendingGap | None = None
+        self,
+        symbol: str,
+        first: int,
+        last: int,
+        source: str,
+        start_ts: int | None,
+        end_ts: int | None,
+        pending: _PendingGap | None = None,
     ) -> None:
         """Backfill ``first..last`` from REST, produce what was found and record the gap's outcome."""
         detected = now_us()
@@ -960,21 +1041,53 @@ class LiveRunner:
             status = "backfilled"
             detail = f"REST supplied all {total} trades"
         self.ledger.record(
-            exchange=self.adapter.exchange, symbol=symbol, data_type=DataType.TRADES.value, first=first, last=last,
-            status=status, source=source, detected_ts=detected, start_ts=start_ts, end_ts=end_ts, detail=detail,
+            exchange=self.adapter.exchange,
+            symbol=symbol,
+            data_type=DataType.TRADES.value,
+            first=first,
+            last=last,
+            status=status,
+            source=source,
+            detected_ts=detected,
+            start_ts=start_ts,
+            end_ts=end_ts,
+            detail=detail,
         )
         self._gap_outcome(status)
-        log.info("feed_gap", source=self.adapter.source, symbol=symbol, first=first, last=last, status=status, gap_source=source)
+        log.info(
+            "feed_gap",
+            source=self.adapter.source,
+            symbol=symbol,
+            first=first,
+            last=last,
+            status=status,
+            gap_source=source,
+        )
 
     def _defer_gap(
-        self, symbol: str, first: int, last: int, source: str, start_ts: int | None, end_ts: int | None,
-        exc: RestUnavailable, pending: _PendingGap | None,
+        self,
+        symbol: str,
+        first: int,
+        last: int,
+        source: str,
+        start_ts: int | None,
+        end_ts: int | None,
+        exc: RestUnavailable,
+        pending: _PendingGap | None,
     ) -> None:
         delay = max(exc.retry_after or 0.0, min(300.0, 2.0 ** (pending.attempts if pending else 1)))
         if pending is None:
             self.ledger.record(
-                exchange=self.adapter.exchange, symbol=symbol, data_type=DataType.TRADES.value, first=first, last=last,
-                status="open", source=source, start_ts=start_ts, end_ts=end_ts, detail=f"backfill deferred: {exc}",
+                exchange=self.adapter.exchange,
+                symbol=symbol,
+                data_type=DataType.TRADES.value,
+                first=first,
+                last=last,
+                status="open",
+                source=source,
+                start_ts=start_ts,
+                end_ts=end_ts,
+                detail=f"backfill deferred: {exc}",
             )
             self._gap_outcome("open")
             pending = _PendingGap(symbol, first, last, source, start_ts, end_ts, time.monotonic() + delay)
@@ -984,7 +1097,14 @@ class LiveRunner:
         if pending.attempts <= self.gap_retry_attempts:
             self._pending_gaps.append(pending)
         else:
-            log.error("feed_gap_left_open", source=self.adapter.source, symbol=symbol, first=first, last=last, error=str(exc))
+            log.error(
+                "feed_gap_left_open",
+                source=self.adapter.source,
+                symbol=symbol,
+                first=first,
+                last=last,
+                error=str(exc),
+            )
 
     async def _retry_gaps(self) -> None:
         now = time.monotonic()
@@ -992,7 +1112,9 @@ class LiveRunner:
         self._pending_gaps = [g for g in self._pending_gaps if g.retry_at > now]
         for gap in due:
             # Late but in the right place for the landing consumer, which lands late ids and closes gaps.
-            await self._fill_gap(gap.symbol, gap.first, gap.last, gap.source, gap.start_ts, gap.end_ts, pending=gap)
+            await self._fill_gap(
+                gap.symbol, gap.first, gap.last, gap.source, gap.start_ts, gap.end_ts, pending=gap
+            )
 
     async def _catch_up(self, symbol: str) -> None:
         """After a reconnect, fetch what a symbol traded since its last trade (no live trade seen yet)."""
@@ -1018,9 +1140,17 @@ class LiveRunner:
         if missing:
             detail += f"; not available: {format_ranges(missing)}"
         self.ledger.record(
-            exchange=self.adapter.exchange, symbol=symbol, data_type=DataType.TRADES.value, first=last + 1, last=top,
-            status=status, source="reconnect", detected_ts=detected, start_ts=self.last_trade_ts.get(symbol),
-            end_ts=rows[-1]["exchange_ts"], detail=detail,
+            exchange=self.adapter.exchange,
+            symbol=symbol,
+            data_type=DataType.TRADES.value,
+            first=last + 1,
+            last=top,
+            status=status,
+            source="reconnect",
+            detected_ts=detected,
+            start_ts=self.last_trade_ts.get(symbol),
+            end_ts=rows[-1]["exchange_ts"],
+            detail=detail,
         )
         self._gap_outcome(status)
         self.last_trade[symbol] = top
@@ -1046,7 +1176,11 @@ class LiveRunner:
             try:
                 await self._housekeeping_tick()
             except Exception as exc:  # never let a bookkeeping error silently end catch-ups and flushes
-                log.error("feed_housekeeping_failed", source=self.adapter.source, error=f"{type(exc).__name__}: {exc}")
+                log.error(
+                    "feed_housekeeping_failed",
+                    source=self.adapter.source,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
 
     async def _housekeeping_tick(self) -> None:
         """Idle exit, catch-up and gap-retry requests, delivery-error check, periodic ledger flush."""
@@ -1107,13 +1241,21 @@ async def run_feeds(
     runners: list[LiveRunner] = []
     with MarketDataProducer(settings) as producer:
         for adapter in adapters:
-            limiter = limiters.setdefault(adapter.source, TokenBucket(adapter.connect_rate, adapter.connect_burst))
+            limiter = limiters.setdefault(
+                adapter.source, TokenBucket(adapter.connect_rate, adapter.connect_burst)
+            )
             rest = adapter.rest_client()
             rest_clients[id(adapter)] = rest
             runners.append(
                 LiveRunner(
-                    adapter, settings, producer, ledger=ledger, rest=rest, topics=topics,
-                    connect_limiter=limiter, idle_exit_seconds=idle_exit_seconds,
+                    adapter,
+                    settings,
+                    producer,
+                    ledger=ledger,
+                    rest=rest,
+                    topics=topics,
+                    connect_limiter=limiter,
+                    idle_exit_seconds=idle_exit_seconds,
                 )
             )
         loop = asyncio.get_running_loop()

@@ -59,7 +59,16 @@ _X: Any = expressions
 
 #: exchangeInfo endpoint and request weight per market kind (Binance's published weights).
 _EXCHANGE_INFO = {"trade": ("/api/v3/exchangeInfo", 20), "aggTrade": ("/fapi/v1/exchangeInfo", 1)}
-_VENDOR_KEYS = ("baseAssetPrecision", "quoteAssetPrecision", "quotePrecision", "pricePrecision", "quantityPrecision", "contractType", "marginAsset", "pair")
+_VENDOR_KEYS = (
+    "baseAssetPrecision",
+    "quoteAssetPrecision",
+    "quotePrecision",
+    "pricePrecision",
+    "quantityPrecision",
+    "contractType",
+    "marginAsset",
+    "pair",
+)
 
 
 class ReferenceDataError(ValueError):
@@ -94,7 +103,9 @@ def _decimal(value: Any, what: str, symbol: str) -> int | None:
         raise ReferenceDataError(f"{symbol}: {what}: {exc}") from None
 
 
-def parse_symbol(item: Mapping[str, Any], market: BinanceMarket = SPOT, updated_us: int | None = None) -> dict[str, Any]:
+def parse_symbol(
+    item: Mapping[str, Any], market: BinanceMarket = SPOT, updated_us: int | None = None
+) -> dict[str, Any]:
     """One ``symbols[]`` entry of exchangeInfo -> a wire-form INSTRUMENT row (raises :class:`ReferenceDataError`).
 
     >>> parse_symbol({"symbol": "BLZETH", "status": "BREAK", "baseAsset": "BLZ", "quoteAsset": "ETH", "filters": []},
@@ -103,10 +114,14 @@ def parse_symbol(item: Mapping[str, Any], market: BinanceMarket = SPOT, updated_
     """
     symbol = item.get("symbol")
     if not isinstance(symbol, str) or not symbol:
-        raise ReferenceDataError(f"expected a 'symbol' string in an exchangeInfo entry, found {str(dict(item))[:200]}")
+        raise ReferenceDataError(
+            f"expected a 'symbol' string in an exchangeInfo entry, found {str(dict(item))[:200]}"
+        )
     missing = [k for k in ("status", "baseAsset", "quoteAsset") if not isinstance(item.get(k), str)]
     if missing:
-        raise ReferenceDataError(f"{symbol}: expected string fields {missing} in the exchangeInfo entry, found keys {sorted(item)}")
+        raise ReferenceDataError(
+            f"{symbol}: expected string fields {missing} in the exchangeInfo entry, found keys {sorted(item)}"
+        )
     filters = item.get("filters", [])
     if not isinstance(filters, list):
         raise ReferenceDataError(f"{symbol}: expected 'filters' as a list, found {filters!r}")
@@ -117,7 +132,12 @@ def parse_symbol(item: Mapping[str, Any], market: BinanceMarket = SPOT, updated_
     for key in _VENDOR_KEYS:
         if key in item:
             vendor[key] = str(item[key])
-    for source, key in ((price_filter, "minPrice"), (price_filter, "maxPrice"), (lot_filter, "minQty"), (lot_filter, "maxQty")):
+    for source, key in (
+        (price_filter, "minPrice"),
+        (price_filter, "maxPrice"),
+        (lot_filter, "minQty"),
+        (lot_filter, "maxQty"),
+    ):
         if key in source:
             vendor[key] = str(source[key])
     for key in ("minNotional", "notional"):
@@ -147,14 +167,20 @@ def parse_symbol(item: Mapping[str, Any], market: BinanceMarket = SPOT, updated_
     }
 
 
-def parse_exchange_info(doc: Any, market: BinanceMarket = SPOT, updated_us: int | None = None) -> list[dict[str, Any]]:
+def parse_exchange_info(
+    doc: Any, market: BinanceMarket = SPOT, updated_us: int | None = None
+) -> list[dict[str, Any]]:
     """Every symbol of an exchangeInfo document as wire-form INSTRUMENT rows (see the module docstring)."""
     if not isinstance(doc, dict) or not isinstance(doc.get("symbols"), list):
-        raise ReferenceDataError(f"expected an exchangeInfo object with a 'symbols' list, found {str(doc)[:200]!r}")
+        raise ReferenceDataError(
+            f"expected an exchangeInfo object with a 'symbols' list, found {str(doc)[:200]!r}"
+        )
     stamp = now_micros() if updated_us is None else updated_us
     rows = [parse_symbol(item, market, stamp) for item in doc["symbols"] if isinstance(item, dict)]
     if len(rows) != len(doc["symbols"]):
-        raise ReferenceDataError(f"expected every 'symbols' entry to be an object, found {len(doc['symbols']) - len(rows)} that are not")
+        raise ReferenceDataError(
+            f"expected every 'symbols' entry to be an object, found {len(doc['symbols']) - len(rows)} that are not"
+        )
     return rows
 
 
@@ -172,7 +198,12 @@ async def _fetch(rest_url: str, market: BinanceMarket, symbols: list[str] | None
     return data
 
 
-def fetch_exchange_info(rest_url: str, market: BinanceMarket | None = None, symbols: Iterable[str] | None = None, verify: Any = True) -> Any:
+def fetch_exchange_info(
+    rest_url: str,
+    market: BinanceMarket | None = None,
+    symbols: Iterable[str] | None = None,
+    verify: Any = True,
+) -> Any:
     """GET the market's exchangeInfo (TLS verified, Retry-After and request weight honoured).
 
     Example::
@@ -199,7 +230,9 @@ def write_instruments(table: Table, rows: list[dict[str, Any]], attempts: int = 
         by_exchange.setdefault(row["exchange"], []).append(row["symbol"])
     duplicates = [s for ex, syms in by_exchange.items() for s in {x for x in syms if syms.count(x) > 1}]
     if duplicates:
-        raise ReferenceDataError(f"expected each symbol once per load, found duplicates {sorted(duplicates)[:10]}")
+        raise ReferenceDataError(
+            f"expected each symbol once per load, found duplicates {sorted(duplicates)[:10]}"
+        )
     if len(by_exchange) != 1:
         # One overwrite per exchange would be several commits; callers load one venue at a time.
         raise ReferenceDataError(f"expected the rows of one exchange per load, found {sorted(by_exchange)}")
@@ -210,7 +243,13 @@ def write_instruments(table: Table, rows: list[dict[str, Any]], attempts: int = 
             table.refresh()
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Delete operation did not match any records")
-                table.overwrite(data, overwrite_filter=condition, snapshot_properties=commit_summary(table.current_snapshot(), "k2-reference", {REFERENCE_KEY: exchange}))
+                table.overwrite(
+                    data,
+                    overwrite_filter=condition,
+                    snapshot_properties=commit_summary(
+                        table.current_snapshot(), "k2-reference", {REFERENCE_KEY: exchange}
+                    ),
+                )
             return data.num_rows
         except CommitFailedException:
             if attempt == attempts - 1:
@@ -255,7 +294,9 @@ def load_binance_instruments(
         wanted = set(normalise_symbols(symbols))
         found = {r["symbol"] for r in rows}
         if wanted - found:
-            raise ReferenceDataError(f"expected exchangeInfo for {sorted(wanted)}, found no entry for {sorted(wanted - found)}")
+            raise ReferenceDataError(
+                f"expected exchangeInfo for {sorted(wanted)}, found no entry for {sorted(wanted - found)}"
+            )
     table = ensure_tables(load_catalog(settings), settings)["instruments"]
     written = write_instruments(table, rows)
     return ReferenceLoad(market.exchange, len(rows), sum(1 for r in rows if r["active"]), written)
@@ -281,8 +322,15 @@ def unknown_symbols(settings: Settings, exchange: str | None = None) -> list[tup
     for batch in tables["trades"].scan(**scan_args).to_arrow_batch_reader():
         if batch.num_rows == 0:
             continue
-        grouped = pa.Table.from_batches([batch]).group_by(["exchange", "symbol"]).aggregate([("symbol", "count")])
-        for ex, sym, n in zip(grouped["exchange"].to_pylist(), grouped["symbol"].to_pylist(), grouped["symbol_count"].to_pylist(), strict=True):
+        grouped = (
+            pa.Table.from_batches([batch]).group_by(["exchange", "symbol"]).aggregate([("symbol", "count")])
+        )
+        for ex, sym, n in zip(
+            grouped["exchange"].to_pylist(),
+            grouped["symbol"].to_pylist(),
+            grouped["symbol_count"].to_pylist(),
+            strict=True,
+        ):
             counts[(ex, sym)] = counts.get((ex, sym), 0) + int(n)
     return sorted((ex, sym, n) for (ex, sym), n in counts.items() if (ex, sym) not in known)
 

@@ -99,7 +99,11 @@ def to_wire(record: RecordType, table: pa.Table) -> Iterator[dict[str, Any]]:
         if spec.kind == "decimal":
             valid = np.asarray(column.is_valid())
             values = unscaled_from_decimal(column).tolist()
-            columns[spec.name] = [v if ok else None for v, ok in zip(values, valid, strict=True)] if not valid.all() else values
+            columns[spec.name] = (
+                [v if ok else None for v, ok in zip(values, valid, strict=True)]
+                if not valid.all()
+                else values
+            )
         elif spec.kind == "timestamp":
             columns[spec.name] = column.cast(pa.int64()).to_pylist()
         elif spec.kind == "string_map":
@@ -159,11 +163,27 @@ def iter_windows(
     if exchange:
         base = _X.And(_X.EqualTo("exchange", exchange), base)
     field_id = table.schema().find_field("exchange_ts").field_id
-    spans = _file_spans(table, _X.And(base, _X.And(_X.GreaterThanOrEqual("exchange_ts", start_us), _X.LessThan("exchange_ts", end_us))), field_id)
-    order = [("exchange_ts", "ascending"), (id_column, "ascending"), ("exchange", "ascending"), ("symbol", "ascending")]
+    spans = _file_spans(
+        table,
+        _X.And(
+            base, _X.And(_X.GreaterThanOrEqual("exchange_ts", start_us), _X.LessThan("exchange_ts", end_us))
+        ),
+        field_id,
+    )
+    order = [
+        ("exchange_ts", "ascending"),
+        (id_column, "ascending"),
+        ("exchange", "ascending"),
+        ("symbol", "ascending"),
+    ]
     if short_name == "book_deltas":  # rows of one event together, its end row last
-        order = [("exchange_ts", "ascending"), ("exchange", "ascending"), ("symbol", "ascending"), (id_column, "ascending"),
-                 ("is_event_end", "ascending")]
+        order = [
+            ("exchange_ts", "ascending"),
+            ("exchange", "ascending"),
+            ("symbol", "ascending"),
+            (id_column, "ascending"),
+            ("is_event_end", "ascending"),
+        ]
     cursor = start_us
     for low, high in spans:
         cursor = max(cursor, min(low, end_us))
@@ -171,7 +191,9 @@ def iter_windows(
             upper = min(cursor + window_us, end_us)
             if stats is not None:
                 stats.windows += 1
-            window_filter = _X.And(base, _X.And(_X.GreaterThanOrEqual("exchange_ts", cursor), _X.LessThan("exchange_ts", upper)))
+            window_filter = _X.And(
+                base, _X.And(_X.GreaterThanOrEqual("exchange_ts", cursor), _X.LessThan("exchange_ts", upper))
+            )
             data = table.scan(row_filter=window_filter).to_arrow()
             cursor = upper
             if data.num_rows:
@@ -207,15 +229,50 @@ def replay(
     iceberg_table = ensure_tables(load_catalog(settings), settings)[table]
     if producer is None:
         with MarketDataProducer(settings) as own:
-            return _replay(own, record, iceberg_table, table, symbols, start, end, to_topic, speed, exchange, window_seconds, on_row)
-    stats = _replay(producer, record, iceberg_table, table, symbols, start, end, to_topic, speed, exchange, window_seconds, on_row)
+            return _replay(
+                own,
+                record,
+                iceberg_table,
+                table,
+                symbols,
+                start,
+                end,
+                to_topic,
+                speed,
+                exchange,
+                window_seconds,
+                on_row,
+            )
+    stats = _replay(
+        producer,
+        record,
+        iceberg_table,
+        table,
+        symbols,
+        start,
+        end,
+        to_topic,
+        speed,
+        exchange,
+        window_seconds,
+        on_row,
+    )
     producer.flush()
     return stats
 
 
 def _replay(
-    out: MarketDataProducer, record: RecordType, iceberg_table: Table, table: str, symbols: Sequence[str], start: datetime,
-    end: datetime, to_topic: str, speed: float | None, exchange: str | None, window_seconds: float,
+    out: MarketDataProducer,
+    record: RecordType,
+    iceberg_table: Table,
+    table: str,
+    symbols: Sequence[str],
+    start: datetime,
+    end: datetime,
+    to_topic: str,
+    speed: float | None,
+    exchange: str | None,
+    window_seconds: float,
     on_row: Callable[[dict[str, Any]], None] | None,
 ) -> ReplayStats:
     stats = ReplayStats()
@@ -224,7 +281,14 @@ def _replay(
     started = time.monotonic()
     anchor: tuple[float, int] | None = None
     windows = iter_windows(
-        iceberg_table, table, symbols, datetime_to_micros(start), datetime_to_micros(end), exchange, int(window_seconds * 1e6), stats
+        iceberg_table,
+        table,
+        symbols,
+        datetime_to_micros(start),
+        datetime_to_micros(end),
+        exchange,
+        int(window_seconds * 1e6),
+        stats,
     )
     for window in windows:
         for row in to_wire(record, window):

@@ -77,7 +77,9 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
     level = logging.getLevelName(settings.log_level)
     shared = _processors(settings.log_json)
     renderer: Any = (
-        structlog.processors.JSONRenderer() if settings.log_json else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer()
+        if settings.log_json
+        else structlog.dev.ConsoleRenderer(colors=False)
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
@@ -95,7 +97,11 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(level if settings.log_level == "DEBUG" else logging.WARNING)
     structlog.configure(
-        processors=[structlog.stdlib.filter_by_level, *shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,
@@ -134,7 +140,9 @@ def bind_correlation_id(cid: str) -> None:
     structlog.contextvars.bind_contextvars(cid=cid)
 
 
-def correlation_ids(headers: Sequence[tuple[str, str | bytes | None]] | Mapping[str, str | bytes | None] | None) -> list[str]:
+def correlation_ids(
+    headers: Sequence[tuple[str, str | bytes | None]] | Mapping[str, str | bytes | None] | None,
+) -> list[str]:
     """The ``k2.cid`` values among a Kafka message's headers (as ``Message.headers()`` returns them).
 
     Example:

@@ -46,47 +46,113 @@ class MetricDecl:
 DECLARATIONS: tuple[MetricDecl, ...] = (
     # sources
     MetricDecl("k2_source_messages_total", "counter", "Messages received from a source.", ("source", "kind")),
-    MetricDecl("k2_source_reconnects_total", "counter", "Reconnections of a live source.", ("source", "reason")),
-    MetricDecl("k2_source_lag_seconds", "gauge", "Receipt time minus exchange time of the latest message.", ("source",)),
-    MetricDecl("k2_source_gaps_total", "counter", "Sequence gaps detected by a source.", ("source", "outcome")),
-    MetricDecl("k2_source_errors_total", "counter", "Malformed or rejected source messages.", ("source", "reason")),
-    MetricDecl("k2_replay_rows_total", "counter", "Stored rows re-published to Kafka by k2 replay.", ("table",)),
-    # producer
-    MetricDecl("k2_producer_messages_total", "counter", "Messages delivered to Kafka (acknowledged).", ("topic",)),
-    MetricDecl("k2_producer_errors_total", "counter", "Delivery failures reported by the broker.", ("topic", "error")),
-    MetricDecl("k2_producer_queue_depth", "gauge", "Messages waiting in the producer's local queue.", ()),
-    MetricDecl("k2_producer_blocked_seconds_total", "counter", "Time callers waited on a full producer queue.", ()),
     MetricDecl(
-        "k2_producer_recreated_total", "counter",
-        "Producer handles recreated after a lost producer state or a stall (a restarted broker); unacked messages re-sent.", (),
+        "k2_source_reconnects_total", "counter", "Reconnections of a live source.", ("source", "reason")
+    ),
+    MetricDecl(
+        "k2_source_lag_seconds",
+        "gauge",
+        "Receipt time minus exchange time of the latest message.",
+        ("source",),
+    ),
+    MetricDecl(
+        "k2_source_gaps_total", "counter", "Sequence gaps detected by a source.", ("source", "outcome")
+    ),
+    MetricDecl(
+        "k2_source_errors_total", "counter", "Malformed or rejected source messages.", ("source", "reason")
+    ),
+    MetricDecl(
+        "k2_replay_rows_total", "counter", "Stored rows re-published to Kafka by k2 replay.", ("table",)
+    ),
+    # producer
+    MetricDecl(
+        "k2_producer_messages_total", "counter", "Messages delivered to Kafka (acknowledged).", ("topic",)
+    ),
+    MetricDecl(
+        "k2_producer_errors_total", "counter", "Delivery failures reported by the broker.", ("topic", "error")
+    ),
+    MetricDecl("k2_producer_queue_depth", "gauge", "Messages waiting in the producer's local queue.", ()),
+    MetricDecl(
+        "k2_producer_blocked_seconds_total", "counter", "Time callers waited on a full producer queue.", ()
+    ),
+    MetricDecl(
+        "k2_producer_recreated_total",
+        "counter",
+        "Producer handles recreated after a lost producer state or a stall (a restarted broker); unacked messages re-sent.",
+        (),
     ),
     # landing
     MetricDecl("k2_landing_rows_total", "counter", "Rows committed to Iceberg.", ("table",)),
-    MetricDecl("k2_landing_commits_total", "counter", "Iceberg commits by the landing consumer.", ("table", "outcome")),
+    MetricDecl(
+        "k2_landing_commits_total",
+        "counter",
+        "Iceberg commits by the landing consumer.",
+        ("table", "outcome"),
+    ),
     MetricDecl("k2_landing_batch_rows", "histogram", "Rows per Iceberg commit.", ("table",), SIZE_BUCKETS),
-    MetricDecl("k2_landing_commit_seconds", "histogram", "Latency of an Iceberg commit.", ("table",), LATENCY_BUCKETS),
-    MetricDecl("k2_landing_consumer_lag", "gauge", "Messages behind the log end per partition.", ("topic", "partition")),
-    MetricDecl("k2_landing_freshness_seconds", "gauge", "Age of the newest landed exchange time.", ("table",)),
+    MetricDecl(
+        "k2_landing_commit_seconds", "histogram", "Latency of an Iceberg commit.", ("table",), LATENCY_BUCKETS
+    ),
+    MetricDecl(
+        "k2_landing_consumer_lag",
+        "gauge",
+        "Messages behind the log end per partition.",
+        ("topic", "partition"),
+    ),
+    MetricDecl(
+        "k2_landing_freshness_seconds", "gauge", "Age of the newest landed exchange time.", ("table",)
+    ),
     MetricDecl("k2_landing_duplicates_total", "counter", "Messages dropped as duplicates.", ("table",)),
-    MetricDecl("k2_landing_out_of_order_total", "counter", "Messages older than the symbol's high-water mark.", ("table",)),
+    MetricDecl(
+        "k2_landing_out_of_order_total",
+        "counter",
+        "Messages older than the symbol's high-water mark.",
+        ("table",),
+    ),
     MetricDecl("k2_landing_gaps_total", "counter", "Gaps recorded in quality.gaps.", ("table",)),
-    MetricDecl("k2_landing_dlq_total", "counter", "Messages sent to the dead-letter queue.", ("topic", "reason")),
+    MetricDecl(
+        "k2_landing_dlq_total", "counter", "Messages sent to the dead-letter queue.", ("topic", "reason")
+    ),
     MetricDecl("k2_landing_paused_partitions", "gauge", "Partitions paused for backpressure.", ()),
     MetricDecl("k2_landing_buffered_bytes", "gauge", "Raw bytes buffered and not yet committed.", ()),
     # query and API
     MetricDecl("k2_query_seconds", "histogram", "Query latency.", ("query",), LATENCY_BUCKETS),
     MetricDecl("k2_query_errors_total", "counter", "Failed queries.", ("query", "error")),
     MetricDecl("k2_api_requests_total", "counter", "HTTP requests served.", ("route", "method", "status")),
-    MetricDecl("k2_api_request_seconds", "histogram", "HTTP request latency.", ("route", "method"), LATENCY_BUCKETS),
+    MetricDecl(
+        "k2_api_request_seconds", "histogram", "HTTP request latency.", ("route", "method"), LATENCY_BUCKETS
+    ),
     MetricDecl("k2_api_rate_limited_total", "counter", "Requests refused with 429.", ()),
-    MetricDecl("k2_api_cache_hits_total", "counter", "API result cache hits (results keyed by snapshot ids).", ("endpoint",)),
+    MetricDecl(
+        "k2_api_cache_hits_total",
+        "counter",
+        "API result cache hits (results keyed by snapshot ids).",
+        ("endpoint",),
+    ),
     MetricDecl("k2_api_cache_misses_total", "counter", "API result cache misses.", ("endpoint",)),
-    MetricDecl("k2_api_cache_bytes", "gauge", "Bytes of results held by the API result cache of this process.", ()),
-    MetricDecl("k2_api_requests_in_progress", "gauge", "Data requests in progress (query running or body still streaming).", ()),
-    MetricDecl("k2_api_admission_refused_total", "counter", "Data requests refused because too many were in progress (429 per key, 503 per process).", ("status",)),
+    MetricDecl(
+        "k2_api_cache_bytes", "gauge", "Bytes of results held by the API result cache of this process.", ()
+    ),
+    MetricDecl(
+        "k2_api_requests_in_progress",
+        "gauge",
+        "Data requests in progress (query running or body still streaming).",
+        (),
+    ),
+    MetricDecl(
+        "k2_api_admission_refused_total",
+        "counter",
+        "Data requests refused because too many were in progress (429 per key, 503 per process).",
+        ("status",),
+    ),
     # maintenance
     MetricDecl("k2_maintenance_runs_total", "counter", "Table maintenance runs.", ("table", "action")),
-    MetricDecl("k2_maintenance_files_removed_total", "counter", "Data files rewritten away by compaction.", ("table",)),
+    MetricDecl(
+        "k2_maintenance_files_removed_total",
+        "counter",
+        "Data files rewritten away by compaction.",
+        ("table",),
+    ),
 )
 
 _BY_NAME = {d.name: d for d in DECLARATIONS}
@@ -101,7 +167,11 @@ class DeclaredMetric:
         if decl.type == "histogram" and decl.buckets is not None:
             kwargs["buckets"] = decl.buckets
         cls = {"counter": Counter, "gauge": Gauge, "histogram": Histogram}[decl.type]
-        name = decl.name[: -len("_total")] if decl.type == "counter" and decl.name.endswith("_total") else decl.name
+        name = (
+            decl.name[: -len("_total")]
+            if decl.type == "counter" and decl.name.endswith("_total")
+            else decl.name
+        )
         self._metric = cls(name, decl.help, list(decl.labels), **kwargs)
 
     def labels(self, **labels: str | int) -> Any:

@@ -46,14 +46,18 @@ def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
     return False
 
 
-def wait_for_port(host: str, port: int, timeout: float = 30.0, process: subprocess.Popen[bytes] | None = None) -> None:
+def wait_for_port(
+    host: str, port: int, timeout: float = 30.0, process: subprocess.Popen[bytes] | None = None
+) -> None:
     """Block until host:port accepts connections; raise if the process dies or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if port_open(host, port):
             return
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"expected a server on {host}:{port}, found its process exited with {process.returncode}")
+            raise RuntimeError(
+                f"expected a server on {host}:{port}, found its process exited with {process.returncode}"
+            )
         time.sleep(0.05)
     raise TimeoutError(f"expected a server on {host}:{port} within {timeout}s, found none listening")
 
@@ -110,7 +114,9 @@ class ManagedProcess:
             self.stop()
             tail = self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
             raise RuntimeError(f"{self.name} failed to start; log tail:\n{tail}") from None
-        if self.pid_path is not None:  # again once listening: a part that exec()s (prometheus) has its final command line now
+        if (
+            self.pid_path is not None
+        ):  # again once listening: a part that exec()s (prometheus) has its final command line now
             write_pid_file(self.pid_path, self.process.pid, self.port)
         return self
 
@@ -171,7 +177,11 @@ def verify_pid(pid: int, started: float | None, cmdline: list[str] | None) -> st
         return f"expected the pid file to record pid {pid}'s start time and command line, found none (old pid file)"
     identity = process_identity(pid)
     if identity is None:
-        return None if not pid_alive(pid) else f"expected to read pid {pid}'s start time and command line, found them unreadable"
+        return (
+            None
+            if not pid_alive(pid)
+            else f"expected to read pid {pid}'s start time and command line, found them unreadable"
+        )
     found_started, found_cmdline = identity
     if abs(found_started - started) > 0.02 or found_cmdline != cmdline:
         shown = " ".join(found_cmdline)[:120]

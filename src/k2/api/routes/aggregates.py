@@ -103,7 +103,13 @@ def router(state: ApiState) -> APIRouter:
 
         def work() -> StreamingResponse:
             client = state.client()
-            params: dict[str, Any] = {"symbol": symbol, "interval": interval, "start": start, "end": end, "exchange": exchange}
+            params: dict[str, Any] = {
+                "symbol": symbol,
+                "interval": interval,
+                "start": start,
+                "end": end,
+                "exchange": exchange,
+            }
             params.update({"kind": kind, "size": size_value, "fill_empty": fill_empty})
             result = cached_query(
                 state.cache, client, "bars", "trades", params,
@@ -147,7 +153,9 @@ def router(state: ApiState) -> APIRouter:
                         lambda pin: fn(symbol, s, e, exchange=exchange, as_of=pin, include_recent=include_recent),
                     )  # fmt: skip
                 else:
-                    result = fn(symbol, s, e, exchange=exchange, as_of=checked_as_of, include_recent=include_recent)
+                    result = fn(
+                        symbol, s, e, exchange=exchange, as_of=checked_as_of, include_recent=include_recent
+                    )
                 return respond(
                     request,
                     fmt,

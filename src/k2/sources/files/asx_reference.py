@@ -44,7 +44,17 @@ from k2.sources.files.source import FileImportError, open_source
 
 _X: Any = _expressions  # pyiceberg's expression classes defeat mypy's dataclass checks
 EXPECTED = ["company_id", "symbol", "company_name", "isin", "start_date", "end_date"]
-_COMPARED = ("instrument", "asset_class", "isin", "currency", "listing_date", "delisting_date", "active", "name", "vendor")
+_COMPARED = (
+    "instrument",
+    "asset_class",
+    "isin",
+    "currency",
+    "listing_date",
+    "delisting_date",
+    "active",
+    "name",
+    "vendor",
+)
 
 
 def _date(text: str, where: str) -> date | None:
@@ -57,13 +67,17 @@ def _date(text: str, where: str) -> date | None:
         raise FileImportError(f"{where}: expected a date MM/DD/YYYY, found {text!r}") from None
 
 
-def parse_company_info(text: str, file_name: str, today: date | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+def parse_company_info(
+    text: str, file_name: str, today: date | None = None
+) -> tuple[list[dict[str, Any]], list[str]]:
     """Instrument rows (wire form, one per ticker) and notes about duplicates."""
     today = today or datetime.now(UTC).date()
     reader = csv.reader(io.StringIO(text))
     header = [h.strip().lower() for h in next(reader, [])]
     if header != EXPECTED:
-        raise FileImportError(f"{file_name}: expected the header {','.join(EXPECTED)}, found {','.join(header)}")
+        raise FileImportError(
+            f"{file_name}: expected the header {','.join(EXPECTED)}, found {','.join(header)}"
+        )
     by_symbol: dict[str, list[tuple[int, dict[str, Any]]]] = {}
     for line, fields in enumerate(reader, start=2):
         if not any(f.strip() for f in fields):
@@ -72,7 +86,9 @@ def parse_company_info(text: str, file_name: str, today: date | None = None) -> 
             raise FileImportError(f"{file_name}:{line}: expected {len(EXPECTED)} fields, found {len(fields)}")
         company_id, symbol, name, isin, start, end = (f.strip() for f in fields)
         if not symbol:
-            raise FileImportError(f"{file_name}:{line}: expected a ticker in the symbol column, found nothing")
+            raise FileImportError(
+                f"{file_name}:{line}: expected a ticker in the symbol column, found nothing"
+            )
         listing = _date(start, f"{file_name}:{line}")
         delisting = _date(end, f"{file_name}:{line}")
         row = {
@@ -91,15 +107,26 @@ def parse_company_info(text: str, file_name: str, today: date | None = None) -> 
             "active": delisting is None or delisting >= today,
             "name": name or None,
             "updated_ts": None,
-            "vendor": {"company_id": company_id, "start_date": start, "end_date": end, "source_file": file_name, "line": str(line)},
+            "vendor": {
+                "company_id": company_id,
+                "start_date": start,
+                "end_date": end,
+                "source_file": file_name,
+                "line": str(line),
+            },
         }
         by_symbol.setdefault(symbol.upper(), []).append((line, row))
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
     for symbol, entries in by_symbol.items():
-        chosen = max(entries, key=lambda e: (e[1]["delisting_date"] or date.max, e[1]["listing_date"] or date.min, e[0]))
+        chosen = max(
+            entries,
+            key=lambda e: (e[1]["delisting_date"] or date.max, e[1]["listing_date"] or date.min, e[0]),
+        )
         if len(entries) > 1:
-            others = ", ".join(f"line {ln} (company id {r['vendor']['company_id']})" for ln, r in entries if ln != chosen[0])
+            others = ", ".join(
+                f"line {ln} (company id {r['vendor']['company_id']})" for ln, r in entries if ln != chosen[0]
+            )
             notes.append(
                 f"{symbol} appears {len(entries)} times in {file_name}: kept line {chosen[0]} "
                 f"(company id {chosen[1]['vendor']['company_id']}, latest end date), skipped {others}"
@@ -132,13 +159,22 @@ def import_asx_reference(path: Path, settings: Settings) -> ImportReport:
     with source.open() as stream:
         text = stream.read().decode("utf-8-sig")
     rows, notes = parse_company_info(text, source.csv_name)
-    report = ImportReport(file=str(path), format="asx-reference", sha256=source.sha256, checksum_verified=source.checksum_verified)
+    report = ImportReport(
+        file=str(path),
+        format="asx-reference",
+        sha256=source.sha256,
+        checksum_verified=source.checksum_verified,
+    )
     report.rows_read = sum(1 for line in text.splitlines()[1:] if line.strip())
     report.notes = notes
     table = ensure_tables(load_catalog(settings), settings)["instruments"]
     current: dict[str, dict[str, Any]] = {}
     if table.current_snapshot() is not None:
-        existing = table.scan(row_filter=_X.EqualTo("exchange", "asx")).to_arrow().sort_by([("updated_ts", "ascending")])
+        existing = (
+            table.scan(row_filter=_X.EqualTo("exchange", "asx"))
+            .to_arrow()
+            .sort_by([("updated_ts", "ascending")])
+        )
         for row in existing.to_pylist():
             row["vendor"] = dict(row["vendor"] or [])
             current[row["symbol"]] = row  # the latest per symbol wins
@@ -151,7 +187,12 @@ def import_asx_reference(path: Path, settings: Settings) -> ImportReport:
         fresh.append({**row, "updated_ts": now_micros()})
     if fresh:
         data = records_to_arrow(INSTRUMENT, fresh)
-        adds = {FILE_KEY: source.csv_name, SHA_KEY: source.sha256, FORMAT_KEY: "asx-reference", ROWS_KEY: str(len(fresh))}
+        adds = {
+            FILE_KEY: source.csv_name,
+            SHA_KEY: source.sha256,
+            FORMAT_KEY: "asx-reference",
+            ROWS_KEY: str(len(fresh)),
+        }
         props = commit_summary(table.current_snapshot(), WRITER, adds)
         report.snapshots.append(append(table, data, "instruments", props))
         report.imported = len(fresh)
@@ -163,4 +204,3 @@ def _same(old: Any, new: Any, key: str) -> bool:
         # The line number may move when the file is edited; the values are what matter.
         return {k: v for k, v in old.items() if k != "line"} == {k: v for k, v in new.items() if k != "line"}
     return bool(old == new)
-

@@ -34,13 +34,19 @@ def const_strings(value: str, n: int) -> pa.Array:
     raw = value.encode()
     if n * len(raw) >= 2**31 - 1:
         return pc.take(pa.array([value], pa.string()), pa.array(np.zeros(n, dtype=np.int32)))
-    offsets = np.arange(0, (n + 1) * len(raw), len(raw) or 1, dtype=np.int32)[: n + 1] if raw else np.zeros(n + 1, np.int32)
+    offsets = (
+        np.arange(0, (n + 1) * len(raw), len(raw) or 1, dtype=np.int32)[: n + 1]
+        if raw
+        else np.zeros(n + 1, np.int32)
+    )
     return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(raw * n)])
 
 
 def timestamps_us(micros: np.ndarray) -> pa.Array:
     """A ``timestamp[us, UTC]`` array from int64 microseconds."""
-    return pa.array(np.ascontiguousarray(micros, dtype=np.int64), pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+    return pa.array(np.ascontiguousarray(micros, dtype=np.int64), pa.int64()).cast(
+        pa.timestamp("us", tz="UTC")
+    )
 
 
 def epoch_to_micros(values: np.ndarray) -> np.ndarray:
@@ -56,7 +62,9 @@ def epoch_to_micros(values: np.ndarray) -> np.ndarray:
     """
     values = np.asarray(values, dtype=np.int64)
     scale = np.select(
-        [values < S_MS_THRESHOLD, values < MS_US_THRESHOLD, values < US_NS_THRESHOLD], [1_000_000, 1_000, 1], 0
+        [values < S_MS_THRESHOLD, values < MS_US_THRESHOLD, values < US_NS_THRESHOLD],
+        [1_000_000, 1_000, 1],
+        0,
     ).astype(np.int64)
     return np.where(scale > 0, values * scale, values // 1000)
 

@@ -68,7 +68,13 @@ def binance_path(path: str) -> BinancePath:
         after = parts[i + 1 : i + 3]
         if part == "spot" and after[:1] and after[0] in ("daily", "monthly"):
             market, clue = "spot", "/".join(parts[i : i + 2])
-        elif part == "futures" and after[:1] and after[0] in ("um", "cm") and after[1:2] and after[1] in ("daily", "monthly"):
+        elif (
+            part == "futures"
+            and after[:1]
+            and after[0] in ("um", "cm")
+            and after[1:2]
+            and after[1] in ("daily", "monthly")
+        ):
             market, clue = ("usdm" if after[0] == "um" else "coinm"), "/".join(parts[i : i + 3])
         if part in _KIND_DIRS and market is not None and i + 1 < len(parts) - 1:
             kind, symbol = _KIND_DIRS[part], parts[i + 1]
@@ -83,7 +89,9 @@ def binance_path(path: str) -> BinancePath:
         if prefix:
             named = _PREFIX_MARKET[prefix]
             if market is not None and market != named:
-                raise FileImportError(f"{path}: expected the directory ({clue}) and the file name ({prefix}-) to name one market, found both")
+                raise FileImportError(
+                    f"{path}: expected the directory ({clue}) and the file name ({prefix}-) to name one market, found both"
+                )
             market, clue = named, f"{prefix}-"
         break
     return BinancePath(market, kind, symbol, interval, clue)

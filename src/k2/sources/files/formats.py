@@ -174,7 +174,9 @@ def parse_binance_name(name: str) -> tuple[str, str, str | None] | None:
 
 def _check_asset_class(value: str | None) -> None:
     if value is not None and value not in {a.value for a in AssetClass}:
-        raise FileImportError(f"expected --asset-class among {[a.value for a in AssetClass]}, found {value!r}")
+        raise FileImportError(
+            f"expected --asset-class among {[a.value for a in AssetClass]}, found {value!r}"
+        )
 
 
 def _width(first: bytes) -> int:
@@ -184,7 +186,9 @@ def _width(first: bytes) -> int:
 def _check_header(first: bytes, expected: list[str], source_file: str) -> None:
     found = [f.strip().decode("utf-8", errors="replace").lower() for f in first.rstrip(b"\r").split(b",")]
     if found != expected:
-        raise FileImportError(f"{source_file}: expected the header {','.join(expected)}, found {','.join(found)}")
+        raise FileImportError(
+            f"{source_file}: expected the header {','.join(expected)}, found {','.join(found)}"
+        )
 
 
 class _Binance(FileFormat):
@@ -193,7 +197,9 @@ class _Binance(FileFormat):
     spot_width = 0  # column count of the spot layout (futures: one fewer); 0 = width says nothing
     bool_column = -1  # index of is_buyer_maker (boolean style is evidence), -1 = none
 
-    def _identity(self, sniff: Sniff, source_file: str, options: ImportOptions, import_us: int, cols: list[Col]) -> Layout:
+    def _identity(
+        self, sniff: Sniff, source_file: str, options: ImportOptions, import_us: int, cols: list[Col]
+    ) -> Layout:
         """Header, market (content + path + --market, see :mod:`k2.sources.files.detect`), symbol."""
         header = detect_header(sniff.first)
         hints = binance_path(sniff.path)
@@ -204,16 +210,21 @@ class _Binance(FileFormat):
             )
         symbol = options.symbol.upper() if options.symbol else hints.symbol
         if options.symbol and hints.symbol and hints.symbol != symbol:
-            raise FileImportError(f"{source_file}: expected --symbol {symbol} to match the path, found {hints.symbol} in it")
+            raise FileImportError(
+                f"{source_file}: expected --symbol {symbol} to match the path, found {hints.symbol} in it"
+            )
         if not symbol:
             raise FileImportError(
                 f"{source_file}: expected the symbol in the file name (e.g. BTCUSDT-{self.kind}-2021-01-03.csv, "
                 f"futures-um-BTCUSDT-{self.kind}-...) or Binance's directory layout (.../{self.kind}/BTCUSDT/...) or --symbol, "
                 "found none"
             )
-        market = decide_market(self._content_evidence(sniff, header, len(cols)) + [
-            (f"path {hints.market_clue}" if hints.market else "no market in the path", hints.market)
-        ], options.market, source_file)
+        market = decide_market(
+            self._content_evidence(sniff, header, len(cols))
+            + [(f"path {hints.market_clue}" if hints.market else "no market in the path", hints.market)],
+            options.market,
+            source_file,
+        )
         _check_asset_class(options.asset_class)
         exchange = ("binance-futures" if market == "usdm" else "binance") + self.agg_suffix
         asset_class = options.asset_class or ("futures" if market == "usdm" else "crypto")
@@ -226,33 +237,70 @@ class _Binance(FileFormat):
         if self.bool_column >= 0 and self.bool_column < width:
             lines = sniff.sample if header else [sniff.first, *sniff.sample]
             style = boolean_style(lines, self.bool_column)
-            evidence.append((
-                "booleans " + ("True/False" if style == "spot" else "true/false" if style == "usdm" else "of unknown style"), style,
-            ))
+            evidence.append(
+                (
+                    "booleans "
+                    + (
+                        "True/False"
+                        if style == "spot"
+                        else "true/false"
+                        if style == "usdm"
+                        else "of unknown style"
+                    ),
+                    style,
+                )
+            )
         if not self.spot_width:
             evidence.append(("a header row" if header else "no header row", "usdm" if header else None))
         return evidence
 
 
 SPOT_TRADES = [
-    Col("trade_id", "int"), Col("price", "dec"), Col("qty", "dec"), Col("quote_qty", "dec"),
-    Col("time", "int"), Col("is_buyer_maker", "bool"), Col("is_best_match", "bool"),
+    Col("trade_id", "int"),
+    Col("price", "dec"),
+    Col("qty", "dec"),
+    Col("quote_qty", "dec"),
+    Col("time", "int"),
+    Col("is_buyer_maker", "bool"),
+    Col("is_best_match", "bool"),
 ]
 USDM_TRADES = SPOT_TRADES[:6]
 AGG_TRADES = [
-    Col("agg_trade_id", "int"), Col("price", "dec"), Col("qty", "dec"), Col("first_trade_id", "int"),
-    Col("last_trade_id", "int"), Col("transact_time", "int"), Col("is_buyer_maker", "bool"), Col("is_best_match", "bool"),
+    Col("agg_trade_id", "int"),
+    Col("price", "dec"),
+    Col("qty", "dec"),
+    Col("first_trade_id", "int"),
+    Col("last_trade_id", "int"),
+    Col("transact_time", "int"),
+    Col("is_buyer_maker", "bool"),
+    Col("is_best_match", "bool"),
 ]
 KLINES = [
-    Col("open_time", "int"), Col("open", "dec"), Col("high", "dec"), Col("low", "dec"), Col("close", "dec"),
-    Col("volume", "dec"), Col("close_time", "int"), Col("quote_volume", "dec"), Col("count", "int"),
-    Col("taker_buy_base", "dec"), Col("taker_buy_quote", "dec"), Col("ignore", "str"),
+    Col("open_time", "int"),
+    Col("open", "dec"),
+    Col("high", "dec"),
+    Col("low", "dec"),
+    Col("close", "dec"),
+    Col("volume", "dec"),
+    Col("close_time", "int"),
+    Col("quote_volume", "dec"),
+    Col("count", "int"),
+    Col("taker_buy_base", "dec"),
+    Col("taker_buy_quote", "dec"),
+    Col("ignore", "str"),
 ]
 
 
 def _trade_table(
-    layout: Layout, ids: pa.Array, price: pa.Array, qty: pa.Array, quote_qty: pa.Array | None, times_us: np.ndarray,
-    buyer_maker: pa.Array, best_match: pa.Array | None, vendor: dict[str, pa.Array],
+    layout: Layout,
+    ids: pa.Array,
+    price: pa.Array,
+    qty: pa.Array,
+    quote_qty: pa.Array | None,
+    times_us: np.ndarray,
+    buyer_maker: pa.Array,
+    best_match: pa.Array | None,
+    vendor: dict[str, pa.Array],
 ) -> pa.Table:
     n = len(ids)
     best = np.asarray(best_match.fill_null(False)) if best_match is not None else np.zeros(n, dtype=bool)
@@ -293,13 +341,22 @@ class BinanceTrades(_Binance):
                 f"{source_file}: expected Binance trades with 7 columns (spot: {','.join(c.name for c in SPOT_TRADES)}) "
                 f"or 6 (USD-M futures, header row), found {width} columns"
             )
-        return self._identity(sniff, source_file, options, import_us, SPOT_TRADES if width == 7 else USDM_TRADES)
+        return self._identity(
+            sniff, source_file, options, import_us, SPOT_TRADES if width == 7 else USDM_TRADES
+        )
 
     def build(self, parsed: Parsed, layout: Layout) -> tuple[pa.Table, list[tuple[int, str, str]]]:
         c = parsed.columns
         table = _trade_table(
-            layout, c["trade_id"], c["price"], c["qty"], c["quote_qty"], epoch_to_micros(np.asarray(c["time"])),
-            c["is_buyer_maker"], c.get("is_best_match"), {},
+            layout,
+            c["trade_id"],
+            c["price"],
+            c["qty"],
+            c["quote_qty"],
+            epoch_to_micros(np.asarray(c["time"])),
+            c["is_buyer_maker"],
+            c.get("is_best_match"),
+            {},
         )
         return table, []
 
@@ -326,8 +383,15 @@ class BinanceAggTrades(_Binance):
         c = parsed.columns
         vendor = {"first_trade_id": c["first_trade_id"], "last_trade_id": c["last_trade_id"]}
         table = _trade_table(
-            layout, c["agg_trade_id"], c["price"], c["qty"], None, epoch_to_micros(np.asarray(c["transact_time"])),
-            c["is_buyer_maker"], c.get("is_best_match"), vendor,
+            layout,
+            c["agg_trade_id"],
+            c["price"],
+            c["qty"],
+            None,
+            epoch_to_micros(np.asarray(c["transact_time"])),
+            c["is_buyer_maker"],
+            c.get("is_best_match"),
+            vendor,
         )
         return table, []
 
@@ -366,7 +430,11 @@ class BinanceKlines(_Binance):
             "interval": const_strings(layout.interval, n),
             "open_time": timestamps_us(epoch_to_micros(np.asarray(c["open_time"]))),
             "close_time": timestamps_us(epoch_to_micros(np.asarray(c["close_time"]))),
-            "open": c["open"], "high": c["high"], "low": c["low"], "close": c["close"], "volume": c["volume"],
+            "open": c["open"],
+            "high": c["high"],
+            "low": c["low"],
+            "close": c["close"],
+            "volume": c["volume"],
             "quote_volume": c["quote_volume"],
             "trade_count": c["count"],
             "taker_buy_base": c["taker_buy_base"],
@@ -380,12 +448,24 @@ class BinanceKlines(_Binance):
 # -- Tardis.dev ------------------------------------------------------------------------------------
 
 TARDIS_TRADES = [
-    Col("exchange", "str"), Col("symbol", "str"), Col("timestamp", "int"), Col("local_timestamp", "int"),
-    Col("id", "str"), Col("side", "str"), Col("price", "dec"), Col("amount", "dec"),
+    Col("exchange", "str"),
+    Col("symbol", "str"),
+    Col("timestamp", "int"),
+    Col("local_timestamp", "int"),
+    Col("id", "str"),
+    Col("side", "str"),
+    Col("price", "dec"),
+    Col("amount", "dec"),
 ]
 TARDIS_QUOTES = [
-    Col("exchange", "str"), Col("symbol", "str"), Col("timestamp", "int"), Col("local_timestamp", "int"),
-    Col("ask_amount", "opt_dec"), Col("ask_price", "opt_dec"), Col("bid_price", "opt_dec"), Col("bid_amount", "opt_dec"),
+    Col("exchange", "str"),
+    Col("symbol", "str"),
+    Col("timestamp", "int"),
+    Col("local_timestamp", "int"),
+    Col("ask_amount", "opt_dec"),
+    Col("ask_price", "opt_dec"),
+    Col("bid_price", "opt_dec"),
+    Col("bid_amount", "opt_dec"),
 ]
 _TARDIS_FUTURES = ("futures", "swap", "delivery", "perp")
 
@@ -402,7 +482,15 @@ def tardis_asset_class(exchange: str) -> str:
 
 
 _TARDIS_BASES = {"XBT": "BTC"}  # BitMEX names bitcoin XBT
-_CONTRACT_VENUES = ("bitmex", "deribit", "binance-delivery", "okex-swap", "okex-futures", "huobi-dm", "huobi-dm-swap")
+_CONTRACT_VENUES = (
+    "bitmex",
+    "deribit",
+    "binance-delivery",
+    "okex-swap",
+    "okex-futures",
+    "huobi-dm",
+    "huobi-dm-swap",
+)
 
 
 def tardis_instrument(exchange_and_symbol: str) -> str:
@@ -414,13 +502,19 @@ def tardis_instrument(exchange_and_symbol: str) -> str:
     exchange, _, symbol = exchange_and_symbol.partition("\x1f")
     if exchange == "bitmex":
         for base, canonical in _TARDIS_BASES.items():
-            if symbol.startswith(base) and symbol[len(base):].isalpha() and symbol[len(base):] in ("USD", "USDT", "EUR"):
-                return f"{canonical}-{symbol[len(base):]}"
+            if (
+                symbol.startswith(base)
+                and symbol[len(base) :].isalpha()
+                and symbol[len(base) :] in ("USD", "USDT", "EUR")
+            ):
+                return f"{canonical}-{symbol[len(base) :]}"
         return symbol
     return canonical_instrument(symbol)
 
 
-def _contract_amounts(price: pa.Array, amount: pa.Array, layout: Layout) -> tuple[pa.Array, pa.Array, dict[str, pa.Array]]:
+def _contract_amounts(
+    price: pa.Array, amount: pa.Array, layout: Layout
+) -> tuple[pa.Array, pa.Array, dict[str, pa.Array]]:
     """(quantity in the base asset, quote quantity, vendor fields) from Tardis ``amount`` and ``--contract``.
 
     Linear (default for spot venues): quantity = amount x multiplier, quote = quantity x price. Inverse
@@ -462,7 +556,11 @@ _EIGHT = Decimal("0.00000001")
 
 def _per_value(array: pa.Array, fn: Any) -> pa.Array:
     """Apply ``fn`` to each distinct value of a (low-cardinality) string column."""
-    encoded = pc.dictionary_encode(array).combine_chunks() if isinstance(array, pa.ChunkedArray) else pc.dictionary_encode(array)
+    encoded = (
+        pc.dictionary_encode(array).combine_chunks()
+        if isinstance(array, pa.ChunkedArray)
+        else pc.dictionary_encode(array)
+    )
     mapped = pa.array([fn(v) for v in encoded.dictionary.to_pylist()], pa.string())
     return pc.take(mapped, encoded.indices)
 
@@ -514,7 +612,9 @@ class _Tardis(FileFormat):
                 if Decimal(options.multiplier) <= 0:
                     raise InvalidOperation
             except InvalidOperation:
-                raise FileImportError(f"expected --multiplier a positive decimal, found {options.multiplier!r}") from None
+                raise FileImportError(
+                    f"expected --multiplier a positive decimal, found {options.multiplier!r}"
+                ) from None
             layout.extra["multiplier"] = options.multiplier
         return layout
 
@@ -523,14 +623,20 @@ class _Tardis(FileFormat):
         n = parsed.num_rows
         exchange = pc.utf8_lower(c["exchange"])
         symbol = const_strings(layout.symbol, n) if layout.symbol else c["symbol"]
-        asset = const_strings(layout.asset_class, n) if layout.asset_class else _per_value(exchange, tardis_asset_class)
+        asset = (
+            const_strings(layout.asset_class, n)
+            if layout.asset_class
+            else _per_value(exchange, tardis_asset_class)
+        )
         if n and not layout.exchange:
             layout.exchange = str(exchange[0].as_py())
             layout.asset_class = layout.asset_class or tardis_asset_class(layout.exchange)
         return {
             "exchange": exchange,
             "symbol": symbol,
-            "instrument": _per_value(pc.binary_join_element_wise(exchange, symbol, "\x1f"), tardis_instrument),
+            "instrument": _per_value(
+                pc.binary_join_element_wise(exchange, symbol, "\x1f"), tardis_instrument
+            ),
             "asset_class": asset,
         }
 
@@ -577,12 +683,14 @@ class TardisTrades(_Tardis):
             "ingest_ts": timestamps_us(np.full(n, layout.import_us, dtype=np.int64)),
             "source_sequence": pa.nulls(n, pa.int64()),
             "conditions": flag_list(np.zeros(n, dtype=bool), ""),
-            "vendor": string_map({
-                "source_file": const_strings(layout.source_file, n),
-                "id": c["id"],
-                "local_timestamp": c["local_timestamp"],
-                **contract_vendor,
-            }),
+            "vendor": string_map(
+                {
+                    "source_file": const_strings(layout.source_file, n),
+                    "id": c["id"],
+                    "local_timestamp": c["local_timestamp"],
+                    **contract_vendor,
+                }
+            ),
         }
         return conform(pa.table(data), "trades"), rejects
 
@@ -611,10 +719,12 @@ class TardisQuotes(_Tardis):
             "exchange_ts": timestamps_us(epoch_to_micros(np.asarray(c["timestamp"], dtype=np.int64))),
             "receipt_ts": timestamps_us(local),
             "ingest_ts": now,
-            "vendor": string_map({
-                "source_file": const_strings(layout.source_file, n),
-                "local_timestamp": c["local_timestamp"],
-            }),
+            "vendor": string_map(
+                {
+                    "source_file": const_strings(layout.source_file, n),
+                    "local_timestamp": c["local_timestamp"],
+                }
+            ),
         }
         return conform(pa.table(data), "quotes"), []
 
@@ -622,11 +732,21 @@ class TardisQuotes(_Tardis):
 # -- ASX -------------------------------------------------------------------------------------------
 
 ASX_TRADES = [
-    Col("date", "str"), Col("time", "str"), Col("price", "dec"), Col("volume", "dec"),
-    Col("qualifiers", "str"), Col("venue", "str"), Col("buyer_id", "str"),
+    Col("date", "str"),
+    Col("time", "str"),
+    Col("price", "dec"),
+    Col("volume", "dec"),
+    Col("qualifiers", "str"),
+    Col("venue", "str"),
+    Col("buyer_id", "str"),
 ]
 ASX_QUOTES = [
-    Col("date", "str"), Col("time", "str"), Col("bid", "dec"), Col("ask", "dec"), Col("bid_volume", "dec"), Col("ask_volume", "dec"),
+    Col("date", "str"),
+    Col("time", "str"),
+    Col("bid", "dec"),
+    Col("ask", "dec"),
+    Col("bid_volume", "dec"),
+    Col("ask_volume", "dec"),
 ]
 
 
@@ -652,14 +772,18 @@ def asx_local_micros(date: pa.Array, time: pa.Array) -> tuple[np.ndarray, np.nda
     """Wall-clock microseconds (as if UTC) from ``MM/DD/YYYY`` and ``HH:MM:SS[.ffffff]``, and a good mask."""
     n = len(date)
     good = np.asarray(pc.fill_null(pc.match_substring_regex(date, r"^\d{2}/\d{2}/\d{4}$"), False))
-    good &= np.asarray(pc.fill_null(pc.match_substring_regex(time, r"^\d{2}:\d{2}:\d{2}(\.\d{1,6})?$"), False))
+    good &= np.asarray(
+        pc.fill_null(pc.match_substring_regex(time, r"^\d{2}:\d{2}:\d{2}(\.\d{1,6})?$"), False)
+    )
     if n == 0:
         return np.zeros(0, dtype=np.int64), good
     safe_date = pc.if_else(pa.array(good), date, "01/01/1970")
     safe_time = pc.if_else(pa.array(good), time, "00:00:00")
     iso = pc.binary_join_element_wise(
-        pc.utf8_slice_codeunits(safe_date, 6, 10), pc.utf8_slice_codeunits(safe_date, 0, 2),
-        pc.utf8_slice_codeunits(safe_date, 3, 5), "-",
+        pc.utf8_slice_codeunits(safe_date, 6, 10),
+        pc.utf8_slice_codeunits(safe_date, 0, 2),
+        pc.utf8_slice_codeunits(safe_date, 3, 5),
+        "-",
     )
     try:
         days = np.asarray(pc.cast(iso, pa.date32()).cast(pa.int32()), dtype=np.int64)
@@ -667,12 +791,16 @@ def asx_local_micros(date: pa.Array, time: pa.Array) -> tuple[np.ndarray, np.nda
         days = np.zeros(n, dtype=np.int64)
         for index, text in enumerate(iso.to_pylist()):
             try:
-                days[index] = (datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)).days
+                days[index] = (
+                    datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+                ).days
             except ValueError:
                 good[index] = False
 
     def part(start: int, stop: int) -> np.ndarray:
-        return np.asarray(pc.cast(pc.utf8_slice_codeunits(safe_time, start, stop), pa.int64()), dtype=np.int64)
+        return np.asarray(
+            pc.cast(pc.utf8_slice_codeunits(safe_time, start, stop), pa.int64()), dtype=np.int64
+        )
 
     hour, minute, second = part(0, 2), part(3, 5), part(6, 8)
     frac_text = pc.utf8_rpad(pc.utf8_slice_codeunits(safe_time, 9, 15), 6, "0")
@@ -699,7 +827,9 @@ class _Asx(FileFormat):
                 f"{source_file}: expected --symbol or a company id file name listed in company_info.csv "
                 f"(known ids: {sorted(options.tickers)}), found {stem!r}"
             )
-        layout = Layout(self.cols, detect_header(first), source_file, import_us, "asx", "equities", symbol.upper())
+        layout = Layout(
+            self.cols, detect_header(first), source_file, import_us, "asx", "equities", symbol.upper()
+        )
         layout.extra["company_id"] = stem if stem in options.tickers else ""
         return layout
 
@@ -707,7 +837,11 @@ class _Asx(FileFormat):
         c = parsed.columns
         local, good = asx_local_micros(c["date"], c["time"])
         rejects = [
-            (int(i), "bad_timestamp", f"date,time: expected MM/DD/YYYY,HH:MM:SS.fff, found {c['date'][int(i)].as_py()!r},{c['time'][int(i)].as_py()!r}")
+            (
+                int(i),
+                "bad_timestamp",
+                f"date,time: expected MM/DD/YYYY,HH:MM:SS.fff, found {c['date'][int(i)].as_py()!r},{c['time'][int(i)].as_py()!r}",
+            )
             for i in np.flatnonzero(~good)
         ]
         return sydney_to_utc_micros(np.where(good, local, 0)), rejects
@@ -745,13 +879,15 @@ class AsxTrades(_Asx):
             "ingest_ts": now,
             "source_sequence": pa.nulls(n, pa.int64()),
             "conditions": flag_list(auction, "AUCTION"),
-            "vendor": string_map({
-                "source_file": const_strings(layout.source_file, n),
-                "company_id": const_strings(layout.extra.get("company_id", ""), n),
-                "qualifiers": c["qualifiers"],
-                "venue": c["venue"],
-                "buyer_id": c["buyer_id"],
-            }),
+            "vendor": string_map(
+                {
+                    "source_file": const_strings(layout.source_file, n),
+                    "company_id": const_strings(layout.extra.get("company_id", ""), n),
+                    "qualifiers": c["qualifiers"],
+                    "venue": c["venue"],
+                    "buyer_id": c["buyer_id"],
+                }
+            ),
         }
         return conform(pa.table(data), "trades"), rejects
 
@@ -779,15 +915,25 @@ class AsxQuotes(_Asx):
             "exchange_ts": timestamps_us(utc),
             "receipt_ts": now,
             "ingest_ts": now,
-            "vendor": string_map({
-                "source_file": const_strings(layout.source_file, n),
-                "company_id": const_strings(layout.extra.get("company_id", ""), n),
-            }),
+            "vendor": string_map(
+                {
+                    "source_file": const_strings(layout.source_file, n),
+                    "company_id": const_strings(layout.extra.get("company_id", ""), n),
+                }
+            ),
         }
         return conform(pa.table(data), "quotes"), rejects
 
 
 FORMATS: dict[str, FileFormat] = {
     f.name: f
-    for f in (BinanceTrades(), BinanceAggTrades(), BinanceKlines(), TardisTrades(), TardisQuotes(), AsxTrades(), AsxQuotes())
+    for f in (
+        BinanceTrades(),
+        BinanceAggTrades(),
+        BinanceKlines(),
+        TardisTrades(),
+        TardisQuotes(),
+        AsxTrades(),
+        AsxQuotes(),
+    )
 }

@@ -213,9 +213,13 @@ class LakeLander:
             rows, dropped = deduplicate_against(self.table, data, self.short)
             if not rows.num_rows:
                 return Landed(duplicates=dropped)
-            properties = commit_summary(self.table.current_snapshot(), WRITER, {**adds, ROWS_KEY: str(rows.num_rows)})
+            properties = commit_summary(
+                self.table.current_snapshot(), WRITER, {**adds, ROWS_KEY: str(rows.num_rows)}
+            )
             try:
-                return Landed(rows.num_rows, dropped, 0, append_sorted(self.table, rows, self.short, properties))
+                return Landed(
+                    rows.num_rows, dropped, 0, append_sorted(self.table, rows, self.short, properties)
+                )
             except CommitFailedException:
                 # Another writer committed meanwhile (maybe the same rows): refresh, dedup again, retry.
                 if attempt == _COMMIT_ATTEMPTS - 1:
@@ -238,6 +242,7 @@ class KafkaLander:
             self.producer.send(self.fmt.record, row)
         self.producer.flush()
         return Landed(rows.num_rows, dropped)
+
 
 def import_files(
     format_name: str,
@@ -290,7 +295,9 @@ def import_one(
     """Import one file (see the module docstring)."""
     started = time.perf_counter()
     source = open_source(path, fmt.parquet_columns)
-    report = ImportReport(file=str(path), format=fmt.name, sha256=source.sha256, checksum_verified=source.checksum_verified)
+    report = ImportReport(
+        file=str(path), format=fmt.name, sha256=source.sha256, checksum_verified=source.checksum_verified
+    )
     import_us = now_micros()
     layout = fmt.layout(sniff(path, source), source.csv_name, options, import_us)
     hook = progress(source) if progress else None
@@ -310,7 +317,9 @@ def import_one(
         if rejects is None:
             asset_class, exchange = fmt.topic_identity(layout)
             topic = topic_name(asset_class, fmt.record.data_type.value, exchange)
-            rejects = RejectSink(settings, topic, source.csv_name, source.sha256, layout.symbol or exchange, producer)
+            rejects = RejectSink(
+                settings, topic, source.csv_name, source.sha256, layout.symbol or exchange, producer
+            )
         return rejects
 
     def flush() -> None:
@@ -361,7 +370,9 @@ def import_one(
     return report
 
 
-def _checked(fmt: FileFormat, parsed: Parsed, layout: Layout, max_future_us: int, bad: list[BadRow]) -> pa.Table:
+def _checked(
+    fmt: FileFormat, parsed: Parsed, layout: Layout, max_future_us: int, bad: list[BadRow]
+) -> pa.Table:
     """The canonical rows of a parsed block that pass the mapping and the landing validator (the rest to ``bad``)."""
     data, build_rejects = fmt.build(parsed, layout)
     problems = dict((i, (r, d)) for i, r, d in build_rejects)

@@ -48,7 +48,13 @@ _DESCRIBE = {
     "bool": "True/False or true/false",
     "str": "text",
 }
-_REASON = {"int": "bad_integer", "dec": "bad_number", "opt_dec": "bad_number", "bool": "bad_boolean", "str": "bad_field"}
+_REASON = {
+    "int": "bad_integer",
+    "dec": "bad_number",
+    "opt_dec": "bad_number",
+    "bool": "bad_boolean",
+    "str": "bad_field",
+}
 _INT_RE = r"^[+-]?\d{1,18}$"
 _DEC_RE = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
 TRUE_VALUES = ["True", "true", "TRUE"]
@@ -112,7 +118,9 @@ def parse_block(block: bytes, first_line: int, cols: list[Col], header: bool) ->
         cut = block.find(b"\n")
         body, line0 = (block[cut + 1 :], first_line + 1) if cut >= 0 else (b"", first_line + 1)
     if not body or (len(body) < 65_536 and not body.strip()):  # (a large block surely holds a row: no copy)
-        return Parsed({c.name: pa.array([], _ARROW_TYPES[c.kind]) for c in cols}, np.zeros(0, np.int64), [], body, line0)
+        return Parsed(
+            {c.name: pa.array([], _ARROW_TYPES[c.kind]) for c in cols}, np.zeros(0, np.int64), [], body, line0
+        )
     try:
         table = pa_csv.read_csv(
             io.BytesIO(body),
@@ -143,7 +151,8 @@ def parse_block(block: bytes, first_line: int, cols: list[Col], header: bool) ->
     if missing.any():
         rows = np.flatnonzero(missing)
         parsed.bad = [
-            BadRow(int(parsed.lines[i]), parsed.raw_line(int(parsed.lines[i])), *reasons[int(i)]) for i in rows
+            BadRow(int(parsed.lines[i]), parsed.raw_line(int(parsed.lines[i])), *reasons[int(i)])
+            for i in rows
         ]
         parsed.drop(rows)
     return parsed
@@ -164,7 +173,12 @@ def _parse_slow(body: bytes, line0: int, cols: list[Col]) -> Parsed:
         parts = raw.split(b",")
         if len(parts) != width:
             bad.append(
-                BadRow(line0 + offset, raw, "bad_field_count", f"expected {width} fields ({names}), found {len(parts)}")
+                BadRow(
+                    line0 + offset,
+                    raw,
+                    "bad_field_count",
+                    f"expected {width} fields ({names}), found {len(parts)}",
+                )
             )
             continue
         for column, value in zip(fields, parts, strict=True):
@@ -179,7 +193,10 @@ def _parse_slow(body: bytes, line0: int, cols: list[Col]) -> Parsed:
         text = pa.array(values, pa.string())
         array, good = _convert(text, col.kind)
         for index in np.flatnonzero(~good & ok):
-            reasons[int(index)] = (_REASON[col.kind], f"{col.name}: expected {_DESCRIBE[col.kind]}, found {values[index]!r}")
+            reasons[int(index)] = (
+                _REASON[col.kind],
+                f"{col.name}: expected {_DESCRIBE[col.kind]}, found {values[index]!r}",
+            )
         ok &= good
         typed[col.name] = array
     for index in np.flatnonzero(~ok):

@@ -68,7 +68,13 @@ class RejectSink:
     """Collects a file's bad lines and persists them (DLQ topic or local file) on :meth:`flush`."""
 
     def __init__(
-        self, settings: Settings, topic: str, file_name: str, sha256: str, key: str, producer: MarketDataProducer | None = None
+        self,
+        settings: Settings,
+        topic: str,
+        file_name: str,
+        sha256: str,
+        key: str,
+        producer: MarketDataProducer | None = None,
     ) -> None:
         self.settings = settings
         self.topic = topic
@@ -114,7 +120,9 @@ class RejectSink:
             ensure_topics(self.settings, [self.dlq])
             for row in rows:
                 headers = dlq_headers(
-                    row.reason, f"{self.file_name}:{row.line}: {row.detail}", self.topic,
+                    row.reason,
+                    f"{self.file_name}:{row.line}: {row.detail}",
+                    self.topic,
                     original=file_headers(self.file_name, row.line),
                 )
                 producer.produce_raw(self.dlq, self.key, row.raw, headers)
@@ -126,10 +134,19 @@ class RejectSink:
             path = folder / f"{Path(self.file_name).name}.{self.sha256[:12]}.jsonl"
             with path.open("a", encoding="utf-8") as out:
                 for row in rows:
-                    out.write(json.dumps({
-                        "file": self.file_name, "line": row.line, "reason": row.reason, "detail": row.detail,
-                        "topic": self.topic, "raw": row.raw.decode("utf-8", errors="backslashreplace"),
-                    }) + "\n")
+                    out.write(
+                        json.dumps(
+                            {
+                                "file": self.file_name,
+                                "line": row.line,
+                                "reason": row.reason,
+                                "detail": row.detail,
+                                "topic": self.topic,
+                                "raw": row.raw.decode("utf-8", errors="backslashreplace"),
+                            }
+                        )
+                        + "\n"
+                    )
                 out.flush()
                 os.fsync(out.fileno())
             self.destination = str(path)

@@ -117,7 +117,9 @@ def open_source(path: Path, parquet_columns: Sequence[str] | None = None) -> Sou
             with zipfile.ZipFile(path) as archive:
                 members = [m for m in archive.infolist() if not m.is_dir()]
         except zipfile.BadZipFile as exc:
-            raise FileImportError(f"{path.name}: expected a ZIP archive, found an unreadable file ({exc})") from None
+            raise FileImportError(
+                f"{path.name}: expected a ZIP archive, found an unreadable file ({exc})"
+            ) from None
         if len(members) != 1:
             raise FileImportError(
                 f"{path.name}: expected a ZIP holding exactly one CSV, found {[m.filename for m in members]}"
@@ -169,13 +171,22 @@ def parquet_as_csv(path: Path, columns: list[str]) -> SourceFile:
                     array = array.cast(pa.timestamp("us", tz=array.type.tz)).cast(pa.int64())
                 arrays.append(array)
             sink = pa.BufferOutputStream()
-            pa_csv.write_csv(pa.table(arrays, names=columns), sink, pa_csv.WriteOptions(include_header=False, quoting_style="needed"))
+            pa_csv.write_csv(
+                pa.table(arrays, names=columns),
+                sink,
+                pa_csv.WriteOptions(include_header=False, quoting_style="needed"),
+            )
             out.write(sink.getvalue().to_pybytes())
     csv_name = path.name.removesuffix(".parquet") + ".csv"
     return SourceFile(Path(name), csv_name, sha256_of(path), Path(name).stat().st_size, False)
 
 
-_MAGIC = {b"PAR1": "a Parquet file", b"\x89HDF": "an HDF5 file", b"ARROW1": "an Arrow IPC file", b"\x28\xb5\x2f\xfd": "a zstd file"}
+_MAGIC = {
+    b"PAR1": "a Parquet file",
+    b"\x89HDF": "an HDF5 file",
+    b"ARROW1": "an Arrow IPC file",
+    b"\x28\xb5\x2f\xfd": "a zstd file",
+}
 
 
 def _refuse_unsupported(path: Path) -> None:
@@ -184,9 +195,13 @@ def _refuse_unsupported(path: Path) -> None:
         head = stream.read(8)
     suffix = path.suffix.lower()
     if head[:2] == b"\x1f\x8b" and suffix != ".gz":
-        raise FileImportError(f"{path.name}: expected a .gz name for gzip data, found {path.suffix or 'no suffix'}; rename it to .csv.gz")
+        raise FileImportError(
+            f"{path.name}: expected a .gz name for gzip data, found {path.suffix or 'no suffix'}; rename it to .csv.gz"
+        )
     if head[:4] == b"PK\x03\x04" and suffix != ".zip":
-        raise FileImportError(f"{path.name}: expected a .zip name for ZIP data, found {path.suffix or 'no suffix'}; rename it to .zip")
+        raise FileImportError(
+            f"{path.name}: expected a .zip name for ZIP data, found {path.suffix or 'no suffix'}; rename it to .zip"
+        )
     for magic, what in _MAGIC.items():
         if head.startswith(magic):
             raise FileImportError(
@@ -242,6 +257,8 @@ def sniff(path: Path, source: SourceFile) -> Sniff:
     complete = lines if len(head) < 64 * 1024 else lines[:-1]
     rows = [line for line in complete if line.strip()]
     if not rows:
-        raise FileImportError(f"{source.csv_name}: expected CSV rows, found an empty file ({len(head)} bytes, no line of data)")
+        raise FileImportError(
+            f"{source.csv_name}: expected CSV rows, found an empty file ({len(head)} bytes, no line of data)"
+        )
     member = "" if source.csv_name == path.name else f"!{source.csv_name}"
     return Sniff(rows[0], rows[1 : 1 + SAMPLE_LINES], f"{path}{member}")
