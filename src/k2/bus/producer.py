@@ -38,6 +38,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from k2.bus.lineage import message_id_header
 from k2.bus.serde import AvroEncoder, registry_client
 from k2.bus.topics import ensure_topics, topic_name
 from k2.config import Settings
@@ -159,6 +160,9 @@ class MarketDataProducer:
         # ops: every message sent gets a `k2.cid` header naming this producer session (see k2.telemetry.logging).
         self.correlation_id = new_correlation_id()
         self._cid_headers = [(CID_HEADER, self.correlation_id.encode())]
+        # lineage: every message sent gets a `k2.mid` header (this session's id : sequence), see k2.bus.lineage.
+        self._producer_id = self.correlation_id.encode()
+        self.sequence = 0
         self._delivered_by_topic: dict[str, int] = {}
         self._topics: dict[tuple[str, str, str], str] = {}
         self._m_delivered = metric("k2_producer_messages_total")
@@ -234,8 +238,13 @@ class MarketDataProducer:
             row = {**row, "ingest_ts": now_micros()}
         target = topic or self.topic_for(record, row)
         value = self.encoder(record, target).encode(row)
+        self.sequence += 1
+        base = self._cid_headers if headers is None else list(headers.items())
         self.produce_raw(
-            target, row["symbol"].encode(), value, headers if headers is not None else self._cid_headers
+            target,
+            row["symbol"].encode(),
+            value,
+            [*base, message_id_header(self._producer_id, self.sequence)],
         )
 
     def produce_raw(

@@ -43,11 +43,21 @@ def sort_for_table(data: pa.Table, short_name: str) -> pa.Table:
 
 
 def conform(data: pa.Table, short_name: str) -> pa.Table:
-    """Select and cast columns to the canonical Arrow schema of the table (raises on a missing column)."""
-    schema = TABLES[short_name].record.arrow_schema()
-    missing = [f.name for f in schema if f.name not in data.column_names]
+    """Select and cast columns to the table's Arrow schema (raises on a missing message column).
+
+    Table-side columns (lineage, ``RecordType.table_fields``) that ``data`` lacks are added as nulls:
+    writers that know nothing of a row's origin (maintenance, replays of old rows) still append.
+    """
+    record = TABLES[short_name].record
+    schema = record.table_arrow_schema()
+    missing = [f.name for f in record.fields if f.name not in data.column_names]
     if missing:
-        raise ValueError(f"expected columns {schema.names}, found {data.column_names} (missing {missing})")
+        raise ValueError(
+            f"expected columns {record.arrow_schema().names}, found {data.column_names} (missing {missing})"
+        )
+    for spec in record.table_fields:
+        if spec.name not in data.column_names:
+            data = data.append_column(spec.name, pa.nulls(data.num_rows, spec.arrow_type()))
     return data.select(schema.names).cast(schema)
 
 

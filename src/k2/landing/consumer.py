@@ -53,6 +53,7 @@ from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
 
 from k2.bus.dlq import dlq_headers
+from k2.bus.lineage import message_ids
 from k2.bus.producer import MarketDataProducer
 from k2.bus.serde import AvroBatchDecoder, DecodedBatch, RegistryUnavailableError, registry_client
 from k2.bus.topics import dlq_topic, ensure_topics, parse_topic
@@ -71,6 +72,7 @@ from k2.landing.dedup import DedupResult, HighWaterMarks, deduplicate, screen_id
 from k2.landing.ledger import filled_gaps, gap_row, open_gaps
 from k2.model import BOOK_DELTA, GAP, QUOTE, TRADE, RecordType
 from k2.model.arrow import records_to_arrow
+from k2.model.lineage import with_kafka_lineage
 from k2.model.validate import validate
 from k2.model.values import now_micros
 from k2.telemetry.logging import CIDS_SUMMARY_KEY, correlation_ids
@@ -180,6 +182,7 @@ _ERROR = Message.error
 _PARTITION = Message.partition
 _OFFSET = Message.offset
 _VALUE = Message.value
+_HEADERS = Message.headers
 _FETCH_MESSAGES = 50_000
 _OPEN_GAPS_PER_PAIR = 1000
 # What one buffered message costs in memory besides its value bytes, until its rows are committed: the
@@ -229,6 +232,24 @@ class _Coverage:
     ranges: dict[tuple[str, int], list[int]]
     last_crc: dict[tuple[str, int], tuple[int, int]]
     cids: set[str]
+
+
+def _lineage(good: pa.Table, batch: _Batch, positions: np.ndarray) -> pa.Table:
+    """``good`` with each row's lineage: its message's topic, partition, offset and message id (k2.mid).
+
+    Headers are read once per message (a depth message lands as many rows), then taken per row.
+    """
+    producers, sequences = message_ids(map(_HEADERS, batch.messages))
+    take = pa.array(positions, type=pa.int64())
+    return with_kafka_lineage(
+        good,
+        batch.topic_names,
+        batch.topic_codes[positions],
+        batch.partitions_array[positions],
+        batch.offsets[positions],
+        pa.array(producers, pa.string()).take(take),
+        pa.array(sequences, pa.int64()).take(take),
+    )
 
 
 def _libc_trim() -> Callable[[int], object] | None:
@@ -653,6 +674,7 @@ class LandingConsumer:
         decoded = self._decode(short, batch)
         good, positions, rejects = self._validate(short, batch, decoded)
         del decoded
+        good = _lineage(good, batch, positions)
         self._dead_letter(batch.messages, rejects)  # flushed: nothing is committed past an unrecorded reject
         coverage = self._coverage(batch)
         batch.messages = []  # memory: the Message objects are freed before the Iceberg write needs its share

@@ -148,10 +148,18 @@ class RecordType:
     key: tuple[str, ...]
     time_field: str | None
     doc: str
+    # Table-side columns (lineage): in the Iceberg table, never in the Avro message (see LINEAGE_FIELDS).
+    table_fields: tuple[FieldSpec, ...] = ()
 
     @property
     def field_names(self) -> list[str]:
+        """The message's columns (what producers send and queries return); not the table-side ones."""
         return [f.name for f in self.fields]
+
+    @property
+    def all_fields(self) -> tuple[FieldSpec, ...]:
+        """Every column of the table: the message's fields, then the table-side ones."""
+        return (*self.fields, *self.table_fields)
 
     def field(self, name: str) -> FieldSpec:
         for spec in self.fields:
@@ -176,14 +184,19 @@ class RecordType:
         }
 
     def arrow_schema(self) -> pa.Schema:
-        """The Arrow schema of decoded batches and of the arrays appended to Iceberg."""
+        """The Arrow schema of decoded batches (the message's fields, as Avro carries them)."""
         return pa.schema([pa.field(s.name, s.arrow_type(), nullable=not s.required) for s in self.fields])
 
+    def table_arrow_schema(self) -> pa.Schema:
+        """The Arrow schema of the arrays appended to Iceberg: the message's fields + the table-side ones."""
+        return pa.schema([pa.field(s.name, s.arrow_type(), nullable=not s.required) for s in self.all_fields])
+
     def iceberg_schema(self) -> IcebergSchema:
-        """The Iceberg table schema, with stable field ids (1..n for columns, 1000+ for nested)."""
+        """The Iceberg table schema (message + table-side fields), with stable field ids (1..n for
+        columns, 1000+ for nested)."""
         nested_id = 1000
         columns = []
-        for index, spec in enumerate(self.fields, start=1):
+        for index, spec in enumerate(self.all_fields, start=1):
             iceberg_type: IcebergType
             if spec.kind == "string_list":
                 nested_id += 1
@@ -234,6 +247,40 @@ _IDENTITY = (
     _s("asset_class", "string", "crypto, equities, futures or options."),
 )
 
+#: Lineage: where a landed row came from. Table-side columns (``RecordType.table_fields``): the landing
+#: writes them, the Avro message never carries them (a message cannot know its own Kafka offset), and
+#: queries do not return them (``k2 trace`` and ``Client.trace`` do). Kafka rows fill topic, partition,
+#: offset and the producer's message id; direct file imports fill file and line. All optional: rows
+#: landed before the upgrade, or by writers that know nothing of their origin, read NULL.
+#: Cheap in Parquet: topic/file/producer repeat (dictionary-encoded), offsets and lines rise
+#: monotonically within a partition/file (small deltas compress well).
+LINEAGE_FIELDS = (
+    _s("lineage_topic", "string", "Kafka topic of the message the row came from.", required=False),
+    _s("lineage_partition", "long", "Kafka partition of that message.", required=False),
+    _s("lineage_offset", "long", "Kafka offset of that message.", required=False),
+    _s(
+        "lineage_producer",
+        "string",
+        "Message id, part 1: the producing session's id (k2.mid header, before the colon).",
+        required=False,
+    ),
+    _s(
+        "lineage_sequence",
+        "long",
+        "Message id, part 2: the message's sequence number in that session (k2.mid, after the colon).",
+        required=False,
+    ),
+    _s("lineage_file", "string", "Source file name of a direct import (k2 import).", required=False),
+    _s("lineage_line", "long", "Line (row number, 1 = first line) of the row in that file.", required=False),
+)
+
+_CURRENCY = _s(
+    "currency",
+    "string",
+    "Quote asset / currency prices are in (USD, USDT...), from the source or reference data; null when unknown.",
+    required=False,
+)
+
 TRADE = RecordType(
     name="Trade",
     data_type=DataType.TRADES,
@@ -268,10 +315,12 @@ TRADE = RecordType(
         ),
         _s("conditions", "string_list", "Trade conditions (e.g. AUCTION, BEST_MATCH)."),
         _s("vendor", "string_map", "Vendor-specific fields kept as strings."),
+        _CURRENCY,
     ),
     key=("exchange", "symbol", "trade_id"),
     time_field="exchange_ts",
     doc="One trade (fill) as published by a venue.",
+    table_fields=LINEAGE_FIELDS,
 )
 
 QUOTE = RecordType(
@@ -296,10 +345,12 @@ QUOTE = RecordType(
         _s("receipt_ts", "timestamp", "When K2 received the message (UTC, microseconds)."),
         _s("ingest_ts", "timestamp", "When the message was produced to Kafka (UTC, microseconds)."),
         _s("vendor", "string_map", "Vendor-specific fields kept as strings."),
+        _CURRENCY,
     ),
     key=("exchange", "symbol", "update_id"),
     time_field="exchange_ts",
     doc="Best bid and offer (top of book).",
+    table_fields=LINEAGE_FIELDS,
 )
 
 INSTRUMENT = RecordType(
@@ -436,6 +487,7 @@ BOOK_DELTA = RecordType(
     key=("exchange", "symbol", "last_update_id", "side", "price"),
     time_field="exchange_ts",
     doc="One price level change of an L2 order book (or one level of a snapshot that restarts it).",
+    table_fields=LINEAGE_FIELDS,
 )
 
 BOOK_SNAPSHOT = RecordType(

@@ -62,6 +62,7 @@ from k2.lake.summary import (
 from k2.lake.writer import Landed, append_sorted
 from k2.model import RecordType
 from k2.model.arrow import unscaled_from_decimal
+from k2.model.lineage import with_file_lineage
 from k2.model.validate import validate
 from k2.model.values import now_micros
 from k2.sources.files.formats import FORMATS, FileFormat, ImportOptions, Layout
@@ -343,7 +344,7 @@ def import_one(
             bad = list(parsed.bad)
             read = parsed.num_rows + len(parsed.bad)
             if parsed.num_rows:
-                data = _checked(fmt, parsed, layout, max_future_us, bad)
+                data = _checked(fmt, parsed, layout, max_future_us, bad, adds[FILE_KEY])
                 pending.append(data)
                 pending_rows += data.num_rows
             if bad:
@@ -371,10 +372,13 @@ def import_one(
 
 
 def _checked(
-    fmt: FileFormat, parsed: Parsed, layout: Layout, max_future_us: int, bad: list[BadRow]
+    fmt: FileFormat, parsed: Parsed, layout: Layout, max_future_us: int, bad: list[BadRow], file_name: str
 ) -> pa.Table:
-    """The canonical rows of a parsed block that pass the mapping and the landing validator (the rest to ``bad``)."""
+    """The canonical rows of a parsed block that pass the mapping and the landing validator (the rest to
+    ``bad``), each with its lineage (``file_name`` and its line in the file) where the table keeps it."""
     data, build_rejects = fmt.build(parsed, layout)
+    if fmt.record.table_fields and data.num_rows == parsed.num_rows:  # one canonical row per parsed line
+        data = with_file_lineage(data, file_name, parsed.lines)
     problems = dict((i, (r, d)) for i, r, d in build_rejects)
     for i, reason, detail in validate(fmt.record, data, now_micros(), max_future_us):
         problems.setdefault(i, (reason, detail))
