@@ -38,6 +38,7 @@ _MODULES = (
     "maintain",
     "tags",
     "export",
+    "trace",
 )
 
 _BOOK_MODULES = ("book",)  # k2 book, k2 book-snapshots (issue 14)

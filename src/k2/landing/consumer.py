@@ -68,6 +68,7 @@ from k2.lake.summary import (
 )
 from k2.lake.writer import append
 from k2.landing.book import deduplicate_book
+from k2.landing.currency import ReferenceCurrencies
 from k2.landing.dedup import DedupResult, HighWaterMarks, deduplicate, screen_ids
 from k2.landing.ledger import filled_gaps, gap_row, open_gaps
 from k2.model import BOOK_DELTA, GAP, QUOTE, TRADE, RecordType
@@ -311,6 +312,7 @@ class LandingConsumer:
         self.name = name or f"landing-{uuid.uuid4().hex[:8]}"
         self.catalog = load_catalog(settings)
         self.tables: dict[str, Table] = ensure_tables(self.catalog, settings)
+        self._currencies = ReferenceCurrencies(self.tables["instruments"])
         self.registry = registry_client(settings.registry_url)
         self.decoders = {
             short: AvroBatchDecoder(self.registry, record) for short, record, _ in _ROUTES.values()
@@ -674,7 +676,7 @@ class LandingConsumer:
         decoded = self._decode(short, batch)
         good, positions, rejects = self._validate(short, batch, decoded)
         del decoded
-        good = _lineage(good, batch, positions)
+        good = self._currencies.fill(_lineage(good, batch, positions))
         self._dead_letter(batch.messages, rejects)  # flushed: nothing is committed past an unrecorded reject
         coverage = self._coverage(batch)
         batch.messages = []  # memory: the Message objects are freed before the Iceberg write needs its share

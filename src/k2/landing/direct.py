@@ -42,6 +42,7 @@ from k2.config import Settings
 from k2.lake.catalog import ensure_tables, load_catalog
 from k2.lake.summary import GAPS_KEY, IMPORT_ROWS_KEY, WRITER_KEY, commit_summary
 from k2.lake.writer import Landed, append, append_sorted
+from k2.landing.currency import ReferenceCurrencies
 from k2.landing.dedup import HighWaterMarks, deduplicate
 from k2.landing.ledger import filled_gaps, gap_row, open_gaps
 from k2.model import GAP
@@ -66,6 +67,7 @@ class DirectLanding:
         self.writer = writer
         self.table = tables[short]
         self.gaps_table = tables["gaps"]
+        self.currencies = ReferenceCurrencies(tables["instruments"])
         self.id_column = ID_COLUMNS[short]
         self.marks = HighWaterMarks(settings.landing_hwm_cache_size)
         sequential = frozenset(
@@ -75,6 +77,7 @@ class DirectLanding:
 
     def land(self, data: pa.Table, adds: Mapping[str, str]) -> Landed:
         """Land one batch: dedup, record gaps, commit (retried on a concurrent commit, deduplicated again)."""
+        data = self.currencies.fill(data)  # a currency the file did not state, from reference data
         for attempt in range(_ATTEMPTS):
             self.table.refresh()
             fresh, known = _drop_known(self.table, data, self.id_column)

@@ -133,6 +133,35 @@ def now_micros() -> int:
     return datetime_to_micros(datetime.now(UTC))
 
 
+#: Venues whose product ids spell the quote asset explicitly as BASE-QUOTE (Coinbase: BTC-USD).
+_DASHED_PRODUCT_IDS = ("coinbase",)
+#: Venues that quote every instrument in one currency.
+_VENUE_CURRENCY = {"asx": "AUD"}
+
+
+def quote_currency(exchange: str, symbol: str, quote: str | None = None) -> str | None:
+    """The currency (quote asset) of a symbol when the source states it; None when it would be a guess.
+
+    Stated: the venue's own quote asset (Binance symbol info, ``quote``), a venue whose product ids are
+    ``BASE-QUOTE`` (Coinbase ``BTC-USD`` -> ``USD``), a single-currency venue (ASX -> AUD). Not stated:
+    a bare ``BTCUSDT`` (splitting on known quote assets is how :func:`canonical_instrument` names the
+    instrument, but it is not the venue saying so); the landing fills those from ``reference.instruments``.
+
+    >>> quote_currency("coinbase", "BTC-USD"), quote_currency("binance", "BTCUSDT"), quote_currency("binance", "BTCUSDT", "usdt")
+    ('USD', None, 'USDT')
+    """
+    if quote:
+        return quote.upper()
+    venue = exchange.lower()
+    if venue in _VENUE_CURRENCY:
+        return _VENUE_CURRENCY[venue]
+    if venue.startswith(_DASHED_PRODUCT_IDS):
+        base, sep, tail = symbol.upper().partition("-")
+        if sep and base and tail.isalnum():
+            return tail
+    return None
+
+
 def canonical_instrument(symbol: str, base: str | None = None, quote: str | None = None) -> str:
     """Canonical ``BASE-QUOTE`` name of a pair (``BTCUSDT`` -> ``BTC-USDT``, ``BTC-USD`` unchanged).
 

@@ -57,6 +57,8 @@ from k2.query.sqlbuild import (
     _Source,
     symbol_list,
 )
+from k2.query.trace import TRACE_TABLES, Trace, parse_trace_id
+from k2.query.trace import trace as trace_row
 
 # Re-exported: the client's rooms and the names other modules and tests import from here.
 __all__ = [
@@ -334,6 +336,22 @@ class Client(Analytics):
         )
         table = self._execute(sql, [*inner_params, *params], query="gaps")
         return QueryResult(self._conform(table, TABLES["gaps"].record), {"gaps": read.snapshot_id})
+
+    def trace(self, table: str, ident: str) -> Trace:
+        """Where one landed row came from (see :mod:`k2.query.trace`): ``ident`` is ``EXCHANGE:SYMBOL:ID``.
+
+        The row (lineage columns included), its Kafka message (topic, partition, offset, message id) or
+        file and line, the snapshot that committed it and the adjacent gaps of the ledger. Reads the
+        current table state (not the client's pin).
+
+        Example::
+
+            client.trace("trades", "binance:BTCUSDT:3735683259").source
+            # {'kind': 'kafka', 'topic': 'market.crypto.trades.binance', 'partition': 0, 'offset': 0, ...}
+        """
+        if table not in TRACE_TABLES:  # checked before any table is loaded
+            parse_trace_id(table, ident)
+        return trace_row(self._load(table), self._load("gaps"), table, ident)
 
     # -- read-only SQL ---------------------------------------------------------------------------------
     def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> QueryResult:

@@ -40,7 +40,7 @@ from typing import Any
 import orjson
 
 from k2.model import QUOTE, TRADE, DataType, RecordType
-from k2.model.values import canonical_instrument, datetime_to_micros, to_unscaled
+from k2.model.values import canonical_instrument, datetime_to_micros, quote_currency, to_unscaled
 from k2.sources.live import (
     ControlSender,
     Event,
@@ -190,6 +190,7 @@ def parse_match(msg: Mapping[str, Any], receipt_us: int) -> dict[str, Any]:
         "source_sequence": sequence if type(sequence) is int else None,
         "conditions": [],
         "vendor": vendor,
+        "currency": quote_currency(EXCHANGE, product),  # the product id says it: BTC-USD -> USD
     }
 
 
@@ -227,6 +228,7 @@ def parse_ticker(msg: Mapping[str, Any], receipt_us: int) -> dict[str, Any]:
         "receipt_ts": receipt_us,
         "ingest_ts": None,
         "vendor": vendor,
+        "currency": quote_currency(EXCHANGE, product),
     }
 
 

@@ -85,7 +85,7 @@ import pyarrow.compute as pc
 from k2.lake.writer import conform
 from k2.model import KLINE, QUOTE, TRADE, AssetClass, RecordType
 from k2.model.arrow import decimal_array
-from k2.model.values import canonical_instrument, to_unscaled
+from k2.model.values import canonical_instrument, quote_currency, to_unscaled
 from k2.sources.files.columns import (
     const_strings,
     epoch_to_micros,
@@ -321,6 +321,7 @@ def _trade_table(
         "source_sequence": ids,
         "conditions": flag_list(best, "BEST_MATCH"),
         "vendor": string_map({"source_file": const_strings(layout.source_file, n), **vendor}),
+        "currency": _currency(layout.exchange, layout.symbol, n),
     }
     return conform(pa.table(data), "trades")
 
@@ -493,6 +494,17 @@ _CONTRACT_VENUES = (
 )
 
 
+def _currency(exchange: str, symbol: str, n: int) -> pa.Array:
+    """The currency column of a one-symbol file: stated by the venue, else null (see quote_currency)."""
+    currency = quote_currency(exchange, symbol)
+    return const_strings(currency, n) if currency is not None else pa.nulls(n, pa.string())
+
+
+def _pair_currency(exchange_and_symbol: str) -> str | None:
+    exchange, _, symbol = exchange_and_symbol.partition("\x1f")
+    return quote_currency(exchange, symbol)
+
+
 def tardis_instrument(exchange_and_symbol: str) -> str:
     """K2's instrument for a Tardis (exchange, symbol): ``BASE-QUOTE`` where it is defined, else the venue's name.
 
@@ -638,6 +650,7 @@ class _Tardis(FileFormat):
                 pc.binary_join_element_wise(exchange, symbol, "\x1f"), tardis_instrument
             ),
             "asset_class": asset,
+            "currency": _per_value(pc.binary_join_element_wise(exchange, symbol, "\x1f"), _pair_currency),
         }
 
     def topic_identity(self, layout: Layout) -> tuple[str, str]:
@@ -852,6 +865,7 @@ class _Asx(FileFormat):
             "symbol": const_strings(layout.symbol, n),
             "instrument": const_strings(layout.symbol, n),
             "asset_class": const_strings("equities", n),
+            "currency": _currency("asx", layout.symbol, n),
         }
 
 
