@@ -47,6 +47,18 @@ def _tag_name(as_of: object) -> str | None:
     return None
 
 
+def _missing(table: Table, snap: Any, short: str) -> tuple[str, ...]:
+    """The message columns absent from the schema ``snap`` was written with (none for the current schema)."""
+    schema_id = getattr(snap, "schema_id", None)
+    if schema_id is None or schema_id == table.metadata.current_schema_id:
+        return ()
+    schema = table.schemas().get(schema_id)
+    if schema is None:
+        return ()
+    present = {f.name for f in schema.fields}
+    return tuple(f.name for f in TABLES[short].record.fields if f.name not in present)
+
+
 @dataclass(frozen=True)
 class _Read:
     """What one table read resolves to: the metadata JSON and the snapshot id (None: no data then)."""
@@ -56,6 +68,8 @@ class _Read:
     snapshot_id: int | None
     summary: dict[str, str]
     pinned: bool
+    # Message columns the snapshot's schema lacks (a snapshot from before a schema upgrade): read as NULL.
+    missing: tuple[str, ...] = ()
 
 
 class ClientState:
@@ -180,7 +194,10 @@ class Resolver(ClientState):
         if snap is None:
             return _Read(short, metadata_location(table), None, {}, pin is not None)
         summary = dict(snap.summary.additional_properties) if snap.summary is not None else {}
-        return _Read(short, metadata_location(table), int(snap.snapshot_id), summary, pin is not None)
+        location = metadata_location(table)
+        return _Read(
+            short, location, int(snap.snapshot_id), summary, pin is not None, _missing(table, snap, short)
+        )
 
     def snapshot_id(self, table: str = "trades", as_of: AsOf | None = None) -> int | None:
         """The snapshot id a query on ``table`` reads now (or at ``as_of``); None when the table is empty.

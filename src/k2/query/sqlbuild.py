@@ -160,8 +160,14 @@ class SqlBuilder(Resolver):
         record = TABLES[read.short].record
         if read.snapshot_id is None or read.location is None:
             return f"SELECT {select} FROM ({_empty_select(record)}) WHERE {where}", list(params)  # noqa: S608 - constant fragments
+        scan = "iceberg_scan(?, snapshot_from_id => ?)"
+        if read.missing:  # a snapshot from before a schema upgrade: the model's newer columns read as NULL
+            nulls = ", ".join(
+                f'CAST(NULL AS {_DUCK_TYPES[record.field(n).kind]}) AS "{n}"' for n in read.missing
+            )
+            scan = f"(SELECT *, {nulls} FROM {scan})"  # noqa: S608 - names from the model, not user text
         return (
-            f"SELECT {select} FROM iceberg_scan(?, snapshot_from_id => ?) WHERE {where}",  # noqa: S608 - constant fragments
+            f"SELECT {select} FROM {scan} WHERE {where}",  # noqa: S608 - constant fragments
             [read.location, read.snapshot_id, *params],
         )
 
