@@ -9,6 +9,7 @@ file: readers (DuckDB) get the exact metadata JSON path from :func:`metadata_loc
 
 Example:
     >>> from k2.config import Settings
+from k2.lake.encoding import install as install_encodings
     >>> from k2.lake.catalog import TABLES
     >>> TABLES["trades"].identifier
     ('market_data', 'trades')
@@ -35,6 +36,7 @@ from pyiceberg.table.sorting import SortField, SortOrder
 from pyiceberg.transforms import BucketTransform, DayTransform, IdentityTransform
 
 from k2.config import Settings
+from k2.lake.encoding import install as install_encodings
 from k2.model import BOOK_DELTA, BOOK_SNAPSHOT, GAP, INSTRUMENT, KLINE, QUOTE, TRADE, RecordType
 
 
@@ -140,6 +142,7 @@ def s3_properties(settings: Settings) -> dict[str, str]:
 
 def load_catalog(settings: Settings) -> Catalog:
     """Open the catalog the settings describe (creating K2's local directories for the default)."""
+    install_encodings()  # delta-encoded lineage columns in every data file this process writes
     props: dict[str, Any] = {"warehouse": settings.warehouse_location, **s3_properties(settings)}
     if settings.catalog_properties:  # e.g. SigV4 signing for Glue's / S3 Tables' REST endpoints
         props.update(json.loads(settings.catalog_properties))
