@@ -205,3 +205,23 @@ def test_arrow_lineage_is_not_in_the_message() -> None:
         assert "lineage_offset" in record.table_arrow_schema().names
         assert record.arrow_schema().field("currency").type == pa.string()
     assert FORMATS["binance-trades"].record is TRADE
+
+
+def test_message_ids_of_foreign_or_malformed_headers_are_null() -> None:
+    """A message from another producer (no k2.mid, a non-UTF-8 or malformed one) lands with a null id."""
+    from k2.bus.lineage import message_ids
+
+    producers, sequences = message_ids(
+        [
+            [("k2.cid", b"ab"), ("k2.mid", b"ab:3")],
+            None,
+            [("k2.mid", b"\xff\xfe:1")],
+            [("k2.mid", b":1")],
+            [("k2.mid", b"a:b")],
+            {"k2.mid": "s:5"},
+            [("k2.mid", b"x:99999999999999999999")],
+            [("k2.mid", b"a:b:7"), ("other", b"1")],
+        ]
+    )
+    assert producers.to_pylist() == ["ab", None, None, None, None, "s", None, "a:b"]
+    assert sequences.to_pylist() == [3, None, None, None, None, 5, None, 7]

@@ -248,8 +248,8 @@ def _lineage(good: pa.Table, batch: _Batch, positions: np.ndarray) -> pa.Table:
         batch.topic_codes[positions],
         batch.partitions_array[positions],
         batch.offsets[positions],
-        pa.array(producers, pa.string()).take(take),
-        pa.array(sequences, pa.int64()).take(take),
+        producers.take(take),
+        sequences.take(take),
     )
 
 
