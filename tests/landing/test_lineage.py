@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import pyarrow as pa
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from typer.testing import CliRunner
 
+from k2.api.keys import KeyStore
 from k2.bus import MarketDataProducer, topic_name
 from k2.bus.lineage import MID_HEADER
 from k2.bus.serde import AvroBatchDecoder, registry_client
@@ -31,6 +33,7 @@ from k2.query.client import Client
 from k2.query.errors import QueryError
 from k2.sources.files import import_files
 from k2.sources.files.formats import FORMATS
+from tests.api.helpers import serve
 from tests.landing.helpers import make_trades
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "binance-BTCUSDT-trades-2021-01-03-first40.csv"
@@ -196,6 +199,20 @@ def test_trace_one_row(settings: Settings, unique: str, monkeypatch: pytest.Monk
     assert as_json["rows"][0]["trade_id"] == 105 and as_json["source"] == traced.source
     bad = CliRunner().invoke(app, ["trace", "trades", "nope"])
     assert bad.exit_code == 2 and "expected EXCHANGE:SYMBOL:NUMBER" in bad.stderr
+
+    # The REST API: GET /v1/trace answers the same trace; a malformed id is a 400, a missing row a 404.
+    read_key, _ = KeyStore.from_settings(settings).create("reader", "read")
+    with (
+        serve(settings) as server,
+        httpx.Client(base_url=server.url, headers={"X-API-Key": read_key}) as http,
+    ):
+        answer = http.get("/v1/trace", params={"table": "trades", "id": f"{exchange}:BTCUSDT:105"})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["source"] == traced.source and answer.json()["rows"][0]["trade_id"] == 105
+        malformed = http.get("/v1/trace", params={"table": "trades", "id": "BTCUSDT"})
+        assert malformed.status_code == 400 and "expected EXCHANGE:SYMBOL:NUMBER" in malformed.text
+        missing = http.get("/v1/trace", params={"table": "trades", "id": f"{exchange}:BTCUSDT:999999"})
+        assert missing.status_code == 404
 
 
 def test_arrow_lineage_is_not_in_the_message() -> None:

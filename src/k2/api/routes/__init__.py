@@ -15,6 +15,7 @@ from collections.abc import Callable
 from fastapi import APIRouter
 
 from k2.api.routes import admin, aggregates, ops, reference, rows
+from k2.api.routes import trace as trace_routes  # /v1/trace (issue 17): its own module, one line here
 from k2.api.state import ApiState
 
 ROUTERS: tuple[Callable[[ApiState], APIRouter], ...] = (
@@ -23,4 +24,5 @@ ROUTERS: tuple[Callable[[ApiState], APIRouter], ...] = (
     aggregates.router,
     reference.router,
     admin.router,
+    trace_routes.router,
 )
