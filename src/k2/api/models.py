@@ -5,8 +5,8 @@ documented columns cannot drift from the tables. JSON conventions: exact decimal
 ISO-8601 UTC strings, lists arrays, maps objects.
 
 Example:
-    >>> sorted(TradeRow.model_json_schema()["properties"])[:3]
-    ['asset_class', 'conditions', 'exchange']
+    >>> sorted(TradeRow.model_json_schema()["properties"])[:4]
+    ['asset_class', 'conditions', 'currency', 'exchange']
 """
 
 from __future__ import annotations

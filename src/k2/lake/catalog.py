@@ -9,7 +9,6 @@ file: readers (DuckDB) get the exact metadata JSON path from :func:`metadata_loc
 
 Example:
     >>> from k2.config import Settings
-from k2.lake.encoding import install as install_encodings
     >>> from k2.lake.catalog import TABLES
     >>> TABLES["trades"].identifier
     ('market_data', 'trades')

@@ -89,7 +89,7 @@ def to_wire(record: RecordType, table: pa.Table) -> Iterator[dict[str, Any]]:
     >>> from k2.model.arrow import records_to_arrow
     >>> row = dict(exchange="binance", symbol="BTCUSDT", instrument="BTC-USDT", asset_class="crypto", trade_id=1,
     ...     price=6183763000000, quantity=2000000, quote_quantity=None, side="SELL", exchange_ts=5, receipt_ts=6,
-    ...     ingest_ts=7, source_sequence=1, conditions=["BEST_MATCH"], vendor={"E": "9"})
+    ...     ingest_ts=7, source_sequence=1, conditions=["BEST_MATCH"], vendor={"E": "9"}, currency="USDT")
     >>> next(to_wire(TRADE, records_to_arrow(TRADE, [row]))) == row
     True
     """
