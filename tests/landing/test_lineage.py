@@ -242,3 +242,52 @@ def test_message_ids_of_foreign_or_malformed_headers_are_null() -> None:
     )
     assert producers.to_pylist() == ["ab", None, None, None, None, "s", None, "a:b"]
     assert sequences.to_pylist() == [3, None, None, None, None, 5, None, 7]
+
+
+def test_currency_from_the_source_or_reference_data_never_guessed(tmp_path: Path) -> None:
+    """Binance files do not say which part of BTCUSDT is the quote asset: null until reference data
+    (Binance's symbol info in reference.instruments) says USDT; Coinbase's product id says USD."""
+    from k2.sources.coinbase import parse_match
+    from k2.sources.reference import parse_exchange_info, write_instruments
+
+    lake = Settings(data_dir=tmp_path / "k2", kafka_bootstrap_servers="127.0.0.1:1")
+    name = "BTCUSDT-trades-2021-01-03.csv"
+    first, second = tmp_path / "first" / name, tmp_path / "second" / name
+    lines = FIXTURE.read_text().splitlines(keepends=True)
+    for path, part in ((first, lines[:20]), (second, lines[20:])):
+        path.parent.mkdir()
+        path.write_text("".join(part))
+    landers: dict[str, DirectLanding] = {}
+
+    def lander(short: str) -> DirectLanding:
+        return landers.setdefault(short, DirectLanding(lake, short))
+
+    import_files("binance-trades", [first], lake, lander=lander)
+    tables = ensure_tables(load_catalog(lake), lake)
+    info = json.loads((FIXTURE.parent / "binance_exchange_info.json").read_text())
+    write_instruments(tables["instruments"], parse_exchange_info(info))
+    landers.clear()  # a new import run reads the reference as it is now
+    import_files("binance-trades", [second], lake, lander=lander)
+    tables["trades"].refresh()
+    rows = tables["trades"].scan().to_arrow().to_pylist()
+    assert len(rows) == 40 and {r["lineage_file"] for r in rows} == {name}
+    boundary = int(lines[20].split(",")[0])
+    assert {r["currency"] for r in rows if r["trade_id"] < boundary} == {None}  # the reference knew nothing
+    assert {r["currency"] for r in rows if r["trade_id"] >= boundary} == {"USDT"}  # quoteAsset of BTCUSDT
+
+    coinbase = parse_match(
+        {
+            "type": "match",
+            "trade_id": 1,
+            "sequence": 5,
+            "maker_order_id": "a",
+            "taker_order_id": "b",
+            "time": "2021-04-17T16:43:30.244075Z",
+            "product_id": "BTC-USD",
+            "size": "0.1",
+            "price": "60000.01",
+            "side": "sell",
+        },
+        0,
+    )
+    assert coinbase["currency"] == "USD"
