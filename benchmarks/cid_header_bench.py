@@ -6,7 +6,8 @@ rounds (the machine is shared, so rounds vary; compare the medians and the per-p
 * raw: confluent-kafka `produce()` of 150-byte values with K2's producer settings, with and without
   the header (the upper bound of the header's relative cost);
 * k2: `MarketDataProducer.send()` of real demo-capture trades (Avro encoding included), with the
-  default `k2.cid` header and with `headers={}` (no header).
+  default `k2.cid` header and with `headers={}` (no `k2.cid`; since issue 17 the producer adds its
+  `k2.mid` message id header to every message in both rounds).
 
 Run: .venv/bin/python benchmarks/cid_header_bench.py [messages_per_round] [rounds]
 """

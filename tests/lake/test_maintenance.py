@@ -117,8 +117,9 @@ def append_files(table: Table, batches: list[pa.Table], next_offset: int) -> Non
 
 
 def row_set(data: pa.Table) -> list[tuple[str, ...]]:
-    """Every row, all columns, as sortable strings (duplicates kept)."""
-    columns = data.column_names
+    """Every row, all message columns, as sortable strings (duplicates kept). The table's lineage
+    columns (table-side, NULL for these batches written without an origin) are left out."""
+    columns = [c for c in data.column_names if not c.startswith("lineage_")]
     return sorted(tuple(str(row[c]) for c in columns) for row in data.to_pylist())
 
 
