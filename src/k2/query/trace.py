@@ -84,11 +84,15 @@ def parse_trace_id(table: str, ident: str) -> tuple[str, str, int]:
     if table not in TRACE_TABLES:
         raise QueryError(f"table: expected one of {', '.join(TRACE_TABLES)}, found {table!r}")
     parts = ident.split(":") if isinstance(ident, str) else []
-    if len(parts) != 3 or not parts[0] or not parts[1] or not parts[2].lstrip("-").isdigit():
+    digits = parts[2].removeprefix("-") if len(parts) == 3 else ""
+    if len(parts) != 3 or not parts[0] or not parts[1] or not (digits.isascii() and digits.isdigit()):
         raise QueryError(
             f"id: expected EXCHANGE:SYMBOL:NUMBER (e.g. binance:BTCUSDT:123456), found {ident!r}"
         )
-    return parts[0], parts[1], int(parts[2])
+    number = int(parts[2])
+    if not -(2**63) <= number < 2**63:
+        raise QueryError(f"id: expected a number that fits in 64 bits, found {parts[2]!r}")
+    return parts[0], parts[1], number
 
 
 def trace(table: Table | None, gaps_table: Table | None, short: str, ident: str) -> Trace:

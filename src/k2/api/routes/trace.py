@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 
 from k2.api.auth import read_auth
 from k2.api.errors import error_responses
+from k2.api.respond import DATA_ERRORS
 from k2.api.state import ApiState, run
 
 
@@ -28,7 +29,7 @@ def router(state: ApiState) -> APIRouter:
         dependencies=read_auth(state),
         responses={
             200: {"description": "The row, its source, the committing snapshot and adjacent gaps."},
-            **error_responses(400, 401, 404),
+            **error_responses(*DATA_ERRORS),
         },
         summary="Trace one landed row to its Kafka message or file line",
     )
