@@ -144,8 +144,10 @@ def _expected(
         if endpoint == "replay":
             if snap is None:
                 return []
+            columns = ", ".join(f'"{name}"' for name in TRADE.field_names)  # the message columns (no lineage)
             result = direct.as_of(snap).sql(
-                "SELECT * FROM trades WHERE exchange_ts >= ? AND exchange_ts < ? ORDER BY exchange_ts, exchange, symbol, trade_id",
+                f"SELECT {columns} FROM trades WHERE exchange_ts >= ? AND exchange_ts < ? "
+                "ORDER BY exchange_ts, exchange, symbol, trade_id",
                 [params["start"], params["end"]],
             )
             return rows_from_arrow(result.table)
