@@ -9,6 +9,7 @@ import httpx
 
 from k2.lake.catalog import load_catalog, load_table
 from k2.lake.writer import append
+from k2.model import TRADE
 from k2.query.client import Client
 from tests.api.conftest import Api
 from tests.api.helpers import quotes_table, rows_from_arrow, trades_table
@@ -93,8 +94,10 @@ def test_quotes_pages_and_replay_pinned(api: Api) -> None:
         expected_quotes = rows_from_arrow(
             direct.quotes("BTCUSDT", START, END, limit=10_000, as_of=snap_q).table
         )
+        columns = ", ".join(f'"{name}"' for name in TRADE.field_names)  # the message columns (no lineage)
         all_trades = direct.sql(
-            "SELECT * FROM trades WHERE exchange_ts >= ? AND exchange_ts < ? ORDER BY exchange_ts, exchange, symbol, trade_id",
+            f"SELECT {columns} FROM trades WHERE exchange_ts >= ? AND exchange_ts < ? "
+            "ORDER BY exchange_ts, exchange, symbol, trade_id",
             [START, END],
         )
         assert all_trades.snapshot_ids["trades"] == snap_t
