@@ -206,6 +206,7 @@ def _trade_row(
         "source_sequence": ident,
         "conditions": ["BEST_MATCH"] if best_match is True else [],
         "vendor": vendor,
+        "currency": None,  # the stream does not say which part of BTCUSDT is the quote: landing fills it from reference data
     }
 
 
@@ -314,6 +315,7 @@ def parse_book_ticker(
         "receipt_ts": receipt_us,
         "ingest_ts": None,
         "vendor": vendor,
+        "currency": None,  # filled at landing from reference.instruments (Binance's quoteAsset)
     }
 
 
