@@ -19,7 +19,6 @@ Hazards:
 
 Example:
     >>> from k2.config import Settings
-from k2.telemetry.procs import free_port, port_bindable
     >>> storage_wanted(Settings(broker_storage="memory://tansu/"))
     False
 """
