@@ -50,17 +50,22 @@ import pyarrow as pa
 import structlog
 from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, ValidationException
 from pyiceberg.expressions import AlwaysTrue
-from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
-from pyiceberg.manifest import DataFile, ManifestContent, ManifestEntry, ManifestEntryStatus, ManifestFile
-from pyiceberg.table import FileScanTask, Table, Transaction
-from pyiceberg.table.metadata import TableMetadata
-from pyiceberg.table.snapshots import Operation, Snapshot, Summary
-from pyiceberg.table.update import update_table_metadata
-from pyiceberg.table.update.snapshot import _OverwriteFiles, _SnapshotProducer
-from pyiceberg.typedef import EMPTY_DICT, Record
+from pyiceberg.io.pyarrow import ArrowScan
+from pyiceberg.manifest import DataFile, ManifestContent
+from pyiceberg.table import FileScanTask, Table
+from pyiceberg.table.snapshots import Operation, Snapshot
+from pyiceberg.typedef import Record
 
 from k2.config import Settings
 from k2.lake.catalog import TABLES, load_catalog, load_table, s3_properties
+from k2.lake.compat import (
+    CachedTransaction,
+    Plan,
+    ReplaceFiles,
+    Replan,
+    RewriteManifests,
+    data_files_from_arrow,
+)
 from k2.lake.summary import MAINTENANCE_KEY, carried, commit_summary
 from k2.lake.tags import drop_expired_tags
 from k2.lake.writer import sort_for_table
@@ -157,149 +162,15 @@ def _sort(data: pa.Table, table: Table, short_name: str | None) -> pa.Table:
     return data.sort_by(keys) if keys and data.num_rows > 1 else data
 
 
-@dataclass
-class _Plan:
-    """The manifests one maintenance commit wrote, so a retry only rewrites the manifest list."""
-
-    snapshot_id: int
-    new_manifests: list[ManifestFile]
-    replaced_paths: set[str]
-
-
-class _Replan(Exception):
-    """The parent no longer holds the manifests the plan replaces: plan again from scratch."""
-
-
-class _Rebasing:
-    """Mixin for maintenance producers: record the first attempt's manifests; rebase retries onto them.
-
-    After a concurrent commit, pyiceberg would rewrite every manifest again, which takes longer than
-    the gap between landing commits, so maintenance would never win a race. Landing only fast-appends
-    (adds manifests), so a retry keeps the manifests already written (same snapshot id, so their
-    entries stay valid), drops the parent's manifests the plan replaced and keeps every other parent
-    manifest, including those a concurrent append added: nothing it landed can be lost. If a replaced
-    manifest is gone from the parent (another maintenance run), :class:`_Replan`.
-    """
-
-    plan: _Plan | None = None
-    recorded: _Plan | None = None
-
-    def _manifests(self) -> list[ManifestFile]:
-        producer: Any = self
-        parent = (
-            producer._transaction.table_metadata.snapshot_by_id(producer._parent_snapshot_id)
-            if producer._parent_snapshot_id
-            else None
-        )
-        parent_manifests = parent.manifests(producer._io) if parent is not None else []
-        parent_paths = {m.manifest_path for m in parent_manifests}
-        if self.plan is not None:
-            if not self.plan.replaced_paths <= parent_paths:
-                raise _Replan()
-            return self.plan.new_manifests + [
-                m for m in parent_manifests if m.manifest_path not in self.plan.replaced_paths
-            ]
-        result: list[ManifestFile] = super()._manifests()  # type: ignore[misc]
-        result_paths = {m.manifest_path for m in result}
-        self.recorded = _Plan(
-            snapshot_id=producer._snapshot_id,
-            new_manifests=[m for m in result if m.manifest_path not in parent_paths],
-            replaced_paths=parent_paths - result_paths,
-        )
-        return result
-
-    def _clean_all_uncommitted(self) -> None:
-        # Keep the manifests for the rebased retry; only this attempt's manifest list is garbage.
-        producer: Any = self
-        for path in producer._written_manifest_lists:
-            with contextlib.suppress(OSError):
-                producer._io.delete(path)
-        producer._written_manifest_lists.clear()
-
-
-class _ReplaceFiles(_Rebasing, _OverwriteFiles):
-    """Delete exactly the given files and add new ones, recorded as a ``replace`` snapshot (same rows)."""
-
-    def _summary(self, snapshot_properties: dict[str, str] = EMPTY_DICT) -> Summary:
-        # pyiceberg's totals bookkeeping only knows append/overwrite/delete: compute as overwrite, relabel.
-        summary = super()._summary(snapshot_properties)
-        return Summary(Operation.REPLACE, **summary.additional_properties)
-
-
-class _RewriteManifests(_Rebasing, _SnapshotProducer["_RewriteManifests"]):
-    """Repack the parent's live manifest entries into few manifests, as a ``replace`` snapshot."""
-
-    entries_per_manifest: int = 20_000
-
-    def _existing_manifests(self) -> list[ManifestFile]:
-        parent = (
-            self._transaction.table_metadata.snapshot_by_id(self._parent_snapshot_id)
-            if self._parent_snapshot_id
-            else None
-        )
-        if parent is None:
-            return []
-        by_spec: dict[int, list[ManifestEntry]] = defaultdict(list)
-        kept: list[ManifestFile] = []
-        for manifest in parent.manifests(self._io):
-            if manifest.content != ManifestContent.DATA:
-                kept.append(manifest)  # K2 writes no delete files; keep any as they are
-                continue
-            for entry in manifest.fetch_manifest_entry(self._io, discard_deleted=True):
-                by_spec[manifest.partition_spec_id].append(
-                    ManifestEntry.from_args(
-                        status=ManifestEntryStatus.EXISTING,
-                        snapshot_id=entry.snapshot_id,
-                        sequence_number=entry.sequence_number,
-                        file_sequence_number=entry.file_sequence_number,
-                        data_file=entry.data_file,
-                    )
-                )
-        written: list[ManifestFile] = []
-        for spec_id, entries in by_spec.items():
-            for start in range(0, len(entries), self.entries_per_manifest):
-                with self.new_manifest_writer(self.spec(spec_id)) as writer:
-                    for entry in entries[start : start + self.entries_per_manifest]:
-                        writer.add_entry(entry)
-                written.append(writer.to_manifest_file())
-        return written + kept
-
-    def _deleted_entries(self) -> list[ManifestEntry]:
-        return []
-
-    def _summary(self, snapshot_properties: dict[str, str] = EMPTY_DICT) -> Summary:
-        self._operation = Operation.OVERWRITE
-        summary = super()._summary(snapshot_properties)
-        return Summary(Operation.REPLACE, **summary.additional_properties)
-
-
-class _Transaction(Transaction):
-    """pyiceberg's Transaction re-derives (deep-copies) the table metadata on every access; cache it.
-
-    A snapshot producer reads ``table_metadata`` dozens of times per commit and the copy grows with the
-    snapshot history, which made each maintenance commit slow enough to lose every race with landing.
-    The cache is keyed on the identity of the base metadata and of the staged updates (both immutable).
-    """
-
-    _cached: tuple[int, int, TableMetadata] | None = None
-
-    @property
-    def table_metadata(self) -> TableMetadata:
-        key = (id(self._table.metadata), id(self._updates))
-        if self._cached is None or self._cached[:2] != key:
-            self._cached = (*key, update_table_metadata(self._table.metadata, self._updates))
-        return self._cached[2]
-
-
 def _commit_with_retry(
-    table: Table, build: Callable[[Any, _Plan | None], Any], report: MaintenanceReport
+    table: Table, build: Callable[[Any, Plan | None], Any], report: MaintenanceReport
 ) -> bool:
     """Commit a maintenance snapshot; on a concurrent commit refresh and rebase it. False: gave up.
 
     ``build(tx, plan)`` stages the producer in ``tx`` (reusing ``plan``'s snapshot id and manifests when
     given) and returns it.
     """
-    plan: _Plan | None = None
+    plan: Plan | None = None
     written: list[str] = []
 
     def discard() -> None:
@@ -310,7 +181,7 @@ def _commit_with_retry(
 
     for attempt in range(_MAX_ATTEMPTS):
         table.refresh()
-        tx = _Transaction(table, autocommit=False)
+        tx = CachedTransaction(table, autocommit=False)
         try:
             producer = build(tx, plan)
             if plan is None and producer.recorded is not None:
@@ -321,7 +192,7 @@ def _commit_with_retry(
         except CommitFailedException:
             report.commit_conflicts += 1
             time.sleep(min(0.01 * (attempt + 1), 0.2) * random.uniform(0.5, 1.5))
-        except _Replan:
+        except Replan:
             discard()
             plan = None
         except ValidationException as exc:
@@ -387,12 +258,12 @@ def _compact_partition(
         }
     )
     written = list(
-        _dataframe_to_data_files(table_metadata=metadata, df=data, io=table.io, write_uuid=uuid.uuid4())
+        data_files_from_arrow(table_metadata=metadata, df=data, io=table.io, write_uuid=uuid.uuid4())
     )
 
-    def build(tx: Any, plan: _Plan | None) -> _ReplaceFiles:
+    def build(tx: Any, plan: Plan | None) -> ReplaceFiles:
         props = commit_summary(table.current_snapshot(), MAINTENANCE_WRITER, {MAINTENANCE_KEY: "compaction"})
-        producer = _ReplaceFiles(
+        producer = ReplaceFiles(
             operation=Operation.OVERWRITE, transaction=tx, io=table.io, snapshot_properties=props
         )
         if plan is not None:
@@ -528,11 +399,11 @@ def rewrite_manifests(
         report.manifests_rewritten = True
         return
 
-    def build(tx: Any, plan: _Plan | None) -> _RewriteManifests:
+    def build(tx: Any, plan: Plan | None) -> RewriteManifests:
         props = commit_summary(
             table.current_snapshot(), MAINTENANCE_WRITER, {MAINTENANCE_KEY: "rewrite-manifests"}
         )
-        producer = _RewriteManifests(
+        producer = RewriteManifests(
             operation=Operation.OVERWRITE, transaction=tx, io=table.io, snapshot_properties=props
         )
         if plan is not None:
