@@ -36,8 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import random
-import threading
 import time
 import uuid
 from collections import defaultdict
@@ -69,6 +67,7 @@ from k2.lake.compat import (
 from k2.lake.summary import MAINTENANCE_KEY, carried, commit_summary
 from k2.lake.tags import drop_expired_tags
 from k2.lake.writer import sort_for_table
+from k2.pacing import Backoff, Periodic
 from k2.telemetry.metrics import metric
 
 log = structlog.get_logger("k2.maintenance")
@@ -179,7 +178,8 @@ def _commit_with_retry(
                 table.io.delete(path)
         written.clear()
 
-    for attempt in range(_MAX_ATTEMPTS):
+    backoff = Backoff(0.01, 0.2)
+    for _attempt in range(_MAX_ATTEMPTS):
         table.refresh()
         tx = CachedTransaction(table, autocommit=False)
         try:
@@ -191,7 +191,7 @@ def _commit_with_retry(
             return True
         except CommitFailedException:
             report.commit_conflicts += 1
-            time.sleep(min(0.01 * (attempt + 1), 0.2) * random.uniform(0.5, 1.5))
+            time.sleep(backoff.next_delay())
         except Replan:
             discard()
             plan = None
@@ -355,7 +355,8 @@ def expire_snapshots(
         report.notes.append(
             f"tags past their retention {'to drop' if dry_run else 'dropped'}: {', '.join(dropped)}"
         )
-    for attempt in range(_MAX_ATTEMPTS):
+    backoff = Backoff(0.01, 0.2)
+    for _attempt in range(_MAX_ATTEMPTS):
         table.refresh()
         ids = snapshots_to_expire(table, settings, now)
         report.snapshots_expired = len(ids)
@@ -367,7 +368,7 @@ def expire_snapshots(
             return
         except CommitFailedException:  # a landing commit in between: recompute on the new state
             report.commit_conflicts += 1
-            time.sleep(min(0.01 * (attempt + 1), 0.2) * random.uniform(0.5, 1.5))
+            time.sleep(backoff.next_delay())
     report.snapshots_expired = 0
     report.notes.append(f"gave up expiring snapshots after {_MAX_ATTEMPTS} concurrent-commit conflicts")
 
@@ -631,10 +632,10 @@ def maintain(
     return reports
 
 
-class MaintenanceScheduler:
+class MaintenanceScheduler(Periodic):
     """Runs :func:`maintain` every ``maintenance_interval_seconds`` in a daemon thread (landing service).
 
-    Example (needs a catalog)::
+    The first run is one interval after start. Example (needs a catalog)::
 
         scheduler = MaintenanceScheduler(settings).start()
         ...
@@ -642,30 +643,14 @@ class MaintenanceScheduler:
     """
 
     def __init__(self, settings: Settings) -> None:
+        super().__init__("k2-maintenance", settings.maintenance_interval_seconds)
         self.settings = settings
         self.runs = 0
         self.last_reports: list[MaintenanceReport] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="k2-maintenance", daemon=True)
 
-    def start(self) -> MaintenanceScheduler:
-        """Start the thread; the first run is one interval after start."""
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Ask the thread to stop and wait for a run in progress (up to ``timeout`` seconds)."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.settings.maintenance_interval_seconds):
-            try:
-                self.last_reports = maintain(self.settings)
-                self.runs += 1
-            except Exception:  # keep landing alive; the next run retries
-                log.exception("scheduled maintenance failed")
+    def run_once(self) -> None:
+        self.last_reports = maintain(self.settings)
+        self.runs += 1
 
 
 def start_scheduler(settings: Settings) -> MaintenanceScheduler | None:
@@ -678,4 +663,6 @@ def start_scheduler(settings: Settings) -> MaintenanceScheduler | None:
     """
     if settings.maintenance_interval_seconds <= 0:
         return None
-    return MaintenanceScheduler(settings).start()
+    scheduler = MaintenanceScheduler(settings)
+    scheduler.start()
+    return scheduler
