@@ -90,6 +90,11 @@ def test_dlq_list_show_replay_after_fix_lands_exactly_once(settings: Settings, u
     )  # the fix did not dead-letter it again
     listed = runner.invoke(app, ["dlq", "list", "--topic", dlq], env=_env(settings))
     assert "1 dead letters, 1 replayed" in listed.output, listed.output
+    from k2.ops.status import collect_status
+
+    status = collect_status(settings)
+    assert status["dlq"][dlq] >= 1 and status["dlq_replayed"][dlq] == 1
+    assert f"{dlq}.replayed" not in {t for s in status["sources"].values() for t in s["topics"]}
 
 
 def test_repeated_replays_leave_still_invalid_letters_where_they_are(settings: Settings, unique: str) -> None:

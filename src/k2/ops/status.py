@@ -12,7 +12,8 @@ Everything is read from the real services, never from the processes' memory:
   landed exchange time: a DuckDB query over the newest two days of the table, pruned by partition), and
   its **open gaps** from ``quality.gaps``;
 * per table: rows, data files, bytes and snapshots (from the current snapshot's summary);
-* the DLQ: messages in each ``<topic>.dlq`` (high watermark minus low watermark; approximate on Tansu).
+* the DLQ: messages in each ``<topic>.dlq`` (high watermark minus low watermark; approximate on Tansu),
+  and how many of them ``k2 dlq replay`` moved back (``dlq_replayed``: the ``<dlq>.replayed`` markers).
 
 Example (needs the stack)::
 
@@ -199,7 +200,7 @@ def collect_status(settings: Settings, window_seconds: float = 300.0) -> dict[st
     now_ms = int(time.time() * 1000)
     report: dict[str, Any] = {
         "generated": _iso(now_ms), "window_seconds": window_seconds, "parts": _parts(settings), "broker": {},
-        "sources": {}, "topics": {}, "tables": {}, "gaps": {}, "dlq": {}, "errors": [],
+        "sources": {}, "topics": {}, "tables": {}, "gaps": {}, "dlq": {}, "dlq_replayed": {}, "errors": [],
     }  # fmt: skip
     marks: dict[tuple[str, int], tuple[int, int]] = {}
     try:
@@ -274,6 +275,9 @@ def collect_status(settings: Settings, window_seconds: float = 300.0) -> dict[st
     for topic, info in report["topics"].items():
         if topic.endswith(".dlq"):
             report["dlq"][topic] = info["messages"]
+            continue
+        if topic.endswith(".dlq.replayed"):  # one marker per letter moved back by `k2 dlq replay`
+            report["dlq_replayed"][topic.removesuffix(".replayed")] = info["messages"]
             continue
         exchange = _exchange_of(topic)
         if exchange is None:
@@ -355,7 +359,7 @@ def render_status(report: dict[str, Any], console: Console) -> None:
         title="Topics",
     )
     for name, info in sorted(report["topics"].items()):
-        if name.endswith(".dlq"):
+        if name.endswith((".dlq", ".dlq.replayed")):
             continue
         landed = info.get("landed_offsets")
         topics.add_row(
@@ -385,10 +389,14 @@ def render_status(report: dict[str, Any], console: Console) -> None:
         console.print(gaps)
     dlq = {k: v for k, v in report["dlq"].items() if v}
     total = sum(v or 0 for v in report["dlq"].values())
+    replayed = sum(v or 0 for k, v in report.get("dlq_replayed", {}).items() if k in report["dlq"])
     console.print(
         f"DLQ: {'' if exact else '≈ '}{total:,} messages"
+        + (f", {replayed:,} replayed, {max(0, total - replayed):,} waiting" if replayed else "")
         + (f" {dlq}" if dlq else "")
-        + ("  (k2 dlq list)" if total else "")
+        + ("  (k2 dlq list)" if total else ""),
+        markup=False,
+        highlight=False,
     )
     if not exact:
         console.print(
