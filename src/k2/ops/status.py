@@ -192,6 +192,9 @@ def _newest_exchange_times(settings: Settings, tables: dict[str, Any]) -> dict[s
 def collect_status(settings: Settings, window_seconds: float = 300.0) -> dict[str, Any]:
     """Gather the status report as plain data (also printed by ``k2 status --json``).
 
+    Each step records its own failure in ``errors`` and the report goes on: a broker or catalog that is
+    down is part of the answer, not a reason to give none.
+
     Example (needs the stack)::
 
         report = collect_status(load_settings())
@@ -207,71 +210,94 @@ def collect_status(settings: Settings, window_seconds: float = 300.0) -> dict[st
         marks = _broker(settings, report)
     except Exception as exc:  # the broker is down: say so, keep going
         report["errors"].append(f"broker: {exc}")
-    exact = bool(report["broker"].get("watermarks_exact", False))
-
     tables: dict[str, Any] = {}
     try:
-        from k2.lake.catalog import TABLES, ensure_tables, load_catalog
-        from k2.lake.summary import offsets_from_summary
-
-        tables = ensure_tables(load_catalog(settings), settings)
-        for short, table in tables.items():
-            snapshot = table.current_snapshot()
-            summary = snapshot.summary if snapshot is not None else None
-            props = summary.additional_properties if summary is not None else {}
-            covered, last = _snapshot_history(table, window_seconds, now_ms)
-            for topic, parts in offsets_from_summary(summary).items():
-                entry = report["topics"].setdefault(
-                    topic, {"partitions": len(parts), "messages": None, "messages_exact": exact}
-                )
-                lag = 0
-                known = True
-                for p, landed_to in parts.items():
-                    mark = marks.get((topic, int(p)))
-                    if mark is None:
-                        known = False
-                        continue
-                    lag += max(0, mark[1] - landed_to)
-                entry.update(
-                    table=TABLES[short].full_name,
-                    landed_offsets={p: int(o) for p, o in parts.items()},
-                    lag=lag if known else None,
-                    lag_exact=exact,
-                    rate_per_s=round(covered.get(topic, 0) / window_seconds, 2),
-                    last_commit=_iso(last.get(topic)),
-                    last_commit_age_s=round((now_ms - last[topic]) / 1000, 1) if topic in last else None,
-                )
-            report["tables"][TABLES[short].full_name] = {
-                "rows": int(props.get("total-records", 0)),
-                "files": int(props.get("total-data-files", 0)),
-                "bytes": int(props.get("total-files-size", 0)),
-                "snapshots": len(table.metadata.snapshots),
-                "last_commit": _iso(snapshot.timestamp_ms) if snapshot else "-",
-                "last_commit_age_s": round((now_ms - snapshot.timestamp_ms) / 1000, 1) if snapshot else None,
-            }
+        tables = _collect_tables(settings, report, marks, window_seconds, now_ms)
     except Exception as exc:
         report["errors"].append(f"catalog: {exc}")
-
-    open_gaps: dict[str, int] = {}
-    if "gaps" in tables:
-        try:
-            from k2.landing.ledger import current_gaps
-
-            for row in current_gaps(tables["gaps"]).to_pylist():
-                key = f"{row['exchange']}/{row['symbol']}"
-                entry = report["gaps"].setdefault(key, {"open": 0, "backfilled": 0, "lost": 0})
-                entry[row["status"]] = entry.get(row["status"], 0) + int(row["missing_count"])
-                if row["status"] == "open":
-                    open_gaps[row["exchange"]] = open_gaps.get(row["exchange"], 0) + int(row["missing_count"])
-        except Exception as exc:
-            report["errors"].append(f"gaps: {exc}")
-
+    open_gaps = _collect_gaps(tables, report)
     newest: dict[str, int] = {}
     try:
         newest = _newest_exchange_times(settings, tables)
     except Exception as exc:
         report["errors"].append(f"freshness: {exc}")
+    _collect_sources(report)
+    for exchange, source in report["sources"].items():
+        ts = newest.get(exchange)
+        source["newest_exchange_ts"] = _iso(ts // 1000) if ts else None
+        source["freshness_s"] = round(now_ms / 1000 - ts / 1e6, 1) if ts else None
+        source["open_gaps"] = open_gaps.get(exchange, 0)
+    return report
 
+
+def _collect_tables(
+    settings: Settings,
+    report: dict[str, Any],
+    marks: dict[tuple[str, int], tuple[int, int]],
+    window_seconds: float,
+    now_ms: int,
+) -> dict[str, Any]:
+    """Per table: size and last commit; per landed topic: landed offsets, lag, rate. Returns the tables."""
+    from k2.lake.catalog import TABLES, ensure_tables, load_catalog
+    from k2.lake.summary import offsets_from_summary
+
+    exact = bool(report["broker"].get("watermarks_exact", False))
+    tables = ensure_tables(load_catalog(settings), settings)
+    for short, table in tables.items():
+        snapshot = table.current_snapshot()
+        summary = snapshot.summary if snapshot is not None else None
+        props = summary.additional_properties if summary is not None else {}
+        covered, last = _snapshot_history(table, window_seconds, now_ms)
+        for topic, parts in offsets_from_summary(summary).items():
+            entry = report["topics"].setdefault(
+                topic, {"partitions": len(parts), "messages": None, "messages_exact": exact}
+            )
+            lag: int | None = 0
+            for p, landed_to in parts.items():
+                mark = marks.get((topic, int(p)))
+                lag = None if mark is None or lag is None else lag + max(0, mark[1] - landed_to)
+            entry.update(
+                table=TABLES[short].full_name,
+                landed_offsets={p: int(o) for p, o in parts.items()},
+                lag=lag,
+                lag_exact=exact,
+                rate_per_s=round(covered.get(topic, 0) / window_seconds, 2),
+                last_commit=_iso(last.get(topic)),
+                last_commit_age_s=round((now_ms - last[topic]) / 1000, 1) if topic in last else None,
+            )
+        report["tables"][TABLES[short].full_name] = {
+            "rows": int(props.get("total-records", 0)),
+            "files": int(props.get("total-data-files", 0)),
+            "bytes": int(props.get("total-files-size", 0)),
+            "snapshots": len(table.metadata.snapshots),
+            "last_commit": _iso(snapshot.timestamp_ms) if snapshot else "-",
+            "last_commit_age_s": round((now_ms - snapshot.timestamp_ms) / 1000, 1) if snapshot else None,
+        }
+    return tables
+
+
+def _collect_gaps(tables: dict[str, Any], report: dict[str, Any]) -> dict[str, int]:
+    """Missing ids per symbol and status into ``report["gaps"]``; returns open missing ids per exchange."""
+    open_gaps: dict[str, int] = {}
+    if "gaps" not in tables:
+        return open_gaps
+    try:
+        from k2.landing.ledger import current_gaps
+
+        for row in current_gaps(tables["gaps"]).to_pylist():
+            key = f"{row['exchange']}/{row['symbol']}"
+            entry = report["gaps"].setdefault(key, {"open": 0, "backfilled": 0, "lost": 0})
+            entry[row["status"]] = entry.get(row["status"], 0) + int(row["missing_count"])
+            if row["status"] == "open":
+                open_gaps[row["exchange"]] = open_gaps.get(row["exchange"], 0) + int(row["missing_count"])
+    except Exception as exc:
+        report["errors"].append(f"gaps: {exc}")
+    return open_gaps
+
+
+def _collect_sources(report: dict[str, Any]) -> None:
+    """Dead-letter counts per DLQ, and per exchange the sum of its topics' rate, lag and last commit."""
+    exact = bool(report["broker"].get("watermarks_exact", False))
     for topic, info in report["topics"].items():
         if topic.endswith(".dlq"):
             report["dlq"][topic] = info["messages"]
@@ -304,12 +330,6 @@ def collect_status(settings: Settings, window_seconds: float = 300.0) -> dict[st
         age = info.get("last_commit_age_s")
         if age is not None and (source["last_commit_age_s"] is None or age < source["last_commit_age_s"]):
             source["last_commit_age_s"] = age
-    for exchange, source in report["sources"].items():
-        ts = newest.get(exchange)
-        source["newest_exchange_ts"] = _iso(ts // 1000) if ts else None
-        source["freshness_s"] = round(now_ms / 1000 - ts / 1e6, 1) if ts else None
-        source["open_gaps"] = open_gaps.get(exchange, 0)
-    return report
 
 
 def _lag_text(lag: int | None, exact: bool) -> str:
@@ -318,6 +338,7 @@ def _lag_text(lag: int | None, exact: bool) -> str:
     return f"{lag:,}" if exact else f"≥ {lag:,}"
 
 
+# long: the one-screen status, one table after another in the order they are printed.
 def render_status(report: dict[str, Any], console: Console) -> None:
     """Print the report as rich tables (one screen)."""
     parts = RichTable("part", "port", "pid", "health", title="K2 stack")
