@@ -46,8 +46,12 @@ def parse_topic(topic: str) -> tuple[str, str, str]:
     return match.group(1), match.group(2), match.group(3)
 
 
-class BrokerUnavailableError(RuntimeError):
-    """No Kafka broker answered at the configured bootstrap servers."""
+class BrokerUnavailableError(KafkaException):
+    """No Kafka broker answered at the configured bootstrap servers.
+
+    A :class:`~confluent_kafka.KafkaException`, so every caller that already waits out a broker outage
+    (live feeds, the landing consumer, the rejects file) keeps doing so; its message says what was expected.
+    """
 
 
 def admin_client(settings: Settings) -> AdminClient:
