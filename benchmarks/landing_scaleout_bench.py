@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition  # noqa: E402
-from tests.landing.helpers import make_trades  # noqa: E402
+from tests.landing.helpers import TEN_SYMBOLS, make_trades  # noqa: E402
 
 from k2.bus import MarketDataProducer, ensure_topics  # noqa: E402
 from k2.bus.broker import tansu_process  # noqa: E402
@@ -42,18 +42,7 @@ from k2.telemetry.procs import free_port  # noqa: E402
 
 TOPIC = "market.crypto.trades.binance"
 PARTITIONS = 8
-SYMBOLS = [
-    "BTCUSDT",
-    "ETHUSDT",
-    "SOLUSDT",
-    "BNBUSDT",
-    "XRPUSDT",
-    "ADAUSDT",
-    "DOGEUSDT",
-    "LTCUSDT",
-    "DOTUSDT",
-    "TRXUSDT",
-]
+SYMBOLS = TEN_SYMBOLS
 
 
 def produce(settings: Settings, total: int) -> None:

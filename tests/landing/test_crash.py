@@ -33,7 +33,7 @@ from k2.landing import LandingConsumer
 from k2.landing.ledger import current_gaps
 from k2.model import TRADE
 from k2.telemetry.procs import free_port
-from tests.landing.helpers import make_trades, table_keys
+from tests.landing.helpers import TEN_SYMBOLS, make_trades, table_keys
 
 pytestmark = pytest.mark.slow
 
@@ -41,18 +41,7 @@ TOTAL = int(os.environ.get("K2_CRASH_TEST_TRADES", "500000"))
 KILLS = 10
 PRODUCE_SECONDS = 40.0
 TOPIC = "market.crypto.trades.binance"
-SYMBOLS = [
-    "BTCUSDT",
-    "ETHUSDT",
-    "SOLUSDT",
-    "BNBUSDT",
-    "XRPUSDT",
-    "ADAUSDT",
-    "DOGEUSDT",
-    "LTCUSDT",
-    "DOTUSDT",
-    "TRXUSDT",
-]
+SYMBOLS = TEN_SYMBOLS
 
 
 def _env(settings: Settings) -> dict[str, str]:
