@@ -14,13 +14,14 @@ from collections.abc import Callable
 
 from fastapi import APIRouter
 
-from k2.api.routes import admin, aggregates, ops, reference, rows
+from k2.api.routes import admin, aggregates, klines, ops, reference, rows
 from k2.api.state import ApiState
 
 ROUTERS: tuple[Callable[[ApiState], APIRouter], ...] = (
     ops.router,
     rows.router,
     aggregates.router,
+    klines.router,
     reference.router,
     admin.router,
 )
