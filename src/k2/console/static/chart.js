@@ -1,7 +1,10 @@
 // Chart: candlesticks + volume + VWAP (Plotly, served from the installed plotly wheel), zoom/pan fetching
 // only the range not loaded yet, trades as buy/sell points for short ranges, time travel (as_of).
-// Every value drawn comes from /v1/bars, /v1/trades, /v1/symbols and /v1/snapshots.
+// The order book at the cursor's time sits under it (book.js, /v1/book). Time travel lists the trades table's
+// snapshots and the tags that name them (a tag sets as_of=tag:NAME).
+// Every value drawn comes from /v1/bars, /v1/trades, /v1/symbols, /v1/snapshots and /v1/book.
 import { api } from "./api.js";
+import { BookPanel } from "./book.js";
 import { clear, el, isoUtc, shortTime } from "./util.js";
 
 const INTERVALS = { "1s": 1, "5s": 5, "15s": 15, "30s": 30, "1m": 60, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "4h": 14400, "1d": 86400 };
@@ -66,9 +69,13 @@ class ChartView {
     const symbolOptions = this.symbols.map((s) => el("option", { value: `${s.exchange}\u0000${s.symbol}`, selected: s.exchange === this.exchange && s.symbol === this.symbol }, `${s.exchange} · ${s.symbol}`));
     const symbolSelect = el("select", { id: "symbol" }, symbolOptions);
     const intervalSelect = el("select", { id: "interval" }, Object.keys(INTERVALS).map((i) => el("option", { value: i, selected: i === this.interval }, i)));
+    const newest = [...this.snapshots].reverse();
+    const tagged = newest.flatMap((s) => (s.tags || []).map((name) => [name, s]));
     const asOfSelect = el("select", { id: "as-of" }, el("option", { value: "" }, "latest"),
-      [...this.snapshots].reverse().map((s) => el("option", { value: String(s.snapshot_id), selected: String(s.snapshot_id) === this.asOf },
-        `${shortTime(s.committed_at)} · +${s.added_rows.toLocaleString()} rows · ${s.kafka_offsets || "no offsets"}`)));
+      tagged.length ? el("optgroup", { label: "tags" }, tagged.map(([name, s]) => el("option", { value: `tag:${name}`, selected: `tag:${name}` === this.asOf },
+        `tag ${name} · ${shortTime(s.committed_at)} · snapshot ${s.snapshot_id}`))) : null,
+      el("optgroup", { label: "snapshots" }, newest.map((s) => el("option", { value: String(s.snapshot_id), selected: String(s.snapshot_id) === this.asOf },
+        `${shortTime(s.committed_at)} · +${s.added_rows.toLocaleString()} rows · ${s.kafka_offsets || "no offsets"}${(s.tags || []).length ? ` · tags ${s.tags.join(", ")}` : ""}`))));
     const reload = () => {
       const [exchange, symbol] = symbolSelect.value.split("\u0000");
       this.ctx.setParams({ exchange, symbol, interval: intervalSelect.value, as_of: asOfSelect.value, start: null, end: null }, true);
@@ -82,6 +89,7 @@ class ChartView {
     });
     this.status = el("p", { class: "status-line", id: "chart-status" });
     this.plot = el("div", { id: "chart" });
+    this.bookPanel = new BookPanel(this);
     // The table is built when opened (1,440 rows of DOM would double the time to the first candle).
     this.tableHolder = el("details", { id: "candles-details" }, el("summary", {}, "Bars as a table"));
     this.tableHolder.addEventListener("toggle", () => { if (this.tableHolder.open && this.rows) this.renderTable(this.rows); });
@@ -89,7 +97,16 @@ class ChartView {
       el("div", { class: "controls" },
         el("label", {}, "symbol", symbolSelect), el("label", {}, "interval", intervalSelect),
         el("label", {}, "time travel (trades snapshot)", asOfSelect)),
-      this.status, this.plot, this.tableHolder);
+      this.status, this.plot, this.bookPanel.node, this.tableHolder);
+  }
+
+  /** The as_of for /v1/book: a trades snapshot id or tag names a trades commit, so the book is read as it
+   *  was at that commit's time (snapshot ids are per table); an ISO time passes through. */
+  bookAsOf() {
+    if (!this.asOf) return "";
+    const tag = this.asOf.startsWith("tag:") ? this.asOf.slice(4) : null;
+    const snap = this.snapshots.find((s) => (tag ? (s.tags || []).includes(tag) : String(s.snapshot_id) === this.asOf));
+    return snap ? snap.committed_at : this.asOf;
   }
 
   async fetchBars(startMs, endMs) {
@@ -110,6 +127,12 @@ class ChartView {
     await this.draw([startMs, endMs]);
     performance.mark("k2-first-draw");
     this.plot.on("plotly_relayout", (event) => this.onRelayout(event));
+    this.bookPanel.attach(this.plot);
+    const pinned = this.ctx.params.get("book_at");
+    const info = this.symbols.find((s) => s.exchange === this.exchange && s.symbol === this.symbol);
+    const lastTrade = info && info.last_ts ? Date.parse(info.last_ts) : endMs;
+    this.bookPanel.pinned = Boolean(pinned);
+    this.bookPanel.show(pinned ? Date.parse(pinned) : Math.min(endMs, lastTrade));
   }
 
   /** Zoom or pan: fetch only what lies outside the loaded range, then trades if the span is short. */
