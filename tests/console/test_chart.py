@@ -216,3 +216,31 @@ def test_tags_in_the_time_travel_selector(book_console: Console, page: Any, arti
     page.goto(page.url)
     page.wait_for_selector("#chart[data-candles='6']")
     assert page.input_value("#as-of") == "tag:before-midnight"
+
+
+def test_candles_are_drawn_before_the_chart_library_loads(
+    demo_console: Console, page: Any, artifacts: Path
+) -> None:
+    """The first candles come from a plain SVG drawn on the bars answer, not from the 4.8 MB library: with
+    the library unavailable the 12 candles are still shown (with the error), equal to the client's bars."""
+    page.route("**/vendor/plotly.min.js", lambda route: route.abort())
+    enter_key(
+        page, demo_console.url, demo_console.read_key, "/console/?page=chart&symbol=BTCUSDT&interval=1m"
+    )
+    page.wait_for_selector("#chart-quick[data-candles='12']")
+    page.wait_for_function(
+        "(document.getElementById('chart-status').textContent || '').includes('expected the chart library')"
+    )
+    page.screenshot(path=str(artifacts / "quick.png"), full_page=True)
+    drawn = page.eval_on_selector_all(
+        "#chart-quick g.candle",
+        "gs => gs.map(g => [g.dataset.openTime, g.dataset.open, g.dataset.high, g.dataset.low, g.dataset.close])",
+    )
+    assert page.eval_on_selector_all("#chart-quick rect.candle-body", "r => r.length") == 12
+    with Client(demo_console.settings) as client:
+        bars = client.bars("BTCUSDT", "1m", include_recent=False).table.to_pylist()
+    assert [[Decimal(v) for v in row[1:]] for row in drawn] == [
+        [b["open"], b["high"], b["low"], b["close"]] for b in bars
+    ]
+    assert [row[0][:16] for row in drawn] == [b["open_time"].isoformat()[:16] for b in bars]
+    assert page.evaluate("performance.getEntriesByName('k2-first-candle').length") == 1
