@@ -109,7 +109,7 @@ class ChartView {
     clear(this.page).append(
       el("div", { class: "controls" },
         el("label", {}, "symbol", symbolSelect), el("label", {}, "interval", intervalSelect),
-        el("label", {}, "time travel (trades snapshot)", asOfSelect)),
+        el("label", {}, "time travel (trades snapshot or tag)", asOfSelect)),
       this.status, this.plot, this.bookPanel.node, this.tableHolder);
   }
 
