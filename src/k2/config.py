@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -79,7 +79,7 @@ class Settings(BaseSettings):
         None, "librdkafka sasl.mechanism (e.g. SCRAM-SHA-512, PLAIN).", "SCRAM-SHA-512", "kafka"
     )
     kafka_sasl_username: str | None = _f(None, "SASL username.", "k2", "kafka")
-    kafka_sasl_password: str | None = _f(None, "SASL password.", "s3cret", "kafka")
+    kafka_sasl_password: SecretStr | None = _f(None, "SASL password.", "s3cret", "kafka")
     broker_port: int = _f(9092, "Port of the local Tansu broker started by `k2 up`.", 19092, "kafka")
     broker_storage: str = _f(
         "s3://k2-broker/",
@@ -177,10 +177,10 @@ class Settings(BaseSettings):
         "postgresql+psycopg2://k2@127.0.0.1:5432/k2",
         "lake",
     )
-    catalog_credential: str | None = _f(
+    catalog_credential: SecretStr | None = _f(
         None, "REST catalog OAuth2 credential `client_id:secret`.", "key:secret", "lake"
     )
-    catalog_token: str | None = _f(None, "REST catalog bearer token.", "tok", "lake")
+    catalog_token: SecretStr | None = _f(None, "REST catalog bearer token.", "tok", "lake")
     catalog_warehouse_name: str | None = _f(
         None, "REST catalog `warehouse` property (e.g. an S3 Tables bucket name).", "k2-tables", "lake"
     )
@@ -199,7 +199,7 @@ class Settings(BaseSettings):
     )
     s3_endpoint: str | None = _f(None, "S3 endpoint URL (unset: AWS).", "http://127.0.0.1:8333", "lake")
     s3_access_key_id: str | None = _f(None, "S3 access key id.", "AKIA...", "lake")
-    s3_secret_access_key: str | None = _f(None, "S3 secret access key.", "secret", "lake")
+    s3_secret_access_key: SecretStr | None = _f(None, "S3 secret access key.", "secret", "lake")
     s3_region: str = _f("us-east-1", "S3 region.", "eu-west-1", "lake")
     symbol_buckets: int = _f(16, "Number of bucket(symbol) partitions of the market data tables.", 32, "lake")
     target_file_size_bytes: int = _f(
@@ -671,6 +671,21 @@ class Settings(BaseSettings):
             return Path(self.warehouse).as_uri()
         return self.warehouse
 
+    def environment(self) -> dict[str, str]:
+        """These settings as ``K2_*`` environment variables for a child process, secrets included.
+
+        ``model_dump`` masks :class:`~pydantic.SecretStr` values (``**********``): a child started from it
+        would run with a wrong password, so this unwraps them. Keep the result out of logs.
+
+        >>> Settings(s3_secret_access_key="s", data_dir="/tmp/k2").environment()["K2_S3_SECRET_ACCESS_KEY"]
+        's'
+        """
+        env: dict[str, str] = {}
+        for name, value in self.model_dump(exclude_none=True).items():
+            text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+            env[f"{ENV_PREFIX}{name.upper()}"] = text
+        return env
+
     @property
     def catalog_url(self) -> str:
         """Catalog URI actually used (SQLite under ``data_dir`` for the SQL catalog by default)."""
@@ -700,7 +715,7 @@ class Settings(BaseSettings):
         if self.kafka_sasl_username:
             config["sasl.username"] = self.kafka_sasl_username
         if self.kafka_sasl_password:
-            config["sasl.password"] = self.kafka_sasl_password
+            config["sasl.password"] = self.kafka_sasl_password.get_secret_value()
         return config
 
 

@@ -96,7 +96,18 @@ class AvroEncoder:
         self.record = record
         self.topic = topic
         schema = record.avro_schema()
-        self.schema_id = registry.register_schema(subject_for(topic), Schema(json.dumps(schema), "AVRO"))
+        try:
+            self.schema_id = registry.register_schema(subject_for(topic), Schema(json.dumps(schema), "AVRO"))
+        except SchemaRegistryError:
+            raise  # the registry answered (e.g. incompatible schema): its own error says why
+        except Exception as exc:  # no answer at all: say which registry, not a transport traceback
+            url = getattr(registry, "_rest_client", None)
+            where = getattr(url, "base_urls", None) or "the configured K2_SCHEMA_REGISTRY_URL"
+            raise RegistryUnavailableError(
+                f"expected a schema registry at {where}, found none answering registering {record.name} "
+                f"for {topic} ({type(exc).__name__}: {exc}); start the local stack with `k2 up` or set "
+                "K2_SCHEMA_REGISTRY_URL"
+            ) from exc
         self._parsed = fastavro.parse_schema(schema)
         self._header = header(self.schema_id)
         self._decimal_fields = [f.name for f in record.fields if f.kind == "decimal"]

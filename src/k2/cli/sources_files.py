@@ -36,6 +36,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from k2.cli.safe import cell, markup, plain
 from k2.config import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -159,6 +160,9 @@ def _run(
     max_rejects: str = "0",
     **extra: object,
 ) -> None:
+    from k2.bus.producer import DeliveryError
+    from k2.bus.serde import RegistryUnavailableError
+    from k2.bus.topics import BrokerUnavailableError
     from k2.sources.files import FileImportError, ImportOptions
     from k2.sources.files.asx_reference import default_reference, ticker_map
 
@@ -201,8 +205,10 @@ def _run(
             reports = import_landed(
                 format_name, files, settings, options, via_kafka=via_kafka, progress=hook_for
             )
-    except FileImportError as exc:
-        err_console.print(f"[red]import failed:[/red] {exc}", markup=True, highlight=False)
+    except (FileImportError, BrokerUnavailableError, RegistryUnavailableError, DeliveryError) as exc:
+        # Bad input, or a stack part missing: one clear line, no traceback (nothing was half-landed:
+        # Kafka delivery is all-or-reported, direct imports commit per file).
+        err_console.print(f"[red]import failed:[/red] {markup(exc)}", markup=True, highlight=False)
         raise typer.Exit(1) from None
     _print_reports(reports, quiet, via_kafka)
     _exit_for(reports, limit, via_kafka)
@@ -238,16 +244,17 @@ def _print_reports(reports: Sequence[object], quiet: bool, via_kafka: bool) -> N
         assert isinstance(report, ImportReport)
         rejected += report.rejected
         for note in report.notes:
-            err_console.print(f"[yellow]note:[/yellow] {note}")
+            err_console.print(f"[yellow]note:[/yellow] {markup(note)}", highlight=False)
         if report.rejected:
             reasons = ", ".join(f"{k}={v}" for k, v in sorted(report.rejected_by_reason.items()))
             err_console.print(
-                f"[yellow]{report.file}: {report.rejected} bad lines ({reasons}) -> {report.rejects_destination}[/yellow]",
+                f"[yellow]{markup(report.file)}: {report.rejected} bad lines ({markup(reasons)}) -> "
+                f"{markup(report.rejects_destination)}[/yellow]",
                 markup=True,
                 highlight=False,
             )
             for sample in report.rejected_samples:
-                err_console.print(f"  {sample}", markup=False, highlight=False)
+                err_console.print(f"  {plain(sample)}", markup=False, highlight=False)
             if report.rejected > len(report.rejected_samples):
                 err_console.print(f"  ... and {report.rejected - len(report.rejected_samples)} more")
     if quiet:
@@ -267,7 +274,7 @@ def _print_reports(reports: Sequence[object], quiet: bool, via_kafka: bool) -> N
     for report in reports:
         assert isinstance(report, ImportReport)
         table.add_row(
-            Path(report.file).name,
+            cell(Path(report.file).name),
             f"{report.rows_read:,}",
             f"{report.imported:,}",
             f"{report.duplicates:,}",
@@ -286,7 +293,7 @@ def _reference(settings: Settings, path: Path, quiet: bool) -> None:
     try:
         report = import_asx_reference(path, settings)
     except FileImportError as exc:
-        err_console.print(f"[red]import failed:[/red] {exc}")
+        err_console.print(f"[red]import failed:[/red] {markup(exc)}", highlight=False)
         raise typer.Exit(1) from None
     _print_reports([report], quiet, False)
 

@@ -17,7 +17,6 @@ Example:
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from pyiceberg.transforms import BucketTransform, DayTransform, IdentityTransfor
 
 from k2.config import Settings
 from k2.model import BOOK_DELTA, BOOK_SNAPSHOT, GAP, INSTRUMENT, KLINE, QUOTE, TRADE, RecordType
+from k2.pacing import Backoff, retrying
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ def s3_properties(settings: Settings) -> dict[str, str]:
     if settings.s3_access_key_id:
         props["s3.access-key-id"] = settings.s3_access_key_id
     if settings.s3_secret_access_key:
-        props["s3.secret-access-key"] = settings.s3_secret_access_key
+        props["s3.secret-access-key"] = settings.s3_secret_access_key.get_secret_value()
     if settings.s3_endpoint or settings.s3_access_key_id or settings.warehouse_location.startswith("s3://"):
         props["s3.region"] = settings.s3_region
     return props
@@ -157,9 +157,9 @@ def load_catalog(settings: Settings) -> Catalog:
 
     props["uri"] = settings.catalog_url
     if settings.catalog_credential:
-        props["credential"] = settings.catalog_credential
+        props["credential"] = settings.catalog_credential.get_secret_value()
     if settings.catalog_token:
-        props["token"] = settings.catalog_token
+        props["token"] = settings.catalog_token.get_secret_value()
     if settings.catalog_warehouse_name:
         props["warehouse"] = settings.catalog_warehouse_name
     return RestCatalog(settings.catalog_name, **props)
@@ -177,14 +177,17 @@ def _open_sql_catalog(catalog_class: Any, name: str, props: dict[str, Any]) -> C
     """
     from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
-    for attempt in range(1, _CATALOG_CREATE_ATTEMPTS + 1):
-        try:
+    def lost_race(exc: BaseException) -> bool:
+        return "already exists" in str(exc) or "duplicate key" in str(exc)
+
+    for attempt in retrying(
+        (OperationalError, IntegrityError, ProgrammingError),
+        attempts=_CATALOG_CREATE_ATTEMPTS,
+        backoff=Backoff(0.05, 1.0),
+        when=lost_race,
+    ):
+        with attempt:
             return catalog_class(name, **props)
-        except (OperationalError, IntegrityError, ProgrammingError) as exc:
-            lost_race = "already exists" in str(exc) or "duplicate key" in str(exc)
-            if not lost_race or attempt == _CATALOG_CREATE_ATTEMPTS:
-                raise
-            time.sleep(0.05 * attempt)
     raise AssertionError("unreachable")
 
 

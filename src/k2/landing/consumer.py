@@ -73,6 +73,7 @@ from k2.model import BOOK_DELTA, GAP, QUOTE, TRADE, RecordType
 from k2.model.arrow import records_to_arrow
 from k2.model.validate import validate
 from k2.model.values import now_micros
+from k2.pacing import Attempt, Backoff, retrying
 from k2.telemetry.logging import CIDS_SUMMARY_KEY, correlation_ids
 from k2.telemetry.metrics import metric
 
@@ -690,16 +691,20 @@ class LandingConsumer:
     def _decode(self, short: str, batch: _Batch) -> DecodedBatch:
         """Avro-decode the batch; a registry outage is waited out (never dead-letters good messages)."""
         values = list(map(_VALUE, batch.messages))
-        for attempt in range(6):
-            try:
-                return self.decoders[short].decode(values)
-            except RegistryUnavailableError as exc:
-                if attempt == 5:
-                    raise LandingError(
-                        f"expected the schema registry to answer, found it failing: {exc}"
-                    ) from exc
-                log.warning("schema registry unavailable; retrying", error=str(exc), attempt=attempt + 1)
-                time.sleep(2.0**attempt)
+
+        def note(attempt: Attempt) -> None:
+            log.warning(
+                "schema registry unavailable; retrying", error=str(attempt.failure), attempt=attempt.number
+            )
+
+        try:
+            for attempt in retrying(
+                RegistryUnavailableError, attempts=6, backoff=Backoff(2.0, 32.0), on_retry=note
+            ):
+                with attempt:
+                    return self.decoders[short].decode(values)
+        except RegistryUnavailableError as exc:
+            raise LandingError(f"expected the schema registry to answer, found it failing: {exc}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _validate(
@@ -781,7 +786,8 @@ class LandingConsumer:
     ) -> list[TopicPartition]:
         """Dedup, record gaps and append rows + offsets in one Iceberg commit, retried on a conflict."""
         table = self.tables[short]
-        for attempt in range(20):
+        backoff = Backoff(0.05, 1.0)
+        for _attempt in range(20):
             table.refresh()
             snapshot = table.current_snapshot()
             summary = snapshot.summary if snapshot is not None else None
@@ -804,7 +810,7 @@ class LandingConsumer:
                 self.stats.commit_conflicts += 1
                 self._m_commits.labels(table=short, outcome="conflict").inc()
                 self.marks[short].clear()  # advanced for this attempt: recompute them from the table
-                time.sleep(min(0.05 * (attempt + 1), 1.0) * (0.5 + np.random.random()))
+                time.sleep(backoff.next_delay())
                 continue
             table.metadata, table.metadata_location = view.metadata, view.metadata_location
             self._committed(short, data, result, coverage, time.monotonic() - started)

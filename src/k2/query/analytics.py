@@ -45,6 +45,7 @@ class Analytics(SqlBuilder):
         "taker_buy_base_volume, taker_buy_quote_volume, vwap, first_trade_id, last_trade_id"
     )
 
+    # long: one SQL statement assembled from its options (interval, VWAP, as_of, hybrid); split next.
     def bars(
         self,
         symbol: Symbols,

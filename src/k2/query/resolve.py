@@ -27,6 +27,7 @@ from pyiceberg.table import Table
 
 from k2.config import Settings
 from k2.lake.catalog import TABLES, load_catalog, metadata_location
+from k2.lake.compat import metadata_location_from_sql_catalog
 from k2.lake.summary import OFFSETS_KEY, RANGES_KEY, offsets_from_summary
 from k2.lake.tags import TAG_PREFIX, list_tags, resolve_tag
 from k2.query.engine import ConnectionPool
@@ -81,24 +82,8 @@ class Resolver(ClientState):
     # -- snapshots ---------------------------------------------------------------------------------
     def _current_location(self, short: str) -> str | None:
         """The table's metadata location straight from a SQL catalog's table (None: ask the catalog API)."""
-        engine = getattr(self._catalog, "engine", None)
-        if engine is None:
-            return None
-        import sqlalchemy as sa
-
         namespace, name = TABLES[short].identifier
-        try:
-            with engine.connect() as conn:
-                row = conn.execute(
-                    sa.text(
-                        "SELECT metadata_location FROM iceberg_tables "
-                        "WHERE catalog_name = :c AND table_namespace = :ns AND table_name = :t"
-                    ),
-                    {"c": self.settings.catalog_name, "ns": namespace, "t": name},
-                ).first()
-        except sa.exc.SQLAlchemyError:
-            return None
-        return None if row is None else str(row[0])
+        return metadata_location_from_sql_catalog(self._catalog, self.settings.catalog_name, namespace, name)
 
     def _load(self, short: str) -> Table | None:
         with self._catalog_lock:

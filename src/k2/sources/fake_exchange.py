@@ -436,6 +436,7 @@ class FakeExchange:
     def _rest_missing(self, ident: int) -> bool:
         return any(a <= ident <= b for a, b in self.faults.rest_missing)
 
+    # long: the fake Binance REST API, one branch per documented endpoint and its fault.
     def _binance_rest(self, path: str, params: dict[str, str]) -> Response:
         weights = {
             "/api/v3/historicalTrades": 25,
