@@ -374,6 +374,12 @@ class Settings(BaseSettings):
         2,
         "api",
     )
+    api_warm_up: bool = _f(
+        True,
+        "At start, each API process loads the query engine (DuckDB's Iceberg extension, the catalog) and the stored-symbols list in the background, so the first request does not wait for them.",
+        False,
+        "api",
+    )
     api_cache_max_bytes: int = _f(
         268_435_456,
         "Bytes of query results the API keeps per process, keyed by the Iceberg snapshot read (never stale; never rows still in Kafka). 0 disables.",

@@ -14,13 +14,17 @@ from collections.abc import Callable
 
 from fastapi import APIRouter
 
-from k2.api.routes import admin, aggregates, ops, reference, rows
+from k2.api.auth import read_auth
+from k2.api.lag import lag_router
+from k2.api.routes import admin, aggregates, klines, ops, reference, rows
 from k2.api.state import ApiState
 
 ROUTERS: tuple[Callable[[ApiState], APIRouter], ...] = (
     ops.router,
     rows.router,
     aggregates.router,
+    klines.router,
     reference.router,
     admin.router,
+    lambda state: lag_router(read_auth(state)),  # /v1/lag (k2.api.lag)
 )
