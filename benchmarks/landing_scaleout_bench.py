@@ -1,7 +1,7 @@
 """Landing scale-out benchmark: sustained rows/s with 1, 2 and 4 landing processes in ONE consumer group.
 
-* Data: N trades (default 1,000,000; 10 symbols, contiguous ids) produced once to a topic of 8 partitions
-  before any timing starts.
+* Data: N trades (default 1,000,000; 32 symbols, contiguous ids) produced once to a topic of 8 partitions
+  before any timing starts (keyed by symbol, as K2's producer keys them).
 * For each process count P (default 1, 2, 4): a fresh warehouse and a fresh consumer group land the whole
   topic with P processes (``LandingConsumer.run`` in spawned children, the production commit policy).
   Rate = rows landed / (last commit anywhere - the moment the first process started consuming), so the
@@ -42,7 +42,9 @@ from k2.telemetry.procs import free_port  # noqa: E402
 
 TOPIC = "market.crypto.trades.binance"
 PARTITIONS = 8
-SYMBOLS = TEN_SYMBOLS
+# Messages are keyed by symbol, so a partition carries the symbols that hash to it: 32 symbols spread
+# over 8 partitions keep every partition busy (10 left some empty and their processes idle).
+SYMBOLS = TEN_SYMBOLS + [f"S{i:02d}USDT" for i in range(22)]
 
 
 def produce(settings: Settings, total: int) -> None:
