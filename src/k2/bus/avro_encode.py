@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -41,13 +42,24 @@ class NotUniform(ValueError):
 
 def zigzag_varints(values: np.ndarray) -> Part:
     """Avro ``long`` encodings (zig-zag varints) of int64 values, as one flat buffer and lengths."""
-    v = values.astype(np.int64)
+    v = values.astype(np.int64, copy=False)
     zz = ((v << 1) ^ (v >> 63)).view(np.uint64)
-    lengths = 1 + (zz[:, None] >= _THRESHOLDS[None, :]).sum(axis=1)
-    groups = ((zz[:, None] >> _SHIFTS[None, :]) & np.uint64(0x7F)).astype(np.uint8)
-    index = np.arange(10)[None, :]
-    groups[index < (lengths[:, None] - 1)] |= 0x80
-    return groups[index < lengths[:, None]], lengths.astype(np.int64)
+    n = len(zz)
+    lengths = np.ones(n, dtype=np.int64)
+    for threshold in _THRESHOLDS:
+        above = zz >= threshold
+        if not above.any():
+            break
+        lengths += above
+    width = int(lengths.max()) if n else 1
+    groups = np.empty((n, width), dtype=np.uint8)
+    for k in range(width):
+        byte = ((zz >> _SHIFTS[k]) & np.uint64(0x7F)).astype(np.uint8)
+        byte[lengths > k + 1] |= 0x80
+        groups[:, k] = byte
+    if n and int(lengths.min()) == width:  # every value the same width (times, ids): no mask needed
+        return groups.reshape(-1), lengths
+    return groups[np.arange(width)[None, :] < lengths[:, None]], lengths
 
 
 def interleave(parts: Sequence[Part], n: int) -> Part:
@@ -92,17 +104,17 @@ def _decimals(unscaled: np.ndarray) -> list[Part]:
     return [zigzag_varints(lengths), (data, lengths)]
 
 
-def _int_column(values: list[Any], name: str) -> np.ndarray:
+def _int_column(values: Sequence[Any], name: str) -> np.ndarray:
+    # Exactly int (not bool, float, Decimal: numpy and Arrow would silently truncate a float).
+    if values and set(map(type, values)) != {int}:
+        raise NotUniform(f"{name}: expected integers, found another type")
     try:
-        array = np.array(values, dtype=np.int64)
+        return np.fromiter(values, dtype=np.int64, count=len(values))
     except (TypeError, ValueError, OverflowError):
-        raise NotUniform(f"{name}: expected integers, found another type") from None
-    if array.ndim != 1:
-        raise NotUniform(f"{name}: expected integers, found sequences")
-    return array
+        raise NotUniform(f"{name}: expected integers within a long") from None
 
 
-def _field_parts(kind: str, required: bool, values: list[Any], name: str) -> list[Part]:
+def _field_parts(kind: str, required: bool, values: Sequence[Any], name: str) -> list[Part]:
     n = len(values)
     present = np.ones(n, dtype=bool)
     parts: list[Part] = []
@@ -114,8 +126,6 @@ def _field_parts(kind: str, required: bool, values: list[Any], name: str) -> lis
     if kind in ("long", "timestamp"):
         inner = [zigzag_varints(_int_column(values, name))]
     elif kind == "decimal":
-        if any(not isinstance(v, int) or isinstance(v, bool) for v in values):
-            raise NotUniform(f"{name}: expected unscaled integer decimals")
         inner = _decimals(_int_column(values, name))
     elif kind == "string":
         try:
@@ -123,7 +133,7 @@ def _field_parts(kind: str, required: bool, values: list[Any], name: str) -> lis
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             raise NotUniform(f"{name}: expected strings") from None
     elif kind == "boolean":
-        if any(not isinstance(v, bool) for v in values):
+        if values and set(map(type, values)) != {bool}:
             raise NotUniform(f"{name}: expected booleans")
         inner = [(np.array(values, dtype=np.uint8), np.ones(len(values), dtype=np.int64))]
     elif kind == "string_list":
@@ -142,14 +152,15 @@ def _field_parts(kind: str, required: bool, values: list[Any], name: str) -> lis
     return parts
 
 
-def _blocks(values: list[Any], name: str, is_map: bool) -> Part:
+def _blocks(values: Sequence[Any], name: str, is_map: bool) -> Part:
     """An array of strings or a map of strings: ``count, items..., 0``; empty: ``0``."""
     n = len(values)
-    if is_map and any(not isinstance(v, dict) for v in values):
+    types = set(map(type, values))
+    if is_map and not types <= {dict}:
         raise NotUniform(f"{name}: expected dicts")
-    if not is_map and any(not isinstance(v, list | tuple) for v in values):
+    if not is_map and not types <= {list, tuple}:
         raise NotUniform(f"{name}: expected lists")
-    counts = np.array([len(v) for v in values], dtype=np.int64)
+    counts = np.fromiter(map(len, values), dtype=np.int64, count=n)
     if not counts.any():
         return np.zeros(n, dtype=np.uint8), np.ones(n, dtype=np.int64)
     flat = [x for v in values for kv in v.items() for x in kv] if is_map else [x for v in values for x in v]
@@ -175,19 +186,17 @@ def encode_batch(record: RecordType, header: bytes, rows: Sequence[dict[str, Any
     if n == 0:
         return []
     names = [f.name for f in record.fields]
+    if len(names) < 2 or set(map(len, rows)) != {len(names)}:
+        raise NotUniform("expected exactly the record's fields in every row")
+    try:
+        columns = list(zip(*map(itemgetter(*names), rows), strict=True))
+    except (KeyError, TypeError):
+        raise NotUniform("expected every field of the record in every row") from None
     parts: list[Part] = [
         (np.tile(np.frombuffer(header, dtype=np.uint8), n), np.full(n, len(header), np.int64))
     ]
-    for field in record.fields:
-        try:
-            values = [row[field.name] for row in rows]
-        except (KeyError, TypeError):
-            raise NotUniform(f"{field.name}: expected in every row") from None
-        if field.required and any(v is None for v in values):
-            raise NotUniform(f"{field.name}: expected a value in every row, found None")
+    for field, values in zip(record.fields, columns, strict=True):
         parts.extend(_field_parts(field.kind, field.required, values, field.name))
-    if any(len(row) != len(names) for row in rows):
-        raise NotUniform("expected exactly the record's fields in every row")
     data, lengths = interleave(parts, n)
     ends = np.cumsum(lengths)
     blob = data.tobytes()
