@@ -49,10 +49,21 @@ _ID_COLUMN = {"trades": "trade_id", "quotes": "update_id"}
 _SCHEMAS: dict[str, pa.Schema] = {}
 # VWAP exact to 8 decimals (half up): integer units of 1e-16 (price x quantity) over units of 1e-8 (quantity),
 # in HUGEINT, so no float ever rounds it. decimal(18,8): a VWAP lies between the lowest and highest price.
-_UNITS = "CAST(CAST({} AS DECIMAL(38,8)) * 100000000 AS BIGINT)"
+
+
+def units(column: str) -> str:
+    """SQL for the exact unscaled BIGINT (value x 10^8) of a decimal(18,8) column (a constant name).
+
+    Whole and fractional parts are scaled separately so every step stays a decimal(18,8) or BIGINT:
+    ``CAST(CAST(x AS DECIMAL(38,8)) * 100000000 AS BIGINT)`` gives the same value but DuckDB's 128-bit
+    decimal-to-BIGINT cast made it ~10x the cost of reading the rows (a symbol-day VWAP: 245 ms vs 24 ms).
+    """
+    return f"(CAST(trunc({column}) AS BIGINT) * 100000000 + CAST(({column} - trunc({column})) * 100000000 AS BIGINT))"
+
+
 _VWAP_EXACT = (
-    f"CAST(CAST((2 * sum(CAST({_UNITS.format('price')} AS HUGEINT) * {_UNITS.format('quantity')}) "
-    f"+ sum({_UNITS.format('quantity')})) // (2 * CAST(sum({_UNITS.format('quantity')}) AS HUGEINT)) "
+    f"CAST(CAST((2 * sum(CAST({units('price')} AS HUGEINT) * {units('quantity')}) "
+    f"+ sum({units('quantity')})) // (2 * CAST(sum({units('quantity')}) AS HUGEINT)) "
     "AS DECIMAL(38,0)) * 0.00000001 AS DECIMAL(18,8))"
 )
 _DUCK_TYPES = {
