@@ -84,8 +84,8 @@ def _bucket(buckets: int, symbol: str) -> int | None:
 def _keep(file: _File, prune: Prune) -> bool:
     """False only when the file provably holds no row of ``prune``."""
     for kind, column, argument, value in file.partition:
-        if value is None:
-            continue
+        if value is None or (kind != "identity" and not isinstance(value, int)):
+            continue  # unknown shape: never prune on it
         if kind == "bucket" and column == "symbol" and prune.symbols is not None:
             if all(_bucket(argument, s) != value for s in prune.symbols):
                 return False
