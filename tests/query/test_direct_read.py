@@ -22,6 +22,7 @@ from k2.lake.writer import append
 from k2.model import TRADE
 from k2.query.client import Client
 from k2.query.engine import new_connection
+from k2.query.errors import QueryError
 from tests.query.helpers import csv_rows, csv_trades, lake_settings
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT")
@@ -164,3 +165,18 @@ def test_an_evolved_schema_with_older_files_falls_back_to_iceberg_scan(
         got = client.trades("BTCUSDT", DAY0, DAY0 + timedelta(hours=1), include_recent=False)
         assert got.num_rows == 2 * len(raw)
         assert_same_as_iceberg_scan(client, settings)
+
+
+def test_a_missing_manifest_is_a_query_error_as_with_iceberg_scan(
+    tmp_path: Path, raw: list[dict[str, str]]
+) -> None:
+    settings, table = make_lake(tmp_path, raw)
+    snapshot = table.current_snapshot()
+    assert snapshot is not None
+    manifest = snapshot.manifests(table.io)[0].manifest_path
+    Path(manifest.removeprefix("file://")).unlink()
+    with (
+        Client(settings) as client,
+        pytest.raises(QueryError, match="expected the metadata of snapshot .* to be readable"),
+    ):
+        client.trades("BTCUSDT", DAY0, DAY0 + timedelta(hours=1), include_recent=False)

@@ -181,7 +181,15 @@ class SqlBuilder(Resolver):
             return f"SELECT {select} FROM ({_empty_select(record)}) WHERE {where}", list(params)  # noqa: S608 - constant fragments
         planned = None
         if read.table is not None:
-            planned = self._files.files(read.table, read.snapshot_id, prune or _EVERYTHING)
+            try:
+                planned = self._files.files(read.table, read.snapshot_id, prune or _EVERYTHING)
+            except (OSError, ValueError) as exc:
+                # e.g. a manifest removed by hand; DuckDB's iceberg_scan aborts the process on that (seen with
+                # duckdb-extension-iceberg 1.5.5), so the error is reported here rather than falling back.
+                raise QueryError(
+                    f"expected the metadata of snapshot {read.snapshot_id} of {read.short} to be readable, "
+                    f"found {type(exc).__name__}: {exc}"
+                ) from exc
         if planned is None:
             return (
                 f"SELECT {select} FROM iceberg_scan(?, snapshot_from_id => ?) WHERE {where}",  # noqa: S608 - constant fragments
