@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,6 +35,7 @@ from k2.query.errors import (
     InvalidRangeError,
     QueryError,
 )
+from k2.query.files import FilePlanner
 from k2.query.params import parse_time
 from k2.query.result import QueryResult
 
@@ -57,6 +58,8 @@ class _Read:
     snapshot_id: int | None
     summary: dict[str, str]
     pinned: bool
+    # The loaded table the snapshot belongs to (its data files are planned from it); not part of equality.
+    table: Table | None = field(default=None, compare=False, repr=False)
 
 
 class ClientState:
@@ -74,6 +77,7 @@ class ClientState:
     _pin: int | datetime | None
     _recent_warned: set[str]
     _owns_pool: bool
+    _files: FilePlanner
 
 
 class Resolver(ClientState):
@@ -163,9 +167,9 @@ class Resolver(ClientState):
         else:
             snap = table.snapshot_as_of_timestamp(int(pin.timestamp() * 1000))
         if snap is None:
-            return _Read(short, metadata_location(table), None, {}, pin is not None)
+            return _Read(short, metadata_location(table), None, {}, pin is not None, table)
         summary = dict(snap.summary.additional_properties) if snap.summary is not None else {}
-        return _Read(short, metadata_location(table), int(snap.snapshot_id), summary, pin is not None)
+        return _Read(short, metadata_location(table), int(snap.snapshot_id), summary, pin is not None, table)
 
     def snapshot_id(self, table: str = "trades", as_of: AsOf | None = None) -> int | None:
         """The snapshot id a query on ``table`` reads now (or at ``as_of``); None when the table is empty.
