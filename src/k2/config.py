@@ -330,6 +330,12 @@ class Settings(BaseSettings):
     book_snapshot_depth: int = _f(
         25, "Order book: levels per side kept in each book_snapshots row.", 50, "maintenance"
     )
+    book_snapshot_run_seconds: float = _f(
+        10.0,
+        "The landing service writes the due book_snapshots rows at its start and then this often (0 = off).",
+        30.0,
+        "maintenance",
+    )
 
     # -- query -------------------------------------------------------------------------------------
     query_max_rows: int = _f(5_000_000, "Maximum rows one query may return.", 100_000, "query")
@@ -542,6 +548,7 @@ class Settings(BaseSettings):
         "maintenance_orphan_min_age_hours",
         "query_recent_window_seconds",
         "down_drain_seconds",
+        "book_snapshot_run_seconds",
     )
     @classmethod
     def _non_negative_float(cls, value: float) -> float:
