@@ -328,7 +328,10 @@ class Settings(BaseSettings):
         "maintenance",
     )
     book_snapshot_depth: int = _f(
-        25, "Order book: levels per side kept in each book_snapshots row.", 50, "maintenance"
+        100,
+        "Order book: levels per side kept in each book_snapshots row (book() answers depth d from them exactly when the levels have not moved past them; keep it well above the depths you read).",
+        200,
+        "maintenance",
     )
     book_snapshot_run_seconds: float = _f(
         10.0,

@@ -88,7 +88,7 @@ def test_landing_service_writes_book_snapshots_on_schedule_exactly_once_and_cons
 
     land(rows[:cut_a])
     # The landing service (idle exit) writes the due snapshots at its start: whole events only.
-    run_landing(settings, idle_exit_seconds=1, topics=[f"test.book.{unique}"])
+    run_landing(settings, idle_exit_seconds=1, topics=[f"market.crypto.depth.bk{unique}"])
     complete = [u for u in _expected_ids(rows) if u < int(rows[cut_a - 1]["last_update_id"])]  # type: ignore[call-overload]
     assert [r["last_update_id"] for r in _stored(settings)] == complete
 
@@ -118,18 +118,19 @@ def test_landing_service_writes_book_snapshots_on_schedule_exactly_once_and_cons
             pending = next(by_u, None)
         assert list(
             zip(map(to_unscaled, row["bid_prices"]), map(to_unscaled, row["bid_sizes"]), strict=True)
-        ) == book.top("BID", 25)  # type: ignore[arg-type]
+        ) == book.top("BID", settings.book_snapshot_depth)  # type: ignore[arg-type]
         assert list(
             zip(map(to_unscaled, row["ask_prices"]), map(to_unscaled, row["ask_sizes"]), strict=True)
-        ) == book.top("ASK", 25)  # type: ignore[arg-type]
+        ) == book.top("ASK", settings.book_snapshot_depth)  # type: ignore[arg-type]
 
     moments = random.Random(14).sample(ids, 60)
     with Client(settings) as client:
-        fast = {u: client.book("BTCUSDT", "2030-01-01T00:00:00Z", 10, update_id=u) for u in moments}
-        assert sum(b.read_from == "book_snapshots" for b in fast.values()) >= 20
+        fast = {u: client.book("BTCUSDT", "2030-01-01T00:00:00Z", 25, update_id=u) for u in moments}
+        # Stored top 100 (the default) over a window of stored rows: depth 25 is answered from them.
+        assert sum(b.read_from == "book_snapshots" for b in fast.values()) >= 55
         monkeypatch.setattr(book_module, "_from_stored_snapshot", lambda *args, **kwargs: None)
         for u, answer in fast.items():
-            slow = client.book("BTCUSDT", "2030-01-01T00:00:00Z", 10, update_id=u)
+            slow = client.book("BTCUSDT", "2030-01-01T00:00:00Z", 25, update_id=u)
             assert (answer.levels.to_pylist(), answer.last_update_id, answer.exchange_ts) == (
                 slow.levels.to_pylist(),
                 slow.last_update_id,

@@ -37,6 +37,7 @@ import pyarrow as pa
 from k2.model.arrow import unscaled_from_decimal
 from k2.model.book import Level, OrderBook
 from k2.model.values import datetime_to_micros, micros_to_datetime, unscaled_to_decimal
+from k2.query.book_files import planned_files, select_files
 from k2.query.errors import InvalidRangeError, QueryError, UnknownSymbolError
 from k2.query.params import check_range, parse_duration, parse_time
 
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 _SHORT = "book_deltas"
 _MAX_DEPTH = 1000
 _MAX_STEPS = 100_000
+_STORED_WINDOW = 6  # stored book snapshots one read may combine (a minute at the default 10 s cadence)
 LEVELS_SCHEMA = pa.schema(
     [
         ("side", pa.string()),
@@ -115,6 +117,40 @@ def _start(
     return str(values[0]), int(values[1])
 
 
+def _source(
+    client: Client,
+    read: Any,
+    symbol: str,
+    *,
+    above: int | None = None,
+    through: int | None = None,
+    until: datetime | None = None,
+) -> tuple[str, list[Any]] | None:
+    """FROM fragment reading the files of ``read`` that may hold the rows asked for; None when none can.
+
+    The planned-file cache (:mod:`k2.query.book_files`) prunes by symbol, update id and exchange time;
+    tables with delete files go through ``iceberg_scan``.
+    """
+    if read.location is None or read.snapshot_id is None:
+        return None
+    table = client._load(read.short)
+    files = planned_files(table, read.snapshot_id) if table is not None else None
+    if files is None:
+        return "iceberg_scan(?, snapshot_from_id => ?)", [read.location, read.snapshot_id]
+    paths = select_files(files, symbol, above=above, through=through, until=until)
+    return ("read_parquet(?)", [paths]) if paths else None
+
+
+def _no_snapshot(
+    symbol: str, exchange: str | None, moment: datetime, update_id: int | None
+) -> UnknownSymbolError:
+    on = f" on {exchange}" if exchange else ""
+    bound = "" if update_id is None else f" and update id {update_id}"
+    return UnknownSymbolError(
+        f"expected a book snapshot of {symbol!r}{on} at or before {moment.isoformat()}{bound}, found none"
+    )
+
+
 def book(
     client: Client,
     symbol: str,
@@ -127,8 +163,9 @@ def book(
 ) -> Book:
     """The top ``depth`` levels per side of ``symbol`` at ``at`` (default: now) - see the module docstring.
 
-    One query: the scan is filtered once (symbol, time, update id), the starting snapshot is found in it
-    and the levels are reduced from the rows after it.
+    First from the stored ``book_snapshots`` (a few rows and the deltas after the oldest of them) when
+    that is provably exact; else one query over the deltas: filtered once (symbol, time, update id), the
+    starting snapshot found in it and the levels reduced from the rows after it.
     """
     depth = _check_depth(depth)
     moment = parse_time(at, "at") if at is not None else datetime.now(UTC)
@@ -137,7 +174,12 @@ def book(
     if fast is not None:
         return fast
     read = client._resolve(_SHORT, as_of)
-    source, params = _scan(read.location, read.snapshot_id)
+    if read.location is None or read.snapshot_id is None:
+        _scan(read.location, read.snapshot_id)  # raises: the table is empty
+    found = _source(client, read, symbol, through=update_id, until=moment)
+    if found is None:
+        raise _no_snapshot(symbol, exchange, moment, update_id)
+    source, params = found
     where, args = "symbol = ? AND exchange_ts <= ?", [symbol, moment]
     if exchange is not None:
         where, args = where + " AND exchange = ?", [*args, exchange]
@@ -158,11 +200,7 @@ def book(
     meta = table.filter(pa.compute.is_null(table["side"]))
     venue, last_u, last_ts = meta["ex"][0].as_py(), meta["u"][0].as_py(), meta["ts"][0].as_py()
     if venue is None:
-        on = f" on {exchange}" if exchange else ""
-        bound = "" if update_id is None else f" and update id {update_id}"
-        raise UnknownSymbolError(
-            f"expected a book snapshot of {symbol!r}{on} at or before {moment.isoformat()}{bound}, found none"
-        )
+        raise _no_snapshot(symbol, exchange, moment, update_id)
     levels = table.filter(pa.compute.is_valid(table["side"])).select(["side", "level", "price", "size"])
     levels = levels.sort_by([("side", "descending"), ("level", "ascending")]).cast(LEVELS_SCHEMA)
     return Book(symbol, venue, levels, last_u, last_ts, read.snapshot_id)
@@ -175,10 +213,13 @@ def _latest_stored(
     exchange: str | None,
     update_id: int | None,
     as_of: AsOf | None,
-) -> dict[str, Any] | None:
+) -> list[dict[str, Any]]:
+    """The newest ``_STORED_WINDOW`` book_snapshots rows of ``symbol`` (one exchange) at or before the moment."""
     read = client._resolve("book_snapshots", as_of)
-    if read.location is None or read.snapshot_id is None:
-        return None
+    found = _source(client, read, symbol, through=update_id, until=moment)
+    if found is None:
+        return []
+    source, params = found
     where, args = "symbol = ? AND exchange_ts <= ?", [symbol, moment]
     if exchange is not None:
         where, args = where + " AND exchange = ?", [*args, exchange]
@@ -186,10 +227,24 @@ def _latest_stored(
         where, args = where + " AND last_update_id <= ?", [*args, update_id]
     sql = (
         "SELECT exchange, last_update_id, exchange_ts, depth, bid_prices, bid_sizes, ask_prices, ask_sizes "  # noqa: S608
-        f"FROM iceberg_scan(?, snapshot_from_id => ?) WHERE {where} ORDER BY last_update_id DESC LIMIT 1"
+        f"FROM {source} WHERE {where} ORDER BY last_update_id DESC LIMIT ?"
     )
-    rows = client._execute(sql, [read.location, read.snapshot_id, *args], query="book").to_pylist()
-    return rows[0] if rows else None
+    rows = client._execute(sql, [*params, *args, _STORED_WINDOW], query="book").to_pylist()
+    return [r for r in rows if r["exchange"] == rows[0]["exchange"]] if rows else []
+
+
+def _edge(stored: list[dict[str, Any]], prices: str, better: int) -> Decimal | None:
+    """The worst price below which (bids; above: asks) every level is known from some stored row.
+
+    A stored row lists every level from the best to its last price (or the whole side when not full),
+    so the union of what the rows cover reaches the most permissive of their edges. None: all of it.
+    """
+    edges = []
+    for row in stored:
+        if len(row[prices]) < row["depth"]:
+            return None
+        edges.append(row[prices][-1])
+    return min(edges) if better < 0 else max(edges)
 
 
 def _from_stored_snapshot(
@@ -201,47 +256,90 @@ def _from_stored_snapshot(
     update_id: int | None,
     as_of: AsOf | None,
 ) -> Book | None:
-    """The book from one ``book_snapshots`` row + the deltas after it, or None when that cannot be exact.
+    """The book from the newest stored ``book_snapshots`` rows + the deltas after the oldest of them.
 
-    Exact when: no book restart happened after the stored snapshot, and on each side the best ``depth``
-    levels lie inside the stored snapshot's price range (levels beyond it are known only if changed since).
+    Sizes are absolute, so a level changed since the oldest row has its latest delta's size, and an
+    unchanged level has the size any covering stored row lists for it (0 when a row covering its price
+    does not list it). Exact when no book restart happened after the oldest row used (rows before a
+    restart in the window are dropped: K2 stores a row at every restart) and on each side the best
+    ``depth`` known levels lie inside what the rows cover. Else None: the caller reads the deltas.
     """
     stored = _latest_stored(client, symbol, moment, exchange, update_id, as_of)
-    if stored is None or depth > stored["depth"]:
-        return None
     read = client._resolve(_SHORT, as_of)
-    source, params = _scan(read.location, read.snapshot_id)
+    for _ in range(2):
+        if not stored or depth > min(row["depth"] for row in stored):
+            return None
+        window = _window(client, read, symbol, stored, moment, update_id)
+        if window.restart is None:
+            return _combine(symbol, stored, window, depth, read.snapshot_id)
+        stored = [row for row in stored if row["last_update_id"] >= window.restart]
+    return None
+
+
+@dataclass
+class _Window:
+    """The deltas after the oldest stored row used: latest size per level inside the covered prices."""
+
+    changes: list[dict[str, Any]]
+    restart: int | None
+    u: int | None
+    ts: datetime | None
+    bid_edge: Decimal | None
+    ask_edge: Decimal | None
+
+
+def _window(
+    client: Client,
+    read: Any,
+    symbol: str,
+    stored: list[dict[str, Any]],
+    moment: datetime,
+    update_id: int | None,
+) -> _Window:
+    oldest = stored[-1]["last_update_id"]
+    bid_edge, ask_edge = _edge(stored, "bid_prices", -1), _edge(stored, "ask_prices", 1)
+    found = _source(client, read, symbol, above=oldest, through=update_id, until=moment)
+    if found is None:
+        return _Window([], None, None, None, bid_edge, ask_edge)
+    source, params = found
     where = "symbol = ? AND exchange = ? AND last_update_id > ? AND exchange_ts <= ?"
-    args: list[Any] = [symbol, stored["exchange"], stored["last_update_id"], moment]
+    args: list[Any] = [symbol, stored[0]["exchange"], oldest, moment]
     if update_id is not None:
         where, args = where + " AND last_update_id <= ?", [*args, update_id]
     sql = (
-        "SELECT side, price, arg_max(size, last_update_id) AS size, bool_or(is_snapshot) AS restart, "  # noqa: S608
-        f"max(last_update_id) AS u, max(exchange_ts) AS ts FROM {source} WHERE {where} GROUP BY side, price"
+        f"WITH w AS MATERIALIZED (SELECT side, price, size, last_update_id, exchange_ts, is_snapshot FROM {source} WHERE {where}) "  # noqa: S608
+        "SELECT side, price, arg_max(size, last_update_id) AS size, NULL::BIGINT AS restart, NULL::BIGINT AS u, "
+        "NULL::TIMESTAMPTZ AS ts FROM w WHERE (side = 'BID' AND (?::DECIMAL(18,8) IS NULL OR price >= ?)) "
+        "OR (side = 'ASK' AND (?::DECIMAL(18,8) IS NULL OR price <= ?)) GROUP BY side, price "
+        "UNION ALL SELECT NULL, NULL, NULL, max(last_update_id) FILTER (WHERE is_snapshot), "
+        "max(last_update_id), max(exchange_ts) FROM w"
     )
-    changes = client._execute(sql, [*params, *args], query="book").to_pylist()
-    if any(c["restart"] for c in changes):
-        return None
+    rows = client._execute(
+        sql, [*params, *args, bid_edge, bid_edge, ask_edge, ask_edge], query="book"
+    ).to_pylist()
+    meta = next(r for r in rows if r["side"] is None)
+    changes = [r for r in rows if r["side"] is not None]
+    return _Window(changes, meta["restart"], meta["u"], meta["ts"], bid_edge, ask_edge)
+
+
+def _combine(
+    symbol: str, stored: list[dict[str, Any]], window: _Window, depth: int, snapshot_id: int | None
+) -> Book | None:
     sides: dict[str, list[tuple[Decimal, Decimal]]] = {}
-    for side, prices, sizes, better in (
-        ("BID", "bid_prices", "bid_sizes", -1),
-        ("ASK", "ask_prices", "ask_sizes", 1),
+    for side, prefix, edge, better in (
+        ("BID", "bid", window.bid_edge, -1),
+        ("ASK", "ask", window.ask_edge, 1),
     ):
-        levels = dict(zip(stored[prices], stored[sizes], strict=True))
-        truncated = len(levels) >= stored["depth"]
-        edge = stored[prices][-1] if stored[prices] else None  # worst price the stored snapshot covers
-        for change in changes:
-            if change["side"] == side:
-                levels[change["price"]] = change["size"]
+        levels: dict[Decimal, Decimal] = {}
+        for row in stored:  # unchanged levels: every covering row lists the same size
+            for price, size in zip(row[f"{prefix}_prices"], row[f"{prefix}_sizes"], strict=True):
+                levels.setdefault(price, size)
+        levels.update((c["price"], c["size"]) for c in window.changes if c["side"] == side)
         known = sorted(
-            (
-                (p, q)
-                for p, q in levels.items()
-                if q > 0 and (not truncated or edge is None or better * (p - edge) <= 0)
-            ),
+            ((p, q) for p, q in levels.items() if q > 0 and (edge is None or better * (p - edge) <= 0)),
             key=lambda level: better * level[0],
         )
-        if truncated and len(known) < depth:
+        if edge is not None and len(known) < depth:
             return None  # deeper untouched levels are unknown here: read the deltas instead
         sides[side] = known[:depth]
     rows = [
@@ -249,10 +347,11 @@ def _from_stored_snapshot(
         for side in ("BID", "ASK")
         for i, (p, q) in enumerate(sides[side])
     ]
+    newest = stored[0]
+    last_u = max(newest["last_update_id"], window.u or 0)
+    last_ts = newest["exchange_ts"] if window.ts is None else max(newest["exchange_ts"], window.ts)
     levels_table = pa.Table.from_pylist(rows, schema=LEVELS_SCHEMA)
-    last_u = max([stored["last_update_id"], *(c["u"] for c in changes)])
-    last_ts = max([stored["exchange_ts"], *(c["ts"] for c in changes)])
-    return Book(symbol, stored["exchange"], levels_table, last_u, last_ts, read.snapshot_id, "book_snapshots")
+    return Book(symbol, newest["exchange"], levels_table, last_u, last_ts, snapshot_id, "book_snapshots")
 
 
 def _read_rows(
