@@ -47,7 +47,10 @@ if TYPE_CHECKING:
 _SHORT = "book_deltas"
 _MAX_DEPTH = 1000
 _MAX_STEPS = 100_000
-_STORED_WINDOW = 6  # stored book snapshots one read may combine (a minute at the default 10 s cadence)
+# Stored book snapshots one read may combine: the newest row, then a minute, then ten minutes of rows
+# (at the default 10 s cadence); each try reads the deltas after its oldest row.
+_STORED_TRIES = (1, 6, 60)
+_STORED_WINDOW = _STORED_TRIES[-1]
 LEVELS_SCHEMA = pa.schema(
     [
         ("side", pa.string()),
@@ -206,16 +209,16 @@ def book(
     return Book(symbol, venue, levels, last_u, last_ts, read.snapshot_id)
 
 
-def _latest_stored(
+def _stored_rows(
     client: Client,
+    read: Any,
     symbol: str,
     moment: datetime,
     exchange: str | None,
     update_id: int | None,
-    as_of: AsOf | None,
 ) -> list[dict[str, Any]]:
-    """The newest ``_STORED_WINDOW`` book_snapshots rows of ``symbol`` (one exchange) at or before the moment."""
-    read = client._resolve("book_snapshots", as_of)
+    """Newest first: up to ``_STORED_WINDOW`` book_snapshots rows at or before the moment, one exchange;
+    only their scalars and the worst price each side lists (the lists stay in DuckDB)."""
     found = _source(client, read, symbol, through=update_id, until=moment)
     if found is None:
         return []
@@ -226,25 +229,55 @@ def _latest_stored(
     if update_id is not None:
         where, args = where + " AND last_update_id <= ?", [*args, update_id]
     sql = (
-        "SELECT exchange, last_update_id, exchange_ts, depth, bid_prices, bid_sizes, ask_prices, ask_sizes "  # noqa: S608
+        "SELECT exchange, last_update_id AS u, exchange_ts AS ts, depth, len(bid_prices) AS bids, "  # noqa: S608
+        "bid_prices[-1] AS bid_edge, len(ask_prices) AS asks, ask_prices[-1] AS ask_edge "
         f"FROM {source} WHERE {where} ORDER BY last_update_id DESC LIMIT ?"
     )
     rows = client._execute(sql, [*params, *args, _STORED_WINDOW], query="book").to_pylist()
     return [r for r in rows if r["exchange"] == rows[0]["exchange"]] if rows else []
 
 
-def _edge(stored: list[dict[str, Any]], prices: str, better: int) -> Decimal | None:
-    """The worst price below which (bids; above: asks) every level is known from some stored row.
+def _edges(stored: list[dict[str, Any]]) -> tuple[Decimal | None, Decimal | None]:
+    """(bid, ask) prices beyond which a level may be unknown: the most permissive edge of the rows.
 
-    A stored row lists every level from the best to its last price (or the whole side when not full),
-    so the union of what the rows cover reaches the most permissive of their edges. None: all of it.
+    A stored row lists every level from the best to its last price (the whole side when not full), so
+    the union of what the rows cover reaches the lowest listed bid / highest listed ask. None: all of it.
     """
-    edges = []
-    for row in stored:
-        if len(row[prices]) < row["depth"]:
-            return None
-        edges.append(row[prices][-1])
-    return min(edges) if better < 0 else max(edges)
+    whole_bids = any(r["bids"] < r["depth"] for r in stored)
+    whole_asks = any(r["asks"] < r["depth"] for r in stored)
+    bid = None if whole_bids else min(r["bid_edge"] for r in stored)
+    ask = None if whole_asks else max(r["ask_edge"] for r in stored)
+    return bid, ask
+
+
+_STORED_SQL = (
+    "WITH stored AS (SELECT last_update_id AS u, bid_prices, bid_sizes, ask_prices, ask_sizes FROM {snaps} "
+    "WHERE symbol = ? AND exchange = ? AND last_update_id >= ? AND last_update_id <= ?), "
+    "listed AS (SELECT 'BID' AS side, unnest(bid_prices) AS price, unnest(bid_sizes) AS size, u FROM stored "
+    "UNION ALL SELECT 'ASK', unnest(ask_prices), unnest(ask_sizes), u FROM stored), "
+    "kept AS (SELECT side, price, arg_max(size, u) AS size FROM listed GROUP BY side, price), "
+    "w AS MATERIALIZED (SELECT side, price, size, last_update_id, exchange_ts, is_snapshot FROM {deltas} "
+    "WHERE symbol = ? AND exchange = ? AND last_update_id > ? AND exchange_ts <= ?{through}), "
+    "changed AS (SELECT side, price, arg_max(size, last_update_id) AS size FROM w GROUP BY side, price), "
+    "merged AS (SELECT coalesce(c.side, k.side) AS side, coalesce(c.price, k.price) AS price, "
+    "coalesce(c.size, k.size) AS size FROM kept k FULL OUTER JOIN changed c ON k.side = c.side AND k.price = c.price), "
+    "inside AS (SELECT * FROM merged WHERE size > 0 AND ((side = 'BID' AND (?::DECIMAL(18,8) IS NULL OR price >= ?)) "
+    "OR (side = 'ASK' AND (?::DECIMAL(18,8) IS NULL OR price <= ?)))), "
+    "ranked AS (SELECT side, price, size, row_number() OVER (PARTITION BY side ORDER BY "
+    "CASE WHEN side = 'BID' THEN -price ELSE price END) AS level FROM inside) "
+    "SELECT side, level, price, size, NULL::BIGINT AS restart, NULL::BIGINT AS u, NULL::TIMESTAMPTZ AS ts, "
+    "NULL::BIGINT AS bids, NULL::BIGINT AS asks FROM ranked WHERE level <= ? "
+    "UNION ALL SELECT NULL, NULL, NULL, NULL, (SELECT max(last_update_id) FILTER (WHERE is_snapshot) FROM w), "
+    "(SELECT max(last_update_id) FROM w), (SELECT max(exchange_ts) FROM w), "
+    "(SELECT count(*) FROM inside WHERE side = 'BID'), (SELECT count(*) FROM inside WHERE side = 'ASK')"
+)
+
+
+_NO_DELTAS = (
+    "(SELECT NULL::VARCHAR AS side, NULL::DECIMAL(18,8) AS price, NULL::DECIMAL(18,8) AS size, "
+    "NULL::BIGINT AS last_update_id, NULL::TIMESTAMPTZ AS exchange_ts, NULL::BOOLEAN AS is_snapshot, "
+    "NULL::VARCHAR AS symbol, NULL::VARCHAR AS exchange WHERE false)"
+)
 
 
 def _from_stored_snapshot(
@@ -256,102 +289,66 @@ def _from_stored_snapshot(
     update_id: int | None,
     as_of: AsOf | None,
 ) -> Book | None:
-    """The book from the newest stored ``book_snapshots`` rows + the deltas after the oldest of them.
+    """The book from the newest stored ``book_snapshots`` rows + the deltas after the oldest row used.
 
     Sizes are absolute, so a level changed since the oldest row has its latest delta's size, and an
-    unchanged level has the size any covering stored row lists for it (0 when a row covering its price
-    does not list it). Exact when no book restart happened after the oldest row used (rows before a
-    restart in the window are dropped: K2 stores a row at every restart) and on each side the best
-    ``depth`` known levels lie inside what the rows cover. Else None: the caller reads the deltas.
+    unchanged level the size the newest row listing it gives (a covering row that does not list it: 0).
+    Exact when no book restart happened after the oldest row used (rows before a restart are dropped:
+    K2 stores a row at every restart) and on each side the best ``depth`` levels lie inside what the rows
+    cover. Tried with the newest row, then more (``_STORED_TRIES``); else None (read the deltas).
     """
-    stored = _latest_stored(client, symbol, moment, exchange, update_id, as_of)
+    snaps = client._resolve("book_snapshots", as_of)
+    stored = _stored_rows(client, snaps, symbol, moment, exchange, update_id)
     read = client._resolve(_SHORT, as_of)
-    for _ in range(2):
-        if not stored or depth > min(row["depth"] for row in stored):
+    tries = [stored[:n] for n in _STORED_TRIES if n == 1 or len(stored) > n // 2]
+    while tries:
+        rows = tries.pop(0)
+        if not rows or depth > min(r["depth"] for r in rows):
             return None
-        window = _window(client, read, symbol, stored, moment, update_id)
-        if window.restart is None:
-            return _combine(symbol, stored, window, depth, read.snapshot_id)
-        stored = [row for row in stored if row["last_update_id"] >= window.restart]
+        answer = _stored_read(client, snaps, read, symbol, rows, moment, depth, update_id)
+        if isinstance(answer, Book):
+            return answer
+        if answer is not None:  # a restart after the oldest row: only the rows from it on are usable
+            tries = [[r for r in rows if r["u"] >= answer]]
     return None
 
 
-@dataclass
-class _Window:
-    """The deltas after the oldest stored row used: latest size per level inside the covered prices."""
-
-    changes: list[dict[str, Any]]
-    restart: int | None
-    u: int | None
-    ts: datetime | None
-    bid_edge: Decimal | None
-    ask_edge: Decimal | None
-
-
-def _window(
+def _stored_read(
     client: Client,
+    snaps: Any,
     read: Any,
     symbol: str,
     stored: list[dict[str, Any]],
     moment: datetime,
+    depth: int,
     update_id: int | None,
-) -> _Window:
-    oldest = stored[-1]["last_update_id"]
-    bid_edge, ask_edge = _edge(stored, "bid_prices", -1), _edge(stored, "ask_prices", 1)
-    found = _source(client, read, symbol, above=oldest, through=update_id, until=moment)
-    if found is None:
-        return _Window([], None, None, None, bid_edge, ask_edge)
-    source, params = found
-    where = "symbol = ? AND exchange = ? AND last_update_id > ? AND exchange_ts <= ?"
-    args: list[Any] = [symbol, stored[0]["exchange"], oldest, moment]
-    if update_id is not None:
-        where, args = where + " AND last_update_id <= ?", [*args, update_id]
-    sql = (
-        f"WITH w AS MATERIALIZED (SELECT side, price, size, last_update_id, exchange_ts, is_snapshot FROM {source} WHERE {where}) "  # noqa: S608
-        "SELECT side, price, arg_max(size, last_update_id) AS size, NULL::BIGINT AS restart, NULL::BIGINT AS u, "
-        "NULL::TIMESTAMPTZ AS ts FROM w WHERE (side = 'BID' AND (?::DECIMAL(18,8) IS NULL OR price >= ?)) "
-        "OR (side = 'ASK' AND (?::DECIMAL(18,8) IS NULL OR price <= ?)) GROUP BY side, price "
-        "UNION ALL SELECT NULL, NULL, NULL, max(last_update_id) FILTER (WHERE is_snapshot), "
-        "max(last_update_id), max(exchange_ts) FROM w"
+) -> Book | int | None:
+    """One combined read (``_STORED_SQL``): a Book, the update id of a restart in the window, or None."""
+    oldest, newest = stored[-1], stored[0]
+    bid_edge, ask_edge = _edges(stored)
+    snaps_found = _source(client, snaps, symbol, above=oldest["u"] - 1, through=newest["u"])
+    if snaps_found is None:
+        return None  # the rows just read are gone (a concurrent rewrite): read the deltas
+    deltas_found = _source(client, read, symbol, above=oldest["u"], through=update_id, until=moment)
+    deltas, delta_params = deltas_found if deltas_found is not None else (_NO_DELTAS, [])
+    sql = _STORED_SQL.format(
+        snaps=snaps_found[0], deltas=deltas, through="" if update_id is None else " AND last_update_id <= ?"
     )
-    rows = client._execute(
-        sql, [*params, *args, bid_edge, bid_edge, ask_edge, ask_edge], query="book"
-    ).to_pylist()
-    meta = next(r for r in rows if r["side"] is None)
-    changes = [r for r in rows if r["side"] is not None]
-    return _Window(changes, meta["restart"], meta["u"], meta["ts"], bid_edge, ask_edge)
-
-
-def _combine(
-    symbol: str, stored: list[dict[str, Any]], window: _Window, depth: int, snapshot_id: int | None
-) -> Book | None:
-    sides: dict[str, list[tuple[Decimal, Decimal]]] = {}
-    for side, prefix, edge, better in (
-        ("BID", "bid", window.bid_edge, -1),
-        ("ASK", "ask", window.ask_edge, 1),
-    ):
-        levels: dict[Decimal, Decimal] = {}
-        for row in stored:  # unchanged levels: every covering row lists the same size
-            for price, size in zip(row[f"{prefix}_prices"], row[f"{prefix}_sizes"], strict=True):
-                levels.setdefault(price, size)
-        levels.update((c["price"], c["size"]) for c in window.changes if c["side"] == side)
-        known = sorted(
-            ((p, q) for p, q in levels.items() if q > 0 and (edge is None or better * (p - edge) <= 0)),
-            key=lambda level: better * level[0],
-        )
-        if edge is not None and len(known) < depth:
-            return None  # deeper untouched levels are unknown here: read the deltas instead
-        sides[side] = known[:depth]
-    rows = [
-        {"side": side, "level": i + 1, "price": p, "size": q}
-        for side in ("BID", "ASK")
-        for i, (p, q) in enumerate(sides[side])
-    ]
-    newest = stored[0]
-    last_u = max(newest["last_update_id"], window.u or 0)
-    last_ts = newest["exchange_ts"] if window.ts is None else max(newest["exchange_ts"], window.ts)
-    levels_table = pa.Table.from_pylist(rows, schema=LEVELS_SCHEMA)
-    return Book(symbol, newest["exchange"], levels_table, last_u, last_ts, snapshot_id, "book_snapshots")
+    venue = newest["exchange"]
+    args: list[Any] = [*snaps_found[1], symbol, venue, oldest["u"], newest["u"], *delta_params]
+    args += [symbol, venue, oldest["u"], moment, *([] if update_id is None else [update_id])]
+    args += [bid_edge, bid_edge, ask_edge, ask_edge, depth]
+    table = client._execute(sql, args, query="book")
+    meta = table.filter(pa.compute.is_null(table["side"])).to_pylist()[0]
+    if meta["restart"] is not None:
+        return int(meta["restart"])
+    if (bid_edge is not None and meta["bids"] < depth) or (ask_edge is not None and meta["asks"] < depth):
+        return None  # deeper untouched levels are unknown here
+    levels = table.filter(pa.compute.is_valid(table["side"])).select(["side", "level", "price", "size"])
+    levels = levels.sort_by([("side", "descending"), ("level", "ascending")]).cast(LEVELS_SCHEMA)
+    last_u = max(newest["u"], meta["u"] or 0)
+    last_ts = newest["ts"] if meta["ts"] is None else max(newest["ts"], meta["ts"])
+    return Book(symbol, venue, levels, last_u, last_ts, read.snapshot_id, "book_snapshots")
 
 
 def _read_rows(
