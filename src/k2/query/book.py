@@ -26,7 +26,7 @@ Example (needs a catalog with landed depth)::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -34,12 +34,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from k2.lake.summary import offsets_from_summary
 from k2.model.arrow import unscaled_from_decimal
 from k2.model.book import Level, OrderBook
 from k2.model.values import datetime_to_micros, micros_to_datetime, unscaled_to_decimal
 from k2.query.book_files import planned_files, select_files
 from k2.query.errors import InvalidRangeError, QueryError, UnknownSymbolError
 from k2.query.params import check_range, parse_duration, parse_time
+from k2.query.recent import RecentUnavailableError, last_landed, read_recent
 
 if TYPE_CHECKING:
     from k2.query.client import AsOf, Client
@@ -71,7 +73,13 @@ class Book:
     last_update_id: int | None
     exchange_ts: datetime | None
     snapshot_id: int | None
-    read_from: str = "deltas"  # or "book_snapshots" (one stored snapshot + the deltas after it)
+    read_from: str = "deltas"  # or "book_snapshots" (stored snapshots + the deltas after them)
+    # The hybrid read (``include_recent``): depth rows still in Kafka applied on top, said like the rest.
+    recent_rows: int = 0
+    recent_truncated: bool = False
+    recent_truncated_reason: str | None = None
+    recent_stopped_at: dict[str, dict[str, int]] = field(default_factory=dict)
+    recent_error: str | None = None
 
     def side(self, side: str) -> list[tuple[Decimal, Decimal]]:
         """(price, size) of one side, best first."""
@@ -120,6 +128,72 @@ def _start(
     return str(values[0]), int(values[1])
 
 
+_DELTA_COLUMNS = "exchange, symbol, side, price, size, last_update_id, exchange_ts, is_snapshot"
+
+
+@dataclass
+class _Recent:
+    """Depth rows still in Kafka (the hybrid read), registered as a DuckDB view named ``name``."""
+
+    name: str | None = None
+    table: pa.Table | None = None
+    truncated: bool = False
+    reason: str | None = None
+    stopped_at: dict[str, dict[str, int]] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def register(self) -> dict[str, pa.Table]:
+        return {} if self.name is None or self.table is None else {self.name: self.table}
+
+    def flag(self, book: Book) -> Book:
+        rows = 0 if self.table is None else self.table.num_rows
+        return replace(
+            book,
+            recent_rows=rows,
+            recent_truncated=self.truncated,
+            recent_truncated_reason=self.reason,
+            recent_stopped_at=self.stopped_at,
+            recent_error=self.error,
+        )
+
+
+_recent_names = iter(range(1, 1 << 62))
+
+
+def _recent(
+    client: Client,
+    read: Any,
+    symbol: str,
+    exchange: str | None,
+    moment: datetime,
+    include_recent: bool | None,
+) -> _Recent:
+    """The Kafka part of a hybrid book read (:mod:`k2.query.recent`), or nothing when not wanted.
+
+    Rows already landed may come back too (a producer retry, a race with the landing): harmless here,
+    a level's size is the one of its largest update id either way.
+    """
+    if not client._want_recent(include_recent, moment, read):
+        return _Recent()
+    try:
+        recent = read_recent(
+            client.settings,
+            _SHORT,
+            offsets_from_summary(read.summary),
+            symbol,
+            exchange,
+            last=last_landed(read.summary),
+        )
+    except RecentUnavailableError as exc:
+        if include_recent:
+            raise
+        return _Recent(error=str(exc))
+    table = recent.table.select(_DELTA_COLUMNS.split(", ")) if recent.table.num_rows else None
+    name = f"k2_recent_book_{next(_recent_names)}" if table is not None else None
+    return _Recent(name, table, recent.truncated, recent.reason, recent.stopped_at)
+
+
 def _source(
     client: Client,
     read: Any,
@@ -128,20 +202,29 @@ def _source(
     above: int | None = None,
     through: int | None = None,
     until: datetime | None = None,
+    recent: _Recent | None = None,
 ) -> tuple[str, list[Any]] | None:
     """FROM fragment reading the files of ``read`` that may hold the rows asked for; None when none can.
 
     The planned-file cache (:mod:`k2.query.book_files`) prunes by symbol, update id and exchange time;
-    tables with delete files go through ``iceberg_scan``.
+    tables with delete files go through ``iceberg_scan``. With ``recent`` rows (the hybrid read) they are
+    a union with the Kafka rows.
     """
-    if read.location is None or read.snapshot_id is None:
-        return None
-    table = client._load(read.short)
-    files = planned_files(table, read.snapshot_id) if table is not None else None
-    if files is None:
-        return "iceberg_scan(?, snapshot_from_id => ?)", [read.location, read.snapshot_id]
-    paths = select_files(files, symbol, above=above, through=through, until=until)
-    return ("read_parquet(?)", [paths]) if paths else None
+    found: tuple[str, list[Any]] | None = None
+    if read.location is not None and read.snapshot_id is not None:
+        table = client._load(read.short)
+        files = planned_files(table, read.snapshot_id) if table is not None else None
+        if files is None:
+            found = "iceberg_scan(?, snapshot_from_id => ?)", [read.location, read.snapshot_id]
+        else:
+            paths = select_files(files, symbol, above=above, through=through, until=until)
+            found = ("read_parquet(?)", [paths]) if paths else None
+    if recent is None or recent.name is None:
+        return found
+    if found is None:
+        return recent.name, []
+    union = f"(SELECT {_DELTA_COLUMNS} FROM {found[0]} UNION ALL SELECT {_DELTA_COLUMNS} FROM {recent.name})"  # noqa: S608 - constant fragments
+    return union, found[1]
 
 
 def _no_snapshot(
@@ -163,24 +246,29 @@ def book(
     exchange: str | None = None,
     update_id: int | None = None,
     as_of: AsOf | None = None,
+    include_recent: bool | None = None,
 ) -> Book:
     """The top ``depth`` levels per side of ``symbol`` at ``at`` (default: now) - see the module docstring.
 
     First from the stored ``book_snapshots`` (a few rows and the deltas after the oldest of them) when
     that is provably exact; else one query over the deltas: filtered once (symbol, time, update id), the
-    starting snapshot found in it and the levels reduced from the rows after it.
+    starting snapshot found in it and the levels reduced from the rows after it. ``include_recent`` (as
+    for trades: default on when ``at`` is within ``query_recent_window_seconds`` of now, never with
+    ``as_of``) applies the depth rows still in Kafka too; the Book says how many and whether that read
+    was cut short (``recent_truncated``: the book is then the one through the last row read).
     """
     depth = _check_depth(depth)
     moment = parse_time(at, "at") if at is not None else datetime.now(UTC)
     assert moment is not None
-    fast = _from_stored_snapshot(client, symbol, moment, depth, exchange, update_id, as_of)
-    if fast is not None:
-        return fast
     read = client._resolve(_SHORT, as_of)
-    if read.location is None or read.snapshot_id is None:
-        _scan(read.location, read.snapshot_id)  # raises: the table is empty
-    found = _source(client, read, symbol, through=update_id, until=moment)
+    recent = _recent(client, read, symbol, exchange, moment, include_recent)
+    fast = _from_stored_snapshot(client, symbol, moment, depth, exchange, update_id, as_of, recent)
+    if fast is not None:
+        return recent.flag(fast)
+    found = _source(client, read, symbol, through=update_id, until=moment, recent=recent)
     if found is None:
+        if read.snapshot_id is None:
+            _scan(read.location, read.snapshot_id)  # raises: the table is empty
         raise _no_snapshot(symbol, exchange, moment, update_id)
     source, params = found
     where, args = "symbol = ? AND exchange_ts <= ?", [symbol, moment]
@@ -199,14 +287,14 @@ def book(
         "SELECT side, level, price, size, NULL::VARCHAR AS ex, NULL::BIGINT AS u, NULL::TIMESTAMPTZ AS ts FROM ranked WHERE level <= ? "
         "UNION ALL SELECT NULL, NULL, NULL, NULL, (SELECT ex FROM start), max(last_update_id), max(exchange_ts) FROM d"
     )
-    table = client._execute(sql, [*params, *args, depth], query="book")
+    table = client._execute(sql, [*params, *args, depth], recent.register, query="book")
     meta = table.filter(pa.compute.is_null(table["side"]))
     venue, last_u, last_ts = meta["ex"][0].as_py(), meta["u"][0].as_py(), meta["ts"][0].as_py()
     if venue is None:
         raise _no_snapshot(symbol, exchange, moment, update_id)
     levels = table.filter(pa.compute.is_valid(table["side"])).select(["side", "level", "price", "size"])
     levels = levels.sort_by([("side", "descending"), ("level", "ascending")]).cast(LEVELS_SCHEMA)
-    return Book(symbol, venue, levels, last_u, last_ts, read.snapshot_id)
+    return recent.flag(Book(symbol, venue, levels, last_u, last_ts, read.snapshot_id))
 
 
 def _stored_rows(
@@ -288,6 +376,7 @@ def _from_stored_snapshot(
     exchange: str | None,
     update_id: int | None,
     as_of: AsOf | None,
+    recent: _Recent | None = None,
 ) -> Book | None:
     """The book from the newest stored ``book_snapshots`` rows + the deltas after the oldest row used.
 
@@ -305,7 +394,9 @@ def _from_stored_snapshot(
         rows = tries.pop(0)
         if not rows or depth > min(r["depth"] for r in rows):
             return None
-        answer = _stored_read(client, snaps, read, symbol, rows, moment, depth, update_id)
+        answer = _stored_read(
+            client, snaps, read, symbol, rows, moment, depth, update_id, recent or _Recent()
+        )
         if isinstance(answer, Book):
             return answer
         if answer is not None:  # a restart after the oldest row: only the rows from it on are usable
@@ -322,6 +413,7 @@ def _stored_read(
     moment: datetime,
     depth: int,
     update_id: int | None,
+    recent: _Recent,
 ) -> Book | int | None:
     """One combined read (``_STORED_SQL``): a Book, the update id of a restart in the window, or None."""
     oldest, newest = stored[-1], stored[0]
@@ -329,7 +421,9 @@ def _stored_read(
     snaps_found = _source(client, snaps, symbol, above=oldest["u"] - 1, through=newest["u"])
     if snaps_found is None:
         return None  # the rows just read are gone (a concurrent rewrite): read the deltas
-    deltas_found = _source(client, read, symbol, above=oldest["u"], through=update_id, until=moment)
+    deltas_found = _source(
+        client, read, symbol, above=oldest["u"], through=update_id, until=moment, recent=recent
+    )
     deltas, delta_params = deltas_found if deltas_found is not None else (_NO_DELTAS, [])
     sql = _STORED_SQL.format(
         snaps=snaps_found[0], deltas=deltas, through="" if update_id is None else " AND last_update_id <= ?"
@@ -338,7 +432,7 @@ def _stored_read(
     args: list[Any] = [*snaps_found[1], symbol, venue, oldest["u"], newest["u"], *delta_params]
     args += [symbol, venue, oldest["u"], moment, *([] if update_id is None else [update_id])]
     args += [bid_edge, bid_edge, ask_edge, ask_edge, depth]
-    table = client._execute(sql, args, query="book")
+    table = client._execute(sql, args, recent.register, query="book")
     meta = table.filter(pa.compute.is_null(table["side"])).to_pylist()[0]
     if meta["restart"] is not None:
         return int(meta["restart"])
