@@ -294,6 +294,7 @@ class FakeExchange:
         if depth_snapshots is None and mode == "binance" and not messages_given:
             depth_snapshots = load_binance_depth_snapshots(captures or DEFAULT_BINANCE_CAPTURES)
         # REST depth: symbol -> [the capture's snapshot, book (price -> size per side), next message index]
+        self._level2: dict[str, list[Any]] = {}  # product -> [book at the cursor, next message index]
         self._depth: dict[str, list[Any]] = {
             symbol: [snap, None, 0] for symbol, snap in (depth_snapshots or {}).items()
         }
@@ -654,7 +655,10 @@ class FakeExchange:
                 await self._stream(
                     conn,
                     lambda m: m.symbol in products and m.channel in channels,
-                    lambda: self._last_matches(products) if "matches" in channels else [],
+                    lambda: (
+                        (self._last_matches(products) if "matches" in channels else [])
+                        + (self._level2_snapshots(products) if "level2" in channels else [])
+                    ),
                 )
         except ConnectionClosed:
             pass
@@ -776,6 +780,39 @@ class FakeExchange:
                 payload = dict(self._trades[product][2][happened - 1])
                 payload["type"] = "last_match"
                 out.append(orjson.dumps(payload).decode())
+        return out
+
+    def _level2_snapshots(self, products: set[str]) -> list[str]:
+        """A level2 ``snapshot`` per product, as Coinbase sends on each subscription: the book at the replay
+        cursor (the capture's own snapshot plus every ``l2update`` the cursor has passed, sent or not).
+
+        Products whose capture snapshot lies ahead of the cursor get none here: the replay sends it.
+        """
+        out = []
+        for product in sorted(products):
+            state = self._level2.setdefault(product, [None, 0])
+            book, index = state
+            while index < min(self.position, self.end):
+                msg = self.messages[index]
+                index += 1
+                if msg.symbol != product or msg.kind not in ("snapshot", "l2update"):
+                    continue
+                data = orjson.loads(msg.text)
+                if msg.kind == "snapshot":
+                    book = {"bids": dict(map(tuple, data["bids"])), "asks": dict(map(tuple, data["asks"]))}
+                elif book is not None:
+                    for side, price, size in data["changes"]:
+                        levels = book["bids" if side == "buy" else "asks"]
+                        if Decimal(size) == 0:
+                            levels.pop(price, None)
+                        else:
+                            levels[price] = size
+            state[0], state[1] = book, index
+            if book is not None:
+                bids = sorted(book["bids"].items(), key=lambda level: Decimal(level[0]), reverse=True)
+                asks = sorted(book["asks"].items(), key=lambda level: Decimal(level[0]))
+                snapshot = {"type": "snapshot", "product_id": product, "bids": bids, "asks": asks}
+                out.append(orjson.dumps(snapshot).decode())
         return out
 
     def _malformed(self, msg: CaptureMessage) -> str | bytes:
