@@ -122,6 +122,11 @@ class Faults:
     ping_timeout: float = 10.0
     max_messages: int | None = None
     at_end: Literal["idle", "close"] = "idle"
+    # Depth faults: an eligible message held back and sent right after the next one (a reordered pair);
+    # which ``GET /api/v3/depth`` answers (0 = the first, per symbol) are stale: the capture's own REST
+    # snapshot instead of the book at the replay cursor.
+    reorder_at: frozenset[int] = frozenset()
+    stale_depth_snapshots: frozenset[int] = frozenset()
 
     def _due(self, every: int, at: frozenset[int], index: int) -> bool:
         return (every > 0 and index > 0 and index % every == 0) or index in at
@@ -148,6 +153,8 @@ class FakeStats:
     pongs: int = 0
     ping_timeouts: int = 0
     control_messages: int = 0
+    reordered: int = 0
+    stale_depth_snapshots: int = 0
     control_violations: int = 0
 
 
@@ -316,6 +323,7 @@ class FakeExchange:
         self._generation = 0
         self._sessions = 0
         self._skip_left = 0
+        self._depth_answers: dict[str, int] = {}  # symbol -> REST depth answers given
         self._stalled: set[int] = set()
         self._closing = False
         # REST index: symbol -> (trade ids, capture positions, payloads), in capture order.
@@ -535,6 +543,11 @@ class FakeExchange:
         if state is None:
             return _json_response(400, {"code": -1121, "msg": "Invalid symbol."}, headers)
         snapshot, book, index = state
+        answer = self._depth_answers.get(symbol, 0)
+        self._depth_answers[symbol] = answer + 1
+        if answer in self.faults.stale_depth_snapshots:
+            self.stats.stale_depth_snapshots += 1
+            return _json_response(200, snapshot, headers)
         if book is None:
             book = state[1] = {
                 "bids": {b[0]: b[1] for b in snapshot["bids"]},
@@ -863,6 +876,7 @@ class FakeExchange:
         for text in prelude():
             await conn.send(text)
         sent_here = 0
+        held: str | None = None  # a message held back by Faults.reorder_at
         anchor: tuple[float, int] | None = None
         messages = self.messages
         while True:
@@ -913,9 +927,16 @@ class FakeExchange:
                 continue
             if faults._due(faults.malformed_every, faults.malformed_at, index):
                 await conn.send(self._malformed(msg))
+            if index in faults.reorder_at and held is None:
+                held = msg.text  # sent right after the next message
+                self.stats.reordered += 1
+                continue
             if self.speed <= 0 and sent_here % 64 == 0:
                 await asyncio.sleep(0)  # let REST requests and pings in
             await conn.send(msg.text)
+            if held is not None:
+                await conn.send(held)
+                held = None
             sent_here += 1
             self.stats.sent += 1
             if msg.trade_id is not None:
