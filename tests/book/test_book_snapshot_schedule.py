@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -136,3 +137,58 @@ def test_landing_service_writes_book_snapshots_on_schedule_exactly_once_and_cons
                 slow.last_update_id,
                 slow.exchange_ts,
             ), u
+
+
+def test_book_from_stored_snapshots_across_a_book_restart_equals_the_delta_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resync restarts the book inside the stored rows' window: rows before it must not be combined."""
+    settings = Settings(data_dir=tmp_path / "k2", query_pool_size=1)
+    rows = _capture_deltas(60)
+    ids = sorted({int(r["last_update_id"]) for r in rows})  # type: ignore[call-overload]
+    k = next(i for i in range(len(ids) // 2, len(ids) - 1) if ids[i + 1] > ids[i] + 1)
+    restart_u = ids[k] + 1
+    before = [r for r in rows if int(r["last_update_id"]) <= ids[k]]  # type: ignore[call-overload]
+    book = OrderBook()
+    book.apply_rows(before)  # type: ignore[arg-type]
+    # The resync's snapshot differs from the book it replaces (the best bid level is gone).
+    best_bid = book.top("BID", 1)[0][0]
+    template = dict(before[-1])
+    snapshot = [
+        {
+            **template,
+            "side": side,
+            "price": price,
+            "size": size,
+            "first_update_id": restart_u,
+            "last_update_id": restart_u,
+            "prev_update_id": None,
+            "is_snapshot": True,
+            "is_event_end": False,
+        }
+        for side, levels in (("BID", book.top("BID", 10_000)), ("ASK", book.top("ASK", 10_000)))
+        for price, size in levels
+        if not (side == "BID" and price == best_bid)
+    ]
+    snapshot[-1]["is_event_end"] = True
+    after = [r for r in rows if int(r["last_update_id"]) > ids[k]]  # type: ignore[call-overload]
+    deltas = ensure_tables(load_catalog(settings), settings)["book_deltas"]
+    append(deltas, records_to_arrow(BOOK_DELTA, before + snapshot + after), "book_deltas")
+    write_book_snapshots(settings)
+    stored = [r["last_update_id"] for r in _stored(settings)]
+    assert restart_u in stored
+
+    later = [u for u in ids if restart_u < u]
+    moments = [*later[:: max(1, len(later) // 25)], *[u for u in ids if u <= ids[k]][-5:]]
+    with Client(settings) as client:
+        fast = {u: client.book("BTCUSDT", "2030-01-01T00:00:00Z", 25, update_id=u) for u in moments}
+        assert sum(b.read_from == "book_snapshots" for b in fast.values()) >= len(moments) // 2
+        # Forced to combine 6 stored rows: the restart lies inside the window and must cut it.
+        monkeypatch.setattr(book_module, "_STORED_TRIES", (6,))
+        wide = {u: client.book("BTCUSDT", "2030-01-01T00:00:00Z", 25, update_id=u) for u in moments}
+        monkeypatch.setattr(book_module, "_from_stored_snapshot", lambda *args, **kwargs: None)
+        for u, answer in fast.items():
+            slow = client.book("BTCUSDT", "2030-01-01T00:00:00Z", 25, update_id=u)
+            assert answer.levels.to_pylist() == slow.levels.to_pylist() == wide[u].levels.to_pylist(), u
+            if u > restart_u:  # the level the resync dropped stays gone unless an update re-adds it
+                assert answer.last_update_id == slow.last_update_id
