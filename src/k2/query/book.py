@@ -1,6 +1,8 @@
 """Order-book reads: the book at a moment, a book series for backtests/ML, per-step metrics, trades as-of book.
 
-The book of a symbol at moment ``at`` is rebuilt from ``market_data.book_deltas``:
+The book of a symbol at moment ``at`` is rebuilt from ``market_data.book_deltas``, first from the stored
+``book_snapshots`` when that is provably exact (:func:`_from_stored_snapshot`: the newest stored rows and
+the bounded run of deltas after them), else from the deltas alone:
 
 1. the latest snapshot that restarts the book at or before ``at`` (rows with ``is_snapshot``, the largest
    ``last_update_id``) fixes the starting point: every earlier row is ignored;
@@ -8,14 +10,16 @@ The book of a symbol at moment ``at`` is rebuilt from ``market_data.book_deltas`
    ``exchange_ts <= at``, and ``last_update_id <= update_id`` when given) gives the level's size;
    a size of 0 means the level is gone. Row order inside an event never matters: each level appears once.
 
-That is one DuckDB query (``arg_max`` per level, top N per side by ``row_number``), every value bound
-as a parameter. Series and trade joins read the rows once and replay them with
+Each is one DuckDB query (``arg_max`` per level, top N per side by ``row_number``) over the data files the
+planned-file cache (:mod:`k2.query.book_files`) keeps for the symbol and update-id range, every value
+bound as a parameter. With ``include_recent`` the depth rows still in Kafka (:mod:`k2.query.recent`) are
+unioned into the deltas. Series and trade joins read the rows once and replay them with
 :class:`k2.model.book.OrderBook` (the same rules the sources use).
 
-Hazards: the read cost grows with the run of deltas since the starting snapshot (a live feed writes a
-snapshot at every (re)sync; ``book_snapshots`` written at a cadence would bound it - not done yet);
-the Kafka part of the hybrid read is not included (Iceberg only); a moment inside a depth gap shows the
-last good book before the gap (the gap is in ``quality.gaps``).
+Hazards: the delta read's cost grows with the run of deltas since the starting snapshot (it runs when
+no stored rows answer exactly: none yet, or the price left the stored levels for ten minutes);
+``book_series``/``trades_with_book`` always replay from the restart and read Iceberg only; a moment inside
+a depth gap shows the last good book before the gap (the gap is in ``quality.gaps``).
 
 Example (needs a catalog with landed depth)::
 
