@@ -3,6 +3,11 @@ with the same honesty flags as the rest of the hybrid read (``k2.query.recent``)
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 
 from k2.bus.producer import MarketDataProducer
@@ -16,7 +21,7 @@ from k2.model.values import to_unscaled
 from k2.query.client import Client
 from k2.sources.binance import iter_capture_lines
 from k2.sources.binance_capture import CaptureReader
-from tests.sources.helpers import BINANCE_CAPTURES
+from tests.sources.helpers import BINANCE_CAPTURES, REPO
 
 
 def _deltas(exchange: str, seconds: int) -> list[dict[str, object]]:
@@ -75,3 +80,16 @@ def test_book_applies_depth_still_in_kafka_and_says_when_the_read_was_cut(
         assert cut.recent_truncated and cut.recent_truncated_reason == "max_rows"
         assert cut.recent_stopped_at and cut.recent_rows == 50
         assert _sides(cut) == _top(landed + later[:50], 10)
+    # k2 book: the same hybrid read, the cut said on stderr.
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO / "src"),
+        "K2_DATA_DIR": str(settings.data_dir),
+        "K2_KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "K2_SCHEMA_REGISTRY_URL": str(settings.schema_registry_url),
+        "K2_QUERY_RECENT_MAX_ROWS": "50",
+    }
+    command = [sys.executable, "-m", "k2.cli", "book", "BTCUSDT", "--exchange", exchange, "--format", "json"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=True)
+    assert "partial result" in done.stderr and "max_rows" in done.stderr
+    assert json.loads(done.stdout)["last_update_id"] == cut.last_update_id
