@@ -28,6 +28,7 @@ from k2.sources.binance_capture import CaptureReader
 from tests.sources.helpers import BINANCE_CAPTURES
 
 INTERVAL_US = 10_000_000
+AT = "2030-01-01T00:00:00Z"  # after every row; Iceberg only (the session broker is shared with other tests)
 
 
 def _capture_deltas(seconds: int) -> list[dict[str, object]]:
@@ -126,12 +127,12 @@ def test_landing_service_writes_book_snapshots_on_schedule_exactly_once_and_cons
 
     moments = random.Random(14).sample(ids, 60)
     with Client(settings) as client:
-        fast = {u: client.book("BTCUSDT", "2030-01-01T00:00:00Z", 25, update_id=u) for u in moments}
+        fast = {u: client.book("BTCUSDT", AT, 25, update_id=u, include_recent=False) for u in moments}
         # Stored top 100 (the default) over a window of stored rows: depth 25 is answered from them.
         assert sum(b.read_from == "book_snapshots" for b in fast.values()) >= 55
         monkeypatch.setattr(book_module, "_from_stored_snapshot", lambda *args, **kwargs: None)
         for u, answer in fast.items():
-            slow = client.book("BTCUSDT", "2030-01-01T00:00:00Z", 25, update_id=u)
+            slow = client.book("BTCUSDT", AT, 25, update_id=u, include_recent=False)
             assert (answer.levels.to_pylist(), answer.last_update_id, answer.exchange_ts) == (
                 slow.levels.to_pylist(),
                 slow.last_update_id,
@@ -181,14 +182,14 @@ def test_book_from_stored_snapshots_across_a_book_restart_equals_the_delta_read(
     later = [u for u in ids if restart_u < u]
     moments = [*later[:: max(1, len(later) // 25)], *[u for u in ids if u <= ids[k]][-5:]]
     with Client(settings) as client:
-        fast = {u: client.book("BTCUSDT", "2030-01-01T00:00:00Z", 25, update_id=u) for u in moments}
+        fast = {u: client.book("BTCUSDT", AT, 25, update_id=u, include_recent=False) for u in moments}
         assert sum(b.read_from == "book_snapshots" for b in fast.values()) >= len(moments) // 2
         # Forced to combine 6 stored rows: the restart lies inside the window and must cut it.
         monkeypatch.setattr(book_module, "_STORED_TRIES", (6,))
-        wide = {u: client.book("BTCUSDT", "2030-01-01T00:00:00Z", 25, update_id=u) for u in moments}
+        wide = {u: client.book("BTCUSDT", AT, 25, update_id=u, include_recent=False) for u in moments}
         monkeypatch.setattr(book_module, "_from_stored_snapshot", lambda *args, **kwargs: None)
         for u, answer in fast.items():
-            slow = client.book("BTCUSDT", "2030-01-01T00:00:00Z", 25, update_id=u)
+            slow = client.book("BTCUSDT", AT, 25, update_id=u, include_recent=False)
             assert answer.levels.to_pylist() == slow.levels.to_pylist() == wide[u].levels.to_pylist(), u
             if u > restart_u:  # the level the resync dropped stays gone unless an update re-adds it
                 assert answer.last_update_id == slow.last_update_id
