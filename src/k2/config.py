@@ -328,7 +328,16 @@ class Settings(BaseSettings):
         "maintenance",
     )
     book_snapshot_depth: int = _f(
-        25, "Order book: levels per side kept in each book_snapshots row.", 50, "maintenance"
+        100,
+        "Order book: levels per side kept in each book_snapshots row (book() answers depth d from them exactly when the levels have not moved past them; keep it well above the depths you read).",
+        200,
+        "maintenance",
+    )
+    book_snapshot_run_seconds: float = _f(
+        10.0,
+        "The landing service writes the due book_snapshots rows at its start and then this often (0 = off).",
+        30.0,
+        "maintenance",
     )
 
     # -- query -------------------------------------------------------------------------------------
@@ -548,6 +557,7 @@ class Settings(BaseSettings):
         "maintenance_orphan_min_age_hours",
         "query_recent_window_seconds",
         "down_drain_seconds",
+        "book_snapshot_run_seconds",
     )
     @classmethod
     def _non_negative_float(cls, value: float) -> float:

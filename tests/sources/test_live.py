@@ -448,7 +448,8 @@ def test_coinbase_feed_survives_drops_and_skips(settings: Settings, unique: str)
         malformed_at=frozenset({20}),
     )
     with FakeExchange("coinbase", faults=faults, messages=messages) as fake:
-        feed = CoinbaseFeed(sorted(last_ids), ws_url=fake.ws_url, rest_url=fake.rest_url)
+        # Depth off: the sample holds l2updates without their snapshots (tests/book covers level2).
+        feed = CoinbaseFeed(sorted(last_ids), ws_url=fake.ws_url, rest_url=fake.rest_url, depth=False)
         runner = run_feed(
             feed,
             settings,

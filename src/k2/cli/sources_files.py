@@ -454,4 +454,23 @@ def register(app: typer.Typer) -> None:
             console.print(f"dead-lettered: {dict(report.dead_lettered)}")
         console.print("produced to Kafka: run `k2 land` (the landing consumer) to land them")
 
+    @imp.command("tardis-book-l2")
+    def tardis_book_l2(
+        files: list[Path] = typer.Argument(
+            ..., help="Tardis.dev incremental_book_L2 CSV files (.csv or .csv.gz), in time order."
+        ),
+    ) -> None:
+        """Tardis.dev incremental_book_L2 CSV: book deltas (synthetic update ids) to Kafka for landing."""
+        from k2.sources.tardis_book import import_tardis_book
+
+        try:
+            report = import_tardis_book(files, load_settings())
+        except ValueError as exc:  # a file that is not incremental_book_L2 (its header named)
+            err_console.print(f"error: {exc}", markup=False, highlight=False)
+            raise typer.Exit(2) from None
+        console.print(f"{report.lines:,} lines: {report.rows:,} book deltas; {report.snapshots} snapshot(s)")
+        if report.dead_lettered:
+            console.print(f"dead-lettered: {dict(report.dead_lettered)}")
+        console.print("produced to Kafka: run `k2 land` (the landing consumer) to land them")
+
     app.add_typer(imp, name="import")

@@ -130,14 +130,20 @@ def register(app: typer.Typer) -> None:
         ),
         idle_exit: float = typer.Option(None, help="Exit after this many seconds without data."),
         metrics_port: int = typer.Option(0, help="Serve Prometheus /metrics on 127.0.0.1:PORT (0: off)."),
+        no_depth: bool = typer.Option(
+            False, "--no-depth", help="No order-book depth (the level2 channel: snapshot + l2update)."
+        ),
     ) -> None:
-        """Stream Coinbase matches and ticker into Kafka, backfilling gaps from REST, until Ctrl-C."""
+        """Stream Coinbase matches, ticker and level2 depth into Kafka, backfilling gaps from REST, until Ctrl-C."""
         from k2.sources.coinbase import CoinbaseFeed
 
         settings = load_settings()
         try:
             feed = CoinbaseFeed(
-                products.split(","), url or settings.coinbase_ws_url, rest_url or settings.coinbase_rest_url
+                products.split(","),
+                url or settings.coinbase_ws_url,
+                rest_url or settings.coinbase_rest_url,
+                depth=not no_depth,
             )
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--products") from None

@@ -1119,6 +1119,10 @@ def run_landing(
     from k2.lake.tags import start_eod_tagger
 
     tagger = start_eod_tagger(settings)
+    # Book snapshots (k2.lake.book_snapshots; K2_BOOK_SNAPSHOT_RUN_SECONDS): at start, then on a schedule.
+    from k2.lake.book_snapshots import start_book_snapshotter
+
+    snapshotter = start_book_snapshotter(settings)
     try:
         return consumer.run(idle_exit_seconds=idle_exit_seconds)
     finally:
@@ -1126,3 +1130,5 @@ def run_landing(
             maintenance.stop()
         if tagger is not None:
             tagger.stop()
+        if snapshotter is not None:
+            snapshotter.stop()

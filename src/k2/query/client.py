@@ -406,11 +406,21 @@ class Client(Analytics):
         exchange: str | None = None,
         update_id: int | None = None,
         as_of: AsOf | None = None,
+        include_recent: bool | None = None,
     ) -> Any:
         """The book of ``symbol`` at ``at`` (top ``depth`` per side); see :func:`k2.query.book.book`."""
         from k2.query import book
 
-        return book.book(self, symbol, at, depth, exchange=exchange, update_id=update_id, as_of=as_of)
+        return book.book(
+            self,
+            symbol,
+            at,
+            depth,
+            exchange=exchange,
+            update_id=update_id,
+            as_of=as_of,
+            include_recent=include_recent,
+        )
 
     def book_series(
         self,
