@@ -41,6 +41,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from types import TracebackType
+from typing import Self
 
 import structlog
 
@@ -193,7 +194,7 @@ class Periodic:
     def run_once(self) -> None:
         raise NotImplementedError
 
-    def start(self) -> Periodic:
+    def start(self) -> Self:
         self._thread.start()
         return self
 

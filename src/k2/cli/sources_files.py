@@ -160,7 +160,6 @@ def _run(
     max_rejects: str = "0",
     **extra: object,
 ) -> None:
-    from k2.bus.producer import DeliveryError
     from k2.bus.serde import RegistryUnavailableError
     from k2.bus.topics import BrokerUnavailableError
     from k2.sources.files import FileImportError, ImportOptions
@@ -205,9 +204,9 @@ def _run(
             reports = import_landed(
                 format_name, files, settings, options, via_kafka=via_kafka, progress=hook_for
             )
-    except (FileImportError, BrokerUnavailableError, RegistryUnavailableError, DeliveryError) as exc:
-        # Bad input, or a stack part missing: one clear line, no traceback (nothing was half-landed:
-        # Kafka delivery is all-or-reported, direct imports commit per file).
+    except (FileImportError, BrokerUnavailableError, RegistryUnavailableError) as exc:
+        # Bad input, or a stack part missing before anything was sent: one clear line, no traceback.
+        # (A delivery that fails mid-way is a DeliveryError, reported by k2.cli.main with its counts.)
         err_console.print(f"[red]import failed:[/red] {markup(exc)}", markup=True, highlight=False)
         raise typer.Exit(1) from None
     _print_reports(reports, quiet, via_kafka)

@@ -41,7 +41,6 @@ Example (needs a catalog with landed depth)::
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,6 +63,7 @@ from k2.model import BOOK_SNAPSHOT
 from k2.model.arrow import records_to_arrow, unscaled_from_decimal
 from k2.model.book import OrderBook
 from k2.model.values import canonical_instrument, now_micros
+from k2.pacing import Periodic
 
 _X: Any = _expressions
 DELTAS_SNAPSHOT_KEY = "k2.book.deltas_snapshot"
@@ -303,7 +303,7 @@ def write_book_snapshots(
     )
 
 
-class BookSnapshotter:
+class BookSnapshotter(Periodic):
     """The landing service's schedule for book_snapshots: a run at start, then every ``book_snapshot_run_seconds``.
 
     Example (needs a catalog)::
@@ -314,34 +314,25 @@ class BookSnapshotter:
     """
 
     def __init__(self, settings: Settings) -> None:
+        super().__init__("k2-book-snapshots", settings.book_snapshot_run_seconds, run_at_start=True)
         self.settings = settings
         self.state = SnapshotterState()
         self.runs = 0
         self.written: dict[tuple[str, str], int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="k2-book-snapshots", daemon=True)
 
-    def start(self) -> BookSnapshotter:
-        self._thread.start()
-        return self
+    def run_once(self) -> None:
+        try:
+            for pair, count in write_book_snapshots(self.settings, state=self.state).items():
+                self.written[pair] = self.written.get(pair, 0) + count
+                log.info("book snapshots written", exchange=pair[0], symbol=pair[1], rows=count)
+        except Exception:  # the next run starts again from the table's state (logged by Periodic)
+            self.state = SnapshotterState()
+            raise
+        finally:
+            self.runs += 1
 
     def stop(self, timeout: float = 60.0) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while True:
-            try:
-                for pair, count in write_book_snapshots(self.settings, state=self.state).items():
-                    self.written[pair] = self.written.get(pair, 0) + count
-                    log.info("book snapshots written", exchange=pair[0], symbol=pair[1], rows=count)
-            except Exception:  # keep landing alive; the next run retries from the table's state
-                self.state = SnapshotterState()
-                log.exception("book snapshots failed")
-            self.runs += 1
-            if self._stop.wait(self.settings.book_snapshot_run_seconds):
-                return
+        super().stop(timeout)
 
 
 def start_book_snapshotter(settings: Settings) -> BookSnapshotter | None:
@@ -352,4 +343,8 @@ def start_book_snapshotter(settings: Settings) -> BookSnapshotter | None:
         >>> start_book_snapshotter(Settings(book_snapshot_run_seconds=0)) is None
         True
     """
-    return BookSnapshotter(settings).start() if settings.book_snapshot_run_seconds > 0 else None
+    if settings.book_snapshot_run_seconds <= 0:
+        return None
+    snapshotter = BookSnapshotter(settings)
+    snapshotter.start()
+    return snapshotter

@@ -860,6 +860,7 @@ class FakeExchange:
         else:
             await conn.close(1001, "fake exchange: forced disconnect")
 
+    # long: one WebSocket session of the fake venue: subscription, pacing and every fault, in wire order.
     async def _stream(
         self,
         conn: ServerConnection,
