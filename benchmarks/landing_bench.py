@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition  # noqa: E402
-from tests.landing.helpers import make_trades  # noqa: E402
+from tests.landing.helpers import TEN_SYMBOLS, make_trades  # noqa: E402
 
 from k2.bus import MarketDataProducer  # noqa: E402
 from k2.bus.broker import tansu_process  # noqa: E402
@@ -55,18 +55,7 @@ from k2.model.arrow import records_to_arrow  # noqa: E402
 from k2.telemetry.procs import free_port  # noqa: E402
 
 TOPIC = "market.crypto.trades.binance"
-SYMBOLS = [
-    "BTCUSDT",
-    "ETHUSDT",
-    "SOLUSDT",
-    "BNBUSDT",
-    "XRPUSDT",
-    "ADAUSDT",
-    "DOGEUSDT",
-    "LTCUSDT",
-    "DOTUSDT",
-    "TRXUSDT",
-]
+SYMBOLS = TEN_SYMBOLS
 
 
 def generate(total: int) -> list[dict[str, Any]]:

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from pyiceberg.io.pyarrow import _dataframe_to_data_files
 
 from k2 import duck
 from k2.config import Settings
 from k2.lake.catalog import ensure_tables, load_catalog, metadata_location
+from k2.lake.compat import data_files_from_arrow
 from k2.lake.maintenance import maintain_table
 from k2.lake.writer import append, conform, sort_for_table
 from k2.model import TRADE
@@ -107,7 +107,7 @@ def main() -> None:
             files = []
             for batch in batches:
                 files += list(
-                    _dataframe_to_data_files(
+                    data_files_from_arrow(
                         table.metadata, sort_for_table(conform(batch, "trades"), "trades"), table.io
                     )
                 )

@@ -8,7 +8,10 @@ real per-minute trade counts, the taker-buy share drawn from the real taker-buy 
 ``k2.lake.writer.append`` one day per commit (sorted by symbol, time). Quotes (``--quote-ratio`` per trade) around
 the trade prices with real-shaped spreads feed the as-of join.
 
-Measured (p50/p99 over ``--runs`` random symbol/hour/day picks, identical picks for both sides):
+Measured (p50/p99 over ``--runs`` random symbol/hour/day picks, identical picks for every side): K2's
+client; the same SQL over raw ``iceberg_scan`` (DuckDB plans the snapshot's files every query); the same SQL
+over ``read_parquet`` of exactly the files K2's planner keeps for the pick (planned before timing: the
+floor of a direct read):
 
 1. one symbol, one hour of trades
 2. 1-minute bars, one symbol, one day
@@ -50,6 +53,7 @@ from k2.model import QUOTE, TRADE  # noqa: E402
 from k2.model.arrow import decimal_array  # noqa: E402
 from k2.query.client import Client  # noqa: E402
 from k2.query.engine import new_connection  # noqa: E402
+from k2.query.files import FilePlanner, Prune  # noqa: E402
 
 KLINES = (
     Path(os.environ.get("K2_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -325,40 +329,97 @@ def main() -> None:
     def raw_rows(sql: str, params: list[Any]) -> int:
         return int(raw.execute(sql, params).to_arrow_table().num_rows)
 
-    cases: dict[
-        str, tuple[Callable[[str, datetime, datetime], int], Callable[[str, datetime, datetime], int]]
-    ] = {
+    catalog = load_catalog(settings)
+    iceberg = {
+        loc: catalog.load_table(("market_data", name))
+        for loc, name in ((trades_loc, "trades"), (quotes_loc, "quotes"))
+    }
+    planner = FilePlanner()
+
+    def direct_rows(sql: str, params: list[Any], files: list[list[str]]) -> int:
+        # The same SQL over the planned files: every iceberg_scan(?) becomes read_parquet(?).
+        direct = sql.replace("iceberg_scan(?)", "read_parquet(?, hive_partitioning = false)")
+        it = iter(files)
+        bound = [next(it) if p in iceberg else p for p in params]
+        return raw_rows(direct, bound)
+
+    def planned(params: list[Any]) -> list[list[str]]:
+        """The files K2's planner keeps for each (location, symbol, start, end) group of ``params``."""
+        out = []
+        for i, p in enumerate(params):
+            if p in iceberg:
+                t = iceberg[p]
+                snap = t.current_snapshot()
+                assert snap is not None
+                symbol, lo, hi = params[i + 1], params[i + 2], params[i + 3]
+                us = (lo.timestamp() * 1_000_000, hi.timestamp() * 1_000_000)
+                prune = Prune((symbol,), None, int(us[0]), int(us[1]), "exchange_ts")
+                got = planner.files(t, snap.snapshot_id, prune)
+                assert got is not None
+                out.append(got[0])
+        return out
+
+    def sides(key: str, params_of: Callable[[str, datetime, datetime], list[Any]]) -> tuple[Any, Any, Any]:
+        sql = RAW_SQL[key]
+        cache: dict[tuple[str, datetime, datetime], list[list[str]]] = {}
+
+        def direct(s: str, d: datetime, h: datetime) -> int:
+            return direct_rows(sql, params_of(s, d, h), cache[(s, d, h)])
+
+        for s, d, h in picks:
+            cache[(s, d, h)] = planned(params_of(s, d, h))
+        return (lambda s, d, h: raw_rows(sql, params_of(s, d, h))), direct, cache
+
+    hour_raw, hour_direct, hour_files = sides(
+        "hour", lambda s, d, h: [trades_loc, s, h, h + timedelta(hours=1)]
+    )
+    bars_raw, bars_direct, bars_files = sides(
+        "bars", lambda s, d, h: [trades_loc, s, d, d + timedelta(days=1)]
+    )
+    vwap_raw, vwap_direct, _ = sides("vwap", lambda s, d, h: [trades_loc, s, d, d + timedelta(days=1)])
+    asof_raw, asof_direct, _ = sides(
+        "asof",
+        lambda s, d, h: [
+            trades_loc,
+            s,
+            h,
+            h + timedelta(hours=1),
+            quotes_loc,
+            s,
+            h - timedelta(seconds=1),
+            h + timedelta(hours=1),
+        ],
+    )
+    files_per = {
+        "hour": statistics.median(len(v[0]) for v in hour_files.values()),
+        "bars": statistics.median(len(v[0]) for v in bars_files.values()),
+    }
+    print(f"files read per pick (median): symbol-hour {files_per['hour']}, symbol-day {files_per['bars']}")
+    cases: dict[str, tuple[Callable[[str, datetime, datetime], int], ...]] = {
         "hour": (
             lambda s, d, h: client.trades(s, h, h + timedelta(hours=1), include_recent=False).num_rows,
-            lambda s, d, h: raw_rows(RAW_SQL["hour"], [trades_loc, s, h, h + timedelta(hours=1)]),
+            hour_raw,
+            hour_direct,
         ),
         "bars": (
             lambda s, d, h: client.bars(s, "1m", d, d + timedelta(days=1), include_recent=False).num_rows,
-            lambda s, d, h: raw_rows(RAW_SQL["bars"], [trades_loc, s, d, d + timedelta(days=1)]),
+            bars_raw,
+            bars_direct,
         ),
         "vwap": (
             lambda s, d, h: client.vwap(s, d, d + timedelta(days=1), include_recent=False).num_rows,
-            lambda s, d, h: raw_rows(RAW_SQL["vwap"], [trades_loc, s, d, d + timedelta(days=1)]),
+            vwap_raw,
+            vwap_direct,
         ),
         "asof": (
             lambda s, d, h: client.asof_join(s, h, h + timedelta(hours=1), tolerance="1s").num_rows,
-            lambda s, d, h: raw_rows(
-                RAW_SQL["asof"],
-                [
-                    trades_loc,
-                    s,
-                    h,
-                    h + timedelta(hours=1),
-                    quotes_loc,
-                    s,
-                    h - timedelta(seconds=1),
-                    h + timedelta(hours=1),
-                ],
-            ),
+            asof_raw,
+            asof_direct,
         ),
     }
     print(
-        f"\n{'query':34} {'rows':>8} {'K2 p50':>9} {'K2 p99':>9} {'raw p50':>9} {'raw p99':>9} {'p50 x':>7} {'p99 x':>7}"
+        f"\n{'query':34} {'rows':>8} {'K2 p50':>9} {'K2 p99':>9} {'iceberg_scan p50':>17} {'p99':>9} "
+        f"{'read_parquet p50':>17} {'p99':>9} {'raw/K2 p99':>11}"
     )
     results = {}
     titles = {
@@ -369,30 +430,28 @@ def main() -> None:
     }
     for key in args.only.split(","):
         name = titles[key]
-        k2_fn, raw_fn = cases[key]
-        k2_ms: list[float] = []
-        raw_ms: list[float] = []
+        fns = cases[key]
+        samples: list[list[float]] = [[] for _ in fns]
         rows: list[int] = []
         for i, (s, d, h) in enumerate(picks):
-            # Alternate which side runs first so caches favour neither.
-            order = [(k2_fn, k2_ms), (raw_fn, raw_ms)] if i % 2 == 0 else [(raw_fn, raw_ms), (k2_fn, k2_ms)]
-            for fn, sink in order:
+            # Rotate which side runs first so caches favour none.
+            for j in range(len(fns)):
+                k = (i + j) % len(fns)
+                fn = fns[k]
                 ms, n = timed(lambda fn=fn, s=s, d=d, h=h: fn(s, d, h))  # type: ignore[misc]
                 if i >= 3:  # warm-up
-                    sink.append(ms)
-                    if fn is k2_fn:
+                    samples[k].append(ms)
+                    if k == 0:
                         rows.append(n)
-        r = {
-            "rows": statistics.median(rows),
-            "k2_p50": pct(k2_ms, 0.5),
-            "k2_p99": pct(k2_ms, 0.99),
-            "raw_p50": pct(raw_ms, 0.5),
-            "raw_p99": pct(raw_ms, 0.99),
-        }
+        r = {"rows": statistics.median(rows)}
+        for side, values in zip(("k2", "raw", "direct"), samples, strict=True):
+            r[f"{side}_p50"] = pct(values, 0.5)
+            r[f"{side}_p99"] = pct(values, 0.99)
         results[name] = r
         print(
-            f"{name:34} {r['rows']:>8,.0f} {r['k2_p50']:>8.1f}ms {r['k2_p99']:>8.1f}ms {r['raw_p50']:>8.1f}ms {r['raw_p99']:>8.1f}ms "
-            f"{r['k2_p50'] / r['raw_p50']:>6.2f}x {r['k2_p99'] / r['raw_p99']:>6.2f}x",
+            f"{name:34} {r['rows']:>8,.0f} {r['k2_p50']:>8.1f}ms {r['k2_p99']:>8.1f}ms {r['raw_p50']:>16.1f}ms "
+            f"{r['raw_p99']:>8.1f}ms {r['direct_p50']:>16.1f}ms {r['direct_p99']:>8.1f}ms "
+            f"{r['raw_p99'] / r['k2_p99']:>10.2f}x",
             flush=True,
         )
     client.close()

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -79,7 +79,7 @@ class Settings(BaseSettings):
         None, "librdkafka sasl.mechanism (e.g. SCRAM-SHA-512, PLAIN).", "SCRAM-SHA-512", "kafka"
     )
     kafka_sasl_username: str | None = _f(None, "SASL username.", "k2", "kafka")
-    kafka_sasl_password: str | None = _f(None, "SASL password.", "s3cret", "kafka")
+    kafka_sasl_password: SecretStr | None = _f(None, "SASL password.", "s3cret", "kafka")
     broker_port: int = _f(9092, "Port of the local Tansu broker started by `k2 up`.", 19092, "kafka")
     broker_storage: str = _f(
         "s3://k2-broker/",
@@ -177,10 +177,10 @@ class Settings(BaseSettings):
         "postgresql+psycopg2://k2@127.0.0.1:5432/k2",
         "lake",
     )
-    catalog_credential: str | None = _f(
+    catalog_credential: SecretStr | None = _f(
         None, "REST catalog OAuth2 credential `client_id:secret`.", "key:secret", "lake"
     )
-    catalog_token: str | None = _f(None, "REST catalog bearer token.", "tok", "lake")
+    catalog_token: SecretStr | None = _f(None, "REST catalog bearer token.", "tok", "lake")
     catalog_warehouse_name: str | None = _f(
         None, "REST catalog `warehouse` property (e.g. an S3 Tables bucket name).", "k2-tables", "lake"
     )
@@ -199,7 +199,7 @@ class Settings(BaseSettings):
     )
     s3_endpoint: str | None = _f(None, "S3 endpoint URL (unset: AWS).", "http://127.0.0.1:8333", "lake")
     s3_access_key_id: str | None = _f(None, "S3 access key id.", "AKIA...", "lake")
-    s3_secret_access_key: str | None = _f(None, "S3 secret access key.", "secret", "lake")
+    s3_secret_access_key: SecretStr | None = _f(None, "S3 secret access key.", "secret", "lake")
     s3_region: str = _f("us-east-1", "S3 region.", "eu-west-1", "lake")
     symbol_buckets: int = _f(16, "Number of bucket(symbol) partitions of the market data tables.", 32, "lake")
     target_file_size_bytes: int = _f(
@@ -328,7 +328,16 @@ class Settings(BaseSettings):
         "maintenance",
     )
     book_snapshot_depth: int = _f(
-        25, "Order book: levels per side kept in each book_snapshots row.", 50, "maintenance"
+        100,
+        "Order book: levels per side kept in each book_snapshots row (book() answers depth d from them exactly when the levels have not moved past them; keep it well above the depths you read).",
+        200,
+        "maintenance",
+    )
+    book_snapshot_run_seconds: float = _f(
+        10.0,
+        "The landing service writes the due book_snapshots rows at its start and then this often (0 = off).",
+        30.0,
+        "maintenance",
     )
 
     # -- query -------------------------------------------------------------------------------------
@@ -372,6 +381,12 @@ class Settings(BaseSettings):
         1,
         "API worker processes `k2 api serve` runs (each with its own query engine and result cache; rate limits are shared through the key store).",
         2,
+        "api",
+    )
+    api_warm_up: bool = _f(
+        True,
+        "At start, each API process loads the query engine (DuckDB's Iceberg extension, the catalog) and the stored-symbols list in the background, so the first request does not wait for them.",
+        False,
         "api",
     )
     api_cache_max_bytes: int = _f(
@@ -542,6 +557,7 @@ class Settings(BaseSettings):
         "maintenance_orphan_min_age_hours",
         "query_recent_window_seconds",
         "down_drain_seconds",
+        "book_snapshot_run_seconds",
     )
     @classmethod
     def _non_negative_float(cls, value: float) -> float:
@@ -665,6 +681,21 @@ class Settings(BaseSettings):
             return Path(self.warehouse).as_uri()
         return self.warehouse
 
+    def environment(self) -> dict[str, str]:
+        """These settings as ``K2_*`` environment variables for a child process, secrets included.
+
+        ``model_dump`` masks :class:`~pydantic.SecretStr` values (``**********``): a child started from it
+        would run with a wrong password, so this unwraps them. Keep the result out of logs.
+
+        >>> Settings(s3_secret_access_key="s", data_dir="/tmp/k2").environment()["K2_S3_SECRET_ACCESS_KEY"]
+        's'
+        """
+        env: dict[str, str] = {}
+        for name, value in self.model_dump(exclude_none=True).items():
+            text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+            env[f"{ENV_PREFIX}{name.upper()}"] = text
+        return env
+
     @property
     def catalog_url(self) -> str:
         """Catalog URI actually used (SQLite under ``data_dir`` for the SQL catalog by default)."""
@@ -694,7 +725,7 @@ class Settings(BaseSettings):
         if self.kafka_sasl_username:
             config["sasl.username"] = self.kafka_sasl_username
         if self.kafka_sasl_password:
-            config["sasl.password"] = self.kafka_sasl_password
+            config["sasl.password"] = self.kafka_sasl_password.get_secret_value()
         return config
 
 

@@ -169,3 +169,40 @@ def rows_from_response(
                 row[field.name] = cell
         out.append(row)
     return out
+
+
+def lagging_topic(settings: Settings, klines: Table, unique: str, produced: int = 5, landed: int = 2) -> str:
+    """A real topic holding ``produced`` messages of which a klines commit says ``landed`` are in Iceberg.
+
+    Each message is flushed alone (its own batch), so even Tansu's high watermark (the start of the last
+    batch + 1) is the true log end. The commit's summary is built by ``commit_summary``, as writers do.
+    """
+    from confluent_kafka import Producer
+
+    from k2.bus.topics import ensure_topics
+    from k2.lake.summary import commit_summary
+    from k2.model import KLINE
+
+    topic = f"market.crypto.klines.lag{unique}"
+    ensure_topics(settings, [topic], partitions=1)
+    producer = Producer(settings.kafka_client_config())
+    for i in range(produced):
+        producer.produce(topic, key=b"BTCUSDT", value=f"message {i}".encode())
+        assert producer.flush(10) == 0
+    open_us = 946_684_800_000_000 + int(unique, 16) % 1_000_000 * 60_000_000  # 2000-01-01 + a unique minute
+    row = {
+        "exchange": "binance", "symbol": "LAGUSDT", "instrument": "LAG-USDT", "asset_class": "crypto",
+        "interval": "1m", "open_time": open_us, "close_time": open_us + 59_999_000, "open": to_unscaled("1"),
+        "high": to_unscaled("1"), "low": to_unscaled("1"), "close": to_unscaled("1"), "volume": to_unscaled("1"),
+        "quote_volume": None, "trade_count": 1, "taker_buy_base": None, "taker_buy_quote": None,
+        "receipt_ts": open_us, "vendor": {},
+    }  # fmt: skip
+    klines.refresh()
+    summary = commit_summary(
+        klines.current_snapshot(),
+        "test-lag",
+        offsets={topic: {"0": landed}},
+        ranges={topic: {"0": [0, landed - 1]}},
+    )
+    append(klines, records_to_arrow(KLINE, [row]), "klines", summary)
+    return topic

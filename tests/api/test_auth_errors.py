@@ -115,10 +115,10 @@ def test_error_model_for_framework_errors(api: Api) -> None:
     with api.client(api.read_key) as c:
         assert_error(c.get("/v1/nope"), 404, "not_found")
         assert_error(c.post("/v1/trades"), 405, "method_not_allowed")
-        error = assert_error(c.get("/v1/trades", params={"limit": "ten"}), 422, "invalid_parameter")
+        error = assert_error(c.get("/v1/spread", params={"start": "ten"}), 422, "invalid_parameter")
         params = {e["parameter"] for e in error["details"]["errors"]}  # type: ignore[index]
-        assert params == {"symbol", "limit"}
-        assert "symbol" in str(error["message"]) and "limit" in str(error["message"])
+        assert params == {"symbol", "start", "end"}
+        assert "symbol" in str(error["message"]) and "start" in str(error["message"])
         assert_error(
             c.get("/v1/trades", params={"symbol": "NOPE", "include_recent": "false"}), 404, "unknown_symbol"
         )

@@ -196,8 +196,10 @@ def test_timeout_interrupts_the_query_and_frees_the_connection(
         assert pool._idle.qsize() == pool.created == 1, (
             "expected the interrupted query's connection back in the pool"
         )
-        assert freed < 0.3, (
-            f"expected the connection back within 0.3 s of the 504 (interrupted), found {freed:.2f} s"
+        # Interrupted, not run to the end: the query alone takes >= 3 s idle (longer on a loaded machine),
+        # an interrupt a fraction of a second even at load average 25.
+        assert freed < 1.5, (
+            f"expected the connection back within 1.5 s of the 504 (interrupted), found {freed:.2f} s"
         )
         ok = c.get(TRADES)
         assert ok.status_code == 200, ok.text

@@ -4,7 +4,8 @@ Hypothesis draws the endpoint (trades, quotes, replay), ``query_max_rows``, the 
 (up to and including ``query_max_rows``, the case that used to end a walk early with a full page and no
 cursor), the start (cutting inside tie groups), the response format, ``include_recent`` and a commit landing
 in the middle of the walk. The lake holds tie groups of 20 and 10 rows at one timestamp, across two
-exchanges, larger than the smallest ``query_max_rows``. Each (query_max_rows, page size) pair gets its own
+exchanges, larger than the smallest ``query_max_rows``; a second symbol shares those timestamps, so a walk over
+``symbols=`` splits ties across symbols too (the cursor key holds exchange and symbol). Each (query_max_rows, page size) pair gets its own
 real uvicorn server over the same lake; rows still in Kafka come from the session's real broker.
 """
 
@@ -36,6 +37,7 @@ from tests.api.helpers import ServerThread, quotes_table, rows_from_arrow, rows_
 from tests.landing.helpers import BASE_TS
 
 SYMBOL = "PGUSDT"
+OTHER = "QGUSDT"  # same timestamps as SYMBOL: ties across symbols at page edges
 END = "2024-08-09T01:00:00Z"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_ROWS = (7, 25, 1_000)
@@ -99,6 +101,9 @@ def lake(tmp_path_factory: pytest.TempPathFactory, broker: str, schema_registry:
     append(tables["trades"], trades_table(SYMBOL, 10_000, 60, ts0=BASE_TS + 1_000, same_ts=20), "trades")
     append(tables["trades"], trades_table(SYMBOL, 20_000, 40, same_ts=10, exchange="kraken"), "trades")
     append(tables["quotes"], quotes_table(SYMBOL, 30_000, 70), "quotes")
+    append(tables["trades"], trades_table(OTHER, 40_000, 30, ts0=BASE_TS + 1_000, same_ts=6), "trades")
+    append(tables["trades"], trades_table(OTHER, 50_000, 12, same_ts=4, exchange="kraken"), "trades")
+    append(tables["quotes"], quotes_table(OTHER, 60_000, 40), "quotes")
     # Rows only in Kafka (ids the table does not hold), inside the walked range: read by include_recent.
     with MarketDataProducer(settings) as producer:
         for i in range(3):
@@ -152,14 +157,15 @@ def _expected(
             )
             return rows_from_arrow(result.table)
         method = direct.trades if table == "trades" else direct.quotes
+        names = params["symbols"].split(",") if "symbols" in params else params["symbol"]
         if recent:
             result = method(
-                SYMBOL, params.get("start"), params["end"], include_recent=params.get("include_recent")
+                names, params.get("start"), params["end"], include_recent=params.get("include_recent")
             )
             # A truncated reference would make the comparison meaningless, not wrong: say so.
             assert not result.recent_truncated, result.recent_truncated_reason
         else:
-            result = method(SYMBOL, params.get("start"), params["end"], as_of=snap)
+            result = method(names, params.get("start"), params["end"], as_of=snap)
         return rows_from_arrow(result.table)
 
 
@@ -181,7 +187,11 @@ def test_walk_equals_one_shot_query_of_the_pinned_snapshot(lake: Lake, data: st.
     if start_step is not None or endpoint == "replay":
         params["start"] = iso(BASE_TS + 2_000 * (start_step or 0) + (1_000 if (start_step or 0) % 2 else 0))
     if endpoint != "replay":
-        params["symbol"] = SYMBOL
+        names = data.draw(st.sampled_from(((SYMBOL,), (SYMBOL, OTHER), (OTHER, SYMBOL))), "symbols")
+        if len(names) == 1:
+            params["symbol"] = names[0]
+        else:
+            params["symbols"] = ",".join(names)
         include_recent = data.draw(st.sampled_from((None, False, True)), "include_recent")
         if include_recent is not None:
             params["include_recent"] = str(include_recent).lower()

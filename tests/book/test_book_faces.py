@@ -187,10 +187,10 @@ def test_book_snapshots_are_written_once_consistently_and_used_by_book(
         book.apply_rows(r for r in lake.deltas if int(r["last_update_id"]) <= row["last_update_id"])  # type: ignore[call-overload]
         assert [
             (to_unscaled(p), to_unscaled(q)) for p, q in zip(row["bid_prices"], row["bid_sizes"], strict=True)
-        ] == book.top("BID", 25)
+        ] == book.top("BID", lake.settings.book_snapshot_depth)
         assert [
             (to_unscaled(p), to_unscaled(q)) for p, q in zip(row["ask_prices"], row["ask_sizes"], strict=True)
-        ] == book.top("ASK", 25)
+        ] == book.top("ASK", lake.settings.book_snapshot_depth)
 
     with Client(lake.settings) as client:
         answers = {

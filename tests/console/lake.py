@@ -81,3 +81,28 @@ def record_gaps(
     append(tables["gaps"], records_to_arrow(GAP, rows), "gaps")
     time.sleep(0.01)
     return rows
+
+
+def land_book(tables: dict[str, Table], sample_dir: Path = SAMPLES) -> int:
+    """Append the capture's depth (REST snapshot + diff events, parsed by the import's own reader) to
+    ``book_deltas``, as ``k2 demo`` lands it; returns the rows written."""
+    from k2.model import BOOK_DELTA, RecordType
+    from k2.sources.binance import iter_capture_lines
+    from k2.sources.binance_capture import CaptureReader
+
+    rows: list[dict[str, Any]] = []
+
+    def emit(record: RecordType, row: dict[str, Any]) -> None:
+        if record is BOOK_DELTA:
+            rows.append({**row, "ingest_ts": row["receipt_ts"]})
+
+    def reject(*bad: Any) -> None:
+        raise AssertionError(f"expected the demo capture's depth to parse, found {bad[2]}: {bad[3]}")
+
+    reader = CaptureReader(emit, reject)
+    for ns, raw in iter_capture_lines(sorted(sample_dir.glob("spot_btcusdt_*.gz"))):
+        if b"@bookTicker" not in raw[:48]:
+            reader.feed(ns, raw, "capture")
+    reader.finish()
+    append(tables["book_deltas"], records_to_arrow(BOOK_DELTA, rows), "book_deltas")
+    return len(rows)

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.api.helpers import lagging_topic
 from tests.console.conftest import Console, enter_key, start_console
 from tests.console.lake import capture_rows, land_capture, record_gaps
 
@@ -217,9 +218,17 @@ def test_a_wrong_key_is_refused(demo_console: Console, page: Any, artifacts: Pat
     assert page.locator("#chart").count() == 0
 
 
-def test_overview_shows_parts_tables_and_sources(demo_console: Console, page: Any, artifacts: Path) -> None:
+def test_overview_shows_parts_tables_and_sources(
+    demo_console: Console, page: Any, artifacts: Path, unique: str
+) -> None:
+    topic = lagging_topic(demo_console.settings, demo_console.tables["klines"], unique)
     enter_key(page, demo_console.url, demo_console.admin_key)
     page.wait_for_selector("#page[data-loaded='true'] #sources")
+    # Kafka lag per topic, from /v1/lag: 5 messages produced, 2 landed (Tansu: shown as a lower bound).
+    lag = page.eval_on_selector(
+        f"#lag tr[data-topic='{topic}']", "r => [r.dataset.lag, ...[...r.cells].map(c => c.textContent)]"
+    )
+    assert lag[:7] == ["3", topic, "market_data.klines", "1", "2", "5", "≥ 3"]
     page.screenshot(path=str(artifacts / "overview.png"), full_page=True)
     parts = dict(
         page.eval_on_selector_all(

@@ -21,13 +21,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from pyiceberg.exceptions import CommitFailedException
-from pyiceberg.io.pyarrow import _dataframe_to_data_files
 from pyiceberg.table import Table
 from typer.testing import CliRunner
 
 from k2 import duck
 from k2.config import Settings
 from k2.lake.catalog import ensure_tables, load_catalog, metadata_location
+from k2.lake.compat import data_files_from_arrow
 from k2.lake.maintenance import (
     MAINTENANCE_WRITER,
     MaintenanceReport,
@@ -104,7 +104,7 @@ def append_files(table: Table, batches: list[pa.Table], next_offset: int) -> Non
     files = []
     for batch in batches:
         files += list(
-            _dataframe_to_data_files(
+            data_files_from_arrow(
                 table.metadata, sort_for_table(conform(batch, "trades"), "trades"), table.io
             )
         )

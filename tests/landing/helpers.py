@@ -11,6 +11,19 @@ from pyiceberg.table import Table
 from k2.model.values import to_unscaled
 
 BASE_TS = 1_723_161_255_342_000  # 2024-08-08T23:54:15.342Z, the demo capture's first trade
+# Ten liquid Binance spot symbols: the crash test's and the landing benchmarks' streams.
+TEN_SYMBOLS = [
+    "BTCUSDT",
+    "ETHUSDT",
+    "SOLUSDT",
+    "BNBUSDT",
+    "XRPUSDT",
+    "ADAUSDT",
+    "DOGEUSDT",
+    "LTCUSDT",
+    "DOTUSDT",
+    "TRXUSDT",
+]
 
 
 def make_trades(

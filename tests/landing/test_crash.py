@@ -33,7 +33,7 @@ from k2.landing import LandingConsumer
 from k2.landing.ledger import current_gaps
 from k2.model import TRADE
 from k2.telemetry.procs import free_port
-from tests.landing.helpers import make_trades, table_keys
+from tests.landing.helpers import TEN_SYMBOLS, make_trades, table_keys
 
 pytestmark = pytest.mark.slow
 
@@ -41,18 +41,7 @@ TOTAL = int(os.environ.get("K2_CRASH_TEST_TRADES", "500000"))
 KILLS = 10
 PRODUCE_SECONDS = 40.0
 TOPIC = "market.crypto.trades.binance"
-SYMBOLS = [
-    "BTCUSDT",
-    "ETHUSDT",
-    "SOLUSDT",
-    "BNBUSDT",
-    "XRPUSDT",
-    "ADAUSDT",
-    "DOGEUSDT",
-    "LTCUSDT",
-    "DOTUSDT",
-    "TRXUSDT",
-]
+SYMBOLS = TEN_SYMBOLS
 
 
 def _env(settings: Settings) -> dict[str, str]:
@@ -127,7 +116,7 @@ def _run_crash_test(settings: Settings, tmp_path: Path, consumers: int) -> None:
     streams = [
         make_trades(symbol, 1_000_000 * (i + 1), rows_per_symbol, seed=i) for i, symbol in enumerate(SYMBOLS)
     ]
-    ensure_topics(settings, [TOPIC])  # the consumers' regex subscription finds it at once
+    ensure_topics(settings, [TOPIC], partitions=max(settings.topic_partitions, 2 * consumers))
     done = threading.Event()
     failed: list[BaseException] = []
     producer = threading.Thread(target=_produce, args=(settings, streams, done, failed), daemon=True)
@@ -135,10 +124,10 @@ def _run_crash_test(settings: Settings, tmp_path: Path, consumers: int) -> None:
     rng = random.Random(20261122 + consumers)
     logs = [tmp_path / f"land{i}.log" for i in range(consumers)]
     procs = [_start(settings, log) for log in logs]
-    victim = 0  # with two consumers the first is killed repeatedly; the second keeps running
     kill_points: list[float] = []
     started = time.monotonic()
-    for _ in range(KILLS):
+    for kill in range(KILLS):
+        victim = kill % consumers  # each process in turn; the others keep landing through the rebalance
         seen = _assignments(logs[victim])
         deadline = time.monotonic() + 60
         while _assignments(logs[victim]) == seen and time.monotonic() < deadline:
@@ -197,7 +186,13 @@ def test_sigkill_one_consumer(crash_settings: Settings, tmp_path: Path, unique: 
     )
 
 
-def test_sigkill_one_of_two_consumers(crash_settings: Settings, tmp_path: Path, unique: str) -> None:
+def test_sigkill_each_of_four_consumers_on_eight_partitions(
+    crash_settings: Settings, tmp_path: Path, unique: str
+) -> None:
+    """Four landing processes in one group on 8 partitions (issue 17 §4): ten SIGKILLs, each process in
+    turn, each followed by a rebalance; every row lands exactly once."""
     _run_crash_test(
-        crash_settings.model_copy(update={"consumer_group": f"crash2-{unique}"}), tmp_path, consumers=2
+        crash_settings.model_copy(update={"consumer_group": f"crash4-{unique}", "topic_partitions": 8}),
+        tmp_path,
+        consumers=4,
     )

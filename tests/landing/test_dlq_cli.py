@@ -90,6 +90,11 @@ def test_dlq_list_show_replay_after_fix_lands_exactly_once(settings: Settings, u
     )  # the fix did not dead-letter it again
     listed = runner.invoke(app, ["dlq", "list", "--topic", dlq], env=_env(settings))
     assert "1 dead letters, 1 replayed" in listed.output, listed.output
+    from k2.ops.status import collect_status
+
+    status = collect_status(settings)
+    assert status["dlq"][dlq] >= 1 and status["dlq_replayed"][dlq] == 1
+    assert f"{dlq}.replayed" not in {t for s in status["sources"].values() for t in s["topics"]}
 
 
 def test_repeated_replays_leave_still_invalid_letters_where_they_are(settings: Settings, unique: str) -> None:
@@ -144,3 +149,31 @@ def test_repeated_replays_leave_still_invalid_letters_where_they_are(settings: S
     assert len(read_dead_letters(settings, dlq, idle_seconds=1.0)) == 4
     listed = runner.invoke(app, ["dlq", "list", "--topic", dlq], env=_env(settings))
     assert "4 dead letters, 1 replayed" in listed.output, listed.output
+
+
+def test_dlq_list_and_show_print_hostile_reasons_literally(settings: Settings, unique: str) -> None:
+    """A dead letter's reason, detail and headers come from whoever produced it: escape codes and rich
+    markup in them are shown as text, never interpreted by the operator's terminal."""
+    from confluent_kafka import Producer
+
+    from k2.bus.dlq import dlq_headers
+    from k2.bus.topics import ensure_topics
+
+    dlq = topic_name("crypto", "trades", f"h{unique}") + ".dlq"
+    ensure_topics(settings, [dlq])
+    hostile = "\x1b[2J[blink]pwned[/blink]"
+    producer = Producer({"bootstrap.servers": settings.bootstrap_servers})
+    headers = dlq_headers(hostile, f"detail {hostile}", "t", 0, 7, original=[("origin", hostile.encode())])
+    producer.produce(dlq, value=b"\x00bytes", headers=headers)
+    assert producer.flush(30) == 0
+    runner = CliRunner()
+    listed = runner.invoke(app, ["dlq", "list", "--topic", dlq], env=_env(settings))
+    assert listed.exit_code == 0, listed.output
+    letter = read_dead_letters(settings, dlq, idle_seconds=1.0)[0]
+    shown = runner.invoke(
+        app, ["dlq", "show", dlq, str(letter.dlq_partition), str(letter.dlq_offset)], env=_env(settings)
+    )
+    assert shown.exit_code == 0, shown.output
+    for output in (listed.output, shown.output):
+        assert "\x1b" not in output
+        assert "\\x1b[2J[blink]pwned[/blink]" in output.replace("\n", "")

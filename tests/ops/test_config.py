@@ -79,7 +79,14 @@ def test_every_field_has_a_description_section_and_an_example_unlike_its_default
 @pytest.mark.parametrize("name", FIELDS)
 def test_field_loads_from_its_environment_variable(name: str, clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv(f"K2_{name.upper()}", _env_text(_example(name)))
-    assert getattr(load_settings(), name) == _expected(name)
+    assert _plain(getattr(load_settings(), name)) == _expected(name)
+
+
+def _plain(value: object) -> object:
+    """A setting's value with a SecretStr unwrapped (secrets load like any other setting)."""
+    from pydantic import SecretStr
+
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
 
 
 def test_every_field_loads_from_k2_toml(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -88,7 +95,7 @@ def test_every_field_loads_from_k2_toml(clean_env: pytest.MonkeyPatch, tmp_path:
     clean_env.setenv("K2_CONFIG_FILE", str(path))
     settings = load_settings()
     for name in FIELDS:
-        assert getattr(settings, name) == _expected(name), name
+        assert _plain(getattr(settings, name)) == _expected(name), name
     # The environment wins over the file.
     clean_env.setenv("K2_TOPIC_PARTITIONS", "3")
     assert load_settings().topic_partitions == 3
@@ -196,3 +203,37 @@ def unread_settings() -> list[str]:
 def test_every_setting_is_read_by_the_code() -> None:
     unread = unread_settings()
     assert not unread, f"settings that no code reads (declared but not honoured): {unread}"
+
+
+def test_secrets_never_print_yet_reach_the_processes_that_need_them(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    from k2.lake.catalog import s3_properties
+
+    secrets = {
+        "K2_KAFKA_SASL_PASSWORD": "sasl-hunter2",
+        "K2_CATALOG_TOKEN": "token-hunter2",
+        "K2_CATALOG_CREDENTIAL": "id:cred-hunter2",
+        "K2_S3_SECRET_ACCESS_KEY": "s3-hunter2",
+        "K2_CATALOG_URI": "postgresql://k2:url-hunter2@127.0.0.1:1/k2",
+    }
+    for key, value in secrets.items():
+        clean_env.setenv(key, value)
+    clean_env.setenv("K2_DATA_DIR", str(tmp_path / "k2"))
+    shown = subprocess.run(
+        [sys.executable, "-m", "k2.cli", "config", "show"], capture_output=True, text=True, timeout=60
+    )
+    assert shown.returncode == 0, shown.stderr
+    settings = load_settings()
+    assert "hunter2" not in shown.stdout
+    for text in (repr(settings), str(settings.model_dump())):  # the URI is a plain setting there
+        assert not [v for k, v in secrets.items() if k != "K2_CATALOG_URI" and v in text]
+    assert "K2_CATALOG_URI = postgresql://k2:***@127.0.0.1:1/k2" in shown.stdout
+    # ...while the child processes `k2 up` starts, librdkafka and pyiceberg get the real values.
+    env = settings.environment()
+    assert {k: env[k] for k in secrets} == secrets
+    assert settings.kafka_client_config()["sasl.password"] == "sasl-hunter2"
+    assert s3_properties(settings)["s3.secret-access-key"] == "s3-hunter2"

@@ -190,3 +190,18 @@ def test_symbols_lists_counts(client: Client, data: tuple[pa.Table, pa.Table]) -
         ("binance", "BTCUSDT", data[0].num_rows, data[1].num_rows)
     ]
     assert client.symbols(exchange="coinbase").num_rows == 0
+
+
+def test_units_is_the_exact_unscaled_integer_of_any_decimal_18_8() -> None:
+    """The VWAP/volume-bar arithmetic's unscaled value: exact at the type's limits, negatives and random values."""
+    import random
+
+    from k2.duck import connect
+    from k2.query.sqlbuild import units
+
+    rnd = random.Random(3)
+    values = ["0", "0.00000001", "-0.00000001", "9999999999.99999999", "-9999999999.99999999", "-0.99999999"]
+    values += [str(Decimal(rnd.randrange(-(10**18) + 1, 10**18)).scaleb(-8)) for _ in range(2000)]
+    con = connect(())
+    got = con.execute(f"SELECT {units('x')} FROM (SELECT unnest(?)::DECIMAL(18,8) AS x)", [values]).fetchall()
+    assert [g[0] for g in got] == [int(Decimal(v).scaleb(8)) for v in values]

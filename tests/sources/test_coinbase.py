@@ -165,6 +165,9 @@ def test_products_and_subscribe_message() -> None:
         {
             "type": "subscribe",
             "product_ids": ["BTC-USD", "ETH-USD"],
-            "channels": ["matches", "ticker", "heartbeat"],
+            "channels": ["matches", "ticker", "heartbeat", "level2"],  # depth on by default
         }
     ]
+    sent.clear()
+    asyncio.run(CoinbaseFeed(["btc-usd"], depth=False).on_open(send))
+    assert orjson.loads(sent[0])["channels"] == ["matches", "ticker", "heartbeat"]

@@ -159,3 +159,34 @@ def test_asx_trades_via_kafka_keep_times_conditions_and_vendor(
         dict(r["vendor"])["venue"] == "X" for r in auction
     )
     assert {r["asset_class"] for r in rows} == {"equities"} and {r["symbol"] for r in rows} == {"RIO"}
+
+
+@pytest.mark.parametrize("missing", ["broker", "registry"])
+def test_import_via_kafka_without_a_stack_part_fails_in_one_clear_line(
+    tmp_path: Path, broker: str, missing: str
+) -> None:
+    """No broker, or no schema registry: `k2 import --via-kafka` exits 1 naming what it expected, no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    closed = f"127.0.0.1:{free_port()}"
+    env = {
+        **os.environ,
+        "K2_DATA_DIR": str(tmp_path / "k2"),
+        "K2_KAFKA_BOOTSTRAP_SERVERS": closed if missing == "broker" else broker,
+        "K2_SCHEMA_REGISTRY_URL": f"http://{closed}",
+        "K2_PRODUCER_DELIVERY_TIMEOUT_SECONDS": "20",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "k2.cli", "import", "binance-trades", str(TRADES), "--via-kafka"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    said = " ".join(result.stderr.split())
+    assert "import failed: expected" in said
+    assert ("Kafka broker" if missing == "broker" else "registry") in said, said[-1000:]

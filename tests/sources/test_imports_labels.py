@@ -135,6 +135,39 @@ def test_empty_and_parquet_files_are_refused_by_name(tmp_path: Path, lake: Setti
     assert _trades(lake).num_rows == 0
 
 
+def test_nautilus_parquet_is_refused_by_name_on_every_path(tmp_path: Path, lake: Settings) -> None:
+    """A NautilusTrader catalog file (TradeTick layout: fixed-point price/size, ts_event/ts_init in ns, the
+    instrument in the schema metadata) is named, not mistaken for a malformed Tardis or Binance file."""
+    import pyarrow.parquet as pq
+
+    # The first trade of the shared BTCUSDT file, as Nautilus's catalog writes a TradeTick.
+    ticks = pa.table(
+        {
+            "price": pa.array([29331690000000], pa.int64()),
+            "size": pa.array([388000], pa.uint64()),
+            "aggressor_side": pa.array([2], pa.uint8()),
+            "trade_id": ["259200227"],
+            "ts_event": pa.array([1609632000166000000], pa.uint64()),
+            "ts_init": pa.array([1609632000166000000], pa.uint64()),
+        }
+    ).replace_schema_metadata(
+        {
+            "instrument_id": "BTCUSDT.BINANCE",
+            "price_precision": "2",
+            "size_precision": "6",
+            "type": "TradeTick",
+        }
+    )
+    nautilus = tmp_path / "BTCUSDT-trades-2021-01-03.parquet"
+    pq.write_table(ticks, nautilus)
+    for fmt in ("tardis-trades", "binance-trades"):
+        with pytest.raises(
+            FileImportError, match=r"found a NautilusTrader TradeTick Parquet file \(BTCUSDT.BINANCE\)"
+        ):
+            import_files(fmt, [nautilus], lake)
+    assert _trades(lake).num_rows == 0
+
+
 def test_tardis_parquet_lands_like_its_csv(tmp_path: Path, lake: Settings) -> None:
     import pyarrow.csv as pa_csv
     import pyarrow.parquet as pq
@@ -221,6 +254,30 @@ def test_direct_import_writes_the_same_gap_as_the_kafka_path(
     late.write_text(LINES[700] + "\n")
     assert import_landed("binance-trades", [late], direct)[0].imported == 1
     assert _gap_view(direct) == [("binance", "BTCUSDT", missing, missing, "backfilled", "landing")]
+
+
+def test_a_wide_direct_import_gap_closes_only_when_every_missing_id_has_arrived(
+    tmp_path: Path, lake: Settings
+) -> None:
+    from k2.cli.sources_files import import_landed
+
+    ids = [int(line.split(",")[0]) for line in LINES[700:705]]
+    holed = tmp_path / "BTCUSDT-trades-2021-01-03.csv"
+    holed.write_text("\n".join(LINES[:700] + LINES[705:]) + "\n")
+    assert import_landed("binance-trades", [holed], lake)[0].gaps == 1
+    opened = [("binance", "BTCUSDT", ids[0], ids[-1], "open", "landing")]
+    assert _gap_view(lake) == opened
+
+    def late(name: str, lines: list[str]) -> int:
+        path = tmp_path / f"BTCUSDT-trades-2021-01-03.{name}.csv"
+        path.write_text("\n".join(lines) + "\n")
+        return import_landed("binance-trades", [path], lake)[0].imported
+
+    assert late("some", [LINES[701], LINES[703]]) == 2  # two of five: the gap stays open, whole
+    assert _gap_view(lake) == opened
+    assert late("rest", [LINES[700], LINES[702], LINES[704]]) == 3
+    assert _gap_view(lake) == [("binance", "BTCUSDT", ids[0], ids[-1], "backfilled", "landing")]
+    assert _trades(lake).num_rows == len(LINES)
 
 
 # -- exit codes and the rejects file -------------------------------------------------------------

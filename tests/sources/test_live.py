@@ -14,11 +14,12 @@ from k2.config import Settings
 from k2.landing.dlq import read_dead_letters
 from k2.landing.ledger import current_gaps
 from k2.model import QUOTE, TRADE, DataType
+from k2.pacing import Backoff, TokenBucket
 from k2.sources.binance import BinanceFeed
 from k2.sources.coinbase import CoinbaseFeed
 from k2.sources.fake_exchange import CaptureMessage, FakeExchange, Faults, load_coinbase
 from k2.sources.gaps import GapLedger
-from k2.sources.live import Backoff, FatalSourceError, TokenBucket
+from k2.sources.live import FatalSourceError
 from tests.sources.helpers import (
     COINBASE_CAPTURE,
     FIRST_ID,
@@ -53,7 +54,7 @@ def test_backoff_doubles_with_jitter_and_resets() -> None:
     assert len({round(d, 6) for d in delays[3:]}) == 3  # jittered, not a fixed 4.0
     backoff.reset()
     assert 0.25 <= backoff.next_delay() <= 0.5
-    with pytest.raises(ValueError, match="expected 0 < initial <= maximum"):
+    with pytest.raises(ValueError, match="expected 0 <= initial <= maximum"):
         Backoff(2.0, 1.0)
 
 
@@ -447,7 +448,8 @@ def test_coinbase_feed_survives_drops_and_skips(settings: Settings, unique: str)
         malformed_at=frozenset({20}),
     )
     with FakeExchange("coinbase", faults=faults, messages=messages) as fake:
-        feed = CoinbaseFeed(sorted(last_ids), ws_url=fake.ws_url, rest_url=fake.rest_url)
+        # Depth off: the sample holds l2updates without their snapshots (tests/book covers level2).
+        feed = CoinbaseFeed(sorted(last_ids), ws_url=fake.ws_url, rest_url=fake.rest_url, depth=False)
         runner = run_feed(
             feed,
             settings,

@@ -118,6 +118,8 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if settings.api_warm_up:  # in the background: the server answers at once (see ApiState.warm_up)
+            state.executor.submit(state.warm_up)
         yield
         state.close()
 

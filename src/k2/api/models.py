@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from k2.model import GAP, QUOTE, TRADE, RecordType
+from k2.model import GAP, KLINE, QUOTE, TRADE, RecordType
 
 DECIMAL_DOC = "Exact decimal as a string (e.g. '61837.63000000')."
 
@@ -47,6 +47,7 @@ def _row_model(record: RecordType, name: str) -> type[BaseModel]:
 TradeRow = _row_model(TRADE, "TradeRow")
 QuoteRow = _row_model(QUOTE, "QuoteRow")
 GapRow = _row_model(GAP, "GapRow")
+KlineRow = _row_model(KLINE, "KlineRow")
 
 
 class Envelope(BaseModel):
@@ -191,6 +192,12 @@ class BarsResponse(Envelope):
     )
 
     data: list[BarRow]
+
+
+class KlinesResponse(Envelope):
+    """Venue-published OHLCV bars (``k2 import binance-klines``) in (exchange, symbol, interval, open_time) order."""
+
+    data: list[KlineRow]  # type: ignore[valid-type]
 
 
 class StatRow(BaseModel):

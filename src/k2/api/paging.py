@@ -44,7 +44,11 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 @dataclass(frozen=True)
 class PageQuery:
-    """What one paged walk reads: a table, its filters and the page size (``symbol`` None: all symbols)."""
+    """What one paged walk reads: a table, its filters and the page size.
+
+    ``symbol`` (replay) is one optional symbol; ``symbols`` (trades, quotes) the symbols a request names.
+    Neither: all symbols.
+    """
 
     endpoint: str
     table: str
@@ -56,6 +60,13 @@ class PageQuery:
     max_rows: int
     digest: str
     key_id: str | None = None
+    symbols: tuple[str, ...] = ()
+
+    def client_symbols(self) -> str | list[str] | None:
+        """What the query client's ``trades``/``quotes`` take for this walk."""
+        if self.symbols:
+            return self.symbols[0] if len(self.symbols) == 1 else list(self.symbols)
+        return self.symbol
 
 
 @dataclass
@@ -110,11 +121,16 @@ def _more(rows: int, query: PageQuery) -> bool:
     return rows > query.page_size or (rows == query.max_rows == query.page_size)
 
 
-def _key_of(page: pa.Table, table: str, symbol: str | None) -> list[Any]:
+def _key_of(page: pa.Table, table: str) -> list[Any]:
+    # The full sort key of the last row, read from the row (a walk may cover several symbols and venues).
     last = page.slice(page.num_rows - 1)
     ts = int(pc.cast(last["exchange_ts"], pa.int64())[0].as_py())
-    sym = symbol if symbol is not None else last["symbol"][0].as_py()
-    return [ts, last["exchange"][0].as_py(), sym, int(last[ID_COLUMN[table]][0].as_py())]
+    return [
+        ts,
+        last["exchange"][0].as_py(),
+        last["symbol"][0].as_py(),
+        int(last[ID_COLUMN[table]][0].as_py()),
+    ]
 
 
 def finish(
@@ -128,7 +144,7 @@ def finish(
         "ep": query.endpoint,
         "q": query.digest,
         "snap": int(snapshot_id),
-        "last": _key_of(page, query.table, query.symbol),
+        "last": _key_of(page, query.table),
     }
     if query.key_id is not None:
         payload["k"] = query.key_id
@@ -146,6 +162,9 @@ def keyset_sql(query: PageQuery, last: list[Any] | None, limit: int) -> tuple[st
     id_col = ID_COLUMN[query.table]
     where: list[str] = []
     params: list[Any] = []
+    if query.symbols:
+        where.append(f"symbol IN ({', '.join('?' for _ in query.symbols)})")
+        params += list(query.symbols)
     for column, op, value in (
         ("symbol", "=", query.symbol),
         ("exchange", "=", query.exchange),
@@ -203,7 +222,7 @@ def first_rows_page(
     method: Callable[..., Any] = client.trades if query.table == "trades" else client.quotes
     fetch = _fetch_size(query)
     result = method(
-        query.symbol,
+        query.client_symbols(),
         query.start,
         query.end,
         exchange=query.exchange,
@@ -218,9 +237,9 @@ def first_rows_page(
         # A multi-page walk reads the pinned snapshot only (Kafka rows are not pinnable).
         try:
             if snap is None:  # the table is empty at this snapshot: nothing pinnable to walk
-                raise UnknownSymbolError(str(query.symbol))
+                raise UnknownSymbolError(str(query.client_symbols()))
             result = method(
-                query.symbol,
+                query.client_symbols(),
                 query.start,
                 query.end,
                 exchange=query.exchange,

@@ -14,6 +14,7 @@ from k2.api.errors import APIError
 from k2.api.formats import Format, negotiate
 from k2.config import Settings
 from k2.lake.tags import TAG_NAME, TAG_PREFIX
+from k2.query.client import MAX_SYMBOLS
 from k2.query.errors import InvalidRangeError
 from k2.query.params import parse_duration
 
@@ -21,6 +22,7 @@ from k2.query.params import parse_duration
 MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_TIME = datetime(2200, 1, 1, tzinfo=UTC)
 MAX_SNAPSHOT_ID = 2**63 - 1
+SYMBOL_MAX_LENGTH = 64
 
 # Printable text without control characters: what every free-text parameter must look like.
 TEXT_PATTERN = r"^[^\x00-\x1f\x7f]+$"
@@ -143,6 +145,57 @@ def check_tolerance(settings: Settings, value: str) -> None:
         ) from None
 
 
+def symbols_of(symbol: str | None, symbols: str | None) -> list[str]:
+    """The symbols a request names: ``symbol=`` (one) or ``symbols=`` (comma-separated), exactly one of them.
+
+    Repeats are dropped (order kept); 400 ``invalid_parameter`` says why a value is refused.
+
+    >>> symbols_of(None, "BTCUSDT, ETHUSDT,BTCUSDT"), symbols_of("BTCUSDT", None)
+    (['BTCUSDT', 'ETHUSDT'], ['BTCUSDT'])
+    """
+    if symbol is not None and symbols is not None:
+        raise APIError(
+            400,
+            "invalid_parameter",
+            "symbol, symbols: expected one of symbol=BTCUSDT or symbols=BTCUSDT,ETHUSDT, found both",
+            {"parameter": "symbols"},
+        )
+    if symbols is None:
+        if symbol is None:
+            raise APIError(
+                400,
+                "invalid_parameter",
+                "symbol: expected symbol=BTCUSDT or symbols=BTCUSDT,ETHUSDT, found neither",
+                {"parameter": "symbol"},
+            )
+        return [symbol]
+    names = [part.strip() for part in symbols.split(",")]
+    for position, name in enumerate(names, 1):
+        if not name or len(name) > SYMBOL_MAX_LENGTH:
+            found = "an empty name" if not name else f"{len(name)} characters"
+            raise APIError(
+                400,
+                "invalid_parameter",
+                f"symbols: expected comma-separated symbols of 1..{SYMBOL_MAX_LENGTH} characters such as "
+                f"BTCUSDT,ETHUSDT, found {found} at position {position}",
+                {"parameter": "symbols", "position": position},
+            )
+    unique = list(dict.fromkeys(names))
+    if len(unique) > MAX_SYMBOLS:
+        raise APIError(
+            400,
+            "invalid_parameter",
+            f"symbols: expected at most {MAX_SYMBOLS} symbols per request, found {len(unique)}",
+            {"parameter": "symbols", "max_symbols": MAX_SYMBOLS, "found": len(unique)},
+        )
+    return unique
+
+
+def one_or_many(names: list[str]) -> str | list[str]:
+    """What the query client takes: the symbol itself when there is one, else the list."""
+    return names[0] if len(names) == 1 else names
+
+
 def page_size_of(settings: Settings, limit: int | None) -> int:
     return limit or min(settings.api_page_size, settings.query_max_rows)
 
@@ -166,6 +219,16 @@ OptSymbol = Annotated[
         pattern=TEXT_PATTERN,
         description="Exchange-native symbol.",
         examples=["BTCUSDT"],
+    ),
+]
+Symbols = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=(SYMBOL_MAX_LENGTH + 1) * MAX_SYMBOLS * 2,
+        pattern=TEXT_PATTERN,
+        description=f"Several symbols, comma-separated (at most {MAX_SYMBOLS}); instead of `symbol`.",
+        examples=["BTCUSDT,ETHUSDT"],
     ),
 ]
 Exchange = Annotated[

@@ -38,30 +38,28 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from k2.api.keys import API_RATE_BUCKETS
+from k2.pacing import TokenBucket
 
 
 class TokenBuckets:
-    """Thread-safe in-process token buckets keyed by API key id (or client address)."""
+    """Thread-safe in-process token buckets (:class:`k2.pacing.TokenBucket`) keyed by API key id or client address."""
 
     def __init__(self, rate: float, burst: int) -> None:
         if rate <= 0 or burst <= 0:
             raise ValueError(f"expected a positive rate and burst, found rate={rate}, burst={burst}")
         self.rate = rate
         self.burst = burst
-        self._state: dict[str, tuple[float, float]] = {}  # key -> (tokens, last refill time)
+        self._buckets: dict[str, TokenBucket] = {}
         self._lock = threading.Lock()
 
     def take(self, key: str, now: float | None = None) -> float:
         """Take one token for ``key``: 0.0 when allowed, else the seconds until a token is available."""
-        t = time.monotonic() if now is None else now
+        at = time.monotonic() if now is None else now
         with self._lock:
-            tokens, last = self._state.get(key, (float(self.burst), t))
-            tokens = min(float(self.burst), tokens + (t - last) * self.rate)
-            if tokens >= 1.0:
-                self._state[key] = (tokens - 1.0, t)
-                return 0.0
-            self._state[key] = (tokens, t)
-            return (1.0 - tokens) / self.rate
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, clock=lambda: at)
+            return bucket.try_acquire(1.0, now=at)
 
 
 def _bucket_engine(engine: sa.engine.Engine) -> sa.engine.Engine:

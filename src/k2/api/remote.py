@@ -1,7 +1,7 @@
 """The query client over the REST API: ``k2.connect(url=..., api_key=...)``.
 
 :class:`RemoteClient` has the local client's read methods (trades, quotes, bars, vwap, twap, spread_stats,
-asof_join, symbols, snapshots, gaps, snapshot_id, as_of) and returns the same
+asof_join, klines, symbols, snapshots, gaps, snapshot_id, as_of) and returns the same
 :class:`~k2.query.result.QueryResult`: the body travels as an Arrow IPC stream (``format=arrow``, zstd on
 the wire), so types are native (``decimal128(18, 8)``, ``timestamp[us, tz=UTC]``) and equal to the local
 client's tables; snapshot ids and the hybrid-read fields come from the response headers. Paged endpoints
@@ -22,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -39,6 +40,14 @@ _ERRORS: dict[str, type[Exception]] = {
     "limit_exceeded": LimitExceededError,
 }
 _MAX_PAGE = 10_000
+
+
+def _symbols(symbol: str | Sequence[str]) -> dict[str, str]:
+    """``symbol=`` for one symbol, ``symbols=`` (comma-separated) for several, as the API takes them."""
+    if isinstance(symbol, str):
+        return {"symbols": symbol} if "," in symbol else {"symbol": symbol}
+    names = list(symbol)
+    return {"symbol": names[0]} if len(names) == 1 else {"symbols": ",".join(names)}
 
 
 def _text(value: Any) -> Any:
@@ -117,13 +126,13 @@ class RemoteClient:
         return self._result(pa.concat_tables(tables), first)
 
     # -- the client's methods -------------------------------------------------------------------------
-    def trades(self, symbol: str, start: Any = None, end: Any = None, *, exchange: str | None = None, limit: int | None = None,
+    def trades(self, symbol: str | Sequence[str], start: Any = None, end: Any = None, *, exchange: str | None = None, limit: int | None = None,
                as_of: Any = None, include_recent: bool | None = None) -> QueryResult:  # fmt: skip
         """Trades of ``symbol`` in ``[start, end)`` (every page, or the first ``limit`` rows)."""
         return self._walk(
             "/v1/trades",
             limit,
-            symbol=symbol,
+            **_symbols(symbol),
             start=start,
             end=end,
             exchange=exchange,
@@ -131,13 +140,13 @@ class RemoteClient:
             include_recent=include_recent,
         )
 
-    def quotes(self, symbol: str, start: Any = None, end: Any = None, *, exchange: str | None = None, limit: int | None = None,
+    def quotes(self, symbol: str | Sequence[str], start: Any = None, end: Any = None, *, exchange: str | None = None, limit: int | None = None,
                as_of: Any = None, include_recent: bool | None = None) -> QueryResult:  # fmt: skip
         """Top-of-book quotes of ``symbol`` in ``[start, end)``."""
         return self._walk(
             "/v1/quotes",
             limit,
-            symbol=symbol,
+            **_symbols(symbol),
             start=start,
             end=end,
             exchange=exchange,
@@ -145,21 +154,21 @@ class RemoteClient:
             include_recent=include_recent,
         )
 
-    def bars(self, symbol: str, interval: str | timedelta = "1m", start: Any = None, end: Any = None, *, exchange: str | None = None,
+    def bars(self, symbol: str | Sequence[str], interval: str | timedelta = "1m", start: Any = None, end: Any = None, *, exchange: str | None = None,
              kind: str = "time", size: Any = None, fill_empty: bool = False, as_of: Any = None,
              include_recent: bool | None = None) -> QueryResult:  # fmt: skip
         """OHLCV bars (time, volume or tick)."""
         if isinstance(interval, timedelta):
             interval = f"{int(interval.total_seconds())}s"
-        return self._one("/v1/bars", symbol=symbol, interval=interval, start=start, end=end, exchange=exchange, kind=kind,
+        return self._one("/v1/bars", **_symbols(symbol), interval=interval, start=start, end=end, exchange=exchange, kind=kind,
                          size=None if size is None else str(size), fill_empty=fill_empty, as_of=as_of, include_recent=include_recent)  # fmt: skip
 
-    def vwap(self, symbol: str, start: Any, end: Any, *, exchange: str | None = None, as_of: Any = None,
+    def vwap(self, symbol: str | Sequence[str], start: Any, end: Any, *, exchange: str | None = None, as_of: Any = None,
              include_recent: bool | None = None) -> QueryResult:  # fmt: skip
         """Volume-weighted average price per (exchange, symbol) over ``[start, end)``."""
         return self._one(
             "/v1/vwap",
-            symbol=symbol,
+            **_symbols(symbol),
             start=start,
             end=end,
             exchange=exchange,
@@ -167,12 +176,12 @@ class RemoteClient:
             include_recent=include_recent,
         )
 
-    def twap(self, symbol: str, start: Any, end: Any, *, exchange: str | None = None, as_of: Any = None,
+    def twap(self, symbol: str | Sequence[str], start: Any, end: Any, *, exchange: str | None = None, as_of: Any = None,
              include_recent: bool | None = None) -> QueryResult:  # fmt: skip
         """Time-weighted average price per (exchange, symbol)."""
         return self._one(
             "/v1/twap",
-            symbol=symbol,
+            **_symbols(symbol),
             start=start,
             end=end,
             exchange=exchange,
@@ -198,6 +207,12 @@ class RemoteClient:
             tolerance=tolerance,
             as_of=as_of,
         )
+
+    def klines(self, symbol: str | Sequence[str], interval: str | None = None, start: Any = None, end: Any = None, *,
+               exchange: str | None = None, limit: int | None = None, as_of: Any = None) -> QueryResult:  # fmt: skip
+        """Venue-published OHLCV bars (``/v1/klines``) with ``open_time`` in ``[start, end)``."""
+        return self._one("/v1/klines", **_symbols(symbol), interval=interval, start=start, end=end,
+                         exchange=exchange, limit=limit, as_of=as_of)  # fmt: skip
 
     def symbols(self, exchange: str | None = None) -> QueryResult:
         """Stored symbols with counts and time ranges."""

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -47,6 +48,24 @@ class ApiState:
     client_factory: Callable[[], Any]
     _client: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    warmed: threading.Event = field(default_factory=threading.Event)
+
+    def warm_up(self) -> None:
+        """Load the query engine and the stored-symbols list once, so the first request does not pay for it.
+
+        Run in the pool at start (``api_warm_up``). The cold cost is DuckDB loading its Iceberg extension,
+        the catalog and the first scan of the symbols list (a full read of trades and quotes, cached per
+        snapshot): seconds on a loaded machine, which the console's first chart used to wait for.
+        Failures (a lake not created yet, a catalog down) are logged: the first request will say why.
+        """
+        started = time.monotonic()
+        try:
+            self.client().symbols()
+            log.info("api warm-up done in %.2f s", time.monotonic() - started)
+        except Exception as exc:
+            log.warning("api warm-up failed after %.2f s: %s", time.monotonic() - started, exc)
+        finally:
+            self.warmed.set()
 
     def client(self) -> Any:
         """The shared query client (thread-safe, created on first use)."""

@@ -350,12 +350,25 @@ class MarketDataProducer:
         log.warning("producer_recreated", reason=why, resend=len(self._resend), restarts=self.recreated)
 
     def send_many(self, record: RecordType, rows: Iterable[dict[str, Any]], topic: str | None = None) -> int:
-        """Send many records; returns how many were enqueued."""
-        count = 0
-        for row in rows:
-            self.send(record, row, topic)
-            count += 1
-        return count
+        """Send many records; returns how many were enqueued. A batch for one topic is encoded column-wise
+        (:meth:`k2.bus.serde.AvroEncoder.encode_many`); rows without ``ingest_ts`` get the batch's send time."""
+        batch = list(rows)
+        target = topic or (self.topic_for(record, batch[0]) if batch else None)
+        if (
+            target is None
+            or len(batch) < 16
+            or (topic is None and any(self.topic_for(record, r) != target for r in batch))
+        ):
+            for row in batch:
+                self.send(record, row, topic)
+            return len(batch)
+        if any(f.name == "ingest_ts" for f in record.fields):
+            now = now_micros()
+            batch = [r if r.get("ingest_ts") is not None else {**r, "ingest_ts": now} for r in batch]
+        values = self.encoder(record, target).encode_many(batch)
+        for row, value in zip(batch, values, strict=True):
+            self.produce_raw(target, row["symbol"].encode(), value, self._cid_headers)
+        return len(batch)
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait for every delivery report, recovering as :meth:`check` does; raise :class:`DeliveryError`.

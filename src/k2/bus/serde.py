@@ -30,6 +30,7 @@ import pyarrow as pa
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
+from k2.bus.avro_encode import NotUniform, encode_batch
 from k2.model import RecordType
 from k2.model.arrow import column_to_arrow
 
@@ -96,7 +97,18 @@ class AvroEncoder:
         self.record = record
         self.topic = topic
         schema = record.avro_schema()
-        self.schema_id = registry.register_schema(subject_for(topic), Schema(json.dumps(schema), "AVRO"))
+        try:
+            self.schema_id = registry.register_schema(subject_for(topic), Schema(json.dumps(schema), "AVRO"))
+        except SchemaRegistryError:
+            raise  # the registry answered (e.g. incompatible schema): its own error says why
+        except Exception as exc:  # no answer at all: say which registry, not a transport traceback
+            url = getattr(registry, "_rest_client", None)
+            where = getattr(url, "base_urls", None) or "the configured K2_SCHEMA_REGISTRY_URL"
+            raise RegistryUnavailableError(
+                f"expected a schema registry at {where}, found none answering registering {record.name} "
+                f"for {topic} ({type(exc).__name__}: {exc}); start the local stack with `k2 up` or set "
+                "K2_SCHEMA_REGISTRY_URL"
+            ) from exc
         self._parsed = fastavro.parse_schema(schema)
         self._header = header(self.schema_id)
         self._decimal_fields = [f.name for f in record.fields if f.kind == "decimal"]
@@ -112,6 +124,14 @@ class AvroEncoder:
         buffer.write(self._header)
         fastavro.schemaless_writer(buffer, self._parsed, prepared)
         return buffer.getvalue()
+
+    def encode_many(self, rows: Sequence[dict[str, Any]]) -> list[bytes]:
+        """Encode a batch: column-wise (:mod:`k2.bus.avro_encode`, the same bytes) when the rows are uniform
+        wire-form records (decimals as unscaled ints), else row by row."""
+        try:
+            return encode_batch(self.record, self._header, rows)
+        except NotUniform:
+            return [self.encode(row) for row in rows]
 
 
 @dataclass

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
@@ -45,13 +46,32 @@ def parse_topic(topic: str) -> tuple[str, str, str]:
     return match.group(1), match.group(2), match.group(3)
 
 
+class BrokerUnavailableError(KafkaException):
+    """No Kafka broker answered at the configured bootstrap servers.
+
+    A :class:`~confluent_kafka.KafkaException`, so every caller that already waits out a broker outage
+    (live feeds, the landing consumer, the rejects file) keeps doing so; its message says what was expected.
+    """
+
+
 def admin_client(settings: Settings) -> AdminClient:
     return AdminClient(settings.kafka_client_config())
 
 
+def _metadata(admin: AdminClient, settings: Settings, timeout: float) -> Any:
+    try:
+        return admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise BrokerUnavailableError(
+            f"expected a Kafka broker at {settings.bootstrap_servers}, found none answering within "
+            f"{timeout:g} s ({exc.args[0].str() if exc.args and hasattr(exc.args[0], 'str') else exc}); "
+            "start the local stack with `k2 up` or set K2_KAFKA_BOOTSTRAP_SERVERS"
+        ) from None
+
+
 def list_topics(settings: Settings, timeout: float = 10.0) -> dict[str, int]:
-    """Topic name -> partition count, as the broker reports them."""
-    metadata = admin_client(settings).list_topics(timeout=timeout)
+    """Topic name -> partition count, as the broker reports them (BrokerUnavailableError: no broker)."""
+    metadata = _metadata(admin_client(settings), settings, timeout)
     return {name: len(t.partitions) for name, t in metadata.topics.items() if not name.startswith("__")}
 
 
@@ -60,7 +80,7 @@ def ensure_topics(
 ) -> None:
     """Create missing topics with ``topic_partitions`` partitions (idempotent)."""
     admin = admin_client(settings)
-    existing = set(admin.list_topics(timeout=timeout).topics)
+    existing = set(_metadata(admin, settings, timeout).topics)
     wanted = [t for t in dict.fromkeys(topics) if t not in existing]
     if not wanted:
         return

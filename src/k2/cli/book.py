@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table as RichTable
 
-from k2.cli.query import _client, _json_default
+from k2.cli.query import RECENT, _client, _json_default, report_recent
 
 console = Console()
 
@@ -61,10 +61,20 @@ def register(app: typer.Typer) -> None:
         update_id: int | None = typer.Option(None, "--update-id", help="Only events up to this update id."),
         as_of: str | None = typer.Option(None, "--as-of", help="Table snapshot id or time to read at."),
         fmt: BookFormat = typer.Option(BookFormat.table, "--format", help="table, csv or json."),
+        include_recent: bool | None = RECENT,
     ) -> None:
         """The order book of SYMBOL at --at: best levels per side, with the update id and exchange time it reflects."""
         with _client() as client:
-            book = client.book(symbol, at, depth, exchange=exchange, update_id=update_id, as_of=as_of)
+            book = client.book(
+                symbol,
+                at,
+                depth,
+                exchange=exchange,
+                update_id=update_id,
+                as_of=as_of,
+                include_recent=include_recent,
+            )
+        report_recent(book)  # a Kafka read cut short is said on stderr
         rows = book.levels.to_pylist()
         reflects = {
             "symbol": book.symbol,

@@ -66,6 +66,7 @@ def _wait_for_landing(settings: Settings, expected_trades: int, expected_quotes:
     )
 
 
+# long: a narrated script; each step prints what it shows, in the order the README tells it.
 def run_demo(settings: Settings, sample_dir: Path = SAMPLES, timeout: float = 120.0) -> None:
     """Run the demo end to end (see the module docstring)."""
     from k2.bus import MarketDataProducer

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table as RichTable
 
+from k2.cli.safe import cell, markup, plain
 from k2.config import Settings, load_settings
 
 console = Console()
@@ -163,11 +164,11 @@ def register(app: typer.Typer) -> None:
             marker = replayed.get((d.dlq_topic, d.dlq_partition, d.dlq_offset))
             when = _ts(int(str(marker.get("replayed_ts", -1)))) if marker else "-"
             table.add_row(
-                d.dlq_topic,
+                cell(d.dlq_topic),
                 f"{d.dlq_partition}:{d.dlq_offset}",
-                f"{d.source_topic}[{d.source_partition}]@{d.source_offset}",
-                d.reason,
-                d.detail[:80],
+                cell(f"{d.source_topic}[{d.source_partition}]@{d.source_offset}"),
+                cell(d.reason),
+                cell(d.detail[:80]),
                 str(len(d.value or b"")),
                 when,
             )
@@ -183,15 +184,19 @@ def register(app: typer.Typer) -> None:
 
         for d in read_dead_letters(load_settings(), topic):
             if d.dlq_partition == partition and d.dlq_offset == offset:
-                console.print(
-                    f"source   {d.source_topic}[{d.source_partition}]@{d.source_offset} at {_ts(d.source_timestamp * 1000 if d.source_timestamp > 0 else None)}"
-                )
-                console.print(f"reason   {d.reason}\ndetail   {d.detail}")
-                console.print(f"key      {d.key!r}")
-                console.print(f"headers  {d.original_headers}")
-                console.print(f"value    {(d.value or b'').hex()}")
+                at = _ts(d.source_timestamp * 1000 if d.source_timestamp > 0 else None)
+                # Reason, detail, key and headers come from the feed or producer: shown literally.
+                for label, text in (
+                    ("source", f"{d.source_topic}[{d.source_partition}]@{d.source_offset} at {at}"),
+                    ("reason", d.reason),
+                    ("detail", d.detail),
+                    ("key", repr(d.key)),
+                    ("headers", d.original_headers),
+                    ("value", (d.value or b"").hex()),
+                ):
+                    console.print(f"{label:8} {plain(text)}", markup=False, highlight=False)
                 return
-        console.print(f"[red]no dead letter at {topic}[{partition}]@{offset}[/red]")
+        console.print(f"[red]no dead letter at {markup(topic)}\\[{partition}]@{offset}[/red]")
         raise typer.Exit(1)
 
     @dlq_app.command("replay")
@@ -211,7 +216,11 @@ def register(app: typer.Typer) -> None:
         console.print(f"replayed {len(report.replayed)} dead letters")
         if report.still_invalid:
             why = ", ".join(f"{r}: {n}" for r, n in sorted(report.reasons().items()))
-            console.print(f"{len(report.still_invalid)} still invalid, left in the DLQ ({why})")
+            console.print(
+                f"{len(report.still_invalid)} still invalid, left in the DLQ ({plain(why)})",
+                markup=False,
+                highlight=False,
+            )
         if report.already_replayed:
             console.print(f"{report.already_replayed} already replayed, skipped")
 
@@ -235,14 +244,14 @@ def register(app: typer.Typer) -> None:
         )
         for row in data.to_pylist():
             table.add_row(
-                row["exchange"],
-                row["symbol"],
-                row["data_type"],
+                cell(row["exchange"]),
+                cell(row["symbol"]),
+                cell(row["data_type"]),
                 str(row["first_missing_id"]),
                 str(row["last_missing_id"]),
                 str(row["missing_count"]),
-                row["status"],
-                row["source"],
+                cell(row["status"]),
+                cell(row["source"]),
                 str(row["detected_ts"]),
             )
         console.print(table)

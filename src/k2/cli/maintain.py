@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table as RichTable
 
+from k2.cli.safe import markup, plain
 from k2.config import load_settings
 
 
@@ -46,7 +47,7 @@ def maintain_command(
     try:
         reports = maintain(settings, table or None, dry_run=dry_run)
     except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {plain(exc)}", err=True)
         raise typer.Exit(2) from None
     if as_json:
         typer.echo(json.dumps([r.as_dict() for r in reports], indent=2))
@@ -82,7 +83,7 @@ def maintain_command(
     console.print(out)
     for r in reports:
         for note in r.notes + r.partitions_skipped:
-            console.print(f"[yellow]{r.table}: {note}[/yellow]")
+            console.print(f"[yellow]{r.table}: {markup(note)}[/yellow]", highlight=False)
 
 
 def cost_command(

@@ -13,6 +13,8 @@ Example:
     'BTC\\\\x1b[2JUSDT'
     >>> markup("[bold red]X[/bold red]")
     '\\\\[bold red]X\\\\[/bold red]'
+    >>> cell("[b]\\x07").plain
+    '[b]\\\\x07'
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import re
 
 from rich.markup import escape
+from rich.text import Text
 
 # C0 controls (tab and newline included: they break table cells), DEL, C1 controls, and the Unicode
 # bidirectional overrides/isolates that reorder what a terminal shows ("Trojan Source").
@@ -47,3 +50,8 @@ def markup(value: object) -> str:
     '\\\\[x]'
     """
     return escape(plain(value))
+
+
+def cell(value: object) -> Text:
+    """A rich table cell showing ``value`` literally (table cells are parsed as markup otherwise)."""
+    return Text(plain(value))

@@ -36,6 +36,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from k2.cli.safe import cell, markup, plain
 from k2.config import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -159,6 +160,8 @@ def _run(
     max_rejects: str = "0",
     **extra: object,
 ) -> None:
+    from k2.bus.serde import RegistryUnavailableError
+    from k2.bus.topics import BrokerUnavailableError
     from k2.sources.files import FileImportError, ImportOptions
     from k2.sources.files.asx_reference import default_reference, ticker_map
 
@@ -201,8 +204,10 @@ def _run(
             reports = import_landed(
                 format_name, files, settings, options, via_kafka=via_kafka, progress=hook_for
             )
-    except FileImportError as exc:
-        err_console.print(f"[red]import failed:[/red] {exc}", markup=True, highlight=False)
+    except (FileImportError, BrokerUnavailableError, RegistryUnavailableError) as exc:
+        # Bad input, or a stack part missing before anything was sent: one clear line, no traceback.
+        # (A delivery that fails mid-way is a DeliveryError, reported by k2.cli.main with its counts.)
+        err_console.print(f"[red]import failed:[/red] {markup(exc)}", markup=True, highlight=False)
         raise typer.Exit(1) from None
     _print_reports(reports, quiet, via_kafka)
     _exit_for(reports, limit, via_kafka)
@@ -238,16 +243,17 @@ def _print_reports(reports: Sequence[object], quiet: bool, via_kafka: bool) -> N
         assert isinstance(report, ImportReport)
         rejected += report.rejected
         for note in report.notes:
-            err_console.print(f"[yellow]note:[/yellow] {note}")
+            err_console.print(f"[yellow]note:[/yellow] {markup(note)}", highlight=False)
         if report.rejected:
             reasons = ", ".join(f"{k}={v}" for k, v in sorted(report.rejected_by_reason.items()))
             err_console.print(
-                f"[yellow]{report.file}: {report.rejected} bad lines ({reasons}) -> {report.rejects_destination}[/yellow]",
+                f"[yellow]{markup(report.file)}: {report.rejected} bad lines ({markup(reasons)}) -> "
+                f"{markup(report.rejects_destination)}[/yellow]",
                 markup=True,
                 highlight=False,
             )
             for sample in report.rejected_samples:
-                err_console.print(f"  {sample}", markup=False, highlight=False)
+                err_console.print(f"  {plain(sample)}", markup=False, highlight=False)
             if report.rejected > len(report.rejected_samples):
                 err_console.print(f"  ... and {report.rejected - len(report.rejected_samples)} more")
     if quiet:
@@ -267,7 +273,7 @@ def _print_reports(reports: Sequence[object], quiet: bool, via_kafka: bool) -> N
     for report in reports:
         assert isinstance(report, ImportReport)
         table.add_row(
-            Path(report.file).name,
+            cell(Path(report.file).name),
             f"{report.rows_read:,}",
             f"{report.imported:,}",
             f"{report.duplicates:,}",
@@ -286,7 +292,7 @@ def _reference(settings: Settings, path: Path, quiet: bool) -> None:
     try:
         report = import_asx_reference(path, settings)
     except FileImportError as exc:
-        err_console.print(f"[red]import failed:[/red] {exc}")
+        err_console.print(f"[red]import failed:[/red] {markup(exc)}", highlight=False)
         raise typer.Exit(1) from None
     _print_reports([report], quiet, False)
 
@@ -443,6 +449,25 @@ def register(app: typer.Typer) -> None:
         console.print(
             f"{report.lines:,} lines: {rows}; {report.snapshots} depth snapshot(s); {len(report.gaps)} depth gap(s)"
         )
+        if report.dead_lettered:
+            console.print(f"dead-lettered: {dict(report.dead_lettered)}")
+        console.print("produced to Kafka: run `k2 land` (the landing consumer) to land them")
+
+    @imp.command("tardis-book-l2")
+    def tardis_book_l2(
+        files: list[Path] = typer.Argument(
+            ..., help="Tardis.dev incremental_book_L2 CSV files (.csv or .csv.gz), in time order."
+        ),
+    ) -> None:
+        """Tardis.dev incremental_book_L2 CSV: book deltas (synthetic update ids) to Kafka for landing."""
+        from k2.sources.tardis_book import import_tardis_book
+
+        try:
+            report = import_tardis_book(files, load_settings())
+        except ValueError as exc:  # a file that is not incremental_book_L2 (its header named)
+            err_console.print(f"error: {exc}", markup=False, highlight=False)
+            raise typer.Exit(2) from None
+        console.print(f"{report.lines:,} lines: {report.rows:,} book deltas; {report.snapshots} snapshot(s)")
         if report.dead_lettered:
             console.print(f"dead-lettered: {dict(report.dead_lettered)}")
         console.print("produced to Kafka: run `k2 land` (the landing consumer) to land them")

@@ -23,6 +23,7 @@ import typer
 from rich.console import Console
 from rich.table import Table as RichTable
 
+from k2.cli.safe import cell, markup
 from k2.config import Settings, load_settings
 
 console = Console()
@@ -47,14 +48,14 @@ def _summary(names: list[str], stats: list[object]) -> None:
         reconnects = ", ".join(f"{k}={v}" for k, v in sorted(item.reconnects.items())) or "0"
         gaps = ", ".join(f"{k}={v}" for k, v in sorted(item.gaps.items())) or "0"
         table.add_row(
-            name,
+            cell(name),
             str(item.trades),
             str(item.quotes),
             str(item.duplicates),
             str(item.backfilled_trades),
             str(item.malformed),
-            reconnects,
-            gaps,
+            cell(reconnects),
+            cell(gaps),
         )
     console.print(table)
 
@@ -129,14 +130,20 @@ def register(app: typer.Typer) -> None:
         ),
         idle_exit: float = typer.Option(None, help="Exit after this many seconds without data."),
         metrics_port: int = typer.Option(0, help="Serve Prometheus /metrics on 127.0.0.1:PORT (0: off)."),
+        no_depth: bool = typer.Option(
+            False, "--no-depth", help="No order-book depth (the level2 channel: snapshot + l2update)."
+        ),
     ) -> None:
-        """Stream Coinbase matches and ticker into Kafka, backfilling gaps from REST, until Ctrl-C."""
+        """Stream Coinbase matches, ticker and level2 depth into Kafka, backfilling gaps from REST, until Ctrl-C."""
         from k2.sources.coinbase import CoinbaseFeed
 
         settings = load_settings()
         try:
             feed = CoinbaseFeed(
-                products.split(","), url or settings.coinbase_ws_url, rest_url or settings.coinbase_rest_url
+                products.split(","),
+                url or settings.coinbase_ws_url,
+                rest_url or settings.coinbase_rest_url,
+                depth=not no_depth,
             )
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--products") from None
@@ -341,7 +348,7 @@ def _register_reference(app: typer.Typer) -> None:
                 load_settings(), wanted, MARKETS[market] if market else None, rest_url
             )
         except (ReferenceDataError, RestRefused, RestUnavailable) as exc:
-            console.print(f"[red]error[/red] {exc}", highlight=False)
+            console.print(f"[red]error[/red] {markup(exc)}", highlight=False)
             raise typer.Exit(1) from None
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--symbols") from None
@@ -369,7 +376,7 @@ def _register_reference(app: typer.Typer) -> None:
             "exchange", "symbol", "trades", title=f"{len(rows)} symbols unknown in reference.instruments"
         )
         for ex, sym, count in rows:
-            table.add_row(ex, sym, f"{count:,}")
+            table.add_row(cell(ex), cell(sym), f"{count:,}")
         console.print(table)
         if fail:
             raise typer.Exit(1)

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table as RichTable
 
+from k2.cli.safe import cell, plain
 from k2.config import load_settings
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ def create_command(
         try:
             info = create_tag(tbl, name, snapshot_id=snapshot, at=moment, retain_days=retain)
         except (ValueError, LookupError) as exc:
-            typer.echo(f"error: {short}: {exc}", err=True)
+            typer.echo(f"error: {short}: {plain(exc)}", err=True)
             raise typer.Exit(2) from None
         console.print(
             f"tagged {escape(info.table)} snapshot {info.snapshot_id} as {escape(info.name)}", highlight=False
@@ -119,7 +120,7 @@ def list_command(
     for short, t in rows:
         out.add_row(
             short,
-            escape(t.name),
+            cell(t.name),
             str(t.snapshot_id),
             t.committed_at.isoformat(),
             t.expires_at.isoformat() if t.expires_at else "never",

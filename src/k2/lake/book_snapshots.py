@@ -7,7 +7,7 @@ Each run (``k2 book-snapshots``, or any scheduler calling :func:`write_book_snap
   resync), reflecting that snapshot;
 * after the first event of every ``book_snapshot_interval_seconds`` bucket of exchange time (default 10 s).
 
-Rows hold the best ``book_snapshot_depth`` levels per side (default 25) as lists, the update id and the
+Rows hold the best ``book_snapshot_depth`` levels per side (default 100) as lists, the update id and the
 exchange time they reflect. Only whole events are used: the replay stops before an event whose end row
 (``is_event_end``) has not landed yet (a landing batch may split an event), so a snapshot is always
 consistent with the deltas.
@@ -22,6 +22,18 @@ holds only the top N, not the whole book), so its cost grows with the run of del
 deep levels from a top-N snapshot: :func:`k2.query.book.book` uses one only when the answer provably
 lies inside the snapshot's levels plus the levels changed since.
 
+Scheduled: the landing service runs :class:`BookSnapshotter` (a thread) at its start and then every
+``book_snapshot_run_seconds`` (default 10 s of wall time; 0 = off). It keeps, per pair, the book it
+rebuilt up to the last whole event and the deltas-table snapshot it read, so a run reads only the delta
+rows above that update id and the pairs of the data files added since (a process start replays once from
+the latest restart). The commit summary is built by :func:`k2.lake.summary.commit_summary` (writer
+``book-snapshots``, plus ``k2.book.deltas_snapshot``: the deltas snapshot the rows were computed from).
+
+Hazard of the kept state: it assumes delta rows of a pair land in update-id order (one Kafka partition
+per symbol does that). A late import of *older* rows for a pair (update ids below the kept book's) is
+not re-applied by a running snapshotter; ``k2 book-snapshots`` (no kept state) and every restart of the
+landing service replay from the latest restart and see them.
+
 Example (needs a catalog with landed depth)::
 
     written = write_book_snapshots(load_settings())   # {('binance', 'BTCUSDT'): 62}
@@ -30,41 +42,100 @@ Example (needs a catalog with landed depth)::
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import structlog
 from pyiceberg import expressions as _expressions
 from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.manifest import ManifestEntryStatus
 from pyiceberg.table import Table
 
 from k2.config import Settings
 from k2.lake.catalog import ensure_tables, load_catalog
-from k2.lake.summary import WRITER_KEY
+from k2.lake.summary import commit_summary
 from k2.lake.writer import append
 from k2.model import BOOK_SNAPSHOT
 from k2.model.arrow import records_to_arrow, unscaled_from_decimal
 from k2.model.book import OrderBook
 from k2.model.values import canonical_instrument, now_micros
+from k2.pacing import Periodic
 
 _X: Any = _expressions
 DELTAS_SNAPSHOT_KEY = "k2.book.deltas_snapshot"
+WRITER = "book-snapshots"
+log = structlog.get_logger("k2.book_snapshots")
+Pair = tuple[str, str, str]
+_PAIR_FIELDS = ("exchange", "symbol", "asset_class")
 
 
-def _pairs(deltas: Table) -> list[tuple[str, str, str]]:
-    data = deltas.scan(selected_fields=("exchange", "symbol", "asset_class")).to_arrow()
+@dataclass
+class PairState:
+    """The book of one pair rebuilt through update id ``u`` (whole events only), kept between runs."""
+
+    book: OrderBook = field(default_factory=OrderBook)
+    u: int | None = None
+    loaded: int | None = None  # update id of the venue snapshot being loaded (its rows may span reads)
+
+
+@dataclass
+class SnapshotterState:
+    """What a scheduled writer keeps between runs: the pairs seen, through which deltas snapshot, and books."""
+
+    pairs: set[Pair] = field(default_factory=set)
+    through: int | None = None  # deltas-table snapshot id whose data files ``pairs`` covers
+    books: dict[Pair, PairState] = field(default_factory=dict)
+
+
+def _distinct_pairs(data: pa.Table) -> set[Pair]:
     if data.num_rows == 0:
-        return []
-    grouped = data.group_by(["exchange", "symbol", "asset_class"]).aggregate([])
-    return sorted(
-        zip(
-            grouped["exchange"].to_pylist(),
-            grouped["symbol"].to_pylist(),
-            grouped["asset_class"].to_pylist(),
-            strict=True,
-        )
-    )
+        return set()
+    grouped = data.group_by(list(_PAIR_FIELDS)).aggregate([])
+    return set(zip(*(grouped[name].to_pylist() for name in _PAIR_FIELDS), strict=True))
+
+
+def _added_files(deltas: Table, since: int) -> list[str] | None:
+    """Data files added by the snapshots after ``since`` (None when ``since`` is no longer an ancestor)."""
+    snapshot, added = deltas.current_snapshot(), []
+    while snapshot is not None and snapshot.snapshot_id != since:
+        added.append(snapshot)
+        parent = snapshot.parent_snapshot_id
+        snapshot = deltas.snapshot_by_id(parent) if parent is not None else None
+    if snapshot is None:
+        return None  # expired or rewritten history: rescan the table
+    paths: list[str] = []
+    for new in added:
+        for manifest in new.manifests(deltas.io):
+            if manifest.added_snapshot_id != new.snapshot_id:
+                continue
+            for entry in manifest.fetch_manifest_entry(deltas.io, discard_deleted=True):
+                if entry.status == ManifestEntryStatus.ADDED and entry.snapshot_id == new.snapshot_id:
+                    paths.append(entry.data_file.file_path)
+    return paths
+
+
+def _pairs(deltas: Table, state: SnapshotterState | None = None) -> list[Pair]:
+    """Every (exchange, symbol, asset class) in the deltas; with ``state``, only new data files are read."""
+    current = deltas.current_snapshot()
+    paths = None
+    if state is not None and state.through is not None and current is not None:
+        paths = _added_files(deltas, state.through)
+    if paths is None:
+        found = _distinct_pairs(deltas.scan(selected_fields=_PAIR_FIELDS).to_arrow())
+    else:
+        found = set()
+        for path in paths:
+            with deltas.io.new_input(path).open() as stream:
+                found |= _distinct_pairs(pq.read_table(stream, columns=list(_PAIR_FIELDS)))
+    if state is None:
+        return sorted(found)
+    state.pairs |= found
+    state.through = None if current is None else current.snapshot_id
+    return sorted(state.pairs)
 
 
 def _written(snapshots: Table) -> dict[tuple[str, str], tuple[int, int]]:
@@ -88,11 +159,18 @@ def _written(snapshots: Table) -> dict[tuple[str, str], tuple[int, int]]:
     return out
 
 
-def _read(deltas: Table, exchange: str, symbol: str, after_u: int | None) -> pa.Table:
-    """The pair's delta rows from the latest restart at or before ``after_u`` (all when None), by update id."""
+def _read(
+    deltas: Table, exchange: str, symbol: str, after_u: int | None, above: int | None = None
+) -> pa.Table:
+    """The pair's delta rows from the latest restart at or before ``after_u`` (all when None), by update id.
+
+    With ``above`` (the update id a kept book reflects): only the rows above it.
+    """
     base = _X.And(_X.EqualTo("exchange", exchange), _X.EqualTo("symbol", symbol))
     start = None
-    if after_u is not None:
+    if above is not None:
+        base = _X.And(base, _X.GreaterThan("last_update_id", above))
+    elif after_u is not None:
         restarts = deltas.scan(
             row_filter=_X.And(
                 base, _X.And(_X.EqualTo("is_snapshot", True), _X.LessThanOrEqual("last_update_id", after_u))
@@ -146,23 +224,32 @@ def _row(
 
 
 def snapshots_for_pair(
-    deltas: Table, pair: tuple[str, str, str], last: tuple[int, int] | None, interval_us: int, depth: int
+    deltas: Table,
+    pair: Pair,
+    last: tuple[int, int] | None,
+    interval_us: int,
+    depth: int,
+    kept: PairState | None = None,
 ) -> list[dict[str, Any]]:
-    """The new book_snapshots rows of one pair (update ids above ``last``'s), per the module docstring."""
+    """The new book_snapshots rows of one pair (update ids above ``last``'s), per the module docstring.
+
+    ``kept`` (updated in place) carries the rebuilt book between runs; without it the pair is replayed
+    from the latest restart at or before ``last``.
+    """
     exchange, symbol, asset_class = pair
     last_u, last_ts = last if last is not None else (None, None)
-    book, rows, written = OrderBook(), [], now_micros()
+    state = kept if kept is not None else PairState()
+    book, rows, written = state.book, [], now_micros()
     bucket = None if last_ts is None else last_ts // interval_us
-    loaded: int | None = None
-    for u, ts, is_snapshot, complete, levels in _events(_read(deltas, exchange, symbol, last_u)):
+    for u, ts, is_snapshot, complete, levels in _events(_read(deltas, exchange, symbol, last_u, state.u)):
         if not complete:
             break  # the rest of this event has not landed yet
-        if is_snapshot and loaded != u:
+        if is_snapshot and state.loaded != u:
             book.clear()
-        loaded = u if is_snapshot else None
+        state.loaded = u if is_snapshot else None
         for ask, price, size in levels:
             book.apply("ASK" if ask else "BID", price, size)
-        book.last_update_id, book.exchange_ts = u, ts
+        book.last_update_id, book.exchange_ts, state.u = u, ts, u
         if last_u is not None and u <= last_u:
             continue
         if is_snapshot or bucket is None or ts // interval_us != bucket:
@@ -171,8 +258,14 @@ def snapshots_for_pair(
     return rows
 
 
-def write_book_snapshots(settings: Settings, attempts: int = 5) -> dict[tuple[str, str], int]:
-    """Write the due book_snapshots rows of every pair in one commit; returns rows written per pair."""
+def write_book_snapshots(
+    settings: Settings, attempts: int = 5, state: SnapshotterState | None = None
+) -> dict[tuple[str, str], int]:
+    """Write the due book_snapshots rows of every pair in one commit; returns rows written per pair.
+
+    ``state`` (a scheduled writer's, see :class:`BookSnapshotter`) makes a run incremental. A commit
+    conflict drops the books kept for this run's pairs (they were advanced past what was committed).
+    """
     tables = ensure_tables(load_catalog(settings), settings)
     deltas, snapshots = tables["book_deltas"], tables["book_snapshots"]
     interval_us = int(settings.book_snapshot_interval_seconds * 1_000_000)
@@ -185,21 +278,73 @@ def write_book_snapshots(settings: Settings, attempts: int = 5) -> dict[tuple[st
         written = _written(snapshots)
         rows: list[dict[str, Any]] = []
         counts: dict[tuple[str, str], int] = {}
-        for pair in _pairs(deltas):
+        for pair in _pairs(deltas, state):
+            kept = None if state is None else state.books.setdefault(pair, PairState())
             new = snapshots_for_pair(
-                deltas, pair, written.get(pair[:2]), interval_us, settings.book_snapshot_depth
+                deltas, pair, written.get(pair[:2]), interval_us, settings.book_snapshot_depth, kept
             )
             if new:
                 counts[pair[:2]] = len(new)
                 rows.extend(new)
         if not rows:
             return {}
-        properties = {DELTAS_SNAPSHOT_KEY: str(source.snapshot_id), WRITER_KEY: "book-snapshots"}
+        summary = commit_summary(
+            snapshots.current_snapshot(), WRITER, {DELTAS_SNAPSHOT_KEY: str(source.snapshot_id)}
+        )
         try:
-            append(snapshots, records_to_arrow(BOOK_SNAPSHOT, rows), "book_snapshots", properties)
+            append(snapshots, records_to_arrow(BOOK_SNAPSHOT, rows), "book_snapshots", summary)
         except CommitFailedException:
+            if state is not None:
+                state.books.clear()  # kept books ran ahead of the table: replay from the restarts
             continue  # another writer committed: recompute from its state
         return counts
     raise RuntimeError(
         f"expected a book_snapshots commit within {attempts} attempts, found continuous conflicts"
     )
+
+
+class BookSnapshotter(Periodic):
+    """The landing service's schedule for book_snapshots: a run at start, then every ``book_snapshot_run_seconds``.
+
+    Example (needs a catalog)::
+
+        snapshotter = BookSnapshotter(settings).start()
+        ...
+        snapshotter.stop()   # lets a run in progress finish
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__("k2-book-snapshots", settings.book_snapshot_run_seconds, run_at_start=True)
+        self.settings = settings
+        self.state = SnapshotterState()
+        self.runs = 0
+        self.written: dict[tuple[str, str], int] = {}
+
+    def run_once(self) -> None:
+        try:
+            for pair, count in write_book_snapshots(self.settings, state=self.state).items():
+                self.written[pair] = self.written.get(pair, 0) + count
+                log.info("book snapshots written", exchange=pair[0], symbol=pair[1], rows=count)
+        except Exception:  # the next run starts again from the table's state (logged by Periodic)
+            self.state = SnapshotterState()
+            raise
+        finally:
+            self.runs += 1
+
+    def stop(self, timeout: float = 60.0) -> None:
+        super().stop(timeout)
+
+
+def start_book_snapshotter(settings: Settings) -> BookSnapshotter | None:
+    """Start the scheduled book_snapshots writer unless ``book_snapshot_run_seconds`` is 0.
+
+    Example:
+        >>> from k2.config import Settings
+        >>> start_book_snapshotter(Settings(book_snapshot_run_seconds=0)) is None
+        True
+    """
+    if settings.book_snapshot_run_seconds <= 0:
+        return None
+    snapshotter = BookSnapshotter(settings)
+    snapshotter.start()
+    return snapshotter

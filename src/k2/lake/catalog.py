@@ -17,7 +17,6 @@ Example:
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from pyiceberg.transforms import BucketTransform, DayTransform, IdentityTransfor
 from k2.config import Settings
 from k2.lake.encoding import install as install_encodings
 from k2.model import BOOK_DELTA, BOOK_SNAPSHOT, GAP, INSTRUMENT, KLINE, QUOTE, TRADE, RecordType
+from k2.pacing import Backoff, retrying
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ def s3_properties(settings: Settings) -> dict[str, str]:
     if settings.s3_access_key_id:
         props["s3.access-key-id"] = settings.s3_access_key_id
     if settings.s3_secret_access_key:
-        props["s3.secret-access-key"] = settings.s3_secret_access_key
+        props["s3.secret-access-key"] = settings.s3_secret_access_key.get_secret_value()
     if settings.s3_endpoint or settings.s3_access_key_id or settings.warehouse_location.startswith("s3://"):
         props["s3.region"] = settings.s3_region
     return props
@@ -159,9 +159,9 @@ def load_catalog(settings: Settings) -> Catalog:
 
     props["uri"] = settings.catalog_url
     if settings.catalog_credential:
-        props["credential"] = settings.catalog_credential
+        props["credential"] = settings.catalog_credential.get_secret_value()
     if settings.catalog_token:
-        props["token"] = settings.catalog_token
+        props["token"] = settings.catalog_token.get_secret_value()
     if settings.catalog_warehouse_name:
         props["warehouse"] = settings.catalog_warehouse_name
     return RestCatalog(settings.catalog_name, **props)
@@ -179,19 +179,36 @@ def _open_sql_catalog(catalog_class: Any, name: str, props: dict[str, Any]) -> C
     """
     from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
-    for attempt in range(1, _CATALOG_CREATE_ATTEMPTS + 1):
-        try:
+    def lost_race(exc: BaseException) -> bool:
+        return "already exists" in str(exc) or "duplicate key" in str(exc)
+
+    for attempt in retrying(
+        (OperationalError, IntegrityError, ProgrammingError),
+        attempts=_CATALOG_CREATE_ATTEMPTS,
+        backoff=Backoff(0.05, 1.0),
+        when=lost_race,
+    ):
+        with attempt:
             return catalog_class(name, **props)
-        except (OperationalError, IntegrityError, ProgrammingError) as exc:
-            lost_race = "already exists" in str(exc) or "duplicate key" in str(exc)
-            if not lost_race or attempt == _CATALOG_CREATE_ATTEMPTS:
-                raise
-            time.sleep(0.05 * attempt)
     raise AssertionError("unreachable")
+
+
+# Parquet layout (benchmarks/storage_bench.py, docs/performance.md): pyiceberg's defaults write one row group
+# of up to 1M rows per file, so a symbol filter decodes a whole day-bucket file, and a 2 MB dictionary limit
+# that dictionary-encodes high-cardinality columns (ids, times, quantities) in smaller groups, which zstd
+# then compresses worse than plain values. 65,536-row groups let DuckDB skip by each group's min/max
+# (files are sorted by symbol, time); a 64 KB dictionary limit keeps dictionaries for the low-cardinality
+# columns only; zstd level 3 (zstd's own default) over level 1. Only files written after the change use it.
+PARQUET_LAYOUT = {
+    "write.parquet.row-group-limit": "65536",
+    "write.parquet.dict-size-bytes": "65536",
+    "write.parquet.compression-level": "3",
+}
 
 
 def table_properties(settings: Settings) -> dict[str, str]:
     return {
+        **PARQUET_LAYOUT,
         "write.parquet.compression-codec": "zstd",
         "write.target-file-size-bytes": str(settings.target_file_size_bytes),
         "format-version": "2",
@@ -217,9 +234,14 @@ def ensure_tables(catalog: Catalog, settings: Settings) -> dict[str, Table]:
     for short, tdef in TABLES.items():
         try:
             tables[short] = catalog.load_table(tdef.identifier)
-            if tables[short].properties.get("commit.retry.num-retries") != "0":
-                with tables[short].transaction() as tx:
-                    tx.set_properties({"commit.retry.num-retries": "0"})
+            # Tables created by an older K2 get the retry guard and the Parquet layout (new files only).
+            missing = {k: v for k, v in PARQUET_LAYOUT.items() if k not in tables[short].properties}
+            if tables[short].properties.get("commit.retry.num-retries") != "0" or missing:
+                try:
+                    with tables[short].transaction() as tx:
+                        tx.set_properties({"commit.retry.num-retries": "0", **missing})
+                except CommitFailedException:  # another process (or a landing commit) moved it first
+                    tables[short] = catalog.load_table(tdef.identifier)
             try:
                 evolve_schema(tables[short], tdef.record)  # a model upgrade added optional fields
             except CommitFailedException:  # another process evolved it at the same moment

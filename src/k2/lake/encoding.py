@@ -6,7 +6,7 @@ worst choice: a dictionary as large as the column plus ~2 bytes of index per row
 capture: 2.8 bytes/row per column), where ``DELTA_BINARY_PACKED`` stores the same column in ~0.01.
 
 pyiceberg (0.12) has no per-column encoding property, so :func:`install` wraps its writer-options
-function once per process: columns named in :data:`DELTA_COLUMNS` are written ``DELTA_BINARY_PACKED``
+function once per process (through :mod:`k2.lake.compat`, the one module touching pyiceberg's privates): columns named in :data:`DELTA_COLUMNS` are written ``DELTA_BINARY_PACKED``
 and every other column of K2's tables keeps dictionary encoding (``use_dictionary`` becomes the list
 of their Parquet column paths, taken from the model). Readers need nothing: the encoding is recorded
 in each column chunk.
@@ -28,11 +28,11 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from k2.lake.compat import wrap_parquet_writer_options
 from k2.model import RECORD_TYPES
 
 #: Monotone integer columns written with DELTA_BINARY_PACKED instead of a dictionary.
 DELTA_COLUMNS = ("lineage_offset", "lineage_sequence", "lineage_line")
-_INSTALLED = "_k2_encodings"
 
 
 @cache
@@ -58,17 +58,4 @@ def writer_options(options: dict[str, Any]) -> dict[str, Any]:
 
 def install() -> None:
     """Make pyiceberg's Parquet writer use K2's encodings in this process (idempotent)."""
-    import pyiceberg.io.pyarrow as pyiceberg_arrow
-
-    original = getattr(pyiceberg_arrow, "_get_parquet_writer_kwargs", None)
-    if original is None or getattr(original, _INSTALLED, False):
-        return
-
-    def with_encodings(table_properties: Any) -> dict[str, Any]:
-        return writer_options(original(table_properties))
-
-    setattr(with_encodings, _INSTALLED, True)
-    pyiceberg_arrow._get_parquet_writer_kwargs = with_encodings
-
-
-__all__ = ["DELTA_COLUMNS", "dictionary_columns", "install", "writer_options"]
+    wrap_parquet_writer_options(writer_options)

@@ -57,9 +57,9 @@ def pyiceberg_properties(settings: Settings, show_secrets: bool = True) -> dict[
     props.update(s3_properties(settings))
     if settings.catalog_type == "rest":
         if settings.catalog_credential:
-            props["credential"] = settings.catalog_credential
+            props["credential"] = settings.catalog_credential.get_secret_value()
         if settings.catalog_token:
-            props["token"] = settings.catalog_token
+            props["token"] = settings.catalog_token.get_secret_value()
         if settings.catalog_warehouse_name:
             props["warehouse"] = settings.catalog_warehouse_name
     if settings.catalog_properties:
@@ -121,10 +121,10 @@ def trino_properties(settings: Settings, show_secrets: bool = True) -> dict[str,
         props["iceberg.rest-catalog.uri"] = settings.catalog_url
         if settings.catalog_credential:
             props["iceberg.rest-catalog.security"] = "OAUTH2"
-            props["iceberg.rest-catalog.oauth2.credential"] = settings.catalog_credential
+            props["iceberg.rest-catalog.oauth2.credential"] = settings.catalog_credential.get_secret_value()
         elif settings.catalog_token:
             props["iceberg.rest-catalog.security"] = "OAUTH2"
-            props["iceberg.rest-catalog.oauth2.token"] = settings.catalog_token
+            props["iceberg.rest-catalog.oauth2.token"] = settings.catalog_token.get_secret_value()
         props["iceberg.rest-catalog.warehouse"] = (
             settings.catalog_warehouse_name or settings.warehouse_location
         )
@@ -148,7 +148,7 @@ def trino_properties(settings: Settings, show_secrets: bool = True) -> dict[str,
         if settings.s3_access_key_id:
             props["s3.aws-access-key"] = settings.s3_access_key_id
         if settings.s3_secret_access_key:
-            props["s3.aws-secret-key"] = settings.s3_secret_access_key
+            props["s3.aws-secret-key"] = settings.s3_secret_access_key.get_secret_value()
     return _redact(props, show_secrets)
 
 

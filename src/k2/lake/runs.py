@@ -27,16 +27,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyiceberg.io.pyarrow import (
-    _check_pyarrow_schema_compatible,
-    bin_pack_arrow_table,
-    pyarrow_to_schema,
-    write_file,
-)
+from pyiceberg.io.pyarrow import bin_pack_arrow_table, pyarrow_to_schema, write_file
 from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
 from pyiceberg.table import Table, TableProperties, WriteTask
 from pyiceberg.transforms import DayTransform
 from pyiceberg.utils.properties import property_as_int
+
+from k2.lake.compat import check_arrow_schema_compatible
 
 
 def _runs(table: Table, data: pa.Table) -> list[tuple[PartitionKey, int, int]] | None:
@@ -86,9 +83,7 @@ def append_runs(table: Table, data: pa.Table, properties: Mapping[str, str]) -> 
     if runs is None:
         return None
     metadata = table.metadata
-    _check_pyarrow_schema_compatible(
-        metadata.schema(), provided_schema=data.schema, format_version=metadata.format_version
-    )
+    check_arrow_schema_compatible(metadata, data.schema)
     target_size = property_as_int(
         metadata.properties,
         TableProperties.WRITE_TARGET_FILE_SIZE_BYTES,

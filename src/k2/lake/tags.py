@@ -30,7 +30,6 @@ Example:
 from __future__ import annotations
 
 import re
-import threading
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -39,6 +38,7 @@ from pyiceberg.table import Table
 from pyiceberg.table.refs import SnapshotRefType
 
 from k2.config import Settings
+from k2.pacing import Periodic
 
 log = structlog.get_logger("k2.tags")
 
@@ -261,7 +261,7 @@ def make_eod_tags_everywhere(settings: Settings, now: datetime | None = None) ->
     return made
 
 
-class EodTagger:
+class EodTagger(Periodic):
     """The landing service's schedule for end-of-day tags: checks every ``eod_tag_check_seconds`` (thread).
 
     Example (needs a catalog)::
@@ -272,30 +272,14 @@ class EodTagger:
     """
 
     def __init__(self, settings: Settings) -> None:
+        super().__init__("k2-eod-tags", settings.eod_tag_check_seconds, run_at_start=True)
         self.settings = settings
         self.made: dict[str, list[str]] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="k2-eod-tags", daemon=True)
 
-    def start(self) -> EodTagger:
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while True:
-            try:
-                for short, names in make_eod_tags_everywhere(self.settings).items():
-                    self.made.setdefault(short, []).extend(names)
-                    log.info("end-of-day tags made", table=short, tags=names)
-            except Exception:  # keep landing alive; the next check retries (a concurrent commit, say)
-                log.exception("end-of-day tagging failed")
-            if self._stop.wait(self.settings.eod_tag_check_seconds):
-                return
+    def run_once(self) -> None:
+        for short, names in make_eod_tags_everywhere(self.settings).items():
+            self.made.setdefault(short, []).extend(names)
+            log.info("end-of-day tags made", table=short, tags=names)
 
 
 def start_eod_tagger(settings: Settings) -> EodTagger | None:
@@ -306,4 +290,8 @@ def start_eod_tagger(settings: Settings) -> EodTagger | None:
         >>> start_eod_tagger(Settings(eod_tags=False)) is None
         True
     """
-    return EodTagger(settings).start() if settings.eod_tags else None
+    if not settings.eod_tags:
+        return None
+    tagger = EodTagger(settings)
+    tagger.start()
+    return tagger

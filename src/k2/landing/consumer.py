@@ -76,6 +76,7 @@ from k2.model.arrow import records_to_arrow
 from k2.model.lineage import with_kafka_lineage
 from k2.model.validate import validate
 from k2.model.values import now_micros
+from k2.pacing import Attempt, Backoff, retrying
 from k2.telemetry.logging import CIDS_SUMMARY_KEY, correlation_ids
 from k2.telemetry.metrics import metric
 
@@ -714,16 +715,20 @@ class LandingConsumer:
     def _decode(self, short: str, batch: _Batch) -> DecodedBatch:
         """Avro-decode the batch; a registry outage is waited out (never dead-letters good messages)."""
         values = list(map(_VALUE, batch.messages))
-        for attempt in range(6):
-            try:
-                return self.decoders[short].decode(values)
-            except RegistryUnavailableError as exc:
-                if attempt == 5:
-                    raise LandingError(
-                        f"expected the schema registry to answer, found it failing: {exc}"
-                    ) from exc
-                log.warning("schema registry unavailable; retrying", error=str(exc), attempt=attempt + 1)
-                time.sleep(2.0**attempt)
+
+        def note(attempt: Attempt) -> None:
+            log.warning(
+                "schema registry unavailable; retrying", error=str(attempt.failure), attempt=attempt.number
+            )
+
+        try:
+            for attempt in retrying(
+                RegistryUnavailableError, attempts=6, backoff=Backoff(2.0, 32.0), on_retry=note
+            ):
+                with attempt:
+                    return self.decoders[short].decode(values)
+        except RegistryUnavailableError as exc:
+            raise LandingError(f"expected the schema registry to answer, found it failing: {exc}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _validate(
@@ -805,7 +810,8 @@ class LandingConsumer:
     ) -> list[TopicPartition]:
         """Dedup, record gaps and append rows + offsets in one Iceberg commit, retried on a conflict."""
         table = self.tables[short]
-        for attempt in range(20):
+        backoff = Backoff(0.05, 1.0)
+        for _attempt in range(20):
             table.refresh()
             snapshot = table.current_snapshot()
             summary = snapshot.summary if snapshot is not None else None
@@ -828,7 +834,7 @@ class LandingConsumer:
                 self.stats.commit_conflicts += 1
                 self._m_commits.labels(table=short, outcome="conflict").inc()
                 self.marks[short].clear()  # advanced for this attempt: recompute them from the table
-                time.sleep(min(0.05 * (attempt + 1), 1.0) * (0.5 + np.random.random()))
+                time.sleep(backoff.next_delay())
                 continue
             table.metadata, table.metadata_location = view.metadata, view.metadata_location
             self._committed(short, data, result, coverage, time.monotonic() - started)
@@ -1137,6 +1143,10 @@ def run_landing(
     from k2.lake.tags import start_eod_tagger
 
     tagger = start_eod_tagger(settings)
+    # Book snapshots (k2.lake.book_snapshots; K2_BOOK_SNAPSHOT_RUN_SECONDS): at start, then on a schedule.
+    from k2.lake.book_snapshots import start_book_snapshotter
+
+    snapshotter = start_book_snapshotter(settings)
     try:
         return consumer.run(idle_exit_seconds=idle_exit_seconds)
     finally:
@@ -1144,3 +1154,5 @@ def run_landing(
             maintenance.stop()
         if tagger is not None:
             tagger.stop()
+        if snapshotter is not None:
+            snapshotter.stop()

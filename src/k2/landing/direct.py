@@ -48,6 +48,7 @@ from k2.landing.ledger import filled_gaps, gap_row, open_gaps
 from k2.model import GAP
 from k2.model.arrow import records_to_arrow
 from k2.model.values import now_micros
+from k2.pacing import Backoff, retrying
 
 _X: Any = _expressions  # pyiceberg's expression classes are positional at runtime; their stubs only describe keywords
 WRITER = "k2-import"
@@ -78,7 +79,8 @@ class DirectLanding:
     def land(self, data: pa.Table, adds: Mapping[str, str]) -> Landed:
         """Land one batch: dedup, record gaps, commit (retried on a concurrent commit, deduplicated again)."""
         data = self.currencies.fill(data)  # a currency the file did not state, from reference data
-        for attempt in range(_ATTEMPTS):
+        backoff = Backoff(0.05, 1.0)
+        for _attempt in range(_ATTEMPTS):
             self.table.refresh()
             fresh, known = _drop_known(self.table, data, self.id_column)
             result = deduplicate(fresh, self.id_column, self.table, self.marks, self.sequential)
@@ -95,7 +97,7 @@ class DirectLanding:
                 snapshot_id = append_sorted(self.table, rows, self.short, properties)
             except CommitFailedException:
                 self.marks.clear()  # advanced for this attempt: recover them from the table
-                time.sleep(min(0.05 * (attempt + 1), 1.0) * (0.5 + float(np.random.random())))
+                time.sleep(backoff.next_delay())
                 continue
             if result.late_keys:
                 self._close_backfilled(result.late_keys)
@@ -149,15 +151,10 @@ class DirectLanding:
     def _write_gap_rows(self, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
-        for attempt in range(_ATTEMPTS):
-            try:
+        for attempt in retrying(CommitFailedException, attempts=_ATTEMPTS, backoff=Backoff(0.05, 1.0)):
+            with attempt:
                 self.gaps_table.refresh()
                 append(self.gaps_table, records_to_arrow(GAP, rows), "gaps", {WRITER_KEY: self.writer})
-                return
-            except CommitFailedException:
-                if attempt == _ATTEMPTS - 1:
-                    raise
-                time.sleep(0.05)
 
 
 def _drop_known(table: Table, data: pa.Table, id_column: str) -> tuple[pa.Table, int]:

@@ -33,6 +33,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
+import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
 from k2.bus.dlq import DeadLetter
@@ -45,6 +46,8 @@ from k2.landing.consumer import route
 from k2.landing.dedup import HighWaterMarks, screen_ids
 from k2.model.validate import validate
 from k2.model.values import now_micros
+
+log = structlog.get_logger("k2.dlq")
 
 REPLAYED_SUFFIX = ".replayed"
 
@@ -66,7 +69,13 @@ def dlq_topics(settings: Settings) -> dict[str, int]:
 def _read_topics(
     settings: Settings, topics: dict[str, int], limit: int, idle_seconds: float, max_seconds: float
 ) -> list[Message]:
-    """Every message of ``topics`` from the start, until idle (at most ``limit``)."""
+    """Every message of ``topics`` from the start, until idle (at most ``limit``).
+
+    "Idle" only counts once every partition has been read up to the end the broker reports: a slow
+    first fetch (a loaded machine, a cold connection) must not end the read before a letter is seen.
+    Tansu reports less than the true end (the first offset of the last batch, plus one), so the idle
+    wait still covers the rest of that batch.
+    """
     consumer = Consumer(
         {
             **settings.kafka_client_config(),
@@ -77,20 +86,41 @@ def _read_topics(
     )
     messages: list[Message] = []
     try:
-        consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, n in topics.items() for p in range(n)])
+        partitions = [TopicPartition(t, p, OFFSET_BEGINNING) for t, n in topics.items() for p in range(n)]
+        pending = _reported_ends(consumer, partitions)
+        consumer.assign(partitions)
         started = last = time.monotonic()
-        while (
-            len(messages) < limit
-            and time.monotonic() - last < idle_seconds
-            and time.monotonic() - started < max_seconds
-        ):
+        while len(messages) < limit and time.monotonic() - started < max_seconds:
+            if not pending and time.monotonic() - last >= idle_seconds:
+                break
             batch = consumer.consume(num_messages=min(1000, limit - len(messages)), timeout=0.2)
-            messages.extend(msg for msg in batch if msg.error() is None)
+            for msg in batch:
+                if msg.error() is not None:
+                    continue
+                messages.append(msg)
+                key = (str(msg.topic()), int(msg.partition() or 0))
+                if key in pending and int(msg.offset() or 0) >= pending[key] - 1:
+                    del pending[key]
             if batch:
                 last = time.monotonic()
+        if pending and len(messages) < limit:
+            log.warning("dead-letter read stopped before the reported end", partitions=sorted(pending))
     finally:
         consumer.close()
     return messages
+
+
+def _reported_ends(consumer: Consumer, partitions: list[TopicPartition]) -> dict[tuple[str, int], int]:
+    """(topic, partition) -> the end offset the broker reports, for the partitions that hold messages."""
+    ends: dict[tuple[str, int], int] = {}
+    for tp in partitions:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=10.0, cached=False)
+        except KafkaException:
+            continue  # unknown: fall back to the idle wait alone
+        if high > low:
+            ends[(tp.topic, tp.partition)] = high
+    return ends
 
 
 def read_dead_letters(

@@ -243,6 +243,7 @@ class CostEstimate:
         return data
 
 
+# long: a price sheet read top to bottom, one line item after another (each with its assumption).
 def estimate(
     prices: PriceBook,
     msgs_per_sec: float,

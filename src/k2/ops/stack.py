@@ -183,7 +183,7 @@ def up(settings: Settings, parts: list[str] | None = None, timeout: float = 60.0
 def _start_part(settings: Settings, part: Part, timeout: float) -> None:
     import os
 
-    env_base = {"K2_" + k.upper(): str(v) for k, v in settings.model_dump(exclude_none=True).items()}
+    env_base = settings.environment()
     env_base["K2_DATA_DIR"] = str(settings.data_dir.resolve())
     env = {**os.environ, **env_base, **dict(part.env)}
     ManagedProcess(

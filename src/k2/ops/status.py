@@ -12,7 +12,8 @@ Everything is read from the real services, never from the processes' memory:
   landed exchange time: a DuckDB query over the newest two days of the table, pruned by partition), and
   its **open gaps** from ``quality.gaps``;
 * per table: rows, data files, bytes and snapshots (from the current snapshot's summary);
-* the DLQ: messages in each ``<topic>.dlq`` (high watermark minus low watermark; approximate on Tansu).
+* the DLQ: messages in each ``<topic>.dlq`` (high watermark minus low watermark; approximate on Tansu),
+  and how many of them ``k2 dlq replay`` moved back (``dlq_replayed``: the ``<dlq>.replayed`` markers).
 
 Example (needs the stack)::
 
@@ -191,6 +192,9 @@ def _newest_exchange_times(settings: Settings, tables: dict[str, Any]) -> dict[s
 def collect_status(settings: Settings, window_seconds: float = 300.0) -> dict[str, Any]:
     """Gather the status report as plain data (also printed by ``k2 status --json``).
 
+    Each step records its own failure in ``errors`` and the report goes on: a broker or catalog that is
+    down is part of the answer, not a reason to give none.
+
     Example (needs the stack)::
 
         report = collect_status(load_settings())
@@ -199,81 +203,107 @@ def collect_status(settings: Settings, window_seconds: float = 300.0) -> dict[st
     now_ms = int(time.time() * 1000)
     report: dict[str, Any] = {
         "generated": _iso(now_ms), "window_seconds": window_seconds, "parts": _parts(settings), "broker": {},
-        "sources": {}, "topics": {}, "tables": {}, "gaps": {}, "dlq": {}, "errors": [],
+        "sources": {}, "topics": {}, "tables": {}, "gaps": {}, "dlq": {}, "dlq_replayed": {}, "errors": [],
     }  # fmt: skip
     marks: dict[tuple[str, int], tuple[int, int]] = {}
     try:
         marks = _broker(settings, report)
     except Exception as exc:  # the broker is down: say so, keep going
         report["errors"].append(f"broker: {exc}")
-    exact = bool(report["broker"].get("watermarks_exact", False))
-
     tables: dict[str, Any] = {}
     try:
-        from k2.lake.catalog import TABLES, ensure_tables, load_catalog
-        from k2.lake.summary import offsets_from_summary
-
-        tables = ensure_tables(load_catalog(settings), settings)
-        for short, table in tables.items():
-            snapshot = table.current_snapshot()
-            summary = snapshot.summary if snapshot is not None else None
-            props = summary.additional_properties if summary is not None else {}
-            covered, last = _snapshot_history(table, window_seconds, now_ms)
-            for topic, parts in offsets_from_summary(summary).items():
-                entry = report["topics"].setdefault(
-                    topic, {"partitions": len(parts), "messages": None, "messages_exact": exact}
-                )
-                lag = 0
-                known = True
-                for p, landed_to in parts.items():
-                    mark = marks.get((topic, int(p)))
-                    if mark is None:
-                        known = False
-                        continue
-                    lag += max(0, mark[1] - landed_to)
-                entry.update(
-                    table=TABLES[short].full_name,
-                    landed_offsets={p: int(o) for p, o in parts.items()},
-                    lag=lag if known else None,
-                    lag_exact=exact,
-                    rate_per_s=round(covered.get(topic, 0) / window_seconds, 2),
-                    last_commit=_iso(last.get(topic)),
-                    last_commit_age_s=round((now_ms - last[topic]) / 1000, 1) if topic in last else None,
-                )
-            report["tables"][TABLES[short].full_name] = {
-                "rows": int(props.get("total-records", 0)),
-                "files": int(props.get("total-data-files", 0)),
-                "bytes": int(props.get("total-files-size", 0)),
-                "snapshots": len(table.metadata.snapshots),
-                "last_commit": _iso(snapshot.timestamp_ms) if snapshot else "-",
-                "last_commit_age_s": round((now_ms - snapshot.timestamp_ms) / 1000, 1) if snapshot else None,
-            }
+        tables = _collect_tables(settings, report, marks, window_seconds, now_ms)
     except Exception as exc:
         report["errors"].append(f"catalog: {exc}")
-
-    open_gaps: dict[str, int] = {}
-    if "gaps" in tables:
-        try:
-            from k2.landing.ledger import current_gaps
-
-            for row in current_gaps(tables["gaps"]).to_pylist():
-                key = f"{row['exchange']}/{row['symbol']}"
-                entry = report["gaps"].setdefault(key, {"open": 0, "backfilled": 0, "lost": 0})
-                entry[row["status"]] = entry.get(row["status"], 0) + int(row["missing_count"])
-                if row["status"] == "open":
-                    open_gaps[row["exchange"]] = open_gaps.get(row["exchange"], 0) + int(row["missing_count"])
-        except Exception as exc:
-            report["errors"].append(f"gaps: {exc}")
-
+    open_gaps = _collect_gaps(tables, report)
     newest: dict[str, int] = {}
     try:
         newest = _newest_exchange_times(settings, tables)
     except Exception as exc:
         report["errors"].append(f"freshness: {exc}")
+    _collect_sources(report)
+    for exchange, source in report["sources"].items():
+        ts = newest.get(exchange)
+        source["newest_exchange_ts"] = _iso(ts // 1000) if ts else None
+        source["freshness_s"] = round(now_ms / 1000 - ts / 1e6, 1) if ts else None
+        source["open_gaps"] = open_gaps.get(exchange, 0)
+    return report
 
+
+def _collect_tables(
+    settings: Settings,
+    report: dict[str, Any],
+    marks: dict[tuple[str, int], tuple[int, int]],
+    window_seconds: float,
+    now_ms: int,
+) -> dict[str, Any]:
+    """Per table: size and last commit; per landed topic: landed offsets, lag, rate. Returns the tables."""
+    from k2.lake.catalog import TABLES, ensure_tables, load_catalog
+    from k2.lake.summary import offsets_from_summary
+
+    exact = bool(report["broker"].get("watermarks_exact", False))
+    tables = ensure_tables(load_catalog(settings), settings)
+    for short, table in tables.items():
+        snapshot = table.current_snapshot()
+        summary = snapshot.summary if snapshot is not None else None
+        props = summary.additional_properties if summary is not None else {}
+        covered, last = _snapshot_history(table, window_seconds, now_ms)
+        for topic, parts in offsets_from_summary(summary).items():
+            entry = report["topics"].setdefault(
+                topic, {"partitions": len(parts), "messages": None, "messages_exact": exact}
+            )
+            lag: int | None = 0
+            for p, landed_to in parts.items():
+                mark = marks.get((topic, int(p)))
+                lag = None if mark is None or lag is None else lag + max(0, mark[1] - landed_to)
+            entry.update(
+                table=TABLES[short].full_name,
+                landed_offsets={p: int(o) for p, o in parts.items()},
+                lag=lag,
+                lag_exact=exact,
+                rate_per_s=round(covered.get(topic, 0) / window_seconds, 2),
+                last_commit=_iso(last.get(topic)),
+                last_commit_age_s=round((now_ms - last[topic]) / 1000, 1) if topic in last else None,
+            )
+        report["tables"][TABLES[short].full_name] = {
+            "rows": int(props.get("total-records", 0)),
+            "files": int(props.get("total-data-files", 0)),
+            "bytes": int(props.get("total-files-size", 0)),
+            "snapshots": len(table.metadata.snapshots),
+            "last_commit": _iso(snapshot.timestamp_ms) if snapshot else "-",
+            "last_commit_age_s": round((now_ms - snapshot.timestamp_ms) / 1000, 1) if snapshot else None,
+        }
+    return tables
+
+
+def _collect_gaps(tables: dict[str, Any], report: dict[str, Any]) -> dict[str, int]:
+    """Missing ids per symbol and status into ``report["gaps"]``; returns open missing ids per exchange."""
+    open_gaps: dict[str, int] = {}
+    if "gaps" not in tables:
+        return open_gaps
+    try:
+        from k2.landing.ledger import current_gaps
+
+        for row in current_gaps(tables["gaps"]).to_pylist():
+            key = f"{row['exchange']}/{row['symbol']}"
+            entry = report["gaps"].setdefault(key, {"open": 0, "backfilled": 0, "lost": 0})
+            entry[row["status"]] = entry.get(row["status"], 0) + int(row["missing_count"])
+            if row["status"] == "open":
+                open_gaps[row["exchange"]] = open_gaps.get(row["exchange"], 0) + int(row["missing_count"])
+    except Exception as exc:
+        report["errors"].append(f"gaps: {exc}")
+    return open_gaps
+
+
+def _collect_sources(report: dict[str, Any]) -> None:
+    """Dead-letter counts per DLQ, and per exchange the sum of its topics' rate, lag and last commit."""
+    exact = bool(report["broker"].get("watermarks_exact", False))
     for topic, info in report["topics"].items():
         if topic.endswith(".dlq"):
             report["dlq"][topic] = info["messages"]
+            continue
+        if topic.endswith(".dlq.replayed"):  # one marker per letter moved back by `k2 dlq replay`
+            report["dlq_replayed"][topic.removesuffix(".replayed")] = info["messages"]
             continue
         exchange = _exchange_of(topic)
         if exchange is None:
@@ -300,12 +330,6 @@ def collect_status(settings: Settings, window_seconds: float = 300.0) -> dict[st
         age = info.get("last_commit_age_s")
         if age is not None and (source["last_commit_age_s"] is None or age < source["last_commit_age_s"]):
             source["last_commit_age_s"] = age
-    for exchange, source in report["sources"].items():
-        ts = newest.get(exchange)
-        source["newest_exchange_ts"] = _iso(ts // 1000) if ts else None
-        source["freshness_s"] = round(now_ms / 1000 - ts / 1e6, 1) if ts else None
-        source["open_gaps"] = open_gaps.get(exchange, 0)
-    return report
 
 
 def _lag_text(lag: int | None, exact: bool) -> str:
@@ -314,6 +338,7 @@ def _lag_text(lag: int | None, exact: bool) -> str:
     return f"{lag:,}" if exact else f"≥ {lag:,}"
 
 
+# long: the one-screen status, one table after another in the order they are printed.
 def render_status(report: dict[str, Any], console: Console) -> None:
     """Print the report as rich tables (one screen)."""
     parts = RichTable("part", "port", "pid", "health", title="K2 stack")
@@ -355,7 +380,7 @@ def render_status(report: dict[str, Any], console: Console) -> None:
         title="Topics",
     )
     for name, info in sorted(report["topics"].items()):
-        if name.endswith(".dlq"):
+        if name.endswith((".dlq", ".dlq.replayed")):
             continue
         landed = info.get("landed_offsets")
         topics.add_row(
@@ -385,10 +410,14 @@ def render_status(report: dict[str, Any], console: Console) -> None:
         console.print(gaps)
     dlq = {k: v for k, v in report["dlq"].items() if v}
     total = sum(v or 0 for v in report["dlq"].values())
+    replayed = sum(v or 0 for k, v in report.get("dlq_replayed", {}).items() if k in report["dlq"])
     console.print(
         f"DLQ: {'' if exact else '≈ '}{total:,} messages"
+        + (f", {replayed:,} replayed, {max(0, total - replayed):,} waiting" if replayed else "")
         + (f" {dlq}" if dlq else "")
-        + ("  (k2 dlq list)" if total else "")
+        + ("  (k2 dlq list)" if total else ""),
+        markup=False,
+        highlight=False,
     )
     if not exact:
         console.print(

@@ -19,7 +19,6 @@ Hazards:
 
 Example:
     >>> from k2.config import Settings
-from k2.telemetry.procs import free_port, port_bindable
     >>> storage_wanted(Settings(broker_storage="memory://tansu/"))
     False
 """
@@ -80,7 +79,7 @@ def weed_binary() -> Path:
 def credentials(settings: Settings) -> tuple[str, str]:
     """(access key, secret) for the local S3: the configured pair, else one generated once per data dir."""
     if settings.s3_access_key_id and settings.s3_secret_access_key:
-        return settings.s3_access_key_id, settings.s3_secret_access_key
+        return settings.s3_access_key_id, settings.s3_secret_access_key.get_secret_value()
     path = storage_dir(settings) / "credentials"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,7 +99,10 @@ def s3_env(settings: Settings) -> dict[str, str]:
     key, secret = (
         credentials(settings)
         if settings.s3_endpoint is None
-        else (settings.s3_access_key_id or "", settings.s3_secret_access_key or "")
+        else (
+            settings.s3_access_key_id or "",
+            settings.s3_secret_access_key.get_secret_value() if settings.s3_secret_access_key else "",
+        )
     )
     url = endpoint(settings)
     env = {

@@ -21,7 +21,7 @@ from k2.query.errors import (
 from k2.query.params import parse_duration, parse_interval
 from k2.query.resolve import AsOf
 from k2.query.result import QueryResult
-from k2.query.sqlbuild import _VWAP_EXACT, SqlBuilder, Symbols, _micros, _to_decimal
+from k2.query.sqlbuild import _VWAP_EXACT, SqlBuilder, Symbols, _micros, _to_decimal, units
 
 
 class Analytics(SqlBuilder):
@@ -45,6 +45,7 @@ class Analytics(SqlBuilder):
         "taker_buy_base_volume, taker_buy_quote_volume, vwap, first_trade_id, last_trade_id"
     )
 
+    # long: one SQL statement assembled from its options (interval, VWAP, as_of, hybrid); split next.
     def bars(
         self,
         symbol: Symbols,
@@ -148,8 +149,8 @@ class Analytics(SqlBuilder):
                 key, key_params = "(cum - qty_units) // ?", [to_unscaled(str(_to_decimal(size, "size")))]
             source = self._source("trades", symbol, exchange, s, e, as_of, include_recent)
             sql = (
-                f"WITH src AS ({source.sql}), seq AS (SELECT *, CAST(CAST(quantity AS DECIMAL(38,8)) * 100000000 AS BIGINT) AS qty_units, "  # noqa: S608 - constant fragments
-                "row_number() OVER w AS rn, sum(CAST(CAST(quantity AS DECIMAL(38,8)) * 100000000 AS BIGINT)) OVER w AS cum FROM src "
+                f"WITH src AS ({source.sql}), seq AS (SELECT *, {units('quantity')} AS qty_units, "  # noqa: S608 - constant fragments
+                f"row_number() OVER w AS rn, sum({units('quantity')}) OVER w AS cum FROM src "
                 "WINDOW w AS (PARTITION BY exchange, symbol ORDER BY exchange_ts, trade_id ROWS UNBOUNDED PRECEDING)), "
                 f"keyed AS (SELECT *, {key} AS bucket FROM seq) "
                 f"SELECT exchange, symbol, min(exchange_ts) AS open_time, {self._BAR_AGGREGATES.replace('AS vwap, ', 'AS vwap, max(exchange_ts) AS close_time, ')} "

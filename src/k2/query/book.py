@@ -1,6 +1,8 @@
 """Order-book reads: the book at a moment, a book series for backtests/ML, per-step metrics, trades as-of book.
 
-The book of a symbol at moment ``at`` is rebuilt from ``market_data.book_deltas``:
+The book of a symbol at moment ``at`` is rebuilt from ``market_data.book_deltas``, first from the stored
+``book_snapshots`` when that is provably exact (:func:`_from_stored_snapshot`: the newest stored rows and
+the bounded run of deltas after them), else from the deltas alone:
 
 1. the latest snapshot that restarts the book at or before ``at`` (rows with ``is_snapshot``, the largest
    ``last_update_id``) fixes the starting point: every earlier row is ignored;
@@ -8,14 +10,16 @@ The book of a symbol at moment ``at`` is rebuilt from ``market_data.book_deltas`
    ``exchange_ts <= at``, and ``last_update_id <= update_id`` when given) gives the level's size;
    a size of 0 means the level is gone. Row order inside an event never matters: each level appears once.
 
-That is one DuckDB query (``arg_max`` per level, top N per side by ``row_number``), every value bound
-as a parameter. Series and trade joins read the rows once and replay them with
+Each is one DuckDB query (``arg_max`` per level, top N per side by ``row_number``) over the data files the
+planned-file cache (:mod:`k2.query.book_files`) keeps for the symbol and update-id range, every value
+bound as a parameter. With ``include_recent`` the depth rows still in Kafka (:mod:`k2.query.recent`) are
+unioned into the deltas. Series and trade joins read the rows once and replay them with
 :class:`k2.model.book.OrderBook` (the same rules the sources use).
 
-Hazards: the read cost grows with the run of deltas since the starting snapshot (a live feed writes a
-snapshot at every (re)sync; ``book_snapshots`` written at a cadence would bound it - not done yet);
-the Kafka part of the hybrid read is not included (Iceberg only); a moment inside a depth gap shows the
-last good book before the gap (the gap is in ``quality.gaps``).
+Hazards: the delta read's cost grows with the run of deltas since the starting snapshot (it runs when
+no stored rows answer exactly: none yet, or the price left the stored levels for ten minutes);
+``book_series``/``trades_with_book`` always replay from the restart and read Iceberg only; a moment inside
+a depth gap shows the last good book before the gap (the gap is in ``quality.gaps``).
 
 Example (needs a catalog with landed depth)::
 
@@ -26,7 +30,7 @@ Example (needs a catalog with landed depth)::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -34,11 +38,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from k2.lake.summary import offsets_from_summary
 from k2.model.arrow import unscaled_from_decimal
 from k2.model.book import Level, OrderBook
 from k2.model.values import datetime_to_micros, micros_to_datetime, unscaled_to_decimal
+from k2.query.book_files import planned_files, select_files
 from k2.query.errors import InvalidRangeError, QueryError, UnknownSymbolError
 from k2.query.params import check_range, parse_duration, parse_time
+from k2.query.recent import RecentUnavailableError, last_landed, read_recent
 
 if TYPE_CHECKING:
     from k2.query.client import AsOf, Client
@@ -46,6 +53,10 @@ if TYPE_CHECKING:
 _SHORT = "book_deltas"
 _MAX_DEPTH = 1000
 _MAX_STEPS = 100_000
+# Stored book snapshots one read may combine: the newest row, then a minute, then ten minutes of rows
+# (at the default 10 s cadence); each try reads the deltas after its oldest row.
+_STORED_TRIES = (1, 6, 60)
+_STORED_WINDOW = _STORED_TRIES[-1]
 LEVELS_SCHEMA = pa.schema(
     [
         ("side", pa.string()),
@@ -66,7 +77,13 @@ class Book:
     last_update_id: int | None
     exchange_ts: datetime | None
     snapshot_id: int | None
-    read_from: str = "deltas"  # or "book_snapshots" (one stored snapshot + the deltas after it)
+    read_from: str = "deltas"  # or "book_snapshots" (stored snapshots + the deltas after them)
+    # The hybrid read (``include_recent``): depth rows still in Kafka applied on top, said like the rest.
+    recent_rows: int = 0
+    recent_truncated: bool = False
+    recent_truncated_reason: str | None = None
+    recent_stopped_at: dict[str, dict[str, int]] = field(default_factory=dict)
+    recent_error: str | None = None
 
     def side(self, side: str) -> list[tuple[Decimal, Decimal]]:
         """(price, size) of one side, best first."""
@@ -115,6 +132,129 @@ def _start(
     return str(values[0]), int(values[1])
 
 
+_DELTA_COLUMNS = "exchange, symbol, side, price, size, last_update_id, exchange_ts, is_snapshot"
+
+
+@dataclass
+class _Recent:
+    """Depth rows still in Kafka (the hybrid read), registered as a DuckDB view named ``name``."""
+
+    name: str | None = None
+    table: pa.Table | None = None
+    truncated: bool = False
+    reason: str | None = None
+    stopped_at: dict[str, dict[str, int]] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def register(self) -> dict[str, pa.Table]:
+        return {} if self.name is None or self.table is None else {self.name: self.table}
+
+    def flag(self, book: Book) -> Book:
+        rows = 0 if self.table is None else self.table.num_rows
+        return replace(
+            book,
+            recent_rows=rows,
+            recent_truncated=self.truncated,
+            recent_truncated_reason=self.reason,
+            recent_stopped_at=self.stopped_at,
+            recent_error=self.error,
+        )
+
+
+_recent_names = iter(range(1, 1 << 62))
+
+
+def _recent(
+    client: Client,
+    read: Any,
+    symbol: str,
+    exchange: str | None,
+    moment: datetime,
+    include_recent: bool | None,
+) -> _Recent:
+    """The Kafka part of a hybrid book read (:mod:`k2.query.recent`), or nothing when not wanted.
+
+    Rows already landed may come back too (a producer retry, a race with the landing): harmless here,
+    a level's size is the one of its largest update id either way.
+    """
+    if not client._want_recent(include_recent, moment, read):
+        return _Recent()
+    try:
+        recent = read_recent(
+            client.settings,
+            _SHORT,
+            offsets_from_summary(read.summary),
+            symbol,
+            exchange,
+            last=last_landed(read.summary),
+        )
+    except RecentUnavailableError as exc:
+        if include_recent:
+            raise
+        return _Recent(error=str(exc))
+    table = recent.table.select(_DELTA_COLUMNS.split(", ")) if recent.table.num_rows else None
+    name = f"k2_recent_book_{next(_recent_names)}" if table is not None else None
+    return _Recent(name, table, recent.truncated, recent.reason, recent.stopped_at)
+
+
+def _source(
+    client: Client,
+    read: Any,
+    symbol: str,
+    *,
+    above: int | None = None,
+    through: int | None = None,
+    until: datetime | None = None,
+    recent: _Recent | None = None,
+) -> tuple[str, list[Any]] | None:
+    """FROM fragment reading the files of ``read`` that may hold the rows asked for; None when none can.
+
+    The planned-file cache (:mod:`k2.query.book_files`) prunes by symbol, update id and exchange time;
+    tables with delete files go through ``iceberg_scan``. With ``recent`` rows (the hybrid read) they are
+    a union with the Kafka rows.
+    """
+    found: tuple[str, list[Any]] | None = None
+    if read.location is not None and read.snapshot_id is not None:
+        table = client._load(read.short)
+        files = planned_files(table, read.snapshot_id) if table is not None else None
+        if files is None:
+            found = "iceberg_scan(?, snapshot_from_id => ?)", [read.location, read.snapshot_id]
+        else:
+            paths = select_files(files, symbol, above=above, through=through, until=until)
+            found = ("read_parquet(?)", [paths]) if paths else None
+    if recent is None or recent.name is None:
+        return found
+    if found is None:
+        return recent.name, []
+    union = f"(SELECT {_DELTA_COLUMNS} FROM {found[0]} UNION ALL SELECT {_DELTA_COLUMNS} FROM {recent.name})"  # noqa: S608 - constant fragments
+    return union, found[1]
+
+
+def _query(
+    client: Client, sql: str, params: list[Any], register: dict[str, pa.Table] | None = None
+) -> pa.Table:
+    """``client._execute`` on a connection that keeps Parquet footers between queries.
+
+    Book reads open the same few data files again and again; DuckDB re-parses each footer per query unless
+    ``parquet_metadata_cache`` is on (about 40% of a stored-snapshot read in benchmarks/book_scale_bench.py).
+    Safe for Iceberg: data files are never rewritten in place. Set per call (~0.5 ms) because the pool hands
+    out any of its connections.
+    """
+    client._execute("SET parquet_metadata_cache = true", [], query="book")
+    return client._execute(sql, params, register, query="book")
+
+
+def _no_snapshot(
+    symbol: str, exchange: str | None, moment: datetime, update_id: int | None
+) -> UnknownSymbolError:
+    on = f" on {exchange}" if exchange else ""
+    bound = "" if update_id is None else f" and update id {update_id}"
+    return UnknownSymbolError(
+        f"expected a book snapshot of {symbol!r}{on} at or before {moment.isoformat()}{bound}, found none"
+    )
+
+
 def book(
     client: Client,
     symbol: str,
@@ -124,20 +264,31 @@ def book(
     exchange: str | None = None,
     update_id: int | None = None,
     as_of: AsOf | None = None,
+    include_recent: bool | None = None,
 ) -> Book:
     """The top ``depth`` levels per side of ``symbol`` at ``at`` (default: now) - see the module docstring.
 
-    One query: the scan is filtered once (symbol, time, update id), the starting snapshot is found in it
-    and the levels are reduced from the rows after it.
+    First from the stored ``book_snapshots`` (a few rows and the deltas after the oldest of them) when
+    that is provably exact; else one query over the deltas: filtered once (symbol, time, update id), the
+    starting snapshot found in it and the levels reduced from the rows after it. ``include_recent`` (as
+    for trades: default on when ``at`` is within ``query_recent_window_seconds`` of now, never with
+    ``as_of``) applies the depth rows still in Kafka too; the Book says how many and whether that read
+    was cut short (``recent_truncated``: the book is then the one through the last row read).
     """
     depth = _check_depth(depth)
     moment = parse_time(at, "at") if at is not None else datetime.now(UTC)
     assert moment is not None
-    fast = _from_stored_snapshot(client, symbol, moment, depth, exchange, update_id, as_of)
-    if fast is not None:
-        return fast
     read = client._resolve(_SHORT, as_of)
-    source, params = _scan(read.location, read.snapshot_id)
+    recent = _recent(client, read, symbol, exchange, moment, include_recent)
+    fast = _from_stored_snapshot(client, symbol, moment, depth, exchange, update_id, as_of, recent)
+    if fast is not None:
+        return recent.flag(fast)
+    found = _source(client, read, symbol, through=update_id, until=moment, recent=recent)
+    if found is None:
+        if read.snapshot_id is None:
+            _scan(read.location, read.snapshot_id)  # raises: the table is empty
+        raise _no_snapshot(symbol, exchange, moment, update_id)
+    source, params = found
     where, args = "symbol = ? AND exchange_ts <= ?", [symbol, moment]
     if exchange is not None:
         where, args = where + " AND exchange = ?", [*args, exchange]
@@ -154,42 +305,85 @@ def book(
         "SELECT side, level, price, size, NULL::VARCHAR AS ex, NULL::BIGINT AS u, NULL::TIMESTAMPTZ AS ts FROM ranked WHERE level <= ? "
         "UNION ALL SELECT NULL, NULL, NULL, NULL, (SELECT ex FROM start), max(last_update_id), max(exchange_ts) FROM d"
     )
-    table = client._execute(sql, [*params, *args, depth], query="book")
+    table = _query(client, sql, [*params, *args, depth], recent.register)
     meta = table.filter(pa.compute.is_null(table["side"]))
     venue, last_u, last_ts = meta["ex"][0].as_py(), meta["u"][0].as_py(), meta["ts"][0].as_py()
     if venue is None:
-        on = f" on {exchange}" if exchange else ""
-        bound = "" if update_id is None else f" and update id {update_id}"
-        raise UnknownSymbolError(
-            f"expected a book snapshot of {symbol!r}{on} at or before {moment.isoformat()}{bound}, found none"
-        )
+        raise _no_snapshot(symbol, exchange, moment, update_id)
     levels = table.filter(pa.compute.is_valid(table["side"])).select(["side", "level", "price", "size"])
     levels = levels.sort_by([("side", "descending"), ("level", "ascending")]).cast(LEVELS_SCHEMA)
-    return Book(symbol, venue, levels, last_u, last_ts, read.snapshot_id)
+    return recent.flag(Book(symbol, venue, levels, last_u, last_ts, read.snapshot_id))
 
 
-def _latest_stored(
+def _stored_rows(
     client: Client,
+    read: Any,
     symbol: str,
     moment: datetime,
     exchange: str | None,
     update_id: int | None,
-    as_of: AsOf | None,
-) -> dict[str, Any] | None:
-    read = client._resolve("book_snapshots", as_of)
-    if read.location is None or read.snapshot_id is None:
-        return None
+) -> list[dict[str, Any]]:
+    """Newest first: up to ``_STORED_WINDOW`` book_snapshots rows at or before the moment, one exchange;
+    only their scalars and the worst price each side lists (the lists stay in DuckDB)."""
+    found = _source(client, read, symbol, through=update_id, until=moment)
+    if found is None:
+        return []
+    source, params = found
     where, args = "symbol = ? AND exchange_ts <= ?", [symbol, moment]
     if exchange is not None:
         where, args = where + " AND exchange = ?", [*args, exchange]
     if update_id is not None:
         where, args = where + " AND last_update_id <= ?", [*args, update_id]
     sql = (
-        "SELECT exchange, last_update_id, exchange_ts, depth, bid_prices, bid_sizes, ask_prices, ask_sizes "  # noqa: S608
-        f"FROM iceberg_scan(?, snapshot_from_id => ?) WHERE {where} ORDER BY last_update_id DESC LIMIT 1"
+        "SELECT exchange, last_update_id AS u, exchange_ts AS ts, depth, len(bid_prices) AS bids, "  # noqa: S608
+        "bid_prices[-1] AS bid_edge, len(ask_prices) AS asks, ask_prices[-1] AS ask_edge "
+        f"FROM {source} WHERE {where} ORDER BY last_update_id DESC LIMIT ?"
     )
-    rows = client._execute(sql, [read.location, read.snapshot_id, *args], query="book").to_pylist()
-    return rows[0] if rows else None
+    rows = _query(client, sql, [*params, *args, _STORED_WINDOW]).to_pylist()
+    return [r for r in rows if r["exchange"] == rows[0]["exchange"]] if rows else []
+
+
+def _edges(stored: list[dict[str, Any]]) -> tuple[Decimal | None, Decimal | None]:
+    """(bid, ask) prices beyond which a level may be unknown: the most permissive edge of the rows.
+
+    A stored row lists every level from the best to its last price (the whole side when not full), so
+    the union of what the rows cover reaches the lowest listed bid / highest listed ask. None: all of it.
+    """
+    whole_bids = any(r["bids"] < r["depth"] for r in stored)
+    whole_asks = any(r["asks"] < r["depth"] for r in stored)
+    bid = None if whole_bids else min(r["bid_edge"] for r in stored)
+    ask = None if whole_asks else max(r["ask_edge"] for r in stored)
+    return bid, ask
+
+
+_STORED_SQL = (
+    "WITH stored AS (SELECT last_update_id AS u, bid_prices, bid_sizes, ask_prices, ask_sizes FROM {snaps} "
+    "WHERE symbol = ? AND exchange = ? AND last_update_id >= ? AND last_update_id <= ?), "
+    "listed AS (SELECT 'BID' AS side, unnest(bid_prices) AS price, unnest(bid_sizes) AS size, u FROM stored "
+    "UNION ALL SELECT 'ASK', unnest(ask_prices), unnest(ask_sizes), u FROM stored), "
+    "kept AS (SELECT side, price, arg_max(size, u) AS size FROM listed GROUP BY side, price), "
+    "w AS MATERIALIZED (SELECT side, price, size, last_update_id, exchange_ts, is_snapshot FROM {deltas} "
+    "WHERE symbol = ? AND exchange = ? AND last_update_id > ? AND exchange_ts <= ?{through}), "
+    "changed AS (SELECT side, price, arg_max(size, last_update_id) AS size FROM w GROUP BY side, price), "
+    "merged AS (SELECT coalesce(c.side, k.side) AS side, coalesce(c.price, k.price) AS price, "
+    "coalesce(c.size, k.size) AS size FROM kept k FULL OUTER JOIN changed c ON k.side = c.side AND k.price = c.price), "
+    "inside AS (SELECT * FROM merged WHERE size > 0 AND ((side = 'BID' AND (?::DECIMAL(18,8) IS NULL OR price >= ?)) "
+    "OR (side = 'ASK' AND (?::DECIMAL(18,8) IS NULL OR price <= ?)))), "
+    "ranked AS (SELECT side, price, size, row_number() OVER (PARTITION BY side ORDER BY "
+    "CASE WHEN side = 'BID' THEN -price ELSE price END) AS level FROM inside) "
+    "SELECT side, level, price, size, NULL::BIGINT AS restart, NULL::BIGINT AS u, NULL::TIMESTAMPTZ AS ts, "
+    "NULL::BIGINT AS bids, NULL::BIGINT AS asks FROM ranked WHERE level <= ? "
+    "UNION ALL SELECT NULL, NULL, NULL, NULL, (SELECT max(last_update_id) FILTER (WHERE is_snapshot) FROM w), "
+    "(SELECT max(last_update_id) FROM w), (SELECT max(exchange_ts) FROM w), "
+    "(SELECT count(*) FROM inside WHERE side = 'BID'), (SELECT count(*) FROM inside WHERE side = 'ASK')"
+)
+
+
+_NO_DELTAS = (
+    "(SELECT NULL::VARCHAR AS side, NULL::DECIMAL(18,8) AS price, NULL::DECIMAL(18,8) AS size, "
+    "NULL::BIGINT AS last_update_id, NULL::TIMESTAMPTZ AS exchange_ts, NULL::BOOLEAN AS is_snapshot, "
+    "NULL::VARCHAR AS symbol, NULL::VARCHAR AS exchange WHERE false)"
+)
 
 
 def _from_stored_snapshot(
@@ -200,59 +394,73 @@ def _from_stored_snapshot(
     exchange: str | None,
     update_id: int | None,
     as_of: AsOf | None,
+    recent: _Recent | None = None,
 ) -> Book | None:
-    """The book from one ``book_snapshots`` row + the deltas after it, or None when that cannot be exact.
+    """The book from the newest stored ``book_snapshots`` rows + the deltas after the oldest row used.
 
-    Exact when: no book restart happened after the stored snapshot, and on each side the best ``depth``
-    levels lie inside the stored snapshot's price range (levels beyond it are known only if changed since).
+    Sizes are absolute, so a level changed since the oldest row has its latest delta's size, and an
+    unchanged level the size the newest row listing it gives (a covering row that does not list it: 0).
+    Exact when no book restart happened after the oldest row used (rows before a restart are dropped:
+    K2 stores a row at every restart) and on each side the best ``depth`` levels lie inside what the rows
+    cover. Tried with the newest row, then more (``_STORED_TRIES``); else None (read the deltas).
     """
-    stored = _latest_stored(client, symbol, moment, exchange, update_id, as_of)
-    if stored is None or depth > stored["depth"]:
-        return None
+    snaps = client._resolve("book_snapshots", as_of)
+    stored = _stored_rows(client, snaps, symbol, moment, exchange, update_id)
     read = client._resolve(_SHORT, as_of)
-    source, params = _scan(read.location, read.snapshot_id)
-    where = "symbol = ? AND exchange = ? AND last_update_id > ? AND exchange_ts <= ?"
-    args: list[Any] = [symbol, stored["exchange"], stored["last_update_id"], moment]
-    if update_id is not None:
-        where, args = where + " AND last_update_id <= ?", [*args, update_id]
-    sql = (
-        "SELECT side, price, arg_max(size, last_update_id) AS size, bool_or(is_snapshot) AS restart, "  # noqa: S608
-        f"max(last_update_id) AS u, max(exchange_ts) AS ts FROM {source} WHERE {where} GROUP BY side, price"
-    )
-    changes = client._execute(sql, [*params, *args], query="book").to_pylist()
-    if any(c["restart"] for c in changes):
-        return None
-    sides: dict[str, list[tuple[Decimal, Decimal]]] = {}
-    for side, prices, sizes, better in (
-        ("BID", "bid_prices", "bid_sizes", -1),
-        ("ASK", "ask_prices", "ask_sizes", 1),
-    ):
-        levels = dict(zip(stored[prices], stored[sizes], strict=True))
-        truncated = len(levels) >= stored["depth"]
-        edge = stored[prices][-1] if stored[prices] else None  # worst price the stored snapshot covers
-        for change in changes:
-            if change["side"] == side:
-                levels[change["price"]] = change["size"]
-        known = sorted(
-            (
-                (p, q)
-                for p, q in levels.items()
-                if q > 0 and (not truncated or edge is None or better * (p - edge) <= 0)
-            ),
-            key=lambda level: better * level[0],
+    tries = [stored[:n] for n in _STORED_TRIES if n == 1 or len(stored) > n // 2]
+    while tries:
+        rows = tries.pop(0)
+        if not rows or depth > min(r["depth"] for r in rows):
+            return None
+        answer = _stored_read(
+            client, snaps, read, symbol, rows, moment, depth, update_id, recent or _Recent()
         )
-        if truncated and len(known) < depth:
-            return None  # deeper untouched levels are unknown here: read the deltas instead
-        sides[side] = known[:depth]
-    rows = [
-        {"side": side, "level": i + 1, "price": p, "size": q}
-        for side in ("BID", "ASK")
-        for i, (p, q) in enumerate(sides[side])
-    ]
-    levels_table = pa.Table.from_pylist(rows, schema=LEVELS_SCHEMA)
-    last_u = max([stored["last_update_id"], *(c["u"] for c in changes)])
-    last_ts = max([stored["exchange_ts"], *(c["ts"] for c in changes)])
-    return Book(symbol, stored["exchange"], levels_table, last_u, last_ts, read.snapshot_id, "book_snapshots")
+        if isinstance(answer, Book):
+            return answer
+        if answer is not None:  # a restart after the oldest row: only the rows from it on are usable
+            tries = [[r for r in rows if r["u"] >= answer]]
+    return None
+
+
+def _stored_read(
+    client: Client,
+    snaps: Any,
+    read: Any,
+    symbol: str,
+    stored: list[dict[str, Any]],
+    moment: datetime,
+    depth: int,
+    update_id: int | None,
+    recent: _Recent,
+) -> Book | int | None:
+    """One combined read (``_STORED_SQL``): a Book, the update id of a restart in the window, or None."""
+    oldest, newest = stored[-1], stored[0]
+    bid_edge, ask_edge = _edges(stored)
+    snaps_found = _source(client, snaps, symbol, above=oldest["u"] - 1, through=newest["u"])
+    if snaps_found is None:
+        return None  # the rows just read are gone (a concurrent rewrite): read the deltas
+    deltas_found = _source(
+        client, read, symbol, above=oldest["u"], through=update_id, until=moment, recent=recent
+    )
+    deltas, delta_params = deltas_found if deltas_found is not None else (_NO_DELTAS, [])
+    sql = _STORED_SQL.format(
+        snaps=snaps_found[0], deltas=deltas, through="" if update_id is None else " AND last_update_id <= ?"
+    )
+    venue = newest["exchange"]
+    args: list[Any] = [*snaps_found[1], symbol, venue, oldest["u"], newest["u"], *delta_params]
+    args += [symbol, venue, oldest["u"], moment, *([] if update_id is None else [update_id])]
+    args += [bid_edge, bid_edge, ask_edge, ask_edge, depth]
+    table = _query(client, sql, args, recent.register)
+    meta = table.filter(pa.compute.is_null(table["side"])).to_pylist()[0]
+    if meta["restart"] is not None:
+        return int(meta["restart"])
+    if (bid_edge is not None and meta["bids"] < depth) or (ask_edge is not None and meta["asks"] < depth):
+        return None  # deeper untouched levels are unknown here
+    levels = table.filter(pa.compute.is_valid(table["side"])).select(["side", "level", "price", "size"])
+    levels = levels.sort_by([("side", "descending"), ("level", "ascending")]).cast(LEVELS_SCHEMA)
+    last_u = max(newest["u"], meta["u"] or 0)
+    last_ts = newest["ts"] if meta["ts"] is None else max(newest["ts"], meta["ts"])
+    return Book(symbol, venue, levels, last_u, last_ts, read.snapshot_id, "book_snapshots")
 
 
 def _read_rows(

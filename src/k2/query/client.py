@@ -44,6 +44,7 @@ from k2.query.errors import (
     LimitExceededError,
     QueryError,
 )
+from k2.query.files import FilePlanner
 from k2.query.readonly import VIEWS, check_select, lock_down
 from k2.query.resolve import AsOf, ClientState, Resolver, _Read
 from k2.query.result import QueryResult
@@ -117,6 +118,7 @@ class Client(Analytics):
             self._tables = _parent._tables
             self._sql_pool = _parent._sql_pool
             self._sql_views = _parent._sql_views
+            self._files = _parent._files
             self._owns_pool = False
         else:
             self.settings = settings or load_settings()
@@ -129,6 +131,7 @@ class Client(Analytics):
             self._sql_pool = ConnectionPool(self.settings, setup=lambda con: lock_down(con, warehouse))
             # id(connection) -> view name -> (metadata location, snapshot id) the view reads.
             self._sql_views = {}
+            self._files = FilePlanner()
             self._owns_pool = True
         self._pin = _pin
         # Why Kafka could not be read, already logged once by this client (later queries only set recent_error).
@@ -269,7 +272,8 @@ class Client(Analytics):
         if interval is not None:
             where += ' AND "interval" = ?'
             params.append(interval)
-        scan, scan_params = self._scan(read, where, params, _columns(TABLES["klines"].record))
+        prune = self._prune(symbol, exchange, s, e, "open_time")
+        scan, scan_params = self._scan(read, where, params, _columns(TABLES["klines"].record), prune)
         sql = (
             f'WITH src AS ({scan}) SELECT * FROM src ORDER BY exchange, symbol, "interval", open_time LIMIT ?'  # noqa: S608 - constant fragments
         )
@@ -296,8 +300,9 @@ class Client(Analytics):
         cached = self._symbols_cache.get(key)
         if cached is None:
             where, params = ("exchange = ?", [exchange]) if exchange is not None else ("true", [])
-            t_sql, t_params = self._scan(reads[0], where, params, "exchange, symbol, exchange_ts")
-            q_sql, q_params = self._scan(reads[1], where, params, "exchange, symbol, exchange_ts")
+            prune = self._prune(None, exchange, None, None)
+            t_sql, t_params = self._scan(reads[0], where, params, "exchange, symbol, exchange_ts", prune)
+            q_sql, q_params = self._scan(reads[1], where, params, "exchange, symbol, exchange_ts", prune)
             sql = (
                 f"WITH t AS (SELECT exchange, symbol, count(*) AS n, min(exchange_ts) AS lo, max(exchange_ts) AS hi FROM ({t_sql}) GROUP BY ALL), "  # noqa: S608 - constant fragments
                 f"q AS (SELECT exchange, symbol, count(*) AS n, min(exchange_ts) AS lo, max(exchange_ts) AS hi FROM ({q_sql}) GROUP BY ALL) "
@@ -419,11 +424,21 @@ class Client(Analytics):
         exchange: str | None = None,
         update_id: int | None = None,
         as_of: AsOf | None = None,
+        include_recent: bool | None = None,
     ) -> Any:
         """The book of ``symbol`` at ``at`` (top ``depth`` per side); see :func:`k2.query.book.book`."""
         from k2.query import book
 
-        return book.book(self, symbol, at, depth, exchange=exchange, update_id=update_id, as_of=as_of)
+        return book.book(
+            self,
+            symbol,
+            at,
+            depth,
+            exchange=exchange,
+            update_id=update_id,
+            as_of=as_of,
+            include_recent=include_recent,
+        )
 
     def book_series(
         self,

@@ -45,7 +45,7 @@ def s3_secret_sql(settings: Settings, name: str = "k2_s3") -> str | None:
     if settings.s3_access_key_id:
         parts.append(f"KEY_ID {_literal(settings.s3_access_key_id)}")
     if settings.s3_secret_access_key:
-        parts.append(f"SECRET {_literal(settings.s3_secret_access_key)}")
+        parts.append(f"SECRET {_literal(settings.s3_secret_access_key.get_secret_value())}")
     if settings.s3_endpoint:
         endpoint = urlparse(
             settings.s3_endpoint if "://" in settings.s3_endpoint else f"https://{settings.s3_endpoint}"

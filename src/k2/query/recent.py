@@ -52,7 +52,7 @@ from k2.bus.serde import AvroBatchDecoder, registry_client
 from k2.bus.topics import parse_topic
 from k2.config import Settings
 from k2.lake.summary import OffsetMap
-from k2.model import QUOTE, TRADE, RecordType
+from k2.model import BOOK_DELTA, QUOTE, TRADE, RecordType
 from k2.model.dedup import first_of_each_key
 from k2.model.validate import validate
 from k2.model.values import now_micros
@@ -62,7 +62,13 @@ VERIFY_SECONDS = 0.5
 PROBE_SECONDS = 0.5
 # Written by the landing consumer in every commit: {topic: {partition: "offset:crc32"}} of the last message landed.
 LAST_KEY = "k2.kafka.last"
-RECORDS: dict[str, tuple[RecordType, str]] = {"trades": (TRADE, "trade_id"), "quotes": (QUOTE, "update_id")}
+RECORDS: dict[str, tuple[RecordType, str]] = {
+    "trades": (TRADE, "trade_id"),
+    "quotes": (QUOTE, "update_id"),
+    "book_deltas": (BOOK_DELTA, "last_update_id"),
+}
+# Natural-key columns after (exchange, symbol, id): one depth event changes several levels.
+_MORE_KEY: dict[str, tuple[str, ...]] = {"book_deltas": ("side", "price")}
 
 
 class RecentUnavailableError(RuntimeError):
@@ -307,7 +313,8 @@ def read_recent(
         reader.run()
     finally:
         consumer.close()
-    result = _decode_and_check(settings, record, id_column, reader.values, reader.topics, symbols, exchange)
+    key = (id_column, *_MORE_KEY.get(short_name, ()))
+    result = _decode_and_check(settings, record, key, reader.values, reader.topics, symbols, exchange)
     result.messages, result.seconds, result.resets = (
         reader.messages,
         time.monotonic() - started,
@@ -351,7 +358,7 @@ def _positions(
 def _decode_and_check(
     settings: Settings,
     record: RecordType,
-    id_column: str,
+    key: tuple[str, ...],
     values: list[bytes | None],
     topics: list[str],
     symbols: list[str] | None,
@@ -396,5 +403,5 @@ def _decode_and_check(
         table = table.filter(mask)
     elif table.num_rows and exchange is not None:
         table = table.filter(pc.equal(table["exchange"], exchange))
-    table = first_of_each_key(table, ("exchange", "symbol", id_column))
+    table = first_of_each_key(table, ("exchange", "symbol", *key))
     return RecentRows(table, 0, False, 0.0, invalid=invalid, undecodable=len(decoded.failures))

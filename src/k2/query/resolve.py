@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +27,7 @@ from pyiceberg.table import Table
 
 from k2.config import Settings
 from k2.lake.catalog import TABLES, load_catalog, metadata_location
+from k2.lake.compat import metadata_location_from_sql_catalog
 from k2.lake.summary import OFFSETS_KEY, RANGES_KEY, offsets_from_summary
 from k2.lake.tags import TAG_PREFIX, list_tags, resolve_tag
 from k2.query.engine import ConnectionPool
@@ -34,6 +35,7 @@ from k2.query.errors import (
     InvalidRangeError,
     QueryError,
 )
+from k2.query.files import FilePlanner
 from k2.query.params import parse_time
 from k2.query.result import QueryResult
 
@@ -68,6 +70,8 @@ class _Read:
     snapshot_id: int | None
     summary: dict[str, str]
     pinned: bool
+    # The loaded table the snapshot belongs to (its data files are planned from it); not part of equality.
+    table: Table | None = field(default=None, compare=False, repr=False)
     # Message columns the snapshot's schema lacks (a snapshot from before a schema upgrade): read as NULL.
     missing: tuple[str, ...] = ()
 
@@ -87,6 +91,7 @@ class ClientState:
     _pin: int | datetime | None
     _recent_warned: set[str]
     _owns_pool: bool
+    _files: FilePlanner
 
 
 class Resolver(ClientState):
@@ -95,24 +100,8 @@ class Resolver(ClientState):
     # -- snapshots ---------------------------------------------------------------------------------
     def _current_location(self, short: str) -> str | None:
         """The table's metadata location straight from a SQL catalog's table (None: ask the catalog API)."""
-        engine = getattr(self._catalog, "engine", None)
-        if engine is None:
-            return None
-        import sqlalchemy as sa
-
         namespace, name = TABLES[short].identifier
-        try:
-            with engine.connect() as conn:
-                row = conn.execute(
-                    sa.text(
-                        "SELECT metadata_location FROM iceberg_tables "
-                        "WHERE catalog_name = :c AND table_namespace = :ns AND table_name = :t"
-                    ),
-                    {"c": self.settings.catalog_name, "ns": namespace, "t": name},
-                ).first()
-        except sa.exc.SQLAlchemyError:
-            return None
-        return None if row is None else str(row[0])
+        return metadata_location_from_sql_catalog(self._catalog, self.settings.catalog_name, namespace, name)
 
     def _load(self, short: str) -> Table | None:
         with self._catalog_lock:
@@ -192,12 +181,11 @@ class Resolver(ClientState):
         else:
             snap = table.snapshot_as_of_timestamp(int(pin.timestamp() * 1000))
         if snap is None:
-            return _Read(short, metadata_location(table), None, {}, pin is not None)
+            return _Read(short, metadata_location(table), None, {}, pin is not None, table)
         summary = dict(snap.summary.additional_properties) if snap.summary is not None else {}
         location = metadata_location(table)
-        return _Read(
-            short, location, int(snap.snapshot_id), summary, pin is not None, _missing(table, snap, short)
-        )
+        missing = _missing(table, snap, short)
+        return _Read(short, location, int(snap.snapshot_id), summary, pin is not None, table, missing)
 
     def snapshot_id(self, table: str = "trades", as_of: AsOf | None = None) -> int | None:
         """The snapshot id a query on ``table`` reads now (or at ``as_of``); None when the table is empty.

@@ -18,6 +18,11 @@ when it has sub-microsecond digits):
 * ``ticker`` -> QUOTE: ``sequence`` -> ``update_id``, ``best_bid``/``best_ask`` -> prices,
   ``best_bid_size``/``best_ask_size`` -> sizes when present (the 2021 API did not send them), ``time``
   -> ``exchange_ts``; the other fields (last price, 24 h stats) go to ``vendor``.
+* ``level2`` (subscribed unless ``CoinbaseFeed(depth=False)`` / ``k2 stream coinbase --no-depth``):
+  ``snapshot`` and ``l2update`` -> BOOK_DELTA rows through :mod:`k2.sources.coinbase_depth` (the parser
+  the capture tests use); Coinbase sends a fresh ``snapshot`` on every (re)subscription, which restarts
+  the product's book, so a reconnect needs no REST call. An ``l2update`` before any snapshot of its
+  product is dead-lettered (``no_snapshot``).
 * Canonical instrument: Coinbase product ids already are ``BASE-QUOTE`` (``BTC-USD``); the product id
   is also the ``symbol``.
 
@@ -57,6 +62,8 @@ from k2.sources.live import (
 EXCHANGE = "coinbase"
 ASSET_CLASS = "crypto"
 DEFAULT_CHANNELS = ("matches", "ticker", "heartbeat")
+DEPTH_CHANNEL = "level2"  # snapshot + l2update (k2.sources.coinbase_depth); on unless depth=False
+_DEPTH_TYPE = re.compile(rb'"type"\s*:\s*"(?:snapshot|l2update)"')
 _PRODUCT = re.compile(r"^[A-Z0-9]{1,20}-[A-Z0-9]{1,20}$")
 _ISO = re.compile(r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:?\d{2})?$")
 
@@ -340,12 +347,17 @@ class CoinbaseFeed(FeedAdapter):
         rest_url: str = "https://api.exchange.coinbase.com",
         channels: Iterable[str] = DEFAULT_CHANNELS,
         rest_max_wait_seconds: float = 60.0,
+        depth: bool = True,
     ) -> None:
+        from k2.sources.coinbase_depth import CoinbaseBooks  # that module builds on this one
+
         self.products = normalise_products(products)
         self.ws_url = ws_url
         self.rest_url = rest_url.rstrip("/")
-        self.channels = list(channels)
+        self.depth = depth
+        self.channels = list(channels) + ([DEPTH_CHANNEL] if depth and DEPTH_CHANNEL not in channels else [])
         self.rest_max_wait_seconds = rest_max_wait_seconds
+        self._books = CoinbaseBooks()
 
     def url(self) -> str:
         """The feed URL (Coinbase subscribes by message, not by URL)."""
@@ -360,8 +372,30 @@ class CoinbaseFeed(FeedAdapter):
         )
 
     def parse(self, frame: Frame, receipt_us: int) -> Event | None:
-        """See :func:`parse_frame`."""
+        """See :func:`parse_frame`; with depth, ``snapshot``/``l2update`` become ``depth`` events.
+
+        The rows are made here (:class:`k2.sources.coinbase_depth.CoinbaseBooks`, which keeps each
+        product's update ids) so a bad level2 message is dead-lettered like any malformed frame.
+        """
+        if self.depth and _DEPTH_TYPE.search(frame if isinstance(frame, bytes) else frame.encode()):
+            try:
+                msg = orjson.loads(frame)
+            except orjson.JSONDecodeError:
+                return parse_frame(frame, receipt_us)  # raises the usual bad_json
+            if isinstance(msg, dict) and msg.get("type") in ("snapshot", "l2update"):
+                rows = self._books.on_message(msg, receipt_us)
+                if not rows:
+                    return None
+                return Event("depth", rows[0]["symbol"], rows[-1]["last_update_id"], {"rows": rows})
+            return parse_message(msg, receipt_us, frame)
         return parse_frame(frame, receipt_us)
+
+    def on_depth(self, event: Event) -> Any:
+        """The rows :meth:`parse` made for one level2 message (no chain to check, no REST snapshot)."""
+        from k2.sources.coinbase_depth import DepthStep
+
+        assert event.row is not None
+        return DepthStep(event.row["rows"])
 
     def rest_client(self) -> RestClient:
         """A REST client paced below Coinbase's public request rate."""

@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from k2.model import DataType
@@ -113,6 +114,15 @@ def parse_snapshot(msg: Mapping[str, Any], product: str) -> list[tuple[str, int,
                 )
             levels.append(_level(side, entry[0], entry[1], product))
     return levels
+
+
+@dataclass
+class DepthStep:
+    """What one level2 message produced for the live runner: rows (no gaps: the channel has no sequence)."""
+
+    rows: list[dict[str, Any]]
+    gaps: list[tuple[int, int, int | None, int | None]] = field(default_factory=list)
+    needs_snapshot: bool = False  # Coinbase resends a snapshot on every (re)subscription
 
 
 class CoinbaseBooks:

@@ -122,6 +122,11 @@ class Faults:
     ping_timeout: float = 10.0
     max_messages: int | None = None
     at_end: Literal["idle", "close"] = "idle"
+    # Depth faults: an eligible message held back and sent right after the next one (a reordered pair);
+    # which ``GET /api/v3/depth`` answers (0 = the first, per symbol) are stale: the capture's own REST
+    # snapshot instead of the book at the replay cursor.
+    reorder_at: frozenset[int] = frozenset()
+    stale_depth_snapshots: frozenset[int] = frozenset()
 
     def _due(self, every: int, at: frozenset[int], index: int) -> bool:
         return (every > 0 and index > 0 and index % every == 0) or index in at
@@ -148,6 +153,8 @@ class FakeStats:
     pongs: int = 0
     ping_timeouts: int = 0
     control_messages: int = 0
+    reordered: int = 0
+    stale_depth_snapshots: int = 0
     control_violations: int = 0
 
 
@@ -294,6 +301,7 @@ class FakeExchange:
         if depth_snapshots is None and mode == "binance" and not messages_given:
             depth_snapshots = load_binance_depth_snapshots(captures or DEFAULT_BINANCE_CAPTURES)
         # REST depth: symbol -> [the capture's snapshot, book (price -> size per side), next message index]
+        self._level2: dict[str, list[Any]] = {}  # product -> [book at the cursor, next message index]
         self._depth: dict[str, list[Any]] = {
             symbol: [snap, None, 0] for symbol, snap in (depth_snapshots or {}).items()
         }
@@ -315,6 +323,7 @@ class FakeExchange:
         self._generation = 0
         self._sessions = 0
         self._skip_left = 0
+        self._depth_answers: dict[str, int] = {}  # symbol -> REST depth answers given
         self._stalled: set[int] = set()
         self._closing = False
         # REST index: symbol -> (trade ids, capture positions, payloads), in capture order.
@@ -436,6 +445,7 @@ class FakeExchange:
     def _rest_missing(self, ident: int) -> bool:
         return any(a <= ident <= b for a, b in self.faults.rest_missing)
 
+    # long: the fake Binance REST API, one branch per documented endpoint and its fault.
     def _binance_rest(self, path: str, params: dict[str, str]) -> Response:
         weights = {
             "/api/v3/historicalTrades": 25,
@@ -534,6 +544,11 @@ class FakeExchange:
         if state is None:
             return _json_response(400, {"code": -1121, "msg": "Invalid symbol."}, headers)
         snapshot, book, index = state
+        answer = self._depth_answers.get(symbol, 0)
+        self._depth_answers[symbol] = answer + 1
+        if answer in self.faults.stale_depth_snapshots:
+            self.stats.stale_depth_snapshots += 1
+            return _json_response(200, snapshot, headers)
         if book is None:
             book = state[1] = {
                 "bids": {b[0]: b[1] for b in snapshot["bids"]},
@@ -654,7 +669,10 @@ class FakeExchange:
                 await self._stream(
                     conn,
                     lambda m: m.symbol in products and m.channel in channels,
-                    lambda: self._last_matches(products) if "matches" in channels else [],
+                    lambda: (
+                        (self._last_matches(products) if "matches" in channels else [])
+                        + (self._level2_snapshots(products) if "level2" in channels else [])
+                    ),
                 )
         except ConnectionClosed:
             pass
@@ -778,6 +796,39 @@ class FakeExchange:
                 out.append(orjson.dumps(payload).decode())
         return out
 
+    def _level2_snapshots(self, products: set[str]) -> list[str]:
+        """A level2 ``snapshot`` per product, as Coinbase sends on each subscription: the book at the replay
+        cursor (the capture's own snapshot plus every ``l2update`` the cursor has passed, sent or not).
+
+        Products whose capture snapshot lies ahead of the cursor get none here: the replay sends it.
+        """
+        out = []
+        for product in sorted(products):
+            state = self._level2.setdefault(product, [None, 0])
+            book, index = state
+            while index < min(self.position, self.end):
+                msg = self.messages[index]
+                index += 1
+                if msg.symbol != product or msg.kind not in ("snapshot", "l2update"):
+                    continue
+                data = orjson.loads(msg.text)
+                if msg.kind == "snapshot":
+                    book = {"bids": dict(map(tuple, data["bids"])), "asks": dict(map(tuple, data["asks"]))}
+                elif book is not None:
+                    for side, price, size in data["changes"]:
+                        levels = book["bids" if side == "buy" else "asks"]
+                        if Decimal(size) == 0:
+                            levels.pop(price, None)
+                        else:
+                            levels[price] = size
+            state[0], state[1] = book, index
+            if book is not None:
+                bids = sorted(book["bids"].items(), key=lambda level: Decimal(level[0]), reverse=True)
+                asks = sorted(book["asks"].items(), key=lambda level: Decimal(level[0]))
+                snapshot = {"type": "snapshot", "product_id": product, "bids": bids, "asks": asks}
+                out.append(orjson.dumps(snapshot).decode())
+        return out
+
     def _malformed(self, msg: CaptureMessage) -> str | bytes:
         variant = len(self.stats.malformed) % 4
         frame: str | bytes
@@ -809,6 +860,7 @@ class FakeExchange:
         else:
             await conn.close(1001, "fake exchange: forced disconnect")
 
+    # long: one WebSocket session of the fake venue: subscription, pacing and every fault, in wire order.
     async def _stream(
         self,
         conn: ServerConnection,
@@ -826,6 +878,7 @@ class FakeExchange:
         for text in prelude():
             await conn.send(text)
         sent_here = 0
+        held: str | None = None  # a message held back by Faults.reorder_at
         anchor: tuple[float, int] | None = None
         messages = self.messages
         while True:
@@ -876,9 +929,16 @@ class FakeExchange:
                 continue
             if faults._due(faults.malformed_every, faults.malformed_at, index):
                 await conn.send(self._malformed(msg))
+            if index in faults.reorder_at and held is None:
+                held = msg.text  # sent right after the next message
+                self.stats.reordered += 1
+                continue
             if self.speed <= 0 and sent_here % 64 == 0:
                 await asyncio.sleep(0)  # let REST requests and pings in
             await conn.send(msg.text)
+            if held is not None:
+                await conn.send(held)
+                held = None
             sent_here += 1
             self.stats.sent += 1
             if msg.trade_id is not None:

@@ -27,7 +27,6 @@ Example:
 from __future__ import annotations
 
 import threading
-import time
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
@@ -40,6 +39,7 @@ from k2.config import Settings
 from k2.model import GAP
 from k2.model.arrow import records_to_arrow
 from k2.model.values import now_micros
+from k2.pacing import Backoff, retrying
 
 log = structlog.get_logger("k2.sources.gaps")
 
@@ -190,15 +190,11 @@ class GapLedger:
                 return 0
             try:
                 data = records_to_arrow(GAP, rows)
-                for attempt in range(attempts):
-                    try:
+                for attempt in retrying(CommitFailedException, attempts=attempts, backoff=Backoff(0.05, 1.0)):
+                    with attempt:
                         self.table.refresh()
                         append(self.table, data, "gaps", {WRITER_PROPERTY: self.writer})
                         return len(rows)
-                    except CommitFailedException:
-                        if attempt == attempts - 1:
-                            raise
-                        time.sleep(0.05 * (attempt + 1))
             except BaseException:
                 with self._lock:
                     self._pending[:0] = rows

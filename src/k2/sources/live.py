@@ -71,6 +71,7 @@ from k2.bus.producer import DeliveryError, MarketDataProducer
 from k2.bus.topics import dlq_topic, ensure_topics, topic_name
 from k2.config import Settings
 from k2.model import BOOK_DELTA, QUOTE, TRADE, DataType, RecordType
+from k2.pacing import Backoff, TokenBucket
 from k2.sources.gaps import GapLedger, format_ranges, missing_ranges
 from k2.telemetry.metrics import metric
 
@@ -133,72 +134,6 @@ def now_us() -> int:
     True
     """
     return time.time_ns() // 1000
-
-
-class TokenBucket:
-    """An async token bucket: ``rate`` tokens per second, at most ``burst`` saved up.
-
-    >>> bucket = TokenBucket(rate=5, burst=1)
-    >>> bucket.try_acquire(), bucket.try_acquire() > 0
-    (0.0, True)
-    """
-
-    def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic) -> None:
-        if rate <= 0 or burst < 1:
-            raise ValueError(f"expected rate > 0 and burst >= 1, found rate={rate}, burst={burst}")
-        self.rate = rate
-        self.burst = burst
-        self._clock = clock
-        self._tokens = float(burst)
-        self._updated = clock()
-
-    def try_acquire(self, tokens: float = 1.0) -> float:
-        """Take ``tokens`` if available and return 0, else return the seconds to wait (nothing taken)."""
-        now = self._clock()
-        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
-        self._updated = now
-        if self._tokens >= tokens:
-            self._tokens -= tokens
-            return 0.0
-        return (tokens - self._tokens) / self.rate
-
-    async def acquire(self, tokens: float = 1.0) -> None:
-        """Wait until ``tokens`` are available and take them."""
-        while (wait := self.try_acquire(tokens)) > 0:
-            await asyncio.sleep(wait)
-
-
-class Backoff:
-    """Exponential backoff with equal jitter: attempt ``n`` waits ``U(cap/2, cap)``, ``cap = min(max, initial * 2**n)``.
-
-    Equal jitter (rather than full jitter) keeps a floor under each delay, so a flapping venue is not
-    hammered, while still spreading many clients' reconnects apart.
-
-    >>> b = Backoff(1.0, 8.0, rng=random.Random(1))
-    >>> [0.5 <= b.next_delay() <= 1.0, 1.0 <= b.next_delay() <= 2.0, 2.0 <= b.next_delay() <= 4.0]
-    [True, True, True]
-    """
-
-    def __init__(
-        self, initial: float, maximum: float, factor: float = 2.0, rng: random.Random | None = None
-    ) -> None:
-        if initial <= 0 or maximum < initial:
-            raise ValueError(f"expected 0 < initial <= maximum, found initial={initial}, maximum={maximum}")
-        self.initial = initial
-        self.maximum = maximum
-        self.factor = factor
-        self.attempt = 0
-        self._rng = rng or random.Random()
-
-    def next_delay(self) -> float:
-        """The delay before the next attempt (and count the attempt)."""
-        cap = min(self.maximum, self.initial * self.factor ** min(self.attempt, 64))
-        self.attempt += 1
-        return cap / 2 + self._rng.uniform(0, cap / 2)
-
-    def reset(self) -> None:
-        """Start again from ``initial`` (after a healthy connection)."""
-        self.attempt = 0
 
 
 def normalise_names(names: Iterable[str], pattern: re.Pattern[str], expected: str, noun: str) -> list[str]:

@@ -30,7 +30,6 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import time
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -51,6 +50,7 @@ from k2.lake.writer import conform, sort_for_table
 from k2.model import INSTRUMENT
 from k2.model.arrow import records_to_arrow
 from k2.model.values import canonical_instrument, micros_to_datetime, now_micros, to_unscaled
+from k2.pacing import Backoff, retrying
 from k2.sources.binance import SPOT, BinanceMarket, market_for_url, normalise_symbols
 from k2.sources.live import RestClient
 
@@ -238,8 +238,8 @@ def write_instruments(table: Table, rows: list[dict[str, Any]], attempts: int = 
         raise ReferenceDataError(f"expected the rows of one exchange per load, found {sorted(by_exchange)}")
     exchange, symbols = next(iter(by_exchange.items()))
     condition = _X.And(_X.EqualTo("exchange", exchange), _X.In("symbol", symbols))
-    for attempt in range(attempts):
-        try:
+    for attempt in retrying(CommitFailedException, attempts=attempts, backoff=Backoff(0.05, 1.0)):
+        with attempt:
             table.refresh()
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Delete operation did not match any records")
@@ -251,10 +251,6 @@ def write_instruments(table: Table, rows: list[dict[str, Any]], attempts: int = 
                     ),
                 )
             return data.num_rows
-        except CommitFailedException:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.05 * (attempt + 1))
     return 0  # pragma: no cover - the loop returns or raises
 
 

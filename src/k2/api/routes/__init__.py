@@ -14,7 +14,9 @@ from collections.abc import Callable
 
 from fastapi import APIRouter
 
-from k2.api.routes import admin, aggregates, ops, reference, rows
+from k2.api.auth import read_auth
+from k2.api.lag import lag_router
+from k2.api.routes import admin, aggregates, klines, ops, reference, rows
 from k2.api.routes import trace as trace_routes  # /v1/trace (issue 17): its own module, one line here
 from k2.api.state import ApiState
 
@@ -22,7 +24,9 @@ ROUTERS: tuple[Callable[[ApiState], APIRouter], ...] = (
     ops.router,
     rows.router,
     aggregates.router,
+    klines.router,
     reference.router,
     admin.router,
+    lambda state: lag_router(read_auth(state)),  # /v1/lag (k2.api.lag)
     trace_routes.router,
 )

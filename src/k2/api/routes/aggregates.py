@@ -20,13 +20,17 @@ from k2.api.params import (
     Exchange,
     Fmt,
     IncludeRecent,
+    OptSymbol,
     ReqEnd,
     ReqStart,
     Start,
     Symbol,
+    Symbols,
     check_tolerance,
     check_window,
     fmt_of,
+    one_or_many,
+    symbols_of,
 )
 from k2.api.respond import as_table, data_responses, recent_fields, respond, snapshot_ids_of
 from k2.api.state import ApiState, run
@@ -50,7 +54,8 @@ def router(state: ApiState) -> APIRouter:
     )
     async def bars(
         request: Request,
-        symbol: Symbol,
+        symbol: OptSymbol = None,
+        symbols: Symbols = None,
         interval: Annotated[
             str,
             Query(
@@ -87,8 +92,10 @@ def router(state: ApiState) -> APIRouter:
         include_recent: IncludeRecent = None,
         format: Fmt = None,
     ) -> Any:
-        """Bars from trades; at most ``query_max_rows`` bars per request (422 ``limit_exceeded`` beyond)."""
+        """Bars from trades of ``symbol`` (or ``symbols``, comma-separated; one series per exchange and symbol);
+        at most ``query_max_rows`` bars per request (422 ``limit_exceeded`` beyond)."""
         fmt = fmt_of(request, format)
+        names = symbols_of(symbol, symbols)
         start, end, checked_as_of = check_window(settings, start, end, as_of)
         size_value: Any = size
         if size is not None and kind == "tick":
@@ -104,7 +111,7 @@ def router(state: ApiState) -> APIRouter:
         def work() -> StreamingResponse:
             client = state.client()
             params: dict[str, Any] = {
-                "symbol": symbol,
+                "symbol": names[0] if len(names) == 1 else sorted(names),
                 "interval": interval,
                 "start": start,
                 "end": end,
@@ -115,7 +122,7 @@ def router(state: ApiState) -> APIRouter:
                 state.cache, client, "bars", "trades", params,
                 (checked_as_of, end, include_recent, settings.query_recent_window_seconds),
                 lambda pin: client.bars(
-                    symbol, interval, start, end, exchange=exchange, kind=kind, size=size_value, fill_empty=fill_empty,
+                    one_or_many(names), interval, start, end, exchange=exchange, kind=kind, size=size_value, fill_empty=fill_empty,
                     as_of=pin, include_recent=include_recent,
                 ),
             )  # fmt: skip
@@ -132,9 +139,10 @@ def router(state: ApiState) -> APIRouter:
     def stat_endpoint(name: Literal["vwap", "twap"]) -> Callable[..., Any]:
         async def endpoint(
             request: Request,
-            symbol: Symbol,
             start: ReqStart,
             end: ReqEnd,
+            symbol: OptSymbol = None,
+            symbols: Symbols = None,
             exchange: Exchange = None,
             as_of: AsOf = None,
             include_recent: IncludeRecent = None,
@@ -142,19 +150,22 @@ def router(state: ApiState) -> APIRouter:
         ) -> Any:
             fmt = fmt_of(request, format)
             s, e, checked_as_of = check_window(settings, start, end, as_of)
+            names = symbols_of(symbol, symbols)
+            key_symbol: Any = names[0] if len(names) == 1 else sorted(names)
+            target = one_or_many(names)
 
             def work() -> StreamingResponse:
                 client = state.client()
                 fn = getattr(client, name)
                 if name == "vwap":  # TWAP over an end after now depends on the clock: not cached
                     result = cached_query(
-                        state.cache, client, name, "trades", {"symbol": symbol, "start": s, "end": e, "exchange": exchange},
+                        state.cache, client, name, "trades", {"symbol": key_symbol, "start": s, "end": e, "exchange": exchange},
                         (checked_as_of, e, include_recent, settings.query_recent_window_seconds),
-                        lambda pin: fn(symbol, s, e, exchange=exchange, as_of=pin, include_recent=include_recent),
+                        lambda pin: fn(target, s, e, exchange=exchange, as_of=pin, include_recent=include_recent),
                     )  # fmt: skip
                 else:
                     result = fn(
-                        symbol, s, e, exchange=exchange, as_of=checked_as_of, include_recent=include_recent
+                        target, s, e, exchange=exchange, as_of=checked_as_of, include_recent=include_recent
                     )
                 return respond(
                     request,

@@ -24,10 +24,11 @@ from k2.api.params import (
     ReqEnd,
     ReqStart,
     Start,
-    Symbol,
+    Symbols,
     check_window,
     fmt_of,
     page_size_of,
+    symbols_of,
 )
 from k2.api.respond import data_responses, recent_fields, respond
 from k2.api.state import ApiState, key_id_of, run
@@ -52,7 +53,7 @@ def router(state: ApiState) -> APIRouter:
     def paged_rows(
         request: Request,
         table_name: Literal["trades", "quotes"],
-        symbol: str,
+        symbols: list[str],
         start: datetime | None,
         end: datetime | None,
         exchange: str | None,
@@ -66,7 +67,7 @@ def router(state: ApiState) -> APIRouter:
         digest = params_digest(
             {
                 "t": table_name,
-                "symbol": symbol,
+                "symbols": sorted(symbols),
                 "start": start,
                 "end": end,
                 "exchange": exchange,
@@ -77,7 +78,7 @@ def router(state: ApiState) -> APIRouter:
         query = paging.PageQuery(
             table_name,
             table_name,
-            symbol,
+            None,
             start,
             end,
             exchange,
@@ -85,6 +86,7 @@ def router(state: ApiState) -> APIRouter:
             settings.query_max_rows,
             digest,
             key_id_of(request),
+            tuple(symbols),
         )
         payload = paging.decode_cursor(state.cursors, cursor, query)
 
@@ -113,11 +115,12 @@ def router(state: ApiState) -> APIRouter:
         dependencies=read_auth_,
         response_model=models.TradesPage,
         responses=data_responses(paged=True),
-        summary="Trades of a symbol (cursor-paged)",
+        summary="Trades of one or several symbols (cursor-paged)",
     )
     async def trades(
         request: Request,
-        symbol: Symbol,
+        symbol: OptSymbol = None,
+        symbols: Symbols = None,
         start: Start = None,
         end: End = None,
         exchange: Exchange = None,
@@ -127,10 +130,12 @@ def router(state: ApiState) -> APIRouter:
         include_recent: IncludeRecent = None,
         format: Fmt = None,
     ) -> Any:
-        """Trades in (exchange_ts, trade_id) order, ``limit`` per page; follow ``next_cursor`` for more."""
+        """Trades of ``symbol`` (or ``symbols``, comma-separated) in (exchange_ts, exchange, symbol, trade_id)
+        order, ``limit`` per page; follow ``next_cursor`` for more."""
         fmt = fmt_of(request, format)
+        names = symbols_of(symbol, symbols)
         work = paged_rows(
-            request, "trades", symbol, start, end, exchange, limit, cursor, as_of, include_recent, fmt
+            request, "trades", names, start, end, exchange, limit, cursor, as_of, include_recent, fmt
         )
         return await run(state, work, request)
 
@@ -140,11 +145,12 @@ def router(state: ApiState) -> APIRouter:
         dependencies=read_auth_,
         response_model=models.QuotesPage,
         responses=data_responses(paged=True),
-        summary="Quotes (top of book) of a symbol (cursor-paged)",
+        summary="Quotes (top of book) of one or several symbols (cursor-paged)",
     )
     async def quotes(
         request: Request,
-        symbol: Symbol,
+        symbol: OptSymbol = None,
+        symbols: Symbols = None,
         start: Start = None,
         end: End = None,
         exchange: Exchange = None,
@@ -154,10 +160,12 @@ def router(state: ApiState) -> APIRouter:
         include_recent: IncludeRecent = None,
         format: Fmt = None,
     ) -> Any:
-        """Best bid/ask updates in (exchange_ts, update_id) order, ``limit`` per page; follow ``next_cursor``."""
+        """Best bid/ask updates of ``symbol`` (or ``symbols``) in (exchange_ts, exchange, symbol, update_id)
+        order, ``limit`` per page; follow ``next_cursor``."""
         fmt = fmt_of(request, format)
+        names = symbols_of(symbol, symbols)
         work = paged_rows(
-            request, "quotes", symbol, start, end, exchange, limit, cursor, as_of, include_recent, fmt
+            request, "quotes", names, start, end, exchange, limit, cursor, as_of, include_recent, fmt
         )
         return await run(state, work, request)
 

@@ -127,6 +127,7 @@ async def _json_object(request: Request) -> dict[str, Any]:
     return body
 
 
+# long: the registry's Confluent-compatible routes in one place, in the order Confluent documents them.
 def create_app(store: RegistryStore) -> FastAPI:
     """The FastAPI app serving Confluent's REST API subset over ``store``.
 

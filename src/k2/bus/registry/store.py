@@ -16,7 +16,6 @@ import hashlib
 import importlib.util
 import json
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,6 +48,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.pool import StaticPool
 
 from k2.bus.registry.compat import COMPATIBILITY_LEVELS, check, parse_avro
+from k2.pacing import Backoff, retrying
 
 # Compatibility levels are stored per subject; the global row uses this key (no subject may be empty).
 GLOBAL = ""
@@ -585,14 +585,9 @@ def _create_tables(engine: Engine, attempts: int = 10) -> None:
     on its own catalog (``pg_class``/``pg_type``), not as "already exists": retry, and the second
     ``create_all`` sees the tables and does nothing.
     """
-    for attempt in range(attempts):
-        try:
+    for attempt in retrying((IntegrityError, ProgrammingError), attempts=attempts, backoff=Backoff(0.1, 1.0)):
+        with attempt:
             metadata.create_all(engine)
-            return
-        except (IntegrityError, ProgrammingError):
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.1 * (attempt + 1))
 
 
 def _engine(database_url: str) -> Engine:

@@ -1,7 +1,11 @@
 // Chart: candlesticks + volume + VWAP (Plotly, served from the installed plotly wheel), zoom/pan fetching
 // only the range not loaded yet, trades as buy/sell points for short ranges, time travel (as_of).
-// Every value drawn comes from /v1/bars, /v1/trades, /v1/symbols and /v1/snapshots.
+// The order book at the cursor's time sits under it (book.js, /v1/book). Time travel lists the trades table's
+// snapshots and the tags that name them (a tag sets as_of=tag:NAME).
+// Every value drawn comes from /v1/bars, /v1/trades, /v1/symbols, /v1/snapshots and /v1/book.
 import { api } from "./api.js";
+import { BookPanel } from "./book.js";
+import { quickCandles } from "./quickdraw.js";
 import { clear, el, isoUtc, shortTime } from "./util.js";
 
 const INTERVALS = { "1s": 1, "5s": 5, "15s": 15, "30s": 30, "1m": 60, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "4h": 14400, "1d": 86400 };
@@ -10,7 +14,8 @@ const TRADES_MAX_SPAN_MS = 5 * 60 * 1000;
 const TRADES_LIMIT = 5000;
 let plotlyLoading = null;
 
-/** Load plotly.min.js once (4.8 MB, from the installed wheel) — only the chart page needs it. */
+/** Run plotly.min.js once (4.8 MB, from the installed wheel; boot.js has started downloading it) — only the
+ *  chart page needs it, and only after its first candles are drawn (parsing it blocks the page's thread). */
 export function loadPlotly() {
   if (window.Plotly) return Promise.resolve(window.Plotly);
   plotlyLoading = plotlyLoading || new Promise((resolve, reject) => {
@@ -44,7 +49,7 @@ class ChartView {
 
   async start() {
     const p = this.ctx.params;
-    loadPlotly().catch(() => {});  // start the 4.8 MB download and parse now, alongside the API calls
+    this.prefetch(p);
     const [symbols, snapshots] = await Promise.all([api("/v1/symbols"), api("/v1/snapshots", { table: "trades" })]);
     this.symbols = symbols.data;
     this.snapshots = snapshots.data;
@@ -62,13 +67,28 @@ class ChartView {
     await this.load(start, end);
   }
 
+  /** An address naming the whole view (a shared link, a reload after panning) fetches its bars at once,
+   *  alongside /v1/symbols and /v1/snapshots instead of after them. */
+  prefetch(p) {
+    const [start, end] = [Date.parse(p.get("start")), Date.parse(p.get("end"))];
+    if (!p.get("exchange") || !p.get("symbol") || !INTERVALS[p.get("interval")] || !(start < end)) return;
+    [this.exchange, this.symbol, this.interval, this.asOf] = [p.get("exchange"), p.get("symbol"), p.get("interval"), p.get("as_of") || ""];
+    const promise = this.fetchBars(start, end);
+    promise.catch(() => {});  // load() awaits it and reports the error
+    this.pending = { start, end, promise };
+  }
+
   buildControls() {
     const symbolOptions = this.symbols.map((s) => el("option", { value: `${s.exchange}\u0000${s.symbol}`, selected: s.exchange === this.exchange && s.symbol === this.symbol }, `${s.exchange} · ${s.symbol}`));
     const symbolSelect = el("select", { id: "symbol" }, symbolOptions);
     const intervalSelect = el("select", { id: "interval" }, Object.keys(INTERVALS).map((i) => el("option", { value: i, selected: i === this.interval }, i)));
+    const newest = [...this.snapshots].reverse();
+    const tagged = newest.flatMap((s) => (s.tags || []).map((name) => [name, s]));
     const asOfSelect = el("select", { id: "as-of" }, el("option", { value: "" }, "latest"),
-      [...this.snapshots].reverse().map((s) => el("option", { value: String(s.snapshot_id), selected: String(s.snapshot_id) === this.asOf },
-        `${shortTime(s.committed_at)} · +${s.added_rows.toLocaleString()} rows · ${s.kafka_offsets || "no offsets"}`)));
+      tagged.length ? el("optgroup", { label: "tags" }, tagged.map(([name, s]) => el("option", { value: `tag:${name}`, selected: `tag:${name}` === this.asOf },
+        `tag ${name} · ${shortTime(s.committed_at)} · snapshot ${s.snapshot_id}`))) : null,
+      el("optgroup", { label: "snapshots" }, newest.map((s) => el("option", { value: String(s.snapshot_id), selected: String(s.snapshot_id) === this.asOf },
+        `${shortTime(s.committed_at)} · +${s.added_rows.toLocaleString()} rows · ${s.kafka_offsets || "no offsets"}${(s.tags || []).length ? ` · tags ${s.tags.join(", ")}` : ""}`))));
     const reload = () => {
       const [exchange, symbol] = symbolSelect.value.split("\u0000");
       this.ctx.setParams({ exchange, symbol, interval: intervalSelect.value, as_of: asOfSelect.value, start: null, end: null }, true);
@@ -82,14 +102,24 @@ class ChartView {
     });
     this.status = el("p", { class: "status-line", id: "chart-status" });
     this.plot = el("div", { id: "chart" });
+    this.bookPanel = new BookPanel(this);
     // The table is built when opened (1,440 rows of DOM would double the time to the first candle).
     this.tableHolder = el("details", { id: "candles-details" }, el("summary", {}, "Bars as a table"));
     this.tableHolder.addEventListener("toggle", () => { if (this.tableHolder.open && this.rows) this.renderTable(this.rows); });
     clear(this.page).append(
       el("div", { class: "controls" },
         el("label", {}, "symbol", symbolSelect), el("label", {}, "interval", intervalSelect),
-        el("label", {}, "time travel (trades snapshot)", asOfSelect)),
-      this.status, this.plot, this.tableHolder);
+        el("label", {}, "time travel (trades snapshot or tag)", asOfSelect)),
+      this.status, this.plot, this.bookPanel.node, this.tableHolder);
+  }
+
+  /** The as_of for /v1/book: a trades snapshot id or tag names a trades commit, so the book is read as it
+   *  was at that commit's time (snapshot ids are per table); an ISO time passes through. */
+  bookAsOf() {
+    if (!this.asOf) return "";
+    const tag = this.asOf.startsWith("tag:") ? this.asOf.slice(4) : null;
+    const snap = this.snapshots.find((s) => (tag ? (s.tags || []).includes(tag) : String(s.snapshot_id) === this.asOf));
+    return snap ? snap.committed_at : this.asOf;
   }
 
   async fetchBars(startMs, endMs) {
@@ -105,11 +135,41 @@ class ChartView {
   async load(startMs, endMs) {
     this.loaded = [startMs, endMs];
     this.ctx.setParams({ exchange: this.exchange, symbol: this.symbol, interval: this.interval, start: isoUtc(startMs), end: isoUtc(endMs), as_of: this.asOf });
-    const [, Plotly] = await Promise.all([this.fetchBars(startMs, endMs), loadPlotly()]);
+    const early = this.pending && this.pending.start === startMs && this.pending.end === endMs ? this.pending.promise : null;
+    this.pending = null;
+    await (early || this.fetchBars(startMs, endMs));
+    if (!window.Plotly) {  // cold browser: candles now (painted before Plotly blocks the thread), interactive later
+      this.quickDraw([startMs, endMs]);
+      await new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 0)));
+    }
+    let Plotly;
+    try {
+      Plotly = await loadPlotly();
+    } catch (error) {
+      this.status.textContent = `${error.message} (the candles above are a static drawing)`;
+      return;
+    }
     this.Plotly = Plotly;
     await this.draw([startMs, endMs]);
+    if (this.quick) { this.quick.remove(); this.quick = null; }
     performance.mark("k2-first-draw");
+    if (!performance.getEntriesByName("k2-first-candle").length) performance.mark("k2-first-candle");
     this.plot.on("plotly_relayout", (event) => this.onRelayout(event));
+    this.bookPanel.attach(this.plot);
+    const pinned = this.ctx.params.get("book_at");
+    const info = this.symbols.find((s) => s.exchange === this.exchange && s.symbol === this.symbol);
+    const lastTrade = info && info.last_ts ? Date.parse(info.last_ts) : endMs;
+    this.bookPanel.pinned = Boolean(pinned);
+    this.bookPanel.show(pinned ? Date.parse(pinned) : Math.min(endMs, lastTrade));
+  }
+
+  /** The candles as plain SVG until the chart library is parsed (quickdraw.js). */
+  quickDraw(range) {
+    const rows = [...this.bars.values()].sort((p, q) => (p.open_time < q.open_time ? -1 : 1));
+    this.quick = quickCandles(rows, this.step, range, this.plot.clientWidth || 1200);
+    this.plot.before(this.quick);
+    this.status.textContent = `${rows.length.toLocaleString()} bars · loading the interactive chart…`;
+    performance.mark("k2-first-candle");
   }
 
   /** Zoom or pan: fetch only what lies outside the loaded range, then trades if the span is short. */

@@ -1,6 +1,6 @@
 // Overview: health of the parts, per-source freshness / rate / last commit, open gaps, dead letters.
 // Refreshes itself every REFRESH_MS while shown. Sources: /health, /ready, /v1/symbols, /v1/snapshots,
-// /v1/gaps, /v1/dlq (admin only: a read key sees a note instead).
+// /v1/lag (Kafka lag per topic), /v1/gaps, /v1/dlq (admin only: a read key sees a note instead).
 import { api } from "./api.js";
 import { ago, clear, el, shortTime, table } from "./util.js";
 
@@ -53,6 +53,31 @@ function sourcesCard(symbols) {
     table(["exchange", "symbol", "trades", "quotes", "first", "last", "freshness"], rows, { id: "sources" }));
 }
 
+/** Per topic: landed offset vs the broker's high watermark (summed over partitions), last commit. */
+function lagCard(lag) {
+  if (lag.error) return el("div", {}, el("h2", {}, "Kafka lag"), el("p", { class: "error" }, lag.error.message));
+  const body = lag.value;
+  const topics = new Map();
+  for (const row of body.data) {
+    const t = topics.get(row.topic) || { topic: row.topic, table: row.table, landed: 0, high: 0, lag: 0, known: true, partitions: 0, last: row.last_commit, age: row.last_commit_age_s };
+    t.partitions += 1;
+    t.landed += row.landed_offset;
+    if (row.high_watermark === null) t.known = false; else t.high += row.high_watermark;
+    if (row.lag !== null) t.lag += row.lag;
+    topics.set(row.topic, t);
+  }
+  const prefix = body.exact ? "" : "≥ ";
+  const rows = [...topics.values()].map((t) => el("tr", { dataset: { topic: t.topic, lag: t.known ? String(t.lag) : "" } },
+    el("td", {}, t.topic), el("td", {}, t.table || "not landed yet"), el("td", {}, String(t.partitions)), el("td", {}, t.landed.toLocaleString()),
+    el("td", {}, t.known ? t.high.toLocaleString() : "?"), el("td", { class: t.known && t.lag > 0 ? "lag-behind" : "" }, t.known ? `${prefix}${t.lag.toLocaleString()}` : "unknown"),
+    el("td", {}, t.last ? `${shortTime(t.last)} (${ago(t.last)})` : "never")));
+  const head = el("thead", {}, el("tr", {}, ["topic", "table", "partitions", "landed offset", "high watermark", "lag (msgs)", "last commit"].map((c) => el("th", {}, c))));
+  return el("div", {}, el("h2", {}, "Kafka lag (messages in Kafka not yet in Iceberg)"),
+    body.broker_error ? el("p", { class: "error", id: "lag-error" }, body.broker_error) : null,
+    body.exact ? null : el("p", { class: "muted" }, "Tansu's high watermark is the start of its last batch: the lag is a lower bound."),
+    el("table", { id: "lag" }, head, el("tbody", {}, rows)));
+}
+
 function gapsCard(gaps) {
   if (gaps.error) return el("p", { class: "error" }, gaps.error.message);
   const rows = gaps.value.data.map((g) => [g.exchange, g.symbol, g.data_type, `${g.first_missing_id}..${g.last_missing_id}`, g.missing_count, shortTime(g.detected_ts)]);
@@ -71,16 +96,17 @@ function dlqCard(dlq) {
 }
 
 async function refresh(page) {
-  const [health, checks, symbols, trades, quotes, gaps, dlq] = await Promise.all([
+  const [health, checks, symbols, trades, quotes, gaps, dlq, lag] = await Promise.all([
     settle(api("/health")), settle(ready()), settle(api("/v1/symbols")), settle(api("/v1/snapshots", { table: "trades" })),
     settle(api("/v1/snapshots", { table: "quotes" })), settle(api("/v1/gaps", { status: "open" })), settle(api("/v1/dlq", { limit: 100 })),
+    settle(api("/v1/lag")),
   ]);
   const unauthorized = [symbols, trades].find((r) => r.error && r.error.status === 401);
   if (unauthorized) throw unauthorized.error;
   clear(page).append(
     el("p", { class: "status-line" }, `Updated ${new Date().toISOString()} · refreshes every ${REFRESH_MS / 1000} s`),
     el("div", { class: "cards" }, partsCard(health, checks), gapsCard(gaps), dlqCard(dlq)),
-    commitsCard({ trades, quotes }), sourcesCard(symbols));
+    commitsCard({ trades, quotes }), lagCard(lag), sourcesCard(symbols));
   page.dataset.loaded = "true";
 }
 

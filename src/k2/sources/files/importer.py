@@ -65,6 +65,7 @@ from k2.model.arrow import unscaled_from_decimal
 from k2.model.lineage import with_file_lineage
 from k2.model.validate import validate
 from k2.model.values import now_micros
+from k2.pacing import Backoff, retrying
 from k2.sources.files.formats import FORMATS, FileFormat, ImportOptions, Layout
 from k2.sources.files.parse import BadRow, Parsed, parse_block
 from k2.sources.files.rejects import RejectSink
@@ -210,22 +211,24 @@ class LakeLander:
         self.table = ensure_tables(load_catalog(settings), settings)[short]
 
     def land(self, data: pa.Table, adds: Mapping[str, str]) -> Landed:
-        for attempt in range(_COMMIT_ATTEMPTS):
-            rows, dropped = deduplicate_against(self.table, data, self.short)
-            if not rows.num_rows:
-                return Landed(duplicates=dropped)
-            properties = commit_summary(
-                self.table.current_snapshot(), WRITER, {**adds, ROWS_KEY: str(rows.num_rows)}
-            )
-            try:
+        # Another writer may commit meanwhile (maybe the same rows): refresh, dedup again, retry.
+        for attempt in retrying(
+            CommitFailedException,
+            attempts=_COMMIT_ATTEMPTS,
+            backoff=Backoff(0.0, 0.0),
+        ):
+            with attempt:
+                if attempt.number > 1:
+                    self.table.refresh()
+                rows, dropped = deduplicate_against(self.table, data, self.short)
+                if not rows.num_rows:
+                    return Landed(duplicates=dropped)
+                properties = commit_summary(
+                    self.table.current_snapshot(), WRITER, {**adds, ROWS_KEY: str(rows.num_rows)}
+                )
                 return Landed(
                     rows.num_rows, dropped, 0, append_sorted(self.table, rows, self.short, properties)
                 )
-            except CommitFailedException:
-                # Another writer committed meanwhile (maybe the same rows): refresh, dedup again, retry.
-                if attempt == _COMMIT_ATTEMPTS - 1:
-                    raise
-                self.table.refresh()
         raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import atexit
+import contextlib
 import gzip
 import hashlib
 import os
@@ -25,7 +26,7 @@ import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, cast
+from typing import IO, Any, cast
 
 
 class FileImportError(ValueError):
@@ -156,6 +157,7 @@ def parquet_as_csv(path: Path, columns: list[str]) -> SourceFile:
     found = {name.lower(): name for name in parquet.schema_arrow.names}
     missing = [c for c in columns if c not in found]
     if missing:
+        _refuse_other_parquet_layout(path, parquet.schema_arrow)
         raise FileImportError(
             f"{path.name}: expected Parquet columns {','.join(columns)}, found {','.join(parquet.schema_arrow.names)} (missing {missing})"
         )
@@ -181,6 +183,33 @@ def parquet_as_csv(path: Path, columns: list[str]) -> SourceFile:
     return SourceFile(Path(name), csv_name, sha256_of(path), Path(name).stat().st_size, False)
 
 
+# Column sets that name another tool's Parquet layout: (columns that must all be present, what it is).
+_NAUTILUS_COLUMNS = {"ts_event", "ts_init"}
+_NAUTILUS_KINDS = (
+    ({"aggressor_side", "trade_id"}, "TradeTick"),
+    ({"bid_price", "ask_price"}, "QuoteTick"),
+    ({"open", "high", "low", "close"}, "Bar"),
+    ({"action", "order_id"}, "OrderBookDelta"),
+)
+
+
+def _refuse_other_parquet_layout(path: Path, schema: Any) -> None:
+    """Refuse by name a Parquet file written by another tool whose layout K2 does not import (NautilusTrader)."""
+    names = {n.lower() for n in schema.names}
+    metadata = {k.decode(errors="replace"): v for k, v in (schema.metadata or {}).items()}
+    if not (names >= _NAUTILUS_COLUMNS or "instrument_id" in metadata and "price_precision" in metadata):
+        return
+    kind = next((k for cols, k in _NAUTILUS_KINDS if cols <= names), "data")
+    instrument = (
+        metadata.get("instrument_id", b"").decode(errors="replace") if "instrument_id" in metadata else ""
+    )
+    raise FileImportError(
+        f"{path.name}: expected a Tardis-layout Parquet file, found a NautilusTrader {kind} Parquet file"
+        f"{f' ({instrument})' if instrument else ''} (fixed-point ts_event/ts_init layout), which K2 does not import; "
+        "import the venue's own files (k2 import binance-trades / tardis-trades) or export the catalog to CSV"
+    )
+
+
 _MAGIC = {
     b"PAR1": "a Parquet file",
     b"\x89HDF": "an HDF5 file",
@@ -202,6 +231,14 @@ def _refuse_unsupported(path: Path) -> None:
         raise FileImportError(
             f"{path.name}: expected a .zip name for ZIP data, found {path.suffix or 'no suffix'}; rename it to .zip"
         )
+    if head.startswith(b"PAR1"):
+        import pyarrow.parquet as pq
+
+        schema = None
+        with contextlib.suppress(Exception):  # an unreadable Parquet file gets the generic refusal below
+            schema = pq.read_schema(path)
+        if schema is not None:
+            _refuse_other_parquet_layout(path, schema)
     for magic, what in _MAGIC.items():
         if head.startswith(magic):
             raise FileImportError(

@@ -1,0 +1,147 @@
+"""The column-wise Avro encoder writes exactly fastavro's bytes, and a batch sent through the producer decodes
+with confluent-kafka's own AvroDeserializer to the source rows (real Tansu broker, K2's registry)."""
+
+from __future__ import annotations
+
+import io
+import random
+import time
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import fastavro
+import pytest
+from confluent_kafka import Consumer
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from k2.bus.avro_encode import NotUniform, encode_batch
+from k2.bus.producer import MarketDataProducer
+from k2.bus.serde import _decimal_bytes
+from k2.config import Settings
+from k2.model import QUOTE, TRADE, RecordType
+from tests.query.helpers import capture_tables, csv_rows, csv_trades
+
+HEADER = b"\x00\x00\x00\x00\x2a"
+
+
+def fastavro_bytes(record: RecordType, row: dict[str, Any]) -> bytes:
+    """The reference: fastavro's schemaless writer, decimals as K2's minimal two's-complement bytes."""
+    prepared = dict(row)
+    for field in record.fields:
+        if field.kind == "decimal" and isinstance(prepared.get(field.name), int):
+            prepared[field.name] = _decimal_bytes(prepared[field.name])
+    buffer = io.BytesIO(HEADER)
+    buffer.seek(len(HEADER))
+    fastavro.schemaless_writer(buffer, fastavro.parse_schema(record.avro_schema()), prepared)
+    return buffer.getvalue()
+
+
+def edge_trades(n: int) -> list[dict[str, Any]]:
+    rnd = random.Random(5)
+    big = 10**18 - 1
+    return [
+        {
+            "exchange": "binance",
+            "symbol": rnd.choice(["BTCUSDT", "ÉTH€", "X" * 200, ""]),
+            "instrument": "BTC-USDT",
+            "asset_class": "crypto",
+            "trade_id": rnd.choice([0, 1, -1, 63, 64, 2**62, -(2**63), 2**63 - 1]),
+            "price": rnd.choice([0, 1, -1, 127, 128, -128, -129, 255, 256, 32767, 32768, big, -big]),
+            "quantity": rnd.randrange(1, 10**12),
+            "quote_quantity": rnd.choice([None, 5, -300, 10**17]),
+            "side": rnd.choice(["BUY", "SELL"]),
+            "exchange_ts": rnd.randrange(0, 2**60),
+            "receipt_ts": 1,
+            "ingest_ts": -5,
+            "source_sequence": rnd.choice([None, 0, 2**40]),
+            "conditions": rnd.choice([[], ["A"], ["BEST_MATCH", "x" * 300, ""]]),
+            "vendor": rnd.choice([{}, {"k": "v"}, {"a": "", "ü": "ß" * 70}]),
+        }
+        for _ in range(n)
+    ]
+
+
+def wire_rows(table: Any) -> list[dict[str, Any]]:
+    """Arrow rows in wire form: decimals as unscaled ints, times as int microseconds."""
+    rows = []
+    for row in table.to_pylist():
+        out = {}
+        for key, value in row.items():
+            if isinstance(value, Decimal):
+                value = int(value.scaleb(8))
+            elif hasattr(value, "timestamp"):
+                value = int(value.timestamp() * 1_000_000)
+            elif key == "vendor":  # Arrow gives a map as a list of (key, value) pairs
+                value = dict(value)
+            out[key] = value
+        rows.append(out)
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("record", "rows"),
+    [
+        (TRADE, edge_trades(3000)),
+        (TRADE, wire_rows(csv_trades(csv_rows()))),
+        (TRADE, wire_rows(capture_tables(max_lines=3000)[0])),
+        (QUOTE, wire_rows(capture_tables(max_lines=3000)[1])),
+    ],
+    ids=["edge-values", "binance-trade-file", "capture-trades", "capture-quotes"],
+)
+def test_batch_bytes_equal_fastavro(record: RecordType, rows: list[dict[str, Any]]) -> None:
+    assert rows
+    encoded = encode_batch(record, HEADER, rows)
+    assert encoded == [fastavro_bytes(record, r) for r in rows]
+
+
+def test_a_batch_it_cannot_encode_column_wise_is_refused_whole() -> None:
+    rows = edge_trades(10)
+    for broken in (
+        {**rows[3], "price": Decimal("1.5")},  # not an unscaled int
+        {**rows[3], "symbol": None},  # a required string missing
+        {k: v for k, v in rows[3].items() if k != "vendor"},
+        {**rows[3], "trade_id": 2**64},  # beyond a long
+    ):
+        with pytest.raises(NotUniform):
+            encode_batch(TRADE, HEADER, [*rows[:3], broken, *rows[4:]])
+
+
+def test_send_many_messages_decode_with_confluents_deserializer(settings: Settings) -> None:
+    rows = wire_rows(csv_trades(csv_rows()))
+    topic = f"market.crypto.trades.batch{uuid.uuid4().hex[:8]}"
+    with MarketDataProducer(settings) as producer:
+        assert producer.send_many(TRADE, rows, topic) == len(rows)
+        producer.flush(60)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": f"g{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    values: list[bytes] = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(values) < len(rows) and time.monotonic() < deadline:
+            for msg in consumer.consume(1000, 0.5):
+                if msg.error() is None:
+                    values.append(msg.value())
+    finally:
+        consumer.close()
+    assert len(values) == len(rows)
+    deserializer = AvroDeserializer(SchemaRegistryClient({"url": settings.schema_registry_url}))
+    ctx = SerializationContext(topic, MessageField.VALUE)
+    decoded = sorted((deserializer(v, ctx) for v in values), key=lambda d: d["trade_id"])
+    source = sorted(rows, key=lambda r: r["trade_id"])
+    for got, want in zip(decoded, source, strict=True):
+        assert got["trade_id"] == want["trade_id"]
+        assert got["price"] == Decimal(want["price"]).scaleb(-8)
+        assert got["quantity"] == Decimal(want["quantity"]).scaleb(-8)
+        assert int(got["exchange_ts"].timestamp() * 1_000_000) == want["exchange_ts"]
+        assert got["side"] == want["side"] and got["conditions"] == want["conditions"]
+        assert got["vendor"] == want["vendor"] and got["symbol"] == want["symbol"]
