@@ -238,14 +238,18 @@ class MarketDataProducer:
             row = {**row, "ingest_ts": now_micros()}
         target = topic or self.topic_for(record, row)
         value = self.encoder(record, target).encode(row)
-        self.sequence += 1
         base = self._cid_headers if headers is None else list(headers.items())
         self.produce_raw(
             target,
             row["symbol"].encode(),
             value,
-            [*base, message_id_header(self._producer_id, self.sequence)],
+            self._with_message_id(base),
         )
+
+    def _with_message_id(self, base: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+        """``base`` + this message's ``k2.mid`` header (the one place the message id is set; k2.bus.lineage)."""
+        self.sequence += 1
+        return [*base, message_id_header(self._producer_id, self.sequence)]
 
     def produce_raw(
         self,
@@ -367,7 +371,7 @@ class MarketDataProducer:
             batch = [r if r.get("ingest_ts") is not None else {**r, "ingest_ts": now} for r in batch]
         values = self.encoder(record, target).encode_many(batch)
         for row, value in zip(batch, values, strict=True):
-            self.produce_raw(target, row["symbol"].encode(), value, self._cid_headers)
+            self.produce_raw(target, row["symbol"].encode(), value, self._with_message_id(self._cid_headers))
         return len(batch)
 
     def flush(self, timeout: float | None = None) -> None:
