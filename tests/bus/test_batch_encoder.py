@@ -59,6 +59,7 @@ def edge_trades(n: int) -> list[dict[str, Any]]:
             "source_sequence": rnd.choice([None, 0, 2**40]),
             "conditions": rnd.choice([[], ["A"], ["BEST_MATCH", "x" * 300, ""]]),
             "vendor": rnd.choice([{}, {"k": "v"}, {"a": "", "ü": "ß" * 70}]),
+            "currency": rnd.choice([None, "USDT", ""]),
         }
         for _ in range(n)
     ]
