@@ -1,8 +1,8 @@
 """The local stack is durable: `k2 down`/`k2 up` cycles and broker SIGKILLs lose nothing.
 
 The real stack as users run it (`k2 up`: SeaweedFS, Tansu on `s3://`, K2's registry, the landing
-service, the API; random ports, a tmp data dir) takes three `k2 down`/`k2 up` cycles (the issue's own
-reproduction) and two broker SIGKILLs + restarts while `k2 import ... --via-kafka` runs file after file and `k2 stream binance`
+service, the API; random ports, a tmp data dir) takes five `k2 down`/`k2 up` cycles (issue 10's test)
+and two broker SIGKILLs + restarts while `k2 import ... --via-kafka` runs file after file and `k2 stream binance`
 reads the fake exchange. Afterwards the trades table holds exactly the sent keys, once each, and the
 dead-letter topic still holds every letter it held mid-way (and every bad import line is accounted for).
 """
@@ -166,9 +166,9 @@ def _cycles_while_importing_and_streaming(tmp_path: Path, env: dict[str, str], s
     importer.start()
     mid_dlq: set[tuple[str, bytes, str]] = set()
     try:
-        for cycle in range(3):
+        for cycle in range(5):
             time.sleep(3)
-            if cycle in (0, 2):  # a broker crash, then `k2 up` restarts it
+            if cycle in (1, 3):  # a broker crash, then `k2 up` restarts it
                 pid = int((data_dir / "run" / "broker.pid").read_text().split()[0])
                 os.kill(pid, signal.SIGKILL)
                 time.sleep(1)
@@ -181,7 +181,7 @@ def _cycles_while_importing_and_streaming(tmp_path: Path, env: dict[str, str], s
             assert down.returncode == 0, down.stdout + down.stderr
             up = k2(["up"], env)
             assert up.returncode == 0, up.stdout + up.stderr
-            if cycle == 1:
+            if cycle == 2:
                 mid_dlq = _dead_letters(settings)
         importer.join(timeout=600)
         assert stream.wait(timeout=300) == 0, (tmp_path / "stream.log").read_text()[-3000:]
