@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -26,17 +25,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench_stack import bench_stack  # noqa: E402
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition  # noqa: E402
 from tests.landing.helpers import make_trades  # noqa: E402
 
 from k2.bus import MarketDataProducer, ensure_topics  # noqa: E402
-from k2.bus.broker import tansu_process  # noqa: E402
-from k2.bus.registry.server import registry_process  # noqa: E402
 from k2.config import Settings  # noqa: E402
 from k2.landing import LandingConsumer  # noqa: E402
 from k2.model import TRADE  # noqa: E402
 from k2.query.client import Client  # noqa: E402
-from k2.telemetry.procs import free_port  # noqa: E402
 
 TOPIC = "market.crypto.trades.binance"
 SYMBOL = "BTCUSDT"
@@ -85,40 +82,24 @@ def main() -> None:
     start = time_text(rows[0]["exchange_ts"])
     end = time_text(rows[-1]["exchange_ts"] + 1_000_000)
     landed = len(rows) // 10
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        broker = tansu_process(free_port(), root / "tansu.log").start()
-        registry = registry_process(
-            free_port(), f"sqlite:///{root / 'registry.db'}", root / "registry.log"
-        ).start()
-        try:
-            settings = Settings(
-                data_dir=root / "k2",
-                kafka_bootstrap_servers=f"127.0.0.1:{broker.port}",
-                schema_registry_url=f"http://127.0.0.1:{registry.port}",
-                consumer_session_timeout_ms=1000,
-                landing_metrics_port=0,
-                consumer_group="bench-hybrid",
-            )
-            ensure_topics(settings, [TOPIC])
-            with MarketDataProducer(settings) as producer:
-                producer.send_many(TRADE, rows[:landed])
-            LandingConsumer(settings, topics=[TOPIC]).run(idle_exit_seconds=3)
-            with MarketDataProducer(settings) as producer:
-                producer.send_many(TRADE, rows[landed:])
-            floor = consume_only(settings, len(rows), settings.topic_partitions)
-            print(
-                f"commit {commit.stdout.strip()}  trades {len(rows):,}: {landed:,} landed, {len(rows) - landed:,} in Kafka only"
-            )
-            print(f"consume-only floor: all {len(rows):,} messages read in {floor:.2f} s")
-            ask(settings, "defaults", start, end)
-            roomy = settings.model_copy(
-                update={"query_recent_max_rows": 2 * len(rows), "query_recent_timeout_seconds": 120.0}
-            )
-            ask(roomy, "limits that fit", start, end)
-        finally:
-            registry.stop()
-            broker.stop()
+    with bench_stack(consumer_group="bench-hybrid") as (_root, settings):
+        ensure_topics(settings, [TOPIC])
+        with MarketDataProducer(settings) as producer:
+            producer.send_many(TRADE, rows[:landed])
+        LandingConsumer(settings, topics=[TOPIC]).run(idle_exit_seconds=3)
+        with MarketDataProducer(settings) as producer:
+            producer.send_many(TRADE, rows[landed:])
+        floor = consume_only(settings, len(rows), settings.topic_partitions)
+        print(
+            f"commit {commit.stdout.strip()}  trades {len(rows):,}: {landed:,} landed, "
+            f"{len(rows) - landed:,} in Kafka only"
+        )
+        print(f"consume-only floor: all {len(rows):,} messages read in {floor:.2f} s")
+        ask(settings, "defaults", start, end)
+        roomy = settings.model_copy(
+            update={"query_recent_max_rows": 2 * len(rows), "query_recent_timeout_seconds": 120.0}
+        )
+        ask(roomy, "limits that fit", start, end)
 
 
 def time_text(micros: int) -> str:

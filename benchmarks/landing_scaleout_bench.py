@@ -21,7 +21,6 @@ import argparse
 import multiprocessing
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -30,15 +29,13 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench_stack import bench_stack  # noqa: E402
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition  # noqa: E402
 from tests.landing.helpers import TEN_SYMBOLS, make_trades  # noqa: E402
 
 from k2.bus import MarketDataProducer, ensure_topics  # noqa: E402
-from k2.bus.broker import tansu_process  # noqa: E402
-from k2.bus.registry.server import registry_process  # noqa: E402
 from k2.config import Settings  # noqa: E402
 from k2.landing import LandingConsumer  # noqa: E402
-from k2.telemetry.procs import free_port  # noqa: E402
 
 TOPIC = "market.crypto.trades.binance"
 PARTITIONS = 8
@@ -119,38 +116,21 @@ def main() -> None:
     args = parser.parse_args()
     counts = [int(x) for x in args.processes.split(",")]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        broker = tansu_process(free_port(), root / "tansu.log").start()
-        registry = registry_process(
-            free_port(), f"sqlite:///{root / 'registry.db'}", root / "registry.log"
-        ).start()
-        try:
-            base = Settings(
-                data_dir=root / "k2",
-                kafka_bootstrap_servers=f"127.0.0.1:{broker.port}",
-                schema_registry_url=f"http://127.0.0.1:{registry.port}",
-                topic_partitions=PARTITIONS,
-                consumer_session_timeout_ms=1000,
-                landing_metrics_port=0,
+    with bench_stack(topic_partitions=PARTITIONS) as (root, base):
+        produce(base, args.trades)
+        floor = consume_only(base, args.trades)
+        print(f"commit {commit.stdout.strip()}  trades {args.trades:,}  partitions {PARTITIONS}")
+        print(f"consume-only floor (1 consumer, no decode): {floor:,.0f} msgs/s")
+        for processes in counts:
+            settings = base.model_copy(
+                update={"data_dir": root / f"k2-{processes}", "consumer_group": f"scale-{processes}"}
             )
-            produce(base, args.trades)
-            floor = consume_only(base, args.trades)
-            print(f"commit {commit.stdout.strip()}  trades {args.trades:,}  partitions {PARTITIONS}")
-            print(f"consume-only floor (1 consumer, no decode): {floor:,.0f} msgs/s")
-            for processes in counts:
-                settings = base.model_copy(
-                    update={"data_dir": root / f"k2-{processes}", "consumer_group": f"scale-{processes}"}
-                )
-                result = land_with(settings, processes)
-                shares = ", ".join(f"{rows:,} rows at {rate:,.0f}/s" for rows, rate in result["per_process"])
-                print(
-                    f"{processes} process(es): {result['landed']:,} rows in {result['seconds']:.1f} s = "
-                    f"{result['rate']:,.0f} rows/s total ({result['rate'] / processes:,.0f} per process; {shares})"
-                )
-        finally:
-            registry.stop()
-            broker.stop()
+            result = land_with(settings, processes)
+            shares = ", ".join(f"{rows:,} rows at {rate:,.0f}/s" for rows, rate in result["per_process"])
+            print(
+                f"{processes} process(es): {result['landed']:,} rows in {result['seconds']:.1f} s = "
+                f"{result['rate']:,.0f} rows/s total ({result['rate'] / processes:,.0f} per process; {shares})"
+            )
 
 
 if __name__ == "__main__":
