@@ -132,6 +132,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
     import os
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("K2_")}
-    for key, value in settings.model_dump(exclude_unset=True).items():
-        env[f"K2_{key.upper()}"] = str(value)
+    wanted = {f"K2_{name.upper()}" for name in settings.model_fields_set}
+    # environment() unwraps secrets (str() of a SecretStr is its mask).
+    env.update({k: v for k, v in settings.environment().items() if k in wanted})
     return env

@@ -94,8 +94,8 @@ def spark_properties(settings: Settings, show_secrets: bool = True) -> dict[str,
         props[f"{prefix}.type"] = "rest"
         props[f"{prefix}.uri"] = settings.catalog_url
         for key in ("credential", "token"):
-            if value := getattr(settings, f"catalog_{key}"):
-                props[f"{prefix}.{key}"] = value
+            if secret := getattr(settings, f"catalog_{key}"):
+                props[f"{prefix}.{key}"] = secret.get_secret_value()
         if settings.catalog_warehouse_name:
             props[f"{prefix}.warehouse"] = settings.catalog_warehouse_name
     else:
