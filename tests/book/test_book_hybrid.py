@@ -63,7 +63,7 @@ def test_book_applies_depth_still_in_kafka_and_says_when_the_read_was_cut(
     with MarketDataProducer(settings) as producer:
         producer.send_many(BOOK_DELTA, landed)
     topic = topic_name("crypto", "depth", exchange)
-    LandingConsumer(settings, topics=[topic]).run(idle_exit_seconds=2.0, max_seconds=60)
+    LandingConsumer(settings, topics=[topic]).run(idle_exit_seconds=10.0, max_seconds=120)
     with MarketDataProducer(settings) as producer:
         producer.send_many(BOOK_DELTA, later)
 
