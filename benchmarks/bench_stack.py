@@ -6,6 +6,7 @@ with bench_stack() as (root, settings):
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -24,7 +25,10 @@ from k2.telemetry.procs import free_port  # noqa: E402
 
 @contextmanager
 def bench_stack(**overrides: Any) -> Iterator[tuple[Path, Settings]]:
-    """Start Tansu (memory storage) and K2's registry; yield (temporary root, settings); stop both."""
+    """Start Tansu (memory storage) and K2's registry; yield (temporary root, settings); stop both.
+
+    ``overrides`` are further settings (nothing else differs from K2's defaults).
+    """
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         broker = tansu_process(free_port(), root / "tansu.log").start()
@@ -48,3 +52,9 @@ def bench_stack(**overrides: Any) -> Iterator[tuple[Path, Settings]]:
         finally:
             registry.stop()
             broker.stop()
+
+
+def git_commit() -> str:
+    """The short commit id of the checkout being measured."""
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    return done.stdout.strip()

@@ -16,20 +16,18 @@ from __future__ import annotations
 
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench_stack import bench_stack
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from k2.bus.broker import tansu_process
 from k2.bus.producer import MarketDataProducer, producer_config
 from k2.config import Settings
 from k2.telemetry.logging import CID_HEADER, new_correlation_id
-from k2.telemetry.procs import free_port
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples" / "binance"
 
@@ -73,20 +71,7 @@ def compare(name: str, plain: Callable[[], float], stamped: Callable[[], float],
 def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 5
-    root = Path(tempfile.mkdtemp())
-    port, registry_port = free_port(), free_port()
-    broker = tansu_process(port, root / "tansu.log").start()
-    from k2.bus.registry.server import registry_process
-
-    registry = registry_process(
-        registry_port, f"sqlite:///{root / 'registry.db'}", root / "registry.log"
-    ).start()
-    try:
-        settings = Settings(
-            data_dir=root / "k2",
-            kafka_bootstrap_servers=f"127.0.0.1:{port}",
-            schema_registry_url=f"http://127.0.0.1:{registry_port}",
-        )
+    with bench_stack() as (_root, settings):
         admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
         for future in admin.create_topics([NewTopic("bench", 4, 1), NewTopic("bench-k2", 4, 1)]).values():
             future.result()
@@ -113,9 +98,6 @@ def main() -> None:
             lambda: k2_round(settings, rows, True),
             rounds,
         )
-    finally:
-        registry.stop()
-        broker.stop()
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ A truncated answer must say so (``recent_truncated`` + reason); a complete one m
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 import uuid
@@ -25,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench_stack import bench_stack  # noqa: E402
+from bench_stack import bench_stack, git_commit  # noqa: E402
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition  # noqa: E402
 from tests.landing.helpers import make_trades  # noqa: E402
 
@@ -77,12 +76,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trades", type=int, default=1_200_000)
     args = parser.parse_args()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
     rows = make_trades(SYMBOL, 1_000_000, args.trades, seed=7)
     start = time_text(rows[0]["exchange_ts"])
     end = time_text(rows[-1]["exchange_ts"] + 1_000_000)
     landed = len(rows) // 10
-    with bench_stack(consumer_group="bench-hybrid") as (_root, settings):
+    with bench_stack(
+        consumer_group="bench-hybrid", consumer_session_timeout_ms=1000, landing_metrics_port=0
+    ) as (_root, settings):
         ensure_topics(settings, [TOPIC])
         with MarketDataProducer(settings) as producer:
             producer.send_many(TRADE, rows[:landed])
@@ -91,7 +91,7 @@ def main() -> None:
             producer.send_many(TRADE, rows[landed:])
         floor = consume_only(settings, len(rows), settings.topic_partitions)
         print(
-            f"commit {commit.stdout.strip()}  trades {len(rows):,}: {landed:,} landed, "
+            f"commit {git_commit()}  trades {len(rows):,}: {landed:,} landed, "
             f"{len(rows) - landed:,} in Kafka only"
         )
         print(f"consume-only floor: all {len(rows):,} messages read in {floor:.2f} s")

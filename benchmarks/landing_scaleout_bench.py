@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import subprocess
 import sys
 import time
 import uuid
@@ -29,7 +28,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench_stack import bench_stack  # noqa: E402
+from bench_stack import bench_stack, git_commit  # noqa: E402
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition  # noqa: E402
 from tests.landing.helpers import TEN_SYMBOLS, make_trades  # noqa: E402
 
@@ -115,11 +114,12 @@ def main() -> None:
     parser.add_argument("--processes", default="1,2,4")
     args = parser.parse_args()
     counts = [int(x) for x in args.processes.split(",")]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-    with bench_stack(topic_partitions=PARTITIONS) as (root, base):
+    with bench_stack(
+        topic_partitions=PARTITIONS, consumer_session_timeout_ms=1000, landing_metrics_port=0
+    ) as (root, base):
         produce(base, args.trades)
         floor = consume_only(base, args.trades)
-        print(f"commit {commit.stdout.strip()}  trades {args.trades:,}  partitions {PARTITIONS}")
+        print(f"commit {git_commit()}  trades {args.trades:,}  partitions {PARTITIONS}")
         print(f"consume-only floor (1 consumer, no decode): {floor:,.0f} msgs/s")
         for processes in counts:
             settings = base.model_copy(

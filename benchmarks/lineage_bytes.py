@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from bench_stack import bench_stack
 
-from k2.bus.broker import tansu_process
 from k2.bus.producer import MarketDataProducer
 from k2.config import Settings
 from k2.lake.catalog import ensure_tables, load_catalog
@@ -30,7 +30,6 @@ from k2.lake.writer import append
 from k2.landing import LandingConsumer
 from k2.model import LINEAGE_FIELDS
 from k2.sources.binance import iter_capture
-from k2.telemetry.procs import free_port
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples" / "binance"
 EXTRA = [f.name for f in LINEAGE_FIELDS] + ["currency"]
@@ -72,21 +71,7 @@ def control(settings: Settings, short: str, data: pa.Table) -> tuple[float, floa
 
 
 def main() -> None:
-    root = Path(tempfile.mkdtemp())
-    port, registry_port = free_port(), free_port()
-    broker = tansu_process(port, root / "tansu.log").start()
-    from k2.bus.registry.server import registry_process
-
-    registry = registry_process(
-        registry_port, f"sqlite:///{root / 'registry.db'}", root / "registry.log"
-    ).start()
-    try:
-        settings = Settings(
-            data_dir=root / "k2",
-            kafka_bootstrap_servers=f"127.0.0.1:{port}",
-            schema_registry_url=f"http://127.0.0.1:{registry_port}",
-            consumer_group="lineage-bytes",
-        )
+    with bench_stack(consumer_group="lineage-bytes") as (_root, settings):
         with MarketDataProducer(settings) as producer:
             for record, row, _ in iter_capture(sorted(SAMPLES.glob("spot_btcusdt_*.gz"))):
                 producer.send(record, row)
@@ -111,9 +96,6 @@ def main() -> None:
                 f"  one-commit rewrite: with lineage {with_lineage:.2f} B/row, without {without:.2f} B/row "
                 f"(+{with_lineage / without - 1:.1%})"
             )
-    finally:
-        registry.stop()
-        broker.stop()
 
 
 if __name__ == "__main__":

@@ -18,9 +18,7 @@ Starts its own Tansu broker (memory storage) and K2 registry on random ports.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -28,17 +26,14 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from bench_stack import bench_stack, git_commit  # noqa: E402
 from confluent_kafka import Producer  # noqa: E402
 
 from k2.bus import MarketDataProducer  # noqa: E402
 from k2.bus.avro_encode import encode_batch  # noqa: E402
-from k2.bus.broker import tansu_process  # noqa: E402
 from k2.bus.producer import producer_config  # noqa: E402
-from k2.bus.registry.server import registry_process  # noqa: E402
-from k2.config import Settings  # noqa: E402
 from k2.model import TRADE  # noqa: E402
 from k2.sources.binance import iter_capture_trades  # noqa: E402
-from k2.telemetry.procs import free_port  # noqa: E402
 
 CAPTURES = sorted((REPO / "data" / "samples" / "binance").glob("spot_btcusdt_*.gz"))
 
@@ -54,17 +49,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=10_000)
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="k2-producer-bench-"))
-    broker = tansu_process(free_port(), root / "tansu.log").start()
-    registry = registry_process(
-        free_port(), f"sqlite:///{root / 'registry.db'}", root / "registry.log"
-    ).start()
-    try:
-        settings = Settings(
-            data_dir=root / "k2",
-            kafka_bootstrap_servers=f"127.0.0.1:{broker.port}",
-            schema_registry_url=f"http://127.0.0.1:{registry.port}",
-        )
+    with bench_stack() as (_root, settings):
         capture = [row for path in CAPTURES for row in iter_capture_trades(path)]
         now = int(time.time() * 1_000_000)
         rows: list[dict[str, Any]] = []
@@ -110,13 +95,7 @@ def main() -> None:
         producer.flush()
         results["K2 send_many (column-wise)"] = rate(len(rows), time.perf_counter() - t0)
         producer.close()
-    finally:
-        broker.stop()
-        registry.stop()
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
-    ).stdout.strip()
-    print(f"commit {commit}; {len(rows):,} trades (demo capture repeated), batches of {args.batch:,}")
+    print(f"commit {git_commit()}; {len(rows):,} trades (demo capture repeated), batches of {args.batch:,}")
     for name, value in results.items():
         print(f"{name:52} {value:>12,.0f} msgs/s")
 

@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench_stack import bench_stack  # noqa: E402
+
 from k2.bus import MarketDataProducer  # noqa: E402
-from k2.bus.broker import tansu_process  # noqa: E402
-from k2.bus.registry.server import registry_process  # noqa: E402
-from k2.config import Settings  # noqa: E402
 from k2.lake.catalog import ensure_tables, load_catalog  # noqa: E402
 from k2.lake.writer import append  # noqa: E402
 from k2.model import TRADE  # noqa: E402
@@ -32,7 +30,6 @@ from k2.model.arrow import records_to_arrow  # noqa: E402
 from k2.model.values import micros_to_datetime  # noqa: E402
 from k2.sources.binance import iter_capture_trades  # noqa: E402
 from k2.sources.replay import replay  # noqa: E402
-from k2.telemetry.procs import free_port  # noqa: E402
 
 CAPTURES = sorted((REPO / "data" / "samples" / "binance").glob("spot_btcusdt_*.gz"))
 HOUR_US = 3_600_000_000
@@ -56,42 +53,27 @@ def main() -> None:
                     "ingest_ts": row["receipt_ts"],
                 }
             )
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        broker_port, registry_port = free_port(), free_port()
-        broker = tansu_process(broker_port, root / "tansu.log").start()
-        registry = registry_process(
-            registry_port, f"sqlite:///{root / 'registry.db'}", root / "registry.log"
-        ).start()
-        try:
-            settings = Settings(
-                data_dir=root / "k2",
-                kafka_bootstrap_servers=f"127.0.0.1:{broker_port}",
-                schema_registry_url=f"http://127.0.0.1:{registry_port}",
-            )
-            table = ensure_tables(load_catalog(settings), settings)["trades"]
-            append(table, records_to_arrow(TRADE, rows), "trades")
+    with bench_stack() as (_root, settings):
+        table = ensure_tables(load_catalog(settings), settings)["trades"]
+        append(table, records_to_arrow(TRADE, rows), "trades")
 
-            producer = MarketDataProducer(settings)
-            producer.encoder(TRADE, "bench.baseline")  # registration and topic creation outside the timing
-            started = time.perf_counter()
-            for row in rows:
-                producer.send(TRADE, {**row, "ingest_ts": None}, "bench.baseline")
-            producer.flush()
-            baseline = len(rows) / (time.perf_counter() - started)
+        producer = MarketDataProducer(settings)
+        producer.encoder(TRADE, "bench.baseline")  # registration and topic creation outside the timing
+        started = time.perf_counter()
+        for row in rows:
+            producer.send(TRADE, {**row, "ingest_ts": None}, "bench.baseline")
+        producer.flush()
+        baseline = len(rows) / (time.perf_counter() - started)
 
-            replayer = MarketDataProducer(settings)
-            replayer.encoder(TRADE, "bench.replay")
-            start, end = (
-                micros_to_datetime(rows[0]["exchange_ts"]),
-                micros_to_datetime(rows[-1]["exchange_ts"] + 1),
-            )
-            stats = replay(settings, ["BTCUSDT"], start, end, "bench.replay", speed=None, producer=replayer)
-            assert stats.rows == len(rows), (stats.rows, len(rows))
-            rate = stats.rows / stats.seconds
-        finally:
-            registry.stop()
-            broker.stop()
+        replayer = MarketDataProducer(settings)
+        replayer.encoder(TRADE, "bench.replay")
+        start, end = (
+            micros_to_datetime(rows[0]["exchange_ts"]),
+            micros_to_datetime(rows[-1]["exchange_ts"] + 1),
+        )
+        stats = replay(settings, ["BTCUSDT"], start, end, "bench.replay", speed=None, producer=replayer)
+        assert stats.rows == len(rows), (stats.rows, len(rows))
+        rate = stats.rows / stats.seconds
     print(
         f"rows: {len(rows):,} ({args.copies} copies of the 19,904-trade capture), {stats.windows} windows read"
     )
