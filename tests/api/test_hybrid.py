@@ -7,28 +7,13 @@ from typing import Any
 
 from k2.bus.producer import MarketDataProducer
 from k2.model import TRADE
-from k2.model.values import now_micros, to_unscaled
+from k2.model.values import now_micros
 from tests.api.conftest import Api
+from tests.support.factories import wire_trade
 
 
 def _trade(exchange: str, trade_id: int, ts: int) -> dict[str, Any]:
-    return {
-        "exchange": exchange,
-        "symbol": "BTCUSDT",
-        "instrument": "BTC-USDT",
-        "asset_class": "crypto",
-        "trade_id": trade_id,
-        "price": to_unscaled("61837.63"),
-        "quantity": to_unscaled("0.02"),
-        "quote_quantity": None,
-        "side": "BUY",
-        "exchange_ts": ts,
-        "receipt_ts": ts,
-        "ingest_ts": None,
-        "source_sequence": trade_id,
-        "conditions": [],
-        "vendor": {},
-    }
+    return wire_trade(exchange, trade_id, ts)
 
 
 def test_include_recent_over_http(api: Api, unique: str) -> None:

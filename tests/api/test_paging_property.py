@@ -30,11 +30,11 @@ from k2.config import Settings
 from k2.lake.catalog import ensure_tables, load_catalog, load_table
 from k2.lake.writer import append
 from k2.model import TRADE
-from k2.model.values import to_unscaled
 from k2.query.client import Client
 from tests.api.conftest import api_settings
 from tests.api.helpers import ServerThread, quotes_table, rows_from_arrow, rows_from_response, trades_table
 from tests.landing.helpers import BASE_TS
+from tests.support.factories import wire_trade
 
 SYMBOL = "PGUSDT"
 OTHER = "QGUSDT"  # same timestamps as SYMBOL: ties across symbols at page edges
@@ -72,23 +72,16 @@ def _with(settings: Settings, **overrides: Any) -> Settings:
 
 
 def _kafka_trade(trade_id: int, ts: int) -> dict[str, Any]:
-    return {
-        "exchange": "binance",
-        "symbol": SYMBOL,
-        "instrument": "PG-USDT",
-        "asset_class": "crypto",
-        "trade_id": trade_id,
-        "price": to_unscaled("100.5"),
-        "quantity": to_unscaled("0.25"),
-        "quote_quantity": None,
-        "side": "SELL",
-        "exchange_ts": ts,
-        "receipt_ts": ts,
-        "ingest_ts": None,
-        "source_sequence": trade_id,
-        "conditions": [],
-        "vendor": {},
-    }
+    return wire_trade(
+        "binance",
+        trade_id,
+        ts,
+        symbol=SYMBOL,
+        instrument="PG-USDT",
+        price="100.5",
+        quantity="0.25",
+        side="SELL",
+    )
 
 
 @pytest.fixture(scope="module")

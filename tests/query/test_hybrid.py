@@ -12,26 +12,11 @@ from k2.landing.consumer import LandingConsumer
 from k2.model import QUOTE, TRADE
 from k2.model.values import micros_to_datetime, now_micros, to_unscaled
 from k2.query.client import Client
+from tests.support.factories import wire_trade
 
 
 def _trade(exchange: str, trade_id: int, price: str, ts: int) -> dict[str, Any]:
-    return {
-        "exchange": exchange,
-        "symbol": "BTCUSDT",
-        "instrument": "BTC-USDT",
-        "asset_class": "crypto",
-        "trade_id": trade_id,
-        "price": to_unscaled(price),
-        "quantity": to_unscaled("0.02"),
-        "quote_quantity": None,
-        "side": "BUY",
-        "exchange_ts": ts,
-        "receipt_ts": ts,
-        "ingest_ts": None,
-        "source_sequence": trade_id,
-        "conditions": [],
-        "vendor": {},
-    }
+    return wire_trade(exchange, trade_id, ts, price=price)
 
 
 def _quote(exchange: str, update_id: int, ts: int) -> dict[str, Any]:

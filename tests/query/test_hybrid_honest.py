@@ -20,9 +20,10 @@ from k2.lake.catalog import ensure_tables, load_catalog
 from k2.landing.consumer import LandingConsumer
 from k2.model import TRADE
 from k2.model.arrow import records_to_arrow
-from k2.model.values import micros_to_datetime, now_micros, to_unscaled
+from k2.model.values import micros_to_datetime, now_micros
 from k2.query.client import Client
 from k2.telemetry.procs import free_port
+from tests.support.factories import wire_trade
 
 from .helpers import load
 
@@ -31,23 +32,7 @@ def _trade(
     exchange: str, trade_id: int, price: str = "100", ts: int | None = None, quantity: str = "1"
 ) -> dict[str, Any]:
     ts = ts if ts is not None else now_micros() - 5_000_000
-    return {
-        "exchange": exchange,
-        "symbol": "BTCUSDT",
-        "instrument": "BTC-USDT",
-        "asset_class": "crypto",
-        "trade_id": trade_id,
-        "price": to_unscaled(price),
-        "quantity": to_unscaled(quantity),
-        "quote_quantity": None,
-        "side": "BUY",
-        "exchange_ts": ts,
-        "receipt_ts": ts,
-        "ingest_ts": ts,
-        "source_sequence": trade_id,
-        "conditions": [],
-        "vendor": {},
-    }
+    return {**wire_trade(exchange, trade_id, ts, price=price, quantity=quantity), "ingest_ts": ts}
 
 
 def _window(base: int) -> tuple[Any, Any]:

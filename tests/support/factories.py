@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import decimal
+from typing import Any
 
 import pyarrow as pa
 
 from k2.model import TRADE
+from k2.model.values import to_unscaled
 
 DAY_US = 86_400_000_000
 BASE_TS = 1_723_161_255_342_000  # 2024-08-08T23:54:15.342Z
@@ -43,6 +45,37 @@ def trade_batch(
             }
         )
     return pa.Table.from_pylist(rows, schema=TRADE.arrow_schema())
+
+
+def wire_trade(
+    exchange: str,
+    trade_id: int,
+    ts: int,
+    *,
+    symbol: str = "BTCUSDT",
+    instrument: str = "BTC-USDT",
+    price: str = "61837.63",
+    quantity: str = "0.02",
+    side: str = "BUY",
+) -> dict[str, Any]:
+    """One trade in wire form (what ``MarketDataProducer.send`` takes), id ``trade_id`` at ``ts`` µs."""
+    return {
+        "exchange": exchange,
+        "symbol": symbol,
+        "instrument": instrument,
+        "asset_class": "crypto",
+        "trade_id": trade_id,
+        "price": to_unscaled(price),
+        "quantity": to_unscaled(quantity),
+        "quote_quantity": None,
+        "side": side,
+        "exchange_ts": ts,
+        "receipt_ts": ts,
+        "ingest_ts": None,
+        "source_sequence": trade_id,
+        "conditions": [],
+        "vendor": {},
+    }
 
 
 def row_set(data: pa.Table) -> list[tuple[str, ...]]:
