@@ -13,24 +13,22 @@ answer still lists what landed, with ``broker_error`` set and no lag (never a si
 
 # No `from __future__ import annotations`: FastAPI must see the Annotated aliases at definition time.
 
-import json
 import time
-import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import KafkaException
 from fastapi import APIRouter, Request
 from pyiceberg.exceptions import NoSuchTableError
 
 from k2.api.errors import error_responses
 from k2.api.state import run
+from k2.bus.broker import read_watermarks
 from k2.config import Settings
 from k2.lake.catalog import TABLES, load_catalog, load_table
-from k2.lake.summary import RANGES_KEY, offsets_from_summary
+from k2.lake.summary import offsets_from_summary, topic_commits
 
-TANSU_CLUSTER_ID = "tansu_cluster"  # Tansu's default --cluster-id: its watermarks are approximate
 BROKER_TIMEOUT_SECONDS = 3.0
 
 
@@ -39,22 +37,16 @@ def _iso(ms: int | None) -> str | None:
 
 
 def _watermarks(settings: Settings) -> tuple[dict[tuple[str, int], int], bool]:
-    """(topic, partition) -> high watermark of every non-internal topic, and whether they are exact."""
-    consumer = Consumer({**settings.kafka_client_config(), "group.id": f"k2-lag-{uuid.uuid4().hex[:6]}"})
-    try:
-        metadata = consumer.list_topics(timeout=BROKER_TIMEOUT_SECONDS)
-        marks: dict[tuple[str, int], int] = {}
-        for topic, info in metadata.topics.items():
-            if topic.startswith("__") or topic.endswith(".dlq") or info.error is not None:
-                continue
-            for partition in info.partitions:
-                _, high = consumer.get_watermark_offsets(
-                    TopicPartition(topic, partition), timeout=BROKER_TIMEOUT_SECONDS
-                )
-                marks[(topic, int(partition))] = int(high)
-        return marks, str(metadata.cluster_id or "") != TANSU_CLUSTER_ID
-    finally:
-        consumer.close()
+    """(topic, partition) -> high watermark of every market topic (no DLQs), and whether they are exact."""
+    found = read_watermarks(
+        settings,
+        "k2-lag",
+        list_timeout=BROKER_TIMEOUT_SECONDS,
+        timeout=BROKER_TIMEOUT_SECONDS,
+        skip=lambda topic: topic.endswith(".dlq"),
+    )
+    marks = {(topic, p): high for topic, parts in found.topics.items() for p, (_, high) in parts.items()}
+    return marks, found.exact
 
 
 def _landed(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -67,13 +59,11 @@ def _landed(settings: Settings) -> dict[str, dict[str, Any]]:
         except NoSuchTableError:  # a table not created yet lands nothing
             continue
         snapshot = table.current_snapshot()
+        _, last = topic_commits(table.metadata.snapshots, since_ms=float("inf"))
         for topic, parts in offsets_from_summary(snapshot.summary if snapshot else None).items():
             out[topic] = {"table": definition.full_name, "landed": {int(p): int(o) for p, o in parts.items()}}
-        for snap in sorted(table.metadata.snapshots, key=lambda s: s.timestamp_ms, reverse=True):
-            raw = snap.summary.additional_properties.get(RANGES_KEY) if snap.summary is not None else None
-            for topic in json.loads(raw) if raw else {}:
-                if topic in out:
-                    out[topic].setdefault("last_commit_ms", snap.timestamp_ms)
+            if topic in last:
+                out[topic]["last_commit_ms"] = last[topic]
     return out
 
 

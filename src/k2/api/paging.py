@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 
 from k2.api.cursor import CursorCodec
 from k2.api.errors import APIError
+from k2.api.params import one_or_many
 from k2.model import QUOTE, TRADE
 from k2.query.errors import UnknownSymbolError
 
@@ -44,15 +45,11 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 @dataclass(frozen=True)
 class PageQuery:
-    """What one paged walk reads: a table, its filters and the page size.
-
-    ``symbol`` (replay) is one optional symbol; ``symbols`` (trades, quotes) the symbols a request names.
-    Neither: all symbols.
-    """
+    """What one paged walk reads: a table, its filters and the page size (``symbols`` empty: all symbols)."""
 
     endpoint: str
     table: str
-    symbol: str | None
+    symbols: tuple[str, ...]
     start: datetime | None
     end: datetime | None
     exchange: str | None
@@ -60,13 +57,10 @@ class PageQuery:
     max_rows: int
     digest: str
     key_id: str | None = None
-    symbols: tuple[str, ...] = ()
 
     def client_symbols(self) -> str | list[str] | None:
         """What the query client's ``trades``/``quotes`` take for this walk."""
-        if self.symbols:
-            return self.symbols[0] if len(self.symbols) == 1 else list(self.symbols)
-        return self.symbol
+        return one_or_many(list(self.symbols)) if self.symbols else None
 
 
 @dataclass
@@ -154,7 +148,7 @@ def finish(
 def keyset_sql(query: PageQuery, last: list[Any] | None, limit: int) -> tuple[str, list[Any]]:
     """A keyset-paged SELECT over the pinned view; table and id column come from a fixed map, values are bound.
 
-    >>> q = PageQuery("trades", "trades", "BTCUSDT", None, None, None, 2, 10, "d")
+    >>> q = PageQuery("trades", "trades", ("BTCUSDT",), None, None, None, 2, 10, "d")
     >>> sql, params = keyset_sql(q, None, 3)
     >>> sql.endswith("ORDER BY exchange_ts, exchange, symbol, trade_id LIMIT 3"), params
     (True, ['BTCUSDT'])
@@ -166,7 +160,6 @@ def keyset_sql(query: PageQuery, last: list[Any] | None, limit: int) -> tuple[st
         where.append(f"symbol IN ({', '.join('?' for _ in query.symbols)})")
         params += list(query.symbols)
     for column, op, value in (
-        ("symbol", "=", query.symbol),
         ("exchange", "=", query.exchange),
         ("exchange_ts", ">=", query.start),
         ("exchange_ts", "<", query.end),

@@ -11,9 +11,15 @@ Example:
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+from k2.config import Settings
 from k2.telemetry.procs import ManagedProcess
+
+TANSU_CLUSTER_ID = "tansu_cluster"  # Tansu's default --cluster-id: its watermarks are approximate
 
 
 def tansu_binary() -> Path:
@@ -48,3 +54,49 @@ def tansu_process(
         url,
     ]
     return ManagedProcess("broker", argv, port, log_path, pid_path=pid_path, env=s3_env)
+
+
+@dataclass(frozen=True)
+class Watermarks:
+    """What the broker says of its topics: ``topics`` is topic -> partition -> (low, high) watermark."""
+
+    cluster_id: str
+    brokers: int
+    topics: dict[str, dict[int, tuple[int, int]]]
+
+    @property
+    def exact(self) -> bool:
+        """Whether the high watermarks are log ends (not on Tansu: there they are lower bounds)."""
+        return self.cluster_id != TANSU_CLUSTER_ID
+
+
+def read_watermarks(
+    settings: Settings,
+    group_prefix: str,
+    *,
+    list_timeout: float,
+    timeout: float,
+    skip: Callable[[str], bool] = lambda topic: False,
+) -> Watermarks:
+    """The watermarks of every topic but internal ones (``__*``), errored ones and those ``skip`` names.
+
+    Raises ``KafkaException`` when the broker does not answer within the timeouts.
+    """
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {**settings.kafka_client_config(), "group.id": f"{group_prefix}-{uuid.uuid4().hex[:6]}"}
+    )
+    try:
+        metadata = consumer.list_topics(timeout=list_timeout)
+        topics: dict[str, dict[int, tuple[int, int]]] = {}
+        for topic, info in sorted(metadata.topics.items()):
+            if topic.startswith("__") or info.error is not None or skip(topic):
+                continue
+            topics[topic] = {}
+            for partition in sorted(info.partitions):
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+                topics[topic][int(partition)] = (int(low), int(high))
+        return Watermarks(str(metadata.cluster_id or ""), len(metadata.brokers), topics)
+    finally:
+        consumer.close()

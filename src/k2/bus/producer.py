@@ -38,6 +38,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from k2.bus.broker import TANSU_CLUSTER_ID
 from k2.bus.lineage import message_id_header
 from k2.bus.serde import AvroEncoder, registry_client
 from k2.bus.topics import ensure_topics, topic_name
@@ -83,7 +84,6 @@ class DeliveryError(RuntimeError):
         self.errors = errors
 
 
-TANSU_CLUSTER_ID = "tansu_cluster"  # Tansu's default --cluster-id
 _IDEMPOTENT: dict[str, bool] = {}
 
 

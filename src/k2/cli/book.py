@@ -19,10 +19,10 @@ from enum import StrEnum
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table as RichTable
 
 from k2.cli.query import RECENT, _client, _json_default, report_recent
+from k2.cli.safe import markup
 
 console = Console()
 
@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
         if not written:
             console.print("book_snapshots: nothing new to write")
         for (exchange, symbol), count in sorted(written.items()):
-            console.print(f"book_snapshots: {escape(exchange)}/{escape(symbol)}: {count} row(s) written")
+            console.print(f"book_snapshots: {markup(exchange)}/{markup(symbol)}: {count} row(s) written")
 
     @app.command("book")
     def book_command(
@@ -96,7 +96,7 @@ def register(app: typer.Typer) -> None:
                     f"{r['side']},{r['level']},{r['price']},{r['size']},{book.last_update_id},{reflects['exchange_ts']}\n"
                 )
         else:
-            title = escape(
+            title = markup(
                 f"{book.symbol} on {book.exchange}: update id {book.last_update_id} at {reflects['exchange_ts']}"
             )
             table = RichTable("bid size", "bid", "level", "ask", "ask size", title=title)

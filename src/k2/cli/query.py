@@ -35,9 +35,8 @@ import structlog
 import typer
 from rich.console import Console
 from rich.table import Table as RichTable
-from rich.text import Text
 
-from k2.cli.safe import markup, plain
+from k2.cli.safe import cell, markup, plain
 from k2.config import Settings, load_settings
 
 console = Console()
@@ -165,11 +164,11 @@ def render(table: pa.Table, fmt: OutputFormat, output: Path | None, title: str |
     else:
         rich = RichTable(
             *(markup(c) for c in table.column_names),
-            title=None if title is None else Text(plain(title)),
+            title=None if title is None else cell(title),
             show_lines=False,
         )
         for row in table.slice(0, TABLE_ROWS_SHOWN).to_pylist():
-            rich.add_row(*(Text(plain(_cell(v))) for v in row.values()))
+            rich.add_row(*(cell(_cell(v)) for v in row.values()))
         if output is None:
             console.print(rich)
             if table.num_rows > TABLE_ROWS_SHOWN:

@@ -18,7 +18,7 @@ refused (layout, checksum, market); a summary line goes to stderr either way.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -297,6 +297,13 @@ def _reference(settings: Settings, path: Path, quiet: bool) -> None:
     _print_reports([report], quiet, False)
 
 
+def _print_produced(dead_lettered: Mapping[str, int]) -> None:
+    """The closing lines of an import to Kafka (capture, book L2): what went to the DLQ, what to run next."""
+    if dead_lettered:
+        console.print(f"dead-lettered: {dict(dead_lettered)}")
+    console.print("produced to Kafka: run `k2 land` (the landing consumer) to land them")
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``k2 import`` command group to ``app``."""
     imp = typer.Typer(
@@ -449,9 +456,7 @@ def register(app: typer.Typer) -> None:
         console.print(
             f"{report.lines:,} lines: {rows}; {report.snapshots} depth snapshot(s); {len(report.gaps)} depth gap(s)"
         )
-        if report.dead_lettered:
-            console.print(f"dead-lettered: {dict(report.dead_lettered)}")
-        console.print("produced to Kafka: run `k2 land` (the landing consumer) to land them")
+        _print_produced(report.dead_lettered)
 
     @imp.command("tardis-book-l2")
     def tardis_book_l2(
@@ -465,11 +470,9 @@ def register(app: typer.Typer) -> None:
         try:
             report = import_tardis_book(files, load_settings())
         except ValueError as exc:  # a file that is not incremental_book_L2 (its header named)
-            err_console.print(f"error: {exc}", markup=False, highlight=False)
+            err_console.print(f"error: {plain(exc)}", markup=False, highlight=False)
             raise typer.Exit(2) from None
         console.print(f"{report.lines:,} lines: {report.rows:,} book deltas; {report.snapshots} snapshot(s)")
-        if report.dead_lettered:
-            console.print(f"dead-lettered: {dict(report.dead_lettered)}")
-        console.print("produced to Kafka: run `k2 land` (the landing consumer) to land them")
+        _print_produced(report.dead_lettered)
 
     app.add_typer(imp, name="import")

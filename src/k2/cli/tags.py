@@ -16,10 +16,9 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table as RichTable
 
-from k2.cli.safe import cell, plain
+from k2.cli.safe import cell, markup, plain
 from k2.config import load_settings
 
 if TYPE_CHECKING:
@@ -84,7 +83,7 @@ def create_command(
             typer.echo(f"error: {short}: {plain(exc)}", err=True)
             raise typer.Exit(2) from None
         console.print(
-            f"tagged {escape(info.table)} snapshot {info.snapshot_id} as {escape(info.name)}", highlight=False
+            f"tagged {markup(info.table)} snapshot {info.snapshot_id} as {markup(info.name)}", highlight=False
         )
 
 

@@ -135,3 +135,22 @@ def table_offsets(table: Any) -> OffsetMap:
     """The cumulative offsets of a table's current snapshot."""
     snapshot = table.current_snapshot()
     return offsets_from_summary(snapshot.summary if snapshot is not None else None)
+
+
+def topic_commits(snapshots: Iterable[Any], since_ms: float) -> tuple[dict[str, int], dict[str, int]]:
+    """Per topic, from the ``k2.kafka.ranges`` of a table's snapshots: the messages covered by commits at
+    or after ``since_ms``, and the time (ms) of the newest commit covering the topic (``k2 status`` and
+    ``/v1/lag`` both read landing progress this way)."""
+    covered: dict[str, int] = {}
+    last: dict[str, int] = {}
+    for snapshot in sorted(snapshots, key=lambda s: s.timestamp_ms, reverse=True):
+        raw = _properties(snapshot).get(RANGES_KEY)
+        if not raw:
+            continue
+        for topic, parts in json.loads(raw).items():
+            last.setdefault(topic, snapshot.timestamp_ms)
+            if snapshot.timestamp_ms >= since_ms:
+                covered[topic] = covered.get(topic, 0) + sum(
+                    int(hi) - int(lo) + 1 for lo, hi in parts.values()
+                )
+    return covered, last

@@ -22,19 +22,17 @@ Example (needs the stack)::
 
 from __future__ import annotations
 
-import json
 import time
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table as RichTable
 
+from k2.bus.broker import read_watermarks
 from k2.config import Settings
 from k2.telemetry.procs import pid_alive, port_open
 
-TANSU_CLUSTER_ID = "tansu_cluster"  # Tansu's default --cluster-id
 DAY_US = 86_400_000_000
 
 
@@ -99,57 +97,21 @@ def _parts(settings: Settings) -> list[dict[str, Any]]:
 
 def _broker(settings: Settings, report: dict[str, Any]) -> dict[tuple[str, int], tuple[int, int]]:
     """Topic partitions and their (low, high) watermarks; fills report["topics"] and ["broker"]."""
-    from confluent_kafka import Consumer, TopicPartition
-
+    found = read_watermarks(settings, "k2-status", list_timeout=5, timeout=3)
+    report["broker"] = {
+        "cluster_id": found.cluster_id,
+        "brokers": found.brokers,
+        "watermarks_exact": found.exact,
+    }
     marks: dict[tuple[str, int], tuple[int, int]] = {}
-    consumer = Consumer({**settings.kafka_client_config(), "group.id": f"k2-status-{uuid.uuid4().hex[:6]}"})
-    try:
-        metadata = consumer.list_topics(timeout=5)
-        cluster = str(metadata.cluster_id or "")
-        approx = cluster == TANSU_CLUSTER_ID
-        report["broker"] = {
-            "cluster_id": cluster,
-            "brokers": len(metadata.brokers),
-            "watermarks_exact": not approx,
+    for topic, partitions in found.topics.items():
+        marks.update({(topic, p): mark for p, mark in partitions.items()})
+        report["topics"][topic] = {
+            "partitions": len(partitions),
+            "messages": sum(max(high - max(low, 0), 0) for low, high in partitions.values()),
+            "messages_exact": found.exact,
         }
-        for topic, info in sorted(metadata.topics.items()):
-            if topic.startswith("__") or info.error is not None:
-                continue
-            total = 0
-            for p in sorted(info.partitions):
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=3)
-                marks[(topic, p)] = (low, high)
-                total += max(high - max(low, 0), 0)
-            report["topics"][topic] = {
-                "partitions": len(info.partitions),
-                "messages": total,
-                "messages_exact": not approx,
-            }
-    finally:
-        consumer.close()
     return marks
-
-
-def _snapshot_history(
-    table: Any, window_seconds: float, now_ms: int
-) -> tuple[dict[str, int], dict[str, int]]:
-    """Per topic: messages covered by commits in the window, and the newest commit time (ms) covering it."""
-    from k2.lake.summary import RANGES_KEY
-
-    covered: dict[str, int] = {}
-    last: dict[str, int] = {}
-    since = now_ms - window_seconds * 1000
-    for snapshot in sorted(table.metadata.snapshots, key=lambda s: s.timestamp_ms, reverse=True):
-        raw = snapshot.summary.additional_properties.get(RANGES_KEY) if snapshot.summary is not None else None
-        if not raw:
-            continue
-        for topic, parts in json.loads(raw).items():
-            last.setdefault(topic, snapshot.timestamp_ms)
-            if snapshot.timestamp_ms >= since:
-                covered[topic] = covered.get(topic, 0) + sum(
-                    int(hi) - int(lo) + 1 for lo, hi in parts.values()
-                )
-    return covered, last
 
 
 def _newest_exchange_times(settings: Settings, tables: dict[str, Any]) -> dict[str, int]:
@@ -239,7 +201,7 @@ def _collect_tables(
 ) -> dict[str, Any]:
     """Per table: size and last commit; per landed topic: landed offsets, lag, rate. Returns the tables."""
     from k2.lake.catalog import TABLES, ensure_tables, load_catalog
-    from k2.lake.summary import offsets_from_summary
+    from k2.lake.summary import offsets_from_summary, topic_commits
 
     exact = bool(report["broker"].get("watermarks_exact", False))
     tables = ensure_tables(load_catalog(settings), settings)
@@ -247,7 +209,7 @@ def _collect_tables(
         snapshot = table.current_snapshot()
         summary = snapshot.summary if snapshot is not None else None
         props = summary.additional_properties if summary is not None else {}
-        covered, last = _snapshot_history(table, window_seconds, now_ms)
+        covered, last = topic_commits(table.metadata.snapshots, now_ms - window_seconds * 1000)
         for topic, parts in offsets_from_summary(summary).items():
             entry = report["topics"].setdefault(
                 topic, {"partitions": len(parts), "messages": None, "messages_exact": exact}

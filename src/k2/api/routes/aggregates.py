@@ -111,7 +111,7 @@ def router(state: ApiState) -> APIRouter:
         def work() -> StreamingResponse:
             client = state.client()
             params: dict[str, Any] = {
-                "symbol": names[0] if len(names) == 1 else sorted(names),
+                "symbol": one_or_many(sorted(names)),
                 "interval": interval,
                 "start": start,
                 "end": end,
@@ -151,7 +151,7 @@ def router(state: ApiState) -> APIRouter:
             fmt = fmt_of(request, format)
             s, e, checked_as_of = check_window(settings, start, end, as_of)
             names = symbols_of(symbol, symbols)
-            key_symbol: Any = names[0] if len(names) == 1 else sorted(names)
+            key_symbol = one_or_many(sorted(names))
             target = one_or_many(names)
 
             def work() -> StreamingResponse:

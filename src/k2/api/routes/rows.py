@@ -78,7 +78,7 @@ def router(state: ApiState) -> APIRouter:
         query = paging.PageQuery(
             table_name,
             table_name,
-            None,
+            tuple(symbols),
             start,
             end,
             exchange,
@@ -86,7 +86,6 @@ def router(state: ApiState) -> APIRouter:
             settings.query_max_rows,
             digest,
             key_id_of(request),
-            tuple(symbols),
         )
         payload = paging.decode_cursor(state.cursors, cursor, query)
 
@@ -201,7 +200,7 @@ def router(state: ApiState) -> APIRouter:
         query = paging.PageQuery(
             "replay",
             table,
-            symbol,
+            () if symbol is None else (symbol,),
             s,
             e,
             exchange,

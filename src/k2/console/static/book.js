@@ -3,7 +3,7 @@
 // (URL state: book_at). Prices and sizes stay exact decimal strings in the ladder; only the depth chart
 // turns them into numbers. Every value is written as text (el(): textContent), never as HTML.
 import { api } from "./api.js";
-import { clear, el, isoUtc, shortTime } from "./util.js";
+import { clear, el, isoUtc, shortTime, thead } from "./util.js";
 
 export const BOOK_DEPTH = 20;
 const HOVER_DELAY_MS = 250;
@@ -86,7 +86,7 @@ export class BookPanel {
         el("td", {}, String(i + 1)), el("td", { class: "bid-size" }, bid.size || ""), el("td", { class: "bid" }, bid.price || ""),
         el("td", { class: "ask" }, ask.price || ""), el("td", { class: "ask-size" }, ask.size || "")));
     }
-    const head = el("thead", {}, el("tr", {}, ["level", "bid size", "bid", "ask", "ask size"].map((c) => el("th", {}, c))));
+    const head = thead(["level", "bid size", "bid", "ask", "ask size"]);
     clear(this.ladder).append(el("table", { id: "book-ladder" }, head, el("tbody", {}, rows)));
   }
 

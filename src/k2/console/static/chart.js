@@ -6,7 +6,7 @@
 import { api } from "./api.js";
 import { BookPanel } from "./book.js";
 import { quickCandles } from "./quickdraw.js";
-import { clear, el, isoUtc, shortTime } from "./util.js";
+import { clear, el, isoUtc, shortTime, thead } from "./util.js";
 
 const INTERVALS = { "1s": 1, "5s": 5, "15s": 15, "30s": 30, "1m": 60, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "4h": 14400, "1d": 86400 };
 const DEFAULT_BARS = 1440;          // a symbol-day of 1-minute bars
@@ -248,7 +248,7 @@ class ChartView {
     const columns = ["open_time", "open", "high", "low", "close", "volume", "trade_count", "vwap"];
     const body = el("tbody", {}, rows.map((r) => el("tr", { class: "candle", dataset: { openTime: r.open_time, open: r.open, high: r.high, low: r.low, close: r.close, volume: r.volume } },
       columns.map((c) => el("td", {}, r[c] === null || r[c] === undefined ? "" : String(r[c]))))));
-    this.tableHolder.append(el("table", { id: "candles" }, el("thead", {}, el("tr", {}, columns.map((c) => el("th", {}, c)))), body));
+    this.tableHolder.append(el("table", { id: "candles" }, thead(columns), body));
   }
 }
 

@@ -2,7 +2,7 @@
 // Refreshes itself every REFRESH_MS while shown. Sources: /health, /ready, /v1/symbols, /v1/snapshots,
 // /v1/lag (Kafka lag per topic), /v1/gaps, /v1/dlq (admin only: a read key sees a note instead).
 import { api } from "./api.js";
-import { ago, clear, el, shortTime, table } from "./util.js";
+import { ago, clear, el, shortTime, table, thead } from "./util.js";
 
 const REFRESH_MS = 10000;
 const RATE_WINDOW_S = 300;
@@ -23,7 +23,7 @@ function partsCard(health, checks) {
   for (const [name, check] of Object.entries(checks.value || {})) rows.push([name, check.ok ? "ok" : "failing", check.detail]);
   if (checks.error) rows.push(["ready", "failing", checks.error.message]);
   return el("div", {}, el("h2", {}, "Parts"),
-    el("table", { id: "parts" }, el("thead", {}, el("tr", {}, el("th", {}, "part"), el("th", {}, "state"), el("th", {}, "detail"))),
+    el("table", { id: "parts" }, thead(["part", "state", "detail"]),
       el("tbody", {}, rows.map(([name, state, detail]) => el("tr", { dataset: { part: name, state } },
         el("td", {}, name), el("td", {}, el("span", { class: `badge ${state === "ok" ? "ok" : "bad"}` }, state)), el("td", {}, detail || ""))))));
 }
@@ -71,7 +71,7 @@ function lagCard(lag) {
     el("td", {}, t.topic), el("td", {}, t.table || "not landed yet"), el("td", {}, String(t.partitions)), el("td", {}, t.landed.toLocaleString()),
     el("td", {}, t.known ? t.high.toLocaleString() : "?"), el("td", { class: t.known && t.lag > 0 ? "lag-behind" : "" }, t.known ? `${prefix}${t.lag.toLocaleString()}` : "unknown"),
     el("td", {}, t.last ? `${shortTime(t.last)} (${ago(t.last)})` : "never")));
-  const head = el("thead", {}, el("tr", {}, ["topic", "table", "partitions", "landed offset", "high watermark", "lag (msgs)", "last commit"].map((c) => el("th", {}, c))));
+  const head = thead(["topic", "table", "partitions", "landed offset", "high watermark", "lag (msgs)", "last commit"]);
   return el("div", {}, el("h2", {}, "Kafka lag (messages in Kafka not yet in Iceberg)"),
     body.broker_error ? el("p", { class: "error", id: "lag-error" }, body.broker_error) : null,
     body.exact ? null : el("p", { class: "muted" }, "Tansu's high watermark is the start of its last batch: the lag is a lower bound."),

@@ -2,7 +2,7 @@
 // (trades + quotes), gaps (open / backfilled / lost) and dead letters. Click a cell for its gaps and
 // dead letters with their reasons. Data: POST /v1/sql (counts per hour), /v1/gaps, /v1/dlq (admin).
 import { api, sql } from "./api.js";
-import { clear, compact, el, shortTime, table } from "./util.js";
+import { clear, compact, el, shortTime, table, thead } from "./util.js";
 
 const HOUR = 3600 * 1000;
 const MAX_DAYS = 31;
@@ -98,7 +98,7 @@ export async function render(page, ctx) {
   }
   page.append(
     el("table", { class: "calendar", id: "calendar" },
-      el("thead", {}, el("tr", {}, el("th", {}, "day (UTC)"), Array.from({ length: 24 }, (_, h) => el("th", {}, String(h).padStart(2, "0"))), el("th", {}, "day"), el("th", {}, "rows"))),
+      thead(["day (UTC)", ...Array.from({ length: 24 }, (_, h) => String(h).padStart(2, "0")), "day", "rows"]),
       el("tbody", {}, rows)),
     el("p", { class: "status-line", id: "quality-status" }, `snapshots read: ${JSON.stringify({ ...counts.snapshot_ids, ...gaps.snapshot_ids })}`,
       outside(cells, firstDay, lastDay),

@@ -18,9 +18,14 @@ export function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+/** A table head: one row of column names. */
+export function thead(columns) {
+  return el("thead", {}, el("tr", {}, columns.map((c) => el("th", {}, c))));
+}
+
 /** A table from column names and rows (arrays or objects); every cell written as text. */
 export function table(columns, rows, attrs = {}) {
-  const head = el("thead", {}, el("tr", {}, columns.map((c) => el("th", {}, c))));
+  const head = thead(columns);
   const body = el("tbody", {}, rows.map((row) => el("tr", {}, columns.map((c, i) => {
     const value = Array.isArray(row) ? row[i] : row[c];
     return el("td", {}, value === null || value === undefined ? "" : typeof value === "object" ? JSON.stringify(value) : String(value));
