@@ -11,8 +11,8 @@ the bounded run of deltas after them), else from the deltas alone:
    a size of 0 means the level is gone. Row order inside an event never matters: each level appears once.
 
 Each is one DuckDB query (``arg_max`` per level, top N per side by ``row_number``) over the data files the
-planned-file cache (:mod:`k2.query.book_files`) keeps for the symbol and update-id range, every value
-bound as a parameter. With ``include_recent`` the depth rows still in Kafka (:mod:`k2.query.recent`) are
+planned-file cache (:mod:`k2.query.files`, pruned by :mod:`k2.query.book_files`) keeps for the symbol and
+update-id range, every value bound as a parameter. With ``include_recent`` the depth rows still in Kafka (:mod:`k2.query.recent`) are
 unioned into the deltas. Series and trade joins read the rows once and replay them with
 :class:`k2.model.book.OrderBook` (the same rules the sources use).
 
@@ -42,7 +42,7 @@ from k2.lake.summary import offsets_from_summary
 from k2.model.arrow import unscaled_from_decimal
 from k2.model.book import Level, OrderBook
 from k2.model.values import datetime_to_micros, micros_to_datetime, unscaled_to_decimal
-from k2.query.book_files import planned_files, select_files
+from k2.query.book_files import select_files
 from k2.query.errors import InvalidRangeError, QueryError, UnknownSymbolError
 from k2.query.params import check_range, parse_duration, parse_time
 from k2.query.recent import RecentUnavailableError, last_landed, read_recent
@@ -210,14 +210,14 @@ def _source(
 ) -> tuple[str, list[Any]] | None:
     """FROM fragment reading the files of ``read`` that may hold the rows asked for; None when none can.
 
-    The planned-file cache (:mod:`k2.query.book_files`) prunes by symbol, update id and exchange time;
-    tables with delete files go through ``iceberg_scan``. With ``recent`` rows (the hybrid read) they are
+    The client's planned-file cache (:mod:`k2.query.files`) pruned by :mod:`k2.query.book_files` (symbol,
+    update id and exchange time); tables with delete files go through ``iceberg_scan``. With ``recent`` rows (the hybrid read) they are
     a union with the Kafka rows.
     """
     found: tuple[str, list[Any]] | None = None
     if read.location is not None and read.snapshot_id is not None:
-        table = client._load(read.short)
-        files = planned_files(table, read.snapshot_id) if table is not None else None
+        # The table ``read`` resolved (no second catalog look-up); its plan is cached per snapshot.
+        files = client._files.planned(read.table, read.snapshot_id) if read.table is not None else None
         if files is None:
             found = "iceberg_scan(?, snapshot_from_id => ?)", [read.location, read.snapshot_id]
         else:
