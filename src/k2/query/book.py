@@ -280,7 +280,7 @@ def book(
     assert moment is not None
     read = client._resolve(_SHORT, as_of)
     recent = _recent(client, read, symbol, exchange, moment, include_recent)
-    fast = _from_stored_snapshot(client, symbol, moment, depth, exchange, update_id, as_of, recent)
+    fast = _from_stored_snapshot(client, read, symbol, moment, depth, exchange, update_id, as_of, recent)
     if fast is not None:
         return recent.flag(fast)
     found = _source(client, read, symbol, through=update_id, until=moment, recent=recent)
@@ -388,6 +388,7 @@ _NO_DELTAS = (
 
 def _from_stored_snapshot(
     client: Client,
+    read: Any,
     symbol: str,
     moment: datetime,
     depth: int,
@@ -403,10 +404,10 @@ def _from_stored_snapshot(
     Exact when no book restart happened after the oldest row used (rows before a restart are dropped:
     K2 stores a row at every restart) and on each side the best ``depth`` levels lie inside what the rows
     cover. Tried with the newest row, then more (``_STORED_TRIES``); else None (read the deltas).
+    ``read`` is the book_deltas read the caller resolved (the one its Kafka part starts after).
     """
     snaps = client._resolve("book_snapshots", as_of)
     stored = _stored_rows(client, snaps, symbol, moment, exchange, update_id)
-    read = client._resolve(_SHORT, as_of)
     tries = [stored[:n] for n in _STORED_TRIES if n == 1 or len(stored) > n // 2]
     while tries:
         rows = tries.pop(0)
