@@ -125,10 +125,7 @@ def _start(
     row = client._execute(sql, [*params, *args], query="book").to_pylist()[0]
     values = list(row.values())
     if values[1] is None:
-        on = f" on {exchange}" if exchange else ""
-        raise UnknownSymbolError(
-            f"expected a book snapshot of {symbol!r}{on} at or before {at.isoformat()}, found none"
-        )
+        raise _no_snapshot(symbol, exchange, at, update_id)
     return str(values[0]), int(values[1])
 
 
@@ -219,7 +216,7 @@ def _source(
         # The table ``read`` resolved (no second catalog look-up); its plan is cached per snapshot.
         files = client._files.planned(read.table, read.snapshot_id) if read.table is not None else None
         if files is None:
-            found = "iceberg_scan(?, snapshot_from_id => ?)", [read.location, read.snapshot_id]
+            found = _scan(read.location, read.snapshot_id)
         else:
             paths = select_files(files, symbol, above=above, through=through, until=until)
             found = ("read_parquet(?)", [paths]) if paths else None
