@@ -11,8 +11,8 @@ the bounded run of deltas after them), else from the deltas alone:
    a size of 0 means the level is gone. Row order inside an event never matters: each level appears once.
 
 Each is one DuckDB query (``arg_max`` per level, top N per side by ``row_number``) over the data files the
-planned-file cache (:mod:`k2.query.book_files`) keeps for the symbol and update-id range, every value
-bound as a parameter. With ``include_recent`` the depth rows still in Kafka (:mod:`k2.query.recent`) are
+planned-file cache (:mod:`k2.query.files`, pruned by :mod:`k2.query.book_files`) keeps for the symbol and
+update-id range, every value bound as a parameter. With ``include_recent`` the depth rows still in Kafka (:mod:`k2.query.recent`) are
 unioned into the deltas. Series and trade joins read the rows once and replay them with
 :class:`k2.model.book.OrderBook` (the same rules the sources use).
 
@@ -42,7 +42,7 @@ from k2.lake.summary import offsets_from_summary
 from k2.model.arrow import unscaled_from_decimal
 from k2.model.book import Level, OrderBook
 from k2.model.values import datetime_to_micros, micros_to_datetime, unscaled_to_decimal
-from k2.query.book_files import planned_files, select_files
+from k2.query.book_files import select_files
 from k2.query.errors import InvalidRangeError, QueryError, UnknownSymbolError
 from k2.query.params import check_range, parse_duration, parse_time
 from k2.query.recent import RecentUnavailableError, last_landed, read_recent
@@ -125,10 +125,7 @@ def _start(
     row = client._execute(sql, [*params, *args], query="book").to_pylist()[0]
     values = list(row.values())
     if values[1] is None:
-        on = f" on {exchange}" if exchange else ""
-        raise UnknownSymbolError(
-            f"expected a book snapshot of {symbol!r}{on} at or before {at.isoformat()}, found none"
-        )
+        raise _no_snapshot(symbol, exchange, at, update_id)
     return str(values[0]), int(values[1])
 
 
@@ -210,16 +207,16 @@ def _source(
 ) -> tuple[str, list[Any]] | None:
     """FROM fragment reading the files of ``read`` that may hold the rows asked for; None when none can.
 
-    The planned-file cache (:mod:`k2.query.book_files`) prunes by symbol, update id and exchange time;
-    tables with delete files go through ``iceberg_scan``. With ``recent`` rows (the hybrid read) they are
+    The client's planned-file cache (:mod:`k2.query.files`) pruned by :mod:`k2.query.book_files` (symbol,
+    update id and exchange time); tables with delete files go through ``iceberg_scan``. With ``recent`` rows (the hybrid read) they are
     a union with the Kafka rows.
     """
     found: tuple[str, list[Any]] | None = None
     if read.location is not None and read.snapshot_id is not None:
-        table = client._load(read.short)
-        files = planned_files(table, read.snapshot_id) if table is not None else None
+        # The table ``read`` resolved (no second catalog look-up); its plan is cached per snapshot.
+        files = client._files.planned(read.table, read.snapshot_id) if read.table is not None else None
         if files is None:
-            found = "iceberg_scan(?, snapshot_from_id => ?)", [read.location, read.snapshot_id]
+            found = _scan(read.location, read.snapshot_id)
         else:
             paths = select_files(files, symbol, above=above, through=through, until=until)
             found = ("read_parquet(?)", [paths]) if paths else None
@@ -280,7 +277,7 @@ def book(
     assert moment is not None
     read = client._resolve(_SHORT, as_of)
     recent = _recent(client, read, symbol, exchange, moment, include_recent)
-    fast = _from_stored_snapshot(client, symbol, moment, depth, exchange, update_id, as_of, recent)
+    fast = _from_stored_snapshot(client, read, symbol, moment, depth, exchange, update_id, as_of, recent)
     if fast is not None:
         return recent.flag(fast)
     found = _source(client, read, symbol, through=update_id, until=moment, recent=recent)
@@ -388,6 +385,7 @@ _NO_DELTAS = (
 
 def _from_stored_snapshot(
     client: Client,
+    read: Any,
     symbol: str,
     moment: datetime,
     depth: int,
@@ -403,10 +401,10 @@ def _from_stored_snapshot(
     Exact when no book restart happened after the oldest row used (rows before a restart are dropped:
     K2 stores a row at every restart) and on each side the best ``depth`` levels lie inside what the rows
     cover. Tried with the newest row, then more (``_STORED_TRIES``); else None (read the deltas).
+    ``read`` is the book_deltas read the caller resolved (the one its Kafka part starts after).
     """
     snaps = client._resolve("book_snapshots", as_of)
     stored = _stored_rows(client, snaps, symbol, moment, exchange, update_id)
-    read = client._resolve(_SHORT, as_of)
     tries = [stored[:n] for n in _STORED_TRIES if n == 1 or len(stored) > n // 2]
     while tries:
         rows = tries.pop(0)

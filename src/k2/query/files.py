@@ -20,6 +20,9 @@ Hazards (each makes :meth:`FilePlanner.files` answer None: the caller reads thro
   (older files written before a column was added or renamed); footers are read once per file path;
 * a partition transform this module does not know is simply not used for pruning (never wrong, slower).
 
+The order-book reads prune the same plans by their own rules (:mod:`k2.query.book_files`, through
+:meth:`FilePlanner.planned`): the plans keep ``last_update_id`` bounds for them.
+
 Example::
 
     planner = FilePlanner()
@@ -40,10 +43,11 @@ from pyiceberg.manifest import ManifestContent
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.transforms import BucketTransform, DayTransform, IdentityTransform
-from pyiceberg.types import PrimitiveType, StringType, TimestampType, TimestamptzType
+from pyiceberg.types import LongType, PrimitiveType, StringType, TimestampType, TimestamptzType
 
 _DAY_US = 86_400_000_000
 _STRING_COLUMNS = ("symbol", "exchange")
+_LONG_COLUMNS = ("last_update_id",)  # the order-book tables' update id (k2.query.book_files prunes by it)
 
 
 @dataclass(frozen=True)
@@ -58,19 +62,20 @@ class Prune:
 
 
 @dataclass(frozen=True)
-class _File:
+class PlannedFile:
     """One live data file and what proves a query can skip it."""
 
     path: str
     # Partition checks: (kind, column, argument, value); kind in bucket, day, identity.
     partition: tuple[tuple[str, str, int, Any], ...]
-    # Column bounds: name -> (lower, upper) for symbol, exchange and timestamp columns (when recorded).
+    # Column bounds: name -> (lower, upper) for symbol, exchange, last_update_id and timestamp columns
+    # (when both are recorded).
     bounds: dict[str, tuple[Any, Any]]
 
 
 @dataclass(frozen=True)
 class _Plan:
-    files: tuple[_File, ...]
+    files: tuple[PlannedFile, ...]
     direct: bool  # False: delete files are live, read through iceberg_scan
     schema: Schema
     evolved: bool
@@ -81,7 +86,7 @@ def _bucket(buckets: int, symbol: str) -> int | None:
     return BucketTransform(buckets).transform(StringType())(symbol)
 
 
-def _keep(file: _File, prune: Prune) -> bool:
+def _keep(file: PlannedFile, prune: Prune) -> bool:
     """False only when the file provably holds no row of ``prune``."""
     for kind, column, argument, value in file.partition:
         if value is None or (kind != "identity" and not isinstance(value, int)):
@@ -118,7 +123,7 @@ def _keep(file: _File, prune: Prune) -> bool:
     return True
 
 
-def _file_facts(table: Table, data_file: Any, schema: Schema) -> _File:
+def _file_facts(table: Table, data_file: Any, schema: Schema) -> PlannedFile:
     spec = table.specs()[data_file.spec_id]
     checks = []
     for position, part in enumerate(spec.fields):
@@ -137,6 +142,7 @@ def _file_facts(table: Table, data_file: Any, schema: Schema) -> _File:
     for column in schema.fields:
         kind = column.field_type
         wanted = column.name in _STRING_COLUMNS and isinstance(kind, StringType)
+        wanted = wanted or (column.name in _LONG_COLUMNS and isinstance(kind, LongType))
         wanted = wanted or isinstance(kind, (TimestampType, TimestamptzType))
         if (
             wanted
@@ -148,7 +154,7 @@ def _file_facts(table: Table, data_file: Any, schema: Schema) -> _File:
                 from_bytes(kind, lower[column.field_id]),
                 from_bytes(kind, upper[column.field_id]),
             )
-    return _File(str(data_file.file_path), tuple(checks), bounds)
+    return PlannedFile(str(data_file.file_path), tuple(checks), bounds)
 
 
 class FilePlanner:
@@ -194,7 +200,7 @@ class FilePlanner:
             if snapshot.schema_id is not None
             else table.schema()
         )
-        files: list[_File] = []
+        files: list[PlannedFile] = []
         direct = True
         for manifest in snapshot.manifests(table.io):
             content, entries = self._entries(table, manifest)
@@ -227,6 +233,12 @@ class FilePlanner:
                 self._footers.clear()
             self._footers[path] = columns
         return columns
+
+    def planned(self, table: Table, snapshot_id: int) -> tuple[PlannedFile, ...] | None:
+        """Every live data file of ``snapshot_id`` with its partition values and bounds (planned once);
+        None when the snapshot is unknown or has live delete files (read it through ``iceberg_scan``)."""
+        plan = self._plan(table, snapshot_id)
+        return plan.files if plan is not None and plan.direct else None
 
     def files(self, table: Table, snapshot_id: int, prune: Prune) -> tuple[list[str], Schema] | None:
         """The data files of ``snapshot_id`` that may hold rows of ``prune`` and the snapshot's schema;
