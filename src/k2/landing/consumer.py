@@ -61,7 +61,6 @@ from k2.config import Settings
 from k2.lake.catalog import ensure_tables, load_catalog
 from k2.lake.summary import (
     CLUSTER_KEY,
-    WRITER_KEY,
     OffsetMap,
     commit_summary,
     offsets_from_summary,
@@ -70,9 +69,8 @@ from k2.lake.writer import append
 from k2.landing.book import deduplicate_book
 from k2.landing.currency import ReferenceCurrencies
 from k2.landing.dedup import DedupResult, HighWaterMarks, deduplicate, screen_ids
-from k2.landing.ledger import filled_gaps, gap_row, open_gaps
-from k2.model import BOOK_DELTA, GAP, QUOTE, TRADE, RecordType
-from k2.model.arrow import records_to_arrow
+from k2.landing.ledger import append_gap_rows, filled_gaps, gap_row, open_gaps
+from k2.model import BOOK_DELTA, QUOTE, TRADE, RecordType
 from k2.model.lineage import with_kafka_lineage
 from k2.model.validate import validate
 from k2.model.values import now_micros
@@ -1070,16 +1068,12 @@ class LandingConsumer:
         self._m_gaps.labels(table=short).inc(len(rows))
 
     def _append_gaps(self, rows: list[dict[str, Any]]) -> None:
-        # Gap rows are keyed (gap_key): a retry or a re-run rewrites the same gap, the latest row wins.
-        gaps_table = self.tables["gaps"]
-        for _ in range(20):
-            try:
-                gaps_table.refresh()
-                append(gaps_table, records_to_arrow(GAP, rows), "gaps", {WRITER_KEY: self.name})
-                return
-            except CommitFailedException:
-                time.sleep(0.05)
-        raise LandingError("expected a quality.gaps commit within 20 attempts, found continuous conflicts")
+        try:
+            append_gap_rows(self.tables["gaps"], rows, self.name, attempts=20)
+        except CommitFailedException as exc:
+            raise LandingError(
+                "expected a quality.gaps commit within 20 attempts, found continuous conflicts"
+            ) from exc
 
     def update_gauges(self) -> None:
         """Publish lag per assigned partition and freshness per table.
