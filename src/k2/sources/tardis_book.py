@@ -35,9 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from k2.bus.dlq import dlq_headers
 from k2.bus.producer import MarketDataProducer
-from k2.bus.topics import dlq_topic, ensure_topics, topic_name
+from k2.bus.topics import topic_name
 from k2.config import Settings
 from k2.model import BOOK_DELTA, DataType
 from k2.model.values import to_unscaled
@@ -163,7 +162,7 @@ class TardisBookReport:
 
 def import_tardis_book(paths: Iterable[Path], settings: Settings) -> TardisBookReport:
     """Produce the files' book deltas to Kafka (``market.<asset_class>.depth.<exchange>``); bad rows to its DLQ."""
-    report, ensured = TardisBookReport(), set()
+    report = TardisBookReport()
     with MarketDataProducer(settings) as producer:
 
         def emit(row: dict[str, Any]) -> None:
@@ -174,11 +173,7 @@ def import_tardis_book(paths: Iterable[Path], settings: Settings) -> TardisBookR
             source = topic_name(
                 tardis_asset_class(exchange or "tardis"), DataType.DEPTH.value, exchange or "tardis"
             )
-            target = dlq_topic(source)
-            if target not in ensured:
-                ensure_topics(settings, [target])
-                ensured.add(target)
-            producer.produce_raw(target, symbol.encode(), raw, dlq_headers(reason, detail, source))
+            producer.dead_letter(source, symbol.encode(), raw, reason, detail)
             report.dead_lettered[reason] += 1
 
         reader = TardisL2Reader(emit, reject)
