@@ -816,9 +816,8 @@ class LandingConsumer:
             if not self._drop_stale(batch, rows, coverage, offsets_from_summary(summary)):
                 return []
             result = self._dedup(short, rows.good)
-            data = (
-                rows.good if result.keep.all() else rows.good.filter(pa.array(result.keep))
-            )  # common case: no copy
+            # The common case (nothing dropped) makes no copy.
+            data = rows.good if result.keep.all() else rows.good.filter(pa.array(result.keep))
             properties = self._properties(summary, coverage, data.num_rows, result, rejected)
             if result.gaps:
                 self._record_gaps(short, result.gaps)  # before the data commit: see k2.landing.ledger
@@ -993,9 +992,8 @@ class LandingConsumer:
         """Read the ledger's open gaps of the pairs this process has not seen yet, and close at once those
         whose ids are all in the table already (a close lost to a crash, or an ``open`` row written just
         before a data commit that never happened)."""
-        unique = (
-            good.select(["exchange", "symbol"]).group_by(["exchange", "symbol"]).aggregate([])
-        )  # vectorised
+        # The pairs of the batch, vectorised.
+        unique = good.select(["exchange", "symbol"]).group_by(["exchange", "symbol"]).aggregate([])
         pairs = {
             (e, s)
             for e, s in zip(unique["exchange"].to_pylist(), unique["symbol"].to_pylist(), strict=True)
@@ -1060,9 +1058,8 @@ class LandingConsumer:
             bucket = self._open_gaps.setdefault((short, exchange, symbol), [])
             if (low, high) not in bucket:
                 bucket.append((low, high))
-            del bucket[
-                :-_OPEN_GAPS_PER_PAIR
-            ]  # memory bound; older ones are re-read from the ledger on restart
+            # Memory bound; older ones are re-read from the ledger on restart.
+            del bucket[:-_OPEN_GAPS_PER_PAIR]
         self._append_gaps(rows)
         self.stats.gaps += len(rows)
         self._m_gaps.labels(table=short).inc(len(rows))

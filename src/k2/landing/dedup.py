@@ -222,9 +222,8 @@ def screen_ids(
             continue
         pair_ids = ids[rows]
         mark = current.get(pair)
-        if (
-            mark is None
-        ):  # nothing landed for the pair: the batch's own median (exact, no float) is the reference
+        # Nothing landed for the pair: the batch's own median (exact, no float) is the reference.
+        if mark is None:
             reference = int(np.sort(pair_ids)[(pair_ids.size - 1) // 2])
             outside = np.abs(pair_ids - reference) > max_jump  # no overflow: both are >= 0
             where = f"the median {reference} of its batch (nothing landed yet)"

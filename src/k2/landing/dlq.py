@@ -226,9 +226,8 @@ def replay_dead_letters(settings: Settings, letters: list[DeadLetter]) -> Replay
     done = replayed_letters(settings, sorted({d.dlq_topic for d in letters}))
     pending = [d for d in letters if (d.dlq_topic, d.dlq_partition, d.dlq_offset) not in done]
     report.already_replayed = len(letters) - len(pending)
-    pending = list(
-        {(d.dlq_topic, d.dlq_partition, d.dlq_offset): d for d in pending}.values()
-    )  # each letter once
+    # Each letter once.
+    pending = list({(d.dlq_topic, d.dlq_partition, d.dlq_offset): d for d in pending}.values())
     for letter, verdict in zip(pending, check_letters(settings, pending), strict=True):
         if verdict is None:
             report.replayed.append(letter)
