@@ -68,7 +68,7 @@ from k2.lake.summary import (
 from k2.lake.writer import append
 from k2.landing.book import deduplicate_book
 from k2.landing.currency import ReferenceCurrencies
-from k2.landing.dedup import DedupResult, HighWaterMarks, deduplicate, screen_ids
+from k2.landing.dedup import DedupResult, HighWaterMarks, deduplicate, screen_ids, sequential_exchanges
 from k2.landing.ledger import append_gap_rows, filled_gaps, gap_row, open_gaps
 from k2.model import BOOK_DELTA, QUOTE, TRADE, RecordType
 from k2.model.lineage import with_kafka_lineage
@@ -319,9 +319,7 @@ class LandingConsumer:
         self.marks = {
             short: HighWaterMarks(settings.landing_hwm_cache_size) for short, _, _ in _ROUTES.values()
         }
-        self.sequential = frozenset(
-            e.strip() for e in settings.landing_sequential_exchanges.split(",") if e.strip()
-        )
+        self.sequential = {short: sequential_exchanges(settings, short) for short, _, _ in _ROUTES.values()}
         self.on_commit = on_commit
         # Called just before each Iceberg append (table, rows): tests use it to make Iceberg slow.
         self.before_commit: Callable[[str, int], None] | None = None
@@ -759,7 +757,7 @@ class LandingConsumer:
                 rejects.append((int(positions[rows[row]]), reason, detail))
         if invalid.any():
             good, positions = good.filter(pa.array(~invalid)), positions[~invalid]
-        windowed = self.sequential if short == "trades" else frozenset()
+        windowed = self.sequential[short]
         screened = screen_ids(
             good,
             id_column,
@@ -882,7 +880,7 @@ class LandingConsumer:
     def _dedup(self, short: str, good: pa.Table) -> DedupResult:
         """Dedup by natural key against the table (k2.landing.dedup); loads the open gaps of new pairs."""
         _, _, id_column = _TABLE_ROUTES[short]
-        sequential = self.sequential if short == "trades" else frozenset()
+        sequential = self.sequential[short]
         dedup = _DEDUP.get(short, deduplicate)
         result = dedup(good, id_column, self.tables[short], self.marks[short], sequential)
         if sequential and good.num_rows:
@@ -997,7 +995,7 @@ class LandingConsumer:
         pairs = {
             (e, s)
             for e, s in zip(unique["exchange"].to_pylist(), unique["symbol"].to_pylist(), strict=True)
-            if e in self.sequential
+            if e in self.sequential[short]
         }
         new = sorted(p for p in pairs if (short, *p) not in self._open_gaps)
         if not new:

@@ -39,8 +39,23 @@ import pyarrow.compute as pc
 from pyiceberg import expressions as _expressions
 from pyiceberg.table import Table
 
+from k2.config import Settings
+
 # pyiceberg's expression classes are positional at runtime; their stubs only describe keywords.
 _X: Any = _expressions
+
+
+def sequential_exchanges(settings: Settings, short: str) -> frozenset[str]:
+    """The venues whose ids in table ``short`` are contiguous (gaps recorded, ids windowed): those named
+    in ``landing_sequential_exchanges`` for ``trades``, none for any other table.
+
+    >>> settings = Settings(landing_sequential_exchanges=" binance, ,coinbase")
+    >>> sorted(sequential_exchanges(settings, "trades")), sequential_exchanges(settings, "quotes")
+    (['binance', 'coinbase'], frozenset())
+    """
+    if short != "trades":
+        return frozenset()
+    return frozenset(e.strip() for e in settings.landing_sequential_exchanges.split(",") if e.strip())
 
 
 def find_gaps(high_water_mark: int | None, new_ids: Iterable[int]) -> list[tuple[int, int]]:

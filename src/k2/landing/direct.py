@@ -43,7 +43,7 @@ from k2.lake.catalog import ensure_tables, load_catalog
 from k2.lake.summary import GAPS_KEY, IMPORT_ROWS_KEY, commit_summary
 from k2.lake.writer import Landed, append_sorted
 from k2.landing.currency import ReferenceCurrencies
-from k2.landing.dedup import HighWaterMarks, deduplicate
+from k2.landing.dedup import HighWaterMarks, deduplicate, sequential_exchanges
 from k2.landing.ledger import append_gap_rows, filled_gaps, gap_row, open_gaps
 from k2.model.values import now_micros
 from k2.pacing import Backoff
@@ -69,10 +69,7 @@ class DirectLanding:
         self.currencies = ReferenceCurrencies(tables["instruments"])
         self.id_column = ID_COLUMNS[short]
         self.marks = HighWaterMarks(settings.landing_hwm_cache_size)
-        sequential = frozenset(
-            e.strip() for e in settings.landing_sequential_exchanges.split(",") if e.strip()
-        )
-        self.sequential = sequential if short == "trades" else frozenset()
+        self.sequential = sequential_exchanges(settings, short)
 
     def land(self, data: pa.Table, adds: Mapping[str, str]) -> Landed:
         """Land one batch: dedup, record gaps, commit (retried on a concurrent commit, deduplicated again)."""

@@ -43,7 +43,7 @@ from k2.bus.topics import ensure_topics, list_topics, parse_topic
 from k2.config import Settings
 from k2.lake.catalog import ensure_tables, load_catalog
 from k2.landing.consumer import route
-from k2.landing.dedup import HighWaterMarks, screen_ids
+from k2.landing.dedup import HighWaterMarks, screen_ids, sequential_exchanges
 from k2.model.validate import validate
 from k2.model.values import now_micros
 
@@ -207,10 +207,7 @@ def check_letters(settings: Settings, letters: list[DeadLetter]) -> list[tuple[s
             table = tables[short]
             subset = rows.filter(passed) if not passed.all() else rows
             kept = positions[passed]
-            sequential = frozenset(
-                e.strip() for e in settings.landing_sequential_exchanges.split(",") if e.strip()
-            )
-            windowed = sequential if short == "trades" else frozenset()
+            windowed = sequential_exchanges(settings, short)
             for row, reason, detail in screen_ids(
                 subset, id_column, table, HighWaterMarks(1000), settings.landing_max_id_jump, windowed
             ):
