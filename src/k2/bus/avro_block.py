@@ -33,7 +33,8 @@ from k2.model import RecordType
 from k2.model.arrow import decimal_array
 
 _SHM = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-_THRESHOLDS = np.array([1 << (7 * k) for k in range(1, 10)], dtype=np.uint64)
+# The smallest zig-zag value of a 2, 3, ..., 10 byte varint.
+VARINT_THRESHOLDS = np.array([1 << (7 * k) for k in range(1, 10)], dtype=np.uint64)
 
 
 class BlockMismatch(ValueError):
@@ -50,11 +51,15 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
+def zigzag(values: np.ndarray) -> np.ndarray:
+    """The zig-zag transform of int64 values (as uint64): what an Avro ``long`` varint encodes."""
+    v = values.astype(np.int64, copy=False)
+    return ((v << 1) ^ (v >> 63)).view(np.uint64)
+
+
 def varint_length(values: np.ndarray) -> np.ndarray:
     """Bytes of the zig-zag varint encoding of each int64."""
-    v = values.astype(np.int64)
-    zz = ((v << 1) ^ (v >> 63)).view(np.uint64)
-    return 1 + (zz[:, None] >= _THRESHOLDS[None, :]).sum(axis=1)
+    return 1 + (zigzag(values)[:, None] >= VARINT_THRESHOLDS[None, :]).sum(axis=1)
 
 
 def container(schema: dict[str, Any], bodies: list[bytes]) -> bytes:

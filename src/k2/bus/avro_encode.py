@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from k2.bus.avro_block import VARINT_THRESHOLDS, zigzag
 from k2.model import RecordType
 
 _SHIFTS = np.arange(0, 70, 7, dtype=np.uint64)
-_THRESHOLDS = np.array([1 << (7 * k) for k in range(1, 10)], dtype=np.uint64)
 _POW2 = np.array([1 << k for k in range(63)], dtype=np.uint64)
 
 Part = tuple[np.ndarray, np.ndarray]  # (flat uint8 bytes, int64 length per element)
@@ -42,11 +42,10 @@ class NotUniform(ValueError):
 
 def zigzag_varints(values: np.ndarray) -> Part:
     """Avro ``long`` encodings (zig-zag varints) of int64 values, as one flat buffer and lengths."""
-    v = values.astype(np.int64, copy=False)
-    zz = ((v << 1) ^ (v >> 63)).view(np.uint64)
+    zz = zigzag(values)
     n = len(zz)
     lengths = np.ones(n, dtype=np.int64)
-    for threshold in _THRESHOLDS:
+    for threshold in VARINT_THRESHOLDS:
         above = zz >= threshold
         if not above.any():
             break

@@ -21,8 +21,9 @@ producers that are not K2's carry no ``k2.mid``: their rows have a null message 
 Example:
     >>> message_id_header(b"0123456789abcdef", 42)
     ('k2.mid', b'0123456789abcdef:42')
-    >>> parse_message_id(b"0123456789abcdef:42"), parse_message_id(b"garbage")
-    (('0123456789abcdef', 42), (None, None))
+    >>> producers, sequences = message_ids([[message_id_header(b"0123456789abcdef", 42)], [("k2.mid", b"garbage")]])
+    >>> producers.to_pylist(), sequences.to_pylist()
+    (['0123456789abcdef', None], [42, None])
 """
 
 from __future__ import annotations
@@ -39,17 +40,6 @@ MID_HEADER = "k2.mid"
 def message_id_header(producer: bytes, sequence: int) -> tuple[str, bytes]:
     """The ``k2.mid`` header of the ``sequence``-th message of the producing session ``producer``."""
     return (MID_HEADER, b"%s:%d" % (producer, sequence))
-
-
-def parse_message_id(value: bytes | str | None) -> tuple[str | None, int | None]:
-    """(producer, sequence) of a ``k2.mid`` value; (None, None) when absent or not of that form."""
-    if value is None:
-        return None, None
-    text = value.decode(errors="replace") if isinstance(value, bytes) else value
-    producer, sep, sequence = text.rpartition(":")
-    if not sep or not producer or not sequence.isdigit():
-        return None, None
-    return producer, int(sequence)
 
 
 def _mid_value(headers: Any) -> bytes | str | None:

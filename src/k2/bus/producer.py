@@ -39,9 +39,10 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer
 
 from k2.bus.broker import TANSU_CLUSTER_ID
+from k2.bus.dlq import dlq_headers
 from k2.bus.lineage import message_id_header
 from k2.bus.serde import AvroEncoder, registry_client
-from k2.bus.topics import ensure_topics, topic_name
+from k2.bus.topics import dlq_topic, ensure_topics, topic_name
 from k2.config import Settings
 from k2.model import RecordType
 from k2.model.values import now_micros
@@ -154,6 +155,7 @@ class MarketDataProducer:
         self._registry = registry_client(settings.registry_url)
         self._encoders: dict[tuple[str, str], AvroEncoder] = {}
         self._create_topics = create_topics
+        self._dlq_topics: set[str] = set()  # DLQ topics ensured by dead_letter
         self.errors: list[tuple[str, str]] = []
         self.delivered = 0
         self.sent = 0
@@ -268,6 +270,15 @@ class MarketDataProducer:
         if self.sent % 1000 == 0:
             self._producer.poll(0)
             self.check()
+
+    def dead_letter(self, source_topic: str, key: bytes | None, raw: bytes, reason: str, detail: str) -> None:
+        """Send ``raw`` (an input that could not become a row of ``source_topic``) to ``<source_topic>.dlq``
+        with the DLQ headers; the DLQ topic is ensured once per producer (when it creates topics)."""
+        target = dlq_topic(source_topic)
+        if self._create_topics and target not in self._dlq_topics:
+            ensure_topics(self.settings, [target])
+            self._dlq_topics.add(target)
+        self.produce_raw(target, key, raw, dlq_headers(reason, detail, source_topic))
 
     def _enqueue(self, topic: str, key: bytes | None, value: bytes | None, hdrs: Any) -> None:
         waited = 0.0

@@ -173,9 +173,8 @@ class AvroBatchDecoder:
                 raise RegistryUnavailableError(
                     f"schema registry failed looking up id {schema_id}: {exc}"
                 ) from exc
-            except (
-                Exception
-            ) as exc:  # unreachable registry: not the message's fault, never dead-letter for it
+            # An unreachable registry: not the message's fault, never dead-letter for it.
+            except Exception as exc:
                 raise RegistryUnavailableError(
                     f"schema registry unreachable looking up id {schema_id}: {exc}"
                 ) from exc

@@ -61,7 +61,6 @@ from k2.config import Settings
 from k2.lake.catalog import ensure_tables, load_catalog
 from k2.lake.summary import (
     CLUSTER_KEY,
-    WRITER_KEY,
     OffsetMap,
     commit_summary,
     offsets_from_summary,
@@ -69,10 +68,9 @@ from k2.lake.summary import (
 from k2.lake.writer import append
 from k2.landing.book import deduplicate_book
 from k2.landing.currency import ReferenceCurrencies
-from k2.landing.dedup import DedupResult, HighWaterMarks, deduplicate, screen_ids
-from k2.landing.ledger import filled_gaps, gap_row, open_gaps
-from k2.model import BOOK_DELTA, GAP, QUOTE, TRADE, RecordType
-from k2.model.arrow import records_to_arrow
+from k2.landing.dedup import DedupResult, HighWaterMarks, deduplicate, screen_ids, sequential_exchanges
+from k2.landing.ledger import append_gap_rows, filled_gaps, gap_row, open_gaps
+from k2.model import BOOK_DELTA, QUOTE, TRADE, RecordType
 from k2.model.lineage import with_kafka_lineage
 from k2.model.validate import validate
 from k2.model.values import now_micros
@@ -321,9 +319,7 @@ class LandingConsumer:
         self.marks = {
             short: HighWaterMarks(settings.landing_hwm_cache_size) for short, _, _ in _ROUTES.values()
         }
-        self.sequential = frozenset(
-            e.strip() for e in settings.landing_sequential_exchanges.split(",") if e.strip()
-        )
+        self.sequential = {short: sequential_exchanges(settings, short) for short, _, _ in _ROUTES.values()}
         self.on_commit = on_commit
         # Called just before each Iceberg append (table, rows): tests use it to make Iceberg slow.
         self.before_commit: Callable[[str, int], None] | None = None
@@ -761,7 +757,7 @@ class LandingConsumer:
                 rejects.append((int(positions[rows[row]]), reason, detail))
         if invalid.any():
             good, positions = good.filter(pa.array(~invalid)), positions[~invalid]
-        windowed = self.sequential if short == "trades" else frozenset()
+        windowed = self.sequential[short]
         screened = screen_ids(
             good,
             id_column,
@@ -818,9 +814,8 @@ class LandingConsumer:
             if not self._drop_stale(batch, rows, coverage, offsets_from_summary(summary)):
                 return []
             result = self._dedup(short, rows.good)
-            data = (
-                rows.good if result.keep.all() else rows.good.filter(pa.array(result.keep))
-            )  # common case: no copy
+            # The common case (nothing dropped) makes no copy.
+            data = rows.good if result.keep.all() else rows.good.filter(pa.array(result.keep))
             properties = self._properties(summary, coverage, data.num_rows, result, rejected)
             if result.gaps:
                 self._record_gaps(short, result.gaps)  # before the data commit: see k2.landing.ledger
@@ -885,7 +880,7 @@ class LandingConsumer:
     def _dedup(self, short: str, good: pa.Table) -> DedupResult:
         """Dedup by natural key against the table (k2.landing.dedup); loads the open gaps of new pairs."""
         _, _, id_column = _TABLE_ROUTES[short]
-        sequential = self.sequential if short == "trades" else frozenset()
+        sequential = self.sequential[short]
         dedup = _DEDUP.get(short, deduplicate)
         result = dedup(good, id_column, self.tables[short], self.marks[short], sequential)
         if sequential and good.num_rows:
@@ -995,13 +990,12 @@ class LandingConsumer:
         """Read the ledger's open gaps of the pairs this process has not seen yet, and close at once those
         whose ids are all in the table already (a close lost to a crash, or an ``open`` row written just
         before a data commit that never happened)."""
-        unique = (
-            good.select(["exchange", "symbol"]).group_by(["exchange", "symbol"]).aggregate([])
-        )  # vectorised
+        # The pairs of the batch, vectorised.
+        unique = good.select(["exchange", "symbol"]).group_by(["exchange", "symbol"]).aggregate([])
         pairs = {
             (e, s)
             for e, s in zip(unique["exchange"].to_pylist(), unique["symbol"].to_pylist(), strict=True)
-            if e in self.sequential
+            if e in self.sequential[short]
         }
         new = sorted(p for p in pairs if (short, *p) not in self._open_gaps)
         if not new:
@@ -1062,24 +1056,19 @@ class LandingConsumer:
             bucket = self._open_gaps.setdefault((short, exchange, symbol), [])
             if (low, high) not in bucket:
                 bucket.append((low, high))
-            del bucket[
-                :-_OPEN_GAPS_PER_PAIR
-            ]  # memory bound; older ones are re-read from the ledger on restart
+            # Memory bound; older ones are re-read from the ledger on restart.
+            del bucket[:-_OPEN_GAPS_PER_PAIR]
         self._append_gaps(rows)
         self.stats.gaps += len(rows)
         self._m_gaps.labels(table=short).inc(len(rows))
 
     def _append_gaps(self, rows: list[dict[str, Any]]) -> None:
-        # Gap rows are keyed (gap_key): a retry or a re-run rewrites the same gap, the latest row wins.
-        gaps_table = self.tables["gaps"]
-        for _ in range(20):
-            try:
-                gaps_table.refresh()
-                append(gaps_table, records_to_arrow(GAP, rows), "gaps", {WRITER_KEY: self.name})
-                return
-            except CommitFailedException:
-                time.sleep(0.05)
-        raise LandingError("expected a quality.gaps commit within 20 attempts, found continuous conflicts")
+        try:
+            append_gap_rows(self.tables["gaps"], rows, self.name, attempts=20)
+        except CommitFailedException as exc:
+            raise LandingError(
+                "expected a quality.gaps commit within 20 attempts, found continuous conflicts"
+            ) from exc
 
     def update_gauges(self) -> None:
         """Publish lag per assigned partition and freshness per table.

@@ -39,8 +39,23 @@ import pyarrow.compute as pc
 from pyiceberg import expressions as _expressions
 from pyiceberg.table import Table
 
+from k2.config import Settings
+
 # pyiceberg's expression classes are positional at runtime; their stubs only describe keywords.
 _X: Any = _expressions
+
+
+def sequential_exchanges(settings: Settings, short: str) -> frozenset[str]:
+    """The venues whose ids in table ``short`` are contiguous (gaps recorded, ids windowed): those named
+    in ``landing_sequential_exchanges`` for ``trades``, none for any other table.
+
+    >>> settings = Settings(landing_sequential_exchanges=" binance, ,coinbase")
+    >>> sorted(sequential_exchanges(settings, "trades")), sequential_exchanges(settings, "quotes")
+    (['binance', 'coinbase'], frozenset())
+    """
+    if short != "trades":
+        return frozenset()
+    return frozenset(e.strip() for e in settings.landing_sequential_exchanges.split(",") if e.strip())
 
 
 def find_gaps(high_water_mark: int | None, new_ids: Iterable[int]) -> list[tuple[int, int]]:
@@ -222,9 +237,8 @@ def screen_ids(
             continue
         pair_ids = ids[rows]
         mark = current.get(pair)
-        if (
-            mark is None
-        ):  # nothing landed for the pair: the batch's own median (exact, no float) is the reference
+        # Nothing landed for the pair: the batch's own median (exact, no float) is the reference.
+        if mark is None:
             reference = int(np.sort(pair_ids)[(pair_ids.size - 1) // 2])
             outside = np.abs(pair_ids - reference) > max_jump  # no overflow: both are >= 0
             where = f"the median {reference} of its batch (nothing landed yet)"

@@ -40,15 +40,13 @@ from pyiceberg.table import Table
 
 from k2.config import Settings
 from k2.lake.catalog import ensure_tables, load_catalog
-from k2.lake.summary import GAPS_KEY, IMPORT_ROWS_KEY, WRITER_KEY, commit_summary
-from k2.lake.writer import Landed, append, append_sorted
+from k2.lake.summary import GAPS_KEY, IMPORT_ROWS_KEY, commit_summary
+from k2.lake.writer import Landed, append_sorted
 from k2.landing.currency import ReferenceCurrencies
-from k2.landing.dedup import HighWaterMarks, deduplicate
-from k2.landing.ledger import filled_gaps, gap_row, open_gaps
-from k2.model import GAP
-from k2.model.arrow import records_to_arrow
+from k2.landing.dedup import HighWaterMarks, deduplicate, sequential_exchanges
+from k2.landing.ledger import append_gap_rows, filled_gaps, gap_row, open_gaps
 from k2.model.values import now_micros
-from k2.pacing import Backoff, retrying
+from k2.pacing import Backoff
 
 _X: Any = _expressions  # pyiceberg's expression classes are positional at runtime; their stubs only describe keywords
 WRITER = "k2-import"
@@ -71,10 +69,7 @@ class DirectLanding:
         self.currencies = ReferenceCurrencies(tables["instruments"])
         self.id_column = ID_COLUMNS[short]
         self.marks = HighWaterMarks(settings.landing_hwm_cache_size)
-        sequential = frozenset(
-            e.strip() for e in settings.landing_sequential_exchanges.split(",") if e.strip()
-        )
-        self.sequential = sequential if short == "trades" else frozenset()
+        self.sequential = sequential_exchanges(settings, short)
 
     def land(self, data: pa.Table, adds: Mapping[str, str]) -> Landed:
         """Land one batch: dedup, record gaps, commit (retried on a concurrent commit, deduplicated again)."""
@@ -112,7 +107,7 @@ class DirectLanding:
             gap_row(e, s, self.short, low, high, detected, "open", before, after)
             for e, s, low, high, before, after in gaps
         ]
-        self._write_gap_rows(rows)
+        append_gap_rows(self.gaps_table, rows, self.writer, _ATTEMPTS)
         return len(rows)
 
     def _close_backfilled(self, late_keys: list[tuple[str, str, int]]) -> None:
@@ -146,15 +141,7 @@ class DirectLanding:
                         detail="late arrivals filled it",
                     )
                 )
-        self._write_gap_rows(rows)
-
-    def _write_gap_rows(self, rows: list[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        for attempt in retrying(CommitFailedException, attempts=_ATTEMPTS, backoff=Backoff(0.05, 1.0)):
-            with attempt:
-                self.gaps_table.refresh()
-                append(self.gaps_table, records_to_arrow(GAP, rows), "gaps", {WRITER_KEY: self.writer})
+        append_gap_rows(self.gaps_table, rows, self.writer, _ATTEMPTS)
 
 
 def _drop_known(table: Table, data: pa.Table, id_column: str) -> tuple[pa.Table, int]:

@@ -43,7 +43,7 @@ from k2.bus.topics import ensure_topics, list_topics, parse_topic
 from k2.config import Settings
 from k2.lake.catalog import ensure_tables, load_catalog
 from k2.landing.consumer import route
-from k2.landing.dedup import HighWaterMarks, screen_ids
+from k2.landing.dedup import HighWaterMarks, screen_ids, sequential_exchanges
 from k2.model.validate import validate
 from k2.model.values import now_micros
 
@@ -207,10 +207,7 @@ def check_letters(settings: Settings, letters: list[DeadLetter]) -> list[tuple[s
             table = tables[short]
             subset = rows.filter(passed) if not passed.all() else rows
             kept = positions[passed]
-            sequential = frozenset(
-                e.strip() for e in settings.landing_sequential_exchanges.split(",") if e.strip()
-            )
-            windowed = sequential if short == "trades" else frozenset()
+            windowed = sequential_exchanges(settings, short)
             for row, reason, detail in screen_ids(
                 subset, id_column, table, HighWaterMarks(1000), settings.landing_max_id_jump, windowed
             ):
@@ -226,9 +223,8 @@ def replay_dead_letters(settings: Settings, letters: list[DeadLetter]) -> Replay
     done = replayed_letters(settings, sorted({d.dlq_topic for d in letters}))
     pending = [d for d in letters if (d.dlq_topic, d.dlq_partition, d.dlq_offset) not in done]
     report.already_replayed = len(letters) - len(pending)
-    pending = list(
-        {(d.dlq_topic, d.dlq_partition, d.dlq_offset): d for d in pending}.values()
-    )  # each letter once
+    # Each letter once.
+    pending = list({(d.dlq_topic, d.dlq_partition, d.dlq_offset): d for d in pending}.values())
     for letter, verdict in zip(pending, check_letters(settings, pending), strict=True):
         if verdict is None:
             report.replayed.append(letter)

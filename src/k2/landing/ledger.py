@@ -22,9 +22,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg import expressions as _expressions
+from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
 
+from k2.lake.summary import WRITER_KEY
+from k2.lake.writer import append
 from k2.model import GAP
+from k2.model.arrow import records_to_arrow
+from k2.pacing import Backoff, retrying
 
 # pyiceberg's expression classes are positional at runtime; their stubs only describe keywords.
 _X: Any = _expressions
@@ -64,6 +69,21 @@ def gap_row(
         "gap_key": f"{exchange}/{symbol}/{data_type}/{low}-{high}",
         "detail": detail,
     }
+
+
+def append_gap_rows(gaps: Table, rows: list[dict[str, Any]], writer: str, attempts: int = 20) -> None:
+    """Append ``rows`` (:func:`gap_row`) to the ledger in one commit, retried on a concurrent commit.
+
+    Gap rows are keyed (``gap_key``): a retry or a re-run rewrites the same gap, the latest row wins.
+    After ``attempts`` conflicts the last :class:`CommitFailedException` is raised.
+    """
+    if not rows:
+        return
+    data = records_to_arrow(GAP, rows)
+    for attempt in retrying(CommitFailedException, attempts=attempts, backoff=Backoff(0.05, 1.0)):
+        with attempt:
+            gaps.refresh()
+            append(gaps, data, "gaps", {WRITER_KEY: writer})
 
 
 def open_gaps(

@@ -57,7 +57,5 @@ def with_kafka_lineage(
 
 def with_file_lineage(data: pa.Table, file_name: str, lines: Sequence[int] | np.ndarray) -> pa.Table:
     """``data`` with the file lineage columns: ``file_name`` and each row's line (1 = the file's first line)."""
-    n = data.num_rows
-    files = pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), pa.array([file_name]))
-    data = _set(data, "lineage_file", files.cast(pa.string()))
+    data = _set(data, "lineage_file", pa.repeat(pa.scalar(file_name, pa.string()), data.num_rows))
     return _set(data, "lineage_line", pa.array(np.asarray(lines, dtype=np.int64)))

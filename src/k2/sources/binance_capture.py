@@ -35,9 +35,8 @@ from typing import Any
 
 import orjson
 
-from k2.bus.dlq import dlq_headers
 from k2.bus.producer import MarketDataProducer
-from k2.bus.topics import dlq_topic, ensure_topics, topic_name
+from k2.bus.topics import topic_name
 from k2.config import Settings
 from k2.model import BOOK_DELTA, QUOTE, TRADE, DataType, RecordType
 from k2.sources.binance import SPOT, BinanceMarket, iter_capture_lines, parse_payload
@@ -142,7 +141,6 @@ def import_binance_capture(
     """Produce the captures' trades, quotes and book deltas to Kafka; DLQ and gap rows as described above."""
     report = CaptureReport()
     ledger = GapLedger.for_settings(settings, writer="import-binance-capture")
-    dlq_topics: set[str] = set()
     with MarketDataProducer(settings) as producer:
 
         def emit(record: RecordType, row: dict[str, Any]) -> None:
@@ -151,11 +149,7 @@ def import_binance_capture(
 
         def reject(data_type: DataType, symbol_: str | None, reason: str, detail: str, raw: bytes) -> None:
             source = topic_name(market.asset_class, data_type.value, market.exchange)
-            target = dlq_topic(source)
-            if target not in dlq_topics:
-                ensure_topics(settings, [target])
-                dlq_topics.add(target)
-            producer.produce_raw(target, (symbol_ or "").encode(), raw, dlq_headers(reason, detail, source))
+            producer.dead_letter(source, (symbol_ or "").encode(), raw, reason, detail)
             report.dead_lettered[reason] += 1
 
         reader = CaptureReader(emit, reject, market, symbol)

@@ -116,6 +116,17 @@ def parse_snapshot(msg: Mapping[str, Any], product: str) -> list[tuple[str, int,
     return levels
 
 
+def synthetic_update_id(previous: int | None, micros: int) -> int:
+    """The update id of an event at ``micros`` after ``previous`` (None: the first) for a venue that sends
+    no sequence: ``micros x 1000``, raised to ``previous + 1`` when that would not increase.
+
+    >>> synthetic_update_id(None, 5), synthetic_update_id(5000, 5), synthetic_update_id(5001, 6)
+    (5000, 5001, 6000)
+    """
+    candidate = micros * 1000
+    return candidate if previous is None or candidate > previous else previous + 1
+
+
 @dataclass
 class DepthStep:
     """What one level2 message produced for the live runner: rows (no gaps: the channel has no sequence)."""
@@ -132,10 +143,7 @@ class CoinbaseBooks:
         self.last_ids: dict[str, int] = {}
 
     def _next_id(self, product: str, micros: int) -> int:
-        candidate = micros * 1000
-        previous = self.last_ids.get(product)
-        ident = candidate if previous is None or candidate > previous else previous + 1
-        self.last_ids[product] = ident
+        ident = self.last_ids[product] = synthetic_update_id(self.last_ids.get(product), micros)
         return ident
 
     def on_message(self, msg: Mapping[str, Any], receipt_us: int) -> list[dict[str, Any]]:

@@ -492,18 +492,15 @@ class LiveRunner:
             dt: (topics or {}).get(dt) or topic_name(adapter.asset_class, dt.value, adapter.exchange)
             for dt in (DataType.TRADES, DataType.QUOTES, DataType.DEPTH)
         }
-        self._depth_retry_at: dict[
-            str, float
-        ] = {}  # symbol -> monotonic time before which no snapshot is fetched
+        # symbol -> monotonic time before which no snapshot is fetched
+        self._depth_retry_at: dict[str, float] = {}
         self.last_trade: dict[str, int] = {}
         self.last_trade_ts: dict[str, int] = {}
         self.last_quote: dict[str, int] = {}
-        self._fresh: dict[
-            str, float
-        ] = {}  # symbol -> monotonic time of the reconnect it has not traded since
-        self._catchup: set[str] = (
-            set()
-        )  # symbols that get a REST catch-up if they stay quiet after a reconnect
+        # symbol -> monotonic time of the reconnect it has not traded since
+        self._fresh: dict[str, float] = {}
+        # symbols that get a REST catch-up if they stay quiet after a reconnect
+        self._catchup: set[str] = set()
         self._pending_gaps: list[_PendingGap] = []
         self._ensured: set[str] = set()
         self._link: _Link | None = None
@@ -905,10 +902,8 @@ class LiveRunner:
             try:
                 ensure_topics(self.settings, [target], timeout=5.0)
                 self._ensured.add(target)
-            except (
-                KafkaException,
-                TimeoutError,
-            ) as error:  # broker down: the producer re-sends; ensure again next time
+            # Broker down: the producer re-sends; ensure again next time.
+            except (KafkaException, TimeoutError) as error:
                 log.warning("feed_dlq_topic_unchecked", topic=target, error=str(error)[:200])
         raw = frame if isinstance(frame, bytes) else frame.encode()
         key = exc.symbol.encode() if exc.symbol else None

@@ -227,24 +227,7 @@ def replay(
         raise ValueError(f"expected a positive speed or None (max), found {speed}")
     record = TABLES[table].record
     iceberg_table = ensure_tables(load_catalog(settings), settings)[table]
-    if producer is None:
-        with MarketDataProducer(settings) as own:
-            return _replay(
-                own,
-                record,
-                iceberg_table,
-                table,
-                symbols,
-                start,
-                end,
-                to_topic,
-                speed,
-                exchange,
-                window_seconds,
-                on_row,
-            )
-    stats = _replay(
-        producer,
+    args = (
         record,
         iceberg_table,
         table,
@@ -257,6 +240,10 @@ def replay(
         window_seconds,
         on_row,
     )
+    if producer is None:
+        with MarketDataProducer(settings) as own:
+            return _replay(own, *args)
+    stats = _replay(producer, *args)
     producer.flush()
     return stats
 

@@ -6,10 +6,10 @@ size (0 removes it), ``is_snapshot`` true for the rows of an order-book snapshot
 snapshot row follows a non-snapshot row, the book so far is discarded - here that run of snapshot rows is
 one restart (``is_snapshot=True`` rows sharing one update id).
 
-Update ids: the files carry none, so K2 synthesises a monotonic id per (exchange, symbol), as for Coinbase:
-``timestamp x 1000``, raised to ``previous + 1`` when that would not increase. One event = the consecutive
-rows of a symbol with the same timestamp (one id; its last row ``is_event_end``); a snapshot run is one
-event whatever its timestamps. The same file therefore always gets the same ids (a re-import lands nothing
+Update ids: the files carry none, so K2 synthesises a monotonic id per (exchange, symbol), as for Coinbase
+(:func:`k2.sources.coinbase_depth.synthetic_update_id`): ``timestamp x 1000``, raised to ``previous + 1``
+when that would not increase. One event = the consecutive rows of a symbol with the same timestamp (one
+id; its last row ``is_event_end``); a snapshot run is one event whatever its timestamps. The same file therefore always gets the same ids (a re-import lands nothing
 twice: the landing dedups on exchange, symbol, update id, side, price). No chain is checkable, so no gaps.
 
 Bad rows go to the depth DLQ with a reason (``unknown_side``, ``bad_number``, ``negative_size``,
@@ -35,12 +35,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from k2.bus.dlq import dlq_headers
 from k2.bus.producer import MarketDataProducer
-from k2.bus.topics import dlq_topic, ensure_topics, topic_name
+from k2.bus.topics import topic_name
 from k2.config import Settings
 from k2.model import BOOK_DELTA, DataType
 from k2.model.values import to_unscaled
+from k2.sources.coinbase_depth import synthetic_update_id
 from k2.sources.files.formats import tardis_asset_class, tardis_instrument
 from k2.sources.live import MalformedMessage
 
@@ -94,10 +94,7 @@ class TardisL2Reader:
     def _flush(self, state: _Symbol) -> None:
         if not state.event:
             return
-        micros = state.event[0]["exchange_ts"]
-        candidate = micros * 1000
-        ident = candidate if state.last_id is None or candidate > state.last_id else state.last_id + 1
-        state.last_id = ident
+        ident = state.last_id = synthetic_update_id(state.last_id, state.event[0]["exchange_ts"])
         for i, row in enumerate(state.event):
             row["first_update_id"] = row["last_update_id"] = ident
             row["is_event_end"] = i == len(state.event) - 1
@@ -165,7 +162,7 @@ class TardisBookReport:
 
 def import_tardis_book(paths: Iterable[Path], settings: Settings) -> TardisBookReport:
     """Produce the files' book deltas to Kafka (``market.<asset_class>.depth.<exchange>``); bad rows to its DLQ."""
-    report, ensured = TardisBookReport(), set()
+    report = TardisBookReport()
     with MarketDataProducer(settings) as producer:
 
         def emit(row: dict[str, Any]) -> None:
@@ -176,11 +173,7 @@ def import_tardis_book(paths: Iterable[Path], settings: Settings) -> TardisBookR
             source = topic_name(
                 tardis_asset_class(exchange or "tardis"), DataType.DEPTH.value, exchange or "tardis"
             )
-            target = dlq_topic(source)
-            if target not in ensured:
-                ensure_topics(settings, [target])
-                ensured.add(target)
-            producer.produce_raw(target, symbol.encode(), raw, dlq_headers(reason, detail, source))
+            producer.dead_letter(source, symbol.encode(), raw, reason, detail)
             report.dead_lettered[reason] += 1
 
         reader = TardisL2Reader(emit, reject)
