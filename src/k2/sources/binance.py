@@ -453,7 +453,7 @@ def parse_frame(frame: Frame, receipt_us: int, market: BinanceMarket = SPOT) -> 
     >>> parse_frame('{"stream":"btcusdt@trade","data":{"s":"BTCUSDT"', 0)
     Traceback (most recent call last):
     ...
-    k2.sources.live.MalformedMessage: bad_json: expected JSON, found '{"stream":"btcusdt@trade","data":{"s":"BTCUSDT"' (unexpected end of data: line 1 column 48 (char 47))
+    k2.sources.live.adapter.MalformedMessage: bad_json: expected JSON, found '{"stream":"btcusdt@trade","data":{"s":"BTCUSDT"' (unexpected end of data: line 1 column 48 (char 47))
     """
     try:
         obj = orjson.loads(frame)
