@@ -41,7 +41,7 @@ from typing import Any
 
 from k2.model import DataType
 from k2.model.values import canonical_instrument, to_unscaled
-from k2.sources.binance import SPOT, BinanceMarket
+from k2.sources.binance.markets import SPOT, BinanceMarket
 from k2.sources.live import MalformedMessage
 
 Levels = list[tuple[int, int]]

@@ -33,7 +33,7 @@ from typing import Any
 
 from k2.model import DataType
 from k2.model.values import canonical_instrument, to_unscaled
-from k2.sources.coinbase import ASSET_CLASS, EXCHANGE, parse_time
+from k2.sources.coinbase.parse import ASSET_CLASS, EXCHANGE, parse_time
 from k2.sources.live import MalformedMessage
 
 _SIDES = {"buy": "BID", "sell": "ASK"}

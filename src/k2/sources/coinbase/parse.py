@@ -1,69 +1,30 @@
-"""Coinbase Exchange: WebSocket ``matches`` and ``ticker`` -> wire-form TRADE/QUOTE, the live feed, captures.
+"""Coinbase messages -> wire-form rows: ``match``/``last_match`` trades, ``ticker`` quotes, REST trades.
 
-Connection: ``wss://ws-feed.exchange.coinbase.com``; after connecting the client sends one
-``{"type": "subscribe", "product_ids": [...], "channels": ["matches", "ticker", "heartbeat"]}`` and
-the server confirms with a ``subscriptions`` message. ``heartbeat`` (one per product per second) keeps
-quiet products from looking like a stalled connection. An ``error`` answer to the subscription (e.g.
-an unknown product) is fatal: reconnecting would not change it.
-
-Mapping (exact; times parse to the microsecond, the published text is kept in ``vendor["time"]``
-when it has sub-microsecond digits):
-
-* ``match`` / ``last_match`` -> TRADE: ``trade_id`` (contiguous per product: gaps are detected and
-  backfilled from ``GET /products/<id>/trades``), ``price``, ``size`` -> quantity, ``time`` ->
-  ``exchange_ts``, ``sequence`` -> ``source_sequence``. **Side**: Coinbase's ``side`` is the *maker*
-  order's side, so the aggressor is the opposite: ``side="sell"`` (a resting sell was hit) -> ``BUY``,
-  ``side="buy"`` -> ``SELL``. ``last_match`` (the last trade before we subscribed, sent on every
-  (re)subscription) is a trade too; source dedup drops it when it was already produced.
-* ``ticker`` -> QUOTE: ``sequence`` -> ``update_id``, ``best_bid``/``best_ask`` -> prices,
-  ``best_bid_size``/``best_ask_size`` -> sizes when present (the 2021 API did not send them), ``time``
-  -> ``exchange_ts``; the other fields (last price, 24 h stats) go to ``vendor``.
-* ``level2`` (subscribed unless ``CoinbaseFeed(depth=False)`` / ``k2 stream coinbase --no-depth``):
-  ``snapshot`` and ``l2update`` -> BOOK_DELTA rows through :mod:`k2.sources.coinbase_depth` (the parser
-  the capture tests use); Coinbase sends a fresh ``snapshot`` on every (re)subscription, which restarts
-  the product's book, so a reconnect needs no REST call. An ``l2update`` before any snapshot of its
-  product is dead-lettered (``no_snapshot``).
-* Canonical instrument: Coinbase product ids already are ``BASE-QUOTE`` (``BTC-USD``); the product id
-  is also the ``symbol``.
-
-Example:
-    >>> row = parse_match({"type": "match", "trade_id": 1568268, "side": "sell", "size": "450", "price": "0.791",
-    ...     "product_id": "SKL-USD", "sequence": 201390075, "time": "2021-04-17T16:43:37.121358Z"}, 0)
-    >>> row["side"], row["price"], row["exchange_ts"], row["source_sequence"]
-    ('BUY', 79100000, 1618677817121358, 201390075)
+See :mod:`k2.sources.coinbase` for the mapping (the maker-side rule included). Malformed input raises
+:class:`k2.sources.live.MalformedMessage` naming what was expected and found.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import orjson
 
-from k2.model import QUOTE, TRADE, DataType, RecordType
+from k2.model import DataType
 from k2.model.values import canonical_instrument, datetime_to_micros, quote_currency, to_unscaled
 from k2.sources.live import (
-    ControlSender,
     Event,
     FatalSourceError,
-    FeedAdapter,
     Frame,
     MalformedMessage,
-    RestClient,
-    RestRefused,
     normalise_names,
-    now_us,
 )
 
 EXCHANGE = "coinbase"
 ASSET_CLASS = "crypto"
-DEFAULT_CHANNELS = ("matches", "ticker", "heartbeat")
-DEPTH_CHANNEL = "level2"  # snapshot + l2update (k2.sources.coinbase_depth); on unless depth=False
-_DEPTH_TYPE = re.compile(rb'"type"\s*:\s*"(?:snapshot|l2update)"')
 _PRODUCT = re.compile(r"^[A-Z0-9]{1,20}-[A-Z0-9]{1,20}$")
 _ISO = re.compile(r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:?\d{2})?$")
 
@@ -323,172 +284,3 @@ def normalise_products(products: Iterable[str]) -> list[str]:
     ['BTC-USD', 'ETH-USD']
     """
     return normalise_names(products, _PRODUCT, "a Coinbase product id like BTC-USD", "product")
-
-
-class CoinbaseFeed(FeedAdapter):
-    """Matches and ticker of some products over one Coinbase Exchange WebSocket connection.
-
-    Example::
-
-        feed = CoinbaseFeed(["BTC-USD", "ETH-USD"], ws_url=settings.coinbase_ws_url, rest_url=settings.coinbase_rest_url)
-    """
-
-    source = EXCHANGE
-    exchange = EXCHANGE
-    asset_class = ASSET_CLASS
-    control_rate = 4.0  # Coinbase allows 8 messages/s per IP; keep headroom
-    connect_rate = 1.0
-    connect_burst = 10.0
-
-    def __init__(
-        self,
-        products: Iterable[str],
-        ws_url: str = "wss://ws-feed.exchange.coinbase.com",
-        rest_url: str = "https://api.exchange.coinbase.com",
-        channels: Iterable[str] = DEFAULT_CHANNELS,
-        rest_max_wait_seconds: float = 60.0,
-        depth: bool = True,
-    ) -> None:
-        from k2.sources.coinbase_depth import CoinbaseBooks  # that module builds on this one
-
-        self.products = normalise_products(products)
-        self.ws_url = ws_url
-        self.rest_url = rest_url.rstrip("/")
-        self.depth = depth
-        self.channels = list(channels) + ([DEPTH_CHANNEL] if depth and DEPTH_CHANNEL not in channels else [])
-        self.rest_max_wait_seconds = rest_max_wait_seconds
-        self._books = CoinbaseBooks()
-
-    def url(self) -> str:
-        """The feed URL (Coinbase subscribes by message, not by URL)."""
-        return self.ws_url
-
-    async def on_open(self, send: ControlSender) -> None:
-        """Send the one ``subscribe`` message."""
-        await send(
-            orjson.dumps(
-                {"type": "subscribe", "product_ids": self.products, "channels": self.channels}
-            ).decode()
-        )
-
-    def parse(self, frame: Frame, receipt_us: int) -> Event | None:
-        """See :func:`parse_frame`; with depth, ``snapshot``/``l2update`` become ``depth`` events.
-
-        The rows are made here (:class:`k2.sources.coinbase_depth.CoinbaseBooks`, which keeps each
-        product's update ids) so a bad level2 message is dead-lettered like any malformed frame.
-        """
-        if self.depth and _DEPTH_TYPE.search(frame if isinstance(frame, bytes) else frame.encode()):
-            try:
-                msg = orjson.loads(frame)
-            except orjson.JSONDecodeError:
-                return parse_frame(frame, receipt_us)  # raises the usual bad_json
-            if isinstance(msg, dict) and msg.get("type") in ("snapshot", "l2update"):
-                rows = self._books.on_message(msg, receipt_us)
-                if not rows:
-                    return None
-                return Event("depth", rows[0]["symbol"], rows[-1]["last_update_id"], {"rows": rows})
-            return parse_message(msg, receipt_us, frame)
-        return parse_frame(frame, receipt_us)
-
-    def on_depth(self, event: Event) -> Any:
-        """The rows :meth:`parse` made for one level2 message (no chain to check, no REST snapshot)."""
-        from k2.sources.coinbase_depth import DepthStep
-
-        assert event.row is not None
-        return DepthStep(event.row["rows"])
-
-    def rest_client(self) -> RestClient:
-        """A REST client paced below Coinbase's public request rate."""
-        # Public endpoints: 10 requests/s per IP (burst 15); stay below.
-        return RestClient(
-            self.rest_url, requests_per_second=8.0, burst=8.0, max_wait_seconds=self.rest_max_wait_seconds
-        )
-
-    async def fetch_trades(
-        self, rest: RestClient, symbol: str, first: int, last: int | None
-    ) -> list[dict[str, Any]]:
-        """Trades ``first..last`` from ``/products/<id>/trades`` (newest first; ``after=<id>`` pages to older ids)."""
-        rows: dict[int, dict[str, Any]] = {}
-        after: int | None = None if last is None else last + 1
-        while True:
-            params: dict[str, Any] = {"limit": 1000}
-            if after is not None:
-                params["after"] = after
-            data, headers = await rest.get_json(f"/products/{symbol}/trades", params)
-            receipt = now_us()
-            if not isinstance(data, list):
-                raise RestRefused(f"expected a JSON list of trades for {symbol}, found {str(data)[:200]}")
-            if not data:
-                break
-            lowest: int | None = None
-            for item in data:
-                if not isinstance(item, dict):
-                    continue  # its id counts as not supplied
-                try:
-                    row = parse_rest_trade(item, symbol, receipt)
-                except MalformedMessage:
-                    continue  # its id counts as not supplied
-                ident = row["trade_id"]
-                lowest = ident if lowest is None else min(lowest, ident)
-                if ident >= first and (last is None or ident <= last):
-                    rows.setdefault(ident, row)
-            if lowest is None or lowest <= first:
-                break
-            cursor = headers.get("cb-after")
-            next_after = int(cursor) if cursor and cursor.isdigit() else lowest
-            if after is not None and next_after >= after:
-                break  # no progress
-            after = next_after
-        return [rows[i] for i in sorted(rows)]
-
-
-# -- capture files (cryptofeed raw format) ---------------------------------------------------------
-def iter_capture_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
-    """``(receive time ns, raw JSON)`` for each *received* line of a cryptofeed raw capture.
-
-    Line 1 is ``<url> <-> <connect ts>``, sent messages are ``<url> <- <ts>: <json>`` (skipped),
-    received ones ``<epoch seconds>: <json>``; the seconds are converted exactly (Decimal).
-
-    Example::
-
-        ns, raw = next(iter_capture_lines("cryptofeed-coinbase-2021-04-17.raw.txt"))
-    """
-    with Path(path).open("rb") as handle:
-        for lineno, line in enumerate(handle, 1):
-            line = line.strip()
-            if not line:
-                continue
-            head, sep, raw = line.partition(b": ")
-            if not sep or b" " in head:
-                continue  # connection header or an outgoing message
-            try:
-                ns = int(Decimal(head.decode()) * 1_000_000_000)
-            except ArithmeticError:
-                raise ValueError(
-                    f"{path}:{lineno}: expected '<epoch seconds>: <json>', found {line[:80]!r}"
-                ) from None
-            yield ns, raw
-
-
-def iter_capture(
-    path: str | Path, types: Iterable[str] = ("match", "last_match", "ticker")
-) -> Iterator[tuple[RecordType, dict[str, Any], dict[str, Any]]]:
-    """``(TRADE|QUOTE, wire-form row, raw message)`` per match/ticker of a capture (receipt time from the file).
-
-    Example::
-
-        trades = [row for record, row, _ in iter_capture("cryptofeed-coinbase-2021-04-17.raw.txt") if record is TRADE]
-    """
-    wanted = frozenset(types)
-    for ns, raw in iter_capture_lines(path):
-        msg = orjson.loads(raw)
-        kind = msg.get("type") if isinstance(msg, dict) else None
-        if kind not in wanted:
-            continue
-        try:
-            if kind == "ticker":
-                yield QUOTE, parse_ticker(msg, ns // 1000), msg
-            else:
-                yield TRADE, parse_match(msg, ns // 1000), msg
-        except MalformedMessage as exc:
-            raise ValueError(f"{path}: message received at {ns} ns: {exc}") from None
