@@ -29,7 +29,7 @@ Example (needs a catalog with landed depth)::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -41,7 +41,7 @@ import pyarrow as pa
 from k2.lake.summary import offsets_from_summary
 from k2.model.arrow import unscaled_from_decimal
 from k2.model.book import Level, OrderBook
-from k2.model.values import datetime_to_micros, micros_to_datetime, unscaled_to_decimal
+from k2.model.values import datetime_to_micros, unscaled_to_decimal
 from k2.query.book_files import select_files
 from k2.query.errors import InvalidRangeError, QueryError, UnknownSymbolError
 from k2.query.params import check_range, parse_duration, parse_time
@@ -525,13 +525,16 @@ def book_metrics(
     levels: int = 10,
     bps: Decimal | int = 10,
     quantity: Decimal | None = None,
+    depth_within: Callable[[Decimal, Decimal], tuple[Decimal, Decimal]] | None = None,
 ) -> dict[str, Decimal | None]:
     """Spread, mid, microprice, imbalance (top ``levels``), depth within ``bps`` of mid, market-order cost.
 
     ``bids``/``asks`` are (unscaled price, unscaled size), best first. ``buy_fill_price`` is the average
     price of a market buy of ``quantity`` walking the asks (None when the visible book is too thin);
     ``buy_slippage_bps`` its distance from mid in basis points (sells alike on the bids). Exact decimals
-    (division results rounded to 8 places for prices, 6 for ratios).
+    (division results rounded to 8 places for prices, 6 for ratios). ``depth_within(low, high)``, when
+    given, returns the bid size priced ``>= low`` and the ask size ``<= high`` over the caller's whole book
+    (so ``bids``/``asks`` need only the levels the imbalance and the fill walks use).
 
     >>> m = book_metrics([(10000000000, 100000000)], [(10200000000, 300000000)], quantity=Decimal("2"))
     >>> m["spread"], m["mid"], m["microprice"], m["imbalance"], m["buy_fill_price"]
@@ -563,8 +566,11 @@ def book_metrics(
     ask_volume = sum((dec(s) for _, s in asks[:levels]), Decimal(0))
     out["imbalance"] = ((bid_volume - ask_volume) / (bid_volume + ask_volume)).quantize(q6)
     band = mid * Decimal(bps) / Decimal(10_000)
-    out["bid_depth_bps"] = sum((dec(s) for p, s in bids if dec(p) >= mid - band), Decimal(0))
-    out["ask_depth_bps"] = sum((dec(s) for p, s in asks if dec(p) <= mid + band), Decimal(0))
+    if depth_within is not None:  # the caller sums its whole sides: (bid size >= low, ask size <= high)
+        out["bid_depth_bps"], out["ask_depth_bps"] = depth_within(mid - band, mid + band)
+    else:
+        out["bid_depth_bps"] = sum((dec(s) for p, s in bids if dec(p) >= mid - band), Decimal(0))
+        out["ask_depth_bps"] = sum((dec(s) for p, s in asks if dec(p) <= mid + band), Decimal(0))
     if quantity is not None:
         for name, side, sign in (("buy", asks, 1), ("sell", bids, -1)):
             price = _fill_price(side, Decimal(quantity))
@@ -614,27 +620,21 @@ def book_series(
         raise QueryError(
             f"every: expected at most {_MAX_STEPS:,} steps between start and end, found {steps:,}"
         )
-    venue, columns, _ = _read_rows(client, symbol, exchange, s, e, as_of)
-    replay, rows = _Replay(columns), []
-    moment = s
-    while moment < e:
-        book = replay.advance(datetime_to_micros(moment))
-        # Whole sides: the market-order fill walks as deep as the quantity needs.
-        bids, asks = book.top("BID", len(book.bids)), book.top("ASK", len(book.asks))
-        row: dict[str, Any] = {
-            "ts": moment,
-            "exchange": venue,
-            "last_update_id": book.last_update_id,
-            "exchange_ts": None if book.exchange_ts is None else micros_to_datetime(book.exchange_ts),
-        }
-        for name, levels in (("bid", bids), ("ask", asks)):
-            row[f"{name}_prices"] = [unscaled_to_decimal(p) for p, _ in levels[:depth]]
-            row[f"{name}_sizes"] = [unscaled_to_decimal(q) for _, q in levels[:depth]]
-        row.update(book_metrics(bids, asks, metrics_levels, bps, quantity))
-        rows.append(row)
-        moment += step
-    return (
-        pa.Table.from_pylist(rows) if rows else pa.table({"ts": pa.array([], pa.timestamp("us", tz="UTC"))})
+    from k2.query.book_series import series_table
+
+    count = 0 if e <= s else -(-(e - s) // step)  # moments start, start+every, ... < end
+    return series_table(
+        client,
+        symbol,
+        s,
+        count,
+        step,
+        depth,
+        exchange=exchange,
+        as_of=as_of,
+        metrics_levels=metrics_levels,
+        bps=bps,
+        quantity=quantity,
     )
 
 
