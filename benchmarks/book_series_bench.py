@@ -18,6 +18,7 @@ Timed in the same run, at ``--runs`` hours starting at random moments:
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import sys
@@ -98,18 +99,20 @@ def main() -> None:
     client = Client(settings)
     con = new_connection(settings)
     location = metadata_location(table)
-    k2_times, raw_times, steps = [], [], 0
+    k2_times, raw_times, k2_cpu, raw_cpu, steps = [], [], [], [], 0
     client.book_series(symbols[0], starts[0], starts[0] + timedelta(minutes=1), "1s", 10)  # warm-up
     for start in starts:
         symbol = rng.choice(symbols)
         end = start + timedelta(hours=1)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         series = client.book_series(symbol, start, end, "1s", 10)
         k2_times.append(time.perf_counter() - t0)
+        k2_cpu.append(time.process_time() - c0)
         steps = series.num_rows
-        t0 = time.perf_counter()
-        raw = con.execute(RAW_SQL, [location, symbol, location, symbol, start, end]).fetch_arrow_table()
+        t0, c0 = time.perf_counter(), time.process_time()
+        raw = con.execute(RAW_SQL, [location, symbol, location, symbol, start, end]).to_arrow_table()
         raw_times.append(time.perf_counter() - t0)
+        raw_cpu.append(time.process_time() - c0)
         print(
             f"  {symbol} {start.isoformat()}: K2 {k2_times[-1] * 1000:.0f} ms ({steps} steps), raw read {raw_times[-1] * 1000:.0f} ms ({raw.num_rows:,} rows)"
         )
@@ -118,6 +121,8 @@ def main() -> None:
         f"book_series 1 h at 1 s, top 10, {len(starts)} runs: p50 {statistics.median(k2_times) * 1000:.0f} ms, "
         f"p99 {percentile(k2_times, 0.99) * 1000:.0f} ms; raw DuckDB read floor: p50 "
         f"{statistics.median(raw_times) * 1000:.0f} ms, p99 {percentile(raw_times, 0.99) * 1000:.0f} ms\n"
+        f"CPU time (process, all threads): K2 p50 {statistics.median(k2_cpu) * 1000:.0f} ms, raw p50 "
+        f"{statistics.median(raw_cpu) * 1000:.0f} ms; load average {os.getloadavg()}\n"
         f"at {datetime.now(UTC).isoformat(timespec='seconds')}"
     )
 
