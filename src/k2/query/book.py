@@ -13,12 +13,14 @@ the bounded run of deltas after them), else from the deltas alone:
 Each is one DuckDB query (``arg_max`` per level, top N per side by ``row_number``) over the data files the
 planned-file cache (:mod:`k2.query.files`, pruned by :mod:`k2.query.book_files`) keeps for the symbol and
 update-id range, every value bound as a parameter. With ``include_recent`` the depth rows still in Kafka (:mod:`k2.query.recent`) are
-unioned into the deltas. Series and trade joins read the rows once and replay them with
-:class:`k2.model.book.OrderBook` (the same rules the sources use).
+unioned into the deltas. Trade joins read the rows once and replay them with
+:class:`k2.model.book.OrderBook` (the same rules the sources use); series are one pass over numpy arrays
+(:mod:`k2.query.book_series`) with the same answer as ``book()`` at each step.
 
 Hazards: the delta read's cost grows with the run of deltas since the starting snapshot (it runs when
 no stored rows answer exactly: none yet, or the price left the stored levels for ten minutes);
-``book_series``/``trades_with_book`` always replay from the restart and read Iceberg only; a moment inside
+``book_series``/``trades_with_book`` always start from the restart (the series aggregates the deltas
+since it) and read Iceberg only; a moment inside
 a depth gap shows the last good book before the gap (the gap is in ``quality.gaps``).
 
 Example (needs a catalog with landed depth)::
