@@ -5,19 +5,21 @@ from the latest restarting snapshot on; a level's size is the one of its largest
 
 1. the restart at or before ``start`` (``R``) and the **whole** book at ``start``: one DuckDB aggregation
    (latest size per level) over the deltas from ``R`` through ``start``;
-2. the changes inside the range, reduced by DuckDB to one row per (step, side, price) - the level's last
-   size within that step - plus, per step, whether a restart happened in it (then only the rows from that
-   restart on count and the book is cleared first);
-3. a replay over numpy arrays (one slot per price seen, per side): each step assigns its changed levels,
-   then reads the top ``depth`` levels and the metrics (:func:`k2.query.book.book_metrics`, fed only the
-   levels it needs; depth within ``bps`` of mid summed exactly over the whole side).
+2. the changes inside the range read once, in update-id order, then reduced with numpy: each row tagged
+   with its step (the first step at or after its exchange time), the rows a restart in the same step
+   supersedes dropped (the book is cleared at that step), and only the last row of each (step, side,
+   price) kept (sizes are absolute);
+3. a replay over numpy arrays (one price grid, a size array per side): each step assigns its changed
+   levels, then reads the top ``depth`` levels (scanning a few slots from the previous best) and the
+   metrics (:func:`k2.query.book.book_metrics`, fed only the levels it walks; depth within ``bps`` of mid
+   summed exactly over the whole side in integers).
 
 Both queries read only the planned data files that can hold the rows (:mod:`k2.query.book_files`).
 
 Hazards: step 1 costs what the deltas since the book's restart cost (a live feed restarts at every
 reconnect; a long-lived book makes it grow) - the stored ``book_snapshots`` hold only the top N, too
-little for the metrics' depth and fill walks, so they are not used here. Memory: one int64 per distinct
-price per side seen in the range, plus the reduced changes.
+little for the metrics' depth and fill walks, so they are not used here. Memory: the range's rows as a few
+numpy columns (~50 bytes a row before the reduction) and two int64 per distinct price.
 """
 
 from __future__ import annotations
