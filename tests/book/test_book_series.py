@@ -115,3 +115,17 @@ def test_book_series_equals_the_step_by_step_replay(
     before = [r for r in series if datetime_to_micros(r["ts"]) < restart]
     after = [r for r in series if datetime_to_micros(r["ts"]) >= restart]
     assert before and after and all(r["exchange"] == "binance" for r in series)
+
+
+def test_book_series_of_one_step_is_the_book_at_start(lake: tuple[Settings, list[dict[str, Any]]]) -> None:
+    settings, rows = lake
+    moment = rows[-1]["exchange_ts"] - 5_000_000
+    with Client(settings) as client:
+        series = client.book_series(
+            "BTCUSDT", micros_to_datetime(moment), micros_to_datetime(moment + 1), "1s", depth=3
+        ).to_pylist()
+    assert len(series) == 1
+    expected = _reference(rows, moment, 3, Decimal(1))
+    assert {name: series[0][name] for name in ("last_update_id", "bid_prices", "ask_sizes", "mid")} == {
+        name: expected[name] for name in ("last_update_id", "bid_prices", "ask_sizes", "mid")
+    }

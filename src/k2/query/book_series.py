@@ -237,7 +237,7 @@ def _replay(
             "k": empty,
             "u": empty,
             "ts": empty,
-            "price": empty,
+            "slot": empty,
             "size": empty,
             "ask": np.zeros(0, bool),
         }
