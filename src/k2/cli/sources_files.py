@@ -475,4 +475,45 @@ def register(app: typer.Typer) -> None:
         console.print(f"{report.lines:,} lines: {report.rows:,} book deltas; {report.snapshots} snapshot(s)")
         _print_produced(report.dead_lettered)
 
+    @imp.command("tardis-book-snapshot")
+    def tardis_book_snapshot(
+        files: list[Path] = typer.Argument(
+            ...,
+            help="Tardis.dev book_snapshot_25 / book_snapshot_5 CSV files (.csv or .csv.gz), in time order.",
+        ),
+        depth: int | None = typer.Option(
+            None, "--depth", help="Levels per side the files must have: 25 or 5 (default: from each header)."
+        ),
+        max_rejects: str = MAX_REJECTS,
+    ) -> None:
+        """Tardis.dev book_snapshot_25/_5 CSV: each row a restarting book snapshot (book deltas) to Kafka for landing.
+
+        Exit codes as the other imports: 0, 3 rows dead-lettered beyond --max-rejects, 1 a file refused.
+        """
+        from k2.sources.tardis_book_snapshot import DEPTHS, import_tardis_book_snapshots
+
+        limit = parse_max_rejects(max_rejects)
+        if depth is not None and depth not in DEPTHS:
+            err_console.print(f"--depth: expected one of {list(DEPTHS)}, found {depth}", markup=False)
+            raise typer.Exit(2)
+        try:
+            report = import_tardis_book_snapshots(files, load_settings(), depth)
+        except (
+            ValueError,
+            OSError,
+        ) as exc:  # a file that is not book_snapshot_N, or unreadable: nothing produced
+            err_console.print(f"error: {plain(exc)}", markup=False, highlight=False)
+            raise typer.Exit(1) from None
+        console.print(
+            f"{report.lines:,} lines: {report.snapshots:,} book snapshot(s) of depth "
+            f"{'/'.join(map(str, sorted(set(report.depths))))}, {report.rows:,} book deltas"
+        )
+        _print_produced(report.dead_lettered)
+        rejected = sum(report.dead_lettered.values())
+        if rejects_exceeded(report.lines, rejected, limit):
+            err_console.print(
+                f"{rejected:,} of {report.lines:,} rows dead-lettered (--max-rejects {max_rejects})"
+            )
+            raise typer.Exit(EXIT_REJECTED)
+
     app.add_typer(imp, name="import")

@@ -13,12 +13,14 @@ the bounded run of deltas after them), else from the deltas alone:
 Each is one DuckDB query (``arg_max`` per level, top N per side by ``row_number``) over the data files the
 planned-file cache (:mod:`k2.query.files`, pruned by :mod:`k2.query.book_files`) keeps for the symbol and
 update-id range, every value bound as a parameter. With ``include_recent`` the depth rows still in Kafka (:mod:`k2.query.recent`) are
-unioned into the deltas. Series and trade joins read the rows once and replay them with
-:class:`k2.model.book.OrderBook` (the same rules the sources use).
+unioned into the deltas. Trade joins read the rows once and replay them with
+:class:`k2.model.book.OrderBook` (the same rules the sources use); series are one pass over numpy arrays
+(:mod:`k2.query.book_series`) with the same answer as ``book()`` at each step.
 
 Hazards: the delta read's cost grows with the run of deltas since the starting snapshot (it runs when
 no stored rows answer exactly: none yet, or the price left the stored levels for ten minutes);
-``book_series``/``trades_with_book`` always replay from the restart and read Iceberg only; a moment inside
+``book_series``/``trades_with_book`` always start from the restart (the series aggregates the deltas
+since it) and read Iceberg only; a moment inside
 a depth gap shows the last good book before the gap (the gap is in ``quality.gaps``).
 
 Example (needs a catalog with landed depth)::
@@ -29,7 +31,7 @@ Example (needs a catalog with landed depth)::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -41,7 +43,7 @@ import pyarrow as pa
 from k2.lake.summary import offsets_from_summary
 from k2.model.arrow import unscaled_from_decimal
 from k2.model.book import Level, OrderBook
-from k2.model.values import datetime_to_micros, micros_to_datetime, unscaled_to_decimal
+from k2.model.values import datetime_to_micros, unscaled_to_decimal
 from k2.query.book_files import select_files
 from k2.query.errors import InvalidRangeError, QueryError, UnknownSymbolError
 from k2.query.params import check_range, parse_duration, parse_time
@@ -525,13 +527,16 @@ def book_metrics(
     levels: int = 10,
     bps: Decimal | int = 10,
     quantity: Decimal | None = None,
+    depth_within: Callable[[Decimal, Decimal], tuple[Decimal, Decimal]] | None = None,
 ) -> dict[str, Decimal | None]:
     """Spread, mid, microprice, imbalance (top ``levels``), depth within ``bps`` of mid, market-order cost.
 
     ``bids``/``asks`` are (unscaled price, unscaled size), best first. ``buy_fill_price`` is the average
     price of a market buy of ``quantity`` walking the asks (None when the visible book is too thin);
     ``buy_slippage_bps`` its distance from mid in basis points (sells alike on the bids). Exact decimals
-    (division results rounded to 8 places for prices, 6 for ratios).
+    (division results rounded to 8 places for prices, 6 for ratios). ``depth_within(low, high)``, when
+    given, returns the bid size priced ``>= low`` and the ask size ``<= high`` over the caller's whole book
+    (so ``bids``/``asks`` need only the levels the imbalance and the fill walks use).
 
     >>> m = book_metrics([(10000000000, 100000000)], [(10200000000, 300000000)], quantity=Decimal("2"))
     >>> m["spread"], m["mid"], m["microprice"], m["imbalance"], m["buy_fill_price"]
@@ -563,8 +568,11 @@ def book_metrics(
     ask_volume = sum((dec(s) for _, s in asks[:levels]), Decimal(0))
     out["imbalance"] = ((bid_volume - ask_volume) / (bid_volume + ask_volume)).quantize(q6)
     band = mid * Decimal(bps) / Decimal(10_000)
-    out["bid_depth_bps"] = sum((dec(s) for p, s in bids if dec(p) >= mid - band), Decimal(0))
-    out["ask_depth_bps"] = sum((dec(s) for p, s in asks if dec(p) <= mid + band), Decimal(0))
+    if depth_within is not None:  # the caller sums its whole sides: (bid size >= low, ask size <= high)
+        out["bid_depth_bps"], out["ask_depth_bps"] = depth_within(mid - band, mid + band)
+    else:
+        out["bid_depth_bps"] = sum((dec(s) for p, s in bids if dec(p) >= mid - band), Decimal(0))
+        out["ask_depth_bps"] = sum((dec(s) for p, s in asks if dec(p) <= mid + band), Decimal(0))
     if quantity is not None:
         for name, side, sign in (("buy", asks, 1), ("sell", bids, -1)):
             price = _fill_price(side, Decimal(quantity))
@@ -614,27 +622,21 @@ def book_series(
         raise QueryError(
             f"every: expected at most {_MAX_STEPS:,} steps between start and end, found {steps:,}"
         )
-    venue, columns, _ = _read_rows(client, symbol, exchange, s, e, as_of)
-    replay, rows = _Replay(columns), []
-    moment = s
-    while moment < e:
-        book = replay.advance(datetime_to_micros(moment))
-        # Whole sides: the market-order fill walks as deep as the quantity needs.
-        bids, asks = book.top("BID", len(book.bids)), book.top("ASK", len(book.asks))
-        row: dict[str, Any] = {
-            "ts": moment,
-            "exchange": venue,
-            "last_update_id": book.last_update_id,
-            "exchange_ts": None if book.exchange_ts is None else micros_to_datetime(book.exchange_ts),
-        }
-        for name, levels in (("bid", bids), ("ask", asks)):
-            row[f"{name}_prices"] = [unscaled_to_decimal(p) for p, _ in levels[:depth]]
-            row[f"{name}_sizes"] = [unscaled_to_decimal(q) for _, q in levels[:depth]]
-        row.update(book_metrics(bids, asks, metrics_levels, bps, quantity))
-        rows.append(row)
-        moment += step
-    return (
-        pa.Table.from_pylist(rows) if rows else pa.table({"ts": pa.array([], pa.timestamp("us", tz="UTC"))})
+    from k2.query.book_series import series_table
+
+    count = 0 if e <= s else -(-(e - s) // step)  # moments start, start+every, ... < end
+    return series_table(
+        client,
+        symbol,
+        s,
+        count,
+        step,
+        depth,
+        exchange=exchange,
+        as_of=as_of,
+        metrics_levels=metrics_levels,
+        bps=bps,
+        quantity=quantity,
     )
 
 

@@ -1,0 +1,131 @@
+"""``book_series`` equals the book replayed step by step (issue 14 item 5), on the real BTCUSDT capture.
+
+The lake holds the capture's first two minutes of book deltas (parsed by the import's own reader) plus a
+resync in the middle, shaped as Binance's: a snapshot that restarts the book with only the best 200 levels
+per side of the rebuilt book (a REST snapshot is limited in depth, so deeper levels disappear). The
+reference is the plain replay: every row with ``exchange_ts <=`` the step applied in update-id order with
+:class:`k2.model.book.OrderBook`, then :func:`k2.query.book.book_metrics` over the whole sides.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from k2.config import Settings
+from k2.lake.catalog import ensure_tables, load_catalog
+from k2.lake.writer import append
+from k2.model import BOOK_DELTA, RecordType
+from k2.model.arrow import records_to_arrow
+from k2.model.book import OrderBook
+from k2.model.values import datetime_to_micros, micros_to_datetime, unscaled_to_decimal
+from k2.query.book import book_metrics
+from k2.query.client import Client
+from k2.sources.binance import iter_capture_lines
+from k2.sources.binance_capture import CaptureReader
+from tests.sources.helpers import BINANCE_CAPTURES
+
+FIRST_NS = 1_723_161_253_937_085_768
+
+
+def _capture(seconds: int) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+
+    def emit(record: RecordType, row: dict[str, Any]) -> None:
+        if record is BOOK_DELTA:
+            rows.append({**row, "ingest_ts": row["receipt_ts"]})
+
+    reader = CaptureReader(emit, lambda *bad: pytest.fail(f"unexpected reject {bad}"))
+    for ns, raw in iter_capture_lines(BINANCE_CAPTURES[0]):
+        if ns > FIRST_NS + seconds * 10**9:
+            break
+        reader.feed(ns, raw, "capture")
+    return rows
+
+
+def _with_resync(rows: list[dict[str, Any]], at: int, depth: int) -> list[dict[str, Any]]:
+    """``rows`` with a restarting snapshot (the best ``depth`` levels per side) after the event ending at row ``at``."""
+    book = OrderBook()
+    book.apply_rows(rows[: at + 1])
+    end = rows[at]
+    levels = [("BID", p, s) for p, s in book.top("BID", depth)] + [
+        ("ASK", p, s) for p, s in book.top("ASK", depth)
+    ]
+    snapshot = [
+        {
+            **end,
+            "side": side,
+            "price": price,
+            "size": size,
+            "is_snapshot": True,
+            "is_event_end": i == len(levels) - 1,
+        }
+        for i, (side, price, size) in enumerate(levels)
+    ]
+    # The same update id as the event it follows: rows of that event (not snapshot rows) are superseded.
+    return rows[: at + 1] + snapshot + rows[at + 1 :]
+
+
+def _reference(rows: list[dict[str, Any]], moment_us: int, depth: int, quantity: Decimal) -> dict[str, Any]:
+    book = OrderBook()
+    book.apply_rows(
+        sorted((r for r in rows if r["exchange_ts"] <= moment_us), key=lambda r: r["last_update_id"])
+    )
+    bids, asks = book.top("BID", len(book.bids)), book.top("ASK", len(book.asks))
+    out: dict[str, Any] = {"last_update_id": book.last_update_id}
+    for name, levels in (("bid", bids), ("ask", asks)):
+        out[f"{name}_prices"] = [unscaled_to_decimal(p) for p, _ in levels[:depth]]
+        out[f"{name}_sizes"] = [unscaled_to_decimal(s) for _, s in levels[:depth]]
+    out.update(book_metrics(bids, asks, 10, 10, quantity))
+    return out
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, list[dict[str, Any]]]:
+    settings = Settings(data_dir=Path(tmp_path_factory.mktemp("series")) / "k2", query_pool_size=1)
+    rows = _capture(120)
+    ends = [i for i, r in enumerate(rows) if r["is_event_end"] and not r["is_snapshot"]]
+    rows = _with_resync(rows, ends[len(ends) // 2], 200)
+    table = ensure_tables(load_catalog(settings), settings)["book_deltas"]
+    half = len(rows) // 2  # two commits: the range spans files
+    append(table, records_to_arrow(BOOK_DELTA, rows[:half]), "book_deltas")
+    append(table, records_to_arrow(BOOK_DELTA, rows[half:]), "book_deltas")
+    return settings, rows
+
+
+@pytest.mark.parametrize(("every", "quantity"), [("1s", Decimal("2.5")), ("250ms", Decimal("0.00000001"))])
+def test_book_series_equals_the_step_by_step_replay(
+    lake: tuple[Settings, list[dict[str, Any]]], every: str, quantity: Decimal
+) -> None:
+    settings, rows = lake
+    first_update = next(i for i, r in enumerate(rows) if not r["is_snapshot"])
+    restart = next(r for r in rows[first_update:] if r["is_snapshot"])["exchange_ts"]  # the injected resync
+    start = micros_to_datetime(restart - 20_000_000 - 123)
+    end = micros_to_datetime(restart + 20_000_000)
+    with Client(settings) as client:
+        series = client.book_series("BTCUSDT", start, end, every, depth=10, quantity=quantity).to_pylist()
+    assert len(series) == (161 if every == "250ms" else 41)  # start + i * every < end
+    for row in series:
+        expected = _reference(rows, datetime_to_micros(row["ts"]), 10, quantity)
+        found = {name: row[name] for name in expected}
+        assert found == expected, row["ts"]
+    before = [r for r in series if datetime_to_micros(r["ts"]) < restart]
+    after = [r for r in series if datetime_to_micros(r["ts"]) >= restart]
+    assert before and after and all(r["exchange"] == "binance" for r in series)
+
+
+def test_book_series_of_one_step_is_the_book_at_start(lake: tuple[Settings, list[dict[str, Any]]]) -> None:
+    settings, rows = lake
+    moment = rows[-1]["exchange_ts"] - 5_000_000
+    with Client(settings) as client:
+        series = client.book_series(
+            "BTCUSDT", micros_to_datetime(moment), micros_to_datetime(moment + 1), "1s", depth=3
+        ).to_pylist()
+    assert len(series) == 1
+    expected = _reference(rows, moment, 3, Decimal(1))
+    assert {name: series[0][name] for name in ("last_update_id", "bid_prices", "ask_sizes", "mid")} == {
+        name: expected[name] for name in ("last_update_id", "bid_prices", "ask_sizes", "mid")
+    }
