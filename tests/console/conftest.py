@@ -18,8 +18,10 @@ from typing import Any
 import pytest
 
 from k2.api.keys import KeyStore
+from k2.bus.broker import tansu_process
 from k2.config import Settings
 from k2.lake.catalog import ensure_tables, load_catalog
+from k2.telemetry.procs import free_port
 from tests.api.conftest import api_settings
 from tests.api.helpers import ServerThread
 from tests.console.lake import land_capture
@@ -51,8 +53,10 @@ class Console:
     tables: dict[str, Any]
 
 
-def start_console(root: Path, broker: str, registry: str) -> tuple[Console, ServerThread]:
-    settings = api_settings(root / "k2", broker, registry, query_max_rows=100_000)
+def start_console(
+    root: Path, broker: str, registry: str, **overrides: object
+) -> tuple[Console, ServerThread]:
+    settings = api_settings(root / "k2", broker, registry, **{"query_max_rows": 100_000, **overrides})
     tables = ensure_tables(load_catalog(settings), settings)
     store = KeyStore.from_settings(settings)
     read_key, _ = store.create("reader", "read")
@@ -62,14 +66,24 @@ def start_console(root: Path, broker: str, registry: str) -> tuple[Console, Serv
 
 
 @pytest.fixture(scope="module")
+def console_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Tansu broker of the module's own: the overview lists every dead-letter topic of its broker, and
+    other tests leave dead letters on the session's shared one (seen on the page under load)."""
+    port = free_port()
+    proc = tansu_process(port, tmp_path_factory.mktemp("tansu-console") / "tansu.log").start()
+    yield f"127.0.0.1:{port}"
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
 def demo_console(
-    tmp_path_factory: pytest.TempPathFactory, broker: str, schema_registry: str
+    tmp_path_factory: pytest.TempPathFactory, console_broker: str, schema_registry: str
 ) -> Iterator[Console]:
     """The demo capture (19,904 BTCUSDT trades and its quotes) in a lake, served by the real API.
 
     The trades land in two commits (before / after midnight UTC), so time travel has two snapshots.
     """
-    console, server = start_console(tmp_path_factory.mktemp("console"), broker, schema_registry)
+    console, server = start_console(tmp_path_factory.mktemp("console"), console_broker, schema_registry)
     land_capture(console.tables, split_at_us=MIDNIGHT_US)
     yield console
     server.stop()

@@ -300,3 +300,21 @@ def test_untrusted_text_is_shown_as_text(
         page.screenshot(path=str(artifacts / "hostile-text.png"), full_page=True)
     finally:
         server.stop()
+
+
+def test_a_busy_server_is_waited_for_not_shown_as_an_error(
+    tmp_path: Path, broker: str, schema_registry: str, page: Any, artifacts: Path
+) -> None:
+    """The overview makes eight calls at once. With one request of a key allowed in progress the API
+    refuses the others (429 + Retry-After); the page waits and retries them and shows every card."""
+    console, server = start_console(tmp_path, broker, schema_registry, api_max_concurrent_per_key=1)
+    try:
+        enter_key(page, console.url, console.admin_key)
+        page.wait_for_selector("#page[data-loaded='true'] #sources")
+        page.screenshot(path=str(artifacts / "busy-overview.png"), full_page=True)
+        text = page.text_content("#page") or ""
+        assert "api_max_concurrent_per_key" not in text
+        assert "Open gaps: 0" in text and "Dead letters" in text and "Kafka lag" in text
+        assert page.locator("#parts tbody tr").count() == 4
+    finally:
+        server.stop()

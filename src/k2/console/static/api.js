@@ -32,14 +32,38 @@ async function failure(response) {
   return new ApiError(response.status, error.code || "http_error", message, body);
 }
 
+// A page makes several calls at once; on a busy server some are refused with 429/503 and a
+// Retry-After (the per-key cap of requests in progress, the process bound). Wait and retry a few
+// times, as any good client does, before showing the refusal.
+const RETRIES = 4;
+const MAX_WAIT_MS = 5000;
+
+function retryWaitMs(response, attempt) {
+  const seconds = Number(response.headers.get("Retry-After"));
+  const base = Number.isFinite(seconds) && seconds > 0 ? seconds * 1000 : 500 * 2 ** attempt;
+  return Math.min(MAX_WAIT_MS, base) * (0.5 + Math.random() / 2);  // jitter: the calls must not retry in step
+}
+
+function sleep(ms, signal) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(resolve, ms);
+    if (signal) signal.addEventListener("abort", () => { clearTimeout(timer); reject(signal.reason); }, { once: true });
+  });
+}
+
 /** GET/POST a path of this server; JSON answers are parsed, others returned as a Blob. */
 export async function api(path, params = {}, { method = "GET", body, key = getKey(), format, signal } = {}) {
   const headers = {};
   if (key) headers["X-API-Key"] = key;
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  const response = await fetch(path + query({ ...params, format }), {
-    method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal,
-  });
+  let response;
+  for (let attempt = 0; ; attempt += 1) {
+    response = await fetch(path + query({ ...params, format }), {
+      method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal,
+    });
+    if (!(response.status === 429 || response.status === 503) || attempt >= RETRIES) break;
+    await sleep(retryWaitMs(response, attempt), signal);
+  }
   if (!response.ok) throw await failure(response);
   if (format && format !== "json") return { blob: await response.blob(), headers: response.headers };
   return parseJson(await response.text());
