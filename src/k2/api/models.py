@@ -72,6 +72,14 @@ class Envelope(BaseModel):
         None,
         description="Aggregates only: true when computed over a truncated read (recent_truncated), so not over every row.",
     )
+    unknown_symbols: list[str] | None = Field(
+        None,
+        description="Endpoints taking several symbols (trades, quotes, bars, vwap, twap): the requested symbols the "
+        "table does not hold (for the exchange asked, at the snapshot read, nor among the Kafka rows read), so the "
+        "answer holds nothing of them; [] when every one is known (also the X-Unknown-Symbols header). When "
+        "every requested symbol is unknown the answer is 404 unknown_symbol instead.",
+        examples=[["BTCUSDTT"]],
+    )
     row_count: int = Field(description="Rows in this response.", examples=[2])
     snapshot_ids: dict[str, int | None] = Field(
         default_factory=dict,
