@@ -339,10 +339,26 @@ class DeadLetterRow(BaseModel):
     value_base64: str | None
 
 
+class DeadLetterStop(BaseModel):
+    """Where a dead-letter read stopped short of a partition's broker-reported end."""
+
+    topic: str
+    partition: int
+    offset: int = Field(description="The next offset not read.")
+    end: int = Field(description="The end offset the broker reported (a lower bound on Tansu).")
+
+
 class DeadLettersResponse(Envelope):
-    """Dead letters (read-only view of ``<topic>.dlq``)."""
+    """Dead letters (read-only view of ``<topic>.dlq``).
+
+    ``partial`` is true (also ``X-Partial: true``) when the read stopped before a partition's
+    broker-reported end (``limit`` reached or the time budget spent): ``stopped_at`` says where,
+    ``partial_reason`` in words ("partial: stopped at offset X of Y on partition P of T").
+    """
 
     data: list[DeadLetterRow]
+    stopped_at: list[DeadLetterStop] = Field(default_factory=list)
+    partial_reason: str | None = None
 
 
 class KeyRow(BaseModel):
