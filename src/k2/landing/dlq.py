@@ -41,6 +41,7 @@ import numpy as np
 import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
+from k2.bus.broker import end_offsets
 from k2.bus.dlq import DeadLetter
 from k2.bus.producer import MarketDataProducer
 from k2.bus.serde import AvroBatchDecoder, registry_client
@@ -163,15 +164,9 @@ def _reported_ends(
     consumer: Consumer, partitions: list[TopicPartition]
 ) -> dict[tuple[str, int], tuple[int, int]]:
     """(topic, partition) -> (low, high) watermarks the broker reports, for the partitions that hold messages."""
-    ends: dict[tuple[str, int], tuple[int, int]] = {}
-    for tp in partitions:
-        try:
-            low, high = consumer.get_watermark_offsets(tp, timeout=10.0, cached=False)
-        except KafkaException:
-            continue  # unknown: fall back to the idle wait alone
-        if high > low:
-            ends[(tp.topic, tp.partition)] = (int(low), int(high))
-    return ends
+    # A partition the broker does not answer for is left out: the idle wait alone covers it.
+    ends = end_offsets(consumer, [(tp.topic, tp.partition) for tp in partitions], timeout=10.0)
+    return {key: (low, high) for key, (low, high) in ends.items() if high > low}
 
 
 def read_dead_letters(
