@@ -19,11 +19,15 @@ from typer.testing import CliRunner
 from k2.api.remote import RemoteClient
 from k2.bus.producer import MarketDataProducer
 from k2.cli import app
-from k2.model import TRADE
+from k2.lake.catalog import load_catalog, load_table
+from k2.lake.writer import append
+from k2.model import KLINE, TRADE
+from k2.model.arrow import records_to_arrow
 from k2.model.values import now_micros
 from k2.query.client import Client
 from k2.query.errors import UnknownSymbolError
 from tests.api.conftest import Api
+from tests.api.test_symbols_klines import _kline
 from tests.support.factories import wire_trade
 
 WINDOW = {"start": "2024-08-08T23:00:00Z", "end": "2024-08-09T01:00:00Z", "include_recent": "false"}
@@ -131,3 +135,15 @@ def test_a_symbol_still_in_kafka_is_known(api: Api, unique: str) -> None:
         arrow = _get(c, "/v1/trades", **params, format="arrow")
         assert pa.ipc.open_stream(arrow.content).read_all().num_rows == 3
         assert json.loads(arrow.headers["x-unknown-symbols"]) == ["TYPO"]
+
+
+def test_klines_say_it_too(api: Api) -> None:
+    append(
+        load_table(load_catalog(api.settings), "klines"),
+        records_to_arrow(KLINE, [_kline("BTCUSDT", 0, "1.5")]),
+        "klines",
+    )
+    with api.client(api.read_key) as c:
+        body = _get(c, "/v1/klines", symbols="BTCUSDT,TYPO").json()
+        assert body["row_count"] == 1 and body["unknown_symbols"] == ["TYPO"]
+        assert c.get("/v1/klines", params={"symbols": "NOPE,TYPO"}).status_code == 404

@@ -640,6 +640,7 @@ def register(app: typer.Typer) -> None:
                     names, interval, start, end, exchange=exchange, limit=limit, as_of=as_of
                 ),
             )
+            report_recent(result)  # names the unknown symbols (klines never read Kafka)
             table = result.table
             if fmt is OutputFormat.table:
                 table = table.drop_columns(
