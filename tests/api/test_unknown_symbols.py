@@ -12,6 +12,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
@@ -27,6 +28,7 @@ from k2.model.values import now_micros
 from k2.query.client import Client
 from k2.query.errors import UnknownSymbolError
 from tests.api.conftest import Api
+from tests.api.helpers import serve
 from tests.api.test_symbols_klines import _kline
 from tests.support.factories import wire_trade
 
@@ -123,7 +125,12 @@ def test_a_symbol_still_in_kafka_is_known(api: Api, unique: str) -> None:
     with MarketDataProducer(api.settings) as producer:
         for i in range(3):
             producer.send(TRADE, wire_trade(exchange, 100 + i, base + i * 1000))
-    with api.client(api.read_key) as c:
+    # A server of its own with a generous Kafka time bound: the module's 0.3 s can pass on a loaded machine.
+    patient = api.settings.model_copy(update={"query_recent_timeout_seconds": 15.0})
+    with (
+        serve(patient) as server,
+        httpx.Client(base_url=server.url, headers={"X-API-Key": api.read_key}, timeout=60) as c,
+    ):
         params = {"symbols": "BTCUSDT,TYPO", "exchange": exchange, "include_recent": "true"}
         body = _get(c, "/v1/trades", **params).json()
         assert [r["trade_id"] for r in body["data"]] == [100, 101, 102]
