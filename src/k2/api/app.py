@@ -45,7 +45,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from k2 import __version__ as K2_VERSION
 from k2.api.admission import Admission
-from k2.api.auth import admin_auth, read_auth, refusal_before_body
+from k2.api.auth import KeyBeforeBody, admin_auth, read_auth
 from k2.api.book import book_router
 from k2.api.cache import ResultCache
 from k2.api.compression import CompressionMiddleware
@@ -131,6 +131,7 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
         responses={500: error_responses(500)[500]},
     )
     app.state.k2 = state
+    app.add_middleware(KeyBeforeBody)  # innermost: a body route's key is checked before its body is read
     app.add_middleware(CompressionMiddleware)  # inside the request-context layer: errors and ids unchanged
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.api_max_body_bytes)
     _install_error_handlers(app)
@@ -176,8 +177,6 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         status = exc.status_code
-        if status == 400 and (refused := refusal_before_body(request.app.state.k2, request)) is not None:
-            return await api_error(request, refused)
         if status == 404:
             message = f"expected a known route (see /docs), found {request.method} {request.url.path}"
         elif status == 405:
@@ -192,8 +191,6 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        if (refused := refusal_before_body(request.app.state.k2, request)) is not None:
-            return await api_error(request, refused)
         problems = []
         for err in exc.errors():
             loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("query", "header", "path", "body"))

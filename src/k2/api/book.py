@@ -5,6 +5,13 @@ The levels come from :func:`k2.query.book.book` via the shared query client (the
 JSON strings (exact decimals, never floats). Errors use the API's standard body: an unknown symbol or
 no snapshot before ``at`` is 404, a bad parameter 400/422.
 
+``include_recent`` as for ``/v1/trades``: depth rows still in Kafka are applied on top of the landed ones
+(default on when ``at`` is absent or within ``query_recent_window_seconds`` of now; refused with
+``as_of``). The answer carries the same hybrid-read fields and ``X-Recent-*`` headers as trades
+(``recent_truncated``, ``recent_truncated_reason``, ``recent_stopped_at``, ``recent_error``); a book
+built over a cut Kafka read is the book through the last row read, so it also says ``partial: true``
+(``X-Partial``).
+
 Example::
 
     GET /v1/book?symbol=BTCUSDT&at=2024-08-09T00:00:00Z&depth=5
@@ -18,11 +25,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 
 from k2.api.errors import error_responses
-from k2.api.params import AsOf, check_as_of
-from k2.api.respond import DATA_ERRORS
+from k2.api.params import AsOf, IncludeRecent, check_as_of
+from k2.api.respond import DATA_ERRORS, DATA_HEADERS, recent_fields, recent_headers
 from k2.api.state import run
 
 TEXT = r"^[A-Za-z0-9._:/-]+$"
@@ -35,10 +42,14 @@ def book_router(dependencies: Sequence[Any]) -> APIRouter:
     @router.get(
         "/v1/book",
         summary="Order book (top N levels per side) of a symbol at a moment",
-        responses=error_responses(*DATA_ERRORS),
+        responses={
+            200: {"description": "The book.", "headers": DATA_HEADERS},
+            **error_responses(*DATA_ERRORS),
+        },
     )
     async def get_book(
         request: Request,
+        response: Response,
         symbol: Annotated[
             str, Query(min_length=1, max_length=64, pattern=TEXT, description="Exchange-native symbol.")
         ],
@@ -51,17 +62,24 @@ def book_router(dependencies: Sequence[Any]) -> APIRouter:
         ] = None,
         update_id: Annotated[int | None, Query(ge=0, description="Only events up to this update id.")] = None,
         as_of: AsOf = None,
+        include_recent: IncludeRecent = None,
     ) -> dict[str, Any]:
         as_of = check_as_of(as_of)
         state = request.app.state.k2
         book = await run(
             state,
-            # Iceberg only, as before the hybrid book read: this response has no field yet to say a
-            # Kafka read was cut short (a partial answer must say so).
             lambda: state.client().book(
-                symbol, at, depth, exchange=exchange, update_id=update_id, as_of=as_of, include_recent=False
+                symbol,
+                at,
+                depth,
+                exchange=exchange,
+                update_id=update_id,
+                as_of=as_of,
+                include_recent=include_recent,
             ),
         )
+        recent = recent_fields(book, aggregate=True)  # the book is built over the rows read
+        response.headers.update(recent_headers(recent))
         levels = book.levels.to_pylist()
 
         def side(name: str) -> list[dict[str, str]]:
@@ -75,6 +93,7 @@ def book_router(dependencies: Sequence[Any]) -> APIRouter:
             "snapshot_id": book.snapshot_id,
             "bids": side("BID"),
             "asks": side("ASK"),
+            **recent,
         }
 
     return router

@@ -59,11 +59,15 @@ def reads_kafka(
 
 
 class ResultCache:
-    """Thread-safe LRU of Arrow tables bounded by their total ``nbytes`` (``max_bytes`` 0: disabled)."""
+    """Thread-safe LRU of Arrow tables bounded by their total ``nbytes`` (``max_bytes`` 0: disabled).
+
+    Each entry also keeps the requested symbols its query found unknown (as immutable as the rows).
+    """
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._entries: OrderedDict[CacheKey, pa.Table] = OrderedDict()
+        self._unknown: dict[CacheKey, tuple[str, ...]] = {}
         self._bytes = 0
         self._lock = threading.Lock()
 
@@ -83,7 +87,12 @@ class ResultCache:
             metric("k2_api_cache_misses_total").labels(endpoint=key[0]).inc()
         return table
 
-    def put(self, key: CacheKey, table: pa.Table) -> None:
+    def unknown_symbols(self, key: CacheKey) -> tuple[str, ...]:
+        """The unknown symbols stored with ``key`` (none when it has none or is not cached)."""
+        with self._lock:
+            return self._unknown.get(key, ())
+
+    def put(self, key: CacheKey, table: pa.Table, unknown_symbols: tuple[str, ...] = ()) -> None:
         size = int(table.nbytes)
         if size > self.max_bytes:  # larger than the whole cache (or the cache is disabled): not kept
             return
@@ -92,9 +101,13 @@ class ResultCache:
             if old is not None:
                 self._bytes -= int(old.nbytes)
             self._entries[key] = table
+            self._unknown.pop(key, None)
+            if unknown_symbols:
+                self._unknown[key] = unknown_symbols
             self._bytes += size
             while self._bytes > self.max_bytes and self._entries:
-                _, evicted = self._entries.popitem(last=False)
+                evicted_key, evicted = self._entries.popitem(last=False)
+                self._unknown.pop(evicted_key, None)
                 self._bytes -= int(evicted.nbytes)
             current = self._bytes
         metric("k2_api_cache_bytes").unlabelled().set(current)
@@ -129,7 +142,7 @@ def cached_query(
     key = cache_key(endpoint, params, {table: snapshot})
     hit = cache.get(key)
     if hit is not None:
-        return QueryResult(hit, {table: snapshot})
+        return QueryResult(hit, {table: snapshot}, unknown_symbols=cache.unknown_symbols(key))
     result = call(int(snapshot))
-    cache.put(key, getattr(result, "table", result))
+    cache.put(key, getattr(result, "table", result), tuple(getattr(result, "unknown_symbols", ()) or ()))
     return result

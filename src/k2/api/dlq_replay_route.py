@@ -89,8 +89,9 @@ def install_dlq_replay(app: FastAPI, settings: Settings, run: Runner, admin_auth
                     404,
                     "unknown_dead_letter",
                     f"expected a dead letter at each (partition, offset) of {body.topic}, found none at {missing[:10]}; "
-                    "nothing was replayed",
-                    {"missing": [list(m) for m in missing[:100]]},
+                    "nothing was replayed"
+                    + (f" (the read was {letters.partial_message()})" if letters.stopped else ""),
+                    {"missing": [list(m) for m in missing[:100]], "partial": bool(letters.stopped)},
                 )
             report = replay_dead_letters(settings, chosen)
             return {

@@ -72,6 +72,14 @@ class Envelope(BaseModel):
         None,
         description="Aggregates only: true when computed over a truncated read (recent_truncated), so not over every row.",
     )
+    unknown_symbols: list[str] | None = Field(
+        None,
+        description="Endpoints taking several symbols (trades, quotes, bars, vwap, twap): the requested symbols the "
+        "table does not hold (for the exchange asked, at the snapshot read, nor among the Kafka rows read), so the "
+        "answer holds nothing of them; [] when every one is known (also the X-Unknown-Symbols header). When "
+        "every requested symbol is unknown the answer is 404 unknown_symbol instead.",
+        examples=[["BTCUSDTT"]],
+    )
     row_count: int = Field(description="Rows in this response.", examples=[2])
     snapshot_ids: dict[str, int | None] = Field(
         default_factory=dict,
@@ -331,10 +339,26 @@ class DeadLetterRow(BaseModel):
     value_base64: str | None
 
 
+class DeadLetterStop(BaseModel):
+    """Where a dead-letter read stopped short of a partition's broker-reported end."""
+
+    topic: str
+    partition: int
+    offset: int = Field(description="The next offset not read.")
+    end: int = Field(description="The end offset the broker reported (a lower bound on Tansu).")
+
+
 class DeadLettersResponse(Envelope):
-    """Dead letters (read-only view of ``<topic>.dlq``)."""
+    """Dead letters (read-only view of ``<topic>.dlq``).
+
+    ``partial`` is true (also ``X-Partial: true``) when the read stopped before a partition's
+    broker-reported end (``limit`` reached or the time budget spent): ``stopped_at`` says where,
+    ``partial_reason`` in words ("partial: stopped at offset X of Y on partition P of T").
+    """
 
     data: list[DeadLetterRow]
+    stopped_at: list[DeadLetterStop] = Field(default_factory=list)
+    partial_reason: str | None = None
 
 
 class KeyRow(BaseModel):

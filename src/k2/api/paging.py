@@ -17,6 +17,8 @@ Hazards:
 * Keyset paging assumes the sort key is unique. The lake de-duplicates on (exchange, symbol, id), so it
   is; were a duplicate row ever stored, a walk would return it once where a one-shot query returns it
   twice.
+* ``unknown_symbols`` (the requested symbols the table does not hold) is found by the first page's query
+  and carried in the cursor, so every page of the walk names them, pinned like the rows.
 * Rows still in Kafka (``include_recent``) cannot be pinned, so they are returned only when the whole
   result fits in the first page; otherwise the walk reads the table snapshot only and the first page
   says ``recent_included: false``.
@@ -65,13 +67,17 @@ class PageQuery:
 
 @dataclass
 class Page:
-    """One page: its rows, the snapshot read, the next cursor (None on the last page) and envelope extras."""
+    """One page: its rows, the snapshot read, the next cursor (None on the last page) and envelope extras.
+
+    ``unknown_symbols``: the requested symbols the table does not hold (found by the first page).
+    """
 
     table: pa.Table
     snapshot_id: int | None
     next_cursor: str | None
     result: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
+    unknown_symbols: tuple[str, ...] = ()
 
 
 def schema_of(table: str) -> pa.Schema:
@@ -128,9 +134,16 @@ def _key_of(page: pa.Table, table: str) -> list[Any]:
 
 
 def finish(
-    codec: CursorCodec, query: PageQuery, data: pa.Table, snapshot_id: int | None
+    codec: CursorCodec,
+    query: PageQuery,
+    data: pa.Table,
+    snapshot_id: int | None,
+    unknown: tuple[str, ...] = (),
 ) -> tuple[pa.Table, str | None]:
-    """The page out of ``data`` (fetched with :func:`_fetch_size`) and its cursor when more rows may exist."""
+    """The page out of ``data`` (fetched with :func:`_fetch_size`) and its cursor when more rows may exist.
+
+    The cursor carries ``unknown`` (the requested symbols the table does not hold) to the next pages.
+    """
     page = data.slice(0, query.page_size)
     if not (_more(data.num_rows, query) and page.num_rows and snapshot_id is not None):
         return page, None
@@ -140,6 +153,8 @@ def finish(
         "snap": int(snapshot_id),
         "last": _key_of(page, query.table),
     }
+    if unknown:
+        payload["u"] = list(unknown)
     if query.key_id is not None:
         payload["k"] = query.key_id
     return page, codec.encode(payload)
@@ -194,15 +209,30 @@ def _conform(data: pa.Table, table: str) -> pa.Table:
 
 
 def keyset_page(
-    client: Any, codec: CursorCodec, query: PageQuery, snapshot_id: int | None, last: list[Any] | None
+    client: Any,
+    codec: CursorCodec,
+    query: PageQuery,
+    snapshot_id: int | None,
+    last: list[Any] | None,
+    unknown: tuple[str, ...] = (),
 ) -> Page:
-    """A page of the pinned snapshot after ``last`` (the first page of a table-only walk when ``last`` is None)."""
+    """A page of the pinned snapshot after ``last`` (the first page of a table-only walk when ``last`` is None).
+
+    ``unknown``: the requested symbols the first page found the table does not hold (from the cursor).
+    """
     if snapshot_id is None:
         return Page(schema_of(query.table).empty_table(), None, None)
     sql, params = keyset_sql(query, last, _fetch_size(query))
     result = client.as_of(int(snapshot_id)).sql(sql, params)
-    page, cursor = finish(codec, query, _conform(getattr(result, "table", result), query.table), snapshot_id)
-    return Page(page, int(snapshot_id), cursor, result)
+    data = _conform(getattr(result, "table", result), query.table)
+    page, cursor = finish(codec, query, data, snapshot_id, unknown)
+    return Page(page, int(snapshot_id), cursor, result, unknown_symbols=unknown)
+
+
+def unknown_of(payload: dict[str, Any]) -> tuple[str, ...]:
+    """The unknown symbols a cursor carries (none when it carries none)."""
+    carried = payload.get("u")
+    return tuple(str(name) for name in carried) if isinstance(carried, list) else ()
 
 
 def first_rows_page(
@@ -226,6 +256,8 @@ def first_rows_page(
     snap = (getattr(result, "snapshot_ids", None) or {}).get(query.table)
     data: pa.Table = getattr(result, "table", result)
     recent = int(getattr(result, "recent_rows", 0) or 0)
+    # Unknown as the hybrid read found it: a symbol seen only in Kafka is known, though a walk omits its rows.
+    unknown = tuple(getattr(result, "unknown_symbols", ()) or ())
     if recent and _more(data.num_rows, query):
         # A multi-page walk reads the pinned snapshot only (Kafka rows are not pinnable).
         try:
@@ -243,12 +275,18 @@ def first_rows_page(
             data = getattr(result, "table", result)
         except UnknownSymbolError:  # the symbol exists only in Kafka so far
             data = schema_of(query.table).empty_table()
-        return _page(codec, query, data, snap, result, {"recent_included": False})
-    return _page(codec, query, data, snap, result, {"recent_included": recent > 0})
+        return _page(codec, query, data, snap, result, {"recent_included": False}, unknown)
+    return _page(codec, query, data, snap, result, {"recent_included": recent > 0}, unknown)
 
 
 def _page(
-    codec: CursorCodec, query: PageQuery, data: pa.Table, snap: int | None, result: Any, extra: dict[str, Any]
+    codec: CursorCodec,
+    query: PageQuery,
+    data: pa.Table,
+    snap: int | None,
+    result: Any,
+    extra: dict[str, Any],
+    unknown: tuple[str, ...],
 ) -> Page:
-    page, cursor = finish(codec, query, data, snap)
-    return Page(page, None if snap is None else int(snap), cursor, result, extra)
+    page, cursor = finish(codec, query, data, snap, unknown)
+    return Page(page, None if snap is None else int(snap), cursor, result, extra, unknown)

@@ -4,7 +4,7 @@
 asof_join, klines, symbols, snapshots, gaps, snapshot_id, as_of) and returns the same
 :class:`~k2.query.result.QueryResult`: the body travels as an Arrow IPC stream (``format=arrow``, zstd on
 the wire), so types are native (``decimal128(18, 8)``, ``timestamp[us, tz=UTC]``) and equal to the local
-client's tables; snapshot ids and the hybrid-read fields come from the response headers. Paged endpoints
+client's tables; snapshot ids, the hybrid-read fields and ``unknown_symbols`` come from the response headers. Paged endpoints
 (trades, quotes) are walked to the end (or ``limit``), every page pinned to the first page's snapshot.
 
 Differences from the local client, by design: ``sql()`` is not offered (the API runs no user SQL); a
@@ -97,6 +97,7 @@ class RemoteClient:
     def _result(table: pa.Table, response: httpx.Response) -> QueryResult:
         headers = response.headers
         stopped = headers.get("x-recent-stopped-at")
+        unknown = headers.get("x-unknown-symbols")
         return QueryResult(
             table,
             json.loads(headers.get("x-snapshot-ids", "{}")),
@@ -104,6 +105,7 @@ class RemoteClient:
             recent_truncated=headers.get("x-recent-truncated") == "true",
             recent_truncated_reason=headers.get("x-recent-truncated-reason"),
             recent_stopped_at=json.loads(stopped) if stopped else None,
+            unknown_symbols=tuple(json.loads(unknown)) if unknown else (),
         )
 
     def _one(self, path: str, **params: Any) -> QueryResult:

@@ -42,6 +42,11 @@ DATA_HEADERS: dict[str, Any] = {
         "description": "JSON: per topic and partition, the first offset not read (only when truncated).",
         "schema": {"type": "string"},
     },
+    "X-Unknown-Symbols": {
+        "description": "Endpoints taking several symbols: JSON list of the requested symbols the table does not hold "
+        "(for the exchange asked, at the snapshot read, nor among the Kafka rows read); absent when none.",
+        "schema": {"type": "string"},
+    },
     "X-Partial": {
         "description": "Aggregates: true when computed over a truncated read.",
         "schema": {"type": "string"},
@@ -102,6 +107,11 @@ def recent_fields(result: Any, *, aggregate: bool = False) -> dict[str, Any]:
     return fields
 
 
+def symbol_fields(result: Any) -> dict[str, Any]:
+    """``unknown_symbols``: the requested symbols the answer holds nothing of because the table does not hold them."""
+    return {"unknown_symbols": list(getattr(result, "unknown_symbols", ()) or ())}
+
+
 def recent_headers(extra: Mapping[str, Any]) -> dict[str, str]:
     """The hybrid-read fields as headers, so CSV, Parquet and Arrow answers say what JSON bodies say."""
     headers: dict[str, str] = {}
@@ -117,6 +127,8 @@ def recent_headers(extra: Mapping[str, Any]) -> dict[str, str]:
         headers["X-Partial"] = "true"
     if extra.get("recent_error"):
         headers["X-Recent-Error"] = str(extra["recent_error"]).encode("ascii", "replace").decode()[:500]
+    if extra.get("unknown_symbols"):  # JSON (ASCII-escaped): a symbol may hold any printable character
+        headers["X-Unknown-Symbols"] = json.dumps(list(extra["unknown_symbols"]), separators=(",", ":"))
     if extra.get("recent_included") is not None:
         headers["X-Recent-Included"] = "true" if extra["recent_included"] else "false"
     return headers

@@ -3,6 +3,9 @@
 Hazards (Tansu 0.6.0, see docs/local-stack.md): high-watermark / end offsets are wrong (never loop until
 the end offset), transactions are not isolated, and a group join takes ``session.timeout.ms / 2``.
 
+:func:`end_offsets` is the one reading of partition end offsets (status, lag, drain, dead-letter reads,
+the hybrid query): it asks the broker (never librdkafka's cache) and documents what the answer is worth.
+
 Example:
     >>> tansu_binary().name
     'tansu'
@@ -11,10 +14,12 @@ Example:
 from __future__ import annotations
 
 import os
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from k2.config import Settings
 from k2.telemetry.procs import ManagedProcess
@@ -70,6 +75,46 @@ class Watermarks:
         return self.cluster_id != TANSU_CLUSTER_ID
 
 
+def end_offsets(
+    consumer: Any,
+    partitions: Iterable[tuple[str, int]],
+    *,
+    timeout: float | None = None,
+    deadline: float | None = None,
+    strict: bool = False,
+) -> dict[tuple[str, int], tuple[int, int]]:
+    """(topic, partition) -> the (low, high) watermarks the broker reports now, asked of the broker itself.
+
+    ``consumer`` is a ``confluent_kafka.Consumer`` (any group). Each partition's call waits at most
+    ``timeout`` seconds, and never past ``deadline`` (a ``time.monotonic()`` value; at least 0.1 s per call).
+    A partition the broker does not answer for is left out, or raises ``KafkaException`` with ``strict``.
+
+    Hazard: the high watermark is the log end on Kafka, but on Tansu (cluster id ``tansu_cluster``, see
+    :attr:`Watermarks.exact`) it is the first offset of the *last batch* plus one: a lower bound. Use it
+    as "at least this much is there"; never loop until a consumer reaches it, never read "lag 0" from it
+    alone (read on until idle, as the dead-letter reads and the drain do).
+    """
+    from confluent_kafka import KafkaException, TopicPartition
+
+    if timeout is None and deadline is None:
+        raise ValueError("end_offsets: expected a timeout or a deadline, found neither")
+    ends: dict[tuple[str, int], tuple[int, int]] = {}
+    for topic, partition in partitions:
+        wait = timeout if timeout is not None else float("inf")
+        if deadline is not None:
+            wait = max(0.1, min(wait, deadline - time.monotonic()))
+        try:
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, int(partition)), timeout=wait, cached=False
+            )
+        except KafkaException:
+            if strict:
+                raise
+            continue
+        ends[(topic, int(partition))] = (int(low), int(high))
+    return ends
+
+
 def read_watermarks(
     settings: Settings,
     group_prefix: str,
@@ -82,7 +127,7 @@ def read_watermarks(
 
     Raises ``KafkaException`` when the broker does not answer within the timeouts.
     """
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import Consumer
 
     consumer = Consumer(
         {**settings.kafka_client_config(), "group.id": f"{group_prefix}-{uuid.uuid4().hex[:6]}"}
@@ -93,10 +138,10 @@ def read_watermarks(
         for topic, info in sorted(metadata.topics.items()):
             if topic.startswith("__") or info.error is not None or skip(topic):
                 continue
-            topics[topic] = {}
-            for partition in sorted(info.partitions):
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
-                topics[topic][int(partition)] = (int(low), int(high))
+            ends = end_offsets(
+                consumer, [(topic, p) for p in sorted(info.partitions)], timeout=timeout, strict=True
+            )
+            topics[topic] = {partition: ends[(topic, partition)] for _, partition in ends}
         return Watermarks(str(metadata.cluster_id or ""), len(metadata.brokers), topics)
     finally:
         consumer.close()

@@ -13,6 +13,14 @@ from k2.cli.safe import cell, markup, plain
 from k2.config import Settings, load_settings
 
 console = Console()
+err_console = Console(stderr=True)
+
+
+def _say_partial(letters: object) -> None:
+    """On stderr, when a dead-letter read stopped before a partition's broker-reported end."""
+    message = getattr(letters, "partial_message", lambda: None)()
+    if message:
+        err_console.print(f"warning: {markup(message)}", soft_wrap=True)
 
 
 def _ts(micros: int | None) -> str:
@@ -176,13 +184,15 @@ def register(app: typer.Typer) -> None:
         console.print(
             f"{len(letters)} dead letters, {sum(1 for d in letters if (d.dlq_topic, d.dlq_partition, d.dlq_offset) in replayed)} replayed"
         )
+        _say_partial(letters)
 
     @dlq_app.command("show")
     def dlq_show(topic: str, partition: int, offset: int) -> None:
         """Show one dead letter with its original bytes (hex) and headers."""
         from k2.landing.dlq import read_dead_letters
 
-        for d in read_dead_letters(load_settings(), topic):
+        letters = read_dead_letters(load_settings(), topic)
+        for d in letters:
             if d.dlq_partition == partition and d.dlq_offset == offset:
                 at = _ts(d.source_timestamp * 1000 if d.source_timestamp > 0 else None)
                 # Reason, detail, key and headers come from the feed or producer: shown literally.
@@ -197,6 +207,7 @@ def register(app: typer.Typer) -> None:
                     console.print(f"{label:8} {plain(text)}", markup=False, highlight=False)
                 return
         console.print(f"[red]no dead letter at {markup(topic)}\\[{partition}]@{offset}[/red]")
+        _say_partial(letters)  # the letter may lie beyond where the read stopped
         raise typer.Exit(1)
 
     @dlq_app.command("replay")
@@ -209,9 +220,9 @@ def register(app: typer.Typer) -> None:
         from k2.landing.dlq import read_dead_letters, replay_dead_letters
 
         settings = load_settings()
-        letters = [
-            d for d in read_dead_letters(settings, topic, limit=limit) if reason is None or d.reason == reason
-        ]
+        read = read_dead_letters(settings, topic, limit=limit)
+        _say_partial(read)  # only the letters read are replayed
+        letters = [d for d in read if reason is None or d.reason == reason]
         report = replay_dead_letters(settings, letters)
         console.print(f"replayed {len(report.replayed)} dead letters")
         if report.still_invalid:

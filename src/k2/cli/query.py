@@ -350,12 +350,20 @@ def run_query(settings: Settings, work: Callable[[], T]) -> T:
 
 
 def report_recent(result: Any) -> None:
-    """Say on stderr when the Kafka part of a hybrid result is partial (the data on stdout stays clean).
+    """Say on stderr when a result is partial (the data on stdout stays clean): symbols asked that the table
+    does not hold, or a Kafka part of a hybrid read that stopped early.
 
     Example::
 
-        report_recent(client.trades("BTCUSDT"))
+        report_recent(client.trades(["BTCUSDT", "ETHUSDT"]))
     """
+    unknown = tuple(getattr(result, "unknown_symbols", ()) or ())
+    if unknown:
+        err_console.print(
+            f"warning: partial result: no rows for {markup(', '.join(map(repr, unknown)))}: "
+            "expected symbols stored in the table, found none of them (unknown symbols); the other symbols are answered.",
+            soft_wrap=True,
+        )
     if not getattr(result, "recent_truncated", False):
         return
     reason = result.recent_truncated_reason
@@ -632,6 +640,7 @@ def register(app: typer.Typer) -> None:
                     names, interval, start, end, exchange=exchange, limit=limit, as_of=as_of
                 ),
             )
+            report_recent(result)  # names the unknown symbols (klines never read Kafka)
             table = result.table
             if fmt is OutputFormat.table:
                 table = table.drop_columns(

@@ -41,7 +41,8 @@ Example (needs a catalog with landed depth)::
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,7 +64,7 @@ from k2.model import BOOK_SNAPSHOT
 from k2.model.arrow import records_to_arrow, unscaled_from_decimal
 from k2.model.book import OrderBook
 from k2.model.values import canonical_instrument, now_micros
-from k2.pacing import Periodic
+from k2.pacing import Backoff, Periodic
 
 _X: Any = _expressions
 DELTAS_SNAPSHOT_KEY = "k2.book.deltas_snapshot"
@@ -259,9 +260,15 @@ def snapshots_for_pair(
 
 
 def write_book_snapshots(
-    settings: Settings, attempts: int = 5, state: SnapshotterState | None = None
+    settings: Settings,
+    attempts: int = 5,
+    state: SnapshotterState | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> dict[tuple[str, str], int]:
     """Write the due book_snapshots rows of every pair in one commit; returns rows written per pair.
+
+    A commit conflict (another writer committed first) waits with :class:`k2.pacing.Backoff` before
+    recomputing, so colliding writers spread out instead of retrying in lock step.
 
     ``state`` (a scheduled writer's, see :class:`BookSnapshotter`) makes a run incremental. A commit
     conflict drops the books kept for this run's pairs (they were advanced past what was committed).
@@ -269,7 +276,8 @@ def write_book_snapshots(
     tables = ensure_tables(load_catalog(settings), settings)
     deltas, snapshots = tables["book_deltas"], tables["book_snapshots"]
     interval_us = int(settings.book_snapshot_interval_seconds * 1_000_000)
-    for _ in range(attempts):
+    backoff = Backoff(0.05, 1.0)  # writers that collided spread out (k2.pacing), as every K2 writer does
+    for attempt in range(attempts):
         deltas.refresh()
         snapshots.refresh()
         source = deltas.current_snapshot()
@@ -296,6 +304,8 @@ def write_book_snapshots(
         except CommitFailedException:
             if state is not None:
                 state.books.clear()  # kept books ran ahead of the table: replay from the restarts
+            if attempt + 1 < attempts:
+                sleep(backoff.next_delay())
             continue  # another writer committed: recompute from its state
         return counts
     raise RuntimeError(

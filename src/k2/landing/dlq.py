@@ -16,7 +16,12 @@ the table). A letter that is re-published but rejected by a landing with other s
 a *new* letter (new DLQ offset), which a later replay checks again.
 
 Reading never relies on end offsets (Tansu reports them wrong): it reads until the topic is idle for
-``idle_seconds``.
+``idle_seconds``. A read that stops before a partition's broker-reported end (``limit`` reached, or
+``max_seconds`` passed) says so: :func:`read_dead_letters` returns a :class:`DeadLetters` list whose
+``stopped`` names each such partition, the next offset not read and the reported end ("partial: stopped
+at offset X of Y on partition P"). Hazard: on Tansu the reported end is a lower bound (the first offset
+of the last batch, plus one), so a read that passed it may still have missed the rest of that batch when
+``limit`` cut it; a read that ends idle has read it.
 
 Example (needs a broker)::
 
@@ -36,6 +41,7 @@ import numpy as np
 import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
+from k2.bus.broker import end_offsets
 from k2.bus.dlq import DeadLetter
 from k2.bus.producer import MarketDataProducer
 from k2.bus.serde import AvroBatchDecoder, registry_client
@@ -66,10 +72,47 @@ def dlq_topics(settings: Settings) -> dict[str, int]:
     return {t: n for t, n in list_topics(settings).items() if t.endswith(".dlq")}
 
 
+@dataclass(frozen=True)
+class Stop:
+    """Where a dead-letter read stopped short of a partition's broker-reported end."""
+
+    topic: str
+    partition: int
+    next_offset: int
+    end: int
+
+    def __str__(self) -> str:
+        return f"stopped at offset {self.next_offset} of {self.end} on partition {self.partition} of {self.topic}"
+
+
+class DeadLetters(list[DeadLetter]):
+    """The dead letters read (a list) and ``stopped``: the partitions the read left before their reported end.
+
+    >>> DeadLetters([], [Stop("t.dlq", 0, 2, 5)]).partial_message()
+    'partial: stopped at offset 2 of 5 on partition 0 of t.dlq'
+    >>> DeadLetters([]).complete
+    True
+    """
+
+    def __init__(self, letters: list[DeadLetter], stopped: list[Stop] | None = None) -> None:
+        super().__init__(letters)
+        self.stopped: list[Stop] = list(stopped or [])
+
+    @property
+    def complete(self) -> bool:
+        """Whether the read reached every partition's broker-reported end."""
+        return not self.stopped
+
+    def partial_message(self) -> str | None:
+        """``partial: stopped at offset X of Y on partition P of T; ...`` (None when complete)."""
+        return None if self.complete else "partial: " + "; ".join(map(str, self.stopped))
+
+
 def _read_topics(
     settings: Settings, topics: dict[str, int], limit: int, idle_seconds: float, max_seconds: float
-) -> list[Message]:
-    """Every message of ``topics`` from the start, until idle (at most ``limit``).
+) -> tuple[list[Message], list[Stop]]:
+    """Every message of ``topics`` from the start, until idle (at most ``limit``), and where the read stopped
+    short of a partition's reported end (empty: it reached every one).
 
     "Idle" only counts once every partition has been read up to the end the broker reports: a slow
     first fetch (a loaded machine, a cold connection) must not end the read before a letter is seen.
@@ -85,9 +128,12 @@ def _read_topics(
         }
     )
     messages: list[Message] = []
+    stopped: list[Stop] = []
     try:
         partitions = [TopicPartition(t, p, OFFSET_BEGINNING) for t, n in topics.items() for p in range(n)]
-        pending = _reported_ends(consumer, partitions)
+        ends = _reported_ends(consumer, partitions)
+        pending = {key: high for key, (_, high) in ends.items()}
+        reached: dict[tuple[str, int], int] = {}  # the next offset to read, per partition read from
         consumer.assign(partitions)
         started = last = time.monotonic()
         while len(messages) < limit and time.monotonic() - started < max_seconds:
@@ -99,28 +145,28 @@ def _read_topics(
                     continue
                 messages.append(msg)
                 key = (str(msg.topic()), int(msg.partition() or 0))
-                if key in pending and int(msg.offset() or 0) >= pending[key] - 1:
+                reached[key] = int(msg.offset() or 0) + 1
+                if key in pending and reached[key] >= pending[key]:
                     del pending[key]
             if batch:
                 last = time.monotonic()
-        if pending and len(messages) < limit:
-            log.warning("dead-letter read stopped before the reported end", partitions=sorted(pending))
+        stopped = [
+            Stop(t, p, reached.get((t, p), ends[(t, p)][0]), end) for (t, p), end in sorted(pending.items())
+        ]
+        if stopped:
+            log.warning("dead-letter read stopped before the reported end", stopped=[str(s) for s in stopped])
     finally:
         consumer.close()
-    return messages
+    return messages, stopped
 
 
-def _reported_ends(consumer: Consumer, partitions: list[TopicPartition]) -> dict[tuple[str, int], int]:
-    """(topic, partition) -> the end offset the broker reports, for the partitions that hold messages."""
-    ends: dict[tuple[str, int], int] = {}
-    for tp in partitions:
-        try:
-            low, high = consumer.get_watermark_offsets(tp, timeout=10.0, cached=False)
-        except KafkaException:
-            continue  # unknown: fall back to the idle wait alone
-        if high > low:
-            ends[(tp.topic, tp.partition)] = high
-    return ends
+def _reported_ends(
+    consumer: Consumer, partitions: list[TopicPartition]
+) -> dict[tuple[str, int], tuple[int, int]]:
+    """(topic, partition) -> (low, high) watermarks the broker reports, for the partitions that hold messages."""
+    # A partition the broker does not answer for is left out: the idle wait alone covers it.
+    ends = end_offsets(consumer, [(tp.topic, tp.partition) for tp in partitions], timeout=10.0)
+    return {key: (low, high) for key, (low, high) in ends.items() if high > low}
 
 
 def read_dead_letters(
@@ -129,21 +175,23 @@ def read_dead_letters(
     limit: int = 10_000,
     idle_seconds: float = 1.5,
     max_seconds: float = 30.0,
-) -> list[DeadLetter]:
-    """Dead letters from one DLQ topic (or all), oldest first per partition, at most ``limit``."""
+) -> DeadLetters:
+    """Dead letters from one DLQ topic (or all), oldest first per partition, at most ``limit``.
+
+    ``.stopped`` / ``.complete`` / ``.partial_message()`` say whether the read reached every partition's
+    broker-reported end (see the module docstring).
+    """
     topics = dlq_topics(settings)
     if topic is not None:
         if topic not in topics:
             raise KeyError(f"expected a DLQ topic (one of {sorted(topics)}), found {topic!r}")
         topics = {topic: topics[topic]}
     if not topics:
-        return []
-    letters = [
-        DeadLetter.from_message(msg)
-        for msg in _read_topics(settings, topics, limit, idle_seconds, max_seconds)
-    ]
+        return DeadLetters([])
+    messages, stopped = _read_topics(settings, topics, limit, idle_seconds, max_seconds)
+    letters = [DeadLetter.from_message(msg) for msg in messages]
     letters.sort(key=lambda d: (d.dlq_topic, d.dlq_partition, d.dlq_offset))
-    return letters
+    return DeadLetters(letters, stopped)
 
 
 def replayed_letters(
@@ -155,7 +203,12 @@ def replayed_letters(
     if not topics:
         return {}
     found: dict[tuple[str, int, int], dict[str, object]] = {}
-    for msg in _read_topics(settings, topics, 10_000_000, idle_seconds, 120.0):
+    messages, stopped = _read_topics(settings, topics, 10_000_000, idle_seconds, 120.0)
+    if stopped:  # a missed marker would let a replay re-publish a letter it already moved
+        raise RuntimeError(
+            "expected every replay marker read, found the read partial: " + "; ".join(map(str, stopped))
+        )
+    for msg in messages:
         partition, offset = (int(x) for x in (msg.key() or b"-1:-1").decode().split(":"))
         found[(str(msg.topic()).removesuffix(REPLAYED_SUFFIX), partition, offset)] = json.loads(
             msg.value() or b"{}"

@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 from confluent_kafka import Consumer, TopicPartition
 
+from k2.bus.broker import end_offsets
 from k2.config import Settings
 from k2.lake.summary import OffsetMap, merge_offsets, offsets_from_summary
 
@@ -58,12 +59,14 @@ def pending(settings: Settings, probe_seconds: float = 2.0) -> Pending:
         for topic, info in sorted(metadata.topics.items()):
             if info.error is not None or not re.match(TOPIC_REGEX, topic):
                 continue
-            for partition in sorted(info.partitions):
-                position = landed.get(topic, {}).get(str(partition), 0)
-                high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=5)[1]
+            partitions = [(topic, p) for p in sorted(info.partitions)]
+            ends = end_offsets(consumer, partitions, timeout=5, strict=True)  # a lower bound on Tansu
+            for key in partitions:
+                position = landed.get(topic, {}).get(str(key[1]), 0)
+                high = ends[key][1]
                 if high > position:
-                    left[(topic, partition)] = high - position
-                starts.append(TopicPartition(topic, partition, position))
+                    left[key] = high - position
+                starts.append(TopicPartition(topic, key[1], position))
         if starts:
             consumer.assign(starts)
             deadline = time.monotonic() + probe_seconds

@@ -158,13 +158,12 @@ class Analytics(SqlBuilder):
             )
             params = [*source.params, *key_params]
         table = self._execute(sql, params, source.register, query="bars")
-        if table.num_rows == 0:
-            self._check_symbol(source, symbol, exchange)
+        unknown = self._unknown_symbols(source, symbol, exchange, table)
         if table.num_rows > self.settings.query_max_rows:
             raise LimitExceededError(
                 f"expected at most {self.settings.query_max_rows:,} bars (K2_QUERY_MAX_ROWS), found {table.num_rows:,}"
             )
-        return self._result(table.select(self._BAR_COLUMNS.split(", ")), [source])
+        return self._result(table.select(self._BAR_COLUMNS.split(", ")), [source], unknown)
 
     # -- analytics --------------------------------------------------------------------------------------
     def vwap(
@@ -195,9 +194,7 @@ class Analytics(SqlBuilder):
             "min(exchange_ts) AS first_ts, max(exchange_ts) AS last_ts FROM src GROUP BY exchange, symbol ORDER BY exchange, symbol"
         )
         table = self._execute(sql, source.params, source.register, query="vwap")
-        if table.num_rows == 0:
-            self._check_symbol(source, symbol, exchange)
-        return self._result(table, [source])
+        return self._result(table, [source], self._unknown_symbols(source, symbol, exchange, table))
 
     def twap(
         self,
@@ -248,9 +245,7 @@ class Analytics(SqlBuilder):
             "LEFT JOIN prev ON prev.exchange = agg.exchange AND prev.symbol = agg.symbol ORDER BY agg.exchange, agg.symbol"
         )
         table = self._execute(sql, [*source.params, s, s, s, stop], source.register, query="twap")
-        if table.num_rows == 0:
-            self._check_symbol(source, symbol, exchange)
-        return self._result(table, [source])
+        return self._result(table, [source], self._unknown_symbols(source, symbol, exchange, table))
 
     def spread_stats(
         self,

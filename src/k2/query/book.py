@@ -237,10 +237,8 @@ def _query(
 
     Book reads open the same few data files again and again; DuckDB re-parses each footer per query unless
     ``parquet_metadata_cache`` is on (about 40% of a stored-snapshot read in benchmarks/book_scale_bench.py).
-    Safe for Iceberg: data files are never rewritten in place. Set per call (~0.5 ms) because the pool hands
-    out any of its connections.
+    Every pool connection sets it once, at setup (:func:`k2.query.engine.new_connection`).
     """
-    client._execute("SET parquet_metadata_cache = true", [], query="book")
     return client._execute(sql, params, register, query="book")
 
 

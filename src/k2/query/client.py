@@ -202,9 +202,8 @@ class Client(Analytics):
                 f"expected at most {self.settings.query_max_rows:,} rows (K2_QUERY_MAX_ROWS), found more; "
                 "narrow the time range or pass limit="
             )
-        if table.num_rows == 0:
-            self._check_symbol(source, symbol, exchange)
-        return self._result(self._conform(table, TABLES[short].record), [source])
+        unknown = self._unknown_symbols(source, symbol, exchange, table)
+        return self._result(self._conform(table, TABLES[short].record), [source], unknown)
 
     def trades(
         self,
@@ -283,9 +282,8 @@ class Client(Analytics):
                 f"expected at most {self.settings.query_max_rows:,} klines (K2_QUERY_MAX_ROWS), found more; narrow the range or pass limit="
             )
         source = _Source(scan, scan_params, read=read)
-        if table.num_rows == 0:
-            self._check_symbol(source, symbol, exchange)
-        return self._result(self._conform(table, TABLES["klines"].record), [source])
+        unknown = self._unknown_symbols(source, symbol, exchange, table)
+        return self._result(self._conform(table, TABLES["klines"].record), [source], unknown)
 
     # -- reference ---------------------------------------------------------------------------------------
     def symbols(self, exchange: str | None = None) -> QueryResult:

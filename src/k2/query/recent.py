@@ -48,6 +48,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
+from k2.bus.broker import end_offsets
 from k2.bus.serde import AvroBatchDecoder, registry_client
 from k2.bus.topics import parse_topic
 from k2.config import Settings
@@ -336,6 +337,8 @@ def _positions(
 ) -> dict[tuple[str, int], _Part]:
     """Where each partition starts, the message that proves the log was not reset, and the minimum to read."""
     parts: dict[tuple[str, int], _Part] = {}
+    # A lower bound only: Tansu's high watermark can be below the true end of the log.
+    ends = end_offsets(consumer, partitions, deadline=deadline)
     for topic, partition in partitions:
         start = int(stored.get(topic, {}).get(str(partition), 0))
         check: tuple[int, int | None] | None = None
@@ -344,13 +347,7 @@ def _positions(
             check = (
                 (landed[0], landed[1]) if landed is not None and landed[0] == start - 1 else (start - 1, None)
             )
-        try:
-            # A lower bound only: Tansu's high watermark can be below the true end of the log.
-            _, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=max(0.1, deadline - time.monotonic()), cached=False
-            )
-        except KafkaException:
-            high = -1
+        high = ends.get((topic, partition), (0, -1))[1]  # -1: the broker did not answer
         parts[(topic, partition)] = _Part(next=start, high=int(high), check=check)
     return parts
 

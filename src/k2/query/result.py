@@ -29,6 +29,9 @@ class QueryResult:
     ``recent_truncated`` is True when the Kafka read stopped early (``recent_truncated_reason``:
     ``"max_rows"`` or ``"time_bound"``) and ``recent_stopped_at`` gives, per topic and partition, the
     next offset it did not read. A truncated result is partial and says so; it is never silent.
+    ``unknown_symbols`` names the requested symbols the table does not hold (for the exchange asked, at the
+    snapshot read, nor among the Kafka rows read): a query of several symbols where some are unknown answers
+    for the others and says which; when every requested symbol is unknown the query raises instead.
     """
 
     __slots__ = (
@@ -39,6 +42,7 @@ class QueryResult:
         "recent_truncated_reason",
         "snapshot_ids",
         "table",
+        "unknown_symbols",
     )
 
     def __init__(
@@ -50,6 +54,7 @@ class QueryResult:
         recent_truncated: bool = False,
         recent_truncated_reason: str | None = None,
         recent_stopped_at: Mapping[str, Mapping[str, int]] | None = None,
+        unknown_symbols: tuple[str, ...] | list[str] = (),
     ) -> None:
         self.table = table
         self.snapshot_ids: dict[str, int | None] = dict(snapshot_ids or {})
@@ -60,6 +65,7 @@ class QueryResult:
         self.recent_stopped_at: dict[str, dict[str, int]] = {
             t: dict(p) for t, p in (recent_stopped_at or {}).items()
         }
+        self.unknown_symbols: tuple[str, ...] = tuple(unknown_symbols)
 
     def __getattr__(self, name: str) -> Any:
         # Only called for names not found on the wrapper: delegate to the Arrow table.

@@ -23,6 +23,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import structlog
 
 from k2.lake.catalog import TABLES
@@ -359,19 +360,40 @@ class SqlBuilder(Resolver):
                 metric("k2_query_seconds").labels(query=kind).observe(time.perf_counter() - started)
 
     def _check_symbol(self, source: _Source, symbol: Symbols, exchange: str | None) -> None:
-        """Raise UnknownSymbolError naming the symbols with no row in the table (at the snapshot read), if any."""
+        """Raise UnknownSymbolError when every symbol asked is unknown (see :meth:`_unknown_symbols`)."""
+        self._unknown_symbols(source, symbol, exchange, None)
+
+    def _unknown_symbols(
+        self, source: _Source, symbol: Symbols, exchange: str | None, answer: pa.Table | None
+    ) -> tuple[str, ...]:
+        """The symbols asked that the table does not hold; UnknownSymbolError when that is every one of them.
+
+        Unknown: no row of the symbol (on ``exchange`` when given) in the table at the snapshot read, nor
+        among the Kafka rows read; a known symbol without rows in the window is not unknown. Symbols present
+        in ``answer`` (a ``symbol`` column) or in the Kafka rows cost nothing; each other one costs a
+        ``LIMIT 1`` scan pruned to it. A truncated Kafka read proves nothing: nothing is reported unknown.
+        """
         read = source.read
         assert read is not None
-        if source.recent_rows or source.recent_truncated:
-            return  # a cut Kafka read proves nothing about the symbol: an empty, flagged result, never a 404
+        if source.recent_truncated:
+            return ()  # a cut Kafka read proves nothing about a symbol: the answer is flagged partial already
+        names = symbol_list(symbol)
+        seen: set[str] = set()
+        for data in [*source.register.values(), *([answer] if answer is not None else [])]:
+            if "symbol" in data.column_names and data.num_rows:
+                if exchange is not None and "exchange" in data.column_names:
+                    data = data.filter(pc.equal(data["exchange"], exchange))
+                seen.update(str(s) for s in pc.unique(data["symbol"]).to_pylist() if s is not None)
         unknown = []
-        for name in symbol_list(symbol):
+        for name in names:
+            if name in seen:
+                continue
             where, params = self._filters(name, exchange, None, None)
             sql, all_params = self._scan(read, where, params, "1", self._prune(name, exchange, None, None))
             if not self._execute(sql + " LIMIT 1", all_params, query="check_symbol").num_rows:
                 unknown.append(name)
-        if not unknown:
-            return
+        if len(unknown) < len(names):
+            return tuple(unknown)
         on = f" on exchange {exchange!r}" if exchange else ""
         found = repr(unknown[0]) if len(unknown) == 1 else ", ".join(map(repr, unknown))
         raise UnknownSymbolError(
@@ -379,7 +401,9 @@ class SqlBuilder(Resolver):
             f"{' at snapshot ' + str(read.snapshot_id) if read.pinned else ''}, found {found} with no rows"
         )
 
-    def _result(self, table: pa.Table, sources: Sequence[_Source]) -> QueryResult:
+    def _result(
+        self, table: pa.Table, sources: Sequence[_Source], unknown: tuple[str, ...] = ()
+    ) -> QueryResult:
         snapshot_ids = {s.read.short: s.read.snapshot_id for s in sources if s.read is not None}
         errors = [s.recent_error for s in sources if s.recent_error]
         truncated = [s for s in sources if s.recent_truncated]
@@ -395,6 +419,7 @@ class SqlBuilder(Resolver):
             recent_truncated=bool(truncated),
             recent_truncated_reason=truncated[0].recent_truncated_reason if truncated else None,
             recent_stopped_at=stopped,
+            unknown_symbols=unknown,
         )
 
     def _row_limit(self, limit: int | None) -> tuple[int, bool]:

@@ -65,7 +65,17 @@ def router(state: ApiState) -> APIRouter:
                 )
             except KeyError as exc:
                 raise APIError(404, "unknown_topic", str(exc.args[0]), {"parameter": "topic"}) from None
-            return respond(request, fmt, _dead_letter_table(letters), {})
+            stopped = list(getattr(letters, "stopped", []))
+            extra: dict[str, Any] = {
+                "partial": bool(stopped),
+                "stopped_at": [
+                    {"topic": x.topic, "partition": x.partition, "offset": x.next_offset, "end": x.end}
+                    for x in stopped
+                ],
+            }
+            if stopped:
+                extra["partial_reason"] = letters.partial_message()
+            return respond(request, fmt, _dead_letter_table(letters), {}, extra=extra)
 
         return await run(state, work, request)
 

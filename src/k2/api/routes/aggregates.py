@@ -32,7 +32,7 @@ from k2.api.params import (
     one_or_many,
     symbols_of,
 )
-from k2.api.respond import as_table, data_responses, recent_fields, respond, snapshot_ids_of
+from k2.api.respond import as_table, data_responses, recent_fields, respond, snapshot_ids_of, symbol_fields
 from k2.api.state import ApiState, run
 
 
@@ -131,7 +131,7 @@ def router(state: ApiState) -> APIRouter:
                 fmt,
                 as_table(result),
                 snapshot_ids_of(result),
-                extra=recent_fields(result, aggregate=True),
+                extra={**recent_fields(result, aggregate=True), **symbol_fields(result)},
             )
 
         return await run(state, work, request)
@@ -172,7 +172,7 @@ def router(state: ApiState) -> APIRouter:
                     fmt,
                     as_table(result),
                     snapshot_ids_of(result),
-                    extra=recent_fields(result, aggregate=True),
+                    extra={**recent_fields(result, aggregate=True), **symbol_fields(result)},
                 )
 
             return await run(state, work, request)

@@ -29,7 +29,7 @@ from k2.api.params import (
     one_or_many,
     symbols_of,
 )
-from k2.api.respond import as_table, data_responses, respond, snapshot_ids_of
+from k2.api.respond import as_table, data_responses, respond, snapshot_ids_of, symbol_fields
 from k2.api.state import ApiState, run
 
 
@@ -93,7 +93,9 @@ def router(state: ApiState) -> APIRouter:
                     one_or_many(names), interval, start, end, exchange=exchange, limit=limit, as_of=pin
                 ),
             )  # fmt: skip
-            return respond(request, fmt, as_table(result), snapshot_ids_of(result))
+            return respond(
+                request, fmt, as_table(result), snapshot_ids_of(result), extra=symbol_fields(result)
+            )
 
         return await run(state, work, request)
 

@@ -94,8 +94,19 @@ def router(state: ApiState) -> APIRouter:
             if payload is None:
                 page = paging.first_rows_page(client, state.cursors, query, as_of, include_recent)
             else:
-                page = paging.keyset_page(client, state.cursors, query, payload.get("snap"), payload["last"])
-            extra = {**page.extra, **recent_fields(page.result)}
+                page = paging.keyset_page(
+                    client,
+                    state.cursors,
+                    query,
+                    payload.get("snap"),
+                    payload["last"],
+                    paging.unknown_of(payload),
+                )
+            extra = {
+                **page.extra,
+                **recent_fields(page.result),
+                "unknown_symbols": list(page.unknown_symbols),
+            }
             return respond(
                 request,
                 fmt,
