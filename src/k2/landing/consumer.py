@@ -69,6 +69,7 @@ from k2.lake.writer import append
 from k2.landing.book import deduplicate_book
 from k2.landing.currency import ReferenceCurrencies
 from k2.landing.dedup import DedupResult, HighWaterMarks, deduplicate, screen_ids, sequential_exchanges
+from k2.landing.freshness import FreshnessWindow
 from k2.landing.ledger import append_gap_rows, filled_gaps, gap_row, open_gaps
 from k2.model import BOOK_DELTA, QUOTE, TRADE, RecordType
 from k2.model.lineage import with_kafka_lineage
@@ -373,7 +374,10 @@ class LandingConsumer:
         self._m_buffered = metric("k2_landing_buffered_bytes").unlabelled()
         self._m_lag = metric("k2_landing_consumer_lag")
         self._m_fresh = metric("k2_landing_freshness_seconds")
+        self._m_fresh_quantile = metric("k2_landing_freshness_quantile_seconds")
         self._newest: dict[str, int] = {}
+        # Produced (ingest_ts) -> committed latencies of the last 5 minutes' commits, per table (k2 status).
+        self.freshness = FreshnessWindow(window_seconds=300.0)
 
     # -- assignment ---------------------------------------------------------------------------------
     def _table_for_topic(self, topic: str) -> tuple[str, RecordType, str]:
@@ -948,12 +952,27 @@ class LandingConsumer:
             newest = int(pa.compute.max(data["exchange_ts"]).cast(pa.int64()).as_py())
             self._newest[short] = max(newest, self._newest.get(short, 0))
             self._m_fresh.labels(table=short).set(max(0.0, (now_micros() - self._newest[short]) / 1e6))
+            self._record_freshness(short, data)
             self._close_filled_gaps(short, data)
         for (t, p), span in coverage.ranges.items():
             self._expected[(t, p)] = span[1] + 1
             self._next[(t, p)] = span[1] + 1
         if self.on_commit is not None:
             self.on_commit(short, landed)
+
+    def _record_freshness(self, short: str, data: pa.Table) -> None:
+        """Add this commit's produced -> committed latencies to the window and publish its p50/p99."""
+        if "ingest_ts" not in data.column_names:
+            return
+        produced = data["ingest_ts"].cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
+        self.freshness.record(short, produced.to_numpy(zero_copy_only=False), now_micros())
+        self._publish_freshness(short)
+
+    def _publish_freshness(self, short: str) -> None:
+        """k2_landing_freshness_quantile_seconds{table, quantile} (NaN once the window holds no commit)."""
+        found = self.freshness.quantiles(short)
+        for level, value in zip(("0.5", "0.99"), found or (float("nan"),) * 2, strict=True):
+            self._m_fresh_quantile.labels(table=short, quantile=level).set(value)
 
     def _cluster(self) -> str:
         if not self._cluster_id:
@@ -1105,6 +1124,8 @@ class LandingConsumer:
         now = now_micros()
         for short, newest in self._newest.items():
             self._m_fresh.labels(table=short).set(max(0.0, (now - newest) / 1e6))
+        for short in self.freshness.tables():
+            self._publish_freshness(short)
 
 
 def run_landing(
