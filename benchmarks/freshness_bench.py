@@ -43,13 +43,23 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_stack import bench_stack, git_commit
 
+from k2.bus import MarketDataProducer
 from k2.bus.serde import AvroBatchDecoder, registry_client
 from k2.bus.topics import ensure_topics, topic_name
 from k2.config import Settings
 from k2.model import TRADE
 from k2.query.client import Client
+from k2.sources.binance import iter_capture_trades
 from k2.telemetry.procs import free_port
 
+CAPTURE = (
+    Path(__file__).resolve().parents[2]
+    / "shared"
+    / "data"
+    / "binance"
+    / "websocket"
+    / "spot_btcusdt_20240808.gz"
+)
 TRADES = topic_name("crypto", "trades", "binance")
 QUOTES = topic_name("crypto", "quotes", "binance")
 
@@ -247,6 +257,76 @@ def run_once(interval: float, args: argparse.Namespace, root: Path, settings: Se
     return lines
 
 
+def cold_start(args: argparse.Namespace) -> list[str]:
+    """First rows after a cold start: ``k2 land`` started as ``k2 up`` does (returns once its /metrics port
+    answers), then a producer sends one trade every 100 ms to a topic that does not exist yet (as ``k2
+    demo``/``k2 stream`` do); time from sending the first trade to the first query that returns it."""
+    overrides = (
+        {} if args.session_timeout_ms is None else {"consumer_session_timeout_ms": args.session_timeout_ms}
+    )
+    with bench_stack(**overrides) as (root, settings):
+        if args.session_timeout_ms is None:
+            settings = settings.model_copy(
+                update={"consumer_session_timeout_ms": Settings().consumer_session_timeout_ms}
+            )
+        port = free_port()
+        env = _env(settings, K2_LANDING_METRICS_PORT=str(port))
+        with open(root / "land.log", "wb") as out:
+            land = subprocess.Popen(_k2("land"), stdout=out, stderr=subprocess.STDOUT, env=env)
+        try:
+            _wait_for(
+                "the landing's /metrics port",
+                lambda: landing_quantiles(port) != "" and "unavailable" not in landing_quantiles(port),
+                120,
+            )
+            seen = Seen("iceberg")
+            stop = threading.Event()
+            reader = threading.Thread(
+                target=query_reader, args=(settings, seen, stop, False, args.poll_ms / 1000), daemon=True
+            )
+            reader.start()
+            rows = make_trades_like_capture(200)
+            producer = MarketDataProducer(settings)
+            sent_at: dict[int, int] = {}
+            for row in rows:
+                producer.send(TRADE, row)  # the first one also creates the topic and registers the schema
+                sent_at[row["trade_id"]] = time.time_ns() // 1000
+                if row["trade_id"] in seen.ids():
+                    break
+                time.sleep(0.1)
+            producer.flush()
+            first = rows[0]["trade_id"]
+            _wait_for("the first trade in Iceberg", lambda: first in seen.ids(), 120)
+            stop.set()
+            reader.join(30)
+        finally:
+            land.terminate()
+            land.wait(60)
+        log = (root / "land.log").read_text(errors="replace")
+    wait = (seen.first[first] - sent_at[first]) / 1e6
+    return [
+        f"cold start (consumer_session_timeout_ms {settings.consumer_session_timeout_ms}, commit interval "
+        f"{settings.landing_commit_interval_seconds:g} s): first trade sent -> visible in Iceberg {wait:.2f} s",
+        f"  landing log: {_events(log)}",
+    ]
+
+
+def _events(log: str) -> str:
+    """The landing's first assignment and commit lines, for the record."""
+    keep = [line for line in log.splitlines() if '"assigned"' in line or '"committed"' in line]
+    return " | ".join(keep[:2])[:600]
+
+
+def make_trades_like_capture(count: int) -> list[dict[str, object]]:
+    """``count`` BTCUSDT trades from the real capture with receipt times rewritten to now."""
+    rows = []
+    for row in iter_capture_trades(CAPTURE):
+        rows.append({**row, "receipt_ts": time.time_ns() // 1000, "ingest_ts": None})
+        if len(rows) == count:
+            break
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -257,7 +337,20 @@ def main() -> None:
         "--intervals", default="1,5", help="Commit intervals (seconds) to run, comma-separated."
     )
     parser.add_argument("--poll-ms", type=float, default=100.0, help="Iceberg reader's poll interval.")
+    parser.add_argument(
+        "--cold", action="store_true", help="Measure the first rows after a cold start instead."
+    )
+    parser.add_argument(
+        "--session-timeout-ms",
+        type=int,
+        default=None,
+        help="--cold: consumer_session_timeout_ms (default: K2's).",
+    )
     args = parser.parse_args()
+    if args.cold:
+        print(f"commit {git_commit()}")
+        print("\n".join(cold_start(args)))
+        return
     out = [f"commit {git_commit()}; speed {args.speed:g}x; Iceberg polled every {args.poll_ms:g} ms"]
     for interval in (float(x) for x in args.intervals.split(",")):
         with bench_stack() as (root, settings):
