@@ -25,6 +25,7 @@ only after the landing joined its group (the first-rows-after-``k2 up`` figure i
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -254,7 +255,28 @@ def run_once(interval: float, args: argparse.Namespace, root: Path, settings: Se
             f"  max {lat.max():6.3f} s  ({len(lat):,} trades, {seen.cycles:,} reads, {len(seen.errors)} failed)"
         )
     lines.append(f"  landing's own gauges: {landing_own}")
+    lines.append(f"  {commit_stats((logs / 'land.log').read_text(errors='replace'))}")
+    for seen in readers:
+        if seen.errors:
+            lines.append(f"  {seen.name} failed reads, first: {seen.errors[0]}")
     return lines
+
+
+def commit_stats(log: str) -> str:
+    """The landing's trades commits: how many, how long the Iceberg append took, how far apart they were."""
+    commits = [
+        json.loads(line) for line in log.splitlines() if '"committed"' in line and line.startswith("{")
+    ]
+    trades = [c for c in commits if c.get("table") == "trades"]
+    if not trades:
+        return "landing: no trades commit logged"
+    seconds = np.array([c["seconds"] for c in trades])
+    stamps = np.array([datetime.fromisoformat(c["timestamp"]).timestamp() for c in trades])
+    gaps = np.diff(stamps) if len(stamps) > 1 else np.array([0.0])
+    return (
+        f"landing: {len(trades)} trades commits, append p50 {np.median(seconds):.3f} s max {seconds.max():.3f} s; "
+        f"commits apart p50 {np.median(gaps):.2f} s max {gaps.max():.2f} s"
+    )
 
 
 def cold_start(args: argparse.Namespace) -> list[str]:

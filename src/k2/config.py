@@ -142,7 +142,13 @@ class Settings(BaseSettings):
         "k2-landing", "Consumer group of the landing consumers.", "k2-landing-prod", "kafka"
     )
     consumer_session_timeout_ms: int = _f(
-        10_000, "Consumer session.timeout.ms (Tansu's group join takes half of this).", 6_000, "kafka"
+        2_000,
+        "Consumer session.timeout.ms. Tansu's group join takes half of this (at least 1 s), and every landing start "
+        "or rebalance waits for a join: 2 s keeps the first rows of a fresh stack queryable within ~3 s. "
+        "Heartbeats are sent every fifth of it by librdkafka's own thread; raise it on a starved host or a "
+        "Kafka cluster with slow group coordination.",
+        6_000,
+        "kafka",
     )
     consumer_fetch_max_bytes: int = _f(
         16_777_216, "Consumer fetch.max.bytes and queued.max.messages.kbytes*1024 bound.", 8_388_608, "kafka"
@@ -212,6 +218,13 @@ class Settings(BaseSettings):
     )
     landing_commit_interval_seconds: float = _f(
         5.0, "Commit to Iceberg at least this often when rows are buffered.", 1.0, "landing"
+    )
+    landing_first_commit_seconds: float = _f(
+        0.5,
+        "The first commit after the landing is assigned partitions (start-up, rebalance) waits at most this "
+        "instead of landing_commit_interval_seconds, so the first rows of a fresh stack are queryable at once.",
+        1.0,
+        "landing",
     )
     landing_max_buffered_bytes: int = _f(
         536_870_912,
@@ -528,6 +541,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "landing_commit_interval_seconds",
+        "landing_first_commit_seconds",
         "query_max_range_days",
         "api_rate_limit_per_second",
         "api_request_timeout_seconds",

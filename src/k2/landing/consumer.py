@@ -334,6 +334,9 @@ class LandingConsumer:
         self._avg_size = 0.0
         self._last_gauges = 0.0
         self._assigned_at = 0.0
+        self._committed_since_assign = (
+            False  # the first commit of an assignment: landing_first_commit_seconds
+        )
         # The table's stored next offset per partition as this consumer last saw it (zombie check).
         self._expected: dict[tuple[str, int], int | None] = {}
         # Next offset to land per partition (OFFSET_BEGINNING: from the log start). After resume() K2
@@ -358,7 +361,9 @@ class LandingConsumer:
                 "heartbeat.interval.ms": max(100, settings.consumer_session_timeout_ms // 5),
                 "max.poll.interval.ms": max(settings.consumer_session_timeout_ms + 1, 600_000),
                 **fetch_config(settings),
-                "topic.metadata.refresh.interval.ms": 5_000,
+                # A topic created after start-up (the first message of a new exchange or a fresh stack)
+                # matches the subscription at the next refresh: 1 s, not 5 s, before its first rows.
+                "topic.metadata.refresh.interval.ms": 1_000,
                 "partition.assignment.strategy": "range",
             }
         )
@@ -422,6 +427,7 @@ class LandingConsumer:
             self._next[(tp.topic, tp.partition)] = tp.offset
         self._assigned = list(partitions)
         self._assigned_at = time.monotonic()
+        self._committed_since_assign = False
         consumer.assign(partitions)
         log.info(
             "assigned",
@@ -544,6 +550,8 @@ class LandingConsumer:
 
             consumed, flushed = consumer.poll_once(timeout=0.5)
         """
+        if self._buffered_rows:  # wake up for the commit interval, not up to ``timeout`` after it
+            timeout = min(timeout, max(0.01, self._flush_due() - time.monotonic()))
         messages = self.consumer.consume(num_messages=self._fetch_limit(), timeout=timeout)
         if messages and any(map(_ERROR, messages)):
             good = []
@@ -582,13 +590,21 @@ class LandingConsumer:
             self.update_gauges()
         return len(messages), flushed
 
+    def _flush_due(self) -> float:
+        """When the buffered rows must be committed by the interval (monotonic): ``landing_commit_interval_seconds``
+        after the first of them was buffered, or ``landing_first_commit_seconds`` for an assignment's first commit."""
+        interval = self.settings.landing_commit_interval_seconds
+        if not self._committed_since_assign:
+            interval = min(interval, self.settings.landing_first_commit_seconds)
+        return self._first_buffered + interval
+
     def _should_flush(self) -> bool:
         if not self._buffered_rows:
             return False
         return (
             self._buffered_rows >= self.settings.landing_commit_rows
             or self._buffered_bytes >= self.settings.landing_max_buffered_bytes
-            or time.monotonic() - self._first_buffered >= self.settings.landing_commit_interval_seconds
+            or time.monotonic() >= self._flush_due()
         )
 
     def _on_error(self, msg: Message, error: KafkaError) -> None:
@@ -940,6 +956,7 @@ class LandingConsumer:
         self.stats.duplicates += result.duplicates
         self.stats.late += result.late
         self.stats.commits += 1
+        self._committed_since_assign = True
         log.info(
             "committed",
             table=short,
