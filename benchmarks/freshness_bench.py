@@ -329,14 +329,21 @@ def cold_start(args: argparse.Namespace) -> list[str]:
     return [
         f"cold start (consumer_session_timeout_ms {settings.consumer_session_timeout_ms}, commit interval "
         f"{settings.landing_commit_interval_seconds:g} s): first trade sent -> visible in Iceberg {wait:.2f} s",
-        f"  landing log: {_events(log)}",
+        f"  landing events, seconds after the first trade was sent: {_events(log, sent_at[first] / 1e6)}",
     ]
 
 
-def _events(log: str) -> str:
-    """The landing's first assignment and commit lines, for the record."""
-    keep = [line for line in log.splitlines() if '"assigned"' in line or '"committed"' in line]
-    return " | ".join(keep[:2])[:600]
+def _events(log: str, sent: float) -> str:
+    """When the landing subscribed, was assigned its partitions and first committed, relative to ``sent``."""
+    found = {}
+    for line in log.splitlines():
+        if not line.startswith("{"):
+            continue
+        event = json.loads(line)
+        name = event.get("event")
+        if name in ("subscribed", "assigned", "committed") and name not in found:
+            found[name] = datetime.fromisoformat(event["timestamp"]).timestamp() - sent
+    return ", ".join(f"{name} {at:+.2f}" for name, at in found.items())
 
 
 def make_trades_like_capture(count: int) -> list[dict[str, object]]:

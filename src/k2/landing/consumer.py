@@ -334,9 +334,9 @@ class LandingConsumer:
         self._avg_size = 0.0
         self._last_gauges = 0.0
         self._assigned_at = 0.0
-        self._committed_since_assign = (
-            False  # the first commit of an assignment: landing_first_commit_seconds
-        )
+        self._subscribed = False
+        # No commit yet since the last assignment: the next one waits only landing_first_commit_seconds.
+        self._committed_since_assign = False
         # The table's stored next offset per partition as this consumer last saw it (zombie check).
         self._expected: dict[tuple[str, int], int | None] = {}
         # Next offset to land per partition (OFFSET_BEGINNING: from the log start). After resume() K2
@@ -509,10 +509,13 @@ class LandingConsumer:
             self.consumer.subscribe(self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
         else:
             self.consumer.subscribe([TOPIC_REGEX], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        self._subscribed = True
+        log.info("subscribed", consumer=self.name, topics=self._topics or TOPIC_REGEX)
 
     def run(self, idle_exit_seconds: float | None = None, max_seconds: float | None = None) -> LandingStats:
         """Consume and land until :meth:`stop`, SIGTERM, ``idle_exit_seconds`` without messages, or ``max_seconds``."""
-        self.subscribe()
+        if not self._subscribed:
+            self.subscribe()
         started = last_message = time.monotonic()
         try:
             while not self._stop.is_set():
@@ -1154,11 +1157,14 @@ def run_landing(
 
         stats = run_landing(load_settings(), idle_exit_seconds=10)
     """
+    consumer = LandingConsumer(settings, topics=topics)
+    # Subscribed before /metrics answers: `k2 up` waits for that port, so when it returns the landing is
+    # already joining its group (measured: the demo's first trade was sent 2.6 s before the subscription).
+    consumer.subscribe()
     if settings.landing_metrics_port:
         from prometheus_client import start_http_server
 
         start_http_server(settings.landing_metrics_port, addr="127.0.0.1")
-    consumer = LandingConsumer(settings, topics=topics)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: consumer.stop())
         signal.signal(signal.SIGINT, lambda *_: consumer.stop())
