@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -366,6 +367,7 @@ def main() -> None:
         "--intervals", default="1,5", help="Commit intervals (seconds) to run, comma-separated."
     )
     parser.add_argument("--poll-ms", type=float, default=100.0, help="Iceberg reader's poll interval.")
+    parser.add_argument("--keep-logs", default=None, help="Copy the processes' logs into this directory.")
     parser.add_argument(
         "--cold", action="store_true", help="Measure the first rows after a cold start instead."
     )
@@ -383,8 +385,13 @@ def main() -> None:
     out = [f"commit {git_commit()}; speed {args.speed:g}x; Iceberg polled every {args.poll_ms:g} ms"]
     for interval in (float(x) for x in args.intervals.split(",")):
         with bench_stack() as (root, settings):
-            out.extend(run_once(interval, args, root, settings))
-            print("\n".join(out[-5:]), flush=True)
+            lines = run_once(interval, args, root, settings)
+            out.extend(lines)
+            print("\n".join(lines), flush=True)
+            if args.keep_logs:
+                shutil.copytree(
+                    root / f"interval-{interval:g}", Path(args.keep_logs) / f"interval-{interval:g}"
+                )
     print("\n".join(out))
 
 

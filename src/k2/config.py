@@ -217,12 +217,9 @@ class Settings(BaseSettings):
         200_000, "Commit to Iceberg after this many buffered rows.", 50_000, "landing"
     )
     landing_commit_interval_seconds: float = _f(
-        5.0, "Commit to Iceberg at least this often when rows are buffered.", 1.0, "landing"
-    )
-    landing_first_commit_seconds: float = _f(
-        0.5,
-        "The first commit after the landing is assigned partitions (start-up, rebalance) waits at most this "
-        "instead of landing_commit_interval_seconds, so the first rows of a fresh stack are queryable at once.",
+        5.0,
+        "Commit to Iceberg at least this often when rows are buffered (at most once per interval unless "
+        "landing_commit_rows or the memory bound is reached first; the first rows after start-up commit after 0.5 s).",
         1.0,
         "landing",
     )
@@ -541,7 +538,6 @@ class Settings(BaseSettings):
 
     @field_validator(
         "landing_commit_interval_seconds",
-        "landing_first_commit_seconds",
         "query_max_range_days",
         "api_rate_limit_per_second",
         "api_request_timeout_seconds",

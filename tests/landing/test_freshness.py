@@ -52,7 +52,7 @@ def test_window_forgets_commits_older_than_the_window() -> None:
     assert window.quantiles("trades") is None
 
 
-def _land_process(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+def _land_process(settings: Settings, log: Path, topic: str) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("K2_")}
     env.update(
         K2_DATA_DIR=str(settings.data_dir),
@@ -68,7 +68,11 @@ def _land_process(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
         env["K2_CONFIG_FILE"] = os.environ["K2_CONFIG_FILE"]
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "k2.cli", "land"], env=env, stdout=out, stderr=subprocess.STDOUT
+            # Its own topic only: the session's broker holds other tests' (older) trades.
+            [sys.executable, "-m", "k2.cli", "land", "--topic", topic],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
 
 
@@ -98,7 +102,7 @@ def test_landing_service_reports_freshness_p50_p99_to_k2_status(
     topic = topic_name("crypto", "trades", exchange)
     ensure_topics(settings, [topic])
     log = tmp_path / "land.log"
-    land = _land_process(settings, log)
+    land = _land_process(settings, log, topic)
     try:
         _wait("the landing to join", lambda: "assigned" in log.read_text(errors="replace"))
         # Serving /metrics, nothing landed: no figure, and k2 status says n/a.
@@ -131,8 +135,8 @@ def test_landing_service_reports_freshness_p50_p99_to_k2_status(
 def test_first_commit_after_assignment_does_not_wait_for_the_commit_interval(
     settings: Settings, unique: str
 ) -> None:
-    """A fresh stack's first rows are queryable at once (landing_first_commit_seconds), later commits keep
-    the interval: with a 60 s interval the first trade lands in about a second, the second one waits."""
+    """A fresh stack's first rows are queryable at once, later commits keep the interval: with a 60 s
+    interval the first trade lands in about a second, the second one waits for the interval (or the stop)."""
     from k2.landing import LandingConsumer
 
     exchange = f"fc{unique}"
@@ -156,7 +160,7 @@ def test_first_commit_after_assignment_does_not_wait_for_the_commit_interval(
         with MarketDataProducer(settings) as producer:
             producer.send(TRADE, rows[1])
         _wait("the second trade to be consumed", lambda: consumer.stats.consumed >= 2, timeout=30)
-        time.sleep(1.5)  # longer than landing_first_commit_seconds (0.5): nothing is committed yet
+        time.sleep(1.5)  # a few poll cycles: nothing is committed before the interval
         assert len(commits) == 1
     finally:
         consumer.stop()

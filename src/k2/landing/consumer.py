@@ -194,6 +194,8 @@ _OPEN_GAPS_PER_PAIR = 1000
 # alone (a tenth of it).
 _ROW_MEMORY = 2_048
 _GAUGE_INTERVAL = 1.0
+# The least a buffered row waits for others to join its commit (unless the interval is shorter).
+_MIN_BATCH_SECONDS = 0.5
 
 
 @dataclass
@@ -335,8 +337,8 @@ class LandingConsumer:
         self._last_gauges = 0.0
         self._assigned_at = 0.0
         self._subscribed = False
-        # No commit yet since the last assignment: the next one waits only landing_first_commit_seconds.
-        self._committed_since_assign = False
+        # When the last flush with rows began (monotonic); -inf after an assignment: its first rows commit at once.
+        self._last_flush_started = float("-inf")
         # The table's stored next offset per partition as this consumer last saw it (zombie check).
         self._expected: dict[tuple[str, int], int | None] = {}
         # Next offset to land per partition (OFFSET_BEGINNING: from the log start). After resume() K2
@@ -427,7 +429,7 @@ class LandingConsumer:
             self._next[(tp.topic, tp.partition)] = tp.offset
         self._assigned = list(partitions)
         self._assigned_at = time.monotonic()
-        self._committed_since_assign = False
+        self._last_flush_started = float("-inf")
         consumer.assign(partitions)
         log.info(
             "assigned",
@@ -594,12 +596,19 @@ class LandingConsumer:
         return len(messages), flushed
 
     def _flush_due(self) -> float:
-        """When the buffered rows must be committed by the interval (monotonic): ``landing_commit_interval_seconds``
-        after the first of them was buffered, or ``landing_first_commit_seconds`` for an assignment's first commit."""
+        """When the buffered rows must be committed by the interval (monotonic).
+
+        ``landing_commit_interval_seconds`` after the previous flush *began*, and not before the first
+        buffered row has waited ``min(interval, _MIN_BATCH_SECONDS)`` (a little batching, never one commit per
+        row): commits stay at most one per interval, and a row waits at most about the interval plus one
+        flush. (Counting the interval from the first row buffered after a flush made the rows that arrived
+        during a flush wait the flush, the whole interval, then the next flush.) After an assignment there is
+        no previous flush: a fresh stack's first rows commit after ``_MIN_BATCH_SECONDS``, not the interval.
+        """
         interval = self.settings.landing_commit_interval_seconds
-        if not self._committed_since_assign:
-            interval = min(interval, self.settings.landing_first_commit_seconds)
-        return self._first_buffered + interval
+        return max(
+            self._first_buffered + min(interval, _MIN_BATCH_SECONDS), self._last_flush_started + interval
+        )
 
     def _should_flush(self) -> bool:
         if not self._buffered_rows:
@@ -653,6 +662,7 @@ class LandingConsumer:
         """
         if not self._buffered_rows:
             return
+        self._last_flush_started = time.monotonic()
         self._m_buffered.set(self._buffered_bytes)
         # Taken out of the buffer so that each table's messages are freed as soon as its rows are decoded
         # (see _land): the Message objects cost ~10x their value bytes.
@@ -959,7 +969,6 @@ class LandingConsumer:
         self.stats.duplicates += result.duplicates
         self.stats.late += result.late
         self.stats.commits += 1
-        self._committed_since_assign = True
         log.info(
             "committed",
             table=short,
