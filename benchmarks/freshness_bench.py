@@ -75,6 +75,9 @@ class Seen:
     receipt: dict[int, int] = field(default_factory=dict)
     cycles: int = 0
     errors: list[str] = field(default_factory=list)
+    failed_after_rows: int = (
+        0  # failed reads after the reader had returned rows (earlier: nothing landed yet)
+    )
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, ids: list[int], receipts: list[int], at_us: int) -> None:
@@ -157,6 +160,7 @@ def query_reader(settings: Settings, seen: Seen, stop: threading.Event, hybrid: 
                 result = client.trades("BTCUSDT", start=start, include_recent=hybrid, limit=1_000_000)
             except Exception as exc:  # an early query before the first commit, say: recorded, not fatal
                 seen.errors.append(f"{type(exc).__name__}: {exc}"[:200])
+                seen.failed_after_rows += bool(seen.first)
                 time.sleep(poll)
                 continue
             at = time.time_ns() // 1000
@@ -253,7 +257,7 @@ def run_once(interval: float, args: argparse.Namespace, root: Path, settings: Se
         lat = seen.latencies()
         lines.append(
             f"  receipt -> {seen.name:8s}: p50 {np.percentile(lat, 50):6.3f} s  p99 {np.percentile(lat, 99):6.3f} s"
-            f"  max {lat.max():6.3f} s  ({len(lat):,} trades, {seen.cycles:,} reads, {len(seen.errors)} failed)"
+            f"  max {lat.max():6.3f} s  ({len(lat):,} trades, {seen.cycles:,} reads, {len(seen.errors)} failed, {seen.failed_after_rows} of them after the first rows)"
         )
     lines.append(f"  landing's own gauges: {landing_own}")
     lines.append(f"  {commit_stats((logs / 'land.log').read_text(errors='replace'))}")
