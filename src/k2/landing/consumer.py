@@ -3,7 +3,7 @@
 Protocol (see also :mod:`k2.lake.summary`):
 
 1. Messages are buffered per table until ``landing_commit_rows`` rows, ``landing_commit_interval_seconds``
-   or ``landing_max_buffered_bytes`` is reached. While a batch is being committed the consumer's
+   (counted from the previous flush's start; see ``_flush_due``) or ``landing_max_buffered_bytes`` is reached. While a batch is being committed the consumer's
    partitions are paused, so a slow Iceberg never makes the consumer buffer without limit. The byte bound
    counts each message's value plus ``_ROW_MEMORY`` (its Message object, decoded row and share of the
    Parquet write), so it bounds memory: peak RSS <= RSS after the first commit + the bound + 2 x
@@ -337,7 +337,7 @@ class LandingConsumer:
         self._last_gauges = 0.0
         self._assigned_at = 0.0
         self._subscribed = False
-        # When the last flush with rows began (monotonic); -inf after an assignment: its first rows commit at once.
+        # When the last flush with rows began (monotonic); -inf after an assignment (see _flush_due).
         self._last_flush_started = float("-inf")
         # The table's stored next offset per partition as this consumer last saw it (zombie check).
         self._expected: dict[tuple[str, int], int | None] = {}
