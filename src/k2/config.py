@@ -142,7 +142,13 @@ class Settings(BaseSettings):
         "k2-landing", "Consumer group of the landing consumers.", "k2-landing-prod", "kafka"
     )
     consumer_session_timeout_ms: int = _f(
-        10_000, "Consumer session.timeout.ms (Tansu's group join takes half of this).", 6_000, "kafka"
+        2_000,
+        "Consumer session.timeout.ms. Tansu's group join takes half of this (at least 1 s), and every landing start "
+        "or rebalance waits for a join: 2 s keeps the first rows of a fresh stack queryable within ~3 s. "
+        "Heartbeats are sent every fifth of it by librdkafka's own thread; raise it on a starved host or a "
+        "Kafka cluster with slow group coordination.",
+        6_000,
+        "kafka",
     )
     consumer_fetch_max_bytes: int = _f(
         16_777_216, "Consumer fetch.max.bytes and queued.max.messages.kbytes*1024 bound.", 8_388_608, "kafka"
@@ -211,7 +217,11 @@ class Settings(BaseSettings):
         200_000, "Commit to Iceberg after this many buffered rows.", 50_000, "landing"
     )
     landing_commit_interval_seconds: float = _f(
-        5.0, "Commit to Iceberg at least this often when rows are buffered.", 1.0, "landing"
+        5.0,
+        "Commit to Iceberg at least this often when rows are buffered (at most once per interval unless "
+        "landing_commit_rows or the memory bound is reached first; the first rows after start-up commit after 0.5 s).",
+        1.0,
+        "landing",
     )
     landing_max_buffered_bytes: int = _f(
         536_870_912,

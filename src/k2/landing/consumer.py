@@ -3,7 +3,7 @@
 Protocol (see also :mod:`k2.lake.summary`):
 
 1. Messages are buffered per table until ``landing_commit_rows`` rows, ``landing_commit_interval_seconds``
-   or ``landing_max_buffered_bytes`` is reached. While a batch is being committed the consumer's
+   (counted from the previous flush's start; see ``_flush_due``) or ``landing_max_buffered_bytes`` is reached. While a batch is being committed the consumer's
    partitions are paused, so a slow Iceberg never makes the consumer buffer without limit. The byte bound
    counts each message's value plus ``_ROW_MEMORY`` (its Message object, decoded row and share of the
    Parquet write), so it bounds memory: peak RSS <= RSS after the first commit + the bound + 2 x
@@ -69,6 +69,7 @@ from k2.lake.writer import append
 from k2.landing.book import deduplicate_book
 from k2.landing.currency import ReferenceCurrencies
 from k2.landing.dedup import DedupResult, HighWaterMarks, deduplicate, screen_ids, sequential_exchanges
+from k2.landing.freshness import FreshnessWindow
 from k2.landing.ledger import append_gap_rows, filled_gaps, gap_row, open_gaps
 from k2.model import BOOK_DELTA, QUOTE, TRADE, RecordType
 from k2.model.lineage import with_kafka_lineage
@@ -193,6 +194,8 @@ _OPEN_GAPS_PER_PAIR = 1000
 # alone (a tenth of it).
 _ROW_MEMORY = 2_048
 _GAUGE_INTERVAL = 1.0
+# The least a buffered row waits for others to join its commit (unless the interval is shorter).
+_MIN_BATCH_SECONDS = 0.5
 
 
 @dataclass
@@ -333,6 +336,9 @@ class LandingConsumer:
         self._avg_size = 0.0
         self._last_gauges = 0.0
         self._assigned_at = 0.0
+        self._subscribed = False
+        # When the last flush with rows began (monotonic); -inf after an assignment (see _flush_due).
+        self._last_flush_started = float("-inf")
         # The table's stored next offset per partition as this consumer last saw it (zombie check).
         self._expected: dict[tuple[str, int], int | None] = {}
         # Next offset to land per partition (OFFSET_BEGINNING: from the log start). After resume() K2
@@ -357,7 +363,9 @@ class LandingConsumer:
                 "heartbeat.interval.ms": max(100, settings.consumer_session_timeout_ms // 5),
                 "max.poll.interval.ms": max(settings.consumer_session_timeout_ms + 1, 600_000),
                 **fetch_config(settings),
-                "topic.metadata.refresh.interval.ms": 5_000,
+                # A topic created after start-up (the first message of a new exchange or a fresh stack)
+                # matches the subscription at the next refresh: 1 s, not 5 s, before its first rows.
+                "topic.metadata.refresh.interval.ms": 1_000,
                 "partition.assignment.strategy": "range",
             }
         )
@@ -373,7 +381,10 @@ class LandingConsumer:
         self._m_buffered = metric("k2_landing_buffered_bytes").unlabelled()
         self._m_lag = metric("k2_landing_consumer_lag")
         self._m_fresh = metric("k2_landing_freshness_seconds")
+        self._m_fresh_quantile = metric("k2_landing_freshness_quantile_seconds")
         self._newest: dict[str, int] = {}
+        # Produced (ingest_ts) -> committed latencies of the last 5 minutes' commits, per table (k2 status).
+        self.freshness = FreshnessWindow(window_seconds=300.0)
 
     # -- assignment ---------------------------------------------------------------------------------
     def _table_for_topic(self, topic: str) -> tuple[str, RecordType, str]:
@@ -418,6 +429,7 @@ class LandingConsumer:
             self._next[(tp.topic, tp.partition)] = tp.offset
         self._assigned = list(partitions)
         self._assigned_at = time.monotonic()
+        self._last_flush_started = float("-inf")
         consumer.assign(partitions)
         log.info(
             "assigned",
@@ -499,10 +511,13 @@ class LandingConsumer:
             self.consumer.subscribe(self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
         else:
             self.consumer.subscribe([TOPIC_REGEX], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        self._subscribed = True
+        log.info("subscribed", consumer=self.name, topics=self._topics or TOPIC_REGEX)
 
     def run(self, idle_exit_seconds: float | None = None, max_seconds: float | None = None) -> LandingStats:
         """Consume and land until :meth:`stop`, SIGTERM, ``idle_exit_seconds`` without messages, or ``max_seconds``."""
-        self.subscribe()
+        if not self._subscribed:
+            self.subscribe()
         started = last_message = time.monotonic()
         try:
             while not self._stop.is_set():
@@ -540,6 +555,8 @@ class LandingConsumer:
 
             consumed, flushed = consumer.poll_once(timeout=0.5)
         """
+        if self._buffered_rows:  # wake up for the commit interval, not up to ``timeout`` after it
+            timeout = min(timeout, max(0.01, self._flush_due() - time.monotonic()))
         messages = self.consumer.consume(num_messages=self._fetch_limit(), timeout=timeout)
         if messages and any(map(_ERROR, messages)):
             good = []
@@ -578,13 +595,28 @@ class LandingConsumer:
             self.update_gauges()
         return len(messages), flushed
 
+    def _flush_due(self) -> float:
+        """When the buffered rows must be committed by the interval (monotonic).
+
+        ``landing_commit_interval_seconds`` after the previous flush *began*, and not before the first
+        buffered row has waited ``min(interval, _MIN_BATCH_SECONDS)`` (a little batching, never one commit per
+        row): commits stay at most one per interval, and a row waits at most about the interval plus one
+        flush. (Counting the interval from the first row buffered after a flush made the rows that arrived
+        during a flush wait the flush, the whole interval, then the next flush.) After an assignment there is
+        no previous flush: a fresh stack's first rows commit after ``_MIN_BATCH_SECONDS``, not the interval.
+        """
+        interval = self.settings.landing_commit_interval_seconds
+        return max(
+            self._first_buffered + min(interval, _MIN_BATCH_SECONDS), self._last_flush_started + interval
+        )
+
     def _should_flush(self) -> bool:
         if not self._buffered_rows:
             return False
         return (
             self._buffered_rows >= self.settings.landing_commit_rows
             or self._buffered_bytes >= self.settings.landing_max_buffered_bytes
-            or time.monotonic() - self._first_buffered >= self.settings.landing_commit_interval_seconds
+            or time.monotonic() >= self._flush_due()
         )
 
     def _on_error(self, msg: Message, error: KafkaError) -> None:
@@ -630,6 +662,7 @@ class LandingConsumer:
         """
         if not self._buffered_rows:
             return
+        self._last_flush_started = time.monotonic()
         self._m_buffered.set(self._buffered_bytes)
         # Taken out of the buffer so that each table's messages are freed as soon as its rows are decoded
         # (see _land): the Message objects cost ~10x their value bytes.
@@ -948,12 +981,27 @@ class LandingConsumer:
             newest = int(pa.compute.max(data["exchange_ts"]).cast(pa.int64()).as_py())
             self._newest[short] = max(newest, self._newest.get(short, 0))
             self._m_fresh.labels(table=short).set(max(0.0, (now_micros() - self._newest[short]) / 1e6))
+            self._record_freshness(short, data)
             self._close_filled_gaps(short, data)
         for (t, p), span in coverage.ranges.items():
             self._expected[(t, p)] = span[1] + 1
             self._next[(t, p)] = span[1] + 1
         if self.on_commit is not None:
             self.on_commit(short, landed)
+
+    def _record_freshness(self, short: str, data: pa.Table) -> None:
+        """Add this commit's produced -> committed latencies to the window and publish its p50/p99."""
+        if "ingest_ts" not in data.column_names:
+            return
+        produced = data["ingest_ts"].cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
+        self.freshness.record(short, produced.to_numpy(zero_copy_only=False), now_micros())
+        self._publish_freshness(short)
+
+    def _publish_freshness(self, short: str) -> None:
+        """k2_landing_freshness_quantile_seconds{table, quantile} (NaN once the window holds no commit)."""
+        found = self.freshness.quantiles(short)
+        for level, value in zip(("0.5", "0.99"), found or (float("nan"),) * 2, strict=True):
+            self._m_fresh_quantile.labels(table=short, quantile=level).set(value)
 
     def _cluster(self) -> str:
         if not self._cluster_id:
@@ -1105,6 +1153,8 @@ class LandingConsumer:
         now = now_micros()
         for short, newest in self._newest.items():
             self._m_fresh.labels(table=short).set(max(0.0, (now - newest) / 1e6))
+        for short in self.freshness.tables():
+            self._publish_freshness(short)
 
 
 def run_landing(
@@ -1116,11 +1166,14 @@ def run_landing(
 
         stats = run_landing(load_settings(), idle_exit_seconds=10)
     """
+    consumer = LandingConsumer(settings, topics=topics)
+    # Subscribed before /metrics answers: `k2 up` waits for that port, so when it returns the landing is
+    # already joining its group (measured: the demo's first trade was sent 2.6 s before the subscription).
+    consumer.subscribe()
     if settings.landing_metrics_port:
         from prometheus_client import start_http_server
 
         start_http_server(settings.landing_metrics_port, addr="127.0.0.1")
-    consumer = LandingConsumer(settings, topics=topics)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: consumer.stop())
         signal.signal(signal.SIGINT, lambda *_: consumer.stop())

@@ -31,6 +31,7 @@ from rich.table import Table as RichTable
 
 from k2.bus.broker import read_watermarks
 from k2.config import Settings
+from k2.ops.freshness import read_landing_freshness, render_freshness
 from k2.telemetry.procs import pid_alive, port_open
 
 DAY_US = 86_400_000_000
@@ -189,6 +190,8 @@ def collect_status(settings: Settings, window_seconds: float = 300.0) -> dict[st
         source["newest_exchange_ts"] = _iso(ts // 1000) if ts else None
         source["freshness_s"] = round(now_ms / 1000 - ts / 1e6, 1) if ts else None
         source["open_gaps"] = open_gaps.get(exchange, 0)
+    # Produced -> queryable in Iceberg, p50/p99 of the last 5 minutes, from the landing's /metrics (k2.ops.freshness).
+    report["landing_freshness"] = read_landing_freshness(settings)
     return report
 
 
@@ -363,6 +366,7 @@ def render_status(report: dict[str, Any], console: Console) -> None:
             info["last_commit"],
         )
     console.print(tables)
+    console.print(render_freshness(report.get("landing_freshness", {})), markup=False, highlight=False)
     if report["gaps"]:
         gaps = RichTable("symbol", "open", "backfilled", "lost", title="Gaps (missing ids)")
         for key, entry in report["gaps"].items():

@@ -102,6 +102,13 @@ DECLARATIONS: tuple[MetricDecl, ...] = (
     MetricDecl(
         "k2_landing_freshness_seconds", "gauge", "Age of the newest landed exchange time.", ("table",)
     ),
+    MetricDecl(
+        "k2_landing_freshness_quantile_seconds",
+        "gauge",
+        "Produced (ingest_ts) -> committed to Iceberg latency of the rows landed in the last 5 minutes, "
+        "by quantile (0.5, 0.99); NaN when none landed (k2.landing.freshness).",
+        ("table", "quantile"),
+    ),
     MetricDecl("k2_landing_duplicates_total", "counter", "Messages dropped as duplicates.", ("table",)),
     MetricDecl(
         "k2_landing_out_of_order_total",
