@@ -102,7 +102,7 @@ def _env(settings: Settings, **extra: str) -> dict[str, str]:
         "K2_DATA_DIR": str(settings.data_dir),
         "K2_KAFKA_BOOTSTRAP_SERVERS": str(settings.kafka_bootstrap_servers),
         "K2_SCHEMA_REGISTRY_URL": str(settings.schema_registry_url),
-        "K2_CONSUMER_SESSION_TIMEOUT_MS": str(settings.consumer_session_timeout_ms),
+        "K2_CONSUMER_SESSION_TIMEOUT_MS": str(settings.session_timeout_ms),
         "K2_LOG_JSON": "true",
         **extra,
     }
@@ -294,7 +294,7 @@ def cold_start(args: argparse.Namespace) -> list[str]:
     with bench_stack(**overrides) as (root, settings):
         if args.session_timeout_ms is None:
             settings = settings.model_copy(
-                update={"consumer_session_timeout_ms": Settings().consumer_session_timeout_ms}
+                update={"consumer_session_timeout_ms": Settings().session_timeout_ms}
             )
         port = free_port()
         env = _env(settings, K2_LANDING_METRICS_PORT=str(port))
@@ -332,7 +332,7 @@ def cold_start(args: argparse.Namespace) -> list[str]:
         log = (root / "land.log").read_text(errors="replace")
     wait = (seen.first[first] - sent_at[first]) / 1e6
     return [
-        f"cold start (consumer_session_timeout_ms {settings.consumer_session_timeout_ms}, commit interval "
+        f"cold start (consumer_session_timeout_ms {settings.session_timeout_ms}, commit interval "
         f"{settings.landing_commit_interval_seconds:g} s): first trade sent -> visible in Iceberg {wait:.2f} s",
         f"  landing events, seconds after the first trade was sent: {_events(log, sent_at[first] / 1e6)}",
     ]

@@ -141,12 +141,14 @@ class Settings(BaseSettings):
     consumer_group: str = _f(
         "k2-landing", "Consumer group of the landing consumers.", "k2-landing-prod", "kafka"
     )
-    consumer_session_timeout_ms: int = _f(
-        2_000,
-        "Consumer session.timeout.ms. Tansu's group join takes half of this (at least 1 s), and every landing start "
-        "or rebalance waits for a join: 2 s keeps the first rows of a fresh stack queryable within ~3 s. "
-        "Heartbeats are sent every fifth of it by librdkafka's own thread; raise it on a starved host or a "
-        "Kafka cluster with slow group coordination.",
+    consumer_session_timeout_ms: int | None = _f(
+        None,
+        "Consumer session.timeout.ms. Unset: 2,000 with the embedded Tansu broker (no "
+        "K2_KAFKA_BOOTSTRAP_SERVERS; Tansu's group join takes half of this, at least 1 s, and every landing "
+        "start or rebalance waits for a join, so 2 s keeps a fresh stack's first rows queryable within ~3 s); "
+        "10,000 with a configured broker (Kafka, Redpanda and MSK refuse less than their "
+        "group.min.session.timeout.ms, 6,000 by default). Heartbeats are sent every fifth of it by librdkafka's "
+        "own thread; raise it on a starved host.",
         6_000,
         "kafka",
     )
@@ -531,8 +533,8 @@ class Settings(BaseSettings):
         "maintenance_target_manifest_entries",
     )
     @classmethod
-    def _positive_int(cls, value: int) -> int:
-        if value <= 0:
+    def _positive_int(cls, value: int | None) -> int | None:
+        if value is not None and value <= 0:
             raise ValueError(f"expected a positive integer, found {value}")
         return value
 
@@ -705,6 +707,21 @@ class Settings(BaseSettings):
             text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
             env[f"{ENV_PREFIX}{name.upper()}"] = text
         return env
+
+    @property
+    def session_timeout_ms(self) -> int:
+        """The consumer session timeout in use: the setting, else 2,000 on the embedded broker, 10,000 on any other.
+
+        >>> Settings(data_dir="/tmp/k2").session_timeout_ms
+        2000
+        >>> Settings(data_dir="/tmp/k2", kafka_bootstrap_servers="kafka:9092").session_timeout_ms
+        10000
+        >>> Settings(data_dir="/tmp/k2", kafka_bootstrap_servers="kafka:9092", consumer_session_timeout_ms=45000).session_timeout_ms
+        45000
+        """
+        if self.consumer_session_timeout_ms is not None:
+            return self.consumer_session_timeout_ms
+        return 2_000 if self.kafka_bootstrap_servers is None else 10_000
 
     @property
     def catalog_url(self) -> str:

@@ -51,7 +51,7 @@ def _env(settings: Settings) -> dict[str, str]:
         K2_KAFKA_BOOTSTRAP_SERVERS=settings.bootstrap_servers,
         K2_SCHEMA_REGISTRY_URL=settings.registry_url,
         K2_CONSUMER_GROUP=settings.consumer_group,
-        K2_CONSUMER_SESSION_TIMEOUT_MS=str(settings.consumer_session_timeout_ms),
+        K2_CONSUMER_SESSION_TIMEOUT_MS=str(settings.session_timeout_ms),
         K2_LANDING_COMMIT_ROWS=str(settings.landing_commit_rows),
         K2_LANDING_COMMIT_INTERVAL_SECONDS=str(settings.landing_commit_interval_seconds),
         K2_LANDING_METRICS_PORT="0",

@@ -359,9 +359,9 @@ class LandingConsumer:
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
                 "auto.offset.reset": "error",
-                "session.timeout.ms": settings.consumer_session_timeout_ms,
-                "heartbeat.interval.ms": max(100, settings.consumer_session_timeout_ms // 5),
-                "max.poll.interval.ms": max(settings.consumer_session_timeout_ms + 1, 600_000),
+                "session.timeout.ms": settings.session_timeout_ms,
+                "heartbeat.interval.ms": max(100, settings.session_timeout_ms // 5),
+                "max.poll.interval.ms": max(settings.session_timeout_ms + 1, 600_000),
                 **fetch_config(settings),
                 # A topic created after start-up (the first message of a new exchange or a fresh stack)
                 # matches the subscription at the next refresh: 1 s, not 5 s, before its first rows.
