@@ -116,6 +116,7 @@ def test_send_many_messages_decode_with_confluents_deserializer(settings: Settin
     with MarketDataProducer(settings) as producer:
         assert producer.send_many(TRADE, rows, topic) == len(rows)
         producer.flush(60)
+        cid = producer.correlation_id.encode()
     consumer = Consumer(
         {
             "bootstrap.servers": settings.kafka_bootstrap_servers,
@@ -125,21 +126,27 @@ def test_send_many_messages_decode_with_confluents_deserializer(settings: Settin
         }
     )
     consumer.subscribe([topic])
-    values: list[bytes] = []
+    messages: list[tuple[bytes, bytes, Any]] = []
     try:
         deadline = time.monotonic() + 120
-        while len(values) < len(rows) and time.monotonic() < deadline:
+        while len(messages) < len(rows) and time.monotonic() < deadline:
             for msg in consumer.consume(1000, 0.5):
                 if msg.error() is None:
-                    values.append(msg.value())
+                    messages.append((msg.value(), msg.key(), msg.headers()))
     finally:
         consumer.close()
-    assert len(values) == len(rows)
+    assert len(messages) == len(rows)
     deserializer = AvroDeserializer(SchemaRegistryClient({"url": settings.schema_registry_url}))
     ctx = SerializationContext(topic, MessageField.VALUE)
-    decoded = sorted((deserializer(v, ctx) for v in values), key=lambda d: d["trade_id"])
+    decoded = [(deserializer(v, ctx), key, headers) for v, key, headers in messages]
+    # Every message: key = symbol, headers = the session's k2.cid then its own k2.mid (cid:1 .. cid:n).
+    assert all(key == got["symbol"].encode() for got, key, _ in decoded)
+    assert all(headers[0] == ("k2.cid", cid) and len(headers) == 2 for _, _, headers in decoded)
+    mids = sorted(int(headers[1][1].split(b":")[1]) for _, _, headers in decoded)
+    assert mids == list(range(1, len(rows) + 1))
+    assert {headers[1][1].split(b":")[0] for _, _, headers in decoded} == {cid}
     source = sorted(rows, key=lambda r: r["trade_id"])
-    for got, want in zip(decoded, source, strict=True):
+    for (got, _, _), want in zip(sorted(decoded, key=lambda d: d[0]["trade_id"]), source, strict=True):
         assert got["trade_id"] == want["trade_id"]
         assert got["price"] == Decimal(want["price"]).scaleb(-8)
         assert got["quantity"] == Decimal(want["quantity"]).scaleb(-8)

@@ -34,13 +34,14 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterable
+from operator import itemgetter
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
 from k2.bus.broker import TANSU_CLUSTER_ID
 from k2.bus.dlq import dlq_headers
-from k2.bus.lineage import message_id_header
+from k2.bus.lineage import MID_HEADER, message_id_header
 from k2.bus.serde import AvroEncoder, registry_client
 from k2.bus.topics import dlq_topic, ensure_topics, topic_name
 from k2.config import Settings
@@ -372,7 +373,7 @@ class MarketDataProducer:
         if (
             target is None
             or len(batch) < 16
-            or (topic is None and any(self.topic_for(record, r) != target for r in batch))
+            or (topic is None and len(set(map(itemgetter("asset_class", "exchange"), batch))) > 1)
         ):
             for row in batch:
                 self.send(record, row, topic)
@@ -381,9 +382,37 @@ class MarketDataProducer:
             now = now_micros()
             batch = [r if r.get("ingest_ts") is not None else {**r, "ingest_ts": now} for r in batch]
         values = self.encoder(record, target).encode_many(batch)
-        for row, value in zip(batch, values, strict=True):
-            self.produce_raw(target, row["symbol"].encode(), value, self._with_message_id(self._cid_headers))
+        self._produce_encoded(target, [s.encode() for s in map(itemgetter("symbol"), batch)], values)
         return len(batch)
+
+    def _produce_encoded(self, topic: str, keys: list[bytes], values: list[bytes]) -> None:
+        """Enqueue one topic's encoded messages, each with the ``k2.cid`` header and its own ``k2.mid``
+        (``producer:sequence``, as :func:`k2.bus.lineage.message_id_header` makes it). The hot loop is one
+        ``produce()`` per message; a full queue falls back to :meth:`_enqueue` (blocks, never drops) and
+        delivery reports are served every 1,000 messages, as :meth:`produce_raw` does."""
+        if not self._busy:
+            self._busy = True
+            self._last_progress = time.monotonic()
+        cid, prefix, on_delivery = self._cid_headers[0], self._producer_id + b":", self._on_delivery
+        produce, sequence, sent = self._producer.produce, self.sequence, self.sent
+        try:
+            for key, value in zip(keys, values, strict=True):
+                sequence += 1
+                hdrs: list[tuple[str, str | bytes | None]] = [cid, (MID_HEADER, b"%s%d" % (prefix, sequence))]
+                sent += 1
+                try:
+                    produce(topic, value, key, on_delivery=on_delivery, headers=hdrs)
+                except BufferError:
+                    self.sequence, self.sent = sequence, sent
+                    self._enqueue(topic, key, value, hdrs)
+                    produce = self._producer.produce  # a check() may have recreated the handle
+                if sent % 1000 == 0:
+                    self.sequence, self.sent = sequence, sent
+                    self._producer.poll(0)
+                    self.check()
+                    produce = self._producer.produce
+        finally:
+            self.sequence, self.sent = sequence, sent
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait for every delivery report, recovering as :meth:`check` does; raise :class:`DeliveryError`.
