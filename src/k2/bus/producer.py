@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from operator import itemgetter
 from typing import Any
 
@@ -167,6 +167,7 @@ class MarketDataProducer:
         self._producer_id = self.correlation_id.encode()
         self.sequence = 0
         self._delivered_by_topic: dict[str, int] = {}
+        self._reporters: dict[str, tuple[list[int], Callable[[KafkaError | None, Message], None]]] = {}
         self._topics: dict[tuple[str, str, str], str] = {}
         self._m_delivered = metric("k2_producer_messages_total")
         self._m_errors = metric("k2_producer_errors_total")
@@ -208,8 +209,29 @@ class MarketDataProducer:
             topic = str(msg.topic())
             self._delivered_by_topic[topic] = self._delivered_by_topic.get(topic, 0) + 1
 
+    def _reporter(self, topic: str) -> Callable[[KafkaError | None, Message], None]:
+        """``topic``'s delivery callback for batches: a success only bumps a counter (no ``msg.topic()``),
+        a failure goes to :meth:`_on_delivery`."""
+        known = self._reporters.get(topic)
+        if known is not None:
+            return known[1]
+        cell, on_delivery = [0], self._on_delivery
+
+        def report(err: KafkaError | None, msg: Message) -> None:
+            if err is None:
+                cell[0] += 1
+            else:
+                on_delivery(err, msg)
+
+        self._reporters[topic] = (cell, report)
+        return report
+
     def _publish_metrics(self) -> None:
         counts, self._delivered_by_topic = self._delivered_by_topic, {}
+        for topic, (cell, _) in self._reporters.items():
+            if cell[0]:
+                counts[topic] = counts.get(topic, 0) + cell[0]
+                cell[0] = 0
         if counts:
             self._last_progress = time.monotonic()
         for topic, count in counts.items():
@@ -378,10 +400,8 @@ class MarketDataProducer:
             for row in batch:
                 self.send(record, row, topic)
             return len(batch)
-        if any(f.name == "ingest_ts" for f in record.fields):
-            now = now_micros()
-            batch = [r if r.get("ingest_ts") is not None else {**r, "ingest_ts": now} for r in batch]
-        values = self.encoder(record, target).encode_many(batch)
+        fill = {"ingest_ts": now_micros()} if any(f.name == "ingest_ts" for f in record.fields) else None
+        values = self.encoder(record, target).encode_many(batch, fill)
         self._produce_encoded(target, [s.encode() for s in map(itemgetter("symbol"), batch)], values)
         return len(batch)
 
@@ -393,7 +413,7 @@ class MarketDataProducer:
         if not self._busy:
             self._busy = True
             self._last_progress = time.monotonic()
-        cid, prefix, on_delivery = self._cid_headers[0], self._producer_id + b":", self._on_delivery
+        cid, prefix, on_delivery = self._cid_headers[0], self._producer_id + b":", self._reporter(topic)
         produce, sequence, sent = self._producer.produce, self.sequence, self.sent
         try:
             for key, value in zip(keys, values, strict=True):
