@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from operator import itemgetter
 from typing import Any
 
@@ -167,7 +168,7 @@ class MarketDataProducer:
         self._producer_id = self.correlation_id.encode()
         self.sequence = 0
         self._delivered_by_topic: dict[str, int] = {}
-        self._reporters: dict[str, tuple[list[int], Callable[[KafkaError | None, Message], None]]] = {}
+        self._reporters: dict[str, tuple[list[int], Callable[[Any, KafkaError | None, Message], None]]] = {}
         self._topics: dict[tuple[str, str, str], str] = {}
         self._m_delivered = metric("k2_producer_messages_total")
         self._m_errors = metric("k2_producer_errors_total")
@@ -193,8 +194,10 @@ class MarketDataProducer:
             enc = self._encoders[key] = AvroEncoder(self._registry, record, topic)
         return enc
 
-    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
-        # Called once per message: keep it cheap, publish the counters in bulk (_publish_metrics).
+    def _on_delivery(self, hdrs: Any, err: KafkaError | None, msg: Message) -> None:
+        # Called once per message (``partial(self._on_delivery, hdrs)``): keep it cheap, publish the counters in
+        # bulk (_publish_metrics). ``hdrs`` are the message's headers: a delivery report's ``msg.headers()``
+        # is always None in confluent-kafka, so a re-send would otherwise lose k2.cid and k2.mid.
         if err is not None:
             code = err.code()
             if code not in _PURGED:
@@ -202,14 +205,14 @@ class MarketDataProducer:
             if err.fatal() or code in _RECREATE:
                 self._recreate_wanted = True
             if code in _RESEND or err.fatal() or err.retriable():
-                self._resend.append((str(msg.topic()), msg.key(), msg.value(), msg.headers()))
+                self._resend.append((str(msg.topic()), msg.key(), msg.value(), hdrs))
             else:
                 self.errors.append((str(msg.topic()), str(err)))
         else:
             topic = str(msg.topic())
             self._delivered_by_topic[topic] = self._delivered_by_topic.get(topic, 0) + 1
 
-    def _reporter(self, topic: str) -> Callable[[KafkaError | None, Message], None]:
+    def _reporter(self, topic: str) -> Callable[[Any, KafkaError | None, Message], None]:
         """``topic``'s delivery callback for batches: a success only bumps a counter (no ``msg.topic()``),
         a failure goes to :meth:`_on_delivery`."""
         known = self._reporters.get(topic)
@@ -217,11 +220,11 @@ class MarketDataProducer:
             return known[1]
         cell, on_delivery = [0], self._on_delivery
 
-        def report(err: KafkaError | None, msg: Message) -> None:
+        def report(hdrs: Any, err: KafkaError | None, msg: Message) -> None:
             if err is None:
                 cell[0] += 1
             else:
-                on_delivery(err, msg)
+                on_delivery(hdrs, err, msg)
 
         self._reporters[topic] = (cell, report)
         return report
@@ -308,7 +311,7 @@ class MarketDataProducer:
         while True:
             try:
                 self._producer.produce(
-                    topic, value=value, key=key, headers=hdrs, on_delivery=self._on_delivery
+                    topic, value=value, key=key, headers=hdrs, on_delivery=partial(self._on_delivery, hdrs)
                 )
                 break
             except BufferError:
@@ -421,7 +424,7 @@ class MarketDataProducer:
                 hdrs: list[tuple[str, str | bytes | None]] = [cid, (MID_HEADER, b"%s%d" % (prefix, sequence))]
                 sent += 1
                 try:
-                    produce(topic, value, key, on_delivery=on_delivery, headers=hdrs)
+                    produce(topic, value, key, on_delivery=partial(on_delivery, hdrs), headers=hdrs)
                 except BufferError:
                     self.sequence, self.sent = sequence, sent
                     self._enqueue(topic, key, value, hdrs)
