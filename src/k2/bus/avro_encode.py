@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from itertools import chain
 from operator import itemgetter
 from typing import Any
 
@@ -162,7 +163,8 @@ def _blocks(values: Sequence[Any], name: str, is_map: bool) -> Part:
     counts = np.fromiter(map(len, values), dtype=np.int64, count=n)
     if not counts.any():
         return np.zeros(n, dtype=np.uint8), np.ones(n, dtype=np.int64)
-    flat = [x for v in values for kv in v.items() for x in kv] if is_map else [x for v in values for x in v]
+    pairs = chain.from_iterable(map(dict.items, values)) if is_map else values
+    flat = list(chain.from_iterable(pairs))  # map: key, value, key, value...
     try:
         items = interleave(_strings(pa.array(flat, pa.string())), len(flat))
     except (pa.ArrowInvalid, pa.ArrowTypeError):
