@@ -5,19 +5,28 @@ Sides, each timed over the same rows:
 
 * fastavro encode only (per row, as ``AvroEncoder.encode``);
 * column-wise encode only (``k2.bus.avro_encode.encode_batch`` in batches of ``--batch``);
-* raw librdkafka produce floor: confluent-kafka's ``Producer.produce`` of the pre-encoded bytes, same
-  producer configuration as K2's (acks=all, idempotence, lz4), flushed;
+* raw librdkafka produce floor: confluent-kafka's ``Producer.produce`` of the pre-encoded bytes (key,
+  value, nothing else), the same producer configuration as K2's on this broker (acks=all, lz4,
+  idempotence as ``producer_idempotence=auto`` decides), flushed;
+* the same with K2's per-message duties: the ``k2.cid`` + ``k2.mid`` headers and a Python delivery
+  callback per message (what K2 needs to re-send failed messages and never lose one silently);
 * K2 ``MarketDataProducer.send`` per row (fastavro), flushed;
 * K2 ``MarketDataProducer.send_many`` in batches of ``--batch`` (column-wise encoder), flushed.
 
 Starts its own Tansu broker (memory storage) and K2 registry on random ports.
 
-    .venv/bin/python benchmarks/producer_bench.py --rows 200000
+    .venv/bin/python benchmarks/producer_bench.py --rows 100000 --rounds 2
+
+Each round runs every side once, in order; the figures are per round, with each side's ratio to the
+same round's raw floor (the machine may be shared: the ratio is the comparable figure). Each side is
+given by wall clock and by the process's CPU time (``time.process_time``, librdkafka's threads
+included): on a loaded machine the CPU figure is the steadier one.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -31,23 +40,92 @@ from confluent_kafka import Producer  # noqa: E402
 
 from k2.bus import MarketDataProducer  # noqa: E402
 from k2.bus.avro_encode import encode_batch  # noqa: E402
-from k2.bus.producer import producer_config  # noqa: E402
+from k2.bus.lineage import message_id_header  # noqa: E402
+from k2.bus.producer import idempotence_wanted, producer_config  # noqa: E402
 from k2.model import TRADE  # noqa: E402
 from k2.sources.binance import iter_capture_trades  # noqa: E402
+from k2.telemetry.logging import CID_HEADER as CID  # noqa: E402
 
+FLOOR = "raw librdkafka produce of encoded bytes (floor)"
 CAPTURES = sorted((REPO / "data" / "samples" / "binance").glob("spot_btcusdt_*.gz"))
 
 
-def rate(n: int, seconds: float) -> float:
-    return n / seconds
+def start() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def rate(n: int, t0: tuple[float, float]) -> tuple[float, float]:
+    """(msgs per wall second, msgs per CPU second of this process, librdkafka's threads included)."""
+    return n / (time.perf_counter() - t0[0]), n / max(time.process_time() - t0[1], 1e-9)
+
+
+def raw_floor(
+    settings: Any, topic: str, keys: list[bytes], values: list[bytes], duties: bool
+) -> tuple[float, float]:
+    """Raw ``Producer.produce`` of encoded bytes, flushed; with ``duties`` K2's headers and a callback too."""
+    raw = Producer(producer_config(settings, idempotence_wanted(settings)))
+    delivered = [0]
+
+    def on_delivery(err: Any, msg: Any) -> None:
+        if err is None:
+            delivered[0] += 1
+
+    cid = (CID, b"0123456789abcdef")
+    t0 = start()
+    for i, (key, value) in enumerate(zip(keys, values, strict=True)):
+        while True:
+            try:
+                if duties:
+                    headers = [cid, message_id_header(b"0123456789abcdef", i + 1)]
+                    raw.produce(topic, value, key, on_delivery=on_delivery, headers=headers)
+                else:
+                    raw.produce(topic, value, key)
+                break
+            except BufferError:
+                raw.poll(0.05)
+        if i % 1000 == 999:
+            raw.poll(0)
+    raw.flush()
+    return rate(len(keys), t0)
+
+
+def one_round(settings: Any, rows: list[dict[str, Any]], batch_size: int) -> dict[str, tuple[float, float]]:
+    topic = "market.crypto.trades.binance"
+    batches = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
+    results: dict[str, tuple[float, float]] = {}
+    producer = MarketDataProducer(settings)
+    encoder = producer.encoder(TRADE, topic)  # registration outside timing
+    t0 = start()
+    encoded = [encoder.encode(r) for r in rows]
+    results["fastavro encode only"] = rate(len(rows), t0)
+    t0 = start()
+    for batch in batches:
+        encode_batch(TRADE, encoder._header, batch)
+    results["column-wise encode only"] = rate(len(rows), t0)
+    keys = [r["symbol"].encode() for r in rows]
+    results[FLOOR] = raw_floor(settings, topic, keys, encoded, duties=False)
+    results["raw produce + k2 headers + delivery callback"] = raw_floor(settings, topic, keys, encoded, True)
+    t0 = start()
+    for row in rows:
+        producer.send(TRADE, row)
+    producer.flush()
+    results["K2 send per row (fastavro)"] = rate(len(rows), t0)
+    t0 = start()
+    for batch in batches:
+        producer.send_many(TRADE, batch)
+    producer.flush()
+    results["K2 send_many (column-wise)"] = rate(len(rows), t0)
+    producer.close()
+    return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     with bench_stack() as (_root, settings):
         capture = [row for path in CAPTURES for row in iter_capture_trades(path)]
@@ -56,48 +134,17 @@ def main() -> None:
         while len(rows) < args.rows:
             rows.extend({**r, "ingest_ts": now} for r in capture)
         rows = rows[: args.rows]
-        batches = [rows[i : i + args.batch] for i in range(0, len(rows), args.batch)]
-        results: dict[str, float] = {}
-
-        producer = MarketDataProducer(settings)
-        encoder = producer.encoder(TRADE, "market.crypto.trades.binance")  # registration outside timing
-        t0 = time.perf_counter()
-        encoded = [encoder.encode(r) for r in rows]
-        results["fastavro encode only"] = rate(len(rows), time.perf_counter() - t0)
-
-        t0 = time.perf_counter()
-        for batch in batches:
-            encode_batch(TRADE, encoder._header, batch)
-        results["column-wise encode only"] = rate(len(rows), time.perf_counter() - t0)
-
-        raw = Producer(producer_config(settings))
-        keys = [r["symbol"].encode() for r in rows]
-        t0 = time.perf_counter()
-        for key, value in zip(keys, encoded, strict=True):
-            while True:
-                try:
-                    raw.produce("market.crypto.trades.binance", value=value, key=key)
-                    break
-                except BufferError:
-                    raw.poll(0.05)
-        raw.flush()
-        results["raw librdkafka produce of encoded bytes (floor)"] = rate(len(rows), time.perf_counter() - t0)
-
-        t0 = time.perf_counter()
-        for row in rows:
-            producer.send(TRADE, row)
-        producer.flush()
-        results["K2 send per row (fastavro)"] = rate(len(rows), time.perf_counter() - t0)
-
-        t0 = time.perf_counter()
-        for batch in batches:
-            producer.send_many(TRADE, batch)
-        producer.flush()
-        results["K2 send_many (column-wise)"] = rate(len(rows), time.perf_counter() - t0)
-        producer.close()
+        rounds = [one_round(settings, rows, args.batch) for _ in range(args.rounds)]
     print(f"commit {git_commit()}; {len(rows):,} trades (demo capture repeated), batches of {args.batch:,}")
-    for name, value in results.items():
-        print(f"{name:52} {value:>12,.0f} msgs/s")
+    print(f"load average {os.getloadavg()[0]:.1f} {os.getloadavg()[1]:.1f} {os.getloadavg()[2]:.1f}")
+    print("msgs/s by wall clock and by this process's CPU time; ratios to the same round's raw floor")
+    for number, results in enumerate(rounds, 1):
+        print(f"round {number}{'wall':>52}{'CPU':>12}  wall ratio  CPU ratio")
+        wall_floor, cpu_floor = results[FLOOR]
+        for name, (wall, cpu) in results.items():
+            print(
+                f"  {name:50} {wall:>10,.0f} {cpu:>11,.0f}  {wall / wall_floor:9.2f}x {cpu / cpu_floor:9.2f}x"
+            )
 
 
 if __name__ == "__main__":

@@ -110,12 +110,8 @@ def test_a_batch_it_cannot_encode_column_wise_is_refused_whole() -> None:
             encode_batch(TRADE, HEADER, [*rows[:3], broken, *rows[4:]])
 
 
-def test_send_many_messages_decode_with_confluents_deserializer(settings: Settings) -> None:
-    rows = wire_rows(csv_trades(csv_rows()))
-    topic = f"market.crypto.trades.batch{uuid.uuid4().hex[:8]}"
-    with MarketDataProducer(settings) as producer:
-        assert producer.send_many(TRADE, rows, topic) == len(rows)
-        producer.flush(60)
+def consume_all(settings: Settings, topic: str, count: int) -> list[tuple[bytes, bytes, Any]]:
+    """(value, key, headers) of the first ``count`` messages of ``topic`` (waits up to 120 s)."""
     consumer = Consumer(
         {
             "bootstrap.servers": settings.kafka_bootstrap_servers,
@@ -125,24 +121,71 @@ def test_send_many_messages_decode_with_confluents_deserializer(settings: Settin
         }
     )
     consumer.subscribe([topic])
-    values: list[bytes] = []
+    messages: list[tuple[bytes, bytes, Any]] = []
     try:
         deadline = time.monotonic() + 120
-        while len(values) < len(rows) and time.monotonic() < deadline:
+        while len(messages) < count and time.monotonic() < deadline:
             for msg in consumer.consume(1000, 0.5):
                 if msg.error() is None:
-                    values.append(msg.value())
+                    messages.append((msg.value(), msg.key(), msg.headers()))
     finally:
         consumer.close()
-    assert len(values) == len(rows)
+    return messages
+
+
+def test_send_many_messages_decode_with_confluents_deserializer(settings: Settings) -> None:
+    rows = wire_rows(csv_trades(csv_rows()))
+    topic = f"market.crypto.trades.batch{uuid.uuid4().hex[:8]}"
+    with MarketDataProducer(settings) as producer:
+        assert producer.send_many(TRADE, rows, topic) == len(rows)
+        producer.flush(60)
+        cid = producer.correlation_id.encode()
+    messages = consume_all(settings, topic, len(rows))
+    assert len(messages) == len(rows)
     deserializer = AvroDeserializer(SchemaRegistryClient({"url": settings.schema_registry_url}))
     ctx = SerializationContext(topic, MessageField.VALUE)
-    decoded = sorted((deserializer(v, ctx) for v in values), key=lambda d: d["trade_id"])
+    decoded = [(deserializer(v, ctx), key, headers) for v, key, headers in messages]
+    # Every message: key = symbol, headers = the session's k2.cid then its own k2.mid (cid:1 .. cid:n).
+    assert all(key == got["symbol"].encode() for got, key, _ in decoded)
+    assert all(headers[0] == ("k2.cid", cid) and len(headers) == 2 for _, _, headers in decoded)
+    mids = sorted(int(headers[1][1].split(b":")[1]) for _, _, headers in decoded)
+    assert mids == list(range(1, len(rows) + 1))
+    assert {headers[1][1].split(b":")[0] for _, _, headers in decoded} == {cid}
     source = sorted(rows, key=lambda r: r["trade_id"])
-    for got, want in zip(decoded, source, strict=True):
+    for (got, _, _), want in zip(sorted(decoded, key=lambda d: d[0]["trade_id"]), source, strict=True):
         assert got["trade_id"] == want["trade_id"]
         assert got["price"] == Decimal(want["price"]).scaleb(-8)
         assert got["quantity"] == Decimal(want["quantity"]).scaleb(-8)
         assert int(got["exchange_ts"].timestamp() * 1_000_000) == want["exchange_ts"]
         assert got["side"] == want["side"] and got["conditions"] == want["conditions"]
         assert got["vendor"] == want["vendor"] and got["symbol"] == want["symbol"]
+
+
+def test_fill_gives_the_bytes_of_the_filled_rows_without_copying_them() -> None:
+    rows = edge_trades(40)
+    for i, row in enumerate(rows):  # lacking ingest_ts, None, or set: only the first two are filled
+        if i % 3 == 0:
+            del row["ingest_ts"]
+        elif i % 3 == 1:
+            row["ingest_ts"] = None
+    want = [fastavro_bytes(TRADE, {**r, "ingest_ts": r.get("ingest_ts") or 77}) for r in rows]
+    assert encode_batch(TRADE, HEADER, rows, {"ingest_ts": 77}) == want
+    assert "ingest_ts" not in rows[0] and rows[1]["ingest_ts"] is None
+
+
+def test_messages_re_sent_after_a_purge_keep_their_k2_cid_and_k2_mid_headers(settings: Settings) -> None:
+    # A delivery report's msg.headers() is None in confluent-kafka: re-sends used to go out without headers.
+    rows = wire_rows(csv_trades(csv_rows()))
+    topic = f"market.crypto.trades.resend{uuid.uuid4().hex[:8]}"
+    with MarketDataProducer(settings) as producer:
+        producer.send_many(TRADE, rows, topic)
+        producer.send(TRADE, rows[0], topic)
+        producer._recreate("test: purge everything not acknowledged")  # as after a broker restart
+        assert producer._resend, "expected purged messages waiting to be re-sent"
+        producer.flush(60)
+        cid = producer.correlation_id.encode()
+    messages = consume_all(settings, topic, len(rows) + 1)
+    assert len(messages) >= len(rows) + 1  # an in-flight purged message may also have been written
+    assert all(headers and headers[0] == ("k2.cid", cid) for _, _, headers in messages)
+    mids = {headers[1][1] for _, _, headers in messages}
+    assert mids == {b"%s:%d" % (cid, i) for i in range(1, len(rows) + 2)}

@@ -33,14 +33,16 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import partial
+from operator import itemgetter
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
 from k2.bus.broker import TANSU_CLUSTER_ID
 from k2.bus.dlq import dlq_headers
-from k2.bus.lineage import message_id_header
+from k2.bus.lineage import MID_HEADER, message_id_header
 from k2.bus.serde import AvroEncoder, registry_client
 from k2.bus.topics import dlq_topic, ensure_topics, topic_name
 from k2.config import Settings
@@ -166,6 +168,7 @@ class MarketDataProducer:
         self._producer_id = self.correlation_id.encode()
         self.sequence = 0
         self._delivered_by_topic: dict[str, int] = {}
+        self._reporters: dict[str, tuple[list[int], Callable[[Any, KafkaError | None, Message], None]]] = {}
         self._topics: dict[tuple[str, str, str], str] = {}
         self._m_delivered = metric("k2_producer_messages_total")
         self._m_errors = metric("k2_producer_errors_total")
@@ -191,8 +194,10 @@ class MarketDataProducer:
             enc = self._encoders[key] = AvroEncoder(self._registry, record, topic)
         return enc
 
-    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
-        # Called once per message: keep it cheap, publish the counters in bulk (_publish_metrics).
+    def _on_delivery(self, hdrs: Any, err: KafkaError | None, msg: Message) -> None:
+        # Called once per message (``partial(self._on_delivery, hdrs)``): keep it cheap, publish the counters in
+        # bulk (_publish_metrics). ``hdrs`` are the message's headers: a delivery report's ``msg.headers()``
+        # is always None in confluent-kafka, so a re-send would otherwise lose k2.cid and k2.mid.
         if err is not None:
             code = err.code()
             if code not in _PURGED:
@@ -200,15 +205,36 @@ class MarketDataProducer:
             if err.fatal() or code in _RECREATE:
                 self._recreate_wanted = True
             if code in _RESEND or err.fatal() or err.retriable():
-                self._resend.append((str(msg.topic()), msg.key(), msg.value(), msg.headers()))
+                self._resend.append((str(msg.topic()), msg.key(), msg.value(), hdrs))
             else:
                 self.errors.append((str(msg.topic()), str(err)))
         else:
             topic = str(msg.topic())
             self._delivered_by_topic[topic] = self._delivered_by_topic.get(topic, 0) + 1
 
+    def _reporter(self, topic: str) -> Callable[[Any, KafkaError | None, Message], None]:
+        """``topic``'s delivery callback for batches: a success only bumps a counter (no ``msg.topic()``),
+        a failure goes to :meth:`_on_delivery`."""
+        known = self._reporters.get(topic)
+        if known is not None:
+            return known[1]
+        cell, on_delivery = [0], self._on_delivery
+
+        def report(hdrs: Any, err: KafkaError | None, msg: Message) -> None:
+            if err is None:
+                cell[0] += 1
+            else:
+                on_delivery(hdrs, err, msg)
+
+        self._reporters[topic] = (cell, report)
+        return report
+
     def _publish_metrics(self) -> None:
         counts, self._delivered_by_topic = self._delivered_by_topic, {}
+        for topic, (cell, _) in self._reporters.items():
+            if cell[0]:
+                counts[topic] = counts.get(topic, 0) + cell[0]
+                cell[0] = 0
         if counts:
             self._last_progress = time.monotonic()
         for topic, count in counts.items():
@@ -285,7 +311,7 @@ class MarketDataProducer:
         while True:
             try:
                 self._producer.produce(
-                    topic, value=value, key=key, headers=hdrs, on_delivery=self._on_delivery
+                    topic, value=value, key=key, headers=hdrs, on_delivery=partial(self._on_delivery, hdrs)
                 )
                 break
             except BufferError:
@@ -372,18 +398,44 @@ class MarketDataProducer:
         if (
             target is None
             or len(batch) < 16
-            or (topic is None and any(self.topic_for(record, r) != target for r in batch))
+            or (topic is None and len(set(map(itemgetter("asset_class", "exchange"), batch))) > 1)
         ):
             for row in batch:
                 self.send(record, row, topic)
             return len(batch)
-        if any(f.name == "ingest_ts" for f in record.fields):
-            now = now_micros()
-            batch = [r if r.get("ingest_ts") is not None else {**r, "ingest_ts": now} for r in batch]
-        values = self.encoder(record, target).encode_many(batch)
-        for row, value in zip(batch, values, strict=True):
-            self.produce_raw(target, row["symbol"].encode(), value, self._with_message_id(self._cid_headers))
+        fill = {"ingest_ts": now_micros()} if any(f.name == "ingest_ts" for f in record.fields) else None
+        values = self.encoder(record, target).encode_many(batch, fill)
+        self._produce_encoded(target, [s.encode() for s in map(itemgetter("symbol"), batch)], values)
         return len(batch)
+
+    def _produce_encoded(self, topic: str, keys: list[bytes], values: list[bytes]) -> None:
+        """Enqueue one topic's encoded messages, each with the ``k2.cid`` header and its own ``k2.mid``
+        (``producer:sequence``, as :func:`k2.bus.lineage.message_id_header` makes it). The hot loop is one
+        ``produce()`` per message; a full queue falls back to :meth:`_enqueue` (blocks, never drops) and
+        delivery reports are served every 1,000 messages, as :meth:`produce_raw` does."""
+        if not self._busy:
+            self._busy = True
+            self._last_progress = time.monotonic()
+        cid, prefix, on_delivery = self._cid_headers[0], self._producer_id + b":", self._reporter(topic)
+        produce, sequence, sent = self._producer.produce, self.sequence, self.sent
+        try:
+            for key, value in zip(keys, values, strict=True):
+                sequence += 1
+                hdrs: list[tuple[str, str | bytes | None]] = [cid, (MID_HEADER, b"%s%d" % (prefix, sequence))]
+                sent += 1
+                try:
+                    produce(topic, value, key, on_delivery=partial(on_delivery, hdrs), headers=hdrs)
+                except BufferError:
+                    self.sequence, self.sent = sequence, sent
+                    self._enqueue(topic, key, value, hdrs)
+                    produce = self._producer.produce  # a check() may have recreated the handle
+                if sent % 1000 == 0:
+                    self.sequence, self.sent = sequence, sent
+                    self._producer.poll(0)
+                    self.check()
+                    produce = self._producer.produce
+        finally:
+            self.sequence, self.sent = sequence, sent
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait for every delivery report, recovering as :meth:`check` does; raise :class:`DeliveryError`.

@@ -20,7 +20,7 @@ import copy
 import io
 import json
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,13 +125,24 @@ class AvroEncoder:
         fastavro.schemaless_writer(buffer, self._parsed, prepared)
         return buffer.getvalue()
 
-    def encode_many(self, rows: Sequence[dict[str, Any]]) -> list[bytes]:
+    def encode_many(
+        self, rows: Sequence[dict[str, Any]], fill: Mapping[str, Any] | None = None
+    ) -> list[bytes]:
         """Encode a batch: column-wise (:mod:`k2.bus.avro_encode`, the same bytes) when the rows are uniform
-        wire-form records (decimals as unscaled ints), else row by row."""
+        wire-form records (decimals as unscaled ints), else row by row. ``fill``: values for fields a row
+        lacks or holds as None (see :func:`k2.bus.avro_encode.encode_batch`)."""
         try:
-            return encode_batch(self.record, self._header, rows)
+            return encode_batch(self.record, self._header, rows, fill)
         except NotUniform:
-            return [self.encode(row) for row in rows]
+            pass
+        if fill:
+            rows = [
+                row
+                if all(row.get(k) is not None for k in fill)
+                else {**row, **{k: v for k, v in fill.items() if row.get(k) is None}}
+                for row in rows
+            ]
+        return [self.encode(row) for row in rows]
 
 
 @dataclass
