@@ -8,8 +8,8 @@ One run proves both what a checkout's `make demo` needs and what an installed K2
 built from this checkout's ``src`` (the same code the checkout runs), and the checkout's
 ``data/samples/binance`` is a symlink to the package data ``k2/sources/samples/binance``, so the
 installed run reads the very same capture. It is the stricter of the two (no repository files, no
-``PYTHONPATH``, cwd elsewhere), so running the ~2-minute demo a second time from the checkout would
-prove nothing more. What only the checkout has is checked cheaply without a demo: the symlink itself.
+``PYTHONPATH``, cwd elsewhere), so running the demo (264 s at load ~25) a second time from the
+checkout would prove nothing more. What only the checkout has is checked cheaply: the symlink itself.
 
 The wheel is built from a copy of the sources (``pip wheel --no-deps``; the copy keeps build leftovers
 out of the checkout) and installed with ``--no-deps`` into a fresh virtualenv under a temp dir outside
