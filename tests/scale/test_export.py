@@ -13,6 +13,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from click.testing import Result
+from typer.testing import CliRunner
+
+from k2.cli import app
 from k2.config import Settings
 from k2.lake.engines import REDACTED, engine_properties
 
@@ -52,19 +57,30 @@ def test_pyiceberg_properties_open_the_same_tables(tmp_path: Path) -> None:
     assert sorted(read["trade_id"].to_pylist()) == sorted(trades["trade_id"].to_pylist())
 
 
-def test_secrets_are_redacted_unless_asked_for(tmp_path: Path) -> None:
+def test_secrets_are_redacted_unless_asked_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # In-process (typer's runner, the same command code): 8 runs of a fresh ``python -m k2.cli`` cost
+    # ~1.5 s of imports each, minutes on a loaded machine; the other tests here run the real entry point.
     env = {
         "K2_DATA_DIR": str(tmp_path / "k2"), "K2_CATALOG_TYPE": "rest", "K2_CATALOG_URI": "http://127.0.0.1:8181",
         "K2_CATALOG_CREDENTIAL": "client:s3cr3t-cred", "K2_WAREHOUSE": "s3://k2-lake/warehouse",
         "K2_S3_ENDPOINT": "http://127.0.0.1:8333", "K2_S3_ACCESS_KEY_ID": "AKIDEXAMPLE", "K2_S3_SECRET_ACCESS_KEY": "s3cr3t-key",
     }  # fmt: skip
+    for key in [k for k in os.environ if k.startswith("K2_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+
+    def _export(*args: str) -> Result:
+        result = CliRunner().invoke(app, ["export", "catalog-properties", *args])
+        assert result.exit_code == 0, result.output
+        return result
+
     for engine in ("pyiceberg", "spark", "trino"):
-        hidden = _export(env, "--engine", engine)
-        assert hidden.returncode == 0, hidden.stderr
+        hidden = _export("--engine", engine)
         assert "s3cr3t" not in hidden.stdout and REDACTED in hidden.stdout, hidden.stdout
-        shown = _export(env, "--engine", engine, "--show-secrets")
+        shown = _export("--engine", engine, "--show-secrets")
         assert "s3cr3t-key" in shown.stdout and "s3cr3t-cred" in shown.stdout, shown.stdout
-    spark = dict(line.split("=", 1) for line in _export(env, "--engine", "spark").stdout.splitlines())
+    spark = dict(line.split("=", 1) for line in _export("--engine", "spark").stdout.splitlines())
     assert spark["spark.sql.catalog.k2"] == "org.apache.iceberg.spark.SparkCatalog"
     assert (
         spark["spark.sql.catalog.k2.type"] == "rest"
@@ -72,7 +88,7 @@ def test_secrets_are_redacted_unless_asked_for(tmp_path: Path) -> None:
     )
     assert spark["spark.sql.catalog.k2.io-impl"] == "org.apache.iceberg.aws.s3.S3FileIO"
     assert spark["spark.sql.catalog.k2.s3.endpoint"] == "http://127.0.0.1:8333"
-    trino = dict(line.split("=", 1) for line in _export(env, "--engine", "trino").stdout.splitlines())
+    trino = dict(line.split("=", 1) for line in _export("--engine", "trino").stdout.splitlines())
     assert trino["connector.name"] == "iceberg" and trino["iceberg.catalog.type"] == "rest"
     assert (
         trino["iceberg.rest-catalog.uri"] == "http://127.0.0.1:8181"

@@ -7,6 +7,7 @@ import threading
 import time
 from collections import Counter
 
+import orjson
 import pytest
 
 from k2.bus import dlq_topic
@@ -17,10 +18,17 @@ from k2.model import QUOTE, TRADE, DataType
 from k2.pacing import Backoff, TokenBucket
 from k2.sources.binance import BinanceFeed
 from k2.sources.coinbase import CoinbaseFeed
-from k2.sources.fake_exchange import CaptureMessage, FakeExchange, Faults, load_coinbase
+from k2.sources.fake_exchange import (
+    CaptureMessage,
+    FakeExchange,
+    Faults,
+    load_binance_depth_snapshots,
+    load_coinbase,
+)
 from k2.sources.gaps import GapLedger
 from k2.sources.live import FatalSourceError
 from tests.sources.helpers import (
+    BINANCE_CAPTURES,
     COINBASE_CAPTURE,
     FIRST_ID,
     consume,
@@ -91,6 +99,35 @@ def test_stall_is_detected_and_the_feed_reconnects(
     )
     assert _sample("k2_source_lag_seconds", source="binance") is not None
     assert sorted(_trade_ids(settings, topics[DataType.TRADES], len(expected))) == expected
+
+
+def test_a_depth_hole_across_a_reconnect_is_recorded_as_a_reconnect_gap(
+    settings: Settings, unique: str, binance_messages: list[CaptureMessage]
+) -> None:
+    """The venue moves on while the feed is away: the depth sync sees the hole at the first event of the
+    new connection, and its gap row says where it was seen (``reconnect``, as trade gaps do), exactly
+    the ids no event applied."""
+    depth = [i for i, m in enumerate(binance_messages[:8_000]) if m.kind.startswith("depth")]
+    drop = depth[len(depth) // 2]  # the connection closes after this depth event ...
+    faults = Faults(max_messages=8_000, drop_at=frozenset({drop}), drop_mode="close", reconnect_advance=300)
+    served = _served_trades(binance_messages, 8_000)
+    snapshots = load_binance_depth_snapshots(BINANCE_CAPTURES)
+    with FakeExchange(faults=faults, messages=binance_messages, depth_snapshots=snapshots) as fake:
+        feed = BinanceFeed(["BTCUSDT"], ws_url=fake.ws_url, rest_url=fake.rest_url, depth=True)
+        runner = run_feed(
+            feed,
+            live_settings(settings),
+            topics=feed_topics("binance", unique),
+            stop_when=stop_at_trade("BTCUSDT", served[-1]),
+        )
+    assert runner.stats.reconnects == {"closed": 1}
+    applied = orjson.loads(binance_messages[drop].text)["data"]["u"]  # ... the last event the feed applied
+    moved = [m for m in binance_messages[drop + 1 : drop + 1 + 300] if m.kind.startswith("depth")]
+    assert moved  # ... and the events the venue sent while the feed was away are lost to it
+    first_after = next(m for m in binance_messages[drop + 301 :] if m.kind.startswith("depth"))
+    gaps = [g for g in runner.ledger.history if g["data_type"] == "depth"]
+    expected = (applied + 1, orjson.loads(first_after.text)["data"]["U"] - 1, "reconnect")
+    assert [(g["first_missing_id"], g["last_missing_id"], g["source"]) for g in gaps] == [expected]
 
 
 def test_malformed_frames_are_dead_lettered_and_the_feed_goes_on(

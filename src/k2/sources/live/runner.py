@@ -129,6 +129,8 @@ class LiveRunner:
         """Dedup marks, reconnect bookkeeping and the stop machinery, all empty."""
         # symbol -> monotonic time before which no snapshot is fetched
         self._depth_retry_at: dict[str, float] = {}
+        self._depth_seen: set[str] = set()  # symbols with a depth sync
+        self._depth_fresh: set[str] = set()  # ... that have had no depth event since the last reconnect
         self.last_trade: dict[str, int] = {}
         self.last_trade_ts: dict[str, int] = {}
         self.last_quote: dict[str, int] = {}
@@ -214,6 +216,7 @@ class LiveRunner:
         now = time.monotonic()
         for symbol in self.last_trade:
             self._fresh[symbol] = now  # re-armed: each reconnect may need its own catch-up
+        self._depth_fresh = set(self._depth_seen)  # a depth hole seen next is across the reconnect
         # Catch-ups are opportunistic (a quiet symbol's gap is found at its next trade anyway): only the
         # most recently active symbols get one, so a reconnect of hundreds of symbols cannot spend the
         # REST budget or block the stream for minutes.
@@ -358,9 +361,13 @@ class LiveRunner:
 
     async def _on_depth(self, event: Event) -> None:
         """One depth event through the adapter's book sync; a break is a ``depth`` gap row and a resync
-        from a fresh REST snapshot (at most one attempt per symbol and second while it keeps failing)."""
+        from a fresh REST snapshot (at most one attempt per symbol and second while it keeps failing).
+        A hole seen at a symbol's first depth event after a reconnect is a ``reconnect`` gap."""
         step = self.adapter.on_depth(event)
-        self._depth_step(event.symbol, step)
+        across = event.symbol in self._depth_fresh
+        self._depth_seen.add(event.symbol)
+        self._depth_fresh.discard(event.symbol)
+        self._depth_step(event.symbol, step, "reconnect" if across else "live")
         if (
             not step.needs_snapshot
             or self.rest is None
@@ -375,7 +382,7 @@ class LiveRunner:
                 "depth_snapshot_failed", source=self.adapter.source, symbol=event.symbol, error=str(exc)[:200]
             )
 
-    def _depth_step(self, symbol: str, step: Any) -> None:
+    def _depth_step(self, symbol: str, step: Any, source: str = "live") -> None:
         for row in step.rows:
             self._send(BOOK_DELTA, row)
         for first, last, before, after in step.gaps:
@@ -386,7 +393,7 @@ class LiveRunner:
                 first=first,
                 last=last,
                 status="lost",
-                source="live",
+                source=source,
                 start_ts=before,
                 end_ts=after,
                 detail="depth chain broken: book resynced from a REST snapshot",
