@@ -79,6 +79,10 @@ def _landed_rows(settings: Settings) -> list[dict[str, object]]:
     LandingConsumer(settings).run(idle_exit_seconds=5)
     with Client(settings) as client:
         read = client._resolve("book_deltas")
+        # A NULL snapshot id makes DuckDB's iceberg_scan fail with an INTERNAL error: say what happened.
+        assert read.snapshot_id is not None, (
+            "expected landed book deltas, found book_deltas without a snapshot"
+        )
         sql = (
             "SELECT side, price, size, last_update_id, exchange_ts, is_snapshot, is_event_end "
             "FROM iceberg_scan(?, snapshot_from_id => ?) ORDER BY last_update_id, is_snapshot DESC"
