@@ -67,8 +67,11 @@ def test_twenty_forced_disconnects_land_every_trade_exactly_once(
     assert fake.stats.stalls == 1
     assert fake.stats.advanced > 0 and len(fake.stats.skipped_trade_ids) > 0
     assert fake.stats.sent_trade_ids < 19_904  # some trades can only have come from REST
-    assert runner.stats.reconnects.get("closed", 0) + runner.stats.reconnects.get("error", 0) == 20
-    assert runner.stats.reconnects.get("stall") == 1
+    # Each forced drop is seen as a close, unless the client had already left that link because it saw
+    # no message for source_stall_seconds (the stall fault does that once; a starved machine can add more).
+    closed = runner.stats.reconnects.get("closed", 0) + runner.stats.reconnects.get("error", 0)
+    stalls = runner.stats.reconnects.get("stall", 0)
+    assert stalls >= 1 and 20 - (stalls - 1) <= closed <= 20, runner.stats.reconnects
     assert fake.stats.rest_requests > 0 and fake.stats.rest_418 == 0
     assert runner.stats.trades + runner.stats.backfilled_trades == 19_904 and runner.stats.duplicates == 0
 

@@ -157,6 +157,27 @@ def fetch_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+def group_config(settings: Settings, client_id: str) -> dict[str, Any]:
+    """librdkafka settings of a landing consumer in ``consumer_group``: offsets are K2's (stored in
+    Iceberg), never the group's; an unknown position is an error, not a silent reset."""
+    return {
+        **settings.kafka_client_config(),
+        "group.id": settings.consumer_group,
+        "client.id": client_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "error",
+        "session.timeout.ms": settings.session_timeout_ms,
+        "heartbeat.interval.ms": max(100, settings.session_timeout_ms // 5),
+        "max.poll.interval.ms": max(settings.session_timeout_ms + 1, 600_000),
+        **fetch_config(settings),
+        # A topic created after start-up (the first message of a new exchange or a fresh stack)
+        # matches the subscription at the next refresh: 1 s, not 5 s, before its first rows.
+        "topic.metadata.refresh.interval.ms": 1_000,
+        "partition.assignment.strategy": "range",
+    }
+
+
 def stored_value(offsets: OffsetMap, topic: str, partition: int) -> int | None:
     """The next offset to land stored for ``topic[partition]`` (None when the table has none).
 
@@ -351,24 +372,7 @@ class LandingConsumer:
         self._open_gaps: dict[tuple[str, str, str], list[tuple[int, int]]] = {}
         self._stop = threading.Event()
         self._cluster_id = ""
-        self.consumer = Consumer(
-            {
-                **settings.kafka_client_config(),
-                "group.id": settings.consumer_group,
-                "client.id": self.name,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "auto.offset.reset": "error",
-                "session.timeout.ms": settings.session_timeout_ms,
-                "heartbeat.interval.ms": max(100, settings.session_timeout_ms // 5),
-                "max.poll.interval.ms": max(settings.session_timeout_ms + 1, 600_000),
-                **fetch_config(settings),
-                # A topic created after start-up (the first message of a new exchange or a fresh stack)
-                # matches the subscription at the next refresh: 1 s, not 5 s, before its first rows.
-                "topic.metadata.refresh.interval.ms": 1_000,
-                "partition.assignment.strategy": "range",
-            }
-        )
+        self.consumer = Consumer(group_config(settings, self.name))
         self._m_rows = metric("k2_landing_rows_total")
         self._m_commits = metric("k2_landing_commits_total")
         self._m_batch = metric("k2_landing_batch_rows")
