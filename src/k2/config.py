@@ -709,6 +709,15 @@ class Settings(BaseSettings):
         return env
 
     @property
+    def embedded_broker(self) -> bool:
+        """True when no broker is configured: ``k2 up`` runs the local Tansu broker on ``broker_port``.
+
+        >>> Settings(data_dir="/tmp/k2").embedded_broker, Settings(data_dir="/tmp/k2", kafka_bootstrap_servers="kafka:9092").embedded_broker
+        (True, False)
+        """
+        return self.kafka_bootstrap_servers is None
+
+    @property
     def session_timeout_ms(self) -> int:
         """The consumer session timeout in use: the setting, else 2,000 on the embedded broker, 10,000 on any other.
 
@@ -721,7 +730,7 @@ class Settings(BaseSettings):
         """
         if self.consumer_session_timeout_ms is not None:
             return self.consumer_session_timeout_ms
-        return 2_000 if self.kafka_bootstrap_servers is None else 10_000
+        return 2_000 if self.embedded_broker else 10_000
 
     @property
     def catalog_url(self) -> str:

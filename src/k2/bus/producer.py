@@ -108,7 +108,7 @@ def idempotence_wanted(settings: Settings) -> bool:
                 .cluster_id
             )
         except Exception:  # broker unreachable now: decide by whether it is the local (Tansu) broker
-            return settings.kafka_bootstrap_servers is not None
+            return not settings.embedded_broker
         _IDEMPOTENT[key] = cluster != TANSU_CLUSTER_ID
     return _IDEMPOTENT[key]
 

@@ -99,7 +99,7 @@ def register(app: typer.Typer) -> None:
         from k2.ops import stack
 
         settings = load_settings()
-        if settings.kafka_bootstrap_servers is None and settings.broker_storage.startswith("memory://"):
+        if settings.embedded_broker and settings.broker_storage.startswith("memory://"):
             console.print(
                 f"[yellow]warning: K2_BROKER_STORAGE={settings.broker_storage}: the local broker keeps its log in "
                 "memory; every message not yet landed, and the dead-letter topics, are lost on `k2 down`, a broker "

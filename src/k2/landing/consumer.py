@@ -175,7 +175,7 @@ def group_config(settings: Settings, client_id: str) -> dict[str, Any]:
         # the subscription at the next refresh. 1 s on the embedded stack (a fresh stack's first rows);
         # 5 s on a configured broker, shared by many clients: every refresh is a metadata request, and a
         # full test run on one shared Tansu with 1 s saw group joins exceed 2 s.
-        "topic.metadata.refresh.interval.ms": 1_000 if settings.kafka_bootstrap_servers is None else 5_000,
+        "topic.metadata.refresh.interval.ms": 1_000 if settings.embedded_broker else 5_000,
         "partition.assignment.strategy": "range",
     }
 

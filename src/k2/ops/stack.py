@@ -63,7 +63,7 @@ def planned_parts(settings: Settings) -> list[Part]:
                 tuple(s3_env(settings).items()),
             )
         )
-    if settings.kafka_bootstrap_servers is None:
+    if settings.embedded_broker:
         from k2.bus.broker import tansu_binary
 
         url = f"tcp://127.0.0.1:{settings.broker_port}"

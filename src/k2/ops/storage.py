@@ -44,7 +44,7 @@ _COMPONENTS = ("master", "volume", "filer", "admin")
 def storage_wanted(settings: Settings) -> bool:
     """Whether ``k2 up`` starts the local SeaweedFS (local broker on ``s3://`` with no external endpoint)."""
     return (
-        settings.kafka_bootstrap_servers is None
+        settings.embedded_broker
         and settings.broker_storage.startswith("s3://")
         and settings.s3_endpoint is None
     )
