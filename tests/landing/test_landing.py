@@ -281,3 +281,23 @@ def test_broker_reset_is_detected(tmp_path, schema_registry: str, unique: str, p
             assert keys == [(exchange, "BTCUSDT", i) for i in range(1, 401)]
     finally:
         broker.stop()
+
+
+def test_idle_exit_waits_for_a_slow_group_join_before_counting_idle_time(
+    settings: Settings, unique: str
+) -> None:
+    # Tansu answers a join after session.timeout.ms / 2: 3 s here, longer than the 1 s idle exit. A landing
+    # that counted the join as idle time returned before its first assignment with the backlog unlanded.
+    settings = settings.model_copy(
+        update={"consumer_group": f"j-{unique}", "consumer_session_timeout_ms": 6000}
+    )
+    exchange = f"j{unique}"
+    rows = make_trades("BTCUSDT", 1, 500, exchange=exchange)
+    with MarketDataProducer(settings) as producer:
+        producer.send_many(TRADE, rows)
+    consumer = LandingConsumer(settings, topics=[topic_name("crypto", "trades", exchange)])
+    stats = consumer.run(idle_exit_seconds=1, max_seconds=90)
+    assert stats.landed == len(rows)
+    assert [k for k in table_keys(consumer.tables["trades"]) if k[0] == exchange] == [
+        (exchange, "BTCUSDT", i) for i in range(1, 501)
+    ]

@@ -62,8 +62,11 @@ def test_subscribe_list_and_the_incoming_message_limit(binance_messages: list[Ca
             {"result": None, "id": 1},
             {"result": ["btcusdt@bookTicker", "btcusdt@trade"], "id": 2},
         ]
-        for i in range(6):  # Binance spot accepts 5 incoming messages per second
-            ws.send(orjson.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 10 + i}).decode())
+        try:
+            for i in range(6):  # Binance spot accepts 5 incoming messages per second
+                ws.send(orjson.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 10 + i}).decode())
+        except ConnectionClosed:
+            pass  # a slow client: the first two requests still counted in this second, the close came earlier
         _read(ws, 1.0)
         assert ws.close_code == 1008
     assert fake.stats.control_violations == 1

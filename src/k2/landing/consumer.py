@@ -209,6 +209,9 @@ _VALUE = Message.value
 _HEADERS = Message.headers
 _FETCH_MESSAGES = 50_000
 _OPEN_GAPS_PER_PAIR = 1000
+# How long an idle-exit landing waits for its first assignment before counting idle time: a group join
+# takes session.timeout.ms / 2 on Tansu, and longer on a loaded machine or while another member leaves.
+_FIRST_ASSIGNMENT_WAIT = 30.0
 # What one buffered message costs in memory besides its value bytes, until its rows are committed: the
 # confluent-kafka Message object (topic, key, headers), its decoded Arrow row and its share of the Parquet
 # write. Measured on the landing_bench data (200,000 real-shaped trades in one commit, 19 MiB of values):
@@ -525,7 +528,10 @@ class LandingConsumer:
                 now = time.monotonic()
                 if max_seconds is not None and now - started > max_seconds:
                     break
-                if idle_exit_seconds is not None and now - last_message > idle_exit_seconds:
+                if (
+                    idle_exit_seconds is not None
+                    and self._idle_for(now, last_message, started) > idle_exit_seconds
+                ):
                     break  # what is buffered is flushed below
                 consumed, flushed = self.poll_once()
                 if consumed or flushed:
@@ -535,6 +541,16 @@ class LandingConsumer:
         finally:
             self.close()
         return self.stats
+
+    def _idle_for(self, now: float, last_message: float, started: float) -> float:
+        """Seconds this landing has been idle; the wait for its first assignment counts only past a bound.
+
+        A group join on a loaded broker can take longer than a short idle exit; a landing that gave up
+        before its first assignment would leave the backlog unlanded and return as if it were done.
+        """
+        if self._assigned_at == 0.0:
+            return now - started - _FIRST_ASSIGNMENT_WAIT
+        return now - last_message
 
     def _fetch_limit(self) -> int:
         """Messages to ask for so the buffer stays within the row and byte bounds (at least one)."""
