@@ -7,6 +7,7 @@ data commit that never happened (the process died) is closed once its ids are in
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -170,3 +171,45 @@ def test_open_gap_whose_ids_are_already_landed_is_closed_on_start(settings: Sett
     second = LandingConsumer(settings, topics=[topic])
     second.run(idle_exit_seconds=2)
     assert _gap_states(second, "BTCUSDT") == [(5, 7, "backfilled")]
+
+
+def _poll_until(consumer: LandingConsumer, done: Any, seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not done() and time.monotonic() < deadline:
+        consumer.poll_once(timeout=0.2)
+    consumer.flush()
+
+
+def test_a_zombie_that_lost_its_partition_opens_no_false_gap(settings: Settings, unique: str) -> None:
+    """A landing whose partition another writer landed meanwhile (a zombie after a rebalance the broker made
+    without it) drops its stale rows and seeks to the stored offset; its next batch must not read the other
+    writer's ids as missing. Before: its cached high-water mark was its own, and an ``open`` gap row for the
+    ids the other writer landed stayed open (the intermittent four-consumer crash-test finding)."""
+    exchange = f"zombie{unique}"
+    settings = _settings(settings, unique, exchange).model_copy(update={"topic_partitions": 1})
+    topic = topic_name("crypto", "trades", exchange)
+
+    def send(ids: list[int]) -> None:
+        with MarketDataProducer(settings) as producer:
+            producer.send_many(TRADE, _trades("BTCUSDT", ids, exchange))
+
+    send(list(range(1, 101)))
+    zombie = LandingConsumer(settings, topics=[topic])
+    zombie.subscribe()
+    try:
+        _poll_until(zombie, lambda: zombie.stats.landed >= 100)
+        assert zombie.stats.landed == 100
+        send(list(range(101, 201)))
+        # Another group's landing takes the same partition: it starts from the table's stored offsets.
+        other = settings.model_copy(update={"consumer_group": f"other-{unique}"})
+        assert LandingConsumer(other, topics=[topic]).run(idle_exit_seconds=2).landed == 100
+        _poll_until(zombie, lambda: zombie.stats.consumed >= 200)
+        assert (zombie.stats.landed, zombie.stats.dropped_stale) == (100, 100)
+        send(list(range(201, 301)))
+        _poll_until(zombie, lambda: zombie.stats.landed >= 200)
+        assert zombie.stats.landed == 200
+        keys = [k[2] for k in table_keys(zombie.tables["trades"]) if k[0] == exchange]
+        assert keys == list(range(1, 301))
+        assert _gap_states(zombie, "BTCUSDT") == []
+    finally:
+        zombie.close()

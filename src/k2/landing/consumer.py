@@ -856,7 +856,7 @@ class LandingConsumer:
             table.refresh()
             snapshot = table.current_snapshot()
             summary = snapshot.summary if snapshot is not None else None
-            if not self._drop_stale(batch, rows, coverage, offsets_from_summary(summary)):
+            if not self._drop_stale(short, batch, rows, coverage, offsets_from_summary(summary)):
                 return []
             result = self._dedup(short, rows.good)
             # The common case (nothing dropped) makes no copy.
@@ -884,7 +884,9 @@ class LandingConsumer:
             f"expected an Iceberg commit to {short} within 20 attempts, found continuous conflicts"
         )
 
-    def _drop_stale(self, batch: _Batch, rows: _Rows, coverage: _Coverage, stored: OffsetMap) -> bool:
+    def _drop_stale(
+        self, short: str, batch: _Batch, rows: _Rows, coverage: _Coverage, stored: OffsetMap
+    ) -> bool:
         """Drop the partitions another writer moved since this consumer read them (a zombie after a
         rebalance) from the batch and seek them to the stored offset; False when nothing is left."""
         stale = [
@@ -894,6 +896,11 @@ class LandingConsumer:
         ]
         if not stale:
             return True
+        # Another writer landed ids of these partitions: the cached high-water marks and open gaps are ours,
+        # not the table's. Kept, the next batch after the seek would read the other writer's ids as a gap.
+        self.marks[short].clear()
+        for pair in [p for p in self._open_gaps if p[0] == short]:
+            del self._open_gaps[pair]  # re-read from the ledger with the next batch of each pair
         row_partitions = batch.partitions_array[rows.positions]
         row_topics = (
             np.array(batch.topic_names, dtype=object)[batch.topic_codes[rows.positions]]
