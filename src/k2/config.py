@@ -221,7 +221,7 @@ class Settings(BaseSettings):
     landing_commit_interval_seconds: float = _f(
         5.0,
         "Commit to Iceberg at least this often when rows are buffered (at most once per interval unless "
-        "landing_commit_rows or the memory bound is reached first).",
+        "landing_commit_rows or the memory bound is reached first; the first rows after start-up commit after 0.5 s).",
         1.0,
         "landing",
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -129,3 +130,39 @@ def test_landing_service_reports_freshness_p50_p99_to_k2_status(
     assert shown["trades"]["p99_s"] >= found["p99_s"] * 0.5, shown  # k2 status reads the same gauge
     line = render_freshness({"trades": found})
     assert f"p50 {found['p50_s']:.2f} s" in line and f"p99 {found['p99_s']:.2f} s" in line
+
+
+def test_first_commit_after_assignment_does_not_wait_for_the_commit_interval(
+    settings: Settings, unique: str
+) -> None:
+    """A fresh stack's first rows are queryable at once, later commits keep the interval: with a 60 s
+    interval the first trade lands in about a second, the second one waits for the interval (or the stop)."""
+    from k2.landing import LandingConsumer
+
+    exchange = f"fc{unique}"
+    settings = settings.model_copy(
+        update={"consumer_group": f"first-{unique}", "landing_commit_interval_seconds": 60.0}
+    )
+    topic = topic_name("crypto", "trades", exchange)
+    consumer = LandingConsumer(settings, topics=[topic])
+    commits: list[float] = []
+    consumer.on_commit = lambda short, landed: commits.append(time.monotonic())
+    runner = threading.Thread(target=consumer.run, kwargs={"max_seconds": 120}, daemon=True)
+    runner.start()
+    try:
+        _wait("the landing to be assigned its partitions", lambda: consumer._assigned)
+        rows = make_trades("BTCUSDT", 1, 2, exchange=exchange)
+        with MarketDataProducer(settings) as producer:
+            producer.send(TRADE, rows[0])
+        sent = time.monotonic()
+        _wait("the first commit", lambda: commits, timeout=30)
+        assert commits[0] - sent < 20, commits[0] - sent  # before: the 60 s interval
+        with MarketDataProducer(settings) as producer:
+            producer.send(TRADE, rows[1])
+        _wait("the second trade to be consumed", lambda: consumer.stats.consumed >= 2, timeout=30)
+        time.sleep(1.5)  # a few poll cycles: nothing is committed before the interval
+        assert len(commits) == 1
+    finally:
+        consumer.stop()
+        runner.join(60)
+    assert consumer.stats.landed == 2 and len(commits) == 2  # the second one at the stop's flush

