@@ -16,6 +16,7 @@ import pytest
 from k2.bus.broker import tansu_process
 from k2.config import Settings
 from k2.telemetry.procs import free_port
+from tests.support.broker import stop_memory_broker
 from tests.support.postgres import PostgresServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,7 +38,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     proc = tansu_process(port, tmp_path_factory.mktemp("tansu") / "tansu.log").start()
     yield f"127.0.0.1:{port}"
-    proc.stop()
+    stop_memory_broker(proc)
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,7 @@ from k2.config import Settings
 from k2.landing.dlq import read_dead_letters
 from k2.telemetry.procs import free_port
 from tests.api.helpers import serve
+from tests.support.broker import stop_memory_broker
 
 LETTERS = 5
 
@@ -33,7 +34,7 @@ def own_broker(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
     try:
         yield settings.model_copy(update={"kafka_bootstrap_servers": f"127.0.0.1:{port}"})
     finally:
-        proc.stop()
+        stop_memory_broker(proc)
 
 
 def _letters(settings: Settings, unique: str) -> str:

@@ -10,6 +10,7 @@ import pytest
 from k2.bus.broker import tansu_process
 from k2.config import Settings
 from k2.telemetry.procs import free_port
+from tests.support.broker import stop_memory_broker
 
 
 @pytest.fixture
@@ -22,4 +23,4 @@ def private_settings(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
             update={"kafka_bootstrap_servers": f"127.0.0.1:{port}", "landing_commit_rows": 200_000}
         )
     finally:
-        proc.stop()
+        stop_memory_broker(proc)

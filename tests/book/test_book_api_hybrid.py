@@ -18,6 +18,7 @@ from k2.model import BOOK_DELTA
 from k2.model.values import to_unscaled
 from tests.api.helpers import serve
 from tests.book.test_book_hybrid import _deltas, _top
+from tests.support.landing import land_messages
 
 
 def _levels(body: dict[str, object]) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
@@ -36,9 +37,7 @@ def test_book_endpoint_reads_kafka_and_says_when_cut(settings: Settings, unique:
     ensure_tables(load_catalog(settings), settings)
     with MarketDataProducer(settings) as producer:
         producer.send_many(BOOK_DELTA, landed)
-    LandingConsumer(settings, topics=[topic_name("crypto", "depth", exchange)]).run(
-        idle_exit_seconds=10.0, max_seconds=120
-    )
+    land_messages(LandingConsumer(settings, topics=[topic_name("crypto", "depth", exchange)]), len(landed))
     with MarketDataProducer(settings) as producer:
         producer.send_many(BOOK_DELTA, later)
     key, _ = KeyStore.from_settings(settings).create("reader", "read")

@@ -22,6 +22,7 @@ from k2.query.client import Client
 from k2.sources.binance import iter_capture_lines
 from k2.sources.binance_capture import CaptureReader
 from tests.sources.helpers import BINANCE_CAPTURES, REPO
+from tests.support.landing import land_messages
 
 
 def _deltas(exchange: str, seconds: int) -> list[dict[str, object]]:
@@ -66,7 +67,7 @@ def test_book_applies_depth_still_in_kafka_and_says_when_the_read_was_cut(
     with MarketDataProducer(settings) as producer:
         producer.send_many(BOOK_DELTA, landed)
     topic = topic_name("crypto", "depth", exchange)
-    LandingConsumer(settings, topics=[topic]).run(idle_exit_seconds=10.0, max_seconds=120)
+    land_messages(LandingConsumer(settings, topics=[topic]), len(landed))
     with MarketDataProducer(settings) as producer:
         producer.send_many(BOOK_DELTA, later)
 

@@ -15,6 +15,7 @@ from k2.landing.consumer import LandingConsumer
 from k2.landing.dlq import read_dead_letters
 from k2.sources.binance_capture import import_binance_capture
 from tests.sources.helpers import BINANCE_CAPTURES
+from tests.support.landing import land_messages
 
 
 def _slice(lines: int) -> list[bytes]:
@@ -62,7 +63,7 @@ def test_bad_depth_goes_to_the_dlq_with_a_reason_and_breaks_the_chain_visibly(
     assert b'"abc"' in (bad.value or b"") and "expected" in bad.detail  # the original line, and why
     assert any(d.key == b"ETHUSDT" for d in letters)
 
-    stats = LandingConsumer(private_settings).run(idle_exit_seconds=4)
+    stats = land_messages(LandingConsumer(private_settings), sum(report.rows.values()))
     assert stats.dead_lettered == 0 and stats.per_table["book_deltas"] == report.rows["depth"]
     tables = ensure_tables(load_catalog(private_settings), private_settings)
     gaps = tables["gaps"].scan().to_arrow().to_pylist()
@@ -77,10 +78,10 @@ def test_reimport_lands_every_book_delta_once(private_settings: Settings, tmp_pa
     path = tmp_path / "capture.txt"
     path.write_bytes(b"\n".join(_slice(600)) + b"\n")
     first = import_binance_capture([path], private_settings)
-    LandingConsumer(private_settings).run(idle_exit_seconds=4)
+    land_messages(LandingConsumer(private_settings), sum(first.rows.values()))
     again = import_binance_capture([path], private_settings)
     assert again.rows == first.rows
-    stats = LandingConsumer(private_settings).run(idle_exit_seconds=4)
+    stats = land_messages(LandingConsumer(private_settings), sum(again.rows.values()))
     assert stats.per_table["book_deltas"] == 0 and stats.duplicates >= first.rows["depth"]
     table = ensure_tables(load_catalog(private_settings), private_settings)["book_deltas"]
     keys = table.scan(selected_fields=("exchange", "symbol", "last_update_id", "side", "price")).to_arrow()
@@ -104,7 +105,7 @@ def test_replay_of_book_deltas_in_exchange_time_order_rebuilds_the_same_book(
     path = tmp_path / "capture.txt"
     path.write_bytes(b"\n".join(_slice(600)) + b"\n")
     report = import_binance_capture([path], private_settings)
-    LandingConsumer(private_settings).run(idle_exit_seconds=4)
+    land_messages(LandingConsumer(private_settings), sum(report.rows.values()))
     stats = replay(
         private_settings,
         ["BTCUSDT"],

@@ -16,12 +16,13 @@ from k2.query.client import Client
 from k2.sources.binance_capture import import_binance_capture
 from tests.book.truth import book_tickers, check_rows
 from tests.sources.helpers import BINANCE_CAPTURES
+from tests.support.landing import land_messages
 
 EXPECTED_MOMENTS = 1072
 
 
-def _land(settings: Settings) -> None:
-    stats = LandingConsumer(settings).run(idle_exit_seconds=5)
+def _land(settings: Settings, messages: int) -> None:
+    stats = land_messages(LandingConsumer(settings), messages)
     assert stats.dead_lettered == 0
 
 
@@ -30,7 +31,7 @@ def test_capture_import_lands_a_book_equal_to_every_book_ticker(private_settings
     report = import_binance_capture(BINANCE_CAPTURES, settings)
     assert report.rows["trades"] == 19_904 and report.snapshots == 1
     assert report.gaps == [] and not report.dead_lettered
-    _land(settings)
+    _land(settings, sum(report.rows.values()))
 
     with Client(settings) as client:
         read = client._resolve("book_deltas")

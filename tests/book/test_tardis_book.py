@@ -18,6 +18,7 @@ from k2.landing.consumer import LandingConsumer
 from k2.query.client import Client
 from k2.sources.tardis_book import TardisL2Reader, import_tardis_book, iter_rows
 from tests.sources.helpers import REPO
+from tests.support.landing import land_messages
 
 SAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "tardis" / "incremental_book_L2_sample.csv"
 T0 = 1723161000000000
@@ -65,10 +66,10 @@ def test_tardis_l2_import_lands_once_and_rebuilds_the_book(private_settings: Set
         {"no_snapshot": 1, "unknown_side": 1, "bad_number": 1},
     )
     topics = [topic_name("crypto", "depth", "binance")]
-    first = LandingConsumer(settings, topics=topics).run(idle_exit_seconds=2, max_seconds=60)
+    first = land_messages(LandingConsumer(settings, topics=topics), report.rows, max_seconds=60)
     assert first.landed == report.rows == 15
     import_tardis_book([SAMPLE], settings)  # a re-import: same synthetic ids, nothing lands twice
-    again = LandingConsumer(settings, topics=topics).run(idle_exit_seconds=2, max_seconds=60)
+    again = land_messages(LandingConsumer(settings, topics=topics), report.rows, max_seconds=60)
     assert again.landed == 0
     d = Decimal
     with Client(settings) as client:

@@ -28,6 +28,7 @@ from k2.query.client import Client
 from k2.query.errors import UnknownSymbolError
 from k2.sources.tardis_book_snapshot import SnapshotReader, import_tardis_book_snapshots, iter_rows
 from tests.sources.helpers import REPO, cli_env
+from tests.support.landing import land_messages
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "tardis"
 FIVE = FIXTURES / "binance_book_snapshot_5_2024-08-08_BTCUSDT.csv"
@@ -129,10 +130,10 @@ def test_landed_snapshots_give_book_exactly_the_file_levels(
         [depth],
         {},
     )
-    first = LandingConsumer(settings, topics=[DEPTH_TOPIC]).run(idle_exit_seconds=2, max_seconds=60)
+    first = land_messages(LandingConsumer(settings, topics=[DEPTH_TOPIC]), report.rows, max_seconds=60)
     assert first.landed == report.rows == len(books) * 2 * depth
     import_tardis_book_snapshots([path], settings)  # a re-import: the same ids, nothing lands twice
-    again = LandingConsumer(settings, topics=[DEPTH_TOPIC]).run(idle_exit_seconds=2, max_seconds=60)
+    again = land_messages(LandingConsumer(settings, topics=[DEPTH_TOPIC]), report.rows, max_seconds=60)
     assert again.landed == 0
     with Client(settings) as client:
         for micros, levels in books:
@@ -164,7 +165,7 @@ def test_bad_rows_go_to_the_dlq_with_their_bytes_and_the_cli_exit_code_says_so(
     assert [d.reason for d in letters] == REASONS
     lines = path.read_bytes().splitlines()
     assert [d.value for d in letters] == [lines[2 * i + 2] for i in range(7)]  # the original bytes
-    stats = LandingConsumer(private_settings, topics=[DEPTH_TOPIC]).run(idle_exit_seconds=2, max_seconds=60)
+    stats = land_messages(LandingConsumer(private_settings, topics=[DEPTH_TOPIC]), 12 * 10, max_seconds=60)
     assert stats.landed == 12 * 10  # every good row landed
     allowed = subprocess.run(
         [sys.executable, "-m", "k2.cli", "import", "tardis-book-snapshot", "--max-rejects", "40%", str(path)],

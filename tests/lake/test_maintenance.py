@@ -41,6 +41,7 @@ from k2.lake.summary import OFFSETS_KEY, RANGES_KEY, offsets_from_summary, table
 from k2.lake.writer import append, conform, sort_for_table
 from k2.landing.consumer import LAST_KEY
 from k2.model import TRADE
+from tests.support.landing import land_messages
 
 BASE_TS = 1_723_161_255_342_000  # 2024-08-08T23:54:15.342Z
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT")
@@ -401,7 +402,7 @@ def test_landing_consumer_resumes_after_maintenance_snapshots(settings: Settings
     with MarketDataProducer(settings) as producer:
         producer.send_many(TRADE, first)
     landed = LandingConsumer(settings, topics=topics)
-    assert landed.run(idle_exit_seconds=2).commits >= 10
+    assert land_messages(landed, len(first)).commits >= 10
     table = landed.tables["trades"]
     offsets_before = table_offsets(table)
     report = maintain_table(table, settings, "trades")
@@ -415,7 +416,7 @@ def test_landing_consumer_resumes_after_maintenance_snapshots(settings: Settings
     with MarketDataProducer(other) as producer:
         producer.send_many(TRADE, second)
     consumer = LandingConsumer(other, topics=topics)
-    stats = consumer.run(idle_exit_seconds=2)
+    stats = land_messages(consumer, len(second))
     assert stats.consumed == len(second) and stats.duplicates == 0 and stats.resets == 0
     keys = [k for k in table_keys(consumer.tables["trades"]) if k[0] == exchange]
     assert keys == [(exchange, "BTCUSDT", i) for i in range(1, 1_501)]

@@ -34,6 +34,7 @@ from k2.landing.ledger import current_gaps
 from k2.model import TRADE
 from k2.telemetry.procs import free_port
 from tests.landing.helpers import TEN_SYMBOLS, make_trades, table_keys
+from tests.support.broker import stop_memory_broker
 
 pytestmark = pytest.mark.slow
 
@@ -177,7 +178,7 @@ def crash_settings(tmp_path: Path, schema_registry: str) -> Iterator[Settings]:
         landing_commit_rows=25_000,
         landing_commit_interval_seconds=0.5,
     )
-    broker.stop()
+    stop_memory_broker(broker)
 
 
 def test_sigkill_one_consumer(crash_settings: Settings, tmp_path: Path, unique: str) -> None:

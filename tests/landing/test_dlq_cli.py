@@ -21,6 +21,7 @@ from k2.landing.dlq import read_dead_letters
 from k2.model import TRADE
 from k2.model.values import now_micros
 from tests.landing.helpers import make_trades, table_keys
+from tests.support.landing import land_messages
 
 
 def _env(settings: Settings, **extra: str) -> dict[str, Any]:
@@ -53,7 +54,7 @@ def test_dlq_list_show_replay_after_fix_lands_exactly_once(settings: Settings, u
     with MarketDataProducer(settings) as producer:
         producer.send_many(TRADE, good)
         producer.send(TRADE, ahead, headers={"origin": "skewed-feed"})
-    LandingConsumer(settings, topics=[topic]).run(idle_exit_seconds=2)
+    land_messages(LandingConsumer(settings, topics=[topic]), len(good) + 1)
     trades = ensure_tables(load_catalog(settings), settings)["trades"]
     keys = [k[2] for k in table_keys(trades) if k[0] == exchange]
     assert keys == [1, 2, 3, 4, 5]
@@ -80,7 +81,9 @@ def test_dlq_list_show_replay_after_fix_lands_exactly_once(settings: Settings, u
         replayed = runner.invoke(app, ["dlq", "replay", "--topic", dlq], env=fix_env)
         assert replayed.exit_code == 0, replayed.output
         assert f"replayed {moved} dead letters" in replayed.output
-        stats = LandingConsumer(fixed, topics=[topic]).run(idle_exit_seconds=2)
+        landing = LandingConsumer(fixed, topics=[topic])
+        # Nothing moved: the idle exit is what shows nothing arrives.
+        stats = land_messages(landing, moved) if moved else landing.run(idle_exit_seconds=2)
         assert stats.consumed == moved and stats.dead_lettered == 0
     assert "1 already replayed" in replayed.output
     keys = [k[2] for k in table_keys(trades) if k[0] == exchange]
@@ -121,7 +124,7 @@ def test_repeated_replays_leave_still_invalid_letters_where_they_are(settings: S
     with MarketDataProducer(settings) as producer:
         producer.send_many(TRADE, [*bad, rows[3]])
         producer.produce_raw(topic, b"BTCUSDT", b"\x00\x00\x00\x00\x01not avro")  # never decodable
-    LandingConsumer(settings, topics=[topic]).run(idle_exit_seconds=2)
+    land_messages(LandingConsumer(settings, topics=[topic]), len(bad) + 2)
     assert len(read_dead_letters(settings, dlq, idle_seconds=1.0)) == 4
 
     runner = CliRunner()
@@ -143,7 +146,8 @@ def test_repeated_replays_leave_still_invalid_letters_where_they_are(settings: S
         assert f"replayed {moved} dead letters" in replayed.output and "3 still invalid" in replayed.output, (
             replayed.output
         )
-        LandingConsumer(fixed, topics=[topic]).run(idle_exit_seconds=1.5)
+        landing = LandingConsumer(fixed, topics=[topic])
+        land_messages(landing, moved) if moved else landing.run(idle_exit_seconds=1.5)
     trades = ensure_tables(load_catalog(settings), settings)["trades"]
     assert [k[2] for k in table_keys(trades) if k[0] == exchange] == [3, 4]
     assert len(read_dead_letters(settings, dlq, idle_seconds=1.0)) == 4

@@ -23,6 +23,7 @@ from k2.landing.ledger import current_gaps
 from k2.model import TRADE
 from k2.model.values import now_micros
 from tests.landing.helpers import make_trades, table_keys
+from tests.support.landing import land_messages
 
 
 def _settings(settings: Settings, unique: str, **update: Any) -> Settings:
@@ -77,11 +78,11 @@ def test_feed_with_duplicates_and_dropped_ids(settings: Settings, unique: str) -
     half = len(feed) // 2
     with MarketDataProducer(settings) as producer:
         producer.send_many(TRADE, feed[:half])
-    LandingConsumer(settings, topics=topics).run(idle_exit_seconds=2)
+    land_messages(LandingConsumer(settings, topics=topics), half)
     with MarketDataProducer(settings) as producer:  # the rest after a restart: duplicates cross it
         producer.send_many(TRADE, feed[half:])
     consumer = LandingConsumer(settings, topics=topics)
-    consumer.run(idle_exit_seconds=2)
+    land_messages(consumer, len(feed) - half)
 
     keys = [k for k in table_keys(consumer.tables["trades"]) if k[0] == exchange]
     assert len(keys) == len(set(keys)) == sent
@@ -127,12 +128,12 @@ def test_dedup_across_restarts_and_reimports_with_bounded_marks(settings: Settin
     with MarketDataProducer(settings) as producer:
         producer.send_many(TRADE, first)
     consumer = LandingConsumer(settings, topics=topics)
-    consumer.run(idle_exit_seconds=2)
+    land_messages(consumer, len(first))
     assert len(consumer.marks["trades"]) <= 2
     with MarketDataProducer(settings) as producer:
         producer.send_many(TRADE, first + more)  # a re-import of the same data, then new ids
     consumer = LandingConsumer(settings, topics=topics)  # a restart: marks recovered from the table
-    stats = consumer.run(idle_exit_seconds=2)
+    stats = land_messages(consumer, len(first) + len(more))
     assert stats.duplicates == len(first)
     assert stats.landed == len(more)
     assert len(consumer.marks["trades"]) <= 2
@@ -229,7 +230,7 @@ def test_full_producer_queue_blocks_and_never_drops(settings: Settings, unique: 
     assert producer.delivered == len(rows)
     assert _metric("k2_producer_blocked_seconds_total") > before
     consumer = LandingConsumer(settings, topics=[topic_name("crypto", "trades", exchange)])
-    consumer.run(idle_exit_seconds=2)
+    land_messages(consumer, len(rows))
     assert [k[2] for k in table_keys(consumer.tables["trades"]) if k[0] == exchange] == list(range(1, 3_001))
 
 

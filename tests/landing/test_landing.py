@@ -18,6 +18,8 @@ from k2.landing.ledger import current_gaps
 from k2.model import QUOTE, TRADE
 from k2.model.values import to_unscaled
 from tests.landing.helpers import make_trades, table_keys
+from tests.support.broker import stop_memory_broker
+from tests.support.landing import land_messages
 
 
 def _settings(settings: Settings, unique: str) -> Settings:
@@ -33,7 +35,7 @@ def test_lands_trades_with_offsets_in_the_same_commit(settings: Settings, unique
     with MarketDataProducer(settings) as producer:
         producer.send_many(TRADE, rows)
     consumer = LandingConsumer(settings, topics=[topic_name("crypto", "trades", exchange)])
-    stats = consumer.run(idle_exit_seconds=3)
+    stats = land_messages(consumer, len(rows))
     table = consumer.tables["trades"]
     keys = [k for k in table_keys(table) if k[0] == exchange]
     assert keys == sorted((exchange, r["symbol"], r["trade_id"]) for r in rows)
@@ -60,13 +62,13 @@ def test_restart_resumes_from_table_offsets_without_duplicates(settings: Setting
     topics = [topic_name("crypto", "trades", exchange)]
     with MarketDataProducer(settings) as producer:
         producer.send_many(TRADE, first)
-    LandingConsumer(settings, topics=topics).run(idle_exit_seconds=2)
+    land_messages(LandingConsumer(settings, topics=topics), len(first))
     # A different group: group offsets are empty, the table's offsets must be used.
     other = settings.model_copy(update={"consumer_group": f"other-{unique}"})
     with MarketDataProducer(other) as producer:
         producer.send_many(TRADE, second)
     consumer = LandingConsumer(other, topics=topics)
-    stats = consumer.run(idle_exit_seconds=2)
+    stats = land_messages(consumer, len(second))
     assert stats.consumed == len(second)  # resumed after the stored offsets, not from the beginning
     keys = [k for k in table_keys(consumer.tables["trades"]) if k[0] == exchange]
     assert keys == [(exchange, "BTCUSDT", i) for i in range(1, 2_001)]
@@ -84,11 +86,11 @@ def test_duplicates_dropped_and_gaps_recorded(settings: Settings, unique: str) -
     with MarketDataProducer(settings) as producer:
         producer.send_many(TRADE, sent[:300])
     consumer = LandingConsumer(settings, topics=topics)
-    consumer.run(idle_exit_seconds=2)
+    land_messages(consumer, 300)
     with MarketDataProducer(settings) as producer:
         producer.send_many(TRADE, sent[300:] + [rows[5]])  # a duplicate of an id landed in an earlier commit
     consumer = LandingConsumer(settings, topics=topics)
-    stats = consumer.run(idle_exit_seconds=2)
+    stats = land_messages(consumer, len(sent) - 300 + 1)
     keys = [k[2] for k in table_keys(consumer.tables["trades"]) if k[1] == symbol]
     assert keys == sorted(set(range(100, 600)) - dropped)
     assert stats.duplicates >= 1
@@ -127,7 +129,7 @@ def test_invalid_and_undecodable_messages_go_to_dlq_with_original_bytes(
         producer.produce_raw(topic, b"BTCUSDT", b"\x07")
         producer.send_many(TRADE, good[5:])
     consumer = LandingConsumer(settings, topics=[topic])
-    stats = consumer.run(idle_exit_seconds=2)
+    stats = land_messages(consumer, 15)
     assert stats.landed == 10
     assert stats.dead_lettered == 5
     letters = _read_dlq(settings, topic, 5)
@@ -169,7 +171,7 @@ def test_quotes_land_and_crossed_quotes_are_rejected(settings: Settings, unique:
     with MarketDataProducer(settings) as producer:
         producer.send_many(QUOTE, quotes)
     consumer = LandingConsumer(settings, topics=[topic_name("crypto", "quotes", exchange)])
-    consumer.run(idle_exit_seconds=2)
+    land_messages(consumer, len(quotes))
     table = consumer.tables["quotes"]
     landed = table.scan(row_filter=f"exchange == '{exchange}'").to_arrow().sort_by("update_id")
     assert landed["update_id"].to_pylist() == [1, 3]
@@ -191,14 +193,14 @@ def test_dlq_replay_lands_after_fix_exactly_once(settings: Settings, unique: str
     # Simulate a producer that briefly wrote a bad frame: a wrong magic byte on a valid body.
     producer.produce_raw(topic, b"BTCUSDT", b"\x01" + encoded[1:])
     producer.flush()
-    LandingConsumer(settings, topics=[topic]).run(idle_exit_seconds=2)
+    land_messages(LandingConsumer(settings, topics=[topic]), 1)
     letters = read_dead_letters(settings, topic + ".dlq", idle_seconds=2)
     assert [d.reason for d in letters] == ["bad_magic"]
     fixed = [DeadLetter(**{**letters[0].__dict__, "value": encoded})]
     replay_dead_letters(settings, fixed)
     replay_dead_letters(settings, fixed)  # replayed twice: still exactly once
     consumer = LandingConsumer(settings, topics=[topic])
-    consumer.run(idle_exit_seconds=2)
+    land_messages(consumer, 1)  # the second replay moves nothing: one message in the topic
     assert [k for k in table_keys(consumer.tables["trades"]) if k[0] == exchange] == [
         (exchange, "BTCUSDT", 7)
     ]
@@ -227,7 +229,7 @@ def test_consumer_uses_no_group_offsets_for_resumption(settings: Settings, uniqu
         producer.send_many(TRADE, make_trades("BTCUSDT", 1, 200, exchange=exchange))
     topic = topic_name("crypto", "trades", exchange)
     consumer = LandingConsumer(settings, topics=[topic])
-    consumer.run(idle_exit_seconds=2)
+    land_messages(consumer, 200)
     stored = json.loads(
         consumer.tables["trades"].current_snapshot().summary.additional_properties[OFFSETS_KEY]
     )[topic]
@@ -263,9 +265,9 @@ def test_broker_reset_is_detected(tmp_path, schema_registry: str, unique: str, p
     try:
         with MarketDataProducer(settings) as producer:
             producer.send_many(TRADE, make_trades("BTCUSDT", 1, 300, exchange=exchange))
-        LandingConsumer(settings).run(idle_exit_seconds=2)
+        land_messages(LandingConsumer(settings), 300)
     finally:
-        broker.stop()
+        stop_memory_broker(broker)
     broker = tansu_process(port, tmp_path / "tansu2.log").start()  # empty log: offsets start at 0 again
     try:
         with MarketDataProducer(settings) as producer:
@@ -275,12 +277,12 @@ def test_broker_reset_is_detected(tmp_path, schema_registry: str, unique: str, p
             with pytest.raises(OffsetResetError, match="K2_LANDING_ON_OFFSET_RESET=fail"):
                 consumer.run(idle_exit_seconds=3)
         else:
-            stats = consumer.run(idle_exit_seconds=3)
+            stats = land_messages(consumer, 100)
             assert stats.resets >= 1
             keys = [k for k in table_keys(consumer.tables["trades"]) if k[0] == exchange]
             assert keys == [(exchange, "BTCUSDT", i) for i in range(1, 401)]
     finally:
-        broker.stop()
+        stop_memory_broker(broker)
 
 
 def test_idle_exit_waits_for_a_slow_group_join_before_counting_idle_time(

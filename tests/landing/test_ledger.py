@@ -21,6 +21,7 @@ from k2.landing.ledger import current_gaps
 from k2.model import GAP, TRADE
 from k2.model.arrow import records_to_arrow
 from tests.landing.helpers import make_trades, table_keys
+from tests.support.landing import land_messages
 
 
 def _settings(settings: Settings, unique: str, exchange: str) -> Settings:
@@ -63,11 +64,11 @@ def test_absurd_and_negative_ids_are_dead_lettered_and_never_move_the_mark(
             TRADE, _trades("BBBUSDT", [top, *range(1, 11)], exchange)
         )  # no mark yet: the batch median judges
     first = LandingConsumer(settings, topics=[topic])
-    first.run(idle_exit_seconds=2)
+    land_messages(first, 21)
     with MarketDataProducer(settings) as producer:
         producer.send_many(TRADE, _trades("AAAUSDT", [top, -5, 11, 12, 13, 14, 16, 17, 18, 19, 20], exchange))
     second = LandingConsumer(settings, topics=[topic])
-    stats = second.run(idle_exit_seconds=2)
+    stats = land_messages(second, 11)
 
     keys = table_keys(second.tables["trades"])
     assert [k[2] for k in keys if k[:2] == (exchange, "AAAUSDT")] == [*range(1, 15), *range(16, 21)]
@@ -90,18 +91,18 @@ def test_gap_closes_when_its_ids_land_after_a_landing_restart(settings: Settings
     with MarketDataProducer(settings) as producer:
         producer.send_many(TRADE, _trades("BTCUSDT", [*range(100, 150), *range(153, 201)], exchange))
     first = LandingConsumer(settings, topics=[topic])
-    first.run(idle_exit_seconds=2)
+    land_messages(first, 98)
     assert _gap_states(first, "BTCUSDT") == [(150, 152, "open")]
 
     with MarketDataProducer(settings) as producer:  # the late ids arrive after the landing restarted
         producer.send_many(TRADE, _trades("BTCUSDT", [150, 151], exchange))
     second = LandingConsumer(settings, topics=[topic])
-    second.run(idle_exit_seconds=2)
+    land_messages(second, 2)
     assert _gap_states(second, "BTCUSDT") == [(150, 152, "open")]  # one id still missing
     with MarketDataProducer(settings) as producer:
         producer.send_many(TRADE, _trades("BTCUSDT", [152, 201], exchange))
     third = LandingConsumer(settings, topics=[topic])
-    stats = third.run(idle_exit_seconds=2)
+    stats = land_messages(third, 2)
     assert stats.late == 1
     assert _gap_states(third, "BTCUSDT") == [(150, 152, "backfilled")]
     assert [k[2] for k in table_keys(third.tables["trades"]) if k[0] == exchange] == list(range(100, 202))
@@ -135,7 +136,7 @@ def test_gap_row_of_a_commit_that_never_happened_heals_on_restart(settings: Sett
     ) as producer:  # the "missing" ids arrive before the restart reads the batch
         producer.send_many(TRADE, _trades("BTCUSDT", [150, 151, 152], exchange))
     restarted = LandingConsumer(settings, topics=[topic])
-    restarted.run(idle_exit_seconds=2)
+    land_messages(restarted, 98 + 3)  # nothing was committed: the first batch again, then the late ids
     assert [k[2] for k in table_keys(restarted.tables["trades"]) if k[0] == exchange] == list(range(100, 201))
     assert _gap_states(restarted, "BTCUSDT") == [(150, 152, "backfilled")]
 
@@ -148,7 +149,7 @@ def test_open_gap_whose_ids_are_already_landed_is_closed_on_start(settings: Sett
     with MarketDataProducer(settings) as producer:
         producer.send_many(TRADE, _trades("BTCUSDT", list(range(1, 21)), exchange))
     first = LandingConsumer(settings, topics=[topic])
-    first.run(idle_exit_seconds=2)
+    land_messages(first, 20)
     row = {
         "exchange": exchange,
         "symbol": "BTCUSDT",
@@ -169,7 +170,7 @@ def test_open_gap_whose_ids_are_already_landed_is_closed_on_start(settings: Sett
     with MarketDataProducer(settings) as producer:
         producer.send_many(TRADE, _trades("BTCUSDT", [21], exchange))
     second = LandingConsumer(settings, topics=[topic])
-    second.run(idle_exit_seconds=2)
+    land_messages(second, 1)
     assert _gap_states(second, "BTCUSDT") == [(5, 7, "backfilled")]
 
 

@@ -35,6 +35,7 @@ from k2.sources.files import import_files
 from k2.sources.files.formats import FORMATS
 from tests.api.helpers import serve
 from tests.landing.helpers import make_trades
+from tests.support.landing import land_messages
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "binance-BTCUSDT-trades-2021-01-03-first40.csv"
 
@@ -94,7 +95,7 @@ def test_every_kafka_row_points_at_its_message(settings: Settings, unique: str) 
         topic_name("crypto", "quotes", exchange),
     )
     consumer = LandingConsumer(settings, topics=[trade_topic, quote_topic])
-    consumer.run(idle_exit_seconds=3)
+    land_messages(consumer, len(rows) + len(quotes))
 
     registry = registry_client(settings.registry_url)
     for short, record, topic, expected in (
@@ -151,7 +152,7 @@ def test_trace_one_row(settings: Settings, unique: str, monkeypatch: pytest.Monk
     with MarketDataProducer(settings) as producer:
         producer.send_many(TRADE, rows)
     topic = topic_name("crypto", "trades", exchange)
-    LandingConsumer(settings, topics=[topic]).run(idle_exit_seconds=3)
+    land_messages(LandingConsumer(settings, topics=[topic]), len(rows))
     # Gap ledger context: a gap below the traced id, one above it, one of another symbol (not shown).
     gaps = ensure_tables(load_catalog(settings), settings)["gaps"]
     append(

@@ -19,6 +19,7 @@ from k2.model import TRADE
 from k2.ops.drain import drain, pending
 from k2.telemetry.procs import free_port, pid_alive
 from tests.landing.helpers import make_trades
+from tests.support.broker import stop_memory_broker
 from tests.support.stack import k2, stack_env
 
 TOPIC = "market.crypto.trades.binance"
@@ -32,7 +33,7 @@ def own_broker(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
     try:
         yield settings.model_copy(update={"kafka_bootstrap_servers": f"127.0.0.1:{port}"})
     finally:
-        proc.stop()
+        stop_memory_broker(proc)
 
 
 def test_pending_counts_every_unlanded_message_then_nothing_once_landed(own_broker: Settings) -> None:

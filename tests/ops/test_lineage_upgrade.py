@@ -19,6 +19,7 @@ from k2.model.arrow import records_to_arrow
 from k2.model.schema import FieldSpec
 from k2.query.client import Client
 from tests.landing.helpers import make_trades
+from tests.support.landing import land_messages
 
 
 def _s(name: str, kind: str, doc: str, required: bool = True) -> FieldSpec:
@@ -99,7 +100,7 @@ def test_a_table_from_the_previous_version_upgrades_in_place(settings: Settings,
     with MarketDataProducer(settings) as producer:
         producer.send_many(TRADE, [{**r, "currency": "USDT"} for r in new_rows])
     consumer = LandingConsumer(settings, topics=[topic_name("crypto", "trades", exchange)])
-    consumer.run(idle_exit_seconds=3)
+    land_messages(consumer, len(new_rows))
 
     table = consumer.tables["trades"]
     table.refresh()

@@ -389,6 +389,7 @@ def test_correlation_id_follows_a_message_from_producer_to_landing_log_and_snaps
     from k2.model import TRADE
     from k2.telemetry.logging import CIDS_SUMMARY_KEY
     from tests.landing.helpers import make_trades
+    from tests.support.landing import land_messages
 
     exchange = f"cid{unique}"
     settings = settings.model_copy(update={"consumer_group": f"cid-{unique}"})
@@ -417,7 +418,7 @@ def test_correlation_id_follows_a_message_from_producer_to_landing_log_and_snaps
     out = io.StringIO()
     try:
         configure_logging(Settings(log_json=True, log_level="INFO"), stream=out)
-        LandingConsumer(settings, topics=[topic]).run(idle_exit_seconds=3, max_seconds=60)
+        land_messages(LandingConsumer(settings, topics=[topic]), 50, max_seconds=60)
     finally:
         _restore_logging()
     committed = [json.loads(line) for line in out.getvalue().splitlines() if '"committed"' in line]
@@ -432,6 +433,7 @@ def test_k2_stream_serves_metrics_on_the_source_metrics_port(schema_registry: st
     """`k2 stream` with K2_SOURCE_METRICS_PORT serves /metrics while it streams (fake exchange, private broker)."""
     from k2.bus.broker import tansu_process
     from k2.telemetry.procs import ManagedProcess
+    from tests.support.broker import stop_memory_broker
 
     captures = sorted(
         (Path(__file__).resolve().parents[2] / "data" / "samples" / "binance").glob("spot_btcusdt_*.gz")
@@ -472,7 +474,7 @@ def test_k2_stream_serves_metrics_on_the_source_metrics_port(schema_registry: st
         assert stream.returncode == 0, stream.stderr.read() if stream.stderr else ""
     finally:
         fake.stop()
-        broker.stop()
+        stop_memory_broker(broker)
     trades = [v for k, v in seen.items() if k.startswith("k2_source_messages_total{") and 'kind="trade"' in k]
     assert trades and max(trades) > 0, seen
 

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from k2.config import Settings
 from k2.ops.status import collect_status
 from tests.landing.helpers import make_trades
+from tests.support.landing import land_messages
 
 GAP = (501, 510)  # ids never sent
 
@@ -41,7 +42,7 @@ def landed(settings: Settings, unique: str) -> dict[str, Any]:
         for row in second:
             producer.send(TRADE, row)
     consumer = LandingConsumer(settings, topics=[topic])
-    stats = consumer.run(idle_exit_seconds=3, max_seconds=60)
+    stats = land_messages(consumer, len(first) + 1 + len(second), max_seconds=60)
     assert stats.landed == 1000 and stats.dead_lettered == 1
     later = make_trades("BTCUSDT", 2_000, 300, exchange=exchange)
     with MarketDataProducer(settings) as producer:

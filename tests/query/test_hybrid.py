@@ -13,6 +13,7 @@ from k2.model import QUOTE, TRADE
 from k2.model.values import micros_to_datetime, now_micros, to_unscaled
 from k2.query.client import Client
 from tests.support.factories import wire_trade
+from tests.support.landing import land_messages
 
 
 def _trade(exchange: str, trade_id: int, price: str, ts: int) -> dict[str, Any]:
@@ -71,7 +72,8 @@ def test_unlanded_trade_returned_once_before_and_after_landing(settings: Setting
     ].to_pylist() == [2]
 
     # Land them (the real landing consumer, one commit with the Kafka offsets in the summary).
-    stats = LandingConsumer(settings, topics=[topic, quote_topic]).run(idle_exit_seconds=2.0, max_seconds=30)
+    # 3 trades and 2 quotes on these topics (the other exchange's trade is on its own topic).
+    stats = land_messages(LandingConsumer(settings, topics=[topic, quote_topic]), 5, max_seconds=30)
     assert stats.landed == 3
     assert client.quotes("BTCUSDT", exchange=exchange, include_recent=True)["update_id"].to_pylist() == [7]
     landed = client.trades("BTCUSDT", exchange=exchange, include_recent=False)

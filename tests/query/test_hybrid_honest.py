@@ -23,7 +23,9 @@ from k2.model.arrow import records_to_arrow
 from k2.model.values import micros_to_datetime, now_micros
 from k2.query.client import Client
 from k2.telemetry.procs import free_port
+from tests.support.broker import stop_memory_broker
 from tests.support.factories import wire_trade
+from tests.support.landing import land_messages
 
 from .helpers import load
 
@@ -142,9 +144,9 @@ def test_rows_still_in_kafka_found_after_a_broker_restart(
     try:
         with MarketDataProducer(settings) as producer:
             producer.send_many(TRADE, [_trade(exchange, i, ts=base + i) for i in range(1, 301)])
-        LandingConsumer(settings).run(idle_exit_seconds=2)
+        land_messages(LandingConsumer(settings), 300)
     finally:
-        broker.stop()
+        stop_memory_broker(broker)
     broker = tansu_process(port, tmp_path / "tansu2.log").start()  # empty log
     try:
         client = Client(settings)
@@ -163,7 +165,7 @@ def test_rows_still_in_kafka_found_after_a_broker_restart(
         assert sum(client.bars("BTCUSDT", "1d", exchange=exchange)["trade_count"].to_pylist()) == 650
         client.close()
     finally:
-        broker.stop()
+        stop_memory_broker(broker)
 
 
 def test_no_broker_answers_from_iceberg_at_once(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:

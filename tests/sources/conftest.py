@@ -16,6 +16,7 @@ from k2.config import Settings
 from k2.sources.fake_exchange import CaptureMessage, load_binance
 from k2.telemetry.procs import free_port
 from tests.sources.helpers import BINANCE_CAPTURES
+from tests.support.broker import stop_memory_broker
 
 
 @pytest.fixture(scope="session")
@@ -34,4 +35,4 @@ def private_settings(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
     try:
         yield settings.model_copy(update={"kafka_bootstrap_servers": f"127.0.0.1:{port}"})
     finally:
-        proc.stop()
+        stop_memory_broker(proc)

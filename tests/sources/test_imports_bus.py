@@ -21,6 +21,8 @@ from k2.lake.summary import OFFSETS_KEY
 from k2.landing import LandingConsumer
 from k2.sources.files import import_files
 from k2.telemetry.procs import free_port
+from tests.support.broker import stop_memory_broker
+from tests.support.landing import land_messages
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 TRADES = FIXTURES / "binance" / "BTCUSDT-trades-2021-01-03.first-minute.csv"
@@ -101,7 +103,7 @@ def private_broker(tmp_path: Path) -> Iterator[str]:
     try:
         yield f"127.0.0.1:{port}"
     finally:
-        proc.stop()
+        stop_memory_broker(proc)
 
 
 def test_via_kafka_lands_through_the_landing_consumer(
@@ -113,7 +115,7 @@ def test_via_kafka_lands_through_the_landing_consumer(
     report = import_files("binance-trades", [TRADES], settings, via_kafka=True)[0]
     assert report.imported == 1_830 and report.topic == "market.crypto.trades.binance"
     consumer = LandingConsumer(settings, topics=["market.crypto.trades.binance"])
-    stats = consumer.run(idle_exit_seconds=3, max_seconds=60)
+    stats = land_messages(consumer, report.imported, max_seconds=60)
     assert stats.landed == 1_830
     data = consumer.tables["trades"].scan().to_arrow()
     stored = {r["trade_id"]: r for r in data.to_pylist()}
@@ -149,7 +151,7 @@ def test_asx_trades_via_kafka_keep_times_conditions_and_vendor(
     report = import_files("asx-trades", [asx / "trades" / "7458.csv"], settings, options, via_kafka=True)[0]
     assert report.imported == 151 and report.topic == "market.equities.trades.asx"
     consumer = LandingConsumer(settings, topics=["market.equities.trades.asx"])
-    assert consumer.run(idle_exit_seconds=3, max_seconds=60).landed == 151
+    assert land_messages(consumer, report.imported, max_seconds=60).landed == 151
     rows = consumer.tables["trades"].scan().to_arrow().to_pylist()
     consumer.close()
     source = list(csv.reader((asx / "trades" / "7458.csv").read_text().splitlines()))

@@ -26,6 +26,8 @@ from k2.landing.ledger import current_gaps
 from k2.sources.files import FileImportError, ImportOptions, import_files
 from k2.telemetry.procs import free_port
 from tests.conftest import SHARED_DATA
+from tests.support.broker import stop_memory_broker
+from tests.support.landing import land_messages
 
 SOURCE = SHARED_DATA / "binance" / "public-data" / "BTCUSDT-trades-2021-01-03.first-minute.csv"
 LINES = SOURCE.read_text().splitlines()
@@ -208,7 +210,7 @@ def private_broker(tmp_path: Path) -> Iterator[str]:
     try:
         yield f"127.0.0.1:{port}"
     finally:
-        proc.stop()
+        stop_memory_broker(proc)
 
 
 def _gap_view(settings: Settings) -> list[tuple[object, ...]]:
@@ -241,12 +243,8 @@ def test_direct_import_writes_the_same_gap_as_the_kafka_path(
         }
     )
     assert import_landed("binance-trades", [holed], kafka, via_kafka=True)[0].imported == 1_829
-    assert (
-        LandingConsumer(kafka, topics=["market.crypto.trades.binance"])
-        .run(idle_exit_seconds=3, max_seconds=60)
-        .landed
-        == 1_829
-    )
+    landing = LandingConsumer(kafka, topics=["market.crypto.trades.binance"])
+    assert land_messages(landing, 1_829, max_seconds=60).landed == 1_829
     assert _gap_view(kafka) == expected
 
     # The missing line arrives later (a second file): the gap closes on the direct path too.
@@ -348,7 +346,7 @@ def test_direct_and_kafka_imports_interleaved_never_move_positions_back(
         assert report.imported == len(parts[n])
         if via_kafka:
             produced += report.imported
-            stats = LandingConsumer(settings, topics=[topic]).run(idle_exit_seconds=3, max_seconds=60)
+            stats = land_messages(LandingConsumer(settings, topics=[topic]), report.imported, max_seconds=60)
             # Nothing is re-read: the consumer resumes where the table says, past the direct import's commit.
             assert (stats.consumed, stats.landed, stats.duplicates, stats.dropped_stale) == (
                 report.imported,
@@ -474,7 +472,7 @@ def test_headerless_usdm_file_via_kafka_never_merges_with_spot(
     report = import_landed("binance-trades", [futures], settings, via_kafka=True)[0]
     assert (report.topic, report.imported) == ("market.futures.trades.binance-futures", 300)
     topics = ["market.crypto.trades.binance", "market.futures.trades.binance-futures"]
-    stats = LandingConsumer(settings, topics=topics).run(idle_exit_seconds=3, max_seconds=60)
+    stats = land_messages(LandingConsumer(settings, topics=topics), 600, max_seconds=60)
     assert (stats.landed, stats.duplicates, stats.gaps) == (600, 0, 0)
     data = _trades(settings)
     pairs = sorted(set(zip(data["exchange"].to_pylist(), data["asset_class"].to_pylist(), strict=True)))

@@ -34,6 +34,7 @@ from tests.sources.helpers import (
     run_feed,
     stop_at_trade,
 )
+from tests.support.landing import land_messages
 
 TRADES_TOPIC = topic_name("crypto", "trades", "binance")
 QUOTES_TOPIC = topic_name("crypto", "quotes", "binance")
@@ -111,7 +112,7 @@ def test_twenty_forced_disconnects_land_every_trade_exactly_once(
 
     # Landing into Iceberg: the same 19,904 trades, and the landing consumer sees no gap either.
     consumer = LandingConsumer(settings, topics=[TRADES_TOPIC])
-    landing = consumer.run(idle_exit_seconds=3)
+    landing = land_messages(consumer, 19_904)
     assert (landing.landed, landing.duplicates, landing.dead_lettered, landing.gaps) == (19_904, 0, 0, 0)
     table = consumer.tables["trades"]
     table.refresh()

@@ -24,6 +24,7 @@ from k2.model.values import micros_to_datetime, unscaled_to_decimal
 from k2.sources import binance, coinbase
 from k2.sources.replay import ReplayStats, iter_windows, parse_speed, replay
 from tests.sources.helpers import BINANCE_CAPTURES, COINBASE_CAPTURE, cli_env, consume, store_rows
+from tests.support.landing import land_messages
 
 CB_TRADES = [row for record, row, _ in coinbase.iter_capture(COINBASE_CAPTURE) if record is TRADE]
 CB_QUOTES = [row for record, row, _ in coinbase.iter_capture(COINBASE_CAPTURE) if record is QUOTE]
@@ -182,7 +183,7 @@ def test_replayed_topic_lands_the_same_rows(
 
     rebuilt = source.model_copy(update={"data_dir": tmp_path / "rebuilt", "consumer_group": "replay-landing"})
     consumer = LandingConsumer(rebuilt, topics=[topic])
-    landing = consumer.run(idle_exit_seconds=3)
+    landing = land_messages(consumer, len(btc_trades))
     assert landing.dead_lettered == 0 and landing.gaps == 0
     columns = [
         "exchange",

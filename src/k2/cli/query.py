@@ -27,10 +27,8 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-import pyarrow as pa
-import pyarrow.compute as pc
 import structlog
 import typer
 from rich.console import Console
@@ -38,6 +36,9 @@ from rich.table import Table as RichTable
 
 from k2.cli.safe import cell, markup, plain
 from k2.config import Settings, load_settings
+
+if TYPE_CHECKING:  # pyarrow loads where used: ~0.4 s off commands that never touch Arrow (help, config, keys)
+    import pyarrow as pa
 
 console = Console()
 err_console = Console(stderr=True)
@@ -102,6 +103,9 @@ def _json_default(value: Any) -> Any:
 
 def _fixed_decimals(column: pa.ChunkedArray) -> pa.ChunkedArray:
     """A decimal column as text in fixed notation (Arrow writes 0 and values below 1e-6 as ``0E-8``)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     text = pc.cast(column, pa.string())
     scientific = pc.match_substring(text, "E")
     if not pc.any(scientific).as_py():
@@ -116,6 +120,8 @@ def _flatten(table: pa.Table, terminal: bool = False) -> pa.Table:
 
     ``terminal``: text columns with control characters escaped (the CSV goes to a terminal, not a file).
     """
+    import pyarrow as pa
+
     columns = []
     for column in table.columns:
         if pa.types.is_decimal(column.type):
@@ -611,6 +617,8 @@ def register(app: typer.Typer) -> None:
                     for r in t.select(["exchange", "symbol", "twap"]).to_pylist()
                 }
                 keys = zip(result["exchange"].to_pylist(), result["symbol"].to_pylist(), strict=True)
+                import pyarrow as pa
+
                 result = result.append_column("twap", pa.array([by_key.get(k) for k in keys], pa.float64()))
             render(result, fmt, output, f"VWAP {_label(names)}")
 
