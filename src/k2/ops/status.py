@@ -33,6 +33,7 @@ from rich.table import Table as RichTable
 
 from k2.bus.broker import read_watermarks
 from k2.bus.lag import PartitionLag, partition_lag, total_lag
+from k2.bus.topics import is_dlq_topic
 from k2.config import Settings
 from k2.ops.freshness import read_landing_freshness, render_freshness
 from k2.telemetry.procs import pid_alive, port_open
@@ -275,11 +276,11 @@ def _collect_sources(report: dict[str, Any], marks: dict[tuple[str, int], tuple[
     """Dead-letter counts per DLQ, and per exchange the sum of its topics' rate, lag and last commit."""
     exact = bool(report["broker"].get("watermarks_exact", False))
     for topic, info in report["topics"].items():
-        if topic.endswith(".dlq"):
-            report["dlq"][topic] = info["messages"]
-            continue
-        if topic.endswith(".dlq.replayed"):  # one marker per letter moved back by `k2 dlq replay`
-            report["dlq_replayed"][topic.removesuffix(".replayed")] = info["messages"]
+        if topic.endswith((".dlq", ".dlq.replayed")):  # dead letters: counted when K2's, never lag
+            if is_dlq_topic(topic):
+                report["dlq"][topic] = info["messages"]
+            elif is_dlq_topic(topic.removesuffix(".replayed")):  # one marker per letter `k2 dlq replay` moved
+                report["dlq_replayed"][topic.removesuffix(".replayed")] = info["messages"]
             continue
         exchange = _exchange_of(topic)
         if exchange is None:
