@@ -169,12 +169,31 @@ def cursor_after(
     return codec.encode(payload)
 
 
+def _key_bound(id_col: str, after: bool) -> str:
+    # Rows after (or up to and including) a sort key. The first conjunct is implied by the second; it lets
+    # DuckDB skip row groups and vectors by their time range.
+    if after:
+        return f"exchange_ts >= ? AND (exchange_ts > ? OR (exchange_ts = ? AND (exchange > ? OR (exchange = ? AND (symbol > ? OR (symbol = ? AND {id_col} > ?))))))"
+    return f"exchange_ts <= ? AND (exchange_ts < ? OR (exchange_ts = ? AND (exchange < ? OR (exchange = ? AND (symbol < ? OR (symbol = ? AND {id_col} <= ?))))))"
+
+
+def _key_params(key: list[Any]) -> list[Any]:
+    ts, ex, sym, ident = _EPOCH + timedelta(microseconds=int(key[0])), str(key[1]), str(key[2]), int(key[3])
+    return [ts, ts, ts, ex, ex, sym, sym, ident]
+
+
 def keyset_sql(
-    query: PageQuery, last: list[Any] | None, limit: int, *, keys_only: bool = False
+    query: PageQuery,
+    last: list[Any] | None,
+    limit: int,
+    *,
+    keys_only: bool = False,
+    upto: list[Any] | None = None,
 ) -> tuple[str, list[Any]]:
     """A keyset-paged SELECT over the pinned view; table and id column come from a fixed map, values are bound.
 
-    ``keys_only``: select the sort key columns only (what :mod:`k2.api.bigpage` counts a page with).
+    ``keys_only``: select the sort key columns only (what :mod:`k2.api.bigpage` counts a page with);
+    ``upto``: only rows up to and including this sort key (a chunk of a streamed page).
 
     >>> q = PageQuery("trades", "trades", ("BTCUSDT",), None, None, None, 2, 10, "d")
     >>> sql, params = keyset_sql(q, None, 3)
@@ -195,18 +214,10 @@ def keyset_sql(
         if value is not None:
             where.append(f"{column} {op} ?")
             params.append(value)
-    if last is not None:
-        ts, ex, sym, ident = (
-            _EPOCH + timedelta(microseconds=int(last[0])),
-            str(last[1]),
-            str(last[2]),
-            int(last[3]),
-        )
-        # The first conjunct is implied by the second; it lets DuckDB prune row groups by their time range.
-        where.append(
-            f"exchange_ts >= ? AND (exchange_ts > ? OR (exchange_ts = ? AND (exchange > ? OR (exchange = ? AND (symbol > ? OR (symbol = ? AND {id_col} > ?))))))"
-        )
-        params += [ts, ts, ts, ex, ex, sym, sym, ident]
+    for key, after in ((last, True), (upto, False)):
+        if key is not None:
+            where.append(_key_bound(id_col, after))
+            params += _key_params(key)
     names = ("exchange_ts", "exchange", "symbol", id_col) if keys_only else schema_of(query.table).names
     columns = ", ".join(names)
     sql = (
