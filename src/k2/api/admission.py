@@ -2,9 +2,9 @@
 ``api_max_concurrent_requests`` per process in progress at once.
 
 A request is "in progress" from the moment its query starts until its body has been sent or its client
-has gone: a streamed result stays in memory while a slow client reads it, so the number of requests in
-progress bounds the memory the API holds (about ``api_max_concurrent_requests`` results, whatever the
-clients do). Beyond the per-key bound the request gets 429 ``too_many_requests_in_progress``; beyond the
+has gone. Large row pages are read chunk by chunk as the client reads (:mod:`k2.api.bigpage`); other
+results stay in memory while a slow client reads them, so the number of requests in progress bounds the
+memory the API holds (about ``api_max_concurrent_requests`` results, whatever the clients do). Beyond the per-key bound the request gets 429 ``too_many_requests_in_progress``; beyond the
 process bound 503 ``busy``; both with ``Retry-After``.
 
 :class:`AdmittedStreamingResponse` releases its slot when the body is done or the client disconnected,

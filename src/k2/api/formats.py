@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Iterator, Mapping
-from typing import Any, Literal
+from collections.abc import Generator, Iterator, Mapping
+from typing import Any, Literal, TypeAlias
 
 import orjson
 import pyarrow as pa
@@ -273,19 +273,55 @@ class _Sink(io.RawIOBase):
         return out
 
 
-def _rebatch(table: pa.Table) -> Iterator[pa.RecordBatch]:
+class LazyRows:
+    """Rows produced while the body is sent: ``num_rows`` (known up front) rows of ``schema``, as the tables
+    ``chunks`` yields. The producer of ``chunks`` must yield exactly ``num_rows`` rows (the headers said so);
+    closing the body closes ``chunks``, so a client that leaves stops the producer.
+    """
+
+    def __init__(self, schema: pa.Schema, num_rows: int, chunks: Iterator[pa.Table]) -> None:
+        self.schema = schema
+        self.num_rows = num_rows
+        self.chunks = chunks
+
+    def close(self) -> None:
+        close = getattr(self.chunks, "close", None)
+        if close is not None:
+            close()
+
+
+Rows: TypeAlias = "pa.Table | LazyRows"
+
+
+def _rebatch(rows: Rows) -> Generator[pa.RecordBatch, None, None]:
     # Results may arrive in many tiny chunks; re-slice into STREAM_BATCH_ROWS-row batches (one copy each).
-    for offset in range(0, table.num_rows, STREAM_BATCH_ROWS):
-        yield from table.slice(offset, STREAM_BATCH_ROWS).combine_chunks().to_batches()
+    if isinstance(rows, LazyRows):
+        try:
+            for chunk in rows.chunks:
+                yield from _rebatch(chunk)
+        finally:
+            rows.close()
+        return
+    for offset in range(0, rows.num_rows, STREAM_BATCH_ROWS):
+        yield from rows.slice(offset, STREAM_BATCH_ROWS).combine_chunks().to_batches()
 
 
-def encode(table: pa.Table, fmt: Format, envelope: Mapping[str, Any]) -> Iterator[bytes]:
-    """Encode ``table`` in ``fmt`` one record batch at a time.
+def encode(table: Rows, fmt: Format, envelope: Mapping[str, Any]) -> Iterator[bytes]:
+    """Encode ``table`` (rows in memory, or :class:`LazyRows`) in ``fmt`` one record batch at a time.
 
     For JSON the body is ``{"data": [rows...], **envelope}`` (``envelope`` carries ``next_cursor``,
     ``snapshot_ids``...); other formats carry only the rows (the envelope travels in headers).
     """
     batches = _rebatch(table)
+    try:
+        yield from _encode(batches, table.schema, fmt, envelope)
+    finally:
+        batches.close()  # a client that left: stop the producer of lazy rows now, not at garbage collection
+
+
+def _encode(
+    batches: Iterator[pa.RecordBatch], schema: pa.Schema, fmt: Format, envelope: Mapping[str, Any]
+) -> Iterator[bytes]:
     if fmt == "json":
         yield b'{"data":['
         first = True
@@ -299,7 +335,7 @@ def encode(table: pa.Table, fmt: Format, envelope: Mapping[str, Any]) -> Iterato
         tail = orjson.dumps(dict(envelope), default=_json_default)
         yield b"]" + (b"," + tail[1:] if len(tail) > 2 else b"}")
     elif fmt == "csv":
-        schema = _csv_ready(pa.RecordBatch.from_pylist([], schema=table.schema)).schema
+        schema = _csv_ready(pa.RecordBatch.from_pylist([], schema=schema)).schema
         header = True
         for batch in batches:
             buf = io.BytesIO()
@@ -312,7 +348,7 @@ def encode(table: pa.Table, fmt: Format, envelope: Mapping[str, Any]) -> Iterato
             yield buf.getvalue()
     elif fmt == "parquet":
         sink = _Sink()
-        with pq.ParquetWriter(sink, table.schema, compression="zstd") as writer:
+        with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
             for batch in batches:
                 writer.write_batch(batch)
                 chunk = sink.drain()
@@ -321,7 +357,7 @@ def encode(table: pa.Table, fmt: Format, envelope: Mapping[str, Any]) -> Iterato
         yield sink.drain()
     else:
         sink = _Sink()
-        with pa.ipc.new_stream(sink, table.schema) as stream:
+        with pa.ipc.new_stream(sink, schema) as stream:
             chunk = sink.drain()
             if chunk:
                 yield chunk

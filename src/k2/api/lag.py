@@ -1,10 +1,11 @@
 """``GET /v1/lag``: how far landing is behind Kafka, per topic and partition (``read`` scope; issue 16 Overview).
 
 For every market topic the broker holds: the offset landed up to (the ``k2.kafka.offsets`` of the current
-snapshot of each table, :mod:`k2.lake.summary`), the broker's high watermark, and the lag (high watermark
-minus landed; everything in the topic when nothing landed from it yet), with the last commit that covered
-the topic. The same numbers ``k2 status`` prints, from the same sources, so the console's Overview shows what
-any client gets.
+snapshot of each table, :mod:`k2.lake.summary`), the broker's high watermark, the lag (what is still in the
+log and not landed) and ``trimmed_before_landing`` (messages the broker deleted — retention, delete_records
+— before they landed: never in Iceberg, said so), with the last commit that covered the topic. Lag and
+trimmed come from :func:`k2.bus.lag.partition_lag`, the rule ``k2 status`` applies too, so the console's
+Overview and ``k2 status`` agree.
 
 Hazards: Tansu reports as high watermark the first offset of its last batch + 1, not the log end, so on
 Tansu the lag is a lower bound (``exact: false``). When the broker does not answer within the timeout the
@@ -25,6 +26,7 @@ from pyiceberg.exceptions import NoSuchTableError
 from k2.api.errors import error_responses
 from k2.api.state import run
 from k2.bus.broker import read_watermarks
+from k2.bus.lag import partition_lag
 from k2.config import Settings
 from k2.lake.catalog import TABLES, load_catalog, load_table
 from k2.lake.summary import offsets_from_summary, topic_commits
@@ -36,8 +38,8 @@ def _iso(ms: int | None) -> str | None:
     return None if not ms else datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="seconds")
 
 
-def _watermarks(settings: Settings) -> tuple[dict[tuple[str, int], int], bool]:
-    """(topic, partition) -> high watermark of every market topic (no DLQs), and whether they are exact."""
+def _watermarks(settings: Settings) -> tuple[dict[tuple[str, int], tuple[int, int]], bool]:
+    """(topic, partition) -> (low, high) watermarks of every market topic (no DLQs), and whether exact."""
     found = read_watermarks(
         settings,
         "k2-lag",
@@ -45,7 +47,7 @@ def _watermarks(settings: Settings) -> tuple[dict[tuple[str, int], int], bool]:
         timeout=BROKER_TIMEOUT_SECONDS,
         skip=lambda topic: topic.endswith(".dlq"),
     )
-    marks = {(topic, p): high for topic, parts in found.topics.items() for p, (_, high) in parts.items()}
+    marks = {(topic, p): mark for topic, parts in found.topics.items() for p, mark in parts.items()}
     return marks, found.exact
 
 
@@ -71,7 +73,7 @@ def lag_report(settings: Settings) -> dict[str, Any]:
     """The body of ``/v1/lag`` (plain data)."""
     now_ms = int(time.time() * 1000)
     landed = _landed(settings)
-    marks: dict[tuple[str, int], int] = {}
+    marks: dict[tuple[str, int], tuple[int, int]] = {}
     exact, broker_error = False, None
     try:
         marks, exact = _watermarks(settings)
@@ -82,9 +84,10 @@ def lag_report(settings: Settings) -> dict[str, Any]:
         info = landed.get(topic, {"table": None, "landed": {}})
         partitions = sorted({p for t, p in marks if t == topic} | set(info["landed"]))
         for partition in partitions:
-            high = marks.get((topic, partition))
+            low, high = marks.get((topic, partition), (None, None))
             done = info["landed"].get(partition, 0)
             last = info.get("last_commit_ms")
+            counted = partition_lag(done, low, high)
             rows.append(
                 {
                     "topic": topic,
@@ -92,7 +95,8 @@ def lag_report(settings: Settings) -> dict[str, Any]:
                     "table": info["table"],
                     "landed_offset": done,
                     "high_watermark": high,
-                    "lag": None if high is None else max(0, high - done),
+                    "lag": counted.lag,
+                    "trimmed_before_landing": counted.trimmed,
                     "last_commit": _iso(last),
                     "last_commit_age_s": None if last is None else round((now_ms - last) / 1000, 1),
                 }

@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 
 from k2.api.cursor import CursorCodec
 from k2.api.errors import APIError
+from k2.api.formats import Rows
 from k2.api.params import one_or_many
 from k2.model import QUOTE, TRADE
 from k2.query.errors import UnknownSymbolError
@@ -72,7 +73,7 @@ class Page:
     ``unknown_symbols``: the requested symbols the table does not hold (found by the first page).
     """
 
-    table: pa.Table
+    table: Rows
     snapshot_id: int | None
     next_cursor: str | None
     result: Any = None
@@ -112,18 +113,19 @@ def decode_cursor(codec: CursorCodec, cursor: str | None, query: PageQuery) -> d
     return payload
 
 
-def _fetch_size(query: PageQuery) -> int:
+def fetch_size(query: PageQuery) -> int:
     # One row more than the page tells whether more exist, unless that would exceed query_max_rows.
     return min(query.page_size + 1, query.max_rows)
 
 
-def _more(rows: int, query: PageQuery) -> bool:
+def has_more(rows: int, query: PageQuery) -> bool:
     return rows > query.page_size or (rows == query.max_rows == query.page_size)
 
 
-def _key_of(page: pa.Table, table: str) -> list[Any]:
-    # The full sort key of the last row, read from the row (a walk may cover several symbols and venues).
-    last = page.slice(page.num_rows - 1)
+def key_of(page: pa.Table, table: str, index: int = -1) -> list[Any]:
+    """The full sort key of row ``index`` (default: the last), read from the row (a walk may cover several
+    symbols and venues)."""
+    last = page.slice(index % page.num_rows, 1)
     ts = int(pc.cast(last["exchange_ts"], pa.int64())[0].as_py())
     return [
         ts,
@@ -140,28 +142,58 @@ def finish(
     snapshot_id: int | None,
     unknown: tuple[str, ...] = (),
 ) -> tuple[pa.Table, str | None]:
-    """The page out of ``data`` (fetched with :func:`_fetch_size`) and its cursor when more rows may exist.
+    """The page out of ``data`` (fetched with :func:`fetch_size`) and its cursor when more rows may exist.
 
     The cursor carries ``unknown`` (the requested symbols the table does not hold) to the next pages.
     """
     page = data.slice(0, query.page_size)
-    if not (_more(data.num_rows, query) and page.num_rows and snapshot_id is not None):
+    if not (has_more(data.num_rows, query) and page.num_rows and snapshot_id is not None):
         return page, None
+    return page, cursor_after(codec, query, snapshot_id, key_of(page, query.table), unknown)
+
+
+def cursor_after(
+    codec: CursorCodec, query: PageQuery, snapshot_id: int, last: list[Any], unknown: tuple[str, ...] = ()
+) -> str:
+    """The cursor of the page after the row whose sort key is ``last``, in snapshot ``snapshot_id``."""
     payload: dict[str, Any] = {
         "ep": query.endpoint,
         "q": query.digest,
         "snap": int(snapshot_id),
-        "last": _key_of(page, query.table),
+        "last": last,
     }
     if unknown:
         payload["u"] = list(unknown)
     if query.key_id is not None:
         payload["k"] = query.key_id
-    return page, codec.encode(payload)
+    return codec.encode(payload)
 
 
-def keyset_sql(query: PageQuery, last: list[Any] | None, limit: int) -> tuple[str, list[Any]]:
+def _key_bound(id_col: str, after: bool) -> str:
+    # Rows after (or up to and including) a sort key. The first conjunct is implied by the second; it lets
+    # DuckDB skip row groups and vectors by their time range.
+    if after:
+        return f"exchange_ts >= ? AND (exchange_ts > ? OR (exchange_ts = ? AND (exchange > ? OR (exchange = ? AND (symbol > ? OR (symbol = ? AND {id_col} > ?))))))"
+    return f"exchange_ts <= ? AND (exchange_ts < ? OR (exchange_ts = ? AND (exchange < ? OR (exchange = ? AND (symbol < ? OR (symbol = ? AND {id_col} <= ?))))))"
+
+
+def _key_params(key: list[Any]) -> list[Any]:
+    ts, ex, sym, ident = _EPOCH + timedelta(microseconds=int(key[0])), str(key[1]), str(key[2]), int(key[3])
+    return [ts, ts, ts, ex, ex, sym, sym, ident]
+
+
+def keyset_sql(
+    query: PageQuery,
+    last: list[Any] | None,
+    limit: int,
+    *,
+    keys_only: bool = False,
+    upto: list[Any] | None = None,
+) -> tuple[str, list[Any]]:
     """A keyset-paged SELECT over the pinned view; table and id column come from a fixed map, values are bound.
+
+    ``keys_only``: select the sort key columns only (what :mod:`k2.api.bigpage` counts a page with);
+    ``upto``: only rows up to and including this sort key (a chunk of a streamed page).
 
     >>> q = PageQuery("trades", "trades", ("BTCUSDT",), None, None, None, 2, 10, "d")
     >>> sql, params = keyset_sql(q, None, 3)
@@ -182,18 +214,12 @@ def keyset_sql(query: PageQuery, last: list[Any] | None, limit: int) -> tuple[st
         if value is not None:
             where.append(f"{column} {op} ?")
             params.append(value)
-    if last is not None:
-        ts, ex, sym, ident = (
-            _EPOCH + timedelta(microseconds=int(last[0])),
-            str(last[1]),
-            str(last[2]),
-            int(last[3]),
-        )
-        where.append(
-            f"(exchange_ts > ? OR (exchange_ts = ? AND (exchange > ? OR (exchange = ? AND (symbol > ? OR (symbol = ? AND {id_col} > ?))))))"
-        )
-        params += [ts, ts, ex, ex, sym, sym, ident]
-    columns = ", ".join(schema_of(query.table).names)
+    for key, after in ((last, True), (upto, False)):
+        if key is not None:
+            where.append(_key_bound(id_col, after))
+            params += _key_params(key)
+    names = ("exchange_ts", "exchange", "symbol", id_col) if keys_only else schema_of(query.table).names
+    columns = ", ".join(names)
     sql = (
         f"SELECT {columns} FROM {query.table} WHERE {' AND '.join(where) or 'true'} "  # noqa: S608 - identifiers from fixed maps, values bound
         f"ORDER BY exchange_ts, exchange, symbol, {id_col} LIMIT {int(limit)}"
@@ -201,7 +227,7 @@ def keyset_sql(query: PageQuery, last: list[Any] | None, limit: int) -> tuple[st
     return sql, params
 
 
-def _conform(data: pa.Table, table: str) -> pa.Table:
+def conform(data: pa.Table, table: str) -> pa.Table:
     try:
         return data.cast(schema_of(table))
     except (pa.ArrowInvalid, ValueError):  # pragma: no cover - the view has the canonical columns
@@ -222,9 +248,9 @@ def keyset_page(
     """
     if snapshot_id is None:
         return Page(schema_of(query.table).empty_table(), None, None)
-    sql, params = keyset_sql(query, last, _fetch_size(query))
+    sql, params = keyset_sql(query, last, fetch_size(query))
     result = client.as_of(int(snapshot_id)).sql(sql, params)
-    data = _conform(getattr(result, "table", result), query.table)
+    data = conform(getattr(result, "table", result), query.table)
     page, cursor = finish(codec, query, data, snapshot_id, unknown)
     return Page(page, int(snapshot_id), cursor, result, unknown_symbols=unknown)
 
@@ -243,7 +269,7 @@ def first_rows_page(
     With rows still in Kafka and more than one page, the page is re-read from the pinned snapshot only.
     """
     method: Callable[..., Any] = client.trades if query.table == "trades" else client.quotes
-    fetch = _fetch_size(query)
+    fetch = fetch_size(query)
     result = method(
         query.client_symbols(),
         query.start,
@@ -258,7 +284,7 @@ def first_rows_page(
     recent = int(getattr(result, "recent_rows", 0) or 0)
     # Unknown as the hybrid read found it: a symbol seen only in Kafka is known, though a walk omits its rows.
     unknown = tuple(getattr(result, "unknown_symbols", ()) or ())
-    if recent and _more(data.num_rows, query):
+    if recent and has_more(data.num_rows, query):
         # A multi-page walk reads the pinned snapshot only (Kafka rows are not pinnable).
         try:
             if snap is None:  # the table is empty at this snapshot: nothing pinnable to walk
@@ -275,11 +301,11 @@ def first_rows_page(
             data = getattr(result, "table", result)
         except UnknownSymbolError:  # the symbol exists only in Kafka so far
             data = schema_of(query.table).empty_table()
-        return _page(codec, query, data, snap, result, {"recent_included": False}, unknown)
-    return _page(codec, query, data, snap, result, {"recent_included": recent > 0}, unknown)
+        return page_of(codec, query, data, snap, result, {"recent_included": False}, unknown)
+    return page_of(codec, query, data, snap, result, {"recent_included": recent > 0}, unknown)
 
 
-def _page(
+def page_of(
     codec: CursorCodec,
     query: PageQuery,
     data: pa.Table,

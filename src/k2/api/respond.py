@@ -14,7 +14,7 @@ from fastapi.responses import StreamingResponse
 
 from k2.api.admission import AdmittedStreamingResponse
 from k2.api.errors import error_responses
-from k2.api.formats import MEDIA_TYPES, Format, encode
+from k2.api.formats import MEDIA_TYPES, Format, Rows, encode
 
 DATA_CONTENT: dict[str, Any] = {
     MEDIA_TYPES["csv"]: {
@@ -142,7 +142,7 @@ def snapshot_ids_of(result: Any) -> dict[str, int | None]:
 def respond(
     request: Request,
     fmt: Format,
-    table: pa.Table,
+    table: Rows,
     snapshot_ids: Mapping[str, int | None],
     *,
     next_cursor: str | None = None,

@@ -38,6 +38,26 @@ def dlq_topic(topic: str) -> str:
     return f"{topic}.dlq"
 
 
+def is_dlq_topic(topic: str) -> bool:
+    """Whether ``topic`` is one of K2's dead-letter topics: ``market.<asset_class>.<data_type>.<exchange>.dlq``.
+
+    The one place that says which ``*.dlq`` topics are K2's (every K2 writer dead-letters to
+    :func:`dlq_topic` of a market topic): ``k2 dlq``, ``/v1/dlq`` and ``k2 status`` read only these, so on a
+    shared cluster another application's ``*.dlq`` topics are never listed, counted or replayed.
+
+    >>> is_dlq_topic("market.crypto.trades.binance.dlq"), is_dlq_topic("other.app.dlq")
+    (True, False)
+    >>> is_dlq_topic("market.crypto.trades.binance"), is_dlq_topic("market.weather.rain.binance.dlq")
+    (False, False)
+    """
+    if not topic.endswith(".dlq"):
+        return False
+    match = _TOPIC.match(topic.removesuffix(".dlq"))
+    if match is None:
+        return False
+    return match.group(1) in {a.value for a in AssetClass} and match.group(2) in {d.value for d in DataType}
+
+
 def parse_topic(topic: str) -> tuple[str, str, str]:
     """(asset_class, data_type, exchange) of a market topic; ValueError for other names."""
     match = _TOPIC.match(topic)

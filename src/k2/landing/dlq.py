@@ -45,7 +45,7 @@ from k2.bus.broker import end_offsets
 from k2.bus.dlq import DeadLetter
 from k2.bus.producer import MarketDataProducer
 from k2.bus.serde import AvroBatchDecoder, registry_client
-from k2.bus.topics import ensure_topics, list_topics, parse_topic
+from k2.bus.topics import ensure_topics, is_dlq_topic, list_topics, parse_topic
 from k2.config import Settings
 from k2.lake.catalog import ensure_tables, load_catalog
 from k2.landing.consumer import route
@@ -68,8 +68,9 @@ def replayed_topic(dlq: str) -> str:
 
 
 def dlq_topics(settings: Settings) -> dict[str, int]:
-    """DLQ topic -> partition count."""
-    return {t: n for t, n in list_topics(settings).items() if t.endswith(".dlq")}
+    """K2's DLQ topic -> partition count (:func:`k2.bus.topics.is_dlq_topic`: other applications' ``*.dlq``
+    topics on a shared cluster are not K2's to list or replay)."""
+    return {t: n for t, n in list_topics(settings).items() if is_dlq_topic(t)}
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,10 @@ Everything is read from the real services, never from the processes' memory:
 * parts: pid files and ports of the local stack (or a network check of external services);
 * per topic (from the broker and the Iceberg snapshot summaries, which hold the Kafka offsets landed):
   the offset landed up to, the landing **rate** (messages covered by commits in the last
-  ``window_seconds``), the **last commit** that covered the topic, and the **lag** (log end minus the
-  offset landed). Tansu reports as high watermark the first offset of its last batch + 1, not the log
+  ``window_seconds``), the **last commit** that covered the topic, the **lag** (what the log still holds
+  and did not land) and **trimmed before landing** (messages the broker deleted — retention,
+  delete_records — before they landed), both by :func:`k2.bus.lag.partition_lag`, the rule ``/v1/lag``
+  applies too. Tansu reports as high watermark the first offset of its last batch + 1, not the log
   end: on Tansu the lag is a lower bound and is shown as ``≥ N``; K2 never reads "until the end offset";
 * per source (exchange): its topics' rate, lag and last commit, the **freshness** (now minus the newest
   landed exchange time: a DuckDB query over the newest two days of the table, pruned by partition), and
@@ -30,6 +32,8 @@ from rich.console import Console
 from rich.table import Table as RichTable
 
 from k2.bus.broker import read_watermarks
+from k2.bus.lag import PartitionLag, partition_lag, total_lag
+from k2.bus.topics import is_dlq_topic
 from k2.config import Settings
 from k2.ops.freshness import read_landing_freshness, render_freshness
 from k2.telemetry.procs import pid_alive, port_open
@@ -184,7 +188,7 @@ def collect_status(settings: Settings, window_seconds: float = 300.0) -> dict[st
         newest = _newest_exchange_times(settings, tables)
     except Exception as exc:
         report["errors"].append(f"freshness: {exc}")
-    _collect_sources(report)
+    _collect_sources(report, marks)
     for exchange, source in report["sources"].items():
         ts = newest.get(exchange)
         source["newest_exchange_ts"] = _iso(ts // 1000) if ts else None
@@ -217,14 +221,12 @@ def _collect_tables(
             entry = report["topics"].setdefault(
                 topic, {"partitions": len(parts), "messages": None, "messages_exact": exact}
             )
-            lag: int | None = 0
-            for p, landed_to in parts.items():
-                mark = marks.get((topic, int(p)))
-                lag = None if mark is None or lag is None else lag + max(0, mark[1] - landed_to)
+            counted = _topic_lag(marks, topic, {int(p): int(o) for p, o in parts.items()})
             entry.update(
                 table=TABLES[short].full_name,
                 landed_offsets={p: int(o) for p, o in parts.items()},
-                lag=lag,
+                lag=counted.lag,
+                trimmed_before_landing=counted.trimmed,
                 lag_exact=exact,
                 rate_per_s=round(covered.get(topic, 0) / window_seconds, 2),
                 last_commit=_iso(last.get(topic)),
@@ -260,23 +262,35 @@ def _collect_gaps(tables: dict[str, Any], report: dict[str, Any]) -> dict[str, i
     return open_gaps
 
 
-def _collect_sources(report: dict[str, Any]) -> None:
+def _topic_lag(
+    marks: dict[tuple[str, int], tuple[int, int]], topic: str, landed: dict[int, int]
+) -> PartitionLag:
+    """Lag and trimmed-before-landing of ``topic`` over its partitions (k2.bus.lag: the rule /v1/lag applies)."""
+    partitions = {p for t, p in marks if t == topic} | set(landed)
+    return total_lag(
+        partition_lag(landed.get(p), *marks.get((topic, p), (None, None))) for p in sorted(partitions)
+    )
+
+
+def _collect_sources(report: dict[str, Any], marks: dict[tuple[str, int], tuple[int, int]]) -> None:
     """Dead-letter counts per DLQ, and per exchange the sum of its topics' rate, lag and last commit."""
     exact = bool(report["broker"].get("watermarks_exact", False))
     for topic, info in report["topics"].items():
-        if topic.endswith(".dlq"):
-            report["dlq"][topic] = info["messages"]
-            continue
-        if topic.endswith(".dlq.replayed"):  # one marker per letter moved back by `k2 dlq replay`
-            report["dlq_replayed"][topic.removesuffix(".replayed")] = info["messages"]
+        if topic.endswith((".dlq", ".dlq.replayed")):  # dead letters: counted when K2's, never lag
+            if is_dlq_topic(topic):
+                report["dlq"][topic] = info["messages"]
+            elif is_dlq_topic(topic.removesuffix(".replayed")):  # one marker per letter `k2 dlq replay` moved
+                report["dlq_replayed"][topic.removesuffix(".replayed")] = info["messages"]
             continue
         exchange = _exchange_of(topic)
         if exchange is None:
             continue
-        if "lag" not in info:  # nothing landed from this topic yet: everything in it is waiting
+        if "lag" not in info:  # nothing landed from this topic yet: all it still holds is waiting
+            counted = _topic_lag(marks, topic, {})
             info.update(
-                lag=info["messages"], lag_exact=exact, rate_per_s=0.0, last_commit="-", last_commit_age_s=None
-            )
+                lag=counted.lag, trimmed_before_landing=counted.trimmed, lag_exact=exact, rate_per_s=0.0,
+                last_commit="-", last_commit_age_s=None,
+            )  # fmt: skip
         source = report["sources"].setdefault(
             exchange,
             {
@@ -340,6 +354,7 @@ def render_status(report: dict[str, Any], console: Console) -> None:
         "messages" + ("" if exact else " (approx.)"),
         "landed to",
         "lag",
+        "trimmed before landing",
         "rate (msg/s)",
         "last commit",
         title="Topics",
@@ -352,6 +367,7 @@ def render_status(report: dict[str, Any], console: Console) -> None:
             name, str(info["partitions"]), "-" if info["messages"] is None else f"{info['messages']:,}",
             ", ".join(f"{p}:{o}" for p, o in sorted(landed.items())) if landed else "-",
             _lag_text(info.get("lag"), info.get("lag_exact", exact)) if "lag" in info else "-",
+            f"{info['trimmed_before_landing']:,}" if info.get("trimmed_before_landing") else "-",
             f"{info.get('rate_per_s', 0.0):,.1f}", info.get("last_commit", "-"),
         )  # fmt: skip
     console.print(topics)

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
-from k2.api import models, paging
+from k2.api import bigpage, models, paging
 from k2.api.auth import read_auth
 from k2.api.cursor import params_digest
 from k2.api.formats import Format
@@ -92,9 +92,9 @@ def router(state: ApiState) -> APIRouter:
         def work() -> StreamingResponse:
             client = state.client()
             if payload is None:
-                page = paging.first_rows_page(client, state.cursors, query, as_of, include_recent)
+                page = bigpage.first_page(client, state.cursors, query, as_of, include_recent)
             else:
-                page = paging.keyset_page(
+                page = bigpage.next_page(
                     client,
                     state.cursors,
                     query,
@@ -225,11 +225,11 @@ def router(state: ApiState) -> APIRouter:
         def work() -> StreamingResponse:
             client = state.client()
             if payload is None:
-                page = paging.keyset_page(
+                page = bigpage.next_page(
                     client, state.cursors, query, client.snapshot_id(table, as_of=checked_as_of), None
                 )
             else:
-                page = paging.keyset_page(client, state.cursors, query, payload.get("snap"), payload["last"])
+                page = bigpage.next_page(client, state.cursors, query, payload.get("snap"), payload["last"])
             return respond(
                 request, fmt, page.table, {table: page.snapshot_id}, next_cursor=page.next_cursor, paged=True
             )

@@ -59,19 +59,21 @@ function lagCard(lag) {
   const body = lag.value;
   const topics = new Map();
   for (const row of body.data) {
-    const t = topics.get(row.topic) || { topic: row.topic, table: row.table, landed: 0, high: 0, lag: 0, known: true, partitions: 0, last: row.last_commit, age: row.last_commit_age_s };
+    const t = topics.get(row.topic) || { topic: row.topic, table: row.table, landed: 0, high: 0, lag: 0, trimmed: 0, known: true, partitions: 0, last: row.last_commit, age: row.last_commit_age_s };
     t.partitions += 1;
     t.landed += row.landed_offset;
     if (row.high_watermark === null) t.known = false; else t.high += row.high_watermark;
     if (row.lag !== null) t.lag += row.lag;
+    t.trimmed += row.trimmed_before_landing || 0;
     topics.set(row.topic, t);
   }
   const prefix = body.exact ? "" : "≥ ";
   const rows = [...topics.values()].map((t) => el("tr", { dataset: { topic: t.topic, lag: t.known ? String(t.lag) : "" } },
     el("td", {}, t.topic), el("td", {}, t.table || "not landed yet"), el("td", {}, String(t.partitions)), el("td", {}, t.landed.toLocaleString()),
     el("td", {}, t.known ? t.high.toLocaleString() : "?"), el("td", { class: t.known && t.lag > 0 ? "lag-behind" : "" }, t.known ? `${prefix}${t.lag.toLocaleString()}` : "unknown"),
+    el("td", { class: t.trimmed > 0 ? "lag-behind" : "" }, t.trimmed ? t.trimmed.toLocaleString() : "-"),
     el("td", {}, t.last ? `${shortTime(t.last)} (${ago(t.last)})` : "never")));
-  const head = thead(["topic", "table", "partitions", "landed offset", "high watermark", "lag (msgs)", "last commit"]);
+  const head = thead(["topic", "table", "partitions", "landed offset", "high watermark", "lag (msgs)", "trimmed before landing", "last commit"]);
   return el("div", {}, el("h2", {}, "Kafka lag (messages in Kafka not yet in Iceberg)"),
     body.broker_error ? el("p", { class: "error", id: "lag-error" }, body.broker_error) : null,
     body.exact ? null : el("p", { class: "muted" }, "Tansu's high watermark is the start of its last batch: the lag is a lower bound."),
