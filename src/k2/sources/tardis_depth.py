@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from k2.bus.producer import MarketDataProducer
 from k2.bus.topics import topic_name
 from k2.model import BOOK_DELTA, DataType
-from k2.sources.files.formats import tardis_asset_class, tardis_instrument
+from k2.sources.files.tardis import tardis_asset_class, tardis_instrument
 
 Emit = Callable[[dict[str, Any]], None]
 Reject = Callable[[str, str, str, str, bytes], None]  # exchange, symbol, reason, detail, raw line
