@@ -562,8 +562,8 @@ def book_metrics(
     mid = (bid + ask) / 2
     out["spread"], out["mid"] = (ask - bid).quantize(q8), mid.quantize(q8)
     out["microprice"] = ((bid * ask_size + ask * bid_size) / (bid_size + ask_size)).quantize(q8)
-    bid_volume = sum((dec(s) for _, s in bids[:levels]), Decimal(0))
-    ask_volume = sum((dec(s) for _, s in asks[:levels]), Decimal(0))
+    bid_volume = dec(sum(s for _, s in bids[:levels]))  # summed unscaled: exact, one Decimal per side
+    ask_volume = dec(sum(s for _, s in asks[:levels]))
     out["imbalance"] = ((bid_volume - ask_volume) / (bid_volume + ask_volume)).quantize(q6)
     band = mid * Decimal(bps) / Decimal(10_000)
     if depth_within is not None:  # the caller sums its whole sides: (bid size >= low, ask size <= high)

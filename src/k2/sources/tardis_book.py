@@ -6,6 +6,8 @@ size (0 removes it), ``is_snapshot`` true for the rows of an order-book snapshot
 snapshot row follows a non-snapshot row, the book so far is discarded - here that run of snapshot rows is
 one restart (``is_snapshot=True`` rows sharing one update id).
 
+Rows are built by :func:`k2.sources.tardis_depth.book_row`, shared with the ``book_snapshot_N`` importer.
+
 Update ids: the files carry none, so K2 synthesises a monotonic id per (exchange, symbol), as for Coinbase
 (:func:`k2.sources.coinbase_depth.synthetic_update_id`): ``timestamp x 1000``, raised to ``previous + 1``
 when that would not increase. One event = the consecutive rows of a symbol with the same timestamp (one
@@ -30,24 +32,20 @@ import csv
 import gzip
 import io
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from k2.bus.producer import MarketDataProducer
-from k2.bus.topics import topic_name
 from k2.config import Settings
-from k2.model import BOOK_DELTA, DataType
 from k2.model.values import to_unscaled
 from k2.sources.coinbase_depth import synthetic_update_id
-from k2.sources.files.formats import tardis_asset_class, tardis_instrument
 from k2.sources.live import MalformedMessage
+from k2.sources.tardis_depth import Emit, Reject, book_row, producer_sinks
 
 COLUMNS = ("exchange", "symbol", "timestamp", "local_timestamp", "is_snapshot", "side", "price", "amount")
 _SIDES = {"bid": "BID", "ask": "ASK"}
-Emit = Callable[[dict[str, Any]], None]
-Reject = Callable[[str, str, str, str, bytes], None]  # exchange, symbol, reason, detail, raw line
 
 
 @dataclass
@@ -120,21 +118,16 @@ def _parse(row: dict[str, str], exchange: str, symbol: str) -> dict[str, Any]:
     snapshot_text = (row.get("is_snapshot") or "").lower()
     if snapshot_text not in ("true", "false"):
         raise MalformedMessage("bad_field", f"expected is_snapshot true or false, found {snapshot_text!r}")
-    return {
-        "exchange": exchange,
-        "symbol": symbol,
-        "instrument": tardis_instrument(f"{exchange}\x1f{symbol}"),
-        "asset_class": tardis_asset_class(exchange),
-        "exchange_ts": micros,
-        "transaction_ts": None,
-        "receipt_ts": local,
-        "ingest_ts": None,
-        "prev_update_id": None,
-        "side": side,
-        "price": price,
-        "size": size,
-        "is_snapshot": snapshot_text == "true",
-    }
+    return book_row(
+        exchange,
+        symbol,
+        exchange_ts=micros,
+        receipt_ts=local,
+        side=side,
+        price=price,
+        size=size,
+        is_snapshot=snapshot_text == "true",
+    )
 
 
 def iter_rows(path: Path) -> Iterator[tuple[dict[str, str], bytes]]:
@@ -164,19 +157,7 @@ def import_tardis_book(paths: Iterable[Path], settings: Settings) -> TardisBookR
     """Produce the files' book deltas to Kafka (``market.<asset_class>.depth.<exchange>``); bad rows to its DLQ."""
     report = TardisBookReport()
     with MarketDataProducer(settings) as producer:
-
-        def emit(row: dict[str, Any]) -> None:
-            producer.send(BOOK_DELTA, row)
-            report.rows += 1
-
-        def reject(exchange: str, symbol: str, reason: str, detail: str, raw: bytes) -> None:
-            source = topic_name(
-                tardis_asset_class(exchange or "tardis"), DataType.DEPTH.value, exchange or "tardis"
-            )
-            producer.dead_letter(source, symbol.encode(), raw, reason, detail)
-            report.dead_lettered[reason] += 1
-
-        reader = TardisL2Reader(emit, reject)
+        reader = TardisL2Reader(*producer_sinks(producer, report))
         for path in paths:
             for row, raw in iter_rows(Path(path)):
                 reader.feed(row, raw)

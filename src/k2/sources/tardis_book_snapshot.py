@@ -40,24 +40,20 @@ import gzip
 import io
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from k2.bus.producer import MarketDataProducer
-from k2.bus.topics import topic_name
 from k2.config import Settings
-from k2.model import BOOK_DELTA, DataType
 from k2.model.values import to_unscaled
 from k2.sources.coinbase_depth import synthetic_update_id
-from k2.sources.files.formats import tardis_asset_class, tardis_instrument
 from k2.sources.live import MalformedMessage
+from k2.sources.tardis_depth import Emit, Reject, book_row, producer_sinks
 
 LEAD = ("exchange", "symbol", "timestamp", "local_timestamp")
 DEPTHS = (5, 25)
-Emit = Callable[[dict[str, Any]], None]
-Reject = Callable[[str, str, str, str, bytes], None]  # exchange, symbol, reason, detail, raw line
 Level = tuple[int, int]
 
 
@@ -111,24 +107,21 @@ class SnapshotReader:
             return
         key = (exchange, symbol)
         ident = self.last_ids[key] = synthetic_update_id(self.last_ids.get(key), micros)
-        base = {
-            "exchange": exchange,
-            "symbol": symbol,
-            "instrument": tardis_instrument(f"{exchange}\x1f{symbol}"),
-            "asset_class": tardis_asset_class(exchange),
-            "exchange_ts": micros,
-            "transaction_ts": None,
-            "receipt_ts": local,
-            "ingest_ts": None,
-            "first_update_id": ident,
-            "last_update_id": ident,
-            "prev_update_id": None,
-            "is_snapshot": True,
-        }
         levels = [("BID", p, s) for p, s in bids] + [("ASK", p, s) for p, s in asks]
         for i, (side, price, size) in enumerate(levels):
             self.emit(
-                {**base, "side": side, "price": price, "size": size, "is_event_end": i == len(levels) - 1}
+                book_row(
+                    exchange,
+                    symbol,
+                    exchange_ts=micros,
+                    receipt_ts=local,
+                    side=side,
+                    price=price,
+                    size=size,
+                    is_snapshot=True,
+                    update_id=ident,
+                    is_event_end=i == len(levels) - 1,
+                )
             )
         self.snapshots += 1
 
@@ -233,17 +226,7 @@ def import_tardis_book_snapshots(
     depths = [read_depth(path, depth) for path in files]  # refuse a wrong layout before producing anything
     report = TardisSnapshotReport()
     with MarketDataProducer(settings) as producer:
-
-        def emit(row: dict[str, Any]) -> None:
-            producer.send(BOOK_DELTA, row)
-            report.rows += 1
-
-        def reject(exchange: str, symbol: str, reason: str, detail: str, raw: bytes) -> None:
-            venue = exchange or "tardis"
-            source = topic_name(tardis_asset_class(venue), DataType.DEPTH.value, venue)
-            producer.dead_letter(source, symbol.encode(), raw, reason, detail)
-            report.dead_lettered[reason] += 1
-
+        emit, reject = producer_sinks(producer, report)
         last_ids: dict[tuple[str, str], int] = {}
         for path, found in zip(files, depths, strict=True):
             reader = SnapshotReader(emit, reject, found, last_ids)

@@ -2,7 +2,9 @@
 
 Modules: :mod:`~k2.sources.files.source` (CSV/ZIP, ``.CHECKSUM``, line blocks),
 :mod:`~k2.sources.files.parse` (exact column-wise parsing, bad lines with line numbers),
-:mod:`~k2.sources.files.formats` (layouts and their canonical mapping, documented there),
+:mod:`~k2.sources.files.formats` (the registry of layouts), one module per vendor with its layouts and
+their canonical mapping documented there (:mod:`~k2.sources.files.binance`, :mod:`~k2.sources.files.tardis`,
+:mod:`~k2.sources.files.asx`) and what they share (:mod:`~k2.sources.files.layout`),
 :mod:`~k2.sources.files.importer` (validate, dedup, Iceberg or Kafka), :mod:`~k2.sources.files.rejects`
 (DLQ or local rejects file) and :mod:`~k2.sources.files.asx_reference`.
 
