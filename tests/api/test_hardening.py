@@ -129,7 +129,10 @@ class _TruncatedRecent:
 def truncated_app(
     tmp_path_factory: pytest.TempPathFactory, broker: str, schema_registry: str
 ) -> Iterator[tuple[TestClient, str]]:
-    settings = api_settings(tmp_path_factory.mktemp("trunc") / "k2", broker, schema_registry)
+    # A generous Kafka bound: this test is about the flags, not the read (0.3 s timed out at load 25).
+    settings = api_settings(
+        tmp_path_factory.mktemp("trunc") / "k2", broker, schema_registry, query_recent_timeout_seconds=10.0
+    )
     seed(ensure_tables(load_catalog(settings), settings))
     key, _ = KeyStore.from_settings(settings).create("r", "read")
     app = create_app(settings, client_factory=lambda: _TruncatedRecent(Client(settings)))

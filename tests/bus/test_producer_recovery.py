@@ -209,3 +209,50 @@ def test_broker_restarted_empty_the_producer_delivers_again_instead_of_unknown_p
         broker.stop()
         if hasattr(producer, "close"):
             producer.close(flush=False)
+
+
+def test_a_registry_restarted_under_a_running_producer_is_waited_for(
+    tmp_path: Path, broker: str, unique: str
+) -> None:
+    """A stream registered its trade schema, then the stack was restarted before its first quote: the
+    quote's registration waits for the registry to come back instead of killing the stream (seen in the
+    durable-stack test at load 25: `RegistryUnavailableError ... registering Quote`). A registry that
+    never answered still fails at once."""
+    import threading
+
+    from k2.bus.registry.server import registry_process
+    from k2.bus.serde import RegistryUnavailableError
+    from k2.model import QUOTE
+    from tests.query.test_hybrid import _quote
+
+    port = free_port()
+    store, log = f"sqlite:///{tmp_path / 'registry.db'}", tmp_path / "registry.log"
+    registry = registry_process(port, store, log).start()
+    settings = Settings(
+        data_dir=tmp_path / "k2",
+        kafka_bootstrap_servers=broker,
+        schema_registry_url=f"http://127.0.0.1:{port}",
+        producer_delivery_timeout_seconds=60.0,
+    )
+    exchange = f"rr{unique}"
+    restarted: list[ManagedProcess] = []
+    try:
+        with MarketDataProducer(settings) as producer:
+            producer.send(TRADE, make_trades("BTCUSDT", 1, 1, exchange=exchange)[0])
+            registry.stop()
+            timer = threading.Timer(
+                15.0, lambda: restarted.append(registry_process(port, store, log).start())
+            )
+            timer.start()
+            producer.send(QUOTE, _quote(exchange, 1, 1_723_161_600_000_000))
+            timer.join()
+            producer.flush()  # raises DeliveryError if the quote was not delivered
+        assert restarted, "the quote was registered before the registry came back"
+    finally:
+        for proc in restarted:
+            proc.stop()
+    dead = settings.model_copy(update={"schema_registry_url": f"http://127.0.0.1:{free_port()}"})
+    started = time.monotonic()
+    with MarketDataProducer(dead) as producer, pytest.raises(RegistryUnavailableError):
+        producer.send(TRADE, make_trades("BTCUSDT", 1, 1, exchange=exchange)[0])
+    assert time.monotonic() - started < 30  # never waited the 60 s delivery bound

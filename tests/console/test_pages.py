@@ -310,7 +310,7 @@ def test_a_busy_server_is_waited_for_not_shown_as_an_error(
     console, server = start_console(tmp_path, broker, schema_registry, api_max_concurrent_per_key=1)
     try:
         enter_key(page, console.url, console.admin_key)
-        page.wait_for_selector("#page[data-loaded='true'] #sources")
+        page.wait_for_selector("#page[data-loaded='true'] #sources", timeout=60_000)
         page.screenshot(path=str(artifacts / "busy-overview.png"), full_page=True)
         text = page.text_content("#page") or ""
         assert "api_max_concurrent_per_key" not in text

