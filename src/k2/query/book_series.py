@@ -54,6 +54,7 @@ _CHANGES_SQL = (
 
 
 _WINDOW = 256
+_MAX_RUNS = 256  # sorted runs concatenated instead of sorted (:func:`_in_update_order`)
 
 
 @dataclass
@@ -144,31 +145,51 @@ def _price_grid(prices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(distinct[order], dtype=np.int64), rank[codes]
 
 
+def _in_update_order(rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``rows`` stably sorted by update id. The files hold sorted runs (one per file or row group, in any
+    order): when the runs do not overlap, concatenating them ordered by their first id is that sort, a
+    few block copies instead of an argsort and a gather of every column (~0.25 s on an hour's rows)."""
+    u = rows["u"]
+    breaks = np.flatnonzero(u[1:] < u[:-1]) + 1
+    if not len(breaks):
+        return rows
+    if len(breaks) <= _MAX_RUNS:
+        edges = [0, *breaks.tolist(), len(u)]
+        runs = sorted(zip(edges[:-1], edges[1:], strict=True), key=lambda run: (int(u[run[0]]), run[0]))
+        # Concatenation equals the stable sort when each run ends below the next one's first id (or at
+        # it, when the next run also comes later in the files).
+        if all(
+            u[a[1] - 1] < u[b[0]] or (u[a[1] - 1] == u[b[0]] and a[0] < b[0])
+            for a, b in zip(runs, runs[1:], strict=False)
+        ):
+            return {name: np.concatenate([values[a:b] for a, b in runs]) for name, values in rows.items()}
+    order = np.argsort(u, kind="stable")
+    return {name: values[order] for name, values in rows.items()}
+
+
 def _by_step(
-    rows: dict[str, np.ndarray], start_us: int, step_us: int, steps: int, slots: int
+    rows: dict[str, np.ndarray], start_us: int, step_us: int, steps: int
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """The changes in (step, update id) order, each row tagged with its step ``k`` (the first step whose
-    moment is at or after its exchange time), without the rows a restart in the same step supersedes, and
-    only the last row of each (step, side, price) (sizes are absolute). Also: which steps restart the book."""
-    order = np.argsort(rows["u"], kind="stable") if np.any(np.diff(rows["u"]) < 0) else None
-    if order is not None:
-        rows = {name: values[order] for name, values in rows.items()}
+    moment is at or after its exchange time), without the rows a restart in the same step supersedes.
+    Also: which steps restart the book. A level changed several times in a step keeps all its rows: the
+    replay assigns them in id order, so the last one wins (numpy assigns repeated indices in order)."""
+    rows = _in_update_order(rows)
     k = (rows["ts"] - start_us + step_us - 1) // step_us
-    if np.any(np.diff(k) < 0):  # exchange time not monotonic in update id: group by step, id order inside
+    if np.any(k[1:] < k[:-1]):  # exchange time not monotonic in update id: group by step, id order inside
         order = np.argsort(k, kind="stable")
         rows, k = {name: values[order] for name, values in rows.items()}, k[order]
+    snapshot = rows["is_snapshot"]
     restart = np.full(steps + 1, -1, dtype=np.int64)  # per step: the update id of its last restart
-    np.maximum.at(restart, k[rows["is_snapshot"]], rows["u"][rows["is_snapshot"]])
-    cut = restart[k]
-    keep = (cut < 0) | (rows["u"] > cut) | (rows["is_snapshot"] & (rows["u"] == cut))
-    # The last row of each (step, side, price slot): first occurrence in the reversed order.
-    key = (k * 2 + rows["ask"]) * slots + rows["slot"]
-    _, first = np.unique(key[::-1], return_index=True)
-    last = np.zeros(len(key), dtype=bool)
-    last[len(key) - 1 - first] = True
-    keep &= last
-    out = {name: rows[name][keep] for name in ("ask", "slot", "size", "u", "ts")}
-    out["k"] = k[keep]
+    if snapshot.any():
+        np.maximum.at(restart, k[snapshot], rows["u"][snapshot])
+        cut = restart[k]
+        keep = (cut < 0) | (rows["u"] > cut) | (snapshot & (rows["u"] == cut))
+        out = {name: rows[name][keep] for name in ("ask", "slot", "size", "u", "ts")}
+        out["k"] = k[keep]
+    else:
+        out = {name: rows[name] for name in ("ask", "slot", "size", "u", "ts")}
+        out["k"] = k
     return out, restart >= 0
 
 
@@ -231,7 +252,7 @@ def series_table(
     if changes is not None:
         changes["slot"] = slots[n:]
         step_us = int(step / timedelta(microseconds=1))
-        stepped = _by_step(changes, datetime_to_micros(start), step_us, steps, len(prices))
+        stepped = _by_step(changes, datetime_to_micros(start), step_us, steps)
     metrics = _Metrics(depth, metrics_levels, bps, quantity)
     return _replay(venue, prices, seeded, stepped, start, steps, step, depth, metrics)
 
