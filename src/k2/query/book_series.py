@@ -28,16 +28,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
-from typing import TYPE_CHECKING, Any
+from decimal import ROUND_CEILING, Decimal
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from k2.model.arrow import decimal_array, unscaled_from_decimal
-from k2.model.values import datetime_to_micros, micros_to_datetime, unscaled_to_decimal
-from k2.query.book import _no_snapshot, _source, _start, book_metrics
+from k2.model.arrow import unscaled_from_decimal
+from k2.model.values import datetime_to_micros
+from k2.query.book import _no_snapshot, _source, _start
+from k2.query.book_steps import Changes, Side, metrics_columns, replay
 
 if TYPE_CHECKING:
     from k2.query.client import AsOf, Client
@@ -53,69 +54,7 @@ _CHANGES_SQL = (
 )  # no ORDER BY: :func:`_by_step` sorts the rows (stably) only when they are out of update-id order
 
 
-_WINDOW = 256
 _MAX_RUNS = 256  # sorted runs concatenated instead of sorted (:func:`_in_update_order`)
-
-
-@dataclass
-class _Side:
-    """One side's levels: ``prices`` (sorted, unscaled), the current ``sizes`` (0 = no level) and a ``hint``:
-    no level is better than it (asks: none below it; bids: none above it), so the best are found by
-    scanning a few slots from there instead of the whole side."""
-
-    ask: bool
-    prices: np.ndarray
-    sizes: np.ndarray
-    hint: int = 0
-
-    def __post_init__(self) -> None:
-        self.clear()
-
-    def clear(self) -> None:
-        self.sizes[:] = 0
-        self.hint = len(self.prices) if self.ask else -1
-
-    def assign(self, slots: np.ndarray, sizes: np.ndarray) -> None:
-        self.sizes[slots] = sizes
-        added = slots[sizes > 0]
-        if len(added):
-            self.hint = min(self.hint, int(added.min())) if self.ask else max(self.hint, int(added.max()))
-
-    def walk(self, floor: int, quantity: int | None) -> np.ndarray:
-        """Indices best first: the best ``floor`` levels, and as many as a market order of ``quantity`` walks."""
-        found: list[np.ndarray] = []
-        count, total, width, n = 0, 0, _WINDOW, len(self.sizes)
-        pos = self.hint if self.ask else self.hint + 1  # asks scan [pos, pos+width), bids [pos-width, pos)
-        while (count < floor or (quantity is not None and total < quantity)) and (
-            pos < n if self.ask else pos > 0
-        ):
-            low, high = (pos, min(n, pos + width)) if self.ask else (max(0, pos - width), pos)
-            chunk = np.flatnonzero(self.sizes[low:high]) + low
-            if not self.ask:
-                chunk = chunk[::-1]
-            if len(chunk):
-                found.append(chunk)
-                count += len(chunk)
-                if quantity is not None:
-                    total += int(self.sizes[chunk].sum())
-            pos, width = (high if self.ask else low), width * 2
-        order = (found[0] if len(found) == 1 else np.concatenate(found)) if found else np.zeros(0, np.int64)
-        if len(order):
-            self.hint = int(order[0])
-        if quantity is None or len(order) <= floor:
-            return order[:floor] if quantity is None else order
-        reach = int(np.searchsorted(np.cumsum(self.sizes[order]), quantity, "left")) + 1
-        return order[: max(floor, reach)]
-
-    def within(self, bound: Decimal) -> Decimal:
-        """Total size of the levels priced at or better than ``bound`` (a scale-8 decimal)."""
-        if self.ask:
-            edge = int(bound.scaleb(8).to_integral_value(ROUND_FLOOR))
-            total = self.sizes[max(self.hint, 0) : np.searchsorted(self.prices, edge, "right")].sum()
-        else:
-            edge = int(bound.scaleb(8).to_integral_value(ROUND_CEILING))
-            total = self.sizes[np.searchsorted(self.prices, edge, "left") : self.hint + 1].sum()
-        return unscaled_to_decimal(int(total))
 
 
 def _columns(table: pa.Table) -> dict[str, np.ndarray]:
@@ -195,13 +134,13 @@ def _by_step(
 
 def _sides(
     prices: np.ndarray, seed: dict[str, np.ndarray], changes: dict[str, np.ndarray]
-) -> list[tuple[_Side, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+) -> list[tuple[Side, Changes]]:
     """Per side (bids, asks): its sizes over the price slots, seeded, and the steps, slots and sizes of its
     changes."""
     out = []
     for ask in (False, True):
         mine, changed = seed["ask"] == ask, changes["ask"] == ask
-        side = _Side(ask, prices, np.zeros(len(prices), dtype=np.int64))
+        side = Side(ask, prices, np.zeros(len(prices), dtype=np.int64))
         side.assign(seed["slot"][mine], seed["size"][mine])
         out.append((side, (changes["k"][changed], changes["slot"][changed], changes["size"][changed])))
     return out
@@ -268,7 +207,10 @@ def _replay(
     depth: int,
     metrics: _Metrics,
 ) -> pa.Table:
-    """Step through the changes (from :func:`_by_step`) and collect the rows."""
+    """Step through the changes (from :func:`_by_step`, :func:`k2.query.book_steps.replay`) and build the
+    table: the per-step columns computed for all steps at once."""
+    if not steps:
+        return pa.table({"ts": pa.array([], pa.timestamp("us", tz="UTC"))})
     if stepped is None:
         empty = np.zeros(0, dtype=np.int64)
         changes = {
@@ -282,68 +224,55 @@ def _replay(
         restarts = np.zeros(steps + 1, dtype=bool)
     else:
         changes, restarts = stepped
-    sides = _sides(prices, seed, changes)
-    # Python lists, not numpy arrays, for what the loop indexes one element at a time (~5x cheaper each).
-    bounds = np.searchsorted(changes["k"], np.arange(steps + 1), "left").tolist()
-    side_bounds = [np.searchsorted(c[0], np.arange(steps + 1), "left").tolist() for _, c in sides]
-    restarted = restarts.tolist()
-    last_u, last_ts = (None, None)
+    floor = max(depth, metrics.levels)
+    walked, within = replay(
+        _sides(prices, seed, changes), restarts, steps, floor, metrics.wanted, metrics.bps
+    )
+    columns: dict[str, pa.Array] = {
+        "ts": pa.array(
+            datetime_to_micros(start)
+            + np.arange(steps, dtype=np.int64) * (step // timedelta(microseconds=1)),
+            pa.timestamp("us", tz="UTC"),
+        ),
+        "exchange": pa.array([venue] * steps, pa.string()),
+        **_last_update(seed, changes["k"], changes["u"], changes["ts"], steps),
+    }
+    for ask, side in enumerate(walked):
+        name = "ask" if ask else "bid"
+        columns[f"{name}_prices"], columns[f"{name}_sizes"] = side.top_columns(prices, depth)
+    columns.update(metrics_columns(walked, within, prices, metrics.levels, metrics.bps, metrics.quantity))
+    return pa.table(columns)
+
+
+def _last_update(
+    seed: dict[str, np.ndarray], k: np.ndarray, u: np.ndarray, ts: np.ndarray, steps: int
+) -> dict[str, pa.Array]:
+    """The update id and exchange time each step reflects: its last change's (the changes are in (step,
+    update id) order), else the previous step's, else the seed's newest level's (None without one)."""
+    ends = (
+        np.searchsorted(k, np.arange(1, steps + 1), "left") - 1
+    )  # per step: its last row, or an earlier one
+    valid = ends >= 0
+    index = np.maximum(ends, 0)
+    last_u, last_ts = (
+        u[index] if len(u) else np.zeros(steps, np.int64),
+        ts[index] if len(ts) else np.zeros(steps, np.int64),
+    )
     if len(seed["u"]):
         top = int(np.argmax(seed["u"]))
-        last_u, last_ts = int(seed["u"][top]), int(seed["ts"][top])
-    tops = _Tops(steps, depth)
-    rows = []
-    for i in range(steps):
-        a, b = bounds[i], bounds[i + 1]
-        if b > a:
-            for n, (side, c) in enumerate(sides):
-                if restarted[i]:
-                    side.clear()
-                low, high = side_bounds[n][i], side_bounds[n][i + 1]
-                side.assign(c[1][low:high], c[2][low:high])
-            last_u, last_ts = int(changes["u"][b - 1]), int(changes["ts"][b - 1])
-        row: dict[str, Any] = {
-            "ts": start + step * i,
-            "exchange": venue,
-            "last_update_id": last_u,
-            "exchange_ts": None if last_ts is None else micros_to_datetime(last_ts),
-        }
-        row.update(metrics.row(sides[0][0], sides[1][0], tops, i))
-        rows.append(row)
-    if not rows:
-        return pa.table({"ts": pa.array([], pa.timestamp("us", tz="UTC"))})
-    table = pa.Table.from_pylist(rows)
-    for n, name in enumerate(("bid_prices", "bid_sizes", "ask_prices", "ask_sizes")):
-        table = table.add_column(4 + n, name, tops.column(n))
-    return table
-
-
-class _Tops:
-    """The top ``depth`` (price, size) per side of every step, kept as unscaled ints, turned into
-    ``list<decimal128(18, 8)>`` columns at the end (no Decimal per level)."""
-
-    def __init__(self, steps: int, depth: int) -> None:
-        self.values = np.zeros(
-            (4, steps, depth), dtype=np.int64
-        )  # bid prices, bid sizes, ask prices, ask sizes
-        self.counts = np.zeros((2, steps), dtype=np.int64)
-
-    def put(self, step: int, ask: bool, side: _Side, order: np.ndarray) -> None:
-        top = order[: self.values.shape[2]]
-        self.values[2 * ask, step, : len(top)] = side.prices[top]
-        self.values[2 * ask + 1, step, : len(top)] = side.sizes[top]
-        self.counts[int(ask), step] = len(top)
-
-    def column(self, n: int) -> pa.Array:
-        counts = self.counts[n // 2]
-        keep = np.arange(self.values.shape[2])[None, :] < counts[:, None]
-        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-        return pa.ListArray.from_arrays(pa.array(offsets), decimal_array(pa.array(self.values[n][keep])))
+        last_u = np.where(valid, last_u, seed["u"][top])
+        last_ts = np.where(valid, last_ts, seed["ts"][top])
+        valid = np.ones(steps, dtype=bool)
+    mask = ~valid
+    return {
+        "last_update_id": pa.array(last_u, pa.int64(), mask=mask),
+        "exchange_ts": pa.array(last_ts, pa.timestamp("us", tz="UTC"), mask=mask),
+    }
 
 
 @dataclass
 class _Metrics:
-    """Per-step metrics (:func:`k2.query.book.book_metrics`) fed the levels they use, plus the tops."""
+    """The metrics' parameters (:func:`k2.query.book.book_metrics`) and the unscaled quantity a fill walks."""
 
     depth: int
     levels: int
@@ -355,19 +284,3 @@ class _Metrics:
         self.wanted = None
         if self.quantity is not None:
             self.wanted = int(Decimal(self.quantity).scaleb(8).to_integral_value(ROUND_CEILING))
-
-    def row(self, bids: _Side, asks: _Side, tops: _Tops, step: int) -> dict[str, Any]:
-        floor = max(self.depth, self.levels)
-        levels = []
-        for side in (bids, asks):
-            order = side.walk(floor, self.wanted)
-            tops.put(step, side.ask, side, order)
-            levels.append(list(zip(side.prices[order].tolist(), side.sizes[order].tolist(), strict=True)))
-        return book_metrics(
-            levels[0],
-            levels[1],
-            self.levels,
-            self.bps,
-            self.quantity,
-            depth_within=lambda low, high: (bids.within(low), asks.within(high)),
-        )

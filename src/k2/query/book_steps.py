@@ -1,0 +1,286 @@
+"""The step loop of ``book_series`` (:mod:`k2.query.book_series`): the book at every step, then its metrics.
+
+Two passes, so the loop over the steps does only what needs the book's state at that step:
+
+1. :func:`replay`: per step, assign the step's changed levels (one numpy assignment per side, a step's
+   rows in update-id order so the last row of a level wins), find the best levels (scanning a few slots
+   from the previous best: :meth:`Side.walk`) and sum the depth within ``bps`` of mid over the whole side
+   (exact integers). It records unscaled integers only: the walked levels' slots and sizes per step.
+2. :func:`metrics_columns`: the metrics of every step from those records, through the same
+   :func:`k2.query.book.book_metrics` the one-moment read uses (same ``Decimal`` arithmetic, same
+   rounding), each column built once (types inferred from the values, as before).
+
+The last update id and exchange time each step reflects, and the ``ts`` column, are computed for all steps
+at once. Hazard: the depth-within bounds repeat ``book_metrics``' formula (mid +- mid * bps / 10,000 in
+``Decimal``); the equality tests against the plain replay (tests/book/test_book_series.py) guard both.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from k2.model.arrow import decimal_array
+from k2.model.values import unscaled_to_decimal
+from k2.query.book import book_metrics
+
+_WINDOW = 256
+
+
+@dataclass
+class Side:
+    """One side's levels: ``prices`` (sorted, unscaled), the current ``sizes`` (0 = no level) and a ``hint``:
+    no level is better than it (asks: none below it; bids: none above it), so the best are found by
+    scanning a few slots from there instead of the whole side."""
+
+    ask: bool
+    prices: np.ndarray
+    sizes: np.ndarray
+    hint: int = 0
+
+    def __post_init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.sizes[:] = 0
+        self.hint = len(self.prices) if self.ask else -1
+
+    def assign(self, slots: np.ndarray, sizes: np.ndarray) -> None:
+        self.sizes[slots] = sizes
+        added = slots[sizes > 0]
+        if len(added):
+            self.better(int(added.min()) if self.ask else int(added.max()))
+
+    def better(self, slot: int) -> None:
+        """A level was added at ``slot``: the hint moves to it when it is better."""
+        self.hint = min(self.hint, slot) if self.ask else max(self.hint, slot)
+
+    def walk(self, floor: int, quantity: int | None) -> np.ndarray:
+        """Indices best first: the best ``floor`` levels, and as many as a market order of ``quantity`` walks."""
+        n = len(self.sizes)
+        low, high = (
+            (self.hint, min(n, self.hint + _WINDOW))
+            if self.ask
+            else (max(0, self.hint + 1 - _WINDOW), self.hint + 1)
+        )
+        if 0 <= low < high:  # the common case: one window from the previous best holds all that is needed
+            chunk = np.flatnonzero(self.sizes[low:high])
+            if len(chunk) >= floor:
+                chunk = (chunk if self.ask else chunk[::-1]) + low
+                if quantity is None:
+                    self.hint = int(chunk[0])
+                    return chunk[:floor]
+                total = np.cumsum(self.sizes[chunk])
+                if total[-1] >= quantity:
+                    self.hint = int(chunk[0])
+                    return chunk[: max(floor, int(np.searchsorted(total, quantity, "left")) + 1)]
+        return self._walk_widening(floor, quantity)
+
+    def _walk_widening(self, floor: int, quantity: int | None) -> np.ndarray:
+        found: list[np.ndarray] = []
+        count, total, width, n = 0, 0, _WINDOW, len(self.sizes)
+        pos = self.hint if self.ask else self.hint + 1  # asks scan [pos, pos+width), bids [pos-width, pos)
+        while (count < floor or (quantity is not None and total < quantity)) and (
+            pos < n if self.ask else pos > 0
+        ):
+            low, high = (pos, min(n, pos + width)) if self.ask else (max(0, pos - width), pos)
+            chunk = np.flatnonzero(self.sizes[low:high]) + low
+            if not self.ask:
+                chunk = chunk[::-1]
+            if len(chunk):
+                found.append(chunk)
+                count += len(chunk)
+                if quantity is not None:
+                    total += int(self.sizes[chunk].sum())
+            pos, width = (high if self.ask else low), width * 2
+        order = (found[0] if len(found) == 1 else np.concatenate(found)) if found else np.zeros(0, np.int64)
+        if len(order):
+            self.hint = int(order[0])
+        if quantity is None or len(order) <= floor:
+            return order[:floor] if quantity is None else order
+        reach = int(np.searchsorted(np.cumsum(self.sizes[order]), quantity, "left")) + 1
+        return order[: max(floor, reach)]
+
+    def within(self, edge: int, prices: list[int]) -> int:
+        """Total unscaled size of the levels priced at or better than ``edge`` (unscaled; ``prices`` is
+        ``self.prices`` as a list, for :mod:`bisect`)."""
+        if self.ask:
+            return int(np.add.reduce(self.sizes[max(self.hint, 0) : bisect_right(prices, edge)]))
+        return int(np.add.reduce(self.sizes[bisect_left(prices, edge) : self.hint + 1]))
+
+
+@dataclass
+class Walked:
+    """What the loop records per step and side: the first ``floor`` walked levels' slots and sizes (slot -1 =
+    none), how many were walked, and the whole walk when it went further (a market order's fill)."""
+
+    steps: int
+    floor: int
+    slots: np.ndarray = field(init=False)
+    sizes: np.ndarray = field(init=False)
+    counts: np.ndarray = field(init=False)
+    longer: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.slots = np.full((self.steps, self.floor), -1, dtype=np.int64)
+        self.sizes = np.zeros((self.steps, self.floor), dtype=np.int64)
+        self.counts = np.zeros(self.steps, dtype=np.int64)
+
+    def put(self, step: int, order: np.ndarray, sizes: np.ndarray) -> None:
+        n = len(order)
+        if n > self.floor:
+            self.longer[step] = (order, sizes)
+            order, sizes, n = order[: self.floor], sizes[: self.floor], self.floor
+        self.slots[step, :n] = order
+        self.sizes[step, :n] = sizes
+        self.counts[step] = n
+
+    def top_columns(self, prices: np.ndarray, depth: int) -> tuple[pa.Array, pa.Array]:
+        """The top ``depth`` (price, size) of every step as ``list<decimal128(18, 8)>`` columns."""
+        counts = np.minimum(self.counts, depth)
+        keep = np.arange(self.floor)[None, :] < counts[:, None]
+        offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+        slots = self.slots[keep]
+        return (
+            pa.ListArray.from_arrays(offsets, decimal_array(pa.array(prices[slots]))),
+            pa.ListArray.from_arrays(offsets, decimal_array(pa.array(self.sizes[keep]))),
+        )
+
+
+@dataclass
+class Bounds:
+    """Depth within ``bps`` of mid: the unscaled price edges, computed as :func:`k2.query.book.book_metrics`
+    computes them (``mid -+ mid * bps / 10,000`` in ``Decimal``) - bids at or above the first, asks at or
+    below the second."""
+
+    bps: Decimal | int
+
+    def edges(self, bid: int, ask: int) -> tuple[int, int]:
+        mid = (unscaled_to_decimal(bid) + unscaled_to_decimal(ask)) / 2
+        band = mid * Decimal(self.bps) / Decimal(10_000)
+        low = int((mid - band).scaleb(8).to_integral_value(ROUND_CEILING))
+        high = int((mid + band).scaleb(8).to_integral_value(ROUND_FLOOR))
+        return low, high
+
+
+def metrics_columns(
+    walked: tuple[Walked, Walked],
+    within: np.ndarray,
+    prices: np.ndarray,
+    levels: int,
+    bps: Decimal | int,
+    quantity: Decimal | None,
+) -> dict[str, pa.Array]:
+    """The metric columns of every step, from what :func:`replay` recorded (``within``: per step the bid
+    and ask size within ``bps`` of mid, unscaled)."""
+    grid = prices.tolist()
+    bid_prices = np.where(walked[0].slots >= 0, prices[np.maximum(walked[0].slots, 0)], 0).tolist()
+    ask_prices = np.where(walked[1].slots >= 0, prices[np.maximum(walked[1].slots, 0)], 0).tolist()
+    bid_sizes, ask_sizes = walked[0].sizes.tolist(), walked[1].sizes.tolist()
+    depths = within.tolist()
+    columns: dict[str, list[Any]] = {}
+    for step in range(len(depths)):
+        bids = _levels(walked[0], step, grid, bid_prices, bid_sizes)
+        asks = _levels(walked[1], step, grid, ask_prices, ask_sizes)
+        depth = (unscaled_to_decimal(depths[step][0]), unscaled_to_decimal(depths[step][1]))
+        found = book_metrics(bids, asks, levels, bps, quantity, depth_within=_Known(depth))
+        for name, value in found.items():
+            columns.setdefault(name, []).append(value)
+    return {name: pa.array(values) for name, values in columns.items()}
+
+
+@dataclass
+class _Known:
+    """A ``depth_within`` answering what the replay already summed (the bounds it was asked are the same)."""
+
+    depth: tuple[Decimal, Decimal]
+
+    def __call__(self, _low: Decimal, _high: Decimal) -> tuple[Decimal, Decimal]:
+        return self.depth
+
+
+def _levels(
+    walked: Walked, step: int, grid: list[int], prices: list[list[int]], sizes: list[list[int]]
+) -> list[tuple[int, int]]:
+    if step in walked.longer:
+        order, walked_sizes = walked.longer[step]
+        return list(zip([grid[slot] for slot in order.tolist()], walked_sizes.tolist(), strict=True))
+    n = int(walked.counts[step])
+    return list(zip(prices[step][:n], sizes[step][:n], strict=True))
+
+
+Changes = tuple[np.ndarray, np.ndarray, np.ndarray]  # one side's changes: steps, slots, sizes (step order)
+
+
+def replay(
+    sides: list[tuple[Side, Changes]],
+    restarts: np.ndarray,
+    steps: int,
+    floor: int,
+    wanted: int | None,
+    bps: Decimal | int,
+) -> tuple[tuple[Walked, Walked], np.ndarray]:
+    """Step through the changes: per step, the walked levels of each side and the (bid, ask) size within
+    ``bps`` of mid (unscaled; 0 when a side is empty). ``sides`` are (bids, asks), seeded; ``restarts``
+    the steps that clear the book before their rows; ``wanted`` the unscaled quantity a fill walks."""
+    (bid, bid_changes), (ask, ask_changes) = sides
+    bid_plan, ask_plan = _plan(bid, bid_changes, steps), _plan(ask, ask_changes, steps)
+    edges = _edges(bps)
+    grid = bid.prices.tolist()
+    walked = (Walked(steps, floor), Walked(steps, floor))
+    within = np.zeros((steps, 2), dtype=np.int64)
+    restarted = restarts.tolist()
+    for i in range(steps):
+        if restarted[i]:
+            bid.clear()
+            ask.clear()
+        for side, (_, slots, sizes), (starts, added) in (
+            (bid, bid_changes, bid_plan),
+            (ask, ask_changes, ask_plan),
+        ):
+            low, high = starts[i], starts[i + 1]
+            if high > low:
+                side.sizes[slots[low:high]] = sizes[low:high]
+                side.better(added[i])
+        bids, asks = bid.walk(floor, wanted), ask.walk(floor, wanted)
+        walked[0].put(i, bids, bid.sizes[bids])
+        walked[1].put(i, asks, ask.sizes[asks])
+        if len(bids) and len(asks):
+            low_edge, high_edge = edges(grid[int(bids[0])], grid[int(asks[0])])
+            within[i] = bid.within(low_edge, grid), ask.within(high_edge, grid)
+    return walked, within
+
+
+def _plan(side: Side, changes: Changes, steps: int) -> tuple[list[int], list[int]]:
+    """Per step: where its rows start in ``changes`` (and the next step's start), and the best slot its
+    rows add a level at (a harmless sentinel when none: past the end for asks, -1 for bids)."""
+    k, slots, sizes = changes
+    starts = np.searchsorted(k, np.arange(steps + 1), "left")
+    sentinel = len(side.prices) if side.ask else -1
+    added = np.full(steps, sentinel, dtype=np.int64)
+    busy = np.flatnonzero(starts[1:] > starts[:-1])
+    if len(busy):
+        values = np.where(sizes > 0, slots, sentinel)
+        reduce = np.minimum if side.ask else np.maximum
+        added[busy] = reduce.reduceat(values, starts[busy])
+    return starts.tolist(), added.tolist()
+
+
+def _edges(bps: Decimal | int) -> Any:
+    """The unscaled (bid, ask) price edges of the depth within ``bps`` of mid, as a function of the best
+    bid and ask. A whole ``bps`` of at most 10**6 in integers: ``Decimal``'s 28 digits hold
+    ``mid * bps`` exactly there (prices have at most 18), so the integer floor/ceil is the same number."""
+    if isinstance(bps, int) and not isinstance(bps, bool) and 0 <= bps <= 10**6:
+        below, above = 10_000 - bps, 10_000 + bps
+
+        def exact(bid: int, ask: int) -> tuple[int, int]:
+            total = bid + ask
+            return -(-total * below // 20_000), total * above // 20_000
+
+        return exact
+    return Bounds(bps).edges
