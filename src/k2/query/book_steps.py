@@ -27,9 +27,10 @@ import pyarrow as pa
 
 from k2.model.arrow import decimal_array
 from k2.model.values import unscaled_to_decimal
-from k2.query.book import book_metrics
+from k2.query.book import _fill_price
 
 _WINDOW = 256
+_MAX_WINDOW = 1 << 16
 
 
 @dataclass
@@ -42,6 +43,7 @@ class Side:
     prices: np.ndarray
     sizes: np.ndarray
     hint: int = 0
+    width: int = _WINDOW  # the first window a walk scans: doubled when too few levels, halved when many
 
     def __post_init__(self) -> None:
         self.clear()
@@ -62,15 +64,17 @@ class Side:
 
     def walk(self, floor: int, quantity: int | None) -> np.ndarray:
         """Indices best first: the best ``floor`` levels, and as many as a market order of ``quantity`` walks."""
-        n = len(self.sizes)
+        n, width = len(self.sizes), self.width
         low, high = (
-            (self.hint, min(n, self.hint + _WINDOW))
+            (self.hint, min(n, self.hint + width))
             if self.ask
-            else (max(0, self.hint + 1 - _WINDOW), self.hint + 1)
+            else (max(0, self.hint + 1 - width), self.hint + 1)
         )
         if 0 <= low < high:  # the common case: one window from the previous best holds all that is needed
             chunk = np.flatnonzero(self.sizes[low:high])
             if len(chunk) >= floor:
+                if len(chunk) > 4 * floor and width > _WINDOW:  # far more than needed: narrower next time
+                    self.width = width // 2
                 chunk = (chunk if self.ask else chunk[::-1]) + low
                 if quantity is None:
                     self.hint = int(chunk[0])
@@ -79,11 +83,13 @@ class Side:
                 if total[-1] >= quantity:
                     self.hint = int(chunk[0])
                     return chunk[: max(floor, int(np.searchsorted(total, quantity, "left")) + 1)]
+            elif high - low == width:  # too few levels in the window: start wider next time
+                self.width = min(width * 2, _MAX_WINDOW)
         return self._walk_widening(floor, quantity)
 
     def _walk_widening(self, floor: int, quantity: int | None) -> np.ndarray:
         found: list[np.ndarray] = []
-        count, total, width, n = 0, 0, _WINDOW, len(self.sizes)
+        count, total, width, n = 0, 0, self.width, len(self.sizes)
         pos = self.hint if self.ask else self.hint + 1  # asks scan [pos, pos+width), bids [pos-width, pos)
         while (count < floor or (quantity is not None and total < quantity)) and (
             pos < n if self.ask else pos > 0
@@ -177,41 +183,69 @@ def metrics_columns(
     quantity: Decimal | None,
 ) -> dict[str, pa.Array]:
     """The metric columns of every step, from what :func:`replay` recorded (``within``: per step the bid
-    and ask size within ``bps`` of mid, unscaled)."""
-    grid = prices.tolist()
-    bid_prices = np.where(walked[0].slots >= 0, prices[np.maximum(walked[0].slots, 0)], 0).tolist()
-    ask_prices = np.where(walked[1].slots >= 0, prices[np.maximum(walked[1].slots, 0)], 0).tolist()
-    bid_sizes, ask_sizes = walked[0].sizes.tolist(), walked[1].sizes.tolist()
+    and ask size within ``bps`` of mid, unscaled): the values :func:`k2.query.book.book_metrics` gives,
+    by the same ``Decimal`` expressions where they round (microprice, imbalance, fills, slippage) and in
+    integers where they are exact (spread, mid rounded half-even, depths). Column types are inferred from
+    the values, as ``book_metrics``' rows were."""
+    bid, ask = walked
+    both = ((bid.counts > 0) & (ask.counts > 0)).tolist()
+    best = [prices[np.maximum(side.slots[:, 0], 0)].tolist() for side in walked]
+    sizes = [side.sizes.tolist() for side in walked]
     depths = within.tolist()
-    columns: dict[str, list[Any]] = {}
-    for step in range(len(depths)):
-        bids = _levels(walked[0], step, grid, bid_prices, bid_sizes)
-        asks = _levels(walked[1], step, grid, ask_prices, ask_sizes)
-        depth = (unscaled_to_decimal(depths[step][0]), unscaled_to_decimal(depths[step][1]))
-        found = book_metrics(bids, asks, levels, bps, quantity, depth_within=_Known(depth))
-        for name, value in found.items():
-            columns.setdefault(name, []).append(value)
+    dec = unscaled_to_decimal
+    q8, q6 = Decimal("0.00000001"), Decimal("0.000001")
+    columns: dict[str, list[Any]] = {name: [] for name in _METRICS}
+    nothing = dict.fromkeys(_METRICS)
+    for step, ready in enumerate(both):
+        if not ready:
+            for name in _METRICS:
+                columns[name].append(None)
+            continue
+        bid_price, ask_price = best[0][step], best[1][step]
+        bid_sizes, ask_sizes = sizes[0][step], sizes[1][step]
+        b, a, b_size, a_size = dec(bid_price), dec(ask_price), dec(bid_sizes[0]), dec(ask_sizes[0])
+        total = bid_price + ask_price  # mid = total / 2, rounded half-even to 8 places as ``quantize`` does
+        half = total // 2 + (total % 2 and (total // 2) % 2)
+        columns["spread"].append(dec(ask_price - bid_price))
+        columns["mid"].append(dec(half))
+        columns["microprice"].append(((b * a_size + a * b_size) / (b_size + a_size)).quantize(q8))
+        bid_volume, ask_volume = dec(sum(bid_sizes[:levels])), dec(sum(ask_sizes[:levels]))
+        columns["imbalance"].append(((bid_volume - ask_volume) / (bid_volume + ask_volume)).quantize(q6))
+        columns["bid_depth_bps"].append(dec(depths[step][0]))
+        columns["ask_depth_bps"].append(dec(depths[step][1]))
+        fills = nothing if quantity is None else _fills(walked, step, prices, (b + a) / 2, quantity)
+        for name in _FILLS:
+            columns[name].append(fills[name])
     return {name: pa.array(values) for name, values in columns.items()}
 
 
-@dataclass
-class _Known:
-    """A ``depth_within`` answering what the replay already summed (the bounds it was asked are the same)."""
-
-    depth: tuple[Decimal, Decimal]
-
-    def __call__(self, _low: Decimal, _high: Decimal) -> tuple[Decimal, Decimal]:
-        return self.depth
+_FILLS = ("buy_fill_price", "buy_slippage_bps", "sell_fill_price", "sell_slippage_bps")
+_METRICS = ("spread", "mid", "microprice", "imbalance", "bid_depth_bps", "ask_depth_bps", *_FILLS)
 
 
-def _levels(
-    walked: Walked, step: int, grid: list[int], prices: list[list[int]], sizes: list[list[int]]
-) -> list[tuple[int, int]]:
+def _fills(
+    walked: tuple[Walked, Walked], step: int, prices: np.ndarray, mid: Decimal, quantity: Decimal
+) -> dict[str, Decimal | None]:
+    """Average fill price and slippage of a market order of ``quantity`` per side, as ``book_metrics``."""
+    q8, q6 = Decimal("0.00000001"), Decimal("0.000001")
+    out: dict[str, Decimal | None] = {}
+    for name, side, sign in (("buy", walked[1], 1), ("sell", walked[0], -1)):
+        price = _fill_price(_levels(side, step, prices), Decimal(quantity))
+        out[f"{name}_fill_price"] = None if price is None else price.quantize(q8)
+        out[f"{name}_slippage_bps"] = (
+            None if price is None else (sign * (price - mid) / mid * 10_000).quantize(q6)
+        )
+    return out
+
+
+def _levels(walked: Walked, step: int, prices: np.ndarray) -> list[tuple[int, int]]:
+    """Step ``step``'s walked levels of one side as (unscaled price, unscaled size), best first."""
     if step in walked.longer:
-        order, walked_sizes = walked.longer[step]
-        return list(zip([grid[slot] for slot in order.tolist()], walked_sizes.tolist(), strict=True))
-    n = int(walked.counts[step])
-    return list(zip(prices[step][:n], sizes[step][:n], strict=True))
+        order, sizes = walked.longer[step]
+    else:
+        n = int(walked.counts[step])
+        order, sizes = walked.slots[step, :n], walked.sizes[step, :n]
+    return list(zip(prices[order].tolist(), sizes.tolist(), strict=True))
 
 
 Changes = tuple[np.ndarray, np.ndarray, np.ndarray]  # one side's changes: steps, slots, sizes (step order)
