@@ -190,6 +190,7 @@ def series_table(
     seeded["slot"] = slots[:n]
     if changes is not None:
         changes["slot"] = slots[n:]
+        del changes["price"]  # the slot replaces it: one column less to reorder
         step_us = int(step / timedelta(microseconds=1))
         stepped = _by_step(changes, datetime_to_micros(start), step_us, steps)
     metrics = _Metrics(depth, metrics_levels, bps, quantity)
