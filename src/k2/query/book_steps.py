@@ -71,7 +71,7 @@ class Side:
             else (max(0, self.hint + 1 - width), self.hint + 1)
         )
         if 0 <= low < high:  # the common case: one window from the previous best holds all that is needed
-            chunk = np.flatnonzero(self.sizes[low:high])
+            chunk = self.sizes[low:high].nonzero()[0]
             if len(chunk) >= floor:
                 if len(chunk) > 4 * floor and width > _WINDOW:  # far more than needed: narrower next time
                     self.width = width // 2
@@ -176,7 +176,7 @@ class Bounds:
 
 def metrics_columns(
     walked: tuple[Walked, Walked],
-    within: np.ndarray,
+    within: list[tuple[int, int]],
     prices: np.ndarray,
     levels: int,
     bps: Decimal | int,
@@ -191,7 +191,7 @@ def metrics_columns(
     both = ((bid.counts > 0) & (ask.counts > 0)).tolist()
     best = [prices[np.maximum(side.slots[:, 0], 0)].tolist() for side in walked]
     sizes = [side.sizes.tolist() for side in walked]
-    depths = within.tolist()
+    depths = within
     dec = unscaled_to_decimal
     q8, q6 = Decimal("0.00000001"), Decimal("0.000001")
     columns: dict[str, list[Any]] = {name: [] for name in _METRICS}
@@ -258,35 +258,40 @@ def replay(
     floor: int,
     wanted: int | None,
     bps: Decimal | int,
-) -> tuple[tuple[Walked, Walked], np.ndarray]:
+) -> tuple[tuple[Walked, Walked], list[tuple[int, int]]]:
     """Step through the changes: per step, the walked levels of each side and the (bid, ask) size within
     ``bps`` of mid (unscaled; 0 when a side is empty). ``sides`` are (bids, asks), seeded; ``restarts``
     the steps that clear the book before their rows; ``wanted`` the unscaled quantity a fill walks."""
-    (bid, bid_changes), (ask, ask_changes) = sides
-    bid_plan, ask_plan = _plan(bid, bid_changes, steps), _plan(ask, ask_changes, steps)
+    (bid, (_, bid_slots, bid_sizes)), (ask, (_, ask_slots, ask_sizes)) = sides
+    (bid_starts, bid_added), (ask_starts, ask_added) = (
+        _plan(bid, sides[0][1], steps),
+        _plan(ask, sides[1][1], steps),
+    )
     edges = _edges(bps)
     grid = bid.prices.tolist()
     walked = (Walked(steps, floor), Walked(steps, floor))
-    within = np.zeros((steps, 2), dtype=np.int64)
+    within: list[tuple[int, int]] = []
     restarted = restarts.tolist()
-    for i in range(steps):
+    for i in range(steps):  # hot: plain names, one numpy call where one will do
         if restarted[i]:
             bid.clear()
             ask.clear()
-        for side, (_, slots, sizes), (starts, added) in (
-            (bid, bid_changes, bid_plan),
-            (ask, ask_changes, ask_plan),
-        ):
-            low, high = starts[i], starts[i + 1]
-            if high > low:
-                side.sizes[slots[low:high]] = sizes[low:high]
-                side.better(added[i])
+        low, high = bid_starts[i], bid_starts[i + 1]
+        if high > low:
+            bid.sizes[bid_slots[low:high]] = bid_sizes[low:high]
+            bid.hint = max(bid.hint, bid_added[i])
+        low, high = ask_starts[i], ask_starts[i + 1]
+        if high > low:
+            ask.sizes[ask_slots[low:high]] = ask_sizes[low:high]
+            ask.hint = min(ask.hint, ask_added[i])
         bids, asks = bid.walk(floor, wanted), ask.walk(floor, wanted)
         walked[0].put(i, bids, bid.sizes[bids])
         walked[1].put(i, asks, ask.sizes[asks])
         if len(bids) and len(asks):
             low_edge, high_edge = edges(grid[int(bids[0])], grid[int(asks[0])])
-            within[i] = bid.within(low_edge, grid), ask.within(high_edge, grid)
+            within.append((bid.within(low_edge, grid), ask.within(high_edge, grid)))
+        else:
+            within.append((0, 0))
     return walked, within
 
 
