@@ -6,22 +6,22 @@ from the latest restarting snapshot on; a level's size is the one of its largest
 1. the restart at or before ``start`` (``R``) and the **whole** book at ``start``: one DuckDB aggregation
    (latest size per level) over the deltas from ``R`` through ``start``;
 2. the changes inside the range read once, in file order (no ORDER BY: DuckDB sorting the hour's rows
-   nearly doubled the read's CPU), stably sorted by update id in numpy only when they are not
-   already in that order (K2 writes them nearly so: a cheap sort), then reduced with numpy: each row tagged
-   with its step (the first step at or after its exchange time), the rows a restart in the same step
-   supersedes dropped (the book is cleared at that step), and only the last row of each (step, side,
-   price) kept (sizes are absolute);
+   nearly doubled the read's CPU), put in update-id order in numpy only when they are not already
+   (:func:`_in_update_order`: the files' sorted runs concatenated when they do not overlap, else a stable
+   sort), each row tagged with its step (the first step at or after its exchange time), and the rows a
+   restart in the same step supersedes dropped (the book is cleared at that step). A level changed several
+   times in one step keeps all its rows: they are assigned in id order and the last one wins;
 3. a replay over numpy arrays (one price grid, built by hashing: :func:`_price_grid`; a size array per
-   side): each step assigns its changed levels, then reads the top ``depth`` levels (scanning a few slots
-   from the previous best) and the metrics (:func:`k2.query.book.book_metrics`, fed only the levels it
-   walks; depth within ``bps`` of mid summed exactly over the whole side in integers).
+   side) in :mod:`k2.query.book_steps`: the step loop assigns each step's levels and records the walked
+   top levels and the depth within ``bps`` (integers only); the metrics of all steps are computed after it
+   with the same ``Decimal`` arithmetic as :func:`k2.query.book.book_metrics`.
 
 Both queries read only the planned data files that can hold the rows (:mod:`k2.query.book_files`).
 
 Hazards: step 1 costs what the deltas since the book's restart cost (a live feed restarts at every
 reconnect; a long-lived book makes it grow) - the stored ``book_snapshots`` hold only the top N, too
 little for the metrics' depth and fill walks, so they are not used here. Memory: the range's rows as a few
-numpy columns (~50 bytes a row before the reduction) and two int64 per distinct price.
+numpy columns (~40 bytes a row) and two int64 per distinct price.
 """
 
 from __future__ import annotations
