@@ -6,13 +6,17 @@ Two passes, so the loop over the steps does only what needs the book's state at 
    rows in update-id order so the last row of a level wins), find the best levels (scanning a few slots
    from the previous best: :meth:`Side.walk`) and sum the depth within ``bps`` of mid over the whole side
    (exact integers). It records unscaled integers only: the walked levels' slots and sizes per step.
-2. :func:`metrics_columns`: the metrics of every step from those records, through the same
-   :func:`k2.query.book.book_metrics` the one-moment read uses (same ``Decimal`` arithmetic, same
-   rounding), each column built once (types inferred from the values, as before).
+2. :func:`metrics_columns`: the metrics of every step from those records - the values
+   :func:`k2.query.book.book_metrics` gives: its own ``Decimal`` expressions where they round (microprice,
+   imbalance, fills, slippage), integers where they are exact (spread, mid rounded half-even, depths) -
+   each column built once (types inferred from the values, as before).
 
 The last update id and exchange time each step reflects, and the ``ts`` column, are computed for all steps
-at once. Hazard: the depth-within bounds repeat ``book_metrics``' formula (mid +- mid * bps / 10,000 in
-``Decimal``); the equality tests against the plain replay (tests/book/test_book_series.py) guard both.
+at once. Hazards: the metrics and the depth-within bounds (mid -+ mid * bps / 10,000) repeat
+``book_metrics``' formulas instead of calling it (it cost ~40% of the loop): a change there must be made
+here too - the equality tests against the plain replay, which use ``book_metrics``
+(tests/book/test_book_series.py, test_book_series_edges.py), fail otherwise. A step's rows for one level
+are assigned in one fancy assignment, relying on numpy keeping the last of repeated indices (tested).
 """
 
 from __future__ import annotations
