@@ -1,7 +1,8 @@
 """Where ``book_series`` spends one symbol-hour: CPU and wall per phase, and the minimum over repeated calls.
 
 Wraps the phases of :mod:`k2.query.book_series` (the DuckDB queries, the decimal -> int64 columns, the
-price grid, ``_by_step``, the step loop ``_replay``) with timers and calls ``Client.book_series(symbol,
+price grid, ``_by_step``, ``_replay`` and inside it the per-side split ``_sides``, the step loop ``replay``
+and ``metrics_columns``) with timers and calls ``Client.book_series(symbol,
 start, start + 1 h, every="1s", depth=10)`` over fixed hours of the table ``benchmarks/book_series_bench.py``
 builds. Run it from a checkout's root with that checkout's ``src`` first on the path (the timers patch the
 module it imports), e.g. once from an older commit and once from the current one, alternately, to compare
@@ -49,7 +50,8 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/k2-book-series-2x7"))
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
-    for name in ("_columns", "_by_step", "_replay"):
+    # _replay holds _sides, replay (the step loop) and metrics_columns: timed inside it as well.
+    for name in ("_columns", "_price_grid", "_by_step", "_replay", "_sides", "replay", "metrics_columns"):
         setattr(series, name, timed(name, getattr(series, name)))
     execute = Client._execute
     Client._execute = lambda self, sql, *a, **k: timed("duckdb", execute)(self, sql, *a, **k)  # type: ignore[method-assign]
