@@ -46,7 +46,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 from pyiceberg.exceptions import CommitFailedException
@@ -66,12 +65,22 @@ from k2.lake.summary import (
     offsets_from_summary,
 )
 from k2.lake.writer import append
-from k2.landing.book import deduplicate_book
+from k2.landing.assignment import (
+    LAST_KEY,
+    offset_reset,
+    stored_positions,
+    stored_value,
+    summary_json,
+    verify_log,
+)
 from k2.landing.currency import ReferenceCurrencies
 from k2.landing.dedup import DedupResult, HighWaterMarks, deduplicate, screen_ids, sequential_exchanges
+from k2.landing.errors import LandingError, OffsetResetError
 from k2.landing.freshness import FreshnessWindow
-from k2.landing.ledger import append_gap_rows, filled_gaps, gap_row, open_gaps
-from k2.model import BOOK_DELTA, QUOTE, TRADE, RecordType
+from k2.landing.gapcache import OpenGaps
+from k2.landing.kafka_config import fetch_config, group_config
+from k2.landing.routes import DEDUP, ROUTES, TABLE_ROUTES, TOPIC_REGEX, route
+from k2.model import RecordType
 from k2.model.lineage import with_kafka_lineage
 from k2.model.validate import validate
 from k2.model.values import now_micros
@@ -81,39 +90,26 @@ from k2.telemetry.metrics import metric
 
 log = structlog.get_logger("k2.landing")
 
-LAST_KEY = "k2.kafka.last"
+# The consumer's public names, and those of its rooms that callers (k2.ops.drain, tests, benchmarks) import
+# from here: routes (k2.landing.routes), librdkafka settings (k2.landing.kafka_config).
+__all__ = [
+    "LAST_KEY",
+    "QUALITY_KEY",
+    "TOPIC_REGEX",
+    "LandingConsumer",
+    "LandingError",
+    "LandingStats",
+    "OffsetResetError",
+    "commit_view",
+    "fetch_config",
+    "group_config",
+    "release_memory",
+    "route",
+    "run_landing",
+    "stored_value",
+]
+
 QUALITY_KEY = "k2.quality"
-TOPIC_REGEX = r"^market\.[a-z]+\.(trades|quotes|depth)\.[a-z0-9_-]+$"
-_ROUTES: dict[str, tuple[str, RecordType, str]] = {
-    "trades": ("trades", TRADE, "trade_id"),
-    "quotes": ("quotes", QUOTE, "update_id"),
-    "depth": ("book_deltas", BOOK_DELTA, "last_update_id"),
-}
-# The same routes by table short name (a topic's data type "depth" lands in the table "book_deltas").
-_TABLE_ROUTES: dict[str, tuple[str, RecordType, str]] = {route[0]: route for route in _ROUTES.values()}
-# Tables whose natural key is more than (exchange, symbol, id): their own dedup (same signature).
-_DEDUP: dict[str, Callable[[pa.Table, str, Table, HighWaterMarks, frozenset[str]], DedupResult]] = {
-    "book_deltas": deduplicate_book
-}
-
-
-def route(topic: str) -> tuple[str, RecordType, str]:
-    """(table short name, record type, id column) that a market topic lands into (ValueError/KeyError otherwise).
-
-    Example:
-        >>> route("market.crypto.trades.binance")[0], route("market.crypto.quotes.binance")[2]
-        ('trades', 'update_id')
-    """
-    _, data_type, _ = parse_topic(topic)
-    return _ROUTES[data_type]
-
-
-class OffsetResetError(RuntimeError):
-    """The broker's log no longer holds what the table says was landed, and the policy is ``fail``."""
-
-
-class LandingError(RuntimeError):
-    """The landing consumer cannot continue safely."""
 
 
 @dataclass
@@ -136,71 +132,6 @@ class LandingStats:
     per_table: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
-def fetch_config(settings: Settings) -> dict[str, Any]:
-    """librdkafka fetch settings of the landing consumer, tuned for throughput (the benchmark's
-    consume-only baseline uses the same ones).
-
-    Few large fetches (up to 8 MiB per partition) and a deep pre-fetch queue, bounded in bytes by
-    ``consumer_fetch_max_bytes``: the broker round trips, not decoding, were the landing floor.
-
-    Example:
-        >>> fetch_config(Settings(consumer_fetch_max_bytes=8_388_608))["queued.max.messages.kbytes"]
-        8192
-    """
-    fetch_max = settings.consumer_fetch_max_bytes
-    return {
-        "fetch.max.bytes": fetch_max,
-        "message.max.bytes": min(1_000_000, fetch_max),  # librdkafka: <= fetch.max.bytes
-        "max.partition.fetch.bytes": min(8_388_608, fetch_max),
-        "queued.max.messages.kbytes": max(1024, fetch_max // 1024),
-        "queued.min.messages": 1_000_000,  # the byte bound above is the binding one
-    }
-
-
-def group_config(settings: Settings, client_id: str) -> dict[str, Any]:
-    """librdkafka settings of a landing consumer in ``consumer_group``: offsets are K2's (stored in
-    Iceberg), never the group's; an unknown position is an error, not a silent reset."""
-    return {
-        **settings.kafka_client_config(),
-        "group.id": settings.consumer_group,
-        "client.id": client_id,
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "auto.offset.reset": "error",
-        "session.timeout.ms": settings.session_timeout_ms,
-        "heartbeat.interval.ms": max(100, settings.session_timeout_ms // 5),
-        "max.poll.interval.ms": max(settings.session_timeout_ms + 1, 600_000),
-        **fetch_config(settings),
-        # A topic created after start-up (the first message of a new exchange or a fresh stack) matches
-        # the subscription at the next refresh. 1 s on the embedded stack (a fresh stack's first rows);
-        # 5 s on a configured broker, shared by many clients: every refresh is a metadata request, and a
-        # full test run on one shared Tansu with 1 s saw group joins exceed 2 s.
-        "topic.metadata.refresh.interval.ms": 1_000 if settings.embedded_broker else 5_000,
-        "partition.assignment.strategy": "range",
-    }
-
-
-def stored_value(offsets: OffsetMap, topic: str, partition: int) -> int | None:
-    """The next offset to land stored for ``topic[partition]`` (None when the table has none).
-
-    Example:
-        >>> stored_value({"t": {"0": 5}}, "t", 0), stored_value({}, "t", 1)
-        (5, None)
-    """
-    parts = offsets.get(topic)
-    if parts is None:
-        return None
-    value = parts.get(str(partition))
-    return None if value is None else int(value)
-
-
-def _summary_json(summary: Any, key: str) -> dict[str, Any]:
-    if summary is None:
-        return {}
-    raw = summary.additional_properties.get(key)
-    return json.loads(raw) if raw else {}
-
-
 # Unbound accessors: map(_VALUE, messages) runs at C speed, unlike a generator of method calls.
 _ERROR = Message.error
 _PARTITION = Message.partition
@@ -208,7 +139,6 @@ _OFFSET = Message.offset
 _VALUE = Message.value
 _HEADERS = Message.headers
 _FETCH_MESSAGES = 50_000
-_OPEN_GAPS_PER_PAIR = 1000
 # How long an idle-exit landing holding no partition waits for one before counting idle time: a group join
 # takes session.timeout.ms / 2 on Tansu, and longer on a loaded machine or while another member leaves.
 _ASSIGNMENT_WAIT = 30.0
@@ -343,12 +273,12 @@ class LandingConsumer:
         self._currencies = ReferenceCurrencies(self.tables["instruments"])
         self.registry = registry_client(settings.registry_url)
         self.decoders = {
-            short: AvroBatchDecoder(self.registry, record) for short, record, _ in _ROUTES.values()
+            short: AvroBatchDecoder(self.registry, record) for short, record, _ in ROUTES.values()
         }
         self.marks = {
-            short: HighWaterMarks(settings.landing_hwm_cache_size) for short, _, _ in _ROUTES.values()
+            short: HighWaterMarks(settings.landing_hwm_cache_size) for short, _, _ in ROUTES.values()
         }
-        self.sequential = {short: sequential_exchanges(settings, short) for short, _, _ in _ROUTES.values()}
+        self.sequential = {short: sequential_exchanges(settings, short) for short, _, _ in ROUTES.values()}
         self.on_commit = on_commit
         # Called just before each Iceberg append (table, rows): tests use it to make Iceberg slow.
         self.before_commit: Callable[[str, int], None] | None = None
@@ -374,8 +304,8 @@ class LandingConsumer:
         self._assigned: list[TopicPartition] = []
         self._dlq_producer: MarketDataProducer | None = None
         self._dlq_topics: set[str] = set()
-        # (table, exchange, symbol) -> open gaps (low, high) of the ledger, loaded when a pair is first seen.
-        self._open_gaps: dict[tuple[str, str, str], list[tuple[int, int]]] = {}
+        # The gap ledger's open gaps of the pairs seen (k2.landing.gapcache).
+        self._open_gaps = OpenGaps(self.tables, self.name)
         self._stop = threading.Event()
         self._cluster_id = ""
         self.consumer = Consumer(group_config(settings, self.name))
@@ -385,7 +315,6 @@ class LandingConsumer:
         self._m_latency = metric("k2_landing_commit_seconds")
         self._m_dups = metric("k2_landing_duplicates_total")
         self._m_late = metric("k2_landing_out_of_order_total")
-        self._m_gaps = metric("k2_landing_gaps_total")
         self._m_dlq = metric("k2_landing_dlq_total")
         self._m_paused = metric("k2_landing_paused_partitions").unlabelled()
         self._m_buffered = metric("k2_landing_buffered_bytes").unlabelled()
@@ -410,27 +339,11 @@ class LandingConsumer:
         for marks in self.marks.values():
             marks.clear()
         self._open_gaps.clear()  # another consumer may have opened or closed gaps meanwhile
-        summaries: dict[str, Any] = {}
-        for short in {self._table_for_topic(tp.topic)[0] for tp in partitions}:
-            table = self.tables[short]
-            table.refresh()
-            snapshot = table.current_snapshot()
-            summaries[short] = snapshot.summary if snapshot is not None else None
-        checks = []
-        for tp in partitions:
-            short = self._table_for_topic(tp.topic)[0]
-            stored = stored_value(offsets_from_summary(summaries[short]), tp.topic, tp.partition)
-            self._expected[(tp.topic, tp.partition)] = stored
-            if stored is None or stored == 0:
-                tp.offset = OFFSET_BEGINNING
-            else:
-                tp.offset = stored
-                last = _summary_json(summaries[short], LAST_KEY).get(tp.topic, {}).get(str(tp.partition))
-                if last:
-                    offset, crc = (int(x) for x in last.split(":"))
-                    checks.append((tp, offset, crc))
+        checks = stored_positions(self.tables, partitions, self._expected)
         if checks:
-            verdict = self._verify_log([(tp.topic, tp.partition, off, crc) for tp, off, crc in checks])
+            verdict = verify_log(
+                self.settings, [(tp.topic, tp.partition, off, crc) for tp, off, crc in checks]
+            )
             for tp, _, _ in checks:
                 if not verdict[(tp.topic, tp.partition)]:
                     self._handle_reset(tp.topic, tp.partition, "last landed message missing or different")
@@ -462,48 +375,7 @@ class LandingConsumer:
 
     def _handle_reset(self, topic: str, partition: int, why: str) -> None:
         self.stats.resets += 1
-        message = (
-            f"{topic}[{partition}]: expected the log to still hold the messages the table says were landed, found "
-            f"{why} (broker reset or topic recreated)"
-        )
-        if self.settings.landing_on_offset_reset == "fail":
-            raise OffsetResetError(message + "; K2_LANDING_ON_OFFSET_RESET=fail")
-        log.error("offset reset: restarting partition from the log start with dedup", detail=message)
-
-    def _verify_log(self, checks: list[tuple[str, int, int, int]]) -> dict[tuple[str, int], bool]:
-        """For each (topic, partition, offset, crc): is the message at offset still there with that crc?"""
-        verdict = {(t, p): False for t, p, _, _ in checks}
-        expected = {(t, p): (o, c) for t, p, o, c in checks}
-        probe = Consumer(
-            {
-                **self.settings.kafka_client_config(),
-                "group.id": f"k2-verify-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False,
-                "auto.offset.reset": "error",
-            }
-        )
-        try:
-            probe.assign([TopicPartition(t, p, o) for t, p, o, _ in checks])
-            pending = set(verdict)
-            deadline = time.monotonic() + self.settings.landing_verify_timeout_seconds
-            while pending and time.monotonic() < deadline:
-                for msg in probe.consume(num_messages=len(pending) * 4, timeout=0.2):
-                    key = (msg.topic(), msg.partition())
-                    if key not in pending:
-                        continue
-                    if msg.error() is not None:
-                        pending.discard(key)  # out of range or similar: verdict stays False
-                        continue
-                    offset, crc = expected[key]
-                    found = int(msg.offset() or 0)
-                    if found == offset:
-                        verdict[key] = zlib.crc32(msg.value() or b"") == crc
-                        pending.discard(key)
-                    elif found > offset:
-                        pending.discard(key)
-        finally:
-            probe.close()
-        return verdict
+        offset_reset(self.settings, topic, partition, why)
 
     # -- main loop ------------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -794,7 +666,7 @@ class LandingConsumer:
         """Rows that may land (and their message positions) and the rejects ``(position, reason, detail)``:
         undecodable, invalid values (k2.model.validate, per topic so exchange and asset class are checked
         against the topic name), and ids outside the window of their high-water mark (screen_ids)."""
-        _, record, id_column = _TABLE_ROUTES[short]
+        _, record, id_column = TABLE_ROUTES[short]
         rejects: list[tuple[int, str, str]] = [(pos, err.reason, err.detail) for pos, err in decoded.failures]
         good = decoded.table
         positions = np.asarray(decoded.indices, dtype=np.int64)
@@ -879,7 +751,8 @@ class LandingConsumer:
             data = rows.good if result.keep.all() else rows.good.filter(pa.array(result.keep))
             properties = self._properties(summary, coverage, data.num_rows, result, rejected)
             if result.gaps:
-                self._record_gaps(short, result.gaps)  # before the data commit: see k2.landing.ledger
+                # before the data commit: see k2.landing.ledger
+                self.stats.gaps += self._open_gaps.record(short, result.gaps)
             started = time.monotonic()
             view = commit_view(table)
             if self.before_commit is not None:
@@ -915,8 +788,7 @@ class LandingConsumer:
         # Another writer landed ids of these partitions: the cached high-water marks and open gaps are ours,
         # not the table's. Kept, the next batch after the seek would read the other writer's ids as a gap.
         self.marks[short].clear()
-        for pair in [p for p in self._open_gaps if p[0] == short]:
-            del self._open_gaps[pair]  # re-read from the ledger with the next batch of each pair
+        self._open_gaps.forget(short)  # re-read from the ledger with the next batch of each pair
         row_partitions = batch.partitions_array[rows.positions]
         row_topics = (
             np.array(batch.topic_names, dtype=object)[batch.topic_codes[rows.positions]]
@@ -947,12 +819,12 @@ class LandingConsumer:
 
     def _dedup(self, short: str, good: pa.Table) -> DedupResult:
         """Dedup by natural key against the table (k2.landing.dedup); loads the open gaps of new pairs."""
-        _, _, id_column = _TABLE_ROUTES[short]
+        _, _, id_column = TABLE_ROUTES[short]
         sequential = self.sequential[short]
-        dedup = _DEDUP.get(short, deduplicate)
+        dedup = DEDUP.get(short, deduplicate)
         result = dedup(good, id_column, self.tables[short], self.marks[short], sequential)
         if sequential and good.num_rows:
-            self._load_open_gaps(short, good)
+            self._open_gaps.load(short, good, sequential)
         return result
 
     def _properties(
@@ -964,7 +836,7 @@ class LandingConsumer:
         for (t, p), span in coverage.ranges.items():
             covered.setdefault(t, {})[str(p)] = span[1] + 1
             spans.setdefault(t, {})[str(p)] = span
-        last = _summary_json(summary, LAST_KEY)
+        last = summary_json(summary, LAST_KEY)
         for (t, p), (offset, crc) in coverage.last_crc.items():
             last.setdefault(t, {})[str(p)] = f"{offset}:{crc}"
         # The one summary builder (k2.lake.summary): the parent's positions carried, this batch's merged over them.
@@ -1017,7 +889,7 @@ class LandingConsumer:
             self._newest[short] = max(newest, self._newest.get(short, 0))
             self._m_fresh.labels(table=short).set(max(0.0, (now_micros() - self._newest[short]) / 1e6))
             self._record_freshness(short, data)
-            self._close_filled_gaps(short, data)
+            self._open_gaps.close_filled(short, data)
         for (t, p), span in coverage.ranges.items():
             self._expected[(t, p)] = span[1] + 1
             self._next[(t, p)] = span[1] + 1
@@ -1067,91 +939,6 @@ class LandingConsumer:
             self._m_dlq.labels(topic=source, reason=reason).inc()
         self._dlq_producer.flush()  # raises DeliveryError: then nothing is committed past these messages
         self.stats.dead_lettered += len(rejects)
-
-    # -- the gap ledger (k2.landing.ledger) ------------------------------------------------------------
-    def _load_open_gaps(self, short: str, good: pa.Table) -> None:
-        """Read the ledger's open gaps of the pairs this process has not seen yet, and close at once those
-        whose ids are all in the table already (a close lost to a crash, or an ``open`` row written just
-        before a data commit that never happened)."""
-        # The pairs of the batch, vectorised.
-        unique = good.select(["exchange", "symbol"]).group_by(["exchange", "symbol"]).aggregate([])
-        pairs = {
-            (e, s)
-            for e, s in zip(unique["exchange"].to_pylist(), unique["symbol"].to_pylist(), strict=True)
-            if e in self.sequential[short]
-        }
-        new = sorted(p for p in pairs if (short, *p) not in self._open_gaps)
-        if not new:
-            return
-        found = open_gaps(self.tables["gaps"], short, new)
-        for pair in new:
-            self._open_gaps[(short, *pair)] = sorted(found[pair])
-            if found[pair]:
-                self._close_gaps(
-                    short, pair, found[pair], "its ids were already in the table (checked on start)"
-                )
-
-    def _close_filled_gaps(self, short: str, data: pa.Table) -> None:
-        """Close the open gaps that ids of this commit fell into, once all their ids are in the table."""
-        if not self._open_gaps or short != "trades":
-            return
-        _, _, id_column = _TABLE_ROUTES[short]
-        touched: dict[tuple[str, str], list[tuple[int, int]]] = {}
-        for (table_short, exchange, symbol), gaps in self._open_gaps.items():
-            if table_short != short or not gaps:
-                continue
-            mask = pc.and_(pc.equal(data["exchange"], exchange), pc.equal(data["symbol"], symbol))
-            ids = np.sort(np.asarray(data[id_column].filter(mask), dtype=np.int64))
-            if ids.size == 0:
-                continue
-            hit = [
-                (low, high)
-                for low, high in gaps
-                if np.searchsorted(ids, high, side="right") > np.searchsorted(ids, low, side="left")
-            ]
-            if hit:
-                touched[(exchange, symbol)] = hit
-        for pair, hit in touched.items():
-            self._close_gaps(short, pair, hit, "late arrivals filled it")
-
-    def _close_gaps(
-        self, short: str, pair: tuple[str, str], candidates: list[tuple[int, int]], detail: str
-    ) -> None:
-        _, _, id_column = _TABLE_ROUTES[short]
-        filled = filled_gaps(self.tables[short], id_column, pair[0], pair[1], candidates)
-        if not filled:
-            return
-        detected = now_micros()
-        self._append_gaps(
-            [
-                gap_row(pair[0], pair[1], short, low, high, detected, "backfilled", detail=detail)
-                for low, high in filled
-            ]
-        )
-        remaining = self._open_gaps[(short, *pair)]
-        self._open_gaps[(short, *pair)] = [g for g in remaining if g not in set(filled)]
-
-    def _record_gaps(self, short: str, gaps: list[tuple[str, str, int, int, int | None, int | None]]) -> None:
-        detected = now_micros()
-        rows = []
-        for exchange, symbol, low, high, before, after in gaps:
-            rows.append(gap_row(exchange, symbol, short, low, high, detected, "open", before, after))
-            bucket = self._open_gaps.setdefault((short, exchange, symbol), [])
-            if (low, high) not in bucket:
-                bucket.append((low, high))
-            # Memory bound; older ones are re-read from the ledger on restart.
-            del bucket[:-_OPEN_GAPS_PER_PAIR]
-        self._append_gaps(rows)
-        self.stats.gaps += len(rows)
-        self._m_gaps.labels(table=short).inc(len(rows))
-
-    def _append_gaps(self, rows: list[dict[str, Any]]) -> None:
-        try:
-            append_gap_rows(self.tables["gaps"], rows, self.name, attempts=20)
-        except CommitFailedException as exc:
-            raise LandingError(
-                "expected a quality.gaps commit within 20 attempts, found continuous conflicts"
-            ) from exc
 
     def update_gauges(self) -> None:
         """Publish lag per assigned partition and freshness per table.
