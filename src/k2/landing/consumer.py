@@ -22,6 +22,18 @@ Protocol (see also :mod:`k2.lake.summary`):
    recreated) it follows ``landing_on_offset_reset``: ``restart`` from the log start (dedup drops what
    is already landed) or ``fail`` with :class:`OffsetResetError`. It never silently skips data.
 
+This module is the orchestrator (the poll loop, the buffer and its commit policy, the zombie check and the
+commit retry); each step lives in a room of its own:
+
+- :mod:`k2.landing.routes`: which table, record type and id column a topic lands into;
+- :mod:`k2.landing.kafka_config`: librdkafka settings of the group member;
+- :mod:`k2.landing.assignment`: where an assigned partition resumes, the log check, the reset policy;
+- :mod:`k2.landing.batch`: one table's batch: redeliveries dropped, decoded, validated, its coverage;
+- :mod:`k2.landing.deadletter`: rejects to ``<topic>.dlq``;
+- :mod:`k2.landing.gapcache`: the open gaps of the gap ledger (:mod:`k2.landing.ledger`);
+- :mod:`k2.landing.commit`: the snapshot summary of a commit and the conflict-failing table view;
+- :mod:`k2.landing.gauges`: lag and freshness gauges; :mod:`k2.landing.memory`: releasing freed memory.
+
 Example (needs a broker, registry and catalog)::
 
     consumer = LandingConsumer(load_settings())
@@ -31,18 +43,13 @@ Example (needs a broker, registry and catalog)::
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import json
 import signal
 import threading
 import time
 import uuid
-import zlib
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import compress
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -51,17 +58,12 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
 
-from k2.bus.dlq import dlq_headers
-from k2.bus.lineage import message_ids
-from k2.bus.producer import MarketDataProducer
-from k2.bus.serde import AvroBatchDecoder, DecodedBatch, RegistryUnavailableError, registry_client
-from k2.bus.topics import dlq_topic, ensure_topics, parse_topic
+from k2.bus.serde import AvroBatchDecoder, registry_client
+from k2.bus.topics import ensure_topics
 from k2.config import Settings
 from k2.lake.catalog import ensure_tables, load_catalog
 from k2.lake.summary import (
-    CLUSTER_KEY,
     OffsetMap,
-    commit_summary,
     offsets_from_summary,
 )
 from k2.lake.writer import append
@@ -70,28 +72,27 @@ from k2.landing.assignment import (
     offset_reset,
     stored_positions,
     stored_value,
-    summary_json,
     verify_log,
 )
+from k2.landing.batch import Batch, Coverage, Rows, coverage_of, decode, fresh_batch, lineage, validate_rows
+from k2.landing.commit import QUALITY_KEY, commit_properties, commit_view
 from k2.landing.currency import ReferenceCurrencies
-from k2.landing.dedup import DedupResult, HighWaterMarks, deduplicate, screen_ids, sequential_exchanges
+from k2.landing.deadletter import DeadLetters
+from k2.landing.dedup import DedupResult, HighWaterMarks, deduplicate, sequential_exchanges
 from k2.landing.errors import LandingError, OffsetResetError
-from k2.landing.freshness import FreshnessWindow
 from k2.landing.gapcache import OpenGaps
+from k2.landing.gauges import LandingGauges
 from k2.landing.kafka_config import fetch_config, group_config
+from k2.landing.memory import release_memory
 from k2.landing.routes import DEDUP, ROUTES, TABLE_ROUTES, TOPIC_REGEX, route
 from k2.model import RecordType
-from k2.model.lineage import with_kafka_lineage
-from k2.model.validate import validate
-from k2.model.values import now_micros
-from k2.pacing import Attempt, Backoff, retrying
-from k2.telemetry.logging import CIDS_SUMMARY_KEY, correlation_ids
+from k2.pacing import Backoff
 from k2.telemetry.metrics import metric
 
 log = structlog.get_logger("k2.landing")
 
 # The consumer's public names, and those of its rooms that callers (k2.ops.drain, tests, benchmarks) import
-# from here: routes (k2.landing.routes), librdkafka settings (k2.landing.kafka_config).
+# from here since before the rooms existed.
 __all__ = [
     "LAST_KEY",
     "QUALITY_KEY",
@@ -108,8 +109,6 @@ __all__ = [
     "run_landing",
     "stored_value",
 ]
-
-QUALITY_KEY = "k2.quality"
 
 
 @dataclass
@@ -132,12 +131,8 @@ class LandingStats:
     per_table: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
-# Unbound accessors: map(_VALUE, messages) runs at C speed, unlike a generator of method calls.
+# An unbound accessor: map(_ERROR, messages) runs at C speed, unlike a generator of method calls.
 _ERROR = Message.error
-_PARTITION = Message.partition
-_OFFSET = Message.offset
-_VALUE = Message.value
-_HEADERS = Message.headers
 _FETCH_MESSAGES = 50_000
 # How long an idle-exit landing holding no partition waits for one before counting idle time: a group join
 # takes session.timeout.ms / 2 on Tansu, and longer on a loaded machine or while another member leaves.
@@ -152,103 +147,6 @@ _ROW_MEMORY = 2_048
 _GAUGE_INTERVAL = 1.0
 # The least a buffered row waits for others to join its commit (unless the interval is shorter).
 _MIN_BATCH_SECONDS = 0.5
-
-
-@dataclass
-class _Batch:
-    """One table's buffered messages and their positions as arrays (topics as codes into topic_names)."""
-
-    messages: list[Message]
-    partitions_array: np.ndarray
-    offsets: np.ndarray
-    topic_codes: np.ndarray
-    topic_names: list[str]
-
-    def partitions(self) -> list[tuple[str, int, np.ndarray]]:
-        """(topic, partition, indices of its messages) for each partition in the batch."""
-        out = []
-        for code, topic in enumerate(self.topic_names):
-            in_topic = self.topic_codes == code
-            for partition in np.unique(self.partitions_array[in_topic]):
-                out.append(
-                    (topic, int(partition), np.flatnonzero(in_topic & (self.partitions_array == partition)))
-                )
-        return out
-
-
-@dataclass
-class _Rows:
-    """Rows that may land and the position of each one's message in the batch."""
-
-    good: pa.Table
-    positions: np.ndarray
-
-
-@dataclass
-class _Coverage:
-    """What a commit covers: offset span, last message (offset, crc) per partition, correlation ids."""
-
-    ranges: dict[tuple[str, int], list[int]]
-    last_crc: dict[tuple[str, int], tuple[int, int]]
-    cids: set[str]
-
-
-def _lineage(good: pa.Table, batch: _Batch, positions: np.ndarray) -> pa.Table:
-    """``good`` with each row's lineage: its message's topic, partition, offset and message id (k2.mid).
-
-    Headers are read once per message (a depth message lands as many rows), then taken per row.
-    """
-    producers, sequences = message_ids(map(_HEADERS, batch.messages))
-    take = pa.array(positions, type=pa.int64())
-    return with_kafka_lineage(
-        good,
-        batch.topic_names,
-        batch.topic_codes[positions],
-        batch.partitions_array[positions],
-        batch.offsets[positions],
-        producers.take(take),
-        sequences.take(take),
-    )
-
-
-def _libc_trim() -> Callable[[int], object] | None:
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
-        return None
-
-
-_MALLOC_TRIM = _libc_trim()
-
-
-def release_memory() -> None:
-    """Give freed memory back to the OS: glibc's heap (``malloc_trim``) and Arrow's pool.
-
-    Python objects (the buffered Messages), DuckDB's decode and Arrow's Parquet write use three different
-    allocators; memory one of them frees is not reused by the next, so without this the peak of a flush
-    was the *sum* of its phases (measured: 812 -> 721 MiB peak for one 200,000-row commit). Called once
-    per table per flush, between decoding and the Iceberg write.
-    """
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
-    pa.default_memory_pool().release_unused()
-
-
-def commit_view(table: Table) -> Table:
-    """A view of ``table`` whose commits fail on a conflict instead of being rebased by pyiceberg.
-
-    pyiceberg (>= 0.10) retries a conflicting append by rebasing it onto the new snapshot with the
-    *same* snapshot properties; K2's properties hold the cumulative Kafka offsets computed from the
-    snapshot the batch was checked against, so a silent rebase would overwrite another writer's offsets.
-    The view only changes the local copy of the table properties; nothing is written to the table.
-
-    Example (needs a catalog)::
-
-        append(commit_view(table), data, "trades", properties)
-    """
-    properties = {**table.metadata.properties, "commit.retry.num-retries": "0"}
-    metadata = table.metadata.model_copy(update={"properties": properties})
-    return Table(table.name(), metadata, table.metadata_location, table.io, table.catalog)
 
 
 class LandingConsumer:
@@ -302,8 +200,7 @@ class LandingConsumer:
         # seeks here explicitly, and messages below it (a redelivery) are dropped before landing.
         self._next: dict[tuple[str, int], int] = {}
         self._assigned: list[TopicPartition] = []
-        self._dlq_producer: MarketDataProducer | None = None
-        self._dlq_topics: set[str] = set()
+        self._dead_letters = DeadLetters(settings)  # <topic>.dlq (k2.landing.deadletter)
         # The gap ledger's open gaps of the pairs seen (k2.landing.gapcache).
         self._open_gaps = OpenGaps(self.tables, self.name)
         self._stop = threading.Event()
@@ -315,15 +212,11 @@ class LandingConsumer:
         self._m_latency = metric("k2_landing_commit_seconds")
         self._m_dups = metric("k2_landing_duplicates_total")
         self._m_late = metric("k2_landing_out_of_order_total")
-        self._m_dlq = metric("k2_landing_dlq_total")
         self._m_paused = metric("k2_landing_paused_partitions").unlabelled()
         self._m_buffered = metric("k2_landing_buffered_bytes").unlabelled()
-        self._m_lag = metric("k2_landing_consumer_lag")
-        self._m_fresh = metric("k2_landing_freshness_seconds")
-        self._m_fresh_quantile = metric("k2_landing_freshness_quantile_seconds")
-        self._newest: dict[str, int] = {}
+        self._gauges = LandingGauges()  # lag and freshness (k2.landing.gauges)
         # Produced (ingest_ts) -> committed latencies of the last 5 minutes' commits, per table (k2 status).
-        self.freshness = FreshnessWindow(window_seconds=300.0)
+        self.freshness = self._gauges.freshness
 
     # -- assignment ---------------------------------------------------------------------------------
     def _table_for_topic(self, topic: str) -> tuple[str, RecordType, str]:
@@ -536,8 +429,7 @@ class LandingConsumer:
         """Leave the group and release clients (buffer must already be flushed)."""
         with contextlib.suppress(KafkaException, RuntimeError):
             self.consumer.close()
-        if self._dlq_producer is not None:
-            self._dlq_producer.flush()
+        self._dead_letters.flush()
 
     def _clear_buffers(self) -> None:
         self._buffers.clear()
@@ -599,143 +491,33 @@ class LandingConsumer:
     # -- landing one table's batch: decode, validate, dedup, gaps, write, commit ------------------------
     def _land(self, short: str, messages: list[Message]) -> list[TopicPartition]:
         """Land one table's buffered messages; returns the group offsets to commit (empty: nothing to do)."""
-        batch = self._fresh(short, messages)
+        mine = {tp.topic for tp in self._assigned if self._short_for_topic(tp.topic) == short}
+        batch, redelivered = fresh_batch(messages, mine, self._next)
+        self.stats.redelivered += redelivered
         del messages  # memory: from here on only the batch holds the Message objects
         if batch is None:
             return []
-        decoded = self._decode(short, batch)
-        good, positions, rejects = self._validate(short, batch, decoded)
-        del decoded
-        good = self._currencies.fill(_lineage(good, batch, positions))
-        self._dead_letter(batch.messages, rejects)  # flushed: nothing is committed past an unrecorded reject
-        coverage = self._coverage(batch)
-        batch.messages = []  # memory: the Message objects are freed before the Iceberg write needs its share
-        release_memory()
-        return self._commit(short, batch, _Rows(good, positions), coverage, len(rejects))
-
-    def _fresh(self, short: str, messages: list[Message]) -> _Batch | None:
-        """The batch's positions as arrays, without redeliveries (messages below their partition's next
-        offset to land, seen again after a seek); None when nothing is left."""
-        msg_partitions = np.fromiter(map(_PARTITION, messages), dtype=np.int64, count=len(messages))
-        msg_offsets = np.fromiter(map(_OFFSET, messages), dtype=np.int64, count=len(messages))
-        mine = {tp.topic for tp in self._assigned if self._short_for_topic(tp.topic) == short}
-        if len(mine) == 1 and str(messages[0].topic()) in mine and str(messages[-1].topic()) in mine:
-            topic_names = sorted(mine)  # one topic feeds this table: no per-message topic look-up
-            msg_topics = topic_names
-        else:
-            msg_topics = [str(m.topic()) for m in messages]
-            topic_names = sorted(set(msg_topics))
-        if len(topic_names) > 1:
-            codes = {t: i for i, t in enumerate(topic_names)}
-            topic_codes = np.fromiter((codes[t] for t in msg_topics), dtype=np.int64, count=len(messages))
-        else:
-            topic_codes = np.zeros(len(messages), dtype=np.int64)
-        batch = _Batch(messages, msg_partitions, msg_offsets, topic_codes, topic_names)
-        floors = np.zeros(len(messages), dtype=np.int64)
-        for topic, partition, selected in batch.partitions():
-            floors[selected] = max(0, self._next.get((topic, partition), 0))
-        fresh = msg_offsets >= floors
-        if not fresh.all():
-            self.stats.redelivered += int((~fresh).sum())
-            kept = list(compress(messages, fresh.tolist()))
-            batch = _Batch(kept, msg_partitions[fresh], msg_offsets[fresh], topic_codes[fresh], topic_names)
-        return batch if batch.messages else None
-
-    def _decode(self, short: str, batch: _Batch) -> DecodedBatch:
-        """Avro-decode the batch; a registry outage is waited out (never dead-letters good messages)."""
-        values = list(map(_VALUE, batch.messages))
-
-        def note(attempt: Attempt) -> None:
-            log.warning(
-                "schema registry unavailable; retrying", error=str(attempt.failure), attempt=attempt.number
-            )
-
-        try:
-            for attempt in retrying(
-                RegistryUnavailableError, attempts=6, backoff=Backoff(2.0, 32.0), on_retry=note
-            ):
-                with attempt:
-                    return self.decoders[short].decode(values)
-        except RegistryUnavailableError as exc:
-            raise LandingError(f"expected the schema registry to answer, found it failing: {exc}") from exc
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _validate(
-        self, short: str, batch: _Batch, decoded: DecodedBatch
-    ) -> tuple[pa.Table, np.ndarray, list[tuple[int, str, str]]]:
-        """Rows that may land (and their message positions) and the rejects ``(position, reason, detail)``:
-        undecodable, invalid values (k2.model.validate, per topic so exchange and asset class are checked
-        against the topic name), and ids outside the window of their high-water mark (screen_ids)."""
-        _, record, id_column = TABLE_ROUTES[short]
-        rejects: list[tuple[int, str, str]] = [(pos, err.reason, err.detail) for pos, err in decoded.failures]
-        good = decoded.table
-        positions = np.asarray(decoded.indices, dtype=np.int64)
-        if not good.num_rows:
-            return good, positions, rejects
-        row_codes = batch.topic_codes[positions]
-        invalid = np.zeros(good.num_rows, dtype=bool)
-        for code in np.unique(row_codes):
-            asset_class, _, exchange = parse_topic(batch.topic_names[int(code)])
-            rows = np.flatnonzero(row_codes == code)
-            subset = good if len(rows) == good.num_rows else good.take(pa.array(rows))
-            for row, reason, detail in validate(
-                record,
-                subset,
-                now_us=now_micros(),
-                max_future_us=int(self.settings.landing_max_future_seconds * 1_000_000),
-                expected_exchange=exchange,
-                expected_asset_class=asset_class,
-            ):
-                invalid[rows[row]] = True
-                rejects.append((int(positions[rows[row]]), reason, detail))
-        if invalid.any():
-            good, positions = good.filter(pa.array(~invalid)), positions[~invalid]
-        windowed = self.sequential[short]
-        screened = screen_ids(
-            good,
-            id_column,
+        decoded = decode(self.decoders[short], batch)
+        good, positions, rejects = validate_rows(
+            short,
+            batch,
+            decoded,
+            self.settings,
             self.tables[short],
             self.marks[short],
-            self.settings.landing_max_id_jump,
-            windowed,
+            self.sequential[short],
         )
-        if screened:
-            out = np.zeros(good.num_rows, dtype=bool)
-            for row, reason, detail in screened:
-                out[row] = True
-                rejects.append((int(positions[row]), reason, detail))
-            good, positions = good.filter(pa.array(~out)), positions[~out]
-        return good, positions, rejects
-
-    def _coverage(self, batch: _Batch) -> _Coverage:
-        """Offsets covered per partition (every consumed message: landed, dead-lettered or deduplicated),
-        the last message's crc (reset check) and the producers' correlation ids of each partition's ends."""
-        coverage = _Coverage({}, {}, set())
-        for topic, partition, selected in batch.partitions():
-            offsets = batch.offsets[selected]
-            top = int(selected[int(np.argmax(offsets))])
-            key = (topic, partition)
-            coverage.ranges[key] = [int(offsets.min()), int(offsets.max())]
-            coverage.last_crc[key] = (int(batch.offsets[top]), zlib.crc32(batch.messages[top].value() or b""))
-            coverage.cids.update(
-                correlation_ids(batch.messages[top].headers())
-                + correlation_ids(batch.messages[int(selected[0])].headers())
-            )
-            floor = self._next.get(key, OFFSET_BEGINNING)
-            if floor >= 0 and coverage.ranges[key][0] > floor:
-                # Not an error on Kafka (compaction, transaction markers leave offset holes), but
-                # worth seeing: K2's producers write neither.
-                log.warning(
-                    "offset hole before batch",
-                    topic=topic,
-                    partition=partition,
-                    expected=floor,
-                    found=coverage.ranges[key][0],
-                )
-        return coverage
+        del decoded
+        good = self._currencies.fill(lineage(good, batch, positions))
+        # Flushed: nothing is committed past an unrecorded reject.
+        self.stats.dead_lettered += self._dead_letters.send(batch.messages, rejects)
+        coverage = coverage_of(batch, self._next)
+        batch.messages = []  # memory: the Message objects are freed before the Iceberg write needs its share
+        release_memory()
+        return self._commit(short, batch, Rows(good, positions), coverage, len(rejects))
 
     def _commit(
-        self, short: str, batch: _Batch, rows: _Rows, coverage: _Coverage, rejected: int
+        self, short: str, batch: Batch, rows: Rows, coverage: Coverage, rejected: int
     ) -> list[TopicPartition]:
         """Dedup, record gaps and append rows + offsets in one Iceberg commit, retried on a conflict."""
         table = self.tables[short]
@@ -749,7 +531,9 @@ class LandingConsumer:
             result = self._dedup(short, rows.good)
             # The common case (nothing dropped) makes no copy.
             data = rows.good if result.keep.all() else rows.good.filter(pa.array(result.keep))
-            properties = self._properties(summary, coverage, data.num_rows, result, rejected)
+            properties = commit_properties(
+                summary, coverage, self.name, self._cluster(), data.num_rows, result, rejected
+            )
             if result.gaps:
                 # before the data commit: see k2.landing.ledger
                 self.stats.gaps += self._open_gaps.record(short, result.gaps)
@@ -774,7 +558,7 @@ class LandingConsumer:
         )
 
     def _drop_stale(
-        self, short: str, batch: _Batch, rows: _Rows, coverage: _Coverage, stored: OffsetMap
+        self, short: str, batch: Batch, rows: Rows, coverage: Coverage, stored: OffsetMap
     ) -> bool:
         """Drop the partitions another writer moved since this consumer read them (a zombie after a
         rebalance) from the batch and seek them to the stored offset; False when nothing is left."""
@@ -827,41 +611,8 @@ class LandingConsumer:
             self._open_gaps.load(short, good, sequential)
         return result
 
-    def _properties(
-        self, summary: Any, coverage: _Coverage, landed: int, result: DedupResult, rejected: int
-    ) -> dict[str, str]:
-        """The snapshot summary of the commit: cumulative offsets (k2.lake.summary), spans, last crc, counts."""
-        covered: OffsetMap = {}
-        spans: dict[str, dict[str, list[int]]] = {}
-        for (t, p), span in coverage.ranges.items():
-            covered.setdefault(t, {})[str(p)] = span[1] + 1
-            spans.setdefault(t, {})[str(p)] = span
-        last = summary_json(summary, LAST_KEY)
-        for (t, p), (offset, crc) in coverage.last_crc.items():
-            last.setdefault(t, {})[str(p)] = f"{offset}:{crc}"
-        # The one summary builder (k2.lake.summary): the parent's positions carried, this batch's merged over them.
-        properties = commit_summary(
-            summary,
-            self.name,
-            {
-                LAST_KEY: json.dumps(last, sort_keys=True),
-                CLUSTER_KEY: self._cluster(),
-                CIDS_SUMMARY_KEY: ",".join(sorted(coverage.cids)),
-                "k2.rows.landed": str(landed),
-                "k2.rows.duplicates": str(result.duplicates),
-                "k2.rows.late": str(result.late),
-                "k2.rows.dead_lettered": str(rejected),
-            },
-            offsets=covered,
-            ranges=spans,
-        )
-        quality = {f"{e}/{s}": [d, late] for (e, s), (d, late) in result.per_symbol.items()}
-        if quality:
-            properties[QUALITY_KEY] = json.dumps(quality, sort_keys=True)
-        return properties
-
     def _committed(
-        self, short: str, data: pa.Table, result: DedupResult, coverage: _Coverage, elapsed: float
+        self, short: str, data: pa.Table, result: DedupResult, coverage: Coverage, elapsed: float
     ) -> None:
         """After the Iceberg commit: metrics, stats, next offsets, gaps the landed ids closed, the hook."""
         landed = data.num_rows
@@ -885,30 +636,13 @@ class LandingConsumer:
             seconds=round(elapsed, 3),
         )
         if landed:
-            newest = int(pa.compute.max(data["exchange_ts"]).cast(pa.int64()).as_py())
-            self._newest[short] = max(newest, self._newest.get(short, 0))
-            self._m_fresh.labels(table=short).set(max(0.0, (now_micros() - self._newest[short]) / 1e6))
-            self._record_freshness(short, data)
+            self._gauges.committed(short, data)
             self._open_gaps.close_filled(short, data)
         for (t, p), span in coverage.ranges.items():
             self._expected[(t, p)] = span[1] + 1
             self._next[(t, p)] = span[1] + 1
         if self.on_commit is not None:
             self.on_commit(short, landed)
-
-    def _record_freshness(self, short: str, data: pa.Table) -> None:
-        """Add this commit's produced -> committed latencies to the window and publish its p50/p99."""
-        if "ingest_ts" not in data.column_names:
-            return
-        produced = data["ingest_ts"].cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
-        self.freshness.record(short, produced.to_numpy(zero_copy_only=False), now_micros())
-        self._publish_freshness(short)
-
-    def _publish_freshness(self, short: str) -> None:
-        """k2_landing_freshness_quantile_seconds{table, quantile} (NaN once the window holds no commit)."""
-        found = self.freshness.quantiles(short)
-        for level, value in zip(("0.5", "0.99"), found or (float("nan"),) * 2, strict=True):
-            self._m_fresh_quantile.labels(table=short, quantile=level).set(value)
 
     def _cluster(self) -> str:
         if not self._cluster_id:
@@ -918,36 +652,8 @@ class LandingConsumer:
                 self._cluster_id = ""
         return self._cluster_id
 
-    def _dead_letter(self, messages: list[Message], rejects: list[tuple[int, str, str]]) -> None:
-        if not rejects:
-            return
-        if self._dlq_producer is None:
-            self._dlq_producer = MarketDataProducer(self.settings, create_topics=False)
-        for position, reason, detail in sorted(rejects):
-            msg = messages[position]
-            source = str(msg.topic())
-            target = dlq_topic(source)
-            if target not in self._dlq_topics:
-                ensure_topics(self.settings, [target])
-                self._dlq_topics.add(target)
-            timestamp = msg.timestamp()[1] if msg.timestamp() else -1
-            original: Any = msg.headers()
-            headers = dlq_headers(
-                reason, detail, source, int(msg.partition() or 0), int(msg.offset() or 0), timestamp, original
-            )
-            self._dlq_producer.produce_raw(target, msg.key(), msg.value(), headers)
-            self._m_dlq.labels(topic=source, reason=reason).inc()
-        self._dlq_producer.flush()  # raises DeliveryError: then nothing is committed past these messages
-        self.stats.dead_lettered += len(rejects)
-
     def update_gauges(self) -> None:
-        """Publish lag per assigned partition and freshness per table.
-
-        Lag = (end of the partition as known to this consumer) - (next offset to land). The known end
-        is the larger of the broker's high watermark and the consumer's position (one past the last
-        message consumed, buffered or landed). Tansu reports the high watermark as the first offset of
-        the last batch + 1, so on Tansu the lag is a lower bound (short by at most the rest of the
-        last producer batch); on Kafka it is exact. K2 never loops until an end offset.
+        """Publish the buffered bytes, lag per assigned partition and freshness per table (k2.landing.gauges).
 
         Example (needs a broker)::
 
@@ -955,28 +661,7 @@ class LandingConsumer:
         """
         self._last_gauges = time.monotonic()
         self._m_buffered.set(self._buffered_bytes)
-        if self._assigned:
-            try:
-                positions = self.consumer.position(
-                    [TopicPartition(tp.topic, tp.partition) for tp in self._assigned]
-                )
-            except KafkaException:
-                positions = []
-            for tp in positions:
-                try:
-                    low, high = self.consumer.get_watermark_offsets(tp, timeout=1, cached=True)
-                except KafkaException:
-                    low, high = -1, -1
-                landed_next = self._next.get((tp.topic, tp.partition), OFFSET_BEGINNING)
-                if landed_next < 0:
-                    landed_next = max(low, 0)
-                known_end = max(high, tp.offset, landed_next)
-                self._m_lag.labels(topic=tp.topic, partition=tp.partition).set(known_end - landed_next)
-        now = now_micros()
-        for short, newest in self._newest.items():
-            self._m_fresh.labels(table=short).set(max(0.0, (now - newest) / 1e6))
-        for short in self.freshness.tables():
-            self._publish_freshness(short)
+        self._gauges.publish(self.consumer, self._assigned, self._next)
 
 
 def run_landing(
