@@ -3,9 +3,9 @@
 Protocol (see also :mod:`k2.lake.summary`):
 
 1. Messages are buffered per table until ``landing_commit_rows`` rows, ``landing_commit_interval_seconds``
-   (counted from the previous flush's start; see ``_flush_due``) or ``landing_max_buffered_bytes`` is reached. While a batch is being committed the consumer's
+   (counted from the previous flush's start; see ``Buffer.flush_due`` in :mod:`k2.landing.buffer`) or ``landing_max_buffered_bytes`` is reached. While a batch is being committed the consumer's
    partitions are paused, so a slow Iceberg never makes the consumer buffer without limit. The byte bound
-   counts each message's value plus ``_ROW_MEMORY`` (its Message object, decoded row and share of the
+   counts each message's value plus ``ROW_MEMORY`` (its Message object, decoded row and share of the
    Parquet write), so it bounds memory: peak RSS <= RSS after the first commit + the bound + 2 x
    ``consumer_fetch_max_bytes`` (librdkafka's queue and a fetch in flight) + 64 MiB (tests/landing/test_memory.py).
 2. Undecodable and invalid messages go to ``<topic>.dlq`` (original bytes, key, headers, source offset,
@@ -22,11 +22,12 @@ Protocol (see also :mod:`k2.lake.summary`):
    recreated) it follows ``landing_on_offset_reset``: ``restart`` from the log start (dedup drops what
    is already landed) or ``fail`` with :class:`OffsetResetError`. It never silently skips data.
 
-This module is the orchestrator (the poll loop, the buffer and its commit policy, the zombie check and the
-commit retry); each step lives in a room of its own:
+This module is the orchestrator (the poll loop, flushing with pause/resume, the zombie check and the commit
+retry); each step lives in a room of its own:
 
 - :mod:`k2.landing.routes`: which table, record type and id column a topic lands into;
 - :mod:`k2.landing.kafka_config`: librdkafka settings of the group member;
+- :mod:`k2.landing.buffer`: the buffered messages per table and the commit policy (rows, bytes, interval);
 - :mod:`k2.landing.assignment`: where an assigned partition resumes, the log check, the reset policy;
 - :mod:`k2.landing.batch`: one table's batch: redeliveries dropped, decoded, validated, its coverage;
 - :mod:`k2.landing.deadletter`: rejects to ``<topic>.dlq``;
@@ -75,6 +76,7 @@ from k2.landing.assignment import (
     verify_log,
 )
 from k2.landing.batch import Batch, Coverage, Rows, coverage_of, decode, fresh_batch, lineage, validate_rows
+from k2.landing.buffer import FETCH_MESSAGES, ROW_MEMORY, Buffer
 from k2.landing.commit import QUALITY_KEY, commit_properties, commit_view
 from k2.landing.currency import ReferenceCurrencies
 from k2.landing.deadletter import DeadLetters
@@ -133,20 +135,13 @@ class LandingStats:
 
 # An unbound accessor: map(_ERROR, messages) runs at C speed, unlike a generator of method calls.
 _ERROR = Message.error
-_FETCH_MESSAGES = 50_000
 # How long an idle-exit landing holding no partition waits for one before counting idle time: a group join
 # takes session.timeout.ms / 2 on Tansu, and longer on a loaded machine or while another member leaves.
 _ASSIGNMENT_WAIT = 30.0
-# What one buffered message costs in memory besides its value bytes, until its rows are committed: the
-# confluent-kafka Message object (topic, key, headers), its decoded Arrow row and its share of the Parquet
-# write. Measured on the landing_bench data (200,000 real-shaped trades in one commit, 19 MiB of values):
-# peak RSS 477 MiB above the ready RSS, of which ~100 MiB librdkafka and the consume batch in flight, so
-# ~2 KiB per message. Counting it makes landing_max_buffered_bytes a bound on memory, not on value bytes
-# alone (a tenth of it).
-_ROW_MEMORY = 2_048
 _GAUGE_INTERVAL = 1.0
-# The least a buffered row waits for others to join its commit (unless the interval is shorter).
-_MIN_BATCH_SECONDS = 0.5
+# Kept under their old names: tests and benchmarks import them from here.
+_FETCH_MESSAGES = FETCH_MESSAGES
+_ROW_MEMORY = ROW_MEMORY
 
 
 class LandingConsumer:
@@ -182,18 +177,12 @@ class LandingConsumer:
         self.before_commit: Callable[[str, int], None] | None = None
         self.stats = LandingStats()
         self._topics = topics
-        self._buffers: dict[str, list[Message]] = defaultdict(list)  # table short name -> messages
+        self._buffer = Buffer(settings)  # messages per table and the commit policy (k2.landing.buffer)
         self._topic_tables: dict[str, str] = {}
-        self._buffered_bytes = 0
-        self._buffered_rows = 0
-        self._first_buffered = 0.0
-        self._avg_size = 0.0
         self._last_gauges = 0.0
         self._assigned_at = 0.0
         self._unassigned_since = 0.0  # the last revoke or empty assignment (monotonic)
         self._subscribed = False
-        # When the last flush with rows began (monotonic); -inf after an assignment (see _flush_due).
-        self._last_flush_started = float("-inf")
         # The table's stored next offset per partition as this consumer last saw it (zombie check).
         self._expected: dict[tuple[str, int], int | None] = {}
         # Next offset to land per partition (OFFSET_BEGINNING: from the log start). After resume() K2
@@ -247,7 +236,7 @@ class LandingConsumer:
         self._assigned_at = time.monotonic()
         if not partitions:
             self._unassigned_since = self._assigned_at
-        self._last_flush_started = float("-inf")
+        self._buffer.last_flush_started = float("-inf")
         consumer.assign(partitions)
         log.info(
             "assigned",
@@ -328,16 +317,6 @@ class LandingConsumer:
             return now - max(started, last_message, self._unassigned_since) - _ASSIGNMENT_WAIT
         return now - last_message
 
-    def _fetch_limit(self) -> int:
-        """Messages to ask for so the buffer stays within the row and byte bounds (at least one)."""
-        limit = min(_FETCH_MESSAGES, self.settings.landing_commit_rows - self._buffered_rows)
-        if self._avg_size:
-            room = self.settings.landing_max_buffered_bytes - self._buffered_bytes
-            limit = min(limit, int(room / self._avg_size) + 1)
-        else:
-            limit = min(limit, 100)  # message size unknown yet: a small first fetch measures it
-        return max(1, limit)
-
     def poll_once(self, timeout: float = 0.2) -> tuple[int, bool]:
         """Consume one batch into the buffer, then flush if the commit policy says so.
 
@@ -348,9 +327,9 @@ class LandingConsumer:
 
             consumed, flushed = consumer.poll_once(timeout=0.5)
         """
-        if self._buffered_rows:  # wake up for the commit interval, not up to ``timeout`` after it
-            timeout = min(timeout, max(0.01, self._flush_due() - time.monotonic()))
-        messages = self.consumer.consume(num_messages=self._fetch_limit(), timeout=timeout)
+        if self._buffer.buffered_rows:  # wake up for the commit interval, not up to ``timeout`` after it
+            timeout = min(timeout, max(0.01, self._buffer.flush_due() - time.monotonic()))
+        messages = self.consumer.consume(num_messages=self._buffer.fetch_limit(), timeout=timeout)
         if messages and any(map(_ERROR, messages)):
             good = []
             for msg in messages:
@@ -361,56 +340,18 @@ class LandingConsumer:
                     self._on_error(msg, error)
             messages = good
         if messages:
-            size = sum(map(len, messages)) + len(messages) * _ROW_MEMORY
-            if not self._buffered_rows:
-                self._first_buffered = time.monotonic()
             shorts = {self._short_for_topic(tp.topic) for tp in self._assigned}
-            if len(shorts) == 1:
-                self._buffers[next(iter(shorts))].extend(messages)
-            else:
-                for msg in messages:
-                    self._buffers[self._short_for_topic(str(msg.topic()))].append(msg)
-            self._buffered_rows += len(messages)
-            self._buffered_bytes += size
-            self._avg_size = (
-                size / len(messages)
-                if not self._avg_size
-                else 0.8 * self._avg_size + 0.2 * size / len(messages)
-            )
+            size = self._buffer.add(messages, shorts, self._short_for_topic)
             self.stats.consumed += len(messages)
             self.stats.largest_fetch_bytes = max(self.stats.largest_fetch_bytes, size)
-            self.stats.peak_buffered_bytes = max(self.stats.peak_buffered_bytes, self._buffered_bytes)
+            self.stats.peak_buffered_bytes = max(self.stats.peak_buffered_bytes, self._buffer.buffered_bytes)
         flushed = False
-        if self._should_flush():
+        if self._buffer.should_flush():
             self.flush(keep_fetching=True)
             flushed = True
         elif time.monotonic() - self._last_gauges >= _GAUGE_INTERVAL:
             self.update_gauges()
         return len(messages), flushed
-
-    def _flush_due(self) -> float:
-        """When the buffered rows must be committed by the interval (monotonic).
-
-        ``landing_commit_interval_seconds`` after the previous flush *began*, and not before the first
-        buffered row has waited ``min(interval, _MIN_BATCH_SECONDS)`` (a little batching, never one commit per
-        row): commits stay at most one per interval, and a row waits at most about the interval plus one
-        flush. (Counting the interval from the first row buffered after a flush made the rows that arrived
-        during a flush wait the flush, the whole interval, then the next flush.) After an assignment there is
-        no previous flush: a fresh stack's first rows commit after ``_MIN_BATCH_SECONDS``, not the interval.
-        """
-        interval = self.settings.landing_commit_interval_seconds
-        return max(
-            self._first_buffered + min(interval, _MIN_BATCH_SECONDS), self._last_flush_started + interval
-        )
-
-    def _should_flush(self) -> bool:
-        if not self._buffered_rows:
-            return False
-        return (
-            self._buffered_rows >= self.settings.landing_commit_rows
-            or self._buffered_bytes >= self.settings.landing_max_buffered_bytes
-            or time.monotonic() >= self._flush_due()
-        )
 
     def _on_error(self, msg: Message, error: KafkaError) -> None:
         if error.code() == KafkaError._PARTITION_EOF:
@@ -432,9 +373,7 @@ class LandingConsumer:
         self._dead_letters.flush()
 
     def _clear_buffers(self) -> None:
-        self._buffers.clear()
-        self._buffered_bytes = 0
-        self._buffered_rows = 0
+        self._buffer.clear()
         self._m_buffered.set(0)
 
     # -- committing ----------------------------------------------------------------------------------
@@ -452,15 +391,15 @@ class LandingConsumer:
 
             consumer.flush()
         """
-        if not self._buffered_rows:
+        if not self._buffer.buffered_rows:
             return
-        self._last_flush_started = time.monotonic()
-        self._m_buffered.set(self._buffered_bytes)
+        self._buffer.last_flush_started = time.monotonic()
+        self._m_buffered.set(self._buffer.buffered_bytes)
         # Taken out of the buffer so that each table's messages are freed as soon as its rows are decoded
         # (see _land): the Message objects cost ~10x their value bytes.
-        by_table = {short: messages for short, messages in self._buffers.items() if messages}
-        self._buffers.clear()
-        backpressure = self._buffered_bytes >= self.settings.landing_max_buffered_bytes
+        by_table = {short: messages for short, messages in self._buffer.messages.items() if messages}
+        self._buffer.messages.clear()
+        backpressure = self._buffer.buffered_bytes >= self.settings.landing_max_buffered_bytes
         paused = [] if keep_fetching and not backpressure else list(self._assigned)
         if paused:
             self.consumer.pause(paused)
@@ -660,7 +599,7 @@ class LandingConsumer:
             consumer.update_gauges()  # k2_landing_consumer_lag{topic,partition}, k2_landing_freshness_seconds{table}
         """
         self._last_gauges = time.monotonic()
-        self._m_buffered.set(self._buffered_bytes)
+        self._m_buffered.set(self._buffer.buffered_bytes)
         self._gauges.publish(self.consumer, self._assigned, self._next)
 
 
