@@ -3,9 +3,9 @@
 Protocol (see also :mod:`k2.lake.summary`):
 
 1. Messages are buffered per table until ``landing_commit_rows`` rows, ``landing_commit_interval_seconds``
-   (counted from the previous flush's start; see ``_flush_due``) or ``landing_max_buffered_bytes`` is reached. While a batch is being committed the consumer's
+   (counted from the previous flush's start; see ``Buffer.flush_due`` in :mod:`k2.landing.buffer`) or ``landing_max_buffered_bytes`` is reached. While a batch is being committed the consumer's
    partitions are paused, so a slow Iceberg never makes the consumer buffer without limit. The byte bound
-   counts each message's value plus ``_ROW_MEMORY`` (its Message object, decoded row and share of the
+   counts each message's value plus ``ROW_MEMORY`` (its Message object, decoded row and share of the
    Parquet write), so it bounds memory: peak RSS <= RSS after the first commit + the bound + 2 x
    ``consumer_fetch_max_bytes`` (librdkafka's queue and a fetch in flight) + 64 MiB (tests/landing/test_memory.py).
 2. Undecodable and invalid messages go to ``<topic>.dlq`` (original bytes, key, headers, source offset,
@@ -22,6 +22,19 @@ Protocol (see also :mod:`k2.lake.summary`):
    recreated) it follows ``landing_on_offset_reset``: ``restart`` from the log start (dedup drops what
    is already landed) or ``fail`` with :class:`OffsetResetError`. It never silently skips data.
 
+This module is the orchestrator (the poll loop, flushing with pause/resume, the zombie check and the commit
+retry); each step lives in a room of its own:
+
+- :mod:`k2.landing.routes`: which table, record type and id column a topic lands into;
+- :mod:`k2.landing.kafka_config`: librdkafka settings of the group member;
+- :mod:`k2.landing.buffer`: the buffered messages per table and the commit policy (rows, bytes, interval);
+- :mod:`k2.landing.assignment`: where an assigned partition resumes, the log check, the reset policy;
+- :mod:`k2.landing.batch`: one table's batch: redeliveries dropped, decoded, validated, its coverage;
+- :mod:`k2.landing.deadletter`: rejects to ``<topic>.dlq``;
+- :mod:`k2.landing.gapcache`: the open gaps of the gap ledger (:mod:`k2.landing.ledger`);
+- :mod:`k2.landing.commit`: the snapshot summary of a commit and the conflict-failing table view;
+- :mod:`k2.landing.gauges`: lag and freshness gauges; :mod:`k2.landing.memory`: releasing freed memory.
+
 Example (needs a broker, registry and catalog)::
 
     consumer = LandingConsumer(load_settings())
@@ -31,89 +44,73 @@ Example (needs a broker, registry and catalog)::
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import json
 import signal
 import threading
 import time
 import uuid
-import zlib
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import compress
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
 
-from k2.bus.dlq import dlq_headers
-from k2.bus.lineage import message_ids
-from k2.bus.producer import MarketDataProducer
-from k2.bus.serde import AvroBatchDecoder, DecodedBatch, RegistryUnavailableError, registry_client
-from k2.bus.topics import dlq_topic, ensure_topics, parse_topic
+from k2.bus.serde import AvroBatchDecoder, registry_client
+from k2.bus.topics import ensure_topics
 from k2.config import Settings
 from k2.lake.catalog import ensure_tables, load_catalog
 from k2.lake.summary import (
-    CLUSTER_KEY,
     OffsetMap,
-    commit_summary,
     offsets_from_summary,
 )
 from k2.lake.writer import append
-from k2.landing.book import deduplicate_book
+from k2.landing.assignment import (
+    LAST_KEY,
+    offset_reset,
+    stored_positions,
+    stored_value,
+    verify_log,
+)
+from k2.landing.batch import Batch, Coverage, Rows, coverage_of, decode, fresh_batch, lineage, validate_rows
+from k2.landing.buffer import FETCH_MESSAGES, ROW_MEMORY, Buffer
+from k2.landing.commit import QUALITY_KEY, commit_properties, commit_view
 from k2.landing.currency import ReferenceCurrencies
-from k2.landing.dedup import DedupResult, HighWaterMarks, deduplicate, screen_ids, sequential_exchanges
-from k2.landing.freshness import FreshnessWindow
-from k2.landing.ledger import append_gap_rows, filled_gaps, gap_row, open_gaps
-from k2.model import BOOK_DELTA, QUOTE, TRADE, RecordType
-from k2.model.lineage import with_kafka_lineage
-from k2.model.validate import validate
-from k2.model.values import now_micros
-from k2.pacing import Attempt, Backoff, retrying
-from k2.telemetry.logging import CIDS_SUMMARY_KEY, correlation_ids
+from k2.landing.deadletter import DeadLetters
+from k2.landing.dedup import DedupResult, HighWaterMarks, deduplicate, sequential_exchanges
+from k2.landing.errors import LandingError, OffsetResetError
+from k2.landing.gapcache import OpenGaps
+from k2.landing.gauges import LandingGauges
+from k2.landing.kafka_config import fetch_config, group_config
+from k2.landing.memory import release_memory
+from k2.landing.routes import DEDUP, ROUTES, TABLE_ROUTES, TOPIC_REGEX, route
+from k2.model import RecordType
+from k2.pacing import Backoff
 from k2.telemetry.metrics import metric
 
 log = structlog.get_logger("k2.landing")
 
-LAST_KEY = "k2.kafka.last"
-QUALITY_KEY = "k2.quality"
-TOPIC_REGEX = r"^market\.[a-z]+\.(trades|quotes|depth)\.[a-z0-9_-]+$"
-_ROUTES: dict[str, tuple[str, RecordType, str]] = {
-    "trades": ("trades", TRADE, "trade_id"),
-    "quotes": ("quotes", QUOTE, "update_id"),
-    "depth": ("book_deltas", BOOK_DELTA, "last_update_id"),
-}
-# The same routes by table short name (a topic's data type "depth" lands in the table "book_deltas").
-_TABLE_ROUTES: dict[str, tuple[str, RecordType, str]] = {route[0]: route for route in _ROUTES.values()}
-# Tables whose natural key is more than (exchange, symbol, id): their own dedup (same signature).
-_DEDUP: dict[str, Callable[[pa.Table, str, Table, HighWaterMarks, frozenset[str]], DedupResult]] = {
-    "book_deltas": deduplicate_book
-}
-
-
-def route(topic: str) -> tuple[str, RecordType, str]:
-    """(table short name, record type, id column) that a market topic lands into (ValueError/KeyError otherwise).
-
-    Example:
-        >>> route("market.crypto.trades.binance")[0], route("market.crypto.quotes.binance")[2]
-        ('trades', 'update_id')
-    """
-    _, data_type, _ = parse_topic(topic)
-    return _ROUTES[data_type]
-
-
-class OffsetResetError(RuntimeError):
-    """The broker's log no longer holds what the table says was landed, and the policy is ``fail``."""
-
-
-class LandingError(RuntimeError):
-    """The landing consumer cannot continue safely."""
+# The consumer's public names, and those of its rooms that callers (k2.ops.drain, tests, benchmarks) import
+# from here since before the rooms existed.
+__all__ = [
+    "LAST_KEY",
+    "QUALITY_KEY",
+    "TOPIC_REGEX",
+    "LandingConsumer",
+    "LandingError",
+    "LandingStats",
+    "OffsetResetError",
+    "commit_view",
+    "fetch_config",
+    "group_config",
+    "release_memory",
+    "route",
+    "run_landing",
+    "stored_value",
+]
 
 
 @dataclass
@@ -136,189 +133,15 @@ class LandingStats:
     per_table: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
-def fetch_config(settings: Settings) -> dict[str, Any]:
-    """librdkafka fetch settings of the landing consumer, tuned for throughput (the benchmark's
-    consume-only baseline uses the same ones).
-
-    Few large fetches (up to 8 MiB per partition) and a deep pre-fetch queue, bounded in bytes by
-    ``consumer_fetch_max_bytes``: the broker round trips, not decoding, were the landing floor.
-
-    Example:
-        >>> fetch_config(Settings(consumer_fetch_max_bytes=8_388_608))["queued.max.messages.kbytes"]
-        8192
-    """
-    fetch_max = settings.consumer_fetch_max_bytes
-    return {
-        "fetch.max.bytes": fetch_max,
-        "message.max.bytes": min(1_000_000, fetch_max),  # librdkafka: <= fetch.max.bytes
-        "max.partition.fetch.bytes": min(8_388_608, fetch_max),
-        "queued.max.messages.kbytes": max(1024, fetch_max // 1024),
-        "queued.min.messages": 1_000_000,  # the byte bound above is the binding one
-    }
-
-
-def group_config(settings: Settings, client_id: str) -> dict[str, Any]:
-    """librdkafka settings of a landing consumer in ``consumer_group``: offsets are K2's (stored in
-    Iceberg), never the group's; an unknown position is an error, not a silent reset."""
-    return {
-        **settings.kafka_client_config(),
-        "group.id": settings.consumer_group,
-        "client.id": client_id,
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "auto.offset.reset": "error",
-        "session.timeout.ms": settings.session_timeout_ms,
-        "heartbeat.interval.ms": max(100, settings.session_timeout_ms // 5),
-        "max.poll.interval.ms": max(settings.session_timeout_ms + 1, 600_000),
-        **fetch_config(settings),
-        # A topic created after start-up (the first message of a new exchange or a fresh stack) matches
-        # the subscription at the next refresh. 1 s on the embedded stack (a fresh stack's first rows);
-        # 5 s on a configured broker, shared by many clients: every refresh is a metadata request, and a
-        # full test run on one shared Tansu with 1 s saw group joins exceed 2 s.
-        "topic.metadata.refresh.interval.ms": 1_000 if settings.embedded_broker else 5_000,
-        "partition.assignment.strategy": "range",
-    }
-
-
-def stored_value(offsets: OffsetMap, topic: str, partition: int) -> int | None:
-    """The next offset to land stored for ``topic[partition]`` (None when the table has none).
-
-    Example:
-        >>> stored_value({"t": {"0": 5}}, "t", 0), stored_value({}, "t", 1)
-        (5, None)
-    """
-    parts = offsets.get(topic)
-    if parts is None:
-        return None
-    value = parts.get(str(partition))
-    return None if value is None else int(value)
-
-
-def _summary_json(summary: Any, key: str) -> dict[str, Any]:
-    if summary is None:
-        return {}
-    raw = summary.additional_properties.get(key)
-    return json.loads(raw) if raw else {}
-
-
-# Unbound accessors: map(_VALUE, messages) runs at C speed, unlike a generator of method calls.
+# An unbound accessor: map(_ERROR, messages) runs at C speed, unlike a generator of method calls.
 _ERROR = Message.error
-_PARTITION = Message.partition
-_OFFSET = Message.offset
-_VALUE = Message.value
-_HEADERS = Message.headers
-_FETCH_MESSAGES = 50_000
-_OPEN_GAPS_PER_PAIR = 1000
 # How long an idle-exit landing holding no partition waits for one before counting idle time: a group join
 # takes session.timeout.ms / 2 on Tansu, and longer on a loaded machine or while another member leaves.
 _ASSIGNMENT_WAIT = 30.0
-# What one buffered message costs in memory besides its value bytes, until its rows are committed: the
-# confluent-kafka Message object (topic, key, headers), its decoded Arrow row and its share of the Parquet
-# write. Measured on the landing_bench data (200,000 real-shaped trades in one commit, 19 MiB of values):
-# peak RSS 477 MiB above the ready RSS, of which ~100 MiB librdkafka and the consume batch in flight, so
-# ~2 KiB per message. Counting it makes landing_max_buffered_bytes a bound on memory, not on value bytes
-# alone (a tenth of it).
-_ROW_MEMORY = 2_048
 _GAUGE_INTERVAL = 1.0
-# The least a buffered row waits for others to join its commit (unless the interval is shorter).
-_MIN_BATCH_SECONDS = 0.5
-
-
-@dataclass
-class _Batch:
-    """One table's buffered messages and their positions as arrays (topics as codes into topic_names)."""
-
-    messages: list[Message]
-    partitions_array: np.ndarray
-    offsets: np.ndarray
-    topic_codes: np.ndarray
-    topic_names: list[str]
-
-    def partitions(self) -> list[tuple[str, int, np.ndarray]]:
-        """(topic, partition, indices of its messages) for each partition in the batch."""
-        out = []
-        for code, topic in enumerate(self.topic_names):
-            in_topic = self.topic_codes == code
-            for partition in np.unique(self.partitions_array[in_topic]):
-                out.append(
-                    (topic, int(partition), np.flatnonzero(in_topic & (self.partitions_array == partition)))
-                )
-        return out
-
-
-@dataclass
-class _Rows:
-    """Rows that may land and the position of each one's message in the batch."""
-
-    good: pa.Table
-    positions: np.ndarray
-
-
-@dataclass
-class _Coverage:
-    """What a commit covers: offset span, last message (offset, crc) per partition, correlation ids."""
-
-    ranges: dict[tuple[str, int], list[int]]
-    last_crc: dict[tuple[str, int], tuple[int, int]]
-    cids: set[str]
-
-
-def _lineage(good: pa.Table, batch: _Batch, positions: np.ndarray) -> pa.Table:
-    """``good`` with each row's lineage: its message's topic, partition, offset and message id (k2.mid).
-
-    Headers are read once per message (a depth message lands as many rows), then taken per row.
-    """
-    producers, sequences = message_ids(map(_HEADERS, batch.messages))
-    take = pa.array(positions, type=pa.int64())
-    return with_kafka_lineage(
-        good,
-        batch.topic_names,
-        batch.topic_codes[positions],
-        batch.partitions_array[positions],
-        batch.offsets[positions],
-        producers.take(take),
-        sequences.take(take),
-    )
-
-
-def _libc_trim() -> Callable[[int], object] | None:
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
-        return None
-
-
-_MALLOC_TRIM = _libc_trim()
-
-
-def release_memory() -> None:
-    """Give freed memory back to the OS: glibc's heap (``malloc_trim``) and Arrow's pool.
-
-    Python objects (the buffered Messages), DuckDB's decode and Arrow's Parquet write use three different
-    allocators; memory one of them frees is not reused by the next, so without this the peak of a flush
-    was the *sum* of its phases (measured: 812 -> 721 MiB peak for one 200,000-row commit). Called once
-    per table per flush, between decoding and the Iceberg write.
-    """
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
-    pa.default_memory_pool().release_unused()
-
-
-def commit_view(table: Table) -> Table:
-    """A view of ``table`` whose commits fail on a conflict instead of being rebased by pyiceberg.
-
-    pyiceberg (>= 0.10) retries a conflicting append by rebasing it onto the new snapshot with the
-    *same* snapshot properties; K2's properties hold the cumulative Kafka offsets computed from the
-    snapshot the batch was checked against, so a silent rebase would overwrite another writer's offsets.
-    The view only changes the local copy of the table properties; nothing is written to the table.
-
-    Example (needs a catalog)::
-
-        append(commit_view(table), data, "trades", properties)
-    """
-    properties = {**table.metadata.properties, "commit.retry.num-retries": "0"}
-    metadata = table.metadata.model_copy(update={"properties": properties})
-    return Table(table.name(), metadata, table.metadata_location, table.io, table.catalog)
+# Kept under their old names: tests and benchmarks import them from here.
+_FETCH_MESSAGES = FETCH_MESSAGES
+_ROW_MEMORY = ROW_MEMORY
 
 
 class LandingConsumer:
@@ -343,39 +166,32 @@ class LandingConsumer:
         self._currencies = ReferenceCurrencies(self.tables["instruments"])
         self.registry = registry_client(settings.registry_url)
         self.decoders = {
-            short: AvroBatchDecoder(self.registry, record) for short, record, _ in _ROUTES.values()
+            short: AvroBatchDecoder(self.registry, record) for short, record, _ in ROUTES.values()
         }
         self.marks = {
-            short: HighWaterMarks(settings.landing_hwm_cache_size) for short, _, _ in _ROUTES.values()
+            short: HighWaterMarks(settings.landing_hwm_cache_size) for short, _, _ in ROUTES.values()
         }
-        self.sequential = {short: sequential_exchanges(settings, short) for short, _, _ in _ROUTES.values()}
+        self.sequential = {short: sequential_exchanges(settings, short) for short, _, _ in ROUTES.values()}
         self.on_commit = on_commit
         # Called just before each Iceberg append (table, rows): tests use it to make Iceberg slow.
         self.before_commit: Callable[[str, int], None] | None = None
         self.stats = LandingStats()
         self._topics = topics
-        self._buffers: dict[str, list[Message]] = defaultdict(list)  # table short name -> messages
+        self._buffer = Buffer(settings)  # messages per table and the commit policy (k2.landing.buffer)
         self._topic_tables: dict[str, str] = {}
-        self._buffered_bytes = 0
-        self._buffered_rows = 0
-        self._first_buffered = 0.0
-        self._avg_size = 0.0
         self._last_gauges = 0.0
         self._assigned_at = 0.0
         self._unassigned_since = 0.0  # the last revoke or empty assignment (monotonic)
         self._subscribed = False
-        # When the last flush with rows began (monotonic); -inf after an assignment (see _flush_due).
-        self._last_flush_started = float("-inf")
         # The table's stored next offset per partition as this consumer last saw it (zombie check).
         self._expected: dict[tuple[str, int], int | None] = {}
         # Next offset to land per partition (OFFSET_BEGINNING: from the log start). After resume() K2
         # seeks here explicitly, and messages below it (a redelivery) are dropped before landing.
         self._next: dict[tuple[str, int], int] = {}
         self._assigned: list[TopicPartition] = []
-        self._dlq_producer: MarketDataProducer | None = None
-        self._dlq_topics: set[str] = set()
-        # (table, exchange, symbol) -> open gaps (low, high) of the ledger, loaded when a pair is first seen.
-        self._open_gaps: dict[tuple[str, str, str], list[tuple[int, int]]] = {}
+        self._dead_letters = DeadLetters(settings)  # <topic>.dlq (k2.landing.deadletter)
+        # The gap ledger's open gaps of the pairs seen (k2.landing.gapcache).
+        self._open_gaps = OpenGaps(self.tables, self.name)
         self._stop = threading.Event()
         self._cluster_id = ""
         self.consumer = Consumer(group_config(settings, self.name))
@@ -385,16 +201,11 @@ class LandingConsumer:
         self._m_latency = metric("k2_landing_commit_seconds")
         self._m_dups = metric("k2_landing_duplicates_total")
         self._m_late = metric("k2_landing_out_of_order_total")
-        self._m_gaps = metric("k2_landing_gaps_total")
-        self._m_dlq = metric("k2_landing_dlq_total")
         self._m_paused = metric("k2_landing_paused_partitions").unlabelled()
         self._m_buffered = metric("k2_landing_buffered_bytes").unlabelled()
-        self._m_lag = metric("k2_landing_consumer_lag")
-        self._m_fresh = metric("k2_landing_freshness_seconds")
-        self._m_fresh_quantile = metric("k2_landing_freshness_quantile_seconds")
-        self._newest: dict[str, int] = {}
+        self._gauges = LandingGauges()  # lag and freshness (k2.landing.gauges)
         # Produced (ingest_ts) -> committed latencies of the last 5 minutes' commits, per table (k2 status).
-        self.freshness = FreshnessWindow(window_seconds=300.0)
+        self.freshness = self._gauges.freshness
 
     # -- assignment ---------------------------------------------------------------------------------
     def _table_for_topic(self, topic: str) -> tuple[str, RecordType, str]:
@@ -410,27 +221,11 @@ class LandingConsumer:
         for marks in self.marks.values():
             marks.clear()
         self._open_gaps.clear()  # another consumer may have opened or closed gaps meanwhile
-        summaries: dict[str, Any] = {}
-        for short in {self._table_for_topic(tp.topic)[0] for tp in partitions}:
-            table = self.tables[short]
-            table.refresh()
-            snapshot = table.current_snapshot()
-            summaries[short] = snapshot.summary if snapshot is not None else None
-        checks = []
-        for tp in partitions:
-            short = self._table_for_topic(tp.topic)[0]
-            stored = stored_value(offsets_from_summary(summaries[short]), tp.topic, tp.partition)
-            self._expected[(tp.topic, tp.partition)] = stored
-            if stored is None or stored == 0:
-                tp.offset = OFFSET_BEGINNING
-            else:
-                tp.offset = stored
-                last = _summary_json(summaries[short], LAST_KEY).get(tp.topic, {}).get(str(tp.partition))
-                if last:
-                    offset, crc = (int(x) for x in last.split(":"))
-                    checks.append((tp, offset, crc))
+        checks = stored_positions(self.tables, partitions, self._expected)
         if checks:
-            verdict = self._verify_log([(tp.topic, tp.partition, off, crc) for tp, off, crc in checks])
+            verdict = verify_log(
+                self.settings, [(tp.topic, tp.partition, off, crc) for tp, off, crc in checks]
+            )
             for tp, _, _ in checks:
                 if not verdict[(tp.topic, tp.partition)]:
                     self._handle_reset(tp.topic, tp.partition, "last landed message missing or different")
@@ -441,7 +236,7 @@ class LandingConsumer:
         self._assigned_at = time.monotonic()
         if not partitions:
             self._unassigned_since = self._assigned_at
-        self._last_flush_started = float("-inf")
+        self._buffer.last_flush_started = float("-inf")
         consumer.assign(partitions)
         log.info(
             "assigned",
@@ -462,48 +257,7 @@ class LandingConsumer:
 
     def _handle_reset(self, topic: str, partition: int, why: str) -> None:
         self.stats.resets += 1
-        message = (
-            f"{topic}[{partition}]: expected the log to still hold the messages the table says were landed, found "
-            f"{why} (broker reset or topic recreated)"
-        )
-        if self.settings.landing_on_offset_reset == "fail":
-            raise OffsetResetError(message + "; K2_LANDING_ON_OFFSET_RESET=fail")
-        log.error("offset reset: restarting partition from the log start with dedup", detail=message)
-
-    def _verify_log(self, checks: list[tuple[str, int, int, int]]) -> dict[tuple[str, int], bool]:
-        """For each (topic, partition, offset, crc): is the message at offset still there with that crc?"""
-        verdict = {(t, p): False for t, p, _, _ in checks}
-        expected = {(t, p): (o, c) for t, p, o, c in checks}
-        probe = Consumer(
-            {
-                **self.settings.kafka_client_config(),
-                "group.id": f"k2-verify-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False,
-                "auto.offset.reset": "error",
-            }
-        )
-        try:
-            probe.assign([TopicPartition(t, p, o) for t, p, o, _ in checks])
-            pending = set(verdict)
-            deadline = time.monotonic() + self.settings.landing_verify_timeout_seconds
-            while pending and time.monotonic() < deadline:
-                for msg in probe.consume(num_messages=len(pending) * 4, timeout=0.2):
-                    key = (msg.topic(), msg.partition())
-                    if key not in pending:
-                        continue
-                    if msg.error() is not None:
-                        pending.discard(key)  # out of range or similar: verdict stays False
-                        continue
-                    offset, crc = expected[key]
-                    found = int(msg.offset() or 0)
-                    if found == offset:
-                        verdict[key] = zlib.crc32(msg.value() or b"") == crc
-                        pending.discard(key)
-                    elif found > offset:
-                        pending.discard(key)
-        finally:
-            probe.close()
-        return verdict
+        offset_reset(self.settings, topic, partition, why)
 
     # -- main loop ------------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -563,16 +317,6 @@ class LandingConsumer:
             return now - max(started, last_message, self._unassigned_since) - _ASSIGNMENT_WAIT
         return now - last_message
 
-    def _fetch_limit(self) -> int:
-        """Messages to ask for so the buffer stays within the row and byte bounds (at least one)."""
-        limit = min(_FETCH_MESSAGES, self.settings.landing_commit_rows - self._buffered_rows)
-        if self._avg_size:
-            room = self.settings.landing_max_buffered_bytes - self._buffered_bytes
-            limit = min(limit, int(room / self._avg_size) + 1)
-        else:
-            limit = min(limit, 100)  # message size unknown yet: a small first fetch measures it
-        return max(1, limit)
-
     def poll_once(self, timeout: float = 0.2) -> tuple[int, bool]:
         """Consume one batch into the buffer, then flush if the commit policy says so.
 
@@ -583,9 +327,9 @@ class LandingConsumer:
 
             consumed, flushed = consumer.poll_once(timeout=0.5)
         """
-        if self._buffered_rows:  # wake up for the commit interval, not up to ``timeout`` after it
-            timeout = min(timeout, max(0.01, self._flush_due() - time.monotonic()))
-        messages = self.consumer.consume(num_messages=self._fetch_limit(), timeout=timeout)
+        if self._buffer.buffered_rows:  # wake up for the commit interval, not up to ``timeout`` after it
+            timeout = min(timeout, max(0.01, self._buffer.flush_due() - time.monotonic()))
+        messages = self.consumer.consume(num_messages=self._buffer.fetch_limit(), timeout=timeout)
         if messages and any(map(_ERROR, messages)):
             good = []
             for msg in messages:
@@ -596,56 +340,18 @@ class LandingConsumer:
                     self._on_error(msg, error)
             messages = good
         if messages:
-            size = sum(map(len, messages)) + len(messages) * _ROW_MEMORY
-            if not self._buffered_rows:
-                self._first_buffered = time.monotonic()
             shorts = {self._short_for_topic(tp.topic) for tp in self._assigned}
-            if len(shorts) == 1:
-                self._buffers[next(iter(shorts))].extend(messages)
-            else:
-                for msg in messages:
-                    self._buffers[self._short_for_topic(str(msg.topic()))].append(msg)
-            self._buffered_rows += len(messages)
-            self._buffered_bytes += size
-            self._avg_size = (
-                size / len(messages)
-                if not self._avg_size
-                else 0.8 * self._avg_size + 0.2 * size / len(messages)
-            )
+            size = self._buffer.add(messages, shorts, self._short_for_topic)
             self.stats.consumed += len(messages)
             self.stats.largest_fetch_bytes = max(self.stats.largest_fetch_bytes, size)
-            self.stats.peak_buffered_bytes = max(self.stats.peak_buffered_bytes, self._buffered_bytes)
+            self.stats.peak_buffered_bytes = max(self.stats.peak_buffered_bytes, self._buffer.buffered_bytes)
         flushed = False
-        if self._should_flush():
+        if self._buffer.should_flush():
             self.flush(keep_fetching=True)
             flushed = True
         elif time.monotonic() - self._last_gauges >= _GAUGE_INTERVAL:
             self.update_gauges()
         return len(messages), flushed
-
-    def _flush_due(self) -> float:
-        """When the buffered rows must be committed by the interval (monotonic).
-
-        ``landing_commit_interval_seconds`` after the previous flush *began*, and not before the first
-        buffered row has waited ``min(interval, _MIN_BATCH_SECONDS)`` (a little batching, never one commit per
-        row): commits stay at most one per interval, and a row waits at most about the interval plus one
-        flush. (Counting the interval from the first row buffered after a flush made the rows that arrived
-        during a flush wait the flush, the whole interval, then the next flush.) After an assignment there is
-        no previous flush: a fresh stack's first rows commit after ``_MIN_BATCH_SECONDS``, not the interval.
-        """
-        interval = self.settings.landing_commit_interval_seconds
-        return max(
-            self._first_buffered + min(interval, _MIN_BATCH_SECONDS), self._last_flush_started + interval
-        )
-
-    def _should_flush(self) -> bool:
-        if not self._buffered_rows:
-            return False
-        return (
-            self._buffered_rows >= self.settings.landing_commit_rows
-            or self._buffered_bytes >= self.settings.landing_max_buffered_bytes
-            or time.monotonic() >= self._flush_due()
-        )
 
     def _on_error(self, msg: Message, error: KafkaError) -> None:
         if error.code() == KafkaError._PARTITION_EOF:
@@ -664,13 +370,10 @@ class LandingConsumer:
         """Leave the group and release clients (buffer must already be flushed)."""
         with contextlib.suppress(KafkaException, RuntimeError):
             self.consumer.close()
-        if self._dlq_producer is not None:
-            self._dlq_producer.flush()
+        self._dead_letters.flush()
 
     def _clear_buffers(self) -> None:
-        self._buffers.clear()
-        self._buffered_bytes = 0
-        self._buffered_rows = 0
+        self._buffer.clear()
         self._m_buffered.set(0)
 
     # -- committing ----------------------------------------------------------------------------------
@@ -688,15 +391,15 @@ class LandingConsumer:
 
             consumer.flush()
         """
-        if not self._buffered_rows:
+        if not self._buffer.buffered_rows:
             return
-        self._last_flush_started = time.monotonic()
-        self._m_buffered.set(self._buffered_bytes)
+        self._buffer.last_flush_started = time.monotonic()
+        self._m_buffered.set(self._buffer.buffered_bytes)
         # Taken out of the buffer so that each table's messages are freed as soon as its rows are decoded
         # (see _land): the Message objects cost ~10x their value bytes.
-        by_table = {short: messages for short, messages in self._buffers.items() if messages}
-        self._buffers.clear()
-        backpressure = self._buffered_bytes >= self.settings.landing_max_buffered_bytes
+        by_table = {short: messages for short, messages in self._buffer.messages.items() if messages}
+        self._buffer.messages.clear()
+        backpressure = self._buffer.buffered_bytes >= self.settings.landing_max_buffered_bytes
         paused = [] if keep_fetching and not backpressure else list(self._assigned)
         if paused:
             self.consumer.pause(paused)
@@ -727,143 +430,33 @@ class LandingConsumer:
     # -- landing one table's batch: decode, validate, dedup, gaps, write, commit ------------------------
     def _land(self, short: str, messages: list[Message]) -> list[TopicPartition]:
         """Land one table's buffered messages; returns the group offsets to commit (empty: nothing to do)."""
-        batch = self._fresh(short, messages)
+        mine = {tp.topic for tp in self._assigned if self._short_for_topic(tp.topic) == short}
+        batch, redelivered = fresh_batch(messages, mine, self._next)
+        self.stats.redelivered += redelivered
         del messages  # memory: from here on only the batch holds the Message objects
         if batch is None:
             return []
-        decoded = self._decode(short, batch)
-        good, positions, rejects = self._validate(short, batch, decoded)
-        del decoded
-        good = self._currencies.fill(_lineage(good, batch, positions))
-        self._dead_letter(batch.messages, rejects)  # flushed: nothing is committed past an unrecorded reject
-        coverage = self._coverage(batch)
-        batch.messages = []  # memory: the Message objects are freed before the Iceberg write needs its share
-        release_memory()
-        return self._commit(short, batch, _Rows(good, positions), coverage, len(rejects))
-
-    def _fresh(self, short: str, messages: list[Message]) -> _Batch | None:
-        """The batch's positions as arrays, without redeliveries (messages below their partition's next
-        offset to land, seen again after a seek); None when nothing is left."""
-        msg_partitions = np.fromiter(map(_PARTITION, messages), dtype=np.int64, count=len(messages))
-        msg_offsets = np.fromiter(map(_OFFSET, messages), dtype=np.int64, count=len(messages))
-        mine = {tp.topic for tp in self._assigned if self._short_for_topic(tp.topic) == short}
-        if len(mine) == 1 and str(messages[0].topic()) in mine and str(messages[-1].topic()) in mine:
-            topic_names = sorted(mine)  # one topic feeds this table: no per-message topic look-up
-            msg_topics = topic_names
-        else:
-            msg_topics = [str(m.topic()) for m in messages]
-            topic_names = sorted(set(msg_topics))
-        if len(topic_names) > 1:
-            codes = {t: i for i, t in enumerate(topic_names)}
-            topic_codes = np.fromiter((codes[t] for t in msg_topics), dtype=np.int64, count=len(messages))
-        else:
-            topic_codes = np.zeros(len(messages), dtype=np.int64)
-        batch = _Batch(messages, msg_partitions, msg_offsets, topic_codes, topic_names)
-        floors = np.zeros(len(messages), dtype=np.int64)
-        for topic, partition, selected in batch.partitions():
-            floors[selected] = max(0, self._next.get((topic, partition), 0))
-        fresh = msg_offsets >= floors
-        if not fresh.all():
-            self.stats.redelivered += int((~fresh).sum())
-            kept = list(compress(messages, fresh.tolist()))
-            batch = _Batch(kept, msg_partitions[fresh], msg_offsets[fresh], topic_codes[fresh], topic_names)
-        return batch if batch.messages else None
-
-    def _decode(self, short: str, batch: _Batch) -> DecodedBatch:
-        """Avro-decode the batch; a registry outage is waited out (never dead-letters good messages)."""
-        values = list(map(_VALUE, batch.messages))
-
-        def note(attempt: Attempt) -> None:
-            log.warning(
-                "schema registry unavailable; retrying", error=str(attempt.failure), attempt=attempt.number
-            )
-
-        try:
-            for attempt in retrying(
-                RegistryUnavailableError, attempts=6, backoff=Backoff(2.0, 32.0), on_retry=note
-            ):
-                with attempt:
-                    return self.decoders[short].decode(values)
-        except RegistryUnavailableError as exc:
-            raise LandingError(f"expected the schema registry to answer, found it failing: {exc}") from exc
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _validate(
-        self, short: str, batch: _Batch, decoded: DecodedBatch
-    ) -> tuple[pa.Table, np.ndarray, list[tuple[int, str, str]]]:
-        """Rows that may land (and their message positions) and the rejects ``(position, reason, detail)``:
-        undecodable, invalid values (k2.model.validate, per topic so exchange and asset class are checked
-        against the topic name), and ids outside the window of their high-water mark (screen_ids)."""
-        _, record, id_column = _TABLE_ROUTES[short]
-        rejects: list[tuple[int, str, str]] = [(pos, err.reason, err.detail) for pos, err in decoded.failures]
-        good = decoded.table
-        positions = np.asarray(decoded.indices, dtype=np.int64)
-        if not good.num_rows:
-            return good, positions, rejects
-        row_codes = batch.topic_codes[positions]
-        invalid = np.zeros(good.num_rows, dtype=bool)
-        for code in np.unique(row_codes):
-            asset_class, _, exchange = parse_topic(batch.topic_names[int(code)])
-            rows = np.flatnonzero(row_codes == code)
-            subset = good if len(rows) == good.num_rows else good.take(pa.array(rows))
-            for row, reason, detail in validate(
-                record,
-                subset,
-                now_us=now_micros(),
-                max_future_us=int(self.settings.landing_max_future_seconds * 1_000_000),
-                expected_exchange=exchange,
-                expected_asset_class=asset_class,
-            ):
-                invalid[rows[row]] = True
-                rejects.append((int(positions[rows[row]]), reason, detail))
-        if invalid.any():
-            good, positions = good.filter(pa.array(~invalid)), positions[~invalid]
-        windowed = self.sequential[short]
-        screened = screen_ids(
-            good,
-            id_column,
+        decoded = decode(self.decoders[short], batch)
+        good, positions, rejects = validate_rows(
+            short,
+            batch,
+            decoded,
+            self.settings,
             self.tables[short],
             self.marks[short],
-            self.settings.landing_max_id_jump,
-            windowed,
+            self.sequential[short],
         )
-        if screened:
-            out = np.zeros(good.num_rows, dtype=bool)
-            for row, reason, detail in screened:
-                out[row] = True
-                rejects.append((int(positions[row]), reason, detail))
-            good, positions = good.filter(pa.array(~out)), positions[~out]
-        return good, positions, rejects
-
-    def _coverage(self, batch: _Batch) -> _Coverage:
-        """Offsets covered per partition (every consumed message: landed, dead-lettered or deduplicated),
-        the last message's crc (reset check) and the producers' correlation ids of each partition's ends."""
-        coverage = _Coverage({}, {}, set())
-        for topic, partition, selected in batch.partitions():
-            offsets = batch.offsets[selected]
-            top = int(selected[int(np.argmax(offsets))])
-            key = (topic, partition)
-            coverage.ranges[key] = [int(offsets.min()), int(offsets.max())]
-            coverage.last_crc[key] = (int(batch.offsets[top]), zlib.crc32(batch.messages[top].value() or b""))
-            coverage.cids.update(
-                correlation_ids(batch.messages[top].headers())
-                + correlation_ids(batch.messages[int(selected[0])].headers())
-            )
-            floor = self._next.get(key, OFFSET_BEGINNING)
-            if floor >= 0 and coverage.ranges[key][0] > floor:
-                # Not an error on Kafka (compaction, transaction markers leave offset holes), but
-                # worth seeing: K2's producers write neither.
-                log.warning(
-                    "offset hole before batch",
-                    topic=topic,
-                    partition=partition,
-                    expected=floor,
-                    found=coverage.ranges[key][0],
-                )
-        return coverage
+        del decoded
+        good = self._currencies.fill(lineage(good, batch, positions))
+        # Flushed: nothing is committed past an unrecorded reject.
+        self.stats.dead_lettered += self._dead_letters.send(batch.messages, rejects)
+        coverage = coverage_of(batch, self._next)
+        batch.messages = []  # memory: the Message objects are freed before the Iceberg write needs its share
+        release_memory()
+        return self._commit(short, batch, Rows(good, positions), coverage, len(rejects))
 
     def _commit(
-        self, short: str, batch: _Batch, rows: _Rows, coverage: _Coverage, rejected: int
+        self, short: str, batch: Batch, rows: Rows, coverage: Coverage, rejected: int
     ) -> list[TopicPartition]:
         """Dedup, record gaps and append rows + offsets in one Iceberg commit, retried on a conflict."""
         table = self.tables[short]
@@ -877,9 +470,12 @@ class LandingConsumer:
             result = self._dedup(short, rows.good)
             # The common case (nothing dropped) makes no copy.
             data = rows.good if result.keep.all() else rows.good.filter(pa.array(result.keep))
-            properties = self._properties(summary, coverage, data.num_rows, result, rejected)
+            properties = commit_properties(
+                summary, coverage, self.name, self._cluster(), data.num_rows, result, rejected
+            )
             if result.gaps:
-                self._record_gaps(short, result.gaps)  # before the data commit: see k2.landing.ledger
+                # before the data commit: see k2.landing.ledger
+                self.stats.gaps += self._open_gaps.record(short, result.gaps)
             started = time.monotonic()
             view = commit_view(table)
             if self.before_commit is not None:
@@ -901,7 +497,7 @@ class LandingConsumer:
         )
 
     def _drop_stale(
-        self, short: str, batch: _Batch, rows: _Rows, coverage: _Coverage, stored: OffsetMap
+        self, short: str, batch: Batch, rows: Rows, coverage: Coverage, stored: OffsetMap
     ) -> bool:
         """Drop the partitions another writer moved since this consumer read them (a zombie after a
         rebalance) from the batch and seek them to the stored offset; False when nothing is left."""
@@ -915,8 +511,7 @@ class LandingConsumer:
         # Another writer landed ids of these partitions: the cached high-water marks and open gaps are ours,
         # not the table's. Kept, the next batch after the seek would read the other writer's ids as a gap.
         self.marks[short].clear()
-        for pair in [p for p in self._open_gaps if p[0] == short]:
-            del self._open_gaps[pair]  # re-read from the ledger with the next batch of each pair
+        self._open_gaps.forget(short)  # re-read from the ledger with the next batch of each pair
         row_partitions = batch.partitions_array[rows.positions]
         row_topics = (
             np.array(batch.topic_names, dtype=object)[batch.topic_codes[rows.positions]]
@@ -947,49 +542,16 @@ class LandingConsumer:
 
     def _dedup(self, short: str, good: pa.Table) -> DedupResult:
         """Dedup by natural key against the table (k2.landing.dedup); loads the open gaps of new pairs."""
-        _, _, id_column = _TABLE_ROUTES[short]
+        _, _, id_column = TABLE_ROUTES[short]
         sequential = self.sequential[short]
-        dedup = _DEDUP.get(short, deduplicate)
+        dedup = DEDUP.get(short, deduplicate)
         result = dedup(good, id_column, self.tables[short], self.marks[short], sequential)
         if sequential and good.num_rows:
-            self._load_open_gaps(short, good)
+            self._open_gaps.load(short, good, sequential)
         return result
 
-    def _properties(
-        self, summary: Any, coverage: _Coverage, landed: int, result: DedupResult, rejected: int
-    ) -> dict[str, str]:
-        """The snapshot summary of the commit: cumulative offsets (k2.lake.summary), spans, last crc, counts."""
-        covered: OffsetMap = {}
-        spans: dict[str, dict[str, list[int]]] = {}
-        for (t, p), span in coverage.ranges.items():
-            covered.setdefault(t, {})[str(p)] = span[1] + 1
-            spans.setdefault(t, {})[str(p)] = span
-        last = _summary_json(summary, LAST_KEY)
-        for (t, p), (offset, crc) in coverage.last_crc.items():
-            last.setdefault(t, {})[str(p)] = f"{offset}:{crc}"
-        # The one summary builder (k2.lake.summary): the parent's positions carried, this batch's merged over them.
-        properties = commit_summary(
-            summary,
-            self.name,
-            {
-                LAST_KEY: json.dumps(last, sort_keys=True),
-                CLUSTER_KEY: self._cluster(),
-                CIDS_SUMMARY_KEY: ",".join(sorted(coverage.cids)),
-                "k2.rows.landed": str(landed),
-                "k2.rows.duplicates": str(result.duplicates),
-                "k2.rows.late": str(result.late),
-                "k2.rows.dead_lettered": str(rejected),
-            },
-            offsets=covered,
-            ranges=spans,
-        )
-        quality = {f"{e}/{s}": [d, late] for (e, s), (d, late) in result.per_symbol.items()}
-        if quality:
-            properties[QUALITY_KEY] = json.dumps(quality, sort_keys=True)
-        return properties
-
     def _committed(
-        self, short: str, data: pa.Table, result: DedupResult, coverage: _Coverage, elapsed: float
+        self, short: str, data: pa.Table, result: DedupResult, coverage: Coverage, elapsed: float
     ) -> None:
         """After the Iceberg commit: metrics, stats, next offsets, gaps the landed ids closed, the hook."""
         landed = data.num_rows
@@ -1013,30 +575,13 @@ class LandingConsumer:
             seconds=round(elapsed, 3),
         )
         if landed:
-            newest = int(pa.compute.max(data["exchange_ts"]).cast(pa.int64()).as_py())
-            self._newest[short] = max(newest, self._newest.get(short, 0))
-            self._m_fresh.labels(table=short).set(max(0.0, (now_micros() - self._newest[short]) / 1e6))
-            self._record_freshness(short, data)
-            self._close_filled_gaps(short, data)
+            self._gauges.committed(short, data)
+            self._open_gaps.close_filled(short, data)
         for (t, p), span in coverage.ranges.items():
             self._expected[(t, p)] = span[1] + 1
             self._next[(t, p)] = span[1] + 1
         if self.on_commit is not None:
             self.on_commit(short, landed)
-
-    def _record_freshness(self, short: str, data: pa.Table) -> None:
-        """Add this commit's produced -> committed latencies to the window and publish its p50/p99."""
-        if "ingest_ts" not in data.column_names:
-            return
-        produced = data["ingest_ts"].cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
-        self.freshness.record(short, produced.to_numpy(zero_copy_only=False), now_micros())
-        self._publish_freshness(short)
-
-    def _publish_freshness(self, short: str) -> None:
-        """k2_landing_freshness_quantile_seconds{table, quantile} (NaN once the window holds no commit)."""
-        found = self.freshness.quantiles(short)
-        for level, value in zip(("0.5", "0.99"), found or (float("nan"),) * 2, strict=True):
-            self._m_fresh_quantile.labels(table=short, quantile=level).set(value)
 
     def _cluster(self) -> str:
         if not self._cluster_id:
@@ -1046,150 +591,16 @@ class LandingConsumer:
                 self._cluster_id = ""
         return self._cluster_id
 
-    def _dead_letter(self, messages: list[Message], rejects: list[tuple[int, str, str]]) -> None:
-        if not rejects:
-            return
-        if self._dlq_producer is None:
-            self._dlq_producer = MarketDataProducer(self.settings, create_topics=False)
-        for position, reason, detail in sorted(rejects):
-            msg = messages[position]
-            source = str(msg.topic())
-            target = dlq_topic(source)
-            if target not in self._dlq_topics:
-                ensure_topics(self.settings, [target])
-                self._dlq_topics.add(target)
-            timestamp = msg.timestamp()[1] if msg.timestamp() else -1
-            original: Any = msg.headers()
-            headers = dlq_headers(
-                reason, detail, source, int(msg.partition() or 0), int(msg.offset() or 0), timestamp, original
-            )
-            self._dlq_producer.produce_raw(target, msg.key(), msg.value(), headers)
-            self._m_dlq.labels(topic=source, reason=reason).inc()
-        self._dlq_producer.flush()  # raises DeliveryError: then nothing is committed past these messages
-        self.stats.dead_lettered += len(rejects)
-
-    # -- the gap ledger (k2.landing.ledger) ------------------------------------------------------------
-    def _load_open_gaps(self, short: str, good: pa.Table) -> None:
-        """Read the ledger's open gaps of the pairs this process has not seen yet, and close at once those
-        whose ids are all in the table already (a close lost to a crash, or an ``open`` row written just
-        before a data commit that never happened)."""
-        # The pairs of the batch, vectorised.
-        unique = good.select(["exchange", "symbol"]).group_by(["exchange", "symbol"]).aggregate([])
-        pairs = {
-            (e, s)
-            for e, s in zip(unique["exchange"].to_pylist(), unique["symbol"].to_pylist(), strict=True)
-            if e in self.sequential[short]
-        }
-        new = sorted(p for p in pairs if (short, *p) not in self._open_gaps)
-        if not new:
-            return
-        found = open_gaps(self.tables["gaps"], short, new)
-        for pair in new:
-            self._open_gaps[(short, *pair)] = sorted(found[pair])
-            if found[pair]:
-                self._close_gaps(
-                    short, pair, found[pair], "its ids were already in the table (checked on start)"
-                )
-
-    def _close_filled_gaps(self, short: str, data: pa.Table) -> None:
-        """Close the open gaps that ids of this commit fell into, once all their ids are in the table."""
-        if not self._open_gaps or short != "trades":
-            return
-        _, _, id_column = _TABLE_ROUTES[short]
-        touched: dict[tuple[str, str], list[tuple[int, int]]] = {}
-        for (table_short, exchange, symbol), gaps in self._open_gaps.items():
-            if table_short != short or not gaps:
-                continue
-            mask = pc.and_(pc.equal(data["exchange"], exchange), pc.equal(data["symbol"], symbol))
-            ids = np.sort(np.asarray(data[id_column].filter(mask), dtype=np.int64))
-            if ids.size == 0:
-                continue
-            hit = [
-                (low, high)
-                for low, high in gaps
-                if np.searchsorted(ids, high, side="right") > np.searchsorted(ids, low, side="left")
-            ]
-            if hit:
-                touched[(exchange, symbol)] = hit
-        for pair, hit in touched.items():
-            self._close_gaps(short, pair, hit, "late arrivals filled it")
-
-    def _close_gaps(
-        self, short: str, pair: tuple[str, str], candidates: list[tuple[int, int]], detail: str
-    ) -> None:
-        _, _, id_column = _TABLE_ROUTES[short]
-        filled = filled_gaps(self.tables[short], id_column, pair[0], pair[1], candidates)
-        if not filled:
-            return
-        detected = now_micros()
-        self._append_gaps(
-            [
-                gap_row(pair[0], pair[1], short, low, high, detected, "backfilled", detail=detail)
-                for low, high in filled
-            ]
-        )
-        remaining = self._open_gaps[(short, *pair)]
-        self._open_gaps[(short, *pair)] = [g for g in remaining if g not in set(filled)]
-
-    def _record_gaps(self, short: str, gaps: list[tuple[str, str, int, int, int | None, int | None]]) -> None:
-        detected = now_micros()
-        rows = []
-        for exchange, symbol, low, high, before, after in gaps:
-            rows.append(gap_row(exchange, symbol, short, low, high, detected, "open", before, after))
-            bucket = self._open_gaps.setdefault((short, exchange, symbol), [])
-            if (low, high) not in bucket:
-                bucket.append((low, high))
-            # Memory bound; older ones are re-read from the ledger on restart.
-            del bucket[:-_OPEN_GAPS_PER_PAIR]
-        self._append_gaps(rows)
-        self.stats.gaps += len(rows)
-        self._m_gaps.labels(table=short).inc(len(rows))
-
-    def _append_gaps(self, rows: list[dict[str, Any]]) -> None:
-        try:
-            append_gap_rows(self.tables["gaps"], rows, self.name, attempts=20)
-        except CommitFailedException as exc:
-            raise LandingError(
-                "expected a quality.gaps commit within 20 attempts, found continuous conflicts"
-            ) from exc
-
     def update_gauges(self) -> None:
-        """Publish lag per assigned partition and freshness per table.
-
-        Lag = (end of the partition as known to this consumer) - (next offset to land). The known end
-        is the larger of the broker's high watermark and the consumer's position (one past the last
-        message consumed, buffered or landed). Tansu reports the high watermark as the first offset of
-        the last batch + 1, so on Tansu the lag is a lower bound (short by at most the rest of the
-        last producer batch); on Kafka it is exact. K2 never loops until an end offset.
+        """Publish the buffered bytes, lag per assigned partition and freshness per table (k2.landing.gauges).
 
         Example (needs a broker)::
 
             consumer.update_gauges()  # k2_landing_consumer_lag{topic,partition}, k2_landing_freshness_seconds{table}
         """
         self._last_gauges = time.monotonic()
-        self._m_buffered.set(self._buffered_bytes)
-        if self._assigned:
-            try:
-                positions = self.consumer.position(
-                    [TopicPartition(tp.topic, tp.partition) for tp in self._assigned]
-                )
-            except KafkaException:
-                positions = []
-            for tp in positions:
-                try:
-                    low, high = self.consumer.get_watermark_offsets(tp, timeout=1, cached=True)
-                except KafkaException:
-                    low, high = -1, -1
-                landed_next = self._next.get((tp.topic, tp.partition), OFFSET_BEGINNING)
-                if landed_next < 0:
-                    landed_next = max(low, 0)
-                known_end = max(high, tp.offset, landed_next)
-                self._m_lag.labels(topic=tp.topic, partition=tp.partition).set(known_end - landed_next)
-        now = now_micros()
-        for short, newest in self._newest.items():
-            self._m_fresh.labels(table=short).set(max(0.0, (now - newest) / 1e6))
-        for short in self.freshness.tables():
-            self._publish_freshness(short)
+        self._m_buffered.set(self._buffer.buffered_bytes)
+        self._gauges.publish(self.consumer, self._assigned, self._next)
 
 
 def run_landing(

@@ -48,8 +48,8 @@ from k2.bus.serde import AvroBatchDecoder, registry_client
 from k2.bus.topics import ensure_topics, is_dlq_topic, list_topics, parse_topic
 from k2.config import Settings
 from k2.lake.catalog import ensure_tables, load_catalog
-from k2.landing.consumer import route
 from k2.landing.dedup import HighWaterMarks, screen_ids, sequential_exchanges
+from k2.landing.routes import route
 from k2.model.validate import validate
 from k2.model.values import now_micros
 
