@@ -47,7 +47,9 @@ def test_lands_trades_with_offsets_in_the_same_commit(settings: Settings, unique
     assert RANGES_KEY in summary.additional_properties
     # Values are exact: compare one row's decimals with the produced unscaled integers.
     scanned = (
-        table.scan(row_filter=f"exchange == '{exchange}' and trade_id == 1000").to_arrow().to_pylist()[0]
+        table.scan(row_filter=f"exchange == '{exchange}' and symbol == 'BTCUSDT' and trade_id == 1000")
+        .to_arrow()
+        .to_pylist()[0]
     )
     source = next(r for r in rows if r["trade_id"] == 1000 and r["symbol"] == "BTCUSDT")
     assert to_unscaled(scanned["price"]) == source["price"]
