@@ -236,20 +236,21 @@ def test_a_registry_restarted_under_a_running_producer_is_waited_for(
     )
     exchange = f"rr{unique}"
     restarted: list[ManagedProcess] = []
+    timer = threading.Timer(15.0, lambda: restarted.append(registry_process(port, store, log).start()))
     try:
         with MarketDataProducer(settings) as producer:
             producer.send(TRADE, make_trades("BTCUSDT", 1, 1, exchange=exchange)[0])
             registry.stop()
-            timer = threading.Timer(
-                15.0, lambda: restarted.append(registry_process(port, store, log).start())
-            )
             timer.start()
             producer.send(QUOTE, _quote(exchange, 1, 1_723_161_600_000_000))
             timer.join()
             producer.flush()  # raises DeliveryError if the quote was not delivered
         assert restarted, "the quote was registered before the registry came back"
     finally:
-        for proc in restarted:
+        timer.cancel()  # a failing run must not leave a registry started after the test
+        if timer.is_alive():
+            timer.join()
+        for proc in [registry, *restarted]:
             proc.stop()
     dead = settings.model_copy(update={"schema_registry_url": f"http://127.0.0.1:{free_port()}"})
     started = time.monotonic()
