@@ -1,0 +1,143 @@
+"""Large ``/v1/asof`` answers stream in keyset chunks of trades (issue 10 "Bounded memory") and say exactly
+what the one-shot join says: the same rows at the chunk edges (a chunk edge inside a group of trades that
+share a time, a trade whose quote lies before its chunk's first trade, trades whose last quote is older
+than the tolerance), the same snapshots, pinned while the body is sent, and a bounded RSS for slow readers.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from k2.api import bigpage
+from k2.api.keys import KeyStore
+from k2.config import Settings
+from k2.lake.catalog import ensure_tables, load_catalog
+from k2.lake.writer import append
+from k2.query.client import Client
+from tests.api.conftest import api_settings
+from tests.api.helpers import normalise, quotes_table, serve, trades_table
+from tests.landing.helpers import BASE_TS
+
+CHUNK = bigpage.STREAM_CHUNK_ROWS
+SAME_TS = 7  # trades per timestamp: 65,536 is not a multiple of 7, so chunk edges split a tie group
+TRADE_STEP_US = 2_000  # trades_table: one timestamp every 2 ms
+QUOTE_STEP_US = 3_000  # quotes_table: one quote every 3 ms
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _ts(micros: int) -> datetime:
+    return EPOCH + timedelta(microseconds=micros)
+
+
+def _trade_ts(index: int) -> int:
+    return BASE_TS + (index // SAME_TS) * TRADE_STEP_US
+
+
+def _quotes(trades: int) -> pa.Table:
+    """Quotes every 3 ms, except: none in the 60 ms before the first chunk edge but one 50 ms before it (the
+    quote in force at the edge lies before the chunk's first trade), and none in the 3 s before the second
+    edge (the last quote of those trades is older than the 1 s tolerance: null quote columns)."""
+    count = (_trade_ts(trades - 1) - BASE_TS) // QUOTE_STEP_US + 2
+    table = quotes_table("EDGEUSDT", 1, count)
+    ts = table["exchange_ts"].cast(pa.int64())
+    edge1, edge2 = _trade_ts(CHUNK), _trade_ts(2 * CHUNK)
+    keep = pc.invert(
+        pc.or_(
+            pc.and_(pc.greater_equal(ts, edge1 - 60_000), pc.less_equal(ts, edge1 + 3_000)),
+            pc.and_(pc.greater_equal(ts, edge2 - 3_000_000), pc.less_equal(ts, edge2)),
+        )
+    )
+    lone = quotes_table("EDGEUSDT", 10_000_000, 1, ts0=edge1 - 50_000)
+    return pa.concat_tables([table.filter(keep), lone])
+
+
+def _seed(settings: Settings, trades: int) -> tuple[datetime, datetime]:
+    tables = ensure_tables(load_catalog(settings), settings)
+    append(tables["trades"], trades_table("EDGEUSDT", 0, trades, same_ts=SAME_TS), "trades")
+    append(tables["quotes"], _quotes(trades), "quotes")
+    return _ts(BASE_TS), _ts(_trade_ts(trades - 1) + 1)
+
+
+def _rows(table: pa.Table) -> list[dict[str, Any]]:
+    types = {f.name: f.type for f in table.schema}
+    return [{k: normalise(v, types[k]) for k, v in row.items()} for row in table.to_pylist()]
+
+
+@pytest.mark.timeout(300)
+def test_a_streamed_asof_answer_equals_the_one_shot_join(
+    tmp_path: Path, broker: str, schema_registry: str
+) -> None:
+    settings = api_settings(tmp_path / "k2", broker, schema_registry, query_max_rows=4 * CHUNK)
+    trades = 2 * CHUNK + 777
+    start, end = _seed(settings, trades)
+    with Client(settings) as direct:
+        one_shot = direct.asof_join("EDGEUSDT", start, end, tolerance="1s")
+        expected = _rows(one_shot.table)
+        snaps = direct.asof_snapshots()
+    assert len(expected) == trades and snaps == one_shot.snapshot_ids
+    # The data are what the edges need: the first edge's quote lies before its chunk, the second's is stale.
+    first2, last1 = expected[CHUNK], expected[CHUNK - 1]
+    assert first2["quote_ts"] is not None and first2["quote_ts"] < last1["exchange_ts"]
+    assert first2["quote_ts"] == normalise(_ts(_trade_ts(CHUNK) - 50_000))
+    assert expected[2 * CHUNK]["quote_ts"] is None and expected[2 * CHUNK - 1]["quote_ts"] is None
+    assert last1["exchange_ts"] == first2["exchange_ts"], (
+        "the first edge splits a group of trades sharing a time"
+    )
+    key = KeyStore.from_settings(settings).create("asof", "read")[0]
+    params = {"symbol": "EDGEUSDT", "start": start.isoformat(), "end": end.isoformat(), "tolerance": "1s"}
+    with (
+        serve(settings) as server,
+        httpx.Client(base_url=server.url, timeout=120, headers={"X-API-Key": key}) as c,
+    ):
+        arrow = c.get("/v1/asof", params={**params, "format": "arrow"})
+        assert arrow.status_code == 200, arrow.text[:300]
+        assert int(arrow.headers["x-row-count"]) == trades
+        assert arrow.headers["x-snapshot-ids"].replace(" ", "") == (
+            f'{{"trades":{snaps["trades"]},"quotes":{snaps["quotes"]}}}'
+        )
+        got = pa.ipc.open_stream(arrow.content).read_all()
+        assert got.schema.equals(one_shot.table.schema), f"{got.schema} != {one_shot.table.schema}"
+        assert _rows(got) == expected, "the streamed answer differs from the one-shot join"
+        body = c.get("/v1/asof", params={**params, "format": "json"}).json()
+        assert body["row_count"] == trades == len(body["data"])
+        assert body["snapshot_ids"] == snaps
+        for index in (0, CHUNK - 1, CHUNK, 2 * CHUNK - 1, 2 * CHUNK, trades - 1):
+            assert body["data"][index] == expected[index], f"row {index}"
+
+
+@pytest.mark.timeout(300)
+def test_a_streamed_asof_answer_is_pinned_while_it_is_sent(
+    tmp_path: Path, broker: str, schema_registry: str
+) -> None:
+    """Quotes landing between the headers and the last chunk change nothing: both snapshots are pinned once."""
+    settings = api_settings(tmp_path / "k2", broker, schema_registry, query_max_rows=4 * CHUNK)
+    trades = 2 * CHUNK + 777
+    start, end = _seed(settings, trades)
+    with Client(settings) as direct:
+        expected = _rows(direct.asof_join("EDGEUSDT", start, end, tolerance="1s").table)
+    key = KeyStore.from_settings(settings).create("asof", "read")[0]
+    params = {"symbol": "EDGEUSDT", "start": start.isoformat(), "end": end.isoformat(), "format": "arrow"}
+    with (
+        serve(settings) as server,
+        httpx.Client(base_url=server.url, timeout=120, headers={"X-API-Key": key}) as c,
+        c.stream("GET", "/v1/asof", params=params) as response,
+    ):
+        assert response.status_code == 200
+        raw = response.iter_bytes(4096)
+        parts = [next(raw)]  # the body has started: the snapshots are pinned
+        # New quotes inside the stale gap of the second edge: an unpinned later chunk would join them.
+        fresh = quotes_table("EDGEUSDT", 20_000_000, 50, ts0=_trade_ts(2 * CHUNK) - 200_000)
+        append(ensure_tables(load_catalog(settings), settings)["quotes"], fresh, "quotes")
+        parts += list(raw)
+    got = pa.ipc.open_stream(b"".join(parts)).read_all()
+    assert _rows(got) == expected, "a quote committed while the body was sent changed the answer"
+    with Client(settings) as direct:
+        changed = _rows(direct.asof_join("EDGEUSDT", start, end, tolerance="1s").table)
+    assert changed != expected, "the new quotes should change a fresh answer (else this test proves nothing)"
