@@ -6,11 +6,16 @@ than the tolerance), the same snapshots, pinned while the body is sent, and a bo
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -141,3 +146,105 @@ def test_a_streamed_asof_answer_is_pinned_while_it_is_sent(
     with Client(settings) as direct:
         changed = _rows(direct.asof_join("EDGEUSDT", start, end, tolerance="1s").table)
     assert changed != expected, "the new quotes should change a fresh answer (else this test proves nothing)"
+
+
+ROWS = 500_000
+READERS = 3
+MIB = 1 << 20
+# What three slow readers of a 500,000-trade CSV answer may add to the server's RSS: each holds one chunk
+# (65,536 joined trades) and its encoded batch, plus DuckDB's scan buffers (measured: +119 MiB). Reading each
+# answer whole held every answer as Arrow while its client read: measured +573 MiB.
+RSS_BOUND = 200 * MIB
+
+
+def _shifted(base: pa.Table, copy: int, span_us: int, id_column: str, id_step: int) -> pa.Table:
+    ids = pc.add(base[id_column], pa.scalar(copy * id_step, pa.int64()))
+    table = base.set_column(base.schema.get_field_index(id_column), base.schema.field(id_column), ids)
+    for name in ("exchange_ts", "receipt_ts", "ingest_ts"):
+        shifted = pc.add(table[name].cast(pa.int64()), pa.scalar(copy * span_us, pa.int64()))
+        index = table.schema.get_field_index(name)
+        table = table.set_column(index, table.schema.field(name), shifted.cast(table.schema.field(name).type))
+    return table
+
+
+def _big_market() -> tuple[pa.Table, pa.Table]:
+    """``ROWS`` trades (one every 2 ms) and a quote every 3 ms over the same time, as copies of 20,000 trades."""
+    base_trades = trades_table("SLOWUSDT", 0, 20_000)
+    base_quotes = quotes_table("SLOWUSDT", 0, 20_000 * TRADE_STEP_US // QUOTE_STEP_US)
+    span = 20_000 * TRADE_STEP_US
+    copies = range(ROWS // 20_000)
+    trades = pa.concat_tables([_shifted(base_trades, c, span, "trade_id", 1_000_000) for c in copies])
+    quotes = pa.concat_tables([_shifted(base_quotes, c, span, "update_id", 1_000_000) for c in copies])
+    return trades, quotes
+
+
+def _rss() -> int:
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    return int(psutil.Process().memory_info().rss)
+
+
+@contextlib.contextmanager
+def _slow_reader(url: str, key: str, params: dict[str, object]) -> Iterator[Iterator[bytes]]:
+    """A real HTTP client reading a large body a few KB at a time (it stalls between reads), then leaving."""
+    headers = {"X-API-Key": key, "Accept-Encoding": "identity"}
+    with (
+        httpx.Client(base_url=url, timeout=120, headers=headers) as c,
+        c.stream("GET", "/v1/asof", params=params) as response,
+    ):
+        assert response.status_code == 200, response.read()[:500]
+        assert int(response.headers["x-row-count"]) == ROWS
+        chunks = response.iter_raw(4096)
+        next(chunks)  # the body has started
+        yield chunks
+
+
+@pytest.mark.timeout(400)
+def test_slow_readers_of_a_large_asof_answer_keep_rss_bounded(
+    tmp_path: Path, broker: str, schema_registry: str
+) -> None:
+    settings = api_settings(
+        tmp_path / "k2",
+        broker,
+        schema_registry,
+        query_max_rows=2 * ROWS,
+        api_max_concurrent_per_key=READERS,
+        api_max_concurrent_requests=READERS + 2,
+        api_request_timeout_seconds=120.0,
+    )
+    trades, quotes = _big_market()
+    start = trades["exchange_ts"][0].as_py()
+    end = trades["exchange_ts"][ROWS - 1].as_py() + timedelta(microseconds=1)
+    tables = ensure_tables(load_catalog(settings), settings)
+    append(tables["trades"], trades, "trades")
+    append(tables["quotes"], quotes, "quotes")
+    del trades, quotes
+    key = KeyStore.from_settings(settings).create("slow", "read")[0]
+    params = {"symbol": "SLOWUSDT", "start": start.isoformat(), "end": end.isoformat(), "format": "csv"}
+    with serve(settings) as server:
+        admission = server.app.state.k2.admission
+        with httpx.Client(base_url=server.url, timeout=120, headers={"X-API-Key": key}) as c:
+            warm_end = (start + timedelta(seconds=1)).isoformat()
+            warm = c.get("/v1/asof", params={**params, "end": warm_end})  # engine loaded before the baseline
+            assert warm.status_code == 200, warm.text
+        baseline = _rss()
+        peak = baseline
+        with contextlib.ExitStack() as readers:
+            held = [readers.enter_context(_slow_reader(server.url, key, params)) for _ in range(READERS)]
+            for _ in range(10):  # a few KB per reader every 0.2 s: the server waits on them
+                for chunks in held:
+                    next(chunks)
+                time.sleep(0.2)
+                peak = max(peak, _rss())
+            assert admission.total_in_progress() == READERS
+        deadline = time.monotonic() + 60
+        while admission.total_in_progress() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert admission.total_in_progress() == 0, "requests still in progress after their clients left"
+    print(
+        f"{READERS} slow readers of a {ROWS:,}-trade CSV asof answer: rss baseline {baseline / MIB:.0f} MiB, "
+        f"peak {peak / MIB:.0f} MiB (+{(peak - baseline) / MIB:.0f})"
+    )
+    assert peak - baseline < RSS_BOUND, (
+        f"expected at most {RSS_BOUND / MIB:.0f} MiB more for {READERS} slow readers, found {(peak - baseline) / MIB:.0f} MiB"
+    )
