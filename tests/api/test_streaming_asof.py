@@ -20,7 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from k2.api import bigpage
+from k2.api import bigasof, bigpage
+from k2.api.formats import LazyRows
 from k2.api.keys import KeyStore
 from k2.config import Settings
 from k2.lake.catalog import ensure_tables, load_catalog
@@ -86,6 +87,15 @@ def test_a_streamed_asof_answer_equals_the_one_shot_join(
         one_shot = direct.asof_join("EDGEUSDT", start, end, tolerance="1s")
         expected = _rows(one_shot.table)
         snaps = direct.asof_snapshots()
+        # What the route sends: lazy chunks (not one table), exactly the one-shot rows.
+        lazy, lazy_snaps = bigasof.asof_rows(
+            direct, settings.query_max_rows, "EDGEUSDT", start, end, exchange=None, tolerance="1s", as_of=None
+        )
+        assert isinstance(lazy, LazyRows) and lazy.num_rows == trades and lazy_snaps == snaps
+        chunks = list(lazy.chunks)
+        assert [chunk.num_rows for chunk in chunks] == [CHUNK, CHUNK, 777]
+        assert _rows(pa.concat_tables(chunks)) == _rows(one_shot.table)
+        del chunks
     assert len(expected) == trades and snaps == one_shot.snapshot_ids
     # The data are what the edges need: the first edge's quote lies before its chunk, the second's is stale.
     first2, last1 = expected[CHUNK], expected[CHUNK - 1]
@@ -110,7 +120,7 @@ def test_a_streamed_asof_answer_equals_the_one_shot_join(
         got = pa.ipc.open_stream(arrow.content).read_all()
         assert got.schema.equals(one_shot.table.schema), f"{got.schema} != {one_shot.table.schema}"
         assert _rows(got) == expected, "the streamed answer differs from the one-shot join"
-        body = c.get("/v1/asof", params={**params, "format": "json"}).json()
+        body = c.get("/v1/asof", params={**params, "format": "json", "exchange": "binance"}).json()
         assert body["row_count"] == trades == len(body["data"])
         assert body["snapshot_ids"] == snaps
         for index in (0, CHUNK - 1, CHUNK, 2 * CHUNK - 1, 2 * CHUNK, trades - 1):
