@@ -309,12 +309,10 @@ class Analytics(SqlBuilder):
         effective_spread = 2 x |price - mid| (exact), effective_spread_bps (double), quote_age_us.
         Quotes with the same time keep the highest update id.
 
-        Chunked reads (``k2.api.bigasof`` streams a large answer this way): ``quotes_as_of`` reads the quotes
-        at this pin instead of the one ``as_of`` implies (see :meth:`asof_snapshots`); ``after`` / ``upto``
-        keep only the trades whose sort key ``[exchange_ts as microseconds since the epoch, exchange,
-        symbol, trade_id]`` is after / at most the key given. The quotes are then read from ``tolerance``
-        before the chunk's first trade: a quote further back could only be matched with ``ok`` false (null
-        quote columns), so each trade's row equals its row in the whole join.
+        Chunks (``k2.api.bigasof``): ``quotes_as_of`` pins the quotes instead of ``as_of`` (see
+        :meth:`asof_snapshots`); ``after`` / ``upto`` keep the trades whose key ``[exchange_ts in µs, exchange,
+        symbol, trade_id]`` is after / at most theirs. Quotes are read from ``tolerance`` before the chunk's
+        first trade (an older one could only give null quote columns): each row equals the whole join's.
 
         Example::
 
