@@ -18,7 +18,8 @@ one-shot join:
 
 Unchanged (read whole, as before): answers of at most ``STREAM_CHUNK_ROWS`` trades, a window with no
 trade (the one-shot query says 404 ``unknown_symbol``), more than ``query_max_rows`` trades (the one-shot
-query refuses them with the same error) and an empty trades or quotes table.
+query refuses them with the same error), an empty trades or quotes table, and a symbol holding a comma or
+edge spaces (the join reads ``"A,B"`` as two symbols, ordered otherwise than the keyset).
 
 Hazards:
 
@@ -61,7 +62,16 @@ def asof_rows(
     """The ``/v1/asof`` answer and the snapshot ids it read: streamed when it holds more than one chunk."""
     snaps = client.asof_snapshots(as_of)
     trades_snap, quotes_snap = snaps.get("trades"), snaps.get("quotes")
-    if trades_snap is not None and quotes_snap is not None and start is not None and end is not None:
+    # One plain symbol only: the join reads "A,B" as two symbols and orders them by (time, exchange, id),
+    # not by the keyset's (time, exchange, symbol, id); such requests keep the single join.
+    single = "," not in symbol and symbol == symbol.strip()
+    if (
+        single
+        and trades_snap is not None
+        and quotes_snap is not None
+        and start is not None
+        and end is not None
+    ):
         query = PageQuery("asof", "trades", (symbol,), start, end, exchange, max_rows, max_rows, "")
         pinned = client.as_of(int(trades_snap))
         count = _count_trades(pinned, query)
