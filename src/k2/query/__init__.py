@@ -23,7 +23,9 @@ offset or ``Z``; naive values raise :class:`InvalidRangeError`; ``start`` is inc
     twap(symbol, start, end, *, exchange=None, as_of=None, include_recent=None) -> QueryResult   # one row per (exchange, symbol)
     spread_stats(symbol, start, end, *, exchange=None, as_of=None) -> QueryResult
     asof_join(symbol, start, end, *, exchange=None, tolerance="1s", as_of=None) -> QueryResult   # tolerance: "500ms", "1s", "2m" or timedelta,
-        # positive and at most query_max_range_days days (else InvalidRangeError, never OverflowError)
+        # positive and at most query_max_range_days days (else InvalidRangeError, never OverflowError);
+        # keyword-only quotes_as_of, after, upto read one chunk on pinned snapshots (k2.api.bigasof streams so)
+    asof_snapshots(as_of=None) -> dict              # {"trades": id, "quotes": id} that asof_join reads now / at as_of
     snapshots(table="trades") -> QueryResult        # snapshot_id, parent_id, committed_at, operation, added_rows, total_rows,
                                                     # kafka_offsets, kafka_ranges, summary (JSON text columns)
     as_of(snapshot_id_or_datetime) -> Client        # a client pinned to that moment for every table

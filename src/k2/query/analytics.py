@@ -10,6 +10,7 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -295,6 +296,9 @@ class Analytics(SqlBuilder):
         exchange: str | None = None,
         tolerance: str | timedelta = "1s",
         as_of: AsOf | None = None,
+        quotes_as_of: AsOf | None = None,
+        after: Sequence[Any] | None = None,
+        upto: Sequence[Any] | None = None,
     ) -> QueryResult:
         """Each trade in ``[start, end)`` with the quote prevailing at its time (latest quote at or before it,
         at most ``tolerance`` old; otherwise null quote columns): the transaction-cost-analysis join.
@@ -304,6 +308,11 @@ class Analytics(SqlBuilder):
         bid_size, ask_price, ask_size, mid = (bid + ask) / 2 and spread = ask - bid (exact),
         effective_spread = 2 x |price - mid| (exact), effective_spread_bps (double), quote_age_us.
         Quotes with the same time keep the highest update id.
+
+        Chunks (``k2.api.bigasof``): ``quotes_as_of`` pins the quotes instead of ``as_of`` (see
+        :meth:`asof_snapshots`); ``after`` / ``upto`` keep the trades whose key ``[exchange_ts in µs, exchange,
+        symbol, trade_id]`` is after / at most theirs. Quotes are read from ``tolerance`` before the chunk's
+        first trade (an older one could only give null quote columns): each row equals the whole join's.
 
         Example::
 
@@ -319,18 +328,21 @@ class Analytics(SqlBuilder):
             maximum_hint=" (K2_QUERY_MAX_RANGE_DAYS)",
         )
         tol_us = tol // timedelta(microseconds=1)
+        if after is not None:  # a chunk: its trades' time range, the key bounds applied below
+            s = max(s, _EPOCH + timedelta(microseconds=int(after[0])))
+        if upto is not None and e is not None:
+            e = min(e, _EPOCH + timedelta(microseconds=int(upto[0]) + 1))
         try:
             quotes_from = s - tol
         except OverflowError:  # a start near year 1: every earlier quote qualifies
             quotes_from = datetime.min.replace(tzinfo=UTC)
         trades = self._source("trades", symbol, exchange, s, e, as_of, False)
-        quote_as_of: AsOf | None = as_of
-        if as_of is not None and isinstance(self._normalise_as_of(as_of), int):
-            quote_as_of = self._snapshot_owner_time(int(self._normalise_as_of(as_of)))  # type: ignore[arg-type]
-        quotes = self._source("quotes", symbol, exchange, quotes_from, e, quote_as_of, False)
+        quote_pin = self._asof_quote_pin(as_of) if quotes_as_of is None else quotes_as_of
+        quotes = self._source("quotes", symbol, exchange, quotes_from, e, quote_pin, False)
+        keys, key_params = _key_filter(after, upto)
         fetch = self.settings.query_max_rows + 1
         sql = (
-            f"WITH t AS ({trades.sql}), q AS (SELECT * FROM ({quotes.sql}) "  # noqa: S608 - constant fragments
+            f"WITH t AS (SELECT * FROM ({trades.sql}) WHERE {keys}), q AS (SELECT * FROM ({quotes.sql}) "  # noqa: S608 - constant fragments
             "QUALIFY row_number() OVER (PARTITION BY exchange, symbol, exchange_ts ORDER BY update_id DESC) = 1), "
             "j AS (SELECT t.exchange, t.symbol, t.trade_id, t.exchange_ts, t.price, t.quantity, t.side, "
             "q.exchange_ts AS q_ts, q.bid_price AS q_bid, q.bid_size AS q_bid_size, q.ask_price AS q_ask, q.ask_size AS q_ask_size, "
@@ -345,7 +357,8 @@ class Analytics(SqlBuilder):
             "AS effective_spread_bps, CASE WHEN ok THEN epoch_us(exchange_ts) - epoch_us(q_ts) END AS quote_age_us "
             "FROM j ORDER BY exchange_ts, exchange, trade_id LIMIT ?"
         )
-        table = self._execute(sql, [*trades.params, *quotes.params, tol_us, fetch], query="asof_join")
+        params = [*trades.params, *key_params, *quotes.params, tol_us, fetch]
+        table = self._execute(sql, params, query="asof_join")
         if table.num_rows > self.settings.query_max_rows:
             raise LimitExceededError(
                 f"expected at most {self.settings.query_max_rows:,} trades (K2_QUERY_MAX_ROWS), found more"
@@ -353,3 +366,39 @@ class Analytics(SqlBuilder):
         if table.num_rows == 0:
             self._check_symbol(trades, symbol, exchange)
         return self._result(table, [trades, quotes])
+
+    def _asof_quote_pin(self, as_of: AsOf | None) -> AsOf | None:
+        # A snapshot id (of trades, usually) pins the quotes at that snapshot's commit time.
+        if as_of is not None and isinstance(self._normalise_as_of(as_of), int):
+            return self._snapshot_owner_time(int(self._normalise_as_of(as_of)))  # type: ignore[arg-type]
+        return as_of
+
+    def asof_snapshots(self, as_of: AsOf | None = None) -> dict[str, int | None]:
+        """The trades and quotes snapshot ids :meth:`asof_join` reads now (or at ``as_of``); None for an
+        empty table. ``asof_join(as_of=ids["trades"], quotes_as_of=ids["quotes"])`` reads them again.
+
+        Example::
+
+            ids = client.asof_snapshots()
+        """
+        trades = self._resolve("trades", as_of).snapshot_id
+        return {"trades": trades, "quotes": self._resolve("quotes", self._asof_quote_pin(as_of)).snapshot_id}
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _key_filter(after: Sequence[Any] | None, upto: Sequence[Any] | None) -> tuple[str, list[Any]]:
+    """Trades after ``after`` and up to ``upto`` (sort keys [µs, exchange, symbol, trade_id]; None: no bound)."""
+    clauses, params = ["true"], []
+    for key, strict, eq in ((after, ">", ">"), (upto, "<", "<=")):
+        if key is None:
+            continue
+        ts = _EPOCH + timedelta(microseconds=int(key[0]))
+        clauses.append(
+            f"(exchange_ts {strict} ? OR (exchange_ts = ? AND (exchange {strict} ? OR (exchange = ? AND "
+            f"(symbol {strict} ? OR (symbol = ? AND trade_id {eq} ?))))))"
+        )
+        ex, sym = str(key[1]), str(key[2])
+        params += [ts, ts, ex, ex, sym, sym, int(key[3])]
+    return " AND ".join(clauses), params

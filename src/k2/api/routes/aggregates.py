@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
-from k2.api import models
+from k2.api import bigasof, models
 from k2.api.auth import read_auth
 from k2.api.cache import cached_query
 from k2.api.errors import APIError
@@ -262,10 +262,18 @@ def router(state: ApiState) -> APIRouter:
         check_tolerance(settings, tolerance)
 
         def work() -> StreamingResponse:
-            result = state.client().asof_join(
-                symbol, s, e, exchange=exchange, tolerance=tolerance, as_of=checked_as_of
+            # Large answers stream in chunks of trades joined on pinned snapshots (k2.api.bigasof).
+            rows, snapshot_ids = bigasof.asof_rows(
+                state.client(),
+                settings.query_max_rows,
+                symbol,
+                s,
+                e,
+                exchange=exchange,
+                tolerance=tolerance,
+                as_of=checked_as_of,
             )
-            return respond(request, fmt, as_table(result), snapshot_ids_of(result))
+            return respond(request, fmt, rows, snapshot_ids)
 
         return await run(state, work, request)
 

@@ -1,0 +1,260 @@
+"""Large ``/v1/asof`` answers stream in keyset chunks of trades (issue 10 "Bounded memory") and say exactly
+what the one-shot join says: the same rows at the chunk edges (a chunk edge inside a group of trades that
+share a time, a trade whose quote lies before its chunk's first trade, trades whose last quote is older
+than the tolerance), the same snapshots, pinned while the body is sent, and a bounded RSS for slow readers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from k2.api import bigasof, bigpage
+from k2.api.formats import LazyRows
+from k2.api.keys import KeyStore
+from k2.config import Settings
+from k2.lake.catalog import ensure_tables, load_catalog
+from k2.lake.writer import append
+from k2.query.client import Client
+from tests.api.conftest import api_settings
+from tests.api.helpers import normalise, quotes_table, serve, trades_table
+from tests.landing.helpers import BASE_TS
+
+CHUNK = bigpage.STREAM_CHUNK_ROWS
+SAME_TS = 7  # trades per timestamp: 65,536 is not a multiple of 7, so chunk edges split a tie group
+TRADE_STEP_US = 2_000  # trades_table: one timestamp every 2 ms
+QUOTE_STEP_US = 3_000  # quotes_table: one quote every 3 ms
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _ts(micros: int) -> datetime:
+    return EPOCH + timedelta(microseconds=micros)
+
+
+def _trade_ts(index: int) -> int:
+    return BASE_TS + (index // SAME_TS) * TRADE_STEP_US
+
+
+def _quotes(trades: int) -> pa.Table:
+    """Quotes every 3 ms, except: none in the 60 ms before the first chunk edge but one 50 ms before it (the
+    quote in force at the edge lies before the chunk's first trade), and none in the 3 s before the second
+    edge (the last quote of those trades is older than the 1 s tolerance: null quote columns)."""
+    count = (_trade_ts(trades - 1) - BASE_TS) // QUOTE_STEP_US + 2
+    table = quotes_table("EDGEUSDT", 1, count)
+    ts = table["exchange_ts"].cast(pa.int64())
+    edge1, edge2 = _trade_ts(CHUNK), _trade_ts(2 * CHUNK)
+    keep = pc.invert(
+        pc.or_(
+            pc.and_(pc.greater_equal(ts, edge1 - 60_000), pc.less_equal(ts, edge1 + 3_000)),
+            pc.and_(pc.greater_equal(ts, edge2 - 3_000_000), pc.less_equal(ts, edge2)),
+        )
+    )
+    lone = quotes_table("EDGEUSDT", 10_000_000, 1, ts0=edge1 - 50_000)
+    return pa.concat_tables([table.filter(keep), lone])
+
+
+def _seed(settings: Settings, trades: int) -> tuple[datetime, datetime]:
+    tables = ensure_tables(load_catalog(settings), settings)
+    append(tables["trades"], trades_table("EDGEUSDT", 0, trades, same_ts=SAME_TS), "trades")
+    append(tables["quotes"], _quotes(trades), "quotes")
+    return _ts(BASE_TS), _ts(_trade_ts(trades - 1) + 1)
+
+
+def _rows(table: pa.Table) -> list[dict[str, Any]]:
+    types = {f.name: f.type for f in table.schema}
+    return [{k: normalise(v, types[k]) for k, v in row.items()} for row in table.to_pylist()]
+
+
+@pytest.mark.timeout(300)
+def test_a_streamed_asof_answer_equals_the_one_shot_join(
+    tmp_path: Path, broker: str, schema_registry: str
+) -> None:
+    settings = api_settings(tmp_path / "k2", broker, schema_registry, query_max_rows=4 * CHUNK)
+    trades = 2 * CHUNK + 777
+    start, end = _seed(settings, trades)
+    with Client(settings) as direct:
+        one_shot = direct.asof_join("EDGEUSDT", start, end, tolerance="1s")
+        expected = _rows(one_shot.table)
+        snaps = direct.asof_snapshots()
+        # What the route sends: lazy chunks (not one table), exactly the one-shot rows.
+        lazy, lazy_snaps = bigasof.asof_rows(
+            direct, settings.query_max_rows, "EDGEUSDT", start, end, exchange=None, tolerance="1s", as_of=None
+        )
+        assert isinstance(lazy, LazyRows) and lazy.num_rows == trades and lazy_snaps == snaps
+        chunks = list(lazy.chunks)
+        assert [chunk.num_rows for chunk in chunks] == [CHUNK, CHUNK, 777]
+        assert _rows(pa.concat_tables(chunks)) == _rows(one_shot.table)
+        del chunks
+    assert len(expected) == trades and snaps == one_shot.snapshot_ids
+    # The data are what the edges need: the first edge's quote lies before its chunk, the second's is stale.
+    first2, last1 = expected[CHUNK], expected[CHUNK - 1]
+    assert first2["quote_ts"] is not None and first2["quote_ts"] < last1["exchange_ts"]
+    assert first2["quote_ts"] == normalise(_ts(_trade_ts(CHUNK) - 50_000))
+    assert expected[2 * CHUNK]["quote_ts"] is None and expected[2 * CHUNK - 1]["quote_ts"] is None
+    assert last1["exchange_ts"] == first2["exchange_ts"], (
+        "the first edge splits a group of trades sharing a time"
+    )
+    key = KeyStore.from_settings(settings).create("asof", "read")[0]
+    params = {"symbol": "EDGEUSDT", "start": start.isoformat(), "end": end.isoformat(), "tolerance": "1s"}
+    with (
+        serve(settings) as server,
+        httpx.Client(base_url=server.url, timeout=120, headers={"X-API-Key": key}) as c,
+    ):
+        arrow = c.get("/v1/asof", params={**params, "format": "arrow"})
+        assert arrow.status_code == 200, arrow.text[:300]
+        assert int(arrow.headers["x-row-count"]) == trades
+        assert arrow.headers["x-snapshot-ids"].replace(" ", "") == (
+            f'{{"trades":{snaps["trades"]},"quotes":{snaps["quotes"]}}}'
+        )
+        got = pa.ipc.open_stream(arrow.content).read_all()
+        assert got.schema.equals(one_shot.table.schema), f"{got.schema} != {one_shot.table.schema}"
+        assert _rows(got) == expected, "the streamed answer differs from the one-shot join"
+        body = c.get("/v1/asof", params={**params, "format": "json", "exchange": "binance"}).json()
+        assert body["row_count"] == trades == len(body["data"])
+        assert body["snapshot_ids"] == snaps
+        for index in (0, CHUNK - 1, CHUNK, 2 * CHUNK - 1, 2 * CHUNK, trades - 1):
+            assert body["data"][index] == expected[index], f"row {index}"
+
+
+@pytest.mark.timeout(300)
+def test_a_streamed_asof_answer_is_pinned_while_it_is_sent(
+    tmp_path: Path, broker: str, schema_registry: str
+) -> None:
+    """Quotes landing between the headers and the last chunk change nothing: both snapshots are pinned once."""
+    settings = api_settings(tmp_path / "k2", broker, schema_registry, query_max_rows=4 * CHUNK)
+    trades = 2 * CHUNK + 777
+    start, end = _seed(settings, trades)
+    with Client(settings) as direct:
+        expected = _rows(direct.asof_join("EDGEUSDT", start, end, tolerance="1s").table)
+    key = KeyStore.from_settings(settings).create("asof", "read")[0]
+    params = {"symbol": "EDGEUSDT", "start": start.isoformat(), "end": end.isoformat(), "format": "arrow"}
+    with (
+        serve(settings) as server,
+        httpx.Client(base_url=server.url, timeout=120, headers={"X-API-Key": key}) as c,
+        c.stream("GET", "/v1/asof", params=params) as response,
+    ):
+        assert response.status_code == 200
+        raw = response.iter_bytes(4096)
+        parts = [next(raw)]  # the body has started: the snapshots are pinned
+        # New quotes inside the stale gap of the second edge: an unpinned later chunk would join them.
+        fresh = quotes_table("EDGEUSDT", 20_000_000, 50, ts0=_trade_ts(2 * CHUNK) - 200_000)
+        append(ensure_tables(load_catalog(settings), settings)["quotes"], fresh, "quotes")
+        parts += list(raw)
+    got = pa.ipc.open_stream(b"".join(parts)).read_all()
+    assert _rows(got) == expected, "a quote committed while the body was sent changed the answer"
+    with Client(settings) as direct:
+        changed = _rows(direct.asof_join("EDGEUSDT", start, end, tolerance="1s").table)
+    assert changed != expected, "the new quotes should change a fresh answer (else this test proves nothing)"
+
+
+ROWS = 500_000
+READERS = 3
+MIB = 1 << 20
+# What three slow readers of a 500,000-trade CSV answer may add to the server's RSS: each holds one chunk
+# (65,536 joined trades) and its encoded batch, plus DuckDB's scan buffers (measured: +119 MiB). Reading each
+# answer whole held every answer as Arrow while its client read: measured +573 MiB.
+RSS_BOUND = 200 * MIB
+
+
+def _shifted(base: pa.Table, copy: int, span_us: int, id_column: str, id_step: int) -> pa.Table:
+    ids = pc.add(base[id_column], pa.scalar(copy * id_step, pa.int64()))
+    table = base.set_column(base.schema.get_field_index(id_column), base.schema.field(id_column), ids)
+    for name in ("exchange_ts", "receipt_ts", "ingest_ts"):
+        shifted = pc.add(table[name].cast(pa.int64()), pa.scalar(copy * span_us, pa.int64()))
+        index = table.schema.get_field_index(name)
+        table = table.set_column(index, table.schema.field(name), shifted.cast(table.schema.field(name).type))
+    return table
+
+
+def _big_market() -> tuple[pa.Table, pa.Table]:
+    """``ROWS`` trades (one every 2 ms) and a quote every 3 ms over the same time, as copies of 20,000 trades."""
+    base_trades = trades_table("SLOWUSDT", 0, 20_000)
+    base_quotes = quotes_table("SLOWUSDT", 0, 20_000 * TRADE_STEP_US // QUOTE_STEP_US)
+    span = 20_000 * TRADE_STEP_US
+    copies = range(ROWS // 20_000)
+    trades = pa.concat_tables([_shifted(base_trades, c, span, "trade_id", 1_000_000) for c in copies])
+    quotes = pa.concat_tables([_shifted(base_quotes, c, span, "update_id", 1_000_000) for c in copies])
+    return trades, quotes
+
+
+def _rss() -> int:
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    return int(psutil.Process().memory_info().rss)
+
+
+@contextlib.contextmanager
+def _slow_reader(url: str, key: str, params: dict[str, object]) -> Iterator[Iterator[bytes]]:
+    """A real HTTP client reading a large body a few KB at a time (it stalls between reads), then leaving."""
+    headers = {"X-API-Key": key, "Accept-Encoding": "identity"}
+    with (
+        httpx.Client(base_url=url, timeout=120, headers=headers) as c,
+        c.stream("GET", "/v1/asof", params=params) as response,
+    ):
+        assert response.status_code == 200, response.read()[:500]
+        assert int(response.headers["x-row-count"]) == ROWS
+        chunks = response.iter_raw(4096)
+        next(chunks)  # the body has started
+        yield chunks
+
+
+@pytest.mark.timeout(400)
+def test_slow_readers_of_a_large_asof_answer_keep_rss_bounded(
+    tmp_path: Path, broker: str, schema_registry: str
+) -> None:
+    settings = api_settings(
+        tmp_path / "k2",
+        broker,
+        schema_registry,
+        query_max_rows=2 * ROWS,
+        api_max_concurrent_per_key=READERS,
+        api_max_concurrent_requests=READERS + 2,
+        api_request_timeout_seconds=120.0,
+    )
+    trades, quotes = _big_market()
+    start = trades["exchange_ts"][0].as_py()
+    end = trades["exchange_ts"][ROWS - 1].as_py() + timedelta(microseconds=1)
+    tables = ensure_tables(load_catalog(settings), settings)
+    append(tables["trades"], trades, "trades")
+    append(tables["quotes"], quotes, "quotes")
+    del trades, quotes
+    key = KeyStore.from_settings(settings).create("slow", "read")[0]
+    params = {"symbol": "SLOWUSDT", "start": start.isoformat(), "end": end.isoformat(), "format": "csv"}
+    with serve(settings) as server:
+        admission = server.app.state.k2.admission
+        with httpx.Client(base_url=server.url, timeout=120, headers={"X-API-Key": key}) as c:
+            warm_end = (start + timedelta(seconds=1)).isoformat()
+            warm = c.get("/v1/asof", params={**params, "end": warm_end})  # engine loaded before the baseline
+            assert warm.status_code == 200, warm.text
+        baseline = _rss()
+        peak = baseline
+        with contextlib.ExitStack() as readers:
+            held = [readers.enter_context(_slow_reader(server.url, key, params)) for _ in range(READERS)]
+            for _ in range(10):  # a few KB per reader every 0.2 s: the server waits on them
+                for chunks in held:
+                    next(chunks)
+                time.sleep(0.2)
+                peak = max(peak, _rss())
+            assert admission.total_in_progress() == READERS
+        deadline = time.monotonic() + 60
+        while admission.total_in_progress() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert admission.total_in_progress() == 0, "requests still in progress after their clients left"
+    print(
+        f"{READERS} slow readers of a {ROWS:,}-trade CSV asof answer: rss baseline {baseline / MIB:.0f} MiB, "
+        f"peak {peak / MIB:.0f} MiB (+{(peak - baseline) / MIB:.0f})"
+    )
+    assert peak - baseline < RSS_BOUND, (
+        f"expected at most {RSS_BOUND / MIB:.0f} MiB more for {READERS} slow readers, found {(peak - baseline) / MIB:.0f} MiB"
+    )
