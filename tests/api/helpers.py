@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import gc
 import io
 import json
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import httpx
+import psutil
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import uvicorn
 from pyiceberg.table import Table
@@ -206,3 +209,48 @@ def lagging_topic(settings: Settings, klines: Table, unique: str, produced: int 
     )
     append(klines, records_to_arrow(KLINE, [row]), "klines", summary)
     return topic
+
+
+def server_rss() -> int:
+    """This process's RSS after a garbage collection and Arrow's pool release (the in-process server's memory)."""
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    return int(psutil.Process().memory_info().rss)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> bool:
+    """Poll ``condition`` every 50 ms until it holds (True) or ``timeout`` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@contextlib.contextmanager
+def streaming_reader(
+    url: str, key: str, path: str, params: dict[str, object], rows: int
+) -> Iterator[Iterator[bytes]]:
+    """A real HTTP client reading a large body a few KB at a time (it stalls between reads), then leaving."""
+    headers = {"X-API-Key": key, "Accept-Encoding": "identity"}
+    with (
+        httpx.Client(base_url=url, timeout=120, headers=headers) as c,
+        c.stream("GET", path, params=params) as response,
+    ):
+        assert response.status_code == 200, response.read()[:500]
+        assert int(response.headers["x-row-count"]) == rows
+        chunks = response.iter_raw(4096)
+        next(chunks)  # the body has started
+        yield chunks
+
+
+def shifted_copy(base: pa.Table, copy: int, span_us: int, id_column: str, id_step: int) -> pa.Table:
+    """``base`` as its ``copy``-th repetition: ids moved by ``copy * id_step``, times by ``copy * span_us``."""
+    ids = pc.add(base[id_column], pa.scalar(copy * id_step, pa.int64()))
+    table = base.set_column(base.schema.get_field_index(id_column), base.schema.field(id_column), ids)
+    for name in ("exchange_ts", "receipt_ts", "ingest_ts"):
+        shifted = pc.add(table[name].cast(pa.int64()), pa.scalar(copy * span_us, pa.int64()))
+        index = table.schema.get_field_index(name)
+        table = table.set_column(index, table.schema.field(name), shifted.cast(table.schema.field(name).type))
+    return table

@@ -5,13 +5,11 @@ and the process RSS stays bounded however many slow clients ask."""
 from __future__ import annotations
 
 import contextlib
-import gc
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -20,7 +18,7 @@ from k2.api.keys import KeyStore
 from k2.lake.catalog import ensure_tables, load_catalog
 from k2.lake.writer import append
 from tests.api.conftest import api_settings
-from tests.api.helpers import serve, trades_table
+from tests.api.helpers import serve, server_rss, trades_table, wait_until
 from tests.api.test_auth_errors import assert_error
 
 ROWS = 160_000
@@ -55,21 +53,6 @@ def slow_reader(url: str, key: str) -> Iterator[httpx.Response]:
         yield response
 
 
-def _rss() -> int:
-    gc.collect()
-    pa.default_memory_pool().release_unused()
-    return int(psutil.Process().memory_info().rss)
-
-
-def _wait(condition: object, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return True
-        time.sleep(0.05)
-    return False
-
-
 @pytest.mark.timeout(180)
 def test_slow_readers_are_capped_and_memory_is_freed_when_they_leave(
     tmp_path: Path, broker: str, schema_registry: str
@@ -94,7 +77,7 @@ def test_slow_readers_are_capped_and_memory_is_freed_when_they_leave(
             assert body.status_code == 200 and int(body.headers["x-row-count"]) == ROWS
             csv_bytes = len(body.content)
             del body
-        baseline = _rss()
+        baseline = server_rss()
         with contextlib.ExitStack() as readers:
             held = [readers.enter_context(slow_reader(server.url, key)) for key in (key_a, key_a, key_b)]
             assert [r.status_code for r in held] == [200, 200, 200]
@@ -111,12 +94,12 @@ def test_slow_readers_are_capped_and_memory_is_freed_when_they_leave(
             for key in (key_a, key_b, key_c) * 3:
                 with slow_reader(server.url, key) as extra:
                     assert extra.status_code in (429, 503)
-            during = _rss()
+            during = server_rss()
         # Every client left mid-body: their slots, and the results they held, are freed.
-        assert _wait(lambda: admission.total_in_progress() == 0), (
+        assert wait_until(lambda: admission.total_in_progress() == 0, timeout=30.0), (
             f"{admission.total_in_progress()} requests still in progress"
         )
-        after = _rss()
+        after = server_rss()
         with httpx.Client(base_url=server.url, timeout=60, headers={"X-API-Key": key_c}) as c:
             assert c.get("/v1/trades", params={**PARAMS, "limit": 10}).status_code == 200
     mib = 1 << 20

@@ -7,16 +7,12 @@ walk returns exactly the rows of the one-shot query, every page with its exact c
 from __future__ import annotations
 
 import contextlib
-import gc
 import io
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
-import psutil
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
@@ -25,7 +21,7 @@ from k2.api.keys import KeyStore
 from k2.lake.catalog import ensure_tables, load_catalog
 from k2.lake.writer import append
 from tests.api.conftest import api_settings
-from tests.api.helpers import serve, trades_table
+from tests.api.helpers import serve, server_rss, shifted_copy, streaming_reader, trades_table, wait_until
 
 ROWS = 1_000_000
 READERS = 4
@@ -42,48 +38,9 @@ HELD_BOUND = 256 * MIB
 def _million_trades() -> pa.Table:
     base = trades_table("BIGUSDT", 0, 20_000)
     span = 20_000 * 2_000  # the base covers 40 s: copies follow each other in time
-    parts = []
-    for copy in range(ROWS // 20_000):
-        ids = pc.add(base["trade_id"], pa.scalar(copy * 1_000_000, pa.int64()))
-        table = base.set_column(base.schema.get_field_index("trade_id"), base.schema.field("trade_id"), ids)
-        for name in ("exchange_ts", "receipt_ts", "ingest_ts"):
-            shifted = pc.add(table[name].cast(pa.int64()), pa.scalar(copy * span, pa.int64()))
-            index = table.schema.get_field_index(name)
-            table = table.set_column(
-                index, table.schema.field(name), shifted.cast(table.schema.field(name).type)
-            )
-        parts.append(table)
-    return pa.concat_tables(parts)
-
-
-def _rss() -> int:
-    gc.collect()
-    pa.default_memory_pool().release_unused()
-    return int(psutil.Process().memory_info().rss)
-
-
-def _wait(condition: Callable[[], bool], timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
-
-
-@contextlib.contextmanager
-def slow_reader(url: str, key: str, params: dict[str, object]) -> Iterator[Iterator[bytes]]:
-    """A real HTTP client reading a large body a few KB at a time (it stalls between reads), then leaving."""
-    headers = {"X-API-Key": key, "Accept-Encoding": "identity"}
-    with (
-        httpx.Client(base_url=url, timeout=120, headers=headers) as c,
-        c.stream("GET", "/v1/replay", params=params) as response,
-    ):
-        assert response.status_code == 200, response.read()[:500]
-        assert int(response.headers["x-row-count"]) == ROWS
-        chunks = response.iter_raw(4096)
-        next(chunks)  # the body has started
-        yield chunks
+    return pa.concat_tables(
+        [shifted_copy(base, copy, span, "trade_id", 1_000_000) for copy in range(ROWS // 20_000)]
+    )
 
 
 @pytest.mark.timeout(300)
@@ -112,22 +69,25 @@ def test_slow_readers_of_a_million_row_page_keep_rss_bounded(
         with httpx.Client(base_url=server.url, timeout=120, headers={"X-API-Key": key}) as c:
             warm = c.get("/v1/replay", params={**params, "limit": 10})  # engine loaded before the baseline
             assert warm.status_code == 200, warm.text
-        baseline = _rss()
+        baseline = server_rss()
         peak = baseline
         with contextlib.ExitStack() as readers:
-            held = [readers.enter_context(slow_reader(server.url, key, params)) for _ in range(READERS)]
+            held = [
+                readers.enter_context(streaming_reader(server.url, key, "/v1/replay", params, ROWS))
+                for _ in range(READERS)
+            ]
             for _ in range(10):  # a few KB per reader every 0.2 s: the server waits on them
                 for chunks in held:
                     next(chunks)
                 time.sleep(0.2)
-                peak = max(peak, _rss())
+                peak = max(peak, server_rss())
             assert admission.total_in_progress() == READERS
         # Every client left mid-body: its slot is freed and so is what its response held.
-        assert _wait(lambda: admission.total_in_progress() == 0), (
+        assert wait_until(lambda: admission.total_in_progress() == 0), (
             f"{admission.total_in_progress()} requests still in progress after their clients left"
         )
-        freed = _wait(lambda: _rss() - baseline < HELD_BOUND)
-        after = _rss()
+        freed = wait_until(lambda: server_rss() - baseline < HELD_BOUND)
+        after = server_rss()
     print(
         f"{READERS} slow readers of a {ROWS:,}-row CSV page: rss baseline {baseline / MIB:.0f} MiB, "
         f"peak {peak / MIB:.0f} MiB (+{(peak - baseline) / MIB:.0f}), after they left {after / MIB:.0f} MiB"

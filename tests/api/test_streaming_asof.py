@@ -7,15 +7,12 @@ than the tolerance), the same snapshots, pinned while the body is sent, and a bo
 from __future__ import annotations
 
 import contextlib
-import gc
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -28,7 +25,15 @@ from k2.lake.catalog import ensure_tables, load_catalog
 from k2.lake.writer import append
 from k2.query.client import Client
 from tests.api.conftest import api_settings
-from tests.api.helpers import normalise, quotes_table, serve, trades_table
+from tests.api.helpers import (
+    normalise,
+    quotes_table,
+    serve,
+    server_rss,
+    shifted_copy,
+    streaming_reader,
+    trades_table,
+)
 from tests.landing.helpers import BASE_TS
 
 CHUNK = bigpage.STREAM_CHUNK_ROWS
@@ -167,46 +172,15 @@ MIB = 1 << 20
 RSS_BOUND = 200 * MIB
 
 
-def _shifted(base: pa.Table, copy: int, span_us: int, id_column: str, id_step: int) -> pa.Table:
-    ids = pc.add(base[id_column], pa.scalar(copy * id_step, pa.int64()))
-    table = base.set_column(base.schema.get_field_index(id_column), base.schema.field(id_column), ids)
-    for name in ("exchange_ts", "receipt_ts", "ingest_ts"):
-        shifted = pc.add(table[name].cast(pa.int64()), pa.scalar(copy * span_us, pa.int64()))
-        index = table.schema.get_field_index(name)
-        table = table.set_column(index, table.schema.field(name), shifted.cast(table.schema.field(name).type))
-    return table
-
-
 def _big_market() -> tuple[pa.Table, pa.Table]:
     """``ROWS`` trades (one every 2 ms) and a quote every 3 ms over the same time, as copies of 20,000 trades."""
     base_trades = trades_table("SLOWUSDT", 0, 20_000)
     base_quotes = quotes_table("SLOWUSDT", 0, 20_000 * TRADE_STEP_US // QUOTE_STEP_US)
     span = 20_000 * TRADE_STEP_US
     copies = range(ROWS // 20_000)
-    trades = pa.concat_tables([_shifted(base_trades, c, span, "trade_id", 1_000_000) for c in copies])
-    quotes = pa.concat_tables([_shifted(base_quotes, c, span, "update_id", 1_000_000) for c in copies])
+    trades = pa.concat_tables([shifted_copy(base_trades, c, span, "trade_id", 1_000_000) for c in copies])
+    quotes = pa.concat_tables([shifted_copy(base_quotes, c, span, "update_id", 1_000_000) for c in copies])
     return trades, quotes
-
-
-def _rss() -> int:
-    gc.collect()
-    pa.default_memory_pool().release_unused()
-    return int(psutil.Process().memory_info().rss)
-
-
-@contextlib.contextmanager
-def _slow_reader(url: str, key: str, params: dict[str, object]) -> Iterator[Iterator[bytes]]:
-    """A real HTTP client reading a large body a few KB at a time (it stalls between reads), then leaving."""
-    headers = {"X-API-Key": key, "Accept-Encoding": "identity"}
-    with (
-        httpx.Client(base_url=url, timeout=120, headers=headers) as c,
-        c.stream("GET", "/v1/asof", params=params) as response,
-    ):
-        assert response.status_code == 200, response.read()[:500]
-        assert int(response.headers["x-row-count"]) == ROWS
-        chunks = response.iter_raw(4096)
-        next(chunks)  # the body has started
-        yield chunks
 
 
 @pytest.mark.timeout(400)
@@ -237,15 +211,18 @@ def test_slow_readers_of_a_large_asof_answer_keep_rss_bounded(
             warm_end = (start + timedelta(seconds=1)).isoformat()
             warm = c.get("/v1/asof", params={**params, "end": warm_end})  # engine loaded before the baseline
             assert warm.status_code == 200, warm.text
-        baseline = _rss()
+        baseline = server_rss()
         peak = baseline
         with contextlib.ExitStack() as readers:
-            held = [readers.enter_context(_slow_reader(server.url, key, params)) for _ in range(READERS)]
+            held = [
+                readers.enter_context(streaming_reader(server.url, key, "/v1/asof", params, ROWS))
+                for _ in range(READERS)
+            ]
             for _ in range(10):  # a few KB per reader every 0.2 s: the server waits on them
                 for chunks in held:
                     next(chunks)
                 time.sleep(0.2)
-                peak = max(peak, _rss())
+                peak = max(peak, server_rss())
             assert admission.total_in_progress() == READERS
         deadline = time.monotonic() + 60
         while admission.total_in_progress() and time.monotonic() < deadline:
