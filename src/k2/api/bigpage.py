@@ -39,7 +39,7 @@ Hazards:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -70,26 +70,14 @@ def first_page(
     """
     if not streams(query):
         return paging.first_rows_page(client, codec, query, as_of, include_recent)
-    method: Callable[..., Any] = client.trades if query.table == "trades" else client.quotes
-    probe = method(
-        query.client_symbols(),
-        query.start,
-        query.end,
-        exchange=query.exchange,
-        limit=STREAM_CHUNK_ROWS + 1,
-        as_of=as_of,
-        include_recent=include_recent,
-    )
-    snap = (getattr(probe, "snapshot_ids", None) or {}).get(query.table)
-    data: pa.Table = getattr(probe, "table", probe)
-    recent = int(getattr(probe, "recent_rows", 0) or 0)
-    unknown = tuple(getattr(probe, "unknown_symbols", ()) or ())
-    if data.num_rows <= STREAM_CHUNK_ROWS:  # the whole result: the page (and no more pages)
-        return paging.page_of(codec, query, data, snap, probe, {"recent_included": recent > 0}, unknown)
-    if recent or snap is None:  # rows from Kafka are not pinnable: read the page whole, as before
+    probe = paging.read_rows(client, query, STREAM_CHUNK_ROWS + 1, as_of, include_recent)
+    if probe.data.num_rows <= STREAM_CHUNK_ROWS:  # the whole result: the page (and no more pages)
+        extra = {"recent_included": probe.recent > 0}
+        return paging.page_of(codec, query, probe.data, probe.snap, probe.result, extra, probe.unknown)
+    if probe.recent or probe.snap is None:  # rows from Kafka are not pinnable: read the page whole, as before
         return paging.first_rows_page(client, codec, query, as_of, include_recent)
-    del data
-    return streamed_page(client.as_of(int(snap)), codec, query, int(snap), None, unknown, probe)
+    snap = int(probe.snap)
+    return streamed_page(client.as_of(snap), codec, query, snap, None, probe.unknown, probe.result)
 
 
 def next_page(

@@ -261,6 +261,39 @@ def unknown_of(payload: dict[str, Any]) -> tuple[str, ...]:
     return tuple(str(name) for name in carried) if isinstance(carried, list) else ()
 
 
+@dataclass(frozen=True)
+class RowsRead:
+    """One read of ``/v1/trades`` or ``/v1/quotes`` rows through the query client, unpacked."""
+
+    result: Any
+    data: pa.Table
+    snap: int | None  # the table's snapshot the read used (None: the table is empty at it)
+    recent: int  # rows that came from Kafka
+    # Unknown as the hybrid read found it: a symbol seen only in Kafka is known, though a walk omits its rows.
+    unknown: tuple[str, ...]
+
+
+def read_rows(client: Any, query: PageQuery, limit: int, as_of: Any, include_recent: bool | None) -> RowsRead:
+    """Read up to ``limit`` rows of ``query`` (404 for an unknown symbol)."""
+    method: Callable[..., Any] = client.trades if query.table == "trades" else client.quotes
+    result = method(
+        query.client_symbols(),
+        query.start,
+        query.end,
+        exchange=query.exchange,
+        limit=limit,
+        as_of=as_of,
+        include_recent=include_recent,
+    )
+    return RowsRead(
+        result,
+        getattr(result, "table", result),
+        (getattr(result, "snapshot_ids", None) or {}).get(query.table),
+        int(getattr(result, "recent_rows", 0) or 0),
+        tuple(getattr(result, "unknown_symbols", ()) or ()),
+    )
+
+
 def first_rows_page(
     client: Any, codec: CursorCodec, query: PageQuery, as_of: Any, include_recent: bool | None
 ) -> Page:
@@ -268,41 +301,21 @@ def first_rows_page(
 
     With rows still in Kafka and more than one page, the page is re-read from the pinned snapshot only.
     """
-    method: Callable[..., Any] = client.trades if query.table == "trades" else client.quotes
     fetch = fetch_size(query)
-    result = method(
-        query.client_symbols(),
-        query.start,
-        query.end,
-        exchange=query.exchange,
-        limit=fetch,
-        as_of=as_of,
-        include_recent=include_recent,
-    )
-    snap = (getattr(result, "snapshot_ids", None) or {}).get(query.table)
-    data: pa.Table = getattr(result, "table", result)
-    recent = int(getattr(result, "recent_rows", 0) or 0)
-    # Unknown as the hybrid read found it: a symbol seen only in Kafka is known, though a walk omits its rows.
-    unknown = tuple(getattr(result, "unknown_symbols", ()) or ())
-    if recent and has_more(data.num_rows, query):
+    read = read_rows(client, query, fetch, as_of, include_recent)
+    snap, unknown = read.snap, read.unknown
+    if read.recent and has_more(read.data.num_rows, query):
         # A multi-page walk reads the pinned snapshot only (Kafka rows are not pinnable).
+        result, data = read.result, schema_of(query.table).empty_table()
         try:
             if snap is None:  # the table is empty at this snapshot: nothing pinnable to walk
                 raise UnknownSymbolError(str(query.client_symbols()))
-            result = method(
-                query.client_symbols(),
-                query.start,
-                query.end,
-                exchange=query.exchange,
-                limit=fetch,
-                as_of=snap,
-                include_recent=False,
-            )
-            data = getattr(result, "table", result)
+            pinned = read_rows(client, query, fetch, snap, False)
+            result, data = pinned.result, pinned.data
         except UnknownSymbolError:  # the symbol exists only in Kafka so far
-            data = schema_of(query.table).empty_table()
+            pass
         return page_of(codec, query, data, snap, result, {"recent_included": False}, unknown)
-    return page_of(codec, query, data, snap, result, {"recent_included": recent > 0}, unknown)
+    return page_of(codec, query, read.data, snap, read.result, {"recent_included": read.recent > 0}, unknown)
 
 
 def page_of(
