@@ -46,6 +46,19 @@ def _run(settings: Settings, messages: list[CaptureMessage], faults: Faults) -> 
         )
 
 
+def _next_depth(messages: list[CaptureMessage], after: int) -> int:
+    return next(i for i in range(after + 1, len(messages)) if messages[i].kind.startswith("depth"))
+
+
+def _synced_before(messages: list[CaptureMessage], shows_hole: int) -> tuple[tuple[int, int], ...]:
+    """Holds (:class:`Faults`) that keep a loaded run's syncs before the fault and right after the event
+    that shows its hole: the replay waits at the 10th depth event for the start's snapshot and at the
+    depth event after ``shows_hole`` for the resync's, so neither snapshot is taken far ahead of the
+    feed (a snapshot taken at a cursor far ahead leaves too few events after the resync to check)."""
+    tenth = [i for i, m in enumerate(messages[:5_000]) if m.kind.startswith("depth")][9]
+    return ((tenth, 1), (_next_depth(messages, shows_hole), 2))
+
+
 def _depth_gaps(runner: LiveRunner) -> list[tuple[int, int]]:
     return sorted(
         (g["first_missing_id"], g["last_missing_id"])
@@ -99,7 +112,10 @@ def test_live_depth_with_a_dropped_event_reports_a_gap_resyncs_and_stays_exact(
     messages = load_binance(BINANCE_CAPTURES)
     dropped = next(i for i, m in enumerate(messages) if i > 20_000 and m.kind.startswith("depth"))
     lost = orjson.loads(messages[dropped].text)["data"]
-    runner = _run(private_settings, messages, Faults(skip_at=frozenset({dropped})))
+    holds = _synced_before(messages, _next_depth(messages, dropped))
+    runner = _run(
+        private_settings, messages, Faults(skip_at=frozenset({dropped}), hold_for_depth_snapshots=holds)
+    )
 
     gaps = _depth_gaps(runner)
     if not runner.stats.reconnects:  # the quiet-machine run: exactly the dropped event's ids
@@ -124,7 +140,7 @@ def test_live_depth_with_a_reordered_pair_reports_the_late_event_as_lost_and_res
         if i > 20_000 and m.kind.startswith("depth") and messages[i + 1].kind.startswith("depth")
     )
     late = orjson.loads(messages[held].text)["data"]
-    faults = Faults(reorder_at=frozenset({held}))
+    faults = Faults(reorder_at=frozenset({held}), hold_for_depth_snapshots=_synced_before(messages, held + 1))
     runner = _run(private_settings, messages, faults)
 
     # The event after it arrives first: the chain breaks there; the late one is not applied on top.
@@ -147,7 +163,11 @@ def test_live_depth_refetches_a_stale_rest_snapshot_and_builds_nothing_on_it(
     dropped = next(i for i, m in enumerate(messages) if i > 20_000 and m.kind.startswith("depth"))
     lost = orjson.loads(messages[dropped].text)["data"]
     # The resync's first REST answer (the second answer of the run) is stale: older than the events buffered.
-    faults = Faults(skip_at=frozenset({dropped}), stale_depth_snapshots=frozenset({1}))
+    faults = Faults(
+        skip_at=frozenset({dropped}),
+        stale_depth_snapshots=frozenset({1}),
+        hold_for_depth_snapshots=_synced_before(messages, _next_depth(messages, dropped)),
+    )
     snapshots = load_binance_depth_snapshots(BINANCE_CAPTURES)
     with FakeExchange("binance", messages=messages, faults=faults, depth_snapshots=snapshots) as fake:
         feed = BinanceFeed(["BTCUSDT"], ws_url=fake.ws_url, rest_url=fake.rest_url, depth=True)

@@ -11,8 +11,15 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
-from k2.sources.fake_exchange import CaptureMessage, FakeExchange, Faults, load_coinbase, parse_ranges
-from tests.sources.helpers import COINBASE_CAPTURE, FIRST_ID
+from k2.sources.fake_exchange import (
+    CaptureMessage,
+    FakeExchange,
+    Faults,
+    load_binance_depth_snapshots,
+    load_coinbase,
+    parse_ranges,
+)
+from tests.sources.helpers import BINANCE_CAPTURES, COINBASE_CAPTURE, FIRST_ID
 
 TRADE_STREAMS = "/stream?streams=btcusdt@trade"
 BOTH_STREAMS = "/stream?streams=btcusdt@trade/btcusdt@bookTicker"
@@ -190,6 +197,29 @@ def test_malformed_variants_and_stall(binance_messages: list[CaptureMessage]) ->
             continue
         kinds.add("missing" if not ({"p", "b"} & set(data)) else "bad_number")
     assert kinds == {"binary", "truncated", "missing", "bad_number"}
+
+
+def test_a_hold_sends_nothing_past_its_position_until_a_depth_snapshot_was_answered(
+    binance_messages: list[CaptureMessage],
+) -> None:
+    streams = "/stream?streams=btcusdt@trade/btcusdt@bookTicker/btcusdt@depth@100ms"
+    faults = Faults(max_messages=3_000, hold_for_depth_snapshots=((200, 1),), hold_seconds=60.0)
+    snapshots = load_binance_depth_snapshots(BINANCE_CAPTURES)
+    with (
+        FakeExchange(faults=faults, messages=binance_messages, depth_snapshots=snapshots) as fake,
+        connect(fake.ws_url + streams) as ws,
+    ):
+        before = _read(ws, idle=1.0)
+        answer = httpx.get(fake.rest_url + "/api/v3/depth", params={"symbol": "BTCUSDT"}).json()
+        after = _read(ws, idle=1.0, limit=100)
+    assert before == [m.text for m in binance_messages[:200]]  # held at position 200 ...
+    depth_before = [orjson.loads(f)["data"]["u"] for f in before if b"depthUpdate" in _bytes(f)]
+    assert answer["lastUpdateId"] >= depth_before[-1]  # ... so the snapshot is the book there
+    assert after == [m.text for m in binance_messages[200:300]]  # ... and the replay goes on once answered
+
+
+def _bytes(frame: str | bytes) -> bytes:
+    return frame if isinstance(frame, bytes) else frame.encode()
 
 
 def test_coinbase_handshake_last_match_and_rest_pagination() -> None:

@@ -109,7 +109,13 @@ def test_a_depth_hole_across_a_reconnect_is_recorded_as_a_reconnect_gap(
     the ids no event applied."""
     depth = [i for i, m in enumerate(binance_messages[:8_000]) if m.kind.startswith("depth")]
     drop = depth[len(depth) // 2]  # the connection closes after this depth event ...
-    faults = Faults(max_messages=8_000, drop_at=frozenset({drop}), drop_mode="close", reconnect_advance=300)
+    faults = Faults(
+        max_messages=8_000,
+        drop_at=frozenset({drop}),
+        drop_mode="close",
+        reconnect_advance=300,
+        hold_for_depth_snapshots=((depth[10], 1),),  # ... of a book synced before it, however slow the feed
+    )
     served = _served_trades(binance_messages, 8_000)
     snapshots = load_binance_depth_snapshots(BINANCE_CAPTURES)
     with FakeExchange(faults=faults, messages=binance_messages, depth_snapshots=snapshots) as fake:

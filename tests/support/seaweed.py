@@ -75,7 +75,20 @@ class SeaweedServer:
             "AWS_ALLOW_HTTP": "true",
         }
 
-    def start(self, timeout: float = 60.0) -> SeaweedServer:
+    def start(self, timeout: float = 60.0, attempts: int = 3) -> SeaweedServer:
+        """Start ``weed mini``; a start that fails (another process took one of the ten ports between
+        choosing and binding them - the suite runs four workers) is retried on new ports."""
+        for attempt in range(attempts):
+            try:
+                return self._start_once(timeout)
+            except RuntimeError:
+                if attempt == attempts - 1:
+                    raise
+                self.s3_port, self.iceberg_port = _port_pair(), _port_pair()
+                shutil.rmtree(self.root / "data", ignore_errors=True)
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout: float) -> SeaweedServer:
         ports = {name: _port_pair() for name in ("master", "volume", "filer", "admin")}
         argv = [
             str(weed_binary()), f"-logdir={self.root}", "mini", f"-dir={self.root / 'data'}",

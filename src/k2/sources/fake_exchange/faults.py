@@ -69,6 +69,12 @@ class Faults:
     # snapshot instead of the book at the replay cursor.
     reorder_at: frozenset[int] = frozenset()
     stale_depth_snapshots: frozenset[int] = frozenset()
+    # (position, answers): the replay sends nothing from that eligible position on until that many REST
+    # depth snapshots were answered in all (waiting at most ``hold_seconds``). However far a slow client
+    # lags behind its socket, its book is then synced from a snapshot taken before that position, so a
+    # test of what a fault does to a synced book cannot race the sync.
+    hold_for_depth_snapshots: tuple[tuple[int, int], ...] = ()
+    hold_seconds: float = 30.0
 
     def _due(self, every: int, at: frozenset[int], index: int) -> bool:
         return (every > 0 and index > 0 and index % every == 0) or index in at

@@ -6,10 +6,10 @@ values re-send messages to exercise dedup). A newer session takes the stream ove
 ``speed`` > 0 paces the replay by the capture's receive times (``speed`` times real time); 0 sends as
 fast as the client reads.
 
-Faults, per eligible (subscribed) message: stall, skip (the client sees id jumps), a malformed copy
-before the real message, hold back one message and send it after the next (reorder), drop the
-connection (clean close or TCP abort) every N messages or at given positions; and a pinger that counts
-the client's pongs.
+Faults, per eligible (subscribed) message: stall, hold until a depth snapshot was served, skip (the
+client sees id jumps), a malformed copy before the real message, hold back one message and send it
+after the next (reorder), drop the connection (clean close or TCP abort) every N messages or at given
+positions; and a pinger that counts the client's pongs.
 """
 
 from __future__ import annotations
@@ -63,6 +63,10 @@ class Replay(ReplayState):
             index = self.eligible_seen
             if self._stall_due(index):
                 await self._stall(index, generation)
+                anchor = None
+                continue
+            if self._hold_due(index):
+                await self._hold_for_depth_snapshots(index, generation)
                 anchor = None
                 continue
             if self.speed > 0:
@@ -123,6 +127,25 @@ class Replay(ReplayState):
         self.stats.stalls += 1
         deadline = time.monotonic() + self.faults.stall_seconds
         while time.monotonic() < deadline and generation == self._generation and not self._closing:
+            await asyncio.sleep(0.02)
+
+    def _hold_due(self, index: int) -> bool:
+        """True when eligible message ``index`` is a hold position not held yet."""
+        return index not in self._held and any(at == index for at, _ in self.faults.hold_for_depth_snapshots)
+
+    async def _hold_for_depth_snapshots(self, index: int, generation: int) -> None:
+        """Send nothing until enough REST depth snapshots were answered (``Faults.hold_for_depth_snapshots``).
+
+        Once per position: a client that never asks gets the rest after ``hold_seconds``."""
+        self._held.add(index)
+        wanted = max(answers for at, answers in self.faults.hold_for_depth_snapshots if at == index)
+        deadline = time.monotonic() + self.faults.hold_seconds
+        while (
+            sum(self._depth_answers.values()) < wanted
+            and time.monotonic() < deadline
+            and generation == self._generation
+            and not self._closing
+        ):
             await asyncio.sleep(0.02)
 
     def _skipped(self, msg: CaptureMessage, index: int) -> bool:

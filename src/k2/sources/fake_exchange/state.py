@@ -44,6 +44,7 @@ class ReplayState:
         self._sessions = 0
         self._skip_left = 0
         self._stalled: set[int] = set()
+        self._held: set[int] = set()  # positions of Faults.hold_for_depth_snapshots already held
         self._closing = False
         # REST depth: symbol -> [the capture's snapshot, book (price -> size per side), next message index]
         self._depth: dict[str, list[Any]] = {
