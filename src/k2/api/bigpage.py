@@ -104,7 +104,7 @@ def streamed_page(
     result: Any = None,
 ) -> Page:
     """The page after ``last`` in ``snapshot_id`` (``pinned``: a client pinned to it): counted now, read lazily."""
-    counted, bounds = _count(pinned, query, last)
+    counted, bounds = count_page(pinned, query, last)
     rows = min(counted, query.page_size)
     cursor = None
     if paging.has_more(counted, query) and rows:
@@ -114,9 +114,17 @@ def streamed_page(
     return Page(lazy, snapshot_id, cursor, result, extra, unknown)
 
 
-def _count(pinned: Any, query: PageQuery, last: list[Any] | None) -> tuple[int, list[list[Any]]]:
-    """Rows after ``last`` up to the fetch size, and the chunk bounds of the page: the sort keys of its rows
-    number ``STREAM_CHUNK_ROWS``, ``2 * STREAM_CHUNK_ROWS``, ... and of its last row (none when it is empty)."""
+def count_page(pinned: Any, query: PageQuery, last: list[Any] | None) -> tuple[int, list[list[Any]]]:
+    """Count the page after ``last`` by its sort keys only: ``(rows, bounds)``.
+
+    ``pinned``: a query client pinned to one snapshot (every key query reads it). ``rows``: the rows after
+    ``last`` up to :func:`k2.api.paging.fetch_size` (so ``rows > query.page_size`` says more pages follow);
+    ``bounds``: the sort keys of the page's rows number ``STREAM_CHUNK_ROWS``, ``2 * STREAM_CHUNK_ROWS``, ...
+    and of its last row (none when it is empty) -- the upper bounds of the chunks that read it.
+
+    The keys are walked ``KEY_CHUNK_ROWS`` at a time (about 50 bytes a row held), never the rows. Used by
+    :func:`streamed_page` and by :mod:`k2.api.bigasof` (which sizes ``query`` to the trades it counted).
+    """
     fetch = paging.fetch_size(query)
     seen = 0
     bounds: dict[int, list[Any]] = {}  # position in the page (1-based) -> sort key of that row
