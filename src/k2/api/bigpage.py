@@ -111,7 +111,7 @@ def hybrid_page(
         exchange=query.exchange,
         include_recent=include_recent,
     )
-    kafka = paging.conform(recent.table, query.table)
+    recent.table = kafka = paging.conform(recent.table, query.table)  # one copy of the Kafka rows held
     snap = recent.snapshot_ids.get(query.table)
     pinned = None if snap is None else client.as_of(int(snap))
     counted, bounds = (0, []) if pinned is None else count_page(pinned, query, None)
