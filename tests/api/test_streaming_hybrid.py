@@ -237,3 +237,40 @@ def test_kafka_rows_are_spliced_into_a_chunk_in_key_order(
     assert [bigpage.rows_upto(kafka, "trades", paging.key_of(chunk, "trades", i)) for i in range(6)] == [
         1, 2, 2, 3, 4, 5,
     ]  # fmt: skip
+
+
+@pytest.mark.timeout(300)
+def test_a_large_page_of_a_symbol_only_in_kafka(tmp_path: Path, broker: str, schema_registry: str) -> None:
+    """A symbol with rows in Kafka only, the table empty (no snapshot) or holding other symbols: the page is
+    every Kafka row when they fit (no snapshot id, no cursor), else empty and says the Kafka rows were left
+    out (a walk reads the table only); as the whole-page read answered."""
+    exchange = f"hy{uuid.uuid4().hex[:8]}"
+    rows = CHUNK + 3_000
+    settings = api_settings(tmp_path / "k2", broker, schema_registry, query_max_rows=4 * CHUNK)
+    trades = [
+        wire_trade(exchange, i, BASE_TS + i * 1_000, symbol="KONLYUSDT", instrument="KONLY-USDT")
+        for i in range(rows)
+    ]
+    with MarketDataProducer(settings) as producer:
+        producer.send_many(TRADE, trades)
+    del trades
+    tables = ensure_tables(load_catalog(settings), settings)
+    key = KeyStore.from_settings(settings).create("konly", "read")[0]
+    params = {"symbol": "KONLYUSDT", "exchange": exchange, "include_recent": "true", "format": "arrow"}
+    with (
+        serve(settings) as server,
+        httpx.Client(base_url=server.url, timeout=120, headers={"X-API-Key": key}) as c,
+    ):
+        for table_state in ("empty", "other symbols"):
+            with Client(settings) as client:
+                one_shot = client.trades("KONLYUSDT", exchange=exchange, limit=rows + 1, include_recent=True)
+            assert one_shot.num_rows == rows, table_state
+            page = c.get("/v1/trades", params={**params, "limit": rows})
+            assert _arrow(page).to_pylist() == one_shot.table.to_pylist(), table_state
+            assert page.headers["x-recent-included"] == "true" and "x-next-cursor" not in page.headers
+            if table_state == "empty":
+                assert page.headers["x-snapshot-ids"] == '{"trades":null}'
+            walk = c.get("/v1/trades", params={**params, "limit": rows - 1})
+            assert _arrow(walk).num_rows == 0 and int(walk.headers["x-row-count"]) == 0, table_state
+            assert walk.headers["x-recent-included"] == "false" and "x-next-cursor" not in walk.headers
+            append(tables["trades"], trades_table("OTHERUSDT", 0, 10, exchange=exchange), "trades")
