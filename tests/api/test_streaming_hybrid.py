@@ -108,6 +108,12 @@ def test_a_streamed_hybrid_page_equals_the_one_shot_answer(
         assert one_shot.num_rows == total and one_shot.recent_rows > 0
         snap = one_shot.snapshot_ids["trades"]
         lake = client.as_of(snap).trades(SYMBOL, **window, exchange=exchange, limit=CHUNK + 1001)
+        # The Kafka half alone: the new rows (re-sent table rows dropped), in order, against the same snapshot.
+        kafka = client.recent_part("trades", SYMBOL, **window, exchange=exchange, include_recent=True)
+        assert kafka.num_rows == new and kafka.snapshot_ids == one_shot.snapshot_ids
+        assert kafka["trade_id"].to_pylist() == [
+            r for r in one_shot["trade_id"].to_pylist() if r >= 10_000_000
+        ]
     key = KeyStore.from_settings(settings).create("hybrid", "read")[0]
     params = {
         "symbol": SYMBOL,
