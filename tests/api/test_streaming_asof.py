@@ -22,6 +22,7 @@ from k2.api.formats import LazyRows
 from k2.api.keys import KeyStore
 from k2.config import Settings
 from k2.lake.catalog import ensure_tables, load_catalog
+from k2.lake.tags import create_tag
 from k2.lake.writer import append
 from k2.query.client import Client
 from tests.api.conftest import api_settings
@@ -161,6 +162,65 @@ def test_a_streamed_asof_answer_is_pinned_while_it_is_sent(
     with Client(settings) as direct:
         changed = _rows(direct.asof_join("EDGEUSDT", start, end, tolerance="1s").table)
     assert changed != expected, "the new quotes should change a fresh answer (else this test proves nothing)"
+
+
+@pytest.mark.timeout(300)
+def test_a_streamed_asof_answer_at_an_older_snapshot_equals_the_one_shot_join_then(
+    tmp_path: Path, broker: str, schema_registry: str
+) -> None:
+    """``as_of`` an older snapshot id, tag or time: the streamed answer is the one-shot join at that as_of;
+    trades and quotes committed after it (inside the window) appear in neither."""
+    settings = api_settings(tmp_path / "k2", broker, schema_registry, query_max_rows=4 * CHUNK)
+    trades = 2 * CHUNK + 777
+    start, end = _seed(settings, trades)
+    tables = ensure_tables(load_catalog(settings), settings)
+    create_tag(tables["quotes"], "before-more")  # quotes were committed last: the tag implies both snapshots
+    with Client(settings) as direct:
+        then = direct.asof_snapshots()
+    moment = datetime.now(UTC)
+    time.sleep(0.05)  # commit times are in ms: the later commits must come after `moment`
+    # Later commits inside the window: trades between the old ones, quotes in the second edge's stale gap.
+    append(tables["trades"], trades_table("EDGEUSDT", 50_000_000, 2_000, ts0=BASE_TS + 1_000), "trades")
+    append(
+        tables["quotes"],
+        quotes_table("EDGEUSDT", 30_000_000, 50, ts0=_trade_ts(2 * CHUNK) - 200_000),
+        "quotes",
+    )
+    key = KeyStore.from_settings(settings).create("asof", "read")[0]
+    params = {"symbol": "EDGEUSDT", "start": start.isoformat(), "end": end.isoformat(), "format": "arrow"}
+    with Client(settings) as direct:
+        assert direct.asof_snapshots() != then
+        for as_of in (then["quotes"], "tag:before-more", moment.isoformat()):
+            assert direct.asof_snapshots(as_of) == then, f"as_of={as_of} names the snapshots of then"
+        one_shot = direct.asof_join("EDGEUSDT", start, end, tolerance="1s", as_of=then["quotes"])
+        assert one_shot.snapshot_ids == then and one_shot.num_rows == trades, "later trades are not in it"
+        expected = _rows(one_shot.table)
+        del one_shot
+        lazy, snaps = bigasof.asof_rows(
+            direct,
+            settings.query_max_rows,
+            "EDGEUSDT",
+            start,
+            end,
+            exchange=None,
+            tolerance="1s",
+            as_of=moment,
+        )
+        assert isinstance(lazy, LazyRows) and lazy.num_rows == trades and snaps == then, "streamed"
+        lazy.close()
+    with (
+        serve(settings) as server,
+        httpx.Client(base_url=server.url, timeout=120, headers={"X-API-Key": key}) as c,
+    ):
+        for as_of in (then["quotes"], "tag:before-more"):
+            response = c.get("/v1/asof", params={**params, "as_of": as_of})
+            assert response.status_code == 200, response.text[:300]
+            assert int(response.headers["x-row-count"]) == trades
+            assert response.headers["x-snapshot-ids"].replace(" ", "") == (
+                f'{{"trades":{then["trades"]},"quotes":{then["quotes"]}}}'
+            )
+            got = _rows(pa.ipc.open_stream(response.content).read_all())
+            assert got == expected, f"as_of={as_of}: the streamed answer differs from the one-shot join then"
 
 
 ROWS = 500_000

@@ -9,7 +9,7 @@ one-shot join:
    the one-shot join would read now (the latest of each, or the ones ``as_of`` implies). Every chunk reads
    exactly those two snapshots, whatever lands meanwhile.
 2. **Count** the trades of the window in the pinned trades snapshot (``X-Row-Count``, ``row_count`` are
-   exact and in the headers), then walk their sort keys (:func:`k2.api.bigpage._count`) for the chunk
+   exact and in the headers), then walk their sort keys (:func:`k2.api.bigpage.count_page`) for the chunk
    bounds (the keys of trades ``STREAM_CHUNK_ROWS``, ``2 * STREAM_CHUNK_ROWS``, ... and of the last).
 3. **Join** chunk by chunk, each when the client has read the previous one: ``asof_join(after=, upto=)``
    on the pinned snapshots. The quotes of a chunk are read from ``tolerance`` before its first trade, so
@@ -77,7 +77,7 @@ def asof_rows(
         count = _count_trades(pinned, query)
         if bigpage.STREAM_CHUNK_ROWS < count <= max_rows:
             sized = PageQuery("asof", "trades", (symbol,), start, end, exchange, count, count, "")
-            counted, bounds = bigpage._count(pinned, sized, None)
+            counted, bounds = bigpage.count_page(pinned, sized, None)
             join = _Join(client, symbol, start, end, exchange, tolerance, int(trades_snap), int(quotes_snap))
             chunks = _chunks(join, counted, bounds)
             first = next(chunks)  # before the headers: its schema, and any error, come out now

@@ -26,6 +26,9 @@ offset or ``Z``; naive values raise :class:`InvalidRangeError`; ``start`` is inc
         # positive and at most query_max_range_days days (else InvalidRangeError, never OverflowError);
         # keyword-only quotes_as_of, after, upto read one chunk on pinned snapshots (k2.api.bigasof streams so)
     asof_snapshots(as_of=None) -> dict              # {"trades": id, "quotes": id} that asof_join reads now / at as_of
+    recent_part(table, symbol, start=None, end=None, *, exchange=None, include_recent=None) -> QueryResult
+        # the rows a hybrid trades/quotes read adds from Kafka, alone, and the snapshot (snapshot_ids) they
+        # complete; k2.api.bigpage streams large hybrid pages with it
     snapshots(table="trades") -> QueryResult        # snapshot_id, parent_id, committed_at, operation, added_rows, total_rows,
                                                     # kafka_offsets, kafka_ranges, summary (JSON text columns)
     as_of(snapshot_id_or_datetime) -> Client        # a client pinned to that moment for every table

@@ -243,6 +243,43 @@ class Client(Analytics):
         """
         return self._rows("quotes", symbol, start, end, exchange, limit, as_of, include_recent)
 
+    def recent_part(
+        self,
+        table: str,
+        symbol: Symbols,
+        start: datetime | str | None = None,
+        end: datetime | str | None = None,
+        *,
+        exchange: str | None = None,
+        include_recent: bool | None = None,
+    ) -> QueryResult:
+        """The rows a hybrid ``trades``/``quotes`` read adds from Kafka, alone: the Kafka half of the answer.
+
+        Rows in ``[start, end)`` still in Kafka and not in the latest snapshot (``snapshot_ids[table]``),
+        ordered by (exchange_ts, exchange, symbol, id); ``recent_rows``, ``recent_error`` and
+        ``recent_truncated*`` as :meth:`trades` sets them. With the rows of that snapshot (read pinned to it)
+        they make exactly the hybrid answer of that moment, so a caller can read the Iceberg half in chunks
+        (``k2.api.bigpage`` streams large hybrid pages so). Empty when the read would not include Kafka.
+        Hazards: every row is held at once (at most ``query_recent_max_rows``, like any hybrid read); no
+        unknown-symbol check (a symbol with no row anywhere answers empty, not :class:`UnknownSymbolError`).
+
+        Example::
+
+            kafka = client.recent_part("trades", "BTCUSDT", include_recent=True)
+            lake = client.as_of(kafka.snapshot_ids["trades"]).trades("BTCUSDT")
+        """
+        if table not in _ID_COLUMN:
+            raise QueryError(f"expected a table among {sorted(_ID_COLUMN)}, found {table!r}")
+        s, e = self._range(start, end)
+        source = self._source(table, symbol, exchange, s, e, None, include_recent)
+        record = TABLES[table].record
+        data = record.arrow_schema().empty_table()
+        if source.recent_sql is not None:
+            order = f"exchange_ts, exchange, symbol, {_ID_COLUMN[table]}"
+            sql = f"WITH k AS ({source.recent_sql}) SELECT * FROM k ORDER BY {order}"  # noqa: S608 - constant fragments
+            data = self._execute(sql, source.recent_params, source.register, query="rows")
+        return self._result(self._conform(data, record), [source])
+
     def klines(
         self,
         symbol: Symbols,

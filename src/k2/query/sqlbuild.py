@@ -92,6 +92,9 @@ class _Source:
     recent_truncated: bool = False
     recent_truncated_reason: str | None = None
     recent_stopped_at: dict[str, dict[str, int]] = field(default_factory=dict)
+    # The Kafka half of the union alone (rows not in the snapshot, in the window) and its parameters.
+    recent_sql: str | None = None
+    recent_params: list[Any] = field(default_factory=list)
 
 
 _counter = iter(range(1, 1 << 62))
@@ -327,12 +330,14 @@ class SqlBuilder(Resolver):
         id_column = _ID_COLUMN[short]
         r_where, r_params = self._filters(symbol, exchange, start, end, alias="r.")
         # Kafka rows already in the snapshot (producer retries landed once) are dropped by natural key.
-        source.sql = (
-            f"SELECT * FROM ({base_sql}) UNION ALL SELECT {_columns(record, 'r.')} FROM {name} r "  # noqa: S608 - constant fragments
+        source.recent_sql = (
+            f"SELECT {_columns(record, 'r.')} FROM {name} r "  # noqa: S608 - constant fragments
             f"ANTI JOIN ({base_sql}) b ON r.exchange = b.exchange AND r.symbol = b.symbol AND r.{id_column} = b.{id_column} "
             f"WHERE {r_where}"
         )
-        source.params = [*base_params, *base_params, *r_params]
+        source.recent_params = [*base_params, *r_params]
+        source.sql = f"SELECT * FROM ({base_sql}) UNION ALL {source.recent_sql}"  # noqa: S608 - constant fragments
+        source.params = [*base_params, *source.recent_params]
         source.register[name] = recent.table
         source.recent_rows = recent.table.num_rows
         return source
