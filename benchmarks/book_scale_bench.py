@@ -17,7 +17,11 @@ times, at ``--queries`` random (symbol, moment) pairs, in the same run:
 The issue's target is >= 100M rows; on the shared 2-core machine this runs at ``--symbols x --copies x
 ~300k`` rows (defaults 5 x 7 = ~10.5M), with ``--row-group-rows`` rows per Parquet row group.
 
-    .venv/bin/python benchmarks/book_scale_bench.py [--symbols 5] [--copies 7] [--queries 200]
+``--data-dir`` keeps the table between runs (built once); ``--snapshot-depth`` and
+``--snapshot-row-group-rows`` override K2's ``book_snapshot_depth`` and the table's row groups. Each line
+says the CPU time of the reads and the load average, the machine being shared.
+
+    .venv/bin/python benchmarks/book_scale_bench.py [--symbols 5] [--copies 7] [--queries 200] [--data-dir DIR]
 """
 
 from __future__ import annotations
