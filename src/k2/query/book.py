@@ -10,7 +10,8 @@ the bounded run of deltas after them), else from the deltas alone:
    ``exchange_ts <= at``, and ``last_update_id <= update_id`` when given) gives the level's size;
    a size of 0 means the level is gone. Row order inside an event never matters: each level appears once.
 
-Each is one DuckDB query (``arg_max`` per level, top N per side by ``row_number``) over the data files the
+The delta read is one DuckDB query (``arg_max`` per level, top N per side by ``row_number``), the stored
+read two plain scans merged in numpy (:mod:`k2.query.book_stored`), both over the data files the
 planned-file cache (:mod:`k2.query.files`, pruned by :mod:`k2.query.book_files`) keeps for the symbol and
 update-id range, every value bound as a parameter. With ``include_recent`` the depth rows still in Kafka (:mod:`k2.query.recent`) are
 unioned into the deltas. Trade joins read the rows once and replay them with
