@@ -17,12 +17,17 @@ times, at ``--queries`` random (symbol, moment) pairs, in the same run:
 The issue's target is >= 100M rows; on the shared 2-core machine this runs at ``--symbols x --copies x
 ~300k`` rows (defaults 5 x 7 = ~10.5M), with ``--row-group-rows`` rows per Parquet row group.
 
-    .venv/bin/python benchmarks/book_scale_bench.py [--symbols 5] [--copies 7] [--queries 200]
+``--data-dir`` keeps the table between runs (built once); ``--snapshot-depth`` and
+``--snapshot-row-group-rows`` override K2's ``book_snapshot_depth`` and the table's row groups. Each line
+says the CPU time of the reads and the load average, the machine being shared.
+
+    .venv/bin/python benchmarks/book_scale_bench.py [--symbols 5] [--copies 7] [--queries 200] [--data-dir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import sys
@@ -93,6 +98,49 @@ def timed(call: object, *args: object) -> float:
     return time.perf_counter() - t0
 
 
+def build(
+    settings: Settings, symbols: list[str], copies: int, row_group_rows: int, snapshot_group_rows: int | None
+) -> tuple[int, int]:
+    """Append the synthetic deltas and write the book_snapshots; kept when ``settings.data_dir`` has them.
+
+    Returns the first and last exchange time (us) of the data.
+    """
+    base = records_to_arrow(BOOK_DELTA, capture_rows())
+    tables = ensure_tables(load_catalog(settings), settings)
+    table = tables["book_deltas"]
+    first = pc.min(pc.cast(base["exchange_ts"], pa.int64())).as_py()
+    last = pc.max(pc.cast(copies_of(base, symbols[0], copies)[-1]["exchange_ts"], pa.int64())).as_py()
+    if table.current_snapshot() is not None:
+        rows = sum(f["record_count"] for f in table.inspect.files().to_pylist())
+        print(f"kept table in {settings.data_dir}: {rows:,} rows")
+        return first, last
+    with table.transaction() as tx:
+        tx.set_properties({"write.parquet.row-group-limit": str(row_group_rows)})
+    if snapshot_group_rows is not None:
+        with tables["book_snapshots"].transaction() as tx:
+            tx.set_properties({"write.parquet.row-group-limit": str(snapshot_group_rows)})
+    started, rows = time.perf_counter(), 0
+    for symbol in symbols:
+        for part in copies_of(base, symbol, copies):
+            append(table, part, "book_deltas")
+            rows += part.num_rows
+    files = table.inspect.files().to_pylist()
+    stored = sum(f["file_size_in_bytes"] for f in files)
+    print(
+        f"rows {rows:,} ({len(symbols)} symbols x {copies} copies of {base.num_rows:,}); "
+        f"appended in {time.perf_counter() - started:.0f}s; {len(files)} files, {stored / rows:.2f} bytes/row"
+    )
+    t0 = time.perf_counter()
+    written = write_book_snapshots(settings)
+    snaps = ensure_tables(load_catalog(settings), settings)["book_snapshots"].inspect.files().to_pylist()
+    print(
+        f"book_snapshots (depth {settings.book_snapshot_depth}, every {settings.book_snapshot_interval_seconds:g}s): "
+        f"{sum(written.values())} rows written in {time.perf_counter() - t0:.0f}s, "
+        f"{sum(f['file_size_in_bytes'] for f in snaps):,} bytes in {len(snaps)} files"
+    )
+    return first, last
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--symbols", type=int, default=5)
@@ -105,86 +153,71 @@ def main() -> None:
         default=65_536,
         help="write.parquet.row-group-limit of the deltas table (65,536: K2's table layout on the fast branch)",
     )
+    parser.add_argument("--data-dir", type=Path, default=None, help="keep the table there between runs")
+    parser.add_argument(
+        "--snapshot-depth", type=int, default=None, help="book_snapshot_depth (default: K2's)"
+    )
+    parser.add_argument(
+        "--snapshot-row-group-rows",
+        type=int,
+        default=None,
+        help="row groups of book_snapshots (default: K2's)",
+    )
     args = parser.parse_args()
-    base = records_to_arrow(BOOK_DELTA, capture_rows())
     symbols = ["BTCUSDT"] + [f"SYN{i}USDT" for i in range(1, args.symbols)]
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(data_dir=Path(tmp) / "k2", query_pool_size=1)
-        table = ensure_tables(load_catalog(settings), settings)["book_deltas"]
-        with table.transaction() as tx:
-            tx.set_properties({"write.parquet.row-group-limit": str(args.row_group_rows)})
-        started, rows = time.perf_counter(), 0
-        last_copy: pa.Table | None = None
-        for symbol in symbols:
-            for part in copies_of(base, symbol, args.copies):
-                append(table, part, "book_deltas")
-                rows += part.num_rows
-                last_copy = part
-        files = table.inspect.files().to_pylist()
-        stored = sum(f["file_size_in_bytes"] for f in files)
-        print(
-            f"rows {rows:,} ({len(symbols)} symbols x {args.copies} copies of {base.num_rows:,}); "
-            f"appended in {time.perf_counter() - started:.0f}s; {len(files)} files, {stored / rows:.2f} bytes/row"
-        )
-        t0 = time.perf_counter()
-        written = write_book_snapshots(settings)
-        print(
-            f"book_snapshots (depth {settings.book_snapshot_depth}, every {settings.book_snapshot_interval_seconds:g}s): "
-            f"{sum(written.values())} rows written in {time.perf_counter() - t0:.0f}s"
-        )
-        assert last_copy is not None
-        first = pc.min(pc.cast(base["exchange_ts"], pa.int64())).as_py()
-        last = pc.max(pc.cast(last_copy["exchange_ts"], pa.int64())).as_py()
+        depth = {} if args.snapshot_depth is None else {"book_snapshot_depth": args.snapshot_depth}
+        settings = Settings(data_dir=args.data_dir or Path(tmp) / "k2", query_pool_size=1, **depth)
+        first, last = build(settings, symbols, args.copies, args.row_group_rows, args.snapshot_row_group_rows)
         rng = random.Random(14)
         asks = [
             (rng.choice(symbols), micros_to_datetime(rng.randint(first + 60_000_000, last)))
             for _ in range(args.queries)
         ]
-        client = Client(settings)
-        client.book(*asks[0], 25)  # warm-up: extensions, metadata, the planned-file cache
-        windows: dict[int, int] = {}  # stored rows combined per read -> reads
-        stored_read = book_module._stored_read
+        run_reads(settings, asks, args.delta_only_queries)
 
-        def counted(*a: object, **k: object) -> object:
-            windows[len(a[4])] = windows.get(len(a[4]), 0) + 1  # type: ignore[arg-type]
-            return stored_read(*a, **k)  # type: ignore[arg-type]
 
-        book_module._stored_read = counted  # type: ignore[assignment]
-        k2_times, hits = [], 0
-        for symbol, moment in asks:
-            t0 = time.perf_counter()
-            hits += client.book(symbol, moment, 25).read_from == "book_snapshots"
-            k2_times.append(time.perf_counter() - t0)
+def run_reads(settings: Settings, asks: list[tuple[str, datetime]], delta_only_queries: int) -> None:
+    """Time K2's ``book()``, the raw DuckDB read and K2's delta-only read at the same moments."""
+    client = Client(settings)
+    client.book(*asks[0], 25)  # warm-up: extensions, metadata, the planned-file cache
+    k2_times, k2_cpu, hits = [], [], 0
+    for symbol, moment in asks:
+        t0, c0 = time.perf_counter(), time.process_time()
+        hits += client.book(symbol, moment, 25).read_from == "book_snapshots"
+        k2_times.append(time.perf_counter() - t0)
+        k2_cpu.append(time.process_time() - c0)
 
-        from k2.query.engine import new_connection
+    from k2.query.engine import new_connection
 
-        con = new_connection(settings)
-        tables = ensure_tables(load_catalog(settings), settings)
-        snaps_at, deltas_at = (
-            metadata_location(tables["book_snapshots"]),
-            metadata_location(tables["book_deltas"]),
-        )
-        raw = lambda s, m: con.execute(RAW_SQL, [snaps_at, s, m, deltas_at, s, m]).fetchall()  # noqa: E731
-        raw(*asks[0])
-        raw_times = [timed(raw, s, m) for s, m in asks]
-        original = book_module._from_stored_snapshot
-        book_module._from_stored_snapshot = lambda *a, **k: None  # type: ignore[assignment]
-        slow_times = [timed(client.book, s, m, 25) for s, m in asks[: args.delta_only_queries]]
-        book_module._from_stored_snapshot = original
-        k2_p99, raw_p99 = percentile(k2_times, 0.99), percentile(raw_times, 0.99)
-        print(
-            f"book(depth=25), {len(asks)} random (symbol, moment): p50 {statistics.median(k2_times) * 1000:.1f} ms, "
-            f"p90 {percentile(k2_times, 0.9) * 1000:.1f} ms, p95 {percentile(k2_times, 0.95) * 1000:.1f} ms, "
-            f"p99 {k2_p99 * 1000:.1f} ms, from stored snapshots {hits}/{len(asks)} "
-            f"(stored rows combined per try: {dict(sorted(windows.items()))})\n"
-            f"raw DuckDB snapshot+delta (iceberg_scan): p50 {statistics.median(raw_times) * 1000:.1f} ms, "
-            f"p90 {percentile(raw_times, 0.9) * 1000:.1f} ms, p99 {raw_p99 * 1000:.1f} ms; "
-            f"K2/raw at p50 {statistics.median(k2_times) / statistics.median(raw_times):.2f}x, at p99 {k2_p99 / raw_p99:.2f}x\n"
-            f"K2 delta-only read ({len(slow_times)} moments): p50 {statistics.median(slow_times) * 1000:.0f} ms, "
-            f"max {max(slow_times) * 1000:.0f} ms\n"
-            f"at {datetime.now(UTC).isoformat(timespec='seconds')}"
-        )
-        client.close()
+    con = new_connection(settings)
+    tables = ensure_tables(load_catalog(settings), settings)
+    snaps_at, deltas_at = (
+        metadata_location(tables["book_snapshots"]),
+        metadata_location(tables["book_deltas"]),
+    )
+    raw = lambda s, m: con.execute(RAW_SQL, [snaps_at, s, m, deltas_at, s, m]).fetchall()  # noqa: E731
+    raw(*asks[0])
+    raw_times = [timed(raw, s, m) for s, m in asks]
+    original = book_module._from_stored_snapshot
+    book_module._from_stored_snapshot = lambda *a, **k: None  # type: ignore[assignment]
+    slow_times = [timed(client.book, s, m, 25) for s, m in asks[:delta_only_queries]]
+    book_module._from_stored_snapshot = original
+    k2_p99, raw_p99 = percentile(k2_times, 0.99), percentile(raw_times, 0.99)
+    print(
+        f"book(depth=25), {len(asks)} random (symbol, moment): p50 {statistics.median(k2_times) * 1000:.1f} ms, "
+        f"p90 {percentile(k2_times, 0.9) * 1000:.1f} ms, p95 {percentile(k2_times, 0.95) * 1000:.1f} ms, "
+        f"p99 {k2_p99 * 1000:.1f} ms, from stored snapshots {hits}/{len(asks)}; CPU time p50 "
+        f"{statistics.median(k2_cpu) * 1000:.1f} ms, p99 {percentile(k2_cpu, 0.99) * 1000:.1f} ms, "
+        f"max {max(k2_cpu) * 1000:.1f} ms\n"
+        f"raw DuckDB snapshot+delta (iceberg_scan): p50 {statistics.median(raw_times) * 1000:.1f} ms, "
+        f"p90 {percentile(raw_times, 0.9) * 1000:.1f} ms, p99 {raw_p99 * 1000:.1f} ms; "
+        f"K2/raw at p50 {statistics.median(k2_times) / statistics.median(raw_times):.2f}x, at p99 {k2_p99 / raw_p99:.2f}x\n"
+        f"K2 delta-only read ({len(slow_times)} moments): p50 {statistics.median(slow_times) * 1000:.0f} ms, "
+        f"max {max(slow_times) * 1000:.0f} ms\n"
+        f"load average {os.getloadavg()} at {datetime.now(UTC).isoformat(timespec='seconds')}"
+    )
+    client.close()
 
 
 if __name__ == "__main__":

@@ -340,8 +340,8 @@ class Settings(BaseSettings):
         "maintenance",
     )
     book_snapshot_depth: int = _f(
-        100,
-        "Order book: levels per side kept in each book_snapshots row (book() answers depth d from them exactly when the levels have not moved past them; keep it well above the depths you read).",
+        500,
+        "Order book: levels per side kept in each book_snapshots row (book() answers depth d from them exactly when the levels have not moved past them; keep it well above the depths you read: at 100, 1 read in 8 of depth 25 on BTCUSDT had to combine older rows and read minutes of deltas; at 500, none in 1,000).",
         200,
         "maintenance",
     )

@@ -7,7 +7,7 @@ Each run (``k2 book-snapshots``, or any scheduler calling :func:`write_book_snap
   resync), reflecting that snapshot;
 * after the first event of every ``book_snapshot_interval_seconds`` bucket of exchange time (default 10 s).
 
-Rows hold the best ``book_snapshot_depth`` levels per side (default 100) as lists, the update id and the
+Rows hold the best ``book_snapshot_depth`` levels per side (default 500) as lists, the update id and the
 exchange time they reflect. Only whole events are used: the replay stops before an event whose end row
 (``is_event_end``) has not landed yet (a landing batch may split an event), so a snapshot is always
 consistent with the deltas.

@@ -204,11 +204,30 @@ PARQUET_LAYOUT = {
     "write.parquet.dict-size-bytes": "65536",
     "write.parquet.compression-level": "3",
 }
+# Per-table changes to that layout. A book_snapshots row is wide (N levels x 4 decimal lists) and a book()
+# read needs one or a few of them: groups of 32 rows let DuckDB decode only the group holding them (min/max
+# on symbol and update id) instead of every list of a day's file (benchmarks/book_scale_bench.py,
+# docs/performance.md); ~30% more bytes for that table than 128-row groups.
+TABLE_LAYOUT: dict[str, dict[str, str]] = {"book_snapshots": {"write.parquet.row-group-limit": "32"}}
 
 
-def table_properties(settings: Settings) -> dict[str, str]:
+def table_layout(short: str | None) -> dict[str, str]:
+    """The Parquet layout properties of table ``short`` (:data:`PARQUET_LAYOUT` with its own changes)."""
+    return {**PARQUET_LAYOUT, **TABLE_LAYOUT.get(short or "", {})}
+
+
+def _layout_missing(short: str, properties: dict[str, str]) -> dict[str, str]:
+    """Layout properties a table lacks; a table's own change replaces the generic value an older K2 set."""
     return {
-        **PARQUET_LAYOUT,
+        k: v
+        for k, v in table_layout(short).items()
+        if properties.get(k) != v and properties.get(k) in (None, PARQUET_LAYOUT.get(k))
+    }
+
+
+def table_properties(settings: Settings, short: str | None = None) -> dict[str, str]:
+    return {
+        **table_layout(short),
         "write.parquet.compression-codec": "zstd",
         "write.target-file-size-bytes": str(settings.target_file_size_bytes),
         "format-version": "2",
@@ -235,7 +254,7 @@ def ensure_tables(catalog: Catalog, settings: Settings) -> dict[str, Table]:
         try:
             tables[short] = catalog.load_table(tdef.identifier)
             # Tables created by an older K2 get the retry guard and the Parquet layout (new files only).
-            missing = {k: v for k, v in PARQUET_LAYOUT.items() if k not in tables[short].properties}
+            missing = _layout_missing(short, tables[short].properties)
             if tables[short].properties.get("commit.retry.num-retries") != "0" or missing:
                 try:
                     with tables[short].transaction() as tx:
@@ -253,7 +272,7 @@ def ensure_tables(catalog: Catalog, settings: Settings) -> dict[str, Table]:
                     schema=tdef.record.iceberg_schema(),
                     partition_spec=tdef.partition_spec(settings.symbol_buckets),
                     sort_order=tdef.sort_order(),
-                    properties=table_properties(settings),
+                    properties=table_properties(settings, short),
                 )
             except TableAlreadyExistsError:  # another process won the race
                 tables[short] = catalog.load_table(tdef.identifier)

@@ -10,7 +10,8 @@ the bounded run of deltas after them), else from the deltas alone:
    ``exchange_ts <= at``, and ``last_update_id <= update_id`` when given) gives the level's size;
    a size of 0 means the level is gone. Row order inside an event never matters: each level appears once.
 
-Each is one DuckDB query (``arg_max`` per level, top N per side by ``row_number``) over the data files the
+The delta read is one DuckDB query (``arg_max`` per level, top N per side by ``row_number``), the stored
+read two plain scans merged in numpy (:mod:`k2.query.book_stored`), both over the data files the
 planned-file cache (:mod:`k2.query.files`, pruned by :mod:`k2.query.book_files`) keeps for the symbol and
 update-id range, every value bound as a parameter. With ``include_recent`` the depth rows still in Kafka (:mod:`k2.query.recent`) are
 unioned into the deltas. Trade joins read the rows once and replay them with
@@ -58,7 +59,6 @@ _MAX_STEPS = 100_000
 # Stored book snapshots one read may combine: the newest row, then a minute, then ten minutes of rows
 # (at the default 10 s cadence); each try reads the deltas after its oldest row.
 _STORED_TRIES = (1, 6, 60)
-_STORED_WINDOW = _STORED_TRIES[-1]
 LEVELS_SCHEMA = pa.schema(
     [
         ("side", pa.string()),
@@ -312,77 +312,6 @@ def book(
     return recent.flag(Book(symbol, venue, levels, last_u, last_ts, read.snapshot_id))
 
 
-def _stored_rows(
-    client: Client,
-    read: Any,
-    symbol: str,
-    moment: datetime,
-    exchange: str | None,
-    update_id: int | None,
-) -> list[dict[str, Any]]:
-    """Newest first: up to ``_STORED_WINDOW`` book_snapshots rows at or before the moment, one exchange;
-    only their scalars and the worst price each side lists (the lists stay in DuckDB)."""
-    found = _source(client, read, symbol, through=update_id, until=moment)
-    if found is None:
-        return []
-    source, params = found
-    where, args = "symbol = ? AND exchange_ts <= ?", [symbol, moment]
-    if exchange is not None:
-        where, args = where + " AND exchange = ?", [*args, exchange]
-    if update_id is not None:
-        where, args = where + " AND last_update_id <= ?", [*args, update_id]
-    sql = (
-        "SELECT exchange, last_update_id AS u, exchange_ts AS ts, depth, len(bid_prices) AS bids, "  # noqa: S608
-        "bid_prices[-1] AS bid_edge, len(ask_prices) AS asks, ask_prices[-1] AS ask_edge "
-        f"FROM {source} WHERE {where} ORDER BY last_update_id DESC LIMIT ?"
-    )
-    rows = _query(client, sql, [*params, *args, _STORED_WINDOW]).to_pylist()
-    return [r for r in rows if r["exchange"] == rows[0]["exchange"]] if rows else []
-
-
-def _edges(stored: list[dict[str, Any]]) -> tuple[Decimal | None, Decimal | None]:
-    """(bid, ask) prices beyond which a level may be unknown: the most permissive edge of the rows.
-
-    A stored row lists every level from the best to its last price (the whole side when not full), so
-    the union of what the rows cover reaches the lowest listed bid / highest listed ask. None: all of it.
-    """
-    whole_bids = any(r["bids"] < r["depth"] for r in stored)
-    whole_asks = any(r["asks"] < r["depth"] for r in stored)
-    bid = None if whole_bids else min(r["bid_edge"] for r in stored)
-    ask = None if whole_asks else max(r["ask_edge"] for r in stored)
-    return bid, ask
-
-
-_STORED_SQL = (
-    "WITH stored AS (SELECT last_update_id AS u, bid_prices, bid_sizes, ask_prices, ask_sizes FROM {snaps} "
-    "WHERE symbol = ? AND exchange = ? AND last_update_id >= ? AND last_update_id <= ?), "
-    "listed AS (SELECT 'BID' AS side, unnest(bid_prices) AS price, unnest(bid_sizes) AS size, u FROM stored "
-    "UNION ALL SELECT 'ASK', unnest(ask_prices), unnest(ask_sizes), u FROM stored), "
-    "kept AS (SELECT side, price, arg_max(size, u) AS size FROM listed GROUP BY side, price), "
-    "w AS MATERIALIZED (SELECT side, price, size, last_update_id, exchange_ts, is_snapshot FROM {deltas} "
-    "WHERE symbol = ? AND exchange = ? AND last_update_id > ? AND exchange_ts <= ?{through}), "
-    "changed AS (SELECT side, price, arg_max(size, last_update_id) AS size FROM w GROUP BY side, price), "
-    "merged AS (SELECT coalesce(c.side, k.side) AS side, coalesce(c.price, k.price) AS price, "
-    "coalesce(c.size, k.size) AS size FROM kept k FULL OUTER JOIN changed c ON k.side = c.side AND k.price = c.price), "
-    "inside AS (SELECT * FROM merged WHERE size > 0 AND ((side = 'BID' AND (?::DECIMAL(18,8) IS NULL OR price >= ?)) "
-    "OR (side = 'ASK' AND (?::DECIMAL(18,8) IS NULL OR price <= ?)))), "
-    "ranked AS (SELECT side, price, size, row_number() OVER (PARTITION BY side ORDER BY "
-    "CASE WHEN side = 'BID' THEN -price ELSE price END) AS level FROM inside) "
-    "SELECT side, level, price, size, NULL::BIGINT AS restart, NULL::BIGINT AS u, NULL::TIMESTAMPTZ AS ts, "
-    "NULL::BIGINT AS bids, NULL::BIGINT AS asks FROM ranked WHERE level <= ? "
-    "UNION ALL SELECT NULL, NULL, NULL, NULL, (SELECT max(last_update_id) FILTER (WHERE is_snapshot) FROM w), "
-    "(SELECT max(last_update_id) FROM w), (SELECT max(exchange_ts) FROM w), "
-    "(SELECT count(*) FROM inside WHERE side = 'BID'), (SELECT count(*) FROM inside WHERE side = 'ASK')"
-)
-
-
-_NO_DELTAS = (
-    "(SELECT NULL::VARCHAR AS side, NULL::DECIMAL(18,8) AS price, NULL::DECIMAL(18,8) AS size, "
-    "NULL::BIGINT AS last_update_id, NULL::TIMESTAMPTZ AS exchange_ts, NULL::BOOLEAN AS is_snapshot, "
-    "NULL::VARCHAR AS symbol, NULL::VARCHAR AS exchange WHERE false)"
-)
-
-
 def _from_stored_snapshot(
     client: Client,
     read: Any,
@@ -402,15 +331,18 @@ def _from_stored_snapshot(
     K2 stores a row at every restart) and on each side the best ``depth`` levels lie inside what the rows
     cover. Tried with the newest row, then more (``_STORED_TRIES``); else None (read the deltas).
     ``read`` is the book_deltas read the caller resolved (the one its Kafka part starts after).
+    The merge itself is :mod:`k2.query.book_stored`.
     """
+    from k2.query import book_stored
+
     snaps = client._resolve("book_snapshots", as_of)
-    stored = _stored_rows(client, snaps, symbol, moment, exchange, update_id)
+    stored = book_stored.newest_rows(client, snaps, symbol, moment, exchange, update_id, _STORED_TRIES[-1])
     tries = [stored[:n] for n in _STORED_TRIES if n == 1 or len(stored) > n // 2]
     while tries:
         rows = tries.pop(0)
         if not rows or depth > min(r["depth"] for r in rows):
             return None
-        answer = _stored_read(
+        answer = book_stored.combine(
             client, snaps, read, symbol, rows, moment, depth, update_id, recent or _Recent()
         )
         if isinstance(answer, Book):
@@ -418,47 +350,6 @@ def _from_stored_snapshot(
         if answer is not None:  # a restart after the oldest row: only the rows from it on are usable
             tries = [[r for r in rows if r["u"] >= answer]]
     return None
-
-
-def _stored_read(
-    client: Client,
-    snaps: Any,
-    read: Any,
-    symbol: str,
-    stored: list[dict[str, Any]],
-    moment: datetime,
-    depth: int,
-    update_id: int | None,
-    recent: _Recent,
-) -> Book | int | None:
-    """One combined read (``_STORED_SQL``): a Book, the update id of a restart in the window, or None."""
-    oldest, newest = stored[-1], stored[0]
-    bid_edge, ask_edge = _edges(stored)
-    snaps_found = _source(client, snaps, symbol, above=oldest["u"] - 1, through=newest["u"])
-    if snaps_found is None:
-        return None  # the rows just read are gone (a concurrent rewrite): read the deltas
-    deltas_found = _source(
-        client, read, symbol, above=oldest["u"], through=update_id, until=moment, recent=recent
-    )
-    deltas, delta_params = deltas_found if deltas_found is not None else (_NO_DELTAS, [])
-    sql = _STORED_SQL.format(
-        snaps=snaps_found[0], deltas=deltas, through="" if update_id is None else " AND last_update_id <= ?"
-    )
-    venue = newest["exchange"]
-    args: list[Any] = [*snaps_found[1], symbol, venue, oldest["u"], newest["u"], *delta_params]
-    args += [symbol, venue, oldest["u"], moment, *([] if update_id is None else [update_id])]
-    args += [bid_edge, bid_edge, ask_edge, ask_edge, depth]
-    table = _query(client, sql, args, recent.register)
-    meta = table.filter(pa.compute.is_null(table["side"])).to_pylist()[0]
-    if meta["restart"] is not None:
-        return int(meta["restart"])
-    if (bid_edge is not None and meta["bids"] < depth) or (ask_edge is not None and meta["asks"] < depth):
-        return None  # deeper untouched levels are unknown here
-    levels = table.filter(pa.compute.is_valid(table["side"])).select(["side", "level", "price", "size"])
-    levels = levels.sort_by([("side", "descending"), ("level", "ascending")]).cast(LEVELS_SCHEMA)
-    last_u = max(newest["u"], meta["u"] or 0)
-    last_ts = newest["ts"] if meta["ts"] is None else max(newest["ts"], meta["ts"])
-    return Book(symbol, venue, levels, last_u, last_ts, read.snapshot_id, "book_snapshots")
 
 
 def _read_rows(
