@@ -126,13 +126,17 @@ async def _call(state: ApiState, fn: Callable[[], T]) -> T:
         with scope:
             return fn()
 
+    timeout = state.settings.api_request_timeout_seconds
+    # The budget starts at the hand-over to the pool: armed after it, a loop busy elsewhere (a loaded
+    # machine) let work that took longer than the budget answer anyway.
+    deadline = loop.time() + timeout
     inner = state.executor.submit(call)
     # Once the request has answered 504, the worker's QueryCancelledError has nobody to report to.
     inner.add_done_callback(lambda f: f.cancelled() or f.exception())
     future = asyncio.wrap_future(inner, loop=loop)
-    timeout = state.settings.api_request_timeout_seconds
     try:
-        return await asyncio.wait_for(future, timeout=timeout)
+        async with asyncio.timeout_at(deadline):
+            return await future
     except TimeoutError:
         scope.cancel()
         inner.cancel()  # not started yet (all workers busy): never start it
