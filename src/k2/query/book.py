@@ -105,7 +105,7 @@ def _scan(location: str | None, snapshot_id: int | None) -> tuple[str, list[Any]
     return "iceberg_scan(?, snapshot_from_id => ?)", [location, snapshot_id]
 
 
-def _start(
+def last_restart(
     client: Client,
     source: str,
     params: list[Any],
@@ -127,7 +127,7 @@ def _start(
     row = client._execute(sql, [*params, *args], query="book").to_pylist()[0]
     values = list(row.values())
     if values[1] is None:
-        raise _no_snapshot(symbol, exchange, at, update_id)
+        raise no_snapshot_error(symbol, exchange, at, update_id)
     return str(values[0]), int(values[1])
 
 
@@ -135,7 +135,7 @@ _DELTA_COLUMNS = "exchange, symbol, side, price, size, last_update_id, exchange_
 
 
 @dataclass
-class _Recent:
+class RecentDepth:
     """Depth rows still in Kafka (the hybrid read), registered as a DuckDB view named ``name``."""
 
     name: str | None = None
@@ -171,14 +171,14 @@ def _recent(
     exchange: str | None,
     moment: datetime,
     include_recent: bool | None,
-) -> _Recent:
+) -> RecentDepth:
     """The Kafka part of a hybrid book read (:mod:`k2.query.recent`), or nothing when not wanted.
 
     Rows already landed may come back too (a producer retry, a race with the landing): harmless here,
     a level's size is the one of its largest update id either way.
     """
     if not client._want_recent(include_recent, moment, read):
-        return _Recent()
+        return RecentDepth()
     try:
         recent = read_recent(
             client.settings,
@@ -191,13 +191,13 @@ def _recent(
     except RecentUnavailableError as exc:
         if include_recent:
             raise
-        return _Recent(error=str(exc))
+        return RecentDepth(error=str(exc))
     table = recent.table.select(_DELTA_COLUMNS.split(", ")) if recent.table.num_rows else None
     name = f"k2_recent_book_{next(_recent_names)}" if table is not None else None
-    return _Recent(name, table, recent.truncated, recent.reason, recent.stopped_at)
+    return RecentDepth(name, table, recent.truncated, recent.reason, recent.stopped_at)
 
 
-def _source(
+def delta_source(
     client: Client,
     read: Any,
     symbol: str,
@@ -205,7 +205,7 @@ def _source(
     above: int | None = None,
     through: int | None = None,
     until: datetime | None = None,
-    recent: _Recent | None = None,
+    recent: RecentDepth | None = None,
 ) -> tuple[str, list[Any]] | None:
     """FROM fragment reading the files of ``read`` that may hold the rows asked for; None when none can.
 
@@ -230,7 +230,7 @@ def _source(
     return union, found[1]
 
 
-def _query(
+def run_book_sql(
     client: Client, sql: str, params: list[Any], register: dict[str, pa.Table] | None = None
 ) -> pa.Table:
     """``client._execute`` on a connection that keeps Parquet footers between queries.
@@ -242,7 +242,7 @@ def _query(
     return client._execute(sql, params, register, query="book")
 
 
-def _no_snapshot(
+def no_snapshot_error(
     symbol: str, exchange: str | None, moment: datetime, update_id: int | None
 ) -> UnknownSymbolError:
     on = f" on {exchange}" if exchange else ""
@@ -280,11 +280,11 @@ def book(
     fast = _from_stored_snapshot(client, read, symbol, moment, depth, exchange, update_id, as_of, recent)
     if fast is not None:
         return recent.flag(fast)
-    found = _source(client, read, symbol, through=update_id, until=moment, recent=recent)
+    found = delta_source(client, read, symbol, through=update_id, until=moment, recent=recent)
     if found is None:
         if read.snapshot_id is None:
             _scan(read.location, read.snapshot_id)  # raises: the table is empty
-        raise _no_snapshot(symbol, exchange, moment, update_id)
+        raise no_snapshot_error(symbol, exchange, moment, update_id)
     source, params = found
     where, args = "symbol = ? AND exchange_ts <= ?", [symbol, moment]
     if exchange is not None:
@@ -302,11 +302,11 @@ def book(
         "SELECT side, level, price, size, NULL::VARCHAR AS ex, NULL::BIGINT AS u, NULL::TIMESTAMPTZ AS ts FROM ranked WHERE level <= ? "
         "UNION ALL SELECT NULL, NULL, NULL, NULL, (SELECT ex FROM start), max(last_update_id), max(exchange_ts) FROM d"
     )
-    table = _query(client, sql, [*params, *args, depth], recent.register)
+    table = run_book_sql(client, sql, [*params, *args, depth], recent.register)
     meta = table.filter(pa.compute.is_null(table["side"]))
     venue, last_u, last_ts = meta["ex"][0].as_py(), meta["u"][0].as_py(), meta["ts"][0].as_py()
     if venue is None:
-        raise _no_snapshot(symbol, exchange, moment, update_id)
+        raise no_snapshot_error(symbol, exchange, moment, update_id)
     levels = table.filter(pa.compute.is_valid(table["side"])).select(["side", "level", "price", "size"])
     levels = levels.sort_by([("side", "descending"), ("level", "ascending")]).cast(LEVELS_SCHEMA)
     return recent.flag(Book(symbol, venue, levels, last_u, last_ts, read.snapshot_id))
@@ -321,7 +321,7 @@ def _from_stored_snapshot(
     exchange: str | None,
     update_id: int | None,
     as_of: AsOf | None,
-    recent: _Recent | None = None,
+    recent: RecentDepth | None = None,
 ) -> Book | None:
     """The book from the newest stored ``book_snapshots`` rows + the deltas after the oldest row used.
 
@@ -343,7 +343,7 @@ def _from_stored_snapshot(
         if not rows or depth > min(r["depth"] for r in rows):
             return None
         answer = book_stored.combine(
-            client, snaps, read, symbol, rows, moment, depth, update_id, recent or _Recent()
+            client, snaps, read, symbol, rows, moment, depth, update_id, recent or RecentDepth()
         )
         if isinstance(answer, Book):
             return answer
@@ -358,7 +358,7 @@ def _read_rows(
     """Delta rows from the snapshot restarting the book before ``start`` through ``end``, in update-id order."""
     read = client._resolve(_SHORT, as_of)
     source, params = _scan(read.location, read.snapshot_id)
-    venue, first = _start(client, source, params, symbol, exchange, start, None)
+    venue, first = last_restart(client, source, params, symbol, exchange, start, None)
     sql = (
         "SELECT side = 'ASK' AS ask, price, size, last_update_id, epoch_us(exchange_ts) AS ts, is_snapshot "  # noqa: S608
         f"FROM {source} WHERE symbol = ? AND exchange = ? AND last_update_id >= ? AND exchange_ts <= ? "
@@ -464,7 +464,7 @@ def book_metrics(
         out["ask_depth_bps"] = sum((dec(s) for p, s in asks if dec(p) <= mid + band), Decimal(0))
     if quantity is not None:
         for name, side, sign in (("buy", asks, 1), ("sell", bids, -1)):
-            price = _fill_price(side, Decimal(quantity))
+            price = fill_price(side, Decimal(quantity))
             out[f"{name}_fill_price"] = None if price is None else price.quantize(q8)
             out[f"{name}_slippage_bps"] = (
                 None if price is None else (sign * (price - mid) / mid * 10_000).quantize(q6)
@@ -472,7 +472,7 @@ def book_metrics(
     return out
 
 
-def _fill_price(levels: Sequence[Level], quantity: Decimal) -> Decimal | None:
+def fill_price(levels: Sequence[Level], quantity: Decimal) -> Decimal | None:
     if quantity <= 0:
         raise InvalidRangeError(f"quantity: expected a positive number, found {quantity}")
     remaining, cost = quantity, Decimal(0)

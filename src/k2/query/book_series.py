@@ -37,7 +37,7 @@ import pyarrow as pa
 
 from k2.model.arrow import unscaled_from_decimal
 from k2.model.values import datetime_to_micros
-from k2.query.book import _no_snapshot, _source, _start
+from k2.query.book import delta_source, last_restart, no_snapshot_error
 from k2.query.book_steps import Changes, Side, metrics_columns, replay
 
 if TYPE_CHECKING:
@@ -163,18 +163,18 @@ def series_table(
     """The rows of :func:`k2.query.book.book_series` (``steps`` steps from ``start``)."""
     read = client._resolve("book_deltas", as_of)
     last = start + step * max(steps - 1, 0)
-    found = _source(client, read, symbol, until=start)
+    found = delta_source(client, read, symbol, until=start)
     if found is None:
-        raise _no_snapshot(symbol, exchange, start, None)
-    venue, restart = _start(client, found[0], found[1], symbol, exchange, start, None)
-    seed_from = _source(client, read, symbol, above=restart - 1, until=start)
+        raise no_snapshot_error(symbol, exchange, start, None)
+    venue, restart = last_restart(client, found[0], found[1], symbol, exchange, start, None)
+    seed_from = delta_source(client, read, symbol, above=restart - 1, until=start)
     assert seed_from is not None  # it holds the restart
     seed = client._execute(
         _SEED_SQL.format(source=seed_from[0]),
         [*seed_from[1], symbol, venue, restart, restart, start],
         query="book_series",
     )
-    changes_from = _source(client, read, symbol, above=restart, until=last)
+    changes_from = delta_source(client, read, symbol, above=restart, until=last)
     seeded, changes, stepped = _columns(seed), None, None
     if changes_from is not None and steps > 1:
         table = client._execute(

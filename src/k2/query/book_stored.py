@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from k2.model.arrow import decimal_array, unscaled_from_decimal
-from k2.query.book import LEVELS_SCHEMA, Book, _query, _Recent, _source
+from k2.query.book import LEVELS_SCHEMA, Book, RecentDepth, delta_source, run_book_sql
 
 if TYPE_CHECKING:
     from k2.query.client import Client
@@ -47,7 +47,7 @@ def newest_rows(
 ) -> list[dict[str, Any]]:
     """Newest first: up to ``window`` stored rows at or before the moment, of one exchange; scalars only
     (the price lists are not decoded here)."""
-    found = _source(client, snaps, symbol, through=update_id, until=moment)
+    found = delta_source(client, snaps, symbol, through=update_id, until=moment)
     if found is None:
         return []
     source, params = found
@@ -60,7 +60,7 @@ def newest_rows(
         "SELECT exchange, last_update_id AS u, exchange_ts AS ts, depth "  # noqa: S608 - constant fragments
         f"FROM {source} WHERE {where} ORDER BY last_update_id DESC LIMIT ?"
     )
-    rows = _query(client, sql, [*params, *args, window]).to_pylist()
+    rows = run_book_sql(client, sql, [*params, *args, window]).to_pylist()
     return [r for r in rows if r["exchange"] == rows[0]["exchange"]] if rows else []
 
 
@@ -68,14 +68,14 @@ def _stored_levels(
     client: Client, snaps: Any, symbol: str, venue: str, low: int, high: int
 ) -> pa.Table | None:
     """The lists of the stored rows with ``low <= last_update_id <= high`` (None: the files are gone)."""
-    found = _source(client, snaps, symbol, above=low - 1, through=high)
+    found = delta_source(client, snaps, symbol, above=low - 1, through=high)
     if found is None:
         return None
     sql = (
         "SELECT last_update_id AS u, depth, bid_prices, bid_sizes, ask_prices, ask_sizes "  # noqa: S608
         f"FROM {found[0]} WHERE symbol = ? AND exchange = ? AND last_update_id >= ? AND last_update_id <= ?"
     )
-    return _query(client, sql, [*found[1], symbol, venue, low, high])
+    return run_book_sql(client, sql, [*found[1], symbol, venue, low, high])
 
 
 def _deltas(
@@ -86,10 +86,10 @@ def _deltas(
     after: int,
     moment: datetime,
     update_id: int | None,
-    recent: _Recent,
+    recent: RecentDepth,
 ) -> pa.Table | None:
     """The raw delta rows with ``after < last_update_id`` and ``exchange_ts <= moment`` (None: no file can hold any)."""
-    found = _source(client, read, symbol, above=after, through=update_id, until=moment, recent=recent)
+    found = delta_source(client, read, symbol, above=after, through=update_id, until=moment, recent=recent)
     if found is None:
         return None
     through = "" if update_id is None else " AND last_update_id <= ?"
@@ -98,7 +98,7 @@ def _deltas(
         f"FROM {found[0]} WHERE symbol = ? AND exchange = ? AND last_update_id > ? AND exchange_ts <= ?{through}"
     )
     args = [*found[1], symbol, venue, after, moment, *([] if update_id is None else [update_id])]
-    return _query(client, sql, args, recent.register)
+    return run_book_sql(client, sql, args, recent.register)
 
 
 def _flat(lists: pa.ChunkedArray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -179,7 +179,7 @@ def combine(
     moment: datetime,
     depth: int,
     update_id: int | None,
-    recent: _Recent,
+    recent: RecentDepth,
 ) -> Book | int | None:
     """The book from ``rows`` (newest first) and the deltas after the oldest: a Book, the update id of a
     restart after the oldest row (retry from it), or None (not provably exact, or the rows are gone)."""
