@@ -61,6 +61,8 @@ from k2.model.validate import validate
 from k2.model.values import now_micros
 
 IDLE_SECONDS = 0.15
+POLL_SECONDS = 0.01  # one consume() call waits at most this (it returns early only with 10,000 messages)
+ENDS_SECONDS = 0.02  # the high watermarks are asked again at most this often once the minimum is read
 VERIFY_SECONDS = 0.5
 PROBE_SECONDS = 0.5
 # Written by the landing consumer in every commit: {topic: {partition: "offset:crc32"}} of the last message landed.
@@ -217,6 +219,18 @@ class _Part:
     high: int  # the reported high watermark: a lower bound of the log end
     check: tuple[int, int | None] | None  # the last landed message (offset, crc) still to be seen
     skip: bool = False  # just re-positioned: ignore what is left of the current batch
+    low: int = -1  # the reported low watermark (-1: not reported)
+    later: int = -1  # a high watermark asked for after the read started (-1: not asked, or not above high)
+    last: float | None = None  # monotonic time of the last message read from this partition
+
+    def passed(self) -> bool:
+        """Read past the log's end as it was when the read started (proof independent of any wait).
+
+        ``later`` above ``high`` means a batch starting at ``later - 1`` was appended after the one that
+        was last when the read started (Tansu: high = first offset of the last batch + 1; Kafka: the log
+        end, even stronger), so every message there at the start lies below ``later - 1``.
+        """
+        return self.check is None and self.later > self.high and self.next >= self.later - 1
 
 
 class _Reader:
@@ -237,10 +251,11 @@ class _Reader:
         self.messages = 0
         self.reason: str | None = None
         self.resets: list[str] = []
-        self.streaming = False  # a batch arrived since the partitions were assigned
+        self.batch_time = time.monotonic()  # when the batch being taken was returned
+        self.asked = float("-inf")  # when the high watermarks were last asked again
 
     def run(self) -> None:
-        assigned = last_message = time.monotonic()
+        assigned = time.monotonic()
         while True:
             now = time.monotonic()
             if now - assigned >= VERIFY_SECONDS:
@@ -249,25 +264,45 @@ class _Reader:
                         self._reset(key, part)
                         part.skip = False  # between batches: the next batch already reads the new position
             pending = any(p.check is not None or p.next < p.high for p in self.parts.values())
-            if not pending and now - last_message >= IDLE_SECONDS:
+            open_parts = [p for p in self.parts.values() if not self._done(p, now, assigned)]
+            if not pending and not open_parts:
                 return
             if now >= self.deadline:
                 # Partial only when the log still had messages for us: below the minimum, or still arriving.
-                if pending or (self.streaming and now - last_message < IDLE_SECONDS):
+                if pending or any(p.last is not None for p in open_parts):
                     self.reason = "time_bound"
                 return
+            if not pending:
+                self._ask_ends(open_parts, now)
             batch = self.consumer.consume(
-                num_messages=10_000, timeout=min(0.05, max(0.001, self.deadline - now))
+                num_messages=10_000, timeout=min(POLL_SECONDS, max(0.001, self.deadline - now))
             )
+            self.batch_time = time.monotonic()
             for msg in batch:
                 if not self._take(msg):
                     self.reason = "max_rows"
                     return
             for part in self.parts.values():
                 part.skip = False
-            if batch:
-                last_message = time.monotonic()
-                self.streaming = True
+
+    @staticmethod
+    def _done(part: _Part, now: float, assigned: float) -> bool:
+        """At or past the minimum, and either past the start's log end or quiet for ``IDLE_SECONDS``."""
+        if part.check is not None or part.next < part.high:
+            return False
+        return part.passed() or now - (assigned if part.last is None else part.last) >= IDLE_SECONDS
+
+    def _ask_ends(self, parts: list[_Part], now: float) -> None:
+        """Ask the broker for the high watermarks of ``parts`` again (at most every ``ENDS_SECONDS``)."""
+        if now - self.asked < ENDS_SECONDS:
+            return
+        self.asked = now
+        keys = [key for key, part in self.parts.items() if part in parts]
+        wait = max(0.001, min(ENDS_SECONDS * 5, self.deadline - now))
+        for key, (_, high) in end_offsets(self.consumer, keys, timeout=wait).items():
+            part = self.parts[key]
+            if high > part.high:
+                part.later = max(part.later, int(high))
 
     def _take(self, msg: Message) -> bool:
         """Account for one message; False when it is a matching row beyond ``query_recent_max_rows``."""
@@ -278,6 +313,7 @@ class _Reader:
         offset = msg.offset()
         if part is None or part.skip or offset is None or offset < part.next - (1 if part.check else 0):
             return True
+        part.last = self.batch_time
         value = msg.value()
         if part.check is not None:
             expected, crc = part.check
