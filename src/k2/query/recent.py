@@ -10,6 +10,9 @@ rules (:func:`k2.model.validate.validate`, per topic, with the exchange and asse
 ``landing_max_future_seconds``; invalid rows are skipped and counted) and de-duplicated in batch by natural
 key (:func:`k2.model.dedup.first_of_each_key`; the client then drops keys already in the snapshot).
 
+Each read builds its own consumer (no shared Kafka state between concurrent reads); the Avro decoder (a
+registry client and a DuckDB connection, ~0.15 s to build) is kept between reads (:func:`pooled_decoder`).
+
 A reset log (a memory broker restarted, a topic recreated) is detected like the landing does: each
 partition is read from the *last landed* message (offset and CRC stored by the landing under
 ``k2.kafka.last``); when that message is not there, or differs, the partition is read from the log start
@@ -17,9 +20,13 @@ partition is read from the *last landed* message (offset and CRC stored by the l
 Hazard: Tansu answers a fetch past the log end with nothing, so "not there" means "not delivered within
 ``VERIFY_SECONDS``": a broker slower than that makes a partition be re-read from its start (correct, slower).
 
-Stopping never trusts the broker's end offsets (Tansu reports the first offset of the last batch + 1):
-the reported high watermark is only a *minimum* to read up to; reading then continues until no message
-arrived for ``IDLE_SECONDS``. A read that stops early says so: ``truncated`` with ``reason``
+Stopping never trusts the ListOffsets answer (Tansu reports the first offset of the last batch + 1): the
+high watermark asked at the start is only a *minimum* to read up to. A partition is then finished when it
+has been read up to the high watermark of a fetch response answered after the start (the log end, on Kafka
+and on Tansu 0.6: measured, and pinned by a test), or, as a fallback, when no message of it arrived for
+``IDLE_SECONDS``; ``ended_by`` says which. So a live topic that never goes quiet is read up to (a little
+past) its end at the start, not followed until the time bound. A read that stops early says so:
+``truncated`` with ``reason``
 ``"max_rows"`` (``query_recent_max_rows`` matching messages read) or ``"time_bound"``
 (``query_recent_timeout_seconds`` passed while the log still had messages to read), and ``stopped_at``
 ({topic: {partition: next offset not read}}).
