@@ -13,8 +13,9 @@ query that *first returned the row* finished. Three readers poll side by side in
 * **Kafka (baseline)**: a plain consumer (no group) decoding the trades topic: receipt -> readable in
   Kafka (the producer's linger, the broker, the fetch): the floor under both paths below.
 * **Iceberg**: ``Client.trades(include_recent=False)`` every ``--poll-ms``: receipt -> visible in Iceberg.
-* **Hybrid**: ``Client.trades(include_recent=True)`` back to back (each read of the Kafka half waits
-  for the log to go idle, ``k2.query.recent.IDLE_SECONDS``): receipt -> visible through the hybrid query.
+* **Hybrid**: ``Client.trades(include_recent=True)`` back to back (each read of the Kafka half reads up to
+  the log end a fetch reported after it started, ``k2.query.recent``): receipt -> visible through the
+  hybrid query.
 
 The resolution of each figure is its reader's cycle (the poll interval, or one query's duration). Runs
 only after the landing joined its group (the first-rows-after-``k2 up`` figure is a separate measurement).

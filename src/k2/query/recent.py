@@ -10,6 +10,9 @@ rules (:func:`k2.model.validate.validate`, per topic, with the exchange and asse
 ``landing_max_future_seconds``; invalid rows are skipped and counted) and de-duplicated in batch by natural
 key (:func:`k2.model.dedup.first_of_each_key`; the client then drops keys already in the snapshot).
 
+Each read builds its own consumer (no shared Kafka state between concurrent reads); the Avro decoder (a
+registry client and a DuckDB connection, ~0.15 s to build) is kept between reads (:func:`pooled_decoder`).
+
 A reset log (a memory broker restarted, a topic recreated) is detected like the landing does: each
 partition is read from the *last landed* message (offset and CRC stored by the landing under
 ``k2.kafka.last``); when that message is not there, or differs, the partition is read from the log start
@@ -17,9 +20,13 @@ partition is read from the *last landed* message (offset and CRC stored by the l
 Hazard: Tansu answers a fetch past the log end with nothing, so "not there" means "not delivered within
 ``VERIFY_SECONDS``": a broker slower than that makes a partition be re-read from its start (correct, slower).
 
-Stopping never trusts the broker's end offsets (Tansu reports the first offset of the last batch + 1):
-the reported high watermark is only a *minimum* to read up to; reading then continues until no message
-arrived for ``IDLE_SECONDS``. A read that stops early says so: ``truncated`` with ``reason``
+Stopping never trusts the ListOffsets answer (Tansu reports the first offset of the last batch + 1): the
+high watermark asked at the start is only a *minimum* to read up to. A partition is then finished when it
+has been read up to the high watermark of a fetch response answered after the start (the log end, on Kafka
+and on Tansu 0.6: measured, and pinned by a test), or, as a fallback, when no message of it arrived for
+``IDLE_SECONDS``; ``ended_by`` says which. So a live topic that never goes quiet is read up to (a little
+past) its end at the start, not followed until the time bound. A read that stops early says so:
+``truncated`` with ``reason``
 ``"max_rows"`` (``query_recent_max_rows`` matching messages read) or ``"time_bound"``
 (``query_recent_timeout_seconds`` passed while the log still had messages to read), and ``stopped_at``
 ({topic: {partition: next offset not read}}).
@@ -37,10 +44,12 @@ from __future__ import annotations
 
 import re
 import socket
+import threading
 import time
 import uuid
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -59,6 +68,7 @@ from k2.model.validate import validate
 from k2.model.values import now_micros
 
 IDLE_SECONDS = 0.15
+POLL_SECONDS = 0.01  # one consume() call waits at most this (it returns early only with 10,000 messages)
 VERIFY_SECONDS = 0.5
 PROBE_SECONDS = 0.5
 # Written by the landing consumer in every commit: {topic: {partition: "offset:crc32"}} of the last message landed.
@@ -70,6 +80,14 @@ RECORDS: dict[str, tuple[RecordType, str]] = {
 }
 # Natural-key columns after (exchange, symbol, id): one depth event changes several levels.
 _MORE_KEY: dict[str, tuple[str, ...]] = {"book_deltas": ("side", "price")}
+
+
+# Decoders kept between reads, per (registry URL, record): building one costs a registry client (an SSL
+# context) and a DuckDB connection with the Avro extension, ~0.1-0.2 s of every hybrid read (measured).
+_MAX_IDLE_DECODERS = 4
+_decoders: dict[tuple[str, str], list[AvroBatchDecoder]] = {}
+_decoders_lock = threading.Lock()
+_decoders_built: dict[tuple[str, str], int] = {}
 
 
 class RecentUnavailableError(RuntimeError):
@@ -89,6 +107,9 @@ class RecentRows:
     invalid: int = 0
     undecodable: int = 0
     resets: list[str] = field(default_factory=list)
+    # How a complete read knew it had everything: "log_end" (every partition read up to the log end a fetch
+    # reported after the start), "idle" (some partition only by IDLE_SECONDS without a message); else None.
+    ended_by: str | None = None
 
 
 def dedupe_keys(table: pa.Table, key: tuple[str, ...]) -> pa.Table:
@@ -138,6 +159,53 @@ def last_landed(summary: Mapping[str, str] | None) -> dict[tuple[str, int], tupl
     return out
 
 
+@contextmanager
+def pooled_decoder(registry_url: str, record: RecordType) -> Iterator[AvroBatchDecoder]:
+    """A decoder for ``record`` against ``registry_url``, used by one reader at a time and kept for the next.
+
+    Each caller has the decoder to itself (a decoder holds one DuckDB connection); at most
+    ``_MAX_IDLE_DECODERS`` idle ones are kept per key, so concurrent reads build their own and the pool stays
+    small. Hazard: a decoder caches writer schemas by id (as the landing's long-lived decoder does); a
+    registry replaced at the same URL by one that reuses ids for other schemas would need
+    :func:`clear_decoders` (or a restart), exactly as the landing would.
+
+    Example (needs a registry)::
+
+        with pooled_decoder(settings.registry_url, TRADE) as decoder:
+            decoder.decode(values)
+    """
+    key = (registry_url, record.name)
+    with _decoders_lock:
+        idle = _decoders.setdefault(key, [])
+        decoder = idle.pop() if idle else None
+    if decoder is None:
+        decoder = AvroBatchDecoder(registry_client(registry_url), record)
+        with _decoders_lock:
+            _decoders_built[key] = _decoders_built.get(key, 0) + 1
+    try:
+        yield decoder
+    finally:
+        with _decoders_lock:
+            if len(idle) < _MAX_IDLE_DECODERS:
+                idle.append(decoder)
+
+
+def decoders_built(registry_url: str, record: RecordType) -> int:
+    """How many decoders :func:`pooled_decoder` has built for (``registry_url``, ``record``) in this process.
+
+    >>> decoders_built("http://127.0.0.1:1", TRADE)
+    0
+    """
+    with _decoders_lock:
+        return _decoders_built.get((registry_url, record.name), 0)
+
+
+def clear_decoders() -> None:
+    """Forget the idle decoders (the next read builds new ones, with empty schema caches)."""
+    with _decoders_lock:
+        _decoders.clear()
+
+
 def _topics(
     consumer: Consumer, data_type: str, exchange: str | None, timeout: float
 ) -> list[tuple[str, int]]:
@@ -160,6 +228,20 @@ class _Part:
     high: int  # the reported high watermark: a lower bound of the log end
     check: tuple[int, int | None] | None  # the last landed message (offset, crc) still to be seen
     skip: bool = False  # just re-positioned: ignore what is left of the current batch
+    low: int = -1  # the reported low watermark (-1: not reported)
+    fetched: int = -1  # the high watermark of the last fetch answered (-1: none yet)
+    last: float | None = None  # monotonic time of the last message read from this partition
+
+    def passed(self) -> bool:
+        """Read up to the log end a fetch answered after the read started: all that was there at the start.
+
+        ``fetched`` is the high watermark of the last fetch response for this partition (librdkafka's
+        cache, filled only by this consumer's fetches, all sent after the start's watermarks were asked).
+        A fetch response's high watermark is the log end on Kafka and on Tansu 0.6 (measured, and pinned by
+        ``tests/query/test_recent_live.py``; only Tansu's ListOffsets answer is the first offset of the
+        last batch + 1, which is why ``high`` is only a minimum).
+        """
+        return self.check is None and self.fetched >= 0 and self.next >= max(self.fetched, self.high)
 
 
 class _Reader:
@@ -180,10 +262,11 @@ class _Reader:
         self.messages = 0
         self.reason: str | None = None
         self.resets: list[str] = []
-        self.streaming = False  # a batch arrived since the partitions were assigned
+        self.batch_time = time.monotonic()  # when the batch being taken was returned
+        self.ended_by: str | None = None
 
     def run(self) -> None:
-        assigned = last_message = time.monotonic()
+        assigned = time.monotonic()
         while True:
             now = time.monotonic()
             if now - assigned >= VERIFY_SECONDS:
@@ -192,25 +275,43 @@ class _Reader:
                         self._reset(key, part)
                         part.skip = False  # between batches: the next batch already reads the new position
             pending = any(p.check is not None or p.next < p.high for p in self.parts.values())
-            if not pending and now - last_message >= IDLE_SECONDS:
+            open_parts = [p for p in self.parts.values() if not self._done(p, now, assigned)]
+            if not pending and not open_parts:
+                self.ended_by = "log_end" if all(p.passed() for p in self.parts.values()) else "idle"
                 return
             if now >= self.deadline:
                 # Partial only when the log still had messages for us: below the minimum, or still arriving.
-                if pending or (self.streaming and now - last_message < IDLE_SECONDS):
+                if pending or any(p.last is not None for p in open_parts):
                     self.reason = "time_bound"
                 return
             batch = self.consumer.consume(
-                num_messages=10_000, timeout=min(0.05, max(0.001, self.deadline - now))
+                num_messages=10_000, timeout=min(POLL_SECONDS, max(0.001, self.deadline - now))
             )
+            self.batch_time = time.monotonic()
             for msg in batch:
                 if not self._take(msg):
                     self.reason = "max_rows"
                     return
             for part in self.parts.values():
                 part.skip = False
-            if batch:
-                last_message = time.monotonic()
-                self.streaming = True
+            self._note_ends()
+
+    @staticmethod
+    def _done(part: _Part, now: float, assigned: float) -> bool:
+        """At or past the minimum, and either past the start's log end or quiet for ``IDLE_SECONDS``."""
+        if part.check is not None or part.next < part.high:
+            return False
+        return part.passed() or now - (assigned if part.last is None else part.last) >= IDLE_SECONDS
+
+    def _note_ends(self) -> None:
+        """Take the high watermarks of the last fetches answered (librdkafka's cache: no request)."""
+        for (topic, partition), part in self.parts.items():
+            try:
+                _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+            except KafkaException:
+                continue
+            if high >= 0:
+                part.fetched = int(high)
 
     def _take(self, msg: Message) -> bool:
         """Account for one message; False when it is a matching row beyond ``query_recent_max_rows``."""
@@ -221,6 +322,7 @@ class _Reader:
         offset = msg.offset()
         if part is None or part.skip or offset is None or offset < part.next - (1 if part.check else 0):
             return True
+        part.last = self.batch_time
         value = msg.value()
         if part.check is not None:
             expected, crc = part.check
@@ -251,7 +353,11 @@ class _Reader:
 def _position(part: _Part) -> int:
     if part.check is not None:
         return part.check[0]
-    return part.next if part.next > 0 else OFFSET_BEGINNING
+    if part.next > 0:
+        return part.next
+    # A logical OFFSET_BEGINNING costs Tansu ~0.5 s before the first fetch (measured); a log reported to start
+    # at 0 is read from 0 explicitly (a log start moved since is answered out of range: auto.offset.reset).
+    return 0 if part.low == 0 else OFFSET_BEGINNING
 
 
 def read_recent(
@@ -316,10 +422,11 @@ def read_recent(
         consumer.close()
     key = (id_column, *_MORE_KEY.get(short_name, ()))
     result = _decode_and_check(settings, record, key, reader.values, reader.topics, symbols, exchange)
-    result.messages, result.seconds, result.resets = (
+    result.messages, result.seconds, result.resets, result.ended_by = (
         reader.messages,
         time.monotonic() - started,
         reader.resets,
+        reader.ended_by,
     )
     if reader.reason is not None:
         result.truncated, result.reason = True, reader.reason
@@ -347,8 +454,8 @@ def _positions(
             check = (
                 (landed[0], landed[1]) if landed is not None and landed[0] == start - 1 else (start - 1, None)
             )
-        high = ends.get((topic, partition), (0, -1))[1]  # -1: the broker did not answer
-        parts[(topic, partition)] = _Part(next=start, high=int(high), check=check)
+        low, high = ends.get((topic, partition), (-1, -1))  # -1: the broker did not answer
+        parts[(topic, partition)] = _Part(next=start, high=int(high), check=check, low=int(low))
     return parts
 
 
@@ -366,7 +473,8 @@ def _decode_and_check(
     if not values:
         return empty
     try:
-        decoded = AvroBatchDecoder(registry_client(settings.registry_url), record).decode(values)
+        with pooled_decoder(settings.registry_url, record) as decoder:
+            decoded = decoder.decode(values)
     except Exception as exc:  # the registry being unreachable surfaces here
         raise RecentUnavailableError(
             f"expected the schema registry at {settings.registry_url} for the hybrid query, found {exc}"
