@@ -145,3 +145,21 @@ def read_watermarks(
         return Watermarks(str(metadata.cluster_id or ""), len(metadata.brokers), topics)
     finally:
         consumer.close()
+
+
+def fetched_watermarks(consumer: Any, topic: str, partition: int) -> tuple[int, int] | None:
+    """(low, high) watermarks of the last fetch response ``consumer`` got for the partition, or None before any.
+
+    Read from librdkafka's cache (no request): only this consumer's own fetches fill it. Unlike the
+    ListOffsets answer of :func:`end_offsets`, a fetch response's high watermark is the log end on Kafka
+    *and* on Tansu 0.6 (measured, pinned by ``tests/query/test_recent_live.py``), so a consumer that has
+    read up to the high watermark of a fetch answered after some moment has read everything in the log
+    at that moment. Hazard: the cache holds the *last* fetch, so on a live partition it keeps moving.
+    """
+    from confluent_kafka import KafkaException, TopicPartition
+
+    try:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, int(partition)), cached=True)
+    except KafkaException:
+        return None
+    return (int(low), int(high)) if high >= 0 else None

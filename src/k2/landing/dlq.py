@@ -15,13 +15,16 @@ them on the next replay, where the landing's dedup drops them (at-least-once rep
 the table). A letter that is re-published but rejected by a landing with other settings comes back as
 a *new* letter (new DLQ offset), which a later replay checks again.
 
-Reading never relies on end offsets (Tansu reports them wrong): it reads until the topic is idle for
-``idle_seconds``. A read that stops before a partition's broker-reported end (``limit`` reached, or
-``max_seconds`` passed) says so: :func:`read_dead_letters` returns a :class:`DeadLetters` list whose
-``stopped`` names each such partition, the next offset not read and the reported end ("partial: stopped
-at offset X of Y on partition P"). Hazard: on Tansu the reported end is a lower bound (the first offset
-of the last batch, plus one), so a read that passed it may still have missed the rest of that batch when
-``limit`` cut it; a read that ends idle has read it.
+Reading never stops at the ListOffsets end alone (Tansu reports the first offset of the last batch, plus
+one): a partition is finished once read up to the high watermark of the first fetch answered for it after
+the read started (the log end on Kafka and on Tansu 0.6; :func:`k2.bus.broker.fetched_watermarks`), and
+never before the ListOffsets end. The read ends as soon as every partition is finished (``ended_by`` is
+``"log_end"``); waiting until the topic is idle for ``idle_seconds`` stays only as the fallback for a
+partition no fetch reported on (``"idle"``). Letters written after the start may or may not be read. A read
+that stops before a partition's end (``limit`` reached, or ``max_seconds`` passed) says so:
+:func:`read_dead_letters` returns a :class:`DeadLetters` list whose ``stopped`` names each such partition,
+the next offset not read and its end (the fetched log end, else the ListOffsets end): "partial: stopped at
+offset X of Y on partition P".
 
 Example (needs a broker)::
 
@@ -41,7 +44,7 @@ import numpy as np
 import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
-from k2.bus.broker import end_offsets
+from k2.bus.broker import end_offsets, fetched_watermarks
 from k2.bus.dlq import DeadLetter
 from k2.bus.producer import MarketDataProducer
 from k2.bus.serde import AvroBatchDecoder, registry_client
@@ -75,7 +78,8 @@ def dlq_topics(settings: Settings) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class Stop:
-    """Where a dead-letter read stopped short of a partition's broker-reported end."""
+    """Where a dead-letter read stopped short of a partition's end (the log end a fetch reported, else the
+    ListOffsets end)."""
 
     topic: str
     partition: int
@@ -87,7 +91,8 @@ class Stop:
 
 
 class DeadLetters(list[DeadLetter]):
-    """The dead letters read (a list) and ``stopped``: the partitions the read left before their reported end.
+    """The dead letters read (a list), ``stopped``: the partitions the read left before their end, and
+    ``ended_by``: how a complete read ended.
 
     >>> DeadLetters([], [Stop("t.dlq", 0, 2, 5)]).partial_message()
     'partial: stopped at offset 2 of 5 on partition 0 of t.dlq'
@@ -95,13 +100,18 @@ class DeadLetters(list[DeadLetter]):
     True
     """
 
-    def __init__(self, letters: list[DeadLetter], stopped: list[Stop] | None = None) -> None:
+    def __init__(
+        self, letters: list[DeadLetter], stopped: list[Stop] | None = None, ended_by: str | None = None
+    ) -> None:
         super().__init__(letters)
         self.stopped: list[Stop] = list(stopped or [])
+        # How a complete read knew it had everything: "log_end" (every partition read up to the log end a
+        # fetch reported after the start) or "idle" (the fallback wait); None when it stopped short.
+        self.ended_by = ended_by
 
     @property
     def complete(self) -> bool:
-        """Whether the read reached every partition's broker-reported end."""
+        """Whether the read reached every partition's end."""
         return not self.stopped
 
     def partial_message(self) -> str | None:
@@ -109,16 +119,42 @@ class DeadLetters(list[DeadLetter]):
         return None if self.complete else "partial: " + "; ".join(map(str, self.stopped))
 
 
+@dataclass
+class _Partition:
+    """One partition's reading state: the broker's ListOffsets answer, how far it was read, its log end."""
+
+    listed: tuple[int, int] | None  # (low, high) ListOffsets reported at the start (None: no answer)
+    next: int | None  # the next offset not read (None: unknown until a message or a fetch says)
+    end: int | None = None  # the high watermark of the first fetch answered: the log end at the start
+
+    def minimum(self) -> int:
+        """The offset the read must reach at least: the ListOffsets end, raised to the fetched log end."""
+        listed = self.listed[1] if self.listed is not None and self.listed[1] > self.listed[0] else 0
+        return max(listed, self.end or 0)
+
+    def reached_listed(self) -> bool:
+        """Read up to the ListOffsets end (a partition it reported empty, or left out, has nothing to reach)."""
+        if self.listed is None or self.listed[1] <= self.listed[0]:
+            return True
+        return self.next is not None and self.next >= self.listed[1]
+
+    def passed(self) -> bool:
+        """Read up to the log end a fetch answered after the read started: every letter there at the start."""
+        return self.end is not None and self.next is not None and self.next >= self.minimum()
+
+
 def _read_topics(
     settings: Settings, topics: dict[str, int], limit: int, idle_seconds: float, max_seconds: float
-) -> tuple[list[Message], list[Stop]]:
-    """Every message of ``topics`` from the start, until idle (at most ``limit``), and where the read stopped
-    short of a partition's reported end (empty: it reached every one).
+) -> tuple[list[Message], list[Stop], str | None]:
+    """Every message of ``topics`` from the start (at most ``limit``), where the read stopped short of a
+    partition's end (empty: it reached every one), and how a complete read ended (``"log_end"``/``"idle"``).
 
-    "Idle" only counts once every partition has been read up to the end the broker reports: a slow
-    first fetch (a loaded machine, a cold connection) must not end the read before a letter is seen.
-    Tansu reports less than the true end (the first offset of the last batch, plus one), so the idle
-    wait still covers the rest of that batch.
+    A partition is finished once read up to the high watermark of the first fetch answered for it (the log
+    end on Kafka and on Tansu 0.6, :func:`k2.bus.broker.fetched_watermarks`), and never before the end
+    ListOffsets reported (on Tansu a lower bound: the first offset of the last batch, plus one). The read
+    ends as soon as every partition is finished (``"log_end"``), or, as a fallback (a partition no fetch
+    reported on), once it has reached every ListOffsets end and nothing arrived for ``idle_seconds``
+    (``"idle"``).
     """
     consumer = Consumer(
         {
@@ -126,48 +162,71 @@ def _read_topics(
             "group.id": f"k2-dlq-reader-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 50,  # an empty partition's fetch answers (with its log end) within 50 ms
         }
     )
     messages: list[Message] = []
-    stopped: list[Stop] = []
+    ended_by: str | None = None
     try:
-        partitions = [TopicPartition(t, p, OFFSET_BEGINNING) for t, n in topics.items() for p in range(n)]
-        ends = _reported_ends(consumer, partitions)
-        pending = {key: high for key, (_, high) in ends.items()}
-        reached: dict[tuple[str, int], int] = {}  # the next offset to read, per partition read from
-        consumer.assign(partitions)
+        keys = [(t, p) for t, n in topics.items() for p in range(n)]
+        listed = end_offsets(consumer, keys, timeout=10.0)
+        parts = {key: _Partition(listed.get(key), _start(listed.get(key))) for key in keys}
+        # A logical OFFSET_BEGINNING costs Tansu ~0.5 s before the first fetch: a log reported to start at 0
+        # is read from 0 (a log start moved since is answered out of range: auto.offset.reset).
+        consumer.assign(
+            [
+                TopicPartition(t, p, 0 if part.next == 0 else OFFSET_BEGINNING)
+                for (t, p), part in parts.items()
+            ]
+        )
         started = last = time.monotonic()
         while len(messages) < limit and time.monotonic() - started < max_seconds:
-            if not pending and time.monotonic() - last >= idle_seconds:
-                break
-            batch = consumer.consume(num_messages=min(1000, limit - len(messages)), timeout=0.2)
+            if all(part.reached_listed() for part in parts.values()):
+                if all(part.passed() for part in parts.values()):
+                    ended_by = "log_end"
+                    break
+                if time.monotonic() - last >= idle_seconds:
+                    ended_by = "idle"
+                    break
+            batch = consumer.consume(num_messages=min(1000, limit - len(messages)), timeout=0.02)
             for msg in batch:
-                if msg.error() is not None:
-                    continue
-                messages.append(msg)
-                key = (str(msg.topic()), int(msg.partition() or 0))
-                reached[key] = int(msg.offset() or 0) + 1
-                if key in pending and reached[key] >= pending[key]:
-                    del pending[key]
+                if msg.error() is None:
+                    messages.append(msg)
+                    parts[(str(msg.topic()), int(msg.partition() or 0))].next = int(msg.offset() or 0) + 1
             if batch:
                 last = time.monotonic()
-        stopped = [
-            Stop(t, p, reached.get((t, p), ends[(t, p)][0]), end) for (t, p), end in sorted(pending.items())
-        ]
-        if stopped:
-            log.warning("dead-letter read stopped before the reported end", stopped=[str(s) for s in stopped])
+            _note_ends(consumer, parts)
     finally:
         consumer.close()
-    return messages, stopped
+    stopped = [] if ended_by is not None else _stops(parts)
+    if stopped:
+        log.warning("dead-letter read stopped before the log end", stopped=[str(s) for s in stopped])
+    return messages, stopped, ended_by
 
 
-def _reported_ends(
-    consumer: Consumer, partitions: list[TopicPartition]
-) -> dict[tuple[str, int], tuple[int, int]]:
-    """(topic, partition) -> (low, high) watermarks the broker reports, for the partitions that hold messages."""
-    # A partition the broker does not answer for is left out: the idle wait alone covers it.
-    ends = end_offsets(consumer, [(tp.topic, tp.partition) for tp in partitions], timeout=10.0)
-    return {key: (low, high) for key, (low, high) in ends.items() if high > low}
+def _start(listed: tuple[int, int] | None) -> int | None:
+    """The next offset to read before any message: the reported log start (None when not reported)."""
+    return None if listed is None else listed[0]
+
+
+def _note_ends(consumer: Consumer, parts: dict[tuple[str, int], _Partition]) -> None:
+    """Keep each partition's first fetched log end (a later one would chase letters written after the start)."""
+    for (topic, partition), part in parts.items():
+        if part.end is None and (fetched := fetched_watermarks(consumer, topic, partition)) is not None:
+            part.end = fetched[1]
+            if part.next is None:  # nothing reported at the start: the fetch says where the log starts
+                part.next = fetched[0]
+
+
+def _stops(parts: dict[tuple[str, int], _Partition]) -> list[Stop]:
+    """The partitions a read left before their end (the fetched log end, else the ListOffsets end)."""
+    stops = []
+    for (topic, partition), part in sorted(parts.items()):
+        end = part.minimum()
+        start = part.listed[0] if part.listed is not None else 0
+        if end > (part.next if part.next is not None else start):
+            stops.append(Stop(topic, partition, part.next if part.next is not None else start, end))
+    return stops
 
 
 def read_dead_letters(
@@ -180,7 +239,8 @@ def read_dead_letters(
     """Dead letters from one DLQ topic (or all), oldest first per partition, at most ``limit``.
 
     ``.stopped`` / ``.complete`` / ``.partial_message()`` say whether the read reached every partition's
-    broker-reported end (see the module docstring).
+    end, ``.ended_by`` how a complete read knew (see the module docstring). ``idle_seconds`` is only the
+    fallback for a partition no fetch reported on: a read normally ends at the log end.
     """
     topics = dlq_topics(settings)
     if topic is not None:
@@ -189,10 +249,10 @@ def read_dead_letters(
         topics = {topic: topics[topic]}
     if not topics:
         return DeadLetters([])
-    messages, stopped = _read_topics(settings, topics, limit, idle_seconds, max_seconds)
+    messages, stopped, ended_by = _read_topics(settings, topics, limit, idle_seconds, max_seconds)
     letters = [DeadLetter.from_message(msg) for msg in messages]
     letters.sort(key=lambda d: (d.dlq_topic, d.dlq_partition, d.dlq_offset))
-    return DeadLetters(letters, stopped)
+    return DeadLetters(letters, stopped, ended_by)
 
 
 def replayed_letters(
@@ -204,7 +264,7 @@ def replayed_letters(
     if not topics:
         return {}
     found: dict[tuple[str, int, int], dict[str, object]] = {}
-    messages, stopped = _read_topics(settings, topics, 10_000_000, idle_seconds, 120.0)
+    messages, stopped, _ = _read_topics(settings, topics, 10_000_000, idle_seconds, 120.0)
     if stopped:  # a missed marker would let a replay re-publish a letter it already moved
         raise RuntimeError(
             "expected every replay marker read, found the read partial: " + "; ".join(map(str, stopped))
