@@ -1,6 +1,7 @@
 """A dead-letter read ends at the log end a fetch reported, not after an idle wait, and never early.
 
-Real broker (the shared Tansu): a DLQ topic of four partitions, letters in several batches on one of
+A real Tansu broker of this module's own (letters on the shared one would break other tests' "no dead
+letters"): a DLQ topic of four partitions, letters in several batches on one of
 them, three never written. The read returns every letter and says it ended by the log end
 (``DeadLetters.ended_by``); a quiet read finishes well within the idle wait (a ratio, not a timed bound).
 """
@@ -8,16 +9,36 @@ them, three never written. The read returns every letter and says it ended by th
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
+import pytest
 from confluent_kafka import Producer
 
+from k2.bus.broker import tansu_process
 from k2.bus.dlq import dlq_headers
 from k2.bus.topics import ensure_topics
 from k2.config import Settings
 from k2.landing.dlq import read_dead_letters, replayed_letters, replayed_topic
+from k2.telemetry.procs import free_port
+from tests.support.broker import stop_memory_broker
 
 LETTERS = 30
 IDLE = 3.0  # the fallback wait each read is given: a read ended by the log end takes a fraction of it
+
+
+@pytest.fixture(scope="module")
+def own_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    proc = tansu_process(port, tmp_path_factory.mktemp("dlq-read") / "tansu.log").start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop_memory_broker(proc)
+
+
+@pytest.fixture
+def own(settings: Settings, own_bootstrap: str) -> Settings:
+    return settings.model_copy(update={"kafka_bootstrap_servers": own_bootstrap})
 
 
 def _dlq(settings: Settings, unique: str, letters: int = LETTERS, partitions: int = 4) -> str:
@@ -34,19 +55,19 @@ def _dlq(settings: Settings, unique: str, letters: int = LETTERS, partitions: in
     return topic
 
 
-def test_a_read_returns_every_letter_and_ends_by_the_log_end(settings: Settings, unique: str) -> None:
-    topic = _dlq(settings, unique)
+def test_a_read_returns_every_letter_and_ends_by_the_log_end(own: Settings, unique: str) -> None:
+    topic = _dlq(own, unique)
     for _ in range(3):
-        letters = read_dead_letters(settings, topic, idle_seconds=IDLE)
+        letters = read_dead_letters(own, topic, idle_seconds=IDLE)
         assert [d.value for d in letters] == [b"letter %d" % i for i in range(LETTERS)]
         assert letters.complete and letters.ended_by == "log_end"
 
 
-def test_a_quiet_read_finishes_well_within_the_idle_wait(settings: Settings, unique: str) -> None:
-    topic = _dlq(settings, unique, letters=5, partitions=2)
-    read_dead_letters(settings, topic, idle_seconds=IDLE)  # warm: topic metadata, connections
+def test_a_quiet_read_finishes_well_within_the_idle_wait(own: Settings, unique: str) -> None:
+    topic = _dlq(own, unique, letters=5, partitions=2)
+    read_dead_letters(own, topic, idle_seconds=IDLE)  # warm: topic metadata, connections
     started = time.monotonic()
-    letters = read_dead_letters(settings, topic, idle_seconds=IDLE)
+    letters = read_dead_letters(own, topic, idle_seconds=IDLE)
     took = time.monotonic() - started
     assert len(letters) == 5 and letters.ended_by == "log_end"
     assert took < IDLE / 2, (
@@ -54,26 +75,26 @@ def test_a_quiet_read_finishes_well_within_the_idle_wait(settings: Settings, uni
     )
 
 
-def test_a_limited_read_is_still_partial_and_says_so(settings: Settings, unique: str) -> None:
-    topic = _dlq(settings, unique)
-    capped = read_dead_letters(settings, topic, limit=25, idle_seconds=IDLE)
+def test_a_limited_read_is_still_partial_and_says_so(own: Settings, unique: str) -> None:
+    topic = _dlq(own, unique)
+    capped = read_dead_letters(own, topic, limit=25, idle_seconds=IDLE)
     assert len(capped) == 25 and not capped.complete and capped.ended_by is None
     [stop] = capped.stopped
     # The end named is the log end a fetch reported (30), not Tansu's ListOffsets minimum (21).
     assert (stop.partition, stop.next_offset, stop.end) == (1, 25, LETTERS)
 
 
-def test_replay_markers_are_read_to_the_log_end(settings: Settings, unique: str) -> None:
+def test_replay_markers_are_read_to_the_log_end(own: Settings, unique: str) -> None:
     dlq = f"market.crypto.trades.rm{unique}.dlq"
     topic = replayed_topic(dlq)
-    ensure_topics(settings, [dlq, topic], partitions=1)
-    producer = Producer(settings.kafka_client_config())
+    ensure_topics(own, [dlq, topic], partitions=1)
+    producer = Producer(own.kafka_client_config())
     for offset in range(LETTERS):
         producer.produce(topic, key=b"0:%d" % offset, value=b'{"replayed_ts": 1, "to": "x"}')
         if offset % 10 == 9:
             assert producer.flush(30) == 0
     started = time.monotonic()
-    found = replayed_letters(settings, [dlq], idle_seconds=IDLE)
+    found = replayed_letters(own, [dlq], idle_seconds=IDLE)
     took = time.monotonic() - started
     assert sorted(found) == [(dlq, 0, offset) for offset in range(LETTERS)]
     assert took < IDLE / 2, f"expected the marker read to end by the log end, took {took:.2f} s"
