@@ -23,7 +23,7 @@ from k2.telemetry.procs import free_port
 from tests.support.broker import stop_memory_broker
 
 LETTERS = 30
-IDLE = 3.0  # the fallback wait each read is given: a read ended by the log end takes a fraction of it
+IDLE = 6.0  # the fallback wait each read is given: a read ended by the log end takes a fraction of it
 
 
 @pytest.fixture(scope="module")
