@@ -4,7 +4,8 @@ Hazards (Tansu 0.6.0, see docs/local-stack.md): high-watermark / end offsets are
 the end offset), transactions are not isolated, and a group join takes ``session.timeout.ms / 2``.
 
 :func:`end_offsets` is the one reading of partition end offsets (status, lag, drain, dead-letter reads,
-the hybrid query): it asks the broker (never librdkafka's cache) and documents what the answer is worth.
+the hybrid query): it asks the broker (never librdkafka's cache) and documents what the answer is worth;
+:func:`fetched_watermarks` is the log end a consumer's own fetches reported (librdkafka's cache).
 
 Example:
     >>> tansu_binary().name
@@ -92,7 +93,8 @@ def end_offsets(
     Hazard: the high watermark is the log end on Kafka, but on Tansu (cluster id ``tansu_cluster``, see
     :attr:`Watermarks.exact`) it is the first offset of the *last batch* plus one: a lower bound. Use it
     as "at least this much is there"; never loop until a consumer reaches it, never read "lag 0" from it
-    alone (read on until idle, as the dead-letter reads and the drain do).
+    alone (read on up to a fetch's log end, :func:`fetched_watermarks`, as the dead-letter reads and the
+    hybrid query do, or until idle, as the drain does).
     """
     from confluent_kafka import KafkaException, TopicPartition
 
