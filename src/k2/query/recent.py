@@ -404,7 +404,13 @@ def read_recent(
     try:
         try:
             partitions = _topics(
-                consumer, record.data_type.value, exchange, max(0.1, deadline - time.monotonic())
+                # At least PROBE_SECONDS, as the TCP probe: a bound that passed before the broker's
+                # metadata could arrive (0.1 s was too short on a loaded machine) is a time-bound read,
+                # not an unavailable Kafka.
+                consumer,
+                record.data_type.value,
+                exchange,
+                max(PROBE_SECONDS, deadline - time.monotonic()),
             )
         except KafkaException as exc:
             raise RecentUnavailableError(
