@@ -280,8 +280,9 @@ class _Reader:
                 self.ended_by = "log_end" if all(p.passed() for p in self.parts.values()) else "idle"
                 return
             if now >= self.deadline:
-                # Partial only when the log still had messages for us: below the minimum, or still arriving.
-                if pending or any(p.last is not None for p in open_parts):
+                # Partial when the log still had messages for us (below the minimum, or still arriving), or
+                # when a partition's end is unknown: no watermark answered and no fetch yet (a loaded broker).
+                if pending or any(p.last is not None or (p.high < 0 and p.fetched < 0) for p in open_parts):
                     self.reason = "time_bound"
                 return
             batch = self.consumer.consume(
