@@ -245,6 +245,35 @@ def streaming_reader(
         yield chunks
 
 
+def slow_readers_rss(
+    url: str,
+    key: str,
+    path: str,
+    params: dict[str, object],
+    rows: int,
+    readers: int,
+    while_held: Callable[[], None] | None = None,
+) -> tuple[int, int]:
+    """(RSS before, peak RSS) while ``readers`` :func:`streaming_reader` clients each take a few KB every
+    0.2 s (ten rounds; the server waits on them); ``while_held`` runs before they leave."""
+    baseline = peak = server_rss()
+    with contextlib.ExitStack() as stack:
+        held = [stack.enter_context(streaming_reader(url, key, path, params, rows)) for _ in range(readers)]
+        for _ in range(10):
+            for chunks in held:
+                next(chunks)
+            time.sleep(0.2)
+            peak = max(peak, server_rss())
+        if while_held is not None:
+            while_held()
+    return baseline, peak
+
+
+def assert_in_progress(admission: Any, expected: int) -> None:
+    """The API's admission holds ``expected`` requests in progress (a streamed body keeps its slot)."""
+    assert admission.total_in_progress() == expected
+
+
 def shifted_copy(base: pa.Table, copy: int, span_us: int, id_column: str, id_step: int) -> pa.Table:
     """``base`` as its ``copy``-th repetition: ids moved by ``copy * id_step``, times by ``copy * span_us``."""
     ids = pc.add(base[id_column], pa.scalar(copy * id_step, pa.int64()))

@@ -6,9 +6,7 @@ walk returns exactly the rows of the one-shot query, every page with its exact c
 
 from __future__ import annotations
 
-import contextlib
 import io
-import time
 from pathlib import Path
 
 import httpx
@@ -21,7 +19,15 @@ from k2.api.keys import KeyStore
 from k2.lake.catalog import ensure_tables, load_catalog
 from k2.lake.writer import append
 from tests.api.conftest import api_settings
-from tests.api.helpers import serve, server_rss, shifted_copy, streaming_reader, trades_table, wait_until
+from tests.api.helpers import (
+    assert_in_progress,
+    serve,
+    server_rss,
+    shifted_copy,
+    slow_readers_rss,
+    trades_table,
+    wait_until,
+)
 
 ROWS = 1_000_000
 READERS = 4
@@ -69,19 +75,15 @@ def test_slow_readers_of_a_million_row_page_keep_rss_bounded(
         with httpx.Client(base_url=server.url, timeout=120, headers={"X-API-Key": key}) as c:
             warm = c.get("/v1/replay", params={**params, "limit": 10})  # engine loaded before the baseline
             assert warm.status_code == 200, warm.text
-        baseline = server_rss()
-        peak = baseline
-        with contextlib.ExitStack() as readers:
-            held = [
-                readers.enter_context(streaming_reader(server.url, key, "/v1/replay", params, ROWS))
-                for _ in range(READERS)
-            ]
-            for _ in range(10):  # a few KB per reader every 0.2 s: the server waits on them
-                for chunks in held:
-                    next(chunks)
-                time.sleep(0.2)
-                peak = max(peak, server_rss())
-            assert admission.total_in_progress() == READERS
+        baseline, peak = slow_readers_rss(
+            server.url,
+            key,
+            "/v1/replay",
+            params,
+            ROWS,
+            READERS,
+            lambda: assert_in_progress(admission, READERS),
+        )
         # Every client left mid-body: its slot is freed and so is what its response held.
         assert wait_until(lambda: admission.total_in_progress() == 0), (
             f"{admission.total_in_progress()} requests still in progress after their clients left"

@@ -6,7 +6,6 @@ than the tolerance), the same snapshots, pinned while the body is sent, and a bo
 
 from __future__ import annotations
 
-import contextlib
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,12 +26,12 @@ from k2.lake.writer import append
 from k2.query.client import Client
 from tests.api.conftest import api_settings
 from tests.api.helpers import (
+    assert_in_progress,
     normalise,
     quotes_table,
     serve,
-    server_rss,
     shifted_copy,
-    streaming_reader,
+    slow_readers_rss,
     trades_table,
 )
 from tests.landing.helpers import BASE_TS
@@ -271,19 +270,15 @@ def test_slow_readers_of_a_large_asof_answer_keep_rss_bounded(
             warm_end = (start + timedelta(seconds=1)).isoformat()
             warm = c.get("/v1/asof", params={**params, "end": warm_end})  # engine loaded before the baseline
             assert warm.status_code == 200, warm.text
-        baseline = server_rss()
-        peak = baseline
-        with contextlib.ExitStack() as readers:
-            held = [
-                readers.enter_context(streaming_reader(server.url, key, "/v1/asof", params, ROWS))
-                for _ in range(READERS)
-            ]
-            for _ in range(10):  # a few KB per reader every 0.2 s: the server waits on them
-                for chunks in held:
-                    next(chunks)
-                time.sleep(0.2)
-                peak = max(peak, server_rss())
-            assert admission.total_in_progress() == READERS
+        baseline, peak = slow_readers_rss(
+            server.url,
+            key,
+            "/v1/asof",
+            params,
+            ROWS,
+            READERS,
+            lambda: assert_in_progress(admission, READERS),
+        )
         deadline = time.monotonic() + 60
         while admission.total_in_progress() and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -10,9 +10,7 @@ registry and catalog; the Kafka rows are produced by K2's producer and never lan
 
 from __future__ import annotations
 
-import contextlib
 import io
-import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +29,13 @@ from k2.lake.writer import append
 from k2.model import TRADE
 from k2.query.client import Client
 from tests.api.conftest import api_settings
-from tests.api.helpers import serve, server_rss, shifted_copy, streaming_reader, trades_table, wait_until
+from tests.api.helpers import (
+    serve,
+    shifted_copy,
+    slow_readers_rss,
+    trades_table,
+    wait_until,
+)
 from tests.landing.helpers import BASE_TS
 from tests.support.factories import wire_trade
 
@@ -193,18 +197,7 @@ def test_slow_readers_of_a_large_hybrid_page_keep_rss_bounded(
         with httpx.Client(base_url=server.url, timeout=120, headers={"X-API-Key": key}) as c:
             warm = c.get("/v1/trades", params={**params, "limit": 10})  # engine and Kafka client loaded
             assert warm.status_code == 200, warm.text[:300]
-        baseline = server_rss()
-        peak = baseline
-        with contextlib.ExitStack() as readers:
-            held = [
-                readers.enter_context(streaming_reader(server.url, key, "/v1/trades", params, total))
-                for _ in range(READERS)
-            ]
-            for _ in range(10):  # a few KB per reader every 0.2 s: the server waits on them
-                for chunks in held:
-                    next(chunks)
-                time.sleep(0.2)
-                peak = max(peak, server_rss())
+        baseline, peak = slow_readers_rss(server.url, key, "/v1/trades", params, total, READERS)
         assert wait_until(lambda: admission.total_in_progress() == 0)
     print(
         f"{READERS} slow readers of a {total:,}-row include_recent CSV page: rss baseline {baseline / MIB:.0f} MiB, "
