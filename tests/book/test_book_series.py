@@ -18,32 +18,13 @@ import pytest
 from k2.config import Settings
 from k2.lake.catalog import ensure_tables, load_catalog
 from k2.lake.writer import append
-from k2.model import BOOK_DELTA, RecordType
+from k2.model import BOOK_DELTA
 from k2.model.arrow import records_to_arrow
 from k2.model.book import OrderBook
 from k2.model.values import datetime_to_micros, micros_to_datetime, unscaled_to_decimal
 from k2.query.book import book_metrics
 from k2.query.client import Client
-from k2.sources.binance import iter_capture_lines
-from k2.sources.binance_capture import CaptureReader
-from tests.sources.helpers import BINANCE_CAPTURES
-
-FIRST_NS = 1_723_161_253_937_085_768
-
-
-def _capture(seconds: int) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-
-    def emit(record: RecordType, row: dict[str, Any]) -> None:
-        if record is BOOK_DELTA:
-            rows.append({**row, "ingest_ts": row["receipt_ts"]})
-
-    reader = CaptureReader(emit, lambda *bad: pytest.fail(f"unexpected reject {bad}"))
-    for ns, raw in iter_capture_lines(BINANCE_CAPTURES[0]):
-        if ns > FIRST_NS + seconds * 10**9:
-            break
-        reader.feed(ns, raw, "capture")
-    return rows
+from tests.book.capture import capture_deltas
 
 
 def _with_resync(rows: list[dict[str, Any]], at: int, depth: int) -> list[dict[str, Any]]:
@@ -86,7 +67,7 @@ def _reference(rows: list[dict[str, Any]], moment_us: int, depth: int, quantity:
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, list[dict[str, Any]]]:
     settings = Settings(data_dir=Path(tmp_path_factory.mktemp("series")) / "k2", query_pool_size=1)
-    rows = _capture(120)
+    rows = capture_deltas(120)
     ends = [i for i, r in enumerate(rows) if r["is_event_end"] and not r["is_snapshot"]]
     rows = _with_resync(rows, ends[len(ends) // 2], 200)
     table = ensure_tables(load_catalog(settings), settings)["book_deltas"]

@@ -17,33 +17,16 @@ from k2.lake.catalog import ensure_tables, load_catalog
 from k2.lake.summary import WRITER_KEY
 from k2.lake.writer import append
 from k2.landing.consumer import run_landing
-from k2.model import BOOK_DELTA, RecordType
+from k2.model import BOOK_DELTA
 from k2.model.arrow import records_to_arrow
 from k2.model.book import OrderBook
 from k2.model.values import to_unscaled
 from k2.query import book as book_module
 from k2.query.client import Client
-from k2.sources.binance import iter_capture_lines
-from k2.sources.binance_capture import CaptureReader
-from tests.sources.helpers import BINANCE_CAPTURES
+from tests.book.capture import capture_deltas, restart_snapshot
 
 INTERVAL_US = 10_000_000
 AT = "2030-01-01T00:00:00Z"  # after every row; Iceberg only (the session broker is shared with other tests)
-
-
-def _capture_deltas(seconds: int) -> list[dict[str, object]]:
-    rows: list[dict[str, object]] = []
-
-    def emit(record: RecordType, row: dict[str, object]) -> None:
-        if record is BOOK_DELTA:
-            rows.append({**row, "ingest_ts": row["receipt_ts"]})
-
-    reader = CaptureReader(emit, lambda *bad: pytest.fail(f"unexpected reject {bad}"))
-    for ns, raw in iter_capture_lines(BINANCE_CAPTURES[0]):
-        if ns > 1_723_161_253_937_085_768 + seconds * 10**9:
-            break
-        reader.feed(ns, raw, "capture")
-    return rows
 
 
 def _expected_ids(rows: list[dict[str, object]]) -> list[int]:
@@ -77,7 +60,7 @@ def test_landing_service_writes_book_snapshots_on_schedule_exactly_once_and_cons
     settings: Settings, unique: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = settings.model_copy(update={"book_snapshot_run_seconds": 0.3, "eod_tags": False})
-    rows = _capture_deltas(90)
+    rows = capture_deltas(90)
     ids = sorted({int(r["last_update_id"]) for r in rows})  # type: ignore[call-overload]
     # Three landings; the first ends in the middle of an event (a landing batch may split one).
     cut_a = next(i for i, r in enumerate(rows) if int(r["last_update_id"]) >= ids[len(ids) // 3]) + 1  # type: ignore[call-overload]
@@ -145,33 +128,13 @@ def test_book_from_stored_snapshots_across_a_book_restart_equals_the_delta_read(
 ) -> None:
     """A resync restarts the book inside the stored rows' window: rows before it must not be combined."""
     settings = Settings(data_dir=tmp_path / "k2", query_pool_size=1)
-    rows = _capture_deltas(60)
+    rows = capture_deltas(60)
     ids = sorted({int(r["last_update_id"]) for r in rows})  # type: ignore[call-overload]
     k = next(i for i in range(len(ids) // 2, len(ids) - 1) if ids[i + 1] > ids[i] + 1)
     restart_u = ids[k] + 1
     before = [r for r in rows if int(r["last_update_id"]) <= ids[k]]  # type: ignore[call-overload]
-    book = OrderBook()
-    book.apply_rows(before)  # type: ignore[arg-type]
     # The resync's snapshot differs from the book it replaces (the best bid level is gone).
-    best_bid = book.top("BID", 1)[0][0]
-    template = dict(before[-1])
-    snapshot = [
-        {
-            **template,
-            "side": side,
-            "price": price,
-            "size": size,
-            "first_update_id": restart_u,
-            "last_update_id": restart_u,
-            "prev_update_id": None,
-            "is_snapshot": True,
-            "is_event_end": False,
-        }
-        for side, levels in (("BID", book.top("BID", 10_000)), ("ASK", book.top("ASK", 10_000)))
-        for price, size in levels
-        if not (side == "BID" and price == best_bid)
-    ]
-    snapshot[-1]["is_event_end"] = True
+    snapshot, _ = restart_snapshot(before, restart_u)
     after = [r for r in rows if int(r["last_update_id"]) > ids[k]]  # type: ignore[call-overload]
     deltas = ensure_tables(load_catalog(settings), settings)["book_deltas"]
     append(deltas, records_to_arrow(BOOK_DELTA, before + snapshot + after), "book_deltas")

@@ -21,35 +21,16 @@ from k2.config import Settings
 from k2.lake.book_snapshots import write_book_snapshots
 from k2.lake.catalog import TABLES, ensure_tables, load_catalog, table_layout
 from k2.lake.writer import append
-from k2.model import BOOK_DELTA, RecordType
+from k2.model import BOOK_DELTA
 from k2.model.arrow import records_to_arrow
-from k2.model.book import OrderBook
 from k2.model.values import datetime_to_micros, micros_to_datetime, to_unscaled
 from k2.query import book as book_module
 from k2.query import book_stored
 from k2.query.client import Client
 from k2.query.errors import UnknownSymbolError
-from k2.sources.binance import iter_capture_lines
-from k2.sources.binance_capture import CaptureReader
-from tests.sources.helpers import BINANCE_CAPTURES
+from tests.book.capture import capture_deltas, restart_snapshot
 
 STORED_DEPTH = 30  # shallow on purpose: the price often moves past it, so older rows must be combined
-_START_NS = 1_723_161_253_937_085_768
-
-
-def _capture_deltas(seconds: int) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-
-    def emit(record: RecordType, row: dict[str, Any]) -> None:
-        if record is BOOK_DELTA:
-            rows.append({**row, "ingest_ts": row["receipt_ts"]})
-
-    reader = CaptureReader(emit, lambda *bad: pytest.fail(f"unexpected reject {bad}"))
-    for ns, raw in iter_capture_lines(BINANCE_CAPTURES[0]):
-        if ns > _START_NS + seconds * 10**9:
-            break
-        reader.feed(ns, raw, "capture")
-    return rows
 
 
 def _stored(settings: Settings) -> list[dict[str, Any]]:
@@ -64,7 +45,7 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, l
     settings = Settings(
         data_dir=tmp_path_factory.mktemp("stored") / "k2", query_pool_size=1, book_snapshot_depth=STORED_DEPTH
     )
-    rows = _capture_deltas(120)
+    rows = capture_deltas(120)
     append(
         ensure_tables(load_catalog(settings), settings)["book_deltas"],
         records_to_arrow(BOOK_DELTA, rows),
@@ -193,34 +174,15 @@ def test_older_rows_are_combined_when_the_price_moved_past_the_newest(
 def test_a_restart_between_the_stored_row_and_the_moment(tmp_path: Path) -> None:
     """A resync after the newest stored row (its own stored row not written yet): not combined across."""
     settings = Settings(data_dir=tmp_path / "k2", query_pool_size=1, book_snapshot_depth=STORED_DEPTH)
-    rows = _capture_deltas(30)
+    rows = capture_deltas(30)
     ids = sorted({int(r["last_update_id"]) for r in rows})
     k = len(ids) * 2 // 3
     before = [r for r in rows if int(r["last_update_id"]) <= ids[k]]
     deltas = ensure_tables(load_catalog(settings), settings)["book_deltas"]
     append(deltas, records_to_arrow(BOOK_DELTA, before), "book_deltas")
     write_book_snapshots(settings)
-    book = OrderBook()
-    book.apply_rows(before)  # type: ignore[arg-type]
-    best_bid = book.top("BID", 1)[0][0]
     restart_u = ids[k] + 1
-    snapshot = [
-        {
-            **before[-1],
-            "side": side,
-            "price": price,
-            "size": size,
-            "first_update_id": restart_u,
-            "last_update_id": restart_u,
-            "prev_update_id": None,
-            "is_snapshot": True,
-            "is_event_end": False,
-        }
-        for side, levels in (("BID", book.top("BID", 10_000)), ("ASK", book.top("ASK", 10_000)))
-        for price, size in levels
-        if not (side == "BID" and price == best_bid)  # the resync's book lacks the old best bid
-    ]
-    snapshot[-1]["is_event_end"] = True
+    snapshot, best_bid = restart_snapshot(before, restart_u)
     after = [r for r in rows if int(r["last_update_id"]) > ids[k]][:50]
     append(deltas, records_to_arrow(BOOK_DELTA, snapshot + after), "book_deltas")
     at = "2030-01-01T00:00:00Z"
@@ -240,7 +202,7 @@ def test_book_snapshots_are_written_in_small_row_groups(tmp_path: Path) -> None:
     """A read needs one stored row: row groups of a few rows, so its lists are decoded, not a whole file's."""
     settings = Settings(data_dir=tmp_path / "k2", query_pool_size=1, book_snapshot_interval_seconds=1.0)
     tables = ensure_tables(load_catalog(settings), settings)
-    append(tables["book_deltas"], records_to_arrow(BOOK_DELTA, _capture_deltas(90)), "book_deltas")
+    append(tables["book_deltas"], records_to_arrow(BOOK_DELTA, capture_deltas(90)), "book_deltas")
     write_book_snapshots(settings)
     snaps = ensure_tables(load_catalog(settings), settings)["book_snapshots"]
     limit = int(table_layout("book_snapshots")["write.parquet.row-group-limit"])

@@ -242,6 +242,24 @@ def run_book_sql(
     return client._execute(sql, params, register, query="book")
 
 
+def moment_filter(
+    symbol: str, moment: datetime, exchange: str | None, update_id: int | None
+) -> tuple[str, list[Any]]:
+    """The WHERE clause (constant text) and parameters of a book's rows at ``moment``: one symbol, rows at
+    or before the moment, of one exchange and through one update id when given.
+
+    >>> from datetime import UTC, datetime
+    >>> moment_filter("BTCUSDT", datetime(2024, 8, 8, tzinfo=UTC), "binance", None)[0]
+    'symbol = ? AND exchange_ts <= ? AND exchange = ?'
+    """
+    where, args = "symbol = ? AND exchange_ts <= ?", [symbol, moment]
+    if exchange is not None:
+        where, args = where + " AND exchange = ?", [*args, exchange]
+    if update_id is not None:
+        where, args = where + " AND last_update_id <= ?", [*args, update_id]
+    return where, args
+
+
 def no_snapshot_error(
     symbol: str, exchange: str | None, moment: datetime, update_id: int | None
 ) -> UnknownSymbolError:
@@ -286,11 +304,7 @@ def book(
             _scan(read.location, read.snapshot_id)  # raises: the table is empty
         raise no_snapshot_error(symbol, exchange, moment, update_id)
     source, params = found
-    where, args = "symbol = ? AND exchange_ts <= ?", [symbol, moment]
-    if exchange is not None:
-        where, args = where + " AND exchange = ?", [*args, exchange]
-    if update_id is not None:
-        where, args = where + " AND last_update_id <= ?", [*args, update_id]
+    where, args = moment_filter(symbol, moment, exchange, update_id)
     sql = (
         f"WITH base AS MATERIALIZED (SELECT exchange, side, price, size, last_update_id, exchange_ts, is_snapshot FROM {source} WHERE {where}), "  # noqa: S608 - constant fragments
         "start AS (SELECT arg_max(exchange, last_update_id) AS ex, max(last_update_id) AS u FROM base WHERE is_snapshot), "

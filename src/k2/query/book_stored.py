@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from k2.model.arrow import decimal_array, unscaled_from_decimal
-from k2.query.book import LEVELS_SCHEMA, Book, RecentDepth, delta_source, run_book_sql
+from k2.query.book import LEVELS_SCHEMA, Book, RecentDepth, delta_source, moment_filter, run_book_sql
 
 if TYPE_CHECKING:
     from k2.query.client import Client
@@ -51,11 +51,7 @@ def newest_rows(
     if found is None:
         return []
     source, params = found
-    where, args = "symbol = ? AND exchange_ts <= ?", [symbol, moment]
-    if exchange is not None:
-        where, args = where + " AND exchange = ?", [*args, exchange]
-    if update_id is not None:
-        where, args = where + " AND last_update_id <= ?", [*args, update_id]
+    where, args = moment_filter(symbol, moment, exchange, update_id)
     sql = (
         "SELECT exchange, last_update_id AS u, exchange_ts AS ts, depth "  # noqa: S608 - constant fragments
         f"FROM {source} WHERE {where} ORDER BY last_update_id DESC LIMIT ?"

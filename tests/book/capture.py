@@ -1,0 +1,63 @@
+"""The real Binance capture's book deltas, as the import's own reader parses them (shared by the book tests)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from k2.model import BOOK_DELTA, RecordType
+from k2.model.book import OrderBook
+from k2.sources.binance import iter_capture_lines
+from k2.sources.binance_capture import CaptureReader
+from tests.sources.helpers import BINANCE_CAPTURES
+
+FIRST_NS = 1_723_161_253_937_085_768  # receipt time of the capture's first line
+
+
+def capture_deltas(seconds: int) -> list[dict[str, Any]]:
+    """The ``book_deltas`` rows of the capture's first ``seconds`` (receipt time), ``ingest_ts`` = receipt time.
+
+    A line the reader rejects fails the calling test: the capture is known to be clean.
+    """
+    rows: list[dict[str, Any]] = []
+
+    def emit(record: RecordType, row: dict[str, Any]) -> None:
+        if record is BOOK_DELTA:
+            rows.append({**row, "ingest_ts": row["receipt_ts"]})
+
+    reader = CaptureReader(emit, lambda *bad: pytest.fail(f"unexpected reject {bad}"))
+    for ns, raw in iter_capture_lines(BINANCE_CAPTURES[0]):
+        if ns > FIRST_NS + seconds * 10**9:
+            break
+        reader.feed(ns, raw, "capture")
+    return rows
+
+
+def restart_snapshot(before: list[dict[str, Any]], restart_u: int) -> tuple[list[dict[str, Any]], int]:
+    """The rows of a resync at update id ``restart_u`` after the rows ``before``: a snapshot restarting the book
+    with every level of the book ``before`` built, except its best bid (so the restarted book differs from the
+    one it replaces, as a real resync's may). Shaped as the import writes snapshots: the last row ends the event.
+    Returns the rows and the removed best bid (unscaled price).
+    """
+    book = OrderBook()
+    book.apply_rows(before)
+    best_bid = book.top("BID", 1)[0][0]
+    snapshot = [
+        {
+            **before[-1],
+            "side": side,
+            "price": price,
+            "size": size,
+            "first_update_id": restart_u,
+            "last_update_id": restart_u,
+            "prev_update_id": None,
+            "is_snapshot": True,
+            "is_event_end": False,
+        }
+        for side, levels in (("BID", book.top("BID", 10_000)), ("ASK", book.top("ASK", 10_000)))
+        for price, size in levels
+        if not (side == "BID" and price == best_bid)
+    ]
+    snapshot[-1]["is_event_end"] = True
+    return snapshot, best_bid
