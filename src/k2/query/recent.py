@@ -57,7 +57,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
-from k2.bus.broker import end_offsets
+from k2.bus.broker import end_offsets, fetched_watermarks
 from k2.bus.serde import AvroBatchDecoder, registry_client
 from k2.bus.topics import parse_topic
 from k2.config import Settings
@@ -307,12 +307,9 @@ class _Reader:
     def _note_ends(self) -> None:
         """Take the high watermarks of the last fetches answered (librdkafka's cache: no request)."""
         for (topic, partition), part in self.parts.items():
-            try:
-                _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
-            except KafkaException:
-                continue
-            if high >= 0:
-                part.fetched = int(high)
+            marks = fetched_watermarks(self.consumer, topic, partition)
+            if marks is not None:
+                part.fetched = marks[1]
 
     def _take(self, msg: Message) -> bool:
         """Account for one message; False when it is a matching row beyond ``query_recent_max_rows``."""
