@@ -86,7 +86,10 @@ def test_scopes_read_vs_admin(api: Api) -> None:
         assert all(api.read_key not in str(k) for k in listed)
         dlq = c.get("/v1/dlq", params={"limit": 5})
         assert dlq.status_code == 200, dlq.text
-        assert dlq.json()["data"] == []
+        # The session broker is shared by the worker's modules, so other tests' letters may be listed: the
+        # claim here is the admin scope's access (and the limit), not an empty dead-letter queue.
+        letters = dlq.json()["data"]
+        assert isinstance(letters, list) and len(letters) <= 5
 
 
 def test_keys_are_stored_hashed(api: Api) -> None:
