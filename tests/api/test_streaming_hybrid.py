@@ -94,9 +94,30 @@ def _arrow(response: httpx.Response) -> pa.Table:
     return pa.ipc.open_stream(io.BytesIO(response.content)).read_all()
 
 
+def _count_reads(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Count, from now on, the Kafka reads of the query client and the table rows its SQL reads return (whole
+    trade rows, not the keys the page is counted by); the in-process server shares the class."""
+    reads = {"recent": 0, "table_rows": 0}
+    sql, recent_part = Client.sql, Client.recent_part
+
+    def counted_sql(self: Client, *args: Any, **kwargs: Any) -> Any:
+        result = sql(self, *args, **kwargs)
+        if {"price", "quantity", "trade_id"} <= set(result.table.column_names):
+            reads["table_rows"] += result.table.num_rows
+        return result
+
+    def counted_recent(self: Client, *args: Any, **kwargs: Any) -> Any:
+        reads["recent"] += 1
+        return recent_part(self, *args, **kwargs)
+
+    monkeypatch.setattr(Client, "sql", counted_sql)
+    monkeypatch.setattr(Client, "recent_part", counted_recent)
+    return reads
+
+
 @pytest.mark.timeout(300)
 def test_a_streamed_hybrid_page_equals_the_one_shot_answer(
-    tmp_path: Path, broker: str, schema_registry: str
+    tmp_path: Path, broker: str, schema_registry: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     exchange = f"hy{uuid.uuid4().hex[:8]}"
     lake_rows = 2 * CHUNK + 500
@@ -132,8 +153,13 @@ def test_a_streamed_hybrid_page_equals_the_one_shot_answer(
         httpx.Client(base_url=server.url, timeout=120, headers={"X-API-Key": key}) as c,
     ):
         # The whole answer fits in the page: every row, the Kafka ones merged in order, no cursor.
+        reads = _count_reads(monkeypatch)
         page = c.get("/v1/trades", params={**params, "limit": total})
         got = _arrow(page)
+        # Each half read once: Kafka by one recent read, every table row by exactly one chunk query.
+        assert reads["recent"] == 1, reads
+        assert reads["table_rows"] == lake_rows, reads
+        monkeypatch.undo()
         assert int(page.headers["x-row-count"]) == total and "x-next-cursor" not in page.headers
         assert page.headers["x-recent-included"] == "true" and page.headers["x-recent-truncated"] == "false"
         assert got.to_pylist() == one_shot.table.to_pylist(), (
