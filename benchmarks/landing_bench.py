@@ -2,8 +2,9 @@
 sorted Iceberg commit with offsets), beside baselines measured in the same run.
 
 * Data: N real-shaped trades (default 1,000,000: 10 symbols, contiguous ids, random-walk prices, the
-  demo capture's shape), pre-produced to one topic (4 partitions) with K2's producer (acks=all,
-  idempotent, lz4) before any timing starts.
+  demo capture's shape), or with ``--kind depth`` N book-delta rows (the real BTCUSDT capture's 300,094
+  ``depth@100ms`` rows, parsed by the import's reader, repeated as further symbols: issue 14's "narrow
+  depth rows"), pre-produced to one topic (4 partitions) with K2's producer before any timing starts.
 * Landing: ``LandingConsumer.run`` with the production commit policy (200,000 rows or 5 s per commit);
   rate = rows landed / (last commit - partitions assigned), so neither the group join nor the idle
   wait at the end counts.
@@ -19,7 +20,7 @@ sorted Iceberg commit with offsets), beside baselines measured in the same run.
 Starts its own Tansu broker and K2 registry on random ports (memory storage, temp dir); target
 >= 100,000 trades/s on the 2-core machine.
 
-    .venv/bin/python benchmarks/landing_bench.py [--trades 1000000] [--max-buffered-mib 512] [--profile]
+    .venv/bin/python benchmarks/landing_bench.py [--trades 1000000] [--kind trades|depth] [--max-buffered-mib 512] [--profile]
 """
 
 from __future__ import annotations
@@ -50,11 +51,12 @@ from k2.lake.catalog import ensure_tables, load_catalog  # noqa: E402
 from k2.lake.writer import append  # noqa: E402
 from k2.landing import LandingConsumer  # noqa: E402
 from k2.landing.consumer import _FETCH_MESSAGES, fetch_config  # noqa: E402
-from k2.model import TRADE  # noqa: E402
+from k2.model import BOOK_DELTA, TRADE, RecordType  # noqa: E402
 from k2.model.arrow import records_to_arrow  # noqa: E402
 from k2.telemetry.procs import free_port  # noqa: E402
 
 TOPIC = "market.crypto.trades.binance"
+DEPTH_TOPIC = "market.crypto.depth.binance"
 SYMBOLS = TEN_SYMBOLS
 
 
@@ -64,16 +66,30 @@ def generate(total: int) -> list[dict[str, Any]]:
     return [row for step in zip(*streams, strict=True) for row in step]  # interleaved like a live feed
 
 
-def produce(settings: Settings, rows: list[dict[str, Any]]) -> float:
+def generate_depth(total: int) -> list[dict[str, Any]]:
+    """``total`` book-delta rows: the capture's rows, then copies of them as symbols SYN1USDT, SYN2USDT, ..."""
+    from book_bench import capture_rows
+
+    capture = capture_rows()
+    rows: list[dict[str, Any]] = []
+    copy = 0
+    while len(rows) < total:
+        symbol = "BTCUSDT" if copy == 0 else f"SYN{copy}USDT"
+        rows += [{**r, "symbol": symbol} for r in capture[: total - len(rows)]]
+        copy += 1
+    return rows
+
+
+def produce(settings: Settings, rows: list[dict[str, Any]], record: RecordType, topic: str) -> float:
     producer = MarketDataProducer(settings)
-    producer.encoder(TRADE, TOPIC)  # registration and topic creation outside the timing
+    producer.encoder(record, topic)  # registration and topic creation outside the timing
     start = time.perf_counter()
-    producer.send_many(TRADE, rows)
+    producer.send_many(record, rows, topic)
     producer.flush()
     return len(rows) / (time.perf_counter() - start)
 
 
-def consume_only(settings: Settings, total: int) -> float:
+def consume_only(settings: Settings, total: int, topic: str) -> float:
     """Plain consumer, no decoding: the Kafka floor. Stops at the known message count, not an end offset."""
     consumer = Consumer(
         {
@@ -83,7 +99,7 @@ def consume_only(settings: Settings, total: int) -> float:
             "enable.auto.commit": False,
         }
     )
-    consumer.assign([TopicPartition(TOPIC, p, OFFSET_BEGINNING) for p in range(settings.topic_partitions)])
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(settings.topic_partitions)])
     count = size = 0
     start = 0.0
     deadline = time.monotonic() + 300
@@ -108,33 +124,40 @@ def rss_kib(field: str = "VmHWM", pid: str = "self") -> int:
     raise RuntimeError(f"expected {field} in /proc/{pid}/status, found none")
 
 
-def _land_child(settings: Settings, profile: bool, out: Any) -> None:
+def _land_child(settings: Settings, profile: bool, topic: str, out: Any) -> None:
     ready: list[int] = []
-    landed, rate, commits, elapsed = land(settings, profile, ready)
+    landed, rate, commits, elapsed = land(settings, profile, ready, topic)
     out.send((landed, rate, commits, elapsed, ready[0] if ready else 0, rss_kib("VmHWM")))
 
 
-def land_in_child(settings: Settings, profile: bool) -> tuple[int, float, int, float, int, int]:
+def land_in_child(settings: Settings, profile: bool, topic: str) -> tuple[int, float, int, float, int, int]:
     """``land`` in a spawned process: (landed, rows/s, commits, seconds, ready RSS KiB, peak RSS KiB)."""
     context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_land_child, args=(settings, profile, send))
+    child = context.Process(target=_land_child, args=(settings, profile, topic, send))
     child.start()
     result = receive.recv()
     child.join()
     return result  # type: ignore[no-any-return]
 
 
-def land(settings: Settings, profile: bool, ready: list[int] | None = None) -> tuple[int, float, int, float]:
-    consumer = LandingConsumer(settings, topics=[TOPIC])
+def land(
+    settings: Settings, profile: bool, ready: list[int] | None = None, topic: str = TOPIC
+) -> tuple[int, float, int, float]:
+    consumer = LandingConsumer(settings, topics=[topic])
     if ready is not None:
         ready.append(rss_kib("VmRSS"))
     commits: list[float] = []
-    consumer.on_commit = lambda short, landed: commits.append(time.perf_counter())
+    cpu_at_commit: list[float] = []
+    consumer.on_commit = lambda short, landed: (
+        commits.append(time.perf_counter()),
+        cpu_at_commit.append(time.process_time()),
+    )
     profiler = cProfile.Profile() if profile else None
     if profiler:
         profiler.enable()
     assigned_wall = time.monotonic()
+    cpu_start = time.process_time()
     stats = consumer.run(idle_exit_seconds=3.0)
     if profiler:
         profiler.disable()
@@ -143,24 +166,33 @@ def land(settings: Settings, profile: bool, ready: list[int] | None = None) -> t
     offset = time.perf_counter() - time.monotonic()
     started = consumer._assigned_at + offset if consumer._assigned_at else assigned_wall + offset
     elapsed = commits[-1] - started
+    # CPU of every thread of the landing process, start to last commit: comparable across loads.
+    print(
+        f"landing CPU {cpu_at_commit[-1] - cpu_start:.2f} s = {stats.landed / (cpu_at_commit[-1] - cpu_start):,.0f} rows per CPU second",
+        flush=True,
+    )
     return stats.landed, stats.landed / elapsed, stats.commits, elapsed
 
 
-def iceberg_only(settings: Settings, rows: list[dict[str, Any]], batch: int) -> float:
+def iceberg_only(
+    settings: Settings, rows: list[dict[str, Any]], batch: int, record: RecordType = TRADE
+) -> float:
     tables = ensure_tables(load_catalog(settings), settings)
     arrow = [
-        records_to_arrow(TRADE, [{**r, "ingest_ts": r["receipt_ts"]} for r in rows[i : i + batch]])
+        records_to_arrow(record, [{**r, "ingest_ts": r["receipt_ts"]} for r in rows[i : i + batch]])
         for i in range(0, len(rows), batch)
     ]
+    short = "trades" if record is TRADE else "book_deltas"
     start = time.perf_counter()
     for chunk in arrow:
-        append(tables["trades"], chunk, "trades", {"k2.bench": "1"})
+        append(tables[short], chunk, short, {"k2.bench": "1"})
     return len(rows) / (time.perf_counter() - start)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--trades", type=int, default=1_000_000)
+    parser.add_argument("--trades", type=int, default=1_000_000, help="rows to land (trades or depth rows)")
+    parser.add_argument("--kind", choices=("trades", "depth"), default="trades", help="record type to land")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the landing run")
     parser.add_argument(
         "--max-buffered-mib", type=int, default=None, help="landing_max_buffered_bytes in MiB (default: K2's)"
@@ -193,28 +225,37 @@ def main() -> None:
         if args.max_buffered_mib:
             base = base.model_copy(update={"landing_max_buffered_bytes": args.max_buffered_mib * 1_048_576})
         t0 = time.perf_counter()
-        rows = generate(args.trades)
-        print(f"generated {len(rows):,} trades in {time.perf_counter() - t0:.1f}s", flush=True)
-        prod = produce(base, rows)
+        depth = args.kind == "depth"
+        record, topic = (BOOK_DELTA, DEPTH_TOPIC) if depth else (TRADE, TOPIC)
+        rows = generate_depth(args.trades) if depth else generate(args.trades)
+        print(f"generated {len(rows):,} {args.kind} rows in {time.perf_counter() - t0:.1f}s", flush=True)
+        prod = produce(base, rows, record, topic)
         print(f"produced at {prod:,.0f} msgs/s", flush=True)
-        raw = consume_only(base, len(rows))
+        raw = consume_only(base, len(rows), topic)
         print(f"consume-only {raw:,.0f} msgs/s", flush=True)
-        landed, rate, commits, elapsed, ready_kib, peak_kib = land_in_child(base, args.profile)
+        landed, rate, commits, elapsed, ready_kib, peak_kib = land_in_child(base, args.profile, topic)
         print(
             f"landed {landed:,} at {rate:,.0f} rows/s; RSS ready {ready_kib / 1024:,.0f} MiB, peak {peak_kib / 1024:,.0f} MiB",
             flush=True,
         )
         ice = iceberg_only(
-            base.model_copy(update={"data_dir": root / "baseline"}), rows, base.landing_commit_rows
+            base.model_copy(update={"data_dir": root / "baseline"}), rows, base.landing_commit_rows, record
         )
         if landed != len(rows):
             raise RuntimeError(f"expected {len(rows)} rows landed, found {landed}")
         lines.append(
-            f"{len(rows):,} real-shaped trades (10 symbols, 4 partitions), pre-produced at {prod:,.0f} msgs/s"
+            f"{len(rows):,} "
+            + (
+                "book-delta rows (the capture's, repeated as symbols"
+                if depth
+                else "real-shaped trades (10 symbols"
+            )
+            + f", 4 partitions), pre-produced at {prod:,.0f} msgs/s"
         )
+        target = 300_000 if depth else 100_000
         lines.append(
             f"landing (one consumer process, Kafka -> Avro decode -> validate -> dedup -> Iceberg, {commits} commits "
-            f"of <= {base.landing_commit_rows:,} rows or {base.landing_commit_interval_seconds:g} s): **{rate:,.0f} rows/s** ({elapsed:.1f} s); target 100,000 (ratio {rate / 100_000:.2f})"
+            f"of <= {base.landing_commit_rows:,} rows or {base.landing_commit_interval_seconds:g} s): **{rate:,.0f} rows/s** ({elapsed:.1f} s); target {target:,} (ratio {rate / target:.2f})"
         )
         lines.append(
             f"landing peak RSS {peak_kib / 1024:,.0f} MiB (ready {ready_kib / 1024:,.0f} MiB, peak - ready "
