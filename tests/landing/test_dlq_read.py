@@ -13,10 +13,12 @@ from collections.abc import Iterator
 
 import pytest
 from confluent_kafka import Producer
+from typer.testing import CliRunner
 
 from k2.bus.broker import tansu_process
 from k2.bus.dlq import dlq_headers
 from k2.bus.topics import ensure_topics
+from k2.cli import app
 from k2.config import Settings
 from k2.landing.dlq import read_dead_letters, replayed_letters, replayed_topic
 from k2.telemetry.procs import free_port
@@ -98,3 +100,31 @@ def test_replay_markers_are_read_to_the_log_end(own: Settings, unique: str) -> N
     took = time.monotonic() - started
     assert sorted(found) == [(dlq, 0, offset) for offset in range(LETTERS)]
     assert took < IDLE / 2, f"expected the marker read to end by the log end, took {took:.2f} s"
+
+
+def test_the_cli_says_on_stderr_when_a_dead_letter_read_is_partial(own: Settings, unique: str) -> None:
+    """`k2 dlq list --limit` and `k2 dlq replay --limit` cut short: the letters shown or replayed are only those
+    read, and stderr says where the read stopped (the same `_say_partial` as `k2 dlq show` of a letter beyond
+    the read); stdout stays the listing. A read that got everything says nothing."""
+    topic = _dlq(own, unique)
+    env = {
+        "K2_DATA_DIR": str(own.data_dir),
+        "K2_KAFKA_BOOTSTRAP_SERVERS": own.bootstrap_servers,
+        "K2_SCHEMA_REGISTRY_URL": own.registry_url,
+        "COLUMNS": "300",
+    }
+    runner = CliRunner()
+    stopped = (
+        f"warning: partial: stopped at offset 25 of {LETTERS} on partition 1 of {topic}"  # the CLI's line
+    )
+    listed = runner.invoke(app, ["dlq", "list", "--topic", topic, "--limit", "25"], env=env)
+    assert listed.exit_code == 0, listed.output
+    assert "25 dead letters" in listed.stdout and stopped in listed.stderr
+    assert stopped not in listed.stdout
+    whole = runner.invoke(app, ["dlq", "list", "--topic", topic, "--limit", "100"], env=env)
+    assert (
+        whole.exit_code == 0 and f"{LETTERS} dead letters" in whole.stdout and "partial" not in whole.stderr
+    )
+    # Replay of a cut read: only what was read is considered (these letters are not valid trades: they stay).
+    replayed = runner.invoke(app, ["dlq", "replay", "--topic", topic, "--limit", "25"], env=env)
+    assert stopped in replayed.stderr, replayed.output
