@@ -422,6 +422,47 @@ def test_tardis_bitmex_names_contracts_order_and_receipt_time(tmp_path: Path, la
         assert Decimal(dict(row["vendor"])["contracts"]) == Decimal(amount)
 
 
+@pytest.mark.parametrize(
+    ("contract", "multiplier"), [("inverse", "10"), ("linear", "0.001")], ids=["inverse-x10", "linear-x0.001"]
+)
+def test_tardis_contract_multiplier_sets_the_units(
+    tmp_path: Path, lake: Settings, contract: str, multiplier: str
+) -> None:
+    """``--multiplier`` scales the contracts (e.g. a 10 USD inverse contract, a 0.001 BTC linear one): quantity in
+    the base asset and quote quantity follow, exactly where they can be; the contract count stays in vendor."""
+    from decimal import Decimal
+
+    _, *rows = TARDIS_BITMEX.read_text().splitlines()
+    options = ImportOptions(contract=contract, multiplier=multiplier)
+    report = import_files("tardis-trades", [TARDIS_BITMEX], lake, options)[0]
+    assert (report.imported, report.rejected) == (len(rows), 0)
+    stored = {dict(r["vendor"])["id"]: r for r in _trades(lake).to_pylist()}
+    eight = Decimal("0.00000001")
+    for line in rows:
+        *_, ident, _, price, amount = line.split(",")
+        row = stored[ident]
+        contracts = Decimal(amount) * Decimal(multiplier)
+        if contract == "inverse":  # contracts of `multiplier` USD: the quote is exact, the base rounded
+            assert Decimal(str(row["quote_quantity"])) == contracts
+            assert Decimal(str(row["quantity"])) == (contracts / Decimal(price)).quantize(eight)
+        else:  # contracts of `multiplier` BTC: the base is exact
+            assert Decimal(str(row["quantity"])) == contracts
+            assert Decimal(str(row["quote_quantity"])) == (contracts * Decimal(price)).quantize(eight)
+        assert Decimal(dict(row["vendor"])["contracts"]) == Decimal(amount)
+        assert dict(row["vendor"])["contract"] == contract
+
+
+@pytest.mark.parametrize("multiplier", ["0", "-1", "ten"])
+def test_tardis_multiplier_that_is_not_a_positive_decimal_is_refused(lake: Settings, multiplier: str) -> None:
+    with pytest.raises(
+        FileImportError, match=f"expected --multiplier a positive decimal, found '{multiplier}'"
+    ):
+        import_files(
+            "tardis-trades", [TARDIS_BITMEX], lake, ImportOptions(contract="inverse", multiplier=multiplier)
+        )
+    assert _trades(lake).num_rows == 0
+
+
 def test_bars_over_aggtrades_count_underlying_trades(tmp_path: Path, lake: Settings) -> None:
     from k2.query.client import Client
 
