@@ -166,7 +166,10 @@ def test_commit_every_t_seconds(settings: Settings, unique: str) -> None:
     rows = make_trades("BTCUSDT", 1, 2_000, exchange=exchange)
     consumer = LandingConsumer(settings, topics=[topic])
     commits: list[float] = []
-    consumer.on_commit = lambda short, landed: commits.append(time.monotonic())
+    # When each committed flush *began*: the policy spaces flush starts by the interval. Completion times
+    # are not spaced so (a commit slowed by a loaded machine finishes late, the next one on time: 0.77 s
+    # apart was seen at load 11-16), so they are not what is asserted.
+    consumer.on_commit = lambda short, landed: commits.append(consumer._buffer.last_flush_started)
     runner = threading.Thread(target=consumer.run, kwargs={"max_seconds": 60})
     with MarketDataProducer(settings) as producer:
         producer.encoder(TRADE, topic)  # topic exists before the consumer subscribes
@@ -181,7 +184,7 @@ def test_commit_every_t_seconds(settings: Settings, unique: str) -> None:
     runner.join(timeout=30)
     gaps = [b - a for a, b in zip(commits, commits[1:], strict=False)]
     assert len(commits) >= 3  # rows alone (1,000,000) would never have triggered a commit
-    assert min(gaps) >= interval * 0.8, gaps  # never sooner than T after the first buffered row
+    assert min(gaps) >= interval * 0.99, gaps  # a flush never starts sooner than T after the previous one
     assert [k[2] for k in table_keys(consumer.tables["trades"]) if k[0] == exchange] == list(range(1, 2_001))
 
 
