@@ -74,6 +74,7 @@ _RECREATE = {
     KafkaError.INVALID_PRODUCER_ID_MAPPING,
 }
 _PURGED = {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}
+_BUFFER_ROWS = 10_000  # rows send_buffered holds before sending them as one batch
 
 
 class DeliveryError(RuntimeError):
@@ -162,6 +163,9 @@ class MarketDataProducer:
         self.errors: list[tuple[str, str]] = []
         self.delivered = 0
         self.sent = 0
+        self.sent_in_batches = 0  # of `sent`: messages sent as batches of one topic by send_many
+        self._buffer: list[dict[str, Any]] = []  # rows held by send_buffered
+        self._buffer_record: RecordType | None = None
         # ops: every message sent gets a `k2.cid` header naming this producer session (see k2.telemetry.logging).
         self.correlation_id = new_correlation_id()
         self._cid_headers = [(CID_HEADER, self.correlation_id.encode())]
@@ -277,6 +281,8 @@ class MarketDataProducer:
         headers: dict[str, str] | None = None,
     ) -> None:
         """Encode and enqueue one record; blocks (never drops) while the local queue is full."""
+        if self._buffer:
+            self._drain_buffer()
         if (
             "ingest_ts" in row
             and row["ingest_ts"] is None
@@ -410,38 +416,85 @@ class MarketDataProducer:
         self._m_recreated.inc()
         log.warning("producer_recreated", reason=why, resend=len(self._resend), restarts=self.recreated)
 
-    def send_many(self, record: RecordType, rows: Iterable[dict[str, Any]], topic: str | None = None) -> int:
-        """Send many records; returns how many were enqueued. A batch for one topic is encoded column-wise
-        (:meth:`k2.bus.serde.AvroEncoder.encode_many`); rows without ``ingest_ts`` get the batch's send time."""
-        batch = list(rows)
-        target = topic or (self.topic_for(record, batch[0]) if batch else None)
-        if (
-            target is None
-            or len(batch) < 16
-            or (topic is None and len(set(map(itemgetter("asset_class", "exchange"), batch))) > 1)
-        ):
-            for row in batch:
-                self.send(record, row, topic)
-            return len(batch)
-        fill = {"ingest_ts": now_micros()} if any(f.name == "ingest_ts" for f in record.fields) else None
-        values = self.encoder(record, target).encode_many(batch, fill)
-        self._produce_encoded(target, [s.encode() for s in map(itemgetter("symbol"), batch)], values)
+    def send_many(
+        self,
+        record: RecordType,
+        rows: Iterable[dict[str, Any]],
+        topic: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> int:
+        """Send many records; returns how many were enqueued. Each topic's rows (in their order) are encoded
+        column-wise (:meth:`k2.bus.serde.AvroEncoder.encode_many`); rows without ``ingest_ts`` get the batch's
+        send time. ``headers`` replace the ``k2.cid`` header, as in :meth:`send`; every message still gets
+        its own ``k2.mid``. Rows held by :meth:`send_buffered` go first, so the order of a topic is kept."""
+        self._drain_buffer()
+        batch = rows if isinstance(rows, list) else list(rows)
+        if topic is not None or len(batch) < 16:
+            groups = {topic: batch}
+        else:
+            identities = list(map(itemgetter("asset_class", "exchange"), batch))
+            if len(set(identities)) == 1:
+                groups = {self.topic_for(record, batch[0]): batch}
+            else:  # several topics: one batch per topic, each in the callers' order
+                groups = {}
+                for row in batch:
+                    groups.setdefault(self.topic_for(record, row), []).append(row)
+        for target, group in groups.items():
+            self._send_batch(record, group, target, headers)
         return len(batch)
 
-    def _produce_encoded(self, topic: str, keys: list[bytes], values: list[bytes]) -> None:
-        """Enqueue one topic's encoded messages, each with the ``k2.cid`` header and its own ``k2.mid``
-        (``producer:sequence``, as :func:`k2.bus.lineage.message_id_header` makes it). The hot loop is one
-        ``produce()`` per message; a full queue falls back to :meth:`_enqueue` (blocks, never drops) and
-        delivery reports are served every 1,000 messages, as :meth:`produce_raw` does."""
+    def _send_batch(
+        self,
+        record: RecordType,
+        batch: list[dict[str, Any]],
+        target: str | None,
+        headers: dict[str, str] | None,
+    ) -> None:
+        if target is None or len(batch) < 16:
+            for row in batch:
+                self.send(record, row, target, headers)
+            return
+        fill = {"ingest_ts": now_micros()} if any(f.name == "ingest_ts" for f in record.fields) else None
+        values = self.encoder(record, target).encode_many(batch, fill)
+        base = self._cid_headers if headers is None else list(headers.items())
+        self._produce_encoded(target, [s.encode() for s in map(itemgetter("symbol"), batch)], values, base)
+        self.sent_in_batches += len(batch)
+
+    def send_buffered(self, record: RecordType, row: dict[str, Any]) -> None:
+        """Hold ``row`` and send the held rows with :meth:`send_many` once ``_BUFFER_ROWS`` are held (or
+        another record type comes, or :meth:`send`, :meth:`send_many`, :meth:`flush` is called).
+
+        For sources that make one row at a time (the Tardis depth importers). Hazard: a held row is not
+        in librdkafka's queue yet, so nothing is sent until the buffer fills or the caller flushes; a
+        producer closed with ``flush=False`` drops the held rows (as it drops unacknowledged ones)."""
+        if self._buffer_record is not record:
+            self._drain_buffer()
+            self._buffer_record = record
+        self._buffer.append(row)
+        if len(self._buffer) >= _BUFFER_ROWS:
+            self._drain_buffer()
+
+    def _drain_buffer(self) -> None:
+        if self._buffer and self._buffer_record is not None:
+            held, self._buffer = self._buffer, []
+            self.send_many(self._buffer_record, held)
+
+    def _produce_encoded(
+        self, topic: str, keys: list[bytes], values: list[bytes], base: list[tuple[str, Any]]
+    ) -> None:
+        """Enqueue one topic's encoded messages, each with the ``base`` headers (``k2.cid``) and its own
+        ``k2.mid`` (``producer:sequence``, as :func:`k2.bus.lineage.message_id_header` makes it). The hot
+        loop is one ``produce()`` per message; a full queue falls back to :meth:`_enqueue` (blocks, never
+        drops) and delivery reports are served every 1,000 messages, as :meth:`produce_raw` does."""
         if not self._busy:
             self._busy = True
             self._last_progress = time.monotonic()
-        cid, prefix, on_delivery = self._cid_headers[0], self._producer_id + b":", self._reporter(topic)
+        prefix, on_delivery = self._producer_id + b":", self._reporter(topic)
         produce, sequence, sent = self._producer.produce, self.sequence, self.sent
         try:
             for key, value in zip(keys, values, strict=True):
                 sequence += 1
-                hdrs: list[tuple[str, str | bytes | None]] = [cid, (MID_HEADER, b"%s%d" % (prefix, sequence))]
+                hdrs: list[tuple[str, Any]] = [*base, (MID_HEADER, b"%s%d" % (prefix, sequence))]
                 sent += 1
                 try:
                     produce(topic, value, key, on_delivery=partial(on_delivery, hdrs), headers=hdrs)
@@ -464,6 +517,7 @@ class MarketDataProducer:
         (or ``timeout`` seconds, when given) while messages wait.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        self._drain_buffer()
         while self.outstanding():
             self._producer.flush(0.2)
             self.check()
@@ -492,7 +546,7 @@ class MarketDataProducer:
             self._closed = True
             self._producer.purge(in_queue=True, in_flight=True, blocking=False)
             self._producer.poll(0)
-            self._resend, self._retired = [], []
+            self._resend, self._retired, self._buffer = [], [], []
             del self._producer
 
     def __enter__(self) -> MarketDataProducer:

@@ -74,6 +74,7 @@ from k2.telemetry.metrics import metric
 
 _X: Any = _expressions  # pyiceberg's expression classes defeat mypy's dataclass checks; typed loosely
 _COMMIT_ATTEMPTS = 5
+_SEND_ROWS = 10_000  # rows per send_many batch of a --via-kafka import
 FILE_KEY, SHA_KEY, FORMAT_KEY, ROWS_KEY = IMPORT_FILE_KEY, IMPORT_SHA_KEY, IMPORT_FORMAT_KEY, IMPORT_ROWS_KEY
 WRITER = "k2-import"
 ProgressHook = Callable[[int, int], None]  # (bytes read, rows parsed) since the last call
@@ -242,8 +243,8 @@ class KafkaLander:
 
     def land(self, data: pa.Table, adds: Mapping[str, str]) -> Landed:
         rows, dropped = deduplicate_against(self.table, data, self.fmt.table)
-        for row in to_wire(self.fmt.record, rows):
-            self.producer.send(self.fmt.record, row)
+        for batch in rows.to_batches(_SEND_ROWS):  # column-wise encoded batches (send_many), file order kept
+            self.producer.send_many(self.fmt.record, to_wire(self.fmt.record, pa.Table.from_batches([batch])))
         self.producer.flush()
         return Landed(rows.num_rows, dropped)
 
