@@ -189,3 +189,23 @@ def test_messages_re_sent_after_a_purge_keep_their_k2_cid_and_k2_mid_headers(set
     assert all(headers and headers[0] == ("k2.cid", cid) for _, _, headers in messages)
     mids = {headers[1][1] for _, _, headers in messages}
     assert mids == {b"%s:%d" % (cid, i) for i in range(1, len(rows) + 2)}
+
+
+def test_identical_messages_of_a_purged_batch_are_re_sent_each_with_its_own_k2_mid(
+    settings: Settings,
+) -> None:
+    # The batch's delivery callback finds a failed message's k2.mid from its value bytes: identical
+    # values (the same row twice, same ingest_ts) must still get distinct ids, each once.
+    row = wire_rows(csv_trades(csv_rows()))[0]
+    rows = [dict(row, ingest_ts=1) for _ in range(40)] + wire_rows(csv_trades(csv_rows()))[1:41]
+    topic = f"market.crypto.trades.dupes{uuid.uuid4().hex[:8]}"
+    with MarketDataProducer(settings) as producer:
+        producer.send_many(TRADE, rows, topic)
+        producer._recreate("test: purge everything not acknowledged")
+        assert len(producer._resend) >= 40, "expected the purged batch waiting to be re-sent"
+        producer.flush(60)
+        cid = producer.correlation_id.encode()
+    messages = consume_all(settings, topic, len(rows))
+    mids = [headers[1][1] for _, _, headers in messages]
+    assert set(mids) == {b"%s:%d" % (cid, i) for i in range(1, len(rows) + 1)}
+    assert all(headers[0] == ("k2.cid", cid) for _, _, headers in messages)

@@ -253,6 +253,31 @@ class MarketDataProducer:
         self._reporters[topic] = (cell, report)
         return report
 
+    def _batch_reporter(
+        self, topic: str, base: list[tuple[str, Any]], first: int, values: list[bytes]
+    ) -> Callable[[KafkaError | None, Message], None]:
+        """One delivery callback for a whole encoded batch (no per-message ``partial``): a success bumps
+        ``topic``'s counter; a failure finds its message's sequence from its value bytes (an index built on
+        the batch's first failure; identical values share their sequences, one each) and rebuilds the
+        headers it was sent with, so a re-send keeps ``k2.cid`` and ``k2.mid``.
+
+        Hazard: the callback holds ``values`` until librdkafka has reported every message of the batch."""
+        cell, on_delivery, prefix = self._reporters[topic][0], self._on_delivery, self._producer_id + b":"
+        index: dict[bytes, list[int]] = {}
+
+        def report(err: KafkaError | None, msg: Message) -> None:
+            if err is None:
+                cell[0] += 1
+                return
+            if not index:
+                for position, value in enumerate(values):
+                    index.setdefault(value, []).append(first + position)
+            sequences = index.get(msg.value() or b"")
+            sequence = sequences.pop(0) if sequences else first  # else: unreachable (a value of the batch)
+            on_delivery([*base, (MID_HEADER, b"%s%d" % (prefix, sequence))], err, msg)
+
+        return report
+
     def _publish_metrics(self) -> None:
         counts, self._delivered_by_topic = self._delivered_by_topic, {}
         for topic, (cell, _) in self._reporters.items():
@@ -332,13 +357,19 @@ class MarketDataProducer:
             self._dlq_topics.add(target)
         self.produce_raw(target, key, raw, dlq_headers(reason, detail, source_topic))
 
-    def _enqueue(self, topic: str, key: bytes | None, value: bytes | None, hdrs: Any) -> None:
+    def _enqueue(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        hdrs: Any,
+        on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+    ) -> None:
+        report = on_delivery or partial(self._on_delivery, hdrs)
         waited = 0.0
         while True:
             try:
-                self._producer.produce(
-                    topic, value=value, key=key, headers=hdrs, on_delivery=partial(self._on_delivery, hdrs)
-                )
+                self._producer.produce(topic, value=value, key=key, headers=hdrs, on_delivery=report)
                 break
             except BufferError:
                 start = time.monotonic()
@@ -489,18 +520,20 @@ class MarketDataProducer:
         if not self._busy:
             self._busy = True
             self._last_progress = time.monotonic()
-        prefix, on_delivery = self._producer_id + b":", self._reporter(topic)
-        produce, sequence, sent = self._producer.produce, self.sequence, self.sent
+        self._reporter(topic)
+        prefix, sequence, sent = self._producer_id + b":", self.sequence, self.sent
+        on_delivery = self._batch_reporter(topic, base, sequence + 1, values)
+        produce = self._producer.produce
         try:
             for key, value in zip(keys, values, strict=True):
                 sequence += 1
                 hdrs: list[tuple[str, Any]] = [*base, (MID_HEADER, b"%s%d" % (prefix, sequence))]
                 sent += 1
                 try:
-                    produce(topic, value, key, on_delivery=partial(on_delivery, hdrs), headers=hdrs)
+                    produce(topic, value, key, on_delivery=on_delivery, headers=hdrs)
                 except BufferError:
                     self.sequence, self.sent = sequence, sent
-                    self._enqueue(topic, key, value, hdrs)
+                    self._enqueue(topic, key, value, hdrs, on_delivery)
                     produce = self._producer.produce  # a check() may have recreated the handle
                 if sent % 1000 == 0:
                     self.sequence, self.sent = sequence, sent
