@@ -38,8 +38,11 @@ from functools import partial
 from operator import itemgetter
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from confluent_kafka import KafkaError, Message, Producer
 
+from k2.bus.avro_encode import NotUniform
 from k2.bus.broker import TANSU_CLUSTER_ID
 from k2.bus.dlq import dlq_headers
 from k2.bus.lineage import MID_HEADER, message_id_header
@@ -490,6 +493,36 @@ class MarketDataProducer:
         base = self._cid_headers if headers is None else list(headers.items())
         self._produce_encoded(target, [s.encode() for s in map(itemgetter("symbol"), batch)], values, base)
         self.sent_in_batches += len(batch)
+
+    def send_table(
+        self,
+        record: RecordType,
+        table: pa.Table,
+        topic: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> int:
+        """Send the rows of a canonical Arrow table (:mod:`k2.model.arrow`) as :meth:`send_many` sends rows,
+        encoded straight from the columns (:mod:`k2.bus.avro_columns`): no dict per row.
+
+        Raises :class:`k2.bus.avro_encode.NotUniform`, with nothing sent, when the columns are not the
+        canonical ones or (without ``topic``) the rows are for more than one topic: the caller then sends
+        wire-form rows with :meth:`send_many`. ``ingest_ts`` nulls get the batch's send time."""
+        self._drain_buffer()
+        if table.num_rows == 0:
+            return 0
+        target = topic
+        if target is None:
+            found = [pc.unique(table[name]).to_pylist() for name in ("asset_class", "exchange")]
+            if any(len(values) != 1 for values in found):
+                raise NotUniform(f"expected the rows of one topic, found asset classes and exchanges {found}")
+            target = self.topic_for(record, {"asset_class": found[0][0], "exchange": found[1][0]})
+        fill = {"ingest_ts": now_micros()} if any(f.name == "ingest_ts" for f in record.fields) else None
+        values = self.encoder(record, target).encode_table(table, fill)
+        keys = table["symbol"].cast(pa.binary()).to_pylist()
+        base = self._cid_headers if headers is None else list(headers.items())
+        self._produce_encoded(target, keys, values, base)
+        self.sent_in_batches += table.num_rows
+        return table.num_rows
 
     def send_buffered(self, record: RecordType, row: dict[str, Any]) -> None:
         """Hold ``row`` and send the held rows with :meth:`send_many` once ``_BUFFER_ROWS`` are held (or

@@ -48,6 +48,7 @@ import pyiceberg.expressions as _expressions
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
 
+from k2.bus.avro_encode import NotUniform
 from k2.bus.producer import MarketDataProducer
 from k2.bus.topics import topic_name
 from k2.config import Settings
@@ -243,8 +244,12 @@ class KafkaLander:
 
     def land(self, data: pa.Table, adds: Mapping[str, str]) -> Landed:
         rows, dropped = deduplicate_against(self.table, data, self.fmt.table)
-        for batch in rows.to_batches(_SEND_ROWS):  # column-wise encoded batches (send_many), file order kept
-            self.producer.send_many(self.fmt.record, to_wire(self.fmt.record, pa.Table.from_batches([batch])))
+        for start in range(0, rows.num_rows, _SEND_ROWS):  # batches encoded from the columns, file order kept
+            batch = rows.slice(start, _SEND_ROWS)
+            try:
+                self.producer.send_table(self.fmt.record, batch)
+            except NotUniform:  # not the canonical columns, or several topics: wire-form rows (send_many)
+                self.producer.send_many(self.fmt.record, to_wire(self.fmt.record, batch))
         self.producer.flush()
         return Landed(rows.num_rows, dropped)
 
