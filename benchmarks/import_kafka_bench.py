@@ -30,8 +30,8 @@ from bench_stack import bench_stack, git_commit  # noqa: E402
 from import_bench import REAL, generate  # noqa: E402
 
 
-def run_import(src: Path, csv_path: Path, env: dict[str, str]) -> tuple[float, float, str]:
-    """(wall seconds, CPU seconds, last output line) of one ``k2 import --via-kafka`` subprocess."""
+def run_import(src: Path, csv_path: Path, env: dict[str, str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one ``k2 import --via-kafka`` subprocess."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(
@@ -45,9 +45,7 @@ def run_import(src: Path, csv_path: Path, env: dict[str, str]) -> tuple[float, f
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode:
         raise SystemExit(f"import with {src} failed ({done.returncode}): {done.stderr[-2000:]}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    lines = (done.stdout.strip() or done.stderr.strip()).splitlines()
-    return wall, cpu, lines[-1] if lines else ""
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def main() -> None:
@@ -71,10 +69,10 @@ def main() -> None:
                         "K2_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
                         "K2_SCHEMA_REGISTRY_URL": settings.schema_registry_url,
                     }
-                    wall, cpu, last = run_import(Path(src), csv_path, env)
+                    wall, cpu = run_import(Path(src), csv_path, env)
                 print(
                     f"round {round_number} {name:>8}: {wall:6.2f} s wall, {cpu:6.2f} s CPU -> "
-                    f"{rows / wall:9,.0f} rows/s wall, {rows / cpu:9,.0f} rows/CPU-s  | {last[:100]}"
+                    f"{rows / wall:9,.0f} rows/s wall, {rows / cpu:9,.0f} rows/CPU-s"
                 )
     print(f"load after: {os.getloadavg()[0]:.1f}")
 

@@ -72,7 +72,13 @@ def interleave(parts: Sequence[Part], n: int) -> Part:
     out = np.empty(int(lengths.sum()), dtype=np.uint8)
     at = starts.copy()  # where each element's next part goes
     for data, part_lengths in parts:
-        if data.size:
+        if not data.size:
+            pass
+        elif data.size == n * int(part_lengths[0]) and int(part_lengths.min()) == int(part_lengths.max()):
+            # every element the same width (header, union bytes, same-size varints): a 2-D scatter
+            width = int(part_lengths[0])
+            out[(at[:, None] + np.arange(width)).reshape(-1)] = data
+        else:
             source_starts = np.zeros(n, dtype=np.int64)
             np.cumsum(part_lengths[:-1], out=source_starts[1:])
             dest = np.repeat(at - source_starts, part_lengths) + np.arange(data.size)
