@@ -40,14 +40,20 @@ TRADES = FIXTURES / "binance" / "BTCUSDT-trades-2021-01-03.first-minute.csv"
 
 
 class CountingProducer(MarketDataProducer):
-    """The real producer, counting the rows callers hand to ``send`` one by one (the slow path)."""
+    """The real producer, counting the rows callers hand to ``send`` one by one (the slow path) and the
+    batches of dict rows (``send_many``; ``send_table`` encodes from Arrow columns)."""
 
     instances: list[CountingProducer] = []
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.row_sends = 0
+        self.dict_batches = 0
         CountingProducer.instances.append(self)
+
+    def send_many(self, *args: Any, **kwargs: Any) -> int:
+        self.dict_batches += 1
+        return super().send_many(*args, **kwargs)
 
     def send(self, *args: Any, **kwargs: Any) -> None:
         self.row_sends += 1
@@ -102,7 +108,8 @@ def test_import_via_kafka_produces_whole_batches_that_decode_to_the_file_rows(
     report = import_files("binance-trades", [TRADES], settings, via_kafka=True)[0]
     assert report.imported == 1_830
     (producer,) = counting
-    assert (producer.row_sends, producer.sent) == (0, 1_830)  # one send_many batch, no per-row send
+    # One batch encoded from the Arrow columns (send_table): no per-row send, no dict rows.
+    assert (producer.row_sends, producer.dict_batches, producer.sent) == (0, 0, 1_830)
     messages = decoded(settings, "market.crypto.trades.binance", 1_830)
     assert len(messages) == 1_830
     assert_lineage(messages, ("k2.cid", producer.correlation_id.encode()))
@@ -143,7 +150,7 @@ def test_replay_produces_batches_with_its_header_in_exchange_time_order(
             producer=producer,
         )
         assert stats.rows == len(expected) >= 16  # one window: one batch (< 16 rows would go row by row)
-        assert (producer.row_sends, producer.sent) == (0, len(expected))
+        assert (producer.row_sends, producer.dict_batches, producer.sent) == (0, 0, len(expected))
     messages = decoded(settings, topic, len(expected))
     assert_lineage(messages, ("k2.replay", b"market_data.trades"))
     assert [int(h[1][1].split(b":")[1]) for _, _, h in messages] == list(range(1, len(expected) + 1))
