@@ -11,7 +11,10 @@ Sides, each timed over the same rows:
 * the same with K2's per-message duties: the ``k2.cid`` + ``k2.mid`` headers and a Python delivery
   callback per message (what K2 needs to re-send failed messages and never lose one silently);
 * K2 ``MarketDataProducer.send`` per row (fastavro), flushed;
-* K2 ``MarketDataProducer.send_many`` in batches of ``--batch`` (column-wise encoder), flushed.
+* K2 ``MarketDataProducer.send_many`` in batches of ``--batch`` (column-wise encoder), flushed;
+* when the src tree has it: the column-wise encoder from Arrow columns alone
+  (``k2.bus.avro_columns.encode_table``) and K2 ``send_table`` of the same rows as Arrow tables of
+  ``--batch`` rows (built outside the timing), flushed: the path of ``k2 import --via-kafka`` and replay.
 
 Starts its own Tansu broker (memory storage) and K2 registry on random ports.
 
@@ -43,6 +46,12 @@ from k2.bus.avro_encode import encode_batch  # noqa: E402
 from k2.bus.lineage import message_id_header  # noqa: E402
 from k2.bus.producer import idempotence_wanted, producer_config  # noqa: E402
 from k2.model import TRADE  # noqa: E402
+from k2.model.arrow import records_to_arrow  # noqa: E402
+
+try:
+    from k2.bus.avro_columns import encode_table
+except ImportError:  # a src tree from before the Arrow-column path
+    encode_table = None  # type: ignore[assignment]
 from k2.sources.binance import iter_capture_trades  # noqa: E402
 from k2.telemetry.logging import CID_HEADER as CID  # noqa: E402
 
@@ -115,6 +124,17 @@ def one_round(settings: Any, rows: list[dict[str, Any]], batch_size: int) -> dic
         producer.send_many(TRADE, batch)
     producer.flush()
     results["K2 send_many (column-wise)"] = rate(len(rows), t0)
+    if encode_table is not None:  # the Arrow-column path (absent from older src trees)
+        tables = [records_to_arrow(TRADE, batch) for batch in batches]  # outside timing
+        t0 = start()
+        for table in tables:
+            encode_table(TRADE, encoder._header, table)
+        results["column-wise encode from Arrow only"] = rate(len(rows), t0)
+        t0 = start()
+        for table in tables:
+            producer.send_table(TRADE, table)
+        producer.flush()
+        results["K2 send_table (Arrow columns)"] = rate(len(rows), t0)
     producer.close()
     return results
 

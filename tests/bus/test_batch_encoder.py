@@ -11,17 +11,20 @@ from decimal import Decimal
 from typing import Any
 
 import fastavro
+import pyarrow as pa
 import pytest
 from confluent_kafka import Consumer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from k2.bus.avro_columns import encode_table
 from k2.bus.avro_encode import NotUniform, encode_batch
 from k2.bus.producer import MarketDataProducer
 from k2.bus.serde import _decimal_bytes
 from k2.config import Settings
 from k2.model import QUOTE, TRADE, RecordType
+from k2.model.arrow import records_to_arrow
 from tests.query.helpers import capture_tables, csv_rows, csv_trades
 
 HEADER = b"\x00\x00\x00\x00\x2a"
@@ -189,3 +192,75 @@ def test_messages_re_sent_after_a_purge_keep_their_k2_cid_and_k2_mid_headers(set
     assert all(headers and headers[0] == ("k2.cid", cid) for _, _, headers in messages)
     mids = {headers[1][1] for _, _, headers in messages}
     assert mids == {b"%s:%d" % (cid, i) for i in range(1, len(rows) + 2)}
+
+
+def test_identical_messages_of_a_purged_batch_are_re_sent_each_with_its_own_k2_mid(
+    settings: Settings,
+) -> None:
+    # The batch's delivery callback finds a failed message's k2.mid from its value bytes: identical
+    # values (the same row twice, same ingest_ts) must still get distinct ids, each once.
+    row = wire_rows(csv_trades(csv_rows()))[0]
+    rows = [dict(row, ingest_ts=1) for _ in range(40)] + wire_rows(csv_trades(csv_rows()))[1:41]
+    topic = f"market.crypto.trades.dupes{uuid.uuid4().hex[:8]}"
+    with MarketDataProducer(settings) as producer:
+        producer.send_many(TRADE, rows, topic)
+        producer._recreate("test: purge everything not acknowledged")
+        assert len(producer._resend) >= 40, "expected the purged batch waiting to be re-sent"
+        producer.flush(60)
+        cid = producer.correlation_id.encode()
+    messages = consume_all(settings, topic, len(rows))
+    mids = [headers[1][1] for _, _, headers in messages]
+    assert set(mids) == {b"%s:%d" % (cid, i) for i in range(1, len(rows) + 1)}
+    assert all(headers[0] == ("k2.cid", cid) for _, _, headers in messages)
+
+
+@pytest.mark.parametrize(
+    ("record", "rows"),
+    [
+        (TRADE, edge_trades(3000)),
+        (TRADE, wire_rows(csv_trades(csv_rows()))),
+        (TRADE, wire_rows(capture_tables(max_lines=3000)[0])),
+        (QUOTE, wire_rows(capture_tables(max_lines=3000)[1])),
+    ],
+    ids=["edge-values", "binance-trade-file", "capture-trades", "capture-quotes"],
+)
+def test_arrow_table_bytes_equal_fastavro_also_for_a_slice(
+    record: RecordType, rows: list[dict[str, Any]]
+) -> None:
+    table = records_to_arrow(record, rows)
+    assert encode_table(record, HEADER, table) == [fastavro_bytes(record, r) for r in rows]
+    # A slice (non-zero Arrow offsets in every column, lists and maps included) as the importer hands it.
+    assert encode_table(record, HEADER, table.slice(7, len(rows) - 20)) == [
+        fastavro_bytes(record, r) for r in rows[7 : len(rows) - 13]
+    ]
+
+
+def test_arrow_table_fill_and_the_tables_it_refuses_whole() -> None:
+    rows = edge_trades(50)
+    for i, row in enumerate(rows):
+        if i % 2:
+            row["ingest_ts"] = None
+    table = records_to_arrow(TRADE, rows)
+    want = [
+        fastavro_bytes(TRADE, {**r, "ingest_ts": 77 if r["ingest_ts"] is None else r["ingest_ts"]})
+        for r in rows
+    ]
+    assert encode_table(TRADE, HEADER, table, {"ingest_ts": 77}) == want
+    assert encode_table(TRADE, HEADER, table.drop_columns(["ingest_ts"]), {"ingest_ts": 77}) == [
+        fastavro_bytes(TRADE, {**r, "ingest_ts": 77}) for r in rows
+    ]
+    index = table.schema.get_field_index
+    for broken in (
+        table.set_column(
+            index("exchange_ts"),
+            "exchange_ts",
+            table["exchange_ts"].cast(pa.timestamp("ms", "UTC"), safe=False),
+        ),
+        table.set_column(index("price"), "price", table["price"].cast(pa.decimal128(38, 10), safe=False)),
+        table.drop_columns(["vendor"]),
+        table.set_column(index("symbol"), "symbol", pa.array([None] * 50, pa.string())),
+        table.set_column(index("vendor"), "vendor", pa.array([None] * 50, table["vendor"].type)),
+        table,  # ingest_ts nulls without a fill: a required field
+    ):
+        with pytest.raises(NotUniform):
+            encode_table(TRADE, HEADER, broken)

@@ -72,7 +72,13 @@ def interleave(parts: Sequence[Part], n: int) -> Part:
     out = np.empty(int(lengths.sum()), dtype=np.uint8)
     at = starts.copy()  # where each element's next part goes
     for data, part_lengths in parts:
-        if data.size:
+        if not data.size:
+            pass
+        elif data.size == n * int(part_lengths[0]) and int(part_lengths.min()) == int(part_lengths.max()):
+            # every element the same width (header, union bytes, same-size varints): a 2-D scatter
+            width = int(part_lengths[0])
+            out[(at[:, None] + np.arange(width)).reshape(-1)] = data
+        else:
             source_starts = np.zeros(n, dtype=np.int64)
             np.cumsum(part_lengths[:-1], out=source_starts[1:])
             dest = np.repeat(at - source_starts, part_lengths) + np.arange(data.size)
@@ -81,7 +87,7 @@ def interleave(parts: Sequence[Part], n: int) -> Part:
     return out, lengths
 
 
-def _strings(values: pa.Array) -> list[Part]:
+def string_parts(values: pa.Array) -> list[Part]:
     """``varint(len) + utf-8 bytes`` per string (no nulls)."""
     if values.null_count:
         raise NotUniform("expected no null strings, found a null")
@@ -94,7 +100,7 @@ def _strings(values: pa.Array) -> list[Part]:
     return [zigzag_varints(lengths), (raw[offsets[0] : offsets[-1]], lengths)]
 
 
-def _decimals(unscaled: np.ndarray) -> list[Part]:
+def decimal_parts(unscaled: np.ndarray) -> list[Part]:
     """Avro ``bytes`` of the minimal big-endian two's complement K2 writes: ``(bit_length + 8) // 8`` bytes."""
     magnitude = np.abs(unscaled).view(np.uint64)
     bit_length = np.searchsorted(_POW2, magnitude, side="right")
@@ -126,10 +132,10 @@ def _field_parts(kind: str, required: bool, values: Sequence[Any], name: str) ->
     if kind in ("long", "timestamp"):
         inner = [zigzag_varints(_int_column(values, name))]
     elif kind == "decimal":
-        inner = _decimals(_int_column(values, name))
+        inner = decimal_parts(_int_column(values, name))
     elif kind == "string":
         try:
-            inner = _strings(pa.array(values, pa.string()))
+            inner = string_parts(pa.array(values, pa.string()))
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             raise NotUniform(f"{name}: expected strings") from None
     elif kind == "boolean":
@@ -166,14 +172,21 @@ def _blocks(values: Sequence[Any], name: str, is_map: bool) -> Part:
     pairs = chain.from_iterable(map(dict.items, values)) if is_map else values
     flat = list(chain.from_iterable(pairs))  # map: key, value, key, value...
     try:
-        items = interleave(_strings(pa.array(flat, pa.string())), len(flat))
+        items = interleave(string_parts(pa.array(flat, pa.string())), len(flat))
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         raise NotUniform(f"{name}: expected strings inside") from None
-    per_item = 2 if is_map else 1
-    item_starts = np.zeros(len(flat) + 1, dtype=np.int64)
+    return block_rows(counts, counts * (2 if is_map else 1), items, n)
+
+
+def block_rows(counts: np.ndarray, item_counts: np.ndarray, items: Part, n: int) -> Part:
+    """Each row's array/map block: ``count, its items' bytes, 0`` (``0`` alone when empty). ``items``:
+    every row's items in row order (``item_counts`` of them per row, each a part element)."""
+    if not counts.any():
+        return np.zeros(n, dtype=np.uint8), np.ones(n, dtype=np.int64)
+    item_starts = np.zeros(len(items[1]) + 1, dtype=np.int64)
     np.cumsum(items[1], out=item_starts[1:])
-    ends = np.cumsum(counts * per_item)
-    row_bytes = item_starts[ends] - item_starts[ends - counts * per_item]
+    ends = np.cumsum(item_counts)
+    row_bytes = item_starts[ends] - item_starts[ends - item_counts]
     nonempty = counts > 0
     count_part = zigzag_varints(counts)
     count_part = (count_part[0][np.repeat(nonempty, count_part[1])], np.where(nonempty, count_part[1], 0))

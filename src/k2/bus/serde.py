@@ -30,6 +30,7 @@ import pyarrow as pa
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
+from k2.bus.avro_columns import encode_table
 from k2.bus.avro_encode import NotUniform, encode_batch
 from k2.model import RecordType
 from k2.model.arrow import column_to_arrow
@@ -124,6 +125,11 @@ class AvroEncoder:
         buffer.write(self._header)
         fastavro.schemaless_writer(buffer, self._parsed, prepared)
         return buffer.getvalue()
+
+    def encode_table(self, table: pa.Table, fill: Mapping[str, Any] | None = None) -> list[bytes]:
+        """Encode canonical Arrow rows column-wise (:func:`k2.bus.avro_columns.encode_table`, the same bytes
+        as :meth:`encode_many` of their wire form); raises NotUniform (nothing encoded) if it cannot."""
+        return encode_table(self.record, self._header, table, fill)
 
     def encode_many(
         self, rows: Sequence[dict[str, Any]], fill: Mapping[str, Any] | None = None

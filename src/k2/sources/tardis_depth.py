@@ -81,10 +81,13 @@ class Tally(Protocol):
 
 
 def producer_sinks(producer: MarketDataProducer, report: Tally) -> tuple[Emit, Reject]:
-    """``emit`` (produce one row to its depth topic) and ``reject`` (to the DLQ with its raw bytes), counted."""
+    """``emit`` (produce one row to its depth topic) and ``reject`` (to the DLQ with its raw bytes), counted.
+
+    Rows are held and produced in batches (:meth:`MarketDataProducer.send_buffered`, the column-wise path):
+    the producer's ``flush`` (its ``with`` block's end) sends the last held rows."""
 
     def emit(row: dict[str, Any]) -> None:
-        producer.send(BOOK_DELTA, row)
+        producer.send_buffered(BOOK_DELTA, row)
         report.rows += 1
 
     def reject(exchange: str, symbol: str, reason: str, detail: str, raw: bytes) -> None:

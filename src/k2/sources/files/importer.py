@@ -48,6 +48,7 @@ import pyiceberg.expressions as _expressions
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
 
+from k2.bus.avro_encode import NotUniform
 from k2.bus.producer import MarketDataProducer
 from k2.bus.topics import topic_name
 from k2.config import Settings
@@ -74,6 +75,7 @@ from k2.telemetry.metrics import metric
 
 _X: Any = _expressions  # pyiceberg's expression classes defeat mypy's dataclass checks; typed loosely
 _COMMIT_ATTEMPTS = 5
+_SEND_ROWS = 10_000  # rows per send_many batch of a --via-kafka import
 FILE_KEY, SHA_KEY, FORMAT_KEY, ROWS_KEY = IMPORT_FILE_KEY, IMPORT_SHA_KEY, IMPORT_FORMAT_KEY, IMPORT_ROWS_KEY
 WRITER = "k2-import"
 ProgressHook = Callable[[int, int], None]  # (bytes read, rows parsed) since the last call
@@ -242,8 +244,12 @@ class KafkaLander:
 
     def land(self, data: pa.Table, adds: Mapping[str, str]) -> Landed:
         rows, dropped = deduplicate_against(self.table, data, self.fmt.table)
-        for row in to_wire(self.fmt.record, rows):
-            self.producer.send(self.fmt.record, row)
+        for start in range(0, rows.num_rows, _SEND_ROWS):  # batches encoded from the columns, file order kept
+            batch = rows.slice(start, _SEND_ROWS)
+            try:
+                self.producer.send_table(self.fmt.record, batch)
+            except NotUniform:  # not the canonical columns, or several topics: wire-form rows (send_many)
+                self.producer.send_many(self.fmt.record, to_wire(self.fmt.record, batch))
         self.producer.flush()
         return Landed(rows.num_rows, dropped)
 
