@@ -25,7 +25,7 @@ def _pylist(table: pa.Table) -> list[dict[str, Any]]:
 
 def identical(got: pa.Table, expected: pa.Table) -> bool:
     """True when Arrow finds the same schema and the same cells (chunking does not matter)."""
-    return got.schema.equals(expected.schema) and got.equals(expected)
+    return bool(got.schema.equals(expected.schema) and got.equals(expected))
 
 
 def assert_same_rows(got: pa.Table, expected: pa.Table, message: str = "", rows: Rows = _pylist) -> None:
