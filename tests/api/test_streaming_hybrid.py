@@ -38,6 +38,7 @@ from tests.api.helpers import (
 )
 from tests.landing.helpers import BASE_TS
 from tests.support.factories import wire_trade
+from tests.support.tables import assert_same_rows
 
 SYMBOL = "HYBUSDT"
 CHUNK = bigpage.STREAM_CHUNK_ROWS
@@ -162,16 +163,14 @@ def test_a_streamed_hybrid_page_equals_the_one_shot_answer(
         monkeypatch.undo()
         assert int(page.headers["x-row-count"]) == total and "x-next-cursor" not in page.headers
         assert page.headers["x-recent-included"] == "true" and page.headers["x-recent-truncated"] == "false"
-        assert got.to_pylist() == one_shot.table.to_pylist(), (
-            "the streamed hybrid page differs from the one-shot answer"
-        )
+        assert_same_rows(got, one_shot.table, "the streamed hybrid page differs from the one-shot answer")
         # More than one page: the pinned table's rows only (Kafka rows cannot be pinned), with a cursor.
         page = c.get("/v1/trades", params={**params, "limit": CHUNK + 1000})
         got = _arrow(page)
         assert (
             int(page.headers["x-row-count"]) == CHUNK + 1000 and page.headers["x-recent-included"] == "false"
         )
-        assert got.to_pylist() == lake.table.slice(0, CHUNK + 1000).to_pylist()
+        assert_same_rows(got, lake.table.slice(0, CHUNK + 1000))
         assert "x-next-cursor" in page.headers
         rest = _arrow(
             c.get(
@@ -291,7 +290,7 @@ def test_a_large_page_of_a_symbol_only_in_kafka(tmp_path: Path, broker: str, sch
                 one_shot = client.trades("KONLYUSDT", exchange=exchange, limit=rows + 1, include_recent=True)
             assert one_shot.num_rows == rows, table_state
             page = c.get("/v1/trades", params={**params, "limit": rows})
-            assert _arrow(page).to_pylist() == one_shot.table.to_pylist(), table_state
+            assert_same_rows(_arrow(page), one_shot.table, table_state)
             assert page.headers["x-recent-included"] == "true" and "x-next-cursor" not in page.headers
             if table_state == "empty":
                 assert page.headers["x-snapshot-ids"] == '{"trades":null}'

@@ -41,6 +41,7 @@ pytestmark = pytest.mark.slow
 TOTAL = int(os.environ.get("K2_CRASH_TEST_TRADES", "500000"))
 KILLS = 10
 PRODUCE_SECONDS = 40.0
+STEPS_PER_SEND = 50  # 500 rows (10 symbols) a send: 1/100 of the schedule at the default size
 TOPIC = "market.crypto.trades.binance"
 SYMBOLS = TEN_SYMBOLS
 
@@ -78,17 +79,17 @@ def _produce(
     done: threading.Event,
     failed: list[BaseException],
 ) -> None:
-    """Produce the symbols interleaved, paced to last about PRODUCE_SECONDS."""
+    """Produce the symbols interleaved, paced to last about PRODUCE_SECONDS: STEPS_PER_SEND rows of each
+    symbol at a time, encoded column-wise by ``send_many`` (per-row ``send`` cost ~60% more CPU)."""
     try:
         rows_per_symbol = len(streams[0])
         rate = rows_per_symbol * len(SYMBOLS) / PRODUCE_SECONDS
         with MarketDataProducer(settings) as producer:
             started = time.monotonic()
             sent = 0
-            for step in range(rows_per_symbol):
-                for stream in streams:
-                    producer.send(TRADE, stream[step])
-                sent += len(streams)
+            for first in range(0, rows_per_symbol, STEPS_PER_SEND):
+                steps = range(first, min(first + STEPS_PER_SEND, rows_per_symbol))
+                sent += producer.send_many(TRADE, [stream[step] for step in steps for stream in streams])
                 ahead = sent / rate - (time.monotonic() - started)
                 if ahead > 0.05:
                     time.sleep(ahead)
