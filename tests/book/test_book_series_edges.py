@@ -32,7 +32,8 @@ from k2.model import BOOK_DELTA
 from k2.model.arrow import records_to_arrow
 from k2.model.values import datetime_to_micros, micros_to_datetime
 from k2.query.client import Client
-from tests.book.test_book_series import _capture, _reference
+from tests.book.capture import capture_deltas
+from tests.book.test_book_series import _reference
 
 SECOND = 1_000_000
 E8 = 100_000_000
@@ -100,7 +101,7 @@ def _split(rows: list[dict[str, Any]], layout: str) -> list[list[dict[str, Any]]
 
 @pytest.fixture(scope="module")
 def template() -> dict[str, Any]:
-    row = _capture(1)[0]
+    row = capture_deltas(1)[0]
     return {**row, "exchange_ts": row["exchange_ts"] - row["exchange_ts"] % SECOND}
 
 
