@@ -71,6 +71,18 @@ def schema_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
+def private_broker(tmp_path: Path) -> Iterator[str]:
+    """A Tansu broker of this test's own (memory storage): the real default topic names
+    (``market.crypto.trades.binance``...) can be used without sharing them with other tests of the session."""
+    port = free_port()
+    proc = tansu_process(port, tmp_path / "tansu-private.log").start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop_memory_broker(proc)
+
+
+@pytest.fixture
 def unique() -> str:
     """A short unique suffix for topic, group and table names."""
     return uuid.uuid4().hex[:8]

@@ -6,17 +6,11 @@ real Tansu brokers and the session's schema registry, gap rows go to a real Iceb
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
-from k2.bus.broker import tansu_process
 from k2.config import Settings
 from k2.sources.fake_exchange import CaptureMessage, load_binance
-from k2.telemetry.procs import free_port
 from tests.sources.helpers import BINANCE_CAPTURES
-from tests.support.broker import stop_memory_broker
 
 
 @pytest.fixture(scope="session")
@@ -26,13 +20,8 @@ def binance_messages() -> list[CaptureMessage]:
 
 
 @pytest.fixture
-def private_settings(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
+def private_settings(settings: Settings, private_broker: str) -> Settings:
     """``settings`` with a broker of its own, so the feed can use the real default topic names
     (``market.crypto.trades.binance``: what the landing consumer validates rows against) without
     sharing them with other tests of the session."""
-    port = free_port()
-    proc = tansu_process(port, tmp_path / "tansu-private.log").start()
-    try:
-        yield settings.model_copy(update={"kafka_bootstrap_servers": f"127.0.0.1:{port}"})
-    finally:
-        stop_memory_broker(proc)
+    return settings.model_copy(update={"kafka_bootstrap_servers": private_broker})

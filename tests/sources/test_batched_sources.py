@@ -21,7 +21,6 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 import k2.sources.files.importer as importer
 import k2.sources.tardis_book as tardis_book
 from k2.bus import ensure_topics
-from k2.bus.broker import tansu_process
 from k2.bus.producer import MarketDataProducer
 from k2.config import Settings
 from k2.model import TRADE, RecordType
@@ -30,10 +29,8 @@ from k2.sources import coinbase
 from k2.sources.files import import_files
 from k2.sources.replay import replay
 from k2.sources.tardis_book import import_tardis_book
-from k2.telemetry.procs import free_port
 from tests.bus.test_batch_encoder import consume_all
 from tests.sources.helpers import COINBASE_CAPTURE, store_rows
-from tests.support.broker import stop_memory_broker
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 TRADES = FIXTURES / "binance" / "BTCUSDT-trades-2021-01-03.first-minute.csv"
@@ -66,17 +63,6 @@ def counting(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[CountingProducer]
     monkeypatch.setattr(importer, "MarketDataProducer", CountingProducer)
     monkeypatch.setattr(tardis_book, "MarketDataProducer", CountingProducer)
     yield CountingProducer.instances
-
-
-@pytest.fixture
-def private_broker(tmp_path: Path) -> Iterator[str]:
-    """A broker of this test's own: the real topic names (market.crypto.trades.binance) stay private."""
-    port = free_port()
-    proc = tansu_process(port, tmp_path / "tansu.log").start()
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        stop_memory_broker(proc)
 
 
 def decoded(settings: Settings, topic: str, count: int) -> list[tuple[dict[str, Any], bytes, list[Any]]]:

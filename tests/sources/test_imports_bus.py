@@ -6,14 +6,12 @@ from __future__ import annotations
 import csv
 import json
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer
 
-from k2.bus.broker import tansu_process
 from k2.bus.dlq import DeadLetter
 from k2.config import Settings
 from k2.lake.catalog import ensure_tables, load_catalog
@@ -21,7 +19,6 @@ from k2.lake.summary import OFFSETS_KEY
 from k2.landing import LandingConsumer
 from k2.sources.files import import_files
 from k2.telemetry.procs import free_port
-from tests.support.broker import stop_memory_broker
 from tests.support.landing import land_messages
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -93,17 +90,6 @@ def test_bad_lines_go_to_the_dlq_with_file_and_line_and_the_rest_lands(
         if i not in broken
     }
     assert stored == expected
-
-
-@pytest.fixture
-def private_broker(tmp_path: Path) -> Iterator[str]:
-    """A broker of this test's own: the real topic names (market.crypto.trades.binance) stay private."""
-    port = free_port()
-    proc = tansu_process(port, tmp_path / "tansu.log").start()
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        stop_memory_broker(proc)
 
 
 def test_via_kafka_lands_through_the_landing_consumer(

@@ -10,23 +10,19 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
-from k2.bus.broker import tansu_process
 from k2.config import Settings
 from k2.lake.catalog import ensure_tables, load_catalog
 from k2.lake.summary import OFFSETS_KEY, offsets_from_summary
 from k2.landing import LandingConsumer
 from k2.landing.ledger import current_gaps
 from k2.sources.files import FileImportError, ImportOptions, import_files
-from k2.telemetry.procs import free_port
 from tests.conftest import SHARED_DATA
-from tests.support.broker import stop_memory_broker
 from tests.support.landing import land_messages
 
 SOURCE = SHARED_DATA / "binance" / "public-data" / "BTCUSDT-trades-2021-01-03.first-minute.csv"
@@ -201,16 +197,6 @@ def test_tardis_parquet_lands_like_its_csv(tmp_path: Path, lake: Settings) -> No
 
 
 # -- gaps: the same ledger on both paths ---------------------------------------------------------
-
-
-@pytest.fixture
-def private_broker(tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    proc = tansu_process(port, tmp_path / "tansu.log").start()
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        stop_memory_broker(proc)
 
 
 def _gap_view(settings: Settings) -> list[tuple[object, ...]]:

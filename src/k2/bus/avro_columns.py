@@ -33,6 +33,7 @@ from k2.bus.avro_encode import (
     block_rows,
     decimal_parts,
     interleave,
+    messages,
     string_parts,
     zigzag_varints,
 )
@@ -158,12 +159,4 @@ def encode_table(
             except NotUniform as exc:
                 raise NotUniform(f"{field.name}: {exc}") from None
         parts.extend(_column_parts(field.kind, field.required, column, field.name))
-    data, lengths = interleave(parts, n)
-    ends = np.cumsum(lengths)
-    blob = data.tobytes()
-    out = []
-    start = 0
-    for end in ends.tolist():
-        out.append(blob[start:end])
-        start = end
-    return out
+    return messages(parts, n)

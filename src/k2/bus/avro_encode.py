@@ -62,6 +62,18 @@ def zigzag_varints(values: np.ndarray) -> Part:
     return groups[np.arange(width)[None, :] < lengths[:, None]], lengths
 
 
+def messages(parts: Sequence[Part], n: int) -> list[bytes]:
+    """The ``n`` messages the parts make (:func:`interleave`), each as its own ``bytes``."""
+    data, lengths = interleave(parts, n)
+    blob = data.tobytes()
+    out = []
+    start = 0
+    for end in np.cumsum(lengths).tolist():
+        out.append(blob[start:end])
+        start = end
+    return out
+
+
 def interleave(parts: Sequence[Part], n: int) -> Part:
     """Element ``i`` of the result is element ``i`` of every part, concatenated in part order."""
     lengths = np.zeros(n, dtype=np.int64)
@@ -225,12 +237,4 @@ def encode_batch(
     ]
     for field, values in zip(record.fields, columns, strict=True):
         parts.extend(_field_parts(field.kind, field.required, values, field.name))
-    data, lengths = interleave(parts, n)
-    ends = np.cumsum(lengths)
-    blob = data.tobytes()
-    out = []
-    start = 0
-    for end in ends.tolist():
-        out.append(blob[start:end])
-        start = end
-    return out
+    return messages(parts, n)
