@@ -55,6 +55,7 @@ from k2.bus.serde import AvroEncoder, RegistryUnavailableError, registry_client
 from k2.bus.topics import dlq_topic, ensure_topics, topic_name
 from k2.config import Settings
 from k2.model import RecordType
+from k2.model.arrow import arrow_to_records
 from k2.model.values import now_micros
 from k2.pacing import Backoff
 from k2.telemetry.logging import CID_HEADER, get_logger, new_correlation_id
@@ -527,6 +528,24 @@ class MarketDataProducer:
         base = self._cid_headers if headers is None else list(headers.items())
         self._produce_encoded(target, keys, values, base)
         self.sent_in_batches += table.num_rows
+        return table.num_rows
+
+    def send_arrow(
+        self,
+        record: RecordType,
+        table: pa.Table,
+        topic: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> int:
+        """Send any Arrow table of ``record`` in order, ``_BUFFER_ROWS`` rows at a time: each slice from its
+        columns (:meth:`send_table`), or, when the column path refuses it (not the canonical columns, rows of
+        several topics), as wire-form rows (:meth:`send_many`). Null ``ingest_ts`` get the send time."""
+        for start in range(0, table.num_rows, _BUFFER_ROWS):
+            batch = table.slice(start, _BUFFER_ROWS)
+            try:
+                self.send_table(record, batch, topic, headers)
+            except NotUniform:
+                self.send_many(record, arrow_to_records(record, batch), topic, headers)
         return table.num_rows
 
     def send_buffered(self, record: RecordType, row: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""Columnar conversion of canonical records (wire form) to Arrow, without per-value Decimal objects.
+"""Columnar conversion of canonical records (wire form) to Arrow and back, without per-value Decimal objects.
 
 *Wire form* is how K2 passes records between stages in Python: a dict per record with decimals as
 unscaled integers (x 10**8), timestamps as integer microseconds since the epoch (UTC), dates as
@@ -111,3 +111,39 @@ def columns_to_arrow(record: RecordType, columns: dict[str, list[Any]]) -> pa.Ta
     """Like :func:`records_to_arrow` but from column lists (faster for bulk sources)."""
     arrays = [column_to_arrow(spec.kind, columns[spec.name]) for spec in record.fields]
     return pa.Table.from_arrays(arrays, schema=record.arrow_schema())
+
+
+def arrow_to_records(record: RecordType, table: pa.Table) -> list[dict[str, Any]]:
+    """Wire-form dicts (unscaled decimals, integer micros, dict vendor, list conditions) of a table of
+    ``record``: the inverse of :func:`records_to_arrow` (the producer's input for stored or imported rows).
+
+    >>> from k2.model import TRADE
+    >>> row = dict(exchange="binance", symbol="BTCUSDT", instrument="BTC-USDT", asset_class="crypto", trade_id=1,
+    ...     price=6183763000000, quantity=2000000, quote_quantity=None, side="SELL", exchange_ts=5, receipt_ts=6,
+    ...     ingest_ts=7, source_sequence=1, conditions=["BEST_MATCH"], vendor={"E": "9"}, currency="USDT")
+    >>> arrow_to_records(TRADE, records_to_arrow(TRADE, [row])) == [row]
+    True
+    """
+    columns: dict[str, list[Any]] = {}
+    for spec in record.fields:
+        column = table.column(spec.name)
+        if spec.kind == "decimal":
+            valid = np.asarray(column.is_valid())
+            values = unscaled_from_decimal(column).tolist()
+            columns[spec.name] = (
+                [v if ok else None for v, ok in zip(values, valid, strict=True)]
+                if not valid.all()
+                else values
+            )
+        elif spec.kind == "timestamp":
+            columns[spec.name] = column.cast(pa.int64()).to_pylist()
+        elif spec.kind == "string_map":
+            columns[spec.name] = [dict(v) if v is not None else {} for v in column.to_pylist()]
+        elif spec.kind == "string_list":
+            columns[spec.name] = [v if v is not None else [] for v in column.to_pylist()]
+        else:
+            columns[spec.name] = column.to_pylist()
+    names = list(columns)
+    return [
+        dict(zip(names, values, strict=True)) for values in zip(*(columns[n] for n in names), strict=True)
+    ]

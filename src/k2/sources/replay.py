@@ -27,19 +27,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 from pyiceberg import expressions
 from pyiceberg.conversions import from_bytes
 from pyiceberg.table import Table
 from pyiceberg.types import TimestamptzType
 
-from k2.bus.avro_encode import NotUniform
 from k2.bus.producer import MarketDataProducer
 from k2.config import Settings
 from k2.lake.catalog import TABLES, ensure_tables, load_catalog
 from k2.model import RecordType
-from k2.model.arrow import unscaled_from_decimal
+from k2.model.arrow import arrow_to_records
 from k2.model.values import datetime_to_micros
 from k2.telemetry.metrics import metric
 
@@ -84,41 +82,6 @@ class ReplayStats:
     last_ts: int | None = None
     seconds: float = 0.0
     slept_seconds: float = 0.0
-
-
-def to_wire(record: RecordType, table: pa.Table) -> Iterator[dict[str, Any]]:
-    """Wire-form dicts (unscaled decimals, integer micros, dict vendor) of an Arrow table of ``record``.
-
-    >>> from k2.model import TRADE
-    >>> from k2.model.arrow import records_to_arrow
-    >>> row = dict(exchange="binance", symbol="BTCUSDT", instrument="BTC-USDT", asset_class="crypto", trade_id=1,
-    ...     price=6183763000000, quantity=2000000, quote_quantity=None, side="SELL", exchange_ts=5, receipt_ts=6,
-    ...     ingest_ts=7, source_sequence=1, conditions=["BEST_MATCH"], vendor={"E": "9"}, currency="USDT")
-    >>> next(to_wire(TRADE, records_to_arrow(TRADE, [row]))) == row
-    True
-    """
-    columns: dict[str, list[Any]] = {}
-    for spec in record.fields:
-        column = table.column(spec.name)
-        if spec.kind == "decimal":
-            valid = np.asarray(column.is_valid())
-            values = unscaled_from_decimal(column).tolist()
-            columns[spec.name] = (
-                [v if ok else None for v, ok in zip(values, valid, strict=True)]
-                if not valid.all()
-                else values
-            )
-        elif spec.kind == "timestamp":
-            columns[spec.name] = column.cast(pa.int64()).to_pylist()
-        elif spec.kind == "string_map":
-            columns[spec.name] = [dict(v) if v is not None else {} for v in column.to_pylist()]
-        elif spec.kind == "string_list":
-            columns[spec.name] = [v if v is not None else [] for v in column.to_pylist()]
-        else:
-            columns[spec.name] = column.to_pylist()
-    names = list(columns)
-    for values in zip(*(columns[n] for n in names), strict=True):
-        yield dict(zip(names, values, strict=True))
 
 
 def _file_spans(table: Table, row_filter: Any, field_id: int) -> list[tuple[int, int]]:
@@ -255,20 +218,13 @@ def replay(
 def _send_columns(
     out: MarketDataProducer, record: RecordType, window: pa.Table, topic: str, headers: dict[str, str]
 ) -> int:
-    """Send a window's rows in order, 10,000 at a time, from its columns (``send_table``); ``ingest_ts``
-    is dropped so the producer stamps the new production time. Rows the column path refuses (not the
-    canonical columns) go as wire-form rows."""
-    fresh = window.drop_columns(["ingest_ts"]) if "ingest_ts" in window.column_names else window
-    for start in range(0, fresh.num_rows, _BATCH_ROWS):
-        batch = fresh.slice(start, _BATCH_ROWS)
-        try:
-            out.send_table(record, batch, topic=topic, headers=headers)
-        except NotUniform:
-            rows = list(to_wire(record, window.slice(start, _BATCH_ROWS)))
-            for row in rows:
-                row["ingest_ts"] = None
-            out.send_many(record, rows, topic=topic, headers=headers)
-    return window.num_rows
+    """Send a window's rows in order from its columns (:meth:`MarketDataProducer.send_arrow`); ``ingest_ts``
+    is nulled so the producer stamps the new production time."""
+    if "ingest_ts" in window.column_names:
+        index = window.schema.get_field_index("ingest_ts")
+        field = pa.field("ingest_ts", window.schema.field(index).type)  # nullable: nulls are restamped
+        window = window.set_column(index, field, pa.nulls(window.num_rows, field.type))
+    return out.send_arrow(record, window, topic=topic, headers=headers)
 
 
 def _replay(
@@ -317,7 +273,7 @@ def _replay(
             stats.last_ts = times[-1].as_py()
             sent.inc(window.num_rows)
             continue
-        for row in to_wire(record, window):
+        for row in arrow_to_records(record, window):
             ts = row["exchange_ts"]
             if speed is not None:
                 if anchor is None:

@@ -48,7 +48,6 @@ import pyiceberg.expressions as _expressions
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
 
-from k2.bus.avro_encode import NotUniform
 from k2.bus.producer import MarketDataProducer
 from k2.bus.topics import topic_name
 from k2.config import Settings
@@ -61,8 +60,6 @@ from k2.lake.summary import (
     commit_summary,
 )
 from k2.lake.writer import Landed, append_sorted
-from k2.model import RecordType
-from k2.model.arrow import unscaled_from_decimal
 from k2.model.lineage import with_file_lineage
 from k2.model.validate import validate
 from k2.model.values import now_micros
@@ -75,7 +72,6 @@ from k2.telemetry.metrics import metric
 
 _X: Any = _expressions  # pyiceberg's expression classes defeat mypy's dataclass checks; typed loosely
 _COMMIT_ATTEMPTS = 5
-_SEND_ROWS = 10_000  # rows per send_many batch of a --via-kafka import
 FILE_KEY, SHA_KEY, FORMAT_KEY, ROWS_KEY = IMPORT_FILE_KEY, IMPORT_SHA_KEY, IMPORT_FORMAT_KEY, IMPORT_ROWS_KEY
 WRITER = "k2-import"
 ProgressHook = Callable[[int, int], None]  # (bytes read, rows parsed) since the last call
@@ -172,25 +168,6 @@ def _groups(data: pa.Table, columns: tuple[str, ...]) -> list[tuple[dict[str, An
     return out
 
 
-def to_wire(record: RecordType, data: pa.Table) -> list[dict[str, Any]]:
-    """Canonical Arrow rows to wire-form dicts (unscaled decimals, integer microseconds) for the producer."""
-    columns: dict[str, list[Any]] = {}
-    for spec in record.fields:
-        column = data.column(spec.name).combine_chunks()
-        if spec.kind == "decimal":
-            values = unscaled_from_decimal(column).tolist()
-            valid = np.asarray(column.is_valid())
-            columns[spec.name] = [v if ok else None for v, ok in zip(values, valid, strict=True)]
-        elif spec.kind == "timestamp":
-            columns[spec.name] = column.cast(pa.int64()).to_pylist()
-        elif spec.kind == "string_map":
-            columns[spec.name] = [dict(v) if v is not None else {} for v in column.to_pylist()]
-        else:
-            columns[spec.name] = column.to_pylist()
-    names = list(columns)
-    return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
-
-
 class Lander(Protocol):
     """Where checked rows of a direct import go: dedup, (gaps,) one commit. See :mod:`k2.landing.direct`."""
 
@@ -244,12 +221,7 @@ class KafkaLander:
 
     def land(self, data: pa.Table, adds: Mapping[str, str]) -> Landed:
         rows, dropped = deduplicate_against(self.table, data, self.fmt.table)
-        for start in range(0, rows.num_rows, _SEND_ROWS):  # batches encoded from the columns, file order kept
-            batch = rows.slice(start, _SEND_ROWS)
-            try:
-                self.producer.send_table(self.fmt.record, batch)
-            except NotUniform:  # not the canonical columns, or several topics: wire-form rows (send_many)
-                self.producer.send_many(self.fmt.record, to_wire(self.fmt.record, batch))
+        self.producer.send_arrow(self.fmt.record, rows)  # from the columns, in file order
         self.producer.flush()
         return Landed(rows.num_rows, dropped)
 
