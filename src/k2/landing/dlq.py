@@ -42,9 +42,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import structlog
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from k2.bus.broker import end_offsets, fetched_watermarks
+from k2.bus.broker import end_offsets, fetched_watermarks, start_offset
 from k2.bus.dlq import DeadLetter
 from k2.bus.producer import MarketDataProducer
 from k2.bus.serde import AvroBatchDecoder, registry_client
@@ -171,14 +171,7 @@ def _read_topics(
         keys = [(t, p) for t, n in topics.items() for p in range(n)]
         listed = end_offsets(consumer, keys, timeout=10.0)
         parts = {key: _Partition(listed.get(key), _start(listed.get(key))) for key in keys}
-        # A logical OFFSET_BEGINNING costs Tansu ~0.5 s before the first fetch: a log reported to start at 0
-        # is read from 0 (a log start moved since is answered out of range: auto.offset.reset).
-        consumer.assign(
-            [
-                TopicPartition(t, p, 0 if part.next == 0 else OFFSET_BEGINNING)
-                for (t, p), part in parts.items()
-            ]
-        )
+        consumer.assign([TopicPartition(t, p, start_offset(part.next)) for (t, p), part in parts.items()])
         started = last = time.monotonic()
         while len(messages) < limit and time.monotonic() - started < max_seconds:
             if all(part.reached_listed() for part in parts.values()):

@@ -55,9 +55,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from k2.bus.broker import end_offsets, fetched_watermarks
+from k2.bus.broker import end_offsets, fetched_watermarks, start_offset
 from k2.bus.serde import AvroBatchDecoder, registry_client
 from k2.bus.topics import parse_topic
 from k2.config import Settings
@@ -351,11 +351,7 @@ class _Reader:
 def _position(part: _Part) -> int:
     if part.check is not None:
         return part.check[0]
-    if part.next > 0:
-        return part.next
-    # A logical OFFSET_BEGINNING costs Tansu ~0.5 s before the first fetch (measured); a log reported to start
-    # at 0 is read from 0 explicitly (a log start moved since is answered out of range: auto.offset.reset).
-    return 0 if part.low == 0 else OFFSET_BEGINNING
+    return part.next if part.next > 0 else start_offset(part.low)
 
 
 def read_recent(
