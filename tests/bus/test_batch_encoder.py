@@ -85,16 +85,21 @@ def wire_rows(table: Any) -> list[dict[str, Any]]:
     return rows
 
 
-@pytest.mark.parametrize(
+_CAPTURE_TRADES, _CAPTURE_QUOTES = capture_tables(max_lines=3000)
+# The rows both byte-equality tests encode (the dict-row and the Arrow-column encoders): built once.
+SOURCES = pytest.mark.parametrize(
     ("record", "rows"),
     [
         (TRADE, edge_trades(3000)),
         (TRADE, wire_rows(csv_trades(csv_rows()))),
-        (TRADE, wire_rows(capture_tables(max_lines=3000)[0])),
-        (QUOTE, wire_rows(capture_tables(max_lines=3000)[1])),
+        (TRADE, wire_rows(_CAPTURE_TRADES)),
+        (QUOTE, wire_rows(_CAPTURE_QUOTES)),
     ],
     ids=["edge-values", "binance-trade-file", "capture-trades", "capture-quotes"],
 )
+
+
+@SOURCES
 def test_batch_bytes_equal_fastavro(record: RecordType, rows: list[dict[str, Any]]) -> None:
     assert rows
     encoded = encode_batch(record, HEADER, rows)
@@ -214,16 +219,7 @@ def test_identical_messages_of_a_purged_batch_are_re_sent_each_with_its_own_k2_m
     assert all(headers[0] == ("k2.cid", cid) for _, _, headers in messages)
 
 
-@pytest.mark.parametrize(
-    ("record", "rows"),
-    [
-        (TRADE, edge_trades(3000)),
-        (TRADE, wire_rows(csv_trades(csv_rows()))),
-        (TRADE, wire_rows(capture_tables(max_lines=3000)[0])),
-        (QUOTE, wire_rows(capture_tables(max_lines=3000)[1])),
-    ],
-    ids=["edge-values", "binance-trade-file", "capture-trades", "capture-quotes"],
-)
+@SOURCES
 def test_arrow_table_bytes_equal_fastavro_also_for_a_slice(
     record: RecordType, rows: list[dict[str, Any]]
 ) -> None:
