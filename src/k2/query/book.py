@@ -477,12 +477,23 @@ def book_metrics(
         out["bid_depth_bps"] = sum((dec(s) for p, s in bids if dec(p) >= mid - band), Decimal(0))
         out["ask_depth_bps"] = sum((dec(s) for p, s in asks if dec(p) <= mid + band), Decimal(0))
     if quantity is not None:
-        for name, side, sign in (("buy", asks, 1), ("sell", bids, -1)):
-            price = fill_price(side, Decimal(quantity))
-            out[f"{name}_fill_price"] = None if price is None else price.quantize(q8)
-            out[f"{name}_slippage_bps"] = (
-                None if price is None else (sign * (price - mid) / mid * 10_000).quantize(q6)
-            )
+        out.update(fills(asks, bids, mid, Decimal(quantity)))
+    return out
+
+
+def fills(
+    asks: Sequence[Level], bids: Sequence[Level], mid: Decimal, quantity: Decimal
+) -> dict[str, Decimal | None]:
+    """Average fill price (8 decimals) and slippage against ``mid`` (bps, 6 decimals) of a market order of
+    ``quantity`` per side: ``buy_*`` walks the asks, ``sell_*`` the bids; None when a side is too thin."""
+    q8, q6 = Decimal("0.00000001"), Decimal("0.000001")
+    out: dict[str, Decimal | None] = {}
+    for name, side, sign in (("buy", asks, 1), ("sell", bids, -1)):
+        price = fill_price(side, quantity)
+        out[f"{name}_fill_price"] = None if price is None else price.quantize(q8)
+        out[f"{name}_slippage_bps"] = (
+            None if price is None else (sign * (price - mid) / mid * 10_000).quantize(q6)
+        )
     return out
 
 

@@ -31,7 +31,7 @@ import pyarrow as pa
 
 from k2.model.arrow import decimal_array
 from k2.model.values import unscaled_to_decimal
-from k2.query.book import fill_price
+from k2.query.book import fills
 
 _WINDOW = 256
 _MAX_WINDOW = 1 << 16
@@ -231,15 +231,8 @@ def _fills(
     walked: tuple[Walked, Walked], step: int, prices: np.ndarray, mid: Decimal, quantity: Decimal
 ) -> dict[str, Decimal | None]:
     """Average fill price and slippage of a market order of ``quantity`` per side, as ``book_metrics``."""
-    q8, q6 = Decimal("0.00000001"), Decimal("0.000001")
-    out: dict[str, Decimal | None] = {}
-    for name, side, sign in (("buy", walked[1], 1), ("sell", walked[0], -1)):
-        price = fill_price(_levels(side, step, prices), Decimal(quantity))
-        out[f"{name}_fill_price"] = None if price is None else price.quantize(q8)
-        out[f"{name}_slippage_bps"] = (
-            None if price is None else (sign * (price - mid) / mid * 10_000).quantize(q6)
-        )
-    return out
+    asks, bids = _levels(walked[1], step, prices), _levels(walked[0], step, prices)
+    return fills(asks, bids, mid, Decimal(quantity))
 
 
 def _levels(walked: Walked, step: int, prices: np.ndarray) -> list[tuple[int, int]]:
