@@ -32,8 +32,10 @@ from k2.bus.avro_encode import (
     Part,
     block_rows,
     decimal_parts,
+    header_part,
     interleave,
     messages,
+    optional_parts,
     string_parts,
     zigzag_varints,
 )
@@ -123,15 +125,9 @@ def _column_parts(kind: str, required: bool, column: pa.Array, name: str) -> lis
                 return inner
             return [(np.full(n, 2, dtype=np.uint8), np.ones(n, dtype=np.int64)), *inner]
         present = np.asarray(column.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-        inner = _inner(kind, column.drop_null())
+        return optional_parts(present, _inner(kind, column.drop_null()))
     except NotUniform as exc:
         raise NotUniform(f"{name}: {exc}") from None
-    parts: list[Part] = [(np.where(present, 2, 0).astype(np.uint8), np.ones(n, dtype=np.int64))]
-    for data, lengths in inner:  # absent rows: the union's 0 byte only
-        full = np.zeros(n, dtype=np.int64)
-        full[present] = lengths
-        parts.append((data, full))
-    return parts
 
 
 def encode_table(
@@ -142,9 +138,7 @@ def encode_table(
     if n == 0:
         return []
     fill = fill or {}
-    parts: list[Part] = [
-        (np.tile(np.frombuffer(header, dtype=np.uint8), n), np.full(n, len(header), np.int64))
-    ]
+    parts: list[Part] = [header_part(header, n)]
     names = set(table.column_names)
     for field in record.fields:
         if field.name in names:

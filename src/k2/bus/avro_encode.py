@@ -133,13 +133,9 @@ def _int_column(values: Sequence[Any], name: str) -> np.ndarray:
 
 
 def _field_parts(kind: str, required: bool, values: Sequence[Any], name: str) -> list[Part]:
-    n = len(values)
-    present = np.ones(n, dtype=bool)
-    parts: list[Part] = []
+    present = None
     if not required:
         present = np.array([v is not None for v in values], dtype=bool)
-        # Union ["null", T]: branch 0 is the byte 0x00, branch 1 the byte 0x02.
-        parts.append((np.where(present, 2, 0).astype(np.uint8), np.ones(n, dtype=np.int64)))
         values = [v for v in values if v is not None]
     if kind in ("long", "timestamp"):
         inner = [zigzag_varints(_int_column(values, name))]
@@ -160,14 +156,25 @@ def _field_parts(kind: str, required: bool, values: Sequence[Any], name: str) ->
         inner = [_blocks(values, name, is_map=True)]
     else:
         raise NotUniform(f"{name}: no vectorised encoding for kind {kind!r}")
-    if required:
-        return parts + inner
-    # Spread the present rows' lengths back to every row (absent rows: 0 bytes).
+    return inner if present is None else optional_parts(present, inner)
+
+
+def optional_parts(present: np.ndarray, inner: list[Part]) -> list[Part]:
+    """The parts of an optional field (Avro union ``["null", T]``) from the parts of its present values:
+    the branch byte (0x00 null, 0x02 value) per row, then the values' parts spread back to every row
+    (absent rows: 0 bytes)."""
+    n = len(present)
+    parts: list[Part] = [(np.where(present, 2, 0).astype(np.uint8), np.ones(n, dtype=np.int64))]
     for data, lengths in inner:
         full = np.zeros(n, dtype=np.int64)
         full[present] = lengths
         parts.append((data, full))
     return parts
+
+
+def header_part(header: bytes, n: int) -> Part:
+    """The Confluent framing (magic byte + schema id) as the first part of each of ``n`` messages."""
+    return np.tile(np.frombuffer(header, dtype=np.uint8), n), np.full(n, len(header), np.int64)
 
 
 def _blocks(values: Sequence[Any], name: str, is_map: bool) -> Part:
@@ -232,9 +239,7 @@ def encode_batch(
         ]
     except (KeyError, TypeError, AttributeError):
         raise NotUniform("expected every field of the record in every row") from None
-    parts: list[Part] = [
-        (np.tile(np.frombuffer(header, dtype=np.uint8), n), np.full(n, len(header), np.int64))
-    ]
+    parts: list[Part] = [header_part(header, n)]
     for field, values in zip(record.fields, columns, strict=True):
         parts.extend(_field_parts(field.kind, field.required, values, field.name))
     return messages(parts, n)
