@@ -29,6 +29,12 @@ from pydantic_settings import (
 
 ENV_PREFIX = "K2_"
 
+#: How long K2's HTTP servers (REST API, schema registry) keep an idle connection open. Longer than the
+#: 5 s idle expiry of httpx's connection pool (the registry client's and ``k2.connect``'s): with equal
+#: timeouts the server could close a pooled connection just as the client reused it ("Server disconnected
+#: without sending a response"). The client drops an idle connection first, so it never sends on a closed one.
+HTTP_KEEP_ALIVE_SECONDS = 75
+
 
 class SettingsError(ValueError):
     """A configuration value is invalid; the message names the offending ``K2_*`` key."""

@@ -24,7 +24,7 @@ import uvicorn
 from pyiceberg.table import Table
 
 from k2.api.app import create_app
-from k2.config import Settings
+from k2.config import HTTP_KEEP_ALIVE_SECONDS, Settings
 from k2.lake.writer import append
 from k2.model import QUOTE, TRADE
 from k2.model.arrow import records_to_arrow
@@ -93,8 +93,9 @@ class ServerThread:
         self.port = free_port()
         self.app = create_app(settings)
         config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
-        )
+            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on",
+            timeout_keep_alive=HTTP_KEEP_ALIVE_SECONDS,
+        )  # fmt: skip
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -7,13 +7,12 @@ defaults listen on every interface and phone home). Buckets are created with bot
 from __future__ import annotations
 
 import shutil
-import socket
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from k2.telemetry.procs import ManagedProcess, free_port, port_open
+from k2.telemetry.procs import ManagedProcess, free_port_pair, port_open
 
 ACCESS_KEY = "k2testkey"
 SECRET_KEY = "k2testsecret"
@@ -32,29 +31,14 @@ def weed_binary() -> Path:
     return found
 
 
-def _port_pair() -> int:
-    """A free port p below 55000 whose p + 10000 is also free (SeaweedFS derives gRPC ports that way)."""
-    for _ in range(200):
-        port = free_port()
-        if port >= 55000:
-            continue
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("expected a free pair of ports (p, p+10000), found none")
-
-
 class SeaweedServer:
     """``weed mini`` in a temp dir; ``s3_url`` and ``iceberg_url`` once started."""
 
     def __init__(self, buckets: tuple[str, ...] = ()) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="k2-weed-"))
         self.buckets = buckets
-        self.s3_port = _port_pair()
-        self.iceberg_port = _port_pair()
+        self.s3_port = free_port_pair()
+        self.iceberg_port = free_port_pair()
         self.process: ManagedProcess | None = None
 
     @property
@@ -84,12 +68,12 @@ class SeaweedServer:
             except RuntimeError:
                 if attempt == attempts - 1:
                     raise
-                self.s3_port, self.iceberg_port = _port_pair(), _port_pair()
+                self.s3_port, self.iceberg_port = free_port_pair(), free_port_pair()
                 shutil.rmtree(self.root / "data", ignore_errors=True)
         raise AssertionError("unreachable")
 
     def _start_once(self, timeout: float) -> SeaweedServer:
-        ports = {name: _port_pair() for name in ("master", "volume", "filer", "admin")}
+        ports = {name: free_port_pair() for name in ("master", "volume", "filer", "admin")}
         argv = [
             str(weed_binary()), f"-logdir={self.root}", "mini", f"-dir={self.root / 'data'}",
             "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false", "-admin.ui=false", "-webdav=false",

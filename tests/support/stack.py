@@ -3,32 +3,18 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
-from k2.telemetry.procs import free_port
+from k2.telemetry.procs import free_port, free_port_pair
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def storage_port() -> int:
-    """A port p < 55000 with p + 10000 free (the local SeaweedFS's S3 port and its gRPC port)."""
-    for _ in range(500):
-        port = free_port()
-        if port < 55000 and _free(port + 10000):
-            return port
-    raise RuntimeError("expected a free block of ports for SeaweedFS, found none")
+    """The local SeaweedFS's S3 port p, with p + 10000 (its gRPC port) free too, both outside the ephemeral range."""
+    return free_port_pair()
 
 
 def stack_env(data_dir: Path, **settings: str) -> dict[str, str]:

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from k2.config import load_settings
+from k2.config import HTTP_KEEP_ALIVE_SECONDS, load_settings
 
 console = Console()
 
@@ -47,6 +47,7 @@ def register(app: typer.Typer) -> None:
             log_level=settings.log_level.lower(),
             access_log=settings.log_level == "DEBUG",
             timeout_graceful_shutdown=5,
+            timeout_keep_alive=HTTP_KEEP_ALIVE_SECONDS,
         )
 
     @keys_app.command("create")

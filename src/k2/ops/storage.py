@@ -36,7 +36,7 @@ from pathlib import Path
 import httpx
 
 from k2.config import Settings
-from k2.telemetry.procs import free_port, port_bindable
+from k2.telemetry.procs import free_port_pair
 
 _COMPONENTS = ("master", "volume", "filer", "admin")
 
@@ -115,21 +115,12 @@ def s3_env(settings: Settings) -> dict[str, str]:
     return {k: v for k, v in env.items() if v}
 
 
-def _port_pair() -> int:
-    """A free port p < 55000 whose p + 10000 (SeaweedFS's gRPC port for it) is free too."""
-    for _ in range(200):
-        port = free_port()
-        if port < 55000 and port_bindable(port + 10000):
-            return port
-    raise RuntimeError("expected a free pair of ports (p, p+10000) for SeaweedFS, found none")
-
-
 def weed_argv(settings: Settings, log_dir: Path) -> tuple[str, ...]:
     """The ``weed mini`` command line: loopback only, no telemetry, the broker's bucket created at start."""
     port = settings.storage_port
     ports = [f"-s3.port={port}", f"-s3.port.grpc={port + 10000}"]
     for name in _COMPONENTS:
-        other = _port_pair()
+        other = free_port_pair()
         ports += [f"-{name}.port={other}", f"-{name}.port.grpc={other + 10000}"]
     return (
         str(weed_binary()), f"-logdir={log_dir}", "mini", f"-dir={storage_dir(settings) / 'data'}",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -27,6 +28,42 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def ephemeral_port_range() -> tuple[int, int]:
+    """The kernel's range for ports it hands out (``bind(0)``, outgoing connections); Linux's default
+    when it cannot be read."""
+    with contextlib.suppress(OSError, ValueError):
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    return 32768, 60999
+
+
+def free_port_pair(offset: int = 10_000) -> int:
+    """A port ``p`` with ``p`` and ``p + offset`` both free now and both below the kernel's ephemeral range.
+
+    SeaweedFS binds a gRPC port at ``p + 10000`` for each of its HTTP ports. Such a port is nobody's
+    reservation: drawn from the ephemeral range, :func:`free_port` or an outgoing connection elsewhere
+    can be handed it before SeaweedFS binds it, and a server started on it then fails to bind while its
+    port answers (stop 14's CI: K2's registry "answered" with SeaweedFS's gRPC server). Below the range,
+    only another caller of this function can collide, and the caller's retry on new ports handles that.
+
+    Example:
+        >>> p = free_port_pair()
+        >>> p + 10_000 < ephemeral_port_range()[0]
+        True
+    """
+    low, _ = ephemeral_port_range()
+    first, last = 10_000, low - offset - 1
+    if last <= first:
+        raise RuntimeError(
+            f"expected room below the ephemeral range {low} for a port pair {offset} apart, found none"
+        )
+    for _ in range(200):
+        port = random.randint(first, last)
+        if port_bindable(port) and port_bindable(port + offset):
+            return port
+    raise RuntimeError(f"expected a free pair of ports (p, p+{offset}) below {low}, found none in 200 tries")
 
 
 def port_bindable(port: int) -> bool:
@@ -49,17 +86,40 @@ def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
 def wait_for_port(
     host: str, port: int, timeout: float = 30.0, process: subprocess.Popen[bytes] | None = None
 ) -> None:
-    """Block until host:port accepts connections; raise if the process dies or time runs out."""
+    """Block until host:port accepts connections (from ``process`` or one of its children, when given);
+    raise if the process dies or time runs out.
+
+    A listener that is not ``process``'s does not count: a port chosen free a moment ago can be taken by
+    another program before ``process`` binds it, and then ``process`` fails to bind while the port answers.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if port_open(host, port):
+        if port_open(host, port) and (process is None or listens_on(process.pid, port)):
             return
         if process is not None and process.poll() is not None:
+            taken = f"; port {port} is held by another process" if port_open(host, port) else ""
             raise RuntimeError(
-                f"expected a server on {host}:{port}, found its process exited with {process.returncode}"
+                f"expected a server on {host}:{port}, found its process exited with {process.returncode}{taken}"
             )
         time.sleep(0.05)
     raise TimeoutError(f"expected a server on {host}:{port} within {timeout}s, found none listening")
+
+
+def listens_on(pid: int, port: int) -> bool:
+    """True when process ``pid`` or one of its descendants has a TCP socket listening on ``port``."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return False
+    for proc in tree:
+        with contextlib.suppress(psutil.Error):
+            for conn in proc.net_connections(kind="tcp"):
+                if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+                    return True
+    return False
 
 
 def pid_alive(pid: int) -> bool:

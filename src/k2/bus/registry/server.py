@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from k2.bus.registry.store import GLOBAL, RegistryError, RegistryStore, check_level
+from k2.config import HTTP_KEEP_ALIVE_SECONDS
 from k2.telemetry.procs import ManagedProcess
 
 MEDIA_TYPE = "application/vnd.schemaregistry.v1+json"
@@ -373,7 +374,10 @@ def serve(host: str, port: int, store: RegistryStore) -> None:
         flush=True,
     )
     try:
-        uvicorn.run(create_app(store), host=host, port=port, log_level="warning", access_log=False)
+        uvicorn.run(
+            create_app(store), host=host, port=port, log_level="warning", access_log=False,
+            timeout_keep_alive=HTTP_KEEP_ALIVE_SECONDS,
+        )  # fmt: skip
     finally:
         store.close()
 

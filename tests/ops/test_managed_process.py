@@ -1,0 +1,52 @@
+"""A managed server counts as started only when ITS process listens on its port.
+
+Stop 14's CI: a port chosen free a moment earlier was bound by another program first; K2's registry then
+failed to bind and exited, yet its port answered, so the start "succeeded" and every request went to the
+other program ("Server disconnected without sending a response").
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from k2.telemetry.procs import ManagedProcess, ephemeral_port_range, free_port_pair, listens_on
+
+
+def _http_server(port: int, log: Path) -> ManagedProcess:
+    return ManagedProcess(
+        "web", [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"], port, log
+    )
+
+
+def test_a_port_held_by_another_process_fails_the_start_naming_it(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as squatter:
+        port = squatter.getsockname()[1]
+        server = _http_server(port, tmp_path / "web.log")
+        with pytest.raises(RuntimeError, match="web failed to start") as failed:
+            server.start(timeout=30)
+        assert server.process is not None and server.process.poll() is not None
+        assert "Address already in use" in str(failed.value)
+
+
+def test_a_started_server_is_the_listener_on_its_port(tmp_path: Path) -> None:
+    port = free_port_pair()
+    server = _http_server(port, tmp_path / "web.log").start(timeout=30)
+    try:
+        assert server.process is not None and listens_on(server.process.pid, port)
+        assert not listens_on(server.process.pid, port + 1)
+    finally:
+        server.stop()
+
+
+def test_port_pairs_stay_below_the_ephemeral_range_and_are_free() -> None:
+    low, _ = ephemeral_port_range()
+    for _ in range(50):
+        port = free_port_pair()
+        assert port >= 10_000 and port + 10_000 < low
+        for each in (port, port + 10_000):
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", each))
