@@ -46,7 +46,7 @@ def test_port_pairs_stay_below_the_ephemeral_range_and_are_free() -> None:
     low, _ = ephemeral_port_range()
     for _ in range(50):
         port = free_port_pair()
-        assert port >= 10_000 and port + 10_000 < low
+        assert port >= 20_000 and port + 10_000 < low
         for each in (port, port + 10_000):
             with socket.socket() as probe:
                 probe.bind(("127.0.0.1", each))

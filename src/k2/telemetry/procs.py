@@ -46,7 +46,8 @@ def free_port_pair(offset: int = 10_000) -> int:
     reservation: drawn from the ephemeral range, :func:`free_port` or an outgoing connection elsewhere
     can be handed it before SeaweedFS binds it, and a server started on it then fails to bind while its
     port answers (stop 14's CI: K2's registry "answered" with SeaweedFS's gRPC server). Below the range,
-    only another caller of this function can collide, and the caller's retry on new ports handles that.
+    only another caller of this function can collide (the caller's retry on new ports handles that); it starts
+    at 20000, above the ports Ray's workers bind by default (10002-19999).
 
     Example:
         >>> p = free_port_pair()
@@ -54,7 +55,7 @@ def free_port_pair(offset: int = 10_000) -> int:
         True
     """
     low, _ = ephemeral_port_range()
-    first, last = 10_000, low - offset - 1
+    first, last = 20_000, low - offset - 1  # from 20000: Ray's workers take 10002-19999 by default
     if last <= first:
         raise RuntimeError(
             f"expected room below the ephemeral range {low} for a port pair {offset} apart, found none"
