@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
+from k2.api.keycache import KEY_CACHE_SECONDS
 from k2.api.keys import KeyStore
 from tests.api.conftest import Api
 
@@ -63,11 +66,16 @@ def test_key_via_header_and_bearer(api: Api) -> None:
 
 
 def test_revoked_key_is_401(api: Api) -> None:
+    """A revoked key is refused within KEY_CACHE_SECONDS (a process remembers a verified key that long)."""
     store = KeyStore.from_settings(api.settings)
     key, info = store.create("temp", "read")
     with api.client(key) as c:
         assert c.get(TRADES).status_code == 200
         store.revoke(info.key_id)
+        revoked_at = time.monotonic()
+        while c.get(TRADES).status_code == 200:
+            assert time.monotonic() - revoked_at < KEY_CACHE_SECONDS + 5.0, "revoked key still accepted"
+            time.sleep(0.1)
         assert_error(c.get(TRADES), 401, "unauthorized")
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
 
+from k2.api.keycache import KEY_CACHE_SECONDS
 from k2.telemetry.procs import ManagedProcess, free_port
 from tests.conftest import REPO
 
@@ -55,6 +57,11 @@ def test_keys_commands_and_api_serve(tmp_path: Path, broker: str) -> None:
             key_id = key.split("_")[1]
             revoked = k2(env, "keys", "revoke", key_id)
             assert revoked.returncode == 0 and f"revoked {key_id}" in revoked.stdout
+            # A process remembers a verified key for KEY_CACHE_SECONDS: the revocation takes effect within that.
+            deadline = time.monotonic() + KEY_CACHE_SECONDS + 5.0
+            while c.get("/v1/keys", headers={"X-API-Key": key}).status_code == 200:
+                assert time.monotonic() < deadline, "revoked key still accepted"
+                time.sleep(0.1)
             assert c.get("/v1/keys", headers={"X-API-Key": key}).status_code == 401
     finally:
         server.stop()

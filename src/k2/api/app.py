@@ -52,6 +52,7 @@ from k2.api.compression import CompressionMiddleware
 from k2.api.console_routes import install_console
 from k2.api.cursor import CursorCodec
 from k2.api.errors import APIError, error_body, error_responses
+from k2.api.keycache import VerifiedKeys
 from k2.api.keys import KeyStore
 from k2.api.middleware import RequestContextMiddleware
 from k2.api.ratelimit import SharedTokenBuckets, TokenBuckets
@@ -102,6 +103,7 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
     state = ApiState(
         settings=settings,
         keys=keys,
+        verified_keys=VerifiedKeys(keys),
         buckets=SharedTokenBuckets(
             keys.engine, settings.api_rate_limit_per_second, settings.api_rate_limit_burst
         ),

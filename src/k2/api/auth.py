@@ -1,6 +1,10 @@
 """Authentication: ``X-API-Key`` or ``Authorization: Bearer`` (401 without a valid key, 403 without the scope),
 then the key's token bucket (429). Requests without a valid key are limited per client address.
 
+Keys are checked through :class:`k2.api.keycache.VerifiedKeys`: a process remembers a valid key for
+``KEY_CACHE_SECONDS`` (2 s), so a revocation takes effect within that bound; tokens come from the shared
+bucket in leases (:mod:`k2.api.ratelimit`), so neither costs a database round trip per request.
+
 The check is a route dependency; :class:`KeyBeforeBody` runs the same check earlier for the ``/v1`` routes
 that take a body, because FastAPI reads a body before it solves dependencies.
 """
@@ -28,7 +32,7 @@ bearer = HTTPBearer(
 
 def _refusal(state: ApiState, request: Request, given: str | None) -> tuple[APIError | None, KeyInfo | None]:
     """(the 429/401 for a request presenting ``given``, or None; the key's info when it is valid)."""
-    info = state.keys.verify(given.strip()) if given else None
+    info = state.verified_keys.verify(given.strip()) if given else None
     if info is None:
         # Requests without a valid key are limited per client address, like /ready.
         try:

@@ -7,11 +7,24 @@ Two implementations with one ``take(key) -> seconds to wait`` method:
 
 * :class:`SharedTokenBuckets` keeps the buckets in the key-store database (table ``api_rate_buckets``;
   SQLite locally, PostgreSQL in production), so N API processes or replicas sharing that database give
-  ONE limit per key. A take is one atomic conditional ``UPDATE`` (row-locked by the database), plus an
-  ``INSERT`` the first time a key is seen. Hazards: one database write per request (SQLite commits are
-  serialised; use PostgreSQL for many processes), and replicas on different hosts refill by their own
-  clocks (skew of ``d`` seconds gives or takes ``d * rate`` tokens; a clock behind the stored time refills
-  nothing).
+  ONE limit per key. Tokens leave the database in *leases*: one atomic conditional ``UPDATE`` (row-locked
+  by the database; an ``INSERT`` the first time a key is seen) moves ``lease_size`` tokens into the
+  process, which then admits that many requests from memory. ``lease_size`` is the refill of
+  ``lease_seconds`` (:data:`LEASE_SECONDS`, 0.1 s): ``rate * lease_seconds`` tokens, at least 1 (then
+  every request writes, as without leases), at most :data:`LEASE_MAX_TOKENS` and ``burst``. When fewer
+  than ``lease_size`` tokens are left, one token is taken at a time. A lease is used only for
+  ``lease_seconds`` after it left the database; what is left then is dropped (the bucket refills it
+  within ``lease_seconds``).
+
+  Tolerance (tested in tests/api/test_rate_lease.py): over ANY window of ``w`` seconds, all processes
+  together admit at most ``burst + rate * (w + lease_seconds)`` requests of a key (without leases:
+  ``burst + rate * w``), so the excess is at most one lease. A process may refuse (429) while other
+  processes hold unused leased tokens: at most ``lease_size`` per process, for at most ``lease_seconds``.
+  At one instant, N processes never admit more than ``burst`` in total.
+
+  Hazards: replicas on different hosts refill by their own clocks (skew of ``d`` seconds gives or takes
+  ``d * rate`` tokens; a clock behind the stored time refills nothing). SQLite commits are serialised; use
+  PostgreSQL for many processes.
 * :class:`TokenBuckets` keeps them in the process (one limit per process): used for requests without a
   valid key (per client address), which must not cost a database write.
 
@@ -85,15 +98,37 @@ def _bucket_engine(engine: sa.engine.Engine) -> sa.engine.Engine:
     return bucket_engine
 
 
-class SharedTokenBuckets:
-    """Token buckets in the key-store database: one limit per key across every process using it."""
+LEASE_SECONDS = 0.1
+LEASE_MAX_TOKENS = 100
 
-    def __init__(self, engine: sa.engine.Engine, rate: float, burst: int) -> None:
+
+class SharedTokenBuckets:
+    """Token buckets in the key-store database: one limit per key across every process using it.
+
+    Tokens are taken from the database in leases of ``lease_size`` (see the module docstring for the bound).
+    """
+
+    def __init__(
+        self,
+        engine: sa.engine.Engine,
+        rate: float,
+        burst: int,
+        lease_seconds: float = LEASE_SECONDS,
+        lease_max_tokens: int = LEASE_MAX_TOKENS,
+    ) -> None:
         if rate <= 0 or burst <= 0:
             raise ValueError(f"expected a positive rate and burst, found rate={rate}, burst={burst}")
+        if lease_seconds < 0 or lease_max_tokens < 1:
+            raise ValueError(
+                f"expected lease_seconds >= 0 and lease_max_tokens >= 1, found {lease_seconds}, {lease_max_tokens}"
+            )
         self.engine = _bucket_engine(engine)
         self.rate = rate
         self.burst = burst
+        self.lease_seconds = lease_seconds
+        self.lease_size = max(1, min(lease_max_tokens, burst, int(rate * lease_seconds)))
+        self._leases: dict[str, tuple[int, float]] = {}  # key -> (tokens left, usable until)
+        self._lock = threading.Lock()
         API_RATE_BUCKETS.create(self.engine, checkfirst=True)
 
     def _refilled(self, now: float) -> sa.ColumnElement[float]:
@@ -105,26 +140,41 @@ class SharedTokenBuckets:
     def take(self, key: str, now: float | None = None) -> float:
         """Take one token for ``key``: 0.0 when allowed, else the seconds until a token is available."""
         at = time.time() if now is None else now
+        with self._lock:  # one lease at a time per process: two would each drop the other's tokens
+            left, until = self._leases.get(key, (0, 0.0))
+            if left > 0 and at < until:
+                self._leases[key] = (left - 1, until)
+                return 0.0
+            granted, wait = self._lease(key, at)
+            if granted:
+                self._leases[key] = (granted - 1, at + self.lease_seconds)
+                return 0.0
+            self._leases.pop(key, None)
+            return wait
+
+    def _lease(self, key: str, at: float) -> tuple[int, float]:
+        """(tokens moved from the database to this process, 0.0) or (0, seconds until one token is there)."""
         t = API_RATE_BUCKETS.c
         refilled = self._refilled(at)
         with self.engine.begin() as con:
-            taken = con.execute(
-                API_RATE_BUCKETS.update()
-                .where(t.key_id == key, refilled >= 1.0)
-                .values(tokens=refilled - 1.0, updated_at=at)
-            ).rowcount
-            if taken:
-                return 0.0
+            for size in dict.fromkeys((self.lease_size, 1)):
+                taken = con.execute(
+                    API_RATE_BUCKETS.update()
+                    .where(t.key_id == key, refilled >= float(size))
+                    .values(tokens=refilled - float(size), updated_at=at)
+                ).rowcount
+                if taken:
+                    return size, 0.0
             row = con.execute(sa.select(refilled).where(t.key_id == key)).first()
-        if row is None:  # first request of this key: a full bucket, one token taken
+        if row is None:  # first request of this key: a full bucket, one lease taken
             try:
                 with self.engine.begin() as con:
                     con.execute(
                         API_RATE_BUCKETS.insert().values(
-                            key_id=key, tokens=float(self.burst) - 1.0, updated_at=at
+                            key_id=key, tokens=float(self.burst - self.lease_size), updated_at=at
                         )
                     )
-                return 0.0
+                return self.lease_size, 0.0
             except IntegrityError:  # another process created it first: take from that one
-                return self.take(key, now)
-        return max(0.0, (1.0 - float(row[0])) / self.rate)
+                return self._lease(key, at)
+        return 0, max(0.0, (1.0 - float(row[0])) / self.rate)

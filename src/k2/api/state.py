@@ -20,6 +20,7 @@ from k2.api.admission import Admission, AdmittedStreamingResponse
 from k2.api.cache import ResultCache
 from k2.api.cursor import CursorCodec
 from k2.api.errors import APIError
+from k2.api.keycache import VerifiedKeys
 from k2.api.keys import KeyStore
 from k2.api.ratelimit import SharedTokenBuckets, TokenBuckets
 from k2.config import Settings
@@ -39,6 +40,7 @@ class ApiState:
 
     settings: Settings
     keys: KeyStore
+    verified_keys: VerifiedKeys
     buckets: SharedTokenBuckets
     anonymous: TokenBuckets
     admission: Admission
