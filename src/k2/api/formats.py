@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from collections.abc import Generator, Iterator, Mapping
 from typing import Any, Literal, TypeAlias
 
@@ -145,64 +146,78 @@ def _json_default(value: Any) -> Any:
 
 
 # Characters a JSON string must escape: such values take the per-value path (orjson).
-_NEEDS_ESCAPE = '[\\x00-\\x1f"\\\\]'
+_NEEDS_ESCAPE = re.compile(rb'[\x00-\x1f"\\]')
 
 
-def _quoted(strings: pa.Array) -> pa.Array | None:
-    """``"value"`` per element (nulls stay null), or None when some value needs JSON escaping."""
-    if len(strings) and pc.any(pc.match_substring_regex(strings, _NEEDS_ESCAPE)).as_py():
-        return None
-    return pc.binary_join_element_wise('"', strings, '"', "")
+def _plain(strings: pa.Array) -> bool:
+    """Whether no value of ``strings`` needs JSON escaping (one byte scan of the data buffer, no Arrow kernel).
+
+    A sliced array's buffer also holds values outside the slice: a false "needs escaping" only sends the
+    column down the slower per-value path, which gives the same text.
+    """
+    buffers = strings.buffers()
+    data = buffers[2] if len(buffers) > 2 else None
+    return data is None or _NEEDS_ESCAPE.search(memoryview(data)) is None
 
 
-def _json_values(column: pa.Array) -> pa.Array:
-    """The JSON text of every value of ``column``, computed column-wise by Arrow (no per-row Python).
+def _json_text(column: pa.Array) -> tuple[pa.Array, str, str]:
+    """(text, before, after): the JSON of every non-null value is ``before + text + after`` (a string is
+    ``"`` + value + ``"``); nulls stay null. Computed column-wise by Arrow (no per-row Python).
 
     Types without a vectorised form here (maps that are not empty, lists of non-strings, strings that need
     escaping) fall back to one ``orjson.dumps`` per value for that column only.
     """
     t = column.type
-    out: pa.Array | None = None
     if pa.types.is_integer(t):
-        out = pc.cast(column, pa.string())
-    elif pa.types.is_boolean(t):
-        out = pc.if_else(column, "true", "false")
-    elif pa.types.is_floating(t):
-        out = pc.if_else(pc.is_finite(column), pc.cast(column, pa.string()), pa.scalar(None, pa.string()))
-    elif pa.types.is_decimal(t) or pa.types.is_date(t):
-        out = _quoted(pc.cast(column, pa.string()))
-    elif pa.types.is_timestamp(t):
-        out = _quoted(_iso_times(column))
-    elif pa.types.is_string(t) or pa.types.is_large_string(t):
-        out = _quoted(column)
-    elif (pa.types.is_list(t) or pa.types.is_large_list(t)) and pa.types.is_string(t.value_type):
-        inner = _quoted(pc.list_flatten(column)) if len(column) else None
-        if inner is not None or not len(column):
-            joined = pc.binary_join(column.cast(pa.list_(pa.string())), '","')
-            empty = pc.equal(pc.list_value_length(column), 0)
-            out = pc.if_else(empty, "[]", pc.binary_join_element_wise('["', joined, '"]', ""))
-    elif pa.types.is_map(t) and _all_empty(column):
-        out = pc.if_else(pc.is_null(column), pa.scalar(None, pa.string()), pa.scalar("{}", pa.string()))
-    if out is None:
-        texts = [orjson.dumps(v, default=_json_default).decode() for v in _column_to_py(column)]
-        return pa.array(texts, pa.string())
-    return pc.fill_null(out, "null")
+        return pc.cast(column, pa.string()), "", ""
+    if pa.types.is_boolean(t):
+        return pc.if_else(column, "true", "false"), "", ""
+    if pa.types.is_floating(t):
+        finite = pc.if_else(pc.is_finite(column), pc.cast(column, pa.string()), pa.scalar(None, pa.string()))
+        return finite, "", ""
+    if pa.types.is_decimal(t) or pa.types.is_date(t):  # digits, '-', '.': nothing to escape
+        return pc.cast(column, pa.string()), '"', '"'
+    if pa.types.is_timestamp(t):
+        text, suffix = _iso_parts(column)
+        return text, '"', suffix + '"'
+    if (pa.types.is_string(t) or pa.types.is_large_string(t)) and _plain(column):
+        return column.cast(pa.string()), '"', '"'
+    string_list = (pa.types.is_list(t) or pa.types.is_large_list(t)) and pa.types.is_string(t.value_type)
+    if string_list and (not len(column) or _plain(pc.list_flatten(column))):
+        joined = pc.binary_join(column.cast(pa.list_(pa.string())), '","')
+        empty = pc.equal(pc.list_value_length(column), 0)
+        return pc.if_else(empty, "[]", pc.binary_join_element_wise('["', joined, '"]', "")), "", ""
+    if pa.types.is_map(t) and _all_empty(column):
+        return (
+            pc.if_else(pc.is_null(column), pa.scalar(None, pa.string()), pa.scalar("{}", pa.string())),
+            "",
+            "",
+        )
+    texts = [
+        None if v is None else orjson.dumps(v, default=_json_default).decode() for v in _column_to_py(column)
+    ]
+    return pa.array(texts, pa.string()), "", ""
 
 
-def _iso_times(column: pa.Array) -> pa.Array:
-    """``2024-08-08T23:54:15.342000Z`` per timestamp (the JSON time form), a dozen times faster than strftime.
+def _iso_parts(column: pa.Array) -> tuple[pa.Array, str]:
+    """(text, suffix): ``2024-08-08T23:54:15.342000`` + ``Z`` per timestamp (the JSON time form), a dozen
+    times faster than strftime.
 
     Arrow's cast of a UTC (or naive) microsecond timestamp to text is ``2024-08-08 23:54:15.342000`` (+ ``Z``
-    when UTC); other zones and units take strftime.
+    when UTC); other zones and units take strftime (suffix "").
     """
     t = column.type
     if t.unit == "us" and t.tz in (None, "UTC", "Etc/UTC", "+00:00"):
-        text = pc.replace_substring(
-            pc.cast(column.cast(pa.timestamp("us")), pa.string()), " ", "T", max_replacements=1
-        )
-        return pc.binary_join_element_wise(text, "Z", "")
+        text = pc.utf8_replace_slice(pc.cast(column.cast(pa.timestamp("us")), pa.string()), 10, 11, "T")
+        return text, "Z"
     stamps = pc.assume_timezone(column, "UTC") if t.tz is None else column
-    return pc.strftime(stamps, format=_TS_FORMAT)
+    return pc.strftime(stamps, format=_TS_FORMAT), ""
+
+
+def _iso_times(column: pa.Array) -> pa.Array:
+    """``2024-08-08T23:54:15.342000Z`` per timestamp (see :func:`_iso_parts`)."""
+    text, suffix = _iso_parts(column)
+    return pc.binary_join_element_wise(text, suffix, "") if suffix else text
 
 
 def _all_empty(column: pa.Array) -> bool:
@@ -211,8 +226,39 @@ def _all_empty(column: pa.Array) -> bool:
     return len(column) == 0 or offsets[len(offsets) - 1].as_py() == offsets[0].as_py()
 
 
+class _Parts:
+    """The arguments of one ``binary_join_element_wise``: text columns between literals (adjacent ones merged)."""
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+
+    def literal(self, text: str) -> None:
+        if self.items and isinstance(self.items[-1], str):
+            self.items[-1] += text
+        else:
+            self.items.append(text)
+
+    def column(self, column: pa.Array) -> None:
+        """The JSON of ``column``'s values; a column without nulls puts its quotes in the literals around it."""
+        if column.null_count == len(column):
+            self.literal("null")
+            return
+        text, before, after = _json_text(column)
+        if text.null_count == 0:
+            self.literal(before)
+            self.items.append(text)
+            self.literal(after)
+        else:
+            if before or after:
+                text = pc.binary_join_element_wise(before, text, after, "")
+            self.items.append(pc.fill_null(text, "null"))
+
+
 def json_rows(batch: pa.RecordBatch) -> bytes:
     """The rows of ``batch`` as JSON objects joined by commas (no brackets): ``{"a":1},{"a":2}``.
+
+    Every row is built as ``{...},`` by one Arrow join; the rows are contiguous in its data buffer, which is
+    the body less its last comma (no join of the rows, no Python string).
 
     Example:
         >>> import decimal
@@ -221,16 +267,17 @@ def json_rows(batch: pa.RecordBatch) -> bytes:
     """
     if batch.num_rows == 0:
         return b""
-    parts: list[Any] = []
+    parts = _Parts()
     for index, name in enumerate(batch.schema.names):
-        key = orjson.dumps(name).decode()
-        parts += [("{" if index == 0 else ",") + key + ":", _json_values(batch.column(index))]
-    parts.append("}")
-    rows = pc.binary_join_element_wise(*parts, "")
-    text = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(rows)], pa.int32()), rows), ",")[
-        0
-    ].as_py()
-    return str(text).encode()
+        parts.literal(("{" if index == 0 else ",") + orjson.dumps(name).decode() + ":")
+        parts.column(batch.column(index))
+    parts.literal("},")
+    if not any(isinstance(item, pa.Array) for item in parts.items):  # every column null: one row, repeated
+        return (str(parts.items[0]) * batch.num_rows).encode()[:-1]
+    rows = pc.binary_join_element_wise(*parts.items, "")
+    _validity, offsets_buffer, data = rows.buffers()
+    offsets = memoryview(offsets_buffer).cast("i")  # a string array's offsets are int32
+    return memoryview(data)[offsets[rows.offset] : offsets[rows.offset + len(rows)] - 1].tobytes()
 
 
 def _csv_ready(batch: pa.RecordBatch) -> pa.RecordBatch:
