@@ -129,13 +129,27 @@ class SharedTokenBuckets:
         self.lease_size = max(1, min(lease_max_tokens, burst, int(rate * lease_seconds)))
         self._leases: dict[str, tuple[int, float]] = {}  # key -> (tokens left, usable until)
         self._lock = threading.Lock()
+        self._take, self._level = self._statements()
         API_RATE_BUCKETS.create(self.engine, checkfirst=True)
 
-    def _refilled(self, now: float) -> sa.ColumnElement[float]:
+    def _statements(self) -> tuple[sa.Update, sa.Select[Any]]:
+        """(take ``:size`` tokens of ``:key`` at ``:now`` if there are that many; the tokens of ``:key`` at ``:now``).
+
+        Built once: a statement rebuilt per call cost SQLAlchemy ~0.4 ms of CPU (cache key, binds) per write.
+        """
         t = API_RATE_BUCKETS.c
+        now = sa.bindparam("now", type_=sa.Float)
+        size = sa.bindparam("size", type_=sa.Float)
+        key = sa.bindparam("key", type_=sa.String)
         elapsed = sa.case((t.updated_at < now, now - t.updated_at), else_=0.0)
         grown = t.tokens + elapsed * self.rate
-        return sa.case((grown > float(self.burst), float(self.burst)), else_=grown)
+        refilled = sa.case((grown > float(self.burst), float(self.burst)), else_=grown)
+        take = (
+            API_RATE_BUCKETS.update()
+            .where(t.key_id == key, refilled >= size)
+            .values(tokens=refilled - size, updated_at=now)
+        )
+        return take, sa.select(refilled).where(t.key_id == key)
 
     def take(self, key: str, now: float | None = None) -> float:
         """Take one token for ``key``: 0.0 when allowed, else the seconds until a token is available."""
@@ -154,18 +168,12 @@ class SharedTokenBuckets:
 
     def _lease(self, key: str, at: float) -> tuple[int, float]:
         """(tokens moved from the database to this process, 0.0) or (0, seconds until one token is there)."""
-        t = API_RATE_BUCKETS.c
-        refilled = self._refilled(at)
         with self.engine.begin() as con:
             for size in dict.fromkeys((self.lease_size, 1)):
-                taken = con.execute(
-                    API_RATE_BUCKETS.update()
-                    .where(t.key_id == key, refilled >= float(size))
-                    .values(tokens=refilled - float(size), updated_at=at)
-                ).rowcount
+                taken = con.execute(self._take, {"now": at, "size": float(size), "key": key}).rowcount
                 if taken:
                     return size, 0.0
-            row = con.execute(sa.select(refilled).where(t.key_id == key)).first()
+            row = con.execute(self._level, {"now": at, "key": key}).first()
         if row is None:  # first request of this key: a full bucket, one lease taken
             try:
                 with self.engine.begin() as con:
