@@ -9,7 +9,9 @@ endpoint for ``--seconds`` with ``--users`` clients that send requests back to b
 * ``GET /v1/bars`` (1-second OHLCV bars over a random 60 s window, JSON).
 
 A second baseline is the direct query-layer call (k2.query.Client, same queries, 1 thread), to show
-the API's overhead. Prints requests/s, p50/p99 latency and the error count per endpoint; any error fails
+the API's overhead. Prints requests/s, p50/p99 latency, the error count and the server's CPU per request
+(its process's CPU time over the run / requests answered) per endpoint, and the direct calls' CPU per call
+(after one uncounted call that loads DuckDB's extensions); any error fails
 the run (exit 1). The rate limit is raised via settings for the run. `--record` writes the results to
 docs/performance.md ("REST API load test").
 
@@ -145,25 +147,37 @@ def run_locust(
     }
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (all its threads: DuckDB's included), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def direct_baseline(
     settings: Settings, kind: str, span: float, seconds: float, page: int
 ) -> dict[str, float]:
     """The same queries through k2.query.Client in this process, one at a time."""
     latencies = []
+    cpu = 0.0  # CPU of this process (DuckDB's threads included) during the calls
     with Client(settings) as client:
+        client.trades(
+            "BTCUSDT", T0, T0 + timedelta(seconds=1), limit=1
+        )  # not counted: loads DuckDB's extensions
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             width = 20 if kind == "trades" else 60
             start = T0 + timedelta(seconds=random.uniform(0, max(0.0, span - width)))
             end = start + timedelta(seconds=width)
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             if kind == "trades":
                 client.trades("BTCUSDT", start, end, limit=page)
             else:
                 client.bars("BTCUSDT", "1s", start, end)
             latencies.append(time.perf_counter() - t)
+            cpu += time.process_time() - c
     latencies.sort()
     return {
+        "cpu_ms": 1000 * cpu / max(1, len(latencies)),
         "requests": float(len(latencies)),
         "rps": len(latencies) / sum(latencies),
         "p50_ms": 1000 * statistics.median(latencies),
@@ -218,12 +232,16 @@ def main() -> int:
                     "/v1/bars?symbol=BTCUSDT&interval=1s&include_recent=false",
                 ):
                     assert c.get(path).status_code == 200, path
+            pid = server.process.pid
             for kind in ("health", "trades", "bars"):
+                cpu = process_cpu_seconds(pid)
                 results[kind] = run_locust(kind, url, key, span, args.users, args.seconds, args.page, root)
                 r = results[kind]
+                # Server CPU per answered request (the server's threads only; locust's CPU is not counted).
+                r["server_cpu_ms"] = 1000 * (process_cpu_seconds(pid) - cpu) / max(1.0, r["requests"])
                 print(
                     f"/{kind:<7} {r['rps']:>8.1f} req/s  p50 {r['p50_ms']:>6.0f} ms  p99 {r['p99_ms']:>6.0f} ms  "
-                    f"requests {r['requests']:>7.0f}  errors {r['failures']:.0f}"
+                    f"requests {r['requests']:>7.0f}  errors {r['failures']:.0f}  server CPU {r['server_cpu_ms']:.1f} ms/request"
                 )
         finally:
             server.stop()
@@ -234,6 +252,7 @@ def main() -> int:
         for kind, r in direct.items():
             print(
                 f"direct {kind:<7} {r['rps']:>6.1f} calls/s (1 thread)  p50 {r['p50_ms']:.1f} ms  p99 {r['p99_ms']:.1f} ms"
+                f"  CPU {r['cpu_ms']:.1f} ms/call  API/direct {results[kind]['rps'] / r['rps']:.2f}x"
             )
         errors = sum(int(r["failures"]) for r in results.values())
 
