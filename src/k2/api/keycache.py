@@ -7,7 +7,8 @@ Hazard (documented bound): a key revoked with ``k2 keys revoke`` (or by any othe
 a process that verified it shortly before, for at most ``ttl`` seconds (:data:`KEY_CACHE_SECONDS`, 2 s)
 after the revocation. Only valid keys are remembered: unknown, malformed, wrong or revoked keys are checked
 against the store on every request (they are limited per client address), so a new key works at once.
-The memory is bounded (:data:`MAX_ENTRIES` keys; all are forgotten when it is full).
+The memory is bounded (:data:`MAX_ENTRIES` keys; all are forgotten when it is full) and holds a SHA-256 of
+each key, not the key (a lookup compares digests, so its timing says nothing about a stored key's text).
 
 Example:
     >>> from k2.api.keys import KeyStore
@@ -25,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Callable
@@ -49,22 +51,23 @@ class VerifiedKeys:
         self.store = store
         self.ttl = ttl
         self._clock = clock
-        self._known: dict[str, tuple[KeyInfo, float]] = {}
+        self._known: dict[bytes, tuple[KeyInfo, float]] = {}  # sha256(key) -> (info, valid until)
         self._lock = threading.Lock()
 
     def verify(self, key: str) -> KeyInfo | None:
         """The active key matching ``key`` (from memory when verified less than ``ttl`` seconds ago), or None."""
         now = self._clock()
+        digest = hashlib.sha256(key.encode()).digest()
         with self._lock:
-            known = self._known.get(key)
+            known = self._known.get(digest)
         if known is not None and now < known[1]:
             return known[0]
         info = self.store.verify(key)
         with self._lock:
             if info is None or self.ttl <= 0:
-                self._known.pop(key, None)
+                self._known.pop(digest, None)
             else:
                 if len(self._known) >= MAX_ENTRIES:
                     self._known.clear()
-                self._known[key] = (info, now + self.ttl)
+                self._known[digest] = (info, now + self.ttl)
         return info
