@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from k2.model.arrow import decimal_array, unscaled_from_decimal
-from k2.query.book import LEVELS_SCHEMA, Book, RecentDepth, delta_source, moment_filter, run_book_sql
+from k2.query.book import LEVELS_SCHEMA, Book, RecentDepth, delta_source, run_book_sql
 
 if TYPE_CHECKING:
     from k2.query.client import Client
@@ -46,18 +46,8 @@ def newest_rows(
     window: int,
 ) -> list[dict[str, Any]]:
     """Newest first: up to ``window`` stored rows at or before the moment, of one exchange; scalars only
-    (the price lists are not decoded here)."""
-    found = delta_source(client, snaps, symbol, through=update_id, until=moment)
-    if found is None:
-        return []
-    source, params = found
-    where, args = moment_filter(symbol, moment, exchange, update_id)
-    sql = (
-        "SELECT exchange, last_update_id AS u, exchange_ts AS ts, depth "  # noqa: S608 - constant fragments
-        f"FROM {source} WHERE {where} ORDER BY last_update_id DESC LIMIT ?"
-    )
-    rows = run_book_sql(client, sql, [*params, *args, window]).to_pylist()
-    return [r for r in rows if r["exchange"] == rows[0]["exchange"]] if rows else []
+    (the price lists are not decoded here), from the client's :class:`k2.query.book_index.StoredRowIndex`."""
+    return client._stored_rows.newest(client, snaps, symbol, moment, exchange, update_id, window)
 
 
 def _stored_levels(
