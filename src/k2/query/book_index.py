@@ -17,6 +17,7 @@ symbols read, for at most ``entries`` (snapshot, symbol) pairs.
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections import OrderedDict
 from datetime import datetime
@@ -24,9 +25,16 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 if TYPE_CHECKING:
+    from pyiceberg.io import FileIO
+
     from k2.query.client import Client
+
+_PLANNED = "read_parquet(?)"  # k2.query.book.delta_source's FROM for planned files
+_PLANNED_WITH_POSITION = "read_parquet(?, filename = true, file_row_number = true)"
+LIST_COLUMNS = ("last_update_id", "depth", "bid_prices", "bid_sizes", "ask_prices", "ask_sizes")
 
 
 class StoredRowIndex:
@@ -41,6 +49,7 @@ class StoredRowIndex:
     def __init__(self, entries: int = 64) -> None:
         self.entries = entries
         self._cache: OrderedDict[tuple[Any, ...], pa.Table] = OrderedDict()
+        self._footers: OrderedDict[str, tuple[list[int], pq.FileMetaData]] = OrderedDict()
         self._lock = threading.Lock()
 
     def newest(
@@ -67,6 +76,54 @@ class StoredRowIndex:
         newest = found.slice(max(0, found.num_rows - window)).to_pylist()[::-1]
         return [r for r in newest if r["exchange"] == newest[0]["exchange"]] if newest else []
 
+    def lists(self, io: FileIO | None, rows: list[dict[str, Any]]) -> pa.Table | None:
+        """The price lists of exactly ``rows`` (from :meth:`newest`), read from the row groups holding them:
+        columns ``u``, ``depth`` and the four lists. None when a row's file is not known (a table read
+        through ``iceberg_scan``) or cannot be read (gone, or written before a column existed): the caller
+        then asks DuckDB."""
+        if io is None or any(r["file"] is None for r in rows):
+            return None
+        parts = []
+        try:
+            for path in dict.fromkeys(r["file"] for r in rows):
+                parts.append(self._from_groups(io, path, [r["row"] for r in rows if r["file"] == path]))
+        except (OSError, KeyError, ValueError, pa.ArrowException):
+            return None
+        table = pa.concat_tables(parts).rename_columns(["u", *LIST_COLUMNS[1:]])
+        if sorted(table["u"].to_pylist()) != sorted(r["u"] for r in rows):  # the positions were another's
+            return None
+        return table
+
+    def _from_groups(self, io: FileIO, path: str, wanted: list[int]) -> pa.Table:
+        """Rows at positions ``wanted`` of one file, reading only the row groups holding them."""
+        starts, meta = self._footer(io, path)
+        group_of = {row: bisect.bisect_right(starts, row) - 1 for row in wanted}
+        groups = sorted(set(group_of.values()))
+        base, at = {}, 0  # where each group read begins in the table read
+        for g in groups:
+            base[g], at = at, at + starts[g + 1] - starts[g]
+        with io.new_input(path).open() as stream:
+            read = pq.ParquetFile(stream, metadata=meta).read_row_groups(groups, columns=list(LIST_COLUMNS))
+        return read.take(pa.array([base[group_of[r]] + r - starts[group_of[r]] for r in wanted], pa.int64()))
+
+    def _footer(self, io: FileIO, path: str) -> tuple[list[int], pq.FileMetaData]:
+        """The first row position of each row group of ``path`` (and the row count last), and its parsed
+        footer (footers are immutable: parsed once per path)."""
+        with self._lock:
+            if path in self._footers:
+                self._footers.move_to_end(path)
+                return self._footers[path]
+        with io.new_input(path).open() as stream:
+            meta = pq.ParquetFile(stream).metadata
+        starts = [0]
+        for g in range(meta.num_row_groups):
+            starts.append(starts[-1] + meta.row_group(g).num_rows)
+        with self._lock:
+            self._footers[path] = (starts, meta)
+            while len(self._footers) > 4 * self.entries:
+                self._footers.popitem(last=False)
+        return starts, meta
+
     def _rows(self, client: Client, snaps: Any, symbol: str) -> pa.Table | None:
         """The symbol's stored rows (sorted by update id) in ``snaps``' snapshot; None when it cannot be kept
         (no snapshot id: an empty table, or a read that is not pinned to one)."""
@@ -91,8 +148,13 @@ def _read(client: Client, snaps: Any, symbol: str) -> pa.Table:
     found = delta_source(client, snaps, symbol)
     if found is None:
         return pa.table({"exchange": pa.array([], pa.string())})
+    source, params = found
+    if source == _PLANNED:  # each row's file and position, for reading its lists from its own row group
+        source, where = _PLANNED_WITH_POSITION, "filename AS file, file_row_number AS row"
+    else:
+        where = "NULL::VARCHAR AS file, NULL::BIGINT AS row"
     sql = (
-        "SELECT exchange, last_update_id AS u, exchange_ts AS ts, depth "  # noqa: S608 - constant fragments
-        f"FROM {found[0]} WHERE symbol = ? ORDER BY last_update_id"
+        f"SELECT exchange, last_update_id AS u, exchange_ts AS ts, depth, {where} "  # noqa: S608 - constant fragments
+        f"FROM {source} WHERE symbol = ? ORDER BY last_update_id"
     )
-    return run_book_sql(client, sql, [*found[1], symbol])
+    return run_book_sql(client, sql, [*params, symbol])

@@ -170,7 +170,9 @@ def combine(
     """The book from ``rows`` (newest first) and the deltas after the oldest: a Book, the update id of a
     restart after the oldest row (retry from it), or None (not provably exact, or the rows are gone)."""
     oldest, newest, venue = rows[-1], rows[0], rows[0]["exchange"]
-    stored = _stored_levels(client, snaps, symbol, venue, oldest["u"], newest["u"])
+    stored = client._stored_rows.lists(snaps.table.io if snaps.table is not None else None, rows)
+    if stored is None:  # the rows' files are not known: ask DuckDB
+        stored = _stored_levels(client, snaps, symbol, venue, oldest["u"], newest["u"])
     if stored is None or stored.num_rows == 0:
         return None  # the rows just read are gone (a concurrent rewrite): read the deltas
     deltas = _deltas(client, read, symbol, venue, oldest["u"], moment, update_id, recent)
