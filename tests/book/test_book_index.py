@@ -65,10 +65,10 @@ def test_the_index_answers_what_the_scan_answered(lake: tuple[Settings, list[dic
     for moment in moments:
         for window in (1, 6, 60):
             bound = rng.choice([None, rng.choice(landed)["last_update_id"]])
-            got = book_stored.newest_rows(client, snaps, "BTCUSDT", moment, None, bound, window)
+            got = client._stored_rows.newest(client, snaps, "BTCUSDT", moment, None, bound, window)
             scalars = [{k: r[k] for k in ("exchange", "u", "ts", "depth")} for r in got]
             assert scalars == _reference(client, snaps, moment, bound, window), (moment, window, bound)
-    assert book_stored.newest_rows(client, snaps, "BTCUSDT", moments[0], "coinbase", None, 6) == []
+    assert client._stored_rows.newest(client, snaps, "BTCUSDT", moments[0], "coinbase", None, 6) == []
     client.close()
 
 
@@ -86,14 +86,14 @@ def test_the_table_is_read_once_per_snapshot_and_a_new_commit_is_seen_at_once(
     before = client._resolve("book_snapshots", None)
     first = [client.book("BTCUSDT", late, depth=5, include_recent=False) for _ in range(3)]
     assert reads == [before.snapshot_id]  # three reads, one scan
-    newest_before = book_stored.newest_rows(client, before, "BTCUSDT", late, None, None, 1)[0]["u"]
+    newest_before = client._stored_rows.newest(client, before, "BTCUSDT", late, None, None, 1)[0]["u"]
 
     deltas = ensure_tables(load_catalog(settings), settings)["book_deltas"]
     append(deltas, records_to_arrow(BOOK_DELTA, rows[len(rows) // 2 :]), "book_deltas")
     write_book_snapshots(settings)
     after = client._resolve("book_snapshots", None)
     assert after.snapshot_id != before.snapshot_id
-    newest_after = book_stored.newest_rows(client, after, "BTCUSDT", late, None, None, 1)[0]["u"]
+    newest_after = client._stored_rows.newest(client, after, "BTCUSDT", late, None, None, 1)[0]["u"]
     assert newest_after > newest_before  # the rows of the new commit, not the cached ones
     assert reads == [before.snapshot_id, after.snapshot_id]
     assert (
@@ -112,7 +112,9 @@ def test_the_lists_are_read_from_the_rows_own_row_groups(lake: tuple[Settings, l
     landed = rows[: len(rows) // 2]
     checked: list[dict[str, Any]] = []
     for moment in [micros_to_datetime(r["exchange_ts"]) for r in rng.sample(landed, 12)]:
-        window = book_stored.newest_rows(client, snaps, "BTCUSDT", moment, None, None, rng.choice([1, 6, 60]))
+        window = client._stored_rows.newest(
+            client, snaps, "BTCUSDT", moment, None, None, rng.choice([1, 6, 60])
+        )
         if not window:
             continue
         assert all(r["file"] is not None for r in window)

@@ -36,20 +36,6 @@ if TYPE_CHECKING:
 _SIDES = ("BID", "ASK")
 
 
-def newest_rows(
-    client: Client,
-    snaps: Any,
-    symbol: str,
-    moment: datetime,
-    exchange: str | None,
-    update_id: int | None,
-    window: int,
-) -> list[dict[str, Any]]:
-    """Newest first: up to ``window`` stored rows at or before the moment, of one exchange; scalars only
-    (the price lists are not decoded here), from the client's :class:`k2.query.book_index.StoredRowIndex`."""
-    return client._stored_rows.newest(client, snaps, symbol, moment, exchange, update_id, window)
-
-
 def _stored_levels(
     client: Client, snaps: Any, symbol: str, venue: str, low: int, high: int
 ) -> pa.Table | None:
