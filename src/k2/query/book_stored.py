@@ -8,10 +8,12 @@ side the answer is exact when at least ``depth`` live levels lie inside the cove
 price moved past the row's levels), older rows are combined too (``tries``: the newest 1, 6, 60 rows):
 their union covers more, at the price of reading the deltas after the oldest of them.
 
-Per try this module runs two plain scans, no join or window in SQL (planning the single combined query
-this replaced cost ~10 ms a read on its own): the window's stored lists (one small row group when the
-table's row groups are small, :data:`k2.lake.catalog.TABLE_LAYOUT`) and the raw delta rows after the
-oldest row; the rest is numpy over unscaled int64 prices and sizes, so decimals stay exact.
+Which rows form a window comes from the client's :class:`k2.query.book_index.StoredRowIndex` (kept per
+table snapshot). Per try this module then reads the window's stored lists (from the rows' own small row
+groups, :data:`k2.lake.catalog.TABLE_LAYOUT`, through the index; a plain DuckDB scan when their files are
+not known) and the raw delta rows after the oldest row (one plain scan, no join or window in SQL: planning
+the single combined query this replaced cost ~10 ms a read on its own); the rest is numpy over unscaled
+int64 prices and sizes, so decimals stay exact.
 
 Hazards: a restart of the book (``is_snapshot`` delta rows) after the oldest row used makes the try
 unusable (rows before a restart describe another book): the caller is told the restart's update id and
