@@ -66,6 +66,17 @@ def test_pools_share_one_database_and_load_the_extensions_once(trades_lake: tupl
     finally:
         for pool in (first, second, third):
             pool.close()
+    # Closing the pools closed their cursors, not the shared database: the next pool reuses it.
+    fourth = ConnectionPool(settings)
+    try:
+        with fourth.connection() as con:
+            count = con.execute(
+                "SELECT count(*) FROM iceberg_scan(?)", [_trades_location(settings)]
+            ).fetchone()
+        assert count == (rows,)
+        assert k2.duck.databases_opened() == opened
+    finally:
+        fourth.close()
 
 
 def test_parallel_queries_on_shared_cursors_equal_serial_answers(trades_lake: tuple[Settings, int]) -> None:
