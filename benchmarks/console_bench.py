@@ -30,6 +30,7 @@ import argparse
 import statistics
 import sys
 import tempfile
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,15 @@ def day_of_trades(spacing_s: float, days: int = 2) -> Any:
 
 
 def measure(
-    browser: Any, url: str, key: str, path: str, candles: int, warm: bool = False, pan: bool = False
+    browser: Any,
+    url: str,
+    key: str,
+    path: str,
+    candles: int,
+    warm: bool = False,
+    pan: bool = False,
+    day_before: date = date(2024, 8, 30),
+    before_rows: int = 1440,
 ) -> dict[str, float]:
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     context.add_init_script(
@@ -95,23 +104,82 @@ def measure(
         "bars_api_ms": next((v for k, v in api_ms.items() if k.startswith("v1/bars")), 0.0),
     }
     if pan:
-        result.update(pan_back_a_day(page))
+        result.update(pan_back_a_day(page, day_before, before_rows, candles + before_rows))
     context.close()
     return result
 
 
-def pan_back_a_day(page: Any) -> dict[str, float]:
-    """Pan the day chart to the day before; check only that day was fetched; time until it is drawn."""
+def pan_back_a_day(
+    page: Any, day_before: date = date(2024, 8, 30), rows: int = 1440, total: int = 2880
+) -> dict[str, float]:
+    """Pan the day chart to ``day_before``; check only that day was fetched (``rows`` bars); time until the
+    ``total`` candles are drawn."""
     before = len(page.evaluate("window.k2Chart.fetches"))
+    first, last = day_before.isoformat(), (day_before + timedelta(days=1)).isoformat()
     started = page.evaluate(
-        "() => { const t = performance.now(); Plotly.relayout('chart', {'xaxis.range[0]': '2024-08-30 00:00:00', 'xaxis.range[1]': '2024-08-31 00:00:00'}); return t; }"
+        "([a, b]) => { const t = performance.now(); Plotly.relayout('chart', {'xaxis.range[0]': a + ' 00:00:00', 'xaxis.range[1]': b + ' 00:00:00'}); return t; }",
+        [first, last],
     )
-    page.wait_for_selector("#chart[data-candles='2880']", timeout=60_000)
+    page.wait_for_selector(f"#chart[data-candles='{total}']", timeout=60_000)
     drawn = page.evaluate("performance.now()")
     fetches = page.evaluate("window.k2Chart.fetches.map(f => [f.start, f.end, f.rows])")[before:]
-    if fetches != [["2024-08-30T00:00:00Z", "2024-08-31T00:00:00Z", 1440]]:
+    if fetches != [[f"{first}T00:00:00Z", f"{last}T00:00:00Z", rows]]:
         raise SystemExit(f"expected the pan to fetch only the new day, found {fetches}")
     return {"pan_ms": drawn - started}
+
+
+def over_lake(data_dir: Path, runs: int, symbol: str, day: date) -> None:
+    """The 1,440-candle page over an existing lake (e.g. query_bench.py's 50M-trade table): ``symbol`` on
+    ``day``, then panned to the day before. Creates a read key in the lake's key store."""
+    from playwright.sync_api import sync_playwright
+    from tests.api.conftest import api_settings
+
+    from k2.api.keys import KeyStore
+    from k2.query.client import Client
+
+    settings = api_settings(data_dir, "127.0.0.1:1", "http://127.0.0.1:1", query_max_rows=100_000)
+    key, _ = KeyStore.from_settings(settings).create("console-bench", "read")
+    end = day + timedelta(days=1)
+    client = Client(settings)
+    candles, before = (
+        client.bars(symbol, "1m", f"{d}T00:00:00Z", f"{d + timedelta(days=1)}T00:00:00Z").num_rows
+        for d in (day, day - timedelta(days=1))
+    )
+    client.close()
+    print(f"{symbol} {day}: {candles} one-minute bars ({before} the day before)", flush=True)
+    path = f"/console/?page=chart&exchange=binance&symbol={symbol}&interval=1m&start={day}T00:00:00Z&end={end}T00:00:00Z"
+    server = ServerThread(settings).start()
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            results = [
+                measure(browser, server.url, key, path, candles, True, True, day - timedelta(days=1), before)
+                for _ in range(runs)
+            ]
+            browser.close()
+    finally:
+        server.stop()
+    report(
+        results,
+        [
+            (f"{candles:,} candles drawn after the response", "draw_after_response_ms"),
+            (f"{candles:,} candles, first candle visible after navigation", "first_candle_ms"),
+            (f"{candles:,} candles, interactive chart drawn after navigation", "first_draw_ms"),
+            (f"/v1/bars request ({candles:,} bars)", "bars_api_ms"),
+            (
+                f"pan a day back: new day fetched ({before:,} bars), {candles + before:,} candles drawn",
+                "pan_ms",
+            ),
+        ],
+    )
+
+
+def report(runs: list[dict[str, float]], lines: list[tuple[str, str]]) -> None:
+    for name, key in lines:
+        values = sorted(r[key] for r in runs)
+        print(
+            f"{name}: median {statistics.median(values):.0f} ms, min {values[0]:.0f}, max {values[-1]:.0f} ({len(values)} runs)"
+        )
 
 
 def main() -> None:
@@ -124,7 +192,18 @@ def main() -> None:
     parser.add_argument(
         "--no-warm-up", action="store_true", help="K2_API_WARM_UP=false: the cold first request as before"
     )
+    parser.add_argument(
+        "--lake", type=Path, default=None,
+        help="instead: the 1,440-candle page over this lake (query_bench.py's data dir, e.g. the 50M-trade table)",
+    )  # fmt: skip
+    parser.add_argument("--symbol", default="BTCUSDT", help="with --lake: the symbol")
+    parser.add_argument(
+        "--day", default="2024-09-15", help="with --lake: the day (UTC), panned to the day before"
+    )
     args = parser.parse_args()
+    if args.lake is not None:
+        over_lake(args.lake, args.runs, args.symbol, date.fromisoformat(args.day))
+        return
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory() as root:
@@ -174,10 +253,7 @@ def main() -> None:
         ("day, /v1/bars request (1,440 bars)", day, "bars_api_ms"),
         ("pan a day back: new day fetched (1,440 bars) and 2,880 candles drawn", day, "pan_ms"),
     ):
-        values = sorted(r[key] for r in runs)
-        print(
-            f"{name}: median {statistics.median(values):.0f} ms, min {values[0]:.0f}, max {values[-1]:.0f} ({len(values)} runs)"
-        )
+        report(runs, [(name, key)])
 
 
 if __name__ == "__main__":

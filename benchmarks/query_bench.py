@@ -97,6 +97,12 @@ def _empty_maps(n: int) -> pa.Array:
     ).cast(TRADE.arrow_schema().field("vendor").type)
 
 
+def _table(columns: list[pa.Array], schema: pa.Schema, n: int) -> pa.Table:
+    """``columns`` for the schema's first fields; fields added later (nullable, e.g. ``currency``) as nulls."""
+    rest = [pa.nulls(n, type=field.type) for field in list(schema)[len(columns) :]]
+    return pa.Table.from_arrays([*columns, *rest], schema=schema)
+
+
 def generate_day(
     day: int,
     symbols: list[str],
@@ -139,7 +145,7 @@ def generate_day(
         n = per_symbol
         ts_arr = pa.array(ts, type=pa.int64()).cast(pa.timestamp("us", tz="UTC"))
         trade_parts.append(
-            pa.Table.from_arrays(
+            _table(
                 [
                     _strings("binance", n),
                     _strings(symbol, n),
@@ -159,7 +165,8 @@ def generate_day(
                     _empty_lists(n),
                     _empty_maps(n),
                 ],
-                schema=TRADE.arrow_schema(),
+                TRADE.arrow_schema(),
+                n,
             )
         )
         q = max(1, int(n * quote_ratio))
@@ -173,7 +180,7 @@ def generate_day(
         sizes = (rng.lognormal(-1, 1.2, size=(2, q)) * 1e5).astype(np.int64) * 1000 + 1000
         q_arr = pa.array(q_ts, type=pa.int64()).cast(pa.timestamp("us", tz="UTC"))
         quote_parts.append(
-            pa.Table.from_arrays(
+            _table(
                 [
                     _strings("binance", q),
                     _strings(symbol, q),
@@ -189,7 +196,8 @@ def generate_day(
                     q_arr,
                     _empty_maps(q),
                 ],
-                schema=QUOTE.arrow_schema(),
+                QUOTE.arrow_schema(),
+                q,
             )
         )
     return pa.concat_tables(trade_parts), pa.concat_tables(quote_parts)

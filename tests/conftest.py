@@ -15,7 +15,7 @@ import pytest
 
 from k2.bus.broker import tansu_process
 from k2.config import Settings
-from k2.telemetry.procs import free_port
+from k2.telemetry.procs import start_on_free_port
 from tests.support.broker import stop_memory_broker
 from tests.support.postgres import PostgresServer
 
@@ -35,9 +35,9 @@ os.environ["COLUMNS"] = "300"
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Tansu broker (memory storage); yields its bootstrap address."""
-    port = free_port()
-    proc = tansu_process(port, tmp_path_factory.mktemp("tansu") / "tansu.log").start()
-    yield f"127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("tansu") / "tansu.log"
+    proc = start_on_free_port(lambda port: tansu_process(port, log))
+    yield f"127.0.0.1:{proc.port}"
     stop_memory_broker(proc)
 
 
@@ -63,10 +63,11 @@ def schema_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """K2's own schema registry (SQLite store) as a real HTTP server; yields its URL."""
     from k2.bus.registry.server import registry_process
 
-    port = free_port()
     root = tmp_path_factory.mktemp("registry")
-    proc = registry_process(port, f"sqlite:///{root / 'registry.db'}", root / "registry.log").start()
-    yield f"http://127.0.0.1:{port}"
+    proc = start_on_free_port(
+        lambda port: registry_process(port, f"sqlite:///{root / 'registry.db'}", root / "registry.log")
+    )
+    yield f"http://127.0.0.1:{proc.port}"
     proc.stop()
 
 
@@ -74,10 +75,9 @@ def schema_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def private_broker(tmp_path: Path) -> Iterator[str]:
     """A Tansu broker of this test's own (memory storage): the real default topic names
     (``market.crypto.trades.binance``...) can be used without sharing them with other tests of the session."""
-    port = free_port()
-    proc = tansu_process(port, tmp_path / "tansu-private.log").start()
+    proc = start_on_free_port(lambda port: tansu_process(port, tmp_path / "tansu-private.log"))
     try:
-        yield f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{proc.port}"
     finally:
         stop_memory_broker(proc)
 

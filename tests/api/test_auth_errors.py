@@ -4,28 +4,14 @@ from __future__ import annotations
 
 import time
 
-import httpx
 import pytest
 
 from k2.api.keycache import KEY_CACHE_SECONDS
 from k2.api.keys import KeyStore
 from tests.api.conftest import Api
+from tests.api.helpers import assert_error
 
 TRADES = "/v1/trades?symbol=BTCUSDT&limit=3&include_recent=false"
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, object]:
-    """The response is the standard error body with this status and code, its request id matching the header."""
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"}
-    error = body["error"]
-    assert set(error) == {"code", "message", "details", "request_id"}
-    assert error["code"] == code
-    assert isinstance(error["message"], str) and len(error["message"]) > 10
-    assert isinstance(error["details"], dict)
-    assert error["request_id"] == response.headers["x-request-id"]
-    return error  # type: ignore[no-any-return]
 
 
 def test_missing_key_is_401_with_clear_body(api: Api) -> None:

@@ -14,7 +14,7 @@ import pytest
 from k2.api.keys import KeyStore
 from k2.telemetry.procs import free_port
 from tests.api.conftest import Api
-from tests.api.test_shared_rate_limit import REPO, api_process
+from tests.support.api_process import REPO, api_process
 
 PARAMS = {"symbol": "BTCUSDT", "limit": 3000, "include_recent": "false"}
 

@@ -12,8 +12,7 @@ from k2.lake.writer import append
 from k2.model import TRADE
 from k2.query.client import Client
 from tests.api.conftest import Api
-from tests.api.helpers import quotes_table, rows_from_arrow, trades_table
-from tests.api.test_auth_errors import assert_error
+from tests.api.helpers import assert_error, quotes_table, rows_from_arrow, trades_table
 from tests.landing.helpers import BASE_TS
 
 START, END = "2024-08-08T23:00:00Z", "2024-08-09T01:00:00Z"

@@ -26,8 +26,7 @@ from k2.model.values import now_micros, to_unscaled
 from k2.query.client import Client
 from k2.telemetry.procs import free_port
 from tests.api.conftest import api_settings
-from tests.api.helpers import seed, serve
-from tests.api.test_auth_errors import assert_error
+from tests.api.helpers import assert_error, seed, serve
 
 
 def test_requests_without_a_valid_key_are_rate_limited(

@@ -4,7 +4,7 @@ without a valid key learns 401, never what is wrong with its body; the rest of t
 from __future__ import annotations
 
 from tests.api.conftest import Api
-from tests.api.test_auth_errors import assert_error
+from tests.api.helpers import assert_error
 
 
 def test_body_routes_refuse_a_missing_or_bad_key_before_reading_the_body(api: Api) -> None:

@@ -10,8 +10,7 @@ import pytest
 from k2.api.keys import KeyStore
 from k2.lake.catalog import ensure_tables, load_catalog
 from tests.api.conftest import Api, api_settings
-from tests.api.helpers import seed, serve
-from tests.api.test_auth_errors import assert_error
+from tests.api.helpers import assert_error, seed, serve
 
 TRADES = "/v1/trades?symbol=BTCUSDT&limit=3&include_recent=false"
 

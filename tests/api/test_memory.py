@@ -18,8 +18,7 @@ from k2.api.keys import KeyStore
 from k2.lake.catalog import ensure_tables, load_catalog
 from k2.lake.writer import append
 from tests.api.conftest import api_settings
-from tests.api.helpers import serve, server_rss, trades_table, wait_until
-from tests.api.test_auth_errors import assert_error
+from tests.api.helpers import assert_error, serve, server_rss, trades_table, wait_until
 
 ROWS = 160_000
 PARAMS = {"symbol": "BIGUSDT", "limit": ROWS, "include_recent": "false", "format": "csv"}

@@ -6,8 +6,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from tests.api.conftest import Api
-from tests.api.helpers import quotes_table
-from tests.api.test_auth_errors import assert_error
+from tests.api.helpers import assert_error, quotes_table
 from tests.landing.helpers import BASE_TS
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -13,44 +12,17 @@ from k2.lake.catalog import load_catalog, load_table
 from k2.lake.writer import append
 from k2.model import KLINE
 from k2.model.arrow import records_to_arrow
-from k2.model.values import to_unscaled
 from k2.query.client import Client
 from k2.query.errors import UnknownSymbolError
 from tests.api.conftest import Api
-from tests.api.helpers import rows_from_arrow
+from tests.api.helpers import kline_row, rows_from_arrow
 
-DAY = datetime(2024, 8, 8, tzinfo=UTC)
-OPEN_US = int(DAY.timestamp() * 1_000_000)
 KLINES = {"start": "2024-08-08T00:00:00Z", "end": "2024-08-09T00:00:00Z", "include_recent": None}
-
-
-def _kline(symbol: str, minute: int, close: str) -> dict[str, Any]:
-    open_us = OPEN_US + minute * 60_000_000
-    return {
-        "exchange": "binance",
-        "symbol": symbol,
-        "instrument": symbol[:-4] + "-USDT",
-        "asset_class": "crypto",
-        "interval": "1m",
-        "open_time": open_us,
-        "close_time": open_us + 59_999_000,
-        "open": to_unscaled("1"),
-        "high": to_unscaled("2"),
-        "low": to_unscaled("0.5"),
-        "close": to_unscaled(close),
-        "volume": to_unscaled("3.25"),
-        "quote_volume": None,
-        "trade_count": 7,
-        "taker_buy_base": None,
-        "taker_buy_quote": None,
-        "receipt_ts": open_us,
-        "vendor": {},
-    }
 
 
 @pytest.fixture(scope="module")
 def lake(api: Api) -> Api:
-    rows = [_kline("BTCUSDT", m, "1.5") for m in range(3)] + [_kline("ETHUSDT", 0, "0.1")]
+    rows = [kline_row("BTCUSDT", m, "1.5") for m in range(3)] + [kline_row("ETHUSDT", 0, "0.1")]
     append(load_table(load_catalog(api.settings), "klines"), records_to_arrow(KLINE, rows), "klines")
     return api
 

@@ -28,8 +28,7 @@ from k2.model.values import now_micros
 from k2.query.client import Client
 from k2.query.errors import UnknownSymbolError
 from tests.api.conftest import Api
-from tests.api.helpers import serve
-from tests.api.test_symbols_klines import _kline
+from tests.api.helpers import kline_row, serve
 from tests.support.factories import wire_trade
 
 WINDOW = {"start": "2024-08-08T23:00:00Z", "end": "2024-08-09T01:00:00Z", "include_recent": "false"}
@@ -147,7 +146,7 @@ def test_a_symbol_still_in_kafka_is_known(api: Api, unique: str) -> None:
 def test_klines_say_it_too(api: Api) -> None:
     append(
         load_table(load_catalog(api.settings), "klines"),
-        records_to_arrow(KLINE, [_kline("BTCUSDT", 0, "1.5")]),
+        records_to_arrow(KLINE, [kline_row("BTCUSDT", 0, "1.5")]),
         "klines",
     )
     with api.client(api.read_key) as c:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from k2.model import BOOK_DELTA, RecordType
 from k2.model.book import OrderBook
+from k2.model.values import unscaled_to_decimal
+from k2.query.book import book_metrics
 from k2.sources.binance import iter_capture_lines
 from k2.sources.binance_capture import CaptureReader
 from tests.sources.helpers import BINANCE_CAPTURES
@@ -32,6 +35,18 @@ def capture_deltas(seconds: int) -> list[dict[str, Any]]:
             break
         reader.feed(ns, raw, "capture")
     return rows
+
+
+def exchange_deltas(exchange: str, seconds: int) -> list[dict[str, Any]]:
+    """:func:`capture_deltas` under another ``exchange`` name (a test's own rows, apart from others' in a shared lake)."""
+    return [{**row, "exchange": exchange} for row in capture_deltas(seconds)]
+
+
+def top_levels(rows: list[dict[str, Any]], depth: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """The best ``depth`` (price, size) levels per side, unscaled, of the book built from ``rows``."""
+    book = OrderBook()
+    book.apply_rows(rows)
+    return book.top("BID", depth), book.top("ASK", depth)
 
 
 def restart_snapshot(before: list[dict[str, Any]], restart_u: int) -> tuple[list[dict[str, Any]], int]:
@@ -61,3 +76,21 @@ def restart_snapshot(before: list[dict[str, Any]], restart_u: int) -> tuple[list
     ]
     snapshot[-1]["is_event_end"] = True
     return snapshot, best_bid
+
+
+def reference_row(
+    rows: list[dict[str, Any]], moment_us: int, depth: int, quantity: Decimal
+) -> dict[str, Any]:
+    """The ``book_series`` row at ``moment_us`` replayed the slow way: every row at or before it applied to an
+    :class:`OrderBook` in update-id order, then the levels and :func:`k2.query.book.book_metrics` read off it."""
+    book = OrderBook()
+    book.apply_rows(
+        sorted((r for r in rows if r["exchange_ts"] <= moment_us), key=lambda r: r["last_update_id"])
+    )
+    bids, asks = book.top("BID", len(book.bids)), book.top("ASK", len(book.asks))
+    out: dict[str, Any] = {"last_update_id": book.last_update_id}
+    for name, levels in (("bid", bids), ("ask", asks)):
+        out[f"{name}_prices"] = [unscaled_to_decimal(p) for p, _ in levels[:depth]]
+        out[f"{name}_sizes"] = [unscaled_to_decimal(s) for _, s in levels[:depth]]
+    out.update(book_metrics(bids, asks, 10, 10, quantity))
+    return out

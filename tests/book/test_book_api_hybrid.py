@@ -17,7 +17,7 @@ from k2.landing.consumer import LandingConsumer
 from k2.model import BOOK_DELTA
 from k2.model.values import to_unscaled
 from tests.api.helpers import serve
-from tests.book.test_book_hybrid import _deltas, _top
+from tests.book.capture import exchange_deltas, top_levels
 from tests.support.landing import land_messages
 
 
@@ -31,7 +31,7 @@ def _levels(body: dict[str, object]) -> tuple[list[tuple[int, int]], list[tuple[
 def test_book_endpoint_reads_kafka_and_says_when_cut(settings: Settings, unique: str) -> None:
     settings = settings.model_copy(update={"consumer_group": f"g-{unique}", "api_rate_limit_burst": 10_000})
     exchange = f"ba{unique}"
-    rows = _deltas(exchange, 20)
+    rows = exchange_deltas(exchange, 20)
     ends = [i + 1 for i, r in enumerate(rows) if r["is_event_end"]]
     landed, later = rows[: ends[len(ends) // 2]], rows[ends[len(ends) // 2] :]
     ensure_tables(load_catalog(settings), settings)
@@ -50,10 +50,10 @@ def test_book_endpoint_reads_kafka_and_says_when_cut(settings: Settings, unique:
         hybrid = c.get("/v1/book", params=params)  # at = now: include_recent defaults on, as for trades
         assert hybrid.status_code == 200, hybrid.text
         body = hybrid.json()
-        assert _levels(body) == _top(rows, 10) and body["last_update_id"] == rows[-1]["last_update_id"]
+        assert _levels(body) == top_levels(rows, 10) and body["last_update_id"] == rows[-1]["last_update_id"]
         assert body["recent_truncated"] is False and hybrid.headers["x-recent-truncated"] == "false"
         stored = c.get("/v1/book", params={**params, "include_recent": "false"}).json()
-        assert _levels(stored) == _top(landed, 10)
+        assert _levels(stored) == top_levels(landed, 10)
         snap = stored["snapshot_id"]
         refused = c.get("/v1/book", params={**params, "include_recent": "true", "as_of": snap})
         assert refused.status_code == 400 and refused.json()["error"]["code"] == "invalid_query"
@@ -68,7 +68,7 @@ def test_book_endpoint_reads_kafka_and_says_when_cut(settings: Settings, unique:
         body = cut.json()
         assert body["recent_truncated"] is True and body["recent_truncated_reason"] == "max_rows"
         assert body["recent_stopped_at"] and body["partial"] is True
-        assert _levels(body) == _top(landed + later[:50], 10)
+        assert _levels(body) == top_levels(landed + later[:50], 10)
         assert cut.headers["x-recent-truncated"] == "true"
         assert cut.headers["x-recent-truncated-reason"] == "max_rows"
         assert json.loads(cut.headers["x-recent-stopped-at"]) == body["recent_stopped_at"]

@@ -8,42 +8,17 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 from k2.bus.producer import MarketDataProducer
 from k2.bus.topics import topic_name
 from k2.config import Settings
 from k2.lake.catalog import ensure_tables, load_catalog
 from k2.landing.consumer import LandingConsumer
-from k2.model import BOOK_DELTA, RecordType
-from k2.model.book import OrderBook
+from k2.model import BOOK_DELTA
 from k2.model.values import to_unscaled
 from k2.query.client import Client
-from k2.sources.binance import iter_capture_lines
-from k2.sources.binance_capture import CaptureReader
-from tests.sources.helpers import BINANCE_CAPTURES, REPO
+from tests.book.capture import exchange_deltas, top_levels
+from tests.sources.helpers import REPO
 from tests.support.landing import land_messages
-
-
-def _deltas(exchange: str, seconds: int) -> list[dict[str, object]]:
-    rows: list[dict[str, object]] = []
-
-    def emit(record: RecordType, row: dict[str, object]) -> None:
-        if record is BOOK_DELTA:
-            rows.append({**row, "exchange": exchange, "ingest_ts": row["receipt_ts"]})
-
-    reader = CaptureReader(emit, lambda *bad: pytest.fail(f"unexpected reject {bad}"))
-    for ns, raw in iter_capture_lines(BINANCE_CAPTURES[0]):
-        if ns > 1_723_161_253_937_085_768 + seconds * 10**9:
-            break
-        reader.feed(ns, raw, "capture")
-    return rows
-
-
-def _top(rows: list[dict[str, object]], depth: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-    book = OrderBook()
-    book.apply_rows(rows)  # type: ignore[arg-type]
-    return book.top("BID", depth), book.top("ASK", depth)
 
 
 def _sides(book: object) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
@@ -60,7 +35,7 @@ def test_book_applies_depth_still_in_kafka_and_says_when_the_read_was_cut(
     # earlier test holds that group's next join for minutes (this test then landed nothing).
     settings = settings.model_copy(update={"consumer_group": f"g-{unique}"})
     exchange = f"bk{unique}"
-    rows = _deltas(exchange, 20)
+    rows = exchange_deltas(exchange, 20)
     ends = [i + 1 for i, r in enumerate(rows) if r["is_event_end"]]
     landed, later = rows[: ends[len(ends) // 2]], rows[ends[len(ends) // 2] :]
     ensure_tables(load_catalog(settings), settings)
@@ -73,9 +48,9 @@ def test_book_applies_depth_still_in_kafka_and_says_when_the_read_was_cut(
 
     with Client(settings) as client:
         stored_only = client.book("BTCUSDT", depth=10, exchange=exchange, include_recent=False)
-        assert _sides(stored_only) == _top(landed, 10) and stored_only.recent_rows == 0
+        assert _sides(stored_only) == top_levels(landed, 10) and stored_only.recent_rows == 0
         hybrid = client.book("BTCUSDT", depth=10, exchange=exchange)  # at = now: include_recent defaults on
-        assert _sides(hybrid) == _top(rows, 10)
+        assert _sides(hybrid) == top_levels(rows, 10)
         assert hybrid.recent_rows == len(later) and not hybrid.recent_truncated
         assert hybrid.last_update_id == rows[-1]["last_update_id"]
     # A Kafka read cut short says so, and the book is the one through the rows read.
@@ -83,7 +58,7 @@ def test_book_applies_depth_still_in_kafka_and_says_when_the_read_was_cut(
         cut = capped.book("BTCUSDT", depth=10, exchange=exchange)
         assert cut.recent_truncated and cut.recent_truncated_reason == "max_rows"
         assert cut.recent_stopped_at and cut.recent_rows == 50
-        assert _sides(cut) == _top(landed + later[:50], 10)
+        assert _sides(cut) == top_levels(landed + later[:50], 10)
     # k2 book: the same hybrid read, the cut said on stderr.
     env = {
         **os.environ,

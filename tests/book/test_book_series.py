@@ -21,10 +21,9 @@ from k2.lake.writer import append
 from k2.model import BOOK_DELTA
 from k2.model.arrow import records_to_arrow
 from k2.model.book import OrderBook
-from k2.model.values import datetime_to_micros, micros_to_datetime, unscaled_to_decimal
-from k2.query.book import book_metrics
+from k2.model.values import datetime_to_micros, micros_to_datetime
 from k2.query.client import Client
-from tests.book.capture import capture_deltas
+from tests.book.capture import capture_deltas, reference_row
 
 
 def _with_resync(rows: list[dict[str, Any]], at: int, depth: int) -> list[dict[str, Any]]:
@@ -48,20 +47,6 @@ def _with_resync(rows: list[dict[str, Any]], at: int, depth: int) -> list[dict[s
     ]
     # The same update id as the event it follows: rows of that event (not snapshot rows) are superseded.
     return rows[: at + 1] + snapshot + rows[at + 1 :]
-
-
-def _reference(rows: list[dict[str, Any]], moment_us: int, depth: int, quantity: Decimal) -> dict[str, Any]:
-    book = OrderBook()
-    book.apply_rows(
-        sorted((r for r in rows if r["exchange_ts"] <= moment_us), key=lambda r: r["last_update_id"])
-    )
-    bids, asks = book.top("BID", len(book.bids)), book.top("ASK", len(book.asks))
-    out: dict[str, Any] = {"last_update_id": book.last_update_id}
-    for name, levels in (("bid", bids), ("ask", asks)):
-        out[f"{name}_prices"] = [unscaled_to_decimal(p) for p, _ in levels[:depth]]
-        out[f"{name}_sizes"] = [unscaled_to_decimal(s) for _, s in levels[:depth]]
-    out.update(book_metrics(bids, asks, 10, 10, quantity))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +75,7 @@ def test_book_series_equals_the_step_by_step_replay(
         series = client.book_series("BTCUSDT", start, end, every, depth=10, quantity=quantity).to_pylist()
     assert len(series) == (161 if every == "250ms" else 41)  # start + i * every < end
     for row in series:
-        expected = _reference(rows, datetime_to_micros(row["ts"]), 10, quantity)
+        expected = reference_row(rows, datetime_to_micros(row["ts"]), 10, quantity)
         found = {name: row[name] for name in expected}
         assert found == expected, row["ts"]
     before = [r for r in series if datetime_to_micros(r["ts"]) < restart]
@@ -106,7 +91,7 @@ def test_book_series_of_one_step_is_the_book_at_start(lake: tuple[Settings, list
             "BTCUSDT", micros_to_datetime(moment), micros_to_datetime(moment + 1), "1s", depth=3
         ).to_pylist()
     assert len(series) == 1
-    expected = _reference(rows, moment, 3, Decimal(1))
+    expected = reference_row(rows, moment, 3, Decimal(1))
     assert {name: series[0][name] for name in ("last_update_id", "bid_prices", "ask_sizes", "mid")} == {
         name: expected[name] for name in ("last_update_id", "bid_prices", "ask_sizes", "mid")
     }

@@ -32,8 +32,7 @@ from k2.model import BOOK_DELTA
 from k2.model.arrow import records_to_arrow
 from k2.model.values import datetime_to_micros, micros_to_datetime
 from k2.query.client import Client
-from tests.book.capture import capture_deltas
-from tests.book.test_book_series import _reference
+from tests.book.capture import capture_deltas, reference_row
 
 SECOND = 1_000_000
 E8 = 100_000_000
@@ -120,7 +119,7 @@ def test_book_series_edges_equal_the_step_by_step_replay(
         series = client.book_series("BTCUSDT", start, end, "500ms", depth=3, quantity=quantity).to_pylist()
     assert len(series) == 23
     for row in series:
-        expected = _reference(rows, datetime_to_micros(row["ts"]), 3, quantity)
+        expected = reference_row(rows, datetime_to_micros(row["ts"]), 3, quantity)
         assert {name: row[name] for name in expected} == expected, row["ts"]
     by_step = {datetime_to_micros(r["ts"]) - t0: r for r in series}
     assert by_step[1_500_000]["ask_sizes"][0] == Decimal(5)  # removed and re-added in one step

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import random
-import time
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -13,7 +12,6 @@ from typing import Any
 import fastavro
 import pyarrow as pa
 import pytest
-from confluent_kafka import Consumer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
@@ -26,6 +24,7 @@ from k2.config import Settings
 from k2.model import QUOTE, TRADE, RecordType
 from k2.model.arrow import records_to_arrow
 from tests.query.helpers import capture_tables, csv_rows, csv_trades
+from tests.support.broker import consume_all
 
 HEADER = b"\x00\x00\x00\x00\x2a"
 
@@ -116,29 +115,6 @@ def test_a_batch_it_cannot_encode_column_wise_is_refused_whole() -> None:
     ):
         with pytest.raises(NotUniform):
             encode_batch(TRADE, HEADER, [*rows[:3], broken, *rows[4:]])
-
-
-def consume_all(settings: Settings, topic: str, count: int) -> list[tuple[bytes, bytes, Any]]:
-    """(value, key, headers) of the first ``count`` messages of ``topic`` (waits up to 120 s)."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
-            "group.id": f"g{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([topic])
-    messages: list[tuple[bytes, bytes, Any]] = []
-    try:
-        deadline = time.monotonic() + 120
-        while len(messages) < count and time.monotonic() < deadline:
-            for msg in consumer.consume(1000, 0.5):
-                if msg.error() is None:
-                    messages.append((msg.value(), msg.key(), msg.headers()))
-    finally:
-        consumer.close()
-    return messages
 
 
 def test_send_many_messages_decode_with_confluents_deserializer(settings: Settings) -> None:

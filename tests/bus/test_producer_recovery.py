@@ -223,7 +223,7 @@ def test_a_registry_restarted_under_a_running_producer_is_waited_for(
     from k2.bus.registry.server import registry_process
     from k2.bus.serde import RegistryUnavailableError
     from k2.model import QUOTE
-    from tests.query.test_hybrid import _quote
+    from tests.support.factories import wire_quote
 
     port = free_port()
     store, log = f"sqlite:///{tmp_path / 'registry.db'}", tmp_path / "registry.log"
@@ -242,7 +242,7 @@ def test_a_registry_restarted_under_a_running_producer_is_waited_for(
             producer.send(TRADE, make_trades("BTCUSDT", 1, 1, exchange=exchange)[0])
             registry.stop()
             timer.start()
-            producer.send(QUOTE, _quote(exchange, 1, 1_723_161_600_000_000))
+            producer.send(QUOTE, wire_quote(exchange, 1, 1_723_161_600_000_000))
             timer.join()
             producer.flush()  # raises DeliveryError if the quote was not delivered
         assert restarted, "the quote was registered before the registry came back"

@@ -21,7 +21,7 @@ from k2.api.keys import KeyStore
 from k2.bus.broker import tansu_process
 from k2.config import Settings
 from k2.lake.catalog import ensure_tables, load_catalog
-from k2.telemetry.procs import free_port
+from k2.telemetry.procs import start_on_free_port
 from tests.api.conftest import api_settings
 from tests.api.helpers import ServerThread
 from tests.console.lake import land_capture
@@ -69,9 +69,9 @@ def start_console(
 def console_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Tansu broker of the module's own: the overview lists every dead-letter topic of its broker, and
     other tests leave dead letters on the session's shared one (seen on the page under load)."""
-    port = free_port()
-    proc = tansu_process(port, tmp_path_factory.mktemp("tansu-console") / "tansu.log").start()
-    yield f"127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("tansu-console") / "tansu.log"
+    proc = start_on_free_port(lambda port: tansu_process(port, log))
+    yield f"127.0.0.1:{proc.port}"
     proc.stop()
 
 

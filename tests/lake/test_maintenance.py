@@ -8,7 +8,6 @@ pyiceberg commits take ~4 minutes on the shared machine; ``benchmarks/maintenanc
 
 from __future__ import annotations
 
-import decimal
 import json
 import os
 import threading
@@ -41,6 +40,7 @@ from k2.lake.summary import OFFSETS_KEY, RANGES_KEY, offsets_from_summary, table
 from k2.lake.writer import append, conform, sort_for_table
 from k2.landing.consumer import LAST_KEY
 from k2.model import TRADE
+from tests.support.factories import trade_batch
 from tests.support.landing import land_messages
 
 BASE_TS = 1_723_161_255_342_000  # 2024-08-08T23:54:15.342Z
@@ -51,31 +51,9 @@ ROWS_PER_BATCH = 3
 
 def make_batch(i: int) -> pa.Table:
     """Batch ``i``: a few trades of one symbol (symbols rotate, so every partition gets many small files)."""
-    symbol = SYMBOLS[i % len(SYMBOLS)]
-    rows = []
-    for k in range(ROWS_PER_BATCH):
-        ident = i * ROWS_PER_BATCH + k
-        ts = BASE_TS + ident * 1_000 - (i % 7) * 3_000_000  # out of order across batches: the sort matters
-        rows.append(
-            {
-                "exchange": "binance",
-                "symbol": symbol,
-                "instrument": symbol[:-4] + "-USDT",
-                "asset_class": "crypto",
-                "trade_id": ident,
-                "price": decimal.Decimal(f"{100 + (ident % 97) / 100:.2f}"),
-                "quantity": decimal.Decimal(f"0.{ident % 1000 + 1:05d}"),
-                "quote_quantity": None,
-                "side": "BUY" if ident % 2 else "SELL",
-                "exchange_ts": ts,
-                "receipt_ts": ts + 1_000,
-                "ingest_ts": ts + 2_000,
-                "source_sequence": ident,
-                "conditions": ["BEST_MATCH"],
-                "vendor": [("m", str(ident % 3))],
-            }
-        )
-    return pa.Table.from_pylist(rows, schema=TRADE.arrow_schema())
+    first = i * ROWS_PER_BATCH
+    start = BASE_TS + first * 1_000 - (i % 7) * 3_000_000  # out of order across batches: the sort matters
+    return trade_batch(first, ROWS_PER_BATCH, symbol=SYMBOLS[i % len(SYMBOLS)], start_us=start)
 
 
 def landing_props(next_offset: int) -> dict[str, str]:

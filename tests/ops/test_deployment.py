@@ -20,7 +20,7 @@ import pytest
 
 from k2.bus.broker import tansu_process
 from k2.config import Settings
-from k2.telemetry.procs import ManagedProcess, free_port
+from k2.telemetry.procs import ManagedProcess, start_on_free_port
 from tests.support.postgres import PostgresServer
 from tests.support.seaweed import ACCESS_KEY, SECRET_KEY, TABLE_BUCKET, SeaweedServer
 
@@ -53,19 +53,20 @@ class Deployment:
         self.seaweed = seaweed
         self.bucket = f"k2-broker-{uuid.uuid4().hex[:6]}"
         seaweed.create_bucket(self.bucket)
-        self.broker_port = free_port()
         self.root = root
-        self.broker = self._broker()
-        self.broker.start()
+        self.broker = start_on_free_port(self._broker)
+        self.broker_port = self.broker.port
         registry_db = postgres.create_database(f"k2_registry_{uuid.uuid4().hex[:6]}")
         from k2.bus.registry.server import registry_process
 
-        self.registry_port = free_port()
-        self.registry = registry_process(self.registry_port, registry_db, root / "registry.log").start()
+        self.registry = start_on_free_port(
+            lambda port: registry_process(port, registry_db, root / "registry.log")
+        )
+        self.registry_port = self.registry.port
 
-    def _broker(self) -> ManagedProcess:
+    def _broker(self, port: int) -> ManagedProcess:
         return tansu_process(
-            self.broker_port,
+            port,
             self.root / "broker.log",
             storage=f"s3://{self.bucket}/",
             s3_env=self.seaweed.env(),
@@ -73,8 +74,7 @@ class Deployment:
 
     def restart_broker(self) -> None:
         self.broker.stop()
-        self.broker = self._broker()
-        self.broker.start()
+        self.broker = self._broker(self.broker_port).start()
 
     def stop(self) -> None:
         self.registry.stop()

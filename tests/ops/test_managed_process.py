@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from k2.telemetry.procs import ManagedProcess, ephemeral_port_range, free_port_pair, listens_on
+from k2.telemetry.procs import (
+    ManagedProcess,
+    PortTakenError,
+    ephemeral_port_range,
+    free_port_pair,
+    listens_on,
+    start_on_free_port,
+)
 
 
 def _http_server(port: int, log: Path) -> ManagedProcess:
@@ -26,7 +33,7 @@ def test_a_port_held_by_another_process_fails_the_start_naming_it(tmp_path: Path
     with socket.create_server(("127.0.0.1", 0)) as squatter:
         port = squatter.getsockname()[1]
         server = _http_server(port, tmp_path / "web.log")
-        with pytest.raises(RuntimeError, match="web failed to start") as failed:
+        with pytest.raises(PortTakenError, match="web failed to start") as failed:
             server.start(timeout=30)
         assert server.process is not None and server.process.poll() is not None
         assert "Address already in use" in str(failed.value)
@@ -50,3 +57,33 @@ def test_port_pairs_stay_below_the_ephemeral_range_and_are_free() -> None:
         for each in (port, port + 10_000):
             with socket.socket() as probe:
                 probe.bind(("127.0.0.1", each))
+
+
+def test_a_taken_port_is_left_for_a_new_one(tmp_path: Path) -> None:
+    ports: list[int] = []
+    with socket.create_server(("127.0.0.1", 0)) as squatter:
+
+        def make(port: int) -> ManagedProcess:  # the first start meets a port another process holds
+            ports.append(port)
+            return _http_server(squatter.getsockname()[1] if len(ports) == 1 else port, tmp_path / "web.log")
+
+        server = start_on_free_port(make)
+    try:
+        assert len(ports) == 2 and server.port == ports[1]
+        assert server.process is not None and listens_on(server.process.pid, server.port)
+    finally:
+        server.stop()
+
+
+def test_a_server_that_fails_for_another_reason_is_not_started_again(tmp_path: Path) -> None:
+    ports: list[int] = []
+
+    def make(port: int) -> ManagedProcess:
+        ports.append(port)
+        return ManagedProcess(
+            "bad", [sys.executable, "-c", "raise SystemExit(3)"], port, tmp_path / "bad.log"
+        )
+
+    with pytest.raises(RuntimeError, match="exited with 3") as failed:
+        start_on_free_port(make)
+    assert not isinstance(failed.value, PortTakenError) and len(ports) == 1

@@ -10,32 +10,14 @@ from k2.config import Settings
 from k2.lake.catalog import ensure_tables, load_catalog
 from k2.landing.consumer import LandingConsumer
 from k2.model import QUOTE, TRADE
-from k2.model.values import micros_to_datetime, now_micros, to_unscaled
+from k2.model.values import micros_to_datetime, now_micros
 from k2.query.client import Client
-from tests.support.factories import wire_trade
+from tests.support.factories import wire_quote, wire_trade
 from tests.support.landing import land_messages
 
 
 def _trade(exchange: str, trade_id: int, price: str, ts: int) -> dict[str, Any]:
     return wire_trade(exchange, trade_id, ts, price=price)
-
-
-def _quote(exchange: str, update_id: int, ts: int) -> dict[str, Any]:
-    return {
-        "exchange": exchange,
-        "symbol": "BTCUSDT",
-        "instrument": "BTC-USDT",
-        "asset_class": "crypto",
-        "update_id": update_id,
-        "bid_price": to_unscaled("61837.63"),
-        "bid_size": to_unscaled("3.78826"),
-        "ask_price": to_unscaled("61837.64"),
-        "ask_size": to_unscaled("1.54698"),
-        "exchange_ts": ts,
-        "receipt_ts": ts,
-        "ingest_ts": None,
-        "vendor": {},
-    }
 
 
 def test_unlanded_trade_returned_once_before_and_after_landing(settings: Settings, unique: str) -> None:
@@ -52,8 +34,8 @@ def test_unlanded_trade_returned_once_before_and_after_landing(settings: Setting
         producer.send(
             TRADE, _trade("other" + unique, 101, "1.0", base + 1000)
         )  # another exchange: filtered out
-        producer.send(QUOTE, _quote(exchange, 7, base))
-        producer.send(QUOTE, _quote(exchange, 7, base))
+        producer.send(QUOTE, wire_quote(exchange, 7, base))
+        producer.send(QUOTE, wire_quote(exchange, 7, base))
 
     # Not landed yet: only Kafka has them; include_recent defaults on for a range ending now.
     recent = client.trades("BTCUSDT", exchange=exchange)

@@ -29,8 +29,8 @@ from k2.sources import coinbase
 from k2.sources.files import import_files
 from k2.sources.replay import replay
 from k2.sources.tardis_book import import_tardis_book
-from tests.bus.test_batch_encoder import consume_all
 from tests.sources.helpers import COINBASE_CAPTURE, store_rows
+from tests.support.broker import consume_all
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 TRADES = FIXTURES / "binance" / "BTCUSDT-trades-2021-01-03.first-minute.csv"

@@ -82,3 +82,22 @@ def row_set(data: pa.Table) -> list[tuple[str, ...]]:
     """Every row, all columns, as sortable strings (duplicates kept): equal sets mean bit-exact rows."""
     columns = data.column_names
     return sorted(tuple(str(row[c]) for c in columns) for row in data.to_pylist())
+
+
+def wire_quote(exchange: str, update_id: int, ts: int) -> dict[str, Any]:
+    """A BTCUSDT best bid/offer in wire form (unscaled decimals) at ``ts`` (exchange and receipt time, micros)."""
+    return {
+        "exchange": exchange,
+        "symbol": "BTCUSDT",
+        "instrument": "BTC-USDT",
+        "asset_class": "crypto",
+        "update_id": update_id,
+        "bid_price": to_unscaled("61837.63"),
+        "bid_size": to_unscaled("3.78826"),
+        "ask_price": to_unscaled("61837.64"),
+        "ask_size": to_unscaled("1.54698"),
+        "exchange_ts": ts,
+        "receipt_ts": ts,
+        "ingest_ts": None,
+        "vendor": {},
+    }

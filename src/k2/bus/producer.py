@@ -144,6 +144,11 @@ def producer_config(settings: Settings, idempotent: bool = True) -> dict[str, An
     }
 
 
+def _ingest_fill(record: RecordType) -> dict[str, int] | None:
+    """The value given to a batch's rows without ``ingest_ts``: the batch's send time (None: no such field)."""
+    return {"ingest_ts": now_micros()} if any(f.name == "ingest_ts" for f in record.fields) else None
+
+
 class MarketDataProducer:
     """Produce canonical records (wire form) to their topics.
 
@@ -494,11 +499,8 @@ class MarketDataProducer:
             for row in batch:
                 self.send(record, row, target, headers)
             return
-        fill = {"ingest_ts": now_micros()} if any(f.name == "ingest_ts" for f in record.fields) else None
-        values = self.encoder(record, target).encode_many(batch, fill)
-        base = self._cid_headers if headers is None else list(headers.items())
-        self._produce_encoded(target, [s.encode() for s in map(itemgetter("symbol"), batch)], values, base)
-        self.sent_in_batches += len(batch)
+        values = self.encoder(record, target).encode_many(batch, _ingest_fill(record))
+        self._send_encoded(target, [s.encode() for s in map(itemgetter("symbol"), batch)], values, headers)
 
     def send_table(
         self,
@@ -522,12 +524,8 @@ class MarketDataProducer:
             if any(len(values) != 1 for values in found):
                 raise NotUniform(f"expected the rows of one topic, found asset classes and exchanges {found}")
             target = self.topic_for(record, {"asset_class": found[0][0], "exchange": found[1][0]})
-        fill = {"ingest_ts": now_micros()} if any(f.name == "ingest_ts" for f in record.fields) else None
-        values = self.encoder(record, target).encode_table(table, fill)
-        keys = table["symbol"].cast(pa.binary()).to_pylist()
-        base = self._cid_headers if headers is None else list(headers.items())
-        self._produce_encoded(target, keys, values, base)
-        self.sent_in_batches += table.num_rows
+        values = self.encoder(record, target).encode_table(table, _ingest_fill(record))
+        self._send_encoded(target, table["symbol"].cast(pa.binary()).to_pylist(), values, headers)
         return table.num_rows
 
     def send_arrow(
@@ -566,6 +564,15 @@ class MarketDataProducer:
         if self._buffer and self._buffer_record is not None:
             held, self._buffer = self._buffer, []
             self.send_many(self._buffer_record, held)
+
+    def _send_encoded(
+        self, topic: str, keys: list[bytes], values: list[bytes], headers: dict[str, str] | None
+    ) -> None:
+        """Enqueue a batch encoded column-wise (:meth:`send_many`, :meth:`send_table`): ``headers`` replace the
+        ``k2.cid`` header, as in :meth:`send`."""
+        base = self._cid_headers if headers is None else list(headers.items())
+        self._produce_encoded(topic, keys, values, base)
+        self.sent_in_batches += len(values)
 
     def _produce_encoded(
         self, topic: str, keys: list[bytes], values: list[bytes], base: list[tuple[str, Any]]

@@ -34,6 +34,7 @@ from pyiceberg.table.sorting import SortField, SortOrder
 from pyiceberg.transforms import BucketTransform, DayTransform, IdentityTransform
 
 from k2.config import Settings
+from k2.lake.encoding import delta_properties
 from k2.lake.encoding import install as install_encodings
 from k2.model import BOOK_DELTA, BOOK_SNAPSHOT, GAP, INSTRUMENT, KLINE, QUOTE, TRADE, RecordType
 from k2.pacing import Backoff, retrying
@@ -212,8 +213,9 @@ TABLE_LAYOUT: dict[str, dict[str, str]] = {"book_snapshots": {"write.parquet.row
 
 
 def table_layout(short: str | None) -> dict[str, str]:
-    """The Parquet layout properties of table ``short`` (:data:`PARQUET_LAYOUT` with its own changes)."""
-    return {**PARQUET_LAYOUT, **TABLE_LAYOUT.get(short or "", {})}
+    """The Parquet layout properties of table ``short`` (:data:`PARQUET_LAYOUT` with its own changes and its
+    delta-encoded columns, :mod:`k2.lake.encoding`)."""
+    return {**PARQUET_LAYOUT, **TABLE_LAYOUT.get(short or "", {}), **delta_properties(short)}
 
 
 def _layout_missing(short: str, properties: dict[str, str]) -> dict[str, str]:

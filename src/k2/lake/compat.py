@@ -277,15 +277,15 @@ _WRAPPED = "_k2_wrapped"
 
 def wrap_parquet_writer_options(adjust: Any) -> None:
     """Pass the pyarrow ``ParquetWriter`` keywords pyiceberg derives from table properties through
-    ``adjust(options) -> options`` in this process (idempotent; :mod:`k2.lake.encoding` uses it for
-    per-column encodings, which pyiceberg 0.12 has no table property for). A pyiceberg without the
-    private function is left as it is (the compat test names it)."""
+    ``adjust(options, table_properties) -> options`` in this process (idempotent; :mod:`k2.lake.encoding`
+    uses it for per-column encodings, which pyiceberg 0.12 has no table property for). A pyiceberg without
+    the private function is left as it is (the compat test names it)."""
     original = getattr(_pyiceberg_arrow, "_get_parquet_writer_kwargs", None)
     if original is None or getattr(original, _WRAPPED, False):
         return
 
     def wrapped(table_properties: Any) -> dict[str, Any]:
-        return dict(adjust(original(table_properties)))
+        return dict(adjust(original(table_properties), table_properties))
 
     setattr(wrapped, _WRAPPED, True)
     _pyiceberg_arrow._get_parquet_writer_kwargs = wrapped

@@ -350,7 +350,7 @@ def _from_stored_snapshot(
     from k2.query import book_stored
 
     snaps = client._resolve("book_snapshots", as_of)
-    stored = book_stored.newest_rows(client, snaps, symbol, moment, exchange, update_id, _STORED_TRIES[-1])
+    stored = client._stored_rows.newest(client, snaps, symbol, moment, exchange, update_id, _STORED_TRIES[-1])
     tries = [stored[:n] for n in _STORED_TRIES if n == 1 or len(stored) > n // 2]
     while tries:
         rows = tries.pop(0)

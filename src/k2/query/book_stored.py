@@ -8,10 +8,12 @@ side the answer is exact when at least ``depth`` live levels lie inside the cove
 price moved past the row's levels), older rows are combined too (``tries``: the newest 1, 6, 60 rows):
 their union covers more, at the price of reading the deltas after the oldest of them.
 
-Per try this module runs two plain scans, no join or window in SQL (planning the single combined query
-this replaced cost ~10 ms a read on its own): the window's stored lists (one small row group when the
-table's row groups are small, :data:`k2.lake.catalog.TABLE_LAYOUT`) and the raw delta rows after the
-oldest row; the rest is numpy over unscaled int64 prices and sizes, so decimals stay exact.
+Which rows form a window comes from the client's :class:`k2.query.book_index.StoredRowIndex` (kept per
+table snapshot). Per try this module then reads the window's stored lists (from the rows' own small row
+groups, :data:`k2.lake.catalog.TABLE_LAYOUT`, through the index; a plain DuckDB scan when their files are
+not known) and the raw delta rows after the oldest row (one plain scan, no join or window in SQL: planning
+the single combined query this replaced cost ~10 ms a read on its own); the rest is numpy over unscaled
+int64 prices and sizes, so decimals stay exact.
 
 Hazards: a restart of the book (``is_snapshot`` delta rows) after the oldest row used makes the try
 unusable (rows before a restart describe another book): the caller is told the restart's update id and
@@ -28,36 +30,12 @@ import numpy as np
 import pyarrow as pa
 
 from k2.model.arrow import decimal_array, unscaled_from_decimal
-from k2.query.book import LEVELS_SCHEMA, Book, RecentDepth, delta_source, moment_filter, run_book_sql
+from k2.query.book import LEVELS_SCHEMA, Book, RecentDepth, delta_source, run_book_sql
 
 if TYPE_CHECKING:
     from k2.query.client import Client
 
 _SIDES = ("BID", "ASK")
-
-
-def newest_rows(
-    client: Client,
-    snaps: Any,
-    symbol: str,
-    moment: datetime,
-    exchange: str | None,
-    update_id: int | None,
-    window: int,
-) -> list[dict[str, Any]]:
-    """Newest first: up to ``window`` stored rows at or before the moment, of one exchange; scalars only
-    (the price lists are not decoded here)."""
-    found = delta_source(client, snaps, symbol, through=update_id, until=moment)
-    if found is None:
-        return []
-    source, params = found
-    where, args = moment_filter(symbol, moment, exchange, update_id)
-    sql = (
-        "SELECT exchange, last_update_id AS u, exchange_ts AS ts, depth "  # noqa: S608 - constant fragments
-        f"FROM {source} WHERE {where} ORDER BY last_update_id DESC LIMIT ?"
-    )
-    rows = run_book_sql(client, sql, [*params, *args, window]).to_pylist()
-    return [r for r in rows if r["exchange"] == rows[0]["exchange"]] if rows else []
 
 
 def _stored_levels(
@@ -180,7 +158,9 @@ def combine(
     """The book from ``rows`` (newest first) and the deltas after the oldest: a Book, the update id of a
     restart after the oldest row (retry from it), or None (not provably exact, or the rows are gone)."""
     oldest, newest, venue = rows[-1], rows[0], rows[0]["exchange"]
-    stored = _stored_levels(client, snaps, symbol, venue, oldest["u"], newest["u"])
+    stored = client._stored_rows.lists(snaps.table.io if snaps.table is not None else None, rows)
+    if stored is None:  # the rows' files are not known: ask DuckDB
+        stored = _stored_levels(client, snaps, symbol, venue, oldest["u"], newest["u"])
     if stored is None or stored.num_rows == 0:
         return None  # the rows just read are gone (a concurrent rewrite): read the deltas
     deltas = _deltas(client, read, symbol, venue, oldest["u"], moment, update_id, recent)

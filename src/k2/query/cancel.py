@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextvars
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import TracebackType
@@ -33,6 +34,7 @@ import duckdb
 
 from k2.query.errors import QueryCancelledError
 
+_REINTERRUPT_SECONDS = 0.02
 _CURRENT: contextvars.ContextVar[CancelScope | None] = contextvars.ContextVar("k2_cancel_scope", default=None)
 
 
@@ -80,8 +82,27 @@ class CancelScope:
         """
         with self._lock:
             self._cancelled = True
+            running = bool(self._running)
             for con in self._running.values():
                 con.interrupt()
+        if running:
+            threading.Thread(target=self._keep_interrupting, name="k2-cancel", daemon=True).start()
+
+    def _keep_interrupting(self) -> None:
+        """Interrupt the scope's connections again until none runs a statement for it.
+
+        DuckDB forgets an interrupt that lands before its statement has begun (it clears the flag when a
+        query starts: a cross join interrupted that way ran on past a 1 s CLI timeout), and a block may run
+        several statements. Interrupts are sent under the lock, to connections still registered here only:
+        a connection back in its pool is never interrupted (it may run someone else's query by then).
+        """
+        while True:
+            time.sleep(_REINTERRUPT_SECONDS)
+            with self._lock:
+                if not self._running:
+                    return
+                for con in self._running.values():
+                    con.interrupt()
 
     def __enter__(self) -> CancelScope:
         self._tokens.append(_CURRENT.set(self))

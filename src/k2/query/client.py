@@ -37,6 +37,7 @@ from pyiceberg.table import Table
 from k2.config import Settings, load_settings
 from k2.lake.catalog import TABLES
 from k2.query.analytics import Analytics
+from k2.query.book_index import StoredRowIndex
 from k2.query.cancel import guard
 from k2.query.engine import ConnectionPool
 from k2.query.errors import (
@@ -109,6 +110,7 @@ class Client(Analytics):
         self._tables: dict[str, Table]
         self._sql_pool: ConnectionPool
         self._sql_views: dict[int, dict[str, tuple[str | None, int | None]]]
+        self._stored_rows: StoredRowIndex
         if _parent is not None:
             self.settings = _parent.settings
             self._pool = _parent._pool
@@ -119,6 +121,7 @@ class Client(Analytics):
             self._sql_pool = _parent._sql_pool
             self._sql_views = _parent._sql_views
             self._files = _parent._files
+            self._stored_rows = _parent._stored_rows
             self._owns_pool = False
         else:
             self.settings = settings or load_settings()
@@ -132,6 +135,7 @@ class Client(Analytics):
             # id(connection) -> view name -> (metadata location, snapshot id) the view reads.
             self._sql_views = {}
             self._files = FilePlanner()
+            self._stored_rows = StoredRowIndex()  # book(): which stored book rows to start from
             self._owns_pool = True
         self._pin = _pin
         # Why Kafka could not be read, already logged once by this client (later queries only set recent_error).

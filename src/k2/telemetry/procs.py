@@ -18,7 +18,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,6 +84,10 @@ def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
     return False
 
 
+class PortTakenError(RuntimeError):
+    """A server's port, free when chosen, was bound by another process first (the server could not bind it)."""
+
+
 def wait_for_port(
     host: str, port: int, timeout: float = 30.0, process: subprocess.Popen[bytes] | None = None
 ) -> None:
@@ -98,10 +102,12 @@ def wait_for_port(
         if port_open(host, port) and (process is None or listens_on(process.pid, port)):
             return
         if process is not None and process.poll() is not None:
-            taken = f"; port {port} is held by another process" if port_open(host, port) else ""
-            raise RuntimeError(
-                f"expected a server on {host}:{port}, found its process exited with {process.returncode}{taken}"
-            )
+            found = f"found its process exited with {process.returncode}"
+            if port_open(host, port):
+                raise PortTakenError(
+                    f"expected a server on {host}:{port}, {found}; the port is another process's"
+                )
+            raise RuntimeError(f"expected a server on {host}:{port}, {found}")
         time.sleep(0.05)
     raise TimeoutError(f"expected a server on {host}:{port} within {timeout}s, found none listening")
 
@@ -171,10 +177,11 @@ class ManagedProcess:
             write_pid_file(self.pid_path, self.process.pid, self.port)
         try:
             wait_for_port("127.0.0.1", self.port, timeout=timeout, process=self.process)
-        except Exception:
+        except Exception as exc:
             self.stop()
             tail = self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
-            raise RuntimeError(f"{self.name} failed to start; log tail:\n{tail}") from None
+            error = PortTakenError if isinstance(exc, PortTakenError) else RuntimeError
+            raise error(f"{self.name} failed to start ({exc}); log tail:\n{tail}") from None
         if (
             self.pid_path is not None
         ):  # again once listening: a part that exec()s (prometheus) has its final command line now
@@ -267,3 +274,20 @@ def stop_pid(pid: int, timeout: float = 10.0) -> bool:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
     return True
+
+
+def start_on_free_port(
+    make: Callable[[int], ManagedProcess], attempts: int = 3, timeout: float = 30.0
+) -> ManagedProcess:
+    """Start ``make(port)`` on a free port; when another process takes the port before the server binds
+    it (:class:`PortTakenError`), start it again on a new one, up to ``attempts`` times.
+
+    Example::
+
+        broker = start_on_free_port(lambda port: tansu_process(port, Path("/tmp/tansu.log")))
+        address = f"127.0.0.1:{broker.port}"
+    """
+    for _ in range(attempts - 1):
+        with contextlib.suppress(PortTakenError):
+            return make(free_port()).start(timeout=timeout)
+    return make(free_port()).start(timeout=timeout)
