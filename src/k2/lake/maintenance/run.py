@@ -96,7 +96,9 @@ def maintain_table(
             manifests,
         )
     report.seconds = time.monotonic() - started
-    log.info("maintenance", **{k: v for k, v in report.as_dict().items() if not isinstance(v, list)})
+    fields = {k: v for k, v in report.as_dict().items() if not isinstance(v, list)}
+    # Why a partition was left as it was (skipped, gave up) is the part an operator needs; file lists are not.
+    log.info("maintenance", **fields, partitions_skipped=report.partitions_skipped, notes=report.notes)
     return report
 
 
