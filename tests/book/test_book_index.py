@@ -1,16 +1,18 @@
 """Which stored book rows a read starts from (:mod:`k2.query.book_index`), on the real Binance capture.
 
 The index answers what the per-read scan answered (the newest rows at or before a moment, through an
-update id, of one exchange), reads the table once per snapshot, and sees a new ``book_snapshots`` commit
-at once (a new snapshot id is a new entry, never a stale one).
+update id, of one exchange), from the files' footers and the few row groups they point at, and sees a new
+``book_snapshots`` commit at once (the read's own snapshot plan names the files).
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 
 from k2.config import Settings
@@ -20,7 +22,8 @@ from k2.lake.writer import append
 from k2.model import BOOK_DELTA
 from k2.model.arrow import records_to_arrow
 from k2.model.values import micros_to_datetime
-from k2.query import book_index, book_stored
+from k2.query import book_stored
+from k2.query.book import planned_paths
 from k2.query.client import Client
 from tests.book.capture import capture_deltas
 
@@ -33,8 +36,13 @@ REFERENCE = (  # the scan the index replaced, per read
 
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, list[dict[str, Any]]]]:
-    """The capture's first 90 s landed in two commits, book_snapshots written after the first."""
-    settings = Settings(data_dir=tmp_path_factory.mktemp("index") / "k2", query_pool_size=1)
+    """The capture's first 90 s landed in two commits, book_snapshots written after the first (a row every
+    0.2 s: several 32-row groups, so a look-up has groups to skip)."""
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("index") / "k2",
+        query_pool_size=1,
+        book_snapshot_interval_seconds=0.2,
+    )
     rows = capture_deltas(90)
     half = len(rows) // 2
     deltas = ensure_tables(load_catalog(settings), settings)["book_deltas"]
@@ -72,33 +80,63 @@ def test_the_index_answers_what_the_scan_answered(lake: tuple[Settings, list[dic
     client.close()
 
 
-def test_the_table_is_read_once_per_snapshot_and_a_new_commit_is_seen_at_once(
-    lake: tuple[Settings, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+def test_a_look_up_reads_footers_once_and_only_the_groups_it_needs_and_a_new_commit_is_seen_at_once(
+    lake: tuple[Settings, list[dict[str, Any]]],
 ) -> None:
+    """Footers are parsed once per file, a look-up decodes the one or two row groups holding the newest
+    rows (not the symbol's every group), and a new ``book_snapshots`` commit adds only its new file."""
     settings, rows = lake
-    reads: list[int] = []
-    original = book_index._read
-    monkeypatch.setattr(
-        book_index, "_read", lambda c, s, sym: reads.append(s.snapshot_id) or original(c, s, sym)
-    )
     client = Client(settings)
+    index = client._stored_rows
     late = micros_to_datetime(rows[-1]["exchange_ts"])
     before = client._resolve("book_snapshots", None)
+    files_before = planned_paths(client, before, "BTCUSDT")
+    assert files_before
+    groups = sum(pq.ParquetFile(p.removeprefix("file://")).metadata.num_row_groups for p in files_before)
+    assert groups > 4, f"expected a table of several row groups, found {groups}"
     first = [client.book("BTCUSDT", late, depth=5, include_recent=False) for _ in range(3)]
-    assert reads == [before.snapshot_id]  # three reads, one scan
-    newest_before = client._stored_rows.newest(client, before, "BTCUSDT", late, None, None, 1)[0]["u"]
+    assert index.footers_parsed == len(files_before)
+    # book() asks for the newest 60 rows (its widest try): the two or three 32-row groups holding them.
+    assert 1 <= index.groups_read <= 3, (
+        f"expected the newest groups only, read {index.groups_read} of {groups}"
+    )
+    assert index.scans == 0
+    newest_before = index.newest(client, before, "BTCUSDT", late, None, None, 1)[0]["u"]
 
     deltas = ensure_tables(load_catalog(settings), settings)["book_deltas"]
     append(deltas, records_to_arrow(BOOK_DELTA, rows[len(rows) // 2 :]), "book_deltas")
     write_book_snapshots(settings)
     after = client._resolve("book_snapshots", None)
     assert after.snapshot_id != before.snapshot_id
-    newest_after = client._stored_rows.newest(client, after, "BTCUSDT", late, None, None, 1)[0]["u"]
+    new_files = set(planned_paths(client, after, "BTCUSDT") or []) - set(files_before)
+    assert new_files
+    newest_after = index.newest(client, after, "BTCUSDT", late, None, None, 1)[0]["u"]
     assert newest_after > newest_before  # the rows of the new commit, not the cached ones
-    assert reads == [before.snapshot_id, after.snapshot_id]
+    assert index.footers_parsed == len(files_before) + len(new_files)
     assert (
         client.book("BTCUSDT", late, depth=5, include_recent=False).last_update_id >= first[0].last_update_id
     )
+    client.close()
+
+
+def test_a_read_that_cannot_be_planned_scans_once_and_answers_the_same(
+    lake: tuple[Settings, list[dict[str, Any]]],
+) -> None:
+    """Without the loaded table (no file plan) the look-up scans the symbol's scalars once per snapshot and
+    gives the same rows, without file positions."""
+    settings, rows = lake
+    client = Client(settings)
+    snaps = client._resolve("book_snapshots", None)
+    unplanned = replace(snaps, table=None)
+    rng = random.Random(11)
+    for moment in [micros_to_datetime(r["exchange_ts"]) for r in rng.sample(rows[: len(rows) // 2], 10)]:
+        for window in (1, 6, 60):
+            planned = client._stored_rows.newest(client, snaps, "BTCUSDT", moment, None, None, window)
+            scanned = client._stored_rows.newest(client, unplanned, "BTCUSDT", moment, None, None, window)
+            assert [r["file"] for r in scanned] == [None] * len(scanned)
+            assert [r["u"] for r in scanned] == [r["u"] for r in planned]
+            assert [r["ts"] for r in scanned] == [r["ts"] for r in planned]
+    assert client._stored_rows.scans == 1
     client.close()
 
 

@@ -197,6 +197,28 @@ def _recent(
     return RecentDepth(name, table, recent.truncated, recent.reason, recent.stopped_at)
 
 
+def planned_paths(
+    client: Client,
+    read: Any,
+    symbol: str,
+    *,
+    above: int | None = None,
+    through: int | None = None,
+    until: datetime | None = None,
+) -> list[str] | None:
+    """The data files of ``read`` that may hold ``symbol``'s rows asked for ([] when none can); None when
+    the read cannot be planned file by file (no snapshot, no table, or delete files: read it through
+    ``iceberg_scan``). The plan is the client's, cached per snapshot (:mod:`k2.query.files`), pruned by
+    :mod:`k2.query.book_files` (symbol, update id and exchange time)."""
+    if read.location is None or read.snapshot_id is None or read.table is None:
+        return None
+    # The table ``read`` resolved (no second catalog look-up); its plan is cached per snapshot.
+    files = client._files.planned(read.table, read.snapshot_id)
+    if files is None:
+        return None
+    return select_files(files, symbol, above=above, through=through, until=until)
+
+
 def delta_source(
     client: Client,
     read: Any,
@@ -215,12 +237,10 @@ def delta_source(
     """
     found: tuple[str, list[Any]] | None = None
     if read.location is not None and read.snapshot_id is not None:
-        # The table ``read`` resolved (no second catalog look-up); its plan is cached per snapshot.
-        files = client._files.planned(read.table, read.snapshot_id) if read.table is not None else None
-        if files is None:
+        paths = planned_paths(client, read, symbol, above=above, through=through, until=until)
+        if paths is None:
             found = _scan(read.location, read.snapshot_id)
         else:
-            paths = select_files(files, symbol, above=above, through=through, until=until)
             found = ("read_parquet(?)", [paths]) if paths else None
     if recent is None or recent.name is None:
         return found

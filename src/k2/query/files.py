@@ -32,7 +32,6 @@ Example::
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -44,6 +43,8 @@ from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.transforms import BucketTransform, DayTransform, IdentityTransform
 from pyiceberg.types import LongType, PrimitiveType, StringType, TimestampType, TimestamptzType
+
+from k2.lru import BoundedLRU
 
 _DAY_US = 86_400_000_000
 _STRING_COLUMNS = ("symbol", "exchange")
@@ -164,33 +165,28 @@ class FilePlanner:
     """
 
     def __init__(self, max_snapshots: int = 64) -> None:
-        self._lock = threading.Lock()
-        self._plans: OrderedDict[tuple[str, int], _Plan] = OrderedDict()
-        self._manifests: OrderedDict[str, tuple[ManifestContent, tuple[Any, ...]]] = OrderedDict()
-        self._footers: dict[str, dict[str, int | None]] = {}
-        self._max_snapshots = max_snapshots
+        self._lock = threading.Lock()  # the counter below
+        self._plans: BoundedLRU[tuple[str, int], _Plan] = BoundedLRU(max_snapshots)
+        self._manifests: BoundedLRU[str, tuple[ManifestContent, tuple[Any, ...]]] = BoundedLRU(
+            16 * max_snapshots
+        )
+        self._footers: BoundedLRU[str, dict[str, int | None]] = BoundedLRU(100_000)
         self.plans_built = 0  # how many snapshots were planned (a test checks a new commit is planned anew)
 
     def _entries(self, table: Table, manifest: Any) -> tuple[ManifestContent, tuple[Any, ...]]:
-        with self._lock:
-            cached = self._manifests.get(manifest.manifest_path)
+        cached = self._manifests.get(manifest.manifest_path)
         if cached is not None:
             return cached
         files = tuple(e.data_file for e in manifest.fetch_manifest_entry(table.io, discard_deleted=True))
         result = (manifest.content, files)
-        with self._lock:
-            self._manifests[manifest.manifest_path] = result
-            while len(self._manifests) > 16 * self._max_snapshots:
-                self._manifests.popitem(last=False)
+        self._manifests.put(manifest.manifest_path, result)
         return result
 
     def _plan(self, table: Table, snapshot_id: int) -> _Plan | None:
         key = (table.metadata.table_uuid.hex, snapshot_id)
-        with self._lock:
-            plan = self._plans.get(key)
-            if plan is not None:
-                self._plans.move_to_end(key)
-                return plan
+        plan = self._plans.get(key)
+        if plan is not None:
+            return plan
         snapshot = table.snapshot_by_id(snapshot_id)
         if snapshot is None:
             return None
@@ -209,17 +205,14 @@ class FilePlanner:
                 continue
             files.extend(_file_facts(table, f, schema) for f in entries)
         plan = _Plan(tuple(files), direct, schema, len(schemas) > 1)
+        self._plans.put(key, plan)
         with self._lock:
-            self._plans[key] = plan
             self.plans_built += 1
-            while len(self._plans) > self._max_snapshots:
-                self._plans.popitem(last=False)
         return plan
 
     def _footer(self, table: Table, path: str) -> dict[str, int | None]:
         """Top-level column name -> Iceberg field id as written in the file's Parquet footer (cached per path)."""
-        with self._lock:
-            cached = self._footers.get(path)
+        cached = self._footers.get(path)
         if cached is not None:
             return cached
         with table.io.new_input(path).open() as stream:
@@ -228,10 +221,7 @@ class FilePlanner:
         for field in schema:
             raw = (field.metadata or {}).get(b"PARQUET:field_id")
             columns[field.name] = int(raw) if raw is not None else None
-        with self._lock:
-            if len(self._footers) > 100_000:
-                self._footers.clear()
-            self._footers[path] = columns
+        self._footers.put(path, columns)
         return columns
 
     def planned(self, table: Table, snapshot_id: int) -> tuple[PlannedFile, ...] | None:
