@@ -82,3 +82,13 @@ def test_tables_created_before_the_delta_columns_get_them(tmp_path: Path) -> Non
     assert again.properties[DELTA_PROPERTY] == ",".join(TABLE_DELTA_COLUMNS["trades"])
     append(again, trade_batch(1, 100), "trades")
     assert DELTA in _encodings(again)["trade_id"]
+
+
+def test_an_older_k2s_delta_columns_are_brought_up_to_date(tmp_path: Path) -> None:
+    """K2 owns its ``k2.*`` properties: a list an older K2 wrote (fewer columns) is replaced, not kept."""
+    settings = Settings(data_dir=tmp_path / "k2")
+    tables = ensure_tables(load_catalog(settings), settings)
+    with tables["trades"].transaction() as tx:  # as an older K2 left it: one column only
+        tx.set_properties({DELTA_PROPERTY: "trade_id"})
+    again = ensure_tables(load_catalog(settings), settings)["trades"]
+    assert again.properties[DELTA_PROPERTY] == ",".join(TABLE_DELTA_COLUMNS["trades"])

@@ -219,11 +219,14 @@ def table_layout(short: str | None) -> dict[str, str]:
 
 
 def _layout_missing(short: str, properties: dict[str, str]) -> dict[str, str]:
-    """Layout properties a table lacks; a table's own change replaces the generic value an older K2 set."""
+    """Layout properties a table lacks; a table's own change replaces the generic value an older K2 set.
+    K2's own properties (``k2.*``, e.g. the delta-encoded columns) always take this K2's value: no one
+    else sets them, and an older K2's value would keep new columns out."""
     return {
         k: v
         for k, v in table_layout(short).items()
-        if properties.get(k) != v and properties.get(k) in (None, PARQUET_LAYOUT.get(k))
+        if properties.get(k) != v
+        and (k.startswith("k2.") or properties.get(k) in (None, PARQUET_LAYOUT.get(k)))
     }
 
 
