@@ -4,13 +4,22 @@ never used for rows still in Kafka; bounded by bytes; hits much faster than miss
 from __future__ import annotations
 
 import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 
+from k2.api.cache import ResultCache, cached_query
 from k2.api.keys import KeyStore
+from k2.api.respond import as_table
+from k2.config import Settings
 from k2.lake.catalog import ensure_tables, load_catalog
 from k2.lake.writer import append
+from k2.query.client import Client
 from tests.api.conftest import api_settings
 from tests.api.helpers import seed, serve, trades_table
 from tests.landing.helpers import BASE_TS
@@ -93,3 +102,67 @@ def test_cache_is_bounded_by_bytes(tmp_path: Path, broker: str, schema_registry:
         for interval in ("1m", "2m", "5m", "10m", "15m"):
             assert c.get("/v1/bars", params={**BARS, "interval": interval}).status_code == 200
         assert server.app.state.k2.cache.bytes <= 4_096
+
+
+def test_identical_requests_in_flight_compute_once(tmp_path: Path) -> None:
+    """While one request computes a key, an identical one waits for that answer instead of computing it
+    again, and gets the same rows; a leader that fails leaves the waiter to compute its own."""
+    settings = Settings(data_dir=tmp_path / "k2", kafka_bootstrap_servers="127.0.0.1:9", query_pool_size=2)
+    seed(ensure_tables(load_catalog(settings), settings))
+    client = Client(settings)
+    cache = ResultCache(1 << 20)
+    start, end = datetime(2024, 8, 8, 23, tzinfo=UTC), datetime(2024, 8, 9, 1, tzinfo=UTC)
+    computing, release = threading.Event(), threading.Event()
+    calls: list[int | None] = []
+
+    def bars(pin: int | None) -> Any:
+        calls.append(pin)
+        computing.set()
+        release.wait(60)
+        return client.bars("BTCUSDT", "1m", start, end, as_of=pin)
+
+    def ask() -> Any:
+        return cached_query(
+            cache, client, "bars", "trades", {"symbol": "BTCUSDT"}, (None, end, False, 60.0), bars
+        )
+
+    with ThreadPoolExecutor(3) as pool:
+        leader = pool.submit(ask)
+        assert computing.wait(60)
+        followers = [pool.submit(ask) for _ in range(2)]
+        # Give them time to find the key missing and join the flight. One that arrives after the leader
+        # has landed finds the cache filled instead: still one computation either way.
+        time.sleep(0.5)
+        release.set()
+        answers = [leader.result(60), *(f.result(60) for f in followers)]
+    assert len(calls) == 1, f"expected one computation, found {len(calls)}"
+    assert all(as_table(a).equals(as_table(answers[0])) for a in answers)
+    assert as_table(answers[0]).num_rows > 0
+
+    failing: list[int] = []
+
+    def broken(pin: int | None) -> Any:
+        failing.append(1)
+        if len(failing) == 1:
+            computing.set()
+            release.wait(60)
+            raise RuntimeError("the leader's query failed")
+        return client.bars("BTCUSDT", "5m", start, end, as_of=pin)
+
+    computing.clear()
+    release.clear()
+    key_params = {"symbol": "BTCUSDT", "interval": "5m"}
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(
+            cached_query, cache, client, "bars", "trades", key_params, (None, end, False, 60.0), broken
+        )
+        assert computing.wait(60)
+        second = pool.submit(
+            cached_query, cache, client, "bars", "trades", key_params, (None, end, False, 60.0), broken
+        )
+        time.sleep(0.2)  # let the second join the flight (it computes its own either way)
+        release.set()
+        assert isinstance(first.exception(60), RuntimeError)
+        assert as_table(second.result(60)).num_rows > 0
+    assert len(failing) == 2
+    client.close()

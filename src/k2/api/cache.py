@@ -7,7 +7,9 @@ it at once. Rows still in Kafka (``include_recent``) are not pinnable and are ne
 decide with :func:`reads_kafka`.
 
 Bounded by bytes (LRU on the Arrow tables' ``nbytes``); one cache per API process (per worker with
-``K2_API_WORKERS``). Metrics: ``k2_api_cache_hits_total``, ``k2_api_cache_misses_total``,
+``K2_API_WORKERS``). Identical requests arriving while the first is computing wait for its answer instead
+of computing it again (dashboards refresh together): one computation per key at a time, per process.
+Metrics: ``k2_api_cache_hits_total``, ``k2_api_cache_misses_total``, ``k2_api_cache_waits_total``,
 ``k2_api_cache_bytes``.
 
 Example:
@@ -35,6 +37,9 @@ from k2.query.result import QueryResult
 from k2.telemetry.metrics import metric
 
 CacheKey = tuple[str, str, tuple[tuple[str, int], ...]]
+# How long an identical request waits for the one computing its answer before computing its own (a bound,
+# not a timeout of the query: the leader's query keeps its own limits).
+_WAIT_SECONDS = 120.0
 
 
 def cache_key(endpoint: str, params: Mapping[str, Any], snapshot_ids: Mapping[str, int]) -> CacheKey:
@@ -58,6 +63,14 @@ def reads_kafka(
     return end is None or end >= datetime.now(UTC) - timedelta(seconds=recent_window_seconds)
 
 
+class _Flight:
+    """One computation of a cache key in progress; ``result`` ((table, unknown symbols)) is set before ``done``."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: Any = None
+
+
 class ResultCache:
     """Thread-safe LRU of Arrow tables bounded by their total ``nbytes`` (``max_bytes`` 0: disabled).
 
@@ -68,8 +81,28 @@ class ResultCache:
         self.max_bytes = max_bytes
         self._entries: OrderedDict[CacheKey, pa.Table] = OrderedDict()
         self._unknown: dict[CacheKey, tuple[str, ...]] = {}
+        self._flights: dict[CacheKey, _Flight] = {}
         self._bytes = 0
         self._lock = threading.Lock()
+
+    def join(self, key: CacheKey) -> tuple[_Flight, bool]:
+        """The computation of ``key`` in progress, and whether the caller leads it (True: compute, then
+        :meth:`land`; False: another request computes it, wait on the flight)."""
+        with self._lock:
+            flight = self._flights.get(key)
+            if flight is not None:
+                return flight, False
+            flight = self._flights[key] = _Flight()
+            return flight, True
+
+    def land(self, key: CacheKey, flight: _Flight, result: Any) -> None:
+        """End the leader's flight: waiters get ``result`` ((table, unknown symbols); None: it failed, they
+        compute their own)."""
+        with self._lock:
+            if self._flights.get(key) is flight:
+                del self._flights[key]
+        flight.result = result
+        flight.done.set()
 
     @property
     def bytes(self) -> int:
@@ -143,6 +176,19 @@ def cached_query(
     hit = cache.get(key)
     if hit is not None:
         return QueryResult(hit, {table: snapshot}, unknown_symbols=cache.unknown_symbols(key))
-    result = call(int(snapshot))
-    cache.put(key, getattr(result, "table", result), tuple(getattr(result, "unknown_symbols", ()) or ()))
+    flight, leader = cache.join(key)
+    if not leader:
+        flight.done.wait(_WAIT_SECONDS)
+        if flight.result is not None:
+            metric("k2_api_cache_waits_total").labels(endpoint=endpoint).inc()
+            answer, unknown = flight.result
+            return QueryResult(answer, {table: snapshot}, unknown_symbols=unknown)
+        return call(int(snapshot))  # the leader failed or is too slow: compute it here
+    landed = None
+    try:
+        result = call(int(snapshot))
+        landed = (getattr(result, "table", result), tuple(getattr(result, "unknown_symbols", ()) or ()))
+        cache.put(key, *landed)
+    finally:
+        cache.land(key, flight, landed)
     return result

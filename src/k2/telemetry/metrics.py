@@ -138,6 +138,12 @@ DECLARATIONS: tuple[MetricDecl, ...] = (
     ),
     MetricDecl("k2_api_cache_misses_total", "counter", "API result cache misses.", ("endpoint",)),
     MetricDecl(
+        "k2_api_cache_waits_total",
+        "counter",
+        "API requests answered by waiting for the same query another request was already computing.",
+        ("endpoint",),
+    ),
+    MetricDecl(
         "k2_api_cache_bytes", "gauge", "Bytes of results held by the API result cache of this process.", ()
     ),
     MetricDecl(
