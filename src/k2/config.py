@@ -397,7 +397,7 @@ class Settings(BaseSettings):
     )
     api_workers: int = _f(
         1,
-        "API worker processes `k2 api serve` runs (each with its own query engine and result cache; rate limits are shared through the key store).",
+        "API worker processes `k2 api serve` runs (each with its own query engine; the result cache is shared through `api_cache_dir`, rate limits through the key store).",
         2,
         "api",
     )
@@ -409,8 +409,14 @@ class Settings(BaseSettings):
     )
     api_cache_max_bytes: int = _f(
         268_435_456,
-        "Bytes of query results the API keeps per process, keyed by the Iceberg snapshot read (never stale; never rows still in Kafka). 0 disables.",
+        "Bytes of query results the API keeps (per process in memory, or in `api_cache_dir` shared by the workers), keyed by the Iceberg snapshot read (never stale; never rows still in Kafka). 0 disables.",
         67_108_864,
+        "api",
+    )
+    api_cache_dir: str | None = _f(
+        None,
+        "Directory where the API worker processes share one result cache (Arrow files, bounded by `api_cache_max_bytes`). Unset: `k2 api serve` makes a fresh directory under `data_dir` for the run when `api_workers` > 1 and removes it at exit (one process keeps its cache in memory). Empty: never shared (each process keeps its own in memory).",
+        "/var/lib/k2/api-cache",
         "api",
     )
     api_max_concurrent_requests: int = _f(

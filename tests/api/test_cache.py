@@ -3,6 +3,7 @@ never used for rows still in Kafka; bounded by bytes; hits much faster than miss
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -12,17 +13,21 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pyarrow as pa
 
 from k2.api.cache import ResultCache, cached_query
 from k2.api.keys import KeyStore
 from k2.api.respond import as_table
+from k2.api.shared_cache import SharedResultCache
 from k2.config import Settings
 from k2.lake.catalog import ensure_tables, load_catalog
 from k2.lake.writer import append
 from k2.query.client import Client
+from k2.telemetry.procs import free_port
 from tests.api.conftest import api_settings
 from tests.api.helpers import seed, serve, trades_table
 from tests.landing.helpers import BASE_TS
+from tests.support.api_process import REPO, api_process
 
 BARS = {"symbol": "BTCUSDT", "interval": "1m", "start": "2024-08-08T23:00:00Z", "end": "2024-08-09T01:00:00Z"}
 
@@ -166,3 +171,66 @@ def test_identical_requests_in_flight_compute_once(tmp_path: Path) -> None:
         assert as_table(second.result(60)).num_rows > 0
     assert len(failing) == 2
     client.close()
+
+
+def _serve_env(data_dir: Path, **values: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("K2_")}
+    env.update({
+        "K2_CONFIG_FILE": str(REPO / "tests" / "k2-test.toml"), "K2_DATA_DIR": str(data_dir),
+        "K2_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}", **values,
+    })  # fmt: skip
+    return env
+
+
+def test_api_processes_sharing_a_cache_directory_answer_each_others_queries(tmp_path: Path) -> None:
+    """An answer computed by one API process is a hit in another that shares ``K2_API_CACHE_DIR``: the
+    second process never computes it (its hit counter moves, its miss counter does not)."""
+    settings = Settings(data_dir=tmp_path / "k2", kafka_bootstrap_servers="127.0.0.1:9")
+    seed(ensure_tables(load_catalog(settings), settings))
+    key, _ = KeyStore.from_settings(settings).create("r", "read")
+    env = _serve_env(tmp_path / "k2", K2_API_CACHE_DIR=str(tmp_path / "shared"))
+    with api_process(env, tmp_path / "a.log") as a, api_process(env, tmp_path / "b.log") as b:
+        first = httpx.get(f"{a}/v1/bars", params=BARS, headers={"X-API-Key": key}, timeout=60)
+        assert first.status_code == 200, first.text
+        with httpx.Client(base_url=b, timeout=60, headers={"X-API-Key": key}) as c:
+            misses, hits = (
+                _metric(c, "k2_api_cache_misses_total", "bars"),
+                _metric(c, "k2_api_cache_hits_total", "bars"),
+            )
+            second = c.get("/v1/bars", params=BARS)
+            assert second.status_code == 200, second.text
+            assert second.json() == first.json()
+            assert _metric(c, "k2_api_cache_hits_total", "bars") == hits + 1
+            assert _metric(c, "k2_api_cache_misses_total", "bars") == misses
+    assert len(list((tmp_path / "shared").glob("*.arrow"))) == 1
+
+
+def test_several_workers_share_a_cache_directory_made_for_the_run_and_removed_at_exit(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "k2", kafka_bootstrap_servers="127.0.0.1:9")
+    seed(ensure_tables(load_catalog(settings), settings))
+    key, _ = KeyStore.from_settings(settings).create("r", "read")
+    with api_process(_serve_env(tmp_path / "k2", K2_API_WORKERS="2"), tmp_path / "api.log") as url:
+        answers = [
+            httpx.get(f"{url}/v1/bars", params=BARS, headers={"X-API-Key": key}, timeout=60) for _ in range(6)
+        ]  # a new connection each: the kernel hands them to either worker
+        assert all(r.status_code == 200 and r.json() == answers[0].json() for r in answers)
+        runs = list((tmp_path / "k2" / "api-cache").iterdir())
+        assert len(runs) == 1 and len(list(runs[0].glob("*.arrow"))) == 1, runs
+    assert list((tmp_path / "k2" / "api-cache").iterdir()) == []
+
+
+def test_the_shared_store_is_bounded_and_a_damaged_or_foreign_file_is_a_miss(tmp_path: Path) -> None:
+    cache = SharedResultCache(6_000, tmp_path / "shared")
+    keys = [("bars", f'{{"interval":"{i}m"}}', (("trades", 1),)) for i in range(6)]
+    rows = pa.table({"x": pa.array(range(250), pa.int64())})  # 2,000 bytes of Arrow, ~2.5 KB on disk
+    for i, key in enumerate(keys):
+        cache.put(key, rows)
+        os.utime(cache._path(key), (1_000_000 + i, 1_000_000 + i))  # distinct recency, oldest first
+    assert 0 < cache.bytes <= 6_000
+    assert cache.lookup(keys[-1]) is not None and cache.lookup(keys[0]) is None  # the oldest went first
+    cache._path(keys[-1]).write_bytes(b"ARROW1 cut short")
+    assert cache.lookup(keys[-1]) is None
+    other = SharedResultCache(1 << 20, tmp_path / "shared")
+    other.put(keys[1], rows)
+    os.replace(cache._path(keys[1]), cache._path(keys[2]))  # another key's rows under this key's name
+    assert other.lookup(keys[2]) is None

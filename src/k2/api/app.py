@@ -35,6 +35,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -57,6 +58,7 @@ from k2.api.keys import KeyStore
 from k2.api.middleware import RequestContextMiddleware
 from k2.api.ratelimit import SharedTokenBuckets, TokenBuckets
 from k2.api.routes import ROUTERS
+from k2.api.shared_cache import SharedResultCache
 from k2.api.state import ApiState, default_client_factory, request_id, run
 from k2.config import Settings
 from k2.query.errors import (
@@ -109,7 +111,11 @@ def create_app(settings: Settings, *, client_factory: Callable[[], Any] | None =
         ),
         anonymous=TokenBuckets(settings.api_rate_limit_per_second, settings.api_rate_limit_burst),
         admission=Admission(settings.api_max_concurrent_per_key, settings.api_max_concurrent_requests),
-        cache=ResultCache(settings.api_cache_max_bytes),
+        cache=(
+            SharedResultCache(settings.api_cache_max_bytes, Path(settings.api_cache_dir))
+            if settings.api_cache_dir
+            else ResultCache(settings.api_cache_max_bytes)
+        ),
         cursors=CursorCodec(keys.secret("cursor")),
         executor=ThreadPoolExecutor(
             max_workers=max(4, settings.query_pool_size * 2), thread_name_prefix="k2-api"

@@ -110,20 +110,23 @@ class ResultCache:
             return self._bytes
 
     def get(self, key: CacheKey) -> pa.Table | None:
+        found = self.lookup(key)
+        return None if found is None else found[0]
+
+    def lookup(self, key: CacheKey) -> tuple[pa.Table, tuple[str, ...]] | None:
+        """(rows, unknown symbols) kept for ``key``, or None; counted as a hit or a miss."""
+        found = self._find(key)
+        name = "k2_api_cache_hits_total" if found is not None else "k2_api_cache_misses_total"
+        metric(name).labels(endpoint=key[0]).inc()
+        return found
+
+    def _find(self, key: CacheKey) -> tuple[pa.Table, tuple[str, ...]] | None:
         with self._lock:
             table = self._entries.get(key)
-            if table is not None:
-                self._entries.move_to_end(key)
-        if table is not None:
-            metric("k2_api_cache_hits_total").labels(endpoint=key[0]).inc()
-        else:
-            metric("k2_api_cache_misses_total").labels(endpoint=key[0]).inc()
-        return table
-
-    def unknown_symbols(self, key: CacheKey) -> tuple[str, ...]:
-        """The unknown symbols stored with ``key`` (none when it has none or is not cached)."""
-        with self._lock:
-            return self._unknown.get(key, ())
+            if table is None:
+                return None
+            self._entries.move_to_end(key)
+            return table, self._unknown.get(key, ())
 
     def put(self, key: CacheKey, table: pa.Table, unknown_symbols: tuple[str, ...] = ()) -> None:
         size = int(table.nbytes)
@@ -173,9 +176,9 @@ def cached_query(
     if snapshot is None:
         return call(as_of)
     key = cache_key(endpoint, params, {table: snapshot})
-    hit = cache.get(key)
+    hit = cache.lookup(key)
     if hit is not None:
-        return QueryResult(hit, {table: snapshot}, unknown_symbols=cache.unknown_symbols(key))
+        return QueryResult(hit[0], {table: snapshot}, unknown_symbols=hit[1])
     flight, leader = cache.join(key)
     if not leader:
         flight.done.wait(_WAIT_SECONDS)

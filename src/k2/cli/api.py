@@ -9,15 +9,40 @@ Example::
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from k2.config import HTTP_KEEP_ALIVE_SECONDS, load_settings
+from k2.config import ENV_PREFIX, HTTP_KEEP_ALIVE_SECONDS, Settings, load_settings
 
 console = Console()
+
+
+@contextmanager
+def _shared_cache_dir(settings: Settings) -> Iterator[None]:
+    """With several workers and ``api_cache_dir`` unset (empty: never shared): a fresh directory under ``data_dir`` for this
+    run's shared result cache, named to the workers through ``K2_API_CACHE_DIR``, removed at exit (a
+    later release never reads this one's rows)."""
+    if settings.api_workers == 1 or settings.api_cache_dir is not None or settings.api_cache_max_bytes <= 0:
+        yield
+        return
+    root = Path(settings.data_dir) / "api-cache"
+    root.mkdir(parents=True, exist_ok=True)
+    directory = tempfile.mkdtemp(prefix="run-", dir=root)
+    os.environ[f"{ENV_PREFIX}API_CACHE_DIR"] = directory
+    try:
+        yield
+    finally:
+        os.environ.pop(f"{ENV_PREFIX}API_CACHE_DIR", None)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -36,19 +61,21 @@ def register(app: typer.Typer) -> None:
         from k2.api.app import create_app
 
         settings = load_settings()
-        # One process: the app built here. Several (K2_API_WORKERS): each worker builds its own from the settings.
+        # One process: the app built here. Several (K2_API_WORKERS): each worker builds its own from the
+        # settings (the environment), sharing one result cache directory made for this run.
         target: Any = create_app(settings) if settings.api_workers == 1 else "k2.api.app:app_from_settings"
-        uvicorn.run(
-            target,
-            factory=settings.api_workers > 1,
-            workers=settings.api_workers,
-            host=host or settings.api_host,
-            port=port or settings.api_port,
-            log_level=settings.log_level.lower(),
-            access_log=settings.log_level == "DEBUG",
-            timeout_graceful_shutdown=5,
-            timeout_keep_alive=HTTP_KEEP_ALIVE_SECONDS,
-        )
+        with _shared_cache_dir(settings):
+            uvicorn.run(
+                target,
+                factory=settings.api_workers > 1,
+                workers=settings.api_workers,
+                host=host or settings.api_host,
+                port=port or settings.api_port,
+                log_level=settings.log_level.lower(),
+                access_log=settings.log_level == "DEBUG",
+                timeout_graceful_shutdown=5,
+                timeout_keep_alive=HTTP_KEEP_ALIVE_SECONDS,
+            )
 
     @keys_app.command("create")
     def keys_create(
