@@ -53,6 +53,20 @@ def timed(c: httpx.Client, params: dict[str, str]) -> float:
     return time.perf_counter() - started
 
 
+def seeded_lake(tmp: Path, trades: int, extra: dict[str, str]) -> tuple[dict[str, str], float, str]:
+    """The server's environment (also applied to this process), the seeded span in seconds, a read key."""
+    overrides = {
+        "K2_DATA_DIR": str(tmp / "k2"), "K2_LOG_LEVEL": "WARNING",
+        "K2_API_RATE_LIMIT_PER_SECOND": "1000000", "K2_API_RATE_LIMIT_BURST": "1000000",
+        "K2_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}", **extra,
+    }  # fmt: skip
+    os.environ.update(overrides)
+    settings = Settings()
+    span = seed(settings, trades)
+    key, _ = KeyStore.from_settings(settings).create("cache", "read")
+    return overrides, span, key
+
+
 def fresh_request(url: str, key: str, params: dict[str, str]) -> float:
     """One bars request on a new connection (the kernel hands it to any worker)."""
     started = time.perf_counter()
@@ -163,15 +177,7 @@ def main() -> int:
         return compare_workers(args)
     with tempfile.TemporaryDirectory(prefix="k2-api-cache-") as tmp:
         port = free_port()
-        overrides = {
-            "K2_DATA_DIR": str(Path(tmp) / "k2"), "K2_API_PORT": str(port), "K2_LOG_LEVEL": "WARNING",
-            "K2_API_RATE_LIMIT_PER_SECOND": "1000000", "K2_API_RATE_LIMIT_BURST": "1000000",
-            "K2_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
-        }  # fmt: skip
-        os.environ.update(overrides)
-        settings = Settings()
-        span = seed(settings, args.trades)
-        key, _ = KeyStore.from_settings(settings).create("cache", "read")
+        overrides, span, key = seeded_lake(Path(tmp), args.trades, {"K2_API_PORT": str(port)})
         server = ManagedProcess(
             "api",
             (sys.executable, "-m", "k2.cli", "api", "serve"),
@@ -207,15 +213,7 @@ def main() -> int:
 
 def compare_workers(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="k2-api-cache-") as tmp:
-        overrides = {
-            "K2_DATA_DIR": str(Path(tmp) / "k2"), "K2_LOG_LEVEL": "WARNING",
-            "K2_API_RATE_LIMIT_PER_SECOND": "1000000", "K2_API_RATE_LIMIT_BURST": "1000000",
-            "K2_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
-        }  # fmt: skip
-        os.environ.update(overrides)
-        settings = Settings()
-        span = seed(settings, args.trades)
-        key, _ = KeyStore.from_settings(settings).create("cache", "read")
+        overrides, span, key = seeded_lake(Path(tmp), args.trades, {})
         for workers in (int(w) for w in args.workers.split(",")):
             r = workers_run(workers, args, Path(tmp), overrides, key, span)
             print(
