@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pyarrow as pa
+import pytest
 
 from k2.api.cache import ResultCache, cached_query
 from k2.api.keys import KeyStore
@@ -234,3 +235,10 @@ def test_the_shared_store_is_bounded_and_a_damaged_or_foreign_file_is_a_miss(tmp
     other.put(keys[1], rows)
     os.replace(cache._path(keys[1]), cache._path(keys[2]))  # another key's rows under this key's name
     assert other.lookup(keys[2]) is None
+
+
+def test_an_unwritable_cache_directory_fails_at_start_naming_the_setting(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ValueError, match=r"K2_API_CACHE_DIR.*expected a writable directory"):
+        SharedResultCache(1 << 20, blocker / "cache")

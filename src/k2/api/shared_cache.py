@@ -53,7 +53,15 @@ class SharedResultCache(ResultCache):
     def __init__(self, max_bytes: int, directory: Path) -> None:
         super().__init__(max_bytes)
         self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            probe = directory / f".{uuid.uuid4().hex}.probe"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise ValueError(
+                f"api_cache_dir (K2_API_CACHE_DIR): expected a writable directory, found {str(directory)!r}: {exc}"
+            ) from exc
 
     @property
     def bytes(self) -> int:
