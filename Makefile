@@ -12,7 +12,7 @@ demo: setup
 	$(BIN)/k2 demo
 
 test: setup
-	$(BIN)/pytest -q -n 4 --dist loadscope --durations=15
+	$(BIN)/pytest -q -n 4 --dist loadscope --no-loadscope-reorder --durations=15
 
 setup: deps $(STAMP)
 

@@ -13,6 +13,26 @@ from k2.config import Settings
 from k2.lake.catalog import ensure_tables, load_catalog
 from tests.api.helpers import ServerThread, seed
 
+SMALL_STREAM_CHUNK = 16_384
+
+
+@pytest.fixture
+def small_stream_chunks() -> Iterator[int]:
+    """Streamed answers in chunks of 16,384 rows instead of ``bigpage.STREAM_CHUNK_ROWS`` (65,536); returns it.
+
+    For tests whose claim is about chunk *edges* (rows, cursors and snapshots at each edge equal the one-shot
+    answer), not about the size: the same code runs at every edge, so three chunks of 16,384 rows prove what
+    three of 65,536 did with a quarter of the rows to seed, join, encode and compare. Not for memory-bound
+    tests (their bounds are measured at the real chunk size). 16,384 is not a multiple of 7 (ties of 7 trades
+    still straddle an edge) and its 2,341 trade times span 4.7 s, more than any gap a test cuts before an edge.
+    """
+    from k2.api import bigpage
+
+    # A patch of its own: a test's monkeypatch.undo() (test_streaming_hybrid counts reads with one) keeps it.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bigpage, "STREAM_CHUNK_ROWS", SMALL_STREAM_CHUNK)
+        yield SMALL_STREAM_CHUNK
+
 
 @dataclass
 class Api:

@@ -1,4 +1,7 @@
-"""`k2 keys create|list|revoke` and `k2 api serve` (the command `k2 up` runs), as real processes."""
+"""`k2 keys create|list|revoke` and `k2 api serve` (the command `k2 up` runs), as real processes.
+
+The refusals and the listing run in process (typer's runner: a `python -m k2.cli` process costs ~1 s of CPU
+in imports); creating and revoking a key, whose effect the served API must see, are real processes."""
 
 from __future__ import annotations
 
@@ -9,8 +12,10 @@ import time
 from pathlib import Path
 
 import httpx
+from typer.testing import CliRunner
 
 from k2.api.keycache import KEY_CACHE_SECONDS
+from k2.cli import app
 from k2.telemetry.procs import ManagedProcess, free_port
 from tests.conftest import REPO
 
@@ -39,11 +44,11 @@ def test_keys_commands_and_api_serve(tmp_path: Path, broker: str) -> None:
     assert created.returncode == 0, created.stderr
     key = created.stdout.strip().splitlines()[-1]
     assert key.startswith("k2_")
-    bad_scope = k2(env, "keys", "create", "--name", "x", "--scope", "root")
-    assert bad_scope.returncode == 2 and "expected one of ['read', 'admin'], found 'root'" in bad_scope.stdout
+    bad_scope = CliRunner().invoke(app, ["keys", "create", "--name", "x", "--scope", "root"], env=env)
+    assert bad_scope.exit_code == 2 and "expected one of ['read', 'admin'], found 'root'" in bad_scope.stdout
 
-    listed = k2(env, "keys", "list")
-    assert listed.returncode == 0 and "ci" in listed.stdout and "admin" in listed.stdout
+    listed = CliRunner().invoke(app, ["keys", "list"], env=env)
+    assert listed.exit_code == 0 and "ci" in listed.stdout and "admin" in listed.stdout
     assert key not in listed.stdout and key.split("_", 2)[2] not in listed.stdout
 
     server = ManagedProcess(
@@ -65,4 +70,4 @@ def test_keys_commands_and_api_serve(tmp_path: Path, broker: str) -> None:
             assert c.get("/v1/keys", headers={"X-API-Key": key}).status_code == 401
     finally:
         server.stop()
-    assert k2(env, "keys", "revoke", "no-such-key").returncode == 2
+    assert CliRunner().invoke(app, ["keys", "revoke", "no-such-key"], env=env).exit_code == 2

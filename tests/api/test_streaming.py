@@ -102,11 +102,11 @@ def test_slow_readers_of_a_million_row_page_keep_rss_bounded(
     )
 
 
-def test_a_streamed_walk_equals_the_one_shot_query(tmp_path: Path, broker: str, schema_registry: str) -> None:
+def test_a_streamed_walk_equals_the_one_shot_query(
+    tmp_path: Path, broker: str, schema_registry: str, small_stream_chunks: int
+) -> None:
     """Pages larger than a stream chunk: exact row counts and cursors, rows equal to one-shot, every format."""
-    from k2.api import bigpage
-
-    chunk = bigpage.STREAM_CHUNK_ROWS
+    chunk = small_stream_chunks
     settings = api_settings(tmp_path / "k2", broker, schema_registry, query_max_rows=4 * chunk)
     tables = ensure_tables(load_catalog(settings), settings)
     rows = 2 * chunk + 777

@@ -37,8 +37,9 @@ from tests.api.helpers import (
 from tests.landing.helpers import BASE_TS
 from tests.support.tables import assert_rows_differ, assert_same_rows
 
-CHUNK = bigpage.STREAM_CHUNK_ROWS
-SAME_TS = 7  # trades per timestamp: 65,536 is not a multiple of 7, so chunk edges split a tie group
+SAME_TS = (
+    7  # trades per timestamp: 65,536 and 16,384 are not multiples of 7, so chunk edges split a tie group
+)
 TRADE_STEP_US = 2_000  # trades_table: one timestamp every 2 ms
 QUOTE_STEP_US = 3_000  # quotes_table: one quote every 3 ms
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -59,7 +60,8 @@ def _quotes(trades: int) -> pa.Table:
     count = (_trade_ts(trades - 1) - BASE_TS) // QUOTE_STEP_US + 2
     table = quotes_table("EDGEUSDT", 1, count)
     ts = table["exchange_ts"].cast(pa.int64())
-    edge1, edge2 = _trade_ts(CHUNK), _trade_ts(2 * CHUNK)
+    chunk = bigpage.STREAM_CHUNK_ROWS  # at call time: the tests that ask for small_stream_chunks patch it
+    edge1, edge2 = _trade_ts(chunk), _trade_ts(2 * chunk)
     keep = pc.invert(
         pc.or_(
             pc.and_(pc.greater_equal(ts, edge1 - 60_000), pc.less_equal(ts, edge1 + 3_000)),
@@ -84,10 +86,11 @@ def _rows(table: pa.Table) -> list[dict[str, Any]]:
 
 @pytest.mark.timeout(300)
 def test_a_streamed_asof_answer_equals_the_one_shot_join(
-    tmp_path: Path, broker: str, schema_registry: str
+    tmp_path: Path, broker: str, schema_registry: str, small_stream_chunks: int
 ) -> None:
-    settings = api_settings(tmp_path / "k2", broker, schema_registry, query_max_rows=4 * CHUNK)
-    trades = 2 * CHUNK + 777
+    chunk = small_stream_chunks
+    settings = api_settings(tmp_path / "k2", broker, schema_registry, query_max_rows=4 * chunk)
+    trades = 2 * chunk + 777
     start, end = _seed(settings, trades)
     with Client(settings) as direct:
         one_shot = direct.asof_join("EDGEUSDT", start, end, tolerance="1s")
@@ -98,18 +101,18 @@ def test_a_streamed_asof_answer_equals_the_one_shot_join(
         )
         assert isinstance(lazy, LazyRows) and lazy.num_rows == trades and lazy_snaps == snaps
         chunks = list(lazy.chunks)
-        assert [chunk.num_rows for chunk in chunks] == [CHUNK, CHUNK, 777]
+        assert [part.num_rows for part in chunks] == [chunk, chunk, 777]
         assert_same_rows(pa.concat_tables(chunks), one_shot.table, rows=_rows)
         del chunks
     assert one_shot.num_rows == trades and snaps == one_shot.snapshot_ids
     # The rows at the chunk edges (and the ends), normalised: the JSON answer is checked against them.
-    edges = (0, CHUNK - 1, CHUNK, 2 * CHUNK - 1, 2 * CHUNK, trades - 1)
+    edges = (0, chunk - 1, chunk, 2 * chunk - 1, 2 * chunk, trades - 1)
     expected = dict(zip(edges, _rows(one_shot.table.take(list(edges))), strict=True))
     # The data are what the edges need: the first edge's quote lies before its chunk, the second's is stale.
-    first2, last1 = expected[CHUNK], expected[CHUNK - 1]
+    first2, last1 = expected[chunk], expected[chunk - 1]
     assert first2["quote_ts"] is not None and first2["quote_ts"] < last1["exchange_ts"]
-    assert first2["quote_ts"] == normalise(_ts(_trade_ts(CHUNK) - 50_000))
-    assert expected[2 * CHUNK]["quote_ts"] is None and expected[2 * CHUNK - 1]["quote_ts"] is None
+    assert first2["quote_ts"] == normalise(_ts(_trade_ts(chunk) - 50_000))
+    assert expected[2 * chunk]["quote_ts"] is None and expected[2 * chunk - 1]["quote_ts"] is None
     assert last1["exchange_ts"] == first2["exchange_ts"], (
         "the first edge splits a group of trades sharing a time"
     )
@@ -139,9 +142,14 @@ def test_a_streamed_asof_answer_equals_the_one_shot_join(
 def test_a_streamed_asof_answer_is_pinned_while_it_is_sent(
     tmp_path: Path, broker: str, schema_registry: str
 ) -> None:
-    """Quotes landing between the headers and the last chunk change nothing: both snapshots are pinned once."""
-    settings = api_settings(tmp_path / "k2", broker, schema_registry, query_max_rows=4 * CHUNK)
-    trades = 2 * CHUNK + 777
+    """Quotes landing between the headers and the last chunk change nothing: both snapshots are pinned once.
+
+    At the real chunk size (not small_stream_chunks): the new quotes change the end of the second chunk, and
+    the test proves the pin only when the server has not read that chunk before they are committed; larger
+    chunks (about 10 MiB each) make it less likely that the server ran that far ahead of a 4 KiB read."""
+    chunk = bigpage.STREAM_CHUNK_ROWS
+    settings = api_settings(tmp_path / "k2", broker, schema_registry, query_max_rows=4 * chunk)
+    trades = 2 * chunk + 777
     start, end = _seed(settings, trades)
     with Client(settings) as direct:
         expected = direct.asof_join("EDGEUSDT", start, end, tolerance="1s").table
@@ -156,7 +164,7 @@ def test_a_streamed_asof_answer_is_pinned_while_it_is_sent(
         raw = response.iter_bytes(4096)
         parts = [next(raw)]  # the body has started: the snapshots are pinned
         # New quotes inside the stale gap of the second edge: an unpinned later chunk would join them.
-        fresh = quotes_table("EDGEUSDT", 20_000_000, 50, ts0=_trade_ts(2 * CHUNK) - 200_000)
+        fresh = quotes_table("EDGEUSDT", 20_000_000, 50, ts0=_trade_ts(2 * chunk) - 200_000)
         append(ensure_tables(load_catalog(settings), settings)["quotes"], fresh, "quotes")
         parts += list(raw)
     got = pa.ipc.open_stream(b"".join(parts)).read_all()
@@ -173,12 +181,13 @@ def test_a_streamed_asof_answer_is_pinned_while_it_is_sent(
 
 @pytest.mark.timeout(300)
 def test_a_streamed_asof_answer_at_an_older_snapshot_equals_the_one_shot_join_then(
-    tmp_path: Path, broker: str, schema_registry: str
+    tmp_path: Path, broker: str, schema_registry: str, small_stream_chunks: int
 ) -> None:
     """``as_of`` an older snapshot id, tag or time: the streamed answer is the one-shot join at that as_of;
     trades and quotes committed after it (inside the window) appear in neither."""
-    settings = api_settings(tmp_path / "k2", broker, schema_registry, query_max_rows=4 * CHUNK)
-    trades = 2 * CHUNK + 777
+    chunk = small_stream_chunks
+    settings = api_settings(tmp_path / "k2", broker, schema_registry, query_max_rows=4 * chunk)
+    trades = 2 * chunk + 777
     start, end = _seed(settings, trades)
     tables = ensure_tables(load_catalog(settings), settings)
     create_tag(tables["quotes"], "before-more")  # quotes were committed last: the tag implies both snapshots
@@ -190,7 +199,7 @@ def test_a_streamed_asof_answer_at_an_older_snapshot_equals_the_one_shot_join_th
     append(tables["trades"], trades_table("EDGEUSDT", 50_000_000, 2_000, ts0=BASE_TS + 1_000), "trades")
     append(
         tables["quotes"],
-        quotes_table("EDGEUSDT", 30_000_000, 50, ts0=_trade_ts(2 * CHUNK) - 200_000),
+        quotes_table("EDGEUSDT", 30_000_000, 50, ts0=_trade_ts(2 * chunk) - 200_000),
         "quotes",
     )
     key = KeyStore.from_settings(settings).create("asof", "read")[0]

@@ -41,7 +41,6 @@ from tests.support.factories import wire_trade
 from tests.support.tables import assert_same_rows
 
 SYMBOL = "HYBUSDT"
-CHUNK = bigpage.STREAM_CHUNK_ROWS
 MIB = 1 << 20
 
 
@@ -118,12 +117,17 @@ def _count_reads(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
 
 @pytest.mark.timeout(300)
 def test_a_streamed_hybrid_page_equals_the_one_shot_answer(
-    tmp_path: Path, broker: str, schema_registry: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    broker: str,
+    schema_registry: str,
+    monkeypatch: pytest.MonkeyPatch,
+    small_stream_chunks: int,
 ) -> None:
+    chunk = small_stream_chunks
     exchange = f"hy{uuid.uuid4().hex[:8]}"
-    lake_rows = 2 * CHUNK + 500
+    lake_rows = 2 * chunk + 500
     settings = api_settings(
-        tmp_path / "k2", broker, schema_registry, query_max_rows=4 * CHUNK, api_request_timeout_seconds=120.0
+        tmp_path / "k2", broker, schema_registry, query_max_rows=4 * chunk, api_request_timeout_seconds=120.0
     )
     _lake(settings, exchange, lake_rows)
     new = _kafka(settings, exchange, lake_rows, 2_000)
@@ -133,7 +137,7 @@ def test_a_streamed_hybrid_page_equals_the_one_shot_answer(
         one_shot = client.trades(SYMBOL, **window, exchange=exchange, limit=total + 1, include_recent=True)
         assert one_shot.num_rows == total and one_shot.recent_rows > 0
         snap = one_shot.snapshot_ids["trades"]
-        lake = client.as_of(snap).trades(SYMBOL, **window, exchange=exchange, limit=CHUNK + 1001)
+        lake = client.as_of(snap).trades(SYMBOL, **window, exchange=exchange, limit=chunk + 1001)
         # The Kafka half alone: the new rows (re-sent table rows dropped), in order, against the same snapshot.
         kafka = client.recent_part("trades", SYMBOL, **window, exchange=exchange, include_recent=True)
         assert kafka.num_rows == new and kafka.snapshot_ids == one_shot.snapshot_ids
@@ -165,20 +169,20 @@ def test_a_streamed_hybrid_page_equals_the_one_shot_answer(
         assert page.headers["x-recent-included"] == "true" and page.headers["x-recent-truncated"] == "false"
         assert_same_rows(got, one_shot.table, "the streamed hybrid page differs from the one-shot answer")
         # More than one page: the pinned table's rows only (Kafka rows cannot be pinned), with a cursor.
-        page = c.get("/v1/trades", params={**params, "limit": CHUNK + 1000})
+        page = c.get("/v1/trades", params={**params, "limit": chunk + 1000})
         got = _arrow(page)
         assert (
-            int(page.headers["x-row-count"]) == CHUNK + 1000 and page.headers["x-recent-included"] == "false"
+            int(page.headers["x-row-count"]) == chunk + 1000 and page.headers["x-recent-included"] == "false"
         )
-        assert_same_rows(got, lake.table.slice(0, CHUNK + 1000))
+        assert_same_rows(got, lake.table.slice(0, chunk + 1000))
         assert "x-next-cursor" in page.headers
         rest = _arrow(
             c.get(
                 "/v1/trades",
-                params={**params, "limit": CHUNK + 1000, "cursor": page.headers["x-next-cursor"]},
+                params={**params, "limit": chunk + 1000, "cursor": page.headers["x-next-cursor"]},
             )
         )
-        assert rest.num_rows == lake_rows - CHUNK - 1000, "the walk goes on over the pinned table"
+        assert rest.num_rows == lake_rows - chunk - 1000, "the walk goes on over the pinned table"
 
 
 RSS_ROWS = 800_000
@@ -264,13 +268,16 @@ def test_kafka_rows_are_spliced_into_a_chunk_in_key_order(
 
 
 @pytest.mark.timeout(300)
-def test_a_large_page_of_a_symbol_only_in_kafka(tmp_path: Path, broker: str, schema_registry: str) -> None:
+def test_a_large_page_of_a_symbol_only_in_kafka(
+    tmp_path: Path, broker: str, schema_registry: str, small_stream_chunks: int
+) -> None:
     """A symbol with rows in Kafka only, the table empty (no snapshot) or holding other symbols: the page is
     every Kafka row when they fit (no snapshot id, no cursor), else empty and says the Kafka rows were left
     out (a walk reads the table only); as the whole-page read answered."""
+    chunk = small_stream_chunks
     exchange = f"hy{uuid.uuid4().hex[:8]}"
-    rows = CHUNK + 3_000
-    settings = api_settings(tmp_path / "k2", broker, schema_registry, query_max_rows=4 * CHUNK)
+    rows = chunk + 3_000
+    settings = api_settings(tmp_path / "k2", broker, schema_registry, query_max_rows=4 * chunk)
     trades = [
         wire_trade(exchange, i, BASE_TS + i * 1_000, symbol="KONLYUSDT", instrument="KONLY-USDT")
         for i in range(rows)

@@ -4,17 +4,16 @@ seeded with the first minute of the real BTCUSDT capture (parsed by the import's
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
 from k2.api.keys import KeyStore
+from k2.cli import app
 from k2.config import Settings
 from k2.lake.catalog import ensure_tables, load_catalog
 from k2.lake.writer import append
@@ -27,7 +26,7 @@ from k2.query.errors import QueryError, UnknownSymbolError
 from k2.sources.binance import iter_capture_lines
 from k2.sources.binance_capture import CaptureReader
 from tests.api.helpers import ServerThread
-from tests.sources.helpers import BINANCE_CAPTURES, REPO
+from tests.sources.helpers import BINANCE_CAPTURES
 
 AT = "2024-08-08T23:55:00Z"
 
@@ -113,31 +112,20 @@ def test_trades_joined_to_the_book_just_before_them(lake: Lake) -> None:
 
 
 def test_cli_book_json_and_bad_input(lake: Lake) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "K2_DATA_DIR": str(lake.settings.data_dir)}
-    command = [
-        sys.executable,
-        "-m",
-        "k2.cli",
-        "book",
-        "BTCUSDT",
-        "--at",
-        AT,
-        "--depth",
-        "3",
-        "--format",
-        "json",
-    ]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=True)
+    """In process (typer's runner; a `python -m k2.cli` process costs ~2 s of CPU in imports): `k2 book` as
+    a real process, its stdout JSON and stderr, is test_book_hybrid's CLI test."""
+    env = {"K2_DATA_DIR": str(lake.settings.data_dir)}
+    command = ["book", "BTCUSDT", "--at", AT, "--depth", "3", "--format", "json"]
+    done = CliRunner().invoke(app, command, env=env)
+    assert done.exit_code == 0, done.output
     doc = json.loads(done.stdout)
     bids, asks, last = _expected(
         lake, datetime_to_micros(Client(lake.settings).book("BTCUSDT", AT).exchange_ts), 3
     )  # type: ignore[arg-type]
     assert doc["last_update_id"] == last
     assert [(to_unscaled(b["price"]), to_unscaled(b["size"])) for b in doc["bids"]] == bids
-    bad = subprocess.run(
-        [*command[:-2], "--depth", "0"], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert bad.returncode == 2 and "expected an integer between 1 and 1000, found 0" in bad.stderr
+    bad = CliRunner().invoke(app, [*command[:-2], "--depth", "0"], env=env)
+    assert bad.exit_code == 2 and "expected an integer between 1 and 1000, found 0" in bad.stderr
 
 
 @pytest.fixture(scope="module")

@@ -430,22 +430,21 @@ def test_correlation_id_follows_a_message_from_producer_to_landing_log_and_snaps
 
 
 def test_k2_stream_serves_metrics_on_the_source_metrics_port(schema_registry: str, tmp_path: Path) -> None:
-    """`k2 stream` with K2_SOURCE_METRICS_PORT serves /metrics while it streams (fake exchange, private broker)."""
+    """`k2 stream` with K2_SOURCE_METRICS_PORT serves /metrics while it streams (fake exchange, private broker).
+
+    The fake exchange runs in this process (its threads; a `k2 fake-exchange serve` process costs ~1 s of CPU
+    in imports): the process under test is `k2 stream`. `k2 fake-exchange serve` as a process is
+    test_live_cli's and test_durable_stack's."""
     from k2.bus.broker import tansu_process
-    from k2.telemetry.procs import ManagedProcess
+    from k2.sources.fake_exchange import FakeExchange, Faults
     from tests.support.broker import stop_memory_broker
 
     captures = sorted(
         (Path(__file__).resolve().parents[2] / "data" / "samples" / "binance").glob("spot_btcusdt_*.gz")
     )
-    broker_port, fake_port, metrics_port = free_port(), free_port(), free_port()
+    broker_port, metrics_port = free_port(), free_port()
     broker = tansu_process(broker_port, tmp_path / "tansu.log").start()
-    fake = ManagedProcess(
-        "fake-exchange",
-        [sys.executable, "-m", "k2.cli", "fake-exchange", "serve", "--port", str(fake_port), "--max-messages", "3000",
-         "--capture", str(captures[0])],
-        fake_port, tmp_path / "fake.log",
-    )  # fmt: skip
+    fake = FakeExchange("binance", captures=[captures[0]], faults=Faults(max_messages=3000))
     env = {
         **os.environ, "K2_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{broker_port}", "K2_SCHEMA_REGISTRY_URL": schema_registry,
         "K2_DATA_DIR": str(tmp_path / "k2"), "K2_SOURCE_METRICS_PORT": str(metrics_port),
@@ -454,8 +453,8 @@ def test_k2_stream_serves_metrics_on_the_source_metrics_port(schema_registry: st
     try:
         fake.start()
         stream = subprocess.Popen(
-            [sys.executable, "-m", "k2.cli", "stream", "binance", "--symbols", "BTCUSDT", "--url", f"ws://127.0.0.1:{fake_port}",
-             "--rest-url", f"http://127.0.0.1:{fake_port}", "--idle-exit", "3"],
+            [sys.executable, "-m", "k2.cli", "stream", "binance", "--symbols", "BTCUSDT", "--url", fake.ws_url,
+             "--rest-url", fake.rest_url, "--idle-exit", "3"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         deadline = time.monotonic() + 90
