@@ -87,3 +87,29 @@ def test_a_server_that_fails_for_another_reason_is_not_started_again(tmp_path: P
     with pytest.raises(RuntimeError, match="exited with 3") as failed:
         start_on_free_port(make)
     assert not isinstance(failed.value, PortTakenError) and len(ports) == 1
+
+
+def test_storage_starts_again_on_new_ports_when_one_was_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`k2 up`'s SeaweedFS picks its master, volume, filer and admin ports free at start; another process
+    can bind one first (test_durable_stack met a busy filer port). The start is tried again on new ports."""
+    from k2.config import Settings
+    from k2.ops import stack, storage
+
+    taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    busy = free_port_pair()
+    taken.bind(("127.0.0.1", busy))
+    taken.listen()
+    picks = iter([busy])
+    monkeypatch.setattr(storage, "free_port_pair", lambda: next(picks, None) or free_port_pair())
+    settings = Settings(
+        data_dir=tmp_path / "k2", storage_port=free_port_pair(), broker_storage="s3://k2-broker/"
+    )
+    try:
+        assert stack.up(settings, ["storage"]) == [("storage", "started")]
+        log = (stack.log_dir(settings) / "storage.log").read_text(errors="replace")
+        assert f"port {busy} " in log, "expected the first attempt to meet the busy port"
+    finally:
+        stack.down(settings)
+        taken.close()

@@ -180,22 +180,37 @@ def up(settings: Settings, parts: list[str] | None = None, timeout: float = 60.0
     return [(p.name, states[p.name]) for p in wanted]
 
 
+_STORAGE_ATTEMPTS = 3
+_PORT_BUSY = ("already in use", "is not available")  # the OS's and `weed mini`'s words for a busy port
+
+
 def _start_part(settings: Settings, part: Part, timeout: float) -> None:
+    """Start one part; storage is started again on new ports (all but its S3 port) when one of them was
+    taken by another process between choosing and binding it (:func:`k2.ops.storage.weed_argv`)."""
     import os
 
     env_base = settings.environment()
     env_base["K2_DATA_DIR"] = str(settings.data_dir.resolve())
     env = {**os.environ, **env_base, **dict(part.env)}
-    ManagedProcess(
-        part.name,
-        part.argv,
-        part.port,
-        log_dir(settings) / f"{part.name}.log",
-        pid_path=_pid_file(settings, part.name),
-        env=env,
-    ).start(timeout=timeout, detach=True)
+    attempts = _STORAGE_ATTEMPTS if part.name == "storage" else 1
+    argv = part.argv
+    for attempt in range(1, attempts + 1):
+        try:
+            ManagedProcess(
+                part.name,
+                argv,
+                part.port,
+                log_dir(settings) / f"{part.name}.log",
+                pid_path=_pid_file(settings, part.name),
+                env=env,
+            ).start(timeout=timeout, detach=True)
+            break
+        except RuntimeError as exc:
+            if attempt == attempts or not any(sign in str(exc).lower() for sign in _PORT_BUSY):
+                raise
+            argv = weed_argv(settings, log_dir(settings))  # new ports for every listener but S3's
     if part.name == "storage":
-        wait_for_bucket(settings, filer_port(part.argv), timeout)
+        wait_for_bucket(settings, filer_port(argv), timeout)
 
 
 def down(settings: Settings) -> list[tuple[str, str]]:
