@@ -96,8 +96,16 @@ def test_stream_command_lands_a_faulty_feed_in_kafka(
     ].to_pylist()
     assert sorted(ids) == served  # every trade once, 3 reconnect gaps backfilled
     settings = private_settings.model_copy(update={"data_dir": data_dir})
-    gaps = current_gaps(GapLedger.for_settings(settings).table)  # type: ignore[arg-type]
-    assert gaps.num_rows >= 3 and set(gaps["status"].to_pylist()) == {"backfilled"}
+    gaps = current_gaps(GapLedger.for_settings(settings).table).to_pylist()  # type: ignore[arg-type]
+    trade_gaps = [g for g in gaps if g["data_type"] == "trades"]
+    assert len(trade_gaps) >= 3 and {g["status"] for g in trade_gaps} == {"backfilled"}, trade_gaps
+    # A reconnect also breaks the depth chain: the book resyncs from a REST snapshot and the ids in
+    # between are lost by nature (no REST history of depth). The fake's drops are on the trade stream's
+    # connection; on a loaded machine the 1 s stall limit can reconnect the depth stream too.
+    others = [g for g in gaps if g["data_type"] != "trades"]
+    assert all(
+        g["data_type"] == "depth" and g["status"] == "lost" and "resynced" in g["detail"] for g in others
+    ), others
 
 
 def test_bad_arguments_are_refused_with_the_expected_form() -> None:
