@@ -94,3 +94,26 @@ def reference_row(
         out[f"{name}_sizes"] = [unscaled_to_decimal(s) for _, s in levels[:depth]]
     out.update(book_metrics(bids, asks, 10, 10, quantity))
     return out
+
+
+def with_resync(rows: list[dict[str, Any]], at: int, depth: int) -> list[dict[str, Any]]:
+    """``rows`` with a restarting snapshot (the best ``depth`` levels per side) after the event ending at row ``at``."""
+    book = OrderBook()
+    book.apply_rows(rows[: at + 1])
+    end = rows[at]
+    levels = [("BID", p, s) for p, s in book.top("BID", depth)] + [
+        ("ASK", p, s) for p, s in book.top("ASK", depth)
+    ]
+    snapshot = [
+        {
+            **end,
+            "side": side,
+            "price": price,
+            "size": size,
+            "is_snapshot": True,
+            "is_event_end": i == len(levels) - 1,
+        }
+        for i, (side, price, size) in enumerate(levels)
+    ]
+    # The same update id as the event it follows: rows of that event (not snapshot rows) are superseded.
+    return rows[: at + 1] + snapshot + rows[at + 1 :]

@@ -20,33 +20,9 @@ from k2.lake.catalog import ensure_tables, load_catalog
 from k2.lake.writer import append
 from k2.model import BOOK_DELTA
 from k2.model.arrow import records_to_arrow
-from k2.model.book import OrderBook
 from k2.model.values import datetime_to_micros, micros_to_datetime
 from k2.query.client import Client
-from tests.book.capture import capture_deltas, reference_row
-
-
-def _with_resync(rows: list[dict[str, Any]], at: int, depth: int) -> list[dict[str, Any]]:
-    """``rows`` with a restarting snapshot (the best ``depth`` levels per side) after the event ending at row ``at``."""
-    book = OrderBook()
-    book.apply_rows(rows[: at + 1])
-    end = rows[at]
-    levels = [("BID", p, s) for p, s in book.top("BID", depth)] + [
-        ("ASK", p, s) for p, s in book.top("ASK", depth)
-    ]
-    snapshot = [
-        {
-            **end,
-            "side": side,
-            "price": price,
-            "size": size,
-            "is_snapshot": True,
-            "is_event_end": i == len(levels) - 1,
-        }
-        for i, (side, price, size) in enumerate(levels)
-    ]
-    # The same update id as the event it follows: rows of that event (not snapshot rows) are superseded.
-    return rows[: at + 1] + snapshot + rows[at + 1 :]
+from tests.book.capture import capture_deltas, reference_row, with_resync
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +30,7 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, list[dict[
     settings = Settings(data_dir=Path(tmp_path_factory.mktemp("series")) / "k2", query_pool_size=1)
     rows = capture_deltas(120)
     ends = [i for i, r in enumerate(rows) if r["is_event_end"] and not r["is_snapshot"]]
-    rows = _with_resync(rows, ends[len(ends) // 2], 200)
+    rows = with_resync(rows, ends[len(ends) // 2], 200)
     table = ensure_tables(load_catalog(settings), settings)["book_deltas"]
     half = len(rows) // 2  # two commits: the range spans files
     append(table, records_to_arrow(BOOK_DELTA, rows[:half]), "book_deltas")

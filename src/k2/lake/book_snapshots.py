@@ -200,8 +200,12 @@ def _events(data: pa.Table) -> Iterator[tuple[int, int, bool, bool, list[tuple[b
     for lo, hi in zip(
         np.concatenate(([0], bounds)).tolist(), np.concatenate((bounds, [len(ids)])).tolist(), strict=True
     ):
-        levels = [(asks[i], prices[i], sizes[i]) for i in range(lo, hi)]
-        yield int(ids[lo]), ts[lo], bool(snap[lo]), any(end[lo:hi]), levels
+        # A restart may share its update id with the event before it (a venue snapshot taken right after
+        # that event): its rows supersede that event's, whichever order the rows came in (as readers do).
+        restart = any(snap[lo:hi])
+        chosen = [i for i in range(lo, hi) if snap[i]] if restart else range(lo, hi)
+        levels = [(asks[i], prices[i], sizes[i]) for i in chosen]
+        yield int(ids[lo]), ts[lo], restart, any(end[lo:hi]), levels
 
 
 def _row(

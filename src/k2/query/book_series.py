@@ -18,9 +18,12 @@ from the latest restarting snapshot on; a level's size is the one of its largest
 
 Both queries read only the planned data files that can hold the rows (:mod:`k2.query.book_files`).
 
-Hazards: step 1 costs what the deltas since the book's restart cost (a live feed restarts at every
-reconnect; a long-lived book makes it grow) - the stored ``book_snapshots`` hold only the top N, too
-little for the metrics' depth and fill walks, so they are not used here. Memory: the range's rows as a few
+Step 1 is first tried from the stored ``book_snapshots`` rows (:mod:`k2.query.book_checkpoint`: the newest
+row at or before ``start`` and the deltas after it, the later rows extending what is known, every step
+checked to lie inside it); only when a step is not provably exact is the full aggregation run.
+
+Hazards: the full aggregation costs what the deltas since the book's restart cost (a live feed restarts at
+every reconnect; a long-lived book makes it grow). Memory: the range's rows as a few
 numpy columns (~40 bytes a row) and two int64 per distinct price.
 """
 
@@ -38,7 +41,8 @@ import pyarrow as pa
 from k2.model.arrow import unscaled_from_decimal
 from k2.model.values import datetime_to_micros
 from k2.query.book import delta_source, last_restart, no_snapshot_error
-from k2.query.book_steps import Changes, Side, metrics_columns, replay
+from k2.query.book_checkpoint import Checkpoint, band_fits, checkpoint, correction_rows, covered
+from k2.query.book_steps import Changes, Side, Walked, band_edges, metrics_columns, replay
 
 if TYPE_CHECKING:
     from k2.query.client import AsOf, Client
@@ -160,22 +164,17 @@ def series_table(
     bps: Decimal | int,
     quantity: Decimal | None,
 ) -> pa.Table:
-    """The rows of :func:`k2.query.book.book_series` (``steps`` steps from ``start``)."""
+    """The rows of :func:`k2.query.book.book_series` (``steps`` steps from ``start``): started from the stored
+    ``book_snapshots`` rows when they provably give the same answer (:mod:`k2.query.book_checkpoint`), else
+    from every delta since the book's restart."""
     read = client._resolve("book_deltas", as_of)
     last = start + step * max(steps - 1, 0)
     found = delta_source(client, read, symbol, until=start)
     if found is None:
         raise no_snapshot_error(symbol, exchange, start, None)
     venue, restart = last_restart(client, found[0], found[1], symbol, exchange, start, None)
-    seed_from = delta_source(client, read, symbol, above=restart - 1, until=start)
-    assert seed_from is not None  # it holds the restart
-    seed = client._execute(
-        _SEED_SQL.format(source=seed_from[0]),
-        [*seed_from[1], symbol, venue, restart, restart, start],
-        query="book_series",
-    )
+    changes = None
     changes_from = delta_source(client, read, symbol, above=restart, until=last)
-    seeded, changes, stepped = _columns(seed), None, None
     if changes_from is not None and steps > 1:
         table = client._execute(
             _CHANGES_SQL.format(source=changes_from[0]),
@@ -183,33 +182,85 @@ def series_table(
             query="book_series",
         )
         changes = _columns(table)
-    # One grid of price slots for both sides: every price the seed or the changes name.
+    frame = _Frame(venue, start, steps, step, depth, _Metrics(depth, metrics_levels, bps, quantity))
+    stored = checkpoint(client, read, symbol, venue, restart, start, last, as_of)
+    if stored is not None and band_fits(stored, bps):
+        answer = _series(frame, stored.seed, changes, stored)
+        if answer is not None:
+            client._book_series_starts["stored"] += 1
+            return answer
+    seed_from = delta_source(client, read, symbol, above=restart - 1, until=start)
+    assert seed_from is not None  # it holds the restart
+    seed = client._execute(
+        _SEED_SQL.format(source=seed_from[0]),
+        [*seed_from[1], symbol, venue, restart, restart, start],
+        query="book_series",
+    )
+    answer = _series(frame, _columns(seed), changes, None)
+    assert answer is not None  # only a stored start can fail its check
+    client._book_series_starts["deltas"] += 1
+    return answer
+
+
+@dataclass
+class _Frame:
+    """What every series of one call shares: the venue, the steps, the depth and the metrics' parameters."""
+
+    venue: str
+    start: datetime
+    steps: int
+    step: timedelta
+    depth: int
+    metrics: _Metrics
+
+
+def _series(
+    frame: _Frame,
+    seed: dict[str, np.ndarray],
+    changes: dict[str, np.ndarray] | None,
+    stored: Checkpoint | None,
+) -> pa.Table | None:
+    """The table from a seed (the book at start) and the range's changes; with a stored start, also its
+    later rows as changes, and None when a step is not provably exact (see :mod:`k2.query.book_checkpoint`)."""
+    seeded = dict(seed)
     n = len(seeded["price"])
-    both = seeded["price"] if changes is None else np.concatenate([seeded["price"], changes["price"]])
-    prices, slots = _price_grid(both)
+    later = [np.concatenate([r.bids[0], r.asks[0]]) for r in stored.later] if stored is not None else []
+    parts = [seeded["price"], *([changes["price"]] if changes is not None else []), *later]
+    # One grid of price slots for both sides: every price the seed, the changes or the stored rows name.
+    prices, slots = _price_grid(np.concatenate(parts))
     seeded["slot"] = slots[:n]
+    start_us, step_us = datetime_to_micros(frame.start), int(frame.step / timedelta(microseconds=1))
+    rows = None
     if changes is not None:
-        changes["slot"] = slots[n:]
-        del changes["price"]  # the slot replaces it: one column less to reorder
-        step_us = int(step / timedelta(microseconds=1))
-        stepped = _by_step(changes, datetime_to_micros(start), step_us, steps)
-    metrics = _Metrics(depth, metrics_levels, bps, quantity)
-    return _replay(venue, prices, seeded, stepped, start, steps, step, depth, metrics)
+        rows = {name: values for name, values in changes.items() if name != "price"}
+        rows["slot"] = slots[n : n + len(changes["price"])]  # the slot replaces the price
+    edges = None
+    if stored is not None:
+        extra, bid_edges, ask_edges = correction_rows(stored, prices, start_us, step_us, frame.steps)
+        edges = (bid_edges, ask_edges)
+        if len(extra["slot"]) and frame.steps > 1:
+            extra["is_snapshot"] = np.zeros(len(extra["slot"]), dtype=bool)
+            # After the deltas: a stored row is the book after its update id's own rows (stable sort).
+            rows = (
+                extra if rows is None else {name: np.concatenate([rows[name], extra[name]]) for name in rows}
+            )
+    stepped = _by_step(rows, start_us, step_us, frame.steps) if rows is not None else None
+    return _replay(frame, prices, seeded, stepped, edges)
 
 
 def _replay(
-    venue: str,
+    frame: _Frame,
     prices: np.ndarray,
     seed: dict[str, np.ndarray],
     stepped: tuple[dict[str, np.ndarray], np.ndarray] | None,
-    start: datetime,
-    steps: int,
-    step: timedelta,
-    depth: int,
-    metrics: _Metrics,
-) -> pa.Table:
+    edges: tuple[np.ndarray, np.ndarray] | None,
+) -> pa.Table | None:
     """Step through the changes (from :func:`_by_step`, :func:`k2.query.book_steps.replay`) and build the
-    table: the per-step columns computed for all steps at once."""
+    table: the per-step columns computed for all steps at once. With ``edges`` (a stored start: what is
+    known per step), None when a step's walks leave it."""
+    venue, start, steps, step, depth, metrics = (
+        frame.venue, frame.start, frame.steps, frame.step, frame.depth, frame.metrics
+    )  # fmt: skip
     if not steps:
         return pa.table({"ts": pa.array([], pa.timestamp("us", tz="UTC"))})
     if stepped is None:
@@ -229,6 +280,10 @@ def _replay(
     walked, within = replay(
         _sides(prices, seed, changes), restarts, steps, floor, metrics.wanted, metrics.bps
     )
+    if edges is not None and not covered(
+        walked, prices, _bands(walked, prices, metrics.bps, steps), edges, restarts, metrics.wanted
+    ):
+        return None
     columns: dict[str, pa.Array] = {
         "ts": pa.array(
             datetime_to_micros(start)
@@ -243,6 +298,21 @@ def _replay(
         columns[f"{name}_prices"], columns[f"{name}_sizes"] = side.top_columns(prices, depth)
     columns.update(metrics_columns(walked, within, prices, metrics.levels, metrics.bps, metrics.quantity))
     return pa.table(columns)
+
+
+def _bands(
+    walked: tuple[Walked, Walked], prices: np.ndarray, bps: Decimal | int, steps: int
+) -> list[tuple[int, int] | None]:
+    """Per step, the (bid, ask) price edges of the depth within ``bps`` of mid (None: a side is empty)."""
+    edges = band_edges(bps)
+    bids, asks = walked
+    out: list[tuple[int, int] | None] = []
+    for k in range(steps):
+        if bids.counts[k] and asks.counts[k]:
+            out.append(edges(int(prices[bids.slots[k, 0]]), int(prices[asks.slots[k, 0]])))
+        else:
+            out.append(None)
+    return out
 
 
 def _last_update(

@@ -264,7 +264,7 @@ def replay(
         _plan(bid, sides[0][1], steps),
         _plan(ask, sides[1][1], steps),
     )
-    edges = _edges(bps)
+    edges = band_edges(bps)
     grid = bid.prices.tolist()
     walked = (Walked(steps, floor), Walked(steps, floor))
     within: list[tuple[int, int]] = []
@@ -307,7 +307,7 @@ def _plan(side: Side, changes: Changes, steps: int) -> tuple[list[int], list[int
     return starts.tolist(), added.tolist()
 
 
-def _edges(bps: Decimal | int) -> Any:
+def band_edges(bps: Decimal | int) -> Any:
     """The unscaled (bid, ask) price edges of the depth within ``bps`` of mid, as a function of the best
     bid and ask. A whole ``bps`` of at most 10**6 in integers: ``Decimal``'s 28 digits hold
     ``mid * bps`` exactly there (prices have at most 18), so the integer floor/ceil is the same number."""

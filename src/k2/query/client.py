@@ -138,6 +138,8 @@ class Client(Analytics):
             self._stored_rows = StoredRowIndex()  # book(): which stored book rows to start from
             self._owns_pool = True
         self._pin = _pin
+        # How book_series calls started: from stored book rows, or from every delta since the restart.
+        self._book_series_starts = {"stored": 0, "deltas": 0}
         # Why Kafka could not be read, already logged once by this client (later queries only set recent_error).
         self._recent_warned: set[str] = _parent._recent_warned if _parent is not None else set()
 
