@@ -12,9 +12,10 @@ answer is exact only while every step's walks stay inside what is known. What is
 level inside a known range stays known (every change to it is a delta), and each later stored row adds
 its own range (:func:`correction_rows` turns it into change rows: its levels beyond what was known, and
 size 0 for the grid's prices there that it does not list). After a restart inside the range the book is
-the restart's rows, known as the full path knows them. :func:`covered` checks every step after the replay:
-the walked levels (top N, a fill's walk) and the depth-within-bps band must lie inside the known range,
-and a walk that ran out of levels must have run out of a wholly known side. When any step fails, the
+the restart's rows, known as the full path knows them. The replay checks every step
+(:func:`k2.query.book_steps.replay` with ``known``): the walked levels (top N, a fill's walk) and the
+depth-within-bps band must lie inside the known range, and a walk that ran out of levels must have run
+out of a wholly known side; the first step that fails stops it. When any step fails, the
 caller computes the series again from the full aggregation - the answer never depends on this path.
 
 Hazards: the stored rows must be consistent with the deltas (K2 writes them from the deltas:
@@ -39,10 +40,10 @@ import pyarrow as pa
 from k2.model.arrow import unscaled_from_decimal
 from k2.model.values import datetime_to_micros
 from k2.query.book import delta_source
+from k2.query.book_steps import KNOWN_ALL, band_edges
 from k2.query.book_stored import _stored_levels
 
 if TYPE_CHECKING:
-    from k2.query.book_steps import Walked
     from k2.query.client import AsOf, Client
 
 _CORRECTION_SPACING_US = 10_000_000
@@ -57,7 +58,7 @@ _LATER_SQL = (
     "QUALIFY row_number() OVER (PARTITION BY epoch_us(exchange_ts) // ? ORDER BY last_update_id) = 1 "
     "ORDER BY last_update_id"
 )
-_LOW, _HIGH = -(2**62), 2**62  # "the whole side is known"
+_LOW, _HIGH = KNOWN_ALL  # "the whole side is known"
 
 
 @dataclass
@@ -186,7 +187,6 @@ def _seed_after(
 def band_fits(cp: Checkpoint, bps: Decimal | int) -> bool:
     """Whether the depth-within-``bps`` band at ``start`` lies inside the first stored row's levels: when
     not, the first step already fails :func:`covered`, so the caller skips this path at once."""
-    from k2.query.book_steps import band_edges
 
     live = cp.seed["size"] > 0
     bids, asks = cp.seed["price"][live & ~cp.seed["ask"]], cp.seed["price"][live & cp.seed["ask"]]
@@ -275,31 +275,3 @@ def _new_range(
     where = np.searchsorted(grid, prices[inside]) - first
     sizes[where] = listed[inside]
     return slots, sizes
-
-
-def covered(
-    walked: tuple[Walked, Walked],
-    prices: np.ndarray,
-    bands: list[tuple[int, int] | None],
-    edges: tuple[np.ndarray, np.ndarray],
-    restarts: np.ndarray,
-    wanted: int | None,
-) -> bool:
-    """Whether every step's walks and depth band lie inside what the stored rows made known."""
-    since_restart = np.cumsum(restarts[: len(edges[0])]) > 0  # from a restart on, the book is the restart's
-    for ask, side in enumerate(walked):
-        edge = edges[ask]
-        whole = (edge == (_HIGH if ask else _LOW)) | since_restart
-        for k in np.flatnonzero(~whole).tolist():
-            count = int(side.counts[k])
-            order, sizes = side.longer.get(k, (side.slots[k, :count], side.sizes[k, :count]))
-            ran_out = count < side.floor or (wanted is not None and int(sizes.sum()) < wanted)
-            if ran_out:
-                return False
-            deepest = int(prices[int(order[-1])])
-            band = bands[k]
-            if ask and (deepest > edge[k] or (band is not None and band[1] > edge[k])):
-                return False
-            if not ask and (deepest < edge[k] or (band is not None and band[0] < edge[k])):
-                return False
-    return True

@@ -41,8 +41,8 @@ import pyarrow as pa
 from k2.model.arrow import unscaled_from_decimal
 from k2.model.values import datetime_to_micros
 from k2.query.book import delta_source, last_restart, no_snapshot_error
-from k2.query.book_checkpoint import Checkpoint, band_fits, checkpoint, correction_rows, covered
-from k2.query.book_steps import Changes, Side, Walked, band_edges, metrics_columns, replay
+from k2.query.book_checkpoint import Checkpoint, band_fits, checkpoint, correction_rows
+from k2.query.book_steps import KNOWN_ALL, Changes, Side, metrics_columns, replay
 
 if TYPE_CHECKING:
     from k2.query.client import AsOf, Client
@@ -277,13 +277,19 @@ def _replay(
     else:
         changes, restarts = stepped
     floor = max(depth, metrics.levels)
-    walked, within = replay(
-        _sides(prices, seed, changes), restarts, steps, floor, metrics.wanted, metrics.bps
+    known = None
+    if edges is not None:  # from a restart on, the book is the restart's: known as the full path knows it
+        restarted = np.cumsum(restarts[:steps]) > 0
+        known = (
+            np.where(restarted, KNOWN_ALL[0], edges[0]).tolist(),
+            np.where(restarted, KNOWN_ALL[1], edges[1]).tolist(),
+        )
+    replayed = replay(
+        _sides(prices, seed, changes), restarts, steps, floor, metrics.wanted, metrics.bps, known
     )
-    if edges is not None and not covered(
-        walked, prices, _bands(walked, prices, metrics.bps, steps), edges, restarts, metrics.wanted
-    ):
+    if replayed is None:
         return None
+    walked, within = replayed
     columns: dict[str, pa.Array] = {
         "ts": pa.array(
             datetime_to_micros(start)
@@ -298,21 +304,6 @@ def _replay(
         columns[f"{name}_prices"], columns[f"{name}_sizes"] = side.top_columns(prices, depth)
     columns.update(metrics_columns(walked, within, prices, metrics.levels, metrics.bps, metrics.quantity))
     return pa.table(columns)
-
-
-def _bands(
-    walked: tuple[Walked, Walked], prices: np.ndarray, bps: Decimal | int, steps: int
-) -> list[tuple[int, int] | None]:
-    """Per step, the (bid, ask) price edges of the depth within ``bps`` of mid (None: a side is empty)."""
-    edges = band_edges(bps)
-    bids, asks = walked
-    out: list[tuple[int, int] | None] = []
-    for k in range(steps):
-        if bids.counts[k] and asks.counts[k]:
-            out.append(edges(int(prices[bids.slots[k, 0]]), int(prices[asks.slots[k, 0]])))
-        else:
-            out.append(None)
-    return out
 
 
 def _last_update(

@@ -255,10 +255,14 @@ def replay(
     floor: int,
     wanted: int | None,
     bps: Decimal | int,
-) -> tuple[tuple[Walked, Walked], list[tuple[int, int]]]:
+    known: tuple[list[int], list[int]] | None = None,
+) -> tuple[tuple[Walked, Walked], list[tuple[int, int]]] | None:
     """Step through the changes: per step, the walked levels of each side and the (bid, ask) size within
     ``bps`` of mid (unscaled; 0 when a side is empty). ``sides`` are (bids, asks), seeded; ``restarts``
-    the steps that clear the book before their rows; ``wanted`` the unscaled quantity a fill walks."""
+    the steps that clear the book before their rows; ``wanted`` the unscaled quantity a fill walks.
+    ``known`` (a start from stored rows, :mod:`k2.query.book_checkpoint`): per step, the lowest bid and
+    the highest ask price known (``KNOWN_ALL`` bounds: the whole side); None as soon as a step's walks or
+    depth band reach past them."""
     (bid, (_, bid_slots, bid_sizes)), (ask, (_, ask_slots, ask_sizes)) = sides
     (bid_starts, bid_added), (ask_starts, ask_added) = (
         _plan(bid, sides[0][1], steps),
@@ -288,8 +292,31 @@ def replay(
             low_edge, high_edge = edges(grid[int(bids[0])], grid[int(asks[0])])
             within.append((bid.within(low_edge, grid), ask.within(high_edge, grid)))
         else:
+            low_edge, high_edge = KNOWN_ALL
             within.append((0, 0))
+        if known is not None and not (
+            _inside(bid, bids, grid, known[0][i], low_edge, floor, wanted)
+            and _inside(ask, asks, grid, known[1][i], high_edge, floor, wanted)
+        ):
+            return None
     return walked, within
+
+
+KNOWN_ALL = (-(2**62), 2**62)  # (lowest bid, highest ask) bounds meaning "the whole side is known"
+
+
+def _inside(
+    side: Side, walk: np.ndarray, grid: list[int], bound: int, band: int, floor: int, wanted: int | None
+) -> bool:
+    """Whether one side's walk and depth band at a step stay inside the known prices (``bound``)."""
+    if bound == KNOWN_ALL[1 if side.ask else 0]:
+        return True
+    if len(walk) < floor or (wanted is not None and int(side.sizes[walk].sum()) < wanted):
+        return False  # it ran out of known levels: unknown ones may lie beyond
+    deepest = grid[int(walk[-1])]
+    if side.ask:
+        return deepest <= bound and band <= bound
+    return deepest >= bound and band >= bound
 
 
 def _plan(side: Side, changes: Changes, steps: int) -> tuple[list[int], list[int]]:
