@@ -1,5 +1,7 @@
 """The landing's numpy column decoder (k2.bus.avro_decode) gives exactly what DuckDB's Avro reader gives.
 
+Also on trades (string arrays, string maps, optional decimals and strings).
+
 Issue 15 §2 (landing narrow depth rows): DuckDB's reader and K2's check of its result cost 3-5 us per
 book-delta row; the column decoder reads scalar-only records with numpy. Checked here on the real
 BTCUSDT capture's depth rows (parsed by the import's reader) plus edge rows (nulls in the optional
@@ -24,6 +26,7 @@ from k2.bus.avro_encode import encode_batch
 from k2.model import BOOK_DELTA, QUOTE, TRADE
 from k2.sources.binance import iter_capture_lines
 from k2.sources.binance_capture import CaptureReader
+from tests.landing.helpers import make_trades
 
 CAPTURE = Path(__file__).resolve().parents[2] / "data" / "samples" / "binance" / "spot_btcusdt_20240808.gz"
 HEADER = b"\x00\x00\x00\x00\x07"
@@ -76,10 +79,46 @@ def test_column_decoder_equals_the_duckdb_reader_on_real_depth_rows_and_edges() 
     assert ours.column("transaction_ts").null_count == 20_000 + 9  # 2 of the 5 edge rows (x3) hold one
 
 
-def test_the_landing_decoder_uses_columns_for_scalar_records_only() -> None:
-    assert supports(BOOK_DELTA)
-    assert not supports(TRADE)  # conditions (array) and vendor (map): DuckDB's reader
-    assert not supports(QUOTE)
+def test_the_landing_decoder_uses_columns_for_every_market_record() -> None:
+    assert supports(BOOK_DELTA) and supports(TRADE) and supports(QUOTE)
+
+
+def _trades() -> list[dict[str, Any]]:
+    rows = make_trades("BTCUSDT", 10**12, 3_000)
+    for i, row in enumerate(rows):
+        row["ingest_ts"], row["currency"] = row["receipt_ts"], None
+        if i % 3 == 0:
+            row["conditions"] = []
+        if i % 5 == 0:
+            row["conditions"] = ["A", "BÉ", ""]
+        if i % 7 == 0:
+            row["vendor"] = {"k": "v", "é": "", "z": "2"}
+        if i % 11 == 0:
+            row["quote_quantity"], row["currency"] = -12345, "USDT"
+    return rows
+
+
+def test_column_decoder_equals_the_duckdb_reader_on_trades_with_lists_maps_and_nulls() -> None:
+    bodies = [m[5:] for m in encode_batch(TRADE, HEADER, _trades())]
+    ours = decode_columns(TRADE, b"".join(bodies), np.array([len(b) for b in bodies]))
+    decoder = BlockDecoder(TRADE)
+    decoder._columns = False
+    reference = decoder.decode(bodies)
+    assert ours.schema == reference.schema
+    for name in ours.column_names:
+        assert ours.column(name).equals(reference.column(name)), f"column {name} differs"
+    assert ours.column("conditions")[5].as_py() == ["A", "BÉ", ""]
+    assert ours.column("vendor")[7].as_py() == [("k", "v"), ("é", ""), ("z", "2")]
+
+
+def test_an_array_in_two_blocks_is_refused() -> None:
+    row = {**_trades()[1], "conditions": ["BEST_MATCH"], "vendor": {}, "currency": None}
+    body = [m[5:] for m in encode_batch(TRADE, HEADER, [row])][0]
+    one_block = b"\x02\x14BEST_MATCH\x00"  # count 1, "BEST_MATCH", end
+    assert one_block in body
+    two_blocks = body.replace(one_block, b"\x02\x14BEST_MATCH\x02\x00\x00")  # + a block holding ""
+    with pytest.raises(BlockMismatch):
+        decode_columns(TRADE, two_blocks, np.array([len(two_blocks)]))
 
 
 def _corrupt(body: bytes, how: str) -> bytes:

@@ -1,7 +1,7 @@
 """Decoding a batch of Avro record bodies column by column with numpy: no per-record Python, no reader.
 
-For record types whose fields are all scalars (string, long, timestamp, date, boolean, decimal, each
-optionally nullable) K2 walks every record's bytes *field by field for all records at once*: each record's
+For record types made of strings, longs, timestamps, dates, booleans, decimals (each optionally nullable),
+string arrays and string maps K2 walks every record's bytes *field by field for all records at once*: each record's
 read position is one element of an array, a varint is read for all records in a few vectorised steps
 (most records' varints end at the same byte), a string or bytes field advances each position by its
 length; a varint is one unaligned 8-byte read per record (a stride-1 uint64 view of the bytes) and bit
@@ -15,13 +15,16 @@ decimal at most 8 bytes; otherwise :class:`~k2.bus.avro_block.BlockMismatch` is 
 falls back to the per-message decoder, which isolates the bad message for the dead-letter queue. A
 misparse of one record cannot shift another's fields: each record starts at its own message's offset.
 
-Record types with arrays or maps (trades' ``conditions``/``vendor``) are not handled here
-(:func:`supports` is False): they keep DuckDB's reader.
+Arrays of strings and maps of string to string (trades' ``conditions``/``vendor``) are read when written as
+one block and its terminator, as K2's producers and fastavro write them; another blocking raises
+BlockMismatch (the per-message decoder then reads it). Records with a ``decimal_list`` are not handled
+(:func:`supports` is False): they keep DuckDB's reader. Measured on 150,000 trades: 2.2-2.3 us a record
+against 3.2-3.7 us.
 
 Example:
     >>> from k2.model import BOOK_DELTA, TRADE
     >>> supports(BOOK_DELTA), supports(TRADE)
-    (True, False)
+    (True, True)
 """
 
 from __future__ import annotations
@@ -33,13 +36,17 @@ from k2.bus.avro_block import BlockMismatch, _binary_to_int64
 from k2.model import RecordType
 from k2.model.arrow import decimal_array
 
-_SCALARS = frozenset({"string", "long", "timestamp", "date", "boolean", "decimal"})
+_KINDS = frozenset({"string", "long", "timestamp", "date", "boolean", "decimal", "string_list", "string_map"})
+_REPEATED_TYPES = {
+    "string_list": pa.list_(pa.field("element", pa.string(), nullable=False)),
+    "string_map": pa.map_(pa.string(), pa.field("value", pa.string(), nullable=False)),
+}
 _PAD = 16  # zero bytes after the data: a misparse reads them rather than past the buffer
 
 
 def supports(record: RecordType) -> bool:
-    """Whether every field of ``record`` is a scalar this decoder reads."""
-    return all(spec.kind in _SCALARS for spec in record.fields)
+    """Whether this decoder reads every field of ``record`` (all but ``decimal_list``)."""
+    return all(spec.kind in _KINDS for spec in record.fields)
 
 
 _HIGH_BITS = np.uint64(0x8080808080808080)
@@ -100,20 +107,71 @@ def _bytes(reader: _Reader, pos: np.ndarray, ends: np.ndarray) -> tuple[np.ndarr
     return start, size, reader.buf[gather]
 
 
+def _strings(reader: _Reader, pos: np.ndarray, ends: np.ndarray) -> tuple[pa.Array, np.ndarray]:
+    """A string field at each position: (Arrow strings, new positions); BlockMismatch unless UTF-8."""
+    start, size, data = _bytes(reader, pos, ends)
+    offsets = np.zeros(len(size) + 1, dtype=np.int32)
+    np.cumsum(size, out=offsets[1:])
+    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(data.tobytes())]
+    strings = pa.Array.from_buffers(pa.string(), len(size), buffers)
+    try:
+        strings.validate(full=True)  # UTF-8
+    except pa.ArrowInvalid as exc:
+        raise BlockMismatch(f"string field: {exc}") from None
+    return strings, start + size
+
+
+def _repeated(
+    is_map: bool, reader: _Reader, pos: np.ndarray, ends: np.ndarray
+) -> tuple[pa.Array, np.ndarray]:
+    """An array of strings or a map of string to string at each position, written as one block and its
+    terminator (as K2's producers and fastavro write them); any other blocking raises BlockMismatch."""
+    count, length = reader.varints(pos)
+    if len(count) and int(count.min()) < 0:
+        raise BlockMismatch("array/map block with a byte size")
+    pos = pos + length
+    offsets = np.zeros(len(count) + 1, dtype=np.int64)
+    np.cumsum(count, out=offsets[1:])
+    rows = np.flatnonzero(count > 0)
+    keys: list[pa.Array] = []
+    items: list[pa.Array] = []
+    slots: list[np.ndarray] = []
+    if rows.size:
+        cursor = pos[rows]
+        for j in range(int(count.max())):  # the j-th entry of every row that has one
+            has = np.flatnonzero(count[rows] > j)
+            at, row_ends = cursor[has], ends[rows[has]]
+            key, at = _strings(reader, at, row_ends)
+            keys.append(key)
+            if is_map:
+                item, at = _strings(reader, at, row_ends)
+                items.append(item)
+            cursor[has] = at
+            slots.append(offsets[rows[has]] + j)
+        terminator, size = reader.varints(cursor)
+        if bool(np.any(terminator != 0)):
+            raise BlockMismatch("array/map in more than one block")
+        pos[rows] = cursor + size
+    order = np.argsort(np.concatenate(slots)) if slots else np.zeros(0, dtype=np.int64)
+    flat_keys = pa.concat_arrays(keys).take(order) if keys else pa.array([], pa.string())
+    list_offsets = pa.array(offsets.astype(np.int32))
+    if is_map:
+        flat_items = pa.concat_arrays(items).take(order) if items else pa.array([], pa.string())
+        return pa.MapArray.from_arrays(list_offsets, flat_keys, flat_items), pos
+    return pa.ListArray.from_arrays(list_offsets, flat_keys), pos
+
+
 def _column(kind: str, reader: _Reader, pos: np.ndarray, ends: np.ndarray) -> tuple[pa.Array, np.ndarray]:
-    """One scalar field for the records at ``pos``: (Arrow values, new positions)."""
-    if kind in ("string", "decimal"):
+    """One field for the records at ``pos``: (Arrow values, new positions)."""
+    if kind == "string":
+        return _strings(reader, pos, ends)
+    if kind in ("string_list", "string_map"):
+        return _repeated(kind == "string_map", reader, pos, ends)
+    if kind == "decimal":
         start, size, data = _bytes(reader, pos, ends)
         offsets = np.zeros(len(size) + 1, dtype=np.int32)
         np.cumsum(size, out=offsets[1:])
         buffers = [None, pa.py_buffer(offsets), pa.py_buffer(data.tobytes())]
-        if kind == "string":
-            strings = pa.Array.from_buffers(pa.string(), len(size), buffers)
-            try:
-                strings.validate(full=True)  # UTF-8
-            except pa.ArrowInvalid as exc:
-                raise BlockMismatch(f"string field: {exc}") from None
-            return strings, start + size
         binary = pa.Array.from_buffers(pa.binary(), len(size), buffers)
         values, _ = _binary_to_int64(binary)  # raises BlockMismatch above 8 bytes
         return pa.array(values, type=pa.int64()), start + size
@@ -136,6 +194,8 @@ def _finish(kind: str, values: pa.Array) -> pa.Array:
         return values.cast(pa.timestamp("us", tz="UTC"))
     if kind == "date":
         return values.cast(pa.int32()).cast(pa.date32())
+    if kind in ("string_list", "string_map"):  # the canonical item/value field names, non-null items
+        return values.cast(_REPEATED_TYPES[kind])
     return values
 
 
