@@ -41,3 +41,49 @@ def collector_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+class CollectorHold:
+    """Keeps the cyclic collector off for a whole landing run, collecting only between batches.
+
+    Between two flushes the landing's poll loop allocates the batch's messages and their header lists
+    (up to ``landing_commit_rows`` of each); with the collector re-enabled after every ``consume()``, each
+    re-enable ran a young-generation collection over the messages just consumed, and every tenth an older
+    one over the whole buffer (measured: 52 + 5 + 1 collections, 0.8 CPU s for 1.5M depth rows; held,
+    7 + 1 + 0 and 0.05 s). :meth:`between_batches` (the run loop calls it whenever nothing is buffered,
+    i.e. after each flush freed its batch, and while idle) runs the collection that fell due -- the oldest
+    generation over its threshold, as the automatic collector would choose -- over what survived, which
+    is little, and holds again.
+
+    Hazard: cyclic garbage made while held (pyiceberg's commit objects) waits for the next
+    :meth:`between_batches`: at most one commit interval or ``landing_commit_rows`` rows.
+    :meth:`release` runs in ``run``'s ``finally``; a collector turned off by the host stays off.
+
+    Example:
+        >>> hold = CollectorHold()
+        >>> hold.between_batches(); gc.isenabled()
+        False
+        >>> hold.release(); gc.isenabled()
+        True
+    """
+
+    def __init__(self) -> None:
+        self._held = False
+
+    def between_batches(self) -> None:
+        """Run the collection that is due (if this hold turned the collector off), then hold."""
+        if self._held:
+            counts, thresholds = gc.get_count(), gc.get_threshold()
+            for generation in (2, 1, 0):
+                if thresholds[generation] and counts[generation] > thresholds[generation]:
+                    gc.collect(generation)
+                    break
+        elif gc.isenabled():
+            gc.disable()
+            self._held = True
+
+    def release(self) -> None:
+        """Turn the collector back on if this hold turned it off."""
+        if self._held:
+            self._held = False
+            gc.enable()
