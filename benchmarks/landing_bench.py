@@ -2,12 +2,15 @@
 sorted Iceberg commit with offsets), beside baselines measured in the same run.
 
 * Data: N real-shaped trades (default 1,000,000: 10 symbols, contiguous ids, random-walk prices, the
-  demo capture's shape), or with ``--kind depth`` N book-delta rows (the real BTCUSDT capture's 300,094
-  ``depth@100ms`` rows, parsed by the import's reader, repeated as further symbols: issue 14's "narrow
+  demo capture's shape), or with ``--kind depth`` N book-delta rows (default 1,500,470: the real BTCUSDT
+  capture's 300,094 ``depth@100ms`` rows, parsed by the import's reader, as 5 symbols: issue 14's "narrow
   depth rows"), pre-produced to one topic (4 partitions) with K2's producer before any timing starts.
 * Landing: ``LandingConsumer.run`` with the production commit policy (200,000 rows or 5 s per commit);
   rate = rows landed / (last commit - partitions assigned), so neither the group join nor the idle
-  wait at the end counts.
+  wait at the end counts. The last commit waits for the commit interval once the stream has ended, so
+  the **sustained** rate is also given: rows of all commits but the last / (second-to-last commit -
+  assigned), with the landing's CPU (all threads) per row up to that commit and the cyclic garbage
+  collector's collections and CPU time in the landing process.
 * Baseline 1 (Kafka floor): a plain confluent-kafka consumer reading the same N messages (no decoding), with
   the landing consumer's fetch settings and batch size.
 * Baseline 2 (Iceberg floor): pyiceberg appending the same rows, already in Arrow, in commits of the same
