@@ -152,9 +152,7 @@ class BlockDecoder:
             table = BlockDecoder(TRADE).decode_joined(b"".join(bodies), np.array([len(b) for b in bodies]))
         """
         if self._columns:  # numpy, no reader (k2.bus.avro_decode)
-            from k2.bus.avro_decode import decode_columns
-
-            return decode_columns(self.record, data, np.asarray(lengths, dtype=np.int64))
+            return _decode_columns(self.record, data, lengths)
         count = len(lengths)
         blob = container_joined(self.schema, data, count)
         with self._lock, tempfile.NamedTemporaryFile(suffix=".avro", dir=_SHM) as handle:
@@ -225,6 +223,12 @@ class BlockDecoder:
             bad = int(np.flatnonzero(encoded != expected)[0])
             raise BlockMismatch(f"record {bad}: expected {expected[bad]} bytes, decoded {encoded[bad]}")
         return pa.Table.from_arrays(columns, schema=self.record.arrow_schema())
+
+
+def _decode_columns(record: RecordType, data: bytes, lengths: np.ndarray) -> pa.Table:
+    from k2.bus.avro_decode import decode_columns  # it imports this module
+
+    return decode_columns(record, data, np.asarray(lengths, dtype=np.int64))
 
 
 def _segment_sums(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
