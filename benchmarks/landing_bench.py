@@ -2,12 +2,15 @@
 sorted Iceberg commit with offsets), beside baselines measured in the same run.
 
 * Data: N real-shaped trades (default 1,000,000: 10 symbols, contiguous ids, random-walk prices, the
-  demo capture's shape), or with ``--kind depth`` N book-delta rows (the real BTCUSDT capture's 300,094
-  ``depth@100ms`` rows, parsed by the import's reader, repeated as further symbols: issue 14's "narrow
+  demo capture's shape), or with ``--kind depth`` N book-delta rows (default 1,500,470: the real BTCUSDT
+  capture's 300,094 ``depth@100ms`` rows, parsed by the import's reader, as 5 symbols: issue 14's "narrow
   depth rows"), pre-produced to one topic (4 partitions) with K2's producer before any timing starts.
 * Landing: ``LandingConsumer.run`` with the production commit policy (200,000 rows or 5 s per commit);
   rate = rows landed / (last commit - partitions assigned), so neither the group join nor the idle
-  wait at the end counts.
+  wait at the end counts. The last commit waits for the commit interval once the stream has ended, so
+  the **sustained** rate is also given: rows of all commits but the last / (second-to-last commit -
+  assigned), with the landing's CPU (all threads) per row up to that commit and the cyclic garbage
+  collector's collections and CPU time in the landing process.
 * Baseline 1 (Kafka floor): a plain confluent-kafka consumer reading the same N messages (no decoding), with
   the landing consumer's fetch settings and batch size.
 * Baseline 2 (Iceberg floor): pyiceberg appending the same rows, already in Arrow, in commits of the same
@@ -20,13 +23,14 @@ sorted Iceberg commit with offsets), beside baselines measured in the same run.
 Starts its own Tansu broker and K2 registry on random ports (memory storage, temp dir); target
 >= 100,000 trades/s on the 2-core machine.
 
-    .venv/bin/python benchmarks/landing_bench.py [--trades 1000000] [--kind trades|depth] [--max-buffered-mib 512] [--profile]
+    .venv/bin/python benchmarks/landing_bench.py [--trades N] [--kind trades|depth] [--max-buffered-mib 512] [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import multiprocessing
 import pstats
 import subprocess
@@ -34,6 +38,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,11 +71,13 @@ def generate(total: int) -> list[dict[str, Any]]:
     return [row for step in zip(*streams, strict=True) for row in step]  # interleaved like a live feed
 
 
-def generate_depth(total: int) -> list[dict[str, Any]]:
-    """``total`` book-delta rows: the capture's rows, then copies of them as symbols SYN1USDT, SYN2USDT, ..."""
+def generate_depth(total: int | None) -> list[dict[str, Any]]:
+    """``total`` book-delta rows (default: 5 copies of the capture, ~1.5M rows): the capture's rows, then
+    copies of them as symbols SYN1USDT, SYN2USDT, ..."""
     from book_bench import capture_rows
 
     capture = capture_rows()
+    total = total or 5 * len(capture)
     rows: list[dict[str, Any]] = []
     copy = 0
     while len(rows) < total:
@@ -124,54 +131,102 @@ def rss_kib(field: str = "VmHWM", pid: str = "self") -> int:
     raise RuntimeError(f"expected {field} in /proc/{pid}/status, found none")
 
 
+class CollectorClock:
+    """A gc callback: how many cyclic collections ran per generation, and their CPU seconds."""
+
+    def __init__(self) -> None:
+        self.count = [0, 0, 0]
+        self.seconds = [0.0, 0.0, 0.0]
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.process_time()
+        else:
+            self.count[info["generation"]] += 1
+            self.seconds[info["generation"]] += time.process_time() - self._started
+
+    def report(self) -> str:
+        return ", ".join(f"gen{g} {self.count[g]} ({self.seconds[g]:.2f} s)" for g in range(3))
+
+
+@dataclass
+class LandingRun:
+    """One landing run's figures (from the spawned child)."""
+
+    landed: int
+    rate: float  # rows / (last commit - assignment): includes the final commit-interval wait
+    commits: int
+    elapsed: float
+    sustained_rows: int  # rows in all commits but the last
+    sustained_seconds: float  # assignment -> second-to-last commit (0: fewer than two commits)
+    cpu_seconds: float  # all threads, start -> last commit
+    sustained_cpu_seconds: float  # all threads, start -> second-to-last commit
+    ready_kib: int = 0
+    peak_kib: int = 0
+
+    @property
+    def sustained_rate(self) -> float:
+        return self.sustained_rows / self.sustained_seconds if self.sustained_seconds else 0.0
+
+
 def _land_child(settings: Settings, profile: bool, topic: str, out: Any) -> None:
     ready: list[int] = []
-    landed, rate, commits, elapsed = land(settings, profile, ready, topic)
-    out.send((landed, rate, commits, elapsed, ready[0] if ready else 0, rss_kib("VmHWM")))
+    run = land(settings, profile, ready, topic)
+    run.ready_kib, run.peak_kib = (ready[0] if ready else 0), rss_kib("VmHWM")
+    out.send(asdict(run))  # a dict: the class is __mp_main__'s in the child
 
 
-def land_in_child(settings: Settings, profile: bool, topic: str) -> tuple[int, float, int, float, int, int]:
-    """``land`` in a spawned process: (landed, rows/s, commits, seconds, ready RSS KiB, peak RSS KiB)."""
+def land_in_child(settings: Settings, profile: bool, topic: str) -> LandingRun:
+    """``land`` in a spawned process, with its ready and peak RSS (KiB)."""
     context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
     child = context.Process(target=_land_child, args=(settings, profile, topic, send))
     child.start()
     result = receive.recv()
     child.join()
-    return result  # type: ignore[no-any-return]
+    return LandingRun(**result)
 
 
-def land(
-    settings: Settings, profile: bool, ready: list[int] | None = None, topic: str = TOPIC
-) -> tuple[int, float, int, float]:
+def land(settings: Settings, profile: bool, ready: list[int] | None = None, topic: str = TOPIC) -> LandingRun:
     consumer = LandingConsumer(settings, topics=[topic])
     if ready is not None:
         ready.append(rss_kib("VmRSS"))
-    commits: list[float] = []
-    cpu_at_commit: list[float] = []
-    consumer.on_commit = lambda short, landed: (
-        commits.append(time.perf_counter()),
-        cpu_at_commit.append(time.process_time()),
+    commits: list[tuple[float, float, int]] = []  # (perf_counter, process_time, rows) per commit
+    consumer.on_commit = lambda short, landed: commits.append(
+        (time.perf_counter(), time.process_time(), landed)
     )
     profiler = cProfile.Profile() if profile else None
     if profiler:
         profiler.enable()
+    collections = CollectorClock()
+    gc.callbacks.append(collections)
     assigned_wall = time.monotonic()
     cpu_start = time.process_time()
     stats = consumer.run(idle_exit_seconds=3.0)
+    gc.callbacks.remove(collections)
+    print(f"cyclic collections: {collections.report()}", flush=True)
     if profiler:
         profiler.disable()
-        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(45)
     # consumer._assigned_at is on the monotonic clock; convert to perf_counter via the offset measured now.
     offset = time.perf_counter() - time.monotonic()
     started = consumer._assigned_at + offset if consumer._assigned_at else assigned_wall + offset
-    elapsed = commits[-1] - started
-    # CPU of every thread of the landing process, start to last commit: comparable across loads.
-    print(
-        f"landing CPU {cpu_at_commit[-1] - cpu_start:.2f} s = {stats.landed / (cpu_at_commit[-1] - cpu_start):,.0f} rows per CPU second",
-        flush=True,
+    # CPU of every thread of the landing process from start: comparable across loads.
+    cpu = commits[-1][1] - cpu_start
+    before_last = commits[-2] if len(commits) > 1 else None
+    print(f"landing CPU {cpu:.2f} s = {stats.landed / cpu:,.0f} rows per CPU second", flush=True)
+    return LandingRun(
+        landed=stats.landed,
+        rate=stats.landed / (commits[-1][0] - started),
+        commits=stats.commits,
+        elapsed=commits[-1][0] - started,
+        sustained_rows=sum(rows for _, _, rows in commits[:-1]),
+        sustained_seconds=before_last[0] - started if before_last else 0.0,
+        cpu_seconds=cpu,
+        sustained_cpu_seconds=before_last[1] - cpu_start if before_last else 0.0,
     )
-    return stats.landed, stats.landed / elapsed, stats.commits, elapsed
 
 
 def iceberg_only(
@@ -191,7 +246,12 @@ def iceberg_only(
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--trades", type=int, default=1_000_000, help="rows to land (trades or depth rows)")
+    parser.add_argument(
+        "--trades",
+        type=int,
+        default=None,
+        help="rows to land (default: 1,000,000 trades, or 5 copies of the depth capture as 5 symbols)",
+    )
     parser.add_argument("--kind", choices=("trades", "depth"), default="trades", help="record type to land")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the landing run")
     parser.add_argument(
@@ -227,15 +287,18 @@ def main() -> None:
         t0 = time.perf_counter()
         depth = args.kind == "depth"
         record, topic = (BOOK_DELTA, DEPTH_TOPIC) if depth else (TRADE, TOPIC)
-        rows = generate_depth(args.trades) if depth else generate(args.trades)
+        rows = generate_depth(args.trades) if depth else generate(args.trades or 1_000_000)
         print(f"generated {len(rows):,} {args.kind} rows in {time.perf_counter() - t0:.1f}s", flush=True)
         prod = produce(base, rows, record, topic)
         print(f"produced at {prod:,.0f} msgs/s", flush=True)
         raw = consume_only(base, len(rows), topic)
         print(f"consume-only {raw:,.0f} msgs/s", flush=True)
-        landed, rate, commits, elapsed, ready_kib, peak_kib = land_in_child(base, args.profile, topic)
+        run = land_in_child(base, args.profile, topic)
+        landed, rate, commits, elapsed = run.landed, run.rate, run.commits, run.elapsed
+        ready_kib, peak_kib = run.ready_kib, run.peak_kib
         print(
-            f"landed {landed:,} at {rate:,.0f} rows/s; RSS ready {ready_kib / 1024:,.0f} MiB, peak {peak_kib / 1024:,.0f} MiB",
+            f"landed {landed:,} at {rate:,.0f} rows/s (sustained {run.sustained_rate:,.0f}); RSS ready "
+            f"{ready_kib / 1024:,.0f} MiB, peak {peak_kib / 1024:,.0f} MiB",
             flush=True,
         )
         ice = iceberg_only(
@@ -255,7 +318,24 @@ def main() -> None:
         target = 300_000 if depth else 100_000
         lines.append(
             f"landing (one consumer process, Kafka -> Avro decode -> validate -> dedup -> Iceberg, {commits} commits "
-            f"of <= {base.landing_commit_rows:,} rows or {base.landing_commit_interval_seconds:g} s): **{rate:,.0f} rows/s** ({elapsed:.1f} s); target {target:,} (ratio {rate / target:.2f})"
+            f"of <= {base.landing_commit_rows:,} rows or {base.landing_commit_interval_seconds:g} s): **{rate:,.0f} rows/s** "
+            f"({elapsed:.1f} s, up to the last commit); target {target:,} (ratio {rate / target:.2f})"
+        )
+        if run.sustained_seconds:
+            lines.append(
+                f"landing sustained (all commits but the last, which waits for the commit interval once the "
+                f"stream ends): **{run.sustained_rate:,.0f} rows/s** ({run.sustained_rows:,} rows in "
+                f"{run.sustained_seconds:.1f} s; ratio to target {run.sustained_rate / target:.2f}; "
+                f"landing / consume-only = {run.sustained_rate / raw:.2f})"
+            )
+            lines.append(
+                f"landing CPU (all threads) to the second-to-last commit: {run.sustained_cpu_seconds:.2f} s = "
+                f"{run.sustained_rows / run.sustained_cpu_seconds:,.0f} rows per CPU second "
+                f"({run.sustained_cpu_seconds / run.sustained_rows * 1e6:.2f} CPU s per 1M rows)"
+            )
+        lines.append(
+            f"landing CPU (all threads) to the last commit: {run.cpu_seconds:.2f} s = "
+            f"{landed / run.cpu_seconds:,.0f} rows per CPU second"
         )
         lines.append(
             f"landing peak RSS {peak_kib / 1024:,.0f} MiB (ready {ready_kib / 1024:,.0f} MiB, peak - ready "

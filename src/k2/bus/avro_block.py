@@ -14,6 +14,9 @@ used when the writer schema is the canonical schema itself.
 Example:
     >>> varint_length(np.array([0, 1, -1, 63, 64, 10**12]))
     array([1, 1, 1, 1, 2, 6])
+    >>> edges = [0, -1, 63, -64, 64, -65, 8191, 8192, 2**55 - 1, 2**55, 2**62, -(2**63), 2**63 - 1]
+    >>> varint_length(np.array(edges, dtype=np.int64)).tolist() == [len(_varint(v)) for v in edges]
+    True
 """
 
 from __future__ import annotations
@@ -58,8 +61,12 @@ def zigzag(values: np.ndarray) -> np.ndarray:
 
 
 def varint_length(values: np.ndarray) -> np.ndarray:
-    """Bytes of the zig-zag varint encoding of each int64."""
-    return 1 + (zigzag(values)[:, None] >= VARINT_THRESHOLDS[None, :]).sum(axis=1)
+    """Bytes of the zig-zag varint encoding of each int64.
+
+    A binary search in the 9 thresholds (12-15 ns a value measured) rather than comparing every value with
+    all of them and summing an n x 9 matrix (50-62 ns): the block decoder calls this once per numeric field.
+    """
+    return np.searchsorted(VARINT_THRESHOLDS, zigzag(values), side="right") + 1
 
 
 def container(schema: dict[str, Any], bodies: list[bytes]) -> bytes:
@@ -125,6 +132,12 @@ class BlockDecoder:
         # One file per call: more threads only contend with the consumer's own (measured 4x slower at 4).
         self._con.execute("SET threads = 1")
         self._lock = threading.Lock()
+        from k2.bus.avro_decode import supports
+
+        # Records without decimal lists (trades, quotes, book deltas) are read column by column with numpy
+        # (k2.bus.avro_decode): measured 1.3 us a book delta against 2.2 us for DuckDB's reader and the
+        # check below, 2.2 us a trade against 3.2-3.7 us.
+        self._columns = supports(record)
 
     def decode(self, bodies: list[bytes]) -> pa.Table:
         """Arrow table with the canonical schema; raises :class:`BlockMismatch` when unprovable."""
@@ -138,6 +151,8 @@ class BlockDecoder:
 
             table = BlockDecoder(TRADE).decode_joined(b"".join(bodies), np.array([len(b) for b in bodies]))
         """
+        if self._columns:  # numpy, no reader (k2.bus.avro_decode)
+            return _decode_columns(self.record, data, lengths)
         count = len(lengths)
         blob = container_joined(self.schema, data, count)
         with self._lock, tempfile.NamedTemporaryFile(suffix=".avro", dir=_SHM) as handle:
@@ -208,6 +223,12 @@ class BlockDecoder:
             bad = int(np.flatnonzero(encoded != expected)[0])
             raise BlockMismatch(f"record {bad}: expected {expected[bad]} bytes, decoded {encoded[bad]}")
         return pa.Table.from_arrays(columns, schema=self.record.arrow_schema())
+
+
+def _decode_columns(record: RecordType, data: bytes, lengths: np.ndarray) -> pa.Table:
+    from k2.bus.avro_decode import decode_columns  # it imports this module
+
+    return decode_columns(record, data, np.asarray(lengths, dtype=np.int64))
 
 
 def _segment_sums(values: np.ndarray, counts: np.ndarray) -> np.ndarray:

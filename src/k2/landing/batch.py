@@ -24,6 +24,7 @@ from k2.bus.topics import parse_topic
 from k2.config import Settings
 from k2.landing.dedup import HighWaterMarks, screen_ids
 from k2.landing.errors import LandingError
+from k2.landing.gcpause import collector_paused
 from k2.landing.routes import TABLE_ROUTES
 from k2.model.lineage import with_kafka_lineage
 from k2.model.validate import validate
@@ -84,7 +85,8 @@ def lineage(good: pa.Table, batch: Batch, positions: np.ndarray) -> pa.Table:
 
     Headers are read once per message (a depth message lands as many rows), then taken per row.
     """
-    producers, sequences = message_ids(map(_HEADERS, batch.messages))
+    with collector_paused():  # the first headers() call builds each message's list (k2.landing.gcpause)
+        producers, sequences = message_ids(map(_HEADERS, batch.messages))
     take = pa.array(positions, type=pa.int64())
     return with_kafka_lineage(
         good,

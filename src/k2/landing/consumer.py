@@ -84,6 +84,7 @@ from k2.landing.dedup import DedupResult, HighWaterMarks, deduplicate, sequentia
 from k2.landing.errors import LandingError, OffsetResetError
 from k2.landing.gapcache import OpenGaps
 from k2.landing.gauges import LandingGauges
+from k2.landing.gcpause import CollectorHold, collector_paused
 from k2.landing.kafka_config import fetch_config, group_config
 from k2.landing.memory import release_memory
 from k2.landing.routes import DEDUP, ROUTES, TABLE_ROUTES, TOPIC_REGEX, route
@@ -286,8 +287,13 @@ class LandingConsumer:
         if not self._subscribed:
             self.subscribe()
         started = last_message = time.monotonic()
+        hold = (
+            CollectorHold()
+        )  # the cyclic collector stays off while a batch is buffered (k2.landing.gcpause)
         try:
             while not self._stop.is_set():
+                if not self._buffer.buffered_rows:
+                    hold.between_batches()
                 now = time.monotonic()
                 if max_seconds is not None and now - started > max_seconds:
                     break
@@ -302,6 +308,7 @@ class LandingConsumer:
                 last_message = max(last_message, self._assigned_at)  # nor is joining and verifying the log
             self.flush()
         finally:
+            hold.release()
             self.close()
         return self.stats
 
@@ -329,7 +336,8 @@ class LandingConsumer:
         """
         if self._buffer.buffered_rows:  # wake up for the commit interval, not up to ``timeout`` after it
             timeout = min(timeout, max(0.01, self._buffer.flush_due() - time.monotonic()))
-        messages = self.consumer.consume(num_messages=self._buffer.fetch_limit(), timeout=timeout)
+        with collector_paused():  # ~1 us per message saved (k2.landing.gcpause)
+            messages = self.consumer.consume(num_messages=self._buffer.fetch_limit(), timeout=timeout)
         if messages and any(map(_ERROR, messages)):
             good = []
             for msg in messages:
