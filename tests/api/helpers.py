@@ -99,34 +99,6 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
     return error  # type: ignore[no-any-return]
 
 
-KLINE_DAY_US = 1_723_075_200_000_000  # 2024-08-08T00:00:00Z
-
-
-def kline_row(symbol: str, minute: int, close: str) -> dict[str, Any]:
-    """A Binance 1m kline of ``symbol`` opening ``minute`` minutes into 2024-08-08 (UTC), closing at ``close``."""
-    open_us = KLINE_DAY_US + minute * 60_000_000
-    return {
-        "exchange": "binance",
-        "symbol": symbol,
-        "instrument": symbol[:-4] + "-USDT",
-        "asset_class": "crypto",
-        "interval": "1m",
-        "open_time": open_us,
-        "close_time": open_us + 59_999_000,
-        "open": to_unscaled("1"),
-        "high": to_unscaled("2"),
-        "low": to_unscaled("0.5"),
-        "close": to_unscaled(close),
-        "volume": to_unscaled("3.25"),
-        "quote_volume": None,
-        "trade_count": 7,
-        "taker_buy_base": None,
-        "taker_buy_quote": None,
-        "receipt_ts": open_us,
-        "vendor": {},
-    }
-
-
 class ServerThread:
     """The API app under a real uvicorn server on a random loopback port, in a background thread."""
 

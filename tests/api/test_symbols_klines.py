@@ -15,7 +15,8 @@ from k2.model.arrow import records_to_arrow
 from k2.query.client import Client
 from k2.query.errors import UnknownSymbolError
 from tests.api.conftest import Api
-from tests.api.helpers import kline_row, rows_from_arrow
+from tests.api.helpers import rows_from_arrow
+from tests.support.factories import kline_row
 
 KLINES = {"start": "2024-08-08T00:00:00Z", "end": "2024-08-09T00:00:00Z", "include_recent": None}
 

@@ -28,8 +28,8 @@ from k2.model.values import now_micros
 from k2.query.client import Client
 from k2.query.errors import UnknownSymbolError
 from tests.api.conftest import Api
-from tests.api.helpers import kline_row, serve
-from tests.support.factories import wire_trade
+from tests.api.helpers import serve
+from tests.support.factories import kline_row, wire_trade
 
 WINDOW = {"start": "2024-08-08T23:00:00Z", "end": "2024-08-09T01:00:00Z", "include_recent": "false"}
 EMPTY_WINDOW = {"start": "2024-01-01T00:00:00Z", "end": "2024-01-01T01:00:00Z", "include_recent": "false"}

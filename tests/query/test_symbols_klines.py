@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 from k2.cli import app
 from k2.model import KLINE
 from k2.model.arrow import records_to_arrow
-from k2.model.values import to_unscaled
 from k2.query.client import Client
 from k2.query.errors import UnknownSymbolError
+from tests.support.factories import kline_row
 
 from .helpers import csv_rows, csv_trades, lake_settings, load
 
@@ -25,28 +25,9 @@ START, END = "2021-01-03T00:00:00Z", "2021-01-03T00:01:00Z"
 EIGHT = Decimal("0.00000001")
 
 
-def _kline(symbol: str, minute: int, close: str) -> dict[str, Any]:
-    open_us = int(datetime(2024, 8, 8, tzinfo=UTC).timestamp() * 1_000_000) + minute * 60_000_000
-    return {
-        "exchange": "binance",
-        "symbol": symbol,
-        "instrument": "BTC-USDT",
-        "asset_class": "crypto",
-        "interval": "1m",
-        "open_time": open_us,
-        "close_time": open_us + 59_999_000,
-        "open": to_unscaled("1"),
-        "high": to_unscaled("2"),
-        "low": to_unscaled("0.5"),
-        "close": to_unscaled(close),
-        "volume": to_unscaled("0"),
-        "quote_volume": to_unscaled("0"),
-        "trade_count": 0,
-        "taker_buy_base": to_unscaled("0"),
-        "taker_buy_quote": None,
-        "receipt_ts": open_us,
-        "vendor": {},
-    }
+def _zero_kline(symbol: str, minute: int, close: str) -> dict[str, Any]:
+    """A kline with zero volumes and trades (they must print as ``0.00000000``, never ``0E-8``)."""
+    return kline_row(symbol, minute, close, volume="0", quote_volume="0", trade_count=0, taker_buy_base="0")
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +41,7 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
         settings,
         "klines",
         records_to_arrow(
-            KLINE, [_kline("BTCUSDT", m, "1.5") for m in range(3)] + [_kline("ETHUSDT", 0, "0.1")]
+            KLINE, [_zero_kline("BTCUSDT", m, "1.5") for m in range(3)] + [_zero_kline("ETHUSDT", 0, "0.1")]
         ),
     )
     return root

@@ -101,3 +101,40 @@ def wire_quote(exchange: str, update_id: int, ts: int) -> dict[str, Any]:
         "ingest_ts": None,
         "vendor": {},
     }
+
+
+KLINE_DAY_US = 1_723_075_200_000_000  # 2024-08-08T00:00:00Z
+
+
+def kline_row(
+    symbol: str,
+    minute: int,
+    close: str,
+    *,
+    volume: str = "3.25",
+    quote_volume: str | None = None,
+    trade_count: int = 7,
+    taker_buy_base: str | None = None,
+) -> dict[str, Any]:
+    """A Binance 1m kline of ``symbol`` opening ``minute`` minutes into 2024-08-08 (UTC), closing at ``close``."""
+    open_us = KLINE_DAY_US + minute * 60_000_000
+    return {
+        "exchange": "binance",
+        "symbol": symbol,
+        "instrument": symbol[:-4] + "-USDT",
+        "asset_class": "crypto",
+        "interval": "1m",
+        "open_time": open_us,
+        "close_time": open_us + 59_999_000,
+        "open": to_unscaled("1"),
+        "high": to_unscaled("2"),
+        "low": to_unscaled("0.5"),
+        "close": to_unscaled(close),
+        "volume": to_unscaled(volume),
+        "quote_volume": None if quote_volume is None else to_unscaled(quote_volume),
+        "trade_count": trade_count,
+        "taker_buy_base": None if taker_buy_base is None else to_unscaled(taker_buy_base),
+        "taker_buy_quote": None,
+        "receipt_ts": open_us,
+        "vendor": {},
+    }
