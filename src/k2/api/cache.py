@@ -116,8 +116,10 @@ class ResultCache:
     def lookup(self, key: CacheKey) -> tuple[pa.Table, tuple[str, ...]] | None:
         """(rows, unknown symbols) kept for ``key``, or None; counted as a hit or a miss."""
         found = self._find(key)
-        name = "k2_api_cache_hits_total" if found is not None else "k2_api_cache_misses_total"
-        metric(name).labels(endpoint=key[0]).inc()
+        if found is not None:
+            metric("k2_api_cache_hits_total").labels(endpoint=key[0]).inc()
+        else:
+            metric("k2_api_cache_misses_total").labels(endpoint=key[0]).inc()
         return found
 
     def _find(self, key: CacheKey) -> tuple[pa.Table, tuple[str, ...]] | None:
