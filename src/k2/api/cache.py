@@ -16,9 +16,9 @@ Example:
     >>> import pyarrow as pa
     >>> cache = ResultCache(max_bytes=1 << 20)
     >>> key = cache_key("bars", {"symbol": "BTCUSDT"}, {"trades": 42})
-    >>> cache.get(key) is None
+    >>> cache.lookup(key) is None
     True
-    >>> cache.put(key, pa.table({"x": [1]})); cache.get(key).num_rows
+    >>> cache.put(key, pa.table({"x": [1]})); cache.lookup(key)[0].num_rows
     1
 """
 
@@ -108,10 +108,6 @@ class ResultCache:
     def bytes(self) -> int:
         with self._lock:
             return self._bytes
-
-    def get(self, key: CacheKey) -> pa.Table | None:
-        found = self.lookup(key)
-        return None if found is None else found[0]
 
     def lookup(self, key: CacheKey) -> tuple[pa.Table, tuple[str, ...]] | None:
         """(rows, unknown symbols) kept for ``key``, or None; counted as a hit or a miss."""

@@ -186,7 +186,7 @@ def _seed_after(
 
 def band_fits(cp: Checkpoint, bps: Decimal | int) -> bool:
     """Whether the depth-within-``bps`` band at ``start`` lies inside the first stored row's levels: when
-    not, the first step already fails :func:`covered`, so the caller skips this path at once."""
+    not, the replay's first step already fails its check, so the caller skips this path at once."""
 
     live = cp.seed["size"] > 0
     bids, asks = cp.seed["price"][live & ~cp.seed["ask"]], cp.seed["price"][live & cp.seed["ask"]]
